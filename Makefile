@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make:
+#   make run   - create .venv, install ipcnet, run the demo
+#   make test  - create .venv, install test extras and the Debian tools the tests use, run the suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,fast]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/ipcnet demo
+
+system-deps:
+	./scripts/system-deps socat curl
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	./scripts/system-deps wrk
+	$(BIN)/ipcnet bench transports
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

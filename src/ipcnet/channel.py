@@ -1,0 +1,306 @@
+"""Channel: any stream transport as a file-like object, and the functions that open one.
+
+Role: the layer users touch. ``connect(url)``, ``listen(url).accept()``, ``pipe()``,
+``socketpair()``, ``spawn(cmd)`` and ``stdio()`` all give Channels with one contract:
+- ``read(n)`` returns 1..n bytes, or ``b""`` if and only if the peer ended its direction;
+  ``read()`` reads to EOF. ``readinto``, ``read_exactly``, ``readline`` and line iteration
+  share one small read-ahead buffer (only ``readline`` fills it).
+- ``write(data)`` writes all of it or raises; ``send_eof()`` half-closes; ``close()`` is
+  idempotent and wakes a blocked reader. Errors are the ipcnet tree (``ipcnet.errors``).
+Rules: no system calls here; everything goes through the transport.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from ipcnet import transports
+from ipcnet.addresses import Address, parse
+from ipcnet.errors import IncompleteRead, LimitExceeded
+from ipcnet.transports import DatagramEndpoint, StreamTransport
+
+READ_ALL_CHUNK = 64 * 1024
+LINE_LIMIT = 64 * 1024
+
+
+class Channel:
+    """A byte stream to another process: read and write it like a file."""
+
+    def __init__(self, transport: StreamTransport, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.transport = transport
+        #: the child process, for channels made by spawn()
+        self.process = process
+        self._ahead = bytearray()
+        self._scratch: memoryview | None = None
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (at least one), ``b""`` at EOF; ``n < 0`` reads until EOF."""
+        if n < 0:
+            return self._read_all()
+        if self._ahead:
+            data = bytes(self._ahead[:n])
+            del self._ahead[:n]
+            return data
+        if n == 0:
+            return b""
+        buf = bytearray(n)
+        got = self.transport.read_into(memoryview(buf))
+        del buf[got:]
+        return bytes(buf)
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Fill ``buf`` with up to len(buf) bytes; 0 only at EOF (or for an empty buffer)."""
+        view = memoryview(buf).cast("B")
+        if self._ahead:
+            n = min(len(view), len(self._ahead))
+            view[:n] = self._ahead[:n]
+            del self._ahead[:n]
+            return n
+        if not view:
+            return 0
+        return self.transport.read_into(view)
+
+    def read_exactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or ``IncompleteRead`` (with the partial data) at EOF."""
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.readinto(view[got:])
+            if k == 0:
+                raise IncompleteRead(
+                    f"eof after {got} of {n} bytes from {self.transport.where}",
+                    partial=bytes(buf[:got]),
+                    expected=n,
+                )
+            got += k
+        return bytes(buf)
+
+    def readline(self, limit: int = LINE_LIMIT) -> bytes:
+        """One line including its b"\\n"; the unterminated rest at EOF; b"" at EOF.
+
+        A line longer than ``limit`` raises LimitExceeded and its bytes stay unread.
+        """
+        start = 0
+        while True:
+            end = self._ahead.find(b"\n", start)
+            if end >= 0:
+                if end + 1 > limit:
+                    break
+                line = bytes(self._ahead[: end + 1])
+                del self._ahead[: end + 1]
+                return line
+            if len(self._ahead) > limit:
+                break
+            start = len(self._ahead)
+            if self._scratch is None:
+                self._scratch = memoryview(bytearray(READ_ALL_CHUNK))
+            got = self.transport.read_into(self._scratch)
+            if got == 0:
+                line = bytes(self._ahead)
+                self._ahead.clear()
+                return line
+            self._ahead += self._scratch[:got]
+        raise LimitExceeded(f"line longer than {limit} bytes from {self.transport.where}")
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def _read_all(self) -> bytes:
+        parts = [bytes(self._ahead)]
+        self._ahead.clear()
+        while chunk := self.read(READ_ALL_CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # --- writing and closing -----------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` (blocking while the peer's buffer is full) or raise."""
+        self.transport.write(data)
+
+    def send_eof(self) -> None:
+        """End our direction (shutdown(SHUT_WR), or close a pipe's write end)."""
+        self.transport.send_eof()
+
+    def close(self) -> None:
+        """Close; a second close does nothing; a thread blocked in this channel wakes."""
+        self.transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.closed
+
+    def fileno(self) -> int:
+        return self.transport.fileno()
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Channel {self.transport.where} {state}>"
+
+    # --- properties and options --------------------------------------------------------
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a blocking call may wait before raising Timeout; None waits forever."""
+        return self.transport.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.transport.timeout = value
+
+    @property
+    def local_address(self) -> Address | None:
+        return self.transport.local_address
+
+    @property
+    def peer_address(self) -> Address | None:
+        return self.transport.peer_address
+
+    @property
+    def nodelay(self) -> bool:
+        return bool(self.transport.get_option("nodelay"))
+
+    @nodelay.setter
+    def nodelay(self, on: bool) -> None:
+        self.transport.set_option("nodelay", int(on))
+
+    @property
+    def keepalive(self) -> bool:
+        return bool(self.transport.get_option("keepalive"))
+
+    @keepalive.setter
+    def keepalive(self, on: bool) -> None:
+        self.transport.set_option("keepalive", int(on))
+
+    @property
+    def recv_buffer_size(self) -> int:
+        """The kernel's receive buffer (SO_RCVBUF, as getsockopt reports it)."""
+        return self.transport.get_option("recv_buffer")
+
+    @property
+    def send_buffer_size(self) -> int:
+        """The kernel's send buffer (SO_SNDBUF, as getsockopt reports it)."""
+        return self.transport.get_option("send_buffer")
+
+
+class Listener:
+    """A bound, listening address; ``accept()`` waits for the next peer."""
+
+    def __init__(self, transport: transports.Listener) -> None:
+        self.transport = transport
+
+    @property
+    def address(self) -> Address:
+        """The address as asked for, with the real port when port 0 was asked."""
+        return self.transport.address
+
+    @property
+    def local_address(self) -> Address | None:
+        """The kernel's view of the bound address (getsockname)."""
+        if isinstance(self.transport, transports.SocketListener):
+            return self.transport.local_address
+        return self.transport.address
+
+    @property
+    def timeout(self) -> float | None:
+        return self.transport.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.transport.timeout = value
+
+    def accept(self) -> Channel:
+        return Channel(self.transport.accept())
+
+    def fileno(self) -> int:
+        return self.transport.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.closed
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.address}{' closed' if self.closed else ''}>"
+
+
+# --- opening ---------------------------------------------------------------------------
+
+
+def connect(
+    url: str | Address, *, timeout: float | None = None, connect_timeout: float | None = 30.0
+) -> Channel:
+    """Connect to a stream address: tcp, unix, unixpacket, fifo (write end), exec, stdio, fd.
+
+    ``connect_timeout`` bounds establishing the channel (TCP handshake, waiting for a fifo
+    reader); ``timeout`` then applies to each blocking read or write.
+    """
+    address = parse(url)
+    process = None
+    if address.scheme == "exec":
+        transport, process = transports.spawn(address)
+    else:
+        transport = transports.open_stream(address, connect_timeout)
+    transport.timeout = timeout
+    return Channel(transport, process)
+
+
+def listen(url: str | Address, *, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False) -> Listener:
+    """Listen on a stream address; unix socket files and fifos get ``mode`` (0600)."""
+    return Listener(transports.open_listener(parse(url), backlog, mode, reuse_port))
+
+
+def open_datagram(
+    url: str | Address, *, listen: bool = False, max_size: int = 65536, timeout: float | None = None
+) -> DatagramEndpoint:
+    """A udp/unixgram endpoint: bound to ``url`` with listen=True, else connected to it."""
+    endpoint = transports.open_datagram(parse(url), listen=listen, max_size=max_size)
+    endpoint.timeout = timeout
+    return endpoint
+
+
+def pipe() -> tuple[Channel, Channel]:
+    """pipe(2) as (reader, writer) Channels; fork and each side closes the end it does not use."""
+    reader, writer = transports.make_pipe()
+    return Channel(reader), Channel(writer)
+
+
+def socketpair() -> tuple[Channel, Channel]:
+    """socketpair(2): two connected, two-way Channels."""
+    a, b = transports.make_socketpair()
+    return Channel(a), Channel(b)
+
+
+def spawn(command: str | Sequence[str]) -> Channel:
+    """Start a child process; write to its stdin and read its stdout through the Channel."""
+    text = command if isinstance(command, str) else shlex.join(command)
+    transport, process = transports.spawn(parse(f"exec:{text}"))
+    return Channel(transport, process)
+
+
+def stdio() -> Channel:
+    """This process's stdin (read) and stdout (write) as one Channel."""
+    return Channel(transports.stdio())

@@ -1,0 +1,72 @@
+"""The ``ipcnet`` command: one module per subcommand, argument parsing and output only.
+
+Rules: each subcommand module in this package defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``, and imports its heavy modules inside
+``run`` so that ``ipcnet --help`` starts fast. Errors from the library (``IPCError``) become
+one line on stderr and exit status 1; a closed stdout (``ipcnet ... | head -1``) ends the
+command quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from ipcnet.errors import IPCError
+
+# subcommand -> module (in this package); order is the order of --help
+SUBCOMMANDS = ("connect", "demo", "sockets", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipcnet",
+        description="Inter-process communication that looks like file I/O: "
+        "pipes, fifos, unix and tcp/udp sockets, servers, inspection.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"ipcnet.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"ipcnet.cli.{name}":
+                raise
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args._run(args)
+    except IPCError as exc:
+        print(f"ipcnet {args.command}: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    except BrokenPipeError:
+        status = _stdout_gone()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = _stdout_gone()
+    return status
+
+
+def _stdout_gone() -> int:
+    """stdout's reader left (``| head``): point stdout at /dev/null so the final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

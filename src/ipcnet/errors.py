@@ -1,0 +1,162 @@
+"""The ipcnet exception tree.
+
+Role: every failure a user of ipcnet can see is one of these classes. Transports translate
+OSError into them in exactly one place (``ipcnet.transports.oserrors``); no other layer
+catches OSError. Messages are short, lower-case, and say what happened and where.
+
+    IPCError
+    ├── Closed               your own code closed the channel, then used it
+    ├── Broken               the peer or the kernel ended it (the OSError is chained)
+    │   ├── PeerClosed       EPIPE: the reader went away while we wrote
+    │   ├── Reset            ECONNRESET / ECONNABORTED
+    │   ├── Refused          ECONNREFUSED, or a full listener queue on a unix socket
+    │   ├── Unreachable      ENETUNREACH, EHOSTUNREACH, ENXIO ("no reader" on a fifo)
+    │   └── IncompleteRead   the stream ended before the bytes a reader required
+    ├── Busy                 a limit says "not now": EAGAIN where blocking is off, full queues
+    ├── Timeout              a deadline passed (also a builtin TimeoutError)
+    ├── AddressError         the address is wrong for this machine
+    │   ├── InvalidAddress   the URL does not parse (raised by ipcnet.addresses)
+    │   ├── ResolveError     getaddrinfo failed (carries gai_strerror text)
+    │   ├── AddressInUse     EADDRINUSE, or a live unix socket at the path
+    │   ├── AddressNotAvailable  EADDRNOTAVAIL, EAFNOSUPPORT (no IPv6 here, say)
+    │   ├── NoSuchSocket     ENOENT / ENOTSOCK on a unix or fifo path
+    │   └── PermissionDenied EACCES / EPERM
+    ├── LimitExceeded        a bound was hit: the data was refused, never cut silently
+    │   ├── MessageTooLarge  EMSGSIZE: a datagram too big to send
+    │   └── Truncated        a received datagram was larger than the buffer (MSG_TRUNC)
+    ├── Unsupported          the operation makes no sense here (read on a write-only pipe end)
+    └── ProtocolError        bytes broke the rules of a protocol
+        ├── LocalProtocolError   our side tried to break them (a programming error)
+        └── RemoteProtocolError  the peer sent something invalid
+"""
+
+from __future__ import annotations
+
+
+class IPCError(Exception):
+    """Base of every ipcnet error."""
+
+
+class Closed(IPCError):
+    """The channel was closed by this process and then used."""
+
+
+class Broken(IPCError):
+    """The peer or the kernel ended the channel; ``__cause__`` holds the OSError."""
+
+
+class PeerClosed(Broken):
+    """Writing failed because nobody reads any more (EPIPE)."""
+
+
+class Reset(Broken):
+    """The peer aborted the connection (ECONNRESET, ECONNABORTED)."""
+
+
+class Refused(Broken):
+    """Nothing accepted the connection (ECONNREFUSED)."""
+
+
+class Unreachable(Broken):
+    """The peer cannot be reached (ENETUNREACH, EHOSTUNREACH, ENXIO on a fifo)."""
+
+
+class IncompleteRead(Broken, EOFError):
+    """EOF came before the required bytes; ``partial`` holds what did arrive."""
+
+    def __init__(self, message: str, partial: bytes = b"", expected: int | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.expected = expected
+
+
+class Busy(IPCError):
+    """A bounded resource is full; try again later."""
+
+
+class Timeout(IPCError, TimeoutError):
+    """A deadline passed before the operation completed."""
+
+
+class AddressError(IPCError):
+    """The address is malformed or unusable on this machine."""
+
+
+class InvalidAddress(AddressError, ValueError):
+    """The URL does not parse; the message says which part is wrong."""
+
+
+class ResolveError(AddressError):
+    """Name resolution (getaddrinfo) failed."""
+
+
+class AddressInUse(AddressError):
+    """Something already listens on the address."""
+
+
+class AddressNotAvailable(AddressError):
+    """The address does not exist on this machine or its family is unsupported."""
+
+
+class NoSuchSocket(AddressError):
+    """No socket or fifo exists at the path."""
+
+
+class PermissionDenied(AddressError):
+    """The kernel refused for lack of permission."""
+
+
+class LimitExceeded(IPCError):
+    """A configured or kernel bound was exceeded; nothing was silently cut."""
+
+
+class MessageTooLarge(LimitExceeded):
+    """A datagram is too large to send in one piece (EMSGSIZE)."""
+
+
+class Truncated(LimitExceeded):
+    """A received datagram did not fit the buffer; its real size is in the message."""
+
+
+class Unsupported(IPCError):
+    """The operation is not possible on this kind of channel."""
+
+
+class ProtocolError(IPCError):
+    """Bytes on the wire broke a protocol's rules."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our side tried to break the protocol (a bug in the caller)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol."""
+
+
+__all__ = [
+    "AddressError",
+    "AddressInUse",
+    "AddressNotAvailable",
+    "Broken",
+    "Busy",
+    "Closed",
+    "IPCError",
+    "IncompleteRead",
+    "InvalidAddress",
+    "LimitExceeded",
+    "LocalProtocolError",
+    "MessageTooLarge",
+    "NoSuchSocket",
+    "PeerClosed",
+    "PermissionDenied",
+    "ProtocolError",
+    "Refused",
+    "RemoteProtocolError",
+    "Reset",
+    "ResolveError",
+    "Timeout",
+    "Truncated",
+    "Unreachable",
+    "Unsupported",
+]

@@ -1,0 +1,78 @@
+"""What every stream transport promises to the Channel above it.
+
+Role: a transport owns one or two file descriptors and moves bytes with as few system calls
+and copies as it can. Rules, the same for sockets, pipes and fifos:
+- ``read_into(buf)`` blocks until at least one byte arrived and returns how many; it
+  returns 0 if and only if the peer ended its direction (EOF).
+- ``write(data)`` writes all of ``data`` or raises; a peer that left gives ``PeerClosed``
+  (never SIGPIPE), and every later write raises again.
+- ``send_eof()`` ends our direction only; reading still works. Idempotent.
+- ``close()`` is idempotent and wakes a thread blocked in this transport, which then
+  raises ``Closed``. Any use after close raises ``Closed``.
+- Blocking calls honour ``timeout`` (seconds, None = wait forever) and raise ``Timeout``.
+- Every OSError is translated by ``oserrors`` before it leaves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ipcnet.addresses import Address
+from ipcnet.errors import Closed, Unsupported
+
+OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
+
+
+class StreamTransport(ABC):
+    """A two-way (or one-way) byte stream over file descriptors."""
+
+    #: what this transport is connected to, for messages ("tcp://127.0.0.1:80", "pipe:")
+    where: str
+    readable: bool = True
+    writable: bool = True
+    _closed: bool = False
+
+    @abstractmethod
+    def read_into(self, buf: memoryview) -> int: ...
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    @abstractmethod
+    def send_eof(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def fileno(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def timeout(self) -> float | None: ...
+
+    @timeout.setter
+    @abstractmethod
+    def timeout(self, value: float | None) -> None: ...
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def local_address(self) -> Address | None:
+        return None
+
+    @property
+    def peer_address(self) -> Address | None:
+        return None
+
+    def get_option(self, name: str) -> int:
+        raise Unsupported(f"option {name!r} is not available on {self.where}")
+
+    def set_option(self, name: str, value: int) -> None:
+        raise Unsupported(f"option {name!r} is not available on {self.where}")
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise Closed(f"closed: cannot {op} {self.where}: this side closed it")

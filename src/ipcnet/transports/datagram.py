@@ -1,0 +1,135 @@
+"""Datagram endpoints (udp, unixgram): whole messages, never a byte stream.
+
+Role: ``send(data, to=None)`` and ``recv() -> (data, sender)`` over one SOCK_DGRAM socket.
+Rules: one send is one datagram and one recv returns exactly one datagram, so boundaries
+are kept; ``b""`` is a valid (empty) message, not EOF; a datagram larger than ``max_size``
+raises ``Truncated`` with its real size (MSG_TRUNC), never comes back silently cut; a send
+too large for the kernel raises ``MessageTooLarge``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+
+from ipcnet.addresses import Address, parse
+from ipcnet.errors import Closed, LocalProtocolError, Truncated
+from ipcnet.transports.oserrors import translate, translating
+from ipcnet.transports.sockets import scheme_for, sockaddr_to_address
+
+DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
+
+
+class DatagramEndpoint:
+    """A bound or connected datagram socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        where: str,
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.where = where
+        self.max_size = max_size
+        self._buf = bytearray(max_size)
+        self._scheme = scheme_for(sock)
+        self._cleanup = cleanup
+        self._closed = False
+
+    def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
+        """Send one datagram, to the connected peer or to ``to``."""
+        self._check_open("send on")
+        target = self.where if to is None else str(to)
+        with translating("send to", target):
+            if to is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, self._sockaddr(to))
+
+    def recv(self) -> tuple[bytes, Address | None]:
+        """Receive one whole datagram and its sender (None for an unnamed unix socket)."""
+        self._check_open("receive on")
+        try:
+            size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
+        except OSError as exc:
+            if self._closed:
+                raise Closed(f"closed while receiving on {self.where}") from exc
+            raise translate(exc, "receive on", self.where) from exc
+        if self._closed:
+            raise Closed(f"closed while receiving on {self.where}")
+        if size > self.max_size:
+            raise Truncated(
+                f"datagram of {size} bytes is larger than the {self.max_size}-byte buffer "
+                f"of {self.where}; it was dropped (raise max_size)"
+            )
+        return bytes(self._buf[:size]), sockaddr_to_address(self._scheme, sender)
+
+    def _sockaddr(self, to: Address | str) -> object:
+        if isinstance(to, str):
+            to = parse(to)
+        if to.scheme in ("unixgram", "unix"):
+            return to.unix_sockaddr
+        host = to.host or ("::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1")
+        if not isinstance(to.port, int):
+            raise LocalProtocolError(f"send to {to}: a numeric port is needed here")
+        if self.sock.family == socket.AF_INET6:
+            if ":" not in host:
+                try:
+                    host = f"::ffff:{ipaddress.IPv4Address(host)}"
+                except ValueError:
+                    pass  # a name: the kernel will not take it, translate says so
+            return (host, to.port, 0, 0)
+        return (host, to.port)
+
+    @property
+    def timeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    @property
+    def local_address(self) -> Address | None:
+        with translating("getsockname", self.where):
+            return sockaddr_to_address(self._scheme, self.sock.getsockname())
+
+    @property
+    def peer_address(self) -> Address | None:
+        try:
+            return sockaddr_to_address(self._scheme, self.sock.getpeername())
+        except OSError:
+            return None  # not connected
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv
+        except OSError:
+            pass
+        self.sock.close()
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise Closed(f"closed: cannot {op} {self.where}: this side closed it")
+
+    def __enter__(self) -> DatagramEndpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""TCP and UDP sockets from inet addresses, the way the seeds build them.
+
+Role: getaddrinfo with AF_UNSPEC (or the family the scheme pins), then socket/connect or
+socket/bind/listen. Rules: a client tries every result in turn and reports the first
+failure if none works; a server on the wildcard host binds one IPv6 socket with
+IPV6_V6ONLY off (so IPv4 clients reach it too) and falls back to IPv4 where the machine
+has no IPv6; a named host binds the first result that works.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from ipcnet.addresses import Address
+from ipcnet.transports.oserrors import translate
+
+_FAMILY = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _resolve(
+    address: Address, socktype: int, passive: bool
+) -> list[tuple[int, int, int, tuple[object, ...]]]:
+    host = address.host or None
+    flags = socket.AI_PASSIVE if passive else 0
+    try:
+        infos = socket.getaddrinfo(
+            host, address.port, _FAMILY[address.family_hint], socktype, 0, flags
+        )
+    except OSError as exc:
+        raise translate(exc, "resolve", address) from exc
+    if passive and host is None:
+        # wildcard: prefer the IPv6 socket, which is dual-stack unless the scheme says 6
+        infos.sort(key=lambda info: info[0] != socket.AF_INET6)
+    return [(family, kind, proto, sockaddr) for family, kind, proto, _, sockaddr in infos]
+
+
+def connect(address: Address, socktype: int, timeout: float | None) -> socket.socket:
+    """A socket connected to the first address that accepts; errors name the URL."""
+    first_error: OSError | None = None
+    for family, kind, proto, sockaddr in _resolve(address, socktype, passive=False):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            first_error = first_error or exc
+            continue
+        sock.settimeout(None)
+        return sock
+    assert first_error is not None
+    raise translate(first_error, "connect to", address) from first_error
+
+
+def bind(address: Address, socktype: int, backlog: int | None, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to the address (and listening, when backlog is not None)."""
+    first_error: OSError | None = None
+    for family, kind, proto, sockaddr in _resolve(address, socktype, passive=True):
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:  # no IPv6 on this machine, say
+            first_error = first_error or exc
+            continue
+        try:
+            if socktype == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                v6only = address.family_hint == 6 or bool(address.host)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+            sock.bind(sockaddr)
+            if backlog is not None:
+                sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            first_error = first_error or exc
+            continue
+        return sock
+    assert first_error is not None
+    raise translate(first_error, "listen on" if backlog is not None else "bind", address) from first_error

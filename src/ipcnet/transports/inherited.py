@@ -1,0 +1,71 @@
+"""Descriptors handed to us: ``fd://N`` and systemd socket activation (``systemd://``).
+
+Role: find out what an inherited descriptor is (socket of which family and type, listening
+or connected, or a pipe/tty/file) so the layers above can treat it like any other address.
+Rules: systemd descriptors are used only when LISTEN_PID names this process, as
+sd_listen_fds(3) requires; they start at fd 3 and are chosen by index or LISTEN_FDNAMES.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+from ipcnet.addresses import Address
+from ipcnet.errors import AddressNotAvailable
+from ipcnet.transports.oserrors import translating
+
+SD_LISTEN_FDS_START = 3
+
+
+def resolve_fd(address: Address) -> int:
+    """The descriptor number an fd:// or systemd:// address stands for."""
+    if address.scheme == "fd":
+        assert address.fd is not None
+        with translating("inspect", address):
+            os.fstat(address.fd)
+        return address.fd
+    return _systemd_fd(address)
+
+
+def is_socket(fd: int) -> bool:
+    return stat.S_ISSOCK(os.fstat(fd).st_mode)
+
+
+def adopt_socket(fd: int) -> socket.socket:
+    """A socket object for an inherited socket descriptor (family and type from the kernel)."""
+    return socket.socket(fileno=fd)
+
+
+def is_listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def _systemd_fd(address: Address) -> int:
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        raise AddressNotAvailable(
+            f"address not available: {address} (no sockets passed by systemd: "
+            "LISTEN_PID is not this process)"
+        )
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise AddressNotAvailable(f"address not available: {address} (LISTEN_FDS is 0 or unset)")
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    wanted = address.name or ""
+    if wanted == "":
+        index = 0
+    elif wanted.isdigit():
+        index = int(wanted)
+    elif wanted in names:
+        index = names.index(wanted)
+    else:
+        raise AddressNotAvailable(
+            f"address not available: {address} (LISTEN_FDNAMES has {', '.join(names) or 'no names'})"
+        )
+    if index >= count:
+        raise AddressNotAvailable(f"address not available: {address} (only {count} fds passed)")
+    return SD_LISTEN_FDS_START + index

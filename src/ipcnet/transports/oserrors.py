@@ -1,0 +1,76 @@
+"""The one place where OSError becomes an ipcnet error.
+
+Role: every transport wraps its system calls in ``translating(op, where)`` (or calls
+``translate``); nothing above the transports layer ever sees an OSError. Rules: the
+original OSError is chained as ``__cause__``; messages are lower-case, name the operation
+and the address, and for the common mistakes say what to check.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ipcnet import errors
+
+_RESET = {errno.ECONNRESET, errno.ECONNABORTED}
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+_NOT_AVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+
+
+def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
+    """Map an OSError (or socket.gaierror) raised while doing ``op`` on ``where``."""
+    if isinstance(exc, errors.IPCError):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        return errors.ResolveError(f"cannot resolve {where}: {exc.strerror or exc}")
+    if isinstance(exc, TimeoutError) and not getattr(exc, "errno", None):
+        return errors.Timeout(f"timed out: {op} {where}")
+    if not isinstance(exc, OSError):
+        return errors.IPCError(f"{op} {where}: {exc}")
+    code = exc.errno
+    reason = exc.strerror or str(exc)
+    scheme = str(where).partition(":")[0]
+    if code == errno.EPIPE:
+        return errors.PeerClosed(f"peer closed: {op} {where}")
+    if code in _RESET:
+        return errors.Reset(f"connection reset by peer: {op} {where}")
+    if code == errno.ECONNREFUSED:
+        return errors.Refused(f"connection refused: nothing listens on {where} (is the server running?)")
+    if code == errno.ENXIO and scheme == "fifo":
+        return errors.Unreachable(f"no reader on {where} (open it for reading first)")
+    if code in _UNREACHABLE:
+        return errors.Unreachable(f"{reason.lower()}: {op} {where}")
+    if code == errno.ETIMEDOUT:
+        return errors.Timeout(f"timed out: {op} {where}")
+    if code == errno.EADDRINUSE:
+        return errors.AddressInUse(f"address in use: {where} (another socket is bound there)")
+    if code in _NOT_AVAILABLE:
+        return errors.AddressNotAvailable(f"address not available: {where} ({reason.lower()})")
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        kind = "fifo" if scheme == "fifo" else "socket"
+        return errors.NoSuchSocket(f"no {kind} at {where}")
+    if code == errno.ENOTSOCK:
+        return errors.NoSuchSocket(f"not a socket: {where}")
+    if code in (errno.EACCES, errno.EPERM):
+        return errors.PermissionDenied(f"permission denied: {op} {where}")
+    if code == errno.EMSGSIZE:
+        return errors.MessageTooLarge(f"message too large for {where}")
+    if code in (errno.EMFILE, errno.ENFILE):
+        return errors.Busy(f"too many open files: {op} {where}")
+    if code in (errno.EAGAIN, errno.ENOBUFS):
+        return errors.Busy(f"{reason.lower()}: {op} {where}")
+    if code == errno.EBADF:
+        return errors.Closed(f"closed: {op} {where}")
+    return errors.Broken(f"{reason.lower()}: {op} {where}")
+
+
+@contextmanager
+def translating(op: str, where: object) -> Iterator[None]:
+    """Run a block of system calls; re-raise any OSError as its ipcnet error."""
+    try:
+        yield
+    except OSError as exc:
+        raise translate(exc, op, where) from exc

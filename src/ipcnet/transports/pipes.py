@@ -1,0 +1,339 @@
+"""Pipes, fifos, stdio and child processes as stream transports.
+
+Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
+end is one-way). Rules:
+- Descriptors we created are non-blocking: a read or write is tried first and only an
+  EAGAIN waits in poll(), together with a lazily made eventfd that ``close()`` signals, so
+  closing wakes a blocked reader or writer. Shared descriptors (stdio, fd://N) keep their
+  blocking mode, because O_NONBLOCK would leak to every process sharing them; they wait in
+  poll() first.
+- The write end gives EPIPE, never SIGPIPE: importing this module ignores SIGPIPE if it is
+  still at its default (CPython already does so at start-up).
+- ``send_eof()`` closes our write descriptor; the reader sees EOF once every copy is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ipcnet.addresses import Address
+from ipcnet.errors import AddressError, AddressInUse, Closed, Timeout, Unreachable, Unsupported
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.oserrors import translate, translating
+
+PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+if threading.current_thread() is threading.main_thread():
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGPIPE) == signal.SIG_DFL:
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+class PipeStream(StreamTransport):
+    """Read from ``read_fd`` and write to ``write_fd`` (the same fd for a tty or fd://N)."""
+
+    def __init__(
+        self,
+        read_fd: int | None,
+        write_fd: int | None,
+        where: str,
+        *,
+        shared: bool = False,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.where = where
+        self._rfd = read_fd
+        self._wfd = write_fd
+        self.readable = read_fd is not None
+        self.writable = write_fd is not None
+        self._shared = shared
+        self._on_close = on_close
+        self._timeout: float | None = None
+        self._lock = threading.Lock()
+        self._waker: int | None = None
+        self._eof_sent = False
+        if not shared:
+            for fd in {read_fd, write_fd} - {None}:
+                assert fd is not None
+                os.set_blocking(fd, False)
+
+    # --- data ----------------------------------------------------------------------
+
+    def read_into(self, buf: memoryview) -> int:
+        fd = self._fd_for("read from", self._rfd)
+        if self._shared:
+            self._wait(fd, select.POLLIN)
+        while True:
+            try:
+                return os.readv(fd, (buf,))
+            except BlockingIOError:
+                self._wait(fd, select.POLLIN)
+            except OSError as exc:
+                raise self._error(exc, "read from") from exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        fd = self._fd_for("write to", self._wfd)
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                self._wait(fd, select.POLLOUT)
+                continue
+            except OSError as exc:
+                raise self._error(exc, "write to") from exc
+            view = view[n:]
+
+    def send_eof(self) -> None:
+        self._check_open("send eof on")
+        if self._wfd is None or self._eof_sent:
+            return
+        self._eof_sent = True
+        fd, self._wfd = self._wfd, None
+        if self._shared and fd == self._rfd:
+            return  # one fd both ways (a tty, a socket passed as fd://): nothing to end alone
+        if self._shared:
+            # stdout of this process: put /dev/null in its place so later prints are harmless
+            devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        else:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._waker is not None:
+                os.eventfd_write(self._waker, 1)
+        if not self._shared:
+            for fd in {self._rfd, self._wfd} - {None}:
+                assert fd is not None
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self._on_close is not None:
+            self._on_close()
+
+    def fileno(self) -> int:
+        fd = self._rfd if self._rfd is not None else self._wfd
+        if fd is None:
+            raise Closed(f"closed: {self.where} has no open descriptor")
+        return fd
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = value
+
+    # --- waiting ---------------------------------------------------------------------
+
+    def _fd_for(self, op: str, fd: int | None) -> int:
+        self._check_open(op)
+        if fd is None:
+            if op == "write to" and self._eof_sent:
+                raise Closed(f"closed: cannot write to {self.where} after send_eof()")
+            way = "write-only" if op == "read from" else "read-only"
+            raise Unsupported(f"cannot {op} {self.where}: this end is {way}")
+        return fd
+
+    def _wait(self, fd: int, events: int) -> None:
+        with self._lock:
+            if self._closed:
+                raise Closed(f"closed while waiting on {self.where}")
+            if self._waker is None:
+                self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            waker = self._waker
+        poller = select.poll()
+        poller.register(fd, events)
+        poller.register(waker, select.POLLIN)
+        timeout_ms = None if self._timeout is None else max(0, int(self._timeout * 1000))
+        ready = poller.poll(timeout_ms)
+        if self._closed:
+            raise Closed(f"closed while waiting on {self.where}")
+        if not ready:
+            verb = "read from" if events == select.POLLIN else "write to"
+            raise Timeout(f"timed out: {verb} {self.where} after {self._timeout} s")
+
+    def _error(self, exc: OSError, op: str) -> Exception:
+        if self._closed:
+            return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
+        return translate(exc, op, self.where)
+
+    def __del__(self) -> None:
+        if self._waker is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._waker)
+
+
+# --- anonymous pipes -------------------------------------------------------------------
+
+
+def make_pipe(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
+    """pipe(2): (reader, writer). The kernel buffer is enlarged to ``size`` when allowed."""
+    with translating("create", "pipe:"):
+        r, w = os.pipe2(os.O_CLOEXEC)
+    if size:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, _F_SETPIPE_SZ, size)
+    return PipeStream(r, None, "pipe:"), PipeStream(None, w, "pipe:")
+
+
+def stdio() -> PipeStream:
+    """This process's stdin and stdout, left in their blocking mode."""
+    return PipeStream(0, 1, "stdio:", shared=True)
+
+
+# --- child processes -------------------------------------------------------------------
+
+
+def spawn(address: Address, exit_timeout: float = 2.0) -> tuple[PipeStream, subprocess.Popen[bytes]]:
+    """Start the exec: command with its stdin and stdout on pipes; stderr is inherited."""
+    argv = address.argv
+    with translating("create pipes for", address):
+        child_in, our_out = os.pipe2(os.O_CLOEXEC)
+        our_in, child_out = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
+    except OSError as exc:
+        for fd in (child_in, our_out, our_in, child_out):
+            os.close(fd)
+        if isinstance(exc, FileNotFoundError):
+            raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
+        if isinstance(exc, PermissionError):
+            raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
+        raise translate(exc, "start", address) from exc
+    os.close(child_in)
+    os.close(child_out)
+
+    def reap() -> None:
+        try:
+            proc.wait(exit_timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(exit_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return PipeStream(our_in, our_out, str(address), on_close=reap), proc
+
+
+# --- named pipes -----------------------------------------------------------------------
+
+
+def open_fifo_writer(address: Address, timeout: float | None) -> PipeStream:
+    """Open a fifo for writing; waits up to ``timeout`` for a reader, then "no reader"."""
+    path = address.path or ""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # nobody has it open for reading yet
+                raise translate(exc, "open", address) from exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Unreachable(f"no reader on {address} after {timeout} s") from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    _check_fifo(fd, address)
+    return PipeStream(None, fd, str(address))
+
+
+def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
+    """Open a fifo for reading; waits up to ``timeout`` for a writer, then "no writer".
+
+    open(O_RDONLY) is what blocks until a writer arrives; it runs in a helper thread, and
+    on timeout we briefly open the fifo for writing ourselves to release it.
+    """
+    path = address.path or ""
+    result: dict[str, Any] = {}
+
+    def opener() -> None:
+        try:
+            result["fd"] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=opener, name="ipcnet-fifo-open", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        thread.join()
+        if "fd" in result:
+            os.close(result["fd"])
+        raise Unreachable(f"no writer on {address} after {timeout} s")
+    if "error" in result:
+        raise translate(result["error"], "open", address) from result["error"]
+    fd = int(result["fd"])
+    _check_fifo(fd, address)
+    return PipeStream(fd, None, str(address))
+
+
+def _check_fifo(fd: int, address: Address) -> None:
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AddressInUse(f"not a fifo: {address} is another kind of file")
+
+
+class FifoListener:
+    """Creates the fifo (0600) if missing; each ``accept()`` opens it for reading.
+
+    A fifo made here is removed on close; one that existed before is left alone.
+    """
+
+    def __init__(self, address: Address, mode: int = 0o600) -> None:
+        self.address = address
+        self.where = str(address)
+        self._closed = False
+        self.timeout: float | None = None
+        path = address.path or ""
+        self._created = False
+        try:
+            os.mkfifo(path, mode)
+            self._created = True
+        except FileExistsError:
+            if not stat.S_ISFIFO(os.stat(path).st_mode):
+                raise AddressInUse(f"address in use: {address} exists and is not a fifo") from None
+        except OSError as exc:
+            raise translate(exc, "create", address) from exc
+
+    def accept(self) -> PipeStream:
+        if self._closed:
+            raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
+        return open_fifo_reader(self.address, self.timeout)
+
+    def fileno(self) -> int:
+        raise Unsupported("a fifo listener has no descriptor until accept()")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._created:
+            with contextlib.suppress(OSError):
+                os.unlink(self.address.path or "")

@@ -1,0 +1,279 @@
+"""Connected stream sockets and listening sockets (tcp, unix, unixpacket, socketpair).
+
+Role: wrap a ``socket.socket`` as a StreamTransport or a listener. Rules: sockets stay in
+blocking mode (the kernel does the waiting; timeouts use the socket module's own poll);
+writes use MSG_NOSIGNAL so a vanished peer is an error, not a signal; ``close()`` shuts the
+socket down first only when a thread is blocked in it, so that a socket shared with a
+forked child is never shut down behind the child's back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+
+from ipcnet.addresses import Address
+from ipcnet.errors import Closed, IPCError, Unsupported
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.oserrors import translate, translating
+
+MSG_NOSIGNAL = socket.MSG_NOSIGNAL
+SEQPACKET_CHUNK = 64 * 1024  # one write becomes packets of at most this size
+
+_OPTIONS = {
+    "nodelay": (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    "keepalive": (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "recv_buffer": (socket.SOL_SOCKET, socket.SO_RCVBUF),
+    "send_buffer": (socket.SOL_SOCKET, socket.SO_SNDBUF),
+}
+
+
+def scheme_for(sock: socket.socket) -> str:
+    """The URL scheme that names this socket's family and type."""
+    is_dgram = sock.type == socket.SOCK_DGRAM
+    if sock.family == socket.AF_UNIX:
+        if sock.type == socket.SOCK_SEQPACKET:
+            return "unixpacket"
+        return "unixgram" if is_dgram else "unix"
+    return "udp" if is_dgram else "tcp"
+
+
+def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
+    """Turn what getsockname/getpeername/recvfrom return into an Address (None if unnamed)."""
+    if isinstance(sockaddr, tuple):
+        host = str(sockaddr[0])
+        if ":" in host:
+            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
+            if mapped is not None:
+                host = str(mapped)
+        return Address(scheme, host=host, port=int(sockaddr[1]))
+    if isinstance(sockaddr, bytes):
+        if not sockaddr:
+            return None
+        if sockaddr[0] == 0:
+            return Address(scheme, path=sockaddr[1:].decode(errors="surrogateescape"), abstract=True)
+        return Address(scheme, path=os.fsdecode(sockaddr))
+    if isinstance(sockaddr, str):
+        if not sockaddr:
+            return None
+        if sockaddr.startswith("\0"):
+            return Address(scheme, path=sockaddr[1:], abstract=True)
+        return Address(scheme, path=sockaddr)
+    return None
+
+
+class SocketStream(StreamTransport):
+    """A connected SOCK_STREAM socket."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.where = where
+        self._fd = sock.fileno()
+        self._scheme = scheme_for(sock)
+        self._blocked = 0  # threads inside a blocking call; close() wakes them
+
+    # --- data ----------------------------------------------------------------------
+
+    def read_into(self, buf: memoryview) -> int:
+        self._check_open("read from")
+        self._blocked += 1
+        try:
+            n = self.sock.recv_into(buf)
+        except OSError as exc:
+            raise self._error(exc, "read from") from exc
+        finally:
+            self._blocked -= 1
+        if n == 0 and self._closed:
+            raise Closed(f"closed while reading: {self.where}")
+        return n
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_open("write to")
+        self._blocked += 1
+        try:
+            self.sock.sendall(data, MSG_NOSIGNAL)
+        except OSError as exc:
+            raise self._error(exc, "write to") from exc
+        finally:
+            self._blocked -= 1
+
+    def send_eof(self) -> None:
+        self._check_open("send eof on")
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise self._error(exc, "shut down") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._blocked:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more: nothing to wake
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _error(self, exc: OSError, op: str) -> IPCError:
+        if self._closed:
+            return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
+        return translate(exc, op, self.where)
+
+    # --- properties ------------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    @property
+    def local_address(self) -> Address | None:
+        with translating("getsockname", self.where):
+            return sockaddr_to_address(self._scheme, self.sock.getsockname())
+
+    @property
+    def peer_address(self) -> Address | None:
+        with translating("getpeername", self.where):
+            return sockaddr_to_address(self._scheme, self.sock.getpeername())
+
+    def get_option(self, name: str) -> int:
+        level, opt = self._option(name)
+        with translating(f"get {name} on", self.where):
+            return self.sock.getsockopt(level, opt)
+
+    def set_option(self, name: str, value: int) -> None:
+        level, opt = self._option(name)
+        with translating(f"set {name} on", self.where):
+            self.sock.setsockopt(level, opt, value)
+
+    def _option(self, name: str) -> tuple[int, int]:
+        if name not in _OPTIONS:
+            raise Unsupported(f"unknown option {name!r} (known: {', '.join(_OPTIONS)})")
+        if name == "nodelay" and self.sock.family == socket.AF_UNIX:
+            raise Unsupported(f"option 'nodelay' is for tcp, not {self.where}")
+        return _OPTIONS[name]
+
+
+class SeqpacketStream(SocketStream):
+    """A SOCK_SEQPACKET socket read as a byte stream.
+
+    A packet read into a short buffer would lose its tail, so each packet is read whole
+    (its size learnt with MSG_PEEK|MSG_TRUNC) and what the caller's buffer cannot take is
+    kept for the next read. Writes are cut into packets of at most SEQPACKET_CHUNK bytes.
+    """
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        super().__init__(sock, where)
+        self._pending = memoryview(b"")
+
+    def read_into(self, buf: memoryview) -> int:
+        if not self._pending:
+            self._check_open("read from")
+            self._blocked += 1
+            try:
+                size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+                if size <= len(buf):
+                    n = self.sock.recv_into(buf)
+                    if n == 0 and self._closed:
+                        raise Closed(f"closed while reading: {self.where}")
+                    return n
+                packet = bytearray(size)
+                self.sock.recv_into(packet)
+            except OSError as exc:
+                raise self._error(exc, "read from") from exc
+            finally:
+                self._blocked -= 1
+            self._pending = memoryview(packet)
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), SEQPACKET_CHUNK):
+            super().write(view[start : start + SEQPACKET_CHUNK])
+
+
+def stream_for(sock: socket.socket, where: str) -> SocketStream:
+    """The right StreamTransport class for a connected socket."""
+    if sock.type == socket.SOCK_SEQPACKET:
+        return SeqpacketStream(sock, where)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return SocketStream(sock, where)
+
+
+class SocketListener:
+    """A listening socket; ``accept()`` returns connected SocketStreams."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: Address,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.address = address
+        self.where = str(address)
+        self._cleanup = cleanup
+        self._closed = False
+        self._blocked = 0
+        self._scheme = scheme_for(sock)
+
+    def accept(self) -> SocketStream:
+        if self._closed:
+            raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
+        self._blocked += 1
+        try:
+            conn, peer = self.sock.accept()
+        except OSError as exc:
+            if self._closed:
+                raise Closed(f"closed while accepting on {self.where}") from exc
+            raise translate(exc, "accept on", self.where) from exc
+        finally:
+            self._blocked -= 1
+        peer_address = sockaddr_to_address(self._scheme, peer)
+        return stream_for(conn, str(peer_address) if peer_address else f"{self._scheme} peer")
+
+    @property
+    def timeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    @property
+    def local_address(self) -> Address | None:
+        with translating("getsockname", self.where):
+            return sockaddr_to_address(self._scheme, self.sock.getsockname())
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._blocked:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.sock.close()
+        if self._cleanup is not None:
+            self._cleanup()

@@ -1,0 +1,103 @@
+"""UNIX-domain sockets: filesystem paths and the Linux abstract namespace.
+
+Role: socket/connect and socket/bind/listen for unix, unixgram and unixpacket addresses.
+Rules for a path listener: an existing file is removed only if it is a socket and nothing
+answers on it (a live one is "address in use", anything else is left alone); the new
+socket file gets ``mode`` (0600 by default) before listen(), so nobody else can connect in
+between; on close it is removed only if it is still the file this listener created.
+Abstract names live in no filesystem and are never stat()ed or unlinked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+
+from ipcnet.addresses import Address
+from ipcnet.errors import AddressInUse
+from ipcnet.transports.oserrors import translate
+
+SOCKTYPE = {"unix": socket.SOCK_STREAM, "unixpacket": socket.SOCK_SEQPACKET, "unixgram": socket.SOCK_DGRAM}
+
+
+def connect(address: Address, timeout: float | None, socktype: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socktype or SOCKTYPE[address.scheme])
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.unix_sockaddr)
+        sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        raise translate(exc, "connect to", address) from exc
+    return sock
+
+
+def bind(
+    address: Address, backlog: int | None, mode: int = 0o600
+) -> tuple[socket.socket, Callable[[], None]]:
+    """A bound (and, with a backlog, listening) socket and the function that cleans up after it."""
+    socktype = SOCKTYPE[address.scheme]
+    if not address.abstract:
+        _remove_stale(address, socktype)
+    sock = socket.socket(socket.AF_UNIX, socktype)
+    try:
+        sock.bind(address.unix_sockaddr)
+        if not address.abstract:
+            os.chmod(address.path or "", mode)
+        if backlog is not None:
+            sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise translate(exc, "listen on" if backlog is not None else "bind", address) from exc
+    if address.abstract:
+        return sock, _nothing
+    path = address.path or ""
+    identity = _identity(path)
+
+    def cleanup() -> None:
+        if identity is not None and _identity(path) == identity:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    return sock, cleanup
+
+
+def _nothing() -> None:
+    pass
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _remove_stale(address: Address, socktype: int) -> None:
+    path = address.path or ""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise translate(exc, "check", address) from exc
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AddressInUse(f"address in use: {address} exists and is not a socket (not removed)")
+    probe = socket.socket(socket.AF_UNIX, socktype)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno != errno.ECONNREFUSED:
+            raise translate(exc, "check", address) from exc
+        os.unlink(path)  # stale: a socket file nobody listens on
+        return
+    finally:
+        probe.close()
+    raise AddressInUse(f"address in use: a server listens on {address}")
