@@ -194,6 +194,21 @@ def make_pipe(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
     return PipeStream(r, None, "pipe:"), PipeStream(None, w, "pipe:")
 
 
+def make_pipe_pair(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
+    """Two pipes crossed into a two-way pair of streams (each end reads one, writes the other)."""
+    r1, w1 = make_pipe(size)
+    r2, w2 = make_pipe(size)
+    return join_ends(r1, w2, "pipe:"), join_ends(r2, w1, "pipe:")
+
+
+def join_ends(reader: PipeStream, writer: PipeStream, where: str) -> PipeStream:
+    """One two-way stream from a read-only and a write-only one (taking over their fds)."""
+    read_fd, write_fd = reader._rfd, writer._wfd
+    reader._rfd = writer._wfd = None
+    reader._closed = writer._closed = True
+    return PipeStream(read_fd, write_fd, where)
+
+
 def stdio() -> PipeStream:
     """This process's stdin and stdout, left in their blocking mode."""
     return PipeStream(0, 1, "stdio:", shared=True)

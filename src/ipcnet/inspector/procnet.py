@@ -1,0 +1,198 @@
+"""The fallback: parse /proc/net/{tcp,tcp6,udp,udp6,raw,raw6,unix} (proc(5)).
+
+Role: the same ``SocketRow``s as ``netlink.py``, from the text tables, for kernels or
+sandboxes where sock_diag is unavailable. The parsers take text so tests can feed them.
+Rules:
+- Fields are split with ``str.split`` (no regex); addresses decode per ``hexaddr``.
+- What /proc does not say is unknown (None), never guessed: the backlog of a TCP listener,
+  the uid of a unix socket, a unix socket's peer, the uid of a TIME_WAIT socket.
+- /proc/net/unix prints a path raw, so a newline in a path starts a line of its own text,
+  which may even look like a row (a forged row). Every line is checked against the exact
+  kernel format; a line that fails is the rest of the previous row's path (that row is
+  rebuilt and marked inexact). Rows that may be forged (the table has more rows than the
+  kernel's unix socket count in /proc/net/protocols, or an inode appears twice) keep their
+  data but are marked ``exact=False`` with a note, and their path is made unknown.
+- /proc/net is the reader's network namespace, like the netlink dump.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ipcnet.inspector.hexaddr import decode_endpoint
+from ipcnet.inspector.model import TIMERS, SocketRow, state_name
+
+_UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        return f.read()
+
+
+def parse_inet(text: str, proto: str) -> list[SocketRow]:
+    """Rows of /proc/net/{tcp,udp,raw}[6] text; ``proto`` is the file's name (tcp6, ...)."""
+    stype = {"tcp": "stream", "udp": "dgram", "raw": "raw"}[proto[:3]]
+    is_tcp = proto[:3] == "tcp"
+    rows: list[SocketRow] = []
+    new = tuple.__new__
+    lines = text.split("\n")
+    for line in lines[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        try:
+            lh, lp = decode_endpoint(f[1])
+            rh, rp = decode_endpoint(f[2])
+            st = int(f[3], 16)
+            txq, _, rxq = f[4].partition(":")
+            tr, _, when = f[5].partition(":")
+            retrans = int(f[6], 16)
+            uid = int(f[7])
+            ino = int(f[9])
+            tx, rx = int(txq, 16), int(rxq, 16)
+            timer = int(tr, 16)
+            expires = int(when, 16)
+        except ValueError:
+            continue
+        tw = st == 6
+        listen = st == 10 and is_tcp
+        if is_tcp:
+            tname: str | None = TIMERS.get(timer, str(timer))
+            # jiffies_delta_to_clock_t: clock ticks (USER_HZ); negative deltas wrap
+            tms: int | None = 0 if expires >= 1 << 31 else expires * 1000 // _CLK_TCK
+            rtx: int | None = retrans
+        else:
+            tname = tms = rtx = None
+        rows.append(
+            new(
+                SocketRow,
+                (
+                    proto, stype, state_name(proto, st), lh, lp, rh, rp, None,
+                    None if tw else rx,
+                    None if tw or listen else tx,  # /proc does not print a listener's backlog
+                    None if tw else uid, ino or None, tname, tms, rtx, None, "proc", True, None,
+                    None,
+                ),
+            )
+        )
+    return rows
+
+
+def _unix_fields(line: str) -> tuple[int, int, int, int, str | None] | None:
+    """(flags, type, state, inode, path) if ``line`` has the exact kernel format, else None.
+
+    The kernel prints ``"%pK: %08X %08X %08X %04X %02X %5lu"`` and, for a bound socket,
+    ``" " + path`` (net/unix/af_unix.c, unix_seq_show).
+    """
+    head, sep, rest = line.partition(": ")
+    if not sep or len(head) not in (8, 16) or not _HEX.issuperset(head):
+        return None
+    if len(rest) < 40 or rest[8] != " " or rest[17] != " " or rest[26] != " ":
+        return None
+    if rest[31] != " " or rest[34] != " ":
+        return None
+    refcnt, proto, flags, stype, st = rest[0:8], rest[9:17], rest[18:26], rest[27:31], rest[32:34]
+    for h in (refcnt, proto, flags, stype, st):
+        if not _HEX.issuperset(h):
+            return None
+    tail = rest[35:]
+    stripped = tail.lstrip(" ")
+    pad = len(tail) - len(stripped)
+    ino_text, sep, path = stripped.partition(" ")
+    if not ino_text.isdigit() or pad + len(ino_text) < 5 and pad != 5 - len(ino_text):
+        return None
+    if pad and pad + len(ino_text) != 5:
+        return None
+    return int(flags, 16), int(stype, 16), int(st, 16), int(ino_text), path if sep else None
+
+
+def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
+    """Rows of /proc/net/unix text; ``kernel_count`` is the UNIX "sockets" count of
+    /proc/net/protocols read around it (None: unknown), used to detect forged rows."""
+    rows: list[SocketRow] = []
+    new = tuple.__new__
+    after_named: list[int] = []  # rows that directly follow a named row: could be forged
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines[1:]:
+        fields = _unix_fields(line)
+        if fields is None:
+            if rows:  # the rest of the previous row's path, after a newline in it
+                prev = rows[-1]
+                path = (prev.path or "") + "\n" + line
+                rows[-1] = prev._replace(
+                    path=path, exact=False,
+                    note="a newline in the path split this row in /proc/net/unix",
+                )
+            continue
+        flags, stype, st, ino, path = fields
+        if rows and rows[-1].path is not None:
+            after_named.append(len(rows))
+        state = state_name("unix", st)
+        if flags & 0x10000 and st == 7:  # __SO_ACCEPTCON printed as UNCONN: it listens
+            state = "LISTEN"
+        if path is not None and path.startswith("@"):
+            path = "@" + path[1:]
+        rows.append(
+            new(
+                SocketRow,
+                (
+                    "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
+                    path, None, None, None, ino or None, None, None, None, None, "proc", True,
+                    None, None,
+                ),
+            )
+        )
+    seen: dict[int | None, int] = {}
+    for r in rows:
+        seen[r.inode] = seen.get(r.inode, 0) + 1
+    forged = kernel_count is not None and len(rows) > kernel_count
+    suspects = set(after_named) if forged else set()
+    note = "row may be forged by a newline in another socket's path (/proc/net/unix)"
+    for i, r in enumerate(rows):
+        if i in suspects or (r.inode is not None and seen[r.inode] > 1):
+            rows[i] = r._replace(exact=False, note=note, path=None)
+            if i > 0 and rows[i - 1].path is not None and i in suspects:
+                rows[i - 1] = rows[i - 1]._replace(
+                    exact=False, note="its path may hold a newline; see the next row"
+                )
+    return rows
+
+
+def unix_socket_count() -> int | None:
+    """The kernel's count of unix sockets in this netns (/proc/net/protocols), or None."""
+    try:
+        text = read_text("/proc/net/protocols")
+    except OSError:
+        return None
+    for line in text.split("\n"):
+        f = line.split()
+        if f and f[0] == "UNIX" and len(f) > 2 and f[2].isdigit():
+            return int(f[2])
+    return None
+
+
+def read_inet(proto: str) -> list[SocketRow]:
+    """Rows of /proc/net/<proto> (tcp, tcp6, udp, udp6, raw, raw6); [] if absent."""
+    try:
+        return parse_inet(read_text(f"/proc/net/{proto}"), proto)
+    except FileNotFoundError:
+        return []
+
+
+def read_unix() -> list[SocketRow]:
+    before = unix_socket_count()
+    try:
+        text = read_text("/proc/net/unix")
+    except FileNotFoundError:
+        return []
+    after = unix_socket_count()
+    count = None if before is None or after is None else max(before, after)
+    return parse_unix(text, count)
+
+
+__all__ = ["parse_inet", "parse_unix", "read_inet", "read_text", "read_unix", "unix_socket_count"]
