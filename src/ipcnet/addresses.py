@@ -239,6 +239,8 @@ def _parse_path(url: str, scheme: str, rest: str) -> Address:
         return Address(scheme, path=name, abstract=True)
     if rest.startswith("//"):
         path = rest[2:]
+        if not path:
+            raise _bad(url, "missing path")
         if not path.startswith("/"):
             raise _bad(url, f"expected {scheme}:///absolute/path or {scheme}:relative/path")
     else:

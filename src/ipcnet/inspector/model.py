@@ -106,6 +106,7 @@ class SocketRow(NamedTuple):
     exact: bool  # False: the /proc text was ambiguous (a forged line?); see ``note``
     note: str | None
     owners: tuple[Owner, ...] | None  # None: not looked up, or unknown for lack of privilege
+    peer_path: str | None = None  # unix: the name of the connected peer, if it has one
 
     # --- derived values ------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class SocketRow(NamedTuple):
             "remote_service": service_name(rport, self.proto[:3]) if svc and rport else None,
             "path": None if inet else self.path,
             "peer_inode": self.peer_inode,
+            "peer_path": self.peer_path,
             "recv_q": self.recv_q,
             "send_q": self.send_q,
             "uid": self.uid,
@@ -246,6 +248,7 @@ SCHEMA: tuple[str, ...] = (
     "remote_service",
     "path",
     "peer_inode",
+    "peer_path",
     "recv_q",
     "send_q",
     "uid",

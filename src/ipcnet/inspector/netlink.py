@@ -149,7 +149,7 @@ def dump_inet(
                 (
                     name, stype, names.get(st) or state_name(name, st), lh, sport, rh, dport,
                     None, None if mini else rq, None if mini else wq, None if mini else uid,
-                    ino or None, tname, tms, rtx, None, None, "netlink", True, None, None,
+                    ino or None, tname, tms, rtx, None, "netlink", True, None, None, None,
                 ),
             )
         )
@@ -198,7 +198,7 @@ def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> li
                 (
                     "unix", types.get(stype, str(stype)), names.get(st) or state_name("unix", st),
                     None, None, None, None, path, rq, wq, uid, ino or None, None, None, None,
-                    peer, "netlink", True, None, None,
+                    peer, "netlink", True, None, None, None,
                 ),
             )
         )

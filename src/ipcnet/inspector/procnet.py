@@ -12,6 +12,8 @@ Rules:
   rebuilt and marked inexact). Rows that may be forged (the table has more rows than the
   kernel's unix socket count in /proc/net/protocols, or an inode appears twice) keep their
   data but are marked ``exact=False`` with a note, and their path is made unknown.
+  /proc prints an abstract name's leading NUL (and any NUL in it) as ``@``, so ``@x`` may
+  also be a relative path starting with ``@``; only sock_diag tells them apart.
 - /proc/net is the reader's network namespace, like the netlink dump.
 """
 
@@ -23,6 +25,8 @@ from ipcnet.inspector.hexaddr import decode_endpoint
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
 
 _UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+# SS_UNCONNECTED, SS_CONNECTING (an embryo not yet accepted), SS_CONNECTED, SS_DISCONNECTING
+_UNIX_STATES = {1: "UNCONN", 2: "ESTABLISHED", 3: "ESTABLISHED", 4: "UNCONN"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -74,7 +78,7 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None if tw else rx,
                     None if tw or listen else tx,  # /proc does not print a listener's backlog
                     None if tw else uid, ino or None, tname, tms, rtx, None, "proc", True, None,
-                    None,
+                    None, None,
                 ),
             )
         )
@@ -102,9 +106,7 @@ def _unix_fields(line: str) -> tuple[int, int, int, int, str | None] | None:
     stripped = tail.lstrip(" ")
     pad = len(tail) - len(stripped)
     ino_text, sep, path = stripped.partition(" ")
-    if not ino_text.isdigit() or pad + len(ino_text) < 5 and pad != 5 - len(ino_text):
-        return None
-    if pad and pad + len(ino_text) != 5:
+    if not ino_text.isdigit() or pad != max(0, 5 - len(ino_text)):
         return None
     return int(flags, 16), int(stype, 16), int(st, 16), int(ino_text), path if sep else None
 
@@ -132,18 +134,15 @@ def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
         flags, stype, st, ino, path = fields
         if rows and rows[-1].path is not None:
             after_named.append(len(rows))
-        state = state_name("unix", st)
-        if flags & 0x10000 and st == 7:  # __SO_ACCEPTCON printed as UNCONN: it listens
-            state = "LISTEN"
-        if path is not None and path.startswith("@"):
-            path = "@" + path[1:]
+        # St is the socket's SS_* state, not sk_state; __SO_ACCEPTCON marks a listener
+        state = "LISTEN" if flags & 0x10000 else _UNIX_STATES.get(st, f"UNKNOWN({st})")
         rows.append(
             new(
                 SocketRow,
                 (
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
                     path, None, None, None, ino or None, None, None, None, None, "proc", True,
-                    None, None,
+                    None, None, None,
                 ),
             )
         )
@@ -169,11 +168,12 @@ def unix_socket_count() -> int | None:
         text = read_text("/proc/net/protocols")
     except OSError:
         return None
+    total = None  # kernels >= 5.15 count UNIX (dgram) and UNIX-STREAM apart
     for line in text.split("\n"):
         f = line.split()
-        if f and f[0] == "UNIX" and len(f) > 2 and f[2].isdigit():
-            return int(f[2])
-    return None
+        if f and f[0] in ("UNIX", "UNIX-STREAM") and len(f) > 2 and f[2].isdigit():
+            total = (total or 0) + int(f[2])
+    return total
 
 
 def read_inet(proto: str) -> list[SocketRow]:

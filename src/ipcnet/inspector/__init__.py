@@ -1,0 +1,221 @@
+"""The socket inspector: the kernel's socket, pipe and fd tables as data.
+
+Role: the public API behind ``ipcnet sockets``.
+
+    list_sockets(protocols=None, states=None, *, ip_version=None, port=None, pids=None,
+                 process=None, owners=False, source="auto") -> list[SocketRow]
+    sockets_of_pid(pid) -> list[SocketRow]          # with owners; for status pages
+    process_fds(pid) -> list[FdRow]                  # fd -> socket:[inode] -> its row
+    list_pipes(fifos=True, pids=None) -> list[PipeRow]
+    protocol_stats() -> {group: {counter: value}}    # netstat -s
+
+Rules:
+- Data comes from NETLINK_SOCK_DIAG (``netlink.py``), table by table falling back to
+  /proc/net (``procnet.py``) where the kernel refuses a dump; ``source`` pins either.
+- Only the caller's network namespace is listed (both sources are per-netns); a pid that
+  lives in another namespace contributes no rows.
+- Filters run before the pid join, and the join (``owners.py``) scans /proc/*/fd only for
+  the inodes that passed, only when owners are asked for (or a pid/process filter needs it).
+- Unknown stays unknown: ``None`` fields, never a guess.
+- Only ``ipcnet.errors`` (and ``ipcnet.addresses``) are imported from the rest of ipcnet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Literal
+
+from ipcnet.errors import PermissionDenied
+from ipcnet.inspector import filters, netlink, procnet
+from ipcnet.inspector import owners as fdscan
+from ipcnet.inspector.model import SCHEMA, FdRow, Owner, PipeEnd, PipeRow, SocketRow
+from ipcnet.inspector.stats import protocol_stats
+
+Source = Literal["auto", "netlink", "proc"]
+_FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6
+
+
+def _dump_table(
+    table: str, mask: int, source: Source, nl: list[netlink.socket.socket | None], seq: int
+) -> list[SocketRow]:
+    if source != "proc":
+        try:
+            if nl[0] is None:
+                nl[0] = netlink.open_socket()
+            proto, version = filters.TABLES[table]
+            if proto == "unix":
+                return _with_unix_peers(netlink.dump_unix(nl[0], mask, seq))
+            assert version is not None
+            return netlink.dump_inet(nl[0], proto, _FAMILIES[version], mask, seq)
+        except netlink.NetlinkUnavailable:
+            if source == "netlink":
+                raise
+    if table == "unix":
+        return procnet.read_unix()
+    return procnet.read_inet(table)
+
+
+def _with_unix_peers(rows: list[SocketRow]) -> list[SocketRow]:
+    names = {r.inode: r.path for r in rows if r.path is not None}
+    if not names:
+        return rows
+    return [
+        r._replace(peer_path=names[r.peer_inode]) if r.peer_inode in names else r for r in rows
+    ]
+
+
+def _inodes_of(pids: Iterable[int]) -> frozenset[int]:
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            inodes |= fdscan.socket_inodes_of(pid)
+        except ProcessLookupError:
+            continue
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot read the fds of pid {pid}: permission denied") from exc
+    return frozenset(inodes)
+
+
+def list_sockets(
+    protocols: Iterable[str] | None = None,
+    states: Iterable[str] | None = None,
+    *,
+    ip_version: int | None = None,
+    port: int | str | None = None,
+    pids: Iterable[int] | None = None,
+    process: str | None = None,
+    owners: bool = False,
+    source: Source = "auto",
+) -> list[SocketRow]:
+    """The sockets of this network namespace that pass every filter.
+
+    ``protocols``: tcp, udp, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
+    all. ``states``: names or groups (see ``filters.parse_states``); None = all.
+    ``ip_version``: 4 or 6 (leaves out unix). ``port``: local or remote port (number or
+    service name). ``pids``/``process``: only sockets these processes hold.
+    ``owners``: fill ``SocketRow.owners`` (the /proc/*/fd join).
+    """
+    tables = filters.select_tables(protocols, ip_version)
+    wanted_states = None if states is None else filters.parse_states(states)
+    inode_filter: frozenset[int] | None = None
+    if pids is not None or process is not None:
+        pid_list = list(pids or ())
+        if process is not None:
+            pid_list += fdscan.pids_named(process)
+        inode_filter = _inodes_of(pid_list)
+    rowfilter = filters.RowFilter(
+        wanted_states,
+        None if port is None else filters.resolve_port(port),
+        inode_filter,
+    )
+    if rowfilter.port is not None:
+        tables = [t for t in tables if t[:3] in ("tcp", "udp")]
+    mask = filters.state_mask(wanted_states)
+    nl: list[netlink.socket.socket | None] = [None]
+    rows: list[SocketRow] = []
+    try:
+        for seq, table in enumerate(tables, 1):
+            got = _dump_table(table, mask, source, nl, seq)
+            rows.extend(filter(rowfilter, got) if rowfilter.active() else got)
+    finally:
+        if nl[0] is not None:
+            nl[0].close()
+    if owners:
+        rows = join_owners(rows)
+    return rows
+
+
+def join_owners(rows: list[SocketRow]) -> list[SocketRow]:
+    """The same rows with ``owners`` filled from a /proc/*/fd scan for their inodes."""
+    scan = fdscan.scan_sockets({r.inode for r in rows if r.inode is not None})
+    return [r.with_owners(scan.owners(r.inode)) for r in rows]
+
+
+def sockets_of_pid(pid: int, owners: bool = True) -> list[SocketRow]:
+    """Every socket ``pid`` holds that lives in our network namespace, in every state."""
+    return list_sockets(pids=[pid], owners=owners)
+
+
+def process_fds(pid: int) -> list[FdRow]:
+    """``pid``'s fd table, each fd joined to its socket row or pipe (the seed 004 view)."""
+    import stat as stat_mod
+
+    try:
+        table = fdscan.fd_table(pid)
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot read the fds of pid {pid}: permission denied") from exc
+    socks = {t: int(t[8:-1]) for _fd, t in table if t[:8] == "socket:["}
+    by_inode: dict[int, SocketRow] = {}
+    if socks:
+        for row in list_sockets(owners=False):
+            if row.inode is not None:
+                by_inode[row.inode] = row
+        scan = fdscan.scan_sockets(set(socks.values()))
+        for ino, row in list(by_inode.items()):
+            if ino in socks.values():
+                by_inode[ino] = row.with_owners(scan.owners(ino))
+    pipe_inodes: set[int] = set()
+    kinds: list[tuple[int, str, str, int | None]] = []
+    for fd, target in table:
+        ino: int | None = None
+        if target[:8] == "socket:[":
+            kind, ino = "socket", int(target[8:-1])
+        elif target[:6] == "pipe:[":
+            kind, ino = "pipe", int(target[6:-1])
+            pipe_inodes.add(ino)
+        elif target[:1] == "/":
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                kind = "file"
+            else:
+                kind = "fifo" if stat_mod.S_ISFIFO(st.st_mode) else "file"
+                if kind == "fifo":
+                    ino = st.st_ino
+                    pipe_inodes.add(ino)
+        elif target.startswith("anon_inode:"):
+            kind = "anon"
+        else:
+            kind = "other"
+        kinds.append((fd, target, kind, ino))
+    pipes_by_inode: dict[int, PipeRow] = {}
+    if pipe_inodes:
+        from ipcnet.inspector.pipes import scan_pipes
+
+        for prow in scan_pipes(fifos=True, inodes=pipe_inodes).rows:
+            pipes_by_inode[prow.inode] = prow
+    out = []
+    for fd, target, kind, ino in kinds:
+        sock = by_inode.get(ino) if kind == "socket" and ino is not None else None
+        pipe = pipes_by_inode.get(ino) if kind in ("pipe", "fifo") and ino is not None else None
+        out.append(FdRow(pid, fd, target, kind, ino, sock, pipe))
+    return out
+
+
+def list_pipes(fifos: bool = True, pids: Iterable[int] | None = None) -> list[PipeRow]:
+    """Every pipe (and fifo) open anywhere, with all its ends; ``pids`` keeps the pipes
+    with at least one end in those processes (the other ends are still listed)."""
+    from ipcnet.inspector.pipes import scan_pipes
+
+    rows = scan_pipes(fifos=fifos).rows
+    if pids is not None:
+        keep = set(pids)
+        rows = [r for r in rows if any(e.pid in keep for e in r.ends)]
+    return rows
+
+
+__all__ = [
+    "SCHEMA",
+    "FdRow",
+    "Owner",
+    "PipeEnd",
+    "PipeRow",
+    "SocketRow",
+    "join_owners",
+    "list_pipes",
+    "list_sockets",
+    "process_fds",
+    "protocol_stats",
+    "sockets_of_pid",
+]

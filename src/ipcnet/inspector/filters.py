@@ -1,0 +1,154 @@
+"""Filters in the ss/netstat manner: which tables, which states, which ports.
+
+Role: turn user words (``-t -u -x -w``, ``-4/-6``, ``--state time-wait``, ``--port http``)
+into (a) the list of tables to dump, (b) the kernel state bitmask for sock_diag, and (c) a
+row predicate for what the kernel cannot filter.
+Rules: state names are accepted in the spellings of ss (``ESTAB``, ``time-wait``), netstat
+(``TIME_WAIT``) and the kernel, plus ss's groups (``connected``, ``synchronized``,
+``bucket``, ``big``, ``all``); an unknown word raises ``ValueError`` naming the choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ipcnet.inspector.model import STATE_NUMBERS, UNCONN, SocketRow
+
+ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV"}
+_ALIASES = {
+    "ESTAB": "ESTABLISHED",
+    "LISTENING": "LISTEN",
+    "UNCONNECTED": UNCONN,
+    "CLOSED": "CLOSE",
+    "SYN_RECEIVED": "SYN_RECV",
+    "LAST_ACL": "LAST_ACK",
+}
+_GROUPS: dict[str, frozenset[str]] = {
+    "ALL": ALL_STATE_NAMES,
+    "CONNECTED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN},
+    "SYNCHRONIZED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN, "SYN_SENT", "SYN_RECV"},
+    "BUCKET": frozenset({"SYN_RECV", "TIME_WAIT"}),
+    "BIG": ALL_STATE_NAMES - {"SYN_RECV", "TIME_WAIT"},
+}
+# What ss shows without -a or -l: connected sockets, minus the mini ones (bucket).
+DEFAULT_STATES = _GROUPS["CONNECTED"] - _GROUPS["BUCKET"]
+LISTENING_STATES = frozenset({"LISTEN", UNCONN, "CLOSE"})
+
+# table name -> (protocol, IP version or None)
+TABLES = {
+    "tcp": ("tcp", 4),
+    "tcp6": ("tcp", 6),
+    "udp": ("udp", 4),
+    "udp6": ("udp", 6),
+    "raw": ("raw", 4),
+    "raw6": ("raw", 6),
+    "unix": ("unix", None),
+}
+_KIND_ALIASES = {"tcp4": "tcp", "udp4": "udp", "raw4": "raw", "x": "unix", "t": "tcp"}
+
+
+def parse_states(words: Iterable[str]) -> frozenset[str]:
+    """State names and groups -> the set of canonical state names."""
+    out: set[str] = set()
+    for word in words:
+        key = word.strip().upper().replace("-", "_")
+        key = _ALIASES.get(key, key)
+        if key in _GROUPS:
+            out |= _GROUPS[key]
+        elif key in ALL_STATE_NAMES:
+            out.add(key)
+        else:
+            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in ALL_STATE_NAMES))
+            raise ValueError(
+                f"unknown state {word!r} (states: {choices}; groups: "
+                f"{', '.join(g.lower() for g in _GROUPS)})"
+            )
+    return frozenset(out)
+
+
+def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> list[str]:
+    """Tables to dump for protocols like tcp, udp6, unix (None: all) and -4/-6."""
+    names = (
+        ["tcp", "udp", "raw", "unix"]
+        if protocols is None
+        else [_KIND_ALIASES.get(p, p) for p in protocols]
+    )
+    out: list[str] = []
+    for name in names:
+        if name in ("tcp", "udp", "raw"):
+            cands = [name, name + "6"]
+        elif name in TABLES:
+            cands = [name]
+        else:
+            raise ValueError(f"unknown protocol {name!r} (tcp, udp, raw, unix, tcp6, ...)")
+        for c in cands:
+            version = TABLES[c][1]
+            if ip_version is not None and version != ip_version:
+                continue  # -4/-6 also leave out unix, like ss
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def state_mask(states: frozenset[str] | None) -> int:
+    """The sock_diag bitmask (1 << kernel state number) for these states; None = all."""
+    if states is None:
+        return 0xFFFFFFFF
+    mask = 0
+    for s in states:
+        if s == UNCONN:
+            mask |= 1 << 7
+        else:
+            mask |= 1 << STATE_NUMBERS[s]
+    return mask
+
+
+def resolve_port(text: str | int) -> int:
+    """A port number, or a service name from /etc/services (tcp or udp)."""
+    if isinstance(text, int) or text.isdigit():
+        port = int(text)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range 0-65535")
+        return port
+    import socket
+
+    try:
+        return socket.getservbyname(text)
+    except OSError:
+        try:
+            return socket.getservbyname(text, "udp")
+        except OSError:
+            raise ValueError(f"unknown port or service name {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """What the kernel cannot filter for us: states of /proc rows, ports, inodes."""
+
+    states: frozenset[str] | None = None
+    port: int | None = None
+    inodes: frozenset[int] | None = None
+
+    def active(self) -> bool:
+        return self.states is not None or self.port is not None or self.inodes is not None
+
+    def __call__(self, row: SocketRow) -> bool:
+        if self.states is not None and row.state not in self.states:
+            return False
+        if self.port is not None and self.port not in (row.local_port, row.remote_port):
+            return False
+        return self.inodes is None or row.inode in self.inodes
+
+
+__all__ = [
+    "ALL_STATE_NAMES",
+    "DEFAULT_STATES",
+    "LISTENING_STATES",
+    "TABLES",
+    "RowFilter",
+    "parse_states",
+    "resolve_port",
+    "select_tables",
+    "state_mask",
+]
