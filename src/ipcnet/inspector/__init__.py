@@ -60,9 +60,7 @@ def _with_unix_peers(rows: list[SocketRow]) -> list[SocketRow]:
     names = {r.inode: r.path for r in rows if r.path is not None}
     if not names:
         return rows
-    return [
-        r._replace(peer_path=names[r.peer_inode]) if r.peer_inode in names else r for r in rows
-    ]
+    return [r._replace(peer_path=names[r.peer_inode]) if r.peer_inode in names else r for r in rows]
 
 
 def _inodes_of(pids: Iterable[int]) -> frozenset[int]:

@@ -63,9 +63,7 @@ def encode_endpoint(host: str, port: int, byteorder: ByteOrder = sys.byteorder) 
     if ":" in host:
         raw = socket.inet_pton(_AF_INET6, host)
         words = struct.unpack("!4I", raw)
-        text = "".join(
-            f"{int.from_bytes(w.to_bytes(4, 'big'), byteorder):08X}" for w in words
-        )
+        text = "".join(f"{int.from_bytes(w.to_bytes(4, 'big'), byteorder):08X}" for w in words)
     else:
         raw = socket.inet_pton(_AF_INET, host)
         text = f"{int.from_bytes(raw, byteorder):08X}"

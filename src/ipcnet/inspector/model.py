@@ -128,8 +128,16 @@ class SocketRow(NamedTuple):
 
     def key(self) -> tuple[object, ...]:
         """Identity across two scans (what --watch compares)."""
-        return (self.proto, self.inode, self.local_host, self.local_port, self.remote_host,
-                self.remote_port, self.path, self.state if self.inode is None else None)
+        return (
+            self.proto,
+            self.inode,
+            self.local_host,
+            self.local_port,
+            self.remote_host,
+            self.remote_port,
+            self.path,
+            self.state if self.inode is None else None,
+        )
 
     def with_owners(self, owners: tuple[Owner, ...] | None) -> SocketRow:
         return self._replace(owners=owners)

@@ -78,8 +78,9 @@ def open_socket() -> socket.socket:
 
 def _dump(sock: socket.socket, request: bytes, seq: int) -> Iterable[tuple[bytearray, int, int]]:
     """Send one dump request; yield (buffer, offset, length) of each reply payload."""
-    header = _NLHDR.pack(_NLHDR.size + len(request), SOCK_DIAG_BY_FAMILY,
-                         NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    header = _NLHDR.pack(
+        _NLHDR.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+    )
     sock.sendto(header + request, (0, 0))
     buf = bytearray(_BUFSIZE)
     unpack_hdr = _NLHDR.unpack_from
@@ -147,9 +148,27 @@ def dump_inet(
             new(
                 SocketRow,
                 (
-                    name, stype, names.get(st) or state_name(name, st), lh, sport, rh, dport,
-                    None, None if mini else rq, None if mini else wq, None if mini else uid,
-                    ino or None, tname, tms, rtx, None, "netlink", True, None, None, None,
+                    name,
+                    stype,
+                    names.get(st) or state_name(name, st),
+                    lh,
+                    sport,
+                    rh,
+                    dport,
+                    None,
+                    None if mini else rq,
+                    None if mini else wq,
+                    None if mini else uid,
+                    ino or None,
+                    tname,
+                    tms,
+                    rtx,
+                    None,
+                    "netlink",
+                    True,
+                    None,
+                    None,
+                    None,
                 ),
             )
         )
@@ -196,9 +215,27 @@ def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> li
             new(
                 SocketRow,
                 (
-                    "unix", types.get(stype, str(stype)), names.get(st) or state_name("unix", st),
-                    None, None, None, None, path, rq, wq, uid, ino or None, None, None, None,
-                    peer, "netlink", True, None, None, None,
+                    "unix",
+                    types.get(stype, str(stype)),
+                    names.get(st) or state_name("unix", st),
+                    None,
+                    None,
+                    None,
+                    None,
+                    path,
+                    rq,
+                    wq,
+                    uid,
+                    ino or None,
+                    None,
+                    None,
+                    None,
+                    peer,
+                    "netlink",
+                    True,
+                    None,
+                    None,
+                    None,
                 ),
             )
         )

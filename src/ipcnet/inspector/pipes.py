@@ -33,7 +33,7 @@ class PipeScan:
 
 
 def fd_mode(pid: int, fd: int) -> str | None:
-    """"r", "w" or "rw" from /proc/<pid>/fdinfo/<fd>, or None if unreadable."""
+    """ "r", "w" or "rw" from /proc/<pid>/fdinfo/<fd>, or None if unreadable."""
     try:
         with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
             for line in f:

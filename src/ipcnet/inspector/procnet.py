@@ -74,11 +74,27 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
             new(
                 SocketRow,
                 (
-                    proto, stype, state_name(proto, st), lh, lp, rh, rp, None,
+                    proto,
+                    stype,
+                    state_name(proto, st),
+                    lh,
+                    lp,
+                    rh,
+                    rp,
+                    None,
                     None if tw else rx,
                     None if tw or listen else tx,  # /proc does not print a listener's backlog
-                    None if tw else uid, ino or None, tname, tms, rtx, None, "proc", True, None,
-                    None, None,
+                    None if tw else uid,
+                    ino or None,
+                    tname,
+                    tms,
+                    rtx,
+                    None,
+                    "proc",
+                    True,
+                    None,
+                    None,
+                    None,
                 ),
             )
         )
@@ -127,7 +143,8 @@ def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
                 prev = rows[-1]
                 path = (prev.path or "") + "\n" + line
                 rows[-1] = prev._replace(
-                    path=path, exact=False,
+                    path=path,
+                    exact=False,
                     note="a newline in the path split this row in /proc/net/unix",
                 )
             continue
@@ -140,9 +157,27 @@ def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
             new(
                 SocketRow,
                 (
-                    "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
-                    path, None, None, None, ino or None, None, None, None, None, "proc", True,
-                    None, None, None,
+                    "unix",
+                    _UNIX_TYPES.get(stype, str(stype)),
+                    state,
+                    None,
+                    None,
+                    None,
+                    None,
+                    path,
+                    None,
+                    None,
+                    None,
+                    ino or None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "proc",
+                    True,
+                    None,
+                    None,
+                    None,
                 ),
             )
         )

@@ -1,0 +1,264 @@
+"""Render inspector rows: aligned table, JSON, JSON lines, CSV; pipes, fd tables, counters.
+
+Role: formatting only; the rows are computed elsewhere.
+Rules:
+- JSON/JSONL/CSV carry exactly ``SocketRow.to_dict()`` (keys in ``SCHEMA`` order), so a
+  script sees the same fields whatever the format; JSON wraps them as
+  ``{"version": 1, "sockets": [...]}``. Unknown is ``null`` (empty in CSV).
+- The table is for eyes: unknown is ``?``, names are escaped (a newline, a tab or any
+  control character in a unix path is shown as ``\\n``, ``\\t``, ``\\xNN``, and ``\\``
+  as ``\\\\``) so an odd name can never forge a line or a column.
+- ``numeric`` (``-n``) turns /etc/services and user names off.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
+
+from ipcnet.inspector.hexaddr import format_endpoint
+from ipcnet.inspector.model import SCHEMA, FdRow, Owner, PipeRow, SocketRow
+from ipcnet.inspector.names import service_name, user_name
+
+JSON_VERSION = 1
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and backslashes escaped (one line, unambiguous)."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def _num(v: int | None) -> str:
+    return "?" if v is None else str(v)
+
+
+def owners_label(owners: tuple[Owner, ...] | None) -> str:
+    if owners is None:
+        return "?"
+    if not owners:
+        return "-"
+    return ",".join(printable(o.label()) for o in owners)
+
+
+def endpoints(row: SocketRow, numeric: bool) -> tuple[str, str]:
+    """The Local and Peer columns of the table."""
+    if row.proto == "unix":
+        local = "*" if row.path is None else printable(row.path)
+        if not row.exact and row.path is None:
+            local = "?"
+        local += f" {_num(row.inode)}" if row.inode is not None else ""
+        if row.peer_inode is None:
+            peer = "*" if row.source == "netlink" else "?"
+        else:
+            peer = f"{printable(row.peer_path) if row.peer_path else '*'} {row.peer_inode}"
+        return local, peer
+    if row.proto[:3] == "raw":
+        proto_no = row.local_port
+        return f"{format_endpoint(row.local_host, None)[:-2]}:{_num(proto_no)}", format_endpoint(
+            row.remote_host, None
+        )
+    kind = row.proto[:3]
+    lsvc = None if numeric else service_name(row.local_port, kind)
+    rsvc = None if numeric else service_name(row.remote_port, kind)
+    return (
+        format_endpoint(row.local_host, row.local_port, lsvc),
+        format_endpoint(row.remote_host, row.remote_port, rsvc),
+    )
+
+
+def socket_table(
+    rows: Iterable[SocketRow],
+    *,
+    numeric: bool = False,
+    extended: bool = False,
+    processes: bool = False,
+    marks: Mapping[tuple[object, ...], str] | None = None,
+    header: bool = True,
+) -> Iterator[str]:
+    """Lines of the aligned table (ss's columns, plus User/Inode/Timer with ``extended``)."""
+    cols = ["Proto", "State", "Recv-Q", "Send-Q", "Local", "Peer"]
+    if extended:
+        cols += ["User", "Inode", "Timer"]
+    if processes:
+        cols.append("Process")
+    table: list[list[str]] = []
+    for r in rows:
+        local, peer = endpoints(r, numeric)
+        line = [
+            r.proto if r.proto != "unix" else f"u_{r.type[:3]}",
+            r.state,
+            _num(r.recv_q),
+            _num(r.send_q),
+            local,
+            peer,
+        ]
+        if extended:
+            user = None if numeric or r.uid is None else user_name(r.uid)
+            timer = "-" if r.timer in (None, "off") else f"{r.timer}:{r.timer_ms}ms/{r.retransmits}"
+            line += [user or _num(r.uid), _num(r.inode), timer]
+        if processes:
+            line.append(owners_label(r.owners))
+        if not r.exact:
+            line[-1] += f"  [{r.note}]"
+        if marks is not None:
+            line.insert(0, marks.get(r.key(), " "))
+        table.append(line)
+    if marks is not None:
+        cols.insert(0, " ")
+    widths = [len(c) for c in cols]
+    for line in table:
+        for i, cell in enumerate(line):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+    right = {cols.index(c) for c in ("Recv-Q", "Send-Q")}
+    last = len(cols) - 1
+
+    def fmt(cells: list[str]) -> str:
+        parts = [
+            cell if i == last else (cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+            for i, cell in enumerate(cells)
+        ]
+        return " ".join(parts).rstrip()
+
+    if header:
+        yield fmt(cols)
+    for line in table:
+        yield fmt(line)
+
+
+def write_json(
+    rows: Iterable[SocketRow],
+    out: IO[str],
+    *,
+    numeric: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    doc: dict[str, Any] = {"version": JSON_VERSION, **(extra or {})}
+    doc["sockets"] = [r.to_dict(not numeric) for r in rows]
+    json.dump(doc, out, indent=2)
+    out.write("\n")
+
+
+def write_jsonl(
+    rows: Iterable[SocketRow],
+    out: IO[str],
+    *,
+    numeric: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for r in rows:
+        d = r.to_dict(not numeric)
+        if extra:
+            d.update(extra)
+        out.write(dumps(d))
+        out.write("\n")
+
+
+def _csv_cell(key: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if key == "processes":
+        return ";".join(
+            f"{p['name'] or '?'}/{p['pid']}/fd={','.join(map(str, p['fds']))}" for p in value
+        )
+    return value
+
+
+def write_csv(
+    rows: Iterable[SocketRow], out: IO[str], *, numeric: bool = False, header: bool = True
+) -> None:
+    w = csv.writer(out, lineterminator="\n")
+    if header:
+        w.writerow(SCHEMA)
+    for r in rows:
+        d = r.to_dict(not numeric)
+        w.writerow([_csv_cell(k, d[k]) for k in SCHEMA])
+
+
+def pipe_table(rows: Iterable[PipeRow]) -> Iterator[str]:
+    """One line per pipe: kind, inode, path, then its ends as name/pid/fd(mode)."""
+    lines = []
+    for r in rows:
+        ends = " ".join(
+            f"{printable(e.name or '?')}/{e.pid}/fd={e.fd}({e.mode or '?'})" for e in r.ends
+        )
+        lines.append((r.kind, str(r.inode), printable(r.path) if r.path else "-", ends))
+    widths = [
+        max([len(h)] + [len(x[i]) for x in lines])
+        for i, h in enumerate(("Kind", "Inode", "Path", "Ends"))
+    ]
+    yield " ".join(
+        h.ljust(w) for h, w in zip(("Kind", "Inode", "Path", "Ends"), widths, strict=True)
+    ).rstrip()
+    for x in lines:
+        yield " ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)).rstrip()
+
+
+def fd_lines(rows: Iterable[FdRow], *, numeric: bool = False) -> Iterator[str]:
+    """The seed 004 view: ``fd -> target -> its table row``."""
+    for r in rows:
+        head = f"{r.fd:>4} -> {printable(r.target)}"
+        if r.socket is not None:
+            s = r.socket
+            local, peer = endpoints(s, numeric)
+            yield (
+                f"{head}  {s.proto} {s.state} {local} {peer} recv-q={_num(s.recv_q)} "
+                f"send-q={_num(s.send_q)} others={owners_label(_others(s.owners, r.pid))}"
+            )
+        elif r.kind == "socket":
+            yield f"{head}  (not in this network namespace's tables)"
+        elif r.pipe is not None:
+            ends = " ".join(
+                f"{printable(e.name or '?')}/{e.pid}/fd={e.fd}({e.mode or '?'})"
+                for e in r.pipe.ends
+                if not (e.pid == r.pid and e.fd == r.fd)
+            )
+            yield f"{head}  {r.kind} ends: {ends or '-'}"
+        else:
+            yield head
+
+
+def _others(owners: tuple[Owner, ...] | None, pid: int) -> tuple[Owner, ...] | None:
+    if owners is None:
+        return None
+    return tuple(o for o in owners if o.pid != pid)
+
+
+def stats_lines(stats: Mapping[str, Mapping[str, int]]) -> Iterator[str]:
+    for group, counters in stats.items():
+        yield f"{group}:"
+        for name, value in counters.items():
+            yield f"    {name}: {value}"
+
+
+__all__ = [
+    "JSON_VERSION",
+    "endpoints",
+    "fd_lines",
+    "owners_label",
+    "pipe_table",
+    "printable",
+    "socket_table",
+    "stats_lines",
+    "write_csv",
+    "write_json",
+    "write_jsonl",
+]
