@@ -62,7 +62,8 @@ class PipeStream(StreamTransport):
         self._on_close = on_close
         self._timeout: float | None = None
         self._lock = threading.Lock()
-        self._waker: int | None = None
+        self._waker: int | None = None  # eventfd that close() signals, made on first wait
+        self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
         if not shared:
             for fd in {read_fd, write_fd} - {None}:
@@ -153,15 +154,21 @@ class PipeStream(StreamTransport):
         return fd
 
     def _wait(self, fd: int, events: int) -> None:
-        with self._lock:
-            if self._closed:
-                raise Closed(f"closed while waiting on {self.where}")
-            if self._waker is None:
-                self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            waker = self._waker
-        poller = select.poll()
-        poller.register(fd, events)
-        poller.register(waker, select.POLLIN)
+        """Sleep until ``fd`` is ready for ``events``, the timeout passes, or close() is called.
+
+        Readers and writers may wait at once in two threads, and poll objects must not be
+        shared between threads, so each direction keeps its own (fd + the close eventfd).
+        """
+        poller = self._pollers.get(events)
+        if poller is None:
+            with self._lock:
+                if self._closed:
+                    raise Closed(f"closed while waiting on {self.where}")
+                if self._waker is None:
+                    self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            poller = self._pollers[events] = select.poll()
+            poller.register(self._waker, select.POLLIN)
+            poller.register(fd, events)
         timeout_ms = None if self._timeout is None else max(0, int(self._timeout * 1000))
         ready = poller.poll(timeout_ms)
         if self._closed:

@@ -1,0 +1,211 @@
+"""The seeds' tour, runnable: one message through each IPC mechanism and back.
+
+Role: for each transport, fork a child that plays the other process (it echoes one
+message), time the round trip in the parent, and name the kernel objects the parent used
+(``fd N -> socket:[inode]`` from /proc/self/fd, as seed 004 reads them). Rules: every child
+is waited for (no zombies); every temporary path is removed; one failing transport is
+reported in its row and the tour goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ipcnet.channel import Channel, connect, listen, open_datagram, pipe, socketpair
+from ipcnet.errors import IPCError
+from ipcnet.transports import DatagramEndpoint
+
+MESSAGE = b"hello through the kernel\n"
+ROUNDS = 21  # round trips per transport; the median is shown (the first one wakes the child)
+
+
+@dataclass(frozen=True)
+class Stop:
+    transport: str
+    sent: int
+    received: int
+    seconds: float
+    objects: tuple[str, ...]
+    error: str | None = None
+
+
+def kernel_object(fd: int) -> str:
+    """What /proc/self/fd says descriptor ``fd`` is: socket:[N], pipe:[N] or a path."""
+    try:
+        return f"fd {fd} -> {os.readlink(f'/proc/self/fd/{fd}')}"
+    except OSError:
+        return f"fd {fd} -> ?"
+
+
+def _child(work: Callable[[], None]) -> int:
+    """Fork; the child runs ``work`` and exits 0 (1 on any error) without returning."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(pid: int) -> None:
+    os.waitpid(pid, 0)
+
+
+def _echo(inbox: Channel, outbox: Channel) -> None:
+    for line in inbox:
+        outbox.write(line)
+
+
+def _echo_peer(ch: Channel) -> None:
+    _echo(ch, ch)
+
+
+def _time_stream(name: str, out: Channel, back: Channel, objects: tuple[str, ...]) -> Stop:
+    times, reply = [], b""
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        out.write(MESSAGE)
+        reply = back.readline()
+        times.append(time.perf_counter() - start)
+        if reply != MESSAGE:
+            break
+    ok = reply == MESSAGE
+    return Stop(name, len(MESSAGE), len(reply), statistics.median(times), objects, None if ok else "wrong reply")
+
+
+@contextmanager
+def _scratch_dir() -> Iterator[str]:
+    folder = tempfile.mkdtemp(prefix="ipcnet-tour-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pipe_and_fork() -> Stop:
+    down_r, down_w = pipe()
+    up_r, up_w = pipe()
+
+    def child() -> None:
+        down_w.close()
+        up_r.close()
+        _echo(down_r, up_w)
+
+    pid = _child(child)
+    down_r.close()
+    up_w.close()
+    try:
+        objs = (kernel_object(down_w.fileno()), kernel_object(up_r.fileno()))
+        return _time_stream("pipe+fork", down_w, up_r, objs)
+    finally:
+        down_w.close()
+        up_r.close()
+        _reap(pid)
+
+
+def fifo() -> Stop:
+    with _scratch_dir() as folder:
+        down, up = f"fifo://{folder}/down", f"fifo://{folder}/up"
+        os.mkfifo(f"{folder}/down", 0o600)
+        os.mkfifo(f"{folder}/up", 0o600)
+
+        def child() -> None:
+            with listen(down) as inbox:
+                inbox.timeout = 10
+                with inbox.accept() as reader, connect(up, connect_timeout=10) as writer:
+                    _echo(reader, writer)
+
+        pid = _child(child)
+        try:
+            with connect(down, connect_timeout=10) as out, listen(up) as inbox:
+                inbox.timeout = 10
+                with inbox.accept() as back:
+                    objs = (kernel_object(out.fileno()), kernel_object(back.fileno()))
+                    return _time_stream("fifo", out, back, objs)
+        finally:
+            _reap(pid)
+
+
+def socket_pair() -> Stop:
+    a, b = socketpair()
+    pid = _child(lambda: (a.close(), _echo(b, b)))
+    b.close()
+    try:
+        return _time_stream("socketpair", a, a, (kernel_object(a.fileno()),))
+    finally:
+        a.close()
+        _reap(pid)
+
+
+def _listen_and_connect(name: str, url: str) -> Stop:
+    with listen(url) as server:
+        pid = _child(lambda: _echo_peer(server.accept()))
+        try:
+            with connect(server.address, connect_timeout=10) as ch:
+                objs = (kernel_object(server.fileno()) + " (listening)", kernel_object(ch.fileno()))
+                return _time_stream(name, ch, ch, objs)
+        finally:
+            _reap(pid)
+
+
+def udp() -> Stop:
+    with open_datagram("udp4://127.0.0.1:0", listen=True) as server:
+
+        def child() -> None:
+            for _ in range(ROUNDS):
+                data, sender = server.recv()
+                server.send(data, to=sender)
+
+        pid = _child(child)
+        try:
+            with open_datagram(server.where, timeout=10) as client:
+                return _time_datagram("udp", client, (kernel_object(server.fileno()), kernel_object(client.fileno())))
+        finally:
+            _reap(pid)
+
+
+def _time_datagram(name: str, client: DatagramEndpoint, objs: tuple[str, ...]) -> Stop:
+    times, reply = [], b""
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        client.send(MESSAGE)
+        reply, _ = client.recv()
+        times.append(time.perf_counter() - start)
+    ok = reply == MESSAGE
+    return Stop(name, len(MESSAGE), len(reply), statistics.median(times), objs, None if ok else "wrong reply")
+
+
+def _tmp_unix() -> str:
+    return f"unix:///tmp/ipcnet-tour-{uuid.uuid4().hex[:12]}.sock"
+
+
+STOPS: dict[str, Callable[[], Stop]] = {
+    "pipe+fork": pipe_and_fork,
+    "fifo": fifo,
+    "socketpair": socket_pair,
+    "unix": lambda: _listen_and_connect("unix", _tmp_unix()),
+    "unix abstract": lambda: _listen_and_connect("unix abstract", f"unix://@ipcnet-tour-{uuid.uuid4().hex[:12]}"),
+    "tcp4": lambda: _listen_and_connect("tcp4", "tcp4://127.0.0.1:0"),
+    "tcp6": lambda: _listen_and_connect("tcp6", "tcp6://[::1]:0"),
+    "udp": udp,
+}
+
+
+def run_tour() -> Iterator[Stop]:
+    """Each stop in turn; an unavailable transport (no IPv6, say) becomes a row with its error."""
+    for name, stop in STOPS.items():
+        try:
+            yield stop()
+        except IPCError as exc:
+            yield Stop(name, len(MESSAGE), 0, 0.0, (), str(exc))
