@@ -39,20 +39,33 @@ def _unix_ready(name: str) -> bool:
 
 
 def _socat(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["socat", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE)
+    return subprocess.Popen(
+        ["socat", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE
+    )
 
 
 def _connect(url: str, data: bytes, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*IPCNET, "connect", *extra, url], input=data, capture_output=True, timeout=30)
+    return subprocess.run(
+        [*IPCNET, "connect", *extra, url], input=data, capture_output=True, timeout=30
+    )
 
 
 ECHO_SERVERS = {
-    "tcp4": lambda port, name: (["TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr" % port, "EXEC:cat"], f"tcp4://127.0.0.1:{port}"),
-    "tcp6": lambda port, name: (["TCP6-LISTEN:%d,bind=[::1],reuseaddr" % port, "EXEC:cat"], f"tcp6://[::1]:{port}"),
+    "tcp4": lambda port, name: (
+        [f"TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr", "EXEC:cat"],
+        f"tcp4://127.0.0.1:{port}",
+    ),
+    "tcp6": lambda port, name: (
+        [f"TCP6-LISTEN:{port},bind=[::1],reuseaddr", "EXEC:cat"],
+        f"tcp6://[::1]:{port}",
+    ),
     "unix": lambda port, name: ([f"UNIX-LISTEN:/tmp/{name}", "EXEC:cat"], f"unix:///tmp/{name}"),
     "abstract": lambda port, name: ([f"ABSTRACT-LISTEN:{name}", "EXEC:cat"], f"unix://@{name}"),
     # -b: socat reads 8 KiB by default, which would cut our 64 KiB packets
-    "unixpacket": lambda port, name: (["-b", "65536", f"UNIX-LISTEN:/tmp/{name},type=5", "EXEC:cat"], f"unixpacket:///tmp/{name}"),
+    "unixpacket": lambda port, name: (
+        ["-b", "65536", f"UNIX-LISTEN:/tmp/{name},type=5", "EXEC:cat"],
+        f"unixpacket:///tmp/{name}",
+    ),
 }
 
 
@@ -84,17 +97,22 @@ def test_listen_against_socat_client() -> None:
     port = free_port()
     ours = subprocess.Popen(
         [*IPCNET, "connect", "--listen", f"tcp://127.0.0.1:{port}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert ours.stdin is not None
     ours.stdin.write(b"from ipcnet\n")
     ours.stdin.close()
     _ready(lambda: _tcp_ready(port))
     client = subprocess.run(
-        ["socat", "-", f"TCP4:127.0.0.1:{port}"], input=b"from socat\n", capture_output=True, timeout=30
+        ["socat", "-", f"TCP4:127.0.0.1:{port}"],
+        input=b"from socat\n",
+        capture_output=True,
+        timeout=30,
     )
     assert ours.wait(30) == 0
-    out, err = ours.stdout.read(), ours.stderr.read()  # type: ignore[union-attr]
+    out = ours.stdout.read()  # type: ignore[union-attr]
     assert client.stdout == b"from ipcnet\n"
     assert out == b"from socat\n"
 
@@ -116,7 +134,9 @@ def test_udp_listen_against_socat_client() -> None:
     port = free_port(socket.SOCK_DGRAM)
     ours = subprocess.Popen(
         [*IPCNET, "connect", "--listen", "--linger", "1", f"udp://127.0.0.1:{port}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _ready(lambda: any(f":{port:04X} " in line for line in open("/proc/net/udp")))
     client = _socat("-t", "2", "-", f"UDP4:127.0.0.1:{port}")
@@ -149,7 +169,10 @@ def test_unixgram_against_socat() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("tcp://127.0.0.1:{port}", "connection refused: nothing listens on tcp://127.0.0.1:{port} (is the server running?)"),
+        (
+            "tcp://127.0.0.1:{port}",
+            "connection refused: nothing listens on tcp://127.0.0.1:{port} (is the server running?)",
+        ),
         ("unix:///tmp/ipcnet-none-{port}", "no socket at unix:///tmp/ipcnet-none-{port}"),
         ("tcp://host", "invalid address 'tcp://host': missing port"),
         ("tpc://h:1", "invalid address 'tpc://h:1': unknown scheme 'tpc' (did you mean tcp://?)"),

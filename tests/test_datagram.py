@@ -58,7 +58,9 @@ def test_truncation_is_reported(endpoints) -> None:
     server.max_size = 100
     server._buf = bytearray(100)
     client.send(b"x" * 1000)
-    with pytest.raises(errors.Truncated, match="datagram of 1000 bytes is larger than the 100-byte buffer"):
+    with pytest.raises(
+        errors.Truncated, match="datagram of 1000 bytes is larger than the 100-byte buffer"
+    ):
         server.recv()
     client.send(b"fits")
     assert server.recv()[0] == b"fits"  # the endpoint keeps working

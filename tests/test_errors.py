@@ -93,7 +93,9 @@ def test_connect_timeout_when_the_accept_queue_is_full() -> None:
 
 
 def test_resolve_error_carries_gai_text() -> None:
-    with pytest.raises(errors.ResolveError, match=r"^cannot resolve tcp://no-such-host\.invalid:80: \w"):
+    with pytest.raises(
+        errors.ResolveError, match=r"^cannot resolve tcp://no-such-host\.invalid:80: \w"
+    ):
         ipcnet.connect("tcp://no-such-host.invalid:80", connect_timeout=5)
 
 

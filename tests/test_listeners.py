@@ -179,9 +179,7 @@ CHILD = textwrap.dedent(
 
 
 def _serve_inherited(url: str, sock: socket.socket, env: dict[str, str] | None) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url], pass_fds=[sock.fileno()], env=env
-    )
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, url], pass_fds=[sock.fileno()], env=env)
     with ipcnet.connect(f"tcp://127.0.0.1:{sock.getsockname()[1]}") as c:
         c.write(b"hello")
         assert c.read_exactly(5) == b"HELLO"

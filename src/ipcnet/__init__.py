@@ -29,7 +29,21 @@ _EXPORTS = {
     "errors": "ipcnet.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Address",
+    "Channel",
+    "DatagramEndpoint",
+    "Listener",
+    "connect",
+    "errors",
+    "listen",
+    "open_datagram",
+    "parse_address",
+    "pipe",
+    "socketpair",
+    "spawn",
+    "stdio",
+]
 
 if TYPE_CHECKING:
     from ipcnet import errors
@@ -56,6 +70,10 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'ipcnet' has no attribute {name!r}")
     module = importlib.import_module(module_name)
-    value = module if name == "errors" else getattr(module, "parse" if name == "parse_address" else name)
+    value = (
+        module
+        if name == "errors"
+        else getattr(module, "parse" if name == "parse_address" else name)
+    )
     globals()[name] = value
     return value

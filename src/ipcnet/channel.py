@@ -29,7 +29,9 @@ LINE_LIMIT = 64 * 1024
 class Channel:
     """A byte stream to another process: read and write it like a file."""
 
-    def __init__(self, transport: StreamTransport, process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(
+        self, transport: StreamTransport, process: subprocess.Popen[bytes] | None = None
+    ) -> None:
         self.transport = transport
         #: the child process, for channels made by spawn()
         self.process = process
@@ -260,6 +262,7 @@ def connect(
     """
     address = parse(url)
     process = None
+    transport: StreamTransport
     if address.scheme == "exec":
         transport, process = transports.spawn(address)
     else:
@@ -268,7 +271,9 @@ def connect(
     return Channel(transport, process)
 
 
-def listen(url: str | Address, *, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False) -> Listener:
+def listen(
+    url: str | Address, *, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False
+) -> Listener:
     """Listen on a stream address; unix socket files and fifos get ``mode`` (0600)."""
     return Listener(transports.open_listener(parse(url), backlog, mode, reuse_port))
 

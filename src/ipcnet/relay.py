@@ -100,7 +100,11 @@ def relay_streams(a: Channel, b: Channel, *, linger: float = 0.5) -> RelayResult
 
 
 def relay_datagrams(
-    stream: Channel, endpoint: DatagramEndpoint, *, reply_to_first: bool = False, linger: float = 0.5
+    stream: Channel,
+    endpoint: DatagramEndpoint,
+    *,
+    reply_to_first: bool = False,
+    linger: float = 0.5,
 ) -> RelayResult:
     """stream -> datagrams (one per read) and datagrams -> stream (one write each).
 

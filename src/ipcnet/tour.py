@@ -81,7 +81,14 @@ def _time_stream(name: str, out: Channel, back: Channel, objects: tuple[str, ...
         if reply != MESSAGE:
             break
     ok = reply == MESSAGE
-    return Stop(name, len(MESSAGE), len(reply), statistics.median(times), objects, None if ok else "wrong reply")
+    return Stop(
+        name,
+        len(MESSAGE),
+        len(reply),
+        statistics.median(times),
+        objects,
+        None if ok else "wrong reply",
+    )
 
 
 @contextmanager
@@ -139,7 +146,12 @@ def fifo() -> Stop:
 
 def socket_pair() -> Stop:
     a, b = socketpair()
-    pid = _child(lambda: (a.close(), _echo(b, b)))
+
+    def child() -> None:
+        a.close()
+        _echo(b, b)
+
+    pid = _child(child)
     b.close()
     try:
         return _time_stream("socketpair", a, a, (kernel_object(a.fileno()),))
@@ -170,7 +182,9 @@ def udp() -> Stop:
         pid = _child(child)
         try:
             with open_datagram(server.where, timeout=10) as client:
-                return _time_datagram("udp", client, (kernel_object(server.fileno()), kernel_object(client.fileno())))
+                return _time_datagram(
+                    "udp", client, (kernel_object(server.fileno()), kernel_object(client.fileno()))
+                )
         finally:
             _reap(pid)
 
@@ -183,7 +197,14 @@ def _time_datagram(name: str, client: DatagramEndpoint, objs: tuple[str, ...]) -
         reply, _ = client.recv()
         times.append(time.perf_counter() - start)
     ok = reply == MESSAGE
-    return Stop(name, len(MESSAGE), len(reply), statistics.median(times), objs, None if ok else "wrong reply")
+    return Stop(
+        name,
+        len(MESSAGE),
+        len(reply),
+        statistics.median(times),
+        objs,
+        None if ok else "wrong reply",
+    )
 
 
 def _tmp_unix() -> str:
@@ -195,7 +216,9 @@ STOPS: dict[str, Callable[[], Stop]] = {
     "fifo": fifo,
     "socketpair": socket_pair,
     "unix": lambda: _listen_and_connect("unix", _tmp_unix()),
-    "unix abstract": lambda: _listen_and_connect("unix abstract", f"unix://@ipcnet-tour-{uuid.uuid4().hex[:12]}"),
+    "unix abstract": lambda: _listen_and_connect(
+        "unix abstract", f"unix://@ipcnet-tour-{uuid.uuid4().hex[:12]}"
+    ),
     "tcp4": lambda: _listen_and_connect("tcp4", "tcp4://127.0.0.1:0"),
     "tcp6": lambda: _listen_and_connect("tcp6", "tcp6://[::1]:0"),
     "udp": udp,

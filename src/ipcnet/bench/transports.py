@@ -72,7 +72,11 @@ def _plain_fds(kind: str, folder: str) -> tuple[int, int]:
     if kind == "socketpair":
         a, b = socket.socketpair()
         return a.detach(), b.detach()
-    family, addr = (socket.AF_UNIX, os.path.join(folder, "plain.sock")) if kind == "unix" else (socket.AF_INET, ("127.0.0.1", 0))
+    family, addr = (
+        (socket.AF_UNIX, os.path.join(folder, "plain.sock"))
+        if kind == "unix"
+        else (socket.AF_INET, ("127.0.0.1", 0))
+    )
     server = socket.socket(family)
     server.bind(addr)
     server.listen(1)
@@ -92,12 +96,14 @@ def _ipcnet_channels(kind: str, folder: str) -> tuple[Channel, Channel]:
         url = f"fifo://{folder}/fifo"
         with listen(url) as inbox:  # accept() blocks in open(2) until the writer opens
             inbox.timeout = 10
-            writer: list[Channel] = []
-            opener = threading.Thread(target=lambda: writer.append(connect(url, connect_timeout=10)))
+            opened: list[Channel] = []
+            opener = threading.Thread(
+                target=lambda: opened.append(connect(url, connect_timeout=10))
+            )
             opener.start()
             reader = inbox.accept()
             opener.join()
-        return reader, writer[0]
+        return reader, opened[0]
     if kind == "socketpair":
         return socketpair()
     url = f"unix://{folder}/ipcnet.sock" if kind == "unix" else "tcp://127.0.0.1:0"
@@ -197,16 +203,24 @@ def measure(kinds: tuple[str, ...], size: int, chunk: int, rounds: int) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipcnet bench transports", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ipcnet bench transports", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
-    parser.add_argument("--chunk", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)")
-    parser.add_argument("--rounds", type=int, default=5, help="transfers per mode and transport (default 5)")
-    parser.add_argument("--only", choices=KINDS, action="append", help="only this transport (repeatable)")
+    parser.add_argument(
+        "--chunk", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="transfers per mode and transport (default 5)"
+    )
+    parser.add_argument(
+        "--only", choices=KINDS, action="append", help="only this transport (repeatable)"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -223,8 +237,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{'transport':<11} {'ipcnet':>22} {'plain os.read/write':>22} {'ratio':>6}")
     for row in rows:
-        ours = f"{row['ipcnet_gib_s']:.2f} [{row['ipcnet_range'][0]:.2f}-{row['ipcnet_range'][1]:.2f}]"  # type: ignore[index]
-        plain = f"{row['plain_gib_s']:.2f} [{row['plain_range'][0]:.2f}-{row['plain_range'][1]:.2f}]"  # type: ignore[index]
+        ours = (
+            f"{row['ipcnet_gib_s']:.2f} [{row['ipcnet_range'][0]:.2f}-{row['ipcnet_range'][1]:.2f}]"  # type: ignore[index]
+        )
+        plain = (
+            f"{row['plain_gib_s']:.2f} [{row['plain_range'][0]:.2f}-{row['plain_range'][1]:.2f}]"  # type: ignore[index]
+        )
         print(f"{row['transport']:<11} {ours:>22} {plain:>22} {row['ratio']:>6.2f}")
     return 0
 

@@ -9,7 +9,10 @@ HELP = "measure ipcnet beside its peers (transports, ...)"
 
 # benchmark name -> (module in ipcnet.bench, one-line help)
 BENCHMARKS = {
-    "transports": ("transports", "1 GiB through pipe, fifo, socketpair, unix and tcp, beside a plain os.read/os.write loop"),
+    "transports": (
+        "transports",
+        "1 GiB through pipe, fifo, socketpair, unix and tcp, beside a plain os.read/os.write loop",
+    ),
 }
 
 

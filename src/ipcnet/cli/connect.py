@@ -15,14 +15,24 @@ HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="address, e.g. tcp://host:port, unix:///path, udp://host:port")
-    parser.add_argument("-l", "--listen", action="store_true", help="listen on URL and serve one peer")
     parser.add_argument(
-        "--connect-timeout", type=float, default=30.0, metavar="S",
+        "url", metavar="URL", help="address, e.g. tcp://host:port, unix:///path, udp://host:port"
+    )
+    parser.add_argument(
+        "-l", "--listen", action="store_true", help="listen on URL and serve one peer"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
         help="give up connecting (or waiting for a peer) after S seconds (default 30)",
     )
     parser.add_argument(
-        "--linger", type=float, default=0.5, metavar="S",
+        "--linger",
+        type=float,
+        default=0.5,
+        metavar="S",
         help="after one direction ends, wait S seconds for the other (default 0.5)",
     )
 
@@ -38,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if address.kind == "datagram":
         endpoint = open_datagram(address, listen=args.listen)
         with endpoint:
-            result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=args.linger)
+            result = relay_datagrams(
+                local, endpoint, reply_to_first=args.listen, linger=args.linger
+            )
     else:
         if args.listen:
             with listen(address) as listener:

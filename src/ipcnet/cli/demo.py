@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "send one message through pipe, fifo, socketpair, unix, tcp and udp and show the kernel objects"
+HELP = (
+    "send one message through pipe, fifo, socketpair, unix, tcp and udp and show the kernel objects"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     stops = []
     if not args.json:
         print(f"sending {MESSAGE!r} ({len(MESSAGE)} bytes) to a child process and back\n")
-        print(f"{'transport':<14} {'sent':>5} {'back':>5} {'round trip':>11}  kernel objects (parent side)")
+        header = f"{'transport':<14} {'sent':>5} {'back':>5} {'round trip':>11}"
+        print(f"{header}  kernel objects (parent side)")
     for stop in run_tour():
         stops.append(stop)
         if args.json:

@@ -94,8 +94,12 @@ def fifo_pair() -> Pair:
     os.mkfifo(ba, 0o600)
     try:
         # open every read end first without blocking, then the write ends find readers
-        a_read = pipes.PipeStream(os.open(ba, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ba}")
-        b_read = pipes.PipeStream(os.open(ab, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ab}")
+        a_read = pipes.PipeStream(
+            os.open(ba, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ba}"
+        )
+        b_read = pipes.PipeStream(
+            os.open(ab, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ab}"
+        )
         a_write = pipes.open_fifo_writer(parse(f"fifo://{ab}"), 5)
         b_write = pipes.open_fifo_writer(parse(f"fifo://{ba}"), 5)
     finally:

@@ -47,7 +47,7 @@ class _Worker(threading.Thread):
 
 
 def _read_until_eof(ch: Channel, chunk_sizes: random.Random | None = None) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         n = chunk_sizes.randint(1, 70_000) if chunk_sizes else 65536
         data = ch.read(n)
@@ -70,10 +70,18 @@ def check_ordered_delivery(make: MakePair) -> None:
     a, b = make()
     with a, b:
         messages = [f"message {i}\n".encode() for i in range(2000)]
-        writer = _Worker(lambda: [a.write(m) for m in messages] and a.send_eof())
+
+        def send_all() -> None:
+            for m in messages:
+                a.write(m)
+            a.send_eof()
+
+        writer = _Worker(send_all)
         lines = list(b)
         writer.finish()
-        assert lines == messages, f"got {len(lines)} lines, first bad at {_first_diff(lines, messages)}"
+        assert lines == messages, (
+            f"got {len(lines)} lines, first bad at {_first_diff(lines, messages)}"
+        )
 
 
 def check_bulk_both_ways(make: MakePair, size: int = 1 << 20) -> None:
@@ -84,7 +92,11 @@ def check_bulk_both_ways(make: MakePair, size: int = 1 << 20) -> None:
         to_b, to_a = rng.randbytes(size), rng.randbytes(size)
 
         def side(me: Channel, payload: bytes, seed: int) -> bytes:
-            sender = _Worker(lambda: (_write_chunks(me, payload, random.Random(seed)), me.send_eof()))
+            def send() -> None:
+                _write_chunks(me, payload, random.Random(seed))
+                me.send_eof()
+
+            sender = _Worker(send)
             got = _read_until_eof(me, random.Random(seed + 1))
             sender.finish()
             return got

@@ -89,7 +89,9 @@ def _inherited_stream(address: Address) -> StreamTransport:
     return stream_for(sock, where)
 
 
-def open_listener(address: Address, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False) -> Listener:
+def open_listener(
+    address: Address, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False
+) -> Listener:
     """Bind and listen on a stream address (a fifo listener creates the fifo)."""
     scheme = address.scheme
     if scheme in ("tcp", "tcp4", "tcp6"):

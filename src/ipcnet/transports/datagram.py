@@ -68,7 +68,7 @@ class DatagramEndpoint:
             )
         return bytes(self._buf[:size]), sockaddr_to_address(self._scheme, sender)
 
-    def _sockaddr(self, to: Address | str) -> object:
+    def _sockaddr(self, to: Address | str) -> tuple[object, ...] | str | bytes:
         if isinstance(to, str):
             to = parse(to)
         if to.scheme in ("unixgram", "unix"):

@@ -52,7 +52,9 @@ def connect(address: Address, socktype: int, timeout: float | None) -> socket.so
     raise translate(first_error, "connect to", address) from first_error
 
 
-def bind(address: Address, socktype: int, backlog: int | None, reuse_port: bool = False) -> socket.socket:
+def bind(
+    address: Address, socktype: int, backlog: int | None, reuse_port: bool = False
+) -> socket.socket:
     """A socket bound to the address (and listening, when backlog is not None)."""
     first_error: OSError | None = None
     for family, kind, proto, sockaddr in _resolve(address, socktype, passive=True):
@@ -78,4 +80,6 @@ def bind(address: Address, socktype: int, backlog: int | None, reuse_port: bool 
             continue
         return sock
     assert first_error is not None
-    raise translate(first_error, "listen on" if backlog is not None else "bind", address) from first_error
+    raise translate(
+        first_error, "listen on" if backlog is not None else "bind", address
+    ) from first_error

@@ -64,7 +64,8 @@ def _systemd_fd(address: Address) -> int:
         index = names.index(wanted)
     else:
         raise AddressNotAvailable(
-            f"address not available: {address} (LISTEN_FDNAMES has {', '.join(names) or 'no names'})"
+            f"address not available: {address} "
+            f"(LISTEN_FDNAMES has {', '.join(names) or 'no names'})"
         )
     if index >= count:
         raise AddressNotAvailable(f"address not available: {address} (only {count} fds passed)")

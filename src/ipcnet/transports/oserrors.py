@@ -38,7 +38,9 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
     if code in _RESET:
         return errors.Reset(f"connection reset by peer: {op} {where}")
     if code == errno.ECONNREFUSED:
-        return errors.Refused(f"connection refused: nothing listens on {where} (is the server running?)")
+        return errors.Refused(
+            f"connection refused: nothing listens on {where} (is the server running?)"
+        )
     if code == errno.ENXIO and scheme == "fifo":
         return errors.Unreachable(f"no reader on {where} (open it for reading first)")
     if code in _UNREACHABLE:

@@ -224,7 +224,9 @@ def stdio() -> PipeStream:
 # --- child processes -------------------------------------------------------------------
 
 
-def spawn(address: Address, exit_timeout: float = 2.0) -> tuple[PipeStream, subprocess.Popen[bytes]]:
+def spawn(
+    address: Address, exit_timeout: float = 2.0
+) -> tuple[PipeStream, subprocess.Popen[bytes]]:
     """Start the exec: command with its stdin and stdout on pipes; stderr is inherited."""
     argv = address.argv
     with translating("create pipes for", address):

@@ -53,7 +53,9 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
         if not sockaddr:
             return None
         if sockaddr[0] == 0:
-            return Address(scheme, path=sockaddr[1:].decode(errors="surrogateescape"), abstract=True)
+            return Address(
+                scheme, path=sockaddr[1:].decode(errors="surrogateescape"), abstract=True
+            )
         return Address(scheme, path=os.fsdecode(sockaddr))
     if isinstance(sockaddr, str):
         if not sockaddr:

@@ -20,7 +20,11 @@ from ipcnet.addresses import Address
 from ipcnet.errors import AddressInUse
 from ipcnet.transports.oserrors import translate
 
-SOCKTYPE = {"unix": socket.SOCK_STREAM, "unixpacket": socket.SOCK_SEQPACKET, "unixgram": socket.SOCK_DGRAM}
+SOCKTYPE = {
+    "unix": socket.SOCK_STREAM,
+    "unixpacket": socket.SOCK_SEQPACKET,
+    "unixgram": socket.SOCK_DGRAM,
+}
 
 
 def connect(address: Address, timeout: float | None, socktype: int | None = None) -> socket.socket:
