@@ -35,6 +35,13 @@ class StreamTransport(ABC):
     @abstractmethod
     def read_into(self, buf: memoryview) -> int: ...
 
+    def read(self, n: int) -> bytes:
+        """Up to n bytes as a new bytes object; b"" at EOF."""
+        buf = bytearray(n)
+        got = self.read_into(memoryview(buf))
+        del buf[got:]
+        return bytes(buf)
+
     @abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
 

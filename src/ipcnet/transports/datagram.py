@@ -108,6 +108,14 @@ class DatagramEndpoint:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def abandon(self) -> None:
+        """Close only our descriptor: no shutdown, no socket-file removal.
+
+        For a forked child that must drop the parent's socket without disturbing it.
+        """
+        self._closed = True
+        self.sock.close()
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -91,6 +91,19 @@ class SocketStream(StreamTransport):
             raise Closed(f"closed while reading: {self.where}")
         return n
 
+    def read(self, n: int) -> bytes:
+        self._check_open("read from")
+        self._blocked += 1
+        try:
+            data = self.sock.recv(n)
+        except OSError as exc:
+            raise self._error(exc, "read from") from exc
+        finally:
+            self._blocked -= 1
+        if not data and self._closed:
+            raise Closed(f"closed while reading: {self.where}")
+        return data
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._check_open("write to")
         self._blocked += 1
@@ -100,6 +113,52 @@ class SocketStream(StreamTransport):
             raise self._error(exc, "write to") from exc
         finally:
             self._blocked -= 1
+
+    def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """Send a file region with sendfile(2) (blocking); returns the bytes sent (< count at EOF)."""
+        self._check_open("send a file to")
+        sent = 0
+        try:
+            while sent < count:
+                n = self.sock.sendfile(_FileView(fd), offset + sent, count - sent)
+                if n == 0:
+                    break
+                sent += n
+        except OSError as exc:
+            raise self._error(exc, "send a file to") from exc
+        return sent
+
+    # --- non-blocking primitives, for event-loop drivers --------------------------------
+
+    def set_blocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+    def try_read(self, n: int) -> bytes | None:
+        """Up to n bytes, b"" at EOF, None if nothing is there yet (non-blocking mode)."""
+        try:
+            return self.sock.recv(n)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._error(exc, "read from") from exc
+
+    def try_write(self, data: bytes | bytearray | memoryview) -> int:
+        """As much of data as the kernel takes now (0 if none)."""
+        try:
+            return self.sock.send(data, MSG_NOSIGNAL)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._error(exc, "write to") from exc
+
+    def try_sendfile(self, fd: int, offset: int, count: int) -> int:
+        """sendfile(2) once without blocking; bytes sent (0 if the socket buffer is full)."""
+        try:
+            return os.sendfile(self._fd, fd, offset, count)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._error(exc, "send a file to") from exc
 
     def send_eof(self) -> None:
         self._check_open("send eof on")
@@ -165,6 +224,16 @@ class SocketStream(StreamTransport):
         return _OPTIONS[name]
 
 
+class _FileView:
+    """The least socket.sendfile needs from a file object: fileno()."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+
 class SeqpacketStream(SocketStream):
     """A SOCK_SEQPACKET socket read as a byte stream.
 
@@ -199,6 +268,9 @@ class SeqpacketStream(SocketStream):
         buf[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+    def read(self, n: int) -> bytes:
+        return StreamTransport.read(self, n)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -247,6 +319,27 @@ class SocketListener:
         peer_address = sockaddr_to_address(self._scheme, peer)
         return stream_for(conn, str(peer_address) if peer_address else f"{self._scheme} peer")
 
+    def try_accept(self) -> SocketStream | None:
+        """The next queued connection, or None (the listener must be non-blocking).
+
+        Raises Busy when the process is out of descriptors (EMFILE/ENFILE): the caller
+        should back off, not spin; a connection aborted while queued is skipped.
+        """
+        try:
+            conn, peer = self.sock.accept()
+        except BlockingIOError:
+            return None
+        except ConnectionAbortedError:
+            return None
+        except OSError as exc:
+            raise translate(exc, "accept on", self.where) from exc
+        conn.setblocking(True)
+        peer_address = sockaddr_to_address(self._scheme, peer)
+        return stream_for(conn, str(peer_address) if peer_address else f"{self._scheme} peer")
+
+    def set_blocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
     @property
     def timeout(self) -> float | None:
         return self.sock.gettimeout()
@@ -262,6 +355,14 @@ class SocketListener:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def abandon(self) -> None:
+        """Close only our descriptor: no shutdown, no socket-file removal.
+
+        For a forked child that must drop the parent's socket without disturbing it.
+        """
+        self._closed = True
+        self.sock.close()
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,307 @@
+"""The asyncio model: sessions as ``asyncio.Protocol`` objects, on uvloop when installed.
+
+Role: adapt the sans-IO contract to asyncio's callbacks with as little as possible in
+between: ``data_received`` -> ``session.feed`` -> ``transport.write``, so a service costs
+one call per read over a hand-written protocol. Rules:
+- backpressure is asyncio's: the transport's write-buffer limits are set to the driver's
+  high-water mark, and ``pause_writing`` pauses reading until ``resume_writing``;
+- ``Run`` jobs run in the loop's executor (or are awaited, if the job is a coroutine
+  function), and the protocol neither reads nor writes until the job's outcome is applied;
+  ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can);
+- the listening and datagram sockets are handed to the loop, which owns them from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import signal
+from typing import Any, cast
+
+from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.selector import SWEEP
+from ipcnet.protocols.base import Actions, Close, Outcome, Peer, Run, SendFile, Session, ShutdownWrite, as_list
+from ipcnet.transports.sockets import sockaddr_to_address
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, the stdlib's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+class _FileReader:
+    """What loop.sendfile needs of a file: fileno() and a seek it will not use with offset."""
+
+    def __init__(self, action: SendFile) -> None:
+        self._fd = action.fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+
+class SessionProtocol(asyncio.Protocol):
+    """One connection: bytes from asyncio into the session, actions back out."""
+
+    def __init__(self, model: AsyncioModel) -> None:
+        self.model = model
+        self.session: Session | None = None
+        self.transport: asyncio.Transport | None = None
+        self.busy = False  # a job or a sendfile is in progress; actions wait in `pending`
+        self.pending: collections.deque[Any] = collections.deque()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_active = 0.0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport = transport
+        model = self.model
+        core = model.core
+        if core.over_limit(len(model.protocols)) or core.stopping.is_set():
+            core.row.add("refused")
+            if core.service.refusal:
+                transport.write(core.service.refusal)
+            transport.close()
+            self.closed = True
+            return
+        core.row.add("accepted")
+        core.row.add("active")
+        model.protocols.add(self)
+        transport.set_write_buffer_limits(high=core.config.high_water)
+        self.last_active = model.loop.time()
+        scheme = model.schemes.get(transport.get_extra_info("socket").family, "tcp")
+        peer = Peer(sockaddr_to_address(scheme, transport.get_extra_info("peername")))
+        if core.trace:
+            core.trace(f"accept -> new fd {transport.get_extra_info('socket').fileno()} from {peer.address}")
+        self.session, first = core.service.start(peer)
+        if first is not None:
+            self.apply(first)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        try:
+            out = self.session.feed(data)  # type: ignore[union-attr]
+            if out.__class__ is bytes and not self.busy:
+                self.transport.write(out)  # type: ignore[union-attr, arg-type]
+                self.bytes_out += len(out)  # type: ignore[arg-type]
+            elif out is not None:
+                self.apply(out)
+        except Exception:
+            self._failed()
+
+    def eof_received(self) -> bool:
+        try:
+            self.apply(self.session.feed_eof())  # type: ignore[union-attr]
+        except Exception:
+            self._failed()
+        return True  # keep the transport open: the session decides when to close
+
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing() and not self.busy:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        model = self.model
+        model.protocols.discard(self)
+        row = model.core.row
+        row.add("bytes_in", self.bytes_in)
+        row.add("bytes_out", self.bytes_out)
+        row.add("active", -1)
+        row.add("handled")
+        if exc is not None:
+            log.debug("connection lost: %s", exc)
+
+    # --- actions ---------------------------------------------------------------------------
+
+    def apply(self, actions: Actions) -> None:
+        if self.busy:
+            self.pending.extend(as_list(actions))
+            return
+        transport = self.transport
+        assert transport is not None
+        items = collections.deque(as_list(actions))
+        while items:
+            action = items.popleft()
+            if isinstance(action, (bytes, bytearray, memoryview)):
+                transport.write(action)
+                self.bytes_out += len(action)
+            elif isinstance(action, ShutdownWrite):
+                if transport.can_write_eof():
+                    transport.write_eof()
+            elif isinstance(action, Close):
+                transport.close()
+                return
+            else:  # Run or SendFile: asynchronous; later actions wait for it
+                self.busy = True
+                transport.pause_reading()
+                self.pending.extend(items)
+                self.model.loop.create_task(self._run(action))
+                return
+
+    async def _run(self, action: Run | SendFile) -> None:
+        loop = self.model.loop
+        try:
+            if isinstance(action, SendFile):
+                sent = await loop.sendfile(
+                    self.transport,  # type: ignore[arg-type]
+                    _FileReader(action),  # type: ignore[arg-type]
+                    action.offset,
+                    action.count,
+                )
+                self.bytes_out += sent
+                follow: Actions = None
+            else:
+                outcome = await self._outcome(action)
+                follow = self.session.resume(action, outcome)  # type: ignore[union-attr]
+        except Exception:
+            self._failed()
+            return
+        self.busy = False
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        queued = list(self.pending)
+        self.pending.clear()
+        self.apply([*as_list(follow), *queued])
+        if not self.busy and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def _outcome(self, job: Run) -> Outcome:
+        try:
+            if inspect.iscoroutinefunction(job.job):
+                return Outcome(value=await job.job())
+            return Outcome(value=await self.model.loop.run_in_executor(None, job.job))
+        except Exception as exc:
+            return Outcome(error=exc)
+
+    def _failed(self) -> None:
+        core = self.model.core
+        core.row.add("errors")
+        log.exception("%s failed on a connection", core.service.name)
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def idle(self) -> bool:
+        t = self.transport
+        return not self.busy and (t is None or t.get_write_buffer_size() == 0)
+
+
+class DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, model: AsyncioModel, scheme: str) -> None:
+        self.model = model
+        self.scheme = scheme
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        core = self.model.core
+        core.row.add("bytes_in", len(data))
+        core.row.add("handled")
+        try:
+            for reply in as_list(core.service.datagram(data, Peer(sockaddr_to_address(self.scheme, addr)))):
+                if isinstance(reply, (bytes, bytearray, memoryview)) and self.transport is not None:
+                    self.transport.sendto(reply, addr)
+                    core.row.add("bytes_out", len(reply))
+        except Exception:
+            core.row.add("errors")
+            log.exception("%s failed on a datagram", core.service.name)
+
+
+class AsyncioModel(Model):
+    """asyncio (uvloop when installed): many connections on one thread, at Protocol speed."""
+
+    name = "asyncio"
+
+    def __init__(self, core: ServerCore) -> None:
+        super().__init__(core)
+        self.loop = new_event_loop()
+        self.protocols: set[SessionProtocol] = set()
+        self.schemes: dict[int, str] = {}
+
+    def serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+            asyncio.set_event_loop(None)
+
+    async def _main(self) -> None:
+        core = self.core
+        loop = self.loop
+        servers = []
+        for listener in core.listeners:
+            self.schemes[listener.sock.family] = listener.address.scheme.rstrip("46")
+            servers.append(
+                await loop.create_server(lambda: SessionProtocol(self), sock=listener.sock, backlog=core.config.backlog)
+            )
+        for endpoint in core.datagrams:
+            scheme = endpoint.where.partition(":")[0].rstrip("46")
+            await loop.create_datagram_endpoint(lambda s=scheme: DatagramProtocol(self, s), sock=endpoint.sock)  # type: ignore[misc]
+        stop = asyncio.Event()
+        loop.add_reader(core.waker_r, lambda: (core.drain_waker(), stop.set()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, core.request_stop)
+            except (RuntimeError, ValueError):
+                pass  # not the main thread: the caller stops us through request_stop()
+        sweeper = loop.create_task(self._sweep())
+        await self._until_stopped(stop)
+        for server in servers:
+            server.close()
+        await self._drain()
+        sweeper.cancel()
+        loop.remove_reader(core.waker_r)
+
+    async def _until_stopped(self, stop: asyncio.Event) -> None:
+        while not self.core.stopping.is_set():
+            stop.clear()
+            await stop.wait()
+
+    async def _drain(self) -> None:
+        core = self.core
+        while self.protocols:
+            force = core.time_left() <= 0
+            for proto in list(self.protocols):
+                if proto.transport is not None and (force or proto.idle):
+                    proto.transport.abort() if force else proto.transport.close()
+            if force:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
+
+    async def _sweep(self) -> None:
+        idle_timeout = self.core.config.idle_timeout
+        row = self.core.row
+        while True:
+            await asyncio.sleep(SWEEP)
+            now = self.loop.time()
+            for proto in list(self.protocols):
+                if proto.bytes_in:
+                    proto.last_active = now
+                    row.add("bytes_in", proto.bytes_in)
+                    row.add("bytes_out", proto.bytes_out)
+                    proto.bytes_in = proto.bytes_out = 0
+                elif idle_timeout is not None and proto.idle and now - proto.last_active > idle_timeout:
+                    if proto.transport is not None:
+                        proto.transport.close()
+

@@ -1,0 +1,99 @@
+"""Server counters that survive fork: one row per worker in shared memory.
+
+Role: accepted, active, refused, bytes in/out, errors, and per-worker state, readable by
+the serving process, its workers and the stats socket. Rules: memory is an anonymous
+shared mapping made before any fork, so forked workers write where the parent reads; each
+worker writes only its own row (no cross-process races); processes that share a row (the
+children of the fork models, which add their totals once at exit) take the row lock.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+import threading
+import time
+from typing import Any
+
+FIELDS = (
+    "accepted",
+    "active",
+    "refused",
+    "bytes_in",
+    "bytes_out",
+    "errors",
+    "handled",
+    "pid",
+    "state",
+    "since",
+)
+STATES = ("idle", "busy", "stopping", "gone")
+_INDEX = {name: i for i, name in enumerate(FIELDS)}
+_WIDTH = len(FIELDS)
+
+
+class Row:
+    """One worker's counters: attribute access reads and writes shared memory."""
+
+    __slots__ = ("_base", "_cells", "_lock")
+
+    def __init__(self, cells: memoryview, index: int, lock: threading.Lock | None) -> None:
+        self._cells = cells
+        self._base = index * _WIDTH
+        self._lock = lock
+
+    def add(self, field: str, amount: int = 1) -> None:
+        if self._lock is None:
+            self._cells[self._base + _INDEX[field]] += amount
+        else:
+            with self._lock:  # threads of one process share a row: += is not atomic
+                self._cells[self._base + _INDEX[field]] += amount
+
+    def set(self, field: str, value: int) -> None:
+        self._cells[self._base + _INDEX[field]] = value
+
+    def get(self, field: str) -> int:
+        return int(self._cells[self._base + _INDEX[field]])
+
+    def set_state(self, state: str) -> None:
+        self.set("state", STATES.index(state))
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {name: int(self._cells[self._base + i]) for i, name in enumerate(FIELDS)}
+        values["state"] = STATES[values["state"]] if 0 <= values["state"] < len(STATES) else "?"
+        return values
+
+
+class Counters:
+    """Rows 0..workers; row 0 is the serving (or master) process."""
+
+    def __init__(self, workers: int = 0, threaded: bool = False) -> None:
+        self.rows_count = workers + 1
+        self._map = mmap.mmap(-1, self.rows_count * _WIDTH * 8, mmap.MAP_SHARED)
+        self._cells = memoryview(self._map).cast("q")
+        self.lock = multiprocessing.Lock()  # a semaphore: works across fork
+        self._thread_lock = threading.Lock() if threaded else None
+        self.started = time.time()
+        self.main = self.row(0)
+        self.main.set("pid", os.getpid())
+        self.main.set("since", int(self.started))
+
+    def row(self, index: int) -> Row:
+        return Row(self._cells, index, self._thread_lock)
+
+    def add_shared(self, row: Row, **amounts: int) -> None:
+        """Add to a row other processes also write (fork children reporting at exit)."""
+        with self.lock:
+            for field, amount in amounts.items():
+                row.add(field, amount)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Totals and per-worker rows, as the stats socket and status pages show them."""
+        rows = [self.row(i).as_dict() for i in range(self.rows_count)]
+        totals = {f: sum(r[f] for r in rows) for f in FIELDS[:7]}
+        return {
+            "uptime": round(time.time() - self.started, 3),
+            **totals,
+            "workers": rows[1:] if self.rows_count > 1 else rows,
+        }

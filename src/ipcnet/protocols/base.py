@@ -1,0 +1,143 @@
+"""The service/driver contract: services are sans-IO state machines, drivers do the I/O.
+
+Role: a Service is written once and runs under every driver (iterative, fork, threads,
+select/poll/epoll, asyncio, prefork). Rules:
+- A service never imports socket, select, selectors, threading, asyncio or os; it sees bytes
+  and returns actions. A test checks the imports.
+- ``service.start(peer)`` makes a Session for one connection and says what to send first.
+  ``session.feed(data)`` / ``session.feed_eof()`` / ``session.resume(job, result)`` return
+  Actions: ``None`` (nothing to do), one action, or a list of them, in order.
+- ``bytes``, ``bytearray`` and ``memoryview`` are themselves the Send action: the common
+  case (echo) costs no wrapper object. The driver may keep a reference to what it is given
+  until it is sent, so a session must not mutate a buffer it returned.
+- ``SendFile`` sends a file region with sendfile(2) (zero copy); ``ShutdownWrite`` is our
+  half-close; ``Close`` closes once everything queued before it is sent; ``Run(job)`` asks
+  the driver to call ``job()`` where blocking is harmless (inline for blocking drivers, in a
+  worker thread for event loops) and hand its result (or exception) to ``session.resume``.
+- Backpressure is the driver's: it stops feeding a session while that session's unsent
+  output is above the high-water mark, and feeds again once it drained below it.
+- Datagram services implement ``datagram(data, peer)``: Send actions reply to the sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+from ipcnet.addresses import Address
+
+
+@dataclass(frozen=True, slots=True)
+class SendFile:
+    """Send ``count`` bytes of an open file from ``offset`` (sendfile(2) where possible).
+
+    ``fd`` is an open file descriptor owned by the session (the driver never closes it);
+    the session learns it was sent through the order of later feeds, or closes it at
+    ``Close``. ``path`` is informational (traces, logs).
+    """
+
+    fd: int
+    offset: int
+    count: int
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownWrite:
+    """Half-close: the peer reads EOF once everything queued before this is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection once everything queued before this is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run ``job()`` where blocking is harmless; its outcome goes to ``session.resume``."""
+
+    job: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a Run job produced: ``value``, or the exception it raised in ``error``."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+Send: TypeAlias = bytes | bytearray | memoryview
+Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run
+Actions: TypeAlias = Action | Sequence[Action] | None
+
+SHUTDOWN_WRITE = ShutdownWrite()
+CLOSE = Close()
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end, as far as the driver knows."""
+
+    address: Address | None  # None for unnamed unix sockets
+    local: Address | None = None
+
+
+class Session(Protocol):
+    """The state of one connection."""
+
+    def feed(self, data: bytes) -> Actions: ...
+
+    def feed_eof(self) -> Actions: ...
+
+    def resume(self, job: Run, outcome: Outcome) -> Actions: ...
+
+
+class Service(Protocol):
+    """A kind of server: echo, http, json-rpc, ..."""
+
+    #: short name used by the CLI and the counters
+    name: str
+    #: bytes sent to a connection refused for being over --max-conns (b"" = just close)
+    refusal: bytes
+
+    def start(self, peer: Peer) -> tuple[Session, Actions]: ...
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        """Answer one datagram; raise NotImplementedError for stream-only services."""
+        ...
+
+
+def as_list(actions: Actions) -> Sequence[Action]:
+    """Normalise Actions to a sequence (drivers that do not special-case one Send)."""
+    if actions is None:
+        return ()
+    if isinstance(actions, (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run)):
+        return (actions,)
+    return actions
+
+
+class BaseSession:
+    """Defaults for sessions: EOF closes, no jobs."""
+
+    def feed(self, data: bytes) -> Actions:
+        return None
+
+    def feed_eof(self) -> Actions:
+        return CLOSE
+
+    def resume(self, job: Run, outcome: Outcome) -> Actions:
+        if outcome.error is not None:
+            raise outcome.error
+        return None
+
+
+class BaseService:
+    """Defaults for services: nothing sent on refusal, no datagram support."""
+
+    name = "service"
+    refusal = b""
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        raise NotImplementedError(f"{self.name} is a stream service; it has no datagram form")

@@ -1,0 +1,98 @@
+"""The small services of the seeds and the RFCs: echo, increment, discard, daytime.
+
+Role: the simplest sessions, and the first users of the contract in ``base``. Rules: no I/O
+(see base); stateless services share one session object instead of making one per
+connection.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ipcnet.protocols.base import CLOSE, Actions, BaseService, BaseSession, Peer
+
+_PLUS_ONE = bytes((i + 1) & 0xFF for i in range(256))
+
+
+class _EchoSession(BaseSession):
+    def feed(self, data: bytes) -> Actions:
+        return data
+
+
+class Echo(BaseService):
+    """RFC 862: every byte comes back; the peer's EOF closes after the last echo."""
+
+    name = "echo"
+    _session = _EchoSession()
+
+    def start(self, peer: Peer) -> tuple[_EchoSession, Actions]:
+        return self._session, None
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        return data
+
+
+class _IncrementSession(BaseSession):
+    def feed(self, data: bytes) -> Actions:
+        return data.translate(_PLUS_ONE)
+
+
+class _IncrementOnceSession(BaseSession):
+    def __init__(self) -> None:
+        self.answered = False
+
+    def feed(self, data: bytes) -> Actions:
+        if self.answered:
+            return None
+        self.answered = True
+        return [data[:1].translate(_PLUS_ONE), CLOSE]
+
+
+class Increment(BaseService):
+    """Seed 002 server1/server3: each byte answered with byte+1 ('A' -> 'B').
+
+    ``once`` answers the first byte and closes, as the seed's server does.
+    """
+
+    name = "increment"
+    _session = _IncrementSession()
+
+    def __init__(self, once: bool = False) -> None:
+        self.once = once
+
+    def start(self, peer: Peer) -> tuple[BaseSession, Actions]:
+        return (_IncrementOnceSession() if self.once else self._session), None
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        return data[:1].translate(_PLUS_ONE) if self.once else data.translate(_PLUS_ONE)
+
+
+class Discard(BaseService):
+    """RFC 863: everything is read and thrown away; EOF closes."""
+
+    name = "discard"
+    _session = BaseSession()
+
+    def start(self, peer: Peer) -> tuple[BaseSession, Actions]:
+        return self._session, None
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        return None
+
+
+def daytime_text(now: float | None = None) -> bytes:
+    """RFC 867 leaves the format free; this is the one netkit's inetd uses, in UTC."""
+    return time.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n", time.gmtime(now)).encode()
+
+
+class Daytime(BaseService):
+    """RFC 867: on connect, send the date and time and close; a datagram gets it too."""
+
+    name = "daytime"
+    _session = BaseSession()
+
+    def start(self, peer: Peer) -> tuple[BaseSession, Actions]:
+        return self._session, [daytime_text(), CLOSE]
+
+    def datagram(self, data: bytes, peer: Peer) -> Actions:
+        return daytime_text()
