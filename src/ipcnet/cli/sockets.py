@@ -91,8 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ipcnet.inspector import output
 
     out = sys.stdout
@@ -102,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
             stats = protocol_stats()
             if args.json or args.jsonl:
+                import json
+
                 json.dump(
                     {"version": output.JSON_VERSION, "stats": stats},
                     out,

@@ -22,7 +22,9 @@ Rules:
 
 from __future__ import annotations
 
+import gc
 import os
+import socket
 from collections.abc import Iterable
 from typing import Literal
 
@@ -36,24 +38,36 @@ Source = Literal["auto", "netlink", "proc"]
 _FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6
 
 
-def _dump_table(
-    table: str, mask: int, source: Source, nl: list[netlink.socket.socket | None], seq: int
-) -> list[SocketRow]:
-    if source != "proc":
-        try:
-            if nl[0] is None:
-                nl[0] = netlink.open_socket()
-            proto, version = filters.TABLES[table]
-            if proto == "unix":
-                return _with_unix_peers(netlink.dump_unix(nl[0], mask, seq))
-            assert version is not None
-            return netlink.dump_inet(nl[0], proto, _FAMILIES[version], mask, seq)
-        except netlink.NetlinkUnavailable:
-            if source == "netlink":
-                raise
-    if table == "unix":
-        return procnet.read_unix()
-    return procnet.read_inet(table)
+class _Dumper:
+    """Dumps tables one after another over one lazily opened netlink socket."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.sock: socket.socket | None = None
+        self.seq = 0
+
+    def table(self, table: str, mask: int) -> list[SocketRow]:
+        if self.source != "proc":
+            try:
+                if self.sock is None:
+                    self.sock = netlink.open_socket()
+                self.seq += 1
+                proto, version = filters.TABLES[table]
+                if proto == "unix":
+                    return _with_unix_peers(netlink.dump_unix(self.sock, mask, self.seq))
+                assert version is not None
+                return netlink.dump_inet(self.sock, proto, _FAMILIES[version], mask, self.seq)
+            except netlink.NetlinkUnavailable:
+                if self.source == "netlink":
+                    raise
+        if table == "unix":
+            return procnet.read_unix()
+        return procnet.read_inet(table)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def _with_unix_peers(rows: list[SocketRow]) -> list[SocketRow]:
@@ -110,24 +124,30 @@ def list_sockets(
     if rowfilter.port is not None:
         tables = [t for t in tables if t[:3] in ("tcp", "udp")]
     mask = filters.state_mask(wanted_states)
-    nl: list[netlink.socket.socket | None] = [None]
+    dumper = _Dumper(source)
     rows: list[SocketRow] = []
+    gc_was_on = gc.isenabled()
+    gc.disable()  # 10k+ new tuples would trigger many useless cyclic collections
     try:
-        for seq, table in enumerate(tables, 1):
-            got = _dump_table(table, mask, source, nl, seq)
+        for table in tables:
+            got = dumper.table(table, mask)
             rows.extend(filter(rowfilter, got) if rowfilter.active() else got)
+        if owners:
+            rows = join_owners(rows)
     finally:
-        if nl[0] is not None:
-            nl[0].close()
-    if owners:
-        rows = join_owners(rows)
+        dumper.close()
+        if gc_was_on:
+            gc.enable()
     return rows
 
 
 def join_owners(rows: list[SocketRow]) -> list[SocketRow]:
     """The same rows with ``owners`` filled from a /proc/*/fd scan for their inodes."""
     scan = fdscan.scan_sockets({r.inode for r in rows if r.inode is not None})
-    return [r.with_owners(scan.owners(r.inode)) for r in rows]
+    new = tuple.__new__
+    owners_of = scan.owners
+    # SocketRow fields: ... owners (index 19), peer_path (20); tuple.__new__ beats _replace
+    return [new(SocketRow, (*r[:19], owners_of(r[11]), r[20])) for r in rows]
 
 
 def sockets_of_pid(pid: int, owners: bool = True) -> list[SocketRow]:
@@ -150,13 +170,15 @@ def process_fds(pid: int) -> list[FdRow]:
             if row.inode is not None:
                 by_inode[row.inode] = row
         scan = fdscan.scan_sockets(set(socks.values()))
-        for ino, row in list(by_inode.items()):
-            if ino in socks.values():
-                by_inode[ino] = row.with_owners(scan.owners(ino))
+        mine = set(socks.values())
+        for inode, row in list(by_inode.items()):
+            if inode in mine:
+                by_inode[inode] = row.with_owners(scan.owners(inode))
     pipe_inodes: set[int] = set()
+    ino: int | None
     kinds: list[tuple[int, str, str, int | None]] = []
     for fd, target in table:
-        ino: int | None = None
+        ino = None
         if target[:8] == "socket:[":
             kind, ino = "socket", int(target[8:-1])
         elif target[:6] == "pipe:[":

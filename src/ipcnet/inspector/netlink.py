@@ -21,7 +21,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterator
 
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
 
@@ -48,8 +49,8 @@ _INET_REQ = struct.Struct("=BBBBI HH16s16sI8s")  # inet_diag_req_v2
 _UNIX_REQ = struct.Struct("=BBHIII8s")  # unix_diag_req
 # inet_diag_msg: family state timer retrans | sport dport (be16) | src dst | if cookie |
 # expires rqueue wqueue uid inode
-_INET_MSG = struct.Struct("=BBBB4x16s16s12xIIIII")
-_PORTS = struct.Struct("!HH")
+_INET_MSG = struct.Struct("=xBBBHH16s16s12xIIIII")
+_INET_ROW = struct.Struct("=IH2xI4x" + _INET_MSG.format[1:])  # nlmsghdr + inet_diag_msg
 _UNIX_MSG = struct.Struct("=BBBxI8x")  # family type state pad ino cookie
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
@@ -76,32 +77,49 @@ def open_socket() -> socket.socket:
     return sock
 
 
-def _dump(sock: socket.socket, request: bytes, seq: int) -> Iterable[tuple[bytearray, int, int]]:
-    """Send one dump request; yield (buffer, offset, length) of each reply payload."""
+def _batches(sock: socket.socket, request: bytes, seq: int) -> Iterator[tuple[bytearray, int]]:
+    """Send one dump request; yield (buffer, bytes received) per recv until NLMSG_DONE.
+
+    The caller walks the messages of a batch itself (see ``_messages``); the generator
+    only checks for DONE and ERROR, so the hot loop pays one yield per ~32 KiB, not per row.
+    """
     header = _NLHDR.pack(
         _NLHDR.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
     )
     sock.sendto(header + request, (0, 0))
-    buf = bytearray(_BUFSIZE)
+    buf = bytearray(_BUFSIZE + 128)  # slack: a row's struct may be read past a short tail
     unpack_hdr = _NLHDR.unpack_from
     while True:
-        n = sock.recv_into(buf)
+        n = sock.recv_into(buf, _BUFSIZE)
         if n == 0:
             raise NetlinkUnavailable(errno.EIO, "netlink dump ended without NLMSG_DONE")
-        off = 0
+        # the last message of a batch tells whether the dump is over
+        off = last = 0
         while off + 16 <= n:
-            length, mtype, _flags, mseq, _pid = unpack_hdr(buf, off)
+            length = unpack_hdr(buf, off)[0]
             if length < 16:
                 raise NetlinkUnavailable(errno.EIO, "malformed netlink message")
-            if mseq == seq:
-                if mtype == NLMSG_DONE:
-                    return
-                if mtype == NLMSG_ERROR:
-                    code = -_ERR.unpack_from(buf, off + 16)[0]
-                    raise NetlinkUnavailable(code, f"sock_diag: {os.strerror(code)}")
-                if mtype == SOCK_DIAG_BY_FAMILY:
-                    yield buf, off + 16, length - 16
+            last = off
             off += (length + 3) & ~3
+        _length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
+        if mtype == NLMSG_ERROR and mseq == seq:
+            code = -_ERR.unpack_from(buf, last + 16)[0]
+            raise NetlinkUnavailable(code, f"sock_diag: {os.strerror(code)}")
+        done = mtype == NLMSG_DONE and mseq == seq
+        yield buf, (last if done else n)
+        if done:
+            return
+
+
+def _messages(buf: bytearray, n: int, seq: int) -> Iterator[tuple[int, int]]:
+    """(payload offset, payload length) of each SOCK_DIAG_BY_FAMILY message of a batch."""
+    unpack_hdr = _NLHDR.unpack_from
+    off = 0
+    while off + 16 <= n:
+        length, mtype, _flags, mseq, _pid = unpack_hdr(buf, off)
+        if mtype == SOCK_DIAG_BY_FAMILY and mseq == seq:
+            yield off + 16, length - 16
+        off += (length + 3) & ~3
 
 
 def dump_inet(
@@ -118,61 +136,82 @@ def dump_inet(
     stype = _INET_TYPES[proto]
     is_tcp = proto == "tcp"
     v4 = family == socket.AF_INET
-    ntop = socket.inet_ntop
-    af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
-    mapped = b"\0" * 10 + b"\xff\xff"
-    unpack_msg = _INET_MSG.unpack_from
-    unpack_ports = _PORTS.unpack_from
+    unpack_row = _INET_ROW.unpack_from
     new = tuple.__new__
-    timers = TIMERS
-    names = {n: state_name(name, n) for n in range(14)}
+    row_cls = SocketRow
+    hosts: dict[bytes, str] = {}  # raw address -> display form: most rows share a few
+    ports: dict[int, int] = {}  # native-order u16 -> the port number (be16 swapped)
+    timers = {k: v for k, v in TIMERS.items()} if is_tcp else {}
+    states_by_num = {n: state_name(name, n) for n in range(14)}
+    mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
     rows: list[SocketRow] = []
     append = rows.append
-    for buf, off, _length in _dump(sock, req, seq):
-        _fam, st, timer, retrans, src, dst, expires, rq, wq, uid, ino = unpack_msg(buf, off)
-        sport, dport = unpack_ports(buf, off + 4)
-        if v4:
-            lh = ntop(af_inet, src[:4])
-            rh = ntop(af_inet, dst[:4])
-        else:
-            lh = ntop(af_inet, src[12:]) if src[:12] == mapped else ntop(af_inet6, src)
-            rh = ntop(af_inet, dst[12:]) if dst[:12] == mapped else ntop(af_inet6, dst)
-        mini = st == 6 or st == 12  # TIME_WAIT and request sockets: no uid, no inode
-        if is_tcp:
-            tname: str | None = timers.get(timer, str(timer))
-            tms: int | None = expires
-            rtx: int | None = retrans
-        else:
-            tname = tms = rtx = None
-        append(
-            new(
-                SocketRow,
-                (
-                    name,
-                    stype,
-                    names.get(st) or state_name(name, st),
-                    lh,
-                    sport,
-                    rh,
-                    dport,
-                    None,
-                    None if mini else rq,
-                    None if mini else wq,
-                    None if mini else uid,
-                    ino or None,
-                    tname,
-                    tms,
-                    rtx,
-                    None,
-                    "netlink",
-                    True,
-                    None,
-                    None,
-                    None,
-                ),
-            )
-        )
+    for buf, n in _batches(sock, req, seq):
+        off = 0
+        while off + 16 <= n:
+            # header and inet_diag_msg in one call
+            (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, expires, rq, wq, uid,
+             ino) = unpack_row(buf, off)  # fmt: skip
+            off += (length + 3) & ~3
+            if mtype != SOCK_DIAG_BY_FAMILY or mseq != seq:
+                continue
+            lh = hosts.get(src)
+            if lh is None:
+                lh = hosts[src] = _host(src, v4)
+            rh = hosts.get(dst)
+            if rh is None:
+                rh = hosts[dst] = _host(dst, v4)
+            sport = ports.get(sp)
+            if sport is None:
+                sport = ports[sp] = _PORT_SWAP(sp)
+            dport = ports.get(dp)
+            if dport is None:
+                dport = ports[dp] = _PORT_SWAP(dp)
+            if st in mini_states:
+                rq = wq = uid = None
+            state = states_by_num.get(st) or state_name(name, st)
+            if is_tcp:
+                append(
+                    new(
+                        row_cls,
+                        (
+                            name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
+                            ino or None, timers.get(timer) or str(timer), expires, retrans,
+                            None, "netlink", True, None, None, None,
+                        ),
+                    )
+                )  # fmt: skip
+            else:
+                append(
+                    new(
+                        row_cls,
+                        (
+                            name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
+                            ino or None, None, None, None, None, "netlink", True, None, None,
+                            None,
+                        ),
+                    )
+                )  # fmt: skip
     return rows
+
+
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _host(raw: bytes, v4: bool) -> str:
+    if v4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if raw[:12] == _MAPPED:
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _port_swap_native(p: int) -> int:
+    """A be16 read as a native u16 -> the port number."""
+    return ((p & 0xFF) << 8) | (p >> 8)
+
+
+_PORT_SWAP: Callable[[int], int] = _port_swap_native if sys.byteorder == "little" else (lambda p: p)
 
 
 def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> list[SocketRow]:
@@ -189,56 +228,57 @@ def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> li
     names = {n: state_name("unix", n) for n in range(14)}
     rows: list[SocketRow] = []
     append = rows.append
-    for buf, off, length in _dump(sock, req, seq):
-        _fam, stype, st, ino = unpack_msg(buf, off)
-        path: str | None = None
-        peer = rq = wq = uid = None
-        pos, end = off + 16, off + length
-        while pos + 4 <= end:
-            alen, atype = unpack_rta(buf, pos)
-            if alen < 4:
-                break
-            if atype == UNIX_DIAG_NAME:
-                raw = bytes(buf[pos + 4 : pos + alen])
-                if raw[:1] == b"\0":
-                    path = "@" + fsdecode(raw[1:])
-                else:
-                    path = fsdecode(raw.partition(b"\0")[0])
-            elif atype == UNIX_DIAG_PEER:
-                peer = u32(buf, pos + 4)[0] or None
-            elif atype == UNIX_DIAG_RQLEN:
-                rq, wq = u32x2(buf, pos + 4)
-            elif atype == UNIX_DIAG_UID:
-                uid = u32(buf, pos + 4)[0]
-            pos += (alen + 3) & ~3
-        append(
-            new(
-                SocketRow,
-                (
-                    "unix",
-                    types.get(stype, str(stype)),
-                    names.get(st) or state_name("unix", st),
-                    None,
-                    None,
-                    None,
-                    None,
-                    path,
-                    rq,
-                    wq,
-                    uid,
-                    ino or None,
-                    None,
-                    None,
-                    None,
-                    peer,
-                    "netlink",
-                    True,
-                    None,
-                    None,
-                    None,
-                ),
+    for buf, n in _batches(sock, req, seq):
+        for off, length in _messages(buf, n, seq):
+            _fam, stype, st, ino = unpack_msg(buf, off)
+            path: str | None = None
+            peer = rq = wq = uid = None
+            pos, end = off + 16, off + length
+            while pos + 4 <= end:
+                alen, atype = unpack_rta(buf, pos)
+                if alen < 4:
+                    break
+                if atype == UNIX_DIAG_NAME:
+                    raw = bytes(buf[pos + 4 : pos + alen])
+                    if raw[:1] == b"\0":
+                        path = "@" + fsdecode(raw[1:])
+                    else:
+                        path = fsdecode(raw.partition(b"\0")[0])
+                elif atype == UNIX_DIAG_PEER:
+                    peer = u32(buf, pos + 4)[0] or None
+                elif atype == UNIX_DIAG_RQLEN:
+                    rq, wq = u32x2(buf, pos + 4)
+                elif atype == UNIX_DIAG_UID:
+                    uid = u32(buf, pos + 4)[0]
+                pos += (alen + 3) & ~3
+            append(
+                new(
+                    SocketRow,
+                    (
+                        "unix",
+                        types.get(stype, str(stype)),
+                        names.get(st) or state_name("unix", st),
+                        None,
+                        None,
+                        None,
+                        None,
+                        path,
+                        rq,
+                        wq,
+                        uid,
+                        ino or None,
+                        None,
+                        None,
+                        None,
+                        peer,
+                        "netlink",
+                        True,
+                        None,
+                        None,
+                        None,
+                    ),
+                )
             )
-        )
     return rows
 
 

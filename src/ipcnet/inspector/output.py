@@ -13,8 +13,6 @@ Rules:
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
@@ -98,49 +96,61 @@ def socket_table(
         cols += ["User", "Inode", "Timer"]
     if processes:
         cols.append("Process")
-    table: list[list[str]] = []
+    table: list[tuple[str, ...]] = []
+    append = table.append
+    svc = None if numeric else service_name
     for r in rows:
-        local, peer = endpoints(r, numeric)
-        line = [
-            r.proto if r.proto != "unix" else f"u_{r.type[:3]}",
+        proto = r.proto
+        if proto[:3] == "tcp" and r.exact:  # the bulk of big tables: inline the common case
+            lh, rh = r.local_host, r.remote_host
+            lp: int | str | None = r.local_port
+            rp: int | str | None = r.remote_port
+            if svc is not None:
+                lp = svc(r.local_port, "tcp") or lp
+                rp = (svc(r.remote_port, "tcp") or rp) if rp else rp
+            local = f"[{lh}]:{lp}" if ":" in lh else f"{lh}:{lp}"  # type: ignore[operator]
+            peer = f"[{rh}]:{rp or '*'}" if ":" in rh else f"{rh}:{rp or '*'}"  # type: ignore[operator]
+        else:
+            local, peer = endpoints(r, numeric)
+        rq, sq = r.recv_q, r.send_q
+        line: tuple[str, ...] = (
+            proto if proto != "unix" else f"u_{r.type[:3]}",
             r.state,
-            _num(r.recv_q),
-            _num(r.send_q),
+            "?" if rq is None else str(rq),
+            "?" if sq is None else str(sq),
             local,
             peer,
-        ]
+        )
         if extended:
             user = None if numeric or r.uid is None else user_name(r.uid)
             timer = "-" if r.timer in (None, "off") else f"{r.timer}:{r.timer_ms}ms/{r.retransmits}"
-            line += [user or _num(r.uid), _num(r.inode), timer]
+            line += (user or _num(r.uid), _num(r.inode), timer)
         if processes:
-            line.append(owners_label(r.owners))
+            line += (owners_label(r.owners),)
         if not r.exact:
-            line[-1] += f"  [{r.note}]"
+            line = (*line[:-1], f"{line[-1]}  [{r.note}]")
         if marks is not None:
-            line.insert(0, marks.get(r.key(), " "))
-        table.append(line)
+            line = (marks.get(r.key(), " "), *line)
+        append(line)
     if marks is not None:
         cols.insert(0, " ")
     widths = [len(c) for c in cols]
-    for line in table:
-        for i, cell in enumerate(line):
-            if len(cell) > widths[i]:
-                widths[i] = len(cell)
+    if table:
+        widths = [
+            max(w, max(map(len, column)))
+            for w, column in zip(widths, zip(*table, strict=True), strict=True)
+        ]
     right = {cols.index(c) for c in ("Recv-Q", "Send-Q")}
     last = len(cols) - 1
-
-    def fmt(cells: list[str]) -> str:
-        parts = [
-            cell if i == last else (cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-            for i, cell in enumerate(cells)
-        ]
-        return " ".join(parts).rstrip()
-
+    spec = " ".join(
+        "{}" if i == last else ("{:>%d}" if i in right else "{:<%d}") % w
+        for i, w in enumerate(widths)
+    )
+    fmt = spec.format
     if header:
-        yield fmt(cols)
+        yield fmt(*cols).rstrip()
     for line in table:
-        yield fmt(line)
+        yield fmt(*line).rstrip()
 
 
 def write_json(
@@ -150,6 +160,8 @@ def write_json(
     numeric: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
+    import json
+
     doc: dict[str, Any] = {"version": JSON_VERSION, **(extra or {})}
     doc["sockets"] = [r.to_dict(not numeric) for r in rows]
     json.dump(doc, out, indent=2)
@@ -163,6 +175,8 @@ def write_jsonl(
     numeric: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
+    import json
+
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     for r in rows:
         d = r.to_dict(not numeric)
@@ -185,6 +199,8 @@ def _csv_cell(key: str, value: Any) -> Any:
 def write_csv(
     rows: Iterable[SocketRow], out: IO[str], *, numeric: bool = False, header: bool = True
 ) -> None:
+    import csv
+
     w = csv.writer(out, lineterminator="\n")
     if header:
         w.writerow(SCHEMA)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from ipcnet.inspector.model import Owner
 
@@ -24,11 +25,12 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 class Scan:
     """Result of an fd scan: inode -> [(pid, fd)], and whether every process was readable."""
 
-    __slots__ = ("complete", "found")
+    __slots__ = ("_names", "complete", "found")
 
     def __init__(self) -> None:
         self.found: dict[int, list[tuple[int, int]]] = {}
         self.complete = True
+        self._names: dict[int, str | None] = {}
 
     def owners(self, inode: int | None) -> tuple[Owner, ...] | None:
         """Owners of ``inode``; None when unknown (no inode, or an unreadable process)."""
@@ -37,10 +39,24 @@ class Scan:
         hits = self.found.get(inode)
         if not hits:
             return () if self.complete else None
+        names = self._names
+        if len(hits) == 1:  # the common case: one process, one fd
+            pid, fd = hits[0]
+            name = names.get(pid, _MISSING)
+            if name is _MISSING:
+                name = names[pid] = comm(pid)
+            return (_new(Owner, (pid, name, (fd,))),)
         by_pid: dict[int, list[int]] = {}
         for pid, fd in hits:
             by_pid.setdefault(pid, []).append(fd)
-        return tuple(Owner(pid, comm(pid), tuple(sorted(fds))) for pid, fds in by_pid.items())
+        for pid in by_pid:
+            if pid not in names:
+                names[pid] = comm(pid)
+        return tuple(Owner(pid, names[pid], tuple(sorted(fds))) for pid, fds in by_pid.items())
+
+
+_MISSING: Any = object()
+_new = tuple.__new__
 
 
 def all_pids() -> list[int]:

@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ipcnet.inspector.hexaddr import decode_endpoint
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
@@ -127,10 +128,19 @@ def _unix_fields(line: str) -> tuple[int, int, int, int, str | None] | None:
     return int(flags, 16), int(stype, 16), int(st, 16), int(ino_text), path if sep else None
 
 
-def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
-    """Rows of /proc/net/unix text; ``kernel_count`` is the UNIX "sockets" count of
-    /proc/net/protocols read around it (None: unknown), used to detect forged rows."""
+def parse_unix(
+    text: str,
+    kernel_count: int | None = None,
+    held: Callable[[set[int]], set[int]] | None = None,
+) -> list[SocketRow]:
+    """Rows of /proc/net/unix text.
+
+    ``kernel_count``: the kernel's unix socket count (/proc/net/protocols) read around the
+    text, None if unknown. ``held``: returns which of some inodes a process holds (the pid
+    join), None to skip that check. Both serve to find rows forged by newlines in paths.
+    """
     rows: list[SocketRow] = []
+    raws: list[str] = []  # each row's text, with its continuation lines
     new = tuple.__new__
     after_named: list[int] = []  # rows that directly follow a named row: could be forged
     lines = text.split("\n")
@@ -141,11 +151,11 @@ def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
         if fields is None:
             if rows:  # the rest of the previous row's path, after a newline in it
                 prev = rows[-1]
-                path = (prev.path or "") + "\n" + line
+                raws[-1] += "\n" + line
                 rows[-1] = prev._replace(
-                    path=path,
+                    path=(prev.path or "") + "\n" + line,
                     exact=False,
-                    note="a newline in the path split this row in /proc/net/unix",
+                    note="path rebuilt: a newline in it split the row in /proc/net/unix",
                 )
             continue
         flags, stype, st, ino, path = fields
@@ -153,45 +163,44 @@ def parse_unix(text: str, kernel_count: int | None = None) -> list[SocketRow]:
             after_named.append(len(rows))
         # St is the socket's SS_* state, not sk_state; __SO_ACCEPTCON marks a listener
         state = "LISTEN" if flags & 0x10000 else _UNIX_STATES.get(st, f"UNKNOWN({st})")
+        raws.append(line)
         rows.append(
             new(
                 SocketRow,
                 (
-                    "unix",
-                    _UNIX_TYPES.get(stype, str(stype)),
-                    state,
-                    None,
-                    None,
-                    None,
-                    None,
-                    path,
-                    None,
-                    None,
-                    None,
-                    ino or None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    "proc",
-                    True,
-                    None,
-                    None,
-                    None,
+                    "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
+                    path, None, None, None, ino or None, None, None, None, None, "proc", True,
+                    None, None, None,
                 ),
             )
-        )
+        )  # fmt: skip
     seen: dict[int | None, int] = {}
     for r in rows:
         seen[r.inode] = seen.get(r.inode, 0) + 1
-    forged = kernel_count is not None and len(rows) > kernel_count
-    suspects = set(after_named) if forged else set()
+    excess = 0 if kernel_count is None else len(rows) - kernel_count
+    suspects = after_named if excess > 0 else []
+    if suspects and held is not None:
+        alive = held({i for i in (rows[k].inode for k in suspects) if i is not None})
+        suspects = [k for k in suspects if rows[k].inode not in alive]
+    if suspects and len(suspects) == excess and all(seen[rows[k].inode] == 1 for k in suspects):
+        # exactly as many unexplained rows as extra rows: they are the rest of a path
+        for k in reversed(suspects):
+            prev = rows[k - 1]
+            rows[k - 1] = prev._replace(
+                path=f"{prev.path}\n{raws[k]}",
+                exact=False,
+                note="path rebuilt: a newline in it forged a row in /proc/net/unix",
+            )
+            raws[k - 1] += "\n" + raws[k]
+            del rows[k], raws[k]
+        suspects = []
     note = "row may be forged by a newline in another socket's path (/proc/net/unix)"
-    for i, r in enumerate(rows):
-        if i in suspects or (r.inode is not None and seen[r.inode] > 1):
-            rows[i] = r._replace(exact=False, note=note, path=None)
-            if i > 0 and rows[i - 1].path is not None and i in suspects:
-                rows[i - 1] = rows[i - 1]._replace(
+    flagged = set(suspects)
+    for k, r in enumerate(rows):
+        if k in flagged or (r.inode is not None and seen[r.inode] > 1):
+            rows[k] = r._replace(exact=False, note=note, path=None)
+            if k in flagged and rows[k - 1].path is not None:
+                rows[k - 1] = rows[k - 1]._replace(
                     exact=False, note="its path may hold a newline; see the next row"
                 )
     return rows
@@ -227,7 +236,14 @@ def read_unix() -> list[SocketRow]:
         return []
     after = unix_socket_count()
     count = None if before is None or after is None else max(before, after)
-    return parse_unix(text, count)
+    return parse_unix(text, count, _held)
+
+
+def _held(inodes: set[int]) -> set[int]:
+    from ipcnet.inspector.owners import scan_sockets
+
+    scan = scan_sockets(inodes)
+    return set(scan.found) if scan.complete else set(inodes)  # unreadable: assume held
 
 
 __all__ = ["parse_inet", "parse_unix", "read_inet", "read_text", "read_unix", "unix_socket_count"]
