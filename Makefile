@@ -11,14 +11,14 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,fast]'
+	$(BIN)/python -m pip install -q -e '.[test,fast,bench]'
 	touch $@
 
 run: $(STAMP)
 	$(BIN)/ipcnet demo
 
 system-deps:
-	./scripts/system-deps socat curl
+	./scripts/system-deps socat curl ss ip netstat
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

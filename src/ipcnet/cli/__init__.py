@@ -21,7 +21,8 @@ from ipcnet.errors import IPCError
 SUBCOMMANDS = ("connect", "serve", "demo", "sockets", "bench")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``wanted`` only that subcommand's module is imported (fast start)."""
     parser = argparse.ArgumentParser(
         prog="ipcnet",
         description="Inter-process communication that looks like file I/O: "
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
+        if wanted in SUBCOMMANDS and name != wanted:
+            sub.add_parser(name)  # a placeholder, never parsed
+            continue
         try:
             module = importlib.import_module(f"ipcnet.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         status: int = args._run(args)

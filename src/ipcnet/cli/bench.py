@@ -1,30 +1,35 @@
-"""``ipcnet bench WHAT``: the benchmarks, each beside its peers in one run."""
+"""``ipcnet bench NAME [OPTIONS]``: the benchmarks, each beside its peers in one run.
+
+Each benchmark is a module in ``ipcnet.bench`` with ``main(argv) -> int``; its options are
+its own (``ipcnet bench NAME --help``), and it is imported only when run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-HELP = "measure ipcnet beside its peers (transports, ...)"
+HELP = "measure ipcnet beside its peers: transports, echo, models, inspector"
 
-# benchmark name -> (module in ipcnet.bench, one-line help)
+# benchmark name -> one-line help (the module is ipcnet.bench.NAME)
 BENCHMARKS = {
-    "transports": (
-        "transports",
-        "1 GiB through pipe, fifo, socketpair, unix and tcp, beside a plain os.read/os.write loop",
-    ),
+    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp beside a plain read/write loop",
+    "echo": "closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles",
+    "models": "every concurrency model and its peers under the same echo load, as one table",
+    "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, text) in BENCHMARKS.items():
-        p = sub.add_parser(name, help=text, description=text)
-        module = importlib.import_module(f"ipcnet.bench.{module_name}")
-        module.add_arguments(p)
-        p.set_defaults(_bench=module.run)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "benchmarks:\n" + "".join(f"  {n:<11} {t}\n" for n, t in BENCHMARKS.items())
+    parser.add_argument(
+        "benchmark", choices=list(BENCHMARKS), metavar="NAME", help="which benchmark (below)"
+    )
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
 
 def run(args: argparse.Namespace) -> int:
-    status: int = args._bench(args)
+    module = importlib.import_module(f"ipcnet.bench.{args.benchmark}")
+    status: int = module.main(args.options)
     return status

@@ -29,22 +29,77 @@ MODEL_HELP = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "services:\n" + "".join(
-        f"  {name:<11} {text}\n" for name, text in SERVICE_HELP.items()
-    ) + "\nmodels:\n" + "".join(f"  {name:<11} {text}\n" for name, text in MODEL_HELP.items())
-    parser.add_argument("service", choices=list(SERVICE_HELP), metavar="SERVICE", help="what to serve (below)")
-    parser.add_argument("addresses", nargs="+", metavar="ADDRESS", help="tcp://host:port, unix:///path, udp://..., fd://N, systemd://")
-    parser.add_argument("--model", "-m", choices=list(MODEL_HELP), default="epoll", help="concurrency model (below)")
-    parser.add_argument("--workers", type=int, default=4, metavar="N", help="pool threads / prefork processes (4)")
-    parser.add_argument("--inner", choices=[m for m in MODEL_HELP if m != "prefork"], default="epoll", help="model inside each prefork worker (epoll)")
-    parser.add_argument("--reuse-port", action="store_true", help="prefork: one SO_REUSEPORT socket per worker")
-    parser.add_argument("--max-conns", type=int, default=1024, metavar="K", help="connections per process before refusing (1024)")
-    parser.add_argument("--queue", type=int, default=0, metavar="Q", help="pool: connections that may wait for a thread (4 x workers)")
-    parser.add_argument("--grace", type=float, default=10.0, metavar="S", help="seconds in-flight work may take after SIGTERM (10)")
-    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="S", help="close connections silent this long (300; 0 = never)")
-    parser.add_argument("--trace", action="store_true", help="print each kernel-level step (for learning)")
-    parser.add_argument("--stats", metavar="URL", help="answer with the counters as JSON on this address (unix:///path)")
-    parser.add_argument("--once", action="store_true", help="increment: answer one byte, then close (as the seed does)")
+    parser.epilog = (
+        "services:\n"
+        + "".join(f"  {name:<11} {text}\n" for name, text in SERVICE_HELP.items())
+        + "\nmodels:\n"
+        + "".join(f"  {name:<11} {text}\n" for name, text in MODEL_HELP.items())
+    )
+    parser.add_argument(
+        "service", choices=list(SERVICE_HELP), metavar="SERVICE", help="what to serve (below)"
+    )
+    parser.add_argument(
+        "addresses",
+        nargs="+",
+        metavar="ADDRESS",
+        help="tcp://host:port, unix:///path, udp://..., fd://N, systemd://",
+    )
+    parser.add_argument(
+        "--model", "-m", choices=list(MODEL_HELP), default="epoll", help="concurrency model (below)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, metavar="N", help="pool threads / prefork processes (4)"
+    )
+    parser.add_argument(
+        "--inner",
+        choices=[m for m in MODEL_HELP if m != "prefork"],
+        default="epoll",
+        help="model inside each prefork worker (epoll)",
+    )
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="prefork: one SO_REUSEPORT socket per worker"
+    )
+    parser.add_argument(
+        "--max-conns",
+        type=int,
+        default=1024,
+        metavar="K",
+        help="connections per process before refusing (1024)",
+    )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=0,
+        metavar="Q",
+        help="pool: connections that may wait for a thread (4 x workers)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds in-flight work may take after SIGTERM (10)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="close connections silent this long (300; 0 = never)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="print each kernel-level step (for learning)"
+    )
+    parser.add_argument(
+        "--stats",
+        metavar="URL",
+        help="answer with the counters as JSON on this address (unix:///path)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="increment: answer one byte, then close (as the seed does)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connection-level events")
 
 
@@ -77,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(core: object) -> None:
         for address in core.bound:  # type: ignore[attr-defined]
-            print(f"ipcnet serve: {args.service} listening on {address} (model {args.model})", file=sys.stderr, flush=True)
+            print(
+                f"ipcnet serve: {args.service} listening on {address} (model {args.model})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         serve(service, args.addresses, config, ready)

@@ -15,7 +15,7 @@ from ipcnet.protocols.base import Service
 
 def _models() -> dict[str, tuple[type[Model], str]]:
     from ipcnet.drivers.aio import AsyncioModel
-    from ipcnet.drivers.blocking import ForkConcurrent, Fork, Iterative, Pool, ThreadPerConnection
+    from ipcnet.drivers.blocking import Fork, ForkConcurrent, Iterative, Pool, ThreadPerConnection
     from ipcnet.drivers.prefork import Prefork
     from ipcnet.drivers.selector import Epoll, Poll, Select
 
@@ -34,7 +34,16 @@ def _models() -> dict[str, tuple[type[Model], str]]:
 
 
 MODEL_NAMES = (
-    "iterative", "fork", "forkconc", "thread", "pool", "select", "poll", "epoll", "asyncio", "prefork",
+    "iterative",
+    "fork",
+    "forkconc",
+    "thread",
+    "pool",
+    "select",
+    "poll",
+    "epoll",
+    "asyncio",
+    "prefork",
 )
 
 

@@ -17,11 +17,22 @@ import asyncio
 import collections
 import inspect
 import signal
+from collections.abc import Callable
 from typing import Any, cast
 
 from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.drivers.selector import SWEEP
-from ipcnet.protocols.base import Actions, Close, Outcome, Peer, Run, SendFile, Session, ShutdownWrite, as_list
+from ipcnet.protocols.base import (
+    Actions,
+    Close,
+    Outcome,
+    Peer,
+    Run,
+    SendFile,
+    Session,
+    ShutdownWrite,
+    as_list,
+)
 from ipcnet.transports.sockets import sockaddr_to_address
 
 
@@ -31,7 +42,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 class _FileReader:
@@ -81,7 +92,8 @@ class SessionProtocol(asyncio.Protocol):
         scheme = model.schemes.get(transport.get_extra_info("socket").family, "tcp")
         peer = Peer(sockaddr_to_address(scheme, transport.get_extra_info("peername")))
         if core.trace:
-            core.trace(f"accept -> new fd {transport.get_extra_info('socket').fileno()} from {peer.address}")
+            fd = transport.get_extra_info("socket").fileno()
+            core.trace(f"accept -> new fd {fd} from {peer.address}")
         self.session, first = core.service.start(peer)
         if first is not None:
             self.apply(first)
@@ -91,8 +103,8 @@ class SessionProtocol(asyncio.Protocol):
         try:
             out = self.session.feed(data)  # type: ignore[union-attr]
             if out.__class__ is bytes and not self.busy:
-                self.transport.write(out)  # type: ignore[union-attr, arg-type]
-                self.bytes_out += len(out)  # type: ignore[arg-type]
+                self.transport.write(out)  # type: ignore[union-attr]
+                self.bytes_out += len(out)
             elif out is not None:
                 self.apply(out)
         except Exception:
@@ -216,13 +228,19 @@ class DatagramProtocol(asyncio.DatagramProtocol):
         core.row.add("bytes_in", len(data))
         core.row.add("handled")
         try:
-            for reply in as_list(core.service.datagram(data, Peer(sockaddr_to_address(self.scheme, addr)))):
+            for reply in as_list(
+                core.service.datagram(data, Peer(sockaddr_to_address(self.scheme, addr)))
+            ):
                 if isinstance(reply, (bytes, bytearray, memoryview)) and self.transport is not None:
                     self.transport.sendto(reply, addr)
                     core.row.add("bytes_out", len(reply))
         except Exception:
             core.row.add("errors")
             log.exception("%s failed on a datagram", core.service.name)
+
+
+def _datagram_factory(model: AsyncioModel, scheme: str) -> Callable[[], DatagramProtocol]:
+    return lambda: DatagramProtocol(model, scheme)
 
 
 class AsyncioModel(Model):
@@ -252,13 +270,20 @@ class AsyncioModel(Model):
         for listener in core.listeners:
             self.schemes[listener.sock.family] = listener.address.scheme.rstrip("46")
             servers.append(
-                await loop.create_server(lambda: SessionProtocol(self), sock=listener.sock, backlog=core.config.backlog)
+                await loop.create_server(
+                    lambda: SessionProtocol(self), sock=listener.sock, backlog=core.config.backlog
+                )
             )
         for endpoint in core.datagrams:
             scheme = endpoint.where.partition(":")[0].rstrip("46")
-            await loop.create_datagram_endpoint(lambda s=scheme: DatagramProtocol(self, s), sock=endpoint.sock)  # type: ignore[misc]
+            await loop.create_datagram_endpoint(_datagram_factory(self, scheme), sock=endpoint.sock)
         stop = asyncio.Event()
-        loop.add_reader(core.waker_r, lambda: (core.drain_waker(), stop.set()))
+
+        def woken() -> None:
+            core.drain_waker()
+            stop.set()
+
+        loop.add_reader(core.waker_r, woken)
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, core.request_stop)
@@ -301,7 +326,10 @@ class AsyncioModel(Model):
                     row.add("bytes_in", proto.bytes_in)
                     row.add("bytes_out", proto.bytes_out)
                     proto.bytes_in = proto.bytes_out = 0
-                elif idle_timeout is not None and proto.idle and now - proto.last_active > idle_timeout:
-                    if proto.transport is not None:
-                        proto.transport.close()
-
+                elif (
+                    idle_timeout is not None
+                    and proto.idle
+                    and now - proto.last_active > idle_timeout
+                    and proto.transport is not None
+                ):
+                    proto.transport.close()

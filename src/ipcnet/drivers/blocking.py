@@ -26,13 +26,24 @@ from typing import Any
 from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.errors import Busy, IPCError, Timeout
-from ipcnet.protocols.base import Actions, Close, Outcome, Run, SendFile, Session, ShutdownWrite, as_list
+from ipcnet.protocols.base import (
+    Actions,
+    Close,
+    Outcome,
+    Run,
+    SendFile,
+    Session,
+    ShutdownWrite,
+    as_list,
+)
 from ipcnet.transports import SocketStream
 
 TICK = 0.05  # seconds between looks at in-flight connections while stopping
 
 
-def run_connection(core: ServerCore, stream: SocketStream, row: Row, conn: Conn | None = None) -> None:
+def run_connection(
+    core: ServerCore, stream: SocketStream, row: Row, conn: Conn | None = None
+) -> None:
     """Serve one connection until it ends; never raises (errors are logged and counted)."""
     trace = core.trace
     fd = stream.fileno()
@@ -57,7 +68,9 @@ def run_connection(core: ServerCore, stream: SocketStream, row: Row, conn: Conn 
         row.add("handled")
 
 
-def _loop(core: ServerCore, stream: SocketStream, session: Session, row: Row, conn: Conn | None) -> None:
+def _loop(
+    core: ServerCore, stream: SocketStream, session: Session, row: Row, conn: Conn | None
+) -> None:
     trace = core.trace
     fd = stream.fileno()
     stopping = core.stopping
@@ -68,20 +81,24 @@ def _loop(core: ServerCore, stream: SocketStream, session: Session, row: Row, co
         if conn is not None:
             conn.idle = False
         if trace:
-            trace(f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)"))
+            trace(
+                f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)")
+            )
         if not data:
             _apply(core, stream, session, session.feed_eof(), row)
             return
         row.add("bytes_in", len(data))
         out = session.feed(data)
         if out.__class__ is bytes and not trace:
-            stream.write(out)  # type: ignore[arg-type]
-            row.add("bytes_out", len(out))  # type: ignore[arg-type]
+            stream.write(out)
+            row.add("bytes_out", len(out))
         elif out is not None and not _apply(core, stream, session, out, row):
             return
 
 
-def _apply(core: ServerCore, stream: SocketStream, session: Session, actions: Actions, row: Row) -> bool:
+def _apply(
+    core: ServerCore, stream: SocketStream, session: Session, actions: Actions, row: Row
+) -> bool:
     """Carry out actions in order; False once the connection should close."""
     trace = core.trace
     for action in as_list(actions):
@@ -102,7 +119,8 @@ def _apply(core: ServerCore, stream: SocketStream, session: Session, actions: Ac
         elif isinstance(action, Close):
             return False
         elif isinstance(action, Run):
-            if not _apply(core, stream, session, session.resume(action, run_job(action)), row):
+            follow = session.resume(action, run_job(action))
+            if not _apply(core, stream, session, follow, row):
                 return False
     return True
 
@@ -205,7 +223,7 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
         if conn is not None and conn.idle:
             raise StopServing
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
@@ -245,7 +263,9 @@ class Fork(BlockingModel):
         if pid == 0:
             _child_main(core, stream)
         if core.trace:
-            core.trace(f"fork() -> child pid {pid} serves fd {stream.fileno()}; parent closes its copy")
+            core.trace(
+                f"fork() -> child pid {pid} serves fd {stream.fileno()}; parent closes its copy"
+            )
         stream.close()  # the child has its own copy; closing ours does not end the connection
         self.children.add(pid)
         row.add("active")
@@ -388,7 +408,9 @@ class ThreadPerConnection(BlockingModel):
             return
         core.row.add("accepted")
         conn = self._register(stream)
-        thread = threading.Thread(target=self._serve, args=(conn,), name=f"conn-{stream.fileno()}", daemon=True)
+        thread = threading.Thread(
+            target=self._serve, args=(conn,), name=f"conn-{stream.fileno()}", daemon=True
+        )
         self.threads.add(thread)
         if core.trace:
             core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
@@ -442,7 +464,8 @@ class Pool(ThreadPerConnection):
         size = core.config.queue or 4 * core.config.workers
         self.queue: queue.Queue[Conn | None] = queue.Queue(maxsize=size)
         self.workers = [
-            threading.Thread(target=self._work, name=f"pool-{i}", daemon=True) for i in range(core.config.workers)
+            threading.Thread(target=self._work, name=f"pool-{i}", daemon=True)
+            for i in range(core.config.workers)
         ]
         for worker in self.workers:
             worker.start()
@@ -468,7 +491,9 @@ class Pool(ThreadPerConnection):
     def _work(self) -> None:
         while (conn := self.queue.get()) is not None:
             if self.core.trace:
-                self.core.trace(f"worker {threading.current_thread().name} takes fd {conn.stream.fileno()}")
+                self.core.trace(
+                    f"worker {threading.current_thread().name} takes fd {conn.stream.fileno()}"
+                )
             self._serve(conn)
 
     def drain(self) -> None:

@@ -21,12 +21,19 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from ipcnet.addresses import Address, parse
 from ipcnet.drivers.counters import Counters, Row
 from ipcnet.errors import Busy, IPCError
 from ipcnet.protocols.base import Peer, Service, as_list
-from ipcnet.transports import DatagramEndpoint, SocketListener, SocketStream, open_datagram, open_listener
+from ipcnet.transports import (
+    DatagramEndpoint,
+    SocketListener,
+    SocketStream,
+    open_datagram,
+    open_listener,
+)
 
 log = logging.getLogger("ipcnet.serve")
 
@@ -60,7 +67,7 @@ class StopServing(BaseException):
 class Tracer:
     """--trace: one line per kernel-level step, tagged with pid and thread."""
 
-    def __init__(self, stream: object = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
 
@@ -68,8 +75,8 @@ class Tracer:
         who = threading.current_thread().name
         line = f"[pid {os.getpid()} {who}] {text}\n"
         with self._lock:
-            self.stream.write(line)  # type: ignore[attr-defined]
-            self.stream.flush()  # type: ignore[attr-defined]
+            self.stream.write(line)
+            self.stream.flush()
 
 
 @dataclass(eq=False)
@@ -82,7 +89,9 @@ class Conn:
 
 
 class ServerCore:
-    def __init__(self, service: Service, addresses: list[str | Address], config: ServeConfig) -> None:
+    def __init__(
+        self, service: Service, addresses: list[str | Address], config: ServeConfig
+    ) -> None:
         self.service = service
         self.addresses = [parse(a) for a in addresses]
         self.config = config
@@ -218,7 +227,9 @@ class ServerCore:
         if stream is None:
             return None
         if self.trace:
-            self.trace(f"accept(fd {listener.fileno()}) -> new fd {stream.fileno()} from {stream.where}")
+            self.trace(
+                f"accept(fd {listener.fileno()}) -> new fd {stream.fileno()} from {stream.where}"
+            )
         return stream
 
     def over_limit(self, active: int) -> bool:
@@ -266,7 +277,9 @@ class ServerCore:
                     endpoint.send(reply, to=sender)
                     row.add("bytes_out", len(reply))
                     if self.trace:
-                        self.trace(f"sendto(fd {endpoint.fileno()}, {len(reply)} bytes) to {sender}")
+                        self.trace(
+                            f"sendto(fd {endpoint.fileno()}, {len(reply)} bytes) to {sender}"
+                        )
         except IPCError as exc:
             row.add("errors")
             log.debug("datagram reply to %s: %s", sender, exc)

@@ -60,8 +60,11 @@ class Row:
         self.set("state", STATES.index(state))
 
     def as_dict(self) -> dict[str, Any]:
-        values = {name: int(self._cells[self._base + i]) for i, name in enumerate(FIELDS)}
-        values["state"] = STATES[values["state"]] if 0 <= values["state"] < len(STATES) else "?"
+        values: dict[str, Any] = {
+            name: int(self._cells[self._base + i]) for i, name in enumerate(FIELDS)
+        }
+        state = values["state"]
+        values["state"] = STATES[state] if 0 <= state < len(STATES) else "?"
         return values
 
 

@@ -63,7 +63,9 @@ class Prefork(Model):
                 if core.stopping.is_set():
                     continue
                 if code != 0 and time.monotonic() - started < BOOT_WINDOW:
-                    log.error("worker %d (pid %d) failed at start (status %d): stopping", slot, pid, code)
+                    log.error(
+                        "worker %d (pid %d) failed at start (status %d): stopping", slot, pid, code
+                    )
                     core.request_stop(force=True)
                     raise BootFailure(f"worker {slot} failed at start with status {code}")
                 log.warning("worker %d (pid %d) exited with status %d: respawning", slot, pid, code)

@@ -26,7 +26,15 @@ from typing import Any
 from ipcnet.drivers.blocking import run_job
 from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Model, ServerCore, log
 from ipcnet.errors import Busy, IPCError
-from ipcnet.protocols.base import Actions, Close, Outcome, Run, SendFile, Session, ShutdownWrite, as_list
+from ipcnet.protocols.base import (
+    Actions,
+    Outcome,
+    Run,
+    SendFile,
+    Session,
+    ShutdownWrite,
+    as_list,
+)
 from ipcnet.transports import DatagramEndpoint, SocketListener, SocketStream
 
 READ = selectors.EVENT_READ
@@ -37,7 +45,7 @@ SWEEP = 1.0  # seconds between idle-timeout sweeps and counter flushes
 class _File:
     """A SendFile action in progress."""
 
-    __slots__ = ("action", "offset", "left")
+    __slots__ = ("action", "left", "offset")
 
     def __init__(self, action: SendFile) -> None:
         self.action = action
@@ -89,7 +97,10 @@ class Connection:
             return
         trace = self.loop.trace
         if trace:
-            trace(f"read(fd {self.fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)"))
+            trace(
+                f"read(fd {self.fd}) -> {len(data)} bytes"
+                + ("" if data else " (EOF: the peer is done)")
+            )
         if not data:
             self.eof = True
             self.reading = False
@@ -99,11 +110,11 @@ class Connection:
         self.bytes_in += len(data)
         out = self.session.feed(data)
         if out.__class__ is bytes and not self.out and not trace:
-            n = self.stream.try_write(out)  # type: ignore[arg-type]
+            n = self.stream.try_write(out)
             self.bytes_out += n
-            if n < len(out):  # type: ignore[arg-type]
-                self.out.append(memoryview(out)[n:])  # type: ignore[arg-type]
-                self.out_size += len(out) - n  # type: ignore[arg-type]
+            if n < len(out):
+                self.out.append(memoryview(out)[n:])
+                self.out_size += len(out) - n
                 self._update_events()
         elif out is not None:
             self.queue(out)
@@ -146,7 +157,9 @@ class Connection:
             elif isinstance(head, _File):
                 n = stream.try_sendfile(head.action.fd, head.offset, head.left)
                 if trace and n:
-                    trace(f"sendfile(fd {self.fd}, {head.action.path or head.action.fd}) -> {n} bytes")
+                    trace(
+                        f"sendfile(fd {self.fd}, {head.action.path or head.action.fd}) -> {n} bytes"
+                    )
                 self.bytes_out += n
                 self.out_size -= n
                 head.offset += n
@@ -265,7 +278,11 @@ class SelectorLoop(Model):
                             self.close(conn)
                         except Exception:
                             core.row.add("errors")
-                            log.exception("%s failed on a connection from %s", core.service.name, conn.stream.where)
+                            log.exception(
+                                "%s failed on a connection from %s",
+                                core.service.name,
+                                conn.stream.where,
+                            )
                             self.close(conn)
                     elif conn is None:
                         core.drain_waker()
@@ -339,7 +356,9 @@ class SelectorLoop(Model):
 
     def submit(self, conn: Connection, job: Run) -> None:
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(self.core.config.workers, thread_name_prefix="ipcnet-job")
+            self.executor = ThreadPoolExecutor(
+                self.core.config.workers, thread_name_prefix="ipcnet-job"
+            )
         future = self.executor.submit(run_job, job)
         future.add_done_callback(lambda f: self._job_finished(conn, job, f))
 

@@ -115,12 +115,12 @@ class SocketStream(StreamTransport):
             self._blocked -= 1
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
-        """Send a file region with sendfile(2) (blocking); returns the bytes sent (< count at EOF)."""
+        """Send a file region with sendfile(2), blocking; the bytes sent (< count at EOF)."""
         self._check_open("send a file to")
         sent = 0
         try:
             while sent < count:
-                n = self.sock.sendfile(_FileView(fd), offset + sent, count - sent)
+                n = self.sock.sendfile(_FileView(fd), offset + sent, count - sent)  # type: ignore[arg-type]
                 if n == 0:
                     break
                 sent += n
