@@ -8,7 +8,8 @@ one call per read over a hand-written protocol. Rules:
 - ``Run`` jobs run in the loop's executor (or are awaited, if the job is a coroutine
   function), and the protocol neither reads nor writes until the job's outcome is applied;
   ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can);
-- the listening and datagram sockets are handed to the loop, which owns them from then on.
+- the listening sockets are handed to the loop, which owns them from then on; datagram
+  endpoints stay ours and the loop only reports when they are readable.
 """
 
 from __future__ import annotations
@@ -214,35 +215,6 @@ class SessionProtocol(asyncio.Protocol):
         return not self.busy and (t is None or t.get_write_buffer_size() == 0)
 
 
-class DatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, model: AsyncioModel, scheme: str) -> None:
-        self.model = model
-        self.scheme = scheme
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        core = self.model.core
-        core.row.add("bytes_in", len(data))
-        core.row.add("handled")
-        try:
-            for reply in as_list(
-                core.service.datagram(data, Peer(sockaddr_to_address(self.scheme, addr)))
-            ):
-                if isinstance(reply, (bytes, bytearray, memoryview)) and self.transport is not None:
-                    self.transport.sendto(reply, addr)
-                    core.row.add("bytes_out", len(reply))
-        except Exception:
-            core.row.add("errors")
-            log.exception("%s failed on a datagram", core.service.name)
-
-
-def _datagram_factory(model: AsyncioModel, scheme: str) -> Callable[[], DatagramProtocol]:
-    return lambda: DatagramProtocol(model, scheme)
-
-
 class AsyncioModel(Model):
     """asyncio (uvloop when installed): many connections on one thread, at Protocol speed."""
 
@@ -275,8 +247,10 @@ class AsyncioModel(Model):
                 )
             )
         for endpoint in core.datagrams:
-            scheme = endpoint.where.partition(":")[0].rstrip("46")
-            await loop.create_datagram_endpoint(_datagram_factory(self, scheme), sock=endpoint.sock)
+            # the core answers datagrams for every model; asyncio only says when to
+            # (uvloop's datagram transport also mangles abstract unix addresses)
+            endpoint.timeout = 0.0
+            loop.add_reader(endpoint.fileno(), core.answer_datagram, endpoint)
         stop = asyncio.Event()
 
         def woken() -> None:
@@ -296,6 +270,9 @@ class AsyncioModel(Model):
         await self._drain()
         sweeper.cancel()
         loop.remove_reader(core.waker_r)
+        for endpoint in core.datagrams:
+            if not endpoint.closed:
+                loop.remove_reader(endpoint.fileno())
 
     async def _until_stopped(self, stop: asyncio.Event) -> None:
         while not self.core.stopping.is_set():

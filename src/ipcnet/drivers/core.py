@@ -152,6 +152,9 @@ class ServerCore:
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        # the kernel may deliver the signal to any thread; the C-level handler writes to
+        # the waker so that the main thread's select() returns and runs the Python handler
+        signal.set_wakeup_fd(self.waker_w, warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.request_stop()
@@ -170,6 +173,12 @@ class ServerCore:
             pass
         for hook in list(self.on_stop):
             hook(force)
+
+    def renew_waker(self) -> None:
+        """A forked worker gets a waker of its own (the inherited one is its siblings' too)."""
+        for fd in (self.waker_r, self.waker_w):
+            os.close(fd)
+        self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def drain_waker(self) -> None:
         try:
@@ -203,6 +212,7 @@ class ServerCore:
 
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""
+        signal.set_wakeup_fd(-1)
         for listener in self.listeners:
             listener.abandon()
         for endpoint in self.datagrams:

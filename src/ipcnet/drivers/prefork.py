@@ -116,7 +116,7 @@ def _worker_main(core: ServerCore, slot: int) -> None:
         core.row.set("pid", os.getpid())
         core.row.set("since", int(time.time()))
         core.row.set_state("idle")
-        core.drain_waker()
+        core.renew_waker()
         if core.config.reuse_port:
             core.after_fork_child()
             core.listeners.clear()
