@@ -40,10 +40,16 @@ class Server:
         return code
 
 
-def _start(argv: list[str], expected: int, env: dict[str, str] | None = None, **popen: object) -> Server:
+def _start(
+    argv: list[str], expected: int, env: dict[str, str] | None = None, **popen: object
+) -> Server:
     proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        env=env, **popen,  # type: ignore[arg-type]
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        **popen,  # type: ignore[arg-type]
     )
     assert proc.stderr is not None
     addresses: list[str] = []
@@ -63,9 +69,27 @@ def _start(argv: list[str], expected: int, env: dict[str, str] | None = None, **
 
 
 @contextmanager
-def serving(service: str, *addresses: str, model: str = "epoll", extra: tuple[str, ...] = (), **popen: object) -> Iterator[Server]:
+def serving(
+    service: str,
+    *addresses: str,
+    model: str = "epoll",
+    extra: tuple[str, ...] = (),
+    **popen: object,
+) -> Iterator[Server]:
     """`ipcnet serve SERVICE ADDRESSES --model MODEL`; stopped with SIGTERM, must exit 0."""
-    argv = [sys.executable, "-m", "ipcnet", "serve", service, *addresses, "--model", model, "--workers", "2", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "ipcnet",
+        "serve",
+        service,
+        *addresses,
+        "--model",
+        model,
+        "--workers",
+        "2",
+        *extra,
+    ]
     server = _start(argv, len(addresses), **popen)
     try:
         yield server
@@ -116,7 +140,9 @@ SERVICE_SCRIPT = textwrap.dedent(
 
 
 def start_slow(model: str, grace: float, *addresses: str) -> Server:
-    return _start([sys.executable, "-c", SERVICE_SCRIPT, model, str(grace), *addresses], len(addresses))
+    return _start(
+        [sys.executable, "-c", SERVICE_SCRIPT, model, str(grace), *addresses], len(addresses)
+    )
 
 
 def children(pid: int) -> list[int]:

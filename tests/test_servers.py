@@ -6,11 +6,22 @@ import re
 import uuid
 
 import pytest
-from serverkit import serving
 
 import ipcnet
+from serverkit import serving
 
-MODELS = ["iterative", "fork", "forkconc", "thread", "pool", "select", "poll", "epoll", "asyncio", "prefork"]
+MODELS = [
+    "iterative",
+    "fork",
+    "forkconc",
+    "thread",
+    "pool",
+    "select",
+    "poll",
+    "epoll",
+    "asyncio",
+    "prefork",
+]
 DAYTIME = re.compile(rb"^\w+day, \w+ \d\d, \d{4} \d\d:\d\d:\d\d-UTC\r\n$")
 
 

@@ -8,8 +8,9 @@ one call per read over a hand-written protocol. Rules:
 - ``Run`` jobs run in the loop's executor (or are awaited, if the job is a coroutine
   function), and the protocol neither reads nor writes until the job's outcome is applied;
   ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can);
-- the listening sockets are handed to the loop, which owns them from then on; datagram
-  endpoints stay ours and the loop only reports when they are readable.
+- the core accepts (so EMFILE pauses accepting and over-limit connections are refused as
+  under every model); each accepted socket is handed to the loop, which owns it from then
+  on; datagram endpoints stay ours and the loop only reports when they are readable.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import asyncio
 import collections
 import inspect
 import signal
-from collections.abc import Callable
 from typing import Any, cast
 
-from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.core import ACCEPT_PAUSE, Model, ServerCore, log
+from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.drivers.selector import SWEEP
+from ipcnet.errors import Busy
 from ipcnet.protocols.base import (
     Actions,
     Close,
@@ -34,6 +36,7 @@ from ipcnet.protocols.base import (
     ShutdownWrite,
     as_list,
 )
+from ipcnet.transports import SocketListener, SocketStream
 from ipcnet.transports.sockets import sockaddr_to_address
 
 
@@ -78,10 +81,7 @@ class SessionProtocol(asyncio.Protocol):
         self.transport = transport
         model = self.model
         core = model.core
-        if core.over_limit(len(model.protocols)) or core.stopping.is_set():
-            core.row.add("refused")
-            if core.service.refusal:
-                transport.write(core.service.refusal)
+        if core.stopping.is_set():
             transport.close()
             self.closed = True
             return
@@ -198,7 +198,7 @@ class SessionProtocol(asyncio.Protocol):
         try:
             if inspect.iscoroutinefunction(job.job):
                 return Outcome(value=await job.job())
-            return Outcome(value=await self.model.loop.run_in_executor(None, job.job))
+            return Outcome(value=await self.model.loop.run_in_executor(self.model.jobs, job.job))
         except Exception as exc:
             return Outcome(error=exc)
 
@@ -224,6 +224,8 @@ class AsyncioModel(Model):
         super().__init__(core)
         self.loop = new_event_loop()
         self.protocols: set[SessionProtocol] = set()
+        self.adopting = 0  # accepted, not yet handed to the loop
+        self.jobs = DaemonPool(core.config.workers)
         self.schemes: dict[int, str] = {}
 
     def serve(self) -> None:
@@ -231,21 +233,17 @@ class AsyncioModel(Model):
         try:
             self.loop.run_until_complete(self._main())
         finally:
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.jobs.shutdown(wait=False)
             self.loop.close()
             asyncio.set_event_loop(None)
 
     async def _main(self) -> None:
         core = self.core
         loop = self.loop
-        servers = []
         for listener in core.listeners:
             self.schemes[listener.sock.family] = listener.address.scheme.rstrip("46")
-            servers.append(
-                await loop.create_server(
-                    lambda: SessionProtocol(self), sock=listener.sock, backlog=core.config.backlog
-                )
-            )
+            listener.set_blocking(False)
+            loop.add_reader(listener.fileno(), self._accept, listener)
         for endpoint in core.datagrams:
             # the core answers datagrams for every model; asyncio only says when to
             # (uvloop's datagram transport also mangles abstract unix addresses)
@@ -265,14 +263,47 @@ class AsyncioModel(Model):
                 pass  # not the main thread: the caller stops us through request_stop()
         sweeper = loop.create_task(self._sweep())
         await self._until_stopped(stop)
-        for server in servers:
-            server.close()
+        for listener in core.listeners:
+            loop.remove_reader(listener.fileno())
+        core.close_listeners()
         await self._drain()
         sweeper.cancel()
         loop.remove_reader(core.waker_r)
         for endpoint in core.datagrams:
             if not endpoint.closed:
                 loop.remove_reader(endpoint.fileno())
+
+    def _accept(self, listener: SocketListener) -> None:
+        """Accept here rather than in loop.create_server, so that EMFILE pauses accepting
+        (uvloop would spin) and over-limit connections are refused the same way everywhere."""
+        core = self.core
+        for _ in range(64):
+            try:
+                stream = core.accept(listener)
+            except Busy:
+                self.loop.remove_reader(listener.fileno())
+                self.loop.call_later(ACCEPT_PAUSE, self._resume_accept, listener)
+                return
+            if stream is None:
+                return
+            if core.over_limit(len(self.protocols) + self.adopting):
+                core.refuse(stream)
+                continue
+            self.adopting += 1
+            self.loop.create_task(self._adopt(stream))
+
+    def _resume_accept(self, listener: SocketListener) -> None:
+        if not listener.closed and not self.core.stopping.is_set():
+            self.loop.add_reader(listener.fileno(), self._accept, listener)
+
+    async def _adopt(self, stream: SocketStream) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: SessionProtocol(self), sock=stream.sock)
+        except OSError as exc:
+            log.debug("could not adopt %s: %s", stream.where, exc)
+            stream.close()
+        finally:
+            self.adopting -= 1
 
     async def _until_stopped(self, stop: asyncio.Event) -> None:
         while not self.core.stopping.is_set():

@@ -155,16 +155,20 @@ class BlockingModel(Model):
                         self.on_wake()
                     elif source in core.datagrams:
                         core.answer_datagram(source)
-                    elif time.monotonic() >= paused_until and not core.stopping.is_set():
+                    elif not core.stopping.is_set():
                         try:
                             stream = core.accept(source)
-                        except Busy:
+                        except Busy:  # out of descriptors: stop watching the listeners
                             paused_until = time.monotonic() + ACCEPT_PAUSE
-                            continue
+                            for listener in core.listeners:
+                                selector.unregister(listener)
+                            break
                         if stream is not None:
                             self.dispatch(stream)
                 if paused_until and time.monotonic() >= paused_until:
                     paused_until = 0.0
+                    for listener in core.listeners:
+                        selector.register(listener, selectors.EVENT_READ, listener)
                 self.on_tick()
         finally:
             selector.close()

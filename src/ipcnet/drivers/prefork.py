@@ -4,9 +4,9 @@ Role: the master binds (so workers share one listening socket and the kernel han
 connection to one of them), forks --workers workers, watches them, and forwards stop
 signals. With ``reuse_port`` each worker binds its own SO_REUSEPORT socket instead and the
 kernel balances between them. Rules:
-- a worker that dies is respawned; a worker that dies within BOOT_WINDOW seconds of its
-  start with a failure status means the workers cannot start, and the master stops
-  instead of respawning in a storm (exit status 1);
+- a worker that dies is respawned; a worker that exits with a failure status within
+  BOOT_WINDOW seconds of its start means the workers cannot start, and the master stops
+  instead of respawning in a storm (exit status 1); one killed by a signal is respawned;
 - SIGTERM/SIGINT: the master forwards SIGTERM; workers stop gracefully within --grace;
   after that (or on a second signal) the master SIGKILLs what is left; no zombies remain;
 - each worker writes its own row of the shared counters; the master's stats add them up.
@@ -62,7 +62,7 @@ class Prefork(Model):
                 row.set_state("gone")
                 if core.stopping.is_set():
                     continue
-                if code != 0 and time.monotonic() - started < BOOT_WINDOW:
+                if code > 0 and time.monotonic() - started < BOOT_WINDOW:
                     log.error(
                         "worker %d (pid %d) failed at start (status %d): stopping", slot, pid, code
                     )

@@ -20,11 +20,12 @@ import collections
 import os
 import selectors
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from ipcnet.drivers.blocking import run_job
 from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Model, ServerCore, log
+from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.errors import Busy, IPCError
 from ipcnet.protocols.base import (
     Actions,
@@ -234,7 +235,7 @@ class SelectorLoop(Model):
         self.low_water = core.config.high_water // 4
         self.conns: dict[int, Connection] = {}
         self.done: collections.deque[tuple[Connection, Run, Outcome]] = collections.deque()
-        self.executor: ThreadPoolExecutor | None = None
+        self.executor: DaemonPool | None = None
         self.paused_until = 0.0
 
     # --- selector bookkeeping -------------------------------------------------------------
@@ -299,7 +300,7 @@ class SelectorLoop(Model):
             for conn in list(self.conns.values()):
                 self.close(conn)
             if self.executor is not None:
-                self.executor.shutdown(wait=False, cancel_futures=True)
+                self.executor.shutdown(wait=False)
             sel.close()
             core.close_listeners()
 
@@ -356,9 +357,7 @@ class SelectorLoop(Model):
 
     def submit(self, conn: Connection, job: Run) -> None:
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(
-                self.core.config.workers, thread_name_prefix="ipcnet-job"
-            )
+            self.executor = DaemonPool(self.core.config.workers)
         future = self.executor.submit(run_job, job)
         future.add_done_callback(lambda f: self._job_finished(conn, job, f))
 

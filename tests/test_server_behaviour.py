@@ -1,0 +1,302 @@
+"""Servers under stress: stopping, limits, EMFILE, leaks, zombies, crashes, dead workers."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import ipcnet
+from ipcnet import errors
+from serverkit import children, count_fds, count_threads, cpu_seconds, serving, start_slow, state
+
+BLOCKING_AND_LOOPS = ["iterative", "thread", "pool", "epoll", "asyncio", "forkconc", "prefork"]
+
+
+@pytest.mark.parametrize("model", BLOCKING_AND_LOOPS)
+def test_stop_finishes_in_flight_work_and_closes_idle(model: str) -> None:
+    server = start_slow(model, 10.0, "tcp://127.0.0.1:0")
+    url = server.url("tcp")
+    try:
+        busy = ipcnet.connect(url, timeout=10)
+        idle = None if model == "iterative" else ipcnet.connect(url, timeout=10)
+        if idle is not None:
+            idle.write(b"hi\n")
+            assert idle.readline() == b"hi\n"
+        busy.write(b"sleep 1\n")
+        time.sleep(0.3)  # the job is running
+        server.proc.send_signal(signal.SIGTERM)
+        if idle is not None:
+            assert idle.read() == b""  # the idle connection is closed at once
+        assert busy.readline() == b"slept 1\n"  # the in-flight job finishes
+        assert busy.read() == b""
+        assert server.proc.wait(10) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("model", ["thread", "epoll", "asyncio", "prefork"])
+def test_second_signal_forces(model: str) -> None:
+    server = start_slow(model, 60.0, "tcp://127.0.0.1:0")
+    try:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as busy:
+            busy.write(b"sleep 30\n")
+            time.sleep(0.3)
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert server.proc.poll() is None, "stopped although a 30 s job runs and grace is 60 s"
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(10) == 0
+            assert time.monotonic() - started < 10
+    finally:
+        server.stop()
+
+
+def _limit_fds(n: int):  # type: ignore[no-untyped-def]
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+@pytest.mark.parametrize("model", ["thread", "pool", "epoll", "asyncio"])
+def test_accept_survives_emfile_without_spinning(model: str) -> None:
+    extra = ("--queue", "200")  # pool: a queue long enough to run out of fds first
+    with serving(
+        "echo", "tcp://127.0.0.1:0", model=model, extra=extra, preexec_fn=_limit_fds(40)
+    ) as server:
+        url = server.url("tcp")
+        port = int(url.rsplit(":", 1)[1])
+        hogs = []
+        for _ in range(60):  # more connections than the server has descriptors
+            s = socket.socket()
+            s.connect(("127.0.0.1", port))
+            hogs.append(s)
+        time.sleep(0.3)
+        before = cpu_seconds(server.proc.pid)
+        time.sleep(1.0)
+        spent = cpu_seconds(server.proc.pid) - before
+        assert spent < 0.5, f"the server burnt {spent:.2f} CPU-seconds in 1 s while out of fds"
+        for s in hogs:
+            s.close()
+        deadline = time.monotonic() + 10
+        while True:  # once descriptors are free again, it serves
+            try:
+                with ipcnet.connect(url, timeout=2) as ch:
+                    ch.write(b"back")
+                    ch.send_eof()
+                    assert ch.read() == b"back"
+                    break
+            except errors.IPCError:
+                assert time.monotonic() < deadline, "never served again after EMFILE"
+                time.sleep(0.1)
+    assert any("too many open files" in line for line in server.log), server.log
+
+
+def _stats(path: str) -> dict[str, object]:
+    with ipcnet.connect(f"unix://{path}", timeout=5) as ch:
+        return json.loads(ch.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("model", ["thread", "pool", "epoll", "asyncio", "forkconc"])
+def test_max_conns_refuses_explicitly(model: str) -> None:
+    stats = f"/tmp/ipcnet-stats-{uuid.uuid4().hex[:8]}.sock"
+    extra = ("--max-conns", "2", "--stats", f"unix://{stats}")
+    with serving("echo", "tcp://127.0.0.1:0", model=model, extra=extra) as server:
+        url = server.url("tcp")
+        held = [ipcnet.connect(url, timeout=10) for _ in range(2)]
+        for ch in held:  # both are really being served
+            ch.write(b"x")
+            assert ch.read(1) == b"x"
+        with ipcnet.connect(url, timeout=10) as third:
+            try:
+                assert third.read() == b"", "the third connection was served"
+            except errors.Reset:
+                pass  # closed with data unread: also a refusal
+        snapshot = _stats(stats)
+        assert snapshot["refused"] == 1, snapshot
+        assert snapshot["active"] == 2, snapshot
+        for ch in held:
+            ch.close()
+
+
+@pytest.mark.parametrize("model", ["iterative", "thread", "epoll", "asyncio", "fork"])
+def test_idle_timeout(model: str) -> None:
+    with serving(
+        "echo", "tcp://127.0.0.1:0", model=model, extra=("--idle-timeout", "0.5")
+    ) as server:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+            ch.write(b"a")
+            assert ch.read(1) == b"a"
+            started = time.monotonic()
+            assert ch.read() == b""  # closed by the server
+            assert 0.3 < time.monotonic() - started < 5
+
+
+def test_no_zombies_after_500_forked_connections() -> None:
+    with serving("echo", "tcp://127.0.0.1:0", model="forkconc") as server:
+        url = server.url("tcp")
+        for i in range(500):
+            with ipcnet.connect(url, timeout=10) as ch:
+                ch.write(b"%d" % i)
+                ch.send_eof()
+                assert ch.read() == b"%d" % i
+        deadline = time.monotonic() + 5
+        while True:
+            zombies = [pid for pid in children(server.proc.pid) if state(pid) == "Z"]
+            live = children(server.proc.pid)
+            if not live:
+                break
+            assert time.monotonic() < deadline, f"{len(live)} children left, {len(zombies)} zombies"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("model", ["thread", "pool", "epoll", "asyncio"])
+def test_no_fd_or_thread_leak_after_10000_connections(model: str) -> None:
+    with serving("echo", "tcp://127.0.0.1:0", model=model) as server:
+        url = server.url("tcp")
+        host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+
+        def one() -> None:
+            with socket.create_connection((host, port)) as s:
+                s.sendall(b"ping")
+                s.shutdown(socket.SHUT_WR)
+                assert s.recv(16) == b"ping"
+
+        one()
+        time.sleep(0.2)
+        fds, threads = count_fds(server.proc.pid), count_threads(server.proc.pid)
+        for _ in range(10_000):
+            one()
+        time.sleep(0.5)
+        assert count_fds(server.proc.pid) <= fds
+        assert count_threads(server.proc.pid) <= threads
+
+
+@pytest.mark.parametrize("model", ["iterative", "fork", "thread", "pool", "epoll", "asyncio"])
+def test_crashing_handler_is_logged_and_the_server_keeps_serving(model: str) -> None:
+    server = start_slow(model, 5.0, "tcp://127.0.0.1:0")
+    try:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+            ch.write(b"boom\n")
+            try:
+                assert ch.read() == b""
+            except errors.Reset:
+                pass
+        with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+            ch.write(b"still here\n")
+            assert ch.readline() == b"still here\n"
+    finally:
+        assert server.stop() == 0
+    assert any("the handler crashed on purpose" in line for line in server.log)
+
+
+def test_prefork_respawns_a_killed_worker() -> None:
+    with serving("echo", "tcp://127.0.0.1:0", model="prefork") as server:
+        deadline = time.monotonic() + 10
+        while len(workers := children(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        victim = workers[0]
+        import os
+
+        os.kill(victim, signal.SIGKILL)
+        while True:
+            now = children(server.proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, f"workers now {now}"
+            time.sleep(0.05)
+        for _ in range(20):
+            with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+                ch.write(b"ok")
+                ch.send_eof()
+                assert ch.read() == b"ok"
+    assert any("respawning" in line for line in server.log)
+
+
+def test_prefork_boot_failure_stops_the_master() -> None:
+    code = (
+        "import sys\n"
+        "from ipcnet.drivers import serve, ServeConfig\n"
+        "from ipcnet.drivers.prefork import BootFailure\n"
+        "from ipcnet.protocols.simple import Echo\n"
+        "try:\n"
+        "    serve(Echo(), ['tcp://127.0.0.1:0'], ServeConfig(model='prefork', inner='no-such-model', workers=3))\n"
+        "except BootFailure as exc:\n"
+        "    print('boot failure:', exc); sys.exit(3)\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3, out.stderr
+    assert "boot failure: worker" in out.stdout
+    assert out.stderr.count("failed at start") == 1  # no respawn storm
+
+
+def test_trace_tells_the_kernel_steps() -> None:
+    with serving("echo", "tcp://127.0.0.1:0", model="iterative", extra=("--trace",)) as server:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+            ch.write(b"hello\n")
+            ch.send_eof()
+            assert ch.read() == b"hello\n"
+        time.sleep(0.2)
+    text = "\n".join(server.log)
+    for step in (
+        "socket() -> fd",
+        "bind(fd",
+        "listen(fd",
+        "accept(fd",
+        "read(fd",
+        "-> 6 bytes",
+        "write(fd",
+        "0 bytes (EOF",
+        "close(fd",
+    ):
+        assert step in text, f"{step!r} missing from the trace:\n{text}"
+
+
+def test_stats_socket_counts() -> None:
+    stats = f"/tmp/ipcnet-stats-{uuid.uuid4().hex[:8]}.sock"
+    with serving(
+        "echo", "tcp://127.0.0.1:0", model="epoll", extra=("--stats", f"unix://{stats}")
+    ) as server:
+        for _ in range(3):
+            with ipcnet.connect(server.url("tcp"), timeout=10) as ch:
+                ch.write(b"12345")
+                ch.send_eof()
+                ch.read()
+        time.sleep(0.1)
+        snap = _stats(stats)
+    assert snap["accepted"] == 3 and snap["handled"] == 3 and snap["active"] == 0
+    assert snap["bytes_in"] == 15 and snap["bytes_out"] == 15
+    assert snap["model"] == "epoll" and snap["service"] == "echo"
+
+
+def test_threaded_in_process_use() -> None:
+    """The library can run a server in a thread and stop it with request_stop()."""
+    from ipcnet.drivers import ServeConfig, serve
+    from ipcnet.protocols.simple import Echo
+
+    cores = []
+    ready = threading.Event()
+    t = threading.Thread(
+        target=serve,
+        args=(Echo(), ["tcp://127.0.0.1:0"], ServeConfig(model="epoll")),
+        kwargs={"ready": lambda core: (cores.append(core), ready.set())},
+    )
+    t.start()
+    assert ready.wait(10)
+    core = cores[0]
+    with ipcnet.connect(core.bound[0], timeout=5) as ch:
+        ch.write(b"in-process")
+        ch.send_eof()
+        assert ch.read() == b"in-process"
+    core.request_stop()
+    t.join(10)
+    assert not t.is_alive()
