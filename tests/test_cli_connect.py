@@ -148,7 +148,7 @@ def test_udp_listen_against_socat_client() -> None:
     client_out, _ = client.communicate(timeout=30)
     assert out == b"ping\n", err
     assert client_out == b"pong\n"
-    assert ours.returncode == 0
+    assert ours.returncode == 0, err
 
 
 def test_unixgram_against_socat() -> None:

@@ -40,18 +40,25 @@ class Direction:
 class RelayResult:
     forward: Direction  # a -> b
     backward: Direction  # b -> a
+    #: set when the relay returns: errors after that (closing wakes a blocked thread) are moot
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def end(self) -> RelayResult:
+        self.ended.set()
+        return self
 
     @property
     def error(self) -> IPCError | None:
         return self.forward.error or self.backward.error
 
 
-def _run(direction: Direction, body: Callable[[], object]) -> threading.Thread:
+def _run(result: RelayResult, direction: Direction, body: Callable[[], object]) -> threading.Thread:
     def target() -> None:
         try:
             body()
         except IPCError as exc:
-            direction.error = exc
+            if not result.ended.is_set():
+                direction.error = exc
         finally:
             direction.done.set()
 
@@ -75,25 +82,25 @@ def _wait(result: RelayResult, linger: float) -> RelayResult:
         for d in directions:
             d.done.wait(0.05)
         if result.error is not None:
-            return result
+            return result.end()
         finished = [d.done.is_set() for d in directions]
         if all(finished):
-            return result
+            return result.end()
         if any(finished):
             pending = directions[finished.index(False)]
             pending.done.wait(linger)
-            return result
+            return result.end()
 
 
 def relay_streams(a: Channel, b: Channel, *, linger: float = 0.5) -> RelayResult:
     """Copy a -> b and b -> a until both end (or one ends and the other lingers)."""
     result = RelayResult(Direction("forward"), Direction("backward"))
     if a.transport.readable and b.transport.writable:
-        _run(result.forward, lambda: _pump(a, b, result.forward))
+        _run(result, result.forward, lambda: _pump(a, b, result.forward))
     else:
         result.forward.done.set()
     if b.transport.readable and a.transport.writable:
-        _run(result.backward, lambda: _pump(b, a, result.backward))
+        _run(result, result.backward, lambda: _pump(b, a, result.backward))
     else:
         result.backward.done.set()
     return _wait(result, linger)
@@ -134,11 +141,11 @@ def relay_datagrams(
             stream.write(data)
             result.backward.bytes += len(data)
 
-    _run(result.forward, outgoing)
-    _run(result.backward, incoming)
+    _run(result, result.forward, outgoing)
+    _run(result, result.backward, incoming)
     while not result.forward.done.wait(0.05):
         if result.error is not None:
-            return result
+            return result.end()
     if result.error is None:
         result.backward.done.wait(linger)
-    return result
+    return result.end()

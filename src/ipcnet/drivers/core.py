@@ -131,10 +131,9 @@ class ServerCore:
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
-                self.trace(
-                    f"socket() -> fd {fd}; bind(fd {fd}, {listener.address}); "
-                    f"listen(fd {fd}, backlog {self.config.backlog})"
-                )
+                self.trace(f"socket() -> fd {fd}")
+                self.trace(f"bind(fd {fd}, {listener.address})")
+                self.trace(f"listen(fd {fd}, backlog {self.config.backlog})")
         if self.config.stats:
             stats = open_listener(parse(self.config.stats), 16, self.config.mode)
             assert isinstance(stats, SocketListener)
