@@ -34,9 +34,11 @@ from ipcnet.protocols.base import (
     SendFile,
     Session,
     ShutdownWrite,
+    Timer,
     as_list,
 )
 from ipcnet.transports import SocketListener, SocketStream
+from ipcnet.transports.files import release
 from ipcnet.transports.sockets import sockaddr_to_address
 
 
@@ -74,6 +76,7 @@ class SessionProtocol(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -130,6 +133,11 @@ class SessionProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._disarm()
+        for action in self.pending:
+            if isinstance(action, SendFile) and action.close:
+                release(action.fd)
+        self.pending.clear()
         model = self.model
         model.protocols.discard(self)
         row = model.core.row
@@ -139,6 +147,22 @@ class SessionProtocol(asyncio.Protocol):
         row.add("handled")
         if exc is not None:
             log.debug("connection lost: %s", exc)
+
+    # --- timer ----------------------------------------------------------------------------
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        try:
+            self.apply(self.session.on_timer())  # type: ignore[union-attr]
+        except Exception:
+            self._failed()
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -157,8 +181,15 @@ class SessionProtocol(asyncio.Protocol):
             elif isinstance(action, ShutdownWrite):
                 if transport.can_write_eof():
                     transport.write_eof()
+            elif isinstance(action, Timer):
+                self._disarm()
+                if action.seconds is not None:
+                    self.timer = self.model.loop.call_later(action.seconds, self._on_timer)
             elif isinstance(action, Close):
                 transport.close()
+                for rest in items:
+                    if isinstance(rest, SendFile) and rest.close:
+                        release(rest.fd)
                 return
             else:  # Run or SendFile: asynchronous; later actions wait for it
                 self.busy = True
@@ -171,17 +202,26 @@ class SessionProtocol(asyncio.Protocol):
         loop = self.model.loop
         try:
             if isinstance(action, SendFile):
-                sent = await loop.sendfile(
-                    self.transport,  # type: ignore[arg-type]
-                    _FileReader(action),  # type: ignore[arg-type]
-                    action.offset,
-                    action.count,
-                )
+                try:
+                    sent = await loop.sendfile(
+                        self.transport,  # type: ignore[arg-type]
+                        _FileReader(action),  # type: ignore[arg-type]
+                        action.offset,
+                        action.count,
+                    )
+                finally:
+                    if action.close:
+                        release(action.fd)
                 self.bytes_out += sent
                 follow: Actions = None
             else:
                 outcome = await self._outcome(action)
                 follow = self.session.resume(action, outcome)  # type: ignore[union-attr]
+        except (ConnectionError, OSError) as exc:  # the peer left mid-file: not our error
+            log.debug("connection ended during %s: %s", type(action).__name__, exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return
         except Exception:
             self._failed()
             return

@@ -21,12 +21,14 @@ import selectors
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.errors import Busy, IPCError, Timeout
 from ipcnet.protocols.base import (
+    Action,
     Actions,
     Close,
     Outcome,
@@ -34,11 +36,24 @@ from ipcnet.protocols.base import (
     SendFile,
     Session,
     ShutdownWrite,
+    Timer,
     as_list,
 )
 from ipcnet.transports import SocketStream
+from ipcnet.transports.files import release
 
 TICK = 0.05  # seconds between looks at in-flight connections while stopping
+
+
+class _State:
+    """What the blocking loop keeps per connection besides the session."""
+
+    __slots__ = ("conn", "timeout", "timer_at")
+
+    def __init__(self, conn: Conn | None) -> None:
+        self.conn = conn
+        self.timer_at: float | None = None
+        self.timeout: float | None = -1.0  # what the stream's timeout is set to now
 
 
 def run_connection(
@@ -47,11 +62,11 @@ def run_connection(
     """Serve one connection until it ends; never raises (errors are logged and counted)."""
     trace = core.trace
     fd = stream.fileno()
-    stream.timeout = core.config.idle_timeout
+    state = _State(conn)
     try:
         session, first = core.service.start(core.peer(stream))
-        if first is None or _apply(core, stream, session, first, row):
-            _loop(core, stream, session, row, conn)
+        if first is None or _apply(core, stream, session, first, row, state):
+            _loop(core, stream, session, row, state)
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:
@@ -69,46 +84,73 @@ def run_connection(
 
 
 def _loop(
-    core: ServerCore, stream: SocketStream, session: Session, row: Row, conn: Conn | None
+    core: ServerCore, stream: SocketStream, session: Session, row: Row, state: _State
 ) -> None:
     trace = core.trace
     fd = stream.fileno()
     stopping = core.stopping
+    conn = state.conn
+    idle_timeout = core.config.idle_timeout
     while not stopping.is_set():
+        timeout = idle_timeout
+        if state.timer_at is not None:
+            left = max(0.0, state.timer_at - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        if timeout != state.timeout:
+            stream.timeout = state.timeout = timeout
         if conn is not None:
             conn.idle = True
-        data = stream.read(READ_SIZE)
-        if conn is not None:
-            conn.idle = False
+        try:
+            data = stream.read(READ_SIZE)
+        except Timeout:
+            if state.timer_at is None or time.monotonic() < state.timer_at:
+                raise  # the idle timeout
+            state.timer_at = None
+            if not _apply(core, stream, session, session.on_timer(), row, state):
+                return
+            continue
+        finally:
+            if conn is not None:
+                conn.idle = False
         if trace:
             trace(
                 f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)")
             )
         if not data:
-            _apply(core, stream, session, session.feed_eof(), row)
+            _apply(core, stream, session, session.feed_eof(), row, state)
             return
         row.add("bytes_in", len(data))
         out = session.feed(data)
         if out.__class__ is bytes and not trace:
             stream.write(out)
             row.add("bytes_out", len(out))
-        elif out is not None and not _apply(core, stream, session, out, row):
+        elif out is not None and not _apply(core, stream, session, out, row, state):
             return
 
 
 def _apply(
-    core: ServerCore, stream: SocketStream, session: Session, actions: Actions, row: Row
+    core: ServerCore,
+    stream: SocketStream,
+    session: Session,
+    actions: Actions,
+    row: Row,
+    state: _State,
 ) -> bool:
     """Carry out actions in order; False once the connection should close."""
     trace = core.trace
-    for action in as_list(actions):
+    items = as_list(actions)
+    for i, action in enumerate(items):
         if isinstance(action, (bytes, bytearray, memoryview)):
             stream.write(action)
             row.add("bytes_out", len(action))
             if trace:
                 trace(f"write(fd {stream.fileno()}, {len(action)} bytes)")
         elif isinstance(action, SendFile):
-            sent = stream.sendfile(action.fd, action.offset, action.count)
+            try:
+                sent = stream.sendfile(action.fd, action.offset, action.count)
+            finally:
+                if action.close:
+                    release(action.fd)
             row.add("bytes_out", sent)
             if trace:
                 trace(f"sendfile(fd {stream.fileno()}, {action.path or action.fd}) -> {sent} bytes")
@@ -116,13 +158,24 @@ def _apply(
             stream.send_eof()
             if trace:
                 trace(f"shutdown(fd {stream.fileno()}, SHUT_WR)")
+        elif isinstance(action, Timer):
+            state.timer_at = None if action.seconds is None else time.monotonic() + action.seconds
         elif isinstance(action, Close):
+            _release_rest(items[i + 1 :])
             return False
         elif isinstance(action, Run):
             follow = session.resume(action, run_job(action))
-            if not _apply(core, stream, session, follow, row):
+            if not _apply(core, stream, session, follow, row, state):
+                _release_rest(items[i + 1 :])
                 return False
     return True
+
+
+def _release_rest(actions: Sequence[Action]) -> None:
+    """Files handed over in actions that will never run are still closed."""
+    for action in actions:
+        if isinstance(action, SendFile) and action.close:
+            release(action.fd)
 
 
 def run_job(job: Run) -> Outcome:

@@ -34,13 +34,16 @@ from ipcnet.protocols.base import (
     SendFile,
     Session,
     ShutdownWrite,
+    Timer,
     as_list,
 )
 from ipcnet.transports import DatagramEndpoint, SocketListener, SocketStream
+from ipcnet.transports.files import release
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 SWEEP = 1.0  # seconds between idle-timeout sweeps and counter flushes
+TIMER_TICK = 0.1  # resolution of session timers while any is armed
 
 
 class _File:
@@ -72,6 +75,7 @@ class Connection:
         "reading",
         "session",
         "stream",
+        "timer_at",
     )
 
     def __init__(self, loop: SelectorLoop, stream: SocketStream, session: Session) -> None:
@@ -86,6 +90,7 @@ class Connection:
         self.reading = True
         self.eof = False
         self.closed = False
+        self.timer_at: float | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.last_active = time.monotonic()
@@ -134,6 +139,11 @@ class Connection:
             elif isinstance(action, SendFile):
                 self.out.append(_File(action))
                 self.out_size += action.count
+            elif isinstance(action, Timer):
+                self.timer_at = (
+                    None if action.seconds is None else time.monotonic() + action.seconds
+                )
+                self.loop.timers_armed = True
             else:  # Run, ShutdownWrite, Close: markers, acted on in order by flush()
                 self.out.append(action)
         self.flush()
@@ -170,6 +180,8 @@ class Connection:
                 if head.left > 0:
                     break
                 out.popleft()
+                if head.action.close:
+                    release(head.action.fd)
             elif isinstance(head, Run):
                 out.popleft()
                 self.start_job(head)
@@ -237,6 +249,7 @@ class SelectorLoop(Model):
         self.done: collections.deque[tuple[Connection, Run, Outcome]] = collections.deque()
         self.executor: DaemonPool | None = None
         self.paused_until = 0.0
+        self.timers_armed = False  # some connection has set a Timer: sweep more often
 
     # --- selector bookkeeping -------------------------------------------------------------
 
@@ -266,6 +279,8 @@ class SelectorLoop(Model):
                 if core.stopping.is_set() and self._stop_step():
                     break
                 timeout = max(0.0, next_sweep - time.monotonic())
+                if self.timers_armed:
+                    timeout = min(timeout, TIMER_TICK)
                 for key, mask in sel.select(timeout):
                     conn = key.data
                     if conn.__class__ is Connection:
@@ -293,6 +308,8 @@ class SelectorLoop(Model):
                     elif isinstance(conn, DatagramEndpoint):
                         core.answer_datagram(conn)
                 now = time.monotonic()
+                if self.timers_armed:
+                    self._fire_timers(now)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP
@@ -344,6 +361,10 @@ class SelectorLoop(Model):
             self.selector.unregister(conn.fd)
         conn.closed = True
         self.conns.pop(conn.fd, None)
+        for item in conn.out:
+            if isinstance(item, _File) and item.action.close:
+                release(item.action.fd)
+        conn.out.clear()
         row = self.core.row
         row.add("bytes_in", conn.bytes_in)
         row.add("bytes_out", conn.bytes_out)
@@ -400,6 +421,27 @@ class SelectorLoop(Model):
             for listener in self.core.listeners:
                 if not listener.closed:
                     self.selector.register(listener, READ, listener)
+
+    def _fire_timers(self, now: float) -> None:
+        armed = False
+        for conn in list(self.conns.values()):
+            if conn.timer_at is None:
+                continue
+            if conn.timer_at > now:
+                armed = True
+                continue
+            conn.timer_at = None
+            try:
+                conn.queue(conn.session.on_timer())
+            except IPCError as exc:
+                log.debug("connection %s ended: %s", conn.stream.where, exc)
+                self.close(conn)
+            except Exception:
+                self.core.row.add("errors")
+                log.exception("%s failed in on_timer", self.core.service.name)
+                self.close(conn)
+            armed = armed or conn.timer_at is not None
+        self.timers_armed = armed
 
     def _stop_step(self) -> bool:
         """While stopping: True once every connection is gone (or the grace period ended)."""

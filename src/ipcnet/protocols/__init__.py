@@ -10,7 +10,10 @@ from ipcnet.protocols.simple import Daytime, Discard, Echo, Increment
 
 SERVICES: dict[str, tuple[type[Service], str]] = {
     "echo": (Echo, "RFC 862: send back every byte (stream and datagram)"),
-    "increment": (Increment, "seed 002: answer each byte with byte+1; --once answers one and closes"),
+    "increment": (
+        Increment,
+        "seed 002: answer each byte with byte+1; --once answers one and closes",
+    ),
     "discard": (Discard, "RFC 863: read and drop everything"),
     "daytime": (Daytime, "RFC 867: send the date and time, then close (stream and datagram)"),
 }

@@ -13,7 +13,12 @@ select/poll/epoll, asyncio, prefork). Rules:
 - ``SendFile`` sends a file region with sendfile(2) (zero copy); ``ShutdownWrite`` is our
   half-close; ``Close`` closes once everything queued before it is sent; ``Run(job)`` asks
   the driver to call ``job()`` where blocking is harmless (inline for blocking drivers, in a
-  worker thread for event loops) and hand its result (or exception) to ``session.resume``.
+  worker thread for event loops) and hand its result (or exception) to ``session.resume``;
+  Run should be the last action of a list (the driver waits for it before going on).
+  Opening files, stat() and the like are blocking work: they belong in a Run job.
+- ``Timer(seconds)`` arms the connection's one timer (None disarms it); when it fires the
+  driver calls ``session.on_timer()``. It is an absolute deadline: traffic does not move
+  it (a header deadline against slowloris), unlike the driver's idle timeout.
 - Backpressure is the driver's: it stops feeding a session while that session's unsent
   output is above the high-water mark, and feeds again once it drained below it.
 - Datagram services implement ``datagram(data, peer)``: Send actions reply to the sender.
@@ -32,15 +37,16 @@ from ipcnet.addresses import Address
 class SendFile:
     """Send ``count`` bytes of an open file from ``offset`` (sendfile(2) where possible).
 
-    ``fd`` is an open file descriptor owned by the session (the driver never closes it);
-    the session learns it was sent through the order of later feeds, or closes it at
-    ``Close``. ``path`` is informational (traces, logs).
+    With ``close=True`` the driver owns ``fd`` from now on and closes it once the region is
+    sent, or when the connection ends first; otherwise the fd stays the caller's.
+    ``path`` is informational (traces, logs).
     """
 
     fd: int
     offset: int
     count: int
     path: str = ""
+    close: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,13 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class Timer:
+    """Arm the connection's timer to fire ``seconds`` from now (None disarms it)."""
+
+    seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a Run job produced: ``value``, or the exception it raised in ``error``."""
 
@@ -69,7 +82,7 @@ class Outcome:
 
 
 Send: TypeAlias = bytes | bytearray | memoryview
-Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run
+Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer
 Actions: TypeAlias = Action | Sequence[Action] | None
 
 SHUTDOWN_WRITE = ShutdownWrite()
@@ -93,6 +106,8 @@ class Session(Protocol):
 
     def resume(self, job: Run, outcome: Outcome) -> Actions: ...
 
+    def on_timer(self) -> Actions: ...
+
 
 class Service(Protocol):
     """A kind of server: echo, http, json-rpc, ..."""
@@ -113,7 +128,9 @@ def as_list(actions: Actions) -> Sequence[Action]:
     """Normalise Actions to a sequence (drivers that do not special-case one Send)."""
     if actions is None:
         return ()
-    if isinstance(actions, (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run)):
+    if isinstance(
+        actions, (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer)
+    ):
         return (actions,)
     return actions
 
@@ -131,6 +148,9 @@ class BaseSession:
         if outcome.error is not None:
             raise outcome.error
         return None
+
+    def on_timer(self) -> Actions:
+        return CLOSE
 
 
 class BaseService:
