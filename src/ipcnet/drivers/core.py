@@ -111,6 +111,9 @@ class ServerCore:
         self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stats: SocketListener | None = None
         self._emfile_logged = 0.0
+        attach = getattr(service, "attach", None)
+        if attach is not None:
+            attach(self.stats)  # a status page reads the counters through this
 
     # --- binding ---------------------------------------------------------------------
 

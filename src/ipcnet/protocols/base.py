@@ -22,6 +22,9 @@ select/poll/epoll, asyncio, prefork). Rules:
 - Backpressure is the driver's: it stops feeding a session while that session's unsent
   output is above the high-water mark, and feeds again once it drained below it.
 - Datagram services implement ``datagram(data, peer)``: Send actions reply to the sender.
+- A service that shows the server's counters (a status page) defines
+  ``attach(stats: Callable[[], dict])``; the driver calls it once with a function that
+  returns a snapshot (the same JSON the --stats socket serves).
 """
 
 from __future__ import annotations
