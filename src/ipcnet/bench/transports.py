@@ -67,6 +67,7 @@ def _plain_fds(kind: str, folder: str) -> tuple[int, int]:
         r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         w = os.open(path, os.O_WRONLY)
         os.set_blocking(r, True)
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)  # as ipcnet's fifos
         os.unlink(path)
         return r, w
     if kind == "socketpair":

@@ -2,11 +2,16 @@
 
 Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
 end is one-way). Rules:
-- Descriptors we created are non-blocking: a read or write is tried first and only an
-  EAGAIN waits in poll(), together with a lazily made eventfd that ``close()`` signals, so
-  closing wakes a blocked reader or writer. Shared descriptors (stdio, fd://N) keep their
-  blocking mode, because O_NONBLOCK would leak to every process sharing them; they wait in
-  poll() first.
+- A read end we created is non-blocking: a read is tried first and only an EAGAIN waits in
+  poll(), together with a lazily made eventfd that ``close()`` signals, so closing wakes a
+  blocked reader. A write end we created blocks in write(2) while no timeout is set (the
+  kernel then copies as the reader drains, with no EAGAIN/poll round trips: that is most of
+  a plain loop's speed); with a timeout it is non-blocking and waits in poll() like a
+  reader. So close() from another thread cannot wake a writer stuck on a full pipe without
+  a timeout; the reader draining or leaving does. Shared descriptors (stdio, fd://N) keep
+  their blocking mode, because O_NONBLOCK would leak to every process sharing them; they
+  wait in poll() first.
+- Pipes and fifos we open get a PIPE_SIZE kernel buffer (F_SETPIPE_SZ) when allowed.
 - The write end gives EPIPE, never SIGPIPE: importing this module ignores SIGPIPE if it is
   still at its default (CPython already does so at start-up).
 - ``send_eof()`` closes our write descriptor; the reader sees EOF once every copy is closed.
@@ -66,9 +71,10 @@ class PipeStream(StreamTransport):
         self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
         if not shared:
-            for fd in {read_fd, write_fd} - {None}:
-                assert fd is not None
-                os.set_blocking(fd, False)
+            if read_fd is not None:
+                os.set_blocking(read_fd, False)
+            if write_fd is not None and write_fd != read_fd:
+                os.set_blocking(write_fd, True)
 
     # --- data ----------------------------------------------------------------------
 
@@ -141,6 +147,9 @@ class PipeStream(StreamTransport):
     @timeout.setter
     def timeout(self, value: float | None) -> None:
         self._timeout = value
+        wfd = self._wfd
+        if not self._shared and wfd is not None and wfd != self._rfd:
+            os.set_blocking(wfd, value is None)  # see the module docstring
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -196,9 +205,14 @@ def make_pipe(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
     with translating("create", "pipe:"):
         r, w = os.pipe2(os.O_CLOEXEC)
     if size:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(w, _F_SETPIPE_SZ, size)
+        _enlarge(w, size)
     return PipeStream(r, None, "pipe:"), PipeStream(None, w, "pipe:")
+
+
+def _enlarge(fd: int, size: int = PIPE_SIZE) -> None:
+    """F_SETPIPE_SZ: fewer wake-ups per byte; refused above pipe-max-size for non-root."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
 
 
 def make_pipe_pair(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
@@ -279,6 +293,7 @@ def open_fifo_writer(address: Address, timeout: float | None) -> PipeStream:
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
     _check_fifo(fd, address)
+    _enlarge(fd)
     return PipeStream(None, fd, str(address))
 
 
@@ -311,6 +326,7 @@ def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
         raise translate(result["error"], "open", address) from result["error"]
     fd = int(result["fd"])
     _check_fifo(fd, address)
+    _enlarge(fd)
     return PipeStream(fd, None, str(address))
 
 
