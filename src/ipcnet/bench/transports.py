@@ -2,8 +2,8 @@
 
 Role: move SIZE bytes in CHUNK-sized writes from a forked writer to the reading parent,
 once through ipcnet Channels (``write`` / ``readinto``) and once through a plain
-``os.write`` / ``os.read`` loop on descriptors of the same kind (same pipe size), rounds
-interleaved so both see the same machine. Rules: writer and reader are pinned to different
+``os.write`` / ``os.read`` loop on descriptors of the same kind and options (pipe size,
+TCP_NODELAY), rounds interleaved so both see the same machine. Rules: writer and reader are pinned to different
 CPUs when there are two; every byte count is checked; medians and ranges are reported.
 """
 
@@ -85,6 +85,9 @@ def _plain_fds(kind: str, folder: str) -> tuple[int, int]:
     client.connect(server.getsockname())
     conn, _ = server.accept()
     server.close()
+    if kind == "tcp":  # the same socket options as ipcnet's tcp channels
+        for s in (client, conn):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if kind == "unix":
         os.unlink(addr)  # type: ignore[arg-type]
     return conn.detach(), client.detach()
