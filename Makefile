@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine with Python 3.11 and make:
-#   make run   - create .venv, install ipcnet, run the demo
+#   make run   - create .venv, install ipcnet, run the demo tour, then the demo servers until Ctrl-C
 #   make test  - create .venv, install test extras and the Debian tools the tests use, run the suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/ipcnet demo
+	$(BIN)/ipcnet demo --serve
 
 system-deps:
 	./scripts/system-deps socat curl ss ip netstat

@@ -1,37 +1,83 @@
-"""``ipcnet demo``: one message through every IPC mechanism of the seeds, as a table."""
+"""``ipcnet demo``: one message through every IPC mechanism of the seeds, as a table.
+
+With ``--serve`` it then keeps the demo servers running until Ctrl-C: echo on
+tcp://127.0.0.1:9734 and on a unix socket, and the web server on 127.0.0.1:8000 over the
+bundled site when this installation has it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-HELP = (
-    "send one message through pipe, fifo, socketpair, unix, tcp and udp and show the kernel objects"
-)
+HELP = "one message through pipe, fifo, socketpair, unix, tcp and udp, and the kernel objects used"
+
+ECHO = ["tcp://127.0.0.1:9734", "unix:///tmp/ipcnet-demo-echo.sock"]
+HTTP = "tcp://127.0.0.1:8000"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per transport")
+    parser.add_argument(
+        "--serve", action="store_true", help="then run the demo servers (echo, http) until Ctrl-C"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    status = _tour(args.json)
+    if args.serve:
+        return _serve()
+    return status
+
+
+def _tour(as_json: bool) -> int:
     import json
 
     from ipcnet.tour import MESSAGE, run_tour
 
     stops = []
-    if not args.json:
+    if not as_json:
         print(f"sending {MESSAGE!r} ({len(MESSAGE)} bytes) to a child process and back\n")
         header = f"{'transport':<14} {'sent':>5} {'back':>5} {'round trip':>11}"
         print(f"{header}  kernel objects (parent side)")
     for stop in run_tour():
         stops.append(stop)
-        if args.json:
+        if as_json:
             print(json.dumps(stop.__dict__ | {"objects": list(stop.objects)}), flush=True)
             continue
         rtt = f"{stop.seconds * 1e6:9.0f} µs" if stop.error is None else "     failed"
         detail = ", ".join(stop.objects) if stop.error is None else stop.error
         print(f"{stop.transport:<14} {stop.sent:>5} {stop.received:>5} {rtt}  {detail}", flush=True)
     failed = [s for s in stops if s.error is not None]
-    if not args.json:
+    if not as_json:
         print(f"\n{len(stops) - len(failed)} of {len(stops)} transports carried the message.")
     return 1 if len(failed) == len(stops) else 0
+
+
+def _serve() -> int:
+    """Run the demo servers as child processes; Ctrl-C (or SIGTERM) stops them all."""
+    import importlib.util
+    import signal
+    import subprocess
+
+    ipcnet = [sys.executable, "-m", "ipcnet", "serve"]
+    commands = [[*ipcnet, "echo", *ECHO, "--model", "epoll"]]
+    if importlib.util.find_spec("ipcnet.httpd") is not None:
+        from ipcnet.httpd import demo_site_root
+
+        commands.append([*ipcnet, "http", str(demo_site_root()), HTTP, "--model", "asyncio"])
+    print("\nstarting the demo servers (Ctrl-C stops them):", flush=True)
+    children = [subprocess.Popen(cmd) for cmd in commands]
+
+    def stop(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if len(commands) > 1:
+        print(f"  open http://{HTTP.removeprefix('tcp://')}/ in a browser", flush=True)
+    print(f"  try: printf 'hello\\n' | ipcnet connect {ECHO[0]}", flush=True)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
