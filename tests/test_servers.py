@@ -8,20 +8,10 @@ import uuid
 import pytest
 
 import ipcnet
+from ipcnet.drivers import MODEL_HELP
 from serverkit import serving
 
-MODELS = [
-    "iterative",
-    "fork",
-    "forkconc",
-    "thread",
-    "pool",
-    "select",
-    "poll",
-    "epoll",
-    "asyncio",
-    "prefork",
-]
+MODELS = list(MODEL_HELP)
 DAYTIME = re.compile(rb"^\w+day, \w+ \d\d, \d{4} \d\d:\d\d:\d\d-UTC\r\n$")
 
 

@@ -15,29 +15,13 @@ from typing import Any
 
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
 
-SMALL_SERVICES = {
-    "echo": "RFC 862: send back every byte (stream and datagram)",
-    "increment": "seed 002: answer each byte with byte+1; --once answers one and closes",
-    "discard": "RFC 863: read and drop everything",
-    "daytime": "RFC 867: send the date and time, then close (stream and datagram)",
-}
 OTHER_SERVICES = {"http": ("ipcnet.cli.serve_http", "HTTP/1.1 static files from ROOT")}
-MODEL_HELP = {
-    "iterative": "server v1 (seed 000 §6.6): one connection at a time",
-    "fork": "a child process per connection, parent waits (§6.7 'with protection')",
-    "forkconc": "a child per connection, parent does not wait, SIGCHLD reaps (§6.8)",
-    "thread": "a thread per connection, at most --max-conns (§7.3)",
-    "pool": "--workers threads and a bounded queue; full = refused (§7.4)",
-    "select": "one thread, select(2) readiness loop (seed 002 §7.4)",
-    "poll": "one thread, poll(2) readiness loop",
-    "epoll": "one thread, epoll(7) readiness loop (default)",
-    "asyncio": "asyncio Protocols, on uvloop when installed",
-    "prefork": "--workers processes, each running the --inner model",
-}
 
 
 def common_options() -> argparse.ArgumentParser:
     """The options every service takes (also used by ``ipcnet rpc serve``)."""
+    from ipcnet.drivers import MODEL_HELP
+
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("serving")
     g.add_argument(
@@ -86,29 +70,27 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def _models_epilog() -> str:
+    from ipcnet.drivers import MODEL_HELP
+
     return "models:\n" + "".join(f"  {name:<10} {text}\n" for name, text in MODEL_HELP.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ipcnet.protocols import SERVICES
+
+    small = {name: text for name, (_, text) in SERVICES.items()}
+    other = {name: text for name, (_, text) in OTHER_SERVICES.items()}
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "services:\n"
-        + "".join(f"  {n:<10} {t}\n" for n, t in SMALL_SERVICES.items())
-        + "".join(f"  {n:<10} {t}\n" for n, (_, t) in OTHER_SERVICES.items())
+        + "".join(f"  {n:<10} {t}\n" for n, t in (small | other).items())
         + "\n"
         + _models_epilog()
     )
     common = common_options()
     sub = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
-    for name, text in SMALL_SERVICES.items():
-        p = sub.add_parser(
-            name,
-            parents=[common],
-            help=text,
-            description=text,
-            epilog=_models_epilog(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+    for name, text in small.items():
+        p = _service_parser(sub, name, text, common)
         p.add_argument(
             "addresses",
             nargs="+",
@@ -122,14 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.set_defaults(_make=_make_small)
     wanted = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "serve" else None
     for name, (module_name, text) in OTHER_SERVICES.items():
-        p = sub.add_parser(
-            name,
-            parents=[common],
-            help=text,
-            description=text,
-            epilog=_models_epilog(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        p = _service_parser(sub, name, text, common)
         if wanted not in (None, name):
             continue  # import a service's CLI only when it is the one asked for
         try:
@@ -140,6 +115,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         module.add_arguments(p)
         p.set_defaults(_make=module.make_service)
+
+
+def _service_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    common: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        parents=[common],
+        help=text,
+        description=text,
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _make_small(args: argparse.Namespace) -> Any:

@@ -457,36 +457,42 @@ class ThreadPerConnection(BlockingModel):
         self._lock = threading.Lock()
 
     def dispatch(self, stream: SocketStream) -> None:
-        core = self.core
-        with self._lock:
-            busy = len(core.conns)
-        if core.over_limit(busy):
-            core.refuse(stream)
+        conn = self._admit(stream)
+        if conn is None:
             return
-        core.row.add("accepted")
-        conn = self._register(stream)
+        self.core.row.add("accepted")
         thread = threading.Thread(
             target=self._serve, args=(conn,), name=f"conn-{stream.fileno()}", daemon=True
         )
         self.threads.add(thread)
-        if core.trace:
-            core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
+        if self.core.trace:
+            self.core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
         thread.start()
 
-    def _register(self, stream: SocketStream) -> Conn:
-        conn = Conn(stream)
+    def _admit(self, stream: SocketStream) -> Conn | None:
+        """Register the connection, or refuse it when --max-conns are already served."""
+        core = self.core
         with self._lock:
-            self.core.conns[id(conn)] = conn
-        self.core.row.add("active")
+            full = core.over_limit(len(core.conns))
+            if not full:
+                conn = Conn(stream)
+                core.conns[id(conn)] = conn
+        if full:
+            core.refuse(stream)
+            return None
+        core.row.add("active")
         return conn
+
+    def _forget(self, conn: Conn) -> None:
+        with self._lock:
+            self.core.conns.pop(id(conn), None)
+        self.core.row.add("active", -1)
 
     def _serve(self, conn: Conn) -> None:
         try:
             run_connection(self.core, conn.stream, self.core.row, conn)
         finally:
-            with self._lock:
-                self.core.conns.pop(id(conn), None)
-            self.core.row.add("active", -1)
+            self._forget(conn)
             self.threads.discard(threading.current_thread())
 
     def drain(self) -> None:
@@ -528,22 +534,16 @@ class Pool(ThreadPerConnection):
             worker.start()
 
     def dispatch(self, stream: SocketStream) -> None:
-        core = self.core
-        with self._lock:
-            busy = len(core.conns)
-        if core.over_limit(busy):
-            core.refuse(stream)
+        conn = self._admit(stream)  # registered first: a worker may finish it at once
+        if conn is None:
             return
-        conn = Conn(stream)
         try:
             self.queue.put_nowait(conn)
         except queue.Full:
-            core.refuse(stream)
+            self._forget(conn)
+            self.core.refuse(stream)
             return
-        core.row.add("accepted")
-        with self._lock:
-            core.conns[id(conn)] = conn
-        core.row.add("active")
+        self.core.row.add("accepted")
 
     def _work(self) -> None:
         while (conn := self.queue.get()) is not None:

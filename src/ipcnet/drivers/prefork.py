@@ -105,7 +105,7 @@ class Prefork(Model):
 
 def _worker_main(core: ServerCore, slot: int) -> None:
     """In a worker: become a plain server of the inner model on the inherited sockets."""
-    from ipcnet.drivers import MODELS
+    from ipcnet.drivers import model_class
 
     code = 1
     try:
@@ -126,7 +126,7 @@ def _worker_main(core: ServerCore, slot: int) -> None:
         core.install_signals()
         # SIGINT from a terminal reaches the whole group: only the master's stop counts
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        model = MODELS[core.config.inner][0](core)
+        model = model_class(core.config.inner)(core)
         model.serve()
         code = 0
     except Exception:
