@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -85,3 +88,44 @@ def test_daytime(model: str) -> None:
                 assert DAYTIME.match(ch.read())
         for scheme in ("udp", "unixgram"):
             assert DAYTIME.match(_datagram(server.url(scheme), b""))
+
+
+@pytest.mark.parametrize("model", ["iterative", "thread", "epoll", "asyncio", "prefork"])
+def test_serve_on_abstract_inherited_and_systemd_sockets(model: str) -> None:
+    """unix://@name, fd://N and systemd:// (LISTEN_FDS) all serve like any address."""
+    name = f"unix://@ipcnet-serve-{uuid.uuid4().hex[:10]}"
+    with serving("echo", name, model=model) as server:
+        assert _stream(server.url("unix"), b"abstract") == b"abstract"
+
+    inherited = socket.create_server(("127.0.0.1", 0))
+    port = inherited.getsockname()[1]
+    launcher = (
+        "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); "
+        "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid())); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'ipcnet', 'serve', 'echo', "
+        f"'systemd://', '--model', '{model}', '--workers', '2'])"
+    )
+    for argv in (
+        [
+            sys.executable,
+            "-m",
+            "ipcnet",
+            "serve",
+            "echo",
+            f"fd://{inherited.fileno()}",
+            "--model",
+            model,
+        ],
+        [sys.executable, "-c", launcher, str(inherited.fileno())],
+    ):
+        proc = subprocess.Popen(
+            argv, pass_fds=[inherited.fileno()], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stderr is not None
+            assert "listening on" in proc.stderr.readline()
+            assert _stream(f"tcp://127.0.0.1:{port}", b"inherited") == b"inherited"
+        finally:
+            proc.terminate()
+            assert proc.wait(20) == 0
+    inherited.close()
