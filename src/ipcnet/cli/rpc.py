@@ -1,0 +1,198 @@
+"""``ipcnet rpc serve|call|list``: serve Python functions over JSON-RPC 2.0, and call them.
+
+serve MODULE:OBJECT ADDRESS...  OBJECT is an ``ipcnet.rpc.Methods`` registry, or any object
+                                (module, instance, class) whose public methods are exported;
+                                ``stdio:`` serves this process's stdin/stdout (for exec:).
+call ADDRESS METHOD [ARG...]    each ARG is JSON (``3``, ``'"text"'``, ``'[1,2]'``); the
+                                result is printed as JSON; an error goes to stderr, status 1.
+list ADDRESS                    the server's methods (rpc.discover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+HELP = "serve Python functions over JSON-RPC 2.0 (any driver, any framing), call them, list them"
+
+FRAMINGS = ("auto", "newline", "content-length", "length", "length64", "netstring")
+CODECS = ("json", "msgpack")
+
+
+def _wire_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("wire format")
+    g.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="auto",
+        help="auto: newline on tcp/unix, content-length on exec:/stdio:",
+    )
+    g.add_argument("--codec", choices=CODECS, default="json", help="payload encoding (json)")
+    g.add_argument(
+        "--max-frame", type=int, default=None, metavar="BYTES", help="largest frame (16 MiB)"
+    )
+    return p
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ipcnet.cli.serve import common_options
+
+    wire = _wire_options()
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "serve",
+        parents=[common_options(), wire],
+        help="serve MODULE:OBJECT's methods on addresses",
+        description="serve MODULE:OBJECT's methods over JSON-RPC 2.0",
+    )
+    p.add_argument("target", metavar="MODULE:OBJECT", help="e.g. mypkg.api:methods")
+    p.add_argument(
+        "addresses", nargs="+", metavar="ADDRESS", help="tcp://host:port, unix:///path, stdio:"
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="put tracebacks in error replies (never in prod)"
+    )
+    p = sub.add_parser("call", parents=[wire], help="call METHOD with JSON args, print the result")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("args", nargs="*", metavar="ARG", help="positional params, each one JSON")
+    p.add_argument(
+        "--named",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a named param (repeatable; not with positional ARGs)",
+    )
+    p.add_argument("--notify", action="store_true", help="send a notification (no reply)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+    p = sub.add_parser("list", parents=[wire], help="list the server's methods (rpc.discover)")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--json", action="store_true", help="print rpc.discover's answer as it is")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "serve":
+        return _serve(args)
+    if args.action == "call":
+        return _call(args)
+    return _list(args)
+
+
+def load_target(target: str) -> Any:
+    """Import MODULE and find OBJECT in it (dotted attribute path; MODULE alone = the module)."""
+    import importlib
+    import os
+
+    module_name, _, attribute = target.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split(".") if attribute else []:
+        obj = getattr(obj, part)  # the operator's own spelling, never the wire's
+    return obj
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import ipcnet
+    from ipcnet.cli.serve import serve_until_stopped
+    from ipcnet.rpc import make_service, serve_channel
+
+    try:
+        target = load_target(args.target)
+    except (ImportError, AttributeError) as exc:
+        print(f"ipcnet rpc: cannot load {args.target}: {exc}", file=sys.stderr)
+        return 2
+    addresses = list(args.addresses)
+    service = make_service(
+        target,
+        addresses[0],
+        framing=args.framing,
+        codec=args.codec,
+        debug=args.debug,
+        max_frame=args.max_frame,
+    )
+    if addresses == ["stdio:"]:
+        serve_channel(service, ipcnet.stdio())
+        return 0
+    if "stdio:" in addresses:
+        print("ipcnet rpc: stdio: must be the only address", file=sys.stderr)
+        return 2
+    return serve_until_stopped(service, addresses, args)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ipcnet import rpc
+
+    return rpc.connect(
+        args.address,
+        framing=args.framing,
+        codec=args.codec,
+        timeout=args.timeout,
+        max_frame=args.max_frame,
+    )
+
+
+def _params(args: argparse.Namespace) -> Any:
+    if args.named and args.args:
+        raise ValueError("give positional ARGs or --named params, not both")
+    if args.named:
+        named = {}
+        for item in args.named:
+            name, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"--named wants NAME=JSON, got {item!r}")
+            named[name] = _json_arg(text)
+        return named
+    return [_json_arg(a) for a in args.args] if args.args else None
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        hint = f"a string needs quotes: '\"{text}\"'"
+        raise ValueError(f"argument {text!r} is not JSON ({hint})") from None
+
+
+def _call(args: argparse.Namespace) -> int:
+    from ipcnet.rpc import RPCError
+
+    try:
+        params = _params(args)
+    except ValueError as exc:
+        print(f"ipcnet rpc: {exc}", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        if args.notify:
+            if isinstance(params, dict):
+                client.notify(args.method, **params)
+            else:
+                client.notify(args.method, *(params or []))
+            return 0
+        try:
+            result = client.request(args.method, params)
+        except RPCError as exc:
+            error = exc.to_object()
+            detail = f" {json.dumps(error['data'], default=str)}" if "data" in error else ""
+            print(f"ipcnet rpc: error {exc.code}: {exc.message}{detail}", file=sys.stderr)
+            return 1
+    print(json.dumps(result, ensure_ascii=False, default=repr))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.request("rpc.discover")
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=2))
+        return 0
+    for entry in answer.get("methods", []) if isinstance(answer, dict) else []:
+        line = str(entry.get("signature") or entry.get("name"))
+        summary = entry.get("summary")
+        print(f"{line}  # {summary}" if summary else line)
+    return 0

@@ -1,0 +1,87 @@
+"""MessageChannel: whole messages over a Channel, through a framing and a codec.
+
+Role: the blocking, file-like way to use the sans-IO codecs: ``send(obj)`` writes one
+frame, ``recv()`` returns the next message. Rules: reads go straight into the decoder
+(``readinto`` a reusable buffer), so nothing is read past what the decoder holds; at a clean
+EOF ``recv`` raises EOFError (iteration just stops), inside a frame IncompleteFrame (which
+is also an EOFError: catch it first); the frame limit is the framing's ``max_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ipcnet.channel import Channel
+from ipcnet.errors import IncompleteRead
+from ipcnet.framing.codecs import BytesCodec, Codec
+from ipcnet.framing.decoders import Framing, LengthPrefixed
+
+READ_SIZE = 64 * 1024
+
+
+class MessageChannel:
+    """Send and receive messages (not bytes) over a Channel."""
+
+    def __init__(
+        self, channel: Channel, framing: Framing | None = None, codec: Codec | None = None
+    ) -> None:
+        self.channel = channel
+        self.framing = framing or LengthPrefixed()
+        self.codec = codec or BytesCodec()
+        self.decoder = self.framing.decoder()
+        self._scratch = memoryview(bytearray(READ_SIZE))
+        self._eof = False
+
+    def send(self, obj: Any) -> None:
+        """Encode and frame ``obj`` and write it whole."""
+        self.channel.write(self.framing.encode(self.codec.encode(obj)))
+
+    def send_frame(self, payload: bytes) -> None:
+        """Write one frame holding ``payload`` as it is (no codec)."""
+        self.channel.write(self.framing.encode(payload))
+
+    def recv_frame(self) -> bytes:
+        """The next frame's payload; EOFError at a clean end, IncompleteFrame mid-frame."""
+        decoder = self.decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            if self._eof:
+                raise EOFError(f"end of messages from {self.channel.transport.where}")
+            got = self.channel.readinto(self._scratch)
+            if got == 0:
+                self._eof = True
+                decoder.feed_eof()
+                continue
+            decoder.feed(self._scratch[:got])
+
+    def recv(self) -> Any:
+        """The next message, decoded."""
+        return self.codec.decode(self.recv_frame())
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                frame = self.recv_frame()
+            except EOFError as exc:
+                if isinstance(exc, IncompleteRead):
+                    raise
+                return
+            yield self.codec.decode(frame)
+
+    def send_eof(self) -> None:
+        self.channel.send_eof()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> MessageChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<MessageChannel {self.channel.transport.where} {self.framing.name}>"

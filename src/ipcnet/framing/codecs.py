@@ -1,0 +1,155 @@
+"""Codecs: messages (Python values) to frame payloads and back: bytes, JSON, msgpack.
+
+Role: the other half of a message channel, independent of the framing. Rules:
+- ``decode`` raises only DecodeError (a RemoteProtocolError) on bad input, whatever the
+  input: invalid UTF-8, NaN/Infinity, lone surrogates, nesting beyond the parser's limit,
+  numbers too large to hold;
+- nothing here can run code from the wire: no pickle, marshal or eval, ever;
+- JSON uses orjson when it is installed (the stdlib otherwise, held to the same rules);
+  msgpack needs the ``msgpack`` package.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ipcnet.errors import LocalProtocolError
+from ipcnet.framing.errors import DecodeError
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is in the "fast" extra
+    orjson = None  # type: ignore[assignment]
+
+MAX_DEPTH = 512  # nesting the stdlib JSON fallback accepts (orjson stops at 1024)
+
+
+class Codec(ABC):
+    name: str = "codec"
+
+    @abstractmethod
+    def encode(self, obj: Any) -> bytes:
+        """The payload for ``obj``; LocalProtocolError if it cannot be represented."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> Any:
+        """The value in ``data``; DecodeError if it is not a valid payload."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class BytesCodec(Codec):
+    """Frames are the messages: bytes in, bytes out."""
+
+    name = "bytes"
+
+    def encode(self, obj: Any) -> bytes:
+        if not isinstance(obj, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(f"the bytes codec sends bytes, not {type(obj).__name__}")
+        return bytes(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return bytes(data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_ok(data: bytes, limit: int) -> bool:
+    """A cheap upper bound on nesting (brackets inside strings count too: only safer)."""
+    depth = 0
+    for byte in data:
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in b"]}":
+            depth -= 1
+    return True
+
+
+class JSONCodec(Codec):
+    """UTF-8 JSON (RFC 8259): no NaN/Infinity, no lone surrogates, bounded nesting."""
+
+    name = "json"
+
+    def __init__(self, use_orjson: bool = True) -> None:
+        self.fast = use_orjson and orjson is not None
+
+    def encode(self, obj: Any) -> bytes:
+        if self.fast:
+            try:
+                return orjson.dumps(obj)
+            except TypeError:
+                pass  # integers over 64 bits, subclasses orjson refuses: try the stdlib
+        try:
+            return json.dumps(
+                obj, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+            ).encode("utf-8")
+        except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
+            raise LocalProtocolError(f"cannot encode as JSON: {exc}") from None
+
+    def decode(self, data: bytes) -> Any:
+        if self.fast:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(f"invalid JSON: {exc}") from None
+        try:
+            if not _depth_ok(data, MAX_DEPTH):
+                raise ValueError(f"nesting deeper than {MAX_DEPTH}")
+            text = bytes(data).decode("utf-8")
+            value = json.loads(text, parse_constant=_no_constant)
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates fail here
+            return value
+        except (ValueError, RecursionError, UnicodeError) as exc:
+            raise DecodeError(f"invalid JSON: {exc}") from None
+
+
+class MsgpackCodec(Codec):
+    """MessagePack (needs the ``msgpack`` package): strings as str, bytes as bytes."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        import msgpack  # type: ignore[import-untyped]
+
+        self._msgpack = msgpack
+        self._packb = msgpack.Packer(use_bin_type=True).pack
+
+    def encode(self, obj: Any) -> bytes:
+        try:
+            data: bytes = self._packb(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LocalProtocolError(f"cannot encode as msgpack: {exc}") from None
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self._msgpack.unpackb(
+                data, raw=False, strict_map_key=True, use_list=True, timestamp=0
+            )
+        except (ValueError, TypeError, UnicodeError, self._msgpack.UnpackException) as exc:
+            raise DecodeError(f"invalid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+CODECS: dict[str, str] = {
+    "json": "UTF-8 JSON (orjson when installed)",
+    "msgpack": "MessagePack (needs msgpack)",
+    "bytes": "raw bytes (MessageChannel only)",
+}
+
+
+def codec(name: str) -> Codec:
+    """A Codec by its name in CODECS."""
+    if name == "json":
+        return JSONCodec()
+    if name == "msgpack":
+        return MsgpackCodec()
+    if name == "bytes":
+        return BytesCodec()
+    raise ValueError(f"unknown codec {name!r}; choose from {', '.join(CODECS)}")

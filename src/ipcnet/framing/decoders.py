@@ -1,0 +1,435 @@
+"""Sans-IO frame codecs: length prefix, newline, netstring, Content-Length headers.
+
+Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and back. A
+``Framing`` makes ``Decoder`` objects (one per connection) and encodes payloads. Rules:
+- no I/O: a decoder is fed bytes (``feed``) and hands out whole frames (``next_frame`` or
+  iteration); ``feed_eof`` says the stream ended and raises IncompleteFrame unless that
+  happened at a frame boundary;
+- the size limit is checked before a frame's body is buffered: a declared length over
+  ``max_size`` raises FrameTooLarge at once, and a line is refused as soon as more than
+  ``max_size`` bytes arrived without a newline;
+- after an error the decoder is ``failed`` (every later call raises again) unless the
+  framing survives it: a newline decoder skips to the end of an over-long line and goes on;
+- a zero-length frame is an empty message (b""), never EOF.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from ipcnet.errors import LimitExceeded, RemoteProtocolError
+from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame
+
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+HEADER_LIMIT = 8192  # Content-Length: the whole header block
+
+
+class Decoder(ABC):
+    """Bytes in, frames out; one per connection."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._pos = 0  # start of the unread part of _buf
+        self._error: RemoteProtocolError | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes that arrived; frames come out of ``next_frame``."""
+        if self._error is not None:
+            return  # a broken stream: nothing more can be framed
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handed out in a frame."""
+        return len(self._buf) - self._pos
+
+    @property
+    def failed(self) -> bool:
+        """True once the stream can no longer be framed (the connection should end)."""
+        return self._error is not None
+
+    def next_frame(self) -> bytes | None:
+        """The next whole frame, or None until more bytes arrive."""
+        if self._error is not None:
+            raise self._error
+        try:
+            frame = self._next()
+        except RemoteProtocolError as exc:
+            if not self._recoverable(exc):
+                self._error = exc
+                self._buf = bytearray()
+                self._pos = 0
+            raise
+        if frame is None and self._pos:
+            del self._buf[: self._pos]  # compact once per batch of frames, not per frame
+            self._pos = 0
+        return frame
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (frame := self.next_frame()) is not None:
+            yield frame
+
+    def frames(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """feed(data) and return every frame now complete."""
+        self.feed(data)
+        return list(self)
+
+    def feed_eof(self) -> None:
+        """The stream ended: fine at a frame boundary, IncompleteFrame inside a frame."""
+        if self._error is not None:
+            return
+        if self.buffered:
+            raise self._incomplete()
+
+    def _take(self, start: int, end: int, resume: int) -> bytes:
+        frame = bytes(self._buf[start:end])
+        self._pos = resume
+        return frame
+
+    def _recoverable(self, exc: RemoteProtocolError) -> bool:
+        return False
+
+    @abstractmethod
+    def _next(self) -> bytes | None: ...
+
+    @abstractmethod
+    def _incomplete(self) -> IncompleteFrame: ...
+
+
+class Framing(ABC):
+    """A way to cut a stream into frames: makes decoders, encodes payloads."""
+
+    name: str = "framing"
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        if max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        self.max_size = max_size
+
+    @abstractmethod
+    def decoder(self) -> Decoder: ...
+
+    @abstractmethod
+    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+        """One frame holding ``payload``; LimitExceeded if it is over ``max_size``."""
+
+    def _check(self, payload: bytes | bytearray | memoryview) -> int:
+        n = len(payload)
+        if n > self.max_size:
+            raise LimitExceeded(f"frame of {n} bytes is over the limit of {self.max_size}")
+        return n
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} max {self.max_size}>"
+
+
+# --- length prefix ----------------------------------------------------------------------
+
+
+class LengthPrefixDecoder(Decoder):
+    def __init__(self, max_size: int, width: int) -> None:
+        super().__init__(max_size)
+        self.width = width
+        self._unpack = struct.Struct(">I" if width == 4 else ">Q").unpack_from
+        self._need: int | None = None  # body length once the header is read
+
+    def _next(self) -> bytes | None:
+        buf, pos, width = self._buf, self._pos, self.width
+        if self._need is None:
+            if len(buf) - pos < width:
+                return None
+            (n,) = self._unpack(buf, pos)
+            if n > self.max_size:
+                raise FrameTooLarge(
+                    f"frame of {n} bytes declared; the limit is {self.max_size}", n, self.max_size
+                )
+            self._need = n
+            pos = self._pos = pos + width
+        n = self._need
+        if len(buf) - pos < n:
+            return None
+        self._need = None
+        return self._take(pos, pos + n, pos + n)
+
+    def _incomplete(self) -> IncompleteFrame:
+        got = self.buffered
+        if self._need is None:
+            return IncompleteFrame(
+                f"eof inside a frame header: {got} of {self.width} bytes",
+                bytes(self._buf[self._pos :]),
+                self.width,
+                got,
+            )
+        return IncompleteFrame(
+            f"eof inside a frame: {got} of {self._need} bytes",
+            bytes(self._buf[self._pos :]),
+            self._need,
+            got,
+        )
+
+
+class LengthPrefixed(Framing):
+    """A big-endian (network order) unsigned length, then the payload: u32, or u64."""
+
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, width: int = 4) -> None:
+        if width not in (4, 8):
+            raise ValueError("width must be 4 (u32) or 8 (u64)")
+        limit = 0xFFFFFFFF if width == 4 else 0xFFFFFFFFFFFFFFFF
+        super().__init__(min(max_size, limit))
+        self.width = width
+        self.name = "length" if width == 4 else "length64"
+        self._pack = struct.Struct(">I" if width == 4 else ">Q").pack
+
+    def decoder(self) -> LengthPrefixDecoder:
+        return LengthPrefixDecoder(self.max_size, self.width)
+
+    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+        return self._pack(self._check(payload)) + payload
+
+
+# --- newline-delimited ------------------------------------------------------------------
+
+
+class NewlineDecoder(Decoder):
+    def __init__(self, max_size: int) -> None:
+        super().__init__(max_size)
+        self._scan = 0  # bytes after _pos known to hold no b"\n"
+        self._skipping = False  # inside an over-long line: drop bytes until its end
+
+    def _next(self) -> bytes | None:
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\n", pos + self._scan)
+        if self._skipping:
+            if end < 0:
+                self._pos = len(buf)  # dropped (compacted by next_frame)
+                self._scan = 0
+                return None
+            self._skipping = False
+            pos = self._pos = end + 1
+            end = buf.find(b"\n", pos)
+        if end < 0:
+            if len(buf) - pos > self.max_size + 1:  # + 1: room for a b"\r" before the b"\n"
+                self._skipping = True
+                buf.clear()  # dropped now: an endless line costs no memory
+                self._pos = self._scan = 0
+                raise FrameTooLarge(f"line longer than {self.max_size} bytes", None, self.max_size)
+            self._scan = len(buf) - pos  # no newline in these: do not look at them again
+            return None
+        self._scan = 0
+        stop = end - 1 if end > pos and buf[end - 1] == 13 else end  # strip one b"\r"
+        if stop - pos > self.max_size:
+            self._pos = end + 1
+            raise FrameTooLarge(
+                f"line of {stop - pos} bytes; the limit is {self.max_size}",
+                stop - pos,
+                self.max_size,
+            )
+        return self._take(pos, stop, end + 1)
+
+    def _recoverable(self, exc: RemoteProtocolError) -> bool:
+        return isinstance(exc, FrameTooLarge)
+
+    def feed_eof(self) -> None:
+        if self._skipping:
+            self._skipping = False
+            self._buf.clear()
+            self._pos = 0
+        super().feed_eof()
+
+    def _incomplete(self) -> IncompleteFrame:
+        got = self.buffered
+        return IncompleteFrame(
+            f"eof inside a line: {got} bytes without a newline",
+            bytes(self._buf[self._pos :]),
+            None,
+            got,
+        )
+
+
+class NewlineDelimited(Framing):
+    """One message per line (JSON Lines / NDJSON); a b"\\r" before the b"\\n" is dropped."""
+
+    name = "newline"
+
+    def decoder(self) -> NewlineDecoder:
+        return NewlineDecoder(self.max_size)
+
+    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+        self._check(payload)
+        data = bytes(payload)
+        if b"\n" in data:
+            raise LimitExceeded("a newline-delimited frame cannot contain a newline")
+        return data + b"\n"
+
+
+# --- netstring --------------------------------------------------------------------------
+
+
+class NetstringDecoder(Decoder):
+    def __init__(self, max_size: int) -> None:
+        super().__init__(max_size)
+        self._digits = len(str(max_size))
+        self._need: int | None = None
+
+    def _next(self) -> bytes | None:
+        buf, pos = self._buf, self._pos
+        if self._need is None:
+            colon = buf.find(b":", pos, pos + self._digits + 1)
+            if colon < 0:
+                head = bytes(buf[pos : pos + self._digits + 1])
+                if not head.isdigit() and head:
+                    raise RemoteProtocolError(f"bad netstring length {head[:24]!r}")
+                if len(head) > self._digits:
+                    raise FrameTooLarge(
+                        f"netstring length has more than {self._digits} digits; "
+                        f"the limit is {self.max_size} bytes",
+                        None,
+                        self.max_size,
+                    )
+                return None
+            digits = bytes(buf[pos:colon])
+            if not digits.isdigit() or (len(digits) > 1 and digits[0] == 0x30):
+                raise RemoteProtocolError(f"bad netstring length {digits[:24]!r}")
+            n = int(digits)
+            if n > self.max_size:
+                raise FrameTooLarge(
+                    f"netstring of {n} bytes declared; the limit is {self.max_size}",
+                    n,
+                    self.max_size,
+                )
+            self._need = n
+            pos = self._pos = colon + 1
+        n = self._need
+        if len(buf) - pos < n + 1:
+            return None
+        if buf[pos + n] != 0x2C:  # ","
+            raise RemoteProtocolError("netstring does not end with ','")
+        self._need = None
+        return self._take(pos, pos + n, pos + n + 1)
+
+    def _incomplete(self) -> IncompleteFrame:
+        got = self.buffered
+        expected = None if self._need is None else self._need + 1
+        return IncompleteFrame(
+            f"eof inside a netstring: {got} bytes" + (f" of {expected}" if expected else ""),
+            bytes(self._buf[self._pos :]),
+            expected,
+            got,
+        )
+
+
+class Netstring(Framing):
+    """D. J. Bernstein's netstrings: ``12:hello world!,``."""
+
+    name = "netstring"
+
+    def decoder(self) -> NetstringDecoder:
+        return NetstringDecoder(self.max_size)
+
+    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+        n = self._check(payload)
+        return b"%d:%s," % (n, bytes(payload))
+
+
+# --- Content-Length headers (language-server style) -------------------------------------
+
+
+class ContentLengthDecoder(Decoder):
+    def __init__(self, max_size: int, header_limit: int = HEADER_LIMIT) -> None:
+        super().__init__(max_size)
+        self.header_limit = header_limit
+        self._need: int | None = None
+
+    def _next(self) -> bytes | None:
+        buf, pos = self._buf, self._pos
+        if self._need is None:
+            end = buf.find(b"\r\n\r\n", pos, pos + self.header_limit)
+            if end < 0:
+                if len(buf) - pos >= self.header_limit:
+                    raise RemoteProtocolError(f"header block longer than {self.header_limit}")
+                return None
+            self._need = self._length(bytes(buf[pos:end]))
+            pos = self._pos = end + 4
+        n = self._need
+        if len(buf) - pos < n:
+            return None
+        self._need = None
+        return self._take(pos, pos + n, pos + n)
+
+    def _length(self, block: bytes) -> int:
+        length: int | None = None
+        for line in block.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                raise RemoteProtocolError(f"bad header line {line[:40]!r}")
+            if name.lower() != b"content-length":
+                continue  # Content-Type and friends: accepted and ignored
+            value = value.strip()
+            if length is not None:
+                raise RemoteProtocolError("more than one Content-Length header")
+            if not value.isdigit() or len(value) > 20:
+                raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
+            length = int(value)
+            if length > self.max_size:
+                raise FrameTooLarge(
+                    f"message of {length} bytes declared; the limit is {self.max_size}",
+                    length,
+                    self.max_size,
+                )
+        if length is None:
+            raise RemoteProtocolError("message without a Content-Length header")
+        return length
+
+    def _incomplete(self) -> IncompleteFrame:
+        got = self.buffered
+        if self._need is None:
+            return IncompleteFrame(
+                f"eof inside a header block: {got} bytes", bytes(self._buf[self._pos :]), None, got
+            )
+        return IncompleteFrame(
+            f"eof inside a message: {got} of {self._need} bytes",
+            bytes(self._buf[self._pos :]),
+            self._need,
+            got,
+        )
+
+
+class ContentLength(Framing):
+    """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames."""
+
+    name = "content-length"
+
+    def decoder(self) -> ContentLengthDecoder:
+        return ContentLengthDecoder(self.max_size)
+
+    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+        n = self._check(payload)
+        return b"Content-Length: %d\r\n\r\n%s" % (n, bytes(payload))
+
+
+FRAMINGS: dict[str, str] = {
+    "length": "u32 big-endian length, then the payload",
+    "length64": "u64 big-endian length, then the payload",
+    "newline": "one message per line (JSON Lines)",
+    "netstring": "netstrings: 5:hello,",
+    "content-length": "Content-Length: N headers, as language servers frame",
+}
+
+
+def framing(name: str, max_size: int = DEFAULT_MAX_SIZE) -> Framing:
+    """A Framing by its name in FRAMINGS (``lsp`` and ``ndjson`` are accepted aliases)."""
+    key = {"lsp": "content-length", "ndjson": "newline", "line": "newline"}.get(name, name)
+    if key == "length":
+        return LengthPrefixed(max_size, 4)
+    if key == "length64":
+        return LengthPrefixed(max_size, 8)
+    if key == "newline":
+        return NewlineDelimited(max_size)
+    if key == "netstring":
+        return Netstring(max_size)
+    if key == "content-length":
+        return ContentLength(max_size)
+    raise ValueError(f"unknown framing {name!r}; choose from {', '.join(FRAMINGS)}")

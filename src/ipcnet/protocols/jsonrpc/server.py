@@ -1,0 +1,386 @@
+"""The JSON-RPC 2.0 server as a sans-IO service: frames in, replies out, handlers as jobs.
+
+Role: the state machine half of the protocol, on the service/driver contract of
+``protocols.base``, so one JSON-RPC server runs under every driver. Rules:
+- frames come from the configured framing and payloads from the codec; a payload that does
+  not decode is answered with Parse Error (id null), a bad request with Invalid Request,
+  and the connection goes on; a framing error the framing survives (an over-long line) is
+  answered likewise; one it does not (a declared length over the limit) is answered, then
+  the connection is closed;
+- handler calls are blocking work: each batch of calls that arrived together becomes one
+  ``Run`` job (an ``async def`` job when every handler in it is async, which the asyncio
+  driver awaits on its loop; under other drivers the coroutine is finished by
+  ``coroutine_runner`` in a job); ``inline`` handlers and ``rpc.discover`` run at once;
+- while a job runs, bytes that arrive wait in the decoder; replies go out in the order the
+  jobs finish (a batch is answered by one array); the peer's EOF closes once all is answered;
+- a handler's exception becomes an error reply (type and message, a traceback only with
+  ``debug``); methods are found only by exact name in ``methods``.
+
+States of a connection:  IDLE --frames needing handlers--> RUNNING --resume--> IDLE
+                         IDLE/RUNNING --EOF--> DRAINING --last reply--> CLOSED
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from ipcnet.errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
+from ipcnet.framing.codecs import Codec, JSONCodec
+from ipcnet.framing.decoders import Framing, NewlineDelimited
+from ipcnet.framing.errors import DecodeError, FrameTooLarge
+from ipcnet.protocols.base import (
+    CLOSE,
+    Action,
+    Actions,
+    BaseService,
+    BaseSession,
+    Outcome,
+    Peer,
+    Run,
+)
+from ipcnet.protocols.jsonrpc.handlers import Handler
+from ipcnet.protocols.jsonrpc.messages import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    SERVER_ERROR,
+    BadRequest,
+    RPCError,
+    error_reply,
+    parse_request,
+    result_reply,
+    shorten,
+)
+
+MAX_BATCH = 1000  # requests in one batch
+MAX_GROUP = 256  # calls handed to one job
+DISCOVER = "rpc.discover"
+MESSAGE_LIMIT = 500  # characters of an exception's text in an error reply
+
+
+class _Call:
+    """One handler call waiting for a job: becomes a reply dict (or None) once run."""
+
+    __slots__ = ("call", "handler", "id", "notification")
+
+    def __init__(self, handler: Handler, call: Callable[[], Any], rid: Any, note: bool) -> None:
+        self.handler = handler
+        self.call = call
+        self.id = rid
+        self.notification = note
+
+
+Slot = dict[str, Any] | _Call | None
+
+
+class _Unit:
+    """What one frame asks for: one request, or a batch answered by one array."""
+
+    __slots__ = ("batch", "slots")
+
+    def __init__(self, slots: list[Slot], batch: bool) -> None:
+        self.slots = slots
+        self.batch = batch
+
+    def calls(self) -> list[_Call]:
+        return [s for s in self.slots if isinstance(s, _Call)]
+
+
+class JsonRpcService(BaseService):
+    """JSON-RPC 2.0 over any stream framing and codec (newline + JSON by default)."""
+
+    name = "jsonrpc"
+
+    def __init__(
+        self,
+        methods: Mapping[str, Handler],
+        framing: Framing | None = None,
+        codec: Codec | None = None,
+        *,
+        debug: bool = False,
+        coroutine_runner: Callable[[Coroutine[Any, Any, Any]], Any] | None = None,
+        max_batch: int = MAX_BATCH,
+        title: str = "ipcnet",
+    ) -> None:
+        self.methods = dict(methods)
+        self.framing = framing or NewlineDelimited()
+        self.codec = codec or JSONCodec()
+        self.debug = debug
+        self.coroutine_runner = coroutine_runner
+        self.max_batch = max_batch
+        self.title = title
+        if DISCOVER not in self.methods:
+            self.methods[DISCOVER] = Handler.of(DISCOVER, self.discover, inline=True)
+
+    def discover(self) -> dict[str, Any]:
+        """List the methods this server offers, with their parameters."""
+        return {
+            "openrpc": "1.2.6",
+            "info": {"title": self.title, "version": "1"},
+            "methods": [h.describe() for name, h in sorted(self.methods.items())],
+        }
+
+    def start(self, peer: Peer) -> tuple[JsonRpcSession, Actions]:
+        return JsonRpcSession(self), None
+
+    # --- turning decoded messages into units of work -------------------------------------
+
+    def unit(self, message: Any) -> _Unit:
+        if isinstance(message, list):
+            if not message:
+                return _Unit([self._invalid(None, "empty batch")], False)
+            if len(message) > self.max_batch:
+                detail = f"batch of {len(message)} requests; the limit is {self.max_batch}"
+                return _Unit([self._invalid(None, detail)], False)
+            return _Unit([self.slot(m) for m in message], True)
+        return _Unit([self.slot(message)], False)
+
+    def _invalid(self, rid: Any, detail: str) -> dict[str, Any]:
+        return error_reply(rid, RPCError.standard(INVALID_REQUEST, detail))
+
+    def slot(self, message: Any) -> Slot:
+        request = parse_request(message)
+        if isinstance(request, BadRequest):
+            return error_reply(request.id, request.error)
+        note = request.notification
+        handler = self.methods.get(request.method)
+        if handler is None:
+            if note:
+                return None
+            error = RPCError.standard(METHOD_NOT_FOUND, shorten(request.method))
+            return error_reply(request.id, error)
+        try:
+            call = handler.bind(request.params)
+        except RPCError as error:
+            return None if note else error_reply(request.id, error)
+        if handler.inline:
+            return self.finish(_Call(handler, call, request.id, note), *_run(call))
+        return _Call(handler, call, request.id, note)
+
+    def finish(self, call: _Call, value: Any, error: BaseException | None) -> dict[str, Any] | None:
+        if call.notification:
+            return None
+        if error is None:
+            return result_reply(call.id, value)
+        return error_reply(call.id, self.error_for(error))
+
+    def error_for(self, exc: BaseException) -> RPCError:
+        if isinstance(exc, RPCError):
+            return exc
+        text = shorten(f"{type(exc).__name__}: {exc}", MESSAGE_LIMIT)
+        if self.debug:
+            trace = "".join(traceback.format_exception(exc))
+            return RPCError(SERVER_ERROR, text, {"traceback": trace})
+        return RPCError(SERVER_ERROR, text)
+
+    # --- encoding replies ----------------------------------------------------------------
+
+    def encode_unit(self, unit: _Unit) -> bytes:
+        replies = [s for s in unit.slots if isinstance(s, dict)]
+        if not replies:
+            return b""
+        try:
+            payload = self.codec.encode(replies if unit.batch else replies[0])
+            if len(payload) <= self.framing.max_size:
+                return self._frame(payload)
+        except LocalProtocolError:
+            pass
+        fixed = [self._encodable(r) for r in replies]  # find the replies that cannot go
+        return self._frame(self.codec.encode(fixed if unit.batch else fixed[0]))
+
+    def _encodable(self, reply: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(self.codec.encode(reply))
+        except LocalProtocolError as exc:
+            error = RPCError.standard(INTERNAL_ERROR, f"the result cannot be encoded: {exc}")
+            return error_reply(reply.get("id"), error)
+        if size > self.framing.max_size:
+            detail = f"a reply of {size} bytes is over the frame limit of {self.framing.max_size}"
+            return error_reply(reply.get("id"), RPCError.standard(INTERNAL_ERROR, detail))
+        return reply
+
+    def _frame(self, payload: bytes) -> bytes:
+        try:
+            return self.framing.encode(payload)
+        except LimitExceeded:
+            return b""  # even the error does not fit a frame this small: say nothing
+
+    def frame_error(self, code: int, text: str) -> bytes:
+        reply = error_reply(None, RPCError.standard(code, text))
+        return self._frame(self.codec.encode(reply))
+
+
+def _run(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    try:
+        return call(), None
+    except Exception as exc:
+        return None, exc
+
+
+class _Group:
+    """Units run by one job, answered together when it finishes."""
+
+    __slots__ = ("units",)
+
+    def __init__(self) -> None:
+        self.units: list[_Unit] = []
+
+    def calls(self) -> list[_Call]:
+        return [c for u in self.units for c in u.calls()]
+
+
+class JsonRpcSession(BaseSession):
+    def __init__(self, service: JsonRpcService) -> None:
+        self.service = service
+        self.decoder = service.framing.decoder()
+        self.running: tuple[Run, _Group] | None = None
+        self.waiting: deque[_Group] = deque()
+        self.eof = False
+        self.broken = False  # the framing is lost: answer what is in hand, then close
+        self.closed = False
+
+    # --- the contract --------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> Actions:
+        self.decoder.feed(data)
+        if self.running is not None or self.closed:
+            return None  # read again once the job is done
+        return self._pump()
+
+    def feed_eof(self) -> Actions:
+        self.eof = True
+        if self.running is not None or self.closed:
+            return None
+        return self._pump()
+
+    def resume(self, job: Run, outcome: Outcome) -> Actions:
+        assert self.running is not None and self.running[0] is job
+        group = self.running[1]
+        self.running = None
+        value = outcome.value
+        if outcome.error is None and inspect.iscoroutine(value):
+            # an async job under a driver that does not await: finish it in another job
+            runner = self.service.coroutine_runner
+            if runner is not None:
+                coro = value
+                follow = Run(lambda: runner(coro))
+                self.running = (follow, group)
+                return follow
+            value.close()
+            return self._complete(group, LocalProtocolError("async handlers need asyncio here"))
+        return self._complete(group, outcome.error)
+
+    # --- the machine ---------------------------------------------------------------------
+
+    def _complete(self, group: _Group, error: BaseException | None) -> Actions:
+        """A job is done: answer its units, then go on with what waits."""
+        service = self.service
+        if error is not None:  # the job itself failed, not a handler: every call gets it
+            for unit in group.units:
+                unit.slots = [
+                    service.finish(s, None, error) if isinstance(s, _Call) else s
+                    for s in unit.slots
+                ]
+        out = bytearray()
+        for unit in group.units:
+            out += service.encode_unit(unit)
+        return self._pump(out)
+
+    def _pump(self, out: bytearray | None = None) -> list[Action]:
+        """Read every whole frame, answer what can be answered now, start the next job."""
+        out = out if out is not None else bytearray()
+        service = self.service
+        decoder = self.decoder
+        group = _Group()
+        ncalls = 0
+        while not self.broken and ncalls < MAX_GROUP:
+            try:
+                frame = decoder.next_frame()
+            except FrameTooLarge as exc:
+                out += service.frame_error(INVALID_REQUEST, str(exc))
+                self.broken = decoder.failed
+                continue
+            except RemoteProtocolError as exc:
+                out += service.frame_error(PARSE_ERROR, str(exc))
+                self.broken = decoder.failed
+                continue
+            if frame is None:
+                break
+            try:
+                message = service.codec.decode(frame)
+            except DecodeError as exc:
+                out += service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
+                continue
+            unit = service.unit(message)
+            calls = unit.calls()
+            if calls:
+                group.units.append(unit)
+                ncalls += len(calls)
+            else:
+                out += service.encode_unit(unit)
+        if group.units:
+            self.waiting.append(group)
+        actions: list[Action] = [bytes(out)] if out else []
+        if self.running is not None:
+            return actions
+        if self.waiting:
+            actions.append(self._start(self.waiting.popleft()))
+        elif (self.eof or self.broken) and not self.closed:
+            if not self.broken:
+                try:
+                    decoder.feed_eof()
+                except RemoteProtocolError as exc:  # EOF inside a frame
+                    actions.append(service.frame_error(PARSE_ERROR, str(exc)))
+            self.closed = True
+            actions.append(CLOSE)
+        return actions
+
+    def _start(self, group: _Group) -> Run:
+        calls = group.calls()
+        if all(c.handler.is_async for c in calls):
+            job = Run(_async_job(self.service, group))
+        else:
+            job = Run(_sync_job(self.service, group))
+        self.running = (job, group)
+        return job
+
+
+def _sync_job(service: JsonRpcService, group: _Group) -> Callable[[], None]:
+    runner = service.coroutine_runner
+
+    def job() -> None:
+        for unit in group.units:
+            slots = unit.slots
+            for i, slot in enumerate(slots):
+                if isinstance(slot, _Call):
+                    try:
+                        value = slot.call()
+                        if inspect.iscoroutine(value):
+                            if runner is None:
+                                value.close()
+                                raise LocalProtocolError("async handlers need the asyncio driver")
+                            value = runner(value)
+                        slots[i] = service.finish(slot, value, None)
+                    except Exception as exc:
+                        slots[i] = service.finish(slot, None, exc)
+
+    return job
+
+
+def _async_job(service: JsonRpcService, group: _Group) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def job() -> None:
+        for unit in group.units:
+            slots = unit.slots
+            for i, slot in enumerate(slots):
+                if isinstance(slot, _Call):
+                    try:
+                        slots[i] = service.finish(slot, await slot.call(), None)
+                    except Exception as exc:
+                        slots[i] = service.finish(slot, None, exc)
+
+    return job

@@ -1,0 +1,183 @@
+"""The asyncio JSON-RPC client: ``await rpc.aio.connect(url)``, then ``await c.add(1, 2)``.
+
+Role: the same calls as the blocking client, for asyncio programs, over tcp, unix
+(abstract names too) and exec: (a child's stdin/stdout). Rules: one reader task files each
+reply under its id; a call that times out forgets its id, so a late reply is dropped; any
+number of calls may be in flight at once (pipelined); when the connection breaks, every
+waiting call fails with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ipcnet.addresses import Address, parse
+from ipcnet.errors import Broken, Closed, IPCError, Timeout, Unsupported
+from ipcnet.framing import Codec, Framing
+from ipcnet.protocols.jsonrpc import ClientProtocol, make_params
+from ipcnet.rpc.defaults import choose
+
+READ_SIZE = 64 * 1024
+_UNSET: Any = object()
+
+
+class _Method:
+    __slots__ = ("_client", "_name")
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self._client, f"{self._name}.{name}")
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._client.request(self._name, make_params(args, kwargs))
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        framing: Framing | None = None,
+        codec: Codec | None = None,
+        timeout: float | None = None,
+        where: str = "",
+        process: asyncio.subprocess.Process | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = ClientProtocol(framing, codec)
+        self.timeout = timeout
+        self.where = where
+        self.process = process
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._failure: IPCError | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read_replies())
+        self.dropped = 0
+
+    async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        return await self.request(method, make_params(args, kwargs))
+
+    async def request(
+        self,
+        method: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> Any:
+        """Call ``method``; RPCError if it failed, Timeout after ``timeout`` seconds."""
+        if self._failure is not None:
+            raise self._failure
+        rid, frame = self.protocol.request(method, params)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        limit = self.timeout if timeout is _UNSET else timeout
+        try:
+            self.writer.write(frame)
+            await self.writer.drain()
+            reply = await asyncio.wait_for(future, limit)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}") from None
+        except (ConnectionError, OSError) as exc:
+            raise Broken(f"connection to {self.where} broke: {exc}") from exc
+        finally:
+            self._waiting.pop(rid, None)
+        if reply.error is not None:
+            raise reply.error
+        return reply.result
+
+    async def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
+        self.writer.write(self.protocol.notification(method, make_params(args, kwargs)))
+        await self.writer.drain()
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self, name)
+
+    async def _read_replies(self) -> None:
+        try:
+            while data := await self.reader.read(READ_SIZE):
+                for reply in self.protocol.feed(data):
+                    future = self._waiting.get(reply.id) if type(reply.id) is int else None
+                    if future is None or future.done():
+                        self.dropped += 1
+                        continue
+                    future.set_result(reply)
+            self.protocol.feed_eof()
+            failure: IPCError = Broken(f"{self.where} closed the connection")
+        except IPCError as exc:
+            failure = exc
+        except (ConnectionError, OSError) as exc:
+            failure = Broken(f"connection to {self.where} broke: {exc}")
+        if self._failure is None:
+            self._failure = failure
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(self._failure)
+
+    async def close(self) -> None:
+        if self._failure is None:
+            self._failure = Closed("closed: this rpc client was closed")
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), 2.0)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def connect(
+    url: str | Address,
+    *,
+    framing: str | Framing | None = None,
+    codec: str | Codec | None = None,
+    timeout: float | None = None,
+    max_frame: int | None = None,
+) -> AsyncClient:
+    """An AsyncClient for a tcp, unix or exec: address."""
+    address = parse(url)
+    chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
+    process = None
+    try:
+        if address.scheme in ("tcp", "tcp4", "tcp6"):
+            reader, writer = await asyncio.open_connection(address.host or None, address.port)
+        elif address.scheme == "unix":
+            assert address.path is not None
+            path = "\0" + address.path if address.abstract else address.path
+            reader, writer = await asyncio.open_unix_connection(path)
+        elif address.scheme == "exec":
+            process = await asyncio.create_subprocess_exec(
+                *address.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=READ_SIZE,
+            )
+            assert process.stdout is not None and process.stdin is not None
+            reader, writer = process.stdout, process.stdin
+        else:
+            raise Unsupported(f"the asyncio rpc client cannot open {address}")
+    except (ConnectionError, OSError) as exc:
+        raise Broken(f"cannot connect to {address}: {exc}") from exc
+    return AsyncClient(reader, writer, chosen_framing, chosen_codec, timeout, str(address), process)

@@ -1,0 +1,289 @@
+"""The blocking JSON-RPC client: a proxy, per-call timeouts, pipelined calls from threads.
+
+Role: ``connect(url)`` gives a Client over any stream address (tcp, unix, exec:, ...).
+``client.add(1, 2)`` calls ``add``; ``client.request(method, params, timeout=...)`` is the
+explicit form; ``client.submit`` sends without waiting (pipelining). Rules:
+- many threads may call at once over one connection: each call registers its id before it
+  writes; whichever caller is waiting reads for everyone (leader/follower: no extra thread,
+  so a lone caller reads its own reply with no hand-off) and files each reply under its id;
+- a call that times out forgets its id; a reply arriving later finds no one and is
+  dropped; ids only grow, so it is never handed to a later call;
+- a connection the server broke (EOF, a reply that breaks the rules) fails every waiting
+  and later call with that error.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from ipcnet.addresses import Address, parse
+from ipcnet.channel import Channel
+from ipcnet.channel import connect as connect_channel
+from ipcnet.errors import Broken, Closed, IPCError, Timeout
+from ipcnet.framing import Codec, Framing
+from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, make_params
+from ipcnet.rpc.defaults import choose
+
+READ_SIZE = 64 * 1024
+_UNSET: Any = object()
+
+
+class Pending:
+    """A call sent and not yet answered; ``result()`` waits for it."""
+
+    __slots__ = ("_client", "deadline", "done", "id", "method", "reply")
+
+    def __init__(self, client: Client, rid: int, method: str, deadline: float | None) -> None:
+        self._client = client
+        self.id = rid
+        self.method = method
+        self.deadline = deadline
+        self.reply: Reply | None = None
+        self.done = False
+
+    def result(self, timeout: float | None = _UNSET) -> Any:
+        """The call's result, or its RPCError raised; Timeout at the deadline."""
+        deadline = self.deadline if timeout is _UNSET else _deadline(timeout)
+        reply = self._client._wait(self, deadline)
+        if reply.error is not None:
+            raise reply.error
+        return reply.result
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class _Method:
+    """``client.name`` (and ``client.a.b`` for the method "a.b"): call it to call it."""
+
+    __slots__ = ("_client", "_name", "_timeout")
+
+    def __init__(self, client: Client, name: str, timeout: float | None) -> None:
+        self._client = client
+        self._name = name
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self._client, f"{self._name}.{name}", self._timeout)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        params = make_params(args, kwargs)
+        return self._client.request(self._name, params, timeout=self._timeout)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._name}>"
+
+
+class _Proxy:
+    def __init__(self, client: Client, timeout: float | None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self._client, name, self._timeout)
+
+
+class Client:
+    """JSON-RPC 2.0 over one Channel; safe to share between threads."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        framing: Framing | None = None,
+        codec: Codec | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.channel = channel
+        self.protocol = ClientProtocol(framing, codec)
+        #: the default per-call timeout in seconds (None: wait for ever)
+        self.timeout = timeout
+        self._cond = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
+        self._waiting: dict[int, Pending] = {}
+        self._reading = False
+        self._failure: IPCError | None = None
+        self._buf = memoryview(bytearray(READ_SIZE))
+        self._poll = select.poll()
+        self._poll.register(channel.fileno(), select.POLLIN)
+        #: replies that came after their call gave up (counted, then dropped)
+        self.dropped = 0
+
+    # --- calling -------------------------------------------------------------------------
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` with positional or named params and return its result."""
+        return self.request(method, make_params(args, kwargs))
+
+    def request(
+        self,
+        method: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> Any:
+        """Call ``method``; RPCError if it failed, Timeout after ``timeout`` seconds."""
+        return self.submit(method, params, timeout=timeout).result()
+
+    def submit(
+        self,
+        method: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> Pending:
+        """Send a call now and return at once; ``.result()`` waits for its reply."""
+        rid, frame = self.protocol.request(method, params)
+        limit = self.timeout if timeout is _UNSET else timeout
+        pending = Pending(self, rid, method, _deadline(limit))
+        with self._cond:
+            if self._failure is not None:
+                raise self._failure
+            self._waiting[rid] = pending
+        try:
+            with self._write_lock:
+                self.channel.write(frame)
+        except BaseException:
+            with self._cond:
+                self._waiting.pop(rid, None)
+            raise
+        return pending
+
+    def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
+        """Send a notification: no reply, no error, ever."""
+        frame = self.protocol.notification(method, make_params(args, kwargs))
+        with self._write_lock:
+            self.channel.write(frame)
+
+    def batch(
+        self,
+        calls: list[tuple[str, list[Any] | dict[str, Any] | None]],
+        *,
+        timeout: float | None = _UNSET,
+    ) -> list[Any]:
+        """Send calls as one JSON-RPC batch; their results (or RPCErrors) in order."""
+        ids, frame = self.protocol.batch(calls)
+        limit = self.timeout if timeout is _UNSET else timeout
+        deadline = _deadline(limit)
+        pendings = [Pending(self, rid, m, deadline) for rid, (m, _) in zip(ids, calls, strict=True)]
+        with self._cond:
+            if self._failure is not None:
+                raise self._failure
+            for p in pendings:
+                self._waiting[p.id] = p
+        with self._write_lock:
+            self.channel.write(frame)
+        out: list[Any] = []
+        for p in pendings:
+            reply = self._wait(p, deadline)
+            out.append(reply.error if reply.error is not None else reply.result)
+        return out
+
+    def with_timeout(self, timeout: float | None) -> _Proxy:
+        """A proxy whose calls time out after ``timeout`` seconds: ``c.with_timeout(1).f()``."""
+        return _Proxy(self, timeout)
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self, name, _UNSET)
+
+    # --- waiting (leader/follower) ---------------------------------------------------------
+
+    def _wait(self, pending: Pending, deadline: float | None) -> Reply:
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if pending.done:
+                        assert pending.reply is not None
+                        return pending.reply
+                    if self._failure is not None:
+                        self._waiting.pop(pending.id, None)
+                        raise self._failure
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        self._waiting.pop(pending.id, None)
+                        raise Timeout(
+                            f"timed out: no reply to {pending.method} (id {pending.id}) "
+                            f"from {self.channel.transport.where}"
+                        )
+                    if not self._reading:
+                        self._reading = True
+                        break
+                    cond.wait(left)
+            try:
+                self._read(left)
+            finally:
+                with cond:
+                    self._reading = False
+                    cond.notify_all()
+
+    def _read(self, left: float | None) -> None:
+        """Read once (waiting at most ``left`` s) and hand out the replies that came."""
+        try:
+            if left is not None and not self._poll.poll(max(1, int(left * 1000 + 0.999))):
+                return
+            got = self.channel.readinto(self._buf)
+            if got == 0:
+                self.protocol.feed_eof()
+                raise Broken(f"{self.channel.transport.where} closed the connection")
+            replies = self.protocol.feed(self._buf[:got])
+        except IPCError as exc:
+            with self._cond:
+                if self._failure is None:
+                    self._failure = exc
+            return
+        with self._cond:
+            waiting = self._waiting
+            for reply in replies:
+                pending = waiting.pop(reply.id, None) if type(reply.id) is int else None
+                if pending is None:
+                    self.dropped += 1  # late (its call timed out) or unknown
+                    continue
+                pending.reply = reply
+                pending.done = True
+
+    # --- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = Closed("closed: this rpc client was closed")
+            self._cond.notify_all()
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<rpc.Client {self.channel.transport.where} {self.protocol.framing.name}>"
+
+
+def connect(
+    url: str | Address,
+    *,
+    framing: str | Framing | None = None,
+    codec: str | Codec | None = None,
+    timeout: float | None = None,
+    connect_timeout: float | None = 30.0,
+    max_frame: int | None = None,
+) -> Client:
+    """A Client for ``url``: newline JSON on sockets, Content-Length on exec:/stdio:."""
+    address = parse(url)
+    chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
+    channel = connect_channel(address, connect_timeout=connect_timeout)  # tcp: TCP_NODELAY
+    return Client(channel, chosen_framing, chosen_codec, timeout)

@@ -1,0 +1,36 @@
+"""Interoperable defaults: which framing and codec an address gets unless told otherwise.
+
+Rules: newline-delimited JSON on sockets (what most JSON-RPC peers speak over tcp/unix);
+Content-Length headers on exec:, stdio:, fd:// and pipes (how editors and language
+servers talk over a child's stdin/stdout); JSON unless another codec is asked for.
+"""
+
+from __future__ import annotations
+
+from ipcnet.addresses import Address
+from ipcnet.framing import DEFAULT_MAX_SIZE, Codec, Framing, codec, framing
+
+PIPE_SCHEMES = ("exec", "stdio", "fd", "pipe", "fifo")
+
+
+def default_framing(address: Address) -> str:
+    return "content-length" if address.scheme in PIPE_SCHEMES else "newline"
+
+
+def choose(
+    address: Address,
+    framing_choice: str | Framing | None = None,
+    codec_choice: str | Codec | None = None,
+    max_frame: int | None = None,
+) -> tuple[Framing, Codec]:
+    """The Framing and Codec for ``address``; ``None`` or ``"auto"`` picks the default."""
+    if isinstance(framing_choice, Framing):
+        chosen_framing = framing_choice
+    else:
+        name = framing_choice if framing_choice not in (None, "auto") else None
+        chosen_framing = framing(name or default_framing(address), max_frame or DEFAULT_MAX_SIZE)
+    if isinstance(codec_choice, Codec):
+        chosen_codec = codec_choice
+    else:
+        chosen_codec = codec(codec_choice or "json")
+    return chosen_framing, chosen_codec

@@ -1,0 +1,87 @@
+"""Serving JSON-RPC: a registry or object to a JsonRpcService, run by any driver.
+
+Role: ``serve(obj, addresses)`` is the one-call server; ``make_service`` builds the
+service; ``serve_channel`` runs it on one already-open Channel (``stdio:``, a pipe) where
+there is nothing to accept. Rules: async handlers run on the asyncio driver's loop; under
+the other drivers each job finishes its coroutines with ``asyncio.run`` in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ipcnet.addresses import Address, parse
+from ipcnet.channel import Channel
+from ipcnet.drivers import ServeConfig, ServerCore
+from ipcnet.drivers import serve as serve_service
+from ipcnet.framing import Codec, Framing
+from ipcnet.protocols.base import Close, Outcome, Peer, Run, as_list
+from ipcnet.protocols.jsonrpc import JsonRpcService
+from ipcnet.rpc.defaults import choose
+from ipcnet.rpc.registry import as_methods
+
+READ_SIZE = 64 * 1024
+
+
+def make_service(
+    obj: Any,
+    address: str | Address = "tcp://127.0.0.1:0",
+    *,
+    framing: str | Framing | None = None,
+    codec: str | Codec | None = None,
+    debug: bool = False,
+    max_frame: int | None = None,
+) -> JsonRpcService:
+    """The service for ``obj`` (a Methods, a mapping, or an object whose methods to export),
+    framed as fits ``address`` unless ``framing``/``codec`` say otherwise."""
+    chosen_framing, chosen_codec = choose(parse(address), framing, codec, max_frame)
+    return JsonRpcService(
+        as_methods(obj),
+        chosen_framing,
+        chosen_codec,
+        debug=debug,
+        coroutine_runner=asyncio.run,
+        title=getattr(obj, "__name__", type(obj).__name__),
+    )
+
+
+def serve(
+    obj: Any,
+    addresses: Sequence[str | Address],
+    config: ServeConfig | None = None,
+    *,
+    framing: str | Framing | None = None,
+    codec: str | Codec | None = None,
+    debug: bool = False,
+    ready: Callable[[ServerCore], None] | None = None,
+) -> ServerCore:
+    """Serve ``obj``'s methods on socket addresses until SIGTERM/SIGINT (or request_stop)."""
+    service = make_service(
+        obj, addresses[0] if addresses else "tcp:", framing=framing, codec=codec, debug=debug
+    )
+    return serve_service(service, addresses, config or ServeConfig(), ready)
+
+
+def serve_channel(service: JsonRpcService, channel: Channel) -> None:
+    """Answer calls on one open Channel (stdio:, a pipe) until its peer ends it."""
+    session, first = service.start(Peer(channel.peer_address, channel.local_address))
+    buf = memoryview(bytearray(READ_SIZE))
+    pending = list(as_list(first))
+    while True:
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, (bytes, bytearray, memoryview)):
+                channel.write(action)
+            elif isinstance(action, Close):
+                channel.close()
+                return
+            elif isinstance(action, Run):
+                try:
+                    outcome = Outcome(value=action.job())
+                except Exception as exc:
+                    outcome = Outcome(error=exc)
+                pending[:0] = as_list(session.resume(action, outcome))
+        got = channel.readinto(buf)
+        pending = list(as_list(session.feed(bytes(buf[:got])) if got else session.feed_eof()))

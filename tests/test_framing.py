@@ -1,0 +1,249 @@
+"""Framing codecs (sans-IO) and MessageChannel over real socketpairs and pipes."""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ipcnet
+from ipcnet.errors import IncompleteRead, LimitExceeded, RemoteProtocolError
+from ipcnet.framing import (
+    ContentLength,
+    DecodeError,
+    FrameTooLarge,
+    Framing,
+    IncompleteFrame,
+    LengthPrefixed,
+    MessageChannel,
+    Netstring,
+    NewlineDelimited,
+    codec,
+    framing,
+)
+
+ALL = ["length", "length64", "newline", "netstring", "content-length"]
+PAYLOADS = [b"", b"a", b"hello world", bytes(range(256)).replace(b"\n", b"."), b"x" * 70000]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_round_trip_whole_and_byte_by_byte(name: str) -> None:
+    f = framing(name)
+    wire = b"".join(f.encode(p) for p in PAYLOADS)
+    assert f.decoder().frames(wire) == PAYLOADS
+    d = f.decoder()
+    got = []
+    for i in range(len(wire)):
+        got += d.frames(wire[i : i + 1])
+    assert got == PAYLOADS
+    d.feed_eof()  # at a boundary: clean
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_thousand_frames_in_one_feed(name: str) -> None:
+    f = framing(name)
+    wire = b"".join(f.encode(b"%d" % i) for i in range(1000))
+    assert f.decoder().frames(wire) == [b"%d" % i for i in range(1000)]
+
+
+def test_wire_formats() -> None:
+    assert LengthPrefixed().encode(b"hi") == b"\x00\x00\x00\x02hi"
+    assert LengthPrefixed(width=8).encode(b"hi") == b"\x00" * 7 + b"\x02hi"
+    assert NewlineDelimited().encode(b"hi") == b"hi\n"
+    assert Netstring().encode(b"hello world!") == b"12:hello world!,"
+    assert ContentLength().encode(b"{}") == b"Content-Length: 2\r\n\r\n{}"
+    assert NewlineDelimited().decoder().frames(b"a\r\nb\n") == [b"a", b"b"]
+    headers = (
+        b"Content-Type: application/vscode-jsonrpc; charset=utf-8\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    assert ContentLength().decoder().frames(headers) == [b"{}"]
+
+
+@pytest.mark.parametrize("name", ["length", "length64", "netstring", "content-length"])
+def test_exactly_the_limit_passes_and_one_more_is_refused_before_buffering(name: str) -> None:
+    f = framing(name, max_size=1000)
+    assert f.decoder().frames(f.encode(b"x" * 1000)) == [b"x" * 1000]
+    big = framing(name, max_size=2000).encode(b"x" * 1001)
+    d = f.decoder()
+    header = big[: big.index(b"x")]  # the header alone is enough to refuse
+    with pytest.raises(FrameTooLarge) as info:
+        d.frames(header)
+    assert info.value.limit == 1000 and info.value.size in (1001, None)
+    assert d.failed
+    with pytest.raises(FrameTooLarge):
+        d.next_frame()  # a broken stream stays broken
+    with pytest.raises(LimitExceeded):
+        f.encode(b"x" * 1001)
+
+
+def test_newline_limit_and_recovery() -> None:
+    f = NewlineDelimited(1000)
+    d = f.decoder()
+    assert d.frames(b"x" * 1000 + b"\r\n") == [b"x" * 1000]
+    with pytest.raises(FrameTooLarge):
+        d.frames(b"y" * 1001 + b"\n")
+    assert d.frames(b"ok\n") == [b"ok"]
+    with pytest.raises(FrameTooLarge):
+        d.frames(b"z" * 1500)  # no newline yet: refused without waiting for one
+    assert len(d._buf) < 1500 and not d.failed
+    assert d.frames(b"z" * 5000 + b"\nnext\n") == [b"next"]
+
+
+def test_declared_length_ffffffff() -> None:
+    d = LengthPrefixed().decoder()
+    with pytest.raises(FrameTooLarge) as info:
+        d.frames(b"\xff\xff\xff\xff")
+    assert info.value.size == 0xFFFFFFFF
+    d8 = LengthPrefixed(width=8).decoder()
+    with pytest.raises(FrameTooLarge):
+        d8.frames(b"\xff" * 8)
+
+
+@pytest.mark.parametrize(
+    "name,wire,received,expected",
+    [
+        ("length", b"\x00\x00", 2, 4),
+        ("length", b"\x00\x00\x00\x0aabc", 3, 10),
+        ("length64", b"\x00" * 7 + b"\x05ab", 2, 5),
+        ("newline", b"no newline", 10, None),
+        ("netstring", b"5:ab", 2, 6),
+        ("content-length", b"Content-Len", 11, None),
+        ("content-length", b"Content-Length: 10\r\n\r\nabc", 3, 10),
+    ],
+)
+def test_eof_inside_a_frame(name: str, wire: bytes, received: int, expected: int | None) -> None:
+    d = framing(name).decoder()
+    assert d.frames(wire) == []
+    with pytest.raises(IncompleteFrame) as info:
+        d.feed_eof()
+    assert info.value.received == received and info.value.expected == expected
+    assert isinstance(info.value, IncompleteRead) and isinstance(info.value, RemoteProtocolError)
+
+
+@pytest.mark.parametrize(
+    "name,wire",
+    [
+        ("netstring", b"x:abc,"),
+        ("netstring", b"01:a,"),
+        ("netstring", b"3:abcX"),
+        ("content-length", b"Content-Type: x\r\n\r\n{}"),
+        ("content-length", b"Content-Length: -1\r\n\r\n"),
+        ("content-length", b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+        ("content-length", b"garbage\r\n\r\n"),
+        ("content-length", b"A: b" * 3000),
+    ],
+)
+def test_malformed_headers_are_remote_protocol_errors(name: str, wire: bytes) -> None:
+    d = framing(name).decoder()
+    with pytest.raises(RemoteProtocolError):
+        d.frames(wire)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(ALL), data=st.binary(max_size=400), cut=st.integers(0, 400))
+def test_garbage_raises_only_remote_protocol_error(name: str, data: bytes, cut: int) -> None:
+    d = framing(name, max_size=64).decoder()
+    try:
+        d.feed(data[:cut])
+        list(d)
+        d.feed(data[cut:])
+        list(d)
+        d.feed_eof()
+    except RemoteProtocolError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.sampled_from(ALL),
+    payloads=st.lists(st.binary(max_size=50), max_size=20),
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=10),
+)
+def test_any_split_gives_the_same_frames(
+    name: str, payloads: list[bytes], sizes: list[int]
+) -> None:
+    f = framing(name)
+    if name == "newline":
+        payloads = [p.replace(b"\n", b"").rstrip(b"\r") for p in payloads]
+    wire = b"".join(f.encode(p) for p in payloads)
+    d, got, i = f.decoder(), [], 0
+    while i < len(wire):
+        step = sizes[i % len(sizes)]
+        got += d.frames(wire[i : i + step])
+        i += step
+    d.feed_eof()
+    assert got == payloads
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_codecs(name: str) -> None:
+    c = codec(name)
+    value = {"a": [1, 2.5, "é", None, True], "b": {"c": -(2**40)}}
+    assert c.decode(c.encode(value)) == value
+    for bad in (b"\x80\x04\x95pickle", b"\xc1", b""):
+        with pytest.raises(DecodeError):
+            c.decode(bad)
+
+
+def test_json_refuses_what_is_not_json() -> None:
+    c = codec("json")
+    for bad in (b"NaN", b"[Infinity]", b'["\\ud800"]', b"[" * 200_000, b"1" * 5000, b"\xff"):
+        with pytest.raises(DecodeError):
+            c.decode(bad)
+    assert c.decode(c.encode(2**70)) in (2**70, float(2**70))  # big ints leave as JSON
+
+
+def test_json_fallback_without_orjson_follows_the_same_rules() -> None:
+    from ipcnet.framing import JSONCodec
+
+    c = JSONCodec(use_orjson=False)
+    for bad in (b"NaN", b"[Infinity]", b'["\\ud800"]', b"[" * 200_000, b"1" * 5000, b"\xff"):
+        with pytest.raises(DecodeError):
+            c.decode(bad)
+    assert c.decode(b'{"a":[1,"x"]}') == {"a": [1, "x"]}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_message_channel_over_a_socketpair(name: str) -> None:
+    a, b = ipcnet.socketpair()
+    left = MessageChannel(a, framing(name), codec("json"))
+    right = MessageChannel(b, framing(name), codec("json"))
+    messages = [{"n": i, "pad": "x" * (i * 100)} for i in range(200)]
+
+    def writer() -> None:
+        for m in messages:
+            left.send(m)
+        left.send_eof()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert list(right) == messages
+    t.join()
+    with pytest.raises(EOFError):
+        right.recv()
+    left.close()
+    right.close()
+
+
+def test_message_channel_over_a_pipe_and_truncation() -> None:
+    r, w = ipcnet.pipe()
+    reader = MessageChannel(r, LengthPrefixed())
+    w.write(LengthPrefixed().encode(b"whole") + b"\x00\x00\x00\x09part")
+    w.close()
+    assert reader.recv() == b"whole"
+    with pytest.raises(IncompleteFrame) as info:
+        reader.recv()
+    assert (info.value.received, info.value.expected) == (4, 9)
+    reader.close()
+
+
+def test_framing_names() -> None:
+    assert isinstance(framing("lsp"), ContentLength)
+    assert isinstance(framing("ndjson"), NewlineDelimited)
+    with pytest.raises(ValueError):
+        framing("carrier-pigeon")
+    assert all(isinstance(framing(n), Framing) for n in ALL)
+    assert struct.unpack(">I", LengthPrefixed().encode(b"x" * 300)[:4]) == (300,)
