@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Callable
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, IPCError, Unsupported
+from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
@@ -75,6 +76,7 @@ class SocketStream(StreamTransport):
         self._fd = sock.fileno()
         self._scheme = scheme_for(sock)
         self._blocked = 0  # threads inside a blocking call; close() wakes them
+        self._timeout: float | None = None
 
     # --- data ----------------------------------------------------------------------
 
@@ -184,17 +186,31 @@ class SocketStream(StreamTransport):
     def _error(self, exc: OSError, op: str) -> IPCError:
         if self._closed:
             return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
+        if isinstance(exc, BlockingIOError) and self._timeout and self.sock.getblocking():
+            return Timeout(f"timed out: {op} {self.where} after {self._timeout} s")
         return translate(exc, op, self.where)
 
     # --- properties ------------------------------------------------------------------
 
     @property
     def timeout(self) -> float | None:
-        return self.sock.gettimeout()
+        return self._timeout
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
+        """The kernel's SO_RCVTIMEO/SO_SNDTIMEO, not Python's socket timeout.
+
+        Python's timeout mode polls before every recv and send; the kernel's timeouts cost
+        nothing until they expire, and the socket stays in plain blocking mode.
+        """
+        seconds = value or 0.0
+        if value is not None and value <= 0:
+            seconds = 1e-6  # "do not wait": the shortest timeout the kernel keeps
+        tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
+        with translating("set a timeout on", self.where):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        self._timeout = value
 
     @property
     def local_address(self) -> Address | None:
