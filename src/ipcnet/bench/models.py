@@ -1,0 +1,673 @@
+"""``ipcnet bench models``: every ipcnet server model beside its peers, under one load.
+
+Role: start each server in turn (ours: ``python -m ipcnet serve echo URL --model M``; the
+peers from ``ipcnet.bench.peers``), pinned to one CPU, drive it with the same closed-loop
+load from ``ipcnet.bench.echo`` pinned to another CPU, and print one table: throughput,
+latency, server CPU-seconds, messages per server CPU-second and the ratio of each model to
+its peer(s), then the project's goals, met or missed.
+Rules: bounded in count and time (each load stops by itself, each start and stop has a
+deadline); every server started here is stopped here: SIGTERM, then SIGKILL to its whole
+process group, also on errors and Ctrl-C; nothing is left in the temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from ipcnet.bench.echo import EchoResult
+
+KiB = 1024
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+READY = re.compile(r"listening on (\S+)")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server to measure: one of our models or one peer."""
+
+    kind: str  # "ours" or "peer"
+    name: str  # model name, or peer name in ipcnet.bench.peers.PEERS
+    concurrent: bool = True  # False: one connection at a time, so only c=1 runs
+    peers: tuple[str, ...] = ()  # ours: the peers it is compared with, first = main one
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "ours" else f"peer:{self.name}"
+
+
+OURS: tuple[Server, ...] = (
+    Server("ours", "iterative", concurrent=False, peers=("tcpserver",)),
+    # fork waits for each child (the seed's protection): one connection at a time
+    Server("ours", "fork", concurrent=False, peers=("forkingtcpserver",)),
+    Server("ours", "forkconc", peers=("forkingtcpserver",)),
+    Server("ours", "thread", peers=("threadingtcpserver",)),
+    Server("ours", "pool", peers=("threadingtcpserver",)),
+    Server("ours", "select", peers=("selectors",)),
+    Server("ours", "poll", peers=("selectors",)),
+    Server("ours", "epoll", peers=("selectors", "c-epoll")),
+    Server("ours", "asyncio", peers=("uvloop-protocol", "c-epoll", "asyncio-protocol")),
+    Server("ours", "prefork", peers=("c-epoll", "uvloop-protocol")),
+)
+UNIX_DEFAULT = ("epoll", "asyncio", "selectors", "uvloop-protocol", "c-epoll")
+
+
+def peer_servers() -> tuple[Server, ...]:
+    from ipcnet.bench.peers import PEERS
+
+    return tuple(Server("peer", p.name, concurrent=p.concurrent) for p in PEERS.values())
+
+
+@dataclass
+class Row:
+    """One load against one server: the medians over the repeats, plus their range."""
+
+    server: str  # label
+    kind: str
+    name: str
+    transport: str
+    size: int
+    conns: int
+    msgs_per_s: float = 0.0
+    msgs_per_s_range: tuple[float, float] = (0.0, 0.0)
+    mb_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    server_cpu_s: float | None = None
+    client_cpu_s: float = 0.0
+    msgs_per_cpu_s: float | None = None  # messages per server CPU-second
+    runs: int = 0
+    errors: list[str] = field(default_factory=list)
+    ratios: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def load(self) -> tuple[str, int, int]:
+        return (self.transport, self.size, self.conns)
+
+
+# --- starting and stopping a server ----------------------------------------------------
+
+
+class Running:
+    """A server process, pinned, started in its own session so it can be killed whole."""
+
+    def __init__(self, argv: list[str], log_path: str, cpu: int | None) -> None:
+        import subprocess
+
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
+            preexec_fn=pin,
+        )
+        self.exit_status: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> str:
+        """The URL from the ready line; RuntimeError if the server dies or stays silent."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = READY.search(self.log())
+            if m:
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self._tail()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"not ready after {timeout:g} s: {self._tail()}")
+
+    def _tail(self) -> str:
+        lines = self.log().strip().splitlines()
+        return " | ".join(lines[-3:]) or "(no output)"
+
+    def stop(self) -> None:
+        """SIGTERM and wait; then SIGKILL whatever is left in its process group."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait()
+        self.exit_status = self.proc.returncode
+        self._log.close()
+
+
+def serve_available() -> str | None:
+    """None when ``python -m ipcnet serve`` exists, else why not."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ipcnet", "serve", "--help"],
+            capture_output=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return "ipcnet serve --help did not answer"
+    if done.returncode != 0:
+        return "ipcnet serve is not available in this build"
+    return None
+
+
+def server_argv(
+    server: Server,
+    url: str,
+    build_dir: str,
+    workers: int | None,
+    inner: str,
+    pool_workers: int = 10,
+) -> list[str]:
+    from ipcnet.bench.peers import command
+
+    if server.kind == "peer":
+        return command(server.name, url, build_dir if server.name == "c-epoll" else None)
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", url, "--model", server.name]
+    if workers is not None and server.name in ("pool", "prefork"):
+        argv += ["--workers", str(workers)]
+    elif server.name == "pool":  # a pool thread holds a connection: one per connection
+        argv += ["--workers", str(pool_workers)]
+    if server.name == "prefork":
+        argv += ["--inner", inner]
+    return argv
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    sizes: list[int]
+    conns: list[int]
+    seconds: float
+    repeat: int
+    server_cpu: int | None
+    load_cpu: int | None
+    servers: list[Server]
+    unix: set[str]  # server names that also run over unix sockets
+    workers: int | None = None
+    inner: str = "epoll"
+    quiet: bool = False
+
+
+def _pick_cpus(server_cpu: int, load_cpu: int) -> tuple[int | None, int | None, str]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, f"only CPU {cpus[0]} is available: server and load share it"
+    s, c = cpus[server_cpu % len(cpus)], cpus[load_cpu % len(cpus)]
+    return s, c, f"server pinned to CPU {s}, load client to CPU {c}"
+
+
+def measure_all(
+    cfg: Config, log: IO[str] | None = None
+) -> tuple[list[Row], list[dict[str, str]], list[dict[str, Any]]]:
+    """Run every server under every load, ``repeat`` rounds; rows, skips, failures."""
+    import tempfile
+
+    from ipcnet.bench.echo import EchoError, measure
+    from ipcnet.bench.peers import build_c_echo, unavailable
+
+    def say(text: str) -> None:
+        if log is not None:
+            print(text, file=log, flush=True)
+
+    skipped: list[dict[str, str]] = []
+    failures: list[dict[str, Any]] = []
+    rows: dict[tuple[str, str, int, int], Row] = {}
+    servers: list[Server] = []
+    no_serve = serve_available() if any(s.kind == "ours" for s in cfg.servers) else None
+    for s in cfg.servers:
+        why = unavailable(s.name) if s.kind == "peer" else no_serve
+        if why:
+            skipped.append({"server": s.label, "why": why})
+            say(f"skip {s.label}: {why}")
+        else:
+            servers.append(s)
+
+    with tempfile.TemporaryDirectory(prefix="ipcnet-bm-", dir="/tmp") as folder:
+        if any(s.name == "c-epoll" for s in servers):
+            try:
+                build_c_echo(folder)
+            except RuntimeError as exc:
+                skipped.append({"server": "peer:c-epoll", "why": str(exc)})
+                servers = [s for s in servers if s.name != "c-epoll"]
+        runs = [
+            (s, t) for s in servers for t in ("tcp", "unix") if t == "tcp" or s.name in cfg.unix
+        ]
+        for round_no in range(cfg.repeat):
+            # alternate the order between rounds so slow drift hits every server alike
+            for server, transport in runs if round_no % 2 == 0 else runs[::-1]:
+                if transport == "tcp":
+                    url = "tcp://127.0.0.1:0"
+                else:
+                    url = f"unix://{folder}/{server.kind}-{server.name}.sock"
+                label = f"{server.label} over {transport}"
+                running = Running(
+                    server_argv(server, url, folder, cfg.workers, cfg.inner, max(cfg.conns)),
+                    os.path.join(folder, f"{server.kind}-{server.name}-{transport}.log"),
+                    cfg.server_cpu,
+                )
+                try:
+                    try:
+                        real_url = running.wait_ready()
+                    except RuntimeError as exc:
+                        failures.append({"server": label, "error": f"did not start: {exc}"})
+                        say(f"FAIL {label}: did not start: {exc}")
+                        continue
+                    for size in cfg.sizes:
+                        for conns in cfg.conns:
+                            key = (server.label, transport, size, conns)
+                            row = rows.setdefault(
+                                key,
+                                Row(server.label, server.kind, server.name, transport, size, conns),
+                            )
+                            if conns > 1 and not server.concurrent:
+                                row.errors = ["serves one connection at a time"]
+                                continue
+                            try:
+                                result = measure(
+                                    real_url,
+                                    conns=conns,
+                                    seconds=cfg.seconds,
+                                    size=size,
+                                    cpu=cfg.load_cpu,
+                                    server_pid=running.pid,
+                                )
+                            except EchoError as exc:
+                                row.errors.append(str(exc))
+                                say(f"FAIL {label} {size} B c={conns}: {exc}")
+                                continue
+                            _add_sample(row, result)
+                            say(_progress(round_no, label, result))
+                            if running.proc.poll() is not None:
+                                break
+                finally:
+                    running.stop()
+                if running.exit_status not in (0, None):
+                    failures.append(
+                        {"server": label, "error": f"exit status {running.exit_status} on SIGTERM"}
+                    )
+    out = list(rows.values())
+    for row in out:
+        _summarize(row)
+    _add_ratios(out, {s.name: s for s in cfg.servers})
+    return out, skipped, failures
+
+
+def _progress(round_no: int, label: str, r: EchoResult) -> str:
+    cpu = f"{r.server_cpu_s:.2f}" if r.server_cpu_s is not None else "-"
+    flag = "" if r.ok else "  ERRORS: " + "; ".join(r.errors[:2])
+    return (
+        f"[{round_no + 1}] {label:<28} {r.size:>6} B c={r.conns:<3} {r.msgs_per_s:>9,.0f} msg/s"
+        f"  p99 {r.p99_ms:7.3f} ms  srv CPU {cpu} s  cli CPU {r.client_cpu_s:.2f} s{flag}"
+    )
+
+
+def _add_sample(row: Row, r: EchoResult) -> None:
+    row.samples.append(
+        {
+            "msgs_per_s": r.msgs_per_s,
+            "mb_per_s": r.mb_per_s,
+            "p50_ms": r.p50_ms,
+            "p99_ms": r.p99_ms,
+            "server_cpu_s": r.server_cpu_s,
+            "client_cpu_s": r.client_cpu_s,
+            "msgs_per_cpu_s": r.msgs_per_server_cpu_s,
+            "ok": r.ok,
+        }
+    )
+    row.errors.extend(e for e in r.errors if e not in row.errors)
+
+
+def _summarize(row: Row) -> None:
+    good = [s for s in row.samples if s["ok"]]
+    row.runs = len(good)
+    if not good:
+        return
+
+    def med(key: str) -> float:
+        return float(statistics.median(s[key] for s in good))
+
+    row.msgs_per_s = med("msgs_per_s")
+    rates = [s["msgs_per_s"] for s in good]
+    row.msgs_per_s_range = (min(rates), max(rates))
+    row.mb_per_s = med("mb_per_s")
+    row.p50_ms = med("p50_ms")
+    row.p99_ms = med("p99_ms")
+    row.client_cpu_s = med("client_cpu_s")
+    cpus = [s["server_cpu_s"] for s in good if s["server_cpu_s"] is not None]
+    row.server_cpu_s = statistics.median(cpus) if cpus else None
+    effs = [s["msgs_per_cpu_s"] for s in good if s["msgs_per_cpu_s"]]
+    row.msgs_per_cpu_s = statistics.median(effs) if effs else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _add_ratios(rows: list[Row], known: dict[str, Server]) -> None:
+    by_key = {(r.kind, r.name, r.load): r for r in rows}
+    for row in rows:
+        if row.kind != "ours" or not row.runs:
+            continue
+        for peer in known[row.name].peers if row.name in known else ():
+            other = by_key.get(("peer", peer, row.load))
+            if other is None or not other.runs:
+                continue
+            row.ratios[peer] = {
+                "msgs_per_s": _ratio(row.msgs_per_s, other.msgs_per_s),
+                "msgs_per_cpu_s": _ratio(row.msgs_per_cpu_s, other.msgs_per_cpu_s),
+            }
+
+
+# --- goals ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Goal:
+    text: str
+    target: float
+    ratio: float | None = None  # throughput ratio (the goal's measure)
+    cpu_ratio: float | None = None  # the same ratio in messages per server CPU-second
+    where: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.ratio is None else self.ratio >= self.target
+
+
+def _geomean(values: list[float]) -> float | None:
+    import math
+
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def goals(rows: list[Row]) -> list[Goal]:
+    def find(kind: str, name: str, transport: str, size: int, conns: int) -> Row | None:
+        for r in rows:
+            if (r.kind, r.name, r.load) == (kind, name, (transport, size, conns)) and r.runs:
+                return r
+        return None
+
+    out: list[Goal] = []
+
+    def pair(text: str, target: float, model: str, peer: str, size: int, conns: int) -> None:
+        a, b = find("ours", model, "tcp", size, conns), find("peer", peer, "tcp", size, conns)
+        g = Goal(text, target, where=f"tcp, {size // KiB} KiB, c={conns}")
+        if a and b:
+            g.ratio = _ratio(a.msgs_per_s, b.msgs_per_s)
+            g.cpu_ratio = _ratio(a.msgs_per_cpu_s, b.msgs_per_cpu_s)
+        out.append(g)
+
+    def across(text: str, target: float, model: str, peer: str) -> None:
+        """Geometric mean over every tcp load both ran; the worst load goes in ``where``."""
+        pairs = []
+        for a in rows:
+            if a.kind == "ours" and a.name == model and a.transport == "tcp" and a.runs:
+                b = find("peer", peer, "tcp", a.size, a.conns)
+                if b:
+                    pairs.append((a, b))
+        g = Goal(text, target, where="geometric mean of all tcp loads")
+        ratios = [r for a, b in pairs if (r := _ratio(a.msgs_per_s, b.msgs_per_s))]
+        cpu = [r for a, b in pairs if (r := _ratio(a.msgs_per_cpu_s, b.msgs_per_cpu_s))]
+        g.ratio, g.cpu_ratio = _geomean(ratios), _geomean(cpu)
+        if ratios:
+            worst = min(pairs, key=lambda ab: _ratio(ab[0].msgs_per_s, ab[1].msgs_per_s) or 0)
+            g.where += (
+                f" (worst {min(ratios):.2f} at {worst[0].size // KiB} KiB c={worst[0].conns})"
+            )
+        out.append(g)
+
+    pair("asyncio driver >= 1.0x uvloop Protocol", 1.0, "asyncio", "uvloop-protocol", KiB, 10)
+    pair("asyncio driver >= 0.9x C epoll server", 0.9, "asyncio", "c-epoll", KiB, 10)
+    for model in ("epoll",):
+        across(f"{model} driver >= 1.0x selectors loop", 1.0, model, "selectors")
+    for model in ("thread", "pool"):
+        across(f"{model} >= 1.0x ThreadingTCPServer", 1.0, model, "threadingtcpserver")
+    for model in ("fork", "forkconc"):
+        across(f"{model} >= 1.0x ForkingTCPServer", 1.0, model, "forkingtcpserver")
+    for model in ("epoll", "asyncio"):
+        pairs = []
+        for a in rows:
+            if a.kind == "ours" and a.name == model and a.transport == "unix" and a.runs:
+                b = find("ours", model, "tcp", a.size, a.conns)
+                if b:
+                    pairs.append((a, b))
+        g = Goal(f"{model}: unix about 2x tcp", 2.0, where="geometric mean of all loads")
+        g.ratio = _geomean([r for a, b in pairs if (r := _ratio(a.msgs_per_s, b.msgs_per_s))])
+        g.cpu_ratio = _geomean(
+            [r for a, b in pairs if (r := _ratio(a.msgs_per_cpu_s, b.msgs_per_cpu_s))]
+        )
+        out.append(g)
+    return out
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+SHORT = {
+    "tcpserver": "TCPServer",
+    "threadingtcpserver": "ThreadingTCPServer",
+    "forkingtcpserver": "ForkingTCPServer",
+    "asyncio-streams": "asyncio streams",
+    "asyncio-protocol": "asyncio Protocol",
+    "uvloop-protocol": "uvloop Protocol",
+    "selectors": "selectors loop",
+    "c-epoll": "C epoll",
+}
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[Row]) -> str:
+    head = (
+        f"{'transport':<9} {'size':>6} {'c':>3}  {'server':<24} {'msgs/s':>9} {'MB/s':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'cli CPU-s':>9} {'srv CPU-s':>9} {'msgs/CPU-s':>10}  "
+        f"ratio vs peer "
+        f"(msgs/s, msgs/CPU-s)"
+    )
+    lines = [head, "-" * len(head)]
+    order = sorted(rows, key=lambda r: (r.transport, r.size, r.conns, r.kind != "peer", r.name))
+    last: tuple[str, int, int] | None = None
+    for r in order:
+        if last is not None and r.load != last:
+            lines.append("")
+        last = r.load
+        name = f"peer {SHORT.get(r.name, r.name)}" if r.kind == "peer" else r.name
+        size = f"{r.size // KiB}k" if r.size % KiB == 0 else str(r.size)
+        if not r.runs:
+            why = "; ".join(r.errors[:1]) or "no result"
+            lines.append(f"{r.transport:<9} {size:>6} {r.conns:>3}  {name:<24} n/a: {why}")
+            continue
+        ratios = "  ".join(
+            f"{SHORT.get(p, p)} {_f(v['msgs_per_s'], '.2f')}, {_f(v['msgs_per_cpu_s'], '.2f')}"
+            for p, v in r.ratios.items()
+        )
+        lines.append(
+            f"{r.transport:<9} {size:>6} {r.conns:>3}  {name:<24} {r.msgs_per_s:>9,.0f} "
+            f"{r.mb_per_s:>7.1f} {r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.client_cpu_s:>9.2f} "
+            f"{_f(r.server_cpu_s, '.2f'):>9} {_f(r.msgs_per_cpu_s, ',.0f'):>10}  {ratios}"
+        )
+    return "\n".join(lines)
+
+
+def format_goals(gs: list[Goal]) -> str:
+    lines = ["goals (throughput ratio; in brackets the same ratio per server CPU-second):"]
+    for g in gs:
+        state = {True: "met", False: "MISSED", None: "not measured"}[g.met]
+        ratio = "-" if g.ratio is None else f"{g.ratio:.2f}x"
+        cpu = "" if g.cpu_ratio is None else f" [{g.cpu_ratio:.2f}x]"
+        lines.append(f"  {state:<12} {g.text}: {ratio}{cpu}  ({g.where})")
+    return "\n".join(lines)
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _sizes(text: str) -> list[int]:
+    from ipcnet.bench.echo import parse_size
+
+    return [parse_size(t) for t in text.split(",") if t]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sizes", type=_sizes, default=[KiB, 10 * KiB, 100 * KiB], help="default 1k,10k,100k"
+    )
+    parser.add_argument("--conns", type=_ints, default=[1, 10], help="default 1,10")
+    parser.add_argument(
+        "-d", "--seconds", type=float, default=2.0, help="seconds per load (default 2)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds; medians and ranges are reported"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="only this model or peer (repeatable; e.g. epoll, c-epoll)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="run only our models")
+    parser.add_argument("--no-ours", action="store_true", help="run only the peers")
+    parser.add_argument(
+        "--unix",
+        default=",".join(UNIX_DEFAULT),
+        help=f"models and peers that also run over unix sockets (default {','.join(UNIX_DEFAULT)})",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0, help="CPU for servers (default 0)")
+    parser.add_argument("--load-cpu", type=int, default=1, help="CPU for the load (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="--workers for pool and prefork (default: pool gets max(CONNS), prefork its own)",
+    )
+    parser.add_argument(
+        "--inner", default="epoll", help="--inner model for prefork (default epoll)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    servers: list[Server] = []
+    if not args.no_peers:
+        servers += peer_servers()
+    if not args.no_ours:
+        servers += OURS
+    if args.only:
+        known = {s.name for s in (*OURS, *peer_servers())}
+        unknown = [n for n in args.only if n not in known]
+        if unknown:
+            print(
+                f"ipcnet bench models: unknown {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})",
+                file=sys.stderr,
+            )
+            return 2
+        servers = [s for s in servers if s.name in args.only]
+    server_cpu, load_cpu, pinning = _pick_cpus(args.server_cpu, args.load_cpu)
+    cfg = Config(
+        sizes=args.sizes,
+        conns=args.conns,
+        seconds=args.seconds,
+        repeat=max(1, args.repeat),
+        server_cpu=server_cpu,
+        load_cpu=load_cpu,
+        servers=servers,
+        unix={n for n in args.unix.split(",") if n},
+        workers=args.workers,
+        inner=args.inner,
+    )
+    before = os.sched_getaffinity(0)
+    if load_cpu is not None:
+        os.sched_setaffinity(0, {load_cpu})  # this process samples /proc: keep it off the server
+    started = time.monotonic()
+    try:
+        rows, skipped, failures = measure_all(cfg, None if args.quiet else sys.stderr)
+    finally:
+        os.sched_setaffinity(0, before)
+    elapsed = time.monotonic() - started
+    gs = goals(rows)
+    if args.json:
+        config = asdict(cfg) | {"servers": [s.label for s in cfg.servers], "unix": sorted(cfg.unix)}
+        print(
+            json.dumps(
+                {
+                    "config": config,
+                    "pinning": pinning,
+                    "elapsed_s": round(elapsed, 1),
+                    "rows": [asdict(r) for r in rows],
+                    "goals": [asdict(g) | {"met": g.met} for g in gs],
+                    "skipped": skipped,
+                    "failures": failures,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"echo, closed loop, {args.seconds:g} s per load, {cfg.repeat} round(s), "
+            f"medians; {pinning}; every echoed byte verified"
+        )
+        print(format_table(rows))
+        print()
+        print(format_goals(gs))
+        for s in skipped:
+            print(f"skipped {s['server']}: {s['why']}")
+        for f in failures:
+            print(f"failed {f['server']}: {f['error']}")
+        print(f"({elapsed:.0f} s)")
+    bad_rows = [r for r in rows if r.errors and r.errors != ["serves one connection at a time"]]
+    return 1 if failures or bad_rows else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ipcnet bench models", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

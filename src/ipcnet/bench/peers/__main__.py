@@ -1,0 +1,7 @@
+"""``python -m ipcnet.bench.peers NAME URL``: run one peer echo server until SIGTERM."""
+
+import sys
+
+from ipcnet.bench.peers.servers import main
+
+sys.exit(main())

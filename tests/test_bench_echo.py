@@ -1,0 +1,245 @@
+"""The echo load client, the peer servers and ``ipcnet bench models``: function, not speed.
+
+No assertion here is about how fast anything is; runs are a fraction of a second, on
+ephemeral ports and unique paths, and every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from ipcnet.bench import echo, models
+from ipcnet.bench.peers import PEERS, build_c_echo, c_argv, find_cc, unavailable
+from ipcnet.testing.pairs import free_port
+
+IPCNET = [sys.executable, "-m", "ipcnet"]
+
+READY = re.compile(r"listening on (\S+)")
+
+# An echo server that flips bit 0 of the first byte of every read.
+BAD_ECHO = """
+import socket, sys, threading
+srv = socket.create_server(("127.0.0.1", 0))
+print("bad echo listening on tcp://127.0.0.1:%d" % srv.getsockname()[1], file=sys.stderr, flush=True)
+def serve(conn):
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(bytes([data[0] ^ 1]) + data[1:])
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+@contextmanager
+def server(argv: list[str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Start a server that prints a ready line on stderr; yield (url, process); stop it."""
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        timer = threading.Timer(20, proc.kill)  # never hang on a silent server
+        timer.start()
+        line = proc.stderr.readline() if proc.stderr else ""
+        timer.cancel()
+        m = READY.search(line)
+        assert m, f"no ready line: {line!r}"
+        yield m.group(1), proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def peer(name: str, url: str = "tcp://127.0.0.1:0") -> list[str]:
+    return [sys.executable, "-m", "ipcnet.bench.peers", name, url]
+
+
+def echo_roundtrip(url: str, payload: bytes) -> bytes:
+    """Send payload from a thread while reading, half-close, read to EOF."""
+    if url.startswith("tcp://"):
+        host, port = url[len("tcp://") :].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=10)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(10)
+        sock.connect(url[len("unix://") :])
+    with sock:
+
+        def send() -> None:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        got = bytearray()
+        while chunk := sock.recv(65536):
+            got += chunk
+        sender.join()
+    return bytes(got)
+
+
+# --- the load client -----------------------------------------------------------------------
+
+
+def test_load_against_asyncio_protocol_peer_reports_json(capsys):
+    with server(peer("asyncio-protocol")) as (url, proc):
+        status = echo.main(
+            [url, "-c", "3", "-d", "0.4", "-s", "3000", "--json", "--server-pid", str(proc.pid)]
+        )
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert out["msgs"] > 0 and out["verified"] is True and out["errors"] == []
+    assert out["conns"] == 3 and out["size"] == 3000
+    assert out["msgs_per_s"] > 0 and out["mb_per_s"] > 0
+    assert 0 < out["p50_ms"] <= out["p90_ms"] <= out["p99_ms"] <= out["max_ms"]
+    assert out["server_cpu_s"] is not None and out["server_cpu_s"] >= 0
+    assert out["client_cpu_s"] > 0
+
+
+def test_cli_over_unix_with_big_messages_and_the_channel_client(short_tmp):
+    url = f"unix://{short_tmp}/peer.sock"
+    with server(peer("selectors", url)):
+        done = subprocess.run(
+            [*IPCNET, "bench", "echo", url, "-c", "2", "-d", "0.3", "-s", "200k", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["msgs"] > 0
+        result = echo.measure(url, conns=1, seconds=0.3, size=1000, client="channel")
+    assert result.ok and result.msgs > 0 and result.client == "channel"
+
+
+def test_a_wrong_echo_is_reported_and_fails(capsys):
+    with server([sys.executable, "-c", BAD_ECHO]) as (url, _):
+        status = echo.main([url, "-c", "2", "-d", "0.3"])
+        result = echo.measure(url, conns=1, seconds=0.3, size=100)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "echo mismatch on connection" in err and "byte 0 of 1024" in err
+    assert "Traceback" not in err
+    assert not result.verified and not result.ok
+
+
+def test_nothing_listening_is_a_clear_error(capsys):
+    url = f"tcp://127.0.0.1:{free_port()}"
+    assert echo.main([url, "-d", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipcnet bench echo: connection refused")
+    assert "Traceback" not in err
+
+
+def test_a_bad_address_and_a_bad_size_are_clear_errors(capsys):
+    assert echo.main(["nosuch://x", "-d", "0.2"]) == 2
+    assert "ipcnet bench echo:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        echo.main(["tcp://127.0.0.1:9", "-s", "lots"])
+
+
+def test_server_cpu_counts_the_process_tree():
+    assert echo.process_tree_cpu(os.getpid()) > 0
+    with pytest.raises(echo.EchoError):
+        echo.process_tree_cpu(2**22 + 12345)
+
+
+@pytest.mark.parametrize(
+    "text,size", [("1024", 1024), ("10k", 10240), ("100KiB", 102400), ("1M", 1 << 20)]
+)
+def test_sizes(text, size):
+    assert echo.parse_size(text) == size
+
+
+# --- the peers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in PEERS if n != "c-epoll"])
+def test_python_peers_echo_and_stop_on_sigterm(name, short_tmp):
+    if unavailable(name):
+        pytest.skip(unavailable(name))
+    payload = os.urandom(300_000)
+    with server(peer(name, f"unix://{short_tmp}/{name}.sock")) as (url, proc):
+        assert echo_roundtrip(url, payload) == payload
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert not os.path.exists(f"{short_tmp}/{name}.sock")
+
+
+@pytest.mark.skipif(find_cc() is None, reason="no C compiler (cc)")
+def test_c_peer_compiles_echoes_and_stops(short_tmp):
+    binary = build_c_echo(short_tmp)
+    assert build_c_echo(short_tmp) == binary  # reused, not rebuilt
+    payload = os.urandom(1 << 20)
+    with server(c_argv(binary, "tcp://127.0.0.1:0")) as (url, proc):
+        assert echo_roundtrip(url, payload) == payload
+        assert echo.measure(url, conns=2, seconds=0.2, size=5000).ok
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    sock_path = f"{short_tmp}/c.sock"
+    with server(c_argv(binary, f"unix://{sock_path}")) as (url, proc):
+        assert echo_roundtrip(url, payload) == payload
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert not os.path.exists(sock_path)
+    os.unlink(binary)
+
+
+# --- ipcnet bench models -------------------------------------------------------------------
+
+
+def test_models_runs_peers_prints_json_and_leaves_nothing(capsys):
+    only = ["--only", "selectors", "--only", "tcpserver"]
+    args = ["-d", "0.2", "--sizes", "1k", "--conns", "1,2", "--unix", "selectors", "--no-ours"]
+    status = models.main([*only, *args, "--json", "-q"])
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    rows = {(r["name"], r["transport"], r["conns"]): r for r in out["rows"]}
+    assert set(rows) == {
+        ("selectors", "tcp", 1),
+        ("selectors", "tcp", 2),
+        ("selectors", "unix", 1),
+        ("selectors", "unix", 2),
+        ("tcpserver", "tcp", 1),
+        ("tcpserver", "tcp", 2),
+    }
+    assert rows["tcpserver", "tcp", 2]["errors"] == ["serves one connection at a time"]
+    for key, row in rows.items():
+        if key != ("tcpserver", "tcp", 2):
+            assert row["runs"] == 1 and row["msgs_per_s"] > 0, row
+    assert out["failures"] == [] and len(out["goals"]) > 0
+    assert live_children() == []
+
+
+def live_children() -> list[int]:
+    """Processes whose parent is this one and that are not zombies."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != b"Z":
+                found.append(int(name))
+    return found
