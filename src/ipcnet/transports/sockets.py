@@ -80,8 +80,10 @@ class SocketStream(StreamTransport):
 
     # --- data ----------------------------------------------------------------------
 
+    # read/read_into/write skip _check_open: a closed socket object fails with EBADF, which
+    # _error turns into Closed; one method call less on the hot path.
+
     def read_into(self, buf: memoryview) -> int:
-        self._check_open("read from")
         self._blocked += 1
         try:
             n = self.sock.recv_into(buf)
@@ -94,7 +96,6 @@ class SocketStream(StreamTransport):
         return n
 
     def read(self, n: int) -> bytes:
-        self._check_open("read from")
         self._blocked += 1
         try:
             data = self.sock.recv(n)
@@ -107,7 +108,6 @@ class SocketStream(StreamTransport):
         return data
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._check_open("write to")
         self._blocked += 1
         try:
             self.sock.sendall(data, MSG_NOSIGNAL)
