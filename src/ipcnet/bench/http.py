@@ -1,0 +1,336 @@
+"""``ipcnet bench http``: static files with wrk, ipcnet beside nginx, http.server, uvicorn.
+
+Role: one load client (wrk -t1 -c50) against each web server serving the same directory of
+1 KiB, 100 KiB and 10 MiB files, with keep-alive and with ``Connection: close``; the server
+and wrk are pinned to different CPUs. Peers: nginx (1 worker, sendfile on, access log off),
+``python -m http.server`` (ThreadingHTTPServer) and uvicorn (httptools, uvloop) running
+Starlette's StaticFiles. Rules: every server is started and stopped here (by its own pid);
+everything written goes to one temporary directory, removed at the end; a peer that is not
+installed is reported as missing, not faked; medians and ranges over ``--runs`` runs, and
+ratios of medians, are reported as a Markdown table (``--json`` for machine use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FILES = {"1k.bin": 1024, "100k.bin": 100 * 1024, "10m.bin": 10 * 1024 * 1024}
+SERVERS = ("ipcnet", "nginx", "http.server", "uvicorn")
+GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for
+    ("nginx", "1k.bin"): 0.6,
+    ("nginx", "10m.bin"): 0.9,
+    ("http.server", "*"): 10.0,
+    ("uvicorn", "*"): 1.5,
+}
+
+
+@dataclass
+class Cell:
+    server: str
+    file: str
+    mode: str  # keep-alive | close
+    rps: list[float] = field(default_factory=list)
+    mbps: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rps) if self.rps else 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Running:
+    """A server process we started, stopped by its own pid (its group, for its children)."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+        self.name = name
+        self.port = port
+        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            _wait_listening(port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def _nginx_conf(tmp: Path, root: Path, port: int) -> Path:
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            worker_processes 1;
+            daemon off;
+            pid {tmp}/nginx.pid;
+            error_log {tmp}/nginx-error.log;
+            events {{ worker_connections 1024; }}
+            http {{
+                access_log off;
+                sendfile on;
+                tcp_nopush on;
+                tcp_nodelay on;
+                keepalive_requests 1000000;
+                default_type application/octet-stream;
+                client_body_temp_path {tmp}/nginx-body;
+                proxy_temp_path {tmp}/nginx-proxy;
+                fastcgi_temp_path {tmp}/nginx-fastcgi;
+                uwsgi_temp_path {tmp}/nginx-uwsgi;
+                scgi_temp_path {tmp}/nginx-scgi;
+                server {{ listen 127.0.0.1:{port}; root {root}; }}
+            }}
+            """
+        )
+    )
+    return conf
+
+
+UVICORN_APP = """
+from starlette.staticfiles import StaticFiles
+app = StaticFiles(directory={root!r})
+"""
+
+
+def _command(name: str, tmp: Path, root: Path, port: int, model: str) -> list[str] | str:
+    """The argv that starts ``name`` on ``port``, or why it cannot run here."""
+    py = sys.executable
+    if name == "ipcnet":
+        address = f"tcp://127.0.0.1:{port}"
+        return [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
+    if name == "nginx":
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+        )
+        if nginx is None:
+            return "nginx is not installed (scripts/system-deps nginx)"
+        return [nginx, "-c", str(_nginx_conf(tmp, root, port)), "-p", str(tmp)]
+    if name == "http.server":
+        return [py, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
+    if name == "uvicorn":
+        try:
+            import httptools  # noqa: F401
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+            import uvloop  # noqa: F401
+        except ImportError as exc:
+            return f"uvicorn peer needs uvicorn, starlette, httptools, uvloop ({exc.name} missing)"
+        (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
+        app = ["bench_static_app:app", "--app-dir", str(tmp), "--host", "127.0.0.1"]
+        options = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+        return [py, "-m", "uvicorn", *app, "--port", str(port), *options, "--log-level", "warning"]
+    raise ValueError(name)
+
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_XFER = re.compile(r"Transfer/sec:\s+([\d.]+)([KMG]?B)")
+_UNIT = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
+
+
+def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float, float, str]:
+    argv = [*_pin(cpu), "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--timeout", "10s", url]
+    if close:
+        argv[-1:-1] = ["-H", "Connection: close"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    out = done.stdout
+    rps = _RPS.search(out)
+    xfer = _XFER.search(out)
+    notes = [line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line]
+    if rps is None or xfer is None:
+        return 0.0, 0.0, (done.stderr or out).strip()[-300:]
+    return float(rps.group(1)), float(xfer.group(1)) * _UNIT[xfer.group(2)], "; ".join(notes)
+
+
+def _check(port: int, name: str, size: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=30) as r:
+        body = r.read()
+    if len(body) != size:
+        raise RuntimeError(f"/{name}: {len(body)} bytes, expected {size}")
+
+
+def run_bench(
+    servers: list[str],
+    runs: int,
+    seconds: float,
+    model: str,
+    report: Callable[[str], None],
+) -> tuple[list[Cell], dict[str, str]]:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, wrk_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    if shutil.which("wrk") is None:
+        raise SystemExit("ipcnet bench http: wrk is not installed (scripts/system-deps wrk)")
+    cells: list[Cell] = []
+    missing: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="ipcnet-bench-http-") as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx's worker runs as another user: it must read the files
+        root = tmp / "www"
+        root.mkdir(mode=0o755)
+        for name, size in FILES.items():
+            (root / name).write_bytes(os.urandom(size))
+            (root / name).chmod(0o644)
+        for server in servers:
+            port = _free_port()
+            argv = _command(server, tmp, root, port, model)
+            if isinstance(argv, str):
+                missing[server] = argv
+                report(f"{server}: skipped: {argv}")
+                continue
+            label = f"ipcnet ({model})" if server == "ipcnet" else server
+            running = Running(label, _pin(server_cpu) + argv, port, tmp / f"{server}.log")
+            try:
+                for name, size in FILES.items():
+                    _check(port, name, size)
+                for name in FILES:
+                    for mode in ("keep-alive", "close"):
+                        cell = Cell(label, name, mode)
+                        for _ in range(runs):
+                            url = f"http://127.0.0.1:{port}/{name}"
+                            rps, mbps, note = _wrk(url, mode == "close", seconds, wrk_cpu)
+                            cell.rps.append(rps)
+                            cell.mbps.append(mbps)
+                            if note:
+                                cell.errors.append(note)
+                        cells.append(cell)
+                        report(f"{label:<16} {name:<9} {mode:<10} {cell.median:>10.0f} req/s")
+            finally:
+                running.stop()
+    return cells, missing
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:,.0f}"
+    return f"{med:,.0f} ({min(values):,.0f}..{max(values):,.0f})"
+
+
+def markdown(cells: list[Cell], missing: dict[str, str], command: str) -> str:
+    by = {(c.server, c.file, c.mode): c for c in cells}
+    servers = list(dict.fromkeys(c.server for c in cells))
+    ours = next((s for s in servers if s.startswith("ipcnet")), None)
+    lines = [f"`{command}`", ""]
+    head = "| file | connection | " + " | ".join(servers) + " |"
+    lines += [head, "|" + "---|" * (len(servers) + 2)]
+    for name in FILES:
+        for mode in ("keep-alive", "close"):
+            row = [name, mode]
+            for s in servers:
+                c = by.get((s, name, mode))
+                row.append(_fmt(c.rps) if c else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "requests/s: median (min..max) over the runs; ratios are of medians", ""]
+    peers = [s for s in servers if s != ours]
+    if ours is not None and peers:
+        lines += ["| file | connection | " + " | ".join(f"ours / {p}" for p in peers) + " |"]
+        lines += ["|" + "---|" * (len(peers) + 2)]
+        for name in FILES:
+            for mode in ("keep-alive", "close"):
+                row = [name, mode]
+                mine = by.get((ours, name, mode))
+                for p in peers:
+                    other = by.get((p, name, mode))
+                    if mine is None or other is None or not other.median:
+                        row.append("-")
+                        continue
+                    ratio = mine.median / other.median
+                    goal = GOALS.get((p, name)) or GOALS.get((p, "*"))
+                    mark = (
+                        "" if goal is None else (" ✓" if ratio >= goal else f" ✗ (goal {goal:g}x)")
+                    )
+                    row.append(f"{ratio:.2f}x{mark}")
+                lines.append("| " + " | ".join(row) + " |")
+    errors = [c for c in cells if c.errors]
+    if errors:
+        lines += ["", "wrk reported:"]
+        lines += [f"- {c.server} {c.file} {c.mode}: {c.errors[0]}" for c in errors]
+    for name, why in missing.items():
+        lines.append(f"- {name}: not run: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="ipcnet bench http",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (all)")
+    p.add_argument("--model", default="asyncio", help="our concurrency model (asyncio)")
+    p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
+    p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        p.error(f"unknown servers: {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
+    command = "ipcnet bench http " + " ".join(argv if argv is not None else sys.argv[1:])
+    cells, missing = run_bench(
+        servers,
+        args.runs,
+        args.duration,
+        args.model,
+        lambda t: print(t, file=sys.stderr, flush=True),
+    )
+    if args.json:
+        print(json.dumps({"cells": [c.__dict__ for c in cells], "missing": missing}, indent=1))
+    else:
+        print(markdown(cells, missing, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""``ipcnet serve http ROOT [ADDRESS...]``: the static-file web server's options.
+
+Role: argument parsing only; ``ipcnet.cli.serve`` adds the shared options (model, limits,
+trace, stats) and runs what ``make_service`` returns. Rules: every limit of
+``ipcnet.protocols.http.Limits`` that an operator may want has an option here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:8000"
+HTTP_IDLE_TIMEOUT = 60.0  # keep-alive idle: the driver's --idle-timeout, shorter for http
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", metavar="ROOT", help="directory to serve")
+    parser.add_argument(
+        "addresses",
+        nargs="*",
+        metavar="ADDRESS",
+        default=[DEFAULT_ADDRESS],
+        help=f"where to listen (default {DEFAULT_ADDRESS}); tcp://, unix://",
+    )
+    g = parser.add_argument_group("http")
+    g.add_argument("--quiet", "-q", action="store_true", help="no access log")
+    g.add_argument(
+        "--access-log", metavar="FILE", help="append the access log (CLF) to FILE (default stderr)"
+    )
+    g.add_argument("--no-status", action="store_true", help="no /_status and /_status.json")
+    g.add_argument("--no-listing", action="store_true", help="403 for directories without index")
+    g.add_argument("--no-gzip", action="store_true", help="never serve precompressed .gz siblings")
+    g.add_argument(
+        "--no-sendfile",
+        action="store_true",
+        help="read files into memory instead of sendfile(2) (automatic for asyncio on uvloop)",
+    )
+    g.add_argument(
+        "--parser",
+        choices=["auto", "httptools", "h11"],
+        default="auto",
+        help="request parser (auto: httptools when installed, else h11)",
+    )
+    g.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="keep file lookups this long (1; 0 = look every time)",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a request head must arrive within S seconds, else 408 (10)",
+    )
+    g.add_argument(
+        "--max-header-bytes", type=int, default=16 * 1024, metavar="N", help="else 431 (16 KiB)"
+    )
+    g.add_argument("--max-headers", type=int, default=100, metavar="N", help="else 431 (100)")
+    g.add_argument(
+        "--max-request-line", type=int, default=8 * 1024, metavar="N", help="else 414 (8 KiB)"
+    )
+    g.add_argument("--max-ranges", type=int, default=16, metavar="N", help="more = whole file (16)")
+    parser.set_defaults(idle_timeout=HTTP_IDLE_TIMEOUT)
+
+
+def _loop_lacks_sendfile(args: argparse.Namespace) -> bool:
+    """uvloop has no loop.sendfile: the asyncio driver then copies files through worker
+    threads. Reading them into the web server's own cache is faster there, so that is
+    what it does under that model."""
+    model = args.inner if args.model == "prefork" else args.model
+    if model != "asyncio":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def make_service(args: argparse.Namespace) -> Any:
+    from ipcnet.httpd import HttpOptions
+    from ipcnet.httpd import make_service as build
+    from ipcnet.protocols.http import Limits
+
+    limits = Limits(
+        request_line=args.max_request_line,
+        header_bytes=args.max_header_bytes,
+        header_count=args.max_headers,
+        header_timeout=args.header_timeout,
+        max_ranges=args.max_ranges,
+    )
+    options = HttpOptions(
+        quiet=args.quiet,
+        access_log=args.access_log,
+        status=not args.no_status,
+        listings=not args.no_listing,
+        gzip=not args.no_gzip,
+        parser=args.parser,
+        cache_ttl=args.cache_ttl,
+        sendfile=not (args.no_sendfile or _loop_lacks_sendfile(args)),
+        limits=limits,
+        model=args.model,
+        workers=args.workers if args.model in ("pool", "prefork") else 0,
+    )
+    return build(args.root, options)

@@ -1,0 +1,77 @@
+"""The web server product: files under ROOT, access log, status page, demo site.
+
+Role: build the ``http`` service (``ipcnet serve http ROOT``) by injecting this package's
+Resolver, AccessLog and StatusPage into the sans-IO ``HttpService``. Rules: this is the
+layer that may touch files and /proc; the protocol layer below it never does.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ipcnet.httpd.accesslog import AccessLog
+from ipcnet.httpd.files import Resolver
+from ipcnet.httpd.metrics import Metrics
+from ipcnet.httpd.status import StatusPage
+from ipcnet.protocols.http import HttpService, Limits
+
+SITE = Path(__file__).resolve().parent / "site"
+
+
+@dataclass
+class HttpOptions:
+    quiet: bool = False
+    access_log: str | None = None  # a file; None = stderr (unless quiet)
+    status: bool = True
+    listings: bool = True
+    gzip: bool = True
+    parser: str = "auto"  # httptools, h11
+    cache_ttl: float = 1.0
+    sendfile: bool = True  # False: read files into memory (a driver without sendfile)
+    limits: Limits = field(default_factory=Limits)
+    model: str = ""
+    workers: int = 0
+
+
+def demo_site_root() -> Path:
+    """The bundled demo site (``make run`` serves it)."""
+    return SITE
+
+
+def open_log(options: HttpOptions) -> TextIO | None:
+    if options.quiet:
+        return None
+    if options.access_log and options.access_log != "-":
+        return open(options.access_log, "a", buffering=1, encoding="utf-8")
+    return sys.stderr
+
+
+def make_service(root: str | Path, options: HttpOptions | None = None) -> HttpService:
+    options = options or HttpOptions()
+    files = Resolver(
+        str(root),
+        listings=options.listings,
+        gzip=options.gzip,
+        cache_ttl=options.cache_ttl,
+        sendfile=options.sendfile,
+    )
+    metrics = Metrics()
+    status = (
+        StatusPage(metrics, model=options.model, workers=options.workers)
+        if options.status
+        else None
+    )
+    return HttpService(
+        files,
+        limits=options.limits,
+        observer=AccessLog(metrics, open_log(options)),
+        status=status,
+        parser=options.parser,
+        gzip=options.gzip,
+    )
+
+
+__all__ = ["SITE", "HttpOptions", "demo_site_root", "make_service"]

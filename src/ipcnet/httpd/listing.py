@@ -1,0 +1,58 @@
+"""Directory listings as HTML: names escaped, directories first, sizes and dates.
+
+Role: render what ``Resolver`` read from a directory. Rules: every name is HTML-escaped
+and URL-quoted (a file called ``<script>`` is text, ``a b`` links as ``a%20b``); links are
+relative, so a listing never points outside the directory it shows.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def render(path: str, items: list[Item]) -> bytes:
+    """The page for directory ``path`` (as the client named it, e.g. ``/docs/``)."""
+    title = html.escape(f"Index of {path}")
+    rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>'] if path != "/" else []
+    for item in sorted(items, key=lambda i: (not i.is_dir, i.name)):
+        label = item.name + ("/" if item.is_dir else "")
+        href = quote(item.name, errors="surrogateescape") + ("/" if item.is_dir else "")
+        if href.startswith(("/", ".")) or ":" in href.split("/", 1)[0]:
+            href = "./" + href
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.mtime))
+        size = "-" if item.is_dir else _size(item.size)
+        shown = html.escape(label.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        rows.append(
+            f'<tr><td><a href="{html.escape(href)}">{shown}</a></td>'
+            f"<td>{when}</td><td class=n>{size}</td></tr>"
+        )
+    page = (
+        "<!doctype html>\n<html lang=en><meta charset=utf-8>\n"
+        f"<title>{title}</title>\n"
+        "<style>body{font:15px system-ui,sans-serif;margin:2em}td{padding:.2em 1em}"
+        ".n{text-align:right}</style>\n"
+        f"<h1>{title}</h1>\n<table>\n<tr><th>Name</th><th>Modified (UTC)</th><th>Size</th></tr>\n"
+        + "\n".join(rows)
+        + "\n</table>\n<hr><address>ipcnet</address>\n"
+    )
+    return page.encode("utf-8")

@@ -1,0 +1,60 @@
+"""Request counters for the status page, shared by every process of one server.
+
+Role: the HTTP-level numbers the server core does not keep: requests by status class,
+body bytes, and a per-second ring for "requests/s over the last 10 s". Rules: the counters
+live in an anonymous shared mapping made before any fork (prefork workers, fork children
+all add to it) and every update takes one cross-process lock, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import time
+from typing import Any
+
+CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+SECONDS = 16  # ring slots (we report the last 10 complete seconds)
+_REQUESTS, _BYTES, _CLASS0 = 0, 1, 2
+_RING = _CLASS0 + len(CLASSES)  # stamps, then counts
+
+
+class Metrics:
+    def __init__(self) -> None:
+        cells = _RING + 2 * SECONDS
+        self._map = mmap.mmap(-1, cells * 8, mmap.MAP_SHARED)
+        self._cells = memoryview(self._map).cast("q")
+        self._lock = multiprocessing.Lock()
+        self.started = time.time()
+
+    def count(self, status: int, size: int) -> None:
+        now = int(time.time())
+        slot = _RING + now % SECONDS
+        klass = status // 100
+        cells = self._cells
+        with self._lock:
+            cells[_REQUESTS] += 1
+            cells[_BYTES] += size
+            if 1 <= klass <= 5:
+                cells[_CLASS0 + klass - 1] += 1
+            if cells[slot] != now:
+                cells[slot] = now
+                cells[slot + SECONDS] = 0
+            cells[slot + SECONDS] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        now = int(time.time())
+        cells = self._cells
+        with self._lock:
+            values = list(cells)
+        recent = sum(
+            values[_RING + SECONDS + i]
+            for i in range(SECONDS)
+            if now - 10 <= values[_RING + i] < now
+        )
+        return {
+            "requests": values[_REQUESTS],
+            "by_class": {name: values[_CLASS0 + i] for i, name in enumerate(CLASSES)},
+            "body_bytes": values[_BYTES],
+            "requests_per_second_10s": round(recent / 10, 1),
+        }

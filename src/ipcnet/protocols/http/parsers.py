@@ -1,0 +1,184 @@
+"""Request-head parsers: small adapters over llhttp (httptools) and h11, one interface.
+
+Role: turn one complete request head (request line + headers + blank line, as the session
+cut it from the stream) into a ``Head``, or raise ``BadRequest``. The HTTP grammar is the
+parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
+- ``check_head`` then applies the framing rules both parsers must agree on (RFC 9112 §6):
+  one Host, one Content-Length value, no Transfer-Encoding with Content-Length or in
+  HTTP/1.0, chunked last; versions other than 1.0/1.1 get 505;
+- ``check_bytes`` refuses control characters, bare CR or LF and obs-fold before any
+  parser sees the head, so both parsers refuse the same heads;
+- ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from ipcnet.protocols.http.messages import BadRequest, Head
+
+
+class HeadParser(Protocol):
+    name: str
+
+    def parse(self, head: bytes) -> Head: ...
+
+
+class HttptoolsParser:
+    """llhttp through httptools; one parser object reused while messages end cleanly."""
+
+    name = "httptools"
+
+    def __init__(self) -> None:
+        import httptools
+
+        self._mod: Any = httptools
+        self._parser: Any = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._complete = False
+
+    # llhttp callbacks
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    def parse(self, head: bytes) -> Head:
+        mod = self._mod
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = mod.HttpRequestParser(self)
+        self._url = b""
+        self._headers = []
+        self._complete = False
+        try:
+            parser.feed_data(head)
+        except mod.HttpParserUpgrade:
+            self._parser = None  # llhttp stops at an upgrade (or CONNECT): start afresh
+        except mod.HttpParserError as exc:
+            self._parser = None
+            raise BadRequest(400, f"bad request: {exc}") from None
+        if not self._complete:
+            self._parser = None  # a body follows: this parser is mid-message
+        try:
+            method = parser.get_method().decode("ascii")
+            version = parser.get_http_version()
+        except Exception:  # pragma: no cover - the head was incomplete
+            raise BadRequest(400, "incomplete request head") from None
+        return Head(method, self._url, version, self._headers)
+
+
+class H11Parser:
+    """h11's parser, one Connection per head (h11 keeps no state we need across them)."""
+
+    name = "h11"
+
+    def __init__(self) -> None:
+        import h11
+
+        self._h11: Any = h11
+
+    def parse(self, head: bytes) -> Head:
+        h11 = self._h11
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+        conn.receive_data(head)
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            raise BadRequest(status if status in (431, 505) else 400, str(exc)) from None
+        if not isinstance(event, h11.Request):
+            raise BadRequest(400, "incomplete request head")
+        headers = [(bytes(k), bytes(v)) for k, v in event.headers.raw_items()]
+        return Head(
+            event.method.decode("ascii"),
+            bytes(event.target),
+            event.http_version.decode("ascii"),
+            [(k.lower(), v) for k, v in headers],
+        )
+
+
+def make_parser(name: str = "auto") -> HeadParser:
+    """``auto``: httptools when installed, else h11; or exactly the one named."""
+    if name in ("auto", "httptools"):
+        try:
+            return HttptoolsParser()
+        except ImportError:
+            if name == "httptools":
+                raise
+    if name in ("auto", "h11"):
+        return H11Parser()
+    raise ValueError(f"unknown http parser {name!r} (choose httptools or h11)")
+
+
+def parser_available(name: str) -> bool:
+    try:
+        make_parser(name)
+    except ImportError:
+        return False
+    return True
+
+
+# bytes no request head may contain, whatever the parser tolerates: control characters,
+# a CR or LF that is not part of CRLF, and obs-fold (a line starting with SP/HTAB)
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n|\n[ \t]")
+
+
+def check_bytes(raw: bytes) -> None:
+    """Defence in depth before parsing: llhttp refuses these, h11 tolerates some."""
+    if _FORBIDDEN.search(raw):
+        raise BadRequest(400, "control character, bare CR/LF or obs-fold in the request head")
+
+
+def _digits(value: bytes) -> int:
+    if not value or not value.isdigit() or len(value) > 18:
+        raise BadRequest(400, "bad content-length")
+    return int(value)
+
+
+def check_head(head: Head) -> tuple[bool, bool]:
+    """Framing rules both parsers must agree on; returns (keep_alive, has_body).
+
+    One pass over the fields, which also fills ``head.fields`` (name -> last value).
+    """
+    version = head.version
+    if version != "1.1" and version != "1.0":
+        raise BadRequest(505, f"HTTP/{version} is not supported")
+    fields = head.fields
+    hosts = 0
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    tokens: set[bytes] = set()
+    for name, value in head.headers:
+        fields[name] = value
+        if name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+        elif name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+        elif name == b"transfer-encoding":
+            codings += (c.strip().lower() for c in value.split(b","))
+    if hosts > 1 or (version == "1.1" and not hosts):
+        raise BadRequest(400, "a request needs exactly one host header")
+    if len(lengths) > 1:
+        raise BadRequest(400, "conflicting content-length values")
+    length = _digits(next(iter(lengths))) if lengths else 0
+    if codings:
+        if lengths:
+            raise BadRequest(400, "both content-length and transfer-encoding")
+        if version == "1.0":
+            raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
+        if codings[-1] != b"chunked":
+            raise BadRequest(400, "transfer-encoding must end with chunked")
+    if version == "1.1":
+        keep_alive = b"close" not in tokens
+    else:
+        keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+    return keep_alive, bool(codings) or length > 0

@@ -1,0 +1,55 @@
+"""The Range header (RFC 9110 §14): byte ranges of one representation.
+
+Role: turn ``Range: bytes=...`` into a list of (first, last) inclusive byte positions for
+a representation of ``size`` bytes. Rules:
+- a header we cannot use (other unit, bad syntax, first > last, too many ranges) is
+  ignored: the client gets the whole file with 200, as RFC 9110 allows and nginx does;
+- ranges past the end are dropped; if none is left the answer is 416;
+- overlapping or adjacent ranges are merged (no amplification by repeated ranges) and
+  answered in ascending order.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SPEC = re.compile(rb"^(\d{0,18})-(\d{0,18})$")
+
+IGNORE = None  # parse_range's answer for "serve the whole file"
+
+
+def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
+    """Satisfiable ranges (maybe []: 416), or None to ignore the header."""
+    unit, eq, specs = value.partition(b"=")
+    if not eq or unit.strip().lower() != b"bytes":
+        return IGNORE
+    parts = [p.strip() for p in specs.split(b",")]
+    parts = [p for p in parts if p]
+    if not parts or len(parts) > max_ranges:
+        return IGNORE
+    ranges: list[tuple[int, int]] = []
+    for part in parts:
+        m = _SPEC.match(part)
+        if m is None or (not m.group(1) and not m.group(2)):
+            return IGNORE
+        if m.group(1):
+            first = int(m.group(1))
+            last = int(m.group(2)) if m.group(2) else size - 1
+            if m.group(2) and last < first:
+                return IGNORE
+            if first >= size:
+                continue
+            ranges.append((first, min(last, size - 1)))
+        else:
+            suffix = int(m.group(2))
+            if suffix == 0 or size == 0:
+                continue
+            ranges.append((max(0, size - suffix), size - 1))
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for first, last in ranges:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged

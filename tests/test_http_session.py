@@ -1,0 +1,207 @@
+"""The HTTP session without sockets: feed bytes, run its jobs inline, look at the actions.
+Also the pure pieces: target gate, Range, conditional requests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from http_cases.kit import SMALL, make_site, remove_site
+from ipcnet.httpd import HttpOptions, make_service
+from ipcnet.protocols.base import (
+    Close,
+    Outcome,
+    Peer,
+    Run,
+    SendFile,
+    ShutdownWrite,
+    Timer,
+    as_list,
+)
+from ipcnet.protocols.http import BadRequest, HttpService, Limits
+from ipcnet.protocols.http.conditional import if_range_holds, not_modified, parse_http_date
+from ipcnet.protocols.http.ranges import parse_range
+from ipcnet.protocols.http.target import parse_target
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    path = make_site()
+    yield path
+    remove_site(path)
+
+
+def service(root: Path, **limits: float) -> HttpService:
+    return make_service(root, HttpOptions(quiet=True, limits=Limits(**limits)))  # type: ignore[arg-type]
+
+
+def drive(session: object, actions: object) -> list[object]:
+    """Carry out Run jobs inline, as a blocking driver does; return the other actions."""
+    out: list[object] = []
+    pending = list(as_list(actions))  # type: ignore[arg-type]
+    while pending:
+        action = pending.pop(0)
+        if isinstance(action, Run):
+            try:
+                outcome = Outcome(value=action.job())
+            except Exception as exc:
+                outcome = Outcome(error=exc)
+            pending = list(as_list(session.resume(action, outcome))) + pending  # type: ignore[attr-defined]
+        else:
+            out.append(action)
+    return out
+
+
+def wire(actions: list[object]) -> bytes:
+    data = b""
+    for a in actions:
+        if isinstance(a, (bytes, bytearray, memoryview)):
+            data += bytes(a)
+        elif isinstance(a, SendFile):
+            import os
+
+            data += os.pread(a.fd, a.count, a.offset)
+            if a.close:
+                os.close(a.fd)
+    return data
+
+
+def test_pipelined_requests_answered_in_order_across_jobs(root: Path) -> None:
+    session, _ = service(root).start(Peer(None))
+    data = (
+        b"GET /medium.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    first = session.feed(data)
+    assert isinstance(as_list(first)[-1], Run)  # lookups are blocking: a job, parsing stops
+    actions = drive(session, first)
+    text = wire(actions)
+    assert text.count(b"HTTP/1.1 ") == 3
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", text) == [b"200", b"200", b"404"]
+    assert any(isinstance(a, SendFile) and a.close for a in actions)  # medium.bin: sendfile
+
+
+def test_header_deadline_is_armed_once_and_trickling_does_not_move_it(root: Path) -> None:
+    session, _ = service(root, header_timeout=5).start(Peer(None))
+    first = as_list(session.feed(b"GET / HTTP/1.1\r\n"))
+    assert first == [Timer(5)]
+    for byte in b"Host: a":
+        assert not any(isinstance(a, Timer) for a in as_list(session.feed(bytes([byte]))))
+    timeout = drive(session, session.on_timer())
+    assert wire(timeout).startswith(b"HTTP/1.1 408 ")
+    assert any(isinstance(a, ShutdownWrite) for a in timeout)
+    assert session.feed(b"more ignored") is None  # lingering: read and dropped
+    assert list(as_list(session.on_timer())) == [Close()]
+
+
+def test_complete_head_disarms_the_deadline(root: Path) -> None:
+    session, _ = service(root).start(Peer(None))
+    session.feed(b"GET /hello.txt HTTP/1.1\r\n")
+    actions = drive(session, session.feed(b"Host: a\r\n\r\n"))
+    assert actions[0] == Timer(None)
+    assert wire(actions).endswith(SMALL)
+
+
+def test_body_refused_then_lingers_until_eof(root: Path) -> None:
+    session, _ = service(root).start(Peer(None))
+    actions = as_list(session.feed(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234"))
+    assert wire(list(actions)).startswith(b"HTTP/1.1 413 ")
+    assert isinstance(actions[1], ShutdownWrite)
+    assert session.feed(b"56789") is None
+    assert list(as_list(session.feed_eof())) == [Close()]
+
+
+def test_eof_during_a_job_answers_then_closes(root: Path) -> None:
+    session, _ = service(root).start(Peer(None))
+    job = as_list(session.feed(b"GET /medium.bin HTTP/1.1\r\nHost: a\r\n\r\n"))[-1]
+    assert session.feed_eof() is None
+    assert isinstance(job, Run)
+    rest = list(as_list(session.resume(job, Outcome(value=job.job()))))
+    assert isinstance(rest[-1], Close)
+    wire(rest)
+
+
+@pytest.mark.parametrize(
+    ("target", "segments", "trailing"),
+    [
+        (b"/", (), True),
+        (b"/a/b.txt?x=1#frag", ("a", "b.txt"), False),
+        (b"//a//b/", ("a", "b"), True),
+        (b"/./a/.", ("a",), True),
+        (b"/a%20b", ("a b",), False),
+        (b"/%C3%BC", ("ü",), False),
+        (b"http://host/x", ("x",), False),
+        (b"http://host", (), True),
+    ],
+)
+def test_target_accepted(target: bytes, segments: tuple[str, ...], trailing: bool) -> None:
+    parsed = parse_target(target)
+    assert (parsed.segments, parsed.trailing) == (segments, trailing)
+    assert not parsed.location().startswith("//")
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"/..", 403),
+        (b"/a/../b", 403),
+        (b"/%2e%2e/x", 403),
+        (b"/a%2fb", 403),
+        (b"/a%5cb", 403),
+        (b"/a%00", 403),
+        (b"/%252e%252e/x", 403),
+        (b"/%zz", 400),
+        (b"a/b", 400),
+        (b"*", 400),
+    ],
+)
+def test_target_refused(target: bytes, status: int) -> None:
+    with pytest.raises(BadRequest) as err:
+        parse_target(target)
+    assert err.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"bytes=0-4", [(0, 4)]),
+        (b"bytes=5-", [(5, 9)]),
+        (b"bytes=-3", [(7, 9)]),
+        (b"bytes=-30", [(0, 9)]),
+        (b"bytes=0-100", [(0, 9)]),
+        (b"bytes=8-9,0-1", [(0, 1), (8, 9)]),
+        (b"bytes=0-3,2-5,6-6", [(0, 6)]),
+        (b"bytes= 0-1 , , 3-4", [(0, 1), (3, 4)]),
+        (b"bytes=10-", []),
+        (b"bytes=-0", []),
+        (b"bytes=3-1", None),
+        (b"bytes=a-b", None),
+        (b"items=0-1", None),
+        (b"bytes=" + b",".join(b"%d-%d" % (i, i) for i in range(17)), None),
+    ],
+)
+def test_ranges(header: bytes, expected: list[tuple[int, int]] | None) -> None:
+    assert parse_range(header, 10, 16) == expected
+
+
+def test_conditional() -> None:
+    etag = '"abc-10"'
+    date = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    stamp = parse_http_date(date)
+    assert stamp == 784111777
+    assert parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT") == stamp
+    assert parse_http_date(b"Sun Nov  6 08:49:37 1994") == stamp
+    assert parse_http_date(b"garbage") is None
+    assert not_modified(b'"x", W/"abc-10"', None, etag, 0)
+    assert not_modified(b"*", None, etag, 0)
+    assert not not_modified(b'"x"', date, etag, 0)  # If-None-Match wins over the date
+    assert not_modified(None, date, etag, stamp)
+    assert not not_modified(None, date, etag, stamp + 1)
+    assert not not_modified(None, b"nonsense", etag, 0)
+    assert if_range_holds(b'"abc-10"', etag, 0)
+    assert not if_range_holds(b'W/"abc-10"', etag, 0)
+    assert if_range_holds(date, etag, stamp) and not if_range_holds(date, etag, stamp - 1)
