@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/ipcnet demo --serve
 
 system-deps:
-	./scripts/system-deps socat curl ss ip netstat
+	./scripts/system-deps socat curl ss ip netstat chromium
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
@@ -33,8 +33,12 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	./scripts/system-deps wrk
+	./scripts/system-deps wrk nginx ss netstat
 	$(BIN)/ipcnet bench transports
+	$(BIN)/ipcnet bench models
+	$(BIN)/ipcnet bench rpc
+	$(BIN)/ipcnet bench http
+	$(BIN)/ipcnet bench inspector
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

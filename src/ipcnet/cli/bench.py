@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "measure ipcnet beside its peers: transports, echo, models, rpc, inspector"
+HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector"
 
 # benchmark name -> one-line help (the module is ipcnet.bench.NAME)
 BENCHMARKS = {
     "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp beside a plain read/write loop",
     "echo": "closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles",
     "models": "every concurrency model and its peers under the same echo load, as one table",
+    "http": "wrk against the web server, nginx, http.server and uvicorn+StaticFiles",
     "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
     "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
 }

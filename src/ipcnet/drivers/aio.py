@@ -7,7 +7,8 @@ one call per read over a hand-written protocol. Rules:
   high-water mark, and ``pause_writing`` pauses reading until ``resume_writing``;
 - ``Run`` jobs run in the loop's executor (or are awaited, if the job is a coroutine
   function), and the protocol neither reads nor writes until the job's outcome is applied;
-  ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can);
+  ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can; uvloop cannot, and
+  there the file is read in worker threads and written under flow control);
 - the core accepts (so EMFILE pauses accepting and over-limit connections are refused as
   under every model); each accepted socket is handed to the loop, which owns it from then
   on; datagram endpoints stay ours and the loop only reports when they are readable.
@@ -38,8 +39,10 @@ from ipcnet.protocols.base import (
     as_list,
 )
 from ipcnet.transports import SocketListener, SocketStream
-from ipcnet.transports.files import release
+from ipcnet.transports.files import read_region, release
 from ipcnet.transports.sockets import sockaddr_to_address
+
+FILE_CHUNK = 256 * 1024  # bytes per read when the loop cannot sendfile
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -77,6 +80,8 @@ class SessionProtocol(asyncio.Protocol):
         self.bytes_out = 0
         self.last_active = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.writable = asyncio.Event()  # cleared while asyncio says the buffer is too full
+        self.writable.set()
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,10 +127,12 @@ class SessionProtocol(asyncio.Protocol):
         return True  # keep the transport open: the session decides when to close
 
     def pause_writing(self) -> None:
+        self.writable.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writable.set()
         if self.transport is not None and not self.transport.is_closing() and not self.busy:
             self.transport.resume_reading()
 
@@ -199,16 +206,10 @@ class SessionProtocol(asyncio.Protocol):
                 return
 
     async def _run(self, action: Run | SendFile) -> None:
-        loop = self.model.loop
         try:
             if isinstance(action, SendFile):
                 try:
-                    sent = await loop.sendfile(
-                        self.transport,  # type: ignore[arg-type]
-                        _FileReader(action),  # type: ignore[arg-type]
-                        action.offset,
-                        action.count,
-                    )
+                    sent = await self._send_file(action)
                 finally:
                     if action.close:
                         release(action.fd)
@@ -233,6 +234,37 @@ class SessionProtocol(asyncio.Protocol):
         self.apply([*as_list(follow), *queued])
         if not self.busy and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    async def _send_file(self, action: SendFile) -> int:
+        """loop.sendfile (zero copy) where the loop has it; uvloop does not, so there the
+        file is read in worker threads and written with the transport's flow control."""
+        model = self.model
+        transport = self.transport
+        assert transport is not None
+        if model.loop_sendfile:
+            try:
+                return await model.loop.sendfile(
+                    transport,
+                    _FileReader(action),  # type: ignore[arg-type]
+                    action.offset,
+                    action.count,
+                )
+            except NotImplementedError:
+                model.loop_sendfile = False
+        sent, offset, left = 0, action.offset, action.count
+        while left > 0:
+            size = min(FILE_CHUNK, left)
+            data = await model.loop.run_in_executor(
+                model.jobs, read_region, action.fd, offset, size
+            )
+            if not data:
+                break
+            transport.write(data)
+            sent += len(data)
+            offset += len(data)
+            left -= len(data)
+            await self.writable.wait()
+        return sent
 
     async def _outcome(self, job: Run) -> Outcome:
         try:
@@ -266,6 +298,7 @@ class AsyncioModel(Model):
         self.protocols: set[SessionProtocol] = set()
         self.adopting = 0  # accepted, not yet handed to the loop
         self.jobs = DaemonPool(core.config.workers)
+        self.loop_sendfile = True  # until the loop says NotImplementedError (uvloop)
         self.schemes: dict[int, str] = {}
 
     def serve(self) -> None:

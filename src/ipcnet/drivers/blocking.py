@@ -21,7 +21,7 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Conn, Model, ServerCore, StopServing, log
@@ -152,35 +152,52 @@ def _apply(
     """Carry out actions in order; False once the connection should close."""
     trace = core.trace
     items = as_list(actions)
-    for i, action in enumerate(items):
-        if isinstance(action, (bytes, bytearray, memoryview)):
-            stream.write(action)
-            row.add("bytes_out", len(action))
-            if trace:
-                trace(f"write(fd {stream.fileno()}, {len(action)} bytes)")
-        elif isinstance(action, SendFile):
-            try:
-                sent = stream.sendfile(action.fd, action.offset, action.count)
-            finally:
-                if action.close:
-                    release(action.fd)
-            row.add("bytes_out", sent)
-            if trace:
-                trace(f"sendfile(fd {stream.fileno()}, {action.path or action.fd}) -> {sent} bytes")
-        elif isinstance(action, ShutdownWrite):
-            stream.send_eof()
-            if trace:
-                trace(f"shutdown(fd {stream.fileno()}, SHUT_WR)")
-        elif isinstance(action, Timer):
-            state.timer_at = None if action.seconds is None else time.monotonic() + action.seconds
-        elif isinstance(action, Close):
-            _release_rest(items[i + 1 :])
-            return False
-        elif isinstance(action, Run):
-            follow = session.resume(action, run_job(action))
-            if not _apply(core, stream, session, follow, row, state):
+    i = 0
+    try:
+        for i, action in enumerate(items):
+            if not _act(core, stream, session, action, row, state, trace):
                 _release_rest(items[i + 1 :])
                 return False
+    except BaseException:
+        _release_rest(items[i + 1 :])  # files handed over after the failure are still ours
+        raise
+    return True
+
+
+def _act(
+    core: ServerCore,
+    stream: SocketStream,
+    session: Session,
+    action: Action,
+    row: Row,
+    state: _State,
+    trace: Callable[[str], None] | None,
+) -> bool:
+    """One action; False once the connection should close."""
+    if isinstance(action, (bytes, bytearray, memoryview)):
+        stream.write(action)
+        row.add("bytes_out", len(action))
+        if trace:
+            trace(f"write(fd {stream.fileno()}, {len(action)} bytes)")
+    elif isinstance(action, SendFile):
+        try:
+            sent = stream.sendfile(action.fd, action.offset, action.count)
+        finally:
+            if action.close:
+                release(action.fd)
+        row.add("bytes_out", sent)
+        if trace:
+            trace(f"sendfile(fd {stream.fileno()}, {action.path or action.fd}) -> {sent} bytes")
+    elif isinstance(action, ShutdownWrite):
+        stream.send_eof()
+        if trace:
+            trace(f"shutdown(fd {stream.fileno()}, SHUT_WR)")
+    elif isinstance(action, Timer):
+        state.timer_at = None if action.seconds is None else time.monotonic() + action.seconds
+    elif isinstance(action, Close):
+        return False
+    elif isinstance(action, Run):
+        return _apply(core, stream, session, session.resume(action, run_job(action)), row, state)
     return True
 
 

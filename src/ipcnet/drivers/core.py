@@ -254,9 +254,15 @@ class ServerCore:
             self.trace(f"refuse fd {stream.fileno()}: over --max-conns {self.config.max_conns}")
         refusal = self.service.refusal
         try:
+            stream.set_blocking(False)
             if refusal:
-                stream.set_blocking(False)
                 stream.try_write(refusal)
+                stream.send_eof()
+                # drop what the client already sent, so close() sends FIN, not RST (an RST
+                # could reach the client before it read the refusal)
+                for _ in range(4):
+                    if not stream.try_read(READ_SIZE):
+                        break
         except IPCError:
             pass
         stream.close()

@@ -5,6 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ipcnet.transports.oserrors import translating
+
+
+def read_region(fd: int, offset: int, count: int) -> bytes:
+    """pread(2): up to ``count`` bytes at ``offset`` (b"" past the end)."""
+    with translating("read", f"file descriptor {fd}"):
+        return os.pread(fd, count, offset)
+
 
 def release(fd: int) -> None:
     """Close a file descriptor the driver was given ownership of (SendFile(close=True))."""

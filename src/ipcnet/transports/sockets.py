@@ -120,14 +120,17 @@ class SocketStream(StreamTransport):
         """Send a file region with sendfile(2), blocking; the bytes sent (< count at EOF)."""
         self._check_open("send a file to")
         sent = 0
+        self._blocked += 1
         try:
-            while sent < count:
-                n = self.sock.sendfile(_FileView(fd), offset + sent, count - sent)  # type: ignore[arg-type]
+            while sent < count:  # os.sendfile, not socket.sendfile: no silent fallback
+                n = os.sendfile(self._fd, fd, offset + sent, count - sent)
                 if n == 0:
                     break
                 sent += n
         except OSError as exc:
             raise self._error(exc, "send a file to") from exc
+        finally:
+            self._blocked -= 1
         return sent
 
     # --- non-blocking primitives, for event-loop drivers --------------------------------
@@ -238,16 +241,6 @@ class SocketStream(StreamTransport):
         if name == "nodelay" and self.sock.family == socket.AF_UNIX:
             raise Unsupported(f"option 'nodelay' is for tcp, not {self.where}")
         return _OPTIONS[name]
-
-
-class _FileView:
-    """The least socket.sendfile needs from a file object: fileno()."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def fileno(self) -> int:
-        return self._fd
 
 
 class SeqpacketStream(SocketStream):

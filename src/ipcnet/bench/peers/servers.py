@@ -66,7 +66,7 @@ def _nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class _Stop(Exception):
+class _Stop(BaseException):  # not Exception: socketserver catches those in handlers
     """Raised by the SIGTERM handler to leave a blocking serve loop."""
 
 
