@@ -20,7 +20,9 @@ import collections
 import os
 import selectors
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from ipcnet.drivers.blocking import run_job
@@ -202,6 +204,9 @@ class Connection:
         self.job = job
         self._update_events()
         self.loop.submit(self, job)
+
+    def fire_timer(self) -> None:
+        self.queue(self.session.on_timer())
 
     def job_done(self, job: Run, outcome: Outcome) -> None:
         self.job = None
@@ -392,15 +397,19 @@ class SelectorLoop(Model):
     def _finish_jobs(self) -> None:
         while self.done:
             conn, job, outcome = self.done.popleft()
-            try:
-                conn.job_done(job, outcome)
-            except IPCError as exc:
-                log.debug("connection %s ended: %s", conn.stream.where, exc)
-                self.close(conn)
-            except Exception:
-                self.core.row.add("errors")
-                log.exception("%s failed resuming a job", self.core.service.name)
-                self.close(conn)
+            self._guarded(conn, partial(conn.job_done, job, outcome), "resuming a job")
+
+    def _guarded(self, conn: Connection, step: Callable[[], None], what: str) -> None:
+        """Run one step of a connection outside the read/write path; errors close it."""
+        try:
+            step()
+        except IPCError as exc:
+            log.debug("connection %s ended: %s", conn.stream.where, exc)
+            self.close(conn)
+        except Exception:
+            self.core.row.add("errors")
+            log.exception("%s failed %s", self.core.service.name, what)
+            self.close(conn)
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -431,15 +440,7 @@ class SelectorLoop(Model):
                 armed = True
                 continue
             conn.timer_at = None
-            try:
-                conn.queue(conn.session.on_timer())
-            except IPCError as exc:
-                log.debug("connection %s ended: %s", conn.stream.where, exc)
-                self.close(conn)
-            except Exception:
-                self.core.row.add("errors")
-                log.exception("%s failed in on_timer", self.core.service.name)
-                self.close(conn)
+            self._guarded(conn, conn.fire_timer, "in on_timer")
             armed = armed or conn.timer_at is not None
         self.timers_armed = armed
 
