@@ -3,8 +3,9 @@
 Role: move SIZE bytes in CHUNK-sized writes from a forked writer to the reading parent,
 once through ipcnet Channels (``write`` / ``readinto``) and once through a plain
 ``os.write`` / ``os.read`` loop on descriptors of the same kind and options (pipe size,
-TCP_NODELAY), rounds interleaved so both see the same machine. Rules: writer and reader are pinned to different
-CPUs when there are two; every byte count is checked; medians and ranges are reported.
+TCP_NODELAY), rounds interleaved so both see the same machine. Rules: writer and reader
+are pinned to different CPUs when there are two; every byte count is checked; medians and
+ranges are reported.
 """
 
 from __future__ import annotations
