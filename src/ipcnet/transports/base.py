@@ -7,8 +7,10 @@ and copies as it can. Rules, the same for sockets, pipes and fifos:
 - ``write(data)`` writes all of ``data`` or raises; a peer that left gives ``PeerClosed``
   (never SIGPIPE), and every later write raises again.
 - ``send_eof()`` ends our direction only; reading still works. Idempotent.
-- ``close()`` is idempotent and wakes a thread blocked in this transport, which then
-  raises ``Closed``. Any use after close raises ``Closed``.
+- ``close()`` is idempotent and wakes a thread blocked reading this transport (and, for
+  sockets, one blocked writing), which then raises ``Closed``. Any use after close raises
+  ``Closed``. A pipe writer blocked on a full pipe with no timeout wakes when the reader
+  drains or leaves (see ``pipes``).
 - Blocking calls honour ``timeout`` (seconds, None = wait forever) and raise ``Timeout``.
 - Every OSError is translated by ``oserrors`` before it leaves.
 """
