@@ -70,6 +70,7 @@ class PipeStream(StreamTransport):
         self._waker: int | None = None  # eventfd that close() signals, made on first wait
         self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
+        self._was_empty = False  # the last read found the pipe empty (or drained it)
         if not shared:
             if read_fd is not None:
                 os.set_blocking(read_fd, False)
@@ -80,15 +81,21 @@ class PipeStream(StreamTransport):
 
     def read_into(self, buf: memoryview) -> int:
         fd = self._fd_for("read from", self._rfd)
-        if self._shared:
+        if self._shared or self._was_empty:
+            # shared fds must not block unwoken; and a pipe that was empty last time is
+            # likely empty now: poll first rather than pay a failed read and an exception
             self._wait(fd, select.POLLIN)
         while True:
             try:
-                return os.readv(fd, (buf,))
+                n = os.readv(fd, (buf,))
             except BlockingIOError:
+                self._was_empty = True
                 self._wait(fd, select.POLLIN)
+                continue
             except OSError as exc:
                 raise self._error(exc, "read from") from exc
+            self._was_empty = n < len(buf)  # a short read drained the pipe
+            return n
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         fd = self._fd_for("write to", self._wfd)
