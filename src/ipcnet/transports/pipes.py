@@ -2,9 +2,10 @@
 
 Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
 end is one-way). Rules:
-- A read end we created is non-blocking: a read is tried first and only an EAGAIN waits in
-  poll(), together with a lazily made eventfd that ``close()`` signals, so closing wakes a
-  blocked reader. A write end we created blocks in write(2) while no timeout is set (the
+- A read end we created is non-blocking and waits in poll(), together with a lazily made
+  eventfd that ``close()`` signals, so closing wakes a blocked reader. A read is tried
+  first, unless the last one found the pipe empty or drained it: then it polls first, to
+  save a failed read and its exception. A write end we created blocks in write(2) while no timeout is set (the
   kernel then copies as the reader drains, with no EAGAIN/poll round trips: that is most of
   a plain loop's speed); with a timeout it is non-blocking and waits in poll() like a
   reader. So close() from another thread cannot wake a writer stuck on a full pipe without
