@@ -5,13 +5,14 @@ end is one-way). Rules:
 - A read end we created is non-blocking and waits in poll(), together with a lazily made
   eventfd that ``close()`` signals, so closing wakes a blocked reader. A read is tried
   first, unless the last one found the pipe empty or drained it: then it polls first, to
-  save a failed read and its exception. A write end we created blocks in write(2) while no timeout is set (the
-  kernel then copies as the reader drains, with no EAGAIN/poll round trips: that is most of
-  a plain loop's speed); with a timeout it is non-blocking and waits in poll() like a
-  reader. So close() from another thread cannot wake a writer stuck on a full pipe without
-  a timeout; the reader draining or leaving does. Shared descriptors (stdio, fd://N) keep
-  their blocking mode, because O_NONBLOCK would leak to every process sharing them; they
-  wait in poll() first.
+  save a failed read and its exception.
+- A write end we created blocks in write(2) while no timeout is set (the kernel then copies
+  as the reader drains, with no EAGAIN/poll round trips: most of a plain loop's speed); with
+  a timeout it is non-blocking and waits in poll() like a reader. So close() from another
+  thread cannot wake a writer stuck on a full pipe without a timeout; the reader draining
+  or leaving does.
+- Shared descriptors (stdio, fd://N) keep their blocking mode, because O_NONBLOCK would leak
+  to every process sharing them; they wait in poll() first.
 - Pipes and fifos we open get a PIPE_SIZE kernel buffer (F_SETPIPE_SZ) when allowed.
 - The write end gives EPIPE, never SIGPIPE: importing this module ignores SIGPIPE if it is
   still at its default (CPython already does so at start-up).
