@@ -145,8 +145,11 @@ def start_slow(model: str, grace: float, *addresses: str) -> Server:
     )
 
 
-def children(pid: int) -> list[int]:
-    out = []
+def child_states(pid: int) -> dict[int, str]:
+    """The children of `pid` and their states ('R', 'S', 'Z', ...), read in one pass.
+
+    A child that exits between listing /proc and reading its stat file is left out."""
+    out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -155,13 +158,12 @@ def children(pid: int) -> list[int]:
             except OSError:
                 continue
             if int(fields[1]) == pid:
-                out.append(int(entry))
+                out[int(entry)] = fields[0]
     return out
 
 
-def state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
+def children(pid: int) -> list[int]:
+    return list(child_states(pid))
 
 
 def count_fds(pid: int) -> int:

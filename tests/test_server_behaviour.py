@@ -15,7 +15,15 @@ import pytest
 
 import ipcnet
 from ipcnet import errors
-from serverkit import children, count_fds, count_threads, cpu_seconds, serving, start_slow, state
+from serverkit import (
+    child_states,
+    children,
+    count_fds,
+    count_threads,
+    cpu_seconds,
+    serving,
+    start_slow,
+)
 
 BLOCKING_AND_LOOPS = ["iterative", "thread", "pool", "epoll", "asyncio", "forkconc", "prefork"]
 
@@ -148,8 +156,8 @@ def test_no_zombies_after_500_forked_connections() -> None:
                 assert ch.read() == b"%d" % i
         deadline = time.monotonic() + 5
         while True:
-            zombies = [pid for pid in children(server.proc.pid) if state(pid) == "Z"]
-            live = children(server.proc.pid)
+            live = child_states(server.proc.pid)
+            zombies = [pid for pid, st in live.items() if st == "Z"]
             if not live:
                 break
             assert time.monotonic() < deadline, f"{len(live)} children left, {len(zombies)} zombies"
