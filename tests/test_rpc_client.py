@@ -44,9 +44,10 @@ def test_sync_client_over_abstract_unix() -> None:
 
 
 def test_a_server_that_goes_away_fails_waiting_calls() -> None:
-    with rpc_server("tcp://127.0.0.1:0", model="thread") as server:
+    # --grace 0: the call in flight is cut off rather than finished and answered
+    with rpc_server("tcp://127.0.0.1:0", model="thread", extra=("--grace", "0")) as server:
         client = rpc.connect(server.url("tcp"), timeout=20)
-        pending = client.submit("sleep", [0.5])
+        pending = client.submit("sleep", [5])
         server.stop()
         with pytest.raises(Broken):
             pending.result()
