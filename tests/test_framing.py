@@ -24,6 +24,7 @@ from ipcnet.framing import (
     codec,
     framing,
 )
+from ipcnet.framing.decoders import Decoder
 
 ALL = ["length", "length64", "newline", "netstring", "content-length"]
 PAYLOADS = [b"", b"a", b"hello world", bytes(range(256)).replace(b"\n", b"."), b"x" * 70000]
@@ -176,6 +177,50 @@ def test_any_split_gives_the_same_frames(
         i += step
     d.feed_eof()
     assert got == payloads
+
+
+def _frames_or_error(d: Decoder, data: bytes) -> object:
+    try:
+        return d.frames(data)
+    except RemoteProtocolError as exc:
+        return type(exc)
+
+
+@given(
+    name=st.sampled_from(ALL),
+    payloads=st.lists(st.binary(max_size=40), max_size=12),
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=6),
+)
+def test_the_single_frame_shortcut_agrees_with_feeding(
+    name: str, payloads: list[bytes], sizes: list[int]
+) -> None:
+    """single() takes a chunk only when it is exactly one frame within the limit, and then
+    gives what feeding it would; otherwise it takes nothing."""
+    big = framing(name)
+    if name == "newline":
+        payloads = [p.replace(b"\n", b"").rstrip(b"\r") for p in payloads]
+    wire = b"".join(big.encode(p) for p in payloads)
+    f = framing(name, max_size=25)  # some frames are over the limit
+    shortcut, plain, i = f.decoder(), f.decoder(), 0
+    while i < len(wire):
+        chunk = wire[i : i + sizes[i % len(sizes)]]
+        i += len(chunk)
+        frame = shortcut.single(chunk)
+        if frame is not None:
+            assert plain.frames(chunk) == [frame]
+        else:
+            assert _frames_or_error(shortcut, chunk) == _frames_or_error(plain, chunk)
+
+
+@pytest.mark.parametrize("name", ["length", "newline"])
+def test_the_single_frame_shortcut_takes_a_whole_frame(name: str) -> None:
+    f = framing(name, max_size=5)
+    d = f.decoder()
+    assert d.single(f.encode(b"hello")) == b"hello"
+    assert d.single(f.encode(b"hi") + f.encode(b"yo")) is None  # two frames
+    assert d.frames(f.encode(b"ab")[:-1]) == []
+    assert d.single(f.encode(b"cd")) is None  # something is buffered
+    assert d.buffered > 0
 
 
 @pytest.mark.parametrize("name", ["json", "msgpack"])

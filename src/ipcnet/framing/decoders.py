@@ -72,6 +72,16 @@ class Decoder(ABC):
         while (frame := self.next_frame()) is not None:
             yield frame
 
+    def single(self, data: bytes) -> bytes | None:
+        """The payload when nothing is buffered and ``data`` is exactly one whole frame
+        within the limit (the common case of request/response), without buffering it;
+        None otherwise, and then nothing was consumed: ``feed(data)`` as usual."""
+        return None
+
+    def _idle(self) -> bool:
+        """Nothing buffered and nothing broken: a frame may start with the next byte."""
+        return self._error is None and len(self._buf) == self._pos
+
     def frames(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """feed(data) and return every frame now complete."""
         self.feed(data)
@@ -154,6 +164,14 @@ class LengthPrefixDecoder(Decoder):
         self._need = None
         return self._take(pos, pos + n, pos + n)
 
+    def single(self, data: bytes) -> bytes | None:
+        width = self.width
+        if self._need is not None or not self._idle():
+            return None
+        if len(data) < width or self._unpack(data)[0] != len(data) - width:
+            return None
+        return data[width:] if len(data) - width <= self.max_size else None
+
     def _incomplete(self) -> IncompleteFrame:
         got = self.buffered
         if self._need is None:
@@ -231,6 +249,14 @@ class NewlineDecoder(Decoder):
 
     def _recoverable(self, exc: RemoteProtocolError) -> bool:
         return isinstance(exc, FrameTooLarge)
+
+    def single(self, data: bytes) -> bytes | None:
+        end = len(data) - 1
+        if end < 0 or data.find(b"\n") != end or self._skipping or not self._idle():
+            return None
+        if end > 0 and data[end - 1] == 13:  # strip one b"\r"
+            end -= 1
+        return data[:end] if end <= self.max_size else None
 
     def feed_eof(self) -> None:
         if self._skipping:
