@@ -126,6 +126,8 @@ def _loop(
                 return
             bytes_in += len(data)
             out = session.feed(data)
+            if out.__class__ is Run and not trace:  # a request/response service's call
+                out = session.resume(out, run_job(out))
             if out.__class__ is bytes and not trace:
                 write(out)
                 bytes_out += len(out)

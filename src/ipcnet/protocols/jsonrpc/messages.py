@@ -110,17 +110,24 @@ def parse_request(obj: Any) -> Request | BadRequest:
     """A Request, or the BadRequest to answer it with."""
     if not isinstance(obj, dict):
         return _bad(None, f"expected an object, got {_kind(obj)}")
-    rid = obj.get("id", MISSING)
+    get = obj.get
+    rid = get("id", MISSING)
     if rid is not MISSING and not valid_id(rid):
         return _bad(None, f"id must be a string, number or null, not {_kind(rid)}")
+    method = get("method", MISSING)
+    params = get("params")
+    if (
+        method.__class__ is str
+        and (params.__class__ is list or params.__class__ is dict)
+        and get("jsonrpc") == "2.0"
+    ):
+        return Request(method, params, rid)  # the common case, checked in one test
     reply_id = None if rid is MISSING else rid
-    if obj.get("jsonrpc") != "2.0":
+    if get("jsonrpc") != "2.0":
         return _bad(reply_id, 'jsonrpc must be "2.0"')
-    method = obj.get("method", MISSING)
     if not isinstance(method, str):
         return _bad(reply_id, "no method" if method is MISSING else "method must be a string")
-    params = obj.get("params", MISSING)
-    if params is MISSING:
+    if "params" not in obj:
         params = None
     elif not isinstance(params, (list, dict)):
         return _bad(reply_id, "params must be an array or an object")
@@ -165,6 +172,10 @@ class Reply:
 
 def parse_reply(obj: Any) -> Reply | None:
     """A Reply, or None when ``obj`` is not a valid JSON-RPC 2.0 response."""
+    if obj.__class__ is dict and len(obj) == 3 and "result" in obj:
+        rid = obj.get("id")
+        if (rid.__class__ is int or rid.__class__ is str) and obj.get("jsonrpc") == "2.0":
+            return Reply(rid, obj["result"])  # the common case, checked in one test
     if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0" or "id" not in obj:
         return None
     rid = obj["id"]

@@ -22,10 +22,10 @@ States of a connection:  IDLE --frames needing handlers--> RUNNING --resume--> I
 
 from __future__ import annotations
 
-import inspect
 import traceback
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
+from types import CoroutineType
 from typing import Any
 
 from ipcnet.errors import LimitExceeded, LocalProtocolError, RemoteProtocolError
@@ -64,15 +64,48 @@ MESSAGE_LIMIT = 500  # characters of an exception's text in an error reply
 
 
 class _Call:
-    """One handler call waiting for a job: becomes a reply dict (or None) once run."""
+    """One handler call waiting for a job; once run, ``reply`` holds its reply dict (None
+    for a notification)."""
 
-    __slots__ = ("call", "handler", "id", "notification")
+    __slots__ = ("call", "handler", "id", "notification", "reply", "service")
 
-    def __init__(self, handler: Handler, call: Callable[[], Any], rid: Any, note: bool) -> None:
+    def __init__(
+        self,
+        service: JsonRpcService,
+        handler: Handler,
+        call: Callable[[], Any],
+        rid: Any,
+        note: bool,
+    ) -> None:
+        self.service = service
         self.handler = handler
         self.call = call
         self.id = rid
         self.notification = note
+        self.reply: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        """Call the handler where blocking is harmless (a coroutine is finished by the
+        service's coroutine runner) and keep the reply."""
+        service = self.service
+        try:
+            value = self.call()
+            if isinstance(value, CoroutineType):
+                runner = service.coroutine_runner
+                if runner is None:
+                    value.close()
+                    raise LocalProtocolError("async handlers need the asyncio driver")
+                value = runner(value)
+            self.reply = service.finish(self, value, None)
+        except Exception as exc:
+            self.reply = service.finish(self, None, exc)
+
+    async def run_async(self) -> None:
+        """Await an ``async def`` handler on the loop and keep the reply."""
+        try:
+            self.reply = self.service.finish(self, await self.call(), None)
+        except Exception as exc:
+            self.reply = self.service.finish(self, None, exc)
 
 
 Slot = dict[str, Any] | _Call | None
@@ -81,14 +114,21 @@ Slot = dict[str, Any] | _Call | None
 class _Unit:
     """What one frame asks for: one request, or a batch answered by one array."""
 
-    __slots__ = ("batch", "slots")
+    __slots__ = ("batch", "calls", "slots")
 
     def __init__(self, slots: list[Slot], batch: bool) -> None:
         self.slots = slots
         self.batch = batch
+        self.calls = [s for s in slots if s.__class__ is _Call]
 
-    def calls(self) -> list[_Call]:
-        return [s for s in self.slots if isinstance(s, _Call)]
+    def replies(self) -> list[dict[str, Any]]:
+        """The replies to send, in request order (notifications have none)."""
+        out = []
+        for slot in self.slots:
+            reply = slot.reply if isinstance(slot, _Call) else slot
+            if reply is not None:
+                out.append(reply)
+        return out
 
 
 class JsonRpcService(BaseService):
@@ -159,8 +199,8 @@ class JsonRpcService(BaseService):
         except RPCError as error:
             return None if note else error_reply(request.id, error)
         if handler.inline:
-            return self.finish(_Call(handler, call, request.id, note), *_run(call))
-        return _Call(handler, call, request.id, note)
+            return self.finish(_Call(self, handler, call, request.id, note), *_run(call))
+        return _Call(self, handler, call, request.id, note)
 
     def finish(self, call: _Call, value: Any, error: BaseException | None) -> dict[str, Any] | None:
         if call.notification:
@@ -181,7 +221,7 @@ class JsonRpcService(BaseService):
     # --- encoding replies ----------------------------------------------------------------
 
     def encode_unit(self, unit: _Unit) -> bytes:
-        replies = [s for s in unit.slots if isinstance(s, dict)]
+        replies = unit.replies()
         if not replies:
             return b""
         try:
@@ -225,13 +265,15 @@ def _run(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 class _Group:
     """Units run by one job, answered together when it finishes."""
 
-    __slots__ = ("units",)
+    __slots__ = ("ncalls", "units")
 
     def __init__(self) -> None:
         self.units: list[_Unit] = []
+        self.ncalls = 0
 
     def calls(self) -> list[_Call]:
-        return [c for u in self.units for c in u.calls()]
+        units = self.units
+        return units[0].calls if len(units) == 1 else [c for u in units for c in u.calls]
 
 
 class JsonRpcSession(BaseSession):
@@ -247,6 +289,12 @@ class JsonRpcSession(BaseSession):
     # --- the contract --------------------------------------------------------------------
 
     def feed(self, data: bytes) -> Actions:
+        if self.running is None and not self.closed:
+            frame = self.decoder.single(data)
+            if frame is not None:  # the common case: one whole request, nothing buffered
+                group = _Group()
+                out = self._answer(frame, group)
+                return self._start(group) if group.units else out or None
         self.decoder.feed(data)
         if self.running is not None or self.closed:
             return None  # read again once the job is done
@@ -263,7 +311,7 @@ class JsonRpcSession(BaseSession):
         group = self.running[1]
         self.running = None
         value = outcome.value
-        if outcome.error is None and inspect.iscoroutine(value):
+        if outcome.error is None and isinstance(value, CoroutineType):
             # an async job under a driver that does not await: finish it in another job
             runner = self.service.coroutine_runner
             if runner is not None:
@@ -281,15 +329,18 @@ class JsonRpcSession(BaseSession):
         """A job is done: answer its units, then go on with what waits."""
         service = self.service
         if error is not None:  # the job itself failed, not a handler: every call gets it
-            for unit in group.units:
-                unit.slots = [
-                    service.finish(s, None, error) if isinstance(s, _Call) else s
-                    for s in unit.slots
-                ]
+            for call in group.calls():
+                call.reply = service.finish(call, None, error)
+        if len(group.units) == 1 and not self.waiting and self._quiet():
+            return service.encode_unit(group.units[0]) or None  # nothing else to do
         out = bytearray()
         for unit in group.units:
             out += service.encode_unit(unit)
         return self._pump(out)
+
+    def _quiet(self) -> bool:
+        """Nothing waits to be read, answered or closed."""
+        return not (self.decoder.buffered or self.eof or self.broken)
 
     def _pump(self, out: bytearray | None = None) -> list[Action]:
         """Read every whole frame, answer what can be answered now, start the next job."""
@@ -297,8 +348,7 @@ class JsonRpcSession(BaseSession):
         service = self.service
         decoder = self.decoder
         group = _Group()
-        ncalls = 0
-        while not self.broken and ncalls < MAX_GROUP:
+        while not self.broken and group.ncalls < MAX_GROUP:
             try:
                 frame = decoder.next_frame()
             except FrameTooLarge as exc:
@@ -311,18 +361,7 @@ class JsonRpcSession(BaseSession):
                 continue
             if frame is None:
                 break
-            try:
-                message = service.codec.decode(frame)
-            except DecodeError as exc:
-                out += service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
-                continue
-            unit = service.unit(message)
-            calls = unit.calls()
-            if calls:
-                group.units.append(unit)
-                ncalls += len(calls)
-            else:
-                out += service.encode_unit(unit)
+            out += self._answer(frame, group)
         if group.units:
             self.waiting.append(group)
         actions: list[Action] = [bytes(out)] if out else []
@@ -340,47 +379,43 @@ class JsonRpcSession(BaseSession):
             actions.append(CLOSE)
         return actions
 
+    def _answer(self, frame: bytes, group: _Group) -> bytes:
+        """One frame: its reply when it can be given now, else b"" and its calls join
+        ``group`` (to be run by a job)."""
+        service = self.service
+        try:
+            message = service.codec.decode(frame)
+        except DecodeError as exc:
+            return service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
+        unit = service.unit(message)
+        calls = unit.calls
+        if not calls:
+            return service.encode_unit(unit)
+        group.units.append(unit)
+        group.ncalls += len(calls)
+        return b""
+
     def _start(self, group: _Group) -> Run:
         calls = group.calls()
-        if all(c.handler.is_async for c in calls):
-            job = Run(_async_job(self.service, group))
+        if calls[0].handler.is_async and all(c.handler.is_async for c in calls):
+            job = Run(calls[0].run_async if len(calls) == 1 else _async_job(calls))
         else:
-            job = Run(_sync_job(self.service, group))
+            job = Run(calls[0].run if len(calls) == 1 else _sync_job(calls))
         self.running = (job, group)
         return job
 
 
-def _sync_job(service: JsonRpcService, group: _Group) -> Callable[[], None]:
-    runner = service.coroutine_runner
-
+def _sync_job(calls: list[_Call]) -> Callable[[], None]:
     def job() -> None:
-        for unit in group.units:
-            slots = unit.slots
-            for i, slot in enumerate(slots):
-                if isinstance(slot, _Call):
-                    try:
-                        value = slot.call()
-                        if inspect.iscoroutine(value):
-                            if runner is None:
-                                value.close()
-                                raise LocalProtocolError("async handlers need the asyncio driver")
-                            value = runner(value)
-                        slots[i] = service.finish(slot, value, None)
-                    except Exception as exc:
-                        slots[i] = service.finish(slot, None, exc)
+        for call in calls:
+            call.run()
 
     return job
 
 
-def _async_job(service: JsonRpcService, group: _Group) -> Callable[[], Coroutine[Any, Any, None]]:
+def _async_job(calls: list[_Call]) -> Callable[[], Coroutine[Any, Any, None]]:
     async def job() -> None:
-        for unit in group.units:
-            slots = unit.slots
-            for i, slot in enumerate(slots):
-                if isinstance(slot, _Call):
-                    try:
-                        slots[i] = service.finish(slot, await slot.call(), None)
-                    except Exception as exc:
-                        slots[i] = service.finish(slot, None, exc)
+        for call in calls:
+            await call.run_async()
 
     return job
