@@ -253,3 +253,32 @@ def test_many_threads_share_one_connection() -> None:
             assert client.batch([("add", [1, 2]), ("nope", None), ("add", {"a": 3, "b": 4})])[
                 ::2
             ] == [3, 7]
+
+
+def test_callers_that_time_out_and_callers_that_wait_share_one_connection() -> None:
+    """Leader/follower with deadlines: a caller giving up hands the reading on, and the
+    late replies are dropped, never given to another caller."""
+    with rpc_server("tcp://127.0.0.1:0", model="thread") as server:
+        with rpc.connect(server.url("tcp"), timeout=30) as client:
+            outcomes: dict[str, object] = {}
+
+            def slow(k: int) -> None:
+                try:
+                    client.with_timeout(0.1).sleep(0.3)
+                    outcomes[f"slow{k}"] = "answered"
+                except Timeout:
+                    outcomes[f"slow{k}"] = "timed out"
+
+            def quick(k: int) -> None:
+                outcomes[f"quick{k}"] = [client.add(k, i) for i in range(50)]
+
+            threads = [threading.Thread(target=slow, args=(k,)) for k in range(4)]
+            threads += [threading.Thread(target=quick, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert client.add(1, 1) == 2  # after every sleep, in the server's order
+            assert all(outcomes[f"slow{k}"] == "timed out" for k in range(4))
+            assert all(outcomes[f"quick{k}"] == [k + i for i in range(50)] for k in range(4))
+            assert client.dropped == 4

@@ -106,10 +106,12 @@ class Client:
         self.protocol = ClientProtocol(framing, codec)
         #: the default per-call timeout in seconds (None: wait for ever)
         self.timeout = timeout
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # guards what follows; entered directly when no one waits
+        self._cond = threading.Condition(self._lock)
         self._write_lock = threading.Lock()
         self._waiting: dict[int, Pending] = {}
         self._reading = False
+        self._followers = 0  # callers blocked in _cond.wait
         self._failure: IPCError | None = None
         self._buf = memoryview(bytearray(READ_SIZE))
         self._poll = select.poll()
@@ -144,7 +146,7 @@ class Client:
         rid, frame = self.protocol.request(method, params)
         limit = self.timeout if timeout is _UNSET else timeout
         pending = Pending(self, rid, method, _deadline(limit))
-        with self._cond:
+        with self._lock:
             if self._failure is not None:
                 raise self._failure
             self._waiting[rid] = pending
@@ -152,7 +154,7 @@ class Client:
             with self._write_lock:
                 self.channel.write(frame)
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._waiting.pop(rid, None)
             raise
         return pending
@@ -174,7 +176,7 @@ class Client:
         limit = self.timeout if timeout is _UNSET else timeout
         deadline = _deadline(limit)
         pendings = [Pending(self, rid, m, deadline) for rid, (m, _) in zip(ids, calls, strict=True)]
-        with self._cond:
+        with self._lock:
             if self._failure is not None:
                 raise self._failure
             for p in pendings:
@@ -199,58 +201,70 @@ class Client:
     # --- waiting (leader/follower) ---------------------------------------------------------
 
     def _wait(self, pending: Pending, deadline: float | None) -> Reply:
-        cond = self._cond
-        while True:
-            with cond:
-                while True:
-                    if pending.done:
-                        assert pending.reply is not None
-                        return pending.reply
-                    if self._failure is not None:
-                        self._waiting.pop(pending.id, None)
-                        raise self._failure
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        self._waiting.pop(pending.id, None)
-                        raise Timeout(
-                            f"timed out: no reply to {pending.method} (id {pending.id}) "
-                            f"from {self.channel.transport.where}"
-                        )
-                    if not self._reading:
-                        self._reading = True
-                        break
-                    cond.wait(left)
-            try:
-                self._read(left)
-            finally:
-                with cond:
+        lock, cond = self._lock, self._cond
+        lock.acquire()
+        try:
+            while True:
+                if pending.done:
+                    assert pending.reply is not None
+                    return pending.reply
+                if self._failure is not None:
+                    self._waiting.pop(pending.id, None)
+                    raise self._failure
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self._waiting.pop(pending.id, None)
+                    raise Timeout(
+                        f"timed out: no reply to {pending.method} (id {pending.id}) "
+                        f"from {self.channel.transport.where}"
+                    )
+                if self._reading:  # another caller reads: wait for it to hand out replies
+                    self._followers += 1
+                    try:
+                        cond.wait(left)
+                    finally:
+                        self._followers -= 1
+                    continue
+                self._reading = True  # this caller leads: read, unlocked
+                lock.release()
+                try:
+                    replies = self._read(left)
+                finally:
+                    lock.acquire()
                     self._reading = False
-                    cond.notify_all()
+                    if self._followers:
+                        cond.notify_all()
+                self._deliver(replies)
+        finally:
+            lock.release()
 
-    def _read(self, left: float | None) -> None:
-        """Read once (waiting at most ``left`` s) and hand out the replies that came."""
+    def _read(self, left: float | None) -> list[Reply]:
+        """Read once (waiting at most ``left`` s): the replies that came; a broken
+        connection becomes the failure every waiting and later call sees."""
         try:
             if left is not None and not self._poll.poll(max(1, int(left * 1000 + 0.999))):
-                return
+                return []
             got = self.channel.readinto(self._buf)
             if got == 0:
                 self.protocol.feed_eof()
                 raise Broken(f"{self.channel.transport.where} closed the connection")
-            replies = self.protocol.feed(self._buf[:got])
+            return self.protocol.feed(bytes(self._buf[:got]))
         except IPCError as exc:
-            with self._cond:
+            with self._lock:
                 if self._failure is None:
                     self._failure = exc
-            return
-        with self._cond:
-            waiting = self._waiting
-            for reply in replies:
-                pending = waiting.pop(reply.id, None) if type(reply.id) is int else None
-                if pending is None:
-                    self.dropped += 1  # late (its call timed out) or unknown
-                    continue
-                pending.reply = reply
-                pending.done = True
+            return []
+
+    def _deliver(self, replies: list[Reply]) -> None:
+        """File each reply under its call (the lock is held)."""
+        waiting = self._waiting
+        for reply in replies:
+            pending = waiting.pop(reply.id, None) if type(reply.id) is int else None
+            if pending is None:
+                self.dropped += 1  # late (its call timed out) or unknown
+                continue
+            pending.reply = reply
+            pending.done = True
 
     # --- closing -------------------------------------------------------------------------
 

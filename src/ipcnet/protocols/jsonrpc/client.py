@@ -10,7 +10,7 @@ be trusted any more); a batch reply yields one Reply per member.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ipcnet.errors import LocalProtocolError, RemoteProtocolError
@@ -66,9 +66,15 @@ class ClientProtocol:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Reply]:
         """Replies complete after ``data``; RemoteProtocolError if the server breaks rules."""
-        self.decoder.feed(data)
+        frame = self.decoder.single(data) if data.__class__ is bytes else None
+        frames: Iterable[bytes]
+        if frame is not None:
+            frames = (frame,)  # the common case: exactly one reply arrived
+        else:
+            self.decoder.feed(data)
+            frames = self.decoder
         replies: list[Reply] = []
-        for frame in self.decoder:
+        for frame in frames:
             message = self.codec.decode(frame)
             for item in message if isinstance(message, list) and message else [message]:
                 reply = parse_reply(item)
