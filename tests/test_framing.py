@@ -285,6 +285,59 @@ def test_message_channel_over_a_pipe_and_truncation() -> None:
     reader.close()
 
 
+@pytest.mark.parametrize("maker", ["socketpair", "pipe"])
+def test_message_channel_large_and_small_frames_interleaved(maker: str) -> None:
+    """Large bodies are read straight from the channel, small ones many per read: the
+    frames come out the same whichever way they were read."""
+    if maker == "socketpair":
+        a, b = ipcnet.socketpair()
+    else:
+        b, a = ipcnet.pipe()
+    sender, receiver = MessageChannel(a, LengthPrefixed()), MessageChannel(b, LengthPrefixed())
+    sizes = [0, 10, 200_000, 5, 40_000, 40_000, 1, 33_000, 32_768, 32_767, 70_000, 3] * 3
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+
+    def writer() -> None:
+        for p in payloads:
+            sender.send_frame(p)
+        sender.send_eof()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert [receiver.recv_frame() for _ in payloads] == payloads
+    t.join()
+    with pytest.raises(EOFError):
+        receiver.recv_frame()
+    sender.close()
+    receiver.close()
+
+
+def test_message_channel_eof_inside_a_large_body() -> None:
+    r, w = ipcnet.pipe()
+    reader = MessageChannel(r, LengthPrefixed())
+    w.write(LengthPrefixed().encode(b"y" * 50_000) + struct.pack(">I", 100_000) + b"z" * 60_000)
+    w.close()
+    assert reader.recv_frame() == b"y" * 50_000
+    with pytest.raises(IncompleteFrame) as info:
+        reader.recv_frame()
+    assert (info.value.received, info.value.expected) == (60_000, 100_000)
+    reader.close()
+
+
+def test_length_prefix_completed_from_outside() -> None:
+    d = LengthPrefixed().decoder()
+    assert d.missing() == 4
+    d.feed(b"\x00\x00")
+    assert d.missing() == 2
+    d.feed(b"\x00\x05ab")
+    assert d.next_frame() is None and d.missing() == 3
+    with pytest.raises(ValueError):
+        d.complete(b"cdef")
+    assert d.complete(b"cde") == b"abcde"
+    assert d.missing() == 4 and d.frames(LengthPrefixed().encode(b"next")) == [b"next"]
+    assert NewlineDelimited().decoder().missing() is None
+
+
 def test_framing_names() -> None:
     assert isinstance(framing("lsp"), ContentLength)
     assert isinstance(framing("ndjson"), NewlineDelimited)

@@ -50,10 +50,7 @@ class Channel:
             return data
         if n == 0:
             return b""
-        buf = bytearray(n)
-        got = self.transport.read_into(memoryview(buf))
-        del buf[got:]
-        return bytes(buf)
+        return self.transport.read(n)
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill ``buf`` with up to len(buf) bytes; 0 only at EOF (or for an empty buffer)."""

@@ -18,6 +18,7 @@ from ipcnet.framing.codecs import BytesCodec, Codec
 from ipcnet.framing.decoders import Framing, LengthPrefixed
 
 READ_SIZE = 64 * 1024
+DIRECT_READ = 32 * 1024  # a body this large is read straight into its own bytes
 
 
 class MessageChannel:
@@ -32,14 +33,20 @@ class MessageChannel:
         self.decoder = self.framing.decoder()
         self._scratch = memoryview(bytearray(READ_SIZE))
         self._eof = False
+        self._large = False  # the last frame was large: read headers alone, bodies directly
 
     def send(self, obj: Any) -> None:
         """Encode and frame ``obj`` and write it whole."""
-        self.channel.write(self.framing.encode(self.codec.encode(obj)))
+        self.send_frame(self.codec.encode(obj))
 
     def send_frame(self, payload: bytes) -> None:
-        """Write one frame holding ``payload`` as it is (no codec)."""
-        self.channel.write(self.framing.encode(payload))
+        """Write one frame holding ``payload`` as it is (no codec); a large payload is
+        written after its header rather than copied behind it."""
+        if len(payload) < DIRECT_READ:
+            self.channel.write(self.framing.encode(payload))
+            return
+        for part in self.framing.encode_parts(payload):
+            self.channel.write(part)
 
     def recv_frame(self) -> bytes:
         """The next frame's payload; EOFError at a clean end, IncompleteFrame mid-frame."""
@@ -47,15 +54,42 @@ class MessageChannel:
         while True:
             frame = decoder.next_frame()
             if frame is not None:
+                self._large = len(frame) >= DIRECT_READ
                 return frame
             if self._eof:
                 raise EOFError(f"end of messages from {self.channel.transport.where}")
-            got = self.channel.readinto(self._scratch)
+            missing = decoder.missing()
+            if missing is not None and missing >= DIRECT_READ:
+                rest = self._read_exactly(missing)
+                if rest is not None:
+                    self._large = True
+                    return decoder.complete(rest)
+                continue  # EOF inside the body: the decoder holds what came
+            # after a large frame, read only up to the next boundary (the next header), so
+            # that the next body can be read straight into its own bytes
+            view = self._scratch[:missing] if self._large and missing else self._scratch
+            got = self.channel.readinto(view)
             if got == 0:
                 self._eof = True
                 decoder.feed_eof()
                 continue
-            decoder.feed(self._scratch[:got])
+            decoder.feed(view[:got])
+
+    def _read_exactly(self, n: int) -> bytes | None:
+        """``n`` bytes read straight from the channel, or None at EOF (then what came is in
+        the decoder, and the next round reports the cut frame)."""
+        chunks: list[bytes] = []
+        while n:
+            chunk = self.channel.read(n)
+            if not chunk:
+                for part in chunks:
+                    self.decoder.feed(part)
+                self._eof = True
+                self.decoder.feed_eof()
+                return None
+            chunks.append(chunk)
+            n -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def recv(self) -> Any:
         """The next message, decoded."""

@@ -78,6 +78,16 @@ class Decoder(ABC):
         None otherwise, and then nothing was consumed: ``feed(data)`` as usual."""
         return None
 
+    def missing(self) -> int | None:
+        """How many more bytes the decoder needs before the next step, when the framing
+        tells: the rest of a length prefix, then the rest of its body; None otherwise."""
+        return None
+
+    def complete(self, rest: bytes) -> bytes:
+        """The frame in progress, finished with ``rest``: exactly ``missing()`` bytes that
+        the caller read past the decoder (a large body read straight from the stream)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be completed from outside")
+
     def _idle(self) -> bool:
         """Nothing buffered and nothing broken: a frame may start with the next byte."""
         return self._error is None and len(self._buf) == self._pos
@@ -95,7 +105,8 @@ class Decoder(ABC):
             raise self._incomplete()
 
     def _take(self, start: int, end: int, resume: int) -> bytes:
-        frame = bytes(self._buf[start:end])
+        with memoryview(self._buf) as view:  # one copy, not a slice and then a copy
+            frame = view[start:end].tobytes()
         self._pos = resume
         return frame
 
@@ -125,6 +136,11 @@ class Framing(ABC):
     @abstractmethod
     def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
         """One frame holding ``payload``; LimitExceeded if it is over ``max_size``."""
+
+    def encode_parts(self, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+        """``encode(payload)`` as buffers to write in turn: a large payload need not be
+        copied behind its header."""
+        return [self.encode(payload)]
 
     def _check(self, payload: bytes | bytearray | memoryview) -> int:
         n = len(payload)
@@ -163,6 +179,19 @@ class LengthPrefixDecoder(Decoder):
             return None
         self._need = None
         return self._take(pos, pos + n, pos + n)
+
+    def missing(self) -> int | None:
+        return (self.width if self._need is None else self._need) - self.buffered
+
+    def complete(self, rest: bytes) -> bytes:
+        if self._need is None or len(rest) != self._need - self.buffered:
+            raise ValueError("complete() needs exactly the missing bytes of a frame in progress")
+        with memoryview(self._buf) as view:
+            frame = b"".join((view[self._pos :], rest)) if self.buffered else rest
+        self._buf.clear()
+        self._pos = 0
+        self._need = None
+        return frame
 
     def single(self, data: bytes) -> bytes | None:
         width = self.width
@@ -206,6 +235,9 @@ class LengthPrefixed(Framing):
 
     def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
         return self._pack(self._check(payload)) + payload
+
+    def encode_parts(self, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+        return [self._pack(self._check(payload)), memoryview(payload)]
 
 
 # --- newline-delimited ------------------------------------------------------------------
