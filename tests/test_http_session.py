@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from http_cases.kit import SMALL, make_site, remove_site
 from ipcnet.httpd import HttpOptions, make_service
@@ -23,6 +25,7 @@ from ipcnet.protocols.base import (
 )
 from ipcnet.protocols.http import BadRequest, HttpService, Limits
 from ipcnet.protocols.http.conditional import if_range_holds, not_modified, parse_http_date
+from ipcnet.protocols.http.parsers import check_bytes
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.target import parse_target
 
@@ -205,3 +208,19 @@ def test_conditional() -> None:
     assert if_range_holds(b'"abc-10"', etag, 0)
     assert not if_range_holds(b'W/"abc-10"', etag, 0)
     assert if_range_holds(date, etag, stamp) and not if_range_holds(date, etag, stamp - 1)
+
+
+# the rule check_bytes enforces, written the slow, obvious way
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n|\n[ \t]")
+
+
+@given(
+    st.binary(max_size=40)
+    | st.lists(st.sampled_from([b"\r", b"\n", b"\t", b" ", b"a"])).map(b"".join)
+)
+def test_check_bytes_refuses_exactly_controls_bare_cr_lf_and_obs_fold(raw: bytes) -> None:
+    if _FORBIDDEN.search(raw):
+        with pytest.raises(BadRequest):
+            check_bytes(raw)
+    else:
+        check_bytes(raw)

@@ -32,7 +32,9 @@ class Metrics:
         slot = _RING + now % SECONDS
         klass = status // 100
         cells = self._cells
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # the semaphore's own method: `with` adds two Python calls per request
+        try:
             cells[_REQUESTS] += 1
             cells[_BYTES] += size
             if 1 <= klass <= 5:
@@ -41,6 +43,8 @@ class Metrics:
                 cells[slot] = now
                 cells[slot + SECONDS] = 0
             cells[slot + SECONDS] += 1
+        finally:
+            lock.release()
 
     def snapshot(self) -> dict[str, Any]:
         now = int(time.time())
