@@ -88,6 +88,13 @@ CASES: dict[str, tuple[bytes, int | set[int], bool]] = {
     "header-ctl-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: a\x01b"), 400, CLOSE),
     "header-nul-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: a\x00b"), 400, CLOSE),
     "bare-lf": (b"GET / HTTP/1.1\nHost: example\n\n", 400, CLOSE),
+    "bare-lf-between-fields": (req(b"GET / HTTP/1.1", b"X-A: 1\nX-B: 2"), 400, CLOSE),
+    "bare-cr-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: a\rb"), 400, CLOSE),
+    "obs-fold-tab": (req(b"GET / HTTP/1.1", b"X-Thing: 1", b"\tcontinued"), 400, CLOSE),
+    "header-del-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: a\x7fb"), 400, CLOSE),
+    "header-esc-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: \x1b[31mred"), 400, CLOSE),
+    "header-vtab-in-value": (req(b"GET / HTTP/1.1", b"X-Thing: a\x0bb"), 400, CLOSE),
+    "ctl-in-target": (req(b"GET /a\x01b HTTP/1.1"), 400, CLOSE),
     "nul-in-method": (req(b"G\x00T / HTTP/1.1"), 400, CLOSE),
     "bad-method-char": (req(b"G(T / HTTP/1.1"), 400, CLOSE),
     "lowercase-method": (req(b"get / HTTP/1.1"), {400, 405}, None),  # type: ignore[dict-item]

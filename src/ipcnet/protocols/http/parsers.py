@@ -6,8 +6,8 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 - ``check_head`` then applies the framing rules both parsers must agree on (RFC 9112 §6):
   one Host, one Content-Length value, no Transfer-Encoding with Content-Length or in
   HTTP/1.0, chunked last; versions other than 1.0/1.1 get 505;
-- ``check_bytes`` refuses control characters, bare CR or LF and obs-fold before any
-  parser sees the head, so both parsers refuse the same heads;
+- control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
+  itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
 """
 
@@ -84,6 +84,7 @@ class H11Parser:
         self._h11: Any = h11
 
     def parse(self, head: bytes) -> Head:
+        check_bytes(head)
         h11 = self._h11
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
         conn.receive_data(head)
@@ -129,7 +130,7 @@ _CONTROLS = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 def check_bytes(raw: bytes) -> None:
-    """Defence in depth before parsing: llhttp refuses these, h11 tolerates some.
+    """What llhttp refuses and h11 tolerates, refused before h11 sees the head.
 
     Refused: control characters, a CR or LF that is not part of CRLF, and obs-fold (a line
     starting with SP/HTAB). Each test is one scan in C: this runs on every request."""

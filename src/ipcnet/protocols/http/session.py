@@ -35,7 +35,7 @@ from ipcnet.protocols.base import (
 from ipcnet.protocols.http import responses
 from ipcnet.protocols.http.conditional import if_range_holds, not_modified
 from ipcnet.protocols.http.messages import BadRequest, Head
-from ipcnet.protocols.http.parsers import check_bytes, check_head
+from ipcnet.protocols.http.parsers import check_head
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.resources import Entity, Found, NeedsSlash, Page, Refused
 from ipcnet.protocols.http.target import Target
@@ -227,7 +227,6 @@ class HttpSession:
         head: Head | None = None
         try:
             self._check_limits(raw)
-            check_bytes(raw)
             head = self.parser.parse(raw)
             keep_alive, has_body = check_head(head)
         except BadRequest as exc:
