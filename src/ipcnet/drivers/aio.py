@@ -40,7 +40,6 @@ from ipcnet.protocols.base import (
 )
 from ipcnet.transports import SocketListener, SocketStream
 from ipcnet.transports.files import read_region, release
-from ipcnet.transports.sockets import sockaddr_to_address
 
 FILE_CHUNK = 256 * 1024  # bytes per read when the loop cannot sendfile
 
@@ -70,8 +69,9 @@ class _FileReader:
 class SessionProtocol(asyncio.Protocol):
     """One connection: bytes from asyncio into the session, actions back out."""
 
-    def __init__(self, model: AsyncioModel) -> None:
+    def __init__(self, model: AsyncioModel, peer: Peer) -> None:
         self.model = model
+        self.peer = peer
         self.session: Session | None = None
         self.transport: asyncio.Transport | None = None
         self.busy = False  # a job or a sendfile is in progress; actions wait in `pending`
@@ -98,12 +98,10 @@ class SessionProtocol(asyncio.Protocol):
         model.protocols.add(self)
         transport.set_write_buffer_limits(high=core.config.high_water)
         self.last_active = model.loop.time()
-        scheme = model.schemes.get(transport.get_extra_info("socket").family, "tcp")
-        peer = Peer(sockaddr_to_address(scheme, transport.get_extra_info("peername")))
         if core.trace:
             fd = transport.get_extra_info("socket").fileno()
-            core.trace(f"accept -> new fd {fd} from {peer.address}")
-        self.session, first = core.service.start(peer)
+            core.trace(f"accept -> new fd {fd} from {self.peer.address}")
+        self.session, first = core.service.start(self.peer)
         if first is not None:
             self.apply(first)
 
@@ -299,7 +297,6 @@ class AsyncioModel(Model):
         self.adopting = 0  # accepted, not yet handed to the loop
         self.jobs = DaemonPool(core.config.workers)
         self.loop_sendfile = True  # until the loop says NotImplementedError (uvloop)
-        self.schemes: dict[int, str] = {}
 
     def serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -314,7 +311,6 @@ class AsyncioModel(Model):
         core = self.core
         loop = self.loop
         for listener in core.listeners:
-            self.schemes[listener.sock.family] = listener.address.scheme.rstrip("46")
             listener.set_blocking(False)
             loop.add_reader(listener.fileno(), self._accept, listener)
         for endpoint in core.datagrams:
@@ -371,7 +367,10 @@ class AsyncioModel(Model):
 
     async def _adopt(self, stream: SocketStream) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: SessionProtocol(self), sock=stream.sock)
+            peer = self.core.peer(stream)
+            await self.loop.connect_accepted_socket(
+                lambda: SessionProtocol(self, peer), sock=stream.sock
+            )
         except OSError as exc:
             log.debug("could not adopt %s: %s", stream.where, exc)
             stream.close()

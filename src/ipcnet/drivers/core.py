@@ -268,6 +268,7 @@ class ServerCore:
         stream.close()
 
     def peer(self, stream: SocketStream) -> Peer:
+        """Who is connected, and to which of our addresses."""
         try:
             return Peer(stream.peer_address, stream.local_address)
         except IPCError:

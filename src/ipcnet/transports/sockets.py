@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
@@ -67,14 +68,20 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
     return None
 
 
+_ASK: Any = object()  # "not known yet: ask the kernel"
+
+
 class SocketStream(StreamTransport):
     """A connected SOCK_STREAM socket."""
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
+    def __init__(
+        self, sock: socket.socket, where: str, scheme: str = "", peer: Address | None = _ASK
+    ) -> None:
         self.sock = sock
         self.where = where
         self._fd = sock.fileno()
-        self._scheme = scheme_for(sock)
+        self._scheme = scheme or scheme_for(sock)
+        self._peer = peer  # known when accepted: no getpeername
         self._blocked = 0  # threads inside a blocking call; close() wakes them
         self._timeout: float | None = None
 
@@ -222,6 +229,8 @@ class SocketStream(StreamTransport):
 
     @property
     def peer_address(self) -> Address | None:
+        if self._peer is not _ASK:
+            return self._peer
         with translating("getpeername", self.where):
             return sockaddr_to_address(self._scheme, self.sock.getpeername())
 
@@ -251,8 +260,10 @@ class SeqpacketStream(SocketStream):
     kept for the next read. Writes are cut into packets of at most SEQPACKET_CHUNK bytes.
     """
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
-        super().__init__(sock, where)
+    def __init__(
+        self, sock: socket.socket, where: str, scheme: str = "", peer: Address | None = _ASK
+    ) -> None:
+        super().__init__(sock, where, scheme, peer)
         self._pending = memoryview(b"")
 
     def read_into(self, buf: memoryview) -> int:
@@ -287,13 +298,17 @@ class SeqpacketStream(SocketStream):
             super().write(view[start : start + SEQPACKET_CHUNK])
 
 
-def stream_for(sock: socket.socket, where: str) -> SocketStream:
-    """The right StreamTransport class for a connected socket."""
-    if sock.type == socket.SOCK_SEQPACKET:
-        return SeqpacketStream(sock, where)
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+def stream_for(
+    sock: socket.socket, where: str, scheme: str = "", peer: Address | None = _ASK
+) -> SocketStream:
+    """The right StreamTransport class for a connected socket (``scheme`` and ``peer``
+    when the caller knows them already, as a listener does)."""
+    scheme = scheme or scheme_for(sock)
+    if scheme == "unixpacket":
+        return SeqpacketStream(sock, where, scheme, peer)
+    if scheme == "tcp":
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return SocketStream(sock, where)
+    return SocketStream(sock, where, scheme, peer)
 
 
 class SocketListener:
@@ -325,8 +340,12 @@ class SocketListener:
             raise translate(exc, "accept on", self.where) from exc
         finally:
             self._blocked -= 1
-        peer_address = sockaddr_to_address(self._scheme, peer)
-        return stream_for(conn, str(peer_address) if peer_address else f"{self._scheme} peer")
+        return self._stream(conn, peer)
+
+    def _stream(self, conn: socket.socket, sockaddr: object) -> SocketStream:
+        peer = sockaddr_to_address(self._scheme, sockaddr)
+        where = str(peer) if peer else f"{self._scheme} peer"
+        return stream_for(conn, where, self._scheme, peer)
 
     def try_accept(self) -> SocketStream | None:
         """The next queued connection, or None (the listener must be non-blocking).
@@ -343,8 +362,7 @@ class SocketListener:
         except OSError as exc:
             raise translate(exc, "accept on", self.where) from exc
         conn.setblocking(True)
-        peer_address = sockaddr_to_address(self._scheme, peer)
-        return stream_for(conn, str(peer_address) if peer_address else f"{self._scheme} peer")
+        return self._stream(conn, peer)
 
     def set_blocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)

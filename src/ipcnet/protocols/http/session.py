@@ -431,12 +431,14 @@ class HttpSession:
         out: list[Action],
     ) -> None:
         """Emit a head and the one file region it announces (none for HEAD or empty)."""
-        sent = sum(last - first + 1 for first, last in regions)
         if request.head_only or not regions:
             entity.close()
             out.append(response)
-        elif entity.data is not None:
-            first, last = regions[0]
+            self._log(request, status, 0)
+            return
+        first, last = regions[0]
+        sent = last - first + 1
+        if entity.data is not None:
             if sent <= INLINE_BODY:
                 out.append(response + entity.data[first : last + 1])
             else:  # no copy of a large in-memory body
@@ -444,9 +446,8 @@ class HttpSession:
             entity.close()
         else:
             out.append(response)
-            first, last = regions[0]
             out.append(SendFile(entity.take_fd(), first, sent, entity.path, close=True))
-        self._log(request, status, 0 if request.head_only else sent)
+        self._log(request, status, sent)
 
     def _conditional_file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         """304, 206, 416 or 200 for a request with Range or validators."""
