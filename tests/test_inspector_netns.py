@@ -1,10 +1,15 @@
-"""SYN_SENT inside a network namespace that drops packets; namespaces are not mixed."""
+"""States that need lost packets, made inside network namespaces (SYN_SENT through a
+route to nowhere; SYN_RECV, FIN_WAIT1 and LAST_ACK through nftables rules); namespaces
+are not mixed."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from inspector_helpers import in_netns, netns, tcp_conn
 from ipcnet.inspector import list_sockets
@@ -69,3 +74,51 @@ def test_namespace_listener_not_in_host_table() -> None:
             p.stdin.close()
             p.wait(timeout=10)
         assert port > 0
+
+
+HALF_OPEN_AND_CLOSING_CODE = r"""
+import json, socket, subprocess, time
+from ipcnet.inspector import list_sockets
+
+def nft(*words):
+    subprocess.run(["nft", *words], check=True)
+
+nft("add", "table", "inet", "t")
+nft("add", "chain", "inet", "t", "in", "{ type filter hook input priority 0; }")
+
+# SYN_RECV: the client's last ACK of the handshake is dropped, so the server's side of the
+# connection stays half-open (the client believes it is connected)
+listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen()
+syn_port = listener.getsockname()[1]
+nft("add", "rule", "inet", "t", "in", "tcp", "dport", str(syn_port),
+    "tcp", "flags", "&", "(syn", "|", "ack)", "==", "ack", "drop")
+client = socket.socket(); client.connect(("127.0.0.1", syn_port))
+
+# FIN_WAIT1 and LAST_ACK: once connected, nothing from the server's port gets through; the
+# client's FIN arrives but its ACK does not return, and the server's FIN never arrives
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
+port = server.getsockname()[1]
+a = socket.socket(); a.connect(("127.0.0.1", port)); b, _ = server.accept()
+nft("add", "rule", "inet", "t", "in", "tcp", "sport", str(port), "drop")
+a.shutdown(socket.SHUT_WR)
+assert b.recv(1) == b""
+b.close()
+
+wanted = {(syn_port, "SYN_RECV"), (a.getsockname()[1], "FIN_WAIT1"), (port, "LAST_ACK")}
+for source in ("netlink", "proc"):
+    for _ in range(200):
+        seen = {(r.local_port, r.state) for r in list_sockets(["tcp"], source=source)}
+        if wanted <= seen:
+            break
+        time.sleep(0.01)
+    print(source, json.dumps(sorted(wanted - seen)))
+"""
+
+
+def test_syn_recv_fin_wait1_and_last_ack_behind_dropping_rules() -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed: no packet filter for the lost ACKs")
+    with netns() as ns:
+        r = in_netns(ns, HALF_OPEN_AND_CLOSING_CODE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["netlink []", "proc []"]  # every state seen, both ways
