@@ -178,3 +178,45 @@ def test_help_is_fast_to_import() -> None:
         check=True,
     )
     assert "ipcnet.inspector" not in r.stderr
+
+
+def test_watch_table_redraws_on_a_terminal_and_marks_changes() -> None:
+    """On a tty each refresh clears the screen first (like watch(1)); rows that appeared
+    are marked + and rows that went away -."""
+    import pty
+
+    clear = b"\x1b[H\x1b[2J"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "ipcnet", "sockets", "-tln", "--port", str(port)]
+    controller, terminal = pty.openpty()
+    w = subprocess.Popen(
+        [*argv, "--watch", "0.1"], stdout=terminal, stderr=subprocess.DEVNULL, env=env()
+    )
+    os.close(terminal)
+    seen = b""
+
+    def screen_where(text: str) -> str:
+        """The first whole screen (one the next has followed) that contains ``text``."""
+        nonlocal seen
+        while True:
+            for screen in seen.split(clear)[1:-1]:
+                if text in screen.decode():
+                    return screen.decode()
+            chunk = os.read(controller, 4096)
+            assert chunk, seen
+            seen += chunk
+
+    try:
+        assert screen_where("--- ").startswith("--- ")  # each screen is drawn from the top
+        probe.listen()
+        screen_where("+1 new")
+        probe.close()
+        closed = screen_where("-1 closed")
+        assert any(line.startswith("-") and f":{port}" in line for line in closed.splitlines())
+    finally:
+        probe.close()
+        w.kill()
+        w.wait(timeout=10)
+        os.close(controller)

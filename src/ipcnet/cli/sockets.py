@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from ipcnet.inspector.model import SocketRow
 
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the screen
+
 HELP = "list sockets, pipes and fds like ss/netstat/lsof (table, JSON, CSV; --watch, --stats)"
 
 EPILOG = """\
@@ -260,6 +262,7 @@ def _watch(args: argparse.Namespace) -> int:
         return 2
     prev: dict[tuple[object, ...], SocketRow] = {}
     first = True
+    redraw = not args.jsonl and sys.stdout.isatty()  # like watch(1); a pipe gets every table
     while True:
         rows = _fetch(args)
         cur = {r.key(): r for r in rows}
@@ -277,6 +280,8 @@ def _watch(args: argparse.Namespace) -> int:
         else:
             marks = {} if first else {**{k: "+" for k in new}, **{k: "-" for k in closed}}
             shown = list(rows) + [prev[k] for k in closed]
+            if redraw:
+                sys.stdout.write(CLEAR_SCREEN)
             sys.stdout.write(
                 f"--- {now}  {len(cur)} sockets, +{0 if first else len(new)} new, "
                 f"-{len(closed)} closed ---\n"
