@@ -192,3 +192,7 @@ def test_status_counts_across_prefork_workers(root: Path) -> None:
             info = json.load(r)
     assert info["model"] == "prefork" and info["workers"] == 2
     assert info["requests"]["by_class"]["2xx"] >= 10
+    workers = info["per_worker"]
+    assert len({w["pid"] for w in workers}) == 2 and info["pid"] in {w["pid"] for w in workers}
+    assert sum(w["handled"] for w in workers) >= 10  # the 10 requests, and not /_status yet
+    assert {w["state"] for w in workers} <= {"idle", "busy"}

@@ -18,6 +18,7 @@ from typing import Any
 from ipcnet.httpd.metrics import Metrics
 
 MAX_SOCKETS = 100
+WORKER_FIELDS = ("pid", "state", "accepted", "active", "handled", "bytes_out", "errors")
 
 
 def _endpoint(host: str | None, port: int | None, path: str | None) -> str:
@@ -89,6 +90,9 @@ class StatusPage:
             "bytes_out": core.get("bytes_out", 0),
             "bytes_in": core.get("bytes_in", 0),
             "errors": core.get("errors", 0),
+            "per_worker": [
+                {name: row.get(name, 0) for name in WORKER_FIELDS} for row in rows if row.get("pid")
+            ],
         }
         if self.sockets:
             socks, why = own_sockets()
@@ -127,6 +131,16 @@ def render_html(info: dict[str, Any]) -> str:
         for s in sockets
     )
     note = f"<p class=note>{e(info['sockets_error'])}</p>" if info.get("sockets_error") else ""
+    worker_rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class=n>{_human(w[k]) if k == 'bytes_out' else e(str(w[k]))}</td>"
+            for k in WORKER_FIELDS
+        )
+        + "</tr>"
+        for w in info["per_worker"]
+    )
+    worker_head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in WORKER_FIELDS)
     return f"""<!doctype html>
 <html lang=en><meta charset=utf-8>
 <meta http-equiv=refresh content=2>
@@ -154,6 +168,8 @@ workers {info["workers"]}, up {info["uptime"]:.0f} s, on {e(", ".join(info["addr
 </div>
 <h2>Responses by status class</h2>
 <table>{classes}</table>
+<h2>Workers</h2>
+<table id=workers><tr>{worker_head}</tr>{worker_rows}</table>
 <h2>This server's sockets</h2>
 <table><tr><th>proto</th><th>state</th><th>local</th><th>remote</th><th>recv-q</th>
 <th>send-q</th></tr>{sock_rows}</table>{note}
