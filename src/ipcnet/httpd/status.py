@@ -134,7 +134,8 @@ def render_html(info: dict[str, Any]) -> str:
     worker_rows = "".join(
         "<tr>"
         + "".join(
-            f"<td class=n>{_human(w[k]) if k == 'bytes_out' else e(str(w[k]))}</td>"
+            f"<td{'' if k == 'state' else ' class=n'}>"
+            f"{_human(w[k]) if k == 'bytes_out' else e(str(w[k]))}</td>"
             for k in WORKER_FIELDS
         )
         + "</tr>"
@@ -156,7 +157,7 @@ td,th{{border:1px solid #e3e3e3;padding:.25em .6em;text-align:left}} .n{{text-al
 .note{{color:#a40}}
 </style>
 <h1>ipcnet http &mdash; status</h1>
-<p>pid {info["pid"]}, model <b id=model>{e(str(info["model"]))}</b>,
+<p>served by pid {info["pid"]}, model <b id=model>{e(str(info["model"]))}</b>,
 workers {info["workers"]}, up {info["uptime"]:.0f} s, on {e(", ".join(info["addresses"]))}</p>
 <div class=grid>
 <div class=card>connections now<b id=now>{conns["now"]}</b></div>
