@@ -2,7 +2,9 @@
 
 Role: a ``concurrent.futures.Executor`` whose threads are daemons, started on demand up to a
 limit. Rules: unlike ThreadPoolExecutor, nothing joins these threads at interpreter exit, so
-a forced stop is not held up by a job that will not finish (its result is simply dropped).
+a forced stop is not held up by a job that will not finish (its result is simply dropped);
+a thread is started whenever the jobs not yet taken outnumber the threads waiting for one,
+so a job never waits behind a blocked one while the limit allows another thread.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ class DaemonPool(Executor):
         self.name = name
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for a job
+        self._untaken = 0  # jobs queued that no thread has taken yet
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         future: Future[T] = Future()
         self._queue.put((future, lambda: fn(*args, **kwargs)))
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.max_workers:
+            self._untaken += 1
+            # an idle thread may be about to take an earlier job: count jobs, not just idlers
+            if self._untaken > self._idle and len(self._threads) < self.max_workers:
                 name = f"{self.name}-{len(self._threads)}"
                 thread = threading.Thread(target=self._work, name=name, daemon=True)
                 self._threads.append(thread)
@@ -45,6 +50,8 @@ class DaemonPool(Executor):
             item = self._queue.get()
             with self._lock:
                 self._idle -= 1
+                if item is not None:
+                    self._untaken -= 1
             if item is None:
                 return
             future, call = item
