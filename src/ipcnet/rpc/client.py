@@ -106,7 +106,7 @@ class Client:
         self.protocol = ClientProtocol(framing, codec)
         #: the default per-call timeout in seconds (None: wait for ever)
         self.timeout = timeout
-        self._lock = threading.Lock()  # guards what follows; entered directly when no one waits
+        self._lock = threading.Lock()  # guards the fields below; _cond waits on it
         self._cond = threading.Condition(self._lock)
         self._write_lock = threading.Lock()
         self._waiting: dict[int, Pending] = {}
