@@ -101,8 +101,12 @@ class Decoder(ABC):
         """The stream ended: fine at a frame boundary, IncompleteFrame inside a frame."""
         if self._error is not None:
             return
-        if self.buffered:
+        if self.buffered or self._inside_frame():
             raise self._incomplete()
+
+    def _inside_frame(self) -> bool:
+        """A frame's header was read and its body has not (all) come: EOF now cuts it."""
+        return False
 
     def _take(self, start: int, end: int, resume: int) -> bytes:
         with memoryview(self._buf) as view:  # one copy, not a slice and then a copy
@@ -200,6 +204,9 @@ class LengthPrefixDecoder(Decoder):
         if len(data) < width or self._unpack(data)[0] != len(data) - width:
             return None
         return data[width:] if len(data) - width <= self.max_size else None
+
+    def _inside_frame(self) -> bool:
+        return self._need is not None
 
     def _incomplete(self) -> IncompleteFrame:
         got = self.buffered
@@ -368,6 +375,9 @@ class NetstringDecoder(Decoder):
         self._need = None
         return self._take(pos, pos + n, pos + n + 1)
 
+    def _inside_frame(self) -> bool:
+        return self._need is not None
+
     def _incomplete(self) -> IncompleteFrame:
         got = self.buffered
         expected = None if self._need is None else self._need + 1
@@ -440,6 +450,9 @@ class ContentLengthDecoder(Decoder):
         if length is None:
             raise RemoteProtocolError("message without a Content-Length header")
         return length
+
+    def _inside_frame(self) -> bool:
+        return self._need is not None
 
     def _incomplete(self) -> IncompleteFrame:
         got = self.buffered
