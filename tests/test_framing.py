@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ipcnet
-from ipcnet.errors import IncompleteRead, LimitExceeded, RemoteProtocolError
+from ipcnet.errors import IncompleteRead, LimitExceeded, RemoteProtocolError, Timeout
 from ipcnet.framing import (
     ContentLength,
     DecodeError,
@@ -113,6 +114,11 @@ def test_declared_length_ffffffff() -> None:
         ("netstring", b"5:ab", 2, 6),
         ("content-length", b"Content-Len", 11, None),
         ("content-length", b"Content-Length: 10\r\n\r\nabc", 3, 10),
+        # a whole header and not one byte of the body: still inside a frame
+        ("length", b"\x00\x00\x00\x05", 0, 5),
+        ("length64", b"\x00" * 7 + b"\x05", 0, 5),
+        ("netstring", b"5:", 0, 6),
+        ("content-length", b"Content-Length: 5\r\n\r\n", 0, 5),
     ],
 )
 def test_eof_inside_a_frame(name: str, wire: bytes, received: int, expected: int | None) -> None:
@@ -322,6 +328,34 @@ def test_message_channel_eof_inside_a_large_body() -> None:
         reader.recv_frame()
     assert (info.value.received, info.value.expected) == (60_000, 100_000)
     reader.close()
+
+
+@pytest.mark.parametrize("maker", ["socketpair", "pipe"])
+def test_a_timeout_inside_a_large_body_loses_nothing(maker: str) -> None:
+    if maker == "socketpair":
+        a, b = ipcnet.socketpair()
+    else:
+        b, a = ipcnet.pipe()
+    receiver = MessageChannel(b, LengthPrefixed())
+    b.timeout = 0.5
+    body = bytes(range(256)) * 400  # 102,400 bytes: read straight from the channel
+    wire = LengthPrefixed().encode(body)
+    a.write(wire[:104])  # the header and 100 bytes: the rest is then read directly
+
+    def more() -> None:
+        time.sleep(0.1)  # inside the direct read, which then waits in vain for the rest
+        a.write(wire[104:50_000])
+
+    t = threading.Thread(target=more)
+    t.start()
+    with pytest.raises(Timeout):
+        receiver.recv_frame()
+    t.join()
+    a.write(wire[50_000:] + LengthPrefixed().encode(b"next"))
+    assert receiver.recv_frame() == body
+    assert receiver.recv_frame() == b"next"
+    a.close()
+    receiver.close()
 
 
 def test_length_prefix_completed_from_outside() -> None:

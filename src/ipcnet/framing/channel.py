@@ -60,11 +60,8 @@ class MessageChannel:
                 raise EOFError(f"end of messages from {self.channel.transport.where}")
             missing = decoder.missing()
             if missing is not None and missing >= DIRECT_READ:
-                rest = self._read_exactly(missing)
-                if rest is not None:
-                    self._large = True
-                    return decoder.complete(rest)
-                continue  # EOF inside the body: the decoder holds what came
+                self._large = True
+                return decoder.complete(self._read_exactly(missing))
             # after a large frame, read only up to the next boundary (the next header), so
             # that the next body can be read straight into its own bytes
             view = self._scratch[:missing] if self._large and missing else self._scratch
@@ -75,20 +72,25 @@ class MessageChannel:
                 continue
             decoder.feed(view[:got])
 
-    def _read_exactly(self, n: int) -> bytes | None:
-        """``n`` bytes read straight from the channel, or None at EOF (then what came is in
-        the decoder, and the next round reports the cut frame)."""
+    def _read_exactly(self, n: int) -> bytes:
+        """``n`` bytes read straight from the channel. Cut short by EOF (IncompleteFrame) or
+        an error such as a timeout, what came is handed to the decoder first, so nothing is
+        lost and the next ``recv`` goes on where this one stopped."""
         chunks: list[bytes] = []
-        while n:
-            chunk = self.channel.read(n)
-            if not chunk:
+        try:
+            while n:
+                chunk = self.channel.read(n)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                n -= len(chunk)
+        finally:
+            if n:
                 for part in chunks:
                     self.decoder.feed(part)
-                self._eof = True
-                self.decoder.feed_eof()
-                return None
-            chunks.append(chunk)
-            n -= len(chunk)
+        if n:
+            self._eof = True
+            self.decoder.feed_eof()  # inside a frame: raises IncompleteFrame
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def recv(self) -> Any:
