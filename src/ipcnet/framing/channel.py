@@ -1,10 +1,12 @@
 """MessageChannel: whole messages over a Channel, through a framing and a codec.
 
 Role: the blocking, file-like way to use the sans-IO codecs: ``send(obj)`` writes one
-frame, ``recv()`` returns the next message. Rules: reads go straight into the decoder
-(``readinto`` a reusable buffer), so nothing is read past what the decoder holds; at a clean
-EOF ``recv`` raises EOFError (iteration just stops), inside a frame IncompleteFrame (which
-is also an EOFError: catch it first); the frame limit is the framing's ``max_size``.
+frame, ``recv()`` returns the next message. Rules: everything read goes to the decoder
+(small frames: many per ``readinto`` of a reusable buffer), except a large body whose length
+the framing announced, which is read straight into its own bytes (``DIRECT_READ``); nothing
+read is ever dropped, even when a read times out; at a clean EOF ``recv`` raises EOFError
+(iteration just stops), inside a frame IncompleteFrame (which is also an EOFError: catch it
+first); the frame limit is the framing's ``max_size``.
 """
 
 from __future__ import annotations
