@@ -12,11 +12,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 import ipcnet
 from ipcnet.inspector import SocketRow, list_sockets
+
+T = TypeVar("T")
 
 SRC = str(Path(ipcnet.__file__).resolve().parent.parent)
 
@@ -39,11 +42,13 @@ def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]
     )
 
 
-def wait_for(pred: Callable[[], object], timeout: float = 3.0, what: str = "condition") -> None:
+def wait_for(pred: Callable[[], T | None], timeout: float = 3.0, what: str = "condition") -> T:
+    """The first true value ``pred`` returns; AssertionError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pred():
-            return
+        value = pred()
+        if value:
+            return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
 

@@ -75,3 +75,21 @@ def test_live_proc_net_tcp6_mapped() -> None:
         rows = [r for r in parse_inet(text, "tcp6") if r.local_port == c.port]
         est = [r for r in rows if r.state == "ESTABLISHED"]
         assert est and est[0].local_host == "127.0.0.1" and est[0].remote_port == c.client_port
+
+
+def test_a_row_printed_twice_by_a_resumed_walk_is_kept_once() -> None:
+    """/proc/net/tcp is written a page per read; a socket that moves between two reads can
+    be printed again. The same addresses, state and inode are one socket."""
+    with tcp_conn() as c:
+        text = read_text("/proc/net/tcp")
+        header, *lines = text.splitlines()
+        mine = [line for line in lines if f":{c.port:04X} " in line]
+        assert len(mine) >= 3  # the listener and both ends of the connection
+        doubled = "\n".join([header, *lines, *mine]) + "\n"
+        rows = [r for r in parse_inet(doubled, "tcp") if c.port in (r.local_port, r.remote_port)]
+        assert sorted((r.state, r.local_port, r.remote_port) for r in rows) == sorted(
+            (r.state, r.local_port, r.remote_port)
+            for r in parse_inet(text, "tcp")
+            if c.port in (r.local_port, r.remote_port)
+        )
+        assert len(rows) == len(mine)

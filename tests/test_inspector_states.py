@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from inspector_helpers import find, rows_on_port, tcp_conn, wait_for
-from ipcnet.inspector import list_sockets, sockets_of_pid
+from ipcnet.inspector import SocketRow, list_sockets, sockets_of_pid
 
 SOURCES = ["netlink", "proc"]
 
@@ -64,19 +64,21 @@ def test_close_wait_fin_wait2_time_wait(source: str) -> None:
     with tcp_conn() as c:
         # the client half-closes: client FIN_WAIT2, server CLOSE_WAIT (it has not closed)
         c.client.shutdown(socket.SHUT_WR)
-        wait_for(
-            lambda: {"CLOSE_WAIT", "FIN_WAIT2"} <= {r.state for r in rows_on_port(c.port, source)},
-            what="CLOSE_WAIT and FIN_WAIT2",
-        )
-        rows = rows_on_port(c.port, source)
-        (cw,) = find(rows, "CLOSE_WAIT", c.port)
-        (fw2,) = find(rows, "FIN_WAIT2", c.client_port)
+
+        def both() -> tuple[list[SocketRow], list[SocketRow]] | None:
+            # one table in which both show (under churn a dump can miss a row: read again)
+            rows = rows_on_port(c.port, source)
+            cws, fw2s = find(rows, "CLOSE_WAIT", c.port), find(rows, "FIN_WAIT2", c.client_port)
+            return (cws, fw2s) if cws and fw2s else None
+
+        cws, fw2s = wait_for(both, what="CLOSE_WAIT and FIN_WAIT2")
+        (cw,) = cws
+        (fw2,) = fw2s
         assert cw.inode == os.fstat(c.server.fileno()).st_ino
         assert fw2.inode == os.fstat(c.client.fileno()).st_ino
         # the server closes too: the client, which closed first, ends in TIME_WAIT
         c.server.close()
-        wait_for(lambda: find(rows_on_port(c.port, source), "TIME_WAIT"), what="TIME_WAIT")
-        (tw,) = find(rows_on_port(c.port, source), "TIME_WAIT")
+        (tw,) = wait_for(lambda: find(rows_on_port(c.port, source), "TIME_WAIT"), what="TIME_WAIT")
         assert (tw.local_port, tw.remote_port) == (c.client_port, c.port)
         assert tw.inode is None and tw.uid is None  # a mini socket: unknown, not 0
         assert tw.timer == "timewait" and tw.timer_ms is not None and 0 < tw.timer_ms <= 60_000

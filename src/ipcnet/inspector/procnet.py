@@ -15,6 +15,10 @@ Rules:
   /proc prints an abstract name's leading NUL (and any NUL in it) as ``@``, so ``@x`` may
   also be a relative path starting with ``@``; only sock_diag tells them apart.
 - /proc/net is the reader's network namespace, like the netlink dump.
+- The kernel writes these tables a page per read(2) and resumes its walk where it stopped;
+  a socket that moves in the table between two reads can be printed twice (the repeat is
+  dropped here: same addresses, state and inode) or not at all (no reader can prevent
+  that; the netlink dump has the same limit).
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
     is_tcp = proto[:3] == "tcp"
     rows: list[SocketRow] = []
     new = tuple.__new__
+    seen: set[tuple[str, str, str, str]] = set()
     lines = text.split("\n")
     for line in lines[1:]:
         f = line.split()
         if len(f) < 10:
             continue
+        key = (f[1], f[2], f[3], f[9])  # addresses, state, inode
+        if key in seen:
+            continue  # printed again by a walk that resumed after the table changed
+        seen.add(key)
         try:
             lh, lp = decode_endpoint(f[1])
             rh, rp = decode_endpoint(f[2])
