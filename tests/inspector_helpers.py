@@ -57,6 +57,19 @@ def rows_on_port(port: int, source: str = "auto", owners: bool = False) -> list[
     return list_sockets(["tcp"], port=port, source=source, owners=owners)  # type: ignore[arg-type]
 
 
+def table(port: int, source: str, *wanted: tuple[str, int]) -> list[SocketRow]:
+    """``rows_on_port`` from one read in which every (state, local port) of ``wanted`` shows.
+
+    A dump taken while other tests open and close connections can miss a row that moved in
+    the kernel's table (netlink and /proc alike): such a read is simply taken again."""
+
+    def complete() -> list[SocketRow] | None:
+        rows = rows_on_port(port, source)
+        return rows if all(find(rows, state, lp) for state, lp in wanted) else None
+
+    return wait_for(complete, what=f"rows {wanted} on port {port} ({source})")
+
+
 def find(rows: list[SocketRow], state: str, local_port: int | None = None) -> list[SocketRow]:
     return [
         r for r in rows if r.state == state and (local_port is None or r.local_port == local_port)

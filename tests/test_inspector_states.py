@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from inspector_helpers import find, rows_on_port, tcp_conn, wait_for
+from inspector_helpers import find, rows_on_port, table, tcp_conn, wait_for
 from ipcnet.inspector import SocketRow, list_sockets, sockets_of_pid
 
 SOURCES = ["netlink", "proc"]
@@ -17,13 +17,13 @@ SOURCES = ["netlink", "proc"]
 def test_listen_and_established_rows(source: str) -> None:
     with tcp_conn(backlog=7) as c:
         c.client.sendall(b"x" * 100)  # unread by the server: its Recv-Q
-        wait_for(
-            lambda: any(
-                r.recv_q == 100 for r in find(rows_on_port(c.port, source), "ESTABLISHED", c.port)
-            ),
-            what="recv-q 100",
-        )
-        rows = rows_on_port(c.port, source)
+        wanted = (("LISTEN", c.port), ("ESTABLISHED", c.port), ("ESTABLISHED", c.client_port))
+
+        def with_recv_q() -> list[SocketRow] | None:
+            rows = table(c.port, source, *wanted)
+            return rows if find(rows, "ESTABLISHED", c.port)[0].recv_q == 100 else None
+
+        rows = wait_for(with_recv_q, what="recv-q 100")
         (listen,) = find(rows, "LISTEN", c.port)
         assert (listen.local_host, listen.remote_host, listen.remote_port) == (
             "127.0.0.1",
@@ -49,10 +49,10 @@ def test_accept_queue_length_of_listener() -> None:
         extra = [socket.create_connection(("127.0.0.1", c.port)) for _ in range(2)]
         try:
             wait_for(
-                lambda: find(rows_on_port(c.port, "netlink"), "LISTEN")[0].recv_q == 2,
+                lambda: find(table(c.port, "netlink", ("LISTEN", c.port)), "LISTEN")[0].recv_q == 2,
                 what="two connections waiting in the accept queue",
             )
-            (lst,) = find(rows_on_port(c.port, "proc"), "LISTEN")
+            (lst,) = find(table(c.port, "proc", ("LISTEN", c.port)), "LISTEN")
             assert lst.recv_q == 2
         finally:
             for s in extra:
@@ -64,16 +64,9 @@ def test_close_wait_fin_wait2_time_wait(source: str) -> None:
     with tcp_conn() as c:
         # the client half-closes: client FIN_WAIT2, server CLOSE_WAIT (it has not closed)
         c.client.shutdown(socket.SHUT_WR)
-
-        def both() -> tuple[list[SocketRow], list[SocketRow]] | None:
-            # one table in which both show (under churn a dump can miss a row: read again)
-            rows = rows_on_port(c.port, source)
-            cws, fw2s = find(rows, "CLOSE_WAIT", c.port), find(rows, "FIN_WAIT2", c.client_port)
-            return (cws, fw2s) if cws and fw2s else None
-
-        cws, fw2s = wait_for(both, what="CLOSE_WAIT and FIN_WAIT2")
-        (cw,) = cws
-        (fw2,) = fw2s
+        rows = table(c.port, source, ("CLOSE_WAIT", c.port), ("FIN_WAIT2", c.client_port))
+        (cw,) = find(rows, "CLOSE_WAIT", c.port)
+        (fw2,) = find(rows, "FIN_WAIT2", c.client_port)
         assert cw.inode == os.fstat(c.server.fileno()).st_ino
         assert fw2.inode == os.fstat(c.client.fileno()).st_ino
         # the server closes too: the client, which closed first, ends in TIME_WAIT
@@ -99,7 +92,7 @@ def test_ipv4_mapped_shown_as_ipv4_and_ipv6() -> None:
         pytest.skip("no IPv6")
     with tcp_conn(host="::", family=socket.AF_INET6) as c:
         for source in SOURCES:
-            rows = rows_on_port(c.port, source)
+            rows = table(c.port, source, ("LISTEN", c.port), ("ESTABLISHED", c.port))
             (srv,) = [r for r in find(rows, "ESTABLISHED", c.port) if r.proto == "tcp6"]
             assert (srv.local_host, srv.remote_host) == ("127.0.0.1", "127.0.0.1"), source
             (lst,) = find(rows, "LISTEN", c.port)
@@ -111,7 +104,8 @@ def test_ipv4_mapped_shown_as_ipv4_and_ipv6() -> None:
         pytest.skip(f"no ::1 here: {exc}")
     try:
         for source in SOURCES:
-            (cli,) = find(rows_on_port(conn.port, source), "ESTABLISHED", conn.client_port)
+            rows = table(conn.port, source, ("ESTABLISHED", conn.client_port))
+            (cli,) = find(rows, "ESTABLISHED", conn.client_port)
             assert (cli.proto, cli.local_host, cli.remote_host) == ("tcp6", "::1", "::1")
     finally:
         c6.__exit__(None, None, None)
