@@ -71,7 +71,12 @@ def test_close_wait_fin_wait2_time_wait(source: str) -> None:
         assert fw2.inode == os.fstat(c.client.fileno()).st_ino
         # the server closes too: the client, which closed first, ends in TIME_WAIT
         c.server.close()
-        (tw,) = wait_for(lambda: find(rows_on_port(c.port, source), "TIME_WAIT"), what="TIME_WAIT")
+        # by the client's port: the server's port number may also be the remote port of
+        # TIME_WAIT leftovers from an earlier server that had it
+        (tw,) = wait_for(
+            lambda: find(rows_on_port(c.port, source), "TIME_WAIT", c.client_port),
+            what="TIME_WAIT",
+        )
         assert (tw.local_port, tw.remote_port) == (c.client_port, c.port)
         assert tw.inode is None and tw.uid is None  # a mini socket: unknown, not 0
         assert tw.timer == "timewait" and tw.timer_ms is not None and 0 < tw.timer_ms <= 60_000
