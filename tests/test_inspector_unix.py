@@ -224,3 +224,27 @@ def test_unix_queue_lengths(kind: int) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_abstract_name_with_nul_or_at_is_not_exact_from_proc() -> None:
+    """/proc prints each NUL of an abstract name as "@": such text cannot be decoded."""
+    plain, with_nul, with_at = unique("ipcnet-p"), unique("ipcnet-n"), unique("ipcnet-a")
+    names = {"plain": "\0" + plain, "nul": "\0" + with_nul + "\0x", "at": "\0" + with_at + "@x"}
+    socks = {k: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for k in names}
+    try:
+        for k, name in names.items():
+            socks[k].bind(name)
+        proc = _unix_rows("proc")
+        ino = {k: _ino(s) for k, s in socks.items()}
+        assert proc[ino["plain"]].exact  # type: ignore[attr-defined]
+        for k in ("nul", "at"):  # both print as ...@x: neither row may claim to be exact
+            row = proc[ino[k]]
+            assert row.path.endswith("@x") and not row.exact  # type: ignore[attr-defined]
+            assert "NUL" in row.note  # type: ignore[attr-defined]
+        exact = _unix_rows("netlink")  # sock_diag gives the name's bytes
+        assert exact[ino["nul"]].path == "@" + with_nul + "\0x"  # type: ignore[attr-defined]
+        assert exact[ino["at"]].path == "@" + with_at + "@x"  # type: ignore[attr-defined]
+        assert exact[ino["nul"]].exact and exact[ino["at"]].exact  # type: ignore[attr-defined]
+    finally:
+        for s in socks.values():
+            s.close()

@@ -111,6 +111,9 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
     return rows
 
 
+_AT_NOTE = "an '@' after the first in an abstract name may be a NUL byte (/proc/net/unix)"
+
+
 def _unix_fields(line: str) -> tuple[int, int, int, int, str | None] | None:
     """(flags, type, state, inode, path) if ``line`` has the exact kernel format, else None.
 
@@ -172,14 +175,16 @@ def parse_unix(
             after_named.append(len(rows))
         # St is the socket's SS_* state, not sk_state; __SO_ACCEPTCON marks a listener
         state = "LISTEN" if flags & 0x10000 else _UNIX_STATES.get(st, f"UNKNOWN({st})")
+        # the kernel prints every NUL of an abstract name as "@": a later "@" may be either
+        exact = path is None or path[:1] != "@" or "@" not in path[1:]
         raws.append(line)
         rows.append(
             new(
                 SocketRow,
                 (
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
-                    path, None, None, None, ino or None, None, None, None, None, "proc", True,
-                    None, None, None,
+                    path, None, None, None, ino or None, None, None, None, None, "proc", exact,
+                    None if exact else _AT_NOTE, None, None,
                 ),
             )
         )  # fmt: skip
