@@ -4,17 +4,22 @@ Role: the engine of ``ipcnet connect`` (stdio <-> a channel) and of any two-chan
 Rules:
 - each direction is a pump: read into one reused buffer, write the same memoryview, and on
   EOF send EOF onward (half-close), so the far side sees exactly what this side saw;
-- the relay ends when both directions ended, or when one ended and the other stays silent
-  for ``linger`` seconds after it (what socat does with -t), or at the first error;
+- the relay ends when both directions ended, or at the first error. By default it waits for
+  the second direction however long it takes (as ``nc -N`` does): a peer may answer long
+  after our EOF. ``linger`` is an idle timer, not a deadline: once one direction ended, the
+  other is given up after ``linger`` seconds in which it moved no byte, and the result names
+  it in ``unfinished`` so that nobody mistakes a cut stream for a whole one;
+- KeyboardInterrupt (Ctrl-C, or a signal turned into it) ends the wait the same way;
 - an error is reported with the direction it happened in, and never leaves a thread behind
   that could write after the relay returned.
 Datagram endpoints relay one read of the stream side as one datagram, and one datagram as
-one write.
+one write; having no EOF, they end ``linger`` idle seconds after the stream side's EOF.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,16 +29,23 @@ from ipcnet.errors import IPCError
 from ipcnet.transports import DatagramEndpoint
 
 CHUNK = 64 * 1024
+POLL = 0.05  # how often the waiting thread looks for an error in the other direction
 
 
 @dataclass
 class Direction:
-    """How one direction of a relay ended."""
+    """How one direction of a relay went."""
 
     name: str
     done: threading.Event = field(default_factory=threading.Event)
     error: IPCError | None = None
     bytes: int = 0
+    #: monotonic time of the last byte moved, or of the end of the direction
+    last: float = field(default_factory=time.monotonic)
+
+    def moved(self, n: int) -> None:
+        self.bytes += n
+        self.last = time.monotonic()
 
 
 @dataclass
@@ -42,6 +54,9 @@ class RelayResult:
     backward: Direction  # b -> a
     #: set when the relay returns: errors after that (closing wakes a blocked thread) are moot
     ended: threading.Event = field(default_factory=threading.Event)
+    #: directions still open when the relay stopped waiting (linger ran out, or interrupted)
+    unfinished: tuple[Direction, ...] = ()
+    interrupted: bool = False
 
     def end(self) -> RelayResult:
         self.ended.set()
@@ -60,6 +75,7 @@ def _run(result: RelayResult, direction: Direction, body: Callable[[], object]) 
             if not result.ended.is_set():
                 direction.error = exc
         finally:
+            direction.last = time.monotonic()
             direction.done.set()
 
     thread = threading.Thread(target=target, name=f"ipcnet-relay-{direction.name}", daemon=True)
@@ -72,28 +88,33 @@ def _pump(src: Channel, dst: Channel, direction: Direction) -> None:
     view = memoryview(buf)
     while n := src.readinto(view):
         dst.write(view[:n])
-        direction.bytes += n
+        direction.moved(n)
     dst.send_eof()
 
 
-def _wait(result: RelayResult, linger: float) -> RelayResult:
-    directions = (result.forward, result.backward)
-    while True:
-        for d in directions:
-            d.done.wait(0.05)
-        if result.error is not None:
-            return result.end()
-        finished = [d.done.is_set() for d in directions]
-        if all(finished):
-            return result.end()
-        if any(finished):
-            pending = directions[finished.index(False)]
-            pending.done.wait(linger)
-            return result.end()
+def _wait(result: RelayResult, linger: float | None, watch: tuple[Direction, ...]) -> None:
+    """Wait until every direction in ``watch`` ended; once only one is left, give it up
+    after ``linger`` seconds in which no byte moved either way (None: never)."""
+    try:
+        while result.error is None:
+            pending = [d for d in watch if not d.done.is_set()]
+            if not pending:
+                return
+            wait = POLL
+            if linger is not None and len(pending) == 1:
+                idle = time.monotonic() - max(result.forward.last, result.backward.last)
+                if idle >= linger:
+                    result.unfinished = tuple(pending)
+                    return
+                wait = min(POLL, linger - idle)
+            pending[0].done.wait(wait)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.unfinished = tuple(d for d in watch if not d.done.is_set())
 
 
-def relay_streams(a: Channel, b: Channel, *, linger: float = 0.5) -> RelayResult:
-    """Copy a -> b and b -> a until both end (or one ends and the other lingers)."""
+def relay_streams(a: Channel, b: Channel, *, linger: float | None = None) -> RelayResult:
+    """Copy a -> b and b -> a until both end (see the module's rules for ``linger``)."""
     result = RelayResult(Direction("forward"), Direction("backward"))
     if a.transport.readable and b.transport.writable:
         _run(result, result.forward, lambda: _pump(a, b, result.forward))
@@ -103,7 +124,8 @@ def relay_streams(a: Channel, b: Channel, *, linger: float = 0.5) -> RelayResult
         _run(result, result.backward, lambda: _pump(b, a, result.backward))
     else:
         result.backward.done.set()
-    return _wait(result, linger)
+    _wait(result, linger, (result.forward, result.backward))
+    return result.end()
 
 
 def relay_datagrams(
@@ -130,7 +152,7 @@ def relay_datagrams(
         while n := stream.readinto(view):
             known.wait()
             endpoint.send(view[:n], to=peer[0] if peer else None)
-            result.forward.bytes += n
+            result.forward.moved(n)
 
     def incoming() -> None:
         while True:
@@ -139,13 +161,13 @@ def relay_datagrams(
                 peer.append(sender)
                 known.set()
             stream.write(data)
-            result.backward.bytes += len(data)
+            result.backward.moved(len(data))
 
     _run(result, result.forward, outgoing)
     _run(result, result.backward, incoming)
-    while not result.forward.done.wait(0.05):
-        if result.error is not None:
-            return result.end()
-    if result.error is None:
-        result.backward.done.wait(linger)
+    _wait(result, None, (result.forward,))
+    if result.error is None and not result.interrupted:
+        result.backward.last = time.monotonic()  # the idle time counts from the stream's EOF
+        _wait(result, linger, (result.backward,))
+        result.unfinished = ()  # datagrams have no end: running out of linger is the end
     return result.end()

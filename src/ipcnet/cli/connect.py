@@ -2,14 +2,18 @@
 
 stdin goes to the channel and the channel to stdout; stdin's EOF half-closes toward the
 peer; the command exits 0 once both directions ended, 1 with a one-line error otherwise.
-With ``--listen`` it accepts one peer on URL first. Datagram addresses send one datagram
-per read of stdin and print each datagram received.
+It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
+or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
+128 + the signal. With ``--listen`` it accepts one peer on URL first. Datagram addresses
+send one datagram per read of stdin and print each datagram received.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
@@ -31,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--linger",
         type=float,
-        default=0.5,
+        default=None,
         metavar="S",
-        help="after one direction ends, wait S seconds for the other (default 0.5)",
+        help="once one direction has ended, give the other up after S seconds without "
+        "traffic (default: wait until it ends; udp/unixgram: 0.5 s after stdin's EOF)",
     )
 
 
@@ -45,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     address = parse(args.url)
     local = stdio()
+    caught = _signals_interrupt()
     if address.kind == "datagram":
         endpoint = open_datagram(address, listen=args.listen)
         with endpoint:
-            result = relay_datagrams(
-                local, endpoint, reply_to_first=args.listen, linger=args.linger
-            )
+            linger = 0.5 if args.linger is None else args.linger
+            result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=linger)
     else:
         if args.listen:
             with listen(address) as listener:
@@ -61,9 +66,33 @@ def run(args: argparse.Namespace) -> int:
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
     error = result.error
-    if error is None:
-        return 0
-    if isinstance(error, PeerClosed) and result.backward.error is error and "stdio" in str(error):
-        return 0  # our stdout's reader left (| head): not an error of ours
-    print(f"ipcnet connect: {error}", file=sys.stderr)
-    return 1
+    if error is not None:
+        stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
+        if stdout_gone and "stdio" in str(error):
+            return 0  # our stdout's reader left (| head): not an error of ours
+        print(f"ipcnet connect: {error}", file=sys.stderr)
+        return 1
+    cut = result.backward in result.unfinished and address.kind != "datagram"
+    if cut:
+        why = "interrupted" if result.interrupted else f"no data for {args.linger:g} s"
+        print(
+            f"ipcnet connect: {why}: gave up before the peer ended its side "
+            f"({result.backward.bytes} bytes received)",
+            file=sys.stderr,
+        )
+    if result.interrupted:
+        return 128 + (caught[-1] if caught else signal.SIGINT)
+    return 1 if cut else 0
+
+
+def _signals_interrupt() -> list[int]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, as SIGINT is; returns the numbers seen."""
+    caught: list[int] = []
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    return caught
