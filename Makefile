@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/ipcnet demo --serve
 
 system-deps:
-	./scripts/system-deps socat curl ss ip netstat nft nc chromium
+	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
