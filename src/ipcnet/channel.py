@@ -200,7 +200,7 @@ class Channel:
 class Listener:
     """A bound, listening address; ``accept()`` waits for the next peer."""
 
-    def __init__(self, transport: transports.Listener) -> None:
+    def __init__(self, transport: transports.Listener[StreamTransport]) -> None:
         self.transport = transport
 
     @property
@@ -211,9 +211,7 @@ class Listener:
     @property
     def local_address(self) -> Address | None:
         """The kernel's view of the bound address (getsockname)."""
-        if isinstance(self.transport, transports.SocketListener):
-            return self.transport.local_address
-        return self.transport.address
+        return self.transport.local_address
 
     @property
     def timeout(self) -> float | None:

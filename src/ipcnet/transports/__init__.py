@@ -13,13 +13,11 @@ import subprocess
 from ipcnet.addresses import Address
 from ipcnet.errors import Unsupported
 from ipcnet.transports import inet, inherited, pipes, unix
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.datagram import DatagramEndpoint
 from ipcnet.transports.oserrors import translating
 from ipcnet.transports.pipes import FifoListener, PipeStream
 from ipcnet.transports.sockets import SocketListener, SocketStream, stream_for
-
-Listener = SocketListener | FifoListener
 
 __all__ = [
     "DatagramEndpoint",
@@ -91,7 +89,7 @@ def _inherited_stream(address: Address) -> StreamTransport:
 
 def open_listener(
     address: Address, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False
-) -> Listener:
+) -> Listener[StreamTransport]:
     """Bind and listen on a stream address (a fifo listener creates the fifo)."""
     scheme = address.scheme
     if scheme in ("tcp", "tcp4", "tcp6"):

@@ -32,11 +32,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressError, AddressInUse, Closed, Timeout, Unreachable, Unsupported
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
@@ -345,17 +345,20 @@ def _check_fifo(fd: int, address: Address) -> None:
         raise AddressInUse(f"not a fifo: {address} is another kind of file")
 
 
-class FifoListener:
+class FifoListener(Listener[PipeStream]):
     """Creates the fifo (0600) if missing; each ``accept()`` opens it for reading.
 
-    A fifo made here is removed on close; one that existed before is left alone.
+    A fifo made here is removed on close; one that existed before is left alone. It has no
+    descriptor to poll between peers, so a server cannot serve it (``servable`` is False).
     """
+
+    servable: ClassVar[bool] = False
 
     def __init__(self, address: Address, mode: int = 0o600) -> None:
         self.address = address
         self.where = str(address)
         self._closed = False
-        self.timeout: float | None = None
+        self._timeout: float | None = None
         path = address.path or ""
         self._created = False
         try:
@@ -370,7 +373,22 @@ class FifoListener:
     def accept(self) -> PipeStream:
         if self._closed:
             raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
-        return open_fifo_reader(self.address, self.timeout)
+        return open_fifo_reader(self.address, self._timeout)
+
+    def try_accept(self) -> PipeStream | None:
+        raise Unsupported(f"cannot accept on {self.where} without blocking: it is a fifo")
+
+    def set_blocking(self, flag: bool) -> None:
+        if not flag:
+            raise Unsupported(f"cannot make {self.where} non-blocking: it is a fifo")
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = value
 
     def fileno(self) -> int:
         raise Unsupported("a fifo listener has no descriptor until accept()")
@@ -378,6 +396,9 @@ class FifoListener:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def abandon(self) -> None:
+        self._closed = True  # no descriptor of ours to drop, and the fifo stays
 
     def close(self) -> None:
         if self._closed:

@@ -14,11 +14,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
@@ -311,8 +311,10 @@ def stream_for(
     return SocketStream(sock, where, scheme, peer)
 
 
-class SocketListener:
+class SocketListener(Listener[SocketStream]):
     """A listening socket; ``accept()`` returns connected SocketStreams."""
+
+    servable: ClassVar[bool] = True
 
     def __init__(
         self,
