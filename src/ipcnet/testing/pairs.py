@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ipcnet.addresses import parse
 from ipcnet.channel import Channel, listen, socketpair, spawn
 from ipcnet.channel import connect as connect_url
-from ipcnet.transports import pipes
+from ipcnet.transports import fifo, pipes
 
 Pair = tuple[Channel, Channel]
 
@@ -100,8 +100,8 @@ def fifo_pair() -> Pair:
         b_read = pipes.PipeStream(
             os.open(ab, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ab}"
         )
-        a_write = pipes.open_fifo_writer(parse(f"fifo://{ab}"), 5)
-        b_write = pipes.open_fifo_writer(parse(f"fifo://{ba}"), 5)
+        a_write = fifo.open_fifo_writer(parse(f"fifo://{ab}"), 5)
+        b_write = fifo.open_fifo_writer(parse(f"fifo://{ba}"), 5)
     finally:
         os.unlink(ab)
         os.unlink(ba)

@@ -24,10 +24,13 @@ A ``Listener`` hands out stream transports: ``accept()`` blocks for the next pee
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, Unsupported
+
+if TYPE_CHECKING:
+    import subprocess
 
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
 
@@ -39,6 +42,8 @@ class StreamTransport(ABC):
     where: str
     readable: bool = True
     writable: bool = True
+    #: the child process at the other end (exec:), else None
+    process: subprocess.Popen[bytes] | None = None
     _closed: bool = False
 
     @abstractmethod
