@@ -136,3 +136,22 @@ def test_registry_refuses_private_and_reserved_names() -> None:
             return 2
 
     assert list(rpc.as_methods(Api())) == ["public"]
+
+
+def test_asyncio_client_fails_to_connect_with_the_sync_clients_errors(short_tmp) -> None:
+    """One opener: the same error class and message from rpc.connect and rpc.aio.connect."""
+    from ipcnet.errors import IPCError, NoSuchSocket, Refused
+    from ipcnet.testing import free_port
+
+    cases = {
+        f"tcp://127.0.0.1:{free_port()}": Refused,
+        f"unix://{short_tmp}/nothing": NoSuchSocket,
+    }
+    for url, kind in cases.items():
+        with pytest.raises(kind) as sync_info:
+            rpc.connect(url, connect_timeout=5)
+        with pytest.raises(IPCError) as async_info:
+            asyncio.run(aio.connect(url, connect_timeout=5))
+        assert type(async_info.value) is kind
+        assert str(async_info.value) == str(sync_info.value)
+    assert str(sync_info.value) == f"no socket at unix://{short_tmp}/nothing"

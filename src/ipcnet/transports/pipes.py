@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 
 from ipcnet.errors import Closed, Timeout, Unsupported
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Detached, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
@@ -136,6 +136,18 @@ class PipeStream(StreamTransport):
                     os.close(fd)
         if self._on_close is not None:
             self._on_close()
+
+    def detach(self) -> Detached:
+        """The descriptors (duplicates of shared ones, which stay ours) and the on_close."""
+        self._check_open("hand over")
+        with translating("hand over", self.where):
+            read_fd, write_fd = self._rfd, self._wfd
+            if self._shared:
+                read_fd = None if read_fd is None else os.dup(read_fd)
+                write_fd = None if write_fd is None else os.dup(write_fd)
+        self._closed = True
+        self._rfd = self._wfd = None
+        return Detached(read_fd=read_fd, write_fd=write_fd, after_close=self._on_close)
 
     def fileno(self) -> int:
         fd = self._rfd if self._rfd is not None else self._wfd

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
-from ipcnet.transports.base import Listener, StreamTransport
+from ipcnet.transports.base import Detached, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
@@ -192,6 +192,11 @@ class SocketStream(StreamTransport):
 
     def fileno(self) -> int:
         return self._fd
+
+    def detach(self) -> Detached:
+        self._check_open("hand over")
+        self._closed = True
+        return Detached(sock=self.sock)
 
     def _error(self, exc: OSError, op: str) -> IPCError:
         if self._closed:
