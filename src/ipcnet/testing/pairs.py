@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ipcnet.addresses import parse
 from ipcnet.channel import Channel, listen, socketpair, spawn
 from ipcnet.channel import connect as connect_url
+from ipcnet.errors import AddressNotAvailable
 from ipcnet.transports import fifo, pipes
 
 Pair = tuple[Channel, Channel]
@@ -50,11 +51,9 @@ def tcp6_pair() -> Pair:
     if not socket.has_ipv6:
         raise Unavailable("python was built without IPv6")
     try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError as exc:
-        raise Unavailable(f"no IPv6 loopback here: {exc.strerror}") from None
-    return _listen_connect("tcp6://[::1]:0")
+        return _listen_connect("tcp6://[::1]:0")
+    except AddressNotAvailable as exc:
+        raise Unavailable(f"no IPv6 loopback here: {exc}") from None
 
 
 def _tmp_path(name: str) -> str:

@@ -1,8 +1,9 @@
 """exec:command args: a child process, written to on its stdin and read on its stdout.
 
 Role: start the command on two pipes and give the PipeStream joining them (its ``process``
-is the child). Rules: stderr is inherited; closing the stream closes both pipes, then waits
-``exit_timeout`` for the child, terminates it, waits again, and kills it last.
+is the child); signal a process group (``signal_group``). Rules: stderr is inherited;
+closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
+terminates it, waits again, and kills it last.
 """
 
 from __future__ import annotations
@@ -53,3 +54,14 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
     stream = PipeStream(our_in, our_out, str(address), on_close=reap)
     stream.process = proc
     return stream
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """killpg(2): send ``sig`` to a process group; False if the group is gone already."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        raise translate(exc, f"send signal {sig} to", f"process group {pgid}") from exc
+    return True
