@@ -19,15 +19,31 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Unsupported
-from ipcnet.transports.base import Listener, StreamTransport
-from ipcnet.transports.datagram import DatagramEndpoint
-from ipcnet.transports.fifo import FifoListener
-from ipcnet.transports.pipes import PipeStream, make_pipe
-from ipcnet.transports.socketpair import make_socketpair
-from ipcnet.transports.sockets import SocketListener, SocketStream
+
+if TYPE_CHECKING:
+    from ipcnet.transports.base import Listener, StreamTransport
+    from ipcnet.transports.datagram import DatagramEndpoint
+    from ipcnet.transports.fifo import FifoListener
+    from ipcnet.transports.pipes import PipeStream, make_pipe
+    from ipcnet.transports.socketpair import make_socketpair
+    from ipcnet.transports.sockets import SocketListener, SocketStream
+
+# loaded on first use, so that importing one module of this package (procfs, say) is cheap
+_EXPORTS = {
+    "DatagramEndpoint": "datagram",
+    "FifoListener": "fifo",
+    "Listener": "base",
+    "PipeStream": "pipes",
+    "SocketListener": "sockets",
+    "SocketStream": "sockets",
+    "StreamTransport": "base",
+    "make_pipe": "pipes",
+    "make_socketpair": "socketpair",
+}
 
 __all__ = [
     "DatagramEndpoint",
@@ -43,6 +59,15 @@ __all__ = [
     "open_listener",
     "open_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def _module(address: Address) -> ModuleType:
