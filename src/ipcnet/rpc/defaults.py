@@ -9,7 +9,7 @@ stdin/stdout); JSON unless another codec is asked for.
 from __future__ import annotations
 
 from ipcnet.addresses import Address
-from ipcnet.framing import DEFAULT_MAX_SIZE, Codec, Framing, codec, framing
+from ipcnet.framing import DEFAULT_CODEC, DEFAULT_MAX_SIZE, Codec, Framing, codec, framing
 
 
 def default_framing(address: Address) -> str:
@@ -31,5 +31,5 @@ def choose(
     if isinstance(codec_choice, Codec):
         chosen_codec = codec_choice
     else:
-        chosen_codec = codec(codec_choice or "json")
+        chosen_codec = codec(codec_choice or DEFAULT_CODEC)
     return chosen_framing, chosen_codec
