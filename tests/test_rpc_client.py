@@ -155,3 +155,22 @@ def test_asyncio_client_fails_to_connect_with_the_sync_clients_errors(short_tmp)
         assert type(async_info.value) is kind
         assert str(async_info.value) == str(sync_info.value)
     assert str(sync_info.value) == f"no socket at unix://{short_tmp}/nothing"
+
+
+def test_asyncio_client_refuses_a_one_way_address(short_tmp) -> None:
+    """A fifo's connect end only writes: the asyncio opener says so and leaves no fd open."""
+    import os
+
+    import ipcnet
+    from ipcnet.errors import Unsupported
+
+    path = short_tmp / "f"
+    before = len(os.listdir("/proc/self/fd"))
+    with ipcnet.listen(f"fifo://{path}"):  # creates the fifo
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with pytest.raises(Unsupported, match=f"^fifo://{path} is one-way"):
+                asyncio.run(aio.connect(f"fifo://{path}", connect_timeout=5))
+        finally:
+            os.close(reader)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -2,7 +2,7 @@
 
 Role: turn a parsed Address into an open StreamTransport, Listener or DatagramEndpoint.
 Rules: the scheme's row in ``ipcnet.addresses.SCHEMES`` names the module of this package
-that opens it; that module defines any of
+(or, dotted, any module) that opens it; that module defines any of
 
     connect(address, timeout) -> StreamTransport
     listen(address, backlog, mode, reuse_port) -> Listener
@@ -71,7 +71,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _module(address: Address) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{address.spec.transport}")
+    name = address.spec.transport  # a module of this package, or any dotted module path
+    return importlib.import_module(name if "." in name else f"{__name__}.{name}")
 
 
 def open_stream(address: Address, connect_timeout: float | None) -> StreamTransport:
