@@ -123,7 +123,7 @@ class _HostPort(Grammar):
         return f"{address.scheme}://{host}:{address.port}"
 
 
-class _Path(Grammar):
+class PathGrammar(Grammar):
     """``scheme:///abs/path``, ``scheme:rel/path`` and, if ``abstract``, ``scheme://@name``;
     ``limit`` caps the encoded length (a unix socket's sun_path)."""
 
@@ -201,8 +201,8 @@ class _SocketName(Grammar):
 
 
 HOST_PORT: Grammar = _HostPort()
-UNIX_PATH: Grammar = _Path(abstract=True, limit=UNIX_PATH_MAX)
-FILE_PATH: Grammar = _Path(abstract=False, limit=None)
+UNIX_PATH: Grammar = PathGrammar(abstract=True, limit=UNIX_PATH_MAX)
+FILE_PATH: Grammar = PathGrammar(abstract=False, limit=None)
 BARE: Grammar = _Bare()
 COMMAND: Grammar = _Command()
 FD_NUMBER: Grammar = _FdNumber()
@@ -216,8 +216,10 @@ SOCKET_NAME: Grammar = _SocketName()
 class Scheme:
     """One scheme: how it is spelled, what it is, and which transport module opens it.
 
-    ``transport`` names a module of ``ipcnet.transports`` defining any of ``connect``,
-    ``listen`` and ``datagram`` (see there); ``framing`` is the message framing used on it
+    ``transport`` names a module of ``ipcnet.transports`` (or any dotted module path)
+    defining any of ``connect``, ``listen`` and ``datagram`` (see there); ``grammar`` is one
+    of the instances above (``PathGrammar(abstract=..., limit=...)`` for a new kind of
+    path); ``framing`` is the message framing used on it
     unless told otherwise (Content-Length where editors and language servers talk over a
     child's pipes); ``noun`` names a missing one ("no fifo at ...").
     """
@@ -232,7 +234,7 @@ class Scheme:
     noun: str = "socket"
 
 
-#: the registry: scheme name -> its row, in the order help lists them
+#: the registry: scheme name -> its row (in the order an unknown scheme's error lists them)
 SCHEMES: dict[str, Scheme] = {
     row.name: row
     for row in (
@@ -389,4 +391,20 @@ def _check_length(url: str, path: str, limit: int | None) -> None:
         raise _bad(url, f"unix socket path is {size} bytes, over the limit of {limit}")
 
 
-__all__ = ["SCHEMES", "UNIX_PATH_MAX", "Address", "Grammar", "Kind", "Scheme", "parse"]
+__all__ = [
+    "BARE",
+    "COMMAND",
+    "FD_NUMBER",
+    "FILE_PATH",
+    "HOST_PORT",
+    "SCHEMES",
+    "SOCKET_NAME",
+    "UNIX_PATH",
+    "UNIX_PATH_MAX",
+    "Address",
+    "Grammar",
+    "Kind",
+    "PathGrammar",
+    "Scheme",
+    "parse",
+]
