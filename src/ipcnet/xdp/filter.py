@@ -19,6 +19,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -226,9 +227,12 @@ def _write_rules(
             bpf.map_update(rules_fd, key, VALUE.pack(ACTIONS[rule.action], slot))
 
 
-def _load(rules: list[Rule]) -> tuple[int, dict[str, int]]:
+def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:
     """Load the program with fresh maps holding ``rules``: (program fd, {map name: fd})."""
-    obj = elf.read(build.compiled().read_bytes())
+    obj = elf.read(build.compiled(source).read_bytes())
+    missing = {RULES_MAP, STATS_MAP} - set(obj.maps)
+    if missing:
+        raise Unsupported(f"{source} does not define the map(s) {', '.join(sorted(missing))}")
     maps: dict[str, int] = {}
     try:
         for m in obj.maps.values():
@@ -314,9 +318,11 @@ def attach(
     count: Iterable[str | Rule] = (),
     mode: Mode = "auto",
     replace: bool = False,
+    source: str | Path = build.SOURCE,
 ) -> XdpFilter:
     """Attach ipcnet's XDP filter to ``dev`` with these rules; ``mode`` auto uses the
-    driver's native XDP where it has one, else generic (``handle.mode`` says which)."""
+    driver's native XDP where it has one, else generic (``handle.mode`` says which).
+    ``source``: another C program to build and load instead, declaring the same maps."""
     if mode not in _ATTACH_FLAGS:
         raise Unsupported(f"unknown xdp mode {mode!r} (native, generic or auto)")
     rules = parse_rules(drop, count)
@@ -329,7 +335,7 @@ def attach(
             ]
             raise_in_use(dev, p)
     with translating("load", dev):
-        prog_fd, maps = _load(rules)
+        prog_fd, maps = _load(rules, Path(source))
     try:
         with translating("attach xdp to", dev):
             flags = _ATTACH_FLAGS[mode] | (0 if replace else netlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
