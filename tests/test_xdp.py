@@ -616,3 +616,16 @@ def test_without_privileges_a_clear_error(
             f"{missing}\n"
         )
     assert ns.xdp_in(ns.b) == []
+
+
+def test_tour_stop_drops_then_lets_through_in_its_own_namespace() -> None:
+    from ipcnet.xdp import scene
+
+    before = {p.prog_id for p in xdp.programs()}
+    sent, received, _, objects = scene.run(b"hello through the kernel\n")
+    assert (sent, received) == (25, 25)
+    assert objects[1:] == (
+        "1st datagram dropped (counter 1)",
+        "rule changed live to count: 2nd arrived (counter 1)",
+    )
+    assert {p.prog_id for p in xdp.programs()} <= before  # nothing left in this namespace

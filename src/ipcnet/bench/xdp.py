@@ -14,7 +14,7 @@ Rounds are interleaved (every path once per round, the order rotating) so a chan
 on this shared machine hits every path alike; medians and ranges over the rounds.
 
 Measured per run: packets disposed of at that point per second (the XDP/nft counter or the
-reader's count: the rate "through the whole path"), and CPU seconds per million packets:
+reader's count: the rate "through the whole path"), and CPU µs per packet (CPU s per Mpkt):
 the sender's and the reader's own CPU time (wait4 rusage) plus the ksoftirqd threads'. On a
 veth the receive work runs in softirq on the sending CPU, which the kernel (without
 IRQ_TIME_ACCOUNTING) charges to the sender, so that sum is the whole path's CPU. With
@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -339,11 +340,12 @@ class Bench:
                         str(perf_out),
                         "--",
                         "sleep",
-                        str(self.seconds),
+                        str(self.seconds + 1),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
+                time.sleep(0.5)  # perf's start-up, so that it sees the whole flood
             sender = subprocess.Popen(
                 self._in(
                     self.a,
@@ -447,7 +449,7 @@ def _chart(results: dict[str, list[Run]], png: Path, title: str) -> None:
     ax2.barh(names, cpu, color=colors)
     ax2.invert_yaxis()
     ax2.set_yticklabels([])
-    ax2.set_xlabel("CPU seconds per million packets (median)")
+    ax2.set_xlabel("CPU µs per packet, whole path (median)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -461,35 +463,42 @@ def _report(
         f"\n{args.rounds} interleaved rounds of {args.seconds:g} s, {args.payload}-byte "
         f"payloads; sender on CPU {SEND_CPU}, readers on CPU {RECV_CPU}\n"
     )
-    print("| path | Mpkt/s median | range | sent Mpkt/s | disposed/sent | CPU s per Mpkt |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| path | Mpkt/s median | range | sent Mpkt/s | disposed/sent | CPU µs/pkt | range |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         pps = [r.pps / 1e6 for r in runs]
         sent = statistics.median(r.sent / r.seconds / 1e6 for r in runs)
         ratio = statistics.median(r.disposed / r.sent for r in runs if r.sent)
-        cpu = statistics.median(r.cpu_per_mpkt for r in runs)
+        cpus = [r.cpu_per_mpkt for r in runs]
         print(
             f"| {name} | {statistics.median(pps):.3f} | {min(pps):.3f}-{max(pps):.3f} "
-            f"| {sent:.3f} | {ratio:.2f} | {cpu:.2f} |"
+            f"| {sent:.3f} | {ratio:.2f} | {statistics.median(cpus):.2f} "
+            f"| {min(cpus):.2f}-{max(cpus):.2f} |"
         )
+    print()
     best = {n: statistics.median(r.pps for r in runs) for n, runs in results.items()}
+    cost = {n: statistics.median(r.cpu_per_mpkt for r in runs) for n, runs in results.items()}
     if "xdp-native" in best:
-        nft = max((v for n, v in best.items() if n.startswith("nft")), default=0.0)
-        if nft:
-            print(f"\nxdp-native / best nft hook: {best['xdp-native'] / nft:.2f}x")
-        if best.get("c-recvmmsg"):
-            print(f"xdp-native / C reader: {best['xdp-native'] / best['c-recvmmsg']:.2f}x")
+        nft = max((n for n in best if n.startswith("nft")), key=best.__getitem__, default=None)
+        for other in (nft, "c-recvmmsg"):
+            if other in best:
+                print(
+                    f"xdp-native vs {other}: {best['xdp-native'] / best[other]:.2f}x the "
+                    f"packets/s at {cost['xdp-native'] / cost[other]:.2f}x the CPU per packet"
+                )
     if profiles:
         cats = [c for c, _ in CATEGORIES] + ["other kernel", "user space"]
         print(
             "\nwhere the time goes (perf cpu-clock samples of the sender, reader and "
             "ksoftirqd; % of those samples)\n"
         )
-        print("| path | samples | " + " | ".join(cats) + " |")
-        print("|---|---:|" + "---:|" * len(cats))
+        print("| path | samples | " + " | ".join(cats) + " | receiving side µs/pkt |")
+        print("|---|---:|" + "---:|" * (len(cats) + 1))
         for name, prof in profiles.items():
             cells = " | ".join(f"{prof.categories.get(c, 0.0):.0f}" for c in cats)
-            print(f"| {name} | {prof.samples} | {cells} |")
+            sending = sum(prof.categories.get(c, 0.0) for c in ("send", "syscall entry/exit"))
+            rx = cost[name] * (100 - sending) / 100 if name in cost else float("nan")
+            print(f"| {name} | {prof.samples} | {cells} | {rx:.2f} |")
         print("\ntop symbols per path:")
         for name, prof in profiles.items():
             print(f"  {name}: " + ", ".join(f"{sym} {v:.0f}%" for v, sym in prof.top))
@@ -532,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name].append(r)
                 print(
                     f"round {rnd + 1} {name:<15} {r.pps / 1e6:6.3f} Mpkt/s "
-                    f"{r.cpu_per_mpkt:6.2f} CPU s/Mpkt",
+                    f"{r.cpu_per_mpkt:6.2f} CPU µs/pkt",
                     file=sys.stderr,
                     flush=True,
                 )
