@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ipcnet.errors import PermissionDenied, Unsupported
+from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
 from ipcnet.xdp import bpf, build, elf, netlink
 from ipcnet.xdp.oserrors import NEED, translating
 from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, MAX_RULES, VALUE, Rule, decode, parse_rules
@@ -135,13 +135,7 @@ class XdpFilter:
         return self._maps[name]
 
     def _slots(self) -> dict[int, Rule]:
-        fd = self._fd(RULES_MAP)
-        entries = []
-        for key in bpf.map_keys(fd, KEY.size):
-            value = bpf.map_lookup(fd, key, VALUE.size)
-            if value is not None:
-                entries.append((key, value))
-        return decode(entries)
+        return _slots(self._fd(RULES_MAP))
 
     def rules(self) -> list[Rule]:
         with translating("read xdp rules on", self.dev):
@@ -189,6 +183,16 @@ class XdpFilter:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.detach()
+
+
+def _slots(rules_fd: int) -> dict[int, Rule]:
+    """The rules map's entries as {stats slot: Rule}."""
+    entries = []
+    for key in bpf.map_keys(rules_fd, KEY.size):
+        value = bpf.map_lookup(rules_fd, key, VALUE.size)
+        if value is not None:  # deleted since the walk began
+            entries.append((key, value))
+    return decode(entries)
 
 
 def _counters(fd: int, slot: int) -> tuple[int, int]:
@@ -270,10 +274,8 @@ def _programs(link: netlink.Link) -> list[Program]:
             rules: list[Rule] = []
             ours = _maps_of(info) if info.name == PROGRAM else None
             if ours is not None:
-                handle = XdpFilter.__new__(XdpFilter)
-                handle.dev, handle._prog_fd, handle._maps = link.name, fd, ours
                 try:
-                    rules = [r for _, r in sorted(handle._slots().items())]
+                    rules = [r for _, r in sorted(_slots(ours[RULES_MAP]).items())]
                 finally:
                     for mfd in ours.values():
                         os.close(mfd)
@@ -330,10 +332,12 @@ def attach(
     with translating("attach xdp to", dev):
         link = netlink.get_link(dev)
         if link.xdp and not replace:
-            (p, *_) = _programs(link) or [
-                Program(dev, link.index, link.xdp[0].prog_id, link.xdp[0].mode)
-            ]
-            raise_in_use(dev, p)
+            there = link.xdp[0]
+            name = next((f" {p.name!r}" for p in _programs(link) if p.prog_id == there.prog_id), "")
+            raise AddressInUse(
+                f"attach xdp to {dev}: it already has xdp program {there.prog_id}{name} in "
+                f"{there.mode} mode; left alone (--replace replaces it)"
+            )
     with translating("load", dev):
         prog_fd, maps = _load(rules, Path(source))
     try:
@@ -350,21 +354,13 @@ def attach(
                 netlink.set_xdp(link.index, prog_fd, flags)
             prog_id = bpf.ProgInfo(prog_fd).id
             now = next((a for a in netlink.get_link(dev).xdp if a.prog_id == prog_id), None)
-        return XdpFilter(dev, link.index, now.mode if now else mode, prog_fd, maps)
+            if now is None:
+                raise IPCError(f"attach xdp to {dev}: replaced by another program at once")
+        return XdpFilter(dev, link.index, now.mode, prog_fd, maps)
     except BaseException:
         for fd in (prog_fd, *maps.values()):
             os.close(fd)
         raise
-
-
-def raise_in_use(dev: str, p: Program) -> None:
-    from ipcnet.errors import AddressInUse
-
-    name = f" {p.name!r}" if p.name else ""
-    raise AddressInUse(
-        f"attach xdp to {dev}: it already has xdp program {p.prog_id}{name} in {p.mode} mode; "
-        "left alone (--replace replaces it)"
-    )
 
 
 def find(dev: str) -> XdpFilter:
