@@ -584,6 +584,17 @@ def test_missing_clang_or_headers_name_the_debian_packages(ns: Pair, tmp_path: P
     assert not list(tmp_path.rglob("*.o"))  # nothing was built either
 
 
+def test_a_cache_that_cannot_be_written_is_named(ns: Pair, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = dict(os.environ, XDG_CACHE_HOME=str(blocker), PYTHONPATH=SRC)
+    r = run("ip", "netns", "exec", ns.b, sys.executable, "-m", "ipcnet", "xdp", "attach", "vb",
+            check=False, env=env)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr == f"ipcnet xdp: load vb: {blocker}/ipcnet/xdp: not a directory\n"
+    assert ns.xdp_in(ns.b) == []
+
+
 @pytest.mark.parametrize(
     ("drop", "missing"),
     [("all", "CAP_BPF and CAP_NET_ADMIN"), ("net_admin", "CAP_NET_ADMIN")],

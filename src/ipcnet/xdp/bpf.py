@@ -32,6 +32,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
+class VerifierError(OSError):
+    """BPF_PROG_LOAD failed; ``log`` is what the kernel's verifier wrote."""
+
+    def __init__(self, code: int, reason: str, log: str) -> None:
+        super().__init__(code, reason)
+        self.log = log
+
+
 def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     machine = platform.machine()
     nr = _NR_BPF.get(machine)
@@ -121,8 +129,8 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
 
 def prog_load(insns: bytes, license: str, name: str, log_size: int = 0) -> tuple[int, str]:
     """Load an XDP program: (fd, verifier log). With ``log_size`` the verifier writes its
-    log (level 1) into a buffer of that size; a rejection raises OSError with the log as
-    ``filename`` so the caller can show its last lines."""
+    log (level 1) into a buffer of that size; a rejection then raises ``VerifierError``,
+    which carries the log so the caller can show its last lines."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(log_size) if log_size else None
@@ -146,7 +154,8 @@ def prog_load(insns: bytes, license: str, name: str, log_size: int = 0) -> tuple
         fd = _bpf(PROG_LOAD, attr)
     except OSError as exc:
         if log is not None:
-            exc.filename = log.value.decode(errors="replace")
+            text = log.value.decode(errors="replace")
+            raise VerifierError(exc.errno or 0, exc.strerror or "", text) from exc
         raise
     if log is not None:
         text = log.value.decode(errors="replace")

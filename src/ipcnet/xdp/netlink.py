@@ -3,10 +3,10 @@
 Role: ``RTM_GETLINK`` (one interface, or a dump of all) read for ``IFLA_XDP``, and
 ``RTM_SETLINK`` with a nested ``IFLA_XDP`` to attach or detach, exactly what
 ``ip link set dev X xdp ...`` sends. Standard library only (an AF_NETLINK socket and
-``struct``, linux/rtnetlink.h and linux/if_link.h). Rules: the kernel's extended ack text
-("native and generic XDP can't be active at the same time") rides on the OSError as its
-``filename``; no translation here (``ipcnet.xdp.oserrors`` does it); the caller's network
-namespace is the one seen and changed.
+``struct``, linux/rtnetlink.h and linux/if_link.h). Rules: an error reply is a
+``NetlinkError`` (an OSError) carrying the kernel's extended ack text ("native and generic
+XDP can't be active at the same time"); no translation here (``ipcnet.xdp.oserrors`` does
+it); the caller's network namespace is the one seen and changed.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class Link:
     xdp: tuple[Attached, ...]  # usually none or one; two when native and offload coexist
 
 
+class NetlinkError(OSError):
+    """The kernel refused a request; ``said`` is its extended ack message, if any."""
+
+    def __init__(self, code: int, reason: str, said: str) -> None:
+        super().__init__(code, reason)
+        self.said = said
+
+
 def _attr(kind: int, payload: bytes) -> bytes:
     raw = _RTA.pack(_RTA.size + len(payload), kind) + payload
     return raw + b"\0" * (-len(raw) % 4)
@@ -92,14 +100,13 @@ def _request(msg_type: int, flags: int, body: bytes) -> list[bytes]:
                     (code,) = struct.unpack_from("=i", payload)
                     if code == 0:
                         return replies
-                    exc = OSError(-code, os.strerror(-code))
+                    said = ""
                     if mflags & NLM_F_ACK_TLVS:  # after the error code and the echoed header
                         (echoed,) = struct.unpack_from("=I", payload, 4)
                         start = 4 + (echoed if not mflags & 0x100 else _NLHDR.size)
-                        text = _attrs(payload, start, len(payload)).get(NLMSGERR_ATTR_MSG)
-                        if text:
-                            exc.filename = text.rstrip(b"\0").decode(errors="replace")
-                    raise exc
+                        text = _attrs(payload, start, len(payload)).get(NLMSGERR_ATTR_MSG, b"")
+                        said = text.rstrip(b"\0").decode(errors="replace")
+                    raise NetlinkError(-code, os.strerror(-code), said)
                 replies.append(payload)
             if not flags & NLM_F_DUMP and replies:
                 return replies

@@ -3,9 +3,9 @@
 Role: bpf(2), rtnetlink and the build raise plain OSError; every public entry point of
 ``ipcnet.xdp`` runs inside ``translating(op, dev)``, and nothing else in the package
 catches OSError to change its meaning. Rules: the OSError is chained as ``__cause__``;
-the kernel's own words are kept (the netlink extended ack, which ``netlink.py`` puts in
-``filename``; the verifier's log, which ``bpf.prog_load`` puts there); messages are
-lower-case and say what to do about permissions.
+the kernel's own words are kept (a ``NetlinkError``'s extended ack, a ``VerifierError``'s
+log); messages are lower-case and say what to do about permissions; a failed file
+operation (the build cache) names the file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ipcnet import errors
+from ipcnet.xdp.bpf import VerifierError
+from ipcnet.xdp.netlink import NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
@@ -22,13 +24,17 @@ VERIFIER_LINES = 15
 
 def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
     code = exc.errno
-    said = exc.filename if isinstance(exc.filename, str) and exc.filename else ""
-    if op == "load" and said:  # the verifier's log: its last lines say why
-        tail = "\n".join("  " + line for line in said.rstrip().splitlines()[-VERIFIER_LINES:])
+    reason = (exc.strerror or str(exc)).lower()
+    if isinstance(exc, VerifierError):  # its last lines say why
+        tail = "\n".join("  " + line for line in exc.log.rstrip().splitlines()[-VERIFIER_LINES:])
         return errors.Unsupported(
             f"the kernel's verifier rejected the xdp program for {where} "
-            f"({exc.strerror.lower() if exc.strerror else code}); its last lines:\n{tail}"
+            f"({reason}); its last lines:\n{tail}"
         )
+    if exc.filename:  # a file, not the kernel's BPF or netlink interface
+        cls = errors.PermissionDenied if code in (errno.EPERM, errno.EACCES) else errors.IPCError
+        return cls(f"{op} {where}: {exc.filename}: {reason}")
+    said = exc.said if isinstance(exc, NetlinkError) else ""
     detail = f": {said}" if said else ""
     if code in (errno.EPERM, errno.EACCES):
         return errors.PermissionDenied(f"{op} {where}: permission denied ({NEED}){detail}")
@@ -43,7 +49,6 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
         return errors.Unsupported(
             f"{op} {where}: not supported here{detail or ': ' + str(exc.strerror).lower()}"
         )
-    reason = (exc.strerror or str(exc)).lower()
     return errors.IPCError(f"{op} {where}: {reason}{detail}")
 
 

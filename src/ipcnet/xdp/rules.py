@@ -17,7 +17,7 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ipcnet.addresses import parse
 from ipcnet.errors import InvalidAddress
@@ -100,7 +100,10 @@ def parse_rules(drop: Iterable[str | Rule] = (), count: Iterable[str | Rule] = (
     seen: dict[bytes, Rule] = {}
     for action, items in (("drop", drop), ("count", count)):
         for item in items:
-            rule = parse_rule(item, action) if isinstance(item, str) else item
+            # a Rule object takes the action of the list it is in, as a string does
+            rule = (
+                parse_rule(item, action) if isinstance(item, str) else replace(item, action=action)
+            )
             for key in rule.map_keys():
                 if key in seen:
                     raise InvalidAddress(
