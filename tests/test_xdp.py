@@ -516,7 +516,10 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-def test_verifier_rejection_prints_its_last_lines(ns: Pair, tmp_path: Path) -> None:
+def test_verifier_rejection_prints_its_last_lines(
+    ns: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # its object stays out of the cache
     (tmp_path / "bad.bpf.c").write_text(BAD)
     with pytest.raises(errors.Unsupported) as caught:
         ns.call(ns.b, xdp.attach, "vb", drop=["udp://:9"], source=tmp_path / "bad.bpf.c")

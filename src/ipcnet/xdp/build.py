@@ -58,7 +58,8 @@ def compiled(source: Path = SOURCE) -> Path:
     real = os.path.realpath(clang)
     digest = hashlib.sha256(source.read_bytes())
     digest.update(repr((flags, real, os.stat(real).st_mtime_ns)).encode())
-    target = cache_dir() / f"{source.name.removesuffix('.c')}-{digest.hexdigest()[:16]}.o"
+    stem = source.name.removesuffix(".c")
+    target = cache_dir() / f"{stem}-{digest.hexdigest()[:16]}.o"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,4 +75,7 @@ def compiled(source: Path = SOURCE) -> Path:
         lines = done.stderr.strip().splitlines()[-12:]
         raise Unsupported(f"clang could not compile {source}:\n" + "\n".join(lines))
     os.replace(tmp, target)
+    for stale in target.parent.glob(f"{stem}-*.o"):  # built from an older source or compiler
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
