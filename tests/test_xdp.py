@@ -28,6 +28,7 @@ import pytest
 
 import ipcnet
 from ipcnet import errors, xdp
+from ipcnet.xdp import build
 
 T = TypeVar("T")
 SRC = str(Path(ipcnet.__file__).resolve().parent.parent)
@@ -38,7 +39,7 @@ MAC_A, MAC_B = "02:00:00:77:00:01", "02:00:00:77:00:02"
 PAYLOAD = b"x" * 18  # a small datagram: 60-byte frames over IPv4, 80 over IPv6
 N = 300
 
-pytestmark = pytest.mark.xdist_group("xdp")
+pytestmark = [pytest.mark.xdist_group("xdp")]
 
 
 def _why_unavailable() -> str | None:
@@ -52,7 +53,7 @@ def _why_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (make system-deps installs clang, libbpf-dev, bpftool)"
     try:
-        xdp.filter.build.compiled()
+        build.compiled()
     except errors.IPCError as exc:
         return f"the xdp program cannot be built here: {exc}"
     try:
@@ -65,7 +66,7 @@ def _why_unavailable() -> str | None:
 
 REASON = _why_unavailable()
 if REASON:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=REASON)]  # type: ignore[assignment]
+    pytestmark.append(pytest.mark.skip(reason=REASON))
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -100,7 +101,8 @@ class Pair:
         t.join()
         if "error" in out:
             raise out["error"]
-        return out["value"]  # type: ignore[no-any-return]
+        value: T = out["value"]
+        return value
 
     def udp(self, ns: str, family: int = socket.AF_INET, port: int = 0) -> socket.socket:
         def make() -> socket.socket:
@@ -121,9 +123,8 @@ class Pair:
 
         return self.call(ns, make)
 
-    def cli(self, ns: str, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-        e = dict(os.environ if env is None else env)
-        e["PYTHONPATH"] = SRC
+    def cli(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+        e = dict(os.environ, PYTHONPATH=SRC)
         return run(
             "ip",
             "netns",
@@ -433,7 +434,7 @@ def test_a_program_already_there_is_left_alone_unless_replace(ns: Pair, tmp_path
         "-O2",
         "-target",
         "bpf",
-        *(f"-I{d}" for d in xdp.filter.build.include_dirs()),
+        *(f"-I{d}" for d in build.include_dirs()),
         "-c",
         str(tmp_path / "foreign.c"),
         "-o",
