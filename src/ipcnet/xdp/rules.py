@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 
 from ipcnet.addresses import parse
 from ipcnet.errors import InvalidAddress
-from ipcnet.inspector.names import service_port
 
 MAX_RULES = 64  # filter.bpf.c: MAX_RULES (stats slots 1..64; slot 0 = matched nothing)
 ACTIONS = {"count": 1, "drop": 2}
@@ -85,6 +84,8 @@ def parse_rule(text: str, action: str) -> Rule:
         families = {"4": (4,), "6": (6,)}.get(address.scheme[-1], (4, 6))
     port = address.port
     if isinstance(port, str):
+        from ipcnet.inspector.names import service_port  # lazy: only names need it
+
         number = service_port(port, proto)
         if number is None:
             raise InvalidAddress(f"invalid xdp rule {text!r}: unknown {proto} service {port!r}")
