@@ -10,6 +10,8 @@ input and names the wrong part.
     unix:///abs/path  unix:rel/path  unix://@abstract   (also unixgram://, unixpacket://)
     fifo:///abs/path  fifo:rel/path
     pipe:  socketpair:  stdio:  exec:command args  fd://N  systemd://  systemd://N|NAME
+    shm://@name  shm:///abs/path  shm:rel/path  [?ring=BYTES]   (rendezvous: a unix socket)
+    mq:///name  [?depth=N&msgsize=BYTES&priority=N]             (a POSIX message queue)
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ INET_SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6")
 UNIX_SCHEMES = ("unix", "unixgram", "unixpacket")
 PATH_SCHEMES = (*UNIX_SCHEMES, "fifo")
 BARE_SCHEMES = ("pipe", "socketpair", "stdio")
-SCHEMES = (*INET_SCHEMES, *PATH_SCHEMES, *BARE_SCHEMES, "exec", "fd", "systemd")
+# --- ipc schemes (issue 13) ---
+IPC_SCHEMES = ("shm", "mq")
+IPC_OPTIONS = {"shm": ("ring",), "mq": ("depth", "msgsize", "priority")}
+MQ_NAME_MAX = 255  # NAME_MAX: a queue name is one file in the mqueue filesystem
+# --- end ipc schemes ---
+SCHEMES = (*INET_SCHEMES, *PATH_SCHEMES, *BARE_SCHEMES, "exec", "fd", "systemd", *IPC_SCHEMES)
 
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1 for the terminating NUL
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
@@ -49,6 +56,7 @@ class Address:
     fd: int | None = None  # fd://N
     command: str | None = None  # exec:
     name: str | None = None  # systemd: index or LISTEN_FDNAMES entry; '' = the first
+    options: tuple[tuple[str, int], ...] = ()  # shm, mq: ?key=value pairs, in given order
 
     def __str__(self) -> str:
         s = self.scheme
@@ -70,6 +78,8 @@ class Address:
             return f"fd://{self.fd}"
         if s == "systemd":
             return f"systemd://{self.name or ''}"
+        if s in IPC_SCHEMES:  # ipc schemes (issue 13)
+            return _format_ipc(self)
         return f"{s}:"
 
     # --- what kind of endpoint this is -------------------------------------------------
@@ -77,7 +87,7 @@ class Address:
     @property
     def kind(self) -> Kind:
         """stream, datagram or seqpacket (fd:// and systemd:// report stream until opened)."""
-        if self.scheme in ("udp", "udp4", "udp6", "unixgram"):
+        if self.scheme in ("udp", "udp4", "udp6", "unixgram", "mq"):
             return "datagram"
         if self.scheme == "unixpacket":
             return "seqpacket"
@@ -114,6 +124,10 @@ class Address:
         assert self.command is not None
         return shlex.split(self.command)
 
+    def option(self, key: str, default: int | None = None) -> int | None:
+        """The value of ``?key=`` (shm, mq), or ``default``."""
+        return dict(self.options).get(key, default)
+
     def with_port(self, port: int) -> Address:
         """The same inet address with another port (what a listener on port 0 got)."""
         return Address(self.scheme, host=self.host, port=port)
@@ -141,6 +155,8 @@ def parse(url: str | Address) -> Address:
         return _parse_fd(url, rest)
     if scheme_l == "systemd":
         return _parse_systemd(url, rest)
+    if scheme_l in IPC_SCHEMES:
+        return _parse_ipc(url, scheme_l, rest)
     if rest not in ("", "//"):
         raise _bad(url, f"{scheme_l}: takes no arguments")
     return Address(scheme_l)
@@ -285,5 +301,67 @@ def _parse_systemd(url: str, rest: str) -> Address:
         raise _bad(url, f"invalid socket name {name!r}")
     return Address("systemd", name=name)
 
+
+# --- ipc schemes (issue 13): shm:// and mq:// -------------------------------------------
+
+_SIZE = re.compile(r"(\d+)([kKmMgG]?)(i?[bB])?\Z")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _parse_ipc(url: str, scheme: str, rest: str) -> Address:
+    rest, _, query = rest.partition("?")
+    options = _parse_options(url, scheme, query)
+    if scheme == "shm":
+        base = _parse_path(url, "unix", rest)  # the rendezvous is a unix socket name
+        return Address("shm", path=base.path, abstract=base.abstract, options=options)
+    if not rest.startswith("///"):
+        raise _bad(url, "expected mq:///name")
+    name = rest[3:]
+    if not name:
+        raise _bad(url, "missing queue name after mq:///")
+    if "/" in name:
+        raise _bad(url, "a queue name cannot contain '/' (it is one name, not a path)")
+    if "\0" in name:
+        raise _bad(url, "NUL byte in queue name")
+    size = len(os.fsencode(name))
+    if size > MQ_NAME_MAX:
+        raise _bad(url, f"queue name is {size} bytes, over NAME_MAX ({MQ_NAME_MAX})")
+    if name in (".", ".."):
+        raise _bad(url, f"{name!r} is not a queue name")
+    return Address("mq", path=name, options=options)
+
+
+def _parse_options(url: str, scheme: str, query: str) -> tuple[tuple[str, int], ...]:
+    if not query:
+        return ()
+    known = IPC_OPTIONS[scheme]
+    out: dict[str, int] = {}
+    for item in query.split("&"):
+        key, sep, value = item.partition("=")
+        if key not in known:
+            raise _bad(url, f"unknown option {key!r} for {scheme}: (known: {', '.join(known)})")
+        if not sep or not value:
+            raise _bad(url, f"option {key!r} needs a value")
+        match = _SIZE.match(value)
+        if match is None:
+            raise _bad(url, f"option {key}={value!r} is not a number (like 65536 or 64K)")
+        out[key] = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    return tuple(out.items())
+
+
+def _format_ipc(address: Address) -> str:
+    query = "&".join(f"{k}={v}" for k, v in address.options)
+    tail = f"?{query}" if query else ""
+    if address.scheme == "mq":
+        return f"mq:///{address.path}{tail}"
+    assert address.path is not None
+    if address.abstract:
+        return f"shm://@{address.path}{tail}"
+    if address.path.startswith("/"):
+        return f"shm://{address.path}{tail}"
+    return f"shm:{address.path}{tail}"
+
+
+# --- end ipc schemes ----------------------------------------------------------------------
 
 __all__ = ["SCHEMES", "UNIX_PATH_MAX", "Address", "Kind", "parse"]

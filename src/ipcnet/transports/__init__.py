@@ -17,9 +17,10 @@ from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.datagram import DatagramEndpoint
 from ipcnet.transports.oserrors import translating
 from ipcnet.transports.pipes import FifoListener, PipeStream
+from ipcnet.transports.shm import ShmListener
 from ipcnet.transports.sockets import SocketListener, SocketStream, stream_for
 
-Listener = SocketListener | FifoListener
+Listener = SocketListener | FifoListener | ShmListener
 
 __all__ = [
     "DatagramEndpoint",
@@ -69,6 +70,10 @@ def open_stream(address: Address, connect_timeout: float | None) -> StreamTransp
         return pipes.spawn(address)[0]
     if scheme in ("fd", "systemd"):
         return _inherited_stream(address)
+    if scheme == "shm":  # issue 13
+        from ipcnet.transports import shm
+
+        return shm.connect(address, connect_timeout)
     if scheme in ("pipe", "socketpair"):
         raise Unsupported(f"{address} has no name to connect to; call ipcnet.{scheme}() instead")
     raise Unsupported(f"{address} is a datagram address; use open_datagram()")
@@ -102,6 +107,8 @@ def open_listener(
         return SocketListener(sock, address, cleanup)
     if scheme == "fifo":
         return FifoListener(address, mode)
+    if scheme == "shm":  # issue 13
+        return ShmListener(address, backlog, mode)
     if scheme in ("fd", "systemd"):
         fd = inherited.resolve_fd(address)
         if not inherited.is_socket(fd):
@@ -144,6 +151,10 @@ def open_datagram(
                 sock.close()
                 raise
         return DatagramEndpoint(sock, where, max_size=max_size)
+    if scheme == "mq":  # issue 13
+        from ipcnet.transports import mq
+
+        return mq.open_queue(address, listen=listen, mode=mode)
     if scheme in ("fd", "systemd"):
         fd = inherited.resolve_fd(address)
         sock = inherited.adopt_socket(fd)
