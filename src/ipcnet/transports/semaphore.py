@@ -318,6 +318,8 @@ class UndoSemaphore(_Base):
     def unlink(self) -> None:
         """IPC_RMID: remove it now; processes waiting on it wake with Closed."""
         if self._lib.semctl(self._id, 0, _IPC_RMID) != 0:
+            if ctypes.get_errno() in (errno.EINVAL, errno.EIDRM):
+                raise NoSuchSocket(f"no {self.where} to remove (removed already)")
             raise _fail("remove", self.where)
 
 

@@ -94,7 +94,11 @@ def ring_size(size: int, where: str) -> int:
 
 
 class _Memory:
-    """The mapped memfd: two ring headers (as u64 views) and two data areas."""
+    """The mapped memfd: two ring headers (as u64 views) and two data areas.
+
+    mmap keeps a descriptor of its own (a dup), so the caller closes ``memfd`` when it
+    no longer needs to hand it on; the inspector still sees the mapping's descriptor.
+    """
 
     def __init__(self, memfd: int, ring: int) -> None:
         self.memfd = memfd
@@ -109,11 +113,16 @@ class _Memory:
             whole,
         ]
 
+    def drop_memfd(self) -> None:
+        if self.memfd >= 0:
+            os.close(self.memfd)
+            self.memfd = -1
+
     def release(self) -> None:
+        self.drop_memfd()
         for view in reversed(self.views):
             view.release()
         self.map.close()
-        os.close(self.memfd)
 
 
 class ShmStream(StreamTransport):
@@ -402,7 +411,10 @@ class ShmStream(StreamTransport):
 
 
 def _create(ring: int, label: str) -> tuple[_Memory, list[int]]:
-    """A sealed memfd of two rings, mapped, and four non-blocking eventfds."""
+    """A sealed memfd of two rings, mapped, and four non-blocking eventfds.
+
+    The caller hands ``memory.memfd`` on (or maps it again), then closes it with
+    ``memory.drop_memfd()``; the mapping keeps its own descriptor."""
     with translating("create shared memory for", label):
         memfd = os.memfd_create(f"ipcnet {label}"[:240], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
@@ -431,7 +443,8 @@ def shm_pair(ring: int = DEFAULT_RING) -> tuple[ShmStream, ShmStream]:
     with translating("create", "shm-pair"):
         s0, s1 = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     dup = [os.dup(fd) for fd in efds]  # each end owns (and finally closes) its own copies
-    other = _Memory(os.dup(memory.memfd), ring)
+    other = _Memory(memory.memfd, ring)
+    memory.drop_memfd()
     return (
         ShmStream(memory, efds, s0, 0, "shm-pair:"),
         ShmStream(other, dup, s1, 1, "shm-pair:"),
@@ -461,7 +474,9 @@ def connect(address: Address, timeout: float | None) -> ShmStream:
         raise
     try:
         sock.settimeout(timeout)
-        fdpass.send_fds(sock, _HELLO.pack(_MAGIC, _VERSION, ring), [memory.memfd, *efds], where)
+        hello = _HELLO.pack(_MAGIC, _VERSION, ring)
+        fdpass.send_fds(sock, hello, [memory.memfd, *efds], where)
+        memory.drop_memfd()
         sock.settimeout(None)
     except BaseException:
         sock.close()
@@ -516,6 +531,7 @@ class ShmListener:
                     raise Timeout(f"timed out: {peer} sent no shm handshake") from exc
                 raise
             memory = self._check(conn, data, fds, peer)
+            fds = fds[1:]  # _check closed the memfd once it was mapped
             conn.settimeout(None)
         except BaseException:
             for fd in fds:
@@ -523,7 +539,7 @@ class ShmListener:
                     os.close(fd)
             conn.close()
             raise
-        return ShmStream(memory, fds[1:], conn, 1, peer)
+        return ShmStream(memory, fds, conn, 1, peer)
 
     def _check(self, conn: socket.socket, data: bytes, fds: list[int], peer: str) -> _Memory:
         def refuse(why: str) -> RemoteProtocolError:
@@ -553,7 +569,9 @@ class ShmListener:
         ):
             raise refuse("the memory is not sealed against resizing")
         with translating("map the memory from", peer):
-            return _Memory(memfd, ring)
+            memory = _Memory(memfd, ring)
+        memory.drop_memfd()
+        return memory
 
     def set_blocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
