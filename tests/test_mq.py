@@ -72,7 +72,7 @@ def test_full_queue_blocks_then_times_out_and_drops_nothing(ends) -> None:
     for i in range(4):
         sender.send(b"%d" % i)
     sender.timeout = 0.1
-    with pytest.raises(errors.Timeout, match="queue full"):
+    with pytest.raises(errors.Timeout, match=r"after 0.1 s \(the queue is full\)"):
         sender.send(b"overflow")
     sender.timeout = 0
     with pytest.raises(errors.Busy, match="queue full: .* holds 4 messages"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector"
+HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector, ipc"
 
 # benchmark name -> one-line help (the module is ipcnet.bench.NAME)
 BENCHMARKS = {
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "http": "wrk against the web server, nginx, http.server and uvicorn+StaticFiles",
     "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
     "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
+    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
 }
 
 

@@ -11,10 +11,10 @@ sends (the queue must exist), as with ``fifo://``. Rules:
 - A full queue blocks ``send`` (up to ``timeout``, then ``Timeout``: nothing is dropped); with
   ``timeout=0`` it raises ``Busy``. Priority (0..32767) is per message, higher first.
 - On Linux a queue descriptor is a file descriptor: ``fileno()`` polls readable when a
-  message waits (writable when there is room), so servers serve it like a socket. Each call
-  tries the queue without blocking first and waits in poll() with an eventfd that
-  ``close()`` signals, so closing wakes a blocked ``recv``/``send`` (mq_receive alone would
-  not wake).
+  message waits (writable when there is room), so servers serve it like a socket.
+- A call is one mq_timedsend/mq_timedreceive (the GIL released), in slices of at most
+  ``SLICE`` seconds: nothing can wake a thread blocked in mq_receive on a descriptor
+  another thread closed, so ``close()`` wakes a blocked ``recv``/``send`` within a slice.
 - The queue outlives both ends (that is the point of a message queue): ``unlink()`` or
   ``remove(url)`` deletes it.
 Why ``posix_ipc`` and not ctypes: it is the maintained binding (mq_* with timeouts, the
@@ -46,6 +46,7 @@ from ipcnet.transports.datagram import DatagramEndpoint
 
 PROC = "/proc/sys/fs/mqueue"
 PRIORITY_MAX = 32767
+SLICE = 0.1  # seconds a blocked call waits before it looks at close() and its deadline
 
 
 def _ipc() -> Any:
@@ -102,7 +103,6 @@ class MqEndpoint(DatagramEndpoint):
         self._timeout: float | None = None
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._pollers: dict[int, select.poll] = {}
-        queue.block = False  # every call tries first, then waits in poll() (see above)
 
     # --- messages --------------------------------------------------------------------
 
@@ -126,41 +126,68 @@ class MqEndpoint(DatagramEndpoint):
                 f"message too large for {self.where}: {len(data)} bytes, "
                 f"the queue's limit is {self.max_size}"
             )
-        message = bytes(data)
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
+        message = data if type(data) is bytes else bytes(data)
+        if self._timeout == 0:
             try:
-                self.queue.send(message, priority=prio)
+                self.queue.send(message, 0, prio)
                 return
             except Exception as exc:
                 err = self._error(exc, "send to")
-                if not isinstance(err, Busy) or self._timeout == 0:
-                    if isinstance(err, Busy):
-                        raise Busy(f"queue full: {self.where} holds {self.depth} messages") from exc
+                if isinstance(err, Busy):
+                    raise Busy(f"queue full: {self.where} holds {self.depth} messages") from exc
+                raise err from exc
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            try:
+                self.queue.send(message, self._slice(deadline), prio)
+                return
+            except Exception as exc:
+                err = self._error(exc, "send to")
+                if not isinstance(err, Busy):
                     raise err from exc
-            self._wait(select.POLLOUT, deadline, "send to (queue full)")
+                self._check_deadline(deadline, "send to", exc, " (the queue is full)")
 
     def recv(self) -> tuple[bytes, Address | None]:
         """The next message (highest priority first); a queue names no sender: None."""
         return self.recv_with_priority()[0], None
 
     def recv_with_priority(self) -> tuple[bytes, int]:
-        self._check_open("receive on")
-        if not self.reading:
+        if self._closed or not self.reading:
+            self._check_open("receive on")
             # the sending end has nothing to read: wait for close(), as a silent peer would
             self._wait(0, None, "receive on")
+        if self._timeout == 0:
+            try:
+                data, prio = self.queue.receive(0)
+                return data, prio
+            except Exception as exc:
+                err = self._error(exc, "receive on")
+                if isinstance(err, Busy):
+                    raise Busy(f"no message waiting on {self.where}") from exc
+                raise err from exc
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             try:
-                data, prio = self.queue.receive()
-                return data, int(prio)
+                data, prio = self.queue.receive(self._slice(deadline))
+                return data, prio
             except Exception as exc:
                 err = self._error(exc, "receive on")
                 if not isinstance(err, Busy):
                     raise err from exc
-                if self._timeout == 0:
-                    raise Busy(f"no message waiting on {self.where}") from exc
-            self._wait(select.POLLIN, deadline, "receive on")
+                self._check_deadline(deadline, "receive on", exc)
+
+    def _slice(self, deadline: float | None) -> float:
+        if deadline is None:
+            return SLICE
+        return max(0.001, min(SLICE, deadline - time.monotonic()))
+
+    def _check_deadline(
+        self, deadline: float | None, op: str, exc: BaseException, why: str = ""
+    ) -> None:
+        if self._closed:
+            raise Closed(f"closed while waiting: {op} {self.where}") from exc
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"timed out: {op} {self.where} after {self._timeout} s{why}") from exc
 
     def _wait(self, events: int, deadline: float | None, op: str) -> None:
         poller = self._pollers.get(events)
