@@ -44,6 +44,9 @@ class End:
     def recv(self) -> bytes:
         raise NotImplementedError
 
+    def finish(self) -> None:
+        """Called in the child before it exits (flush what a helper thread still sends)."""
+
     def close(self) -> None:
         """Called by the parent after the run (for both ends)."""
 
@@ -191,6 +194,12 @@ class _QueueEnd(End):
     def recv(self) -> bytes:
         data: bytes = self.inbox.get()
         return data
+
+    def finish(self) -> None:
+        join = getattr(self.outbox, "join_thread", None)  # multiprocessing's feeder thread
+        if join is not None:
+            self.outbox.close()
+            join()
 
     def close(self) -> None:
         for q in (self.inbox, self.outbox):
@@ -371,6 +380,7 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
             else:
                 for _ in range(count):
                     theirs.send(theirs.recv())
+            theirs.finish()
             status = 0
         finally:
             os._exit(status)

@@ -101,6 +101,7 @@ class MqEndpoint(DatagramEndpoint):
         self._fd = int(queue.mqd)
         self._closed = False
         self._timeout: float | None = None
+        self._fast = True  # open, no timeout: send/recv may take their one-call hot paths
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._pollers: dict[int, select.poll] = {}
 
@@ -113,6 +114,13 @@ class MqEndpoint(DatagramEndpoint):
         priority: int | None = None,
     ) -> None:
         """Put one message on the queue (blocks while it is full, up to ``timeout``)."""
+        if self._fast and to is None and priority is None and type(data) is bytes:
+            if len(data) <= self.max_size:  # the hot path: one mq_timedsend, no checks left
+                try:
+                    self.queue.send(data, SLICE, self.priority)
+                    return
+                except Exception:
+                    pass  # full (or closed): the full path below says which, and waits
         self._check_open("send on")
         if self.reading:
             raise Unsupported(f"cannot send on {self.where}: this is the receiving end")
@@ -149,6 +157,11 @@ class MqEndpoint(DatagramEndpoint):
 
     def recv(self) -> tuple[bytes, Address | None]:
         """The next message (highest priority first); a queue names no sender: None."""
+        if self._fast:
+            try:
+                return self.queue.receive(SLICE)[0], None  # the hot path: one mq_timedreceive
+            except Exception:
+                pass  # nothing within a slice (or closed): the full path waits on
         return self.recv_with_priority()[0], None
 
     def recv_with_priority(self) -> tuple[bytes, int]:
@@ -227,6 +240,7 @@ class MqEndpoint(DatagramEndpoint):
     @timeout.setter
     def timeout(self, value: float | None) -> None:
         self._timeout = value
+        self._fast = value is None and not self._closed
 
     @property
     def local_address(self) -> Address | None:
@@ -250,6 +264,7 @@ class MqEndpoint(DatagramEndpoint):
         if self._closed:
             return
         self._closed = True
+        self._fast = False
         os.eventfd_write(self._waker, 1)
         with contextlib.suppress(Exception):
             self.queue.close()
