@@ -114,13 +114,13 @@ class MqEndpoint(DatagramEndpoint):
         priority: int | None = None,
     ) -> None:
         """Put one message on the queue (blocks while it is full, up to ``timeout``)."""
-        if self._fast and to is None and priority is None and type(data) is bytes:
-            if len(data) <= self.max_size:  # the hot path: one mq_timedsend, no checks left
-                try:
-                    self.queue.send(data, SLICE, self.priority)
-                    return
-                except Exception:
-                    pass  # full (or closed): the full path below says which, and waits
+        fast = self._fast and to is None and priority is None and type(data) is bytes
+        if fast and len(data) <= self.max_size:  # the hot path: one mq_timedsend
+            try:
+                self.queue.send(data, SLICE, self.priority)
+                return
+            except Exception:
+                pass  # full (or closed): the full path below says which, and waits
         self._check_open("send on")
         if self.reading:
             raise Unsupported(f"cannot send on {self.where}: this is the receiving end")
