@@ -4,8 +4,9 @@ Role: collect POSIX shared memory and named semaphores (/dev/shm), POSIX message
 (any mounted mqueue filesystem), SysV shm/msg/sem (/proc/sysvipc/*), and the memfd, eventfd
 and signalfd descriptors of every process (/proc/*/fd), each with its owner, mode, size,
 message count and the processes that hold or map it. Rules:
-- Reading only; a process or object that vanishes mid-scan is skipped, and one we may not
-  read makes ``holders`` unknown (None), never wrong.
+- Reading only, through ``transports.procfs``; a process or object that vanishes mid-scan
+  is skipped; one whose descriptors we may not read makes ``holders`` unknown (None), never
+  wrong; one whose memory maps we may not read (pid 1 in a container) is named in a note.
 - ``holders`` are (pid, command) pairs: for files, the processes with a descriptor on it or
   a mapping of it (/proc/*/maps); for SysV shm, the mappers; for queues, the openers.
 - When no mqueue filesystem is mounted, queues cannot be listed; ``notes`` says so and how
@@ -20,8 +21,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ipcnet.errors import PermissionDenied
 from ipcnet.inspector.names import user_name
 from ipcnet.inspector.owners import all_pids, comm
+from ipcnet.transports import procfs
+from ipcnet.transports.mq import message_count
 
 KINDS = (
     "posix-shm",
@@ -38,7 +42,6 @@ SCHEMA = ("kind", "name", "id", "uid", "user", "mode", "size", "messages", "hold
 MOUNTINFO = "/proc/self/mountinfo"
 SHM_DIR = "/dev/shm"
 SYSVIPC = "/proc/sysvipc"
-_GONE = (FileNotFoundError, ProcessLookupError, NotADirectoryError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,39 +68,36 @@ class IpcRow:
 
 @dataclass
 class _Scan:
-    """What every process holds: descriptor targets and mapped files, by pid."""
+    """What every process holds: descriptors (fd, target, stat of a path target) and the
+    (inode, path) of every file mapping, by pid."""
 
-    fds: dict[int, list[tuple[int, str]]]
-    maps: dict[int, set[tuple[int, str]]]  # (inode, path) of every file mapping
-    complete: bool
+    fds: dict[int, list[tuple[int, str, os.stat_result | None]]]
+    maps: dict[int, set[tuple[int, str]]]
+    complete: bool  # every process's descriptors were readable
+    unmapped: list[int]  # processes whose mappings we may not read (often pid 1 in a container)
 
 
 def _scan(pids: Iterable[int]) -> _Scan:
-    scan = _Scan({}, {}, True)
+    scan = _Scan({}, {}, True, [])
     for pid in pids:
         try:
-            names = os.listdir(f"/proc/{pid}/fd")
-        except _GONE:
-            continue
-        except PermissionError:
+            links = procfs.fd_links(pid, fifos=True)
+        except PermissionDenied:
             scan.complete = False
             continue
-        targets = []
-        for name in names:
-            try:
-                targets.append((int(name), os.readlink(f"/proc/{pid}/fd/{name}")))
-            except (*_GONE, PermissionError):
-                continue
-        scan.fds[pid] = targets
-        mapped: set[tuple[int, str]] = set()
+        if links is None:
+            continue  # gone
         try:
-            with open(f"/proc/{pid}/maps") as f:
-                for line in f:
-                    fields = line.split(None, 5)
-                    if len(fields) == 6 and fields[4] != "0":
-                        mapped.add((int(fields[4]), fields[5].rstrip("\n")))
-        except (*_GONE, PermissionError):
-            pass
+            maps = procfs.read_text(f"/proc/{pid}/maps")
+        except PermissionDenied:
+            scan.unmapped.append(pid)
+            maps = None
+        scan.fds[pid] = [(int(fd), target, st) for fd, target, st in links]
+        mapped: set[tuple[int, str]] = set()
+        for line in (maps or "").splitlines():
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[4] != "0":
+                mapped.add((int(fields[4]), fields[5]))
         scan.maps[pid] = mapped
     return scan
 
@@ -108,7 +108,7 @@ def _holders(
     """Pids with a descriptor whose target ``match``es, or a mapping that matches (or, for a
     /dev/shm file, whose inode is ``inode``: glibc maps a semaphore before naming it)."""
     hits = sorted(
-        {pid for pid, targets in scan.fds.items() for _fd, t in targets if match(t)}
+        {pid for pid, targets in scan.fds.items() for _fd, t, _st in targets if match(t)}
         | {
             pid
             for pid, mapped in scan.maps.items()
@@ -130,45 +130,19 @@ def _mode(st_mode: int) -> str:
 def mqueue_mounts(mountinfo: str = MOUNTINFO) -> list[str]:
     """Mount points of mqueue filesystems, from mountinfo (fstype after the " - ")."""
     points = []
-    try:
-        with open(mountinfo) as f:
-            for line in f:
-                left, sep, right = line.partition(" - ")
-                if sep and right.split(" ", 1)[0] == "mqueue":
-                    points.append(left.split(" ")[4].replace("\\040", " "))
-    except FileNotFoundError:
-        pass
+    for line in (procfs.read_text(mountinfo) or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        if sep and right.split(" ", 1)[0] == "mqueue":
+            points.append(left.split(" ")[4].replace("\\040", " "))
     return points
-
-
-def _mq_messages(name: str) -> int | None:
-    try:
-        import posix_ipc
-    except ImportError:
-        return None
-    try:
-        q = posix_ipc.MessageQueue("/" + name, read=True, write=False)  # reads nothing
-    except (posix_ipc.Error, ValueError):
-        return None
-    try:
-        return int(q.current_messages)
-    finally:
-        q.close()
 
 
 def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list[IpcRow]:
     rows = []
-    try:
-        entries = sorted(os.listdir(SHM_DIR))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
+    for entry in sorted(procfs.listdir(SHM_DIR) or ()):
         path = f"{SHM_DIR}/{entry}"
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
+        st = procfs.stat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
             continue
         kind = "posix-sem" if entry.startswith("sem.") else "posix-shm"
         name = entry[4:] if kind == "posix-sem" else entry
@@ -187,16 +161,18 @@ def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list
         )
     for point in mounts[:1]:  # every mqueue mount of one ipc namespace shows the same queues
         try:
-            queues = sorted(os.listdir(point))
-        except (FileNotFoundError, PermissionError):
+            queues = sorted(procfs.listdir(point) or ())
+        except PermissionDenied:
             continue
         for q in queues:
             try:
-                st = os.stat(f"{point}/{q}")
-                with open(f"{point}/{q}") as f:
-                    qsize = int(f.read().split()[0].partition(":")[2])
-            except (FileNotFoundError, PermissionError, ValueError, IndexError):
+                st = procfs.stat(f"{point}/{q}")
+                status = procfs.read_text(f"{point}/{q}")  # "QSIZE:7 NOTIFY:0 ..."
+            except PermissionDenied:
                 continue
+            if st is None or not status:
+                continue
+            qsize = _int(status.split()[0].partition(":")[2], 10)
             rows.append(
                 IpcRow(
                     "posix-mq",
@@ -206,7 +182,7 @@ def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list
                     user_name(st.st_uid),
                     _mode(st.st_mode),
                     qsize,
-                    _mq_messages(q),
+                    message_count(f"mq:///{q}"),
                     _mq_holders(scan, st.st_dev, st.st_ino, names),
                 )
             )
@@ -216,23 +192,16 @@ def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list
 def _mq_holders(
     scan: _Scan, dev: int, ino: int, names: dict[int, str | None]
 ) -> tuple[tuple[int, str | None], ...] | None:
-    hits = []
-    for pid, targets in scan.fds.items():
-        for fd, target in targets:
-            if not target.startswith("/"):
-                continue
-            try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-            except (*_GONE, PermissionError):
-                continue
-            if (st.st_dev, st.st_ino) == (dev, ino):
-                hits.append(pid)
-                break
+    hits = sorted(
+        pid
+        for pid, targets in scan.fds.items()
+        if any(st is not None and (st.st_dev, st.st_ino) == (dev, ino) for _f, _t, st in targets)
+    )
     if not hits and not scan.complete:
         return None
     for pid in hits:
         names.setdefault(pid, comm(pid))
-    return tuple((pid, names[pid]) for pid in sorted(hits))
+    return tuple((pid, names[pid]) for pid in hits)
 
 
 def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
@@ -243,11 +212,10 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
         ("sem", "sysv-sem", "semid"),
     )
     for table, kind, id_column in tables:
-        try:
-            with open(f"{SYSVIPC}/{table}") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
+        text = procfs.read_text(f"{SYSVIPC}/{table}")
+        if text is None:
             continue
+        lines = text.splitlines()
         head = lines[0].split() if lines else []
         for line in lines[1:]:
             v = dict(zip(head, line.split(), strict=False))
@@ -288,12 +256,10 @@ def _anon(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
     memfds: dict[int, tuple[str, os.stat_result, set[int]]] = {}
     rows = []
     for pid, targets in scan.fds.items():
-        for fd, target in targets:
+        for fd, target, st in targets:
             if target.startswith("/memfd:"):
-                try:
-                    st = os.stat(f"/proc/{pid}/fd/{fd}")
-                except (*_GONE, PermissionError):
-                    continue
+                if st is None:
+                    continue  # closed meanwhile
                 label = target[len("/memfd:") :].removesuffix(" (deleted)")
                 memfds.setdefault(st.st_ino, (label, st, set()))[2].add(pid)
             elif target in ("anon_inode:[eventfd]", "anon_inode:[signalfd]"):
@@ -354,10 +320,10 @@ def _anon(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
 
 def _fdinfo(pid: int, fd: int) -> dict[str, str]:
     try:
-        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-            return dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f))
-    except (*_GONE, PermissionError):
+        text = procfs.read_text(f"/proc/{pid}/fdinfo/{fd}") or ""
+    except PermissionDenied:
         return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
 def _int(text: str | None, base: int) -> int | None:
@@ -402,5 +368,13 @@ def collect(
         )
     if not scan.complete:
         notes.append("some processes could not be read: holders may be unknown (?)")
+    if scan.unmapped:
+        pids_text = ", ".join(map(str, scan.unmapped[:5])) + (
+            " ..." if len(scan.unmapped) > 5 else ""
+        )
+        notes.append(
+            f"the memory maps of pid {pids_text} could not be read: holders count their "
+            "descriptors only"
+        )
     rows = _files(scan, names, mounts) + _sysv(scan, names) + _anon(scan, names)
     return [r for r in rows if r.kind in wanted], notes

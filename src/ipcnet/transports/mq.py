@@ -276,6 +276,11 @@ class MqEndpoint(DatagramEndpoint):
                 os.close(waker)
 
 
+def datagram(address: Address, listen: bool, max_size: int, mode: int) -> MqEndpoint:
+    """The registry's entry (``max_size`` is the queue's own msgsize here: see open_queue)."""
+    return open_queue(address, listen=listen, mode=mode)
+
+
 def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoint:
     """The receiving end (listen=True, creates the queue) or the sending end of a queue."""
     ipc = _ipc()
@@ -329,3 +334,18 @@ def remove(url: str | Address) -> None:
         _ipc().unlink_message_queue("/" + (address.path or ""))
     except Exception as exc:
         raise _translate(exc, "remove", str(address)) from exc
+
+
+def message_count(url: str | Address) -> int | None:
+    """How many messages wait in a queue (for the inspector): None if it is gone, or if
+    posix_ipc is missing or we may not open it. Opening it for reading takes nothing."""
+    address = parse(url)
+    try:
+        ipc = _ipc()
+        queue = ipc.MessageQueue("/" + (address.path or ""), read=True, write=False)
+    except Exception:
+        return None
+    try:
+        return int(queue.current_messages)
+    finally:
+        queue.close()

@@ -48,6 +48,7 @@ import socket
 import struct
 import threading
 import time
+from typing import ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import (
@@ -59,7 +60,7 @@ from ipcnet.errors import (
     Timeout,
 )
 from ipcnet.transports import fdpass, unix
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 DEFAULT_RING = 1 << 20  # bytes per direction
@@ -494,7 +495,7 @@ def connect(address: Address, timeout: float | None) -> ShmStream:
     writes its reason and closes, and the first wait on this end reports it.
     """
     ring = ring_size(address.option("ring") or DEFAULT_RING, str(address))
-    sock = unix.connect(_rendezvous(address), timeout)
+    sock = unix.connect_socket(_rendezvous(address), timeout)
     where = str(address)
     try:
         memory, efds = _create(ring, where)
@@ -516,14 +517,25 @@ def connect(address: Address, timeout: float | None) -> ShmStream:
     return ShmStream(memory, efds, sock, 0, where)
 
 
-class ShmListener:
-    """A unix socket that accepts shared-memory streams (the rendezvous)."""
+def listen(address: Address, backlog: int, mode: int, reuse_port: bool) -> ShmListener:
+    """The registry's entry: a rendezvous socket that accepts shared-memory streams."""
+    return ShmListener(address, backlog, mode)
+
+
+class ShmListener(Listener[ShmStream]):
+    """A unix socket that accepts shared-memory streams (the rendezvous).
+
+    ``servable`` is False: the server's models drive SocketStreams (try_read/try_write on a
+    socket); an shm stream is pollable for reading only (see ``ShmStream.fileno``).
+    """
+
+    servable: ClassVar[bool] = False
 
     def __init__(self, address: Address, backlog: int = 128, mode: int = 0o600) -> None:
         self.address = address
         self.where = str(address)
         self.max_ring = MAX_RING
-        self.sock, self._cleanup = unix.bind(_rendezvous(address), backlog, mode)
+        self.sock, self._cleanup = unix.bind_socket(_rendezvous(address), backlog, mode)
         self._closed = False
 
     def accept(self) -> ShmStream:
