@@ -48,7 +48,7 @@ import socket
 import struct
 import threading
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import (
@@ -61,6 +61,9 @@ from ipcnet.errors import (
 )
 from ipcnet.transports import fdpass, unix
 from ipcnet.transports.base import Listener, StreamTransport
+
+if TYPE_CHECKING:
+    from ipcnet.transports.sockets import SocketListener
 from ipcnet.transports.oserrors import translate, translating
 
 DEFAULT_RING = 1 << 20  # bytes per direction
@@ -614,6 +617,35 @@ class ShmListener(Listener[ShmStream]):
         memory.drop_memfd()
         return memory
 
+    def bridged(self) -> SocketListener:
+        """This listener as a SocketListener, for the server's models (which drive sockets):
+        a thread accepts shm peers and joins each to a fresh unix socket connection by two
+        copying threads (exact half-close both ways); closing the result closes this too.
+        The direct API (connect/accept Channels) is the fast path; this one costs a copy."""
+        from ipcnet.transports.sockets import SocketListener
+
+        name = Address("unix", path=f"ipcnet-shm-bridge-{os.getpid()}-{id(self):x}", abstract=True)
+        inner, _ = unix.bind_socket(name, 128, 0o600)
+        threading.Thread(target=self._bridge, args=(name,), daemon=True).start()
+        return SocketListener(inner, self.address, cleanup=self.close)
+
+    def _bridge(self, name: Address) -> None:
+        while True:
+            try:
+                stream = self.accept()
+            except Closed:
+                return
+            except IPCError:
+                continue  # a bad handshake: that peer was told why; keep accepting
+            try:
+                sock = unix.connect_socket(name, 10.0)
+            except IPCError:
+                stream.close()
+                return  # the server closed its side of the bridge
+            join = _Join(stream, sock)
+            for pump in (_shm_to_socket, _socket_to_shm):
+                threading.Thread(target=pump, args=(join,), daemon=True).start()
+
     def set_blocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
 
@@ -648,3 +680,49 @@ class ShmListener(Listener[ShmStream]):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept()
         self.sock.close()
         self._cleanup()
+
+
+# --- the bridge's two copying threads (one per direction) --------------------------------
+
+
+class _Join:
+    """A bridged connection: the stream, its socket, and how many directions still run."""
+
+    def __init__(self, stream: ShmStream, sock: socket.socket) -> None:
+        self.stream, self.sock = stream, sock
+        self.running = 2
+        self.lock = threading.Lock()
+
+    def done(self, failed: bool) -> None:
+        with self.lock:
+            self.running = 0 if failed else self.running - 1
+            last = self.running == 0
+        if last:
+            self.stream.close()
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+
+
+def _shm_to_socket(join: _Join) -> None:
+    buf = memoryview(bytearray(64 * 1024))
+    try:
+        while n := join.stream.read_into(buf):
+            join.sock.sendall(buf[:n], socket.MSG_NOSIGNAL)
+        join.sock.shutdown(socket.SHUT_WR)
+    except (IPCError, OSError):
+        join.done(failed=True)
+        return
+    join.done(failed=False)
+
+
+def _socket_to_shm(join: _Join) -> None:
+    buf = memoryview(bytearray(64 * 1024))
+    try:
+        while n := join.sock.recv_into(buf):
+            join.stream.write(buf[:n])
+        join.stream.send_eof()
+    except (IPCError, OSError):
+        join.done(failed=True)
+        return
+    join.done(failed=False)
