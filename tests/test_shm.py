@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 import ipcnet
+from ipc_helpers import as_other_user
 from ipcnet import errors
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -221,3 +222,18 @@ def test_close_without_eof_reads_as_eof() -> None:
         server.timeout = 10
         assert server.read() == b"last"
         server.close()
+
+
+def test_bad_names_and_another_users_rendezvous(short_tmp) -> None:
+    with pytest.raises(errors.InvalidAddress, match="over the limit of 107"):
+        ipcnet.connect("shm://@" + "n" * 120)
+    with pytest.raises(errors.InvalidAddress, match="empty abstract socket name"):
+        ipcnet.connect("shm://@")
+    url = f"shm://{short_tmp}/private"
+    with ipcnet.listen(url):  # the rendezvous socket file is 0600, ours
+
+        def connect_it() -> str:
+            ipcnet.connect(url)
+            return "connected"
+
+        assert as_other_user(connect_it).startswith("PermissionDenied: permission denied")
