@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import socket
@@ -321,9 +322,15 @@ class _IceoryxEnd(End):
         del sample
         return data
 
+    def finish(self) -> None:
+        self.close()  # the child exits with os._exit: drop the ports here, so they clean up
+
     def close(self) -> None:
+        """Drop the ports, services and node: iceoryx2 removes their files in /dev/shm and
+        /tmp/iceoryx2 when they are dropped (a process that exits without it leaves them)."""
         self.publisher = self.subscriber = self.out_service = self.in_service = None
         self.node = None
+        gc.collect()
 
 
 def _iceoryx2(size: int) -> tuple[End, End]:
@@ -380,7 +387,7 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
             else:
                 for _ in range(count):
                     theirs.send(theirs.recv())
-            theirs.finish()
+            theirs.finish()  # both modes
             status = 0
         finally:
             os._exit(status)
