@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
@@ -54,20 +53,17 @@ def test_peer_killed_mid_write_is_incomplete_read_not_a_hang() -> None:
         child = _child(
             "import ipcnet, sys\n"
             f"ch = ipcnet.connect({url!r})\n"
-            "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
             "ch.write(b'x' * 100000)\n"  # blocks: the ring holds 8 KiB and nobody reads yet
         )
         try:
             server = listener.accept()
-            assert child.stdout is not None
-            assert child.stdout.readline() == b"ready\n"
-            time.sleep(0.2)
+            server.timeout = 20
+            assert server.read_exactly(4096) == b"x" * 4096  # the child is inside its write
             child.send_signal(signal.SIGKILL)
             child.wait(10)
-            server.timeout = 10
             with server, pytest.raises(errors.IncompleteRead) as caught:
-                server.read_exactly(100000)
-            assert 0 < len(caught.value.partial) < 100000
+                server.read_exactly(100000 - 4096)
+            assert len(caught.value.partial) < 100000 - 4096  # what was in the ring, then EOF
         finally:
             child.kill()
             child.wait()
