@@ -146,8 +146,8 @@ class Engine:
         self.bytes_in += len(data)
         out = self.session.feed(data)
         if out.__class__ is bytes and not self.queue and self.job is None:
-            self.bytes_out += len(out)  # type: ignore[arg-type]
-            return out  # type: ignore[return-value]
+            self.bytes_out += len(out)
+            return out
         if out is not None:
             self.push(out)
         return None
@@ -227,7 +227,7 @@ class Engine:
         if actions.__class__ is bytes and not self.closing and not self.ended:
             if actions:
                 self.queue.append(actions)
-                self._grow(len(actions))  # type: ignore[arg-type]
+                self._grow(len(actions))
             return
         items = self._items(actions)
         if self.ended:
@@ -246,19 +246,19 @@ class Engine:
         size = 0
         for action in actions:
             if closing:
-                if action.__class__ is SendFile and action.close:  # type: ignore[union-attr]
-                    self.release(action.fd)  # type: ignore[union-attr]
+                if action.__class__ is SendFile and action.close:
+                    self.release(action.fd)
                 continue
             if isinstance(action, _BUFFERS):
                 if len(action):
                     items.append(action)
                     size += len(action)
             elif action.__class__ is SendFile:
-                region = Region(action)  # type: ignore[arg-type]
+                region = Region(action)
                 items.append(region)
                 size += region.count
             elif action.__class__ is Timer:
-                self.timer_change = action  # type: ignore[assignment]
+                self.timer_change = action
             else:
                 if action.__class__ is Close:
                     closing = True
