@@ -61,7 +61,11 @@ def steps(engine: Engine) -> Iterator[Any]:
         if isinstance(step, (bytes, bytearray, memoryview)):
             engine.sent(len(step))
         elif isinstance(step, Run):
-            engine.resumed(step, run_job(step))
+            out = engine.resumed(step, run_job(step))
+            if out is not None:
+                yield out
+                if isinstance(out, Run):
+                    engine.resumed(out, run_job(out))
 
 
 def is_open(fd: int) -> bool:
@@ -167,6 +171,16 @@ def test_a_file_the_caller_keeps_is_never_closed(fd: int) -> None:
     assert is_open(fd)
 
 
+def test_a_lone_run_is_the_hot_path_too() -> None:
+    job = Run(lambda: 2)
+    session = Scripted(feed=job, resume=b"two")
+    engine = Engine(session)
+    assert engine.feed(b"call") is job
+    assert not engine.reading and engine.step() is None  # in flight
+    assert engine.resumed(job, run_job(job)) == b"two"
+    assert engine.reading and engine.bytes_out == 3
+
+
 def test_run_pauses_reading_and_resume_answers_before_what_followed() -> None:
     job = Run(lambda: 41 + 1)
     session = Scripted(feed=[job, b"after"], resume=b"answer")
@@ -175,7 +189,7 @@ def test_run_pauses_reading_and_resume_answers_before_what_followed() -> None:
     step = engine.step()
     assert step is job
     assert not engine.reading and engine.step() is None  # nothing while the job runs
-    engine.resumed(job, run_job(job))
+    assert engine.resumed(job, run_job(job)) is None  # queued: b"after" waits
     assert session.calls[-1] == ("resume", Outcome(value=42))
     assert engine.reading
     assert list(steps(engine)) == [b"answer", b"after"]
@@ -188,11 +202,10 @@ def test_a_job_that_raises_reaches_resume_as_its_error() -> None:
     job = Run(boom)
     session = Scripted(feed=job, resume=[b"500", CLOSE])
     engine = Engine(session)
-    engine.feed(b"x")
-    assert engine.step() is job
+    assert engine.feed(b"x") is job
     outcome = run_job(job)
     assert isinstance(outcome.error, ValueError) and outcome.value is None
-    engine.resumed(job, outcome)
+    assert engine.resumed(job, outcome) is None
     assert list(steps(engine)) == [b"500", CLOSE]
 
 
@@ -208,8 +221,7 @@ def test_a_job_outcome_after_the_end_still_reaches_the_session(fd: int) -> None:
     job = Run(lambda: fd)
     session = Scripted(feed=job, resume=SendFile(fd, 0, 10, close=True))
     engine = Engine(session)
-    engine.feed(b"x")
-    assert engine.step() is job
+    assert engine.feed(b"x") is job
     engine.end()  # the peer left while the job ran
     engine.resumed(job, run_job(job))
     assert session.calls[-1][0] == "resume"

@@ -34,9 +34,11 @@ Rules (what each action becomes; the model performs the step and reports back):
   has a descriptor closed, and its number reused, under an ongoing sendfile);
 - backpressure: ``reading`` turns False once unsent output is above ``high_water`` and
   True again once it drained to ``high_water // 4``; it is also False while a job runs,
-  after EOF and once a Close is queued. ``feed`` takes the hot path: a session's answer
-  that is one ``bytes`` with nothing queued is returned for the model to write at once
-  (counted as sent; ``requeue`` hands back what the kernel did not take);
+  after EOF and once a Close is queued;
+- the hot path: when nothing is queued, ``feed`` and ``resumed`` return an answer that is
+  one ``bytes`` (to write at once, counted as sent; ``requeue`` hands back what the kernel
+  did not take) or one ``Run`` (to run at once, in flight) instead of queueing it: one
+  call per read on top of the session's own;
 - a job's outcome reaches ``session.resume`` even after the connection ended, so what the
   job opened comes back in actions, which the engine then releases.
 The one system call made here is closing an owned descriptor (``transports.files``).
@@ -140,16 +142,24 @@ class Engine:
 
     # --- what the model reports about the connection -----------------------------------
 
-    def feed(self, data: bytes) -> bytes | None:
-        """Bytes arrived. Returns the answer to write at once when it is one ``bytes`` and
-        nothing is queued (the hot path); anything else is queued for ``step``."""
+    def feed(self, data: bytes) -> bytes | Run | None:
+        """Bytes arrived. The hot path: when nothing is queued and the session answers
+        with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
+        it is in flight), that answer is returned; anything else is queued for ``step``."""
         self.bytes_in += len(data)
-        out = self.session.feed(data)
-        if out.__class__ is bytes and not self.queue and self.job is None:
-            self.bytes_out += len(out)
-            return out
-        if out is not None:
-            self.push(out)
+        return self._answer(self.session.feed(data))
+
+    def _answer(self, out: Actions) -> bytes | Run | None:
+        if out is None:
+            return None
+        cls = out.__class__
+        if (cls is bytes or cls is Run) and not self.queue and self.job is None:
+            if cls is bytes:
+                self.bytes_out += len(out)  # type: ignore[arg-type]
+            else:
+                self.job = out  # type: ignore[assignment]
+            return out  # type: ignore[return-value]
+        self.push(out)
         return None
 
     def requeue(self, rest: memoryview) -> None:
@@ -167,17 +177,17 @@ class Engine:
         """The deadline the last Timer step armed has passed."""
         self.push(self.session.on_timer())
 
-    def resumed(self, job: Run, outcome: Outcome) -> None:
-        """The job handed out by step() finished with ``outcome``."""
+    def resumed(self, job: Run, outcome: Outcome) -> bytes | Run | None:
+        """The job in flight finished with ``outcome``; returns as ``feed`` does."""
         self.job = None
         actions = self.session.resume(job, outcome)
-        if actions is None:
-            return
-        items = self._items(actions)
         if self.ended:
-            self._drop(items)
-        else:
-            self.queue.extendleft(reversed(items))
+            self._drop(self._items(actions))
+            return None
+        if not self.queue:
+            return self._answer(actions)
+        self.queue.extendleft(reversed(self._items(actions)))
+        return None
 
     def sent(self, n: int, whole: bool = False) -> None:
         """``n`` bytes of the buffer or Region in flight went out; ``whole``: a Region is
