@@ -32,13 +32,15 @@ from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.transports import SocketStream
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.files import read_region
 
 TICK = 0.05  # seconds between looks at in-flight connections while stopping
 FLUSH_EVERY = 64  # reads between byte-counter updates of a long connection
 
 
 def run_connection(
-    core: ServerCore, stream: SocketStream, row: Row, conn: Conn | None = None
+    core: ServerCore, stream: StreamTransport, row: Row, conn: Conn | None = None
 ) -> None:
     """Serve one connection until it ends; never raises (errors are logged and counted)."""
     engine: Engine | None = None
@@ -47,8 +49,7 @@ def run_connection(
         session, first = core.service.start(core.peer(stream))
         engine = Engine(session, core.config.high_water)
         engine.push(first)
-        if _perform(engine, stream, conn, core.trace):
-            _loop(core, stream, engine, row, conn)
+        drive(engine, stream, conn, row, core.trace, core.stopping.is_set, core.config.idle_timeout)
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:
@@ -69,13 +70,22 @@ def run_connection(
         row.add("handled")
 
 
-def _loop(core: ServerCore, stream: SocketStream, engine: Engine, row: Row, conn: Conn) -> None:
-    """Read, feed, perform until EOF or a Close. Byte counts go to the row every
-    FLUSH_EVERY reads and at the end, not on every read (a locked add in thread models)."""
-    trace = core.trace
+def drive(
+    engine: Engine,
+    stream: StreamTransport,
+    conn: Conn,
+    row: Row | LocalRow,
+    trace: Callable[[str], None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+    idle_timeout: float | None = None,
+) -> None:
+    """Perform what is queued, then read, feed, perform until EOF or a Close, with
+    blocking calls (any stream transport: a socket, or a Channel's pipe for
+    ``rpc.serve_channel``). Raises Timeout when idle ``idle_timeout`` s. Byte counts go
+    to the row every FLUSH_EVERY reads, not on every read (a locked add in thread models)."""
+    if not _perform(engine, stream, conn, trace):
+        return
     fd = stream.fileno()
-    stopping = core.stopping.is_set
-    idle_timeout = core.config.idle_timeout
     read, write = stream.read, stream.write
     reads = 0
     timeout_now: float | None = -1.0
@@ -130,7 +140,7 @@ def _run(engine: Engine, job: Run) -> bytes | None:
 
 
 def _perform(
-    engine: Engine, stream: SocketStream, conn: Conn, trace: Callable[[str], None] | None
+    engine: Engine, stream: StreamTransport, conn: Conn, trace: Callable[[str], None] | None
 ) -> bool:
     """Do every step the engine has, blocking; False once the connection should close."""
     fd = stream.fileno()
@@ -138,7 +148,10 @@ def _perform(
         cls = step.__class__
         if cls is Region:
             region: Any = step
-            sent = stream.sendfile(region.fd, region.offset, region.count)
+            if isinstance(stream, SocketStream):
+                sent = stream.sendfile(region.fd, region.offset, region.count)
+            else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
+                sent = copy_region(stream, region.fd, region.offset, region.count)
             engine.sent(sent, whole=True)
             if trace:
                 trace(f"sendfile(fd {fd}, {region.path}) -> {sent} bytes")
@@ -163,6 +176,18 @@ def _perform(
             if trace:
                 trace(f"write(fd {fd}, {len(step)} bytes)")  # type: ignore[arg-type]
     return True
+
+
+def copy_region(stream: StreamTransport, fd: int, offset: int, count: int) -> int:
+    """Send a file region by reading and writing it (where sendfile(2) is not at hand)."""
+    sent = 0
+    while sent < count:
+        data = read_region(fd, offset + sent, min(READ_SIZE, count - sent))
+        if not data:
+            break
+        stream.write(data)
+        sent += len(data)
+    return sent
 
 
 def accept_loop(
@@ -371,7 +396,7 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
     try:
         core.after_fork_child()
         row = core.counters.row(0)
-        local = _LocalRow()
+        local = LocalRow()
         conn = Conn(stream)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: _child_stop(core, conn))
@@ -390,7 +415,7 @@ def _child_stop(core: ServerCore, conn: Conn) -> None:
         raise StopServing
 
 
-class _LocalRow:
+class LocalRow:
     """A forked child counts privately and adds its totals to the shared row once."""
 
     def __init__(self) -> None:

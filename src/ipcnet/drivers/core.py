@@ -37,7 +37,7 @@ from ipcnet.transports import (
     open_datagram,
     open_listener,
 )
-from ipcnet.transports.base import Listener
+from ipcnet.transports.base import Listener, StreamTransport
 
 log = logging.getLogger("ipcnet.serve")
 
@@ -79,7 +79,7 @@ def servable(listener: Listener[Any], address: Address) -> Listener[SocketStream
 class Conn:
     """A connection as a blocking model sees it, for stopping and the idle rule."""
 
-    stream: SocketStream
+    stream: StreamTransport
     idle: bool = True
     last_active: float = field(default_factory=time.monotonic)
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
@@ -237,7 +237,7 @@ class ServerCore:
 
     # --- what every model asks ----------------------------------------------------------
 
-    def peer(self, stream: SocketStream) -> Peer:
+    def peer(self, stream: StreamTransport) -> Peer:
         """Who is connected, and to which of our addresses."""
         try:
             return Peer(stream.peer_address, stream.local_address)
