@@ -101,6 +101,14 @@ MODEL_HELP = {name: row.help for name, row in MODELS.items()}
 INNER_MODELS = [name for name, row in MODELS.items() if not row.nests]
 
 
+def first(**traits: bool) -> str:
+    """The first model (in the table's order) with these traits, e.g. ``first(awaits=True)``."""
+    for name, row in MODELS.items():
+        if all(getattr(row, trait) == value for trait, value in traits.items()):
+            return name
+    raise KeyError(f"no model has {traits}")
+
+
 def info(name: str) -> ModelInfo:
     """A model's row (KeyError for an unknown name)."""
     return MODELS[name]
