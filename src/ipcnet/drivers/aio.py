@@ -195,6 +195,8 @@ class SessionProtocol(asyncio.Protocol):
             else:
                 out = engine.resumed(step, await self._outcome(step))  # type: ignore[arg-type]
         except Exception as exc:
+            if step.__class__ is Region:
+                engine.sent(0, whole=True)  # the step is over: its file is released
             if self.closed or self.transport.is_closing() or isinstance(exc, ConnectionError):
                 log.debug("connection ended during a %s: %s", type(step).__name__, exc)
                 engine.end()

@@ -1,7 +1,10 @@
 """The blocking models of the seeds: iterative, fork, forkconc, thread, pool.
 
-Role: ``run_connection`` serves one connection with blocking reads and writes (seed 000
-§6.6's serve_client); the models differ only in who calls it:
+Role: ``drive`` performs one connection's engine steps with blocking reads and writes
+(seed 000 §6.6's serve_client; ``rpc.serve_channel`` uses it too) and ``run_connection``
+adds a session, the counters and the error rules; the models are composed of
+``accept_loop`` (over ``admission.Gate``) with ``Children`` (processes) or ``Threads``,
+and differ only in who calls ``run_connection``:
 - iterative: the accept loop itself, one connection at a time (server v1);
 - fork: a child process per connection while the parent waits ("with protection", §6.7);
 - forkconc: a child per connection, the parent does not wait; SIGCHLD reaps (§6.8);
@@ -110,14 +113,16 @@ def drive(
         finally:
             conn.idle = False
         if trace:
-            trace(f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF)"))
+            trace(
+                f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)")
+            )
         if not data:
             engine.feed_eof()
             _perform(engine, stream, conn, trace)
             return
         out = engine.feed(data)
-        if out.__class__ is Run:  # the hot path of a request/response service
-            out = _run(engine, out)
+        while out.__class__ is Run:  # the hot path of a request/response service
+            out = engine.resumed(out, run_job(out))
         if out is not None:
             write(out)  # type: ignore[arg-type]
             if trace:

@@ -27,7 +27,7 @@ from ipcnet.addresses import Address, parse
 from ipcnet.drivers.counters import Counters, Row
 from ipcnet.drivers.engine import HIGH_WATER
 from ipcnet.drivers.observe import StatsServer, Tracer
-from ipcnet.drivers.registry import DEFAULT_MODEL, info
+from ipcnet.drivers.registry import DEFAULT_MODEL, info, serving
 from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Peer, Service
 from ipcnet.transports import (
@@ -124,8 +124,9 @@ class ServerCore:
         self.config = config
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
-        self.counters = Counters(
-            workers=config.workers if model.worker_rows else 0, threaded=model.threaded
+        self.counters = Counters(  # threads of the model that serves share a row: lock it
+            workers=config.workers if model.worker_rows else 0,
+            threaded=serving(config.model, config.inner).threaded,
         )
         self.row: Row = self.counters.main
         self.listeners: list[Listener[SocketStream]] = []

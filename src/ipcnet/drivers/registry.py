@@ -115,9 +115,10 @@ def info(name: str) -> ModelInfo:
 
 
 def serving(model: str, inner: str) -> ModelInfo:
-    """The model that runs the connections: ``inner`` under a nesting model."""
+    """The model that runs the connections: ``inner`` under a nesting model (whose workers
+    fail to start, and say so, if ``inner`` is not a model)."""
     row = MODELS[model]
-    return MODELS[inner] if row.nests else row
+    return MODELS.get(inner, row) if row.nests else row
 
 
 def model_class(name: str) -> type[Model]:

@@ -55,7 +55,10 @@ class Connection:
             return
         trace = self.loop.trace
         if trace:
-            trace(f"read(fd {self.fd}) -> {len(data)} bytes" + ("" if data else " (EOF)"))
+            trace(
+                f"read(fd {self.fd}) -> {len(data)} bytes"
+                + ("" if data else " (EOF: the peer is done)")
+            )
         if not data:
             self.engine.feed_eof()
             self.perform()

@@ -20,7 +20,7 @@ from ipcnet.drivers.blocking import LocalRow, drive
 from ipcnet.drivers.core import Conn
 from ipcnet.drivers.engine import Engine
 from ipcnet.framing import Codec, Framing
-from ipcnet.protocols.base import Peer
+from ipcnet.protocols.base import Peer, Service
 from ipcnet.protocols.jsonrpc import JsonRpcService
 from ipcnet.rpc.defaults import choose
 from ipcnet.rpc.registry import as_methods
@@ -64,7 +64,7 @@ def serve(
     return serve_service(service, addresses, config or ServeConfig(), ready)
 
 
-def serve_channel(service: JsonRpcService, channel: Channel) -> None:
+def serve_channel(service: Service, channel: Channel) -> None:
     """Answer calls on one open Channel (stdio:, a pipe) until its peer ends it; then the
     channel is closed."""
     session, first = service.start(Peer(channel.peer_address, channel.local_address))

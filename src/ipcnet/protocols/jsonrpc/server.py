@@ -385,10 +385,11 @@ class JsonRpcSession(BaseSession):
 
     def _start(self, group: _Group) -> Run:
         calls = group.calls()
-        plain = [c for c in calls if not c.handler.is_async]
-        if plain and len(plain) < len(calls):  # mixed: the plain ones first
-            group.later = [c for c in calls if c.handler.is_async]
-            calls = plain
+        if len(calls) > 1:
+            plain = [c for c in calls if not c.handler.is_async]
+            if plain and len(plain) < len(calls):  # mixed: the plain ones first
+                group.later = [c for c in calls if c.handler.is_async]
+                calls = plain
         return self._job(calls, group)
 
     def _job(self, calls: list[_Call], group: _Group) -> Run:
