@@ -195,14 +195,14 @@ class SessionProtocol(asyncio.Protocol):
             else:
                 out = engine.resumed(step, await self._outcome(step))  # type: ignore[arg-type]
         except Exception as exc:
-            if step.__class__ is Region:
-                engine.sent(0, whole=True)  # the step is over: its file is released
-            if self.closed or self.transport.is_closing() or isinstance(exc, ConnectionError):
-                log.debug("connection ended during a %s: %s", type(step).__name__, exc)
-                engine.end()
-                self.transport.abort()
-            else:
-                self._failed()
+            if step.__class__ is not Region:
+                self._failed()  # the session's resume failed
+                return
+            # a file region is the loop's I/O alone: it failing means the connection did
+            engine.sent(0, whole=True)  # the step is over: its file is released
+            log.debug("connection ended during a file region: %s", exc)
+            engine.end()
+            self.transport.abort()
             return
         if self.closed or self.transport.is_closing():
             return

@@ -17,7 +17,6 @@ every child is reaped and every thread joined.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import selectors
@@ -27,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ipcnet.drivers import processes
 from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
@@ -319,14 +319,7 @@ class Children:
         return pid
 
     def wait(self, pid: int) -> None:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
+        processes.wait(pid)
         self._reaped(pid)
 
     def _reaped(self, pid: int) -> None:
@@ -336,20 +329,18 @@ class Children:
 
     def signal(self, force: bool) -> None:
         for pid in list(self.pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def reap_ready(self) -> None:
         while self.pids:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            ended = processes.wait(block=False)
+            if ended is None:  # no children at all any more
                 self.pids.clear()
                 return
-            if pid == 0:
+            if ended[0] == 0:
                 return
-            if pid in self.pids:
-                self._reaped(pid)
+            if ended[0] in self.pids:
+                self._reaped(ended[0])
 
     def drain(self) -> None:
         """Children got SIGTERM and stop by themselves; at the deadline they are killed."""
