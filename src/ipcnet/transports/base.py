@@ -24,12 +24,29 @@ A ``Listener`` hands out stream transports: ``accept()`` blocks for the next pee
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, Unsupported
 
+if TYPE_CHECKING:
+    import socket
+    import subprocess
+
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """What a transport hands over to another owner (an event loop): a socket, or the read
+    and write descriptors of a pipe, and what must run once the new owner closed them."""
+
+    sock: socket.socket | None = None
+    read_fd: int | None = None
+    write_fd: int | None = None
+    after_close: Callable[[], None] | None = None
 
 
 class StreamTransport(ABC):
@@ -39,6 +56,8 @@ class StreamTransport(ABC):
     where: str
     readable: bool = True
     writable: bool = True
+    #: the child process at the other end (exec:), else None
+    process: subprocess.Popen[bytes] | None = None
     _closed: bool = False
 
     @abstractmethod
@@ -82,6 +101,10 @@ class StreamTransport(ABC):
     @property
     def peer_address(self) -> Address | None:
         return None
+
+    def detach(self) -> Detached:
+        """Give up the descriptors to a new owner; this transport is closed afterwards."""
+        raise Unsupported(f"cannot hand {self.where} over to an event loop")
 
     def get_option(self, name: str) -> int:
         raise Unsupported(f"option {name!r} is not available on {self.where}")
