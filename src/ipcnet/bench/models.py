@@ -173,10 +173,13 @@ class Running:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
+        from ipcnet.errors import IPCError
+        from ipcnet.transports.process import signal_group
+
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            signal_group(self.proc.pid, signal.SIGKILL)  # False: the group is gone already
+        except IPCError:
+            pass  # not ours to signal
         if self.proc.poll() is None:
             self.proc.wait()
         self.exit_status = self.proc.returncode
