@@ -218,7 +218,8 @@ class Engine:
             head.offset += n
             head.count -= n
             if head.count <= 0 or whole:
-                self.unsent -= max(0, head.count)
+                if head.count > 0:
+                    self.unsent -= head.count
                 queue.popleft()
                 if head.close:
                     self.release(head.fd)
@@ -286,7 +287,9 @@ class Engine:
                     closing = True
                 items.append(action)
         self.closing = closing
-        self._grow(size)
+        self.unsent += size
+        if self.unsent > self.high_water:
+            self.paused = True
         return items
 
     def _grow(self, size: int) -> None:
@@ -318,6 +321,16 @@ class Engine:
         if cls is Run:
             self.job = head
         return head  # type: ignore[no-any-return]
+
+    def wants(self, read: int, write: int) -> int:
+        """``read`` if reading now (see ``reading``), ORed with ``write`` if ``writing``: the
+        events a readiness loop waits for, in one call."""
+        if self.ended or self.job is not None:
+            return 0
+        wanted = write if self.queue else 0
+        if not (self.paused or self.eof or self.closing or self.inflight):
+            wanted |= read
+        return wanted
 
     @property
     def reading(self) -> bool:

@@ -63,7 +63,18 @@ class Connection:
             self.engine.feed_eof()
             self.perform()
             return
-        self.answered(self.engine.feed(data))
+        out = self.engine.feed(data)
+        if out is None:
+            self.perform()
+        elif out.__class__ is bytes:  # the hot path: one answer, nothing queued
+            n = self.stream.try_write(out)
+            if trace:
+                trace(f"write(fd {self.fd}, {n} bytes)")
+            if n < len(out):
+                self.engine.requeue(memoryview(out)[n:])
+                self.update()
+        else:
+            self.answered(out)
 
     def answered(self, out: bytes | Run | None) -> None:
         """Act on what ``feed``/``resumed`` returned (see the engine's hot path)."""
@@ -119,8 +130,7 @@ class Connection:
 
     def update(self) -> None:
         """Wait for what the engine needs: readable unless it pauses, writable if queued."""
-        engine = self.engine
-        wanted = (READ if engine.reading else 0) | (WRITE if engine.writing else 0)
+        wanted = self.engine.wants(READ, WRITE)
         if wanted != self.events and not self.closed:
             self.loop.modify(self, self.events, wanted)
             self.events = wanted
