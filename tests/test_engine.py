@@ -271,3 +271,20 @@ def test_empty_buffers_are_no_steps() -> None:
     engine = Engine(Scripted())
     engine.push([b"", memoryview(b""), bytearray()])
     assert engine.step() is None and engine.idle
+
+
+def test_wants_says_what_a_readiness_loop_waits_for() -> None:
+    read, write = 1, 4
+    job = Run(lambda: None)
+    engine = Engine(Scripted(feed=job, resume=b"done"), high_water=10)
+    assert engine.wants(read, write) == read
+    engine.push(b"x" * 20)  # above high water, and queued
+    assert engine.wants(read, write) == write
+    engine.step()
+    engine.sent(20)
+    assert engine.wants(read, write) == read
+    assert engine.feed(b"call") is job
+    assert engine.wants(read, write) == 0  # neither while the job runs
+    assert engine.resumed(job, run_job(job)) == b"done"
+    engine.end()
+    assert engine.wants(read, write) == 0
