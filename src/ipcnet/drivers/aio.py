@@ -88,9 +88,6 @@ class SessionProtocol(asyncio.Protocol):
         model.protocols.add(self)
         # the transport holds the unsent output, so it measures the high-water mark
         transport.set_write_buffer_limits(high=core.config.high_water)
-        if core.trace:
-            fd = transport.get_extra_info("socket").fileno()
-            core.trace(f"accept -> new fd {fd} from {self.peer.address}")
         try:
             session, first = core.service.start(self.peer)
             self.engine = Engine(session, core.config.high_water)

@@ -319,14 +319,12 @@ class SelectorLoop(Model):
         """While stopping: True once every connection is gone (or the grace period ended)."""
         core = self.core
         for listener in core.listeners:
-            if not listener.closed:
-                if not self.gate.paused_until:
-                    self.selector.unregister(listener)
-                listener.close()
+            if not listener.closed and not self.gate.paused_until:
+                self.selector.unregister(listener)
         for endpoint in core.datagrams:
             if not endpoint.closed:
                 self.selector.unregister(endpoint)
-                endpoint.close()
+        core.close_listeners()  # (traced, as under every model)
         forced = drain_step(core, self.conns.values(), self.close, self.close)
         return forced or not self.conns
 
