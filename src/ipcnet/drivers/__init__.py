@@ -9,7 +9,8 @@ Where things go:
   plus one row (help line and traits) in ``registry.MODELS``; nothing outside drivers/
   names a model, it asks ``registry.info(name)`` for traits;
 - ``core.py`` binds, handles signals and the lifecycle; ``observe.py`` traces and serves
-  the counters (``counters.py``); ``datagrams.py`` answers datagrams.
+  the counters (``counters.py``); ``datagrams.py`` answers datagrams; ``jobs.py`` is the
+  event loops' worker pool for Run jobs; ``processes.py`` signals and reaps children.
 
 ``serve`` runs a service on addresses under a model until SIGTERM/SIGINT (or
 ``core.request_stop()``).
