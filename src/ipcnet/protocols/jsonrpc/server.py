@@ -385,7 +385,7 @@ class JsonRpcSession(BaseSession):
 
     def _start(self, group: _Group) -> Run:
         calls = group.calls()
-        if len(calls) > 1:
+        if group.ncalls > 1:
             plain = [c for c in calls if not c.handler.is_async]
             if plain and len(plain) < len(calls):  # mixed: the plain ones first
                 group.later = [c for c in calls if c.handler.is_async]
