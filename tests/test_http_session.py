@@ -24,7 +24,8 @@ from ipcnet.protocols.base import (
     as_list,
 )
 from ipcnet.protocols.http import BadRequest, HttpService, Limits
-from ipcnet.protocols.http.conditional import if_range_holds, not_modified, parse_http_date
+from ipcnet.protocols.http import Head
+from ipcnet.protocols.http.conditional import if_range_holds, parse_http_date, preconditions
 from ipcnet.protocols.http.parsers import check_bytes
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.target import parse_target
@@ -191,23 +192,44 @@ def test_ranges(header: bytes, expected: list[tuple[int, int]] | None) -> None:
     assert parse_range(header, 10, 16) == expected
 
 
+def _head(method: str = "GET", **fields: str) -> Head:
+    head = Head(method, b"/", "1.1", [])
+    for name, value in fields.items():
+        head.headers.append((name.replace("_", "-").encode(), value.encode()))
+        head.fields[name.replace("_", "-").encode()] = value.encode()
+    return head
+
+
 def test_conditional() -> None:
-    etag = '"abc-10"'
-    date = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    etag = b'"abc-10"'
+    text = "Sun, 06 Nov 1994 08:49:37 GMT"
+    date = text.encode()
     stamp = parse_http_date(date)
     assert stamp == 784111777
     assert parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT") == stamp
     assert parse_http_date(b"Sun Nov  6 08:49:37 1994") == stamp
     assert parse_http_date(b"garbage") is None
-    assert not_modified(b'"x", W/"abc-10"', None, etag, 0)
-    assert not_modified(b"*", None, etag, 0)
-    assert not not_modified(b'"x"', date, etag, 0)  # If-None-Match wins over the date
-    assert not_modified(None, date, etag, stamp)
-    assert not not_modified(None, date, etag, stamp + 1)
-    assert not not_modified(None, b"nonsense", etag, 0)
-    assert if_range_holds(b'"abc-10"', etag, 0)
-    assert not if_range_holds(b'W/"abc-10"', etag, 0)
-    assert if_range_holds(date, etag, stamp) and not if_range_holds(date, etag, stamp - 1)
+    assert parse_http_date(date + b", " + date) is None  # a list is not a date
+    assert parse_http_date(b"Sun, 31 Feb 1994 08:49:37 GMT") is None
+    assert preconditions(_head(if_none_match='"x", W/"abc-10"'), etag, 0) == 304
+    assert preconditions(_head(if_none_match="*"), etag, 0) == 304
+    assert preconditions(_head("POST", if_none_match="*"), etag, 0) == 412
+    assert preconditions(_head(if_none_match='"x"', if_modified_since=text), etag, 0) == 0
+    assert preconditions(_head(if_modified_since=text), etag, stamp) == 304
+    assert preconditions(_head(if_modified_since=text), etag, stamp + 1) == 0
+    assert preconditions(_head(if_modified_since="nonsense"), etag, 0) == 0
+    assert preconditions(_head("POST", if_modified_since=text), etag, 0) == 0
+    assert preconditions(_head(if_match='"abc-10"'), etag, 0) == 0
+    assert preconditions(_head(if_match='W/"abc-10"'), etag, 0) == 412  # weak never matches
+    assert preconditions(_head(if_match="*"), None, None) == 0
+    assert preconditions(_head(if_match='"x"', if_unmodified_since="garbage"), etag, 0) == 412
+    assert preconditions(_head(if_unmodified_since=text), etag, stamp + 1) == 412
+    assert preconditions(_head(if_unmodified_since=text), etag, stamp) == 0
+    assert preconditions(_head(if_unmodified_since="garbage"), etag, stamp + 1) == 0
+    assert if_range_holds(b'"abc-10"', etag, date)
+    assert not if_range_holds(b'W/"abc-10"', etag, date)
+    assert if_range_holds(date, etag, date)
+    assert not if_range_holds(b"Sunday, 06-Nov-94 08:49:37 GMT", etag, date)  # not exact
 
 
 # the rule check_bytes enforces, written the slow, obvious way

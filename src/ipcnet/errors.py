@@ -20,6 +20,7 @@ catches OSError. Messages are short, lower-case, and say what happened and where
     │   ├── AddressInUse     EADDRINUSE, or a live unix socket at the path
     │   ├── AddressNotAvailable  EADDRNOTAVAIL, EAFNOSUPPORT (no IPv6 here, say)
     │   ├── NoSuchSocket     ENOENT / ENOTSOCK on a unix or fifo path
+    │   ├── NoSuchFile       ENOENT, ENOTDIR, ELOOP... opening a file:// path (the web server)
     │   └── PermissionDenied EACCES / EPERM
     ├── LimitExceeded        a bound was hit: the data was refused, never cut silently
     │   ├── MessageTooLarge  EMSGSIZE: a datagram too big to send
@@ -27,7 +28,7 @@ catches OSError. Messages are short, lower-case, and say what happened and where
     ├── Unsupported          the operation makes no sense here (read on a write-only pipe end)
     └── ProtocolError        bytes broke the rules of a protocol
         ├── LocalProtocolError   our side tried to break them (a programming error)
-        └── RemoteProtocolError  the peer sent something invalid
+        └── RemoteProtocolError  the peer sent something invalid (http: BadRequest)
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class NoSuchSocket(AddressError):
     """No socket or fifo exists at the path."""
 
 
+class NoSuchFile(AddressError):
+    """Nothing can be opened at a file path (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, ENXIO)."""
+
+
 class PermissionDenied(AddressError):
     """The kernel refused for lack of permission."""
 
@@ -147,6 +152,7 @@ __all__ = [
     "LimitExceeded",
     "LocalProtocolError",
     "MessageTooLarge",
+    "NoSuchFile",
     "NoSuchSocket",
     "PeerClosed",
     "PermissionDenied",

@@ -18,6 +18,7 @@ from ipcnet import errors
 _RESET = {errno.ECONNRESET, errno.ECONNABORTED}
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 _NOT_AVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+_NO_FILE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO}
 
 
 def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
@@ -51,6 +52,8 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
         return errors.AddressInUse(f"address in use: {where} (another socket is bound there)")
     if code in _NOT_AVAILABLE:
         return errors.AddressNotAvailable(f"address not available: {where} ({reason.lower()})")
+    if scheme == "file" and code in _NO_FILE:  # the web server's files (httpd/files.py)
+        return errors.NoSuchFile(f"no such file: {where}")
     if code in (errno.ENOENT, errno.ENOTDIR):
         kind = "fifo" if scheme == "fifo" else "socket"
         return errors.NoSuchSocket(f"no {kind} at {where}")

@@ -2,15 +2,18 @@
 
 Role: the vocabulary shared by the parser adapters and the session. Rules: header names are
 lower-case bytes, values are bytes as received; the parsers fill a ``Head`` and raise
-``BadRequest`` (with the status to answer) for anything they reject.
+``BadRequest`` (with the status to answer) for anything they reject. ``BadRequest`` is a
+``RemoteProtocolError`` of the ipcnet error tree (the peer sent an invalid request).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ipcnet.errors import RemoteProtocolError
 
-class BadRequest(Exception):
+
+class BadRequest(RemoteProtocolError):
     """The client's request cannot be served; ``status`` says why (400, 414, 431, 505...)."""
 
     def __init__(self, status: int, detail: str = "") -> None:

@@ -4,8 +4,14 @@ Role: turn one complete request head (request line + headers + blank line, as th
 cut it from the stream) into a ``Head``, or raise ``BadRequest``. The HTTP grammar is the
 parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 - ``check_head`` then applies the framing rules both parsers must agree on (RFC 9112 §6):
-  one Host, one Content-Length value, no Transfer-Encoding with Content-Length or in
-  HTTP/1.0, chunked last; versions other than 1.0/1.1 get 505;
+  one valid Host (§3.2), one Content-Length value, no Transfer-Encoding with
+  Content-Length or in HTTP/1.0; a transfer coding other than a final chunked -> 400, an
+  unknown coding before chunked -> 501 (§6.1, §6.3); HTTP/1.x for any minor x >= 1 is
+  handled as 1.1 (§2.3), another major version gets 505;
+- both parsers give the same answers: llhttp refuses a method or a minor version it does
+  not know, so the httptools adapter, when the request line is otherwise well formed,
+  parses the head again with ``GET`` or ``HTTP/1.1`` in their place and reports what was
+  sent (the session answers 501, or serves HTTP/1.2 as 1.1, as h11 lets it);
 - control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
   itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
@@ -13,9 +19,15 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from ipcnet.protocols.http.messages import BadRequest, Head
+from ipcnet.protocols.http.target import check_host
+
+# the request line's method and version, when llhttp refused one of them (see _retry)
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 
 
 class HeadParser(Protocol):
@@ -62,7 +74,7 @@ class HttptoolsParser:
             self._parser = None  # llhttp stops at an upgrade (or CONNECT): start afresh
         except mod.HttpParserError as exc:
             self._parser = None
-            raise BadRequest(400, f"bad request: {exc}") from None
+            return self._retry(head, exc)
         if not self._complete:
             self._parser = None  # a body follows: this parser is mid-message
         try:
@@ -70,7 +82,29 @@ class HttptoolsParser:
             version = parser.get_http_version()
         except Exception:  # pragma: no cover - the head was incomplete
             raise BadRequest(400, "incomplete request head") from None
+        if version == "0.9" and b" HTTP/" not in head[: head.find(b"\r\n")]:
+            raise BadRequest(400, "the request line has no HTTP version")  # as h11 says
         return Head(method, self._url, version, self._headers)
+
+    def _retry(self, head: bytes, exc: Exception) -> Head:
+        """A method or HTTP/1.x minor version llhttp does not know: parse the rest anyway."""
+        end = head.find(b"\r\n")
+        parts = head[:end].split(b" ")
+        if len(parts) == 3:
+            method, target, version = parts
+            known = _VERSION.fullmatch(version)
+            if isinstance(exc, self._mod.HttpParserInvalidMethodError):
+                if method != b"GET" and _TOKEN.fullmatch(method):
+                    found = self.parse(b"GET " + target + b" " + version + head[end:])
+                    found.method = method.decode("ascii")
+                    return found
+            elif known and version not in (b"HTTP/1.1", b"HTTP/1.0"):
+                if known.group(1) != b"1":
+                    raise BadRequest(505, f"{version.decode()} is not supported")
+                found = self.parse(method + b" " + target + b" HTTP/1.1" + head[end:])
+                found.version = version[5:].decode("ascii")
+                return found
+        raise BadRequest(400, f"bad request: {str(exc).lower()}") from None
 
 
 class H11Parser:
@@ -92,7 +126,11 @@ class H11Parser:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
-            raise BadRequest(status if status in (431, 505) else 400, str(exc)) from None
+            if status == 501:  # h11 takes no transfer coding but chunked: sort it as we do
+                line = head[: head.find(b"\r\n")]
+                length = b"\r\ncontent-length:" in head.lower()
+                check_codings(_CODING.findall(head), length, line[-3:].decode("latin-1"))
+            raise BadRequest(status if status in (431, 505) else 400, str(exc).lower()) from None
         if not isinstance(event, h11.Request):
             raise BadRequest(400, "incomplete request head")
         headers = [(bytes(k), bytes(v)) for k, v in event.headers.raw_items()]
@@ -145,6 +183,23 @@ def check_bytes(raw: bytes) -> None:
         raise BadRequest(400, "control character, bare CR/LF or obs-fold in the request head")
 
 
+# Transfer-Encoding values, only to sort out what h11 refused as a whole (see H11Parser)
+_CODING = re.compile(rb"(?im)^transfer-encoding:[ \t]*(.*?)[ \t]*\r$")
+
+
+def check_codings(values: list[bytes], with_length: bool, version: str) -> None:
+    """Transfer-Encoding (RFC 9112 §6.1, §6.3): only chunked, last, in HTTP/1.1, alone."""
+    codings = [c.strip().lower() for value in values for c in value.split(b",")]
+    if with_length:
+        raise BadRequest(400, "both content-length and transfer-encoding")
+    if version == "1.0":
+        raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
+    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        raise BadRequest(400, "transfer-encoding must end with chunked, once")
+    if len(codings) > 1:
+        raise BadRequest(501, "transfer coding not implemented (only chunked is)")
+
+
 def _digits(value: bytes) -> int:
     if not value or not value.isdigit() or len(value) > 18:
         raise BadRequest(400, "bad content-length")
@@ -158,7 +213,9 @@ def check_head(head: Head) -> tuple[bool, bool]:
     """
     version = head.version
     if version != "1.1" and version != "1.0":
-        raise BadRequest(505, f"HTTP/{version} is not supported")
+        if version[:2] != "1.":
+            raise BadRequest(505, f"HTTP/{version} is not supported")
+        version = "1.1"  # RFC 9112 §2.3: the highest minor version we support
     fields = head.fields
     hosts = 0
     lengths: set[bytes] = set()
@@ -173,19 +230,16 @@ def check_head(head: Head) -> tuple[bool, bool]:
         elif name == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
         elif name == b"transfer-encoding":
-            codings += (c.strip().lower() for c in value.split(b","))
+            codings.append(value)
     if hosts > 1 or (version == "1.1" and not hosts):
         raise BadRequest(400, "a request needs exactly one host header")
+    if hosts:
+        check_host(fields[b"host"])
     if len(lengths) > 1:
         raise BadRequest(400, "conflicting content-length values")
     length = _digits(next(iter(lengths))) if lengths else 0
     if codings:
-        if lengths:
-            raise BadRequest(400, "both content-length and transfer-encoding")
-        if version == "1.0":
-            raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
-        if codings[-1] != b"chunked":
-            raise BadRequest(400, "transfer-encoding must end with chunked")
+        check_codings(codings, bool(lengths), version)
     if version == "1.1":
         keep_alive = b"close" not in tokens
     else:
