@@ -28,9 +28,7 @@ _FORBIDDEN_ESCAPE = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
 _STILL_ENCODED = re.compile(rb"%[0-9A-Fa-f]{2}")
 # RFC 3986 §3.2.2-3: uri-host [":" port]; reg-name = *( unreserved / pct-encoded / sub-delims )
 # (an IPv4address is a reg-name by this grammar); IP-literal = "[" IPv6 / IPvFuture "]"
-_AUTHORITY = re.compile(
-    rb"(\[[^\[\]]*\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
-)
+_AUTHORITY = re.compile(rb"(\[[^\[\]]*\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _IPV_FUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
 
 
@@ -40,6 +38,8 @@ def host_of(authority: bytes) -> bytes | None:
     if m is None:
         return None
     host = m.group(1)
+    if b"%" in host and _BAD_ESCAPE.search(host):  # pct-encoded = "%" HEXDIG HEXDIG
+        return None
     if host[:1] == b"[":
         inner = host[1:-1]
         if inner[:1] in (b"v", b"V"):
@@ -53,10 +53,18 @@ def host_of(authority: bytes) -> bytes | None:
     return host
 
 
+_GOOD_HOSTS: set[bytes] = set()  # the same few Host values come with every request
+
+
 def check_host(value: bytes) -> None:
     """The Host field (RFC 9112 §3.2); empty is valid (a target without authority)."""
+    if value in _GOOD_HOSTS:
+        return
     if host_of(value) is None:
         raise BadRequest(400, "invalid host header")
+    if len(_GOOD_HOSTS) >= 1024:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS.add(value)
 
 
 @dataclass(frozen=True, slots=True)
