@@ -102,6 +102,7 @@ CASES: dict[str, Case] = {
     "method-unknown-body": Case(
         get("/hello.txt", H, "Content-Length: 3", method="FROB") + b"a=b", 501, CLOSE
     ),
+    "method-connect": Case(b"CONNECT example:443 HTTP/1.1\r\nHost: example:443\r\n\r\n", 405),
     "method-options-asterisk": Case(
         get("*", H, method="OPTIONS"), 200, headers={"allow": ALLOW, "content-length": "0"}
     ),

@@ -3,6 +3,8 @@ Also the pure pieces: target gate, Range, conditional requests."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +25,7 @@ from ipcnet.protocols.base import (
     Timer,
     as_list,
 )
-from ipcnet.protocols.http import BadRequest, HttpService, Limits
-from ipcnet.protocols.http import Head
+from ipcnet.protocols.http import BadRequest, Head, HttpService, Limits
 from ipcnet.protocols.http.conditional import if_range_holds, parse_http_date, preconditions
 from ipcnet.protocols.http.parsers import check_bytes
 from ipcnet.protocols.http.ranges import parse_range
@@ -246,3 +247,59 @@ def test_check_bytes_refuses_exactly_controls_bare_cr_lf_and_obs_fold(raw: bytes
             check_bytes(raw)
     else:
         check_bytes(raw)
+
+
+class FailingFiles:
+    """A Filesystem whose lookups fail the way a real one does: with translated errors."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def cached(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> None:
+        return None
+
+    def lookup(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> object:
+        from ipcnet.transports.oserrors import translate
+
+        error = OSError(self.code, os.strerror(self.code))
+        raise translate(error, "open", "file:///srv/www/" + "/".join(segments)) from error
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (errno.EACCES, 403),
+        (errno.EPERM, 403),
+        (errno.ENOENT, 404),
+        (errno.ENOTDIR, 404),
+        (errno.ELOOP, 404),
+        (errno.ENAMETOOLONG, 404),
+        (errno.EMFILE, 503),
+        (errno.EIO, 500),
+    ],
+)
+def test_lookup_errors_arrive_translated(code: int, status: int) -> None:
+    """The session maps ipcnet errors, never an OSError, to statuses (issue 9, item 6)."""
+    service = HttpService(FailingFiles(code))  # type: ignore[arg-type]
+    for method in (b"GET", b"HEAD"):
+        session, _ = service.start(Peer(None))
+        text = wire(drive(session, session.feed(method + b" /x HTTP/1.1\r\nHost: a\r\n\r\n")))
+        assert text.startswith(b"HTTP/1.1 %d " % status)
+        assert text.endswith(b"\r\n\r\n") == (method == b"HEAD")
+
+
+def test_resolver_raises_no_oserror(root: Path, short_tmp: Path) -> None:
+    """A socket file (ENXIO), a name too long, a missing parent: 404s, never an OSError."""
+    import socket
+
+    from ipcnet.httpd.files import Resolver
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(short_tmp / "sock"))
+    try:
+        resolver = Resolver(str(short_tmp), cache_ttl=0)
+        for segments in [("sock",), ("x" * 300,), ("missing", "a.txt")]:
+            found = resolver.lookup(segments, False, False)
+            assert getattr(found, "status", None) == 404, (segments, found)
+    finally:
+        listener.close()
