@@ -76,6 +76,7 @@ def test_max_conns_answers_503_with_connection_close(root: Path, model: str) -> 
                 data = read_all(third)
             assert data.startswith(b"HTTP/1.1 503 "), data
             assert b"\r\nConnection: close\r\n" in data
+            assert b"\r\nDate: " in data  # RFC 9110 §6.6.1, on this 503 too
         finally:
             for sock in held:
                 sock.close()

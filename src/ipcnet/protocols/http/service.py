@@ -2,7 +2,7 @@
 
 Role: the Service face of the web server: ``start`` makes a session over the shared state
 (``Shared``: files, limits, observer, memos), ``attach`` hands the server's counters to
-the status page. Rules: no I/O here either; ``refusal`` is a complete 503 with
+the status page. Rules: no I/O here either; ``refusal`` is a complete 503 with a Date and
 ``Connection: close`` that the driver sends to connections over --max-conns.
 """
 
@@ -37,7 +37,11 @@ class HttpService(Shared, BaseService):
         super().__init__(
             files, limits=limits, observer=observer, status=status, parser=parser, gzip=gzip
         )
-        self.refusal = responses.refusal()
+
+    @property
+    def refusal(self) -> bytes:  # type: ignore[override]
+        """The 503 for a connection over --max-conns, dated now (RFC 9110 §6.6.1)."""
+        return responses.refusal(self.dates.now())
 
     def start(self, peer: Peer) -> tuple[HttpSession, Actions]:
         return HttpSession(self, peer), None
