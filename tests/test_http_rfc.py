@@ -10,6 +10,8 @@ valid Date, an HTTP/1.1 status line, no Transfer-Encoding, a Content-Length (exc
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +173,7 @@ CASES: dict[str, Case] = {
     "framing-get-chunked": Case(
         get("/hello.txt", H, "Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\n\r\n", 413, CLOSE
     ),
+    "framing-leading-crlf": Case(b"\r\n\r\n" + get("/hello.txt", H), 200, body=SMALL),
     "framing-cl-zero": Case(get("/hello.txt", H, "Content-Length: 0"), 200),
     "expect-continue-with-body": Case(
         get("/hello.txt", H, "Content-Length: 100", "Expect: 100-continue"), 413, CLOSE
@@ -274,6 +277,10 @@ SERVERS = [(model, "httptools") for model in MODELS] + [("epoll", "h11"), ("thre
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     path = make_site()
+    future = path / "future.txt"
+    future.write_bytes(SMALL)
+    later = time.time() + 86400
+    os.utime(future, (later, later))
     yield path
     remove_site(path)
 
@@ -374,10 +381,10 @@ def test_head_timeout_408_has_no_body(server: tuple[int, dict[str, str]]) -> Non
 
 
 def test_multipart_ranges(server: tuple[int, dict[str, str]]) -> None:
-    """RFC 9110 §14.6: multipart/byteranges, one Content-Range per part, exact length."""
+    """RFC 9110 §14.6: multipart/byteranges, one Content-Range per part, in the order asked."""
     port, _ = server
     with connect(port) as sock:
-        sock.sendall(get("/hello.txt", H, "Range: bytes=0-1,4-6"))
+        sock.sendall(get("/hello.txt", H, "Range: bytes=4-6,0-1"))
         answer = RawReader(sock).response()
     assert answer is not None and answer.status == 206
     ctype = answer.headers["content-type"]
@@ -393,4 +400,18 @@ def test_multipart_ranges(server: tuple[int, dict[str, str]]) -> None:
             (fields.split(b"Content-Range: ")[1].split(b"\r\n")[0], payload.removesuffix(b"\r\n"))
         )
     n = len(SMALL)
-    assert found == [(b"bytes 0-1/%d" % n, SMALL[0:2]), (b"bytes 4-6/%d" % n, SMALL[4:7])]
+    assert found == [(b"bytes 4-6/%d" % n, SMALL[4:7]), (b"bytes 0-1/%d" % n, SMALL[0:2])]
+
+
+def test_last_modified_never_after_date(server: tuple[int, dict[str, str]]) -> None:
+    """RFC 9110 §8.8.2.1: a file dated in the future gets Last-Modified = Date, not later."""
+    port, _ = server
+    with connect(port) as sock:
+        reader = RawReader(sock)
+        for fields in [(), ('If-None-Match: "x"',)]:  # the plain and the general path
+            sock.sendall(get("/future.txt", H, *fields))
+            answer = reader.response()
+            assert answer is not None and (answer.status, answer.body) == (200, SMALL)
+            modified = parse_http_date(answer.headers["last-modified"].encode())
+            date = parse_http_date(answer.headers["date"].encode())
+            assert modified is not None and date is not None and modified <= date

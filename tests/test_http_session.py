@@ -178,7 +178,8 @@ def test_target_refused(target: bytes, status: int) -> None:
         (b"bytes=-3", [(7, 9)]),
         (b"bytes=-30", [(0, 9)]),
         (b"bytes=0-100", [(0, 9)]),
-        (b"bytes=8-9,0-1", [(0, 1), (8, 9)]),
+        (b"bytes=8-9,0-1", [(8, 9), (0, 1)]),  # in the order asked (RFC 9110 §14.6)
+        (b"bytes=8-9,0-1,1-2", [(8, 9), (0, 2)]),
         (b"bytes=0-3,2-5,6-6", [(0, 6)]),
         (b"bytes= 0-1 , , 3-4", [(0, 1), (3, 4)]),
         (b"bytes=10-", []),

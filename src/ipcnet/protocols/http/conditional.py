@@ -25,16 +25,16 @@ from ipcnet.protocols.http.messages import Head
 class DateCache:
     """HTTP dates, formatted once per second (every response carries one)."""
 
-    __slots__ = ("_second", "_text")
+    __slots__ = ("_text", "second")
 
     def __init__(self) -> None:
-        self._second = -1
+        self.second = -1  # the time of the last now(), in whole seconds
         self._text = b""
 
     def now(self) -> bytes:
         second = int(time.time())
-        if second != self._second:
-            self._second = second
+        if second != self.second:
+            self.second = second
             self._text = formatdate(second, usegmt=True).encode()
         return self._text
 

@@ -484,11 +484,11 @@ class HttpSession:
     def _file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         head = request.head
         fields = head.fields
-        if not CONDITIONAL.isdisjoint(fields):
-            self._conditional_file(request, entity, out)
+        shared = self.shared
+        if not CONDITIONAL.isdisjoint(fields) or entity.mtime > shared.dates.second:
+            self._conditional_file(request, entity, out)  # (a future mtime: see Shared)
             return
         # the common case: the whole file, with a head whose fields are cached per file
-        shared = self.shared
         key = (
             entity.etag,
             entity.size,
@@ -548,7 +548,8 @@ class HttpSession:
         self._log(request, status, sent)
 
     def _conditional_file(self, request: Request, entity: Entity, out: list[Action]) -> None:
-        """416, 304, 412, 206 or 200 for a request with Range or preconditions."""
+        """416, 304, 412, 206 or 200: a request with Range or preconditions, or a file whose
+        Last-Modified is not fixed yet (dated after the last Date we sent)."""
         shared = self.shared
         head = request.head
         size = entity.size

@@ -68,6 +68,11 @@ class Shared:
         return block
 
     def last_modified(self, mtime: int) -> bytes:
+        """Last-Modified for ``mtime``, never later than Date (RFC 9110 §8.8.2.1)."""
+        if mtime > self.dates.second:
+            now = self.dates.now()
+            if mtime > self.dates.second:
+                return now  # a file dated in the future
         text = self._modified.get(mtime)
         if text is None:
             if len(self._modified) >= CACHE_SIZE:
