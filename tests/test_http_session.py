@@ -304,3 +304,35 @@ def test_resolver_raises_no_oserror(root: Path, short_tmp: Path) -> None:
             assert getattr(found, "status", None) == 404, (segments, found)
     finally:
         listener.close()
+
+
+def test_states_follow_the_transition_table(root: Path) -> None:
+    """The moves of session.py's table, one by one, with the actions each returns."""
+    from ipcnet.protocols.http.session import State
+
+    session, _ = service(root, header_timeout=5, linger_timeout=2).start(Peer(None))
+    assert session.state is State.IDLE
+    assert as_list(session.feed(b"GET /medium.bin HTTP/1.1\r\n")) == [Timer(5)]
+    assert session.state is State.READING
+    actions = as_list(session.feed(b"Host: a\r\n\r\n"))
+    assert actions[0] == Timer(None) and isinstance(actions[-1], Run)
+    assert session.state is State.WAITING
+    assert session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n") is None
+    job = actions[-1]
+    assert isinstance(job, Run)
+    after = list(as_list(session.resume(job, Outcome(value=job.job()))))
+    assert session.state is State.WAITING  # the kept request needs its own lookup
+    after = drive(session, after)
+    assert session.state is State.CLOSED  # it said close, and nothing came after it
+    assert isinstance(after[-1], Close) and wire(after).endswith(SMALL)
+
+    session, _ = service(root, linger_timeout=2).start(Peer(None))
+    drive(session, session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert session.state is State.IDLE
+    failed = as_list(session.feed(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\nGET / HTTP/1.1\r\n"))
+    assert wire(list(failed)).startswith(b"HTTP/1.1 400 ")
+    assert list(failed[1:]) == [ShutdownWrite(), Timer(2)]
+    assert session.state is State.LINGERING
+    assert session.feed(b"dropped") is None
+    assert list(as_list(session.on_timer())) == [Close()]
+    assert session.state is State.CLOSED
