@@ -1,4 +1,5 @@
-"""HTTP/1.1 as a sans-IO service: static files (GET, HEAD, ranges, 304) under every driver.
+"""HTTP/1.1 as a sans-IO service: static files (GET, HEAD, OPTIONS, ranges, preconditions)
+under every driver.
 
 Role: the protocol half of the web server (``ipcnet serve http``). The product half, which
 touches files and logs, is ``ipcnet.httpd`` and is injected (see ``resources``). Rules: as

@@ -20,6 +20,7 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ipcnet.protocols.http.messages import BadRequest, Head
@@ -187,7 +188,7 @@ def check_bytes(raw: bytes) -> None:
 _CODING = re.compile(rb"(?im)^transfer-encoding:[ \t]*(.*?)[ \t]*\r$")
 
 
-def check_codings(values: list[bytes], with_length: bool, version: str) -> None:
+def check_codings(values: Sequence[bytes], with_length: bool, version: str) -> None:
     """Transfer-Encoding (RFC 9112 §6.1, §6.3): only chunked, last, in HTTP/1.1, alone."""
     codings = [c.strip().lower() for value in values for c in value.split(b",")]
     if with_length:
@@ -231,7 +232,7 @@ def check_head(head: Head) -> tuple[bool, bool]:
             lengths.update(v.strip() for v in value.split(b","))
         elif name == b"transfer-encoding":
             codings.append(value)
-    if hosts > 1 or (version == "1.1" and not hosts):
+    if hosts != 1 and (hosts or version == "1.1"):
         raise BadRequest(400, "a request needs exactly one host header")
     if hosts:
         check_host(fields[b"host"])

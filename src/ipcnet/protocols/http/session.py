@@ -316,7 +316,8 @@ class HttpSession:
             self.buf = rest
             self._start_job(Run(render), request, partial(self._status_page, ctype), out)
             return False
-        gzip = shared.gzip and accepts_gzip(head.get(b"accept-encoding"))
+        accept = head.fields.get(b"accept-encoding")
+        gzip = accept is not None and shared.gzip and accepts_gzip(accept)
         files = shared.files
         found = files.cached(target.segments, target.trailing, gzip)
         if found is None:
@@ -391,16 +392,16 @@ class HttpSession:
     # --- answers -------------------------------------------------------------------------
 
     def _found(self, request: Request, found: Found, out: list[Action]) -> None:
-        if isinstance(found, Page):
+        if not isinstance(found, (Page, NeedsSlash, Refused)):  # a file: the common case
+            self._file(request, found, out)
+        elif isinstance(found, Page):
             self._page(request, found, out)
         elif isinstance(found, NeedsSlash):
             assert request.target is not None
             location = request.target.location(slash=True).encode("ascii")
             self._plain(request, 301, out, [(b"Location", location)])
-        elif isinstance(found, Refused):
-            self._plain(request, found.status, out)
         else:
-            self._file(request, found, out)
+            self._plain(request, found.status, out)
 
     def _log(self, request: Request | None, status: int, size: int) -> None:
         head = request.head if request is not None else None
