@@ -129,7 +129,7 @@ class Resolver:
     ) -> None:
         real = os.path.realpath(root)
         if not os.path.isdir(real):
-            raise NotADirectoryError(f"web root is not a directory: {root}")
+            raise NoSuchFile(f"web root is not a directory: {root}")
         self.root = real
         self._prefix = real if real.endswith("/") else real + "/"
         self.index = index
