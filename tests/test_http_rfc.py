@@ -150,6 +150,7 @@ CASES: dict[str, Case] = {
     "version-http09-explicit": Case(get("/hello.txt", H, version="0.9"), 505, CLOSE),
     "version-http09-none": Case(b"GET /hello.txt\r\n\r\n", 400, CLOSE),
     "version-lowercase": Case(b"GET /hello.txt http/1.1\r\nHost: a\r\n\r\n", 400, CLOSE),
+    "version-no-single-spaces": Case(b"GET /hello.txt  HTTP/1.1\r\nHost: a\r\n\r\n", 400, CLOSE),
     "version-two-digits": Case(get("/hello.txt", H, version="1.10"), 400, CLOSE),
     # --- framing and bodies: RFC 9112 §6.1, §6.3, RFC 9110 §9.3.1, §10.1.1 -------------------
     "framing-cl-and-te": Case(
@@ -168,6 +169,10 @@ CASES: dict[str, Case] = {
     "framing-te-http10": Case(
         get("/hello.txt", "Transfer-Encoding: chunked", version="1.0") + b"0\r\n\r\n", 400, CLOSE
     ),
+    "framing-cl-twice": Case(
+        get("/hello.txt", H, "Content-Length: 0", "Content-Length: 0"), 400, CLOSE
+    ),
+    "framing-cl-list": Case(get("/hello.txt", H, "Content-Length: 0, 0"), 400, CLOSE),
     "framing-cl-bad": Case(get("/hello.txt", H, "Content-Length: 1x"), 400, CLOSE),
     "framing-get-body": Case(get("/hello.txt", H, "Content-Length: 5") + b"hello", 413, CLOSE),
     "framing-get-chunked": Case(

@@ -4,13 +4,14 @@ Also the pure pieces: target gate, Range, conditional requests."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from http_cases.kit import SMALL, make_site, remove_site
@@ -27,7 +28,7 @@ from ipcnet.protocols.base import (
 )
 from ipcnet.protocols.http import BadRequest, Head, HttpService, Limits
 from ipcnet.protocols.http.conditional import if_range_holds, parse_http_date, preconditions
-from ipcnet.protocols.http.parsers import check_bytes
+from ipcnet.protocols.http.parsers import check_bytes, parser_available
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.target import parse_target
 
@@ -336,3 +337,45 @@ def test_states_follow_the_transition_table(root: Path) -> None:
     assert session.feed(b"dropped") is None
     assert list(as_list(session.on_timer())) == [Close()]
     assert session.state is State.CLOSED
+
+
+# pieces of request heads, sane and not, for the two-parser agreement below
+_METHODS = [b"GET", b"HEAD", b"POST", b"OPTIONS", b"FROB", b"get", b"PROPFIND", b"G(T", b"PRI"]
+_TARGETS = [b"/hello.txt", b"/a?b", b"*", b"http://x/hello.txt", b"/\x7f", b"x:1", b"/%zz"]
+_TARGETS += [b"/a{b}", b"/\xc3\xbc", b"http://[::1/", b"a", b"/a|b", b"/a\\b", b"/docs"]
+_VERSIONS = [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"http/1.1", b""]
+_FIELDS = [b"Host: a", b"Host: a b", b"Host:", b"Host: [::1]", b"Host: a:1:2"]
+_FIELDS += [b"Connection: close", b"Connection: keep-alive", b"Expect: 100-continue"]
+_FIELDS += [b"Content-Length: 0", b"Content-Length: 5", b"Content-Length: 1, 1", b"X-A : b"]
+_FIELDS += [b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked", b" folded"]
+_FIELDS += [b"Range: bytes=0-1", b"If-None-Match: *", b'If-Match: "x"', b"X-A: \xff"]
+_LINE_BYTES = st.binary(max_size=10).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@functools.cache
+def _parser_service(root: Path, parser: str) -> HttpService:
+    return make_service(root, HttpOptions(quiet=True, parser=parser))
+
+
+@pytest.mark.skipif(not parser_available("httptools"), reason="httptools is not installed")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_METHODS),
+    st.sampled_from(_TARGETS) | _LINE_BYTES.map(lambda b: b"/" + b.replace(b" ", b"")),
+    st.sampled_from(_VERSIONS),
+    st.lists(st.sampled_from(_FIELDS) | _LINE_BYTES, max_size=4),
+    st.sampled_from([b" ", b"  "]),
+)
+def test_both_parsers_give_the_same_answers(
+    root: Path, method: bytes, target: bytes, version: bytes, fields: list[bytes], sp: bytes
+) -> None:
+    """httptools and h11 (the adapters and check_head) make one web server, not two."""
+    raw = method + b" " + target + (sp + version if version else b"") + b"\r\n"
+    raw += b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    answers = []
+    for parser in ("httptools", "h11"):
+        session, _ = _parser_service(root, parser).start(Peer(None))
+        actions = drive(session, session.feed(raw))
+        text = re.sub(rb"Date: [^\r]*", b"", wire(actions))
+        answers.append((text, [type(a).__name__ for a in actions], session.state))
+    assert answers[0] == answers[1], raw

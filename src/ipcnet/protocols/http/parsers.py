@@ -4,14 +4,15 @@ Role: turn one complete request head (request line + headers + blank line, as th
 cut it from the stream) into a ``Head``, or raise ``BadRequest``. The HTTP grammar is the
 parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 - ``check_head`` then applies the framing rules both parsers must agree on (RFC 9112 §6):
-  one valid Host (§3.2), one Content-Length value, no Transfer-Encoding with
+  one valid Host (§3.2), one Content-Length field with one value, no Transfer-Encoding with
   Content-Length or in HTTP/1.0; a transfer coding other than a final chunked -> 400, an
   unknown coding before chunked -> 501 (§6.1, §6.3); HTTP/1.x for any minor x >= 1 is
   handled as 1.1 (§2.3), another major version gets 505;
-- both parsers give the same answers: llhttp refuses a method or a minor version it does
-  not know, so the httptools adapter, when the request line is otherwise well formed,
-  parses the head again with ``GET`` or ``HTTP/1.1`` in their place and reports what was
-  sent (the session answers 501, or serves HTTP/1.2 as 1.1, as h11 lets it);
+- both parsers give the same answers: llhttp refuses a method, a version or a target form
+  it does not know, so the httptools adapter, when the request line is otherwise well
+  formed, parses the head again with ``GET``, ``HTTP/1.1`` or ``/`` in their place and
+  reports what was sent (the session then answers 501, serves HTTP/1.2 as 1.1, refuses
+  the target, as with h11);
 - control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
   itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
@@ -29,6 +30,7 @@ from ipcnet.protocols.http.target import check_host
 # the request line's method and version, when llhttp refused one of them (see _retry)
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_VCHARS = re.compile(rb"[\x21-\x7e]+")  # a request-target as h11 takes it
 
 
 class HeadParser(Protocol):
@@ -83,27 +85,29 @@ class HttptoolsParser:
             version = parser.get_http_version()
         except Exception:  # pragma: no cover - the head was incomplete
             raise BadRequest(400, "incomplete request head") from None
-        if version == "0.9" and b" HTTP/" not in head[: head.find(b"\r\n")]:
-            raise BadRequest(400, "the request line has no HTTP version")  # as h11 says
+        if head.count(b" ", 0, head.find(b"\r\n")) != 2:  # llhttp allows more, h11 not
+            raise BadRequest(400, "the request line must be: method SP target SP version")
         return Head(method, self._url, version, self._headers)
 
     def _retry(self, head: bytes, exc: Exception) -> Head:
-        """A method or HTTP/1.x minor version llhttp does not know: parse the rest anyway."""
+        """llhttp refused the head: if a request-line part h11 would take is the cause (a
+        method, version or target form llhttp does not know), parse with it normalised."""
         end = head.find(b"\r\n")
         parts = head[:end].split(b" ")
         if len(parts) == 3:
             method, target, version = parts
-            known = _VERSION.fullmatch(version)
-            if isinstance(exc, self._mod.HttpParserInvalidMethodError):
-                if method != b"GET" and _TOKEN.fullmatch(method):
-                    found = self.parse(b"GET " + target + b" " + version + head[end:])
-                    found.method = method.decode("ascii")
-                    return found
-            elif known and version not in (b"HTTP/1.1", b"HTTP/1.0"):
-                if known.group(1) != b"1":
-                    raise BadRequest(505, f"{version.decode()} is not supported")
-                found = self.parse(method + b" " + target + b" HTTP/1.1" + head[end:])
-                found.version = version[5:].decode("ascii")
+            rest = head[end:]
+            if method != b"GET" and _TOKEN.fullmatch(method):
+                found = self.parse(b"GET " + target + b" " + version + rest)
+                found.method = method.decode("ascii")
+                return found
+            if version not in (b"HTTP/1.1", b"HTTP/1.0") and _VERSION.fullmatch(version):
+                found = self.parse(method + b" " + target + b" HTTP/1.1" + rest)
+                found.version = version[5:].decode("ascii")  # check_head decides
+                return found
+            if target != b"/" and _VCHARS.fullmatch(target):  # the session's to judge
+                found = self.parse(method + b" / " + version + rest)
+                found.target = target
                 return found
         raise BadRequest(400, f"bad request: {str(exc).lower()}") from None
 
@@ -134,12 +138,15 @@ class H11Parser:
             raise BadRequest(status if status in (431, 505) else 400, str(exc).lower()) from None
         if not isinstance(event, h11.Request):
             raise BadRequest(400, "incomplete request head")
-        headers = [(bytes(k), bytes(v)) for k, v in event.headers.raw_items()]
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in event.headers.raw_items()]
+        kept = [(k, v) for k, v in headers if k != b"content-length"]
+        if len(kept) != len(headers):  # h11 merged repeats: show check_head what was sent
+            headers = kept + [(b"content-length", v) for v in _FIELD_CL.findall(head)]
         return Head(
             event.method.decode("ascii"),
             bytes(event.target),
             event.http_version.decode("ascii"),
-            [(k.lower(), v) for k, v in headers],
+            headers,
         )
 
 
@@ -184,8 +191,10 @@ def check_bytes(raw: bytes) -> None:
         raise BadRequest(400, "control character, bare CR/LF or obs-fold in the request head")
 
 
-# Transfer-Encoding values, only to sort out what h11 refused as a whole (see H11Parser)
+# field values h11 does not hand over as sent: the Transfer-Encoding of a head it refused
+# as a whole, and repeated or listed Content-Length fields, which it merges (see H11Parser)
 _CODING = re.compile(rb"(?im)^transfer-encoding:[ \t]*(.*?)[ \t]*\r$")
+_FIELD_CL = re.compile(rb"(?im)^content-length:[ \t]*(.*?)[ \t]*\r$")
 
 
 def check_codings(values: Sequence[bytes], with_length: bool, version: str) -> None:
@@ -210,16 +219,14 @@ def _digits(value: bytes) -> int:
 def check_head(head: Head) -> tuple[bool, bool]:
     """Framing rules both parsers must agree on; returns (keep_alive, has_body).
 
-    One pass over the fields, which also fills ``head.fields`` (name -> last value).
+    One pass over the fields, which also fills ``head.fields`` (name -> last value). The
+    checks come in the parsers' own order (framing, the Host count, then the version), so
+    that both give the same status to a head with several faults.
     """
     version = head.version
-    if version != "1.1" and version != "1.0":
-        if version[:2] != "1.":
-            raise BadRequest(505, f"HTTP/{version} is not supported")
-        version = "1.1"  # RFC 9112 §2.3: the highest minor version we support
     fields = head.fields
     hosts = 0
-    lengths: set[bytes] = set()
+    lengths: list[bytes] = []
     codings: list[bytes] = []
     tokens: set[bytes] = set()
     for name, value in head.headers:
@@ -229,18 +236,22 @@ def check_head(head: Head) -> tuple[bool, bool]:
         elif name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
         elif name == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            lengths.append(value)
         elif name == b"transfer-encoding":
             codings.append(value)
-    if hosts != 1 and (hosts or version == "1.1"):
-        raise BadRequest(400, "a request needs exactly one host header")
-    if hosts:
-        check_host(fields[b"host"])
-    if len(lengths) > 1:
-        raise BadRequest(400, "conflicting content-length values")
-    length = _digits(next(iter(lengths))) if lengths else 0
+    if version != "1.1" and version != "1.0" and version[:2] == "1.":
+        version = "1.1"  # RFC 9112 §2.3: the highest minor version we support
     if codings:
         check_codings(codings, bool(lengths), version)
+    if len(lengths) > 1 or (lengths and b"," in lengths[0]):  # as llhttp (RFC 9110 §8.6)
+        raise BadRequest(400, "more than one content-length value")
+    length = _digits(lengths[0].strip()) if lengths else 0
+    if hosts > 1 or (not hosts and version == "1.1"):
+        raise BadRequest(400, "a request needs exactly one host header")
+    if version != "1.1" and version != "1.0":
+        raise BadRequest(505, f"HTTP/{version} is not supported")
+    if hosts:
+        check_host(fields[b"host"])
     if version == "1.1":
         keep_alive = b"close" not in tokens
     else:
