@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ipcnet.protocols.http.messages import BadRequest, Head
-from ipcnet.protocols.http.target import check_host
+from ipcnet.protocols.http.target import GOOD_HOSTS, check_host
 
 # the request line's method and version, when llhttp refused one of them (see _retry)
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -81,13 +81,14 @@ class HttptoolsParser:
         if not self._complete:
             self._parser = None  # a body follows: this parser is mid-message
         try:
-            method = parser.get_method().decode("ascii")
+            method = parser.get_method()
             version = parser.get_http_version()
         except Exception:  # pragma: no cover - the head was incomplete
             raise BadRequest(400, "incomplete request head") from None
-        if head.count(b" ", 0, head.find(b"\r\n")) != 2:  # llhttp allows more, h11 not
+        # "METHOD SP target SP HTTP/x.y": llhttp allows more spaces, h11 does not
+        if head.find(b"\r\n") != len(method) + len(self._url) + 10:
             raise BadRequest(400, "the request line must be: method SP target SP version")
-        return Head(method, self._url, version, self._headers)
+        return Head(method.decode("ascii"), self._url, version, self._headers)
 
     def _retry(self, head: bytes, exc: Exception) -> Head:
         """llhttp refused the head: if a request-line part h11 would take is the cause (a
@@ -250,8 +251,8 @@ def check_head(head: Head) -> tuple[bool, bool]:
         raise BadRequest(400, "a request needs exactly one host header")
     if version != "1.1" and version != "1.0":
         raise BadRequest(505, f"HTTP/{version} is not supported")
-    if hosts:
-        check_host(fields[b"host"])
+    if hosts and (host := fields[b"host"]) not in GOOD_HOSTS:
+        check_host(host)
     if version == "1.1":
         keep_alive = b"close" not in tokens
     else:

@@ -170,13 +170,12 @@ class HttpSession:
 
     def feed(self, data: bytes) -> Actions:
         state = self.state
-        if state is LINGERING:
-            return self._linger(len(data))
-        if state is WAITING:  # drivers do not feed during a job; keep it anyway
-            self.buf += data
-            return None
-        if state is CLOSED:
-            return None
+        if state is not IDLE and state is not READING:
+            if state is LINGERING:
+                return self._linger(len(data))
+            if state is WAITING:  # drivers do not feed during a job; keep it anyway
+                self.buf += data
+            return None  # CLOSED: nothing more is read
         if self.buf:
             data = self.buf + data
             self.buf = b""
@@ -485,13 +484,14 @@ class HttpSession:
     def _file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         head = request.head
         fields = head.fields
-        shared = self.shared
-        if not CONDITIONAL.isdisjoint(fields) or entity.mtime > shared.dates.second:
-            self._conditional_file(request, entity, out)  # (a future mtime: see Shared)
+        if not CONDITIONAL.isdisjoint(fields):
+            self._conditional_file(request, entity, out)
             return
         # the common case: the whole file, with a head whose fields are cached per file
+        shared = self.shared
         key = (
             entity.etag,
+            entity.mtime,
             entity.size,
             entity.content_type,
             entity.encoding,
@@ -500,6 +500,9 @@ class HttpSession:
         )
         fixed = shared.heads.get(key)
         if fixed is None:
+            if entity.mtime > shared.dates.second:  # Last-Modified not fixed yet: see Shared
+                self._conditional_file(request, entity, out)
+                return
             headers = self._entity_headers(entity)
             headers.append((b"Content-Length", b"%d" % entity.size))
             fixed = shared.remember_head(key, responses.block(headers, request.keep_alive))

@@ -53,18 +53,18 @@ def host_of(authority: bytes) -> bytes | None:
     return host
 
 
-_GOOD_HOSTS: set[bytes] = set()  # the same few Host values come with every request
+GOOD_HOSTS: set[bytes] = set()  # the same few Host values come with every request
 
 
 def check_host(value: bytes) -> None:
     """The Host field (RFC 9112 §3.2); empty is valid (a target without authority)."""
-    if value in _GOOD_HOSTS:
+    if value in GOOD_HOSTS:
         return
     if host_of(value) is None:
         raise BadRequest(400, "invalid host header")
-    if len(_GOOD_HOSTS) >= 1024:
-        _GOOD_HOSTS.clear()
-    _GOOD_HOSTS.add(value)
+    if len(GOOD_HOSTS) >= 1024:
+        GOOD_HOSTS.clear()
+    GOOD_HOSTS.add(value)
 
 
 @dataclass(frozen=True, slots=True)
