@@ -31,6 +31,7 @@ from ipcnet.errors import IPCError, NoSuchFile, PermissionDenied
 from ipcnet.httpd import listing
 from ipcnet.httpd.mime import content_type
 from ipcnet.protocols.http.resources import Found, NeedsSlash, Page, Refused
+from ipcnet.transports.files import duplicate
 from ipcnet.transports.oserrors import translating
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
@@ -152,10 +153,10 @@ class Resolver:
         if entry.fd < 0:
             return found
         try:
-            with self._lock, translating("dup", self.root):
+            with self._lock:
                 if entry.fd < 0:
                     return None
-                fd = os.dup(entry.fd)
+                fd = duplicate(entry.fd, self.root)
         except IPCError:  # out of descriptors: lookup will say so
             return None
         assert isinstance(found, OpenFile)

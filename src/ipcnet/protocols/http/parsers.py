@@ -85,8 +85,11 @@ class HttptoolsParser:
             version = parser.get_http_version()
         except Exception:  # pragma: no cover - the head was incomplete
             raise BadRequest(400, "incomplete request head") from None
-        # "METHOD SP target SP HTTP/x.y": llhttp allows more spaces, h11 does not
-        if head.find(b"\r\n") != len(method) + len(self._url) + 10:
+        # "METHOD SP target SP HTTP/x.y" CR: llhttp allows more spaces, h11 does not. An index,
+        # not bytes.find (its argument parsing costs more than the rest of the check), unless
+        # llhttp says 0.9: then the version may be missing (the line ends after the target)
+        end = len(method) + len(self._url) + 10
+        if head[end] != 13 if version != "0.9" else head.count(b" ", 0, head.find(b"\r\n")) != 2:
             raise BadRequest(400, "the request line must be: method SP target SP version")
         return Head(method.decode("ascii"), self._url, version, self._headers)
 

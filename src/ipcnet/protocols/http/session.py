@@ -273,24 +273,21 @@ class HttpSession:
             return 431
         return 0
 
-    def _check_limits(self, raw: bytes) -> None:
-        limits = self.shared.limits
-        line = raw.find(b"\n") + 1
-        if line - 2 > limits.request_line:
-            raise BadRequest(414, "request line too long")
-        if len(raw) - line - 2 > limits.header_bytes:
-            raise BadRequest(431, "header section too large")
-        if raw.count(b"\n") - 2 > limits.header_count:
-            raise BadRequest(431, "too many header fields")
-
     # --- one request ---------------------------------------------------------------------
 
     def _request(self, raw: bytes, rest: bytes, out: list[Action]) -> bool:
         """Answer one request head; False when the session must stop (job or closing)."""
         shared = self.shared
+        limits = shared.limits
         head: Head | None = None
         try:
-            self._check_limits(raw)
+            line = raw.find(b"\n") + 1  # the limits first (inline: this runs per request)
+            if line - 2 > limits.request_line:
+                raise BadRequest(414, "request line too long")
+            if len(raw) - line - 2 > limits.header_bytes:
+                raise BadRequest(431, "header section too large")
+            if raw.count(b"\n") - 2 > limits.header_count:
+                raise BadRequest(431, "too many header fields")
             head = self.parser.parse(raw)
             keep_alive, has_body = check_head(head)
         except BadRequest as exc:
@@ -324,7 +321,10 @@ class HttpSession:
             job = Run(partial(files.lookup, target.segments, target.trailing, gzip))
             self._start_job(job, request, self._looked_up, out)
             return False
-        self._found(request, found, out)
+        if isinstance(found, (Page, NeedsSlash, Refused)):
+            self._found(request, found, out)
+        else:
+            self._file(request, found, out)  # the common case, without one more call
         return self._after(request, rest, out)
 
     def _other_method(
@@ -391,7 +391,7 @@ class HttpSession:
     # --- answers -------------------------------------------------------------------------
 
     def _found(self, request: Request, found: Found, out: list[Action]) -> None:
-        if not isinstance(found, (Page, NeedsSlash, Refused)):  # a file: the common case
+        if not isinstance(found, (Page, NeedsSlash, Refused)):
             self._file(request, found, out)
         elif isinstance(found, Page):
             self._page(request, found, out)
@@ -402,15 +402,10 @@ class HttpSession:
         else:
             self._plain(request, found.status, out)
 
-    def _log(self, request: Request | None, status: int, size: int) -> None:
-        head = request.head if request is not None else None
+    def _log(self, request: Request, status: int, size: int) -> None:
+        head = request.head
         self.shared.observer.response(
-            self.peer,
-            head.method if head else "-",
-            head.target if head else b"",
-            head.version if head else "",
-            status,
-            size,
+            self.peer, head.method, head.target, head.version, status, size
         )
 
     def _plain(
@@ -462,11 +457,14 @@ class HttpSession:
 
         ``raw`` is the start of the request: when it did not parse, a request that begins
         ``HEAD `` still gets no body (RFC 9110 §9.3.2)."""
-        request = Request(head, False) if head is not None else None
         date = self.shared.dates.now()
-        head_only = request.head_only if request is not None else raw.startswith(b"HEAD ")
+        head_only = head.method == "HEAD" if head is not None else raw.startswith(b"HEAD ")
         out.append(responses.simple(status, date, False, head_only, extra))
-        self._log(request, status, 0 if head_only else len(responses.error_body(status)))
+        size = 0 if head_only else len(responses.error_body(status))
+        if head is not None:
+            self._log(Request(head, False), status, size)
+        else:  # the request line did not parse: the log shows "-"
+            self.shared.observer.response(self.peer, "-", b"", "", status, size)
         self._start_closing(out)
 
     def _start_closing(self, out: list[Action]) -> None:
