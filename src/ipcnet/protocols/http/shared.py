@@ -49,6 +49,8 @@ class Shared:
     def target(self, raw: bytes) -> Target:
         """``parse_target`` with a bounded memo (the same paths come again and again)."""
         found = self._targets.get(raw)
+        if found.__class__ is Target:
+            return found
         if found is None:
             if len(self._targets) >= CACHE_SIZE:
                 self._targets.clear()
