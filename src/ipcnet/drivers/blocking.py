@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcnet.drivers import processes
 from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
@@ -34,7 +33,7 @@ from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
-from ipcnet.transports import SocketStream
+from ipcnet.transports import SocketStream, process
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.files import read_region
 
@@ -319,7 +318,7 @@ class Children:
         return pid
 
     def wait(self, pid: int) -> None:
-        processes.wait(pid)
+        process.wait(pid)
         self._reaped(pid)
 
     def _reaped(self, pid: int) -> None:
@@ -329,11 +328,11 @@ class Children:
 
     def signal(self, force: bool) -> None:
         for pid in list(self.pids):
-            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def reap_ready(self) -> None:
         while self.pids:
-            ended = processes.wait(block=False)
+            ended = process.wait(block=False)
             if ended is None:  # no children at all any more
                 self.pids.clear()
                 return
