@@ -1,0 +1,89 @@
+"""A relay's counters and its one log line per finished connection.
+
+Role: what ``--stats`` and the status JSON show, and what the log says. Rules:
+- counters: connections active and total, refused (over ``--max-conns``, or a bad PROXY
+  header), bytes each way (up = client to server), spliced vs copied bytes, connect
+  failures per target; for datagrams, sessions active and total, datagrams each way,
+  oversize datagrams and sessions refused;
+- one log line per connection, after it ended, in the spirit of HAProxy's ``tcplog``:
+  client, target, bytes each way, duration, then which side ended first and how (eof,
+  reset, timeout, stopped) and how the other side ended;
+- all of it is safe to update from many threads (one lock; updates are rare and short).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FIELDS = (
+    "active",
+    "total",
+    "refused",
+    "bytes_up",
+    "bytes_down",
+    "spliced",
+    "copied",
+    "udp_sessions",
+    "udp_total",
+    "datagrams_up",
+    "datagrams_down",
+    "oversize",
+)
+
+
+class RelayStats:
+    """Counters, readable at any time with ``snapshot()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = dict.fromkeys(FIELDS, 0)
+        self.connect_failures: dict[str, int] = {}
+        self.since = time.time()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.values[name] += amount
+
+    def connect_failed(self, target: str) -> None:
+        with self._lock:
+            self.connect_failures[target] = self.connect_failures.get(target, 0) + 1
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[name]
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                **self.values,
+                "connect_failures": dict(self.connect_failures),
+                "uptime": round(time.time() - self.since, 3),
+            }
+
+
+@dataclass(frozen=True)
+class End:
+    """How one side of a connection ended, and when (monotonic seconds)."""
+
+    side: str  # client, server, relay
+    how: str  # eof, reset, timeout, stopped, error, refused
+    at: float = 0.0
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.how}" + (f" ({self.detail})" if self.detail else "")
+
+
+def log_line(
+    client: str,
+    target: str,
+    up: int,
+    down: int,
+    seconds: float,
+    ends: Sequence[End],
+) -> str:
+    """``client -> target: up N B, down M B, T s; client eof first, then server eof``."""
+    how = f"{ends[0]} first" + "".join(f", then {e}" for e in ends[1:]) if ends else "open"
+    return f"{client} -> {target}: up {up} B, down {down} B, {seconds:.3f} s; {how}"
