@@ -19,6 +19,7 @@ from ipcnet.errors import IPCError
 
 # subcommand -> module (in this package); order is the order of --help
 SUBCOMMANDS = ("connect", "serve", "rpc", "demo", "sockets", "bench")
+SUBCOMMANDS += ("relay",)  # relay: issue 12
 
 
 def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:

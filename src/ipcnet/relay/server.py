@@ -286,8 +286,7 @@ class Relay:
         with self._lock:
             while self._active and (left := deadline - time.monotonic()) > 0:
                 self._lock.wait(left)
-        self.forcing.set()
-        wake(self._waker_w)
+        self.force()
         with self._lock:
             end = time.monotonic() + 5
             while self._active and (left := end - time.monotonic()) > 0:
@@ -296,6 +295,12 @@ class Relay:
             thread.join(5)
         self._close_all()
         self.finished.set()
+
+    def force(self) -> None:
+        """Close every open connection now (a second stop signal)."""
+        self.forcing.set()
+        if self._waker_w >= 0:
+            wake(self._waker_w)
 
     def close(self) -> None:
         self.stop(0)

@@ -72,8 +72,9 @@ class End:
     at: float = 0.0
     detail: str = ""
 
-    def __str__(self) -> str:
-        return f"{self.side} {self.how}" + (f" ({self.detail})" if self.detail else "")
+    def said(self, first: bool = False) -> str:
+        text = f"{self.side} {self.how}" + (" first" if first else "")
+        return text + (f" ({self.detail})" if self.detail else "")
 
 
 def log_line(
@@ -85,5 +86,5 @@ def log_line(
     ends: Sequence[End],
 ) -> str:
     """``client -> target: up N B, down M B, T s; client eof first, then server eof``."""
-    how = f"{ends[0]} first" + "".join(f", then {e}" for e in ends[1:]) if ends else "open"
+    how = ", then ".join(e.said(i == 0) for i, e in enumerate(ends)) or "open"
     return f"{client} -> {target}: up {up} B, down {down} B, {seconds:.3f} s; {how}"
