@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from ipcnet.errors import IPCError
 
 # subcommand -> module (in this package); order is the order of --help
-SUBCOMMANDS = ("connect", "serve", "rpc", "demo", "sockets", "bench")
-SUBCOMMANDS += ("relay",)  # relay: issue 12
+SUBCOMMANDS = ("connect", "relay", "serve", "rpc", "demo", "sockets", "bench")
 
 
 def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
