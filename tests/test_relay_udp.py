@@ -102,6 +102,9 @@ def test_fifty_interleaved_clients_each_get_their_own_replies() -> None:
                 c.send(f"{i}:{round_}".encode())
             for i, c in enumerate(clients):
                 assert c.recv(100) == f"echo:{i}:{round_}".encode()
+        deadline = time.monotonic() + 5  # the count follows the send: let it land
+        while relay.stats["datagrams_down"] < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
         status = relay.status()
         assert status["udp_sessions"] == 50 and status["udp_total"] == 50
         assert status["datagrams_up"] == status["datagrams_down"] == 200
