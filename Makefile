@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/ipcnet bench rpc
 	$(BIN)/ipcnet bench http
 	$(BIN)/ipcnet bench inspector
+	./scripts/system-deps socat haproxy nginx-stream taskset  # bench relay (issue 12)
+	$(BIN)/ipcnet bench relay
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
