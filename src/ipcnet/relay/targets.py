@@ -43,7 +43,8 @@ class Targets:
             if address.kind == "datagram":
                 continue  # a datagram relay's targets; checked by the caller
             if address.scheme in ("pipe", "socketpair", "stdio"):
-                raise Unsupported(f"{address} cannot be a relay target: it has no name")
+                why = "it is this process's own" if address.scheme == "stdio" else "it has no name"
+                raise Unsupported(f"{address} cannot be a relay target: {why}")
         self.balance = balance
         self.connect_timeout = connect_timeout
         self.stats = stats or RelayStats()
