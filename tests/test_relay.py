@@ -333,3 +333,51 @@ def test_log_line_says_who_ended_first_and_how() -> None:
         "client eof first, then server reset (connection reset by peer)"
     )
     assert Bridge.__doc__
+
+
+def test_idle_timeout_ends_a_connection_silent_both_ways(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ipcnet.relay")
+    with (
+        server(echo) as backend,
+        ipcnet.relay("tcp://127.0.0.1:0", backend.url, idle_timeout=0.3) as relay,
+    ):
+        with _connect(relay) as c:
+            c.sendall(b"once")
+            assert c.recv(4) == b"once"
+            assert c.recv(1) == b""  # silent for 0.3 s: the relay closed it
+        _wait(lambda: relay.stats["active"] == 0)
+    line = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()][-1]
+    assert "client timeout first (idle timeout)" in line
+
+
+def test_once_shows_progress_on_a_terminal() -> None:
+    import pty
+    import subprocess
+    import sys
+
+    from relay_helpers import env
+
+    with server(echo) as backend:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ipcnet", "relay", "--once", "tcp://127.0.0.1:0", backend.url],
+            stderr=follower,
+            env=env(),
+        )
+        os.close(follower)
+        out = b""
+        while b"->" not in out:
+            out += os.read(leader, 1024)
+        port = int(out.split(b"tcp://127.0.0.1:")[1].split()[0])
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"p" * 100_000)
+            c.shutdown(socket.SHUT_WR)
+            assert len(recv_all(c)) == 100_000
+        assert proc.wait(10) == 0
+        try:
+            while chunk := os.read(leader, 4096):
+                out += chunk
+        except OSError:  # EIO: the terminal's other side is closed
+            pass
+        os.close(leader)
+    assert b"\rup 100,000 B, down 100,000 B" in out
