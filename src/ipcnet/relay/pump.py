@@ -142,8 +142,10 @@ class Bridge:
         first: bytes = b"",
         linger: float | None = None,
         idle_timeout: float | None = None,
+        on_end: Callable[[Bridge], None] | None = None,
     ) -> None:
         self.client = client
+        self.on_end = on_end
         self.server = server
         self.started = time.monotonic()
         self.linger = linger
@@ -254,12 +256,19 @@ class Bridge:
         self._close_flows()
         self.client.abort()
         self.server.abort()
+        self._ended()
 
     def _finish(self) -> None:
         self.finished = True
         self._close_flows()
         self.client.close()
         self.server.close()
+        self._ended()
+
+    def _ended(self) -> None:
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end(self)
 
     def _close_flows(self) -> None:
         for flow in (self.up, self.down):

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import IPCError, Unsupported
-from ipcnet.protocols.proxy import ProxyProtocolError
+from ipcnet.errors import IPCError, Timeout, Unsupported
+from ipcnet.protocols.base import Peer, Timer, as_list
+from ipcnet.protocols.handover import Handover
 from ipcnet.relay import proxyio
 from ipcnet.relay.pump import BUFFER, Bridge, run
-from ipcnet.relay.stats import End, RelayStats, log_line
+from ipcnet.relay.service import RelayService
+from ipcnet.relay.stats import RelayStats
 from ipcnet.relay.targets import Targets
 from ipcnet.relay.udp import DatagramRelay, start_thread
 from ipcnet.transports import (
@@ -98,6 +100,7 @@ class Relay:
         self.targets = Targets(
             targets, self.config.balance, self.config.connect_timeout, self.stats
         )
+        self.service = RelayService(self.targets, self.config, self.stats)
         datagram = self.listen_address.kind == "datagram"
         for target in self.targets.addresses:
             if (target.kind == "datagram") != datagram:
@@ -199,71 +202,51 @@ class Relay:
                 return
 
     def _serve(self, client: StreamTransport, ident: int) -> None:
-        started = time.monotonic()
-        who = client.where
-        target_text = "-"
-        bridge: Bridge | None = None
-        ends: list[End] = []
+        """One client, blocking: the session's PROXY header phase, then its pump."""
         try:
-            first, source, destination = b"", None, None
-            try:
-                source = proxyio.endpoint(client.peer_address)
-                destination = proxyio.endpoint(client.local_address)
-            except IPCError:
-                pass
-            if self.config.accept_proxy:
+            session, actions = self.service.start(self.service_peer(client))
+            deadline: float | None = None
+            while (handover := _handover(actions)) is None:
+                for action in as_list(actions):  # the header's deadline
+                    if isinstance(action, Timer):
+                        seconds = action.seconds
+                        deadline = None if seconds is None else time.monotonic() + seconds
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    actions = session.on_timer()
+                    continue
+                client.timeout = left
                 try:
-                    header, first = proxyio.accept(client, self.config.connect_timeout)
-                except (ProxyProtocolError, IPCError) as exc:
-                    self.stats.add("refused")
-                    ends.append(End("client", "refused", time.monotonic(), str(exc)))
-                    RelayEnd(client).abort()
-                    return
-                if not header.local:
-                    source, destination = header.source, header.destination
-                    who = f"{_show(source)} (via {who})"
-            if self.config.send_proxy:
-                first = proxyio.header_for(self.config.send_proxy, source, destination) + first
-            try:
-                upstream, target = self.targets.connect()
-            except IPCError as exc:
-                ends.append(End("server", "refused", time.monotonic(), str(exc)))
-                RelayEnd(client).abort()
-                return
-            target_text = str(target)
-            bridge = Bridge(
-                RelayEnd(client),
-                RelayEnd(upstream),
-                splice=self.config.splice,
-                size=self.config.buffer,
-                first=first,
-                linger=self.config.linger,
-                idle_timeout=self.config.idle_timeout,
-            )
-            with self._lock:
-                self._active[ident] = bridge
-            if self.forcing.is_set():
-                bridge.stop()
-            run(bridge, self._waker_r, self.forcing.is_set)
-            ends = bridge.ends
+                    data = client.read(proxyio.READ_PIECE)
+                except Timeout:
+                    actions = session.on_timer()
+                    continue
+                actions = session.feed(data) if data else session.feed_eof()
+            client.timeout = None
+            pump = handover.job(client)
+            if isinstance(pump, Bridge):
+                with self._lock:
+                    self._active[ident] = pump
+                if self.forcing.is_set():
+                    pump.stop()
+                run(pump, self._waker_r, self.forcing.is_set)
         except IPCError as exc:
-            ends.append(End("relay", "error", time.monotonic(), str(exc)))
+            log.info("%s: %s", client.where, exc)
             client.close()
         finally:
-            up = bridge.bytes_up if bridge else 0
-            down = bridge.bytes_down if bridge else 0
-            if bridge is not None:
-                self.stats.add("bytes_up", up)
-                self.stats.add("bytes_down", down)
-                self.stats.add("spliced", bridge.spliced)
-                self.stats.add("copied", bridge.copied)
-            log.info(log_line(who, target_text, up, down, time.monotonic() - started, ends))
             with self._lock:
                 self._active.pop(ident, None)
                 self.stats.add("active", -1)
                 self._lock.notify_all()
             if self.config.once:
                 self.finished.set()
+
+    @staticmethod
+    def service_peer(client: StreamTransport) -> Peer:
+        try:
+            return Peer(client.peer_address, client.local_address)
+        except IPCError:
+            return Peer(None, None)
 
     def moved(self) -> tuple[int, int]:
         """Bytes relayed so far (up, down), counting the connections still open."""
@@ -354,8 +337,9 @@ class Relay:
                 stream.close()
 
 
-def _show(endpoint: object) -> str:
-    if isinstance(endpoint, tuple):
-        host, port = endpoint
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(endpoint or "unix peer")
+def _handover(actions: object) -> Handover | None:
+    if isinstance(actions, Handover):
+        return actions
+    if isinstance(actions, list):
+        return next((a for a in actions if isinstance(a, Handover)), None)
+    return None
