@@ -31,7 +31,6 @@ from ipcnet.protocols.handover import Handover
 from ipcnet.relay import proxyio
 from ipcnet.relay.pump import BUFFER, Bridge, run
 from ipcnet.relay.service import RelayService
-from ipcnet.relay.stats import RelayStats
 from ipcnet.relay.targets import Targets
 from ipcnet.relay.udp import DatagramRelay, start_thread
 from ipcnet.transports import (
@@ -96,10 +95,8 @@ class Relay:
         self.config = config or RelayConfig()
         self.config.check()
         self.listen_address = parse(listen)
-        self.stats = RelayStats()
-        self.targets = Targets(
-            targets, self.config.balance, self.config.connect_timeout, self.stats
-        )
+        self.targets = Targets(targets, self.config.balance, self.config.connect_timeout)
+        self.stats = self.targets.stats
         self.service = RelayService(self.targets, self.config, self.stats)
         datagram = self.listen_address.kind == "datagram"
         for target in self.targets.addresses:

@@ -47,7 +47,7 @@ class Targets:
                 raise Unsupported(f"{address} cannot be a relay target: {why}")
         self.balance = balance
         self.connect_timeout = connect_timeout
-        self.stats = stats or RelayStats()
+        self.stats = stats or RelayStats([str(a) for a in self.addresses])
         self._turn = itertools.count()
         self._lock = threading.Lock()
 
