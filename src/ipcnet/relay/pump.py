@@ -3,8 +3,9 @@
 Role: a ``Bridge`` joins a client end and a server end (``transports.splice.RelayEnd``) and
 moves bytes each way with splice(2) through a pipe, or by copying through one reused buffer
 (``--no-splice``, or an end that cannot splice). It never blocks: ``advance()`` does what the
-kernel takes now and says which descriptors it waits for; a loop (``run``, or a model's
-readiness loop) waits on them and calls it again.
+kernel takes now and says which descriptors it waits for; a model waits on them and calls
+it again (a Bridge is a ``protocols.handover.Pump``; ``drivers.handover`` drives one under
+each kind of model).
 Rules:
 - bounded: a direction holds at most one pipe (or one buffer) of bytes; while it is full
   the relay does not read from that direction's source, so a slow reader slows the writer;
@@ -26,7 +27,7 @@ from collections.abc import Callable
 
 from ipcnet.errors import Broken, IPCError, PeerClosed, Reset
 from ipcnet.relay.stats import End
-from ipcnet.transports.splice import READ, WRITE, Poller, RelayEnd, SplicePipe
+from ipcnet.transports.splice import READ, WRITE, RelayEnd, SplicePipe
 
 BUFFER = 256 * 1024  # copy buffer and splice pipe size per direction (see BENCHMARKS.md)
 ROUNDS = 16  # transfers per direction per advance(), so one fast bridge cannot starve a loop
@@ -279,30 +280,3 @@ class Bridge:
     def duration(self) -> float:
         end = self.ends[-1].at if self.ends else time.monotonic()
         return end - self.started
-
-
-def run(
-    bridge: Bridge, waker: int | None = None, stopping: Callable[[], bool] | None = None
-) -> None:
-    """Drive a bridge to its end in this thread, waiting in poll(2) between steps.
-
-    ``waker``: a descriptor that becomes readable when the relay is force-stopped; then
-    ``stopping()`` (a callable) is asked whether to stop this bridge now.
-    """
-    poller = Poller()
-    while True:
-        wanted = bridge.advance()
-        if bridge.finished:
-            return
-        if waker is not None:
-            wanted[waker] = wanted.get(waker, 0) | READ
-        poller.set(wanted)
-        deadline = bridge.deadline()
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = poller.wait(timeout)
-        woken = waker is not None and any(fd == waker for fd, _ in ready)
-        if woken and (stopping is None or stopping()):
-            bridge.stop()
-            return
-        if not ready and bridge.expire():
-            return

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from ipcnet.addresses import Address, parse
+from ipcnet.drivers.handover import drive
 from ipcnet.errors import IPCError, Timeout, Unsupported
 from ipcnet.protocols.base import Peer, Timer, as_list
 from ipcnet.protocols.handover import Handover
 from ipcnet.relay import proxyio
-from ipcnet.relay.pump import BUFFER, Bridge, run
+from ipcnet.relay.pump import BUFFER, Bridge
 from ipcnet.relay.service import RelayService
 from ipcnet.relay.targets import Targets
 from ipcnet.relay.udp import DatagramRelay, start_thread
@@ -226,7 +227,7 @@ class Relay:
                     self._active[ident] = pump
                 if self.forcing.is_set():
                     pump.stop()
-                run(pump, self._waker_r, self.forcing.is_set)
+                drive(pump, self.forcing.is_set, self._waker_r)
         except IPCError as exc:
             log.info("%s: %s", client.where, exc)
             client.close()
