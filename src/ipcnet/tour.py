@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ipcnet.channel import Channel, connect, listen, open_datagram, pipe, socketpair
 from ipcnet.errors import IPCError
-from ipcnet.transports import DatagramEndpoint
+from ipcnet.transports import DatagramEndpoint, procfs
 
 MESSAGE = b"hello through the kernel\n"
 ROUNDS = 21  # round trips per transport; the median is shown (the first one wakes the child)
@@ -40,9 +40,10 @@ class Stop:
 def kernel_object(fd: int) -> str:
     """What /proc/self/fd says descriptor ``fd`` is: socket:[N], pipe:[N] or a path."""
     try:
-        return f"fd {fd} -> {os.readlink(f'/proc/self/fd/{fd}')}"
-    except OSError:
-        return f"fd {fd} -> ?"
+        target = procfs.readlink(f"/proc/self/fd/{fd}")
+    except IPCError:
+        target = None
+    return f"fd {fd} -> {target or '?'}"
 
 
 def _child(work: Callable[[], None]) -> int:
@@ -223,6 +224,16 @@ STOPS: dict[str, Callable[[], Stop]] = {
     "tcp6": lambda: _listen_and_connect("tcp6", "tcp6://[::1]:0"),
     "udp": udp,
 }
+
+
+def _xdp() -> Stop:  # issue 16: XDP drops a datagram, then a live rule lets it through
+    from ipcnet.xdp import scene
+
+    return Stop("udp+xdp", *scene.run(MESSAGE))
+
+
+if os.geteuid() == 0 and shutil.which("clang"):  # root with the compiler: offer it
+    STOPS["udp+xdp"] = _xdp
 
 
 def run_tour() -> Iterator[Stop]:
