@@ -5,7 +5,8 @@ Role: two measurements, every contender in the same run on the same machine.
   relay to one sink, which receives them into a preallocated buffer; the clock runs from
   the client's connect to the sink's EOF; the sink then checks the sha256 of what it got
   (outside the clock) against the file's. ``direct`` is the same client and sink with no
-  relay between;
+  relay between. The relay's CPU time per GiB (its processes' user + system time, from
+  /proc) is reported too: on a shared machine it is steadier than the wall clock;
 - short connections: clients connect through the relay to a C epoll echo server, write
   1 KiB, read 1 KiB back, close, for SECONDS; connections per second.
 Rules: the relay runs alone on the last CPU (taskset), clients, sink and echo server on the
@@ -112,9 +113,11 @@ def start(name: str, port: int, target: int, folder: str) -> subprocess.Popen[by
             global
                 maxconn 4000
                 nbthread 1
+                tune.pipesize 1048576
             defaults
                 mode tcp
-                option splice-auto
+                option splice-request
+                option splice-response
                 timeout connect 5s
                 timeout client 60s
                 timeout server 60s
@@ -147,6 +150,39 @@ def start(name: str, port: int, target: int, folder: str) -> subprocess.Popen[by
     proc = subprocess.Popen([*pin, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_port(port, proc)
     return proc
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (nginx's worker, socat's child per connection)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = {pid}
+    grew = True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float:
+    """CPU time (user + system) of a contender's processes, reaped children included."""
+    if proc is None:
+        return 0.0
+    total = 0
+    for pid in _tree(proc.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -201,8 +237,11 @@ def _collect(pid: int, fd: int) -> dict[str, object]:
     return answer
 
 
-def throughput_once(name: str, size: int, source: Path, digest: str, folder: str) -> float:
-    """Bytes per second through contender ``name`` for one run (sha256 checked)."""
+def throughput_once(
+    name: str, size: int, source: Path, digest: str, folder: str
+) -> tuple[float, float]:
+    """(bytes per second, the relay's CPU seconds) through ``name`` for one run (sha256
+    checked)."""
     _, load = _cpus()
     cpu = load[0] if load else None
     sink = socket.socket()
@@ -240,12 +279,14 @@ def throughput_once(name: str, size: int, source: Path, digest: str, folder: str
 
         sink_pid, sink_fd = _fork(receive, cpu)
         sink.close()
+        cpu_before = cpu_seconds(proc)
         client_pid, client_fd = _fork(send, cpu)
         began = _collect(client_pid, client_fd)["begin"]
         got = _collect(sink_pid, sink_fd)
+        used = cpu_seconds(proc) - cpu_before
         if not got["ok"]:
             raise RuntimeError(f"{name}: {got['got']} bytes, sha256 differs or short")
-        return size / (float(got["end"]) - float(began))  # type: ignore[arg-type]
+        return size / (float(got["end"]) - float(began)), used  # type: ignore[arg-type]
     finally:
         sink.close()
         stop(proc)
@@ -334,13 +375,17 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(chunk)
                     digest.update(chunk)
             rates: dict[str, list[float]] = {n: [] for n in names}
+            cpus: dict[str, list[float]] = {n: [] for n in names}
             for _ in range(args.rounds):
                 for n in names:
-                    rates[n].append(throughput_once(n, size, source, digest.hexdigest(), folder))
-                    _say(f"throughput {n}: {rates[n][-1] / 2**30:.2f} GiB/s")
+                    rate, used = throughput_once(n, size, source, digest.hexdigest(), folder)
+                    rates[n].append(rate)
+                    cpus[n].append(used / (size / 2**30))
+                    _say(f"throughput {n}: {rate / 2**30:.2f} GiB/s, {cpus[n][-1]:.2f} cpu-s/GiB")
             source.unlink()
             for n in names:
                 results[n]["gib_s"] = _summary(rates[n], 2**30)
+                results[n]["cpu_s_per_gib"] = _summary(cpus[n], 1.0)
         if args.skip != "connections":
             if find_cc() is None:
                 skipped["connections"] = "no C compiler for the echo server"
@@ -385,13 +430,15 @@ def _say(text: str) -> None:
 def _table(doc: dict[str, object]) -> None:
     results = doc["results"]
     assert isinstance(results, dict)
-    print(f"{'contender':<12} {'GiB/s median [range]':<26} {'conns/s median [range]':<26}")
+    keys = ("gib_s", "cpu_s_per_gib", "conns_s")
+    heads = ("GiB/s", "relay cpu-s/GiB", "conns/s")
+    print(f"{'contender':<12} " + " ".join(f"{h + ' median [range]':<28}" for h in heads))
     for name, row in results.items():
         cells = []
-        for key in ("gib_s", "conns_s"):
+        for key in keys:
             cell = row.get(key)
             cells.append(f"{cell['median']} {cell['range']}" if cell else "-")
-        print(f"{name:<12} {cells[0]:<26} {cells[1]:<26}")
+        print(f"{name:<12} " + " ".join(f"{c:<28}" for c in cells))
     skipped = doc["skipped"]
     assert isinstance(skipped, dict)
     for name, why in skipped.items():

@@ -55,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
     c.add_argument(
-        "--buffer", type=int, default=None, metavar="BYTES", help="per direction (256 KiB)"
+        "--buffer",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="per direction: splice pipe (1 MiB) or copy buffer (256 KiB)",
     )
     c.add_argument("--once", action="store_true", help="relay one connection, then exit")
     d = parser.add_argument_group("datagrams (udp, unixgram)")
@@ -75,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from ipcnet.relay import Relay, RelayConfig
-    from ipcnet.relay.pump import BUFFER
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("ipcnet relay: %(message)s"))
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         max_conns=args.max_conns,
         grace=args.grace,
         splice=not args.no_splice,
-        buffer=args.buffer or BUFFER,
+        buffer=args.buffer,
         send_proxy=args.send_proxy,
         accept_proxy=args.accept_proxy,
         udp_idle=args.udp_idle,

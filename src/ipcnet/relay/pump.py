@@ -29,7 +29,8 @@ from ipcnet.errors import Broken, IPCError, PeerClosed, Reset
 from ipcnet.relay.stats import End
 from ipcnet.transports.splice import READ, WRITE, RelayEnd, SplicePipe
 
-BUFFER = 256 * 1024  # copy buffer and splice pipe size per direction (see BENCHMARKS.md)
+PIPE = 1 << 20  # splice pipe per direction (pipe-max-size's default; see BENCHMARKS.md)
+BUFFER = 256 * 1024  # copy buffer per direction: a quarter of the memory for 25% more CPU
 ROUNDS = 16  # transfers per direction per advance(), so one fast bridge cannot starve a loop
 
 
@@ -52,15 +53,17 @@ class Flow:
         "view",
     )
 
-    def __init__(self, src: RelayEnd, dst: RelayEnd, size: int, splice: bool, first: bytes) -> None:
+    def __init__(
+        self, src: RelayEnd, dst: RelayEnd, size: int | None, splice: bool, first: bytes
+    ) -> None:
         self.src = src
         self.dst = dst
         self.pipe: SplicePipe | None = None
         self.buf: memoryview | None = None
         if splice and src.splices and dst.splices:
-            self.pipe = SplicePipe(size)
+            self.pipe = SplicePipe(size or PIPE)
         else:
-            self.buf = memoryview(bytearray(size))
+            self.buf = memoryview(bytearray(size or BUFFER))
         self.view = memoryview(first) if first else None  # unsent bytes (a buffer's, or first)
         self.held = 0  # bytes in the pipe
         self.pending = len(first)  # bytes of ``view`` not yet written
@@ -139,7 +142,7 @@ class Bridge:
         server: RelayEnd,
         *,
         splice: bool = True,
-        size: int = BUFFER,
+        size: int | None = None,
         first: bytes = b"",
         linger: float | None = None,
         idle_timeout: float | None = None,

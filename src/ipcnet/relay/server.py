@@ -30,7 +30,7 @@ from ipcnet.errors import IPCError, Timeout, Unsupported
 from ipcnet.protocols.base import Peer, Timer, as_list
 from ipcnet.protocols.handover import Handover
 from ipcnet.relay import proxyio
-from ipcnet.relay.pump import BUFFER, Bridge
+from ipcnet.relay.pump import Bridge
 from ipcnet.relay.service import RelayService
 from ipcnet.relay.targets import Targets
 from ipcnet.relay.udp import DatagramRelay, start_thread
@@ -57,7 +57,7 @@ class RelayConfig:
     max_conns: int = 1024
     grace: float = 10.0
     splice: bool = True
-    buffer: int = BUFFER
+    buffer: int | None = None  # per direction: the splice pipe (1 MiB), the copy buffer (256 KiB)
     send_proxy: str | None = None  # "v1" or "v2"
     accept_proxy: bool = False
     udp_idle: float = 60.0
@@ -80,7 +80,7 @@ class RelayConfig:
                 raise Unsupported(f"--{name.replace('_', '-')} cannot be negative ({value})")
         if self.udp_replies is not None and self.udp_replies < 1:
             raise Unsupported(f"--udp-replies must be at least 1, not {self.udp_replies}")
-        if self.buffer < 4096:
+        if self.buffer is not None and self.buffer < 4096:
             raise Unsupported(f"--buffer must be at least 4096 bytes, not {self.buffer}")
 
 
