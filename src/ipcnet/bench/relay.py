@@ -295,8 +295,11 @@ def throughput_once(
 # --- short connections -----------------------------------------------------------------
 
 
-def connections_once(name: str, seconds: float, echo_port: int, folder: str, clients: int) -> float:
-    """Connections per second (connect, 1 KiB each way, close) through ``name``."""
+def connections_once(
+    name: str, seconds: float, echo_port: int, folder: str, clients: int
+) -> tuple[float, float]:
+    """(connections per second, the relay's CPU ms per connection) through ``name``
+    (connect, 1 KiB each way, close)."""
     _, load = _cpus()
     port = _free_port()
     proc = start(name, port, echo_port, folder)
@@ -321,9 +324,11 @@ def connections_once(name: str, seconds: float, echo_port: int, folder: str, cli
                 done += 1
             return json.dumps({"done": done}).encode()
 
+        before = cpu_seconds(proc)
         kids = [_fork(loop, load[i % len(load)] if load else None) for i in range(clients)]
         total = sum(int(_collect(pid, fd)["done"]) for pid, fd in kids)  # type: ignore[call-overload]
-        return total / seconds
+        time.sleep(0.2)  # the last connections' children are reaped (socat)
+        return total / seconds, (cpu_seconds(proc) - before) * 1000 / max(1, total)
     finally:
         stop(proc)
 
@@ -401,16 +406,19 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     _wait_port(echo_port, echo)
                     per: dict[str, list[float]] = {n: [] for n in names}
+                    cost: dict[str, list[float]] = {n: [] for n in names}
                     for _ in range(args.rounds):
                         for n in names:
-                            rate = connections_once(
+                            rate, ms = connections_once(
                                 n, args.seconds, echo_port, folder, args.clients
                             )
                             per[n].append(rate)
-                            _say(f"connections {n}: {rate:.0f}/s")
+                            cost[n].append(ms)
+                            _say(f"connections {n}: {rate:.0f}/s, {ms:.3f} cpu-ms each")
                             time.sleep(0.5)  # let TIME_WAIT settle a little
                     for n in names:
                         results[n]["conns_s"] = _summary(per[n], 1.0)
+                        results[n]["cpu_ms_per_conn"] = _summary(cost[n], 1.0)
                 finally:
                     echo.terminate()
                     echo.wait(10)
@@ -430,8 +438,8 @@ def _say(text: str) -> None:
 def _table(doc: dict[str, object]) -> None:
     results = doc["results"]
     assert isinstance(results, dict)
-    keys = ("gib_s", "cpu_s_per_gib", "conns_s")
-    heads = ("GiB/s", "relay cpu-s/GiB", "conns/s")
+    keys = ("gib_s", "cpu_s_per_gib", "conns_s", "cpu_ms_per_conn")
+    heads = ("GiB/s", "relay cpu-s/GiB", "conns/s", "relay cpu-ms/conn")
     print(f"{'contender':<12} " + " ".join(f"{h + ' median [range]':<28}" for h in heads))
     for name, row in results.items():
         cells = []

@@ -48,6 +48,7 @@ class Flow:
         "last",
         "pending",
         "pipe",
+        "short",
         "spliced",
         "src",
         "view",
@@ -61,11 +62,12 @@ class Flow:
         self.pipe: SplicePipe | None = None
         self.buf: memoryview | None = None
         if splice and src.splices and dst.splices:
-            self.pipe = SplicePipe(size or PIPE)
+            self.pipe = SplicePipe.take(size or PIPE)
         else:
             self.buf = memoryview(bytearray(size or BUFFER))
         self.view = memoryview(first) if first else None  # unsent bytes (a buffer's, or first)
         self.held = 0  # bytes in the pipe
+        self.short = False  # the last read took less than asked: the source is drained
         self.pending = len(first)  # bytes of ``view`` not yet written
         self.eof = src.read_fd is None  # a one-way end has nothing to send this way
         self.done = dst.write_fd is None  # ... or nowhere to send it
@@ -101,6 +103,9 @@ class Flow:
                 self.done = True
                 self.close()
                 return 0
+            if self.short:  # the last read drained the source: wait, do not try again
+                self.short = False
+                return READ
             if self.pipe is not None:
                 got = src.splice_in(self.pipe, self.pipe.size)
                 if got is None:
@@ -108,6 +113,7 @@ class Flow:
                 if got == 0:
                     self.eof = True
                 self.held = got
+                self.short = 0 < got < self.pipe.size
             else:
                 assert self.buf is not None
                 got = src.read_into(self.buf)
@@ -117,6 +123,7 @@ class Flow:
                     self.eof = True
                 self.view = self.buf[:got]
                 self.pending = got
+                self.short = 0 < got < len(self.buf)
         return READ if not (self.pending or self.held) else WRITE
 
     def _moved(self, n: int, copied: bool) -> None:
@@ -129,7 +136,7 @@ class Flow:
 
     def close(self) -> None:
         if self.pipe is not None:
-            self.pipe.close()
+            self.pipe.release(empty=self.held == 0)
             self.pipe = None
 
 

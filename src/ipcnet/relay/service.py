@@ -143,8 +143,9 @@ class RelaySession(BaseSession):
     target = "-"
 
     def _log(self, ends: list[End], up: int = 0, down: int = 0) -> None:
-        seconds = time.monotonic() - self.started
-        log.info(log_line(self.who, self.target, up, down, seconds, ends))
+        if log.isEnabledFor(logging.INFO):
+            seconds = time.monotonic() - self.started
+            log.info(log_line(self.who, self.target, up, down, seconds, ends))
 
 
 def _action(handover: Handover) -> Action:

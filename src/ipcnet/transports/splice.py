@@ -22,6 +22,7 @@ import os
 import select
 import socket
 import struct
+from typing import ClassVar
 
 from ipcnet.errors import Broken
 from ipcnet.transports.base import StreamTransport
@@ -37,12 +38,41 @@ READ = select.POLLIN
 WRITE = select.POLLOUT
 _FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _ABORT = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
+POOL_SIZE = 64  # empty splice pipes kept for reuse
 
 
 class SplicePipe:
-    """A non-blocking pipe that one direction of a relay splices through."""
+    """A non-blocking pipe that one direction of a relay splices through.
+
+    ``take(size)`` reuses an empty pipe given back with ``release()`` (as HAProxy's pipe
+    pool does): a short connection then costs no pipe2/fcntl/close calls. At most
+    POOL_SIZE pipes wait in the pool; a pipe that may hold bytes is closed, never pooled.
+    """
+
+    _pool: ClassVar[list[SplicePipe]] = []
+
+    @classmethod
+    def take(cls, size: int) -> SplicePipe:
+        pool = cls._pool
+        while pool:
+            try:
+                pipe = pool.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if pipe.wanted == size:
+                return pipe
+            pipe.close()
+        return cls(size)
+
+    def release(self, empty: bool) -> None:
+        """Give the pipe back: pooled when ``empty`` and the pool has room, else closed."""
+        if empty and len(self._pool) < POOL_SIZE:
+            self._pool.append(self)
+        else:
+            self.close()
 
     def __init__(self, size: int) -> None:
+        self.wanted = size
         try:
             self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
