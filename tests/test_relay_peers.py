@@ -381,4 +381,4 @@ def test_accept_proxy_refuses_missing_malformed_and_too_long_headers() -> None:
 
 def test_relay_process_stops_gracefully_on_sigterm() -> None:
     relay = RelayProcess("tcp://127.0.0.1:0", "tcp://127.0.0.1:9")
-    assert relay.stop() == 128 + 15
+    assert relay.stop() == 0  # a stop asked for is a clean exit, as nginx and HAProxy make it

@@ -24,13 +24,12 @@ from ipcnet.transports.splice import Poller
 TICK = 0.1  # seconds between looks at ``stopping`` while a blocking pump waits
 
 
-def drive(
-    pump: Pump, stopping: Callable[[], bool] = lambda: False, waker: int | None = None
-) -> None:
+def drive(pump: Pump, stopping: Callable[[], bool] | None = None, waker: int | None = None) -> None:
     """Drive ``pump`` to its end in this thread; ``stopping()`` true: stop it now.
 
     ``waker``: a descriptor that turns readable when ``stopping`` may have become true
-    (without one, ``stopping`` is looked at every TICK seconds)."""
+    (without one, ``stopping`` is looked at every TICK seconds). The blocking models pass
+    neither: they force a stop by closing the connection, which ends the pump."""
     poller = Poller()
     while True:
         wanted = pump.advance()
@@ -41,10 +40,11 @@ def drive(
         poller.set(wanted)
         deadline = pump.deadline()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if waker is None:
+        if waker is None and stopping is not None:
             timeout = TICK if timeout is None else min(timeout, TICK)
         ready = poller.wait(timeout)
-        if (waker is None or any(fd == waker for fd, _ in ready)) and stopping():
+        woken = waker is None or any(fd == waker for fd, _ in ready)
+        if woken and stopping is not None and stopping():
             pump.stop()
             return
         if not ready and pump.expire():

@@ -48,6 +48,12 @@ class Pump(Protocol):
         """Finish now, closing everything (a forced stop)."""
         ...
 
+    def prepend(self, data: bytes) -> None:
+        """Bytes the driver read from the connection before it could stop reading (an
+        event loop that reads as it adopts a socket): they go out first. Only before the
+        first ``advance``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Handover:

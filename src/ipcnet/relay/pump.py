@@ -172,6 +172,15 @@ class Bridge:
             self._close_flows()
             raise
 
+    def prepend(self, data: bytes) -> None:
+        """Bytes read from the client before the bridge began: sent to the server first
+        (after what ``first`` holds)."""
+        up = self.up
+        if data and up is not None:
+            rest = bytes(up.view) if up.view is not None and up.pending else b""
+            up.view = memoryview(rest + data)
+            up.pending = len(up.view)
+
     # --- progress --------------------------------------------------------------------
 
     @property

@@ -28,7 +28,7 @@ from ipcnet.errors import Broken
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.oserrors import translate
 from ipcnet.transports.pipes import PipeStream
-from ipcnet.transports.sockets import SocketStream
+from ipcnet.transports.sockets import SocketStream, stream_for
 
 SPLICE = hasattr(os, "splice")
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -212,6 +212,17 @@ class Poller:
         except InterruptedError:  # pragma: no cover - PEP 475 retries poll itself
             return []
         return [(fd, ev | (READ | WRITE) if ev & _FAILED else ev) for fd, ev in ready]
+
+
+def dup_stream(sock: object, where: str) -> SocketStream:
+    """A SocketStream on a duplicate of ``sock``'s descriptor (an asyncio transport's
+    socket), so a pump can own the connection while the transport keeps its own fd."""
+    fileno = sock.fileno()  # type: ignore[attr-defined]
+    try:
+        dup = socket.socket(fileno=os.dup(fileno))
+    except OSError as exc:
+        raise translate(exc, "take over", where) from exc
+    return stream_for(dup, where)
 
 
 def make_waker() -> tuple[int, int]:
