@@ -191,8 +191,6 @@ class Relay:
                     continue
                 self._ids += 1
                 self._active[self._ids] = None
-                self.stats.add("active")
-                self.stats.add("total")
                 ident = self._ids
             self._spawn(self._serve, f"ipcnet-relay-{ident}", client, ident)
             if self.config.once:
@@ -234,7 +232,6 @@ class Relay:
         finally:
             with self._lock:
                 self._active.pop(ident, None)
-                self.stats.add("active", -1)
                 self._lock.notify_all()
             if self.config.once:
                 self.finished.set()

@@ -63,6 +63,15 @@ class RelaySession(BaseSession):
         self.destination: Endpoint | None = proxyio.endpoint(peer.local)
         self.first = b""
         self.reader = ProxyHeaderReader() if service.config.accept_proxy else None
+        self.open = True
+        service.stats.add("total")
+        service.stats.add("active")
+
+    def _over(self) -> None:
+        """The connection is over (ended, refused or failed): counted once."""
+        if self.open:
+            self.open = False
+            self.service.stats.add("active", -1)
 
     # --- the PROXY header, when the relay accepts one --------------------------------
 
@@ -98,6 +107,7 @@ class RelaySession(BaseSession):
         self._log([End("client", "refused", time.monotonic(), why)])
 
         def reset(stream: StreamTransport) -> None:
+            self._over()
             RelayEnd(stream).abort()
 
         return _action(Handover(reset))
@@ -114,6 +124,7 @@ class RelaySession(BaseSession):
             upstream, target = service.targets.connect()
         except IPCError as exc:
             self._log([End("server", "refused", time.monotonic(), str(exc))])
+            self._over()
             RelayEnd(stream).abort()
             return None
         self.target = str(target)
@@ -132,6 +143,7 @@ class RelaySession(BaseSession):
             )
         except IPCError as exc:
             self._log([End("relay", "error", time.monotonic(), str(exc))])
+            self._over()
             stream.close()
             upstream.close()
             return None
@@ -142,6 +154,7 @@ class RelaySession(BaseSession):
         stats.add("bytes_down", bridge.bytes_down)
         stats.add("spliced", bridge.spliced)
         stats.add("copied", bridge.copied)
+        self._over()
         self._log(bridge.ends, bridge.bytes_up, bridge.bytes_down)
 
     target = "-"

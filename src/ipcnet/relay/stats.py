@@ -2,9 +2,10 @@
 
 Role: what ``--stats`` and the status JSON show, and what the log says. Rules:
 - counters: connections active and total, refused (over ``--max-conns``, or a bad PROXY
-  header), bytes each way (up = client to server), spliced vs copied bytes, connect
-  failures per target; for datagrams, sessions active and total, datagrams each way,
-  oversize datagrams and sessions refused;
+  header; under a model of the driver engine, the engine counts its own --max-conns
+  refusals in its ``refused``), bytes each way (up = client to server), spliced vs
+  copied bytes, connect failures per target; for datagrams, sessions active and total,
+  datagrams each way, oversize datagrams and sessions refused;
 - one log line per connection, after it ended, in the spirit of HAProxy's ``tcplog``:
   client, target, bytes each way, duration, then which side ended first and how (eof,
   reset, timeout, stopped) and how the other side ended;
