@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ipcnet.transports import procfs
+
 HERE = Path(__file__).resolve().parent
 PATHS = (
     "xdp-native",
@@ -251,13 +253,11 @@ def _topology() -> Iterator[tuple[str, str]]:
 
 def _softirqd_cpu() -> float:
     total = 0
-    for pid in os.listdir("/proc"):
+    for pid in procfs.listdir("/proc") or []:
         if not pid.isdigit():
             continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
+        stat = procfs.read_text(f"/proc/{pid}/stat")
+        if stat is None:  # exited meanwhile
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         if comm.startswith("ksoftirqd/"):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "one message through pipe, fifo, socketpair, unix, tcp and udp, and the kernel objects used"
+HELP = (
+    "one message through pipe, fifo, socketpair, unix, tcp, udp, shm and mq, a semaphore and a "
+    "signal, and the kernel objects used"
+)
 
 ECHO = ["tcp://127.0.0.1:9734", "unix:///tmp/ipcnet-demo-echo.sock"]
 HTTP = "tcp://127.0.0.1:8000"

@@ -128,6 +128,9 @@ class ServerCore:
             listener = open_listener(
                 address, self.config.backlog, self.config.mode, self.config.reuse_port
             )
+            bridged = getattr(listener, "bridged", None)  # shm:// (issue 13): via a socket
+            if not isinstance(listener, SocketListener) and bridged is not None:
+                listener = bridged()
             if not isinstance(listener, SocketListener):
                 listener.close()
                 raise IPCError(f"cannot serve on {address}: not a socket address")

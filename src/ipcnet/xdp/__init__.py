@@ -19,13 +19,16 @@ its maps, and a later process finds them from the interface's program id
 bpftool is still what the tests use as an independent witness.
 
 Modules: ``rules`` (addresses <-> map entries, no I/O), ``elf`` (the object reader),
-``bpf`` and ``netlink`` (the kernel calls), ``build`` (clang and the cache), ``oserrors``
-(the package's only OSError translation), ``filter`` (attach/find/detach/programs and the
-``XdpFilter`` handle).
+``build`` (clang and the cache), ``filter`` (attach/find/detach/programs and the
+``XdpFilter`` handle), ``scene`` (the tour's stop). The kernel calls live in the transports
+layer, like every descriptor: ``transports.bpf`` (bpf(2)), ``transports.rtnetlink``, and
+``transports.xdperrors``, their one OSError translation; this package sees ipcnet errors
+only (``bpf`` is re-exported for probes: may this process call bpf(2)?).
 """
 
 from __future__ import annotations
 
+from ipcnet.transports import bpf
 from ipcnet.xdp.filter import (
     Program,
     RuleStats,
@@ -46,6 +49,7 @@ __all__ = [
     "Stats",
     "XdpFilter",
     "attach",
+    "bpf",
     "detach",
     "find",
     "parse_rule",

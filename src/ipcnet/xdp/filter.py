@@ -9,13 +9,13 @@ Rules: only the named interface is ever touched; an interface that already runs 
 program is left alone unless ``replace=True`` (the kernel enforces it with
 XDP_FLAGS_UPDATE_IF_NOEXIST, so a race cannot slip through); ``detach()`` removes a
 program only if it is still the one this handle attached (XDP_FLAGS_REPLACE with the
-expected descriptor); every OSError goes through ``oserrors.translating``.
+expected descriptor); the kernel calls (``transports.bpf``, ``transports.rtnetlink``) run
+inside ``transports.xdperrors.translating``, so only ipcnet errors leave, and none is
+caught here to change its meaning.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,8 +24,9 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
-from ipcnet.xdp import bpf, build, elf, netlink
-from ipcnet.xdp.oserrors import NEED, translating
+from ipcnet.transports import bpf, procfs, rtnetlink
+from ipcnet.transports.xdperrors import NEED, translating
+from ipcnet.xdp import build, elf
 from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, MAX_RULES, VALUE, Rule, decode, parse_rules
 
 Mode = Literal["auto", "native", "generic"]
@@ -33,8 +34,8 @@ PROGRAM = "ipcnet_xdp"
 RULES_MAP, STATS_MAP = "ipcnet_rules", "ipcnet_stats"
 _ATTACH_FLAGS = {
     "auto": 0,
-    "native": netlink.XDP_FLAGS_DRV_MODE,
-    "generic": netlink.XDP_FLAGS_SKB_MODE,
+    "native": rtnetlink.XDP_FLAGS_DRV_MODE,
+    "generic": rtnetlink.XDP_FLAGS_SKB_MODE,
 }
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _PSEUDO_MAP_FD = 1
@@ -42,8 +43,10 @@ _PSEUDO_MAP_FD = 1
 
 def require_privileges() -> None:
     """PermissionDenied unless this process may load BPF programs and change links."""
-    with open("/proc/self/status") as f:
-        caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    status = procfs.read_text("/proc/self/status") or ""
+    caps = next(
+        int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")
+    )
     missing = []
     if not caps >> _CAP_BPF & 1 and not caps >> _CAP_SYS_ADMIN & 1:
         missing.append("CAP_BPF")
@@ -162,18 +165,12 @@ class XdpFilter:
             return
         self._attached = False
         with translating("detach xdp from", self.dev):
-            try:
-                netlink.set_xdp(self.ifindex, -1, netlink.MODE_FLAGS[self.mode], self._prog_fd)
-            except OSError as exc:
-                # EEXIST: another program replaced ours; ENODEV: the interface went away
-                if exc.errno not in (errno.EEXIST, errno.ENODEV):
-                    raise
+            # False if another program replaced ours or the interface went away: done too
+            rtnetlink.detach_xdp(self.ifindex, self.mode, self._prog_fd)
         self.close()
 
     def close(self) -> None:
-        for fd in (self._prog_fd, *self._maps.values()):
-            if fd >= 0:
-                os.close(fd)
+        bpf.close(self._prog_fd, *self._maps.values())
         self._prog_fd, self._maps = -1, {}
 
     def __enter__(self) -> XdpFilter:
@@ -249,26 +246,19 @@ def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:
             off = index * 8
             insns[off + 1] = (insns[off + 1] & 0x0F) | (_PSEUDO_MAP_FD << 4)  # src_reg
             struct.pack_into("=i", insns, off + 4, maps[name])
-        try:
-            prog_fd, _ = bpf.prog_load(bytes(insns), obj.license, obj.program)
-        except OSError:  # load again with the verifier's log, to say why
-            prog_fd, _ = bpf.prog_load(bytes(insns), obj.license, obj.program, log_size=1 << 22)
-        return prog_fd, maps
+        # a rejection loads it again with the verifier's log, to say why
+        return bpf.prog_load(bytes(insns), obj.license, obj.program), maps
     except BaseException:
-        for fd in maps.values():
-            os.close(fd)
+        bpf.close(*maps.values())
         raise
 
 
-def _programs(link: netlink.Link) -> list[Program]:
+def _programs(link: rtnetlink.Link) -> list[Program]:
     found = []
     for a in link.xdp:
-        try:
-            fd = bpf.prog_fd_by_id(a.prog_id)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:  # gone since the dump
-                continue
-            raise
+        fd = bpf.prog_fd_if_loaded(a.prog_id)
+        if fd is None:  # gone since the dump
+            continue
         try:
             info = bpf.ProgInfo(fd)
             rules: list[Rule] = []
@@ -277,8 +267,7 @@ def _programs(link: netlink.Link) -> list[Program]:
                 try:
                     rules = [r for _, r in sorted(_slots(ours[RULES_MAP]).items())]
                 finally:
-                    for mfd in ours.values():
-                        os.close(mfd)
+                    bpf.close(*ours.values())
             found.append(
                 Program(
                     link.name,
@@ -293,7 +282,7 @@ def _programs(link: netlink.Link) -> list[Program]:
                 )
             )
         finally:
-            os.close(fd)
+            bpf.close(fd)
     return found
 
 
@@ -306,10 +295,9 @@ def _maps_of(info: bpf.ProgInfo) -> dict[str, int] | None:
         if name in (RULES_MAP, STATS_MAP) and name not in maps:
             maps[name] = fd
         else:
-            os.close(fd)
+            bpf.close(fd)
     if len(maps) != 2:
-        for fd in maps.values():
-            os.close(fd)
+        bpf.close(*maps.values())
         return None
     return maps
 
@@ -330,7 +318,7 @@ def attach(
     rules = parse_rules(drop, count)
     require_privileges()
     with translating("attach xdp to", dev):
-        link = netlink.get_link(dev)
+        link = rtnetlink.get_link(dev)
         if link.xdp and not replace:
             there = link.xdp[0]
             name = next((f" {p.name!r}" for p in _programs(link) if p.prog_id == there.prog_id), "")
@@ -342,24 +330,18 @@ def attach(
         prog_fd, maps = _load(rules, Path(source))
     try:
         with translating("attach xdp to", dev):
-            flags = _ATTACH_FLAGS[mode] | (0 if replace else netlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
-            try:
-                netlink.set_xdp(link.index, prog_fd, flags)
-            except OSError as exc:
-                # a program in the other mode: the kernel will not run both; remove it first
-                if not (replace and link.xdp and exc.errno == errno.EEXIST):
-                    raise
-                for a in link.xdp:
-                    netlink.set_xdp(link.index, -1, netlink.MODE_FLAGS[a.mode])
-                netlink.set_xdp(link.index, prog_fd, flags)
+            flags = _ATTACH_FLAGS[mode] | (0 if replace else rtnetlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
+            # with replace, a program in the other mode is removed first (the kernel will
+            # not run both)
+            clear = [a.mode for a in link.xdp] if replace else []
+            rtnetlink.attach_xdp(link.index, prog_fd, flags, clear)
             prog_id = bpf.ProgInfo(prog_fd).id
-            now = next((a for a in netlink.get_link(dev).xdp if a.prog_id == prog_id), None)
+            now = next((a for a in rtnetlink.get_link(dev).xdp if a.prog_id == prog_id), None)
             if now is None:
                 raise IPCError(f"attach xdp to {dev}: replaced by another program at once")
         return XdpFilter(dev, link.index, now.mode, prog_fd, maps)
     except BaseException:
-        for fd in (prog_fd, *maps.values()):
-            os.close(fd)
+        bpf.close(prog_fd, *maps.values())
         raise
 
 
@@ -367,7 +349,7 @@ def find(dev: str) -> XdpFilter:
     """A handle on the ipcnet filter already attached to ``dev`` (by an earlier process)."""
     require_privileges()
     with translating("open xdp filter on", dev):
-        link = netlink.get_link(dev)
+        link = rtnetlink.get_link(dev)
         if not link.xdp:
             raise Unsupported(f"no xdp program on {dev} (ipcnet xdp attach {dev} ... adds one)")
         a = link.xdp[0]
@@ -375,7 +357,7 @@ def find(dev: str) -> XdpFilter:
         info = bpf.ProgInfo(fd)
         maps = _maps_of(info) if info.name == PROGRAM else None
         if maps is None:
-            os.close(fd)
+            bpf.close(fd)
             raise Unsupported(
                 f"xdp program {a.prog_id} {info.name!r} on {dev} was not loaded by ipcnet"
             )
@@ -387,7 +369,7 @@ def detach(dev: str, force: bool = False) -> list[Program]:
     what was removed (empty if there was nothing)."""
     require_privileges()
     with translating("detach xdp from", dev):
-        link = netlink.get_link(dev)
+        link = rtnetlink.get_link(dev)
         programs = _programs(link)
         for p in programs:
             if not p.ipcnet and not force:
@@ -396,7 +378,7 @@ def detach(dev: str, force: bool = False) -> list[Program]:
                     "ipcnet; left alone (--force removes it)"
                 )
         for p in programs:
-            netlink.set_xdp(link.index, -1, netlink.MODE_FLAGS[p.mode])
+            rtnetlink.set_xdp(link.index, -1, rtnetlink.MODE_FLAGS[p.mode])
         return programs
 
 
@@ -404,5 +386,5 @@ def programs(dev: str | None = None) -> list[Program]:
     """Every interface's XDP programs (or ``dev``'s): id, name, mode, jited, rules."""
     require_privileges()
     with translating("list xdp programs on", dev or "all interfaces"):
-        found = [netlink.get_link(dev)] if dev else netlink.links()
+        found = [rtnetlink.get_link(dev)] if dev else rtnetlink.links()
         return [p for link in found for p in _programs(link)]

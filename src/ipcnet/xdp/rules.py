@@ -2,8 +2,9 @@
 
 Role: parse what the user wrote into ``Rule`` objects, encode them as filter.bpf.c's
 ``struct rule_key`` / ``struct rule_value`` and decode them back (the rules live only in
-the kernel's map, so ``ipcnet xdp show`` reads them from there). Rules: no I/O; bad input
-is an ``InvalidAddress`` saying what is wrong; the layouts here mirror filter.bpf.c.
+the kernel's map, so ``ipcnet xdp show`` reads them from there). Rules: no I/O but the
+/etc/services lookup of a port name (``inspector.names``, read once); bad input is an
+``InvalidAddress`` saying what is wrong; the layouts here mirror filter.bpf.c.
 
 A rule matches packets by protocol, destination port and (optionally) destination
 address. ``udp://:53`` matches IPv4 and IPv6, ``udp4://:53`` / ``udp6://:53`` one family,
@@ -83,12 +84,12 @@ def parse_rule(text: str, action: str) -> Rule:
         families = {"4": (4,), "6": (6,)}.get(address.scheme[-1], (4, 6))
     port = address.port
     if isinstance(port, str):
-        try:
-            port = socket.getservbyname(port, proto)
-        except OSError:
-            raise InvalidAddress(
-                f"invalid xdp rule {text!r}: unknown {proto} service {port!r}"
-            ) from None
+        from ipcnet.inspector.names import service_port  # lazy: only names need it
+
+        number = service_port(port, proto)
+        if number is None:
+            raise InvalidAddress(f"invalid xdp rule {text!r}: unknown {proto} service {port!r}")
+        port = number
     if not port:
         raise InvalidAddress(f"invalid xdp rule {text!r}: port 0 matches no packet")
     return Rule(proto, port, host, families, action)

@@ -1,55 +1,50 @@
 """The tour's XDP stop: a datagram dropped before the stack, then let through by a live rule.
 
 Role: ``run(message)`` forks a child that enters a network namespace of its own
-(unshare(CLONE_NEWNET)), so the one interface it touches, that namespace's lo, exists for
-the child alone; there it attaches the filter in generic mode with a drop rule for a UDP
-port, sends the message (it never arrives; the counter says 1), changes the rule to count
-while the program runs, and sends it again (it arrives). The parent gets the figures over
-a pipe. The tour offers the stop only to root with clang installed.
+(unshare(CLONE_NEWNET), ``transports.netns``), so the one interface it touches, that
+namespace's lo, exists for the child alone; there it attaches the filter in generic mode
+with a drop rule for a UDP port, sends the message (it never arrives; the counter says 1),
+changes the rule to count while the program runs, and sends it again (it arrives). The
+parent gets the figures over a pipe. Rules: the datagrams go over ipcnet's own udp
+endpoints, and every failure is an ipcnet error, reported by the parent as the row's
+error. The tour offers the stop only to root with clang installed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import socket
-import subprocess
 import time
 from typing import Any
 
-from ipcnet.errors import IPCError, Unsupported
+from ipcnet.channel import open_datagram
+from ipcnet.errors import IPCError, Timeout, Unsupported
+from ipcnet.transports import netns
+from ipcnet.transports.xdperrors import translating
 from ipcnet.xdp.filter import attach
-from ipcnet.xdp.oserrors import translating
-
-CLONE_NEWNET = 0x40000000
 
 
 def _in_child(message: bytes) -> dict[str, Any]:
-    libc = ctypes.CDLL(None, use_errno=True)
     with translating("enter a private network namespace for", "lo"):
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind(("127.0.0.1", 0))
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rule = f"udp://127.0.0.1:{rx.getsockname()[1]}"
-        with attach("lo", drop=[rule], mode="generic") as f:
-            tx.sendto(message, rx.getsockname())
-            rx.settimeout(0.3)
+        netns.enter_private()
+    with open_datagram("udp://127.0.0.1:0", listen=True) as rx:
+        local = rx.local_address
+        assert local is not None
+        rule = f"udp://127.0.0.1:{local.port}"
+        with open_datagram(rule) as tx, attach("lo", drop=[rule], mode="generic") as f:
+            tx.send(message)
+            rx.timeout = 0.3
             try:
-                rx.recv(65536)
+                rx.recv()
                 raise Unsupported("the xdp drop rule let the datagram through")
-            except TimeoutError:
+            except Timeout:
                 pass
             dropped = f.stats().dropped
             f.update(count=[rule])  # no reload: the same program, a new map entry
-            rx.settimeout(5)
+            rx.timeout = 5
             start = time.perf_counter()
-            tx.sendto(message, rx.getsockname())
-            got = rx.recv(65536)
+            tx.send(message)
+            got, _ = rx.recv()
             seconds = time.perf_counter() - start
             (counted,) = f.stats().rules
             return {

@@ -1,11 +1,12 @@
-"""The xdp package's one place where OSError becomes an ipcnet error.
+"""Where OSError from the XDP machinery becomes an ipcnet error (``oserrors`` for the rest).
 
-Role: bpf(2), rtnetlink and the build raise plain OSError; every public entry point of
-``ipcnet.xdp`` runs inside ``translating(op, dev)``, and nothing else in the package
-catches OSError to change its meaning. Rules: the OSError is chained as ``__cause__``;
-the kernel's own words are kept (a ``NetlinkError``'s extended ack, a ``VerifierError``'s
-log); messages are lower-case and say what to do about permissions; a failed file
-operation (the build cache) names the file.
+Role: ``bpf`` (bpf(2)), ``rtnetlink``, ``netns`` and the xdp build cache raise plain
+OSError; every public entry point of ``ipcnet.xdp`` runs its kernel calls inside
+``translating(op, dev)``, so the package above sees ipcnet errors only. Rules: the
+OSError is chained as ``__cause__``; an ipcnet error raised inside passes unchanged; the
+kernel's own words are kept (a ``NetlinkError``'s extended ack, a ``VerifierError``'s
+log); messages are lower-case, name the operation and the interface, and say what to do
+about permissions; a failed file operation (the build cache) names the file.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ipcnet import errors
-from ipcnet.xdp.bpf import VerifierError
-from ipcnet.xdp.netlink import NetlinkError
+from ipcnet.transports.bpf import VerifierError
+from ipcnet.transports.rtnetlink import NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
 
 
 def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
+    """The ipcnet error for ``exc``, raised while doing ``op`` on interface ``where``."""
     code = exc.errno
     reason = (exc.strerror or str(exc)).lower()
     if isinstance(exc, VerifierError):  # its last lines say why
@@ -54,7 +56,11 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
 
 @contextmanager
 def translating(op: str, where: str) -> Iterator[None]:
+    """Run a block of bpf(2), rtnetlink and file calls; re-raise any OSError as its ipcnet
+    error."""
     try:
         yield
+    except errors.IPCError:
+        raise  # already ours (Timeout is also a TimeoutError)
     except OSError as exc:
         raise translate(exc, op, where) from exc

@@ -1,14 +1,18 @@
 """The bpf(2) system call, through ctypes: maps, program loading and object info.
 
-Role: the few BPF commands ipcnet's XDP filter needs, each a function that packs
-``union bpf_attr`` (linux/bpf.h) with ``struct`` and calls ``syscall(__NR_bpf, ...)``.
-Rules: no policy here; every failure is a plain OSError (errno set) for the caller to
-translate in ``ipcnet.xdp.oserrors``; descriptors returned are the caller's to close.
+Role: the few BPF commands ipcnet's XDP filter (``ipcnet.xdp``) needs, each a function
+that packs ``union bpf_attr`` (linux/bpf.h) with ``struct`` and calls
+``syscall(__NR_bpf, ...)``. Rules: no policy here; the errnos that are answers, not
+failures, are answered here (ENOENT: no such key, the last key, a program gone); every
+other failure is a plain OSError (errno set), which the caller runs inside
+``xdperrors.translating`` to become an ipcnet error; descriptors returned are the
+caller's to close.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import struct
@@ -44,7 +48,7 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     machine = platform.machine()
     nr = _NR_BPF.get(machine)
     if nr is None:
-        raise OSError(95, f"bpf(2) syscall number unknown on {machine}")
+        raise OSError(errno.EOPNOTSUPP, f"bpf(2) syscall number unknown on {machine}")
     ret = int(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))))
     if ret < 0:
         err = ctypes.get_errno()
@@ -94,7 +98,7 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     try:
         _bpf(MAP_LOOKUP_ELEM, _attr("=I4xQQ", fd, _addr(k), _addr(v)))
     except OSError as exc:
-        if exc.errno == 2:  # ENOENT
+        if exc.errno == errno.ENOENT:
             return None
         raise
     return v.raw
@@ -120,28 +124,41 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
         try:
             _bpf(MAP_GET_NEXT_KEY, _attr("=I4xQQ", fd, _addr(cur), _addr(nxt)))
         except OSError as exc:
-            if exc.errno == 2:
+            if exc.errno == errno.ENOENT:
                 return keys
             raise
         keys.append(nxt.raw)
         cur = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
-def prog_load(insns: bytes, license: str, name: str, log_size: int = 0) -> tuple[int, str]:
-    """Load an XDP program: (fd, verifier log). With ``log_size`` the verifier writes its
-    log (level 1) into a buffer of that size; a rejection then raises ``VerifierError``,
-    which carries the log so the caller can show its last lines."""
+def prog_load(insns: bytes, license: str, name: str, log_size: int = 1 << 22) -> int:
+    """Load an XDP program; its descriptor. If the kernel refuses it, load it again with
+    the verifier's log (level 1, into a buffer of ``log_size`` bytes): that rejection
+    raises ``VerifierError``, which carries the log so the caller can show its last lines."""
+    try:
+        return _prog_load(insns, license, name, None)
+    except OSError:
+        log = ctypes.create_string_buffer(log_size)
+        try:
+            return _prog_load(insns, license, name, log)
+        except OSError as exc:
+            text = log.value.decode(errors="replace")
+            raise VerifierError(exc.errno or 0, exc.strerror or "", text) from exc
+
+
+def _prog_load(
+    insns: bytes, license: str, name: str, log: ctypes.Array[ctypes.c_char] | None
+) -> int:
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
-    log = ctypes.create_string_buffer(log_size) if log_size else None
     attr = _attr(
         "=IIQQIIQII16sII",
         PROG_TYPE_XDP,
         len(insns) // 8,
         _addr(code),
         _addr(lic),
-        1 if log_size else 0,
-        log_size,
+        0 if log is None else 1,  # log_level
+        0 if log is None else len(log),
         _addr(log),
         0,  # kern_version
         0,  # prog_flags
@@ -149,21 +166,21 @@ def prog_load(insns: bytes, license: str, name: str, log_size: int = 0) -> tuple
         0,  # prog_ifindex
         BPF_XDP,  # expected_attach_type
     )
-    text = ""
-    try:
-        fd = _bpf(PROG_LOAD, attr)
-    except OSError as exc:
-        if log is not None:
-            text = log.value.decode(errors="replace")
-            raise VerifierError(exc.errno or 0, exc.strerror or "", text) from exc
-        raise
-    if log is not None:
-        text = log.value.decode(errors="replace")
-    return fd, text
+    return _bpf(PROG_LOAD, attr)
 
 
 def prog_fd_by_id(prog_id: int) -> int:
     return _bpf(PROG_GET_FD_BY_ID, _attr("=I", prog_id))
+
+
+def prog_fd_if_loaded(prog_id: int) -> int | None:
+    """``prog_fd_by_id``, or None if the program is gone (unloaded since its id was read)."""
+    try:
+        return prog_fd_by_id(prog_id)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
 
 
 def map_fd_by_id(map_id: int) -> int:
@@ -208,3 +225,10 @@ class MapInfo:
             "=IIIII", raw, 0
         )
         self.name = raw[24:40].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def close(*fds: int) -> None:
+    """Let go of program and map descriptors (negative ones stand for none)."""
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)

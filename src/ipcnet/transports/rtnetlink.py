@@ -2,19 +2,25 @@
 
 Role: ``RTM_GETLINK`` (one interface, or a dump of all) read for ``IFLA_XDP``, and
 ``RTM_SETLINK`` with a nested ``IFLA_XDP`` to attach or detach, exactly what
-``ip link set dev X xdp ...`` sends. Standard library only (an AF_NETLINK socket and
-``struct``, linux/rtnetlink.h and linux/if_link.h). Rules: an error reply is a
-``NetlinkError`` (an OSError) carrying the kernel's extended ack text ("native and generic
-XDP can't be active at the same time"); no translation here (``ipcnet.xdp.oserrors`` does
-it); the caller's network namespace is the one seen and changed.
+``ip link set dev X xdp ...`` sends, over a NETLINK_ROUTE ``netlink.NetlinkSocket``
+(linux/rtnetlink.h and linux/if_link.h, packed with ``struct``). Rules: an error reply is
+a ``NetlinkError`` (an OSError) carrying the kernel's extended ack text ("native and
+generic XDP can't be active at the same time"), which the caller runs inside
+``xdperrors.translating`` to become an ipcnet error; the errnos that are answers (a
+program replaced meanwhile, an interface gone) are answered here; the caller's network
+namespace is the one seen and changed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ipcnet.transports.netlink import NetlinkSocket
 
 RTM_GETLINK, RTM_SETLINK = 18, 19
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -82,13 +88,14 @@ def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
 
 def _request(msg_type: int, flags: int, body: bytes) -> list[bytes]:
     """Send one request; return the payload of every reply message until done or acked."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sock.bind((0, 0))
+    sock = NetlinkSocket(socket.NETLINK_ROUTE, "route")
+    try:
+        sock.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sock.send(_NLHDR.pack(_NLHDR.size + len(body), msg_type, flags, 1, 0) + body)
+        buf = bytearray(1 << 16)
         replies: list[bytes] = []
         while True:
-            data = sock.recv(1 << 16)
+            data = bytes(memoryview(buf)[: sock.recv_into(buf, len(buf))])
             off = 0
             while off + _NLHDR.size <= len(data):
                 length, kind, mflags, _seq, _pid = _NLHDR.unpack_from(data, off)
@@ -110,6 +117,8 @@ def _request(msg_type: int, flags: int, body: bytes) -> list[bytes]:
                 replies.append(payload)
             if not flags & NLM_F_DUMP and replies:
                 return replies
+    finally:
+        sock.close()
 
 
 def _link(payload: bytes) -> Link:
@@ -154,3 +163,31 @@ def set_xdp(index: int, fd: int, flags: int, expected_fd: int | None = None) -> 
     nested += _attr(IFLA_XDP_FLAGS, struct.pack("=I", flags))
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + _attr(IFLA_XDP | NLA_F_NESTED, nested)
     _request(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, body)
+
+
+def attach_xdp(index: int, fd: int, flags: int, clear: Iterable[str] = ()) -> None:
+    """``set_xdp``; if the kernel refuses because a program runs in another mode (EEXIST:
+    it will not run native and generic at once), remove the programs of the modes in
+    ``clear`` first and attach again."""
+    try:
+        set_xdp(index, fd, flags)
+    except NetlinkError as exc:
+        clear = list(clear)
+        if exc.errno != errno.EEXIST or not clear:
+            raise
+        for mode in clear:
+            set_xdp(index, -1, MODE_FLAGS[mode])
+        set_xdp(index, fd, flags)
+
+
+def detach_xdp(index: int, mode: str, expected_fd: int) -> bool:
+    """Remove program ``expected_fd`` from interface ``index`` if it is still the one
+    attached in ``mode``; False if another replaced it (EEXIST) or the interface is gone
+    (ENODEV), and nothing was done."""
+    try:
+        set_xdp(index, -1, MODE_FLAGS[mode], expected_fd)
+    except NetlinkError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENODEV):
+            raise
+        return False
+    return True
