@@ -381,3 +381,31 @@ def test_once_shows_progress_on_a_terminal() -> None:
             pass
         os.close(leader)
     assert b"\rup 100,000 B, down 100,000 B" in out
+
+
+def test_send_proxy_headers_for_every_kind_of_client() -> None:
+    from ipcnet.addresses import parse
+    from ipcnet.protocols.proxy import ProxyHeaderReader
+    from ipcnet.relay.proxyio import endpoint, header_for
+
+    def parsed(data: bytes):  # type: ignore[no-untyped-def]
+        return ProxyHeaderReader().feed(data)
+
+    tcp = endpoint(parse("tcp://192.0.2.7:4000")), endpoint(parse("tcp://192.0.2.1:80"))
+    assert header_for("v1", *tcp) == b"PROXY TCP4 192.0.2.7 192.0.2.1 4000 80\r\n"
+    h = parsed(header_for("v2", *tcp))
+    assert (h.transport, h.source, h.destination) == (
+        "TCP4",
+        ("192.0.2.7", 4000),
+        ("192.0.2.1", 80),
+    )
+    six = endpoint(parse("tcp://[2001:db8::7]:4000")), endpoint(parse("tcp://[2001:db8::1]:80"))
+    assert parsed(header_for("v1", *six)).source == ("2001:db8::7", 4000)
+    unix = endpoint(parse("unix:///tmp/client.sock")), endpoint(parse("unix://@relay"))
+    h = parsed(header_for("v2", *unix))
+    assert (h.transport, h.source, h.destination) == ("UNIX", "/tmp/client.sock", "@relay")
+    raw = header_for("v2", None, endpoint(parse("unix:///tmp/relay.sock")))
+    assert raw[16 : 16 + 108] == bytes(108)  # an unnamed client: an empty (all-NUL) source
+    assert (parsed(raw).transport, parsed(raw).destination) == ("UNIX", "/tmp/relay.sock")
+    assert header_for("v1", *unix) == b"PROXY UNKNOWN\r\n"  # v1 has no unix form
+    assert parsed(header_for("v2", tcp[0], unix[1])).command == "LOCAL"  # mixed: no client

@@ -31,10 +31,10 @@ def header_for(version: str, source: Endpoint | None, destination: Endpoint | No
     """The header that names this client to a server behind the relay."""
     if version == "v1":
         return encode_v1(source, destination)
-    if isinstance(source, str) != isinstance(destination, str):
-        source = destination = None  # an IP client on a unix listener or the reverse: LOCAL
     if isinstance(destination, str) and source is None:
         source = ""  # an unnamed unix client: its path is empty
+    if isinstance(source, str) != isinstance(destination, str):
+        source = destination = None  # an IP client on a unix listener or the reverse: LOCAL
     return encode_v2(source, destination)
 
 
