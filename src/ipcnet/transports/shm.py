@@ -617,7 +617,7 @@ class ShmListener(Listener[ShmStream]):
         memory.drop_memfd()
         return memory
 
-    def bridged(self) -> SocketListener:
+    def bridge(self) -> SocketListener:
         """This listener as a SocketListener, for the server's models (which drive sockets):
         a thread accepts shm peers and joins each to a fresh unix socket connection by two
         copying threads (exact half-close both ways); closing the result closes this too.
