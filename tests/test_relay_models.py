@@ -104,3 +104,44 @@ def test_asyncio_watch() -> None:
         asyncio.run(main())
         talker.join(30)
     assert result == [True] and bridge.finished
+
+
+# --- ipcnet relay under every model of the driver engine ----------------------------------
+
+from ipcnet.drivers import MODELS  # noqa: E402
+from relay_helpers import both_ways, relay_process  # noqa: E402
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_64_mib_both_ways_under_every_model(model: str) -> None:
+    with (
+        server(echo) as backend,
+        relay_process(
+            "tcp://127.0.0.1:0", backend.url, "--model", model, "--workers", "2"
+        ) as relay,
+    ):
+        sent, got, n = both_ways(relay.port, 64 << 20)
+        assert n == 64 << 20 and sent == got
+        lines = relay.wait_lines(1)
+    assert "client eof first, then server eof" in lines[-1], lines
+
+
+def test_the_engine_hands_over_as_it_closes() -> None:
+    """No sockets: a Handover is a step done when handed out, after what was queued
+    before it; what the session says after it is dropped, and reading stops."""
+    from ipcnet.drivers.engine import Engine
+    from ipcnet.protocols.base import Actions, BaseSession
+    from ipcnet.protocols.handover import Handover
+
+    handover = Handover(lambda stream: None)
+
+    class Session(BaseSession):
+        def feed(self, data: bytes) -> Actions:
+            return [b"before", handover, b"after"]
+
+    engine = Engine(Session())
+    assert engine.feed(b"x") is None
+    assert engine.step() == b"before"
+    engine.sent(6)
+    assert engine.step() is handover
+    assert engine.step() is None and not engine.reading and engine.idle

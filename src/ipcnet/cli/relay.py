@@ -18,6 +18,7 @@ import time
 from types import FrameType
 
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
+MODEL = "epoll"  # the default model: the fastest measured (BENCHMARKS.md, bench relay)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +71,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--max-datagram", type=int, default=65536, metavar="BYTES", help="larger: dropped (64 KiB)"
     )
+    from ipcnet.drivers import MODEL_HELP
+
+    m = parser.add_argument_group("serving (stream relays)")
+    m.add_argument(
+        "--model",
+        "-m",
+        choices=list(MODEL_HELP),
+        default=MODEL,
+        help=f"concurrency model ({MODEL}: the fastest measured, see BENCHMARKS.md)",
+    )
+    m.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        metavar="N",
+        help="pool threads, prefork processes; event loops: threads that connect (8)",
+    )
+    m.add_argument(
+        "--inner",
+        choices=[name for name in MODEL_HELP if name != "prefork"],
+        default=MODEL,
+        help=f"the model inside each prefork worker ({MODEL})",
+    )
     o = parser.add_argument_group("output")
     o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
     o.add_argument("-q", "--quiet", action="store_true", help="no log line per connection")
@@ -102,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
         once=args.once,
         stats=args.stats,
     )
+    from ipcnet.addresses import parse
+
+    if not args.once and parse(args.listen).kind != "datagram":
+        return _serve(args, config)
     relay = Relay(args.listen, args.targets, config)
     signals: list[int] = []
 
@@ -144,3 +172,38 @@ def _progress(moved: tuple[int, int], seconds: float) -> None:
     print(
         f"\rup {up:,} B, down {down:,} B, {rate:.1f} MB/s   ", end="", file=sys.stderr, flush=True
     )
+
+
+def _serve(args: argparse.Namespace, config: object) -> int:
+    """A stream relay under a concurrency model, through the driver engine."""
+    from ipcnet.drivers import ServeConfig, serve
+    from ipcnet.relay.server import RelayConfig
+    from ipcnet.relay.service import RelayService
+    from ipcnet.relay.targets import Targets
+
+    assert isinstance(config, RelayConfig)
+    config.check()
+    targets = Targets(args.targets, config.balance, config.connect_timeout)
+    for target in targets.addresses:
+        if target.kind == "datagram":
+            from ipcnet.errors import Unsupported
+
+            raise Unsupported(f"target {target} is not a stream address like {args.listen}")
+    service = RelayService(targets, config, targets.stats)
+    serving = ServeConfig(
+        model=args.model,
+        workers=args.workers,
+        inner=args.inner,
+        max_conns=config.max_conns,
+        grace=config.grace,
+        idle_timeout=None,  # the relay's pump keeps its own (--idle-timeout, --linger)
+        stats=config.stats,
+        mode=config.mode,
+    )
+
+    def ready(core: object) -> None:
+        bound = getattr(core, "bound", [args.listen])
+        print(f"ipcnet relay: {bound[0]} -> {' '.join(args.targets)}", file=sys.stderr)
+
+    serve(service, [args.listen], serving, ready)
+    return 0
