@@ -2,7 +2,9 @@
 
 What socat, HAProxy ``mode tcp`` and nginx ``stream`` do: any listen address to any target
 address (including ``exec:cmd``, a child per connection), both directions, exact
-half-close, splice(2), the PROXY protocol, udp/unixgram sessions. One log line per
+half-close, splice(2), the PROXY protocol, udp/unixgram sessions. A stream relay runs
+under ``--model`` through the driver engine (``relay.service``); datagram relays and
+``--once`` run in the relay's own loop (``relay.server``). One log line per
 finished connection goes to stderr (``-q`` silences it); SIGTERM/SIGINT stop gracefully
 (``--grace``), a second one closes what is left. ``--once`` relays one connection and
 exits; on a terminal it shows a progress line.

@@ -9,7 +9,11 @@ Modules, one concern each:
 - ``proxyio``: the PROXY protocol at the relay's edges (parser in ``protocols.proxy``);
 - ``sessions`` (sans-IO) and ``udp``: the datagram relay's per-client mappings;
 - ``stats``: counters and the one log line per connection;
-- ``server``: the running relay; ``streams``: the two-channel relay of ``ipcnet connect``.
+- ``service``: the relay as a service of the driver engine (``ipcnet relay --model M``):
+  the PROXY header phase, then a ``protocols.handover.Handover`` to the pump;
+- ``server``: the library's running relay (the same sessions, a thread per connection;
+  datagram relays and ``--once`` too); ``streams``: the two-channel relay of
+  ``ipcnet connect``.
 """
 
 from __future__ import annotations

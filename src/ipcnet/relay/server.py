@@ -1,9 +1,10 @@
 """A running relay: listen on one address, connect each client to a target, pump both ways.
 
 Role: the library's ``ipcnet.relay(listen, targets, ...)``. Rules:
-- streams: an accepting thread hands each client to a thread of its own, which reads the
-  PROXY header (``accept_proxy``), connects a target (``targets``), writes the PROXY header
-  (``send_proxy``) and drives the ``pump.Bridge`` until both directions ended;
+- streams: an accepting thread hands each client to a thread of its own, which runs the
+  client's ``service.RelaySession`` as a blocking model would (the PROXY header phase, then
+  the hand-over: connect a target, drive the ``pump.Bridge`` until both directions ended);
+  ``ipcnet relay`` runs the same sessions under any model of the driver engine;
 - datagrams (udp, unixgram listeners): ``udp.DatagramRelay`` in one thread;
 - ``max_conns``: a client over it is refused at once (closed with a reset) and counted;
 - a client whose PROXY header is missing, malformed or too long is refused the same way;
