@@ -20,7 +20,6 @@ import time
 from types import FrameType
 
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
-MODEL = "epoll"  # the default model: the fastest measured (BENCHMARKS.md, bench relay)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,15 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--max-datagram", type=int, default=65536, metavar="BYTES", help="larger: dropped (64 KiB)"
     )
-    from ipcnet.drivers import MODEL_HELP
+    from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODEL_HELP
 
     m = parser.add_argument_group("serving (stream relays)")
     m.add_argument(
         "--model",
         "-m",
         choices=list(MODEL_HELP),
-        default=MODEL,
-        help=f"concurrency model ({MODEL}: the fastest measured, see BENCHMARKS.md)",
+        default=DEFAULT_MODEL,  # for the relay too the fastest measured (BENCHMARKS.md)
+        help=f"concurrency model ({DEFAULT_MODEL})",
     )
     m.add_argument(
         "--workers",
@@ -92,9 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument(
         "--inner",
-        choices=[name for name in MODEL_HELP if name != "prefork"],
-        default=MODEL,
-        help=f"the model inside each prefork worker ({MODEL})",
+        choices=INNER_MODELS,
+        default=DEFAULT_MODEL,
+        help=f"the model inside each nesting model's workers ({DEFAULT_MODEL})",
     )
     o = parser.add_argument_group("output")
     o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
