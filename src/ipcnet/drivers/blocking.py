@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ipcnet.drivers import handover
 from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
@@ -33,6 +34,7 @@ from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
+from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.files import read_region
@@ -174,6 +176,13 @@ def _perform(
         elif cls is Timer:
             seconds = step.seconds  # type: ignore[union-attr]
             conn.timer_at = None if seconds is None else time.monotonic() + seconds
+        elif cls is Handover:  # the job takes the connection; its pump runs here, blocking
+            pump = step.job(stream)  # type: ignore[union-attr,call-arg]
+            if pump is not None:
+                if trace:
+                    trace(f"fd {fd} handed over: a pump moves its bytes")
+                handover.drive(pump)
+            return False
         else:
             stream.write(step)  # type: ignore[arg-type]
             engine.sent(len(step))  # type: ignore[arg-type]

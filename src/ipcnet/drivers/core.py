@@ -251,12 +251,14 @@ class ServerCore:
 
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
+        own = getattr(self.service, "counters", None)  # a service's own (the relay's)
         return {
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,
             "pid": os.getpid(),
             **snap,
+            **({self.service.name: own()} if own is not None else {}),
         }
 
 
