@@ -1,0 +1,376 @@
+"""The blocking TLS stream: a StreamTransport over a connected socket, through ``TLSLayer``.
+
+Role: what ``connect("tls://...")`` and a TLS listener's ``accept()`` return; the same
+contract as every StreamTransport (``transports.base``). It is the sans-IO ``TLSLayer`` over
+a blocking ``SocketStream``, not an ``ssl.SSLSocket``: an SSLSocket cannot half-close
+(``unwrap()`` waits for the peer's close_notify and hands the socket back), and one
+thread reading while another writes would use one OpenSSL object from two threads at once,
+which OpenSSL does not allow. Here a lock guards the layer, never a system call.
+
+Rules:
+- ``read_into`` returns 0 if and only if the peer's close_notify came; a TCP EOF without
+  it raises ``UncleanEOF`` (the data may have been cut short: a truncation attack looks
+  the same);
+- ``send_eof()`` sends close_notify, then shuts the socket down for writing. Over TLS 1.3
+  that ends our direction only and reading goes on (RFC 8446 §6.1), exactly like a TCP
+  half-close; a TLS 1.2 peer answers with its own close_notify and stops sending
+  (RFC 5246 §7.2.1). Writing afterwards raises ``Closed``;
+- ``close()`` sends close_notify (if not sent), then waits at most ``close_timeout``
+  seconds for the peer's (reading and dropping what comes), so that nothing the peer still
+  sends meets a closed socket and an RST that would destroy our last bytes in flight; a
+  close from another thread while one is blocked in this stream closes at once;
+- ciphertext leaves in the order the layer made it: one writer at a time sends what is
+  queued, and a reader that made some (a TLS 1.3 KeyUpdate answer) never waits for it;
+- ``sendfile`` copies through TLS (the kernel cannot encrypt for us): pread and write;
+- the handshake has a deadline (``handshake_timeout``); a peer that says nothing, or too
+  little, gets ``HandshakeTimeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+from dataclasses import replace
+
+from ipcnet.addresses import Address
+from ipcnet.errors import Closed, HostnameMismatch, IPCError, Timeout
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.oserrors import translating
+from ipcnet.transports.sockets import SocketListener, SocketStream
+from ipcnet.transports.tls.context import ServerContext, TLSOptions, client_context
+from ipcnet.transports.tls.failures import with_names
+from ipcnet.transports.tls.layer import TLSLayer
+
+RAW_CHUNK = 64 * 1024  # ciphertext read per recv (four full records)
+WRITE_CHUNK = 256 * 1024  # plaintext encrypted per sendall (bounds the ciphertext buffered)
+FILE_CHUNK = 256 * 1024
+
+
+def tls_where(raw_where: str) -> str:
+    """tcp://h:p -> tls://h:p, unix:///p -> tls+unix:///p (the name TLS users see)."""
+    scheme, _, rest = raw_where.partition(":")
+    if scheme in ("tcp", "tcp4", "tcp6"):
+        return f"tls:{rest}"
+    if scheme == "unix":
+        return f"tls+unix:{rest}"
+    return raw_where
+
+
+def read_region(fd: int, offset: int, count: int, where: str = "file") -> bytes:
+    """Up to ``count`` bytes of a file at ``offset`` (b"" at its end): a copy for TLS."""
+    with translating("read", where):
+        return os.pread(fd, count, offset)
+
+
+class TLSStream(StreamTransport):
+    """A TLS connection over a connected socket; see the module docstring for the rules."""
+
+    def __init__(self, raw: SocketStream, layer: TLSLayer, where: str | None = None) -> None:
+        self.raw = raw
+        self.layer = layer
+        self.where = where or tls_where(raw.where)
+        layer.where = self.where
+        self._lock = threading.Lock()  # guards the layer (never held across a system call)
+        self._wlock = threading.Lock()  # one sender of ciphertext at a time
+        self._rbuf = memoryview(bytearray(RAW_CHUNK))
+        self._eof_sent = False
+
+    # --- the handshake ------------------------------------------------------------------
+
+    def handshake(self) -> None:
+        """Complete the handshake within ``layer.handshake_timeout`` seconds, or raise."""
+        user_timeout = self.raw.timeout
+        deadline = time.monotonic() + self.layer.handshake_timeout
+        try:
+            while True:
+                done = self.layer.handshake()
+                self._flush(blocking=True)
+                if done:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self.layer.timed_out()
+                self.raw.timeout = left
+                try:
+                    n = self.raw.read_into(self._rbuf)
+                except Timeout:
+                    raise self.layer.timed_out() from None
+                if n:
+                    self.layer.receive(self._rbuf[:n])
+                else:
+                    self.layer.receive_eof()
+        finally:
+            if not self.raw.closed:
+                self.raw.timeout = user_timeout
+
+    # --- data -------------------------------------------------------------------------
+
+    def read_into(self, buf: memoryview) -> int:
+        layer = self.layer
+        while True:
+            with self._lock:
+                n = layer.read_into(buf)
+                queued = layer.pending
+            if n is not None:
+                if queued:
+                    self._flush(blocking=False)
+                return n
+            got = self.raw.read_into(self._rbuf)
+            if got == 0 and self._closed:
+                raise Closed(f"closed while reading: {self.where}")
+            with self._lock:
+                if got:
+                    layer.receive(self._rbuf[:got])
+                else:
+                    layer.receive_eof()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof_sent or self._closed:
+            self._check_open("write to")
+            raise Closed(f"cannot write to {self.where}: this side sent eof (close_notify)")
+        view = memoryview(data).cast("B")
+        with self._wlock:
+            for start in range(0, len(view), WRITE_CHUNK):
+                with self._lock:
+                    self.layer.write(view[start : start + WRITE_CHUNK])
+                self._send_queued()
+        if self.layer.pending:
+            self._flush(blocking=False)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """Copy a file region through TLS (no sendfile(2) here); the bytes sent."""
+        self._check_open("send a file to")
+        sent = 0
+        while sent < count:
+            chunk = read_region(fd, offset + sent, min(FILE_CHUNK, count - sent))
+            if not chunk:
+                break
+            self.write(chunk)
+            sent += len(chunk)
+        return sent
+
+    def send_eof(self) -> None:
+        self._check_open("send eof on")
+        if self._eof_sent:
+            return
+        self._eof_sent = True
+        with self._wlock:
+            with self._lock:
+                self.layer.close_notify()
+            self._send_queued()
+        self.raw.send_eof()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        raw = self.raw
+        if raw._blocked or raw.closed:  # another thread is inside: wake it, now
+            raw.close()
+            return
+        try:
+            self._close_politely()
+        except IPCError:
+            pass  # the peer is gone or silent: closing is all that is left
+        finally:
+            raw.close()
+
+    def _close_politely(self) -> None:
+        layer = self.layer
+        if not layer.established:
+            return
+        raw = self.raw
+        raw.timeout = layer.close_timeout
+        if not self._eof_sent:
+            self._eof_sent = True
+            with self._lock:
+                layer.close_notify()
+            self._send_queued()
+            raw.send_eof()
+        deadline = time.monotonic() + layer.close_timeout
+        while not (layer.eof or layer.raw_eof):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            raw.timeout = left
+            got = raw.read_into(self._rbuf)
+            with self._lock:
+                if got:
+                    layer.receive(self._rbuf[:got])
+                else:
+                    layer.receive_eof()
+                while layer.read() and not layer.eof:
+                    pass  # what the peer still says is dropped: we are closing
+
+    # --- sending ciphertext -------------------------------------------------------------
+
+    def _send_queued(self) -> None:
+        """Send what the layer queued; the caller holds the write lock."""
+        while True:
+            with self._lock:
+                out = self.layer.outgoing()
+            if not out:
+                return
+            self.raw.write(out)
+
+    def _flush(self, blocking: bool) -> None:
+        """Send queued ciphertext unless (``blocking=False``) another thread is sending:
+        that thread looks again once it is done, so nothing is left behind."""
+        while self.layer.pending:
+            if not self._wlock.acquire(blocking):
+                return
+            try:
+                self._send_queued()
+            finally:
+                self._wlock.release()
+
+    # --- the rest of the contract --------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def timeout(self) -> float | None:
+        return self.raw.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.raw.timeout = value
+
+    @property
+    def local_address(self) -> Address | None:
+        return _as_tls(self.raw.local_address)
+
+    @property
+    def peer_address(self) -> Address | None:
+        return _as_tls(self.raw.peer_address)
+
+    def get_option(self, name: str) -> int:
+        return self.raw.get_option(name)
+
+    def set_option(self, name: str, value: int) -> None:
+        self.raw.set_option(name, value)
+
+    # --- what was agreed ------------------------------------------------------------------
+
+    @property
+    def version(self) -> str | None:
+        return self.layer.version
+
+    @property
+    def cipher(self) -> str | None:
+        return self.layer.cipher
+
+    @property
+    def alpn(self) -> str | None:
+        return self.layer.alpn
+
+    def peer_certificate(self) -> dict[str, object] | None:
+        return self.layer.peer_certificate()
+
+
+def _as_tls(address: Address | None) -> Address | None:
+    if address is None:
+        return None
+    scheme = {"tcp": "tls", "unix": "tls+unix"}.get(address.scheme, address.scheme)
+    return replace(address, scheme=scheme)
+
+
+def client(
+    raw: SocketStream, options: TLSOptions, host: str | None, where: str | None = None
+) -> TLSStream:
+    """Run the client handshake on a connected socket (``host``: the name to check).
+
+    A certificate for another name is reported with the names it does have: they are read
+    from a second, unverified handshake, made only for the message.
+    """
+    server_name = options.sni or host or None
+    layer = TLSLayer(
+        client_context(options),
+        server_side=False,
+        server_hostname=server_name,
+        handshake_timeout=options.handshake_timeout,
+        close_timeout=options.close_timeout,
+    )
+    stream = TLSStream(raw, layer, where)
+    try:
+        stream.handshake()
+    except HostnameMismatch as exc:
+        peer = raw.peer_address
+        raw.close()
+        raise with_names(exc, _names_of(peer, options, server_name)) from exc
+    except BaseException:
+        raw.close()
+        raise
+    return stream
+
+
+def _names_of(
+    peer: Address | None, options: TLSOptions, server_name: str | None
+) -> tuple[str, ...]:
+    """The names on the peer's certificate, from a fresh connection that checks nothing."""
+    from ipcnet.transports.tls import probe  # only on this error path
+
+    return probe.certificate_names(peer, options, server_name)
+
+
+def server(raw: SocketStream, context: ssl.SSLContext, options: TLSOptions) -> TLSStream:
+    """Run the server handshake on an accepted socket."""
+    layer = TLSLayer(
+        context,
+        server_side=True,
+        handshake_timeout=options.handshake_timeout,
+        close_timeout=options.close_timeout,
+    )
+    stream = TLSStream(raw, layer)
+    try:
+        stream.handshake()
+    except BaseException:
+        raw.close()
+        raise
+    return stream
+
+
+class TLSListener:
+    """A listening socket whose ``accept()`` returns TLS streams, handshake done.
+
+    ``context`` is read at every accept, so a ``ServerContext`` reload applies to the next
+    handshake. A peer that fails its handshake makes ``accept()`` raise its TLSError.
+    """
+
+    def __init__(self, raw: SocketListener, contexts: ServerContext, options: TLSOptions) -> None:
+        self.raw = raw
+        self.contexts = contexts
+        self.options = options
+        self.address = raw.address
+        self.where = tls_where(raw.where)
+
+    def accept(self) -> TLSStream:
+        return server(self.raw.accept(), self.contexts.current, self.options)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def timeout(self) -> float | None:
+        return self.raw.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.raw.timeout = value
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def abandon(self) -> None:
+        self.raw.abandon()
+
+    def close(self) -> None:
+        self.raw.close()

@@ -1,0 +1,110 @@
+"""The blocking TLS stream over real sockets: the stream contract, half-close, failures."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from ipcnet import errors
+from ipcnet.addresses import parse
+from ipcnet.testing.streams import CHECKS
+from ipcnet.transports import open_stream
+from ipcnet.transports.tls import stream
+from tlskit import certs, client_options, server_options, stream_pair, tls_server
+
+RAW = {
+    "tcp4": lambda: "tcp4://127.0.0.1:0",
+    "unix-abstract": lambda: f"unix://@ipcnet-tls-{uuid.uuid4().hex}",
+}
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("raw", list(RAW))
+def test_conformance_battery(raw, check):
+    CHECKS[check](lambda: stream_pair(RAW[raw]()))
+
+
+def test_agreed_parameters_are_visible():
+    a, b = stream_pair()
+    with a, b:
+        assert a.transport.version == b.transport.version == "TLSv1.3"
+        assert a.transport.where.startswith("tls://127.0.0.1:")
+        assert b.transport.where.startswith("tls://127.0.0.1:")
+
+
+def test_sendfile_copies_through_tls(tmp_path):
+    data = bytes(range(256)) * 5000
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    a, b = stream_pair()
+    with a, b, open(path, "rb") as f:
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(b.read()))
+        reader.start()
+        assert a.transport.sendfile(f.fileno(), 1000, len(data)) == len(data) - 1000
+        a.send_eof()
+        reader.join(10)
+        assert got == [data[1000:]]
+
+
+def test_write_after_send_eof_is_refused():
+    a, b = stream_pair()
+    with a, b:
+        a.send_eof()
+        with pytest.raises(errors.Closed, match="sent eof"):
+            a.write(b"more")
+
+
+def test_peer_cut_without_close_notify_is_unclean_eof():
+    a, b = stream_pair()
+    with a:
+        b.write(b"half a message")
+        b.transport.raw.close()  # TCP FIN, no close_notify
+        assert a.read(100) == b"half a message"
+        with pytest.raises(errors.UncleanEOF, match="without close_notify"):
+            a.read(100)
+
+
+def test_close_waits_for_the_peer_close_notify_but_not_forever():
+    a, b = stream_pair(client=client_options(close_timeout=0.3))
+    with b:
+        started = time.monotonic()
+        a.close()  # b says nothing: a gives up after its close timeout
+        assert time.monotonic() - started < 5
+        assert b.read() == b""  # and b saw a clean EOF
+
+
+def test_handshake_timeout_against_a_silent_server():
+    with socket.socket() as quiet:
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen()
+        raw = open_stream(parse(f"tcp://127.0.0.1:{quiet.getsockname()[1]}"), 5)
+        with pytest.raises(errors.HandshakeTimeout, match="did not finish the handshake in 0.3 s"):
+            stream.client(raw, client_options(handshake_timeout=0.3), "localhost")
+        assert raw.closed
+
+
+def test_wrong_host_lists_the_names_on_the_certificate():
+    with tls_server(server_options(certs().wrong_host)) as url:
+        raw = open_stream(parse(url), 5)
+        with pytest.raises(errors.HostnameMismatch) as caught:
+            stream.client(raw, client_options(), "localhost")
+    assert str(caught.value).endswith(
+        "is not valid for 'localhost' (it names: example.test, www.example.test)"
+    )
+    assert caught.value.names == ("example.test", "www.example.test")
+
+
+def test_mutual_tls():
+    a, b = stream_pair(
+        server=server_options(ca=certs().ca),
+        client=client_options(cert=certs().client.cert, key=certs().client.key),
+    )
+    with a, b:
+        a.write(b"hi")
+        assert b.read(2) == b"hi"
+        assert b.transport.peer_certificate() is not None
