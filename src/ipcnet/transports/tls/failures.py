@@ -83,9 +83,7 @@ def translate(
             " and newer)"
         )
     if reason in _NOT_TLS_REASONS:
-        if server_side:
-            return errors.NotTLS(f"not tls: {where} sent plain text to a tls port")
-        return errors.NotTLS(f"not tls: {where} did not answer in tls (is it a tls server?)")
+        return not_tls(where, server_side)
     if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
         return errors.TLSError(
             f"handshake refused by {where} (alert: handshake failure; "
@@ -111,6 +109,16 @@ def _verify_failed(
     detail = (exc.verify_message or "verification failed").lower()
     hint = "" if server_side else "; pass --ca FILE to trust its ca"
     return errors.CertificateUntrusted(f"untrusted certificate: {whose} ({detail}{hint})")
+
+
+def not_tls(where: str, server_side: bool) -> errors.NotTLS:
+    if server_side:
+        return errors.NotTLS(f"not tls: {where} sent plain text to a tls port")
+    return errors.NotTLS(f"not tls: {where} did not answer in tls (is it a tls server?)")
+
+
+def handshake_eof(where: str) -> errors.UncleanEOF:
+    return errors.UncleanEOF(f"unclean eof: {where} closed the connection during the handshake")
 
 
 def with_names(error: errors.HostnameMismatch, names: tuple[str, ...]) -> errors.HostnameMismatch:

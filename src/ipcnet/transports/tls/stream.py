@@ -28,7 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 import time
@@ -37,7 +36,7 @@ from dataclasses import replace
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, HostnameMismatch, IPCError, Timeout
 from ipcnet.transports.base import StreamTransport
-from ipcnet.transports.oserrors import translating
+from ipcnet.transports.files import read_region
 from ipcnet.transports.sockets import SocketListener, SocketStream
 from ipcnet.transports.tls.context import ServerContext, TLSOptions, client_context
 from ipcnet.transports.tls.failures import with_names
@@ -56,12 +55,6 @@ def tls_where(raw_where: str) -> str:
     if scheme == "unix":
         return f"tls+unix:{rest}"
     return raw_where
-
-
-def read_region(fd: int, offset: int, count: int, where: str = "file") -> bytes:
-    """Up to ``count`` bytes of a file at ``offset`` (b"" at its end): a copy for TLS."""
-    with translating("read", where):
-        return os.pread(fd, count, offset)
 
 
 class TLSStream(StreamTransport):
