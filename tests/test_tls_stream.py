@@ -12,7 +12,7 @@ import pytest
 from ipcnet import errors
 from ipcnet.addresses import parse
 from ipcnet.testing.streams import CHECKS
-from ipcnet.transports import open_stream
+from ipcnet.transports import open_listener, open_stream
 from ipcnet.transports.tls import stream
 from tlskit import certs, client_options, server_options, stream_pair, tls_server
 
@@ -108,3 +108,53 @@ def test_mutual_tls():
         a.write(b"hi")
         assert b.read(2) == b"hi"
         assert b.transport.peer_certificate() is not None
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+@pytest.mark.parametrize("tickets", [0, 2])
+def test_a_client_that_closes_without_reading_loses_nothing_without_tickets(tickets):
+    """Why --tls-tickets defaults to 0: TLS 1.3 tickets the client never reads make its
+    kernel answer its close() with an RST, and the server loses the client's last bytes."""
+    import ssl
+
+    from ipcnet.transports.tls import ServerContext, TLSListener
+
+    options = server_options(tls_tickets=tickets)
+    listener = TLSListener(
+        open_listener(parse("tcp4://127.0.0.1:0")), ServerContext(options), options
+    )
+    try:
+        port = listener.address.port
+        accepted: list[object] = []
+        acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()))
+        acceptor.start()
+        ctx = ssl.create_default_context(cafile=certs().ca)  # Python's own ssl client
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client = ctx.wrap_socket(raw, server_hostname="localhost")
+        acceptor.join(10)
+        server_side = accepted[0]
+        payload = b"x" * 50_000
+        client.sendall(payload)
+        client.close()  # without reading anything, and without close_notify
+        sock = server_side.raw.sock  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while _tcp_state(sock) == 1 and time.monotonic() < deadline:  # ESTABLISHED
+            time.sleep(0.005)
+        got = bytearray()
+        try:
+            while chunk := server_side.read(65536):  # type: ignore[attr-defined]
+                got += chunk
+        except errors.UncleanEOF:
+            pass  # no close_notify: expected, the data before it is what matters
+        except errors.Reset:
+            assert tickets, "an RST although the server sent no tickets"
+            return
+        finally:
+            server_side.close()  # type: ignore[attr-defined]
+        assert not tickets, "the unread tickets did not cause an RST (the test proves nothing)"
+        assert bytes(got) == payload
+    finally:
+        listener.close()

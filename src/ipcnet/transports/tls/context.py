@@ -121,15 +121,19 @@ def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise TLSConfigError(f"key {key or cert} does not match certificate {cert}") from exc
-        raise _file_error("certificate or key", f"{cert} / {key or cert}", exc) from exc
+        raise _file_error(
+            "certificate and key", cert if key is None else f"{cert}, {key}", exc
+        ) from exc
     except OSError as exc:
-        raise _file_error("certificate or key", f"{cert} / {key or cert}", exc) from exc
+        raise _file_error(
+            "certificate and key", cert if key is None else f"{cert}, {key}", exc
+        ) from exc
 
 
 def _file_error(what: str, path: str | None, exc: BaseException) -> TLSConfigError:
     if isinstance(exc, ssl.SSLError):
-        why = (exc.reason or str(exc)).lower().replace("_", " ")
-        if why in ("pem lib", "no start line", "no certificate or crl found"):
+        why = (exc.reason or "").lower().replace("_", " ")
+        if not why or why in ("pem lib", "no start line", "no certificate or crl found"):
             why = "not a pem file of the right kind"
     elif isinstance(exc, OSError):
         why = (exc.strerror or str(exc)).lower()
