@@ -133,3 +133,40 @@ def test_properties() -> None:
     assert parse("tcp6://[::1]:1").family_hint == 6
     assert parse("unix://@n").unix_sockaddr == b"\0n"
     assert parse("exec:sh -c 'echo hi'").argv == ["sh", "-c", "echo hi"]
+
+
+def test_every_row_names_a_transport_module_that_opens_its_kind() -> None:
+    """The registry is the only table: each row's module opens what its kind promises."""
+    import importlib
+
+    from ipcnet.addresses import SCHEMES
+
+    for name, row in SCHEMES.items():
+        module = importlib.import_module(f"ipcnet.transports.{row.transport}")
+        ops = {op for op in ("connect", "listen", "datagram") if hasattr(module, op)}
+        if row.kind == "datagram":
+            assert ops == {"datagram"}, name
+        elif name in ("fd", "systemd"):
+            assert ops == {"connect", "listen", "datagram"}  # whatever was inherited
+        elif name in ("pipe", "socketpair"):
+            assert ops == set(), name  # no name to connect to: ipcnet.pipe(), .socketpair()
+        else:
+            assert "connect" in ops, name
+
+
+def test_a_new_scheme_is_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row naming an existing transport module is all a scheme needs: parse, print,
+    connect and listen all work, with no other change."""
+    import ipcnet
+    from ipcnet.addresses import HOST_PORT, SCHEMES, Scheme
+
+    row = Scheme("mytcp", HOST_PORT, "stream", "ipcnet.transports.tcp", "TCP by another name")
+    monkeypatch.setitem(SCHEMES, "mytcp", row)
+    assert str(parse("MYTCP://127.0.0.1:0")) == "mytcp://127.0.0.1:0"
+    with ipcnet.listen("mytcp://127.0.0.1:0") as listener:
+        assert str(listener.address).startswith("mytcp://127.0.0.1:")
+        with ipcnet.connect(listener.address) as client, listener.accept() as server:
+            client.write(b"row")
+            assert server.read(3) == b"row"
+    with pytest.raises(InvalidAddress, match="did you mean mytcp://"):
+        parse("mytcpp://h:1")

@@ -152,3 +152,25 @@ def test_fd_leak_free_on_failed_connect() -> None:
         with pytest.raises(errors.Refused):
             ipcnet.connect(f"tcp://127.0.0.1:{free_port()}")
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_bad_request_is_a_remote_protocol_error() -> None:
+    exc = errors.BadRequest(431, "header block too large")
+    assert isinstance(exc, errors.RemoteProtocolError) and isinstance(exc, errors.IPCError)
+    assert (exc.status, exc.detail, str(exc)) == (431, "header block too large", exc.detail)
+    assert str(errors.BadRequest(400)) == "400"
+
+
+def test_procfs_reads_none_for_what_is_gone_and_translates_the_rest(tmp_path) -> None:
+    """transports.procfs: a vanished process is None, an unreadable file an ipcnet error."""
+    from ipcnet.transports import procfs
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its /proc entry is gone
+    assert procfs.read_bytes(f"/proc/{child.pid}/comm") is None
+    assert procfs.fd_links(child.pid) is None
+    assert procfs.listdir(f"/proc/{child.pid}/fd") is None
+    links = procfs.fd_links(os.getpid())
+    assert links is not None and ("0", os.readlink("/proc/self/fd/0"), None) in links
+    with pytest.raises(errors.IPCError, match=f"^.*: read {tmp_path}$"):
+        procfs.read_bytes(str(tmp_path))  # a directory: EISDIR, translated

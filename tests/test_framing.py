@@ -379,3 +379,28 @@ def test_framing_names() -> None:
         framing("carrier-pigeon")
     assert all(isinstance(framing(n), Framing) for n in ALL)
     assert struct.unpack(">I", LengthPrefixed().encode(b"x" * 300)[:4]) == (300,)
+
+
+def test_registries_construct_every_entry_and_the_cli_offers_them() -> None:
+    """FRAMINGS and CODECS are the one place names live: each row builds what it names,
+    and ``ipcnet rpc``'s --framing/--codec choices are those rows."""
+    from ipcnet.cli import rpc as rpc_cli
+    from ipcnet.framing import CODECS, DEFAULT_MAX_SIZE, FRAMINGS
+
+    for name, entry in FRAMINGS.items():
+        made = entry.make(1000)
+        assert made.name == name and made.max_size == 1000
+        assert framing(name).max_size == DEFAULT_MAX_SIZE
+    for name, entry in CODECS.items():
+        if name == "msgpack":
+            pytest.importorskip("msgpack")
+        assert entry.make().name == name
+    options = {a.dest: a for a in rpc_cli._wire_options()._actions}
+    assert list(options["framing"].choices) == ["auto", *FRAMINGS]
+    assert list(options["codec"].choices) == [n for n, e in CODECS.items() if e.objects]
+    assert "bytes" not in options["codec"].choices  # rpc needs objects, not raw bytes
+    with pytest.raises(ValueError, match="^unknown framing 'x'; choose from length, length64"):
+        framing("x")
+    with pytest.raises(ValueError, match="^unknown codec 'x'; choose from json, msgpack, bytes"):
+        codec("x")
+    assert isinstance(framing("lsp"), ContentLength)

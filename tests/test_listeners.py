@@ -214,3 +214,30 @@ def test_systemd_without_activation_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.delenv("LISTEN_PID", raising=False)
     with pytest.raises(errors.AddressNotAvailable, match="LISTEN_PID is not this process"):
         ipcnet.listen("systemd://")
+
+
+def test_every_listener_implements_the_one_interface(short_tmp) -> None:
+    """ipcnet.transports.Listener is the interface: sockets are servable, a fifo is not."""
+    from ipcnet import transports
+
+    with ipcnet.listen("tcp://127.0.0.1:0") as tcp, ipcnet.listen(f"fifo://{short_tmp}/f") as fifo:
+        for listener, servable in ((tcp, True), (fifo, False)):
+            assert isinstance(listener.transport, transports.Listener)
+            assert type(listener.transport).servable is servable
+        assert tcp.local_address == tcp.address
+        assert fifo.local_address == fifo.address
+        tcp.transport.set_blocking(False)
+        assert tcp.transport.try_accept() is None  # nothing queued
+        with ipcnet.connect(tcp.address) as client:
+            client.write(b"x")
+            stream = None
+            while stream is None:  # the connection is queued once connect() returned
+                stream = tcp.transport.try_accept()
+            with ipcnet.Channel(stream) as server:
+                assert server.read(1) == b"x"
+        with pytest.raises(
+            errors.Unsupported, match="^cannot accept on fifo://.* without blocking"
+        ):
+            fifo.transport.try_accept()
+        fifo.transport.abandon()  # drops nothing on disk
+        assert fifo.closed and os.path.exists(f"{short_tmp}/f")

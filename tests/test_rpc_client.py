@@ -136,3 +136,41 @@ def test_registry_refuses_private_and_reserved_names() -> None:
             return 2
 
     assert list(rpc.as_methods(Api())) == ["public"]
+
+
+def test_asyncio_client_fails_to_connect_with_the_sync_clients_errors(short_tmp) -> None:
+    """One opener: the same error class and message from rpc.connect and rpc.aio.connect."""
+    from ipcnet.errors import IPCError, NoSuchSocket, Refused
+    from ipcnet.testing import free_port
+
+    cases = {
+        f"tcp://127.0.0.1:{free_port()}": Refused,
+        f"unix://{short_tmp}/nothing": NoSuchSocket,
+    }
+    for url, kind in cases.items():
+        with pytest.raises(kind) as sync_info:
+            rpc.connect(url, connect_timeout=5)
+        with pytest.raises(IPCError) as async_info:
+            asyncio.run(aio.connect(url, connect_timeout=5))
+        assert type(async_info.value) is kind
+        assert str(async_info.value) == str(sync_info.value)
+    assert str(sync_info.value) == f"no socket at unix://{short_tmp}/nothing"
+
+
+def test_asyncio_client_refuses_a_one_way_address(short_tmp) -> None:
+    """A fifo's connect end only writes: the asyncio opener says so and leaves no fd open."""
+    import os
+
+    import ipcnet
+    from ipcnet.errors import Unsupported
+
+    path = short_tmp / "f"
+    before = len(os.listdir("/proc/self/fd"))
+    with ipcnet.listen(f"fifo://{path}"):  # creates the fifo
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with pytest.raises(Unsupported, match=f"^fifo://{path} is one-way"):
+                asyncio.run(aio.connect(f"fifo://{path}", connect_timeout=5))
+        finally:
+            os.close(reader)
+    assert len(os.listdir("/proc/self/fd")) == before

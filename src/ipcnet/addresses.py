@@ -1,15 +1,19 @@
 """One URL grammar for every IPC mechanism: text in, frozen ``Address`` out.
 
-Role: parsing and formatting only. Rules: no I/O here (no resolving, no stat), so parsing is
-instant and deterministic; ``str(parse(s))`` is the canonical spelling and parsing it again
-gives an equal Address; every rejection is an ``InvalidAddress`` whose message quotes the
-input and names the wrong part.
+Role: parsing and formatting only, and ``SCHEMES``, the one table of what each scheme is.
+Rules: no I/O here (no resolving, no stat), so parsing is instant and deterministic;
+``str(parse(s))`` is the canonical spelling and parsing it again gives an equal Address;
+every rejection is an ``InvalidAddress`` whose message quotes the input and names the wrong
+part.
 
     tcp://host:port  tcp://:port (all interfaces)  tcp://[::1]:port  tcp://localhost:http
     tcp4://  tcp6://  udp://  udp4://  udp6://          (same host:port grammar)
     unix:///abs/path  unix:rel/path  unix://@abstract   (also unixgram://, unixpacket://)
     fifo:///abs/path  fifo:rel/path
     pipe:  socketpair:  stdio:  exec:command args  fd://N  systemd://  systemd://N|NAME
+
+A scheme is one ``Scheme`` row in ``SCHEMES``: its grammar (one of the few below), its
+kind, and the module of ``ipcnet.transports`` that opens it (see that package's docstring).
 """
 
 from __future__ import annotations
@@ -19,18 +23,13 @@ import ipaddress
 import os
 import re
 import shlex
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
 from ipcnet.errors import InvalidAddress
 
 Kind = Literal["stream", "datagram", "seqpacket"]
-
-INET_SCHEMES = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6")
-UNIX_SCHEMES = ("unix", "unixgram", "unixpacket")
-PATH_SCHEMES = (*UNIX_SCHEMES, "fifo")
-BARE_SCHEMES = ("pipe", "socketpair", "stdio")
-SCHEMES = (*INET_SCHEMES, *PATH_SCHEMES, *BARE_SCHEMES, "exec", "fd", "systemd")
 
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1 for the terminating NUL
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
@@ -51,54 +50,33 @@ class Address:
     name: str | None = None  # systemd: index or LISTEN_FDNAMES entry; '' = the first
 
     def __str__(self) -> str:
-        s = self.scheme
-        if s in INET_SCHEMES:
-            host = self.host or ""
-            if ":" in host:
-                host = f"[{host}]"
-            return f"{s}://{host}:{self.port}"
-        if s in PATH_SCHEMES:
-            assert self.path is not None
-            if self.abstract:
-                return f"{s}://@{self.path}"
-            if self.path.startswith("/"):
-                return f"{s}://{self.path}"
-            return f"{s}:{self.path}"
-        if s == "exec":
-            return f"exec:{self.command}"
-        if s == "fd":
-            return f"fd://{self.fd}"
-        if s == "systemd":
-            return f"systemd://{self.name or ''}"
-        return f"{s}:"
+        row = SCHEMES.get(self.scheme)
+        return row.grammar.format(self) if row is not None else f"{self.scheme}:"
+
+    @property
+    def spec(self) -> Scheme:
+        """This address's row in ``SCHEMES``."""
+        return SCHEMES[self.scheme]
 
     # --- what kind of endpoint this is -------------------------------------------------
 
     @property
     def kind(self) -> Kind:
         """stream, datagram or seqpacket (fd:// and systemd:// report stream until opened)."""
-        if self.scheme in ("udp", "udp4", "udp6", "unixgram"):
-            return "datagram"
-        if self.scheme == "unixpacket":
-            return "seqpacket"
-        return "stream"
+        return SCHEMES[self.scheme].kind
 
     @property
     def is_inet(self) -> bool:
-        return self.scheme in INET_SCHEMES
+        return SCHEMES[self.scheme].grammar is HOST_PORT
 
     @property
     def is_unix(self) -> bool:
-        return self.scheme in UNIX_SCHEMES
+        return SCHEMES[self.scheme].grammar is UNIX_PATH
 
     @property
     def family_hint(self) -> Literal[4, 6] | None:
         """4 or 6 when the scheme (tcp4, udp6, ...) pins the IP version, else None."""
-        if self.scheme.endswith("4"):
-            return 4
-        if self.scheme.endswith("6"):
-            return 6
-        return None
+        return SCHEMES[self.scheme].ip
 
     @property
     def unix_sockaddr(self) -> str | bytes:
@@ -119,6 +97,172 @@ class Address:
         return Address(self.scheme, host=self.host, port=port)
 
 
+# --- grammars: how the text after "scheme:" parses and prints ---------------------------
+
+
+class Grammar(ABC):
+    """Parses what follows ``scheme:`` into an Address and prints it back, canonically."""
+
+    @abstractmethod
+    def parse(self, url: str, scheme: str, rest: str) -> Address: ...
+
+    @abstractmethod
+    def format(self, address: Address) -> str: ...
+
+
+class _HostPort(Grammar):
+    """``scheme://host:port``, ``scheme://[v6]:port``, ``scheme://:port`` (every interface)."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        return _parse_inet(url, scheme, rest)
+
+    def format(self, address: Address) -> str:
+        host = address.host or ""
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{address.scheme}://{host}:{address.port}"
+
+
+class PathGrammar(Grammar):
+    """``scheme:///abs/path``, ``scheme:rel/path`` and, if ``abstract``, ``scheme://@name``;
+    ``limit`` caps the encoded length (a unix socket's sun_path)."""
+
+    def __init__(self, abstract: bool, limit: int | None) -> None:
+        self.abstract = abstract
+        self.limit = limit
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        return _parse_path(url, scheme, rest, self.abstract, self.limit)
+
+    def format(self, address: Address) -> str:
+        s, path = address.scheme, address.path
+        assert path is not None
+        if address.abstract:
+            return f"{s}://@{path}"
+        if path.startswith("/"):
+            return f"{s}://{path}"
+        return f"{s}:{path}"
+
+
+class _Bare(Grammar):
+    """``scheme:`` (or ``scheme://``) and nothing more."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        if rest not in ("", "//"):
+            raise _bad(url, f"{scheme}: takes no arguments")
+        return Address(scheme)
+
+    def format(self, address: Address) -> str:
+        return f"{address.scheme}:"
+
+
+class _Command(Grammar):
+    """``scheme:command args``, split as a POSIX shell would."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        command = rest.strip()
+        if not command:
+            raise _bad(url, f"missing command after {scheme}:")
+        try:
+            if not shlex.split(command):
+                raise _bad(url, f"missing command after {scheme}:")
+        except ValueError as exc:
+            raise _bad(url, f"cannot split command: {exc}") from None
+        return Address(scheme, command=command)
+
+    def format(self, address: Address) -> str:
+        return f"{address.scheme}:{address.command}"
+
+
+class _FdNumber(Grammar):
+    """``scheme://N``: a file descriptor number."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        text = rest[2:] if rest.startswith("//") else rest
+        if not text.isdigit():
+            raise _bad(url, f"expected {scheme}://N with N a file descriptor number")
+        return Address(scheme, fd=int(text))
+
+    def format(self, address: Address) -> str:
+        return f"{address.scheme}://{address.fd}"
+
+
+class _SocketName(Grammar):
+    """``scheme://`` (the first) or ``scheme://N|NAME``: a passed socket by index or name."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        name = rest[2:] if rest.startswith("//") else rest
+        if name and not re.match(r"[A-Za-z0-9_.:-]+\Z", name):
+            raise _bad(url, f"invalid socket name {name!r}")
+        return Address(scheme, name=name)
+
+    def format(self, address: Address) -> str:
+        return f"{address.scheme}://{address.name or ''}"
+
+
+HOST_PORT: Grammar = _HostPort()
+UNIX_PATH: Grammar = PathGrammar(abstract=True, limit=UNIX_PATH_MAX)
+FILE_PATH: Grammar = PathGrammar(abstract=False, limit=None)
+BARE: Grammar = _Bare()
+COMMAND: Grammar = _Command()
+FD_NUMBER: Grammar = _FdNumber()
+SOCKET_NAME: Grammar = _SocketName()
+
+
+# --- the registry ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    """One scheme: how it is spelled, what it is, and which transport module opens it.
+
+    ``transport`` names a module of ``ipcnet.transports`` (or any dotted module path)
+    defining any of ``connect``, ``listen`` and ``datagram`` (see there); ``grammar`` is one
+    of the instances above (``PathGrammar(abstract=..., limit=...)`` for a new kind of
+    path); ``framing`` is the message framing used on it
+    unless told otherwise (Content-Length where editors and language servers talk over a
+    child's pipes); ``noun`` names a missing one ("no fifo at ...").
+    """
+
+    name: str
+    grammar: Grammar
+    kind: Kind
+    transport: str
+    help: str
+    ip: Literal[4, 6] | None = None
+    framing: str = "newline"
+    noun: str = "socket"
+
+
+#: the registry: scheme name -> its row (in the order an unknown scheme's error lists them)
+SCHEMES: dict[str, Scheme] = {
+    row.name: row
+    for row in (
+        Scheme("tcp", HOST_PORT, "stream", "tcp", "TCP, IPv4 or IPv6 (getaddrinfo AF_UNSPEC)"),
+        Scheme("tcp4", HOST_PORT, "stream", "tcp", "TCP over IPv4 only", ip=4),
+        Scheme("tcp6", HOST_PORT, "stream", "tcp", "TCP over IPv6 only", ip=6),
+        Scheme("udp", HOST_PORT, "datagram", "udp", "UDP datagrams, IPv4 or IPv6"),
+        Scheme("udp4", HOST_PORT, "datagram", "udp", "UDP datagrams over IPv4 only", ip=4),
+        Scheme("udp6", HOST_PORT, "datagram", "udp", "UDP datagrams over IPv6 only", ip=6),
+        Scheme("unix", UNIX_PATH, "stream", "unix", "UNIX stream socket: a path or @name"),
+        Scheme("unixgram", UNIX_PATH, "datagram", "unixgram", "UNIX datagram socket"),
+        Scheme("unixpacket", UNIX_PATH, "seqpacket", "unix", "UNIX SOCK_SEQPACKET socket"),
+        Scheme("fifo", FILE_PATH, "stream", "fifo", "named pipe: connect writes, listen reads",
+               framing="content-length", noun="fifo"),
+        Scheme("pipe", BARE, "stream", "pipes", "anonymous pipe (library: ipcnet.pipe())",
+               framing="content-length"),
+        Scheme("socketpair", BARE, "stream", "socketpair", "connected pair (ipcnet.socketpair())"),
+        Scheme("stdio", BARE, "stream", "stdio", "this process's stdin and stdout",
+               framing="content-length"),
+        Scheme("exec", COMMAND, "stream", "process", "a child process on its stdin and stdout",
+               framing="content-length"),
+        Scheme("fd", FD_NUMBER, "stream", "inherited", "an inherited socket, pipe or tty",
+               framing="content-length"),
+        Scheme("systemd", SOCKET_NAME, "stream", "inherited", "socket activation (LISTEN_FDS)"),
+    )
+}  # fmt: skip
+
+
 def parse(url: str | Address) -> Address:
     """Parse an address URL; an Address passes through unchanged."""
     if isinstance(url, Address):
@@ -128,22 +272,10 @@ def parse(url: str | Address) -> Address:
     scheme, sep, rest = url.partition(":")
     if not sep or not scheme:
         raise _bad(url, "missing scheme (for example tcp://host:port or unix:///path)")
-    scheme_l = scheme.lower()
-    if scheme_l not in SCHEMES:
+    row = SCHEMES.get(scheme.lower())
+    if row is None:
         raise _bad(url, _unknown_scheme(scheme))
-    if scheme_l in INET_SCHEMES:
-        return _parse_inet(url, scheme_l, rest)
-    if scheme_l in PATH_SCHEMES:
-        return _parse_path(url, scheme_l, rest)
-    if scheme_l == "exec":
-        return _parse_exec(url, rest)
-    if scheme_l == "fd":
-        return _parse_fd(url, rest)
-    if scheme_l == "systemd":
-        return _parse_systemd(url, rest)
-    if rest not in ("", "//"):
-        raise _bad(url, f"{scheme_l}: takes no arguments")
-    return Address(scheme_l)
+    return row.grammar.parse(url, row.name, rest)
 
 
 def _bad(url: str, why: str) -> InvalidAddress:
@@ -226,14 +358,14 @@ def _is_ipv4(host: str) -> bool:
     return True
 
 
-def _parse_path(url: str, scheme: str, rest: str) -> Address:
-    if rest.startswith("//@") or (rest.startswith("@") and scheme != "fifo"):
-        if scheme == "fifo":
-            raise _bad(url, "fifos have no abstract namespace; use a path")
+def _parse_path(url: str, scheme: str, rest: str, abstract: bool, limit: int | None) -> Address:
+    if rest.startswith("//@") or (rest.startswith("@") and abstract):
+        if not abstract:
+            raise _bad(url, f"{scheme}s have no abstract namespace; use a path")
         name = rest[3:] if rest.startswith("//@") else rest[1:]
         if not name:
             raise _bad(url, "empty abstract socket name")
-        _check_unix_length(url, "@" + name)
+        _check_length(url, "@" + name, limit)
         if "\0" in name:
             raise _bad(url, "NUL byte in abstract name")
         return Address(scheme, path=name, abstract=True)
@@ -249,41 +381,30 @@ def _parse_path(url: str, scheme: str, rest: str) -> Address:
         raise _bad(url, "missing path")
     if "\0" in path:
         raise _bad(url, "NUL byte in path")
-    if scheme != "fifo":
-        _check_unix_length(url, path)
+    _check_length(url, path, limit)
     return Address(scheme, path=path)
 
 
-def _check_unix_length(url: str, path: str) -> None:
+def _check_length(url: str, path: str, limit: int | None) -> None:
     size = len(os.fsencode(path))
-    if size > UNIX_PATH_MAX:
-        raise _bad(url, f"unix socket path is {size} bytes, over the limit of {UNIX_PATH_MAX}")
+    if limit is not None and size > limit:
+        raise _bad(url, f"unix socket path is {size} bytes, over the limit of {limit}")
 
 
-def _parse_exec(url: str, rest: str) -> Address:
-    command = rest.strip()
-    if not command:
-        raise _bad(url, "missing command after exec:")
-    try:
-        if not shlex.split(command):
-            raise _bad(url, "missing command after exec:")
-    except ValueError as exc:
-        raise _bad(url, f"cannot split command: {exc}") from None
-    return Address("exec", command=command)
-
-
-def _parse_fd(url: str, rest: str) -> Address:
-    text = rest[2:] if rest.startswith("//") else rest
-    if not text.isdigit():
-        raise _bad(url, "expected fd://N with N a file descriptor number")
-    return Address("fd", fd=int(text))
-
-
-def _parse_systemd(url: str, rest: str) -> Address:
-    name = rest[2:] if rest.startswith("//") else rest
-    if name and not re.match(r"[A-Za-z0-9_.:-]+\Z", name):
-        raise _bad(url, f"invalid socket name {name!r}")
-    return Address("systemd", name=name)
-
-
-__all__ = ["SCHEMES", "UNIX_PATH_MAX", "Address", "Kind", "parse"]
+__all__ = [
+    "BARE",
+    "COMMAND",
+    "FD_NUMBER",
+    "FILE_PATH",
+    "HOST_PORT",
+    "SCHEMES",
+    "SOCKET_NAME",
+    "UNIX_PATH",
+    "UNIX_PATH_MAX",
+    "Address",
+    "Grammar",
+    "Kind",
+    "PathGrammar",
+    "Scheme",
+    "parse",
+]

@@ -33,8 +33,8 @@ class Channel:
         self, transport: StreamTransport, process: subprocess.Popen[bytes] | None = None
     ) -> None:
         self.transport = transport
-        #: the child process, for channels made by spawn()
-        self.process = process
+        #: the child process, for channels to exec: addresses and from spawn()
+        self.process = process or transport.process
         self._ahead = bytearray()
         self._scratch: memoryview | None = None
 
@@ -200,7 +200,7 @@ class Channel:
 class Listener:
     """A bound, listening address; ``accept()`` waits for the next peer."""
 
-    def __init__(self, transport: transports.Listener) -> None:
+    def __init__(self, transport: transports.Listener[StreamTransport]) -> None:
         self.transport = transport
 
     @property
@@ -211,9 +211,7 @@ class Listener:
     @property
     def local_address(self) -> Address | None:
         """The kernel's view of the bound address (getsockname)."""
-        if isinstance(self.transport, transports.SocketListener):
-            return self.transport.local_address
-        return self.transport.address
+        return self.transport.local_address
 
     @property
     def timeout(self) -> float | None:
@@ -257,15 +255,9 @@ def connect(
     ``connect_timeout`` bounds establishing the channel (TCP handshake, waiting for a fifo
     reader); ``timeout`` then applies to each blocking read or write.
     """
-    address = parse(url)
-    process = None
-    transport: StreamTransport
-    if address.scheme == "exec":
-        transport, process = transports.spawn(address)
-    else:
-        transport = transports.open_stream(address, connect_timeout)
+    transport = transports.open_stream(parse(url), connect_timeout)
     transport.timeout = timeout
-    return Channel(transport, process)
+    return Channel(transport)
 
 
 def listen(
@@ -299,10 +291,9 @@ def socketpair() -> tuple[Channel, Channel]:
 def spawn(command: str | Sequence[str]) -> Channel:
     """Start a child process; write to its stdin and read its stdout through the Channel."""
     text = command if isinstance(command, str) else shlex.join(command)
-    transport, process = transports.spawn(parse(f"exec:{text}"))
-    return Channel(transport, process)
+    return connect(f"exec:{text}")
 
 
 def stdio() -> Channel:
     """This process's stdin (read) and stdout (write) as one Channel."""
-    return Channel(transports.stdio())
+    return connect("stdio:")

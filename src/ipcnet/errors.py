@@ -28,6 +28,7 @@ catches OSError. Messages are short, lower-case, and say what happened and where
     └── ProtocolError        bytes broke the rules of a protocol
         ├── LocalProtocolError   our side tried to break them (a programming error)
         └── RemoteProtocolError  the peer sent something invalid
+            └── BadRequest       a request a server cannot serve; ``status`` says why (HTTP)
 """
 
 from __future__ import annotations
@@ -134,10 +135,20 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes that break the protocol."""
 
 
+class BadRequest(RemoteProtocolError):
+    """The peer's request cannot be served; ``status`` says why (HTTP: 400, 414, 431, 505...)."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(detail or str(status))
+        self.status = status
+        self.detail = detail
+
+
 __all__ = [
     "AddressError",
     "AddressInUse",
     "AddressNotAvailable",
+    "BadRequest",
     "Broken",
     "Busy",
     "Closed",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ipcnet.channel import Channel, connect, listen, open_datagram, pipe, socketpair
 from ipcnet.errors import IPCError
-from ipcnet.transports import DatagramEndpoint
+from ipcnet.transports import DatagramEndpoint, procfs
 
 MESSAGE = b"hello through the kernel\n"
 ROUNDS = 21  # round trips per transport; the median is shown (the first one wakes the child)
@@ -40,9 +40,10 @@ class Stop:
 def kernel_object(fd: int) -> str:
     """What /proc/self/fd says descriptor ``fd`` is: socket:[N], pipe:[N] or a path."""
     try:
-        return f"fd {fd} -> {os.readlink(f'/proc/self/fd/{fd}')}"
-    except OSError:
-        return f"fd {fd} -> ?"
+        target = procfs.readlink(f"/proc/self/fd/{fd}")
+    except IPCError:
+        target = None
+    return f"fd {fd} -> {target or '?'}"
 
 
 def _child(work: Callable[[], None]) -> int:

@@ -86,17 +86,21 @@ def process_tree_cpu(pid: int) -> float:
     Children that already exited count through their parent's cutime/cstime (once the
     parent has waited for them) or as zombies (until then).
     """
+    from ipcnet.errors import IPCError
+    from ipcnet.transports import procfs
+
     ticks = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     own: dict[int, int] = {}
-    for name in os.listdir("/proc"):
+    for name in procfs.listdir("/proc") or ():
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
+            stat = procfs.read_bytes(f"/proc/{name}/stat")
+        except IPCError:
+            continue  # unreadable: not ours to count
+        if stat is None:
+            continue  # exited meanwhile
         fields = stat[stat.rindex(b")") + 2 :].split()
         # fields[0] is field 3 (state): ppid is field 4; utime..cstime are fields 14..17
         p = int(name)

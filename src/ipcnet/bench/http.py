@@ -30,6 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ipcnet.channel import connect
+from ipcnet.errors import IPCError
+from ipcnet.transports.process import signal_group
+
 FILES = {"1k.bin": 1024, "100k.bin": 100 * 1024, "10m.bin": 10 * 1024 * 1024}
 SERVERS = ("ipcnet", "nginx", "http.server", "uvicorn")
 GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for
@@ -70,9 +74,9 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
+            connect(f"tcp://127.0.0.1:{port}", connect_timeout=0.5).close()
+            return
+        except IPCError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
@@ -95,14 +99,11 @@ class Running:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            signal_group(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                signal_group(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
 

@@ -17,22 +17,41 @@ from typing import Any
 
 HELP = "serve Python functions over JSON-RPC 2.0 (any driver, any framing), call them, list them"
 
-FRAMINGS = ("auto", "newline", "content-length", "length", "length64", "netstring")
-CODECS = ("json", "msgpack")
-
 
 def _wire_options() -> argparse.ArgumentParser:
+    """--framing, --codec and --max-frame, from the framing and codec registries."""
+    from ipcnet.addresses import SCHEMES
+    from ipcnet.framing import CODECS, DEFAULT_CODEC, DEFAULT_MAX_SIZE, FRAMINGS
+
+    by_framing: dict[str, list[str]] = {}
+    for row in SCHEMES.values():
+        by_framing.setdefault(row.framing, []).append(f"{row.name}:")
+    common = max(by_framing, key=lambda f: len(by_framing[f]))
+    auto = ", ".join(f"{f} on {' '.join(names)}" for f, names in by_framing.items() if f != common)
+    framings = "; ".join(f"{name}: {entry.help}" for name, entry in FRAMINGS.items())
+    codecs = [name for name, entry in CODECS.items() if entry.objects]
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("wire format")
     g.add_argument(
         "--framing",
-        choices=FRAMINGS,
+        choices=["auto", *FRAMINGS],
         default="auto",
-        help="auto: newline on tcp/unix, content-length on exec:/stdio:",
+        help=f"auto (the default): {auto}, {common} elsewhere; {framings}",
     )
-    g.add_argument("--codec", choices=CODECS, default="json", help="payload encoding (json)")
     g.add_argument(
-        "--max-frame", type=int, default=None, metavar="BYTES", help="largest frame (16 MiB)"
+        "--codec",
+        choices=codecs,
+        default=DEFAULT_CODEC,
+        help="payload encoding: "
+        + "; ".join(f"{name}: {CODECS[name].help}" for name in codecs)
+        + f" ({DEFAULT_CODEC})",
+    )
+    g.add_argument(
+        "--max-frame",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help=f"largest frame ({DEFAULT_MAX_SIZE // (1 << 20)} MiB)",
     )
     return p
 

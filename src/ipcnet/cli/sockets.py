@@ -160,12 +160,14 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
 
 
 def _netns() -> int | None:
-    import os
+    from ipcnet.errors import IPCError
+    from ipcnet.transports import procfs
 
     try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
+        st = procfs.stat("/proc/self/ns/net")
+    except IPCError:
         return None
+    return None if st is None else st.st_ino
 
 
 def _render(args: argparse.Namespace, rows: list[SocketRow]) -> None:
@@ -203,11 +205,7 @@ def _fds(args: argparse.Namespace) -> int:
     if not args.pid or len(args.pid) != 1:
         print("ipcnet sockets: --fds needs exactly one --pid", file=sys.stderr)
         return 2
-    try:
-        rows = process_fds(args.pid[0])
-    except ProcessLookupError:
-        print(f"ipcnet sockets: no process {args.pid[0]}", file=sys.stderr)
-        return 1
+    rows = process_fds(args.pid[0])  # "no process N" is an IPCError: main() prints it
     if args.json or args.jsonl:
         import json
 

@@ -7,19 +7,30 @@
 
 Framings: ``length`` (u32 big-endian prefix), ``length64``, ``newline``, ``netstring``,
 ``content-length`` (language-server headers). Codecs: ``bytes``, ``json``, ``msgpack``.
+Each is one row of its registry (``FRAMINGS``, ``CODECS``: name -> constructor and help).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ipcnet.framing.codecs import CODECS, BytesCodec, Codec, JSONCodec, MsgpackCodec, codec
+from ipcnet.framing.codecs import (
+    CODECS,
+    DEFAULT_CODEC,
+    BytesCodec,
+    Codec,
+    CodecEntry,
+    JSONCodec,
+    MsgpackCodec,
+    codec,
+)
 from ipcnet.framing.decoders import (
     DEFAULT_MAX_SIZE,
     FRAMINGS,
     ContentLength,
     Decoder,
     Framing,
+    FramingEntry,
     LengthPrefixed,
     Netstring,
     NewlineDelimited,
@@ -32,15 +43,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODECS",
+    "DEFAULT_CODEC",
     "DEFAULT_MAX_SIZE",
     "FRAMINGS",
     "BytesCodec",
     "Codec",
+    "CodecEntry",
     "ContentLength",
     "DecodeError",
     "Decoder",
     "FrameTooLarge",
     "Framing",
+    "FramingEntry",
     "IncompleteFrame",
     "JSONCodec",
     "LengthPrefixed",

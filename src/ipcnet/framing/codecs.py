@@ -6,13 +6,17 @@ Role: the other half of a message channel, independent of the framing. Rules:
   numbers too large to hold;
 - nothing here can run code from the wire: no pickle, marshal or eval, ever;
 - JSON uses orjson when it is installed (the stdlib otherwise, held to the same rules);
-  msgpack needs the ``msgpack`` package.
+  msgpack needs the ``msgpack`` package;
+- ``CODECS`` is the one table of them (name -> constructor and help); the CLI's choices
+  come from it.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ipcnet.errors import LocalProtocolError
@@ -137,19 +141,28 @@ class MsgpackCodec(Codec):
             raise DecodeError(f"invalid msgpack: {type(exc).__name__}: {exc}") from None
 
 
-CODECS: dict[str, str] = {
-    "json": "UTF-8 JSON (orjson when installed)",
-    "msgpack": "MessagePack (needs msgpack)",
-    "bytes": "raw bytes (MessageChannel only)",
+@dataclass(frozen=True, slots=True)
+class CodecEntry:
+    """A row of CODECS: the constructor, help, and whether it encodes objects (an RPC
+    payload) rather than only bytes."""
+
+    make: Callable[[], Codec]
+    help: str
+    objects: bool = True
+
+
+#: the registry: name -> constructor and help (a new codec is a class and a row)
+CODECS: dict[str, CodecEntry] = {
+    "json": CodecEntry(JSONCodec, "UTF-8 JSON (orjson when installed)"),
+    "msgpack": CodecEntry(MsgpackCodec, "MessagePack (needs msgpack)"),
+    "bytes": CodecEntry(BytesCodec, "raw bytes (MessageChannel only)", objects=False),
 }
+DEFAULT_CODEC = "json"
 
 
 def codec(name: str) -> Codec:
     """A Codec by its name in CODECS."""
-    if name == "json":
-        return JSONCodec()
-    if name == "msgpack":
-        return MsgpackCodec()
-    if name == "bytes":
-        return BytesCodec()
-    raise ValueError(f"unknown codec {name!r}; choose from {', '.join(CODECS)}")
+    entry = CODECS.get(name)
+    if entry is None:
+        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(CODECS)}")
+    return entry.make()

@@ -10,14 +10,17 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
   ``max_size`` bytes arrived without a newline;
 - after an error the decoder is ``failed`` (every later call raises again) unless the
   framing survives it: a newline decoder skips to the end of an over-long line and goes on;
-- a zero-length frame is an empty message (b""), never EOF.
+- a zero-length frame is an empty message (b""), never EOF;
+- ``FRAMINGS`` is the one table of them (name -> constructor and help); the CLI's choices
+  come from it.
 """
 
 from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
 from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame
@@ -481,26 +484,34 @@ class ContentLength(Framing):
         return b"Content-Length: %d\r\n\r\n%s" % (n, bytes(payload))
 
 
-FRAMINGS: dict[str, str] = {
-    "length": "u32 big-endian length, then the payload",
-    "length64": "u64 big-endian length, then the payload",
-    "newline": "one message per line (JSON Lines)",
-    "netstring": "netstrings: 5:hello,",
-    "content-length": "Content-Length: N headers, as language servers frame",
+@dataclass(frozen=True, slots=True)
+class FramingEntry:
+    """A row of FRAMINGS: how to make the framing (given its max frame size), and help."""
+
+    make: Callable[[int], Framing]
+    help: str
+
+
+#: the registry: name -> constructor and help (a new framing is a class and a row)
+FRAMINGS: dict[str, FramingEntry] = {
+    "length": FramingEntry(
+        lambda n: LengthPrefixed(n, 4), "u32 big-endian length, then the payload"
+    ),
+    "length64": FramingEntry(
+        lambda n: LengthPrefixed(n, 8), "u64 big-endian length, then the payload"
+    ),
+    "newline": FramingEntry(NewlineDelimited, "one message per line (JSON Lines)"),
+    "netstring": FramingEntry(Netstring, "netstrings: 5:hello,"),
+    "content-length": FramingEntry(
+        ContentLength, "Content-Length: N headers, as language servers frame"
+    ),
 }
+ALIASES = {"lsp": "content-length", "ndjson": "newline", "line": "newline"}
 
 
 def framing(name: str, max_size: int = DEFAULT_MAX_SIZE) -> Framing:
     """A Framing by its name in FRAMINGS (``lsp`` and ``ndjson`` are accepted aliases)."""
-    key = {"lsp": "content-length", "ndjson": "newline", "line": "newline"}.get(name, name)
-    if key == "length":
-        return LengthPrefixed(max_size, 4)
-    if key == "length64":
-        return LengthPrefixed(max_size, 8)
-    if key == "newline":
-        return NewlineDelimited(max_size)
-    if key == "netstring":
-        return Netstring(max_size)
-    if key == "content-length":
-        return ContentLength(max_size)
-    raise ValueError(f"unknown framing {name!r}; choose from {', '.join(FRAMINGS)}")
+    entry = FRAMINGS.get(ALIASES.get(name, name))
+    if entry is None:
+        raise ValueError(f"unknown framing {name!r}; choose from {', '.join(FRAMINGS)}")
+    return entry.make(max_size)

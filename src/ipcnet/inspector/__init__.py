@@ -17,22 +17,22 @@ Rules:
 - Filters run before the pid join, and the join (``owners.py``) scans /proc/*/fd only for
   the inodes that passed, only when owners are asked for (or a pid/process filter needs it).
 - Unknown stays unknown: ``None`` fields, never a guess.
-- Only ``ipcnet.errors`` (and ``ipcnet.addresses``) are imported from the rest of ipcnet.
+- Only ``ipcnet.errors`` (and ``ipcnet.addresses``) are imported from the rest of ipcnet,
+  and ``ipcnet.transports.procfs`` and ``.netlink`` for the kernel's files and sockets.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import socket
 from collections.abc import Iterable
 from typing import Literal
 
-from ipcnet.errors import PermissionDenied
+from ipcnet.errors import IPCError
 from ipcnet.inspector import filters, netlink, procnet
 from ipcnet.inspector import owners as fdscan
 from ipcnet.inspector.model import SCHEMA, FdRow, Owner, PipeEnd, PipeRow, SocketRow
 from ipcnet.inspector.stats import protocol_stats
+from ipcnet.transports import procfs
 
 Source = Literal["auto", "netlink", "proc"]
 _FAMILIES = {4: 2, 6: 10}  # AF_INET, AF_INET6
@@ -43,7 +43,7 @@ class _Dumper:
 
     def __init__(self, source: Source) -> None:
         self.source = source
-        self.sock: socket.socket | None = None
+        self.sock: netlink.NetlinkSocket | None = None
         self.seq = 0
 
     def table(self, table: str, mask: int) -> list[SocketRow]:
@@ -80,12 +80,7 @@ def _with_unix_peers(rows: list[SocketRow]) -> list[SocketRow]:
 def _inodes_of(pids: Iterable[int]) -> frozenset[int]:
     inodes: set[int] = set()
     for pid in pids:
-        try:
-            inodes |= fdscan.socket_inodes_of(pid)
-        except ProcessLookupError:
-            continue
-        except PermissionError as exc:
-            raise PermissionDenied(f"cannot read the fds of pid {pid}: permission denied") from exc
+        inodes |= fdscan.socket_inodes_of(pid)
     return frozenset(inodes)
 
 
@@ -159,10 +154,7 @@ def process_fds(pid: int) -> list[FdRow]:
     """``pid``'s fd table, each fd joined to its socket row or pipe (the seed 004 view)."""
     import stat as stat_mod
 
-    try:
-        table = fdscan.fd_table(pid)
-    except PermissionError as exc:
-        raise PermissionDenied(f"cannot read the fds of pid {pid}: permission denied") from exc
+    table = fdscan.fd_table(pid)
     socks = {t: int(t[8:-1]) for _fd, t in table if t[:8] == "socket:["}
     by_inode: dict[int, SocketRow] = {}
     if socks:
@@ -186,14 +178,13 @@ def process_fds(pid: int) -> list[FdRow]:
             pipe_inodes.add(ino)
         elif target[:1] == "/":
             try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                kind = "file"
-            else:
-                kind = "fifo" if stat_mod.S_ISFIFO(st.st_mode) else "file"
-                if kind == "fifo":
-                    ino = st.st_ino
-                    pipe_inodes.add(ino)
+                st = procfs.stat(f"/proc/{pid}/fd/{fd}")
+            except IPCError:
+                st = None
+            kind = "fifo" if st is not None and stat_mod.S_ISFIFO(st.st_mode) else "file"
+            if st is not None and kind == "fifo":
+                ino = st.st_ino
+                pipe_inodes.add(ino)
         elif target.startswith("anon_inode:"):
             kind = "anon"
         else:

@@ -110,15 +110,14 @@ def resolve_port(text: str | int) -> int:
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} out of range 0-65535")
         return port
-    import socket
+    from ipcnet.inspector.names import service_port
 
-    try:
-        return socket.getservbyname(text)
-    except OSError:
-        try:
-            return socket.getservbyname(text, "udp")
-        except OSError:
-            raise ValueError(f"unknown port or service name {text!r}") from None
+    named = service_port(text, "tcp")
+    if named is None:
+        named = service_port(text, "udp")
+    if named is None:
+        raise ValueError(f"unknown port or service name {text!r}")
+    return named
 
 
 class RowFilter:

@@ -3,28 +3,31 @@
 Role: one request per table (tcp/udp/raw x IPv4/IPv6 via inet_diag, unix via unix_diag),
 parsed straight from the receive buffer into ``SocketRow`` tuples.
 Rules:
-- Standard library only: an AF_NETLINK socket and ``struct`` (linux/inet_diag.h,
-  linux/unix_diag.h, linux/sock_diag.h). One dump at a time per netlink socket.
+- Standard library only: an AF_NETLINK socket (``transports.netlink``, which does the
+  I/O) and ``struct`` (linux/inet_diag.h, linux/unix_diag.h, linux/sock_diag.h). One dump
+  at a time per netlink socket.
 - The kernel filters by state (the request's bitmask), so ``-l`` costs nothing for the
   sockets it does not want; everything else is filtered by the caller.
 - Hot loop: precompiled ``Struct.unpack_from`` on the buffer, no regex, no per-row dicts;
   rows are built with ``tuple.__new__``.
-- A table the kernel cannot dump (module not loaded, EPERM in a sandbox) raises
-  ``NetlinkUnavailable``; the caller falls back to /proc for that table only.
+- A table the kernel cannot dump (module not loaded, EPERM in a sandbox, the socket
+  refused or failing) raises ``NetlinkUnavailable``; the caller falls back to /proc for
+  that table only.
 - The dump shows the caller's network namespace only: the kernel uses the netns of the
   netlink socket, which is ours.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
 import sys
 from collections.abc import Callable, Iterator
 
+from ipcnet.errors import IPCError, Unsupported
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
+from ipcnet.transports.netlink import NetlinkSocket
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -64,20 +67,19 @@ _PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "raw": s
 _BUFSIZE = 1 << 16
 
 
-class NetlinkUnavailable(OSError):
+class NetlinkUnavailable(Unsupported):
     """The kernel cannot dump this table through sock_diag (use /proc)."""
 
 
-def open_socket() -> socket.socket:
+def open_socket() -> NetlinkSocket:
     """A NETLINK_SOCK_DIAG socket; raises NetlinkUnavailable if the kernel refuses one."""
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-    except OSError as exc:
-        raise NetlinkUnavailable(exc.errno, f"no sock_diag netlink socket: {exc}") from exc
-    return sock
+        return NetlinkSocket(NETLINK_SOCK_DIAG, "sock_diag")
+    except IPCError as exc:
+        raise NetlinkUnavailable(str(exc)) from exc
 
 
-def _batches(sock: socket.socket, request: bytes, seq: int) -> Iterator[tuple[bytearray, int]]:
+def _batches(sock: NetlinkSocket, request: bytes, seq: int) -> Iterator[tuple[bytearray, int]]:
     """Send one dump request; yield (buffer, bytes received) per recv until NLMSG_DONE.
 
     The caller walks the messages of a batch itself (see ``_messages``); the generator
@@ -86,25 +88,31 @@ def _batches(sock: socket.socket, request: bytes, seq: int) -> Iterator[tuple[by
     header = _NLHDR.pack(
         _NLHDR.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
     )
-    sock.sendto(header + request, (0, 0))
     buf = bytearray(_BUFSIZE + 128)  # slack: a row's struct may be read past a short tail
     unpack_hdr = _NLHDR.unpack_from
+    try:
+        sock.send(header + request)
+    except IPCError as exc:
+        raise NetlinkUnavailable(str(exc)) from exc
     while True:
-        n = sock.recv_into(buf, _BUFSIZE)
+        try:
+            n = sock.recv_into(buf, _BUFSIZE)
+        except IPCError as exc:
+            raise NetlinkUnavailable(str(exc)) from exc
         if n == 0:
-            raise NetlinkUnavailable(errno.EIO, "netlink dump ended without NLMSG_DONE")
+            raise NetlinkUnavailable("netlink dump ended without NLMSG_DONE")
         # the last message of a batch tells whether the dump is over
         off = last = 0
         while off + 16 <= n:
             length = unpack_hdr(buf, off)[0]
             if length < 16:
-                raise NetlinkUnavailable(errno.EIO, "malformed netlink message")
+                raise NetlinkUnavailable("malformed netlink message")
             last = off
             off += (length + 3) & ~3
         _length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
         if mtype == NLMSG_ERROR and mseq == seq:
             code = -_ERR.unpack_from(buf, last + 16)[0]
-            raise NetlinkUnavailable(code, f"sock_diag: {os.strerror(code)}")
+            raise NetlinkUnavailable(f"sock_diag: {os.strerror(code)}")
         done = mtype == NLMSG_DONE and mseq == seq
         yield buf, (last if done else n)
         if done:
@@ -123,7 +131,7 @@ def _messages(buf: bytearray, n: int, seq: int) -> Iterator[tuple[int, int]]:
 
 
 def dump_inet(
-    sock: socket.socket, proto: str, family: int, states: int = ALL_STATES, seq: int = 1
+    sock: NetlinkSocket, proto: str, family: int, states: int = ALL_STATES, seq: int = 1
 ) -> list[SocketRow]:
     """Every tcp/udp/raw socket of one address family whose state bit is in ``states``."""
     ipproto = _PROTO_NUMBERS[proto]
@@ -214,7 +222,7 @@ def _port_swap_native(p: int) -> int:
 _PORT_SWAP: Callable[[int], int] = _port_swap_native if sys.byteorder == "little" else (lambda p: p)
 
 
-def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> list[SocketRow]:
+def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> list[SocketRow]:
     """Every unix socket whose state bit is in ``states``, with exact names and peers."""
     show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_UID
     req = _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, b"\xff" * 8)
@@ -282,4 +290,11 @@ def dump_unix(sock: socket.socket, states: int = ALL_STATES, seq: int = 1) -> li
     return rows
 
 
-__all__ = ["ALL_STATES", "NetlinkUnavailable", "dump_inet", "dump_unix", "open_socket"]
+__all__ = [
+    "ALL_STATES",
+    "NetlinkSocket",
+    "NetlinkUnavailable",
+    "dump_inet",
+    "dump_unix",
+    "open_socket",
+]

@@ -4,9 +4,10 @@ Role: scan /proc/*/fd (the seed 004 view: ``3 -> socket:[20443]``) and map inode
 ``Owner``s; read one process's fd table.
 Rules:
 - Runs only when asked, and only for the inodes the caller wants (after filtering).
-- One ``open`` per process directory and ``readlink(name, dir_fd=...)`` per fd: no path
-  walk per fd, no stat, no regex. Targets are compared as strings against the wanted
-  ``socket:[N]`` set, so unwanted fds cost a hash lookup.
+- One ``open`` per process directory and ``readlink(name, dir_fd=...)`` per fd
+  (``transports.procfs.fd_links``): no path walk per fd, no stat, no regex. Targets are
+  compared as strings against the wanted ``socket:[N]`` set, so unwanted fds cost a hash
+  lookup.
 - A process that exits mid-scan is skipped. A process we may not read makes the scan
   *incomplete*: then "no owner found" means unknown, and callers show None, not "none".
 """
@@ -17,9 +18,9 @@ import os
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from ipcnet.errors import AddressError, IPCError, PermissionDenied
 from ipcnet.inspector.model import Owner
-
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+from ipcnet.transports import procfs
 
 
 class Scan:
@@ -60,16 +61,16 @@ _new = tuple.__new__
 
 
 def all_pids() -> list[int]:
-    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    return [int(n) for n in procfs.listdir("/proc") or () if n.isdigit()]
 
 
 def comm(pid: int) -> str | None:
-    """The process's command name, or None if it is gone."""
+    """The process's command name, or None if it is gone (or unreadable)."""
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return os.fsdecode(f.read().rstrip(b"\n"))
-    except OSError:
+        data = procfs.read_bytes(f"/proc/{pid}/comm")
+    except IPCError:
         return None
+    return None if data is None else os.fsdecode(data.rstrip(b"\n"))
 
 
 def pids_named(name: str) -> list[int]:
@@ -82,71 +83,45 @@ def scan_sockets(inodes: Collection[int] | None, pids: Iterable[int] | None = No
     """Find the holders of socket ``inodes`` (all sockets if None) in ``pids`` (all if None)."""
     scan = Scan()
     found = scan.found
-    readlink = os.readlink
-    listdir = os.listdir
     if inodes is not None:
         wanted = {f"socket:[{i}]": i for i in inodes}
         if not wanted:
             return scan
     for pid in all_pids() if pids is None else pids:
         try:
-            dfd = os.open(f"/proc/{pid}/fd", _O_DIR)
-        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            continue  # gone
-        except PermissionError:
+            links = procfs.fd_links(pid)
+        except PermissionDenied:
             scan.complete = False
             continue
-        try:
-            try:
-                names = listdir(dfd)
-            except PermissionError:
-                scan.complete = False
-                continue
-            except OSError:
-                continue
-            for name in names:
-                try:
-                    target = readlink(name, dir_fd=dfd)
-                except OSError:
-                    continue  # closed meanwhile
-                if inodes is None:
-                    if target[:8] == "socket:[":
-                        found.setdefault(int(target[8:-1]), []).append((pid, int(name)))
-                else:
-                    ino = wanted.get(target)
-                    if ino is not None:
-                        found.setdefault(ino, []).append((pid, int(name)))
-        finally:
-            os.close(dfd)
+        if links is None:
+            continue  # gone
+        for name, target, _ in links:
+            if inodes is None:
+                if target[:8] == "socket:[":
+                    found.setdefault(int(target[8:-1]), []).append((pid, int(name)))
+            else:
+                ino = wanted.get(target)
+                if ino is not None:
+                    found.setdefault(ino, []).append((pid, int(name)))
     return scan
 
 
 def fd_table(pid: int) -> list[tuple[int, str]]:
     """(fd, readlink target) for every open fd of ``pid``, sorted by fd.
 
-    Raises ProcessLookupError if the process does not exist, PermissionError if we may
-    not read its fds.
+    Raises AddressError ("no process N") if the process does not exist, PermissionDenied if
+    we may not read its fds.
     """
-    try:
-        dfd = os.open(f"/proc/{pid}/fd", _O_DIR)
-    except FileNotFoundError:
-        raise ProcessLookupError(f"no process {pid}") from None
-    try:
-        out = []
-        for name in os.listdir(dfd):
-            try:
-                out.append((int(name), os.readlink(name, dir_fd=dfd)))
-            except OSError:
-                continue
-    finally:
-        os.close(dfd)
-    out.sort()
-    return out
+    links = procfs.fd_links(pid)
+    if links is None:
+        raise AddressError(f"no process {pid}")
+    return sorted((int(name), target) for name, target, _ in links)
 
 
 def socket_inodes_of(pid: int) -> set[int]:
-    """Inodes of the sockets ``pid`` holds (see ``fd_table`` for the errors)."""
-    return {int(t[8:-1]) for _fd, t in fd_table(pid) if t[:8] == "socket:["}
+    """Inodes of the sockets ``pid`` holds; none if it is gone (PermissionDenied if we may
+    not read its fds)."""
+    return {int(t[8:-1]) for _, t, _ in procfs.fd_links(pid) or () if t[:8] == "socket:["}
 
 
 __all__ = ["Scan", "all_pids", "comm", "fd_table", "pids_named", "scan_sockets", "socket_inodes_of"]

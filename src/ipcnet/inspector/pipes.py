@@ -17,10 +17,11 @@ import os
 import stat
 from collections.abc import Collection
 
+from ipcnet.errors import IPCError, PermissionDenied
 from ipcnet.inspector.model import PipeEnd, PipeRow
 from ipcnet.inspector.owners import all_pids, comm
+from ipcnet.transports import procfs
 
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _MODES = {os.O_RDONLY: "r", os.O_WRONLY: "w", os.O_RDWR: "rw"}
 
 
@@ -35,12 +36,15 @@ class PipeScan:
 def fd_mode(pid: int, fd: int) -> str | None:
     """ "r", "w" or "rw" from /proc/<pid>/fdinfo/<fd>, or None if unreadable."""
     try:
-        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-            for line in f:
-                if line.startswith(b"flags:"):
-                    return _MODES.get(int(line.split()[1], 8) & os.O_ACCMODE)
-    except (OSError, ValueError, IndexError):
+        info = procfs.read_bytes(f"/proc/{pid}/fdinfo/{fd}")
+    except IPCError:
         return None
+    for line in (info or b"").split(b"\n"):
+        if line.startswith(b"flags:"):
+            try:
+                return _MODES.get(int(line.split()[1], 8) & os.O_ACCMODE)
+            except (ValueError, IndexError):
+                return None
     return None
 
 
@@ -51,39 +55,22 @@ def scan_pipes(fifos: bool = True, inodes: Collection[int] | None = None) -> Pip
     complete = True
     for pid in all_pids():
         try:
-            dfd = os.open(f"/proc/{pid}/fd", _O_DIR)
-        except PermissionError:
+            links = procfs.fd_links(pid, fifos=fifos)
+        except PermissionDenied:
             complete = False
             continue
-        except OSError:
-            continue
-        try:
-            try:
-                names = os.listdir(dfd)
-            except PermissionError:
-                complete = False
-                continue
-            except OSError:
-                continue
-            for name in names:
-                try:
-                    target = os.readlink(name, dir_fd=dfd)
-                except OSError:
-                    continue
-                if target[:6] == "pipe:[":
-                    ino = int(target[6:-1])
-                    if inodes is None or ino in inodes:
-                        found.setdefault(("pipe", ino), []).append((pid, int(name)))
-                elif fifos and target[:1] == "/":
-                    try:
-                        st = os.stat(name, dir_fd=dfd)
-                    except OSError:
-                        continue
-                    if stat.S_ISFIFO(st.st_mode) and (inodes is None or st.st_ino in inodes):
-                        found.setdefault(("fifo", st.st_ino), []).append((pid, int(name)))
-                        paths[st.st_ino] = target
-        finally:
-            os.close(dfd)
+        for name, target, st in links or ():
+            if target[:6] == "pipe:[":
+                ino = int(target[6:-1])
+                if inodes is None or ino in inodes:
+                    found.setdefault(("pipe", ino), []).append((pid, int(name)))
+            elif (
+                st is not None
+                and stat.S_ISFIFO(st.st_mode)
+                and (inodes is None or st.st_ino in inodes)
+            ):
+                found.setdefault(("fifo", st.st_ino), []).append((pid, int(name)))
+                paths[st.st_ino] = target
     names_cache: dict[int, str | None] = {}
     rows = []
     for (kind, ino), hits in sorted(found.items()):

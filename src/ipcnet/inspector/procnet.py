@@ -26,19 +26,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ipcnet.errors import IPCError
 from ipcnet.inspector.hexaddr import decode_endpoint
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
+from ipcnet.transports.procfs import read_text
 
 _UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
 # SS_UNCONNECTED, SS_CONNECTING (an embryo not yet accepted), SS_CONNECTED, SS_DISCONNECTING
 _UNIX_STATES = {1: "UNCONN", 2: "ESTABLISHED", 3: "ESTABLISHED", 4: "UNCONN"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-        return f.read()
 
 
 def parse_inet(text: str, proto: str) -> list[SocketRow]:
@@ -224,7 +221,9 @@ def unix_socket_count() -> int | None:
     """The kernel's count of unix sockets in this netns (/proc/net/protocols), or None."""
     try:
         text = read_text("/proc/net/protocols")
-    except OSError:
+    except IPCError:
+        return None
+    if text is None:
         return None
     total = None  # kernels >= 5.15 count UNIX (dgram) and UNIX-STREAM apart
     for line in text.split("\n"):
@@ -236,17 +235,14 @@ def unix_socket_count() -> int | None:
 
 def read_inet(proto: str) -> list[SocketRow]:
     """Rows of /proc/net/<proto> (tcp, tcp6, udp, udp6, raw, raw6); [] if absent."""
-    try:
-        return parse_inet(read_text(f"/proc/net/{proto}"), proto)
-    except FileNotFoundError:
-        return []
+    text = read_text(f"/proc/net/{proto}")
+    return [] if text is None else parse_inet(text, proto)
 
 
 def read_unix() -> list[SocketRow]:
     before = unix_socket_count()
-    try:
-        text = read_text("/proc/net/unix")
-    except FileNotFoundError:
+    text = read_text("/proc/net/unix")
+    if text is None:
         return []
     after = unix_socket_count()
     count = None if before is None or after is None else max(before, after)

@@ -10,6 +10,9 @@ value counts differ is skipped rather than misaligned.
 
 from __future__ import annotations
 
+from ipcnet.errors import IPCError
+from ipcnet.transports.procfs import read_text
+
 
 def parse_pairs(text: str) -> dict[str, dict[str, int]]:
     """Parse the two-line-per-group format of /proc/net/snmp and /proc/net/netstat."""
@@ -50,9 +53,10 @@ def protocol_stats() -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for name, parse in (("snmp", parse_pairs), ("netstat", parse_pairs), ("snmp6", parse_snmp6)):
         try:
-            with open(f"/proc/net/{name}", encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except OSError:
+            text = read_text(f"/proc/net/{name}", errors="replace")
+        except IPCError:
+            continue  # unreadable: skipped like a missing file
+        if text is None:
             continue
         for group, counters in parse(text).items():
             out.setdefault(group, {}).update(counters)

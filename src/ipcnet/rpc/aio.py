@@ -1,10 +1,12 @@
 """The asyncio JSON-RPC client: ``await rpc.aio.connect(url)``, then ``await c.add(1, 2)``.
 
-Role: the same calls as the blocking client, for asyncio programs, over tcp, unix
-(abstract names too) and exec: (a child's stdin/stdout). Rules: one reader task files each
-reply under its id; a call that times out forgets its id, so a late reply is dropped; any
-number of calls may be in flight at once (pipelined); when the connection breaks, every
-waiting call fails with that error.
+Role: the same calls as the blocking client, for asyncio programs, over every stream
+address the blocking one takes (tcp, unix with abstract names, exec:, fd://...), opened by
+the same transports (``ipcnet.transports.aio``), so a failure to connect is the same error
+(``Refused``, ``NoSuchSocket``...). Rules: one reader task files each reply under its id; a
+call that times out forgets its id, so a late reply is dropped; any number of calls may be
+in flight at once (pipelined); when the connection breaks, every waiting call fails with
+that error.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import asyncio
 from typing import Any
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Broken, Closed, IPCError, Timeout, Unsupported
+from ipcnet.errors import Broken, Closed, IPCError, Timeout
 from ipcnet.framing import Codec, Framing
 from ipcnet.protocols.jsonrpc import ClientProtocol, make_params
 from ipcnet.rpc.defaults import choose
+from ipcnet.transports.aio import AsyncStream, open_async
 
 READ_SIZE = 64 * 1024
 _UNSET: Any = object()
@@ -41,20 +44,15 @@ class _Method:
 class AsyncClient:
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: AsyncStream,
         framing: Framing | None = None,
         codec: Codec | None = None,
         timeout: float | None = None,
-        where: str = "",
-        process: asyncio.subprocess.Process | None = None,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        self.stream = stream
         self.protocol = ClientProtocol(framing, codec)
         self.timeout = timeout
-        self.where = where
-        self.process = process
+        self.where = stream.where
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._failure: IPCError | None = None
         self._task = asyncio.get_running_loop().create_task(self._read_replies())
@@ -78,22 +76,20 @@ class AsyncClient:
         self._waiting[rid] = future
         limit = self.timeout if timeout is _UNSET else timeout
         try:
-            self.writer.write(frame)
-            await self.writer.drain()
-            reply = await asyncio.wait_for(future, limit)
-        except TimeoutError:  # before OSError: TimeoutError is one
-            raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}") from None
-        except (ConnectionError, OSError) as exc:
-            raise Broken(f"connection to {self.where} broke: {exc}") from exc
+            await self.stream.write(frame)
+            await asyncio.wait((future,), timeout=limit)
         finally:
             self._waiting.pop(rid, None)
+        if not future.done():
+            future.cancel()
+            raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}")
+        reply = future.result()
         if reply.error is not None:
             raise reply.error
         return reply.result
 
     async def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
-        self.writer.write(self.protocol.notification(method, make_params(args, kwargs)))
-        await self.writer.drain()
+        await self.stream.write(self.protocol.notification(method, make_params(args, kwargs)))
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
@@ -102,7 +98,7 @@ class AsyncClient:
 
     async def _read_replies(self) -> None:
         try:
-            while data := await self.reader.read(READ_SIZE):
+            while data := await self.stream.read(READ_SIZE):
                 for reply in self.protocol.feed(data):
                     future = self._waiting.get(reply.id) if type(reply.id) is int else None
                     if future is None or future.done():
@@ -113,8 +109,6 @@ class AsyncClient:
             failure: IPCError = Broken(f"{self.where} closed the connection")
         except IPCError as exc:
             failure = exc
-        except (ConnectionError, OSError) as exc:
-            failure = Broken(f"connection to {self.where} broke: {exc}")
         if self._failure is None:
             self._failure = failure
         for future in self._waiting.values():
@@ -124,22 +118,12 @@ class AsyncClient:
     async def close(self) -> None:
         if self._failure is None:
             self._failure = Closed("closed: this rpc client was closed")
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
         self._task.cancel()
         try:
             await self._task
         except asyncio.CancelledError:
             pass
-        if self.process is not None:
-            try:
-                await asyncio.wait_for(self.process.wait(), 2.0)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        await self.stream.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -154,30 +138,11 @@ async def connect(
     framing: str | Framing | None = None,
     codec: str | Codec | None = None,
     timeout: float | None = None,
+    connect_timeout: float | None = 30.0,
     max_frame: int | None = None,
 ) -> AsyncClient:
-    """An AsyncClient for a tcp, unix or exec: address."""
+    """An AsyncClient for any stream address, as ``rpc.connect`` takes."""
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
-    process = None
-    try:
-        if address.scheme in ("tcp", "tcp4", "tcp6"):
-            reader, writer = await asyncio.open_connection(address.host or None, address.port)
-        elif address.scheme == "unix":
-            assert address.path is not None
-            path = "\0" + address.path if address.abstract else address.path
-            reader, writer = await asyncio.open_unix_connection(path)
-        elif address.scheme == "exec":
-            process = await asyncio.create_subprocess_exec(
-                *address.argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=READ_SIZE,
-            )
-            assert process.stdout is not None and process.stdin is not None
-            reader, writer = process.stdout, process.stdin
-        else:
-            raise Unsupported(f"the asyncio rpc client cannot open {address}")
-    except (ConnectionError, OSError) as exc:
-        raise Broken(f"cannot connect to {address}: {exc}") from exc
-    return AsyncClient(reader, writer, chosen_framing, chosen_codec, timeout, str(address), process)
+    stream = await open_async(address, connect_timeout, READ_SIZE)
+    return AsyncClient(stream, chosen_framing, chosen_codec, timeout)

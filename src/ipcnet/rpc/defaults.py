@@ -1,20 +1,19 @@
 """Interoperable defaults: which framing and codec an address gets unless told otherwise.
 
-Rules: newline-delimited JSON on sockets (what most JSON-RPC peers speak over tcp/unix);
-Content-Length headers on exec:, stdio:, fd:// and pipes (how editors and language
-servers talk over a child's stdin/stdout); JSON unless another codec is asked for.
+Rules: the framing the scheme's row names (``Scheme.framing``): newline-delimited JSON on
+sockets (what most JSON-RPC peers speak over tcp/unix), Content-Length headers on exec:,
+stdio:, fd:// and pipes (how editors and language servers talk over a child's
+stdin/stdout); JSON unless another codec is asked for.
 """
 
 from __future__ import annotations
 
 from ipcnet.addresses import Address
-from ipcnet.framing import DEFAULT_MAX_SIZE, Codec, Framing, codec, framing
-
-PIPE_SCHEMES = ("exec", "stdio", "fd", "pipe", "fifo")
+from ipcnet.framing import DEFAULT_CODEC, DEFAULT_MAX_SIZE, Codec, Framing, codec, framing
 
 
 def default_framing(address: Address) -> str:
-    return "content-length" if address.scheme in PIPE_SCHEMES else "newline"
+    return address.spec.framing
 
 
 def choose(
@@ -32,5 +31,5 @@ def choose(
     if isinstance(codec_choice, Codec):
         chosen_codec = codec_choice
     else:
-        chosen_codec = codec(codec_choice or "json")
+        chosen_codec = codec(codec_choice or DEFAULT_CODEC)
     return chosen_framing, chosen_codec

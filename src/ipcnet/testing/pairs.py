@@ -18,7 +18,8 @@ from collections.abc import Callable
 from ipcnet.addresses import parse
 from ipcnet.channel import Channel, listen, socketpair, spawn
 from ipcnet.channel import connect as connect_url
-from ipcnet.transports import pipes
+from ipcnet.errors import AddressNotAvailable
+from ipcnet.transports import fifo, pipes
 
 Pair = tuple[Channel, Channel]
 
@@ -50,11 +51,9 @@ def tcp6_pair() -> Pair:
     if not socket.has_ipv6:
         raise Unavailable("python was built without IPv6")
     try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError as exc:
-        raise Unavailable(f"no IPv6 loopback here: {exc.strerror}") from None
-    return _listen_connect("tcp6://[::1]:0")
+        return _listen_connect("tcp6://[::1]:0")
+    except AddressNotAvailable as exc:
+        raise Unavailable(f"no IPv6 loopback here: {exc}") from None
 
 
 def _tmp_path(name: str) -> str:
@@ -100,8 +99,8 @@ def fifo_pair() -> Pair:
         b_read = pipes.PipeStream(
             os.open(ab, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None, f"fifo://{ab}"
         )
-        a_write = pipes.open_fifo_writer(parse(f"fifo://{ab}"), 5)
-        b_write = pipes.open_fifo_writer(parse(f"fifo://{ba}"), 5)
+        a_write = fifo.open_fifo_writer(parse(f"fifo://{ab}"), 5)
+        b_write = fifo.open_fifo_writer(parse(f"fifo://{ba}"), 5)
     finally:
         os.unlink(ab)
         os.unlink(ba)

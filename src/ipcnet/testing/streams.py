@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from ipcnet.channel import Channel
-from ipcnet.errors import Broken, Closed
+from ipcnet.errors import Broken, Closed, Timeout
 
 Pair = tuple[Channel, Channel]
 MakePair = Callable[[], Pair]
@@ -117,7 +117,7 @@ def check_eof_exact(make: MakePair) -> None:
         b.timeout = 0.2
         try:
             early = b.read(10)
-        except TimeoutError:
+        except Timeout:
             early = None  # nothing to read yet and no EOF: the right answer is to wait
         assert early is None, f"read() returned {early!r} before EOF"
         b.timeout = WAIT

@@ -13,16 +13,40 @@ and copies as it can. Rules, the same for sockets, pipes and fifos:
   drains or leaves (see ``pipes``).
 - Blocking calls honour ``timeout`` (seconds, None = wait forever) and raise ``Timeout``.
 - Every OSError is translated by ``oserrors`` before it leaves.
+
+A ``Listener`` hands out stream transports: ``accept()`` blocks for the next peer,
+``try_accept()`` (after ``set_blocking(False)``) returns None when none is queued and raises
+``Busy`` when the process is out of descriptors. ``close()`` removes what ``listen`` created
+(a socket file, a fifo); ``abandon()`` only drops our descriptor, for a forked child.
+``servable`` says whether a server's event loops can serve it (a pollable listening socket).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, Unsupported
 
+if TYPE_CHECKING:
+    import socket
+    import subprocess
+
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """What a transport hands over to another owner (an event loop): a socket, or the read
+    and write descriptors of a pipe, and what must run once the new owner closed them."""
+
+    sock: socket.socket | None = None
+    read_fd: int | None = None
+    write_fd: int | None = None
+    after_close: Callable[[], None] | None = None
 
 
 class StreamTransport(ABC):
@@ -32,6 +56,8 @@ class StreamTransport(ABC):
     where: str
     readable: bool = True
     writable: bool = True
+    #: the child process at the other end (exec:), else None
+    process: subprocess.Popen[bytes] | None = None
     _closed: bool = False
 
     @abstractmethod
@@ -76,6 +102,10 @@ class StreamTransport(ABC):
     def peer_address(self) -> Address | None:
         return None
 
+    def detach(self) -> Detached:
+        """Give up the descriptors to a new owner; this transport is closed afterwards."""
+        raise Unsupported(f"cannot hand {self.where} over to an event loop")
+
     def get_option(self, name: str) -> int:
         raise Unsupported(f"option {name!r} is not available on {self.where}")
 
@@ -85,3 +115,56 @@ class StreamTransport(ABC):
     def _check_open(self, op: str) -> None:
         if self._closed:
             raise Closed(f"closed: cannot {op} {self.where}: this side closed it")
+
+
+S_co = TypeVar("S_co", bound=StreamTransport, covariant=True)
+
+
+class Listener(ABC, Generic[S_co]):
+    """A bound address that accepts peers, each as a stream transport of type ``S_co``."""
+
+    #: a server can serve it: a listening socket that poll() reports ready to accept
+    servable: ClassVar[bool]
+    #: the address as asked for, with the real port when port 0 was asked
+    address: Address
+    #: ``str(address)``, for messages
+    where: str
+
+    @abstractmethod
+    def accept(self) -> S_co:
+        """The next peer; blocks (up to ``timeout``)."""
+
+    @abstractmethod
+    def try_accept(self) -> S_co | None:
+        """The next queued peer or None, without blocking (after ``set_blocking(False)``)."""
+
+    @abstractmethod
+    def set_blocking(self, flag: bool) -> None: ...
+
+    @abstractmethod
+    def fileno(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def timeout(self) -> float | None: ...
+
+    @timeout.setter
+    @abstractmethod
+    def timeout(self, value: float | None) -> None: ...
+
+    @property
+    def local_address(self) -> Address | None:
+        """The kernel's view of the bound address (getsockname where there is one)."""
+        return self.address
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool: ...
+
+    @abstractmethod
+    def abandon(self) -> None:
+        """Close only our descriptor: no shutdown, nothing removed (for a forked child)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Idempotent; wakes a thread blocked in accept(); removes what listen created."""

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from ipcnet.addresses import Address, parse
 from ipcnet.errors import Closed, LocalProtocolError, Truncated
 from ipcnet.transports.oserrors import translate, translating
-from ipcnet.transports.sockets import scheme_for, sockaddr_to_address
+from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 
 DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
 
 
-class DatagramEndpoint:
-    """A bound or connected datagram socket."""
+class DatagramEndpoint(SocketEndpoint):
+    """A bound or connected datagram socket (its lifecycle is ``SocketEndpoint``'s)."""
 
     def __init__(
         self,
@@ -32,13 +32,9 @@ class DatagramEndpoint:
         max_size: int = DEFAULT_MAX_SIZE,
         cleanup: Callable[[], None] | None = None,
     ) -> None:
-        self.sock = sock
-        self.where = where
+        super().__init__(sock, where, cleanup=cleanup)
         self.max_size = max_size
         self._buf = bytearray(max_size)
-        self._scheme = scheme_for(sock)
-        self._cleanup = cleanup
-        self._closed = False
 
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
         """Send one datagram, to the connected peer or to ``to``."""
@@ -53,12 +49,15 @@ class DatagramEndpoint:
     def recv(self) -> tuple[bytes, Address | None]:
         """Receive one whole datagram and its sender (None for an unnamed unix socket)."""
         self._check_open("receive on")
+        self._blocked += 1
         try:
             size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
         except OSError as exc:
             if self._closed:
                 raise Closed(f"closed while receiving on {self.where}") from exc
             raise translate(exc, "receive on", self.where) from exc
+        finally:
+            self._blocked -= 1
         if self._closed:
             raise Closed(f"closed while receiving on {self.where}")
         if size > self.max_size:
@@ -71,7 +70,7 @@ class DatagramEndpoint:
     def _sockaddr(self, to: Address | str) -> tuple[object, ...] | str | bytes:
         if isinstance(to, str):
             to = parse(to)
-        if to.scheme in ("unixgram", "unix"):
+        if to.is_unix:
             return to.unix_sockaddr
         host = to.host or ("::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1")
         if not isinstance(to.port, int):
@@ -86,55 +85,11 @@ class DatagramEndpoint:
         return (host, to.port)
 
     @property
-    def timeout(self) -> float | None:
-        return self.sock.gettimeout()
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
-
-    @property
-    def local_address(self) -> Address | None:
-        with translating("getsockname", self.where):
-            return sockaddr_to_address(self._scheme, self.sock.getsockname())
-
-    @property
     def peer_address(self) -> Address | None:
         try:
             return sockaddr_to_address(self._scheme, self.sock.getpeername())
         except OSError:
             return None  # not connected
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def abandon(self) -> None:
-        """Close only our descriptor: no shutdown, no socket-file removal.
-
-        For a forked child that must drop the parent's socket without disturbing it.
-        """
-        self._closed = True
-        self.sock.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv
-        except OSError:
-            pass
-        self.sock.close()
-        if self._cleanup is not None:
-            self._cleanup()
-
-    def _check_open(self, op: str) -> None:
-        if self._closed:
-            raise Closed(f"closed: cannot {op} {self.where}: this side closed it")
 
     def __enter__(self) -> DatagramEndpoint:
         return self

@@ -1,7 +1,8 @@
 """Descriptors handed to us: ``fd://N`` and systemd socket activation (``systemd://``).
 
 Role: find out what an inherited descriptor is (socket of which family and type, listening
-or connected, or a pipe/tty/file) so the layers above can treat it like any other address.
+or connected, or a pipe/tty/file) and open it as what it is: a stream, a listener or a
+datagram endpoint; the wrong one is refused with what to call instead.
 Rules: systemd descriptors are used only when LISTEN_PID names this process, as
 sd_listen_fds(3) requires; they start at fd 3 and are chosen by index or LISTEN_FDNAMES.
 """
@@ -13,10 +14,48 @@ import socket
 import stat
 
 from ipcnet.addresses import Address
-from ipcnet.errors import AddressNotAvailable
+from ipcnet.errors import AddressNotAvailable, Unsupported
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.datagram import DatagramEndpoint
 from ipcnet.transports.oserrors import translating
+from ipcnet.transports.pipes import PipeStream
+from ipcnet.transports.sockets import SocketListener, stream_for
 
 SD_LISTEN_FDS_START = 3
+
+
+def connect(address: Address, timeout: float | None) -> StreamTransport:
+    fd = resolve_fd(address)
+    where = str(address)
+    if not is_socket(fd):
+        return PipeStream(fd, fd, where, shared=True)
+    sock = adopt_socket(fd)
+    if is_listening(sock):
+        sock.detach()
+        raise Unsupported(f"{address} is a listening socket; use listen() to accept on it")
+    if sock.type == socket.SOCK_DGRAM:
+        sock.detach()
+        raise Unsupported(f"{address} is a datagram socket; use open_datagram()")
+    return stream_for(sock, where)
+
+
+def listen(address: Address, backlog: int, mode: int, reuse_port: bool) -> SocketListener:
+    fd = resolve_fd(address)
+    if not is_socket(fd):
+        raise Unsupported(f"{address} is not a socket; connect() to use it as a stream")
+    sock = adopt_socket(fd)
+    if not is_listening(sock):
+        sock.detach()
+        raise Unsupported(f"{address} is not a listening socket; connect() to use it")
+    return SocketListener(sock, address)
+
+
+def datagram(address: Address, listen: bool, max_size: int, mode: int) -> DatagramEndpoint:
+    sock = adopt_socket(resolve_fd(address))
+    if sock.type != socket.SOCK_DGRAM:
+        sock.detach()
+        raise Unsupported(f"{address} is not a datagram socket")
+    return DatagramEndpoint(sock, str(address), max_size=max_size)
 
 
 def resolve_fd(address: Address) -> int:

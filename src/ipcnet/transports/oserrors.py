@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ipcnet import errors
+from ipcnet.addresses import Address
 
 _RESET = {errno.ECONNRESET, errno.ECONNABORTED}
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
@@ -21,7 +22,11 @@ _NOT_AVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT
 
 
 def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
-    """Map an OSError (or socket.gaierror) raised while doing ``op`` on ``where``."""
+    """Map an OSError (or socket.gaierror) raised while doing ``op`` on ``where``.
+
+    Pass the Address itself as ``where`` when there is one: its scheme's row names what is
+    missing ("no fifo at ...", "no socket at ...").
+    """
     if isinstance(exc, errors.IPCError):
         return exc
     if isinstance(exc, socket.gaierror):
@@ -32,7 +37,6 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
         return errors.IPCError(f"{op} {where}: {exc}")
     code = exc.errno
     reason = exc.strerror or str(exc)
-    scheme = str(where).partition(":")[0]
     if code == errno.EPIPE:
         return errors.PeerClosed(f"peer closed: {op} {where}")
     if code in _RESET:
@@ -41,8 +45,6 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
         return errors.Refused(
             f"connection refused: nothing listens on {where} (is the server running?)"
         )
-    if code == errno.ENXIO and scheme == "fifo":
-        return errors.Unreachable(f"no reader on {where} (open it for reading first)")
     if code in _UNREACHABLE:
         return errors.Unreachable(f"{reason.lower()}: {op} {where}")
     if code == errno.ETIMEDOUT:
@@ -52,8 +54,8 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
     if code in _NOT_AVAILABLE:
         return errors.AddressNotAvailable(f"address not available: {where} ({reason.lower()})")
     if code in (errno.ENOENT, errno.ENOTDIR):
-        kind = "fifo" if scheme == "fifo" else "socket"
-        return errors.NoSuchSocket(f"no {kind} at {where}")
+        noun = where.spec.noun if isinstance(where, Address) else "socket"
+        return errors.NoSuchSocket(f"no {noun} at {where}")
     if code == errno.ENOTSOCK:
         return errors.NoSuchSocket(f"not a socket: {where}")
     if code in (errno.EACCES, errno.EPERM):

@@ -1,4 +1,4 @@
-"""Pipes, fifos, stdio and child processes as stream transports.
+"""Pipes as stream transports: the PipeStream that fifo, stdio, exec: and fd:// share.
 
 Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
 end is one-way). Rules:
@@ -22,21 +22,15 @@ end is one-way). Rules:
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import select
 import signal
-import stat
-import subprocess
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
-from ipcnet.addresses import Address
-from ipcnet.errors import AddressError, AddressInUse, Closed, Timeout, Unreachable, Unsupported
-from ipcnet.transports.base import StreamTransport
+from ipcnet.errors import Closed, Timeout, Unsupported
+from ipcnet.transports.base import Detached, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
@@ -143,6 +137,18 @@ class PipeStream(StreamTransport):
         if self._on_close is not None:
             self._on_close()
 
+    def detach(self) -> Detached:
+        """The descriptors (duplicates of shared ones, which stay ours) and the on_close."""
+        self._check_open("hand over")
+        with translating("hand over", self.where):
+            read_fd, write_fd = self._rfd, self._wfd
+            if self._shared:
+                read_fd = None if read_fd is None else os.dup(read_fd)
+                write_fd = None if write_fd is None else os.dup(write_fd)
+        self._closed = True
+        self._rfd = self._wfd = None
+        return Detached(read_fd=read_fd, write_fd=write_fd, after_close=self._on_close)
+
     def fileno(self) -> int:
         fd = self._rfd if self._rfd is not None else self._wfd
         if fd is None:
@@ -214,11 +220,11 @@ def make_pipe(size: int | None = PIPE_SIZE) -> tuple[PipeStream, PipeStream]:
     with translating("create", "pipe:"):
         r, w = os.pipe2(os.O_CLOEXEC)
     if size:
-        _enlarge(w, size)
+        enlarge(w, size)
     return PipeStream(r, None, "pipe:"), PipeStream(None, w, "pipe:")
 
 
-def _enlarge(fd: int, size: int = PIPE_SIZE) -> None:
+def enlarge(fd: int, size: int = PIPE_SIZE) -> None:
     """F_SETPIPE_SZ: fewer wake-ups per byte; refused above pipe-max-size for non-root."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
@@ -237,152 +243,3 @@ def join_ends(reader: PipeStream, writer: PipeStream, where: str) -> PipeStream:
     reader._rfd = writer._wfd = None
     reader._closed = writer._closed = True
     return PipeStream(read_fd, write_fd, where)
-
-
-def stdio() -> PipeStream:
-    """This process's stdin and stdout, left in their blocking mode."""
-    return PipeStream(0, 1, "stdio:", shared=True)
-
-
-# --- child processes -------------------------------------------------------------------
-
-
-def spawn(
-    address: Address, exit_timeout: float = 2.0
-) -> tuple[PipeStream, subprocess.Popen[bytes]]:
-    """Start the exec: command with its stdin and stdout on pipes; stderr is inherited."""
-    argv = address.argv
-    with translating("create pipes for", address):
-        child_in, our_out = os.pipe2(os.O_CLOEXEC)
-        our_in, child_out = os.pipe2(os.O_CLOEXEC)
-    try:
-        proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
-    except OSError as exc:
-        for fd in (child_in, our_out, our_in, child_out):
-            os.close(fd)
-        if isinstance(exc, FileNotFoundError):
-            raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
-        if isinstance(exc, PermissionError):
-            raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
-        raise translate(exc, "start", address) from exc
-    os.close(child_in)
-    os.close(child_out)
-
-    def reap() -> None:
-        try:
-            proc.wait(exit_timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(exit_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    return PipeStream(our_in, our_out, str(address), on_close=reap), proc
-
-
-# --- named pipes -----------------------------------------------------------------------
-
-
-def open_fifo_writer(address: Address, timeout: float | None) -> PipeStream:
-    """Open a fifo for writing; waits up to ``timeout`` for a reader, then "no reader"."""
-    path = address.path or ""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # nobody has it open for reading yet
-                raise translate(exc, "open", address) from exc
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Unreachable(f"no reader on {address} after {timeout} s") from exc
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    _check_fifo(fd, address)
-    _enlarge(fd)
-    return PipeStream(None, fd, str(address))
-
-
-def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
-    """Open a fifo for reading; waits up to ``timeout`` for a writer, then "no writer".
-
-    open(O_RDONLY) is what blocks until a writer arrives; it runs in a helper thread, and
-    on timeout we briefly open the fifo for writing ourselves to release it.
-    """
-    path = address.path or ""
-    result: dict[str, Any] = {}
-
-    def opener() -> None:
-        try:
-            result["fd"] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=opener, name="ipcnet-fifo-open", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-        thread.join()
-        if "fd" in result:
-            os.close(result["fd"])
-        raise Unreachable(f"no writer on {address} after {timeout} s")
-    if "error" in result:
-        raise translate(result["error"], "open", address) from result["error"]
-    fd = int(result["fd"])
-    _check_fifo(fd, address)
-    _enlarge(fd)
-    return PipeStream(fd, None, str(address))
-
-
-def _check_fifo(fd: int, address: Address) -> None:
-    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise AddressInUse(f"not a fifo: {address} is another kind of file")
-
-
-class FifoListener:
-    """Creates the fifo (0600) if missing; each ``accept()`` opens it for reading.
-
-    A fifo made here is removed on close; one that existed before is left alone.
-    """
-
-    def __init__(self, address: Address, mode: int = 0o600) -> None:
-        self.address = address
-        self.where = str(address)
-        self._closed = False
-        self.timeout: float | None = None
-        path = address.path or ""
-        self._created = False
-        try:
-            os.mkfifo(path, mode)
-            self._created = True
-        except FileExistsError:
-            if not stat.S_ISFIFO(os.stat(path).st_mode):
-                raise AddressInUse(f"address in use: {address} exists and is not a fifo") from None
-        except OSError as exc:
-            raise translate(exc, "create", address) from exc
-
-    def accept(self) -> PipeStream:
-        if self._closed:
-            raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
-        return open_fifo_reader(self.address, self.timeout)
-
-    def fileno(self) -> int:
-        raise Unsupported("a fifo listener has no descriptor until accept()")
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._created:
-            with contextlib.suppress(OSError):
-                os.unlink(self.address.path or "")

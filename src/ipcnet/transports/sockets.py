@@ -14,11 +14,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Detached, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
@@ -71,18 +71,83 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
 _ASK: Any = object()  # "not known yet: ask the kernel"
 
 
-class SocketStream(StreamTransport):
+class SocketEndpoint:
+    """The lifecycle every socket-backed endpoint shares (stream, listener, datagram).
+
+    ``close()`` is idempotent; it shuts the socket down first only while a thread is blocked
+    in it (``_blocked``), to wake that thread, then runs ``cleanup`` (a unix socket file's
+    removal). ``abandon()`` only drops our descriptor, for a forked child.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        where: str,
+        scheme: str = "",
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.where = where
+        self._scheme = scheme or scheme_for(sock)
+        self._cleanup = cleanup
+        self._closed = False
+        self._blocked = 0  # threads inside a blocking call; close() wakes them
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abandon(self) -> None:
+        """Close only our descriptor: no shutdown, no socket-file removal.
+
+        For a forked child that must drop the parent's socket without disturbing it.
+        """
+        self._closed = True
+        self.sock.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._blocked:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more: nothing to wake
+        self.sock.close()
+        if self._cleanup is not None:
+            self._cleanup()
+
+    @property
+    def timeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)
+
+    @property
+    def local_address(self) -> Address | None:
+        with translating("getsockname", self.where):
+            return sockaddr_to_address(self._scheme, self.sock.getsockname())
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise Closed(f"closed: cannot {op} {self.where}: this side closed it")
+
+
+class SocketStream(SocketEndpoint, StreamTransport):
     """A connected SOCK_STREAM socket."""
 
     def __init__(
         self, sock: socket.socket, where: str, scheme: str = "", peer: Address | None = _ASK
     ) -> None:
-        self.sock = sock
-        self.where = where
+        super().__init__(sock, where, scheme)
         self._fd = sock.fileno()
-        self._scheme = scheme or scheme_for(sock)
         self._peer = peer  # known when accepted: no getpeername
-        self._blocked = 0  # threads inside a blocking call; close() wakes them
         self._timeout: float | None = None
 
     # --- data ----------------------------------------------------------------------
@@ -179,19 +244,13 @@ class SocketStream(StreamTransport):
         except OSError as exc:
             raise self._error(exc, "shut down") from exc
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._blocked:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # not connected any more: nothing to wake
-        self.sock.close()
-
     def fileno(self) -> int:
         return self._fd
+
+    def detach(self) -> Detached:
+        self._check_open("hand over")
+        self._closed = True
+        return Detached(sock=self.sock)
 
     def _error(self, exc: OSError, op: str) -> IPCError:
         if self._closed:
@@ -221,11 +280,6 @@ class SocketStream(StreamTransport):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self._timeout = value
-
-    @property
-    def local_address(self) -> Address | None:
-        with translating("getsockname", self.where):
-            return sockaddr_to_address(self._scheme, self.sock.getsockname())
 
     @property
     def peer_address(self) -> Address | None:
@@ -311,8 +365,10 @@ def stream_for(
     return SocketStream(sock, where, scheme, peer)
 
 
-class SocketListener:
+class SocketListener(SocketEndpoint, Listener[SocketStream]):
     """A listening socket; ``accept()`` returns connected SocketStreams."""
+
+    servable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -320,13 +376,8 @@ class SocketListener:
         address: Address,
         cleanup: Callable[[], None] | None = None,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, str(address), cleanup=cleanup)
         self.address = address
-        self.where = str(address)
-        self._cleanup = cleanup
-        self._closed = False
-        self._blocked = 0
-        self._scheme = scheme_for(sock)
 
     def accept(self) -> SocketStream:
         if self._closed:
@@ -366,44 +417,3 @@ class SocketListener:
 
     def set_blocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
-
-    @property
-    def timeout(self) -> float | None:
-        return self.sock.gettimeout()
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
-
-    @property
-    def local_address(self) -> Address | None:
-        with translating("getsockname", self.where):
-            return sockaddr_to_address(self._scheme, self.sock.getsockname())
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def abandon(self) -> None:
-        """Close only our descriptor: no shutdown, no socket-file removal.
-
-        For a forked child that must drop the parent's socket without disturbing it.
-        """
-        self._closed = True
-        self.sock.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._blocked:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.sock.close()
-        if self._cleanup is not None:
-            self._cleanup()

@@ -1,6 +1,7 @@
-"""UNIX-domain sockets: filesystem paths and the Linux abstract namespace.
+"""unix:// and unixpacket://: UNIX-domain stream and seqpacket sockets (paths and @names).
 
-Role: socket/connect and socket/bind/listen for unix, unixgram and unixpacket addresses.
+Role: socket/connect and socket/bind/listen for unix, unixgram and unixpacket addresses
+(``connect_socket``, ``bind_socket``; unixgram's endpoints are in ``unixgram``).
 Rules for a path listener: an existing file is removed only if it is a socket and nothing
 answers on it (a live one is "address in use", anything else is left alone); the new
 socket file gets ``mode`` (0600 by default) before listen(), so nobody else can connect in
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressInUse
 from ipcnet.transports.oserrors import translate
+from ipcnet.transports.sockets import SocketListener, SocketStream, stream_for
 
 SOCKTYPE = {
     "unix": socket.SOCK_STREAM,
@@ -27,8 +29,17 @@ SOCKTYPE = {
 }
 
 
-def connect(address: Address, timeout: float | None, socktype: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socktype or SOCKTYPE[address.scheme])
+def connect(address: Address, timeout: float | None) -> SocketStream:
+    return stream_for(connect_socket(address, timeout), str(address))
+
+
+def listen(address: Address, backlog: int, mode: int, reuse_port: bool) -> SocketListener:
+    sock, cleanup = bind_socket(address, backlog, mode)
+    return SocketListener(sock, address, cleanup)
+
+
+def connect_socket(address: Address, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, SOCKTYPE[address.scheme])
     try:
         sock.settimeout(timeout)
         sock.connect(address.unix_sockaddr)
@@ -39,7 +50,7 @@ def connect(address: Address, timeout: float | None, socktype: int | None = None
     return sock
 
 
-def bind(
+def bind_socket(
     address: Address, backlog: int | None, mode: int = 0o600
 ) -> tuple[socket.socket, Callable[[], None]]:
     """A bound (and, with a backlog, listening) socket and the function that cleans up after it."""

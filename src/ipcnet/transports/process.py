@@ -1,0 +1,67 @@
+"""exec:command args: a child process, written to on its stdin and read on its stdout.
+
+Role: start the command on two pipes and give the PipeStream joining them (its ``process``
+is the child); signal a process group (``signal_group``). Rules: stderr is inherited;
+closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
+terminates it, waits again, and kills it last.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ipcnet.addresses import Address
+from ipcnet.errors import AddressError
+from ipcnet.transports.oserrors import translate, translating
+from ipcnet.transports.pipes import PipeStream
+
+
+def connect(address: Address, timeout: float | None) -> PipeStream:
+    return spawn(address)
+
+
+def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
+    """Start the exec: command with its stdin and stdout on pipes; stderr is inherited."""
+    argv = address.argv
+    with translating("create pipes for", address):
+        child_in, our_out = os.pipe2(os.O_CLOEXEC)
+        our_in, child_out = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
+    except OSError as exc:
+        for fd in (child_in, our_out, our_in, child_out):
+            os.close(fd)
+        if isinstance(exc, FileNotFoundError):
+            raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
+        if isinstance(exc, PermissionError):
+            raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
+        raise translate(exc, "start", address) from exc
+    os.close(child_in)
+    os.close(child_out)
+
+    def reap() -> None:
+        try:
+            proc.wait(exit_timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(exit_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    stream = PipeStream(our_in, our_out, str(address), on_close=reap)
+    stream.process = proc
+    return stream
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """killpg(2): send ``sig`` to a process group; False if the group is gone already."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        raise translate(exc, f"send signal {sig} to", f"process group {pgid}") from exc
+    return True

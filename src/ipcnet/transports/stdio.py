@@ -1,0 +1,14 @@
+"""stdio: this process's stdin (read) and stdout (write) as one stream.
+
+Rules: both descriptors are shared with the rest of the process, so they keep their
+blocking mode (``shared=True``); ``send_eof()`` puts /dev/null in stdout's place.
+"""
+
+from __future__ import annotations
+
+from ipcnet.addresses import Address
+from ipcnet.transports.pipes import PipeStream
+
+
+def connect(address: Address, timeout: float | None) -> PipeStream:
+    return PipeStream(0, 1, str(address), shared=True)
