@@ -28,6 +28,14 @@ peer's close_notify came (or fails if the TCP stream ended without one).
 
 from __future__ import annotations
 
+import socket
+from dataclasses import replace
+from typing import Any
+
+from ipcnet.addresses import Address
+from ipcnet.transports import inet, tcp, unix
+from ipcnet.transports.sockets import stream_for
+from ipcnet.transports.tls import stream
 from ipcnet.transports.tls.context import (
     ServerContext,
     TLSOptions,
@@ -38,13 +46,49 @@ from ipcnet.transports.tls.context import (
 from ipcnet.transports.tls.layer import TLSLayer
 from ipcnet.transports.tls.stream import TLSListener, TLSStream
 
+#: ``open_stream``/``open_listener`` pass TLS keywords (``TLSOptions``' fields) to this module
+TAKES_TLS = True
+
+
+def raw_address(address: Address) -> Address:
+    """What TLS runs over: tls://h:p -> tcp://h:p, tls+unix://... -> unix://..."""
+    return replace(address, scheme="unix" if address.is_unix else "tcp")
+
+
+def _raw_module(address: Address) -> Any:
+    return unix if address.is_unix else tcp
+
+
+def connect(address: Address, timeout: float | None, **tls: Any) -> TLSStream:
+    """The registry's connect: the socket, then the client handshake (see ``stream``)."""
+    options = TLSOptions.of(**tls)
+    if address.is_inet:  # errors name the tls:// address
+        raw = stream_for(inet.connect(address, socket.SOCK_STREAM, timeout), str(address), "tcp")
+    else:
+        raw = unix.connect(raw_address(address), timeout)
+    host = address.host or None
+    return stream.client(raw, options, host, where=str(address))
+
+
+def listen(address: Address, backlog: int, mode: int, reuse_port: bool, **tls: Any) -> TLSListener:
+    """The registry's listen: a socket whose accept() returns TLS streams."""
+    options = TLSOptions.of(**tls)
+    contexts = ServerContext(options)  # before binding: a bad certificate binds nothing
+    raw = _raw_module(address).listen(raw_address(address), backlog, mode, reuse_port)
+    return TLSListener(raw, contexts, options, address)
+
+
 __all__ = [
+    "TAKES_TLS",
     "ServerContext",
     "TLSLayer",
     "TLSListener",
     "TLSOptions",
     "TLSStream",
     "client_context",
+    "connect",
+    "listen",
     "parse_alpn",
+    "raw_address",
     "server_context",
 ]

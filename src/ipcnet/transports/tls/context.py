@@ -23,10 +23,12 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from ipcnet.errors import TLSConfigError
 
@@ -53,7 +55,26 @@ class TLSOptions:
     close_timeout: float = CLOSE_TIMEOUT
     context: ssl.SSLContext | None = field(default=None, compare=False)
 
+    @classmethod
+    def of(cls, tls: TLSOptions | ssl.SSLContext | None = None, **fields: Any) -> TLSOptions:
+        """Options from a TLSOptions, a ready SSLContext, or the fields as keywords."""
+        if isinstance(tls, ssl.SSLContext):
+            fields["context"] = tls
+            tls = None
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TLSConfigError(
+                f"unknown tls option {sorted(unknown)[0]!r} (known: "
+                f"{', '.join(f.name for f in dataclasses.fields(cls))})"
+            )
+        return dataclasses.replace(tls, **fields) if tls is not None else cls(**fields)
+
     def __post_init__(self) -> None:
+        alpn: object = self.alpn  # a "p1,p2" string or any list is accepted too
+        if isinstance(alpn, str):
+            object.__setattr__(self, "alpn", parse_alpn(alpn))
+        elif not isinstance(alpn, tuple):
+            object.__setattr__(self, "alpn", tuple(alpn))  # type: ignore[arg-type]
         if self.tls_min not in VERSIONS:
             raise TLSConfigError(f"invalid --tls-min {self.tls_min!r}: expected 1.2 or 1.3")
         if self.tls_tickets < 0:

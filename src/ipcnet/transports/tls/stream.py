@@ -32,12 +32,13 @@ import ssl
 import threading
 import time
 from dataclasses import replace
+from typing import ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, HostnameMismatch, IPCError, Timeout
-from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.files import read_region
-from ipcnet.transports.sockets import SocketListener, SocketStream
+from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.tls.context import ServerContext, TLSOptions, client_context
 from ipcnet.transports.tls.failures import with_names
 from ipcnet.transports.tls.layer import TLSLayer
@@ -284,8 +285,11 @@ def client(
     from a second, unverified handshake, made only for the message.
     """
     server_name = options.sni or host or None
+    context = client_context(options)
+    if server_name is None and options.context is None and context.check_hostname:
+        context.check_hostname = False  # tls+unix, no --sni: the chain is checked, no name
     layer = TLSLayer(
-        client_context(options),
+        context,
         server_side=False,
         server_hostname=server_name,
         handshake_timeout=options.handshake_timeout,
@@ -330,22 +334,47 @@ def server(raw: SocketStream, context: ssl.SSLContext, options: TLSOptions) -> T
     return stream
 
 
-class TLSListener:
+class TLSListener(Listener[TLSStream]):
     """A listening socket whose ``accept()`` returns TLS streams, handshake done.
 
-    ``context`` is read at every accept, so a ``ServerContext`` reload applies to the next
-    handshake. A peer that fails its handshake makes ``accept()`` raise its TLSError.
+    ``contexts.current`` is read at every accept, so a reload applies to the next
+    handshake. A peer that fails its handshake makes ``accept()`` raise its TLSError. The
+    handshake blocks (up to its deadline), so servers' event loops serve ``raw`` instead,
+    through the TLS session wrapper (``ipcnet.drivers.tls``).
     """
 
-    def __init__(self, raw: SocketListener, contexts: ServerContext, options: TLSOptions) -> None:
+    servable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        raw: Listener[SocketStream],
+        contexts: ServerContext,
+        options: TLSOptions,
+        address: Address | None = None,
+    ) -> None:
         self.raw = raw
         self.contexts = contexts
         self.options = options
-        self.address = raw.address
-        self.where = tls_where(raw.where)
+        if address is None:
+            self.address = _as_tls(raw.address) or raw.address
+        elif address.is_inet:
+            self.address = address.with_port(int(raw.address.port or 0))
+        else:
+            self.address = address
+        self.where = str(self.address) if address is not None else tls_where(raw.where)
 
     def accept(self) -> TLSStream:
         return server(self.raw.accept(), self.contexts.current, self.options)
+
+    def try_accept(self) -> TLSStream | None:
+        raw = self.raw.try_accept()
+        if raw is None:
+            return None
+        raw.set_blocking(True)
+        return server(raw, self.contexts.current, self.options)
+
+    def set_blocking(self, flag: bool) -> None:
+        self.raw.set_blocking(flag)
 
     def fileno(self) -> int:
         return self.raw.fileno()
@@ -357,6 +386,10 @@ class TLSListener:
     @timeout.setter
     def timeout(self, value: float | None) -> None:
         self.raw.timeout = value
+
+    @property
+    def local_address(self) -> Address | None:
+        return _as_tls(self.raw.local_address)
 
     @property
     def closed(self) -> bool:
