@@ -126,7 +126,8 @@ class TLSLayer:
         except ssl.SSLZeroReturnError:
             data = b""
         except ssl.SSLError as exc:
-            raise self._error(exc) from exc
+            self._end = self._error(exc)
+            raise self._end from exc
         if not data:
             self.eof = True
         return data
@@ -148,16 +149,18 @@ class TLSLayer:
         except ssl.SSLZeroReturnError:
             n = 0
         except ssl.SSLError as exc:
-            raise self._error(exc) from exc
+            self._end = self._error(exc)
+            raise self._end from exc
         if n == 0:
             self.eof = True
         return n
 
     def _ended(self) -> bytes:
         """What reading gives after the records drained by ``close_notify``: EOF or an error."""
-        end, self._end = self._end, None
+        end = self._end
         if isinstance(end, IPCError):
-            raise end
+            raise end  # sticky: every later read fails the same way
+        self._end = None
         self.eof = True
         return b""
 

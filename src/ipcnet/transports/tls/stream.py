@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, HostnameMismatch, IPCError, Timeout
+from ipcnet.errors import Broken, Closed, HostnameMismatch, IPCError, Timeout, TLSError
 from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.files import read_region
 from ipcnet.transports.sockets import SocketStream
@@ -46,6 +46,7 @@ from ipcnet.transports.tls.layer import TLSLayer
 RAW_CHUNK = 64 * 1024  # ciphertext read per recv (four full records)
 WRITE_CHUNK = 256 * 1024  # plaintext encrypted per sendall (bounds the ciphertext buffered)
 FILE_CHUNK = 256 * 1024
+EXPLAIN_WAIT = 0.5  # seconds a failed writer waits for a reader to decode the peer's alert
 
 
 def tls_where(raw_where: str) -> str:
@@ -70,6 +71,8 @@ class TLSStream(StreamTransport):
         self._wlock = threading.Lock()  # one sender of ciphertext at a time
         self._rbuf = memoryview(bytearray(RAW_CHUNK))
         self._eof_sent = False
+        self._readers = 0  # threads in read_into
+        self._failure: TLSError | None = None  # what the layer raised to a reader
 
     # --- the handshake ------------------------------------------------------------------
 
@@ -79,7 +82,11 @@ class TLSStream(StreamTransport):
         deadline = time.monotonic() + self.layer.handshake_timeout
         try:
             while True:
-                done = self.layer.handshake()
+                try:
+                    done = self.layer.handshake()
+                except IPCError:
+                    self._send_alert()
+                    raise
                 self._flush(blocking=True)
                 if done:
                     return
@@ -99,9 +106,26 @@ class TLSStream(StreamTransport):
             if not self.raw.closed:
                 self.raw.timeout = user_timeout
 
+    def _send_alert(self) -> None:
+        """Best effort: the alert OpenSSL made tells the peer why the handshake failed."""
+        try:
+            self._flush(blocking=True)
+        except IPCError:
+            pass  # the peer is gone already
+
     # --- data -------------------------------------------------------------------------
 
     def read_into(self, buf: memoryview) -> int:
+        self._readers += 1
+        try:
+            return self._read_into(buf)
+        except TLSError as exc:
+            self._failure = exc  # for a writer whose peer left after saying why (see _explained)
+            raise
+        finally:
+            self._readers -= 1
+
+    def _read_into(self, buf: memoryview) -> int:
         layer = self.layer
         while True:
             with self._lock:
@@ -154,7 +178,10 @@ class TLSStream(StreamTransport):
             with self._lock:
                 self.layer.close_notify()
             self._send_queued()
-        self.raw.send_eof()
+        try:
+            self.raw.send_eof()
+        except Broken as exc:
+            raise self._explained(exc) from exc
 
     def close(self) -> None:
         if self._closed:
@@ -207,7 +234,35 @@ class TLSStream(StreamTransport):
                 out = self.layer.outgoing()
             if not out:
                 return
-            self.raw.write(out)
+            try:
+                self.raw.write(out)
+            except Broken as exc:
+                raise self._explained(exc) from exc
+
+    def _explained(self, error: Broken) -> IPCError:
+        """A write failed because the peer left: if it said why first (a TLS alert, such as
+        "certificate required" after a TLS 1.3 handshake), that is the error to report."""
+        deadline = time.monotonic() + EXPLAIN_WAIT
+        while self._readers and self._failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # a reader thread has the bytes: let it decode the alert
+        if self._failure is not None or self._readers:
+            return self._failure or error
+        raw = self.raw
+        try:
+            raw.timeout = 0  # only what has arrived already
+            got = raw.read_into(self._rbuf)
+        except IPCError:
+            return error
+        with self._lock:
+            if got:
+                self.layer.receive(self._rbuf[:got])
+            try:
+                while self.layer.read():
+                    pass
+            except TLSError as alert:
+                self._failure = alert
+                return alert
+        return error
 
     def _flush(self, blocking: bool) -> None:
         """Send queued ciphertext unless (``blocking=False``) another thread is sending:
