@@ -158,3 +158,28 @@ def test_a_client_that_closes_without_reading_loses_nothing_without_tickets(tick
         assert bytes(got) == payload
     finally:
         listener.close()
+
+
+def test_records_already_taken_from_the_kernel_count_as_ready():
+    """Pollers (the rpc client) must not wait on the socket for records the layer holds."""
+    a, b = stream_pair()
+    with a, b:
+        assert not a.transport.read_ready
+        for i in range(3):
+            b.write(b"reply %d\n" % i)  # three records of 8 + 22 bytes (TLS 1.3, AES-GCM)
+        sock = a.transport.raw.sock
+        deadline = time.monotonic() + 10
+        while _queued(sock) < 90 and time.monotonic() < deadline:
+            time.sleep(0.005)  # all three in our kernel queue: one recv takes them all
+        assert a.read(8) == b"reply 0\n"  # a short read: the other records stay buffered
+        assert a.transport.read_ready
+        assert a.read(100) == b"reply 1\nreply 2\n"  # one call drains every whole record
+        assert not a.transport.read_ready
+
+
+def _queued(sock: socket.socket) -> int:
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]

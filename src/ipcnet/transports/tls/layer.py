@@ -164,6 +164,13 @@ class TLSLayer:
         self.eof = True
         return b""
 
+    def ready(self) -> bool:
+        """Whether ``read`` returns at once (data, EOF or an error) without more ciphertext;
+        the whole records already received are decrypted to find out."""
+        if not (self._plain or self.eof or self._end is not None):
+            self._drain()
+        return bool(self._plain or self.eof or self._end is not None)
+
     def _drain(self) -> None:
         """Decrypt every whole record there is into ``_plain`` (see ``close_notify``)."""
         while self._end is None:

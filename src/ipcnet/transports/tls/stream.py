@@ -130,6 +130,14 @@ class TLSStream(StreamTransport):
         while True:
             with self._lock:
                 n = layer.read_into(buf)
+                while n and n < len(buf):  # more whole records: one call, not one per record
+                    try:
+                        more = layer.read_into(buf[n:])
+                    except IPCError:
+                        break  # sticky in the layer: the next read raises it
+                    if not more:
+                        break
+                    n += more
                 queued = layer.pending
             if n is not None:
                 if queued:
@@ -283,6 +291,11 @@ class TLSStream(StreamTransport):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def read_ready(self) -> bool:
+        with self._lock:
+            return self.layer.ready()
 
     @property
     def timeout(self) -> float | None:
