@@ -19,6 +19,7 @@ run: $(STAMP)
 
 system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
+	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
@@ -39,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/ipcnet bench rpc
 	$(BIN)/ipcnet bench http
 	$(BIN)/ipcnet bench inspector
+	if [ "$$(id -u)" -eq 0 ]; then ./scripts/system-deps clang bpftool perf gcc /usr/include/bpf/bpf_helpers.h && $(BIN)/ipcnet bench xdp; else echo "bench xdp: skipped (needs root)"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -24,6 +24,7 @@ LAYERS = {
     "bench": 5,
     "tour": 5,
     "testing": 5,
+    "xdp": 5,
     "cli": 6,
     "__main__": 6,
 }

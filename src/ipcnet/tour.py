@@ -226,6 +226,16 @@ STOPS: dict[str, Callable[[], Stop]] = {
 }
 
 
+def _xdp() -> Stop:  # issue 16: XDP drops a datagram, then a live rule lets it through
+    from ipcnet.xdp import scene
+
+    return Stop("udp+xdp", *scene.run(MESSAGE))
+
+
+if os.geteuid() == 0 and shutil.which("clang"):  # root with the compiler: offer it
+    STOPS["udp+xdp"] = _xdp
+
+
 def run_tour() -> Iterator[Stop]:
     """Each stop in turn; an unavailable transport (no IPv6, say) becomes a row with its error."""
     for name, stop in STOPS.items():

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "http": "wrk against the web server, nginx, http.server and uvicorn+StaticFiles",
     "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
     "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
+    "xdp": "a UDP flood over veth dropped by XDP, nftables hooks, or read by C/Python (root)",
     "tls": "1 GiB through a tls:// channel beside a plain ssl.SSLSocket loop",
 }
 

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ipcnet's XDP filter: drop or count packets by protocol, destination port and address.
+ *
+ * Role: runs on an interface's receive path before the kernel allocates an skb (native
+ * mode) or just after (generic mode). The rules are not in this program: they live in the
+ * hash map ipcnet_rules, which ipcnet fills and changes while the program runs, so a rule
+ * update never reloads it. Each rule owns a slot of the per-CPU array ipcnet_stats, where
+ * this program adds packets and bytes without locks (one copy per CPU; the reader sums).
+ * Slot 0 counts the packets that matched no rule (passed on to the stack).
+ *
+ * Rules for this file (the loader in ipcnet/xdp/elf.py is small on purpose): maps are
+ * declared in SEC("maps") as struct ipcnet_map, every function is inlined (no bpf-to-bpf
+ * calls), no global variables (no .data/.rodata/.bss). The key and value layouts below are
+ * mirrored by ipcnet/xdp/rules.py.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MAX_RULES 64 /* slots 1..MAX_RULES; slot 0 = matched nothing */
+#define ACTION_COUNT 1
+#define ACTION_DROP 2
+
+struct ipcnet_map { /* read by the loader: the kernel's map_create arguments */
+	__u32 type, key_size, value_size, max_entries, map_flags;
+};
+
+struct rule_key {
+	__u8 family; /* 4 or 6 */
+	__u8 proto;  /* IPPROTO_UDP or IPPROTO_TCP */
+	__u16 port;  /* destination port, network byte order */
+	__u8 addr[16]; /* destination address (v4 in the first 4 bytes); all zero = any */
+};
+
+struct rule_value {
+	__u32 action;
+	__u32 slot;
+};
+
+struct counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct ipcnet_map ipcnet_rules SEC("maps") = {
+	.type = BPF_MAP_TYPE_HASH,
+	.key_size = sizeof(struct rule_key),
+	.value_size = sizeof(struct rule_value),
+	.max_entries = 2 * MAX_RULES, /* a rule without a host is one key per family */
+};
+
+struct ipcnet_map ipcnet_stats SEC("maps") = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct counters),
+	.max_entries = MAX_RULES + 1,
+};
+
+static __always_inline void count(__u32 slot, __u64 bytes)
+{
+	struct counters *c = bpf_map_lookup_elem(&ipcnet_stats, &slot);
+
+	if (c) { /* this CPU's copy: no other CPU writes it, no atomics needed */
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline int ports(void *l4, void *end, __u8 proto, __u16 *port)
+{
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > end)
+			return -1;
+		*port = udp->dest;
+		return 0;
+	}
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > end)
+			return -1;
+		*port = tcp->dest;
+		return 0;
+	}
+	return -1;
+}
+
+SEC("xdp")
+int ipcnet_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct ethhdr *eth = data;
+	struct rule_key key = {};
+	struct rule_value *rule;
+	__u16 proto;
+	void *l3;
+
+	if ((void *)(eth + 1) > end)
+		goto pass;
+	proto = eth->h_proto;
+	l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		__u16 *vlan = l3; /* TCI, then the inner ethertype */
+
+		if ((void *)(vlan + 2) > end)
+			goto pass;
+		proto = vlan[1];
+		l3 = vlan + 2;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
+			goto pass;
+		if (ip->frag_off & bpf_htons(0x1fff)) /* a later fragment: no ports in it */
+			goto pass;
+		key.family = 4;
+		key.proto = ip->protocol;
+		__builtin_memcpy(key.addr, &ip->daddr, 4);
+		if (ports((void *)ip + ip->ihl * 4, end, key.proto, &key.port))
+			goto pass;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > end)
+			goto pass;
+		key.family = 6;
+		key.proto = ip6->nexthdr; /* extension headers are not walked: such packets pass */
+		__builtin_memcpy(key.addr, &ip6->daddr, 16);
+		if (ports(ip6 + 1, end, key.proto, &key.port))
+			goto pass;
+	} else {
+		goto pass;
+	}
+
+	rule = bpf_map_lookup_elem(&ipcnet_rules, &key); /* this host exactly */
+	if (!rule) {
+		__builtin_memset(key.addr, 0, sizeof(key.addr)); /* any host */
+		rule = bpf_map_lookup_elem(&ipcnet_rules, &key);
+	}
+	if (!rule)
+		goto pass;
+	count(rule->slot, bytes);
+	return rule->action == ACTION_DROP ? XDP_DROP : XDP_PASS;
+pass:
+	count(0, bytes);
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,390 @@
+"""Attach ipcnet's XDP filter to an interface, change its rules live, read its counters.
+
+Role: the library behind ``ipcnet xdp``. ``attach()`` builds (once) and loads the program,
+creates its two maps, fills the rules map, then attaches it with rtnetlink; the returned
+``XdpFilter`` updates rules and reads counters through the maps while the program runs.
+The state lives in the kernel only: ``find(dev)`` rebuilds a handle in a later process
+from the program id the interface reports and the map ids the program holds.
+Rules: only the named interface is ever touched; an interface that already runs an XDP
+program is left alone unless ``replace=True`` (the kernel enforces it with
+XDP_FLAGS_UPDATE_IF_NOEXIST, so a race cannot slip through); ``detach()`` removes a
+program only if it is still the one this handle attached (XDP_FLAGS_REPLACE with the
+expected descriptor); the kernel calls (``transports.bpf``, ``transports.rtnetlink``) run
+inside ``transports.xdperrors.translating``, so only ipcnet errors leave, and none is
+caught here to change its meaning.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
+from ipcnet.transports import bpf, procfs, rtnetlink
+from ipcnet.transports.xdperrors import NEED, translating
+from ipcnet.xdp import build, elf
+from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, MAX_RULES, VALUE, Rule, decode, parse_rules
+
+Mode = Literal["auto", "native", "generic"]
+PROGRAM = "ipcnet_xdp"
+RULES_MAP, STATS_MAP = "ipcnet_rules", "ipcnet_stats"
+_ATTACH_FLAGS = {
+    "auto": 0,
+    "native": rtnetlink.XDP_FLAGS_DRV_MODE,
+    "generic": rtnetlink.XDP_FLAGS_SKB_MODE,
+}
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
+_PSEUDO_MAP_FD = 1
+
+
+def require_privileges() -> None:
+    """PermissionDenied unless this process may load BPF programs and change links."""
+    status = procfs.read_text("/proc/self/status") or ""
+    caps = next(
+        int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")
+    )
+    missing = []
+    if not caps >> _CAP_BPF & 1 and not caps >> _CAP_SYS_ADMIN & 1:
+        missing.append("CAP_BPF")
+    if not caps >> _CAP_NET_ADMIN & 1:
+        missing.append("CAP_NET_ADMIN")
+    if missing:
+        raise PermissionDenied(f"{NEED}: this process lacks {' and '.join(missing)}")
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    rule: Rule
+    packets: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.rule.action,
+            "rule": self.rule.target,
+            "packets": self.packets,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters summed over CPUs: per rule, and for packets no rule matched (passed)."""
+
+    dev: str
+    prog_id: int
+    rules: list[RuleStats]
+    unmatched_packets: int
+    unmatched_bytes: int
+
+    @property
+    def dropped(self) -> int:
+        return sum(r.packets for r in self.rules if r.rule.action == "drop")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dev": self.dev,
+            "prog_id": self.prog_id,
+            "rules": [r.to_dict() for r in self.rules],
+            "unmatched": {"packets": self.unmatched_packets, "bytes": self.unmatched_bytes},
+        }
+
+
+@dataclass(frozen=True)
+class Program:
+    """One XDP program on one interface, as ``ipcnet xdp show`` lists it."""
+
+    dev: str
+    ifindex: int
+    prog_id: int
+    mode: str
+    name: str = ""
+    tag: str = ""
+    jited: bool = False
+    rules: list[Rule] = field(default_factory=list)  # ipcnet's own programs only
+    ipcnet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            k: getattr(self, k)
+            for k in ("dev", "ifindex", "prog_id", "mode", "name", "tag", "jited", "ipcnet")
+        }
+        d["rules"] = [{"action": r.action, "rule": r.target} for r in self.rules]
+        return d
+
+
+class XdpFilter:
+    """ipcnet's XDP program on one interface: ``update()``, ``stats()``, ``detach()``.
+
+    Used as a context manager it detaches on exit. ``close()`` only lets go of the
+    descriptors: the program stays attached (as after ``ipcnet xdp attach``)."""
+
+    def __init__(self, dev: str, ifindex: int, mode: str, prog_fd: int, maps: dict[str, int]):
+        self.dev, self.ifindex, self.mode = dev, ifindex, mode
+        self._prog_fd, self._maps = prog_fd, maps
+        self.prog_id = bpf.ProgInfo(prog_fd).id
+        self._attached = True
+
+    def __repr__(self) -> str:
+        return f"<XdpFilter {self.dev} prog {self.prog_id} {self.mode}>"
+
+    def _fd(self, name: str) -> int:
+        if self._prog_fd < 0:
+            raise Unsupported(f"xdp filter on {self.dev} is closed")
+        return self._maps[name]
+
+    def _slots(self) -> dict[int, Rule]:
+        return _slots(self._fd(RULES_MAP))
+
+    def rules(self) -> list[Rule]:
+        with translating("read xdp rules on", self.dev):
+            return [rule for _, rule in sorted(self._slots().items())]
+
+    def update(self, drop: Iterable[str | Rule] = (), count: Iterable[str | Rule] = ()) -> None:
+        """Replace the rules; the program keeps running (no reload, no detach). A rule that
+        stays keeps its counters; a new one starts from zero."""
+        wanted = parse_rules(drop, count)
+        with translating("update xdp rules on", self.dev):
+            _write_rules(self._fd(RULES_MAP), self._fd(STATS_MAP), wanted, self._slots())
+
+    def stats(self) -> Stats:
+        with translating("read xdp counters on", self.dev):
+            slots = self._slots()
+            fd = self._fd(STATS_MAP)
+            totals = {slot: _counters(fd, slot) for slot in (0, *sorted(slots))}
+        rows = [RuleStats(rule, *totals[slot]) for slot, rule in sorted(slots.items())]
+        return Stats(self.dev, self.prog_id, rows, *totals[0])
+
+    def detach(self) -> None:
+        """Remove the program from the interface if it is still this one; idempotent."""
+        if not self._attached or self._prog_fd < 0:
+            return
+        self._attached = False
+        with translating("detach xdp from", self.dev):
+            # False if another program replaced ours or the interface went away: done too
+            rtnetlink.detach_xdp(self.ifindex, self.mode, self._prog_fd)
+        self.close()
+
+    def close(self) -> None:
+        bpf.close(self._prog_fd, *self._maps.values())
+        self._prog_fd, self._maps = -1, {}
+
+    def __enter__(self) -> XdpFilter:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.detach()
+
+
+def _slots(rules_fd: int) -> dict[int, Rule]:
+    """The rules map's entries as {stats slot: Rule}."""
+    entries = []
+    for key in bpf.map_keys(rules_fd, KEY.size):
+        value = bpf.map_lookup(rules_fd, key, VALUE.size)
+        if value is not None:  # deleted since the walk began
+            entries.append((key, value))
+    return decode(entries)
+
+
+def _counters(fd: int, slot: int) -> tuple[int, int]:
+    ncpu = bpf.possible_cpus()
+    raw = bpf.map_lookup(fd, struct.pack("=I", slot), COUNTERS.size * ncpu)
+    if raw is None:
+        return 0, 0
+    packets = bytes_ = 0
+    for cpu in range(ncpu):
+        p, b = COUNTERS.unpack_from(raw, cpu * COUNTERS.size)
+        packets, bytes_ = packets + p, bytes_ + b
+    return packets, bytes_
+
+
+def _write_rules(
+    rules_fd: int, stats_fd: int, wanted: list[Rule], current: dict[int, Rule]
+) -> None:
+    """Make the rules map hold ``wanted``: stale keys go first (so a freed slot is never
+    counted by its old rule), a key that stays is overwritten in place, a rule that stays
+    keeps its slot and counters, a new rule gets a slot zeroed just before it is used."""
+    kept = {rule: slot for slot, rule in current.items() if rule in wanted}
+    used = set(kept.values())
+    free = [s for s in range(1, MAX_RULES + 1) if s not in used and s not in current]
+    free += [s for s in current if s not in used]  # removed rules' slots, last
+    keys = {key for rule in wanted for key in rule.map_keys()}
+    for key in bpf.map_keys(rules_fd, KEY.size):
+        if key not in keys:
+            bpf.map_delete(rules_fd, key)
+    zero = bytes(COUNTERS.size * bpf.possible_cpus())
+    for rule in wanted:
+        slot = kept.get(rule)
+        if slot is None:
+            slot = free.pop(0)
+            bpf.map_update(stats_fd, struct.pack("=I", slot), zero)
+        for key in rule.map_keys():
+            bpf.map_update(rules_fd, key, VALUE.pack(ACTIONS[rule.action], slot))
+
+
+def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:
+    """Load the program with fresh maps holding ``rules``: (program fd, {map name: fd})."""
+    obj = elf.read(build.compiled(source).read_bytes())
+    missing = {RULES_MAP, STATS_MAP} - set(obj.maps)
+    if missing:
+        raise Unsupported(f"{source} does not define the map(s) {', '.join(sorted(missing))}")
+    maps: dict[str, int] = {}
+    try:
+        for m in obj.maps.values():
+            maps[m.name] = bpf.map_create(
+                m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.name
+            )
+        _write_rules(maps[RULES_MAP], maps[STATS_MAP], rules, {})
+        insns = bytearray(obj.insns)
+        for index, name in obj.map_relocs:
+            off = index * 8
+            insns[off + 1] = (insns[off + 1] & 0x0F) | (_PSEUDO_MAP_FD << 4)  # src_reg
+            struct.pack_into("=i", insns, off + 4, maps[name])
+        # a rejection loads it again with the verifier's log, to say why
+        return bpf.prog_load(bytes(insns), obj.license, obj.program), maps
+    except BaseException:
+        bpf.close(*maps.values())
+        raise
+
+
+def _programs(link: rtnetlink.Link) -> list[Program]:
+    found = []
+    for a in link.xdp:
+        fd = bpf.prog_fd_if_loaded(a.prog_id)
+        if fd is None:  # gone since the dump
+            continue
+        try:
+            info = bpf.ProgInfo(fd)
+            rules: list[Rule] = []
+            ours = _maps_of(info) if info.name == PROGRAM else None
+            if ours is not None:
+                try:
+                    rules = [r for _, r in sorted(_slots(ours[RULES_MAP]).items())]
+                finally:
+                    bpf.close(*ours.values())
+            found.append(
+                Program(
+                    link.name,
+                    link.index,
+                    a.prog_id,
+                    a.mode,
+                    info.name,
+                    info.tag,
+                    info.jited,
+                    rules,
+                    ours is not None,
+                )
+            )
+        finally:
+            bpf.close(fd)
+    return found
+
+
+def _maps_of(info: bpf.ProgInfo) -> dict[str, int] | None:
+    """Descriptors of ipcnet's two maps held by the program, or None if it is not ipcnet's."""
+    maps: dict[str, int] = {}
+    for map_id in info.map_ids:
+        fd = bpf.map_fd_by_id(map_id)
+        name = bpf.MapInfo(fd).name
+        if name in (RULES_MAP, STATS_MAP) and name not in maps:
+            maps[name] = fd
+        else:
+            bpf.close(fd)
+    if len(maps) != 2:
+        bpf.close(*maps.values())
+        return None
+    return maps
+
+
+def attach(
+    dev: str,
+    drop: Iterable[str | Rule] = (),
+    count: Iterable[str | Rule] = (),
+    mode: Mode = "auto",
+    replace: bool = False,
+    source: str | Path = build.SOURCE,
+) -> XdpFilter:
+    """Attach ipcnet's XDP filter to ``dev`` with these rules; ``mode`` auto uses the
+    driver's native XDP where it has one, else generic (``handle.mode`` says which).
+    ``source``: another C program to build and load instead, declaring the same maps."""
+    if mode not in _ATTACH_FLAGS:
+        raise Unsupported(f"unknown xdp mode {mode!r} (native, generic or auto)")
+    rules = parse_rules(drop, count)
+    require_privileges()
+    with translating("attach xdp to", dev):
+        link = rtnetlink.get_link(dev)
+        if link.xdp and not replace:
+            there = link.xdp[0]
+            name = next((f" {p.name!r}" for p in _programs(link) if p.prog_id == there.prog_id), "")
+            raise AddressInUse(
+                f"attach xdp to {dev}: it already has xdp program {there.prog_id}{name} in "
+                f"{there.mode} mode; left alone (--replace replaces it)"
+            )
+    with translating("load", dev):
+        prog_fd, maps = _load(rules, Path(source))
+    try:
+        with translating("attach xdp to", dev):
+            flags = _ATTACH_FLAGS[mode] | (0 if replace else rtnetlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
+            # with replace, a program in the other mode is removed first (the kernel will
+            # not run both)
+            clear = [a.mode for a in link.xdp] if replace else []
+            rtnetlink.attach_xdp(link.index, prog_fd, flags, clear)
+            prog_id = bpf.ProgInfo(prog_fd).id
+            now = next((a for a in rtnetlink.get_link(dev).xdp if a.prog_id == prog_id), None)
+            if now is None:
+                raise IPCError(f"attach xdp to {dev}: replaced by another program at once")
+        return XdpFilter(dev, link.index, now.mode, prog_fd, maps)
+    except BaseException:
+        bpf.close(prog_fd, *maps.values())
+        raise
+
+
+def find(dev: str) -> XdpFilter:
+    """A handle on the ipcnet filter already attached to ``dev`` (by an earlier process)."""
+    require_privileges()
+    with translating("open xdp filter on", dev):
+        link = rtnetlink.get_link(dev)
+        if not link.xdp:
+            raise Unsupported(f"no xdp program on {dev} (ipcnet xdp attach {dev} ... adds one)")
+        a = link.xdp[0]
+        fd = bpf.prog_fd_by_id(a.prog_id)
+        info = bpf.ProgInfo(fd)
+        maps = _maps_of(info) if info.name == PROGRAM else None
+        if maps is None:
+            bpf.close(fd)
+            raise Unsupported(
+                f"xdp program {a.prog_id} {info.name!r} on {dev} was not loaded by ipcnet"
+            )
+        return XdpFilter(dev, link.index, a.mode, fd, maps)
+
+
+def detach(dev: str, force: bool = False) -> list[Program]:
+    """Remove the XDP program(s) from ``dev``: ipcnet's, or any with ``force``. Returns
+    what was removed (empty if there was nothing)."""
+    require_privileges()
+    with translating("detach xdp from", dev):
+        link = rtnetlink.get_link(dev)
+        programs = _programs(link)
+        for p in programs:
+            if not p.ipcnet and not force:
+                raise Unsupported(
+                    f"detach xdp from {dev}: program {p.prog_id} {p.name!r} was not loaded by "
+                    "ipcnet; left alone (--force removes it)"
+                )
+        for p in programs:
+            rtnetlink.set_xdp(link.index, -1, rtnetlink.MODE_FLAGS[p.mode])
+        return programs
+
+
+def programs(dev: str | None = None) -> list[Program]:
+    """Every interface's XDP programs (or ``dev``'s): id, name, mode, jited, rules."""
+    require_privileges()
+    with translating("list xdp programs on", dev or "all interfaces"):
+        found = [rtnetlink.get_link(dev)] if dev else rtnetlink.links()
+        return [p for link in found for p in _programs(link)]

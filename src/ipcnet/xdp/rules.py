@@ -1,0 +1,141 @@
+"""Filter rules: ``udp://[HOST]:PORT`` / ``tcp://...`` addresses <-> BPF map keys and values.
+
+Role: parse what the user wrote into ``Rule`` objects, encode them as filter.bpf.c's
+``struct rule_key`` / ``struct rule_value`` and decode them back (the rules live only in
+the kernel's map, so ``ipcnet xdp show`` reads them from there). Rules: no I/O but the
+/etc/services lookup of a port name (``inspector.names``, read once); bad input is an
+``InvalidAddress`` saying what is wrong; the layouts here mirror filter.bpf.c.
+
+A rule matches packets by protocol, destination port and (optionally) destination
+address. ``udp://:53`` matches IPv4 and IPv6, ``udp4://:53`` / ``udp6://:53`` one family,
+``udp://10.0.0.1:53`` or ``udp://[fd00::1]:53`` one address. ``tcp://`` rules match every
+segment to the port, SYNs included, so a dropped port never completes a handshake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from ipcnet.addresses import parse
+from ipcnet.errors import InvalidAddress
+
+MAX_RULES = 64  # filter.bpf.c: MAX_RULES (stats slots 1..64; slot 0 = matched nothing)
+ACTIONS = {"count": 1, "drop": 2}
+PROTOS = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
+
+KEY = struct.Struct("=BBH16s")  # family, proto, port (network order), address
+VALUE = struct.Struct("=II")  # action, slot
+COUNTERS = struct.Struct("=QQ")  # packets, bytes (one per CPU)
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """Drop or count packets to ``proto`` port ``port`` at ``host`` ('' = any address)."""
+
+    proto: str  # udp or tcp
+    port: int
+    host: str = ""
+    families: tuple[int, ...] = (4, 6)
+    action: str = "drop"
+
+    @property
+    def target(self) -> str:
+        """The rule as an address, in canonical form (``udp://:53``, ``tcp6://:80``)."""
+        scheme = self.proto + (
+            "" if len(self.families) == 2 or self.host else str(self.families[0])
+        )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"
+
+    def map_keys(self) -> list[bytes]:
+        port = socket.htons(self.port)
+        packed = ipaddress.ip_address(self.host).packed if self.host else b""
+        return [
+            KEY.pack(f, PROTOS[self.proto], port, packed.ljust(16, b"\0")) for f in self.families
+        ]
+
+
+def parse_rule(text: str, action: str) -> Rule:
+    """``udp://:53`` (and friends) -> Rule; InvalidAddress says what is wrong."""
+    address = parse(text)
+    proto = address.scheme.rstrip("46")
+    if proto not in PROTOS:
+        raise InvalidAddress(
+            f"invalid xdp rule {text!r}: takes udp://[HOST]:PORT or tcp://[HOST]:PORT"
+        )
+    host = address.host or ""
+    if host:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise InvalidAddress(
+                f"invalid xdp rule {text!r}: the host must be an IP address, not a name"
+            ) from None
+        host = str(ip)
+        families: tuple[int, ...] = (ip.version,)
+    else:
+        families = {"4": (4,), "6": (6,)}.get(address.scheme[-1], (4, 6))
+    port = address.port
+    if isinstance(port, str):
+        from ipcnet.inspector.names import service_port  # lazy: only names need it
+
+        number = service_port(port, proto)
+        if number is None:
+            raise InvalidAddress(f"invalid xdp rule {text!r}: unknown {proto} service {port!r}")
+        port = number
+    if not port:
+        raise InvalidAddress(f"invalid xdp rule {text!r}: port 0 matches no packet")
+    return Rule(proto, port, host, families, action)
+
+
+def parse_rules(drop: Iterable[str | Rule] = (), count: Iterable[str | Rule] = ()) -> list[Rule]:
+    """The drop and count lists as rules, refusing duplicates and more than MAX_RULES."""
+    rules: list[Rule] = []
+    seen: dict[bytes, Rule] = {}
+    for action, items in (("drop", drop), ("count", count)):
+        for item in items:
+            # a Rule object takes the action of the list it is in, as a string does
+            rule = (
+                parse_rule(item, action) if isinstance(item, str) else replace(item, action=action)
+            )
+            for key in rule.map_keys():
+                if key in seen:
+                    raise InvalidAddress(
+                        f"invalid xdp rules: {rule} overlaps {seen[key]} (one rule per packet)"
+                    )
+                seen[key] = rule
+            rules.append(rule)
+    if len(rules) > MAX_RULES:
+        raise InvalidAddress(
+            f"invalid xdp rules: {len(rules)} rules, over the limit of {MAX_RULES}"
+        )
+    return rules
+
+
+def decode(entries: Iterable[tuple[bytes, bytes]]) -> dict[int, Rule]:
+    """(key, value) pairs of the rules map -> {slot: Rule}, merging a rule's per-family keys."""
+    found: dict[int, tuple[str, int, str, list[int], str]] = {}
+    names = {v: k for k, v in ACTIONS.items()}
+    protos = {v: k for k, v in PROTOS.items()}
+    for key, value in entries:
+        family, proto, port, raw = KEY.unpack(key)
+        action, slot = VALUE.unpack(value)
+        host = ""
+        if any(raw):
+            host = str(ipaddress.ip_address(raw[:4] if family == 4 else raw))
+        entry = found.setdefault(
+            slot,
+            (protos.get(proto, str(proto)), socket.ntohs(port), host, [], names.get(action, "?")),
+        )
+        entry[3].append(family)
+    return {
+        slot: Rule(proto, port, host, tuple(sorted(fams)), action)
+        for slot, (proto, port, host, fams, action) in found.items()
+    }
