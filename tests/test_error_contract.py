@@ -36,17 +36,14 @@ ALLOWED = {
     # print() to a stdout whose reader left (``ipcnet sockets | head``): sys.stdout is
     # Python's text stream, not a channel; the CLI's last resort, like every Python tool
     "cli/__init__.py::main": "BrokenPipeError from sys.stdout",
+    # kill(2)/waitpid(2) of the server's own children (fork models, prefork): no transport
+    # opens a process that was forked; translated once there (a gone child is an answer)
+    "drivers/processes.py": "the server's own children: kill and waitpid",
 }
 
 # TEMPORARY: pending merge of the engine/http branches, which remove these clauses now.
 # The lead empties this section at merge; nothing may be added to it.
 TEMPORARY = {
-    "bench/models.py",
-    "drivers/aio.py",
-    "drivers/blocking.py",
-    "drivers/core.py",
-    "drivers/prefork.py",
-    "drivers/selector.py",
     "httpd/accesslog.py",
     "httpd/files.py",
     "protocols/http/session.py",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -10,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ipcnet.drivers.engine import run_job
 from ipcnet.framing import LengthPrefixed, NewlineDelimited
-from ipcnet.protocols.base import Close, Outcome, Peer, Run, as_list
+from ipcnet.protocols.base import Close, Peer, Run, as_list
 from ipcnet.protocols.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -27,12 +27,12 @@ from test_rpc_api import methods as api
 
 
 def service(**kwargs: Any) -> JsonRpcService:
-    kwargs.setdefault("coroutine_runner", asyncio.run)
     return JsonRpcService(api, **kwargs)
 
 
 class Driven:
-    """A session driven the way a blocking driver drives it (Run inline)."""
+    """A session driven the way a blocking driver drives it (Run inline, by the engine's
+    run_job, which runs an async def job to completion)."""
 
     def __init__(self, svc: JsonRpcService | None = None) -> None:
         self.service = svc or service()
@@ -51,11 +51,7 @@ class Driven:
                 self.closed = True
             elif isinstance(action, Run):
                 self.runs += 1
-                try:
-                    outcome = Outcome(value=action.job())
-                except Exception as exc:
-                    outcome = Outcome(error=exc)
-                self.apply(self.session.resume(action, outcome))
+                self.apply(self.session.resume(action, run_job(action)))
 
     def feed(self, data: bytes) -> list[Any]:
         self.apply(self.session.feed(data))
@@ -196,7 +192,15 @@ def test_unencodable_result_is_an_internal_error() -> None:
 def test_async_handlers_under_a_driver_that_does_not_await() -> None:
     d = Driven()
     assert d.feed(req("slow_add", [1, 2]))[0]["result"] == 3
-    assert d.runs == 2  # the job returned a coroutine; a second job finished it
+    assert d.runs == 1  # one async def job, run to completion by the driver
+
+
+def test_a_batch_mixing_plain_and_async_handlers_is_two_jobs_plain_first() -> None:
+    d = Driven()
+    batch = b"[" + req("slow_add", [1, 2], 1)[:-1] + b"," + req("add", [2, 2], 2)[:-1] + b"]\n"
+    (replies,) = d.feed(batch)
+    assert [r["result"] for r in replies] == [3, 4]  # answered in request order
+    assert d.runs == 2
 
 
 def test_async_job_is_a_coroutine_function() -> None:

@@ -13,10 +13,20 @@ import pytest
 
 import ipcnet
 from ipcnet import rpc
+from ipcnet.drivers import MODELS as REGISTRY
 from ipcnet.errors import Timeout
+from ipcnet.protocols.base import (
+    SHUTDOWN_WRITE,
+    Actions,
+    BaseService,
+    BaseSession,
+    Peer,
+    SendFile,
+    Timer,
+)
 from test_rpc_api import rpc_server
 
-MODELS = ["iterative", "thread", "pool", "epoll", "select", "asyncio", "fork", "prefork"]
+MODELS = list(REGISTRY)
 
 
 def _unix() -> str:
@@ -282,3 +292,46 @@ def test_callers_that_time_out_and_callers_that_wait_share_one_connection() -> N
             assert all(outcomes[f"slow{k}"] == "timed out" for k in range(4))
             assert all(outcomes[f"quick{k}"] == [k + i for i in range(50)] for k in range(4))
             assert client.dropped == 4
+
+
+class _FileTimerSession(BaseSession):
+    """Answers b"go" with a file region it hands over; its timer half-closes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def feed(self, data: bytes) -> Actions:
+        return [SendFile(self.fd, 2, 5, "f", close=True), Timer(0.05)]
+
+    def on_timer(self) -> Actions:
+        return [b"|tick", SHUTDOWN_WRITE]
+
+
+class _FileTimerService(BaseService):
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def start(self, peer: Peer) -> tuple[BaseSession, Actions]:
+        return _FileTimerSession(self.fd), b"hello|"
+
+
+def test_serve_channel_honours_sendfile_timer_and_shutdown_write(tmp_path: Any) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    ours, theirs = ipcnet.socketpair()
+    server = threading.Thread(
+        target=rpc.serve_channel, args=(_FileTimerService(fd), theirs), daemon=True
+    )
+    server.start()
+    ours.timeout = 10
+    ours.write(b"go")
+    got = bytearray()
+    while chunk := ours.read(100):  # EOF: the timer's ShutdownWrite
+        got += chunk
+    assert bytes(got) == b"hello|23456|tick"
+    ours.close()  # our EOF ends the session (BaseSession closes on EOF)
+    server.join(10)
+    assert not server.is_alive()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the handed-over descriptor was released

@@ -11,10 +11,10 @@ import uuid
 import pytest
 
 import ipcnet
-from ipcnet.drivers import MODEL_HELP
+from ipcnet.drivers import MODELS as REGISTRY
 from serverkit import serving
 
-MODELS = list(MODEL_HELP)
+MODELS = list(REGISTRY)
 DAYTIME = re.compile(rb"^\w+day, \w+ \d\d, \d{4} \d\d:\d\d:\d\d-UTC\r\n$")
 
 

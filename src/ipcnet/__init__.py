@@ -27,6 +27,14 @@ _EXPORTS = {
     "stdio": "ipcnet.channel",
     "DatagramEndpoint": "ipcnet.transports.datagram",
     "errors": "ipcnet.errors",
+    # --- ipc (issue 13) ---
+    "shm_pair": "ipcnet.channel",
+    "Semaphore": "ipcnet.transports.semaphore",
+    "SharedSemaphore": "ipcnet.transports.semaphore",
+    "UndoSemaphore": "ipcnet.transports.semaphore",
+    "signals": "ipcnet.transports.signals",
+    "send_signal": "ipcnet.transports.signals",
+    # --- end ipc ---
 }
 
 __all__ = [
@@ -34,12 +42,18 @@ __all__ = [
     "Channel",
     "DatagramEndpoint",
     "Listener",
+    "Semaphore",
+    "SharedSemaphore",
+    "UndoSemaphore",
     "connect",
     "errors",
     "listen",
     "open_datagram",
     "parse_address",
     "pipe",
+    "send_signal",
+    "shm_pair",
+    "signals",
     "socketpair",
     "spawn",
     "stdio",
@@ -56,11 +70,14 @@ if TYPE_CHECKING:
         listen,
         open_datagram,
         pipe,
+        shm_pair,
         socketpair,
         spawn,
         stdio,
     )
     from ipcnet.transports.datagram import DatagramEndpoint
+    from ipcnet.transports.semaphore import Semaphore, SharedSemaphore, UndoSemaphore
+    from ipcnet.transports.signals import send_signal, signals
 
 
 def __getattr__(name: str) -> Any:

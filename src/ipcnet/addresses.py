@@ -12,6 +12,8 @@ part.
     unix:///abs/path  unix:rel/path  unix://@abstract   (also unixgram://, unixpacket://)
     fifo:///abs/path  fifo:rel/path
     pipe:  socketpair:  stdio:  exec:command args  fd://N  systemd://  systemd://N|NAME
+    shm://@name  shm:///abs/path  shm:rel/path  [?ring=BYTES]   (rendezvous: a unix socket)
+    mq:///name  [?depth=N&msgsize=BYTES&priority=N]             (a POSIX message queue)
 
 A scheme is one ``Scheme`` row in ``SCHEMES``: its grammar (one of the few below), its
 kind, and the module of ``ipcnet.transports`` that opens it (see that package's docstring).
@@ -49,6 +51,7 @@ class Address:
     fd: int | None = None  # fd://N
     command: str | None = None  # exec:
     name: str | None = None  # systemd: index or LISTEN_FDNAMES entry; '' = the first
+    options: tuple[tuple[str, int], ...] = ()  # shm, mq: ?key=value pairs, in given order
 
     def __str__(self) -> str:
         row = SCHEMES.get(self.scheme)
@@ -92,6 +95,10 @@ class Address:
         """exec: the command split the way a POSIX shell would split it."""
         assert self.command is not None
         return shlex.split(self.command)
+
+    def option(self, key: str, default: int | None = None) -> int | None:
+        """The value of ``?key=`` (shm, mq), or ``default``."""
+        return dict(self.options).get(key, default)
 
     def with_port(self, port: int) -> Address:
         """The same inet address with another port (what a listener on port 0 got)."""
@@ -210,6 +217,82 @@ FD_NUMBER: Grammar = _FdNumber()
 SOCKET_NAME: Grammar = _SocketName()
 
 
+# --- ipc grammars (issue 13): shm:// and mq:// take ?key=number options ------------------
+
+_SIZE = re.compile(r"(\d+)([kKmMgG]?)(i?[bB])?\Z")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MQ_NAME_MAX = 255  # NAME_MAX: a queue name is one file in the mqueue filesystem
+
+
+def _parse_options(
+    url: str, scheme: str, query: str, known: tuple[str, ...]
+) -> tuple[tuple[str, int], ...]:
+    if not query:
+        return ()
+    out: dict[str, int] = {}
+    for item in query.split("&"):
+        key, sep, value = item.partition("=")
+        if key not in known:
+            raise _bad(url, f"unknown option {key!r} for {scheme}: (known: {', '.join(known)})")
+        if not sep or not value:
+            raise _bad(url, f"option {key!r} needs a value")
+        match = _SIZE.match(value)
+        if match is None:
+            raise _bad(url, f"option {key}={value!r} is not a number (like 65536 or 64K)")
+        out[key] = int(match.group(1)) * _UNITS[match.group(2).lower()]
+    return tuple(out.items())
+
+
+def _format_options(address: Address) -> str:
+    query = "&".join(f"{k}={v}" for k, v in address.options)
+    return f"?{query}" if query else ""
+
+
+class _ShmRendezvous(Grammar):
+    """``shm://@name``, ``shm:///path``, ``shm:rel`` (a unix socket's name) + ``?ring=``."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        rest, _, query = rest.partition("?")
+        base = UNIX_PATH.parse(url, scheme, rest)
+        options = _parse_options(url, scheme, query, ("ring",))
+        return Address(scheme, path=base.path, abstract=base.abstract, options=options)
+
+    def format(self, address: Address) -> str:
+        return UNIX_PATH.format(address) + _format_options(address)
+
+
+class _QueueName(Grammar):
+    """``mq:///name``: one name (no '/', at most NAME_MAX bytes), ``?depth=&msgsize=&priority=``."""
+
+    def parse(self, url: str, scheme: str, rest: str) -> Address:
+        rest, _, query = rest.partition("?")
+        options = _parse_options(url, scheme, query, ("depth", "msgsize", "priority"))
+        if not rest.startswith("///"):
+            raise _bad(url, f"expected {scheme}:///name")
+        name = rest[3:]
+        if not name:
+            raise _bad(url, f"missing queue name after {scheme}:///")
+        if "/" in name:
+            raise _bad(url, "a queue name cannot contain '/' (it is one name, not a path)")
+        if "\0" in name:
+            raise _bad(url, "NUL byte in queue name")
+        size = len(os.fsencode(name))
+        if size > MQ_NAME_MAX:
+            raise _bad(url, f"queue name is {size} bytes, over NAME_MAX ({MQ_NAME_MAX})")
+        if name in (".", ".."):
+            raise _bad(url, f"{name!r} is not a queue name")
+        return Address(scheme, path=name, options=options)
+
+    def format(self, address: Address) -> str:
+        return f"{address.scheme}:///{address.path}{_format_options(address)}"
+
+
+SHM_RENDEZVOUS: Grammar = _ShmRendezvous()
+QUEUE_NAME: Grammar = _QueueName()
+
+# --- end ipc grammars ---
+
+
 # --- the registry ---------------------------------------------------------------------
 
 
@@ -262,6 +345,9 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("fd", FD_NUMBER, "stream", "inherited", "an inherited socket, pipe or tty",
                framing="content-length"),
         Scheme("systemd", SOCKET_NAME, "stream", "inherited", "socket activation (LISTEN_FDS)"),
+        Scheme("shm", SHM_RENDEZVOUS, "stream", "shm", "shared-memory ring, met at a unix socket"),
+        Scheme("mq", QUEUE_NAME, "datagram", "mq", "POSIX message queue (connect sends)",
+               noun="message queue"),
     )
 }  # fmt: skip
 

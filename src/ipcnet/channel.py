@@ -13,6 +13,7 @@ Rules: no system calls here; everything goes through the transport.
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -20,7 +21,7 @@ from typing import Any
 
 from ipcnet import transports
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import IncompleteRead, LimitExceeded
+from ipcnet.errors import IncompleteRead, LimitExceeded, Unsupported
 from ipcnet.transports import DatagramEndpoint, StreamTransport
 
 READ_ALL_CHUNK = 64 * 1024
@@ -197,6 +198,36 @@ class Channel:
         """The kernel's send buffer (SO_SNDBUF, as getsockopt reports it)."""
         return self.transport.get_option("send_buffer")
 
+    # --- descriptor passing (issue 13) ---------------------------------------------------
+
+    def send_fds(self, data: bytes | memoryview, fds: Sequence[int]) -> None:
+        """Send ``data`` (at least one byte) with descriptors attached (SCM_RIGHTS).
+
+        Unix stream and seqpacket channels only; the descriptors stay open here too.
+        """
+        from ipcnet.transports import fdpass
+
+        fdpass.send_fds(self._unix_socket(), data, fds, self.transport.where)
+
+    def recv_fds(self, n: int = READ_ALL_CHUNK, max_fds: int = 16) -> tuple[bytes, list[int]]:
+        """Up to ``n`` bytes (b"" at EOF) and the descriptors that came with them (yours
+        to close). More than ``max_fds`` raises LimitExceeded, with all of them closed.
+        Bytes already read ahead by readline() come first, without descriptors."""
+        from ipcnet.transports import fdpass
+
+        sock = self._unix_socket()
+        if self._ahead:
+            return self.read(n), []
+        return fdpass.recv_fds(sock, n, max_fds, self.transport.where)
+
+    def _unix_socket(self) -> socket.socket:
+        sock = getattr(self.transport, "sock", None)
+        if not isinstance(sock, socket.socket):
+            raise Unsupported(f"descriptor passing needs a unix socket channel, not {self}")
+        return sock
+
+    # --- end descriptor passing ----------------------------------------------------------
+
 
 class Listener:
     """A bound, listening address; ``accept()`` waits for the next peer."""
@@ -310,3 +341,12 @@ def spawn(command: str | Sequence[str]) -> Channel:
 def stdio() -> Channel:
     """This process's stdin (read) and stdout (write) as one Channel."""
     return connect("stdio:")
+
+
+def shm_pair(ring: int = 1 << 20) -> tuple[Channel, Channel]:
+    """Two Channels over a shared-memory ring (``ring`` bytes each way); fork, and each
+    process closes the end it does not use, as with pipe()."""
+    from ipcnet.transports import shm
+
+    a, b = shm.shm_pair(ring)
+    return Channel(a), Channel(b)

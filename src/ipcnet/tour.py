@@ -212,6 +212,164 @@ def _tmp_unix() -> str:
     return f"unix:///tmp/ipcnet-tour-{uuid.uuid4().hex[:12]}.sock"
 
 
+# --- the rest of seed 002 section 8: shared memory, queues, semaphores, signals (issue 13) ---
+
+
+def shared_memory() -> Stop:
+    from ipcnet.channel import shm_pair
+
+    a, b = shm_pair(ring=65536)
+
+    def child() -> None:
+        a.close()
+        _echo(b, b)
+
+    pid = _child(child)
+    b.close()
+    try:
+        memfd = next(
+            (
+                f"{kernel_object(int(fd))}"
+                for fd in os.listdir("/proc/self/fd")
+                if "memfd:" in _readlink(int(fd))
+            ),
+            "memfd ?",
+        )
+        return _time_stream("shm", a, a, (memfd, "eventfds only to wake a sleeper"))
+    finally:
+        a.close()
+        _reap(pid)
+
+
+def _readlink(fd: int) -> str:
+    from ipcnet.transports import procfs
+
+    return procfs.readlink(f"/proc/self/fd/{fd}") or ""
+
+
+def message_queue() -> Stop:
+    from ipcnet.transports import mq
+
+    names = [f"mq:///ipcnet-tour-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    down_in, up_in = (open_datagram(n, listen=True, timeout=10) for n in names)
+    try:
+        down_out, up_out = (open_datagram(n, timeout=10) for n in names)
+
+        def child() -> None:
+            for _ in range(ROUNDS):
+                up_out.send(down_in.recv()[0])
+
+        pid = _child(child)
+        try:
+            objs = (
+                f"{kernel_object(down_out.fileno())} (queue descriptor)",
+                kernel_object(up_in.fileno()),
+            )
+            return _time_datagram_pair("mq", down_out, up_in, objs)
+        finally:
+            _reap(pid)
+            down_out.close()
+            up_out.close()
+    finally:
+        for endpoint, name in ((down_in, names[0]), (up_in, names[1])):
+            endpoint.close()
+            mq.remove(name)
+
+
+def _time_datagram_pair(
+    name: str, out: DatagramEndpoint, back: DatagramEndpoint, objs: tuple[str, ...]
+) -> Stop:
+    times, reply = [], b""
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        out.send(MESSAGE)
+        reply, _ = back.recv()
+        times.append(time.perf_counter() - start)
+    return Stop(
+        name,
+        len(MESSAGE),
+        len(reply),
+        statistics.median(times),
+        objs,
+        None if reply == MESSAGE else "wrong reply",
+    )
+
+
+def semaphore(workers: int = 4, rounds: int = 250) -> Stop:
+    """N processes add 1 to a counter in shared memory, each under the semaphore."""
+    import mmap
+    import struct
+
+    from ipcnet.transports.semaphore import SharedSemaphore
+
+    sem = SharedSemaphore(1)
+    counter = mmap.mmap(-1, 8, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+
+    def work() -> None:
+        for _ in range(rounds):
+            with sem:
+                (n,) = struct.unpack_from("q", counter)
+                struct.pack_into("q", counter, 0, n + 1)
+
+    start = time.perf_counter()
+    pids = [_child(work) for _ in range(workers)]
+    for pid in pids:
+        _reap(pid)
+    seconds = time.perf_counter() - start
+    total = int(struct.unpack_from("q", counter)[0])
+    want = workers * rounds
+    sem.close()
+    text = f"{workers} processes x {rounds} increments under one semaphore: total {total}"
+    return Stop(
+        "semaphore",
+        want,
+        total,
+        seconds,
+        (text,),
+        None if total == want else f"lost updates: {total} of {want}",
+    )
+
+
+def signal_child() -> Stop:
+    """The parent signals a child; the child says who signalled it (signalfd)."""
+    import signal
+
+    from ipcnet.transports.signals import send_signal, signals
+
+    ready_r, ready_w = os.pipe()
+    said_r, said_w = os.pipe()
+
+    def child() -> None:
+        with signals(signal.SIGUSR1) as source:
+            os.write(ready_w, b"r")
+            event = source.read(timeout=10)
+            os.write(said_w, f"{event.name} from pid {event.pid} uid {event.uid}".encode())
+
+    pid = _child(child)
+    try:
+        os.read(ready_r, 1)
+        start = time.perf_counter()
+        send_signal(pid, signal.SIGUSR1)
+        said = os.read(said_r, 200).decode()
+        seconds = time.perf_counter() - start
+    finally:
+        _reap(pid)
+        for fd in (ready_r, ready_w, said_r, said_w):
+            os.close(fd)
+    want = f"SIGUSR1 from pid {os.getpid()} uid {os.getuid()}"
+    return Stop(
+        "signal",
+        1,
+        1 if said == want else 0,
+        seconds,
+        (f"child {pid} says: {said}",),
+        None if said == want else f"child said {said!r}",
+    )
+
+
+# --- end of the issue 13 stops ---
+
+
 STOPS: dict[str, Callable[[], Stop]] = {
     "pipe+fork": pipe_and_fork,
     "fifo": fifo,
@@ -223,6 +381,10 @@ STOPS: dict[str, Callable[[], Stop]] = {
     "tcp4": lambda: _listen_and_connect("tcp4", "tcp4://127.0.0.1:0"),
     "tcp6": lambda: _listen_and_connect("tcp6", "tcp6://[::1]:0"),
     "udp": udp,
+    "shm": shared_memory,  # issue 13: the rest of seed 002 section 8
+    "mq": message_queue,
+    "semaphore": semaphore,
+    "signal": signal_child,
 }
 
 

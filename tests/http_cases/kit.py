@@ -12,20 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ipcnet.drivers import MODELS as REGISTRY
 from serverkit import Server, _start
 
-MODELS = [
-    "iterative",
-    "fork",
-    "forkconc",
-    "thread",
-    "pool",
-    "select",
-    "poll",
-    "epoll",
-    "asyncio",
-    "prefork",
-]
+MODELS = list(REGISTRY)
 SMALL = b"hello, world\n"
 MEDIUM = bytes(range(256)) * 400  # 100 KiB: over the in-memory limit, sent with sendfile
 BIG_SIZE = 4 * 1024 * 1024

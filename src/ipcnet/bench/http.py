@@ -309,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (all)")
-    p.add_argument("--model", default="asyncio", help="our concurrency model (asyncio)")
+    from ipcnet.drivers import MODELS, first  # the model registry names the models
+
+    model = first(awaits=True)
+    p.add_argument(
+        "--model", default=model, choices=list(MODELS), help=f"our concurrency model ({model})"
+    )
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -47,20 +47,39 @@ class Server:
         return self.name if self.kind == "ours" else f"peer:{self.name}"
 
 
-OURS: tuple[Server, ...] = (
-    Server("ours", "iterative", concurrent=False, peers=("tcpserver",)),
-    # fork waits for each child (the seed's protection): one connection at a time
-    Server("ours", "fork", concurrent=False, peers=("forkingtcpserver",)),
-    Server("ours", "forkconc", peers=("forkingtcpserver",)),
-    Server("ours", "thread", peers=("threadingtcpserver",)),
-    Server("ours", "pool", peers=("threadingtcpserver",)),
-    Server("ours", "select", peers=("selectors",)),
-    Server("ours", "poll", peers=("selectors",)),
-    Server("ours", "epoll", peers=("selectors", "c-epoll")),
-    Server("ours", "asyncio", peers=("uvloop-protocol", "c-epoll", "asyncio-protocol")),
-    Server("ours", "prefork", peers=("c-epoll", "uvloop-protocol")),
-)
-UNIX_DEFAULT = ("epoll", "asyncio", "selectors", "uvloop-protocol", "c-epoll")
+def _peers(name: str) -> tuple[str, ...]:
+    """The peers a model is compared with (first = main one), chosen by its traits."""
+    from ipcnet.drivers import DEFAULT_MODEL, info
+
+    m = info(name)
+    if m.nests:
+        return ("c-epoll", "uvloop-protocol")
+    if m.awaits:
+        return ("uvloop-protocol", "c-epoll", "asyncio-protocol")
+    if m.forks:
+        return ("forkingtcpserver",)
+    if m.threaded:
+        return ("threadingtcpserver",)
+    if m.serial:
+        return ("tcpserver",)
+    return ("selectors", "c-epoll") if name == DEFAULT_MODEL else ("selectors",)
+
+
+def our_servers() -> tuple[Server, ...]:
+    """Every model of the registry (fork waits for each child, the seed's protection: one
+    connection at a time, like iterative)."""
+    from ipcnet.drivers import MODELS
+
+    return tuple(
+        Server("ours", name, concurrent=not m.serial, peers=_peers(name))
+        for name, m in MODELS.items()
+    )
+
+
+def unix_default() -> tuple[str, ...]:
+    from ipcnet.drivers import DEFAULT_MODEL, first
+
+    return (DEFAULT_MODEL, first(awaits=True), "selectors", "uvloop-protocol", "c-epoll")
 
 
 def peer_servers() -> tuple[Server, ...]:
@@ -154,10 +173,13 @@ class Running:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
+        from ipcnet.errors import IPCError
+        from ipcnet.transports.process import signal_group
+
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            signal_group(self.proc.pid, signal.SIGKILL)  # False: the group is gone already
+        except IPCError:
+            pass  # not ours to signal
         if self.proc.poll() is None:
             self.proc.wait()
         self.exit_status = self.proc.returncode
@@ -193,12 +215,15 @@ def server_argv(
 
     if server.kind == "peer":
         return command(server.name, url, build_dir if server.name == "c-epoll" else None)
+    from ipcnet.drivers import info
+
+    model = info(server.name)
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", url, "--model", server.name]
-    if workers is not None and server.name in ("pool", "prefork"):
+    if workers is not None and model.sized:
         argv += ["--workers", str(workers)]
-    elif server.name == "pool":  # a pool thread holds a connection: one per connection
+    elif model.sized and model.threaded:  # a pool thread holds a connection: one per conn
         argv += ["--workers", str(pool_workers)]
-    if server.name == "prefork":
+    if model.nests and inner:
         argv += ["--inner", inner]
     return argv
 
@@ -217,7 +242,7 @@ class Config:
     servers: list[Server]
     unix: set[str]  # server names that also run over unix sockets
     workers: int | None = None
-    inner: str = "epoll"
+    inner: str = ""  # the --inner model of a nesting model ("" = its default)
     quiet: bool = False
 
 
@@ -449,15 +474,17 @@ def goals(rows: list[Row]) -> list[Goal]:
             )
         out.append(g)
 
-    pair("asyncio driver >= 1.0x uvloop Protocol", 1.0, "asyncio", "uvloop-protocol", KiB, 10)
-    pair("asyncio driver >= 0.9x C epoll server", 0.9, "asyncio", "c-epoll", KiB, 10)
-    for model in ("epoll",):
-        across(f"{model} driver >= 1.0x selectors loop", 1.0, model, "selectors")
-    for model in ("thread", "pool"):
+    from ipcnet.drivers import DEFAULT_MODEL, MODELS, first
+
+    aio = first(awaits=True)
+    pair(f"{aio} driver >= 1.0x uvloop Protocol", 1.0, aio, "uvloop-protocol", KiB, 10)
+    pair(f"{aio} driver >= 0.9x C epoll server", 0.9, aio, "c-epoll", KiB, 10)
+    across(f"{DEFAULT_MODEL} driver >= 1.0x selectors loop", 1.0, DEFAULT_MODEL, "selectors")
+    for model in (n for n, m in MODELS.items() if m.threaded):
         across(f"{model} >= 1.0x ThreadingTCPServer", 1.0, model, "threadingtcpserver")
-    for model in ("fork", "forkconc"):
+    for model in (n for n, m in MODELS.items() if m.forks and not m.nests):
         across(f"{model} >= 1.0x ForkingTCPServer", 1.0, model, "forkingtcpserver")
-    for model in ("epoll", "asyncio"):
+    for model in (DEFAULT_MODEL, aio):
         pairs = []
         for a in rows:
             if a.kind == "ours" and a.name == model and a.transport == "unix" and a.runs:
@@ -569,10 +596,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="run only our models")
     parser.add_argument("--no-ours", action="store_true", help="run only the peers")
+    unix = ",".join(unix_default())
     parser.add_argument(
         "--unix",
-        default=",".join(UNIX_DEFAULT),
-        help=f"models and peers that also run over unix sockets (default {','.join(UNIX_DEFAULT)})",
+        default=unix,
+        help=f"models and peers that also run over unix sockets (default {unix})",
     )
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for servers (default 0)")
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for the load (default 1)")
@@ -581,8 +609,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="--workers for pool and prefork (default: pool gets max(CONNS), prefork its own)",
     )
+    from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS
+
     parser.add_argument(
-        "--inner", default="epoll", help="--inner model for prefork (default epoll)"
+        "--inner",
+        default=DEFAULT_MODEL,
+        choices=INNER_MODELS,
+        help=f"--inner model for prefork (default {DEFAULT_MODEL})",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -593,9 +626,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_peers:
         servers += peer_servers()
     if not args.no_ours:
-        servers += OURS
+        servers += our_servers()
     if args.only:
-        known = {s.name for s in (*OURS, *peer_servers())}
+        known = {s.name for s in (*our_servers(), *peer_servers())}
         unknown = [n for n in args.only if n not in known]
         if unknown:
             print(

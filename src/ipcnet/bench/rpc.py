@@ -520,7 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipcnet bench rpc", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (3)")
-    parser.add_argument("--model", default="thread", help="ipcnet server model (thread)")
+    from ipcnet.drivers import MODELS, first
+
+    model = first(threaded=True)  # handlers block: a thread per connection
+    parser.add_argument(
+        "--model", default=model, choices=list(MODELS), help=f"ipcnet server model ({model})"
+    )
     parser.add_argument("--transports", default="tcp,unix", help="tcp,unix")
     parser.add_argument("--skip-framing", action="store_true")
     parser.add_argument("--server", nargs="+", help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector"
+HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector, ipc"
 
 # benchmark name -> one-line help (the module is ipcnet.bench.NAME)
 BENCHMARKS = {
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
     "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
     "xdp": "a UDP flood over veth dropped by XDP, nftables hooks, or read by C/Python (root)",
+    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
     "tls": "1 GiB through a tls:// channel beside a plain ssl.SSLSocket loop",
 }
 

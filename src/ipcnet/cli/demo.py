@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "one message through pipe, fifo, socketpair, unix, tcp and udp, and the kernel objects used"
+HELP = (
+    "one message through pipe, fifo, socketpair, unix, tcp, udp, shm and mq, a semaphore and a "
+    "signal, and the kernel objects used"
+)
 
 ECHO = ["tcp://127.0.0.1:9734", "unix:///tmp/ipcnet-demo-echo.sock"]
 HTTP = "tcp://127.0.0.1:8000"
@@ -60,12 +63,15 @@ def _serve() -> int:
     import signal
     import subprocess
 
+    from ipcnet.drivers import DEFAULT_MODEL, first
+
     ipcnet = [sys.executable, "-m", "ipcnet", "serve"]
-    commands = [[*ipcnet, "echo", *ECHO, "--model", "epoll"]]
+    commands = [[*ipcnet, "echo", *ECHO, "--model", DEFAULT_MODEL]]
     if importlib.util.find_spec("ipcnet.httpd") is not None:
         from ipcnet.httpd import demo_site_root
 
-        commands.append([*ipcnet, "http", str(demo_site_root()), HTTP, "--model", "asyncio"])
+        web = [*ipcnet, "http", str(demo_site_root()), HTTP, "--model", first(awaits=True)]
+        commands.append(web)
     print("\nstarting the demo servers (Ctrl-C stops them):", flush=True)
     children = [subprocess.Popen(cmd) for cmd in commands]
 

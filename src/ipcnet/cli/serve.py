@@ -15,49 +15,65 @@ from typing import Any
 
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
 
-OTHER_SERVICES = {"http": ("ipcnet.cli.serve_http", "HTTP/1.1 static files from ROOT")}
-
 
 def common_options() -> argparse.ArgumentParser:
-    """The options every service takes (also used by ``ipcnet rpc serve``)."""
-    from ipcnet.drivers import MODEL_HELP
+    """The options every service takes (also used by ``ipcnet rpc serve``); choices come
+    from the model registry and defaults from ``ServeConfig``."""
+    from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODELS, ServeConfig
 
+    d = ServeConfig()
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("serving")
     g.add_argument(
-        "--model", "-m", choices=list(MODEL_HELP), default="epoll", help="concurrency model"
+        "--model",
+        "-m",
+        choices=list(MODELS),
+        default=DEFAULT_MODEL,
+        help=f"concurrency model ({DEFAULT_MODEL})",
     )
     g.add_argument(
-        "--workers", type=int, default=4, metavar="N", help="pool threads / prefork processes (4)"
+        "--workers",
+        type=int,
+        default=d.workers,
+        metavar="N",
+        help=f"pool threads / prefork processes ({d.workers})",
     )
     g.add_argument(
         "--inner",
-        choices=[m for m in MODEL_HELP if m != "prefork"],
-        default="epoll",
-        help="model inside each prefork worker (epoll)",
+        choices=INNER_MODELS,
+        default=d.inner,
+        help=f"model inside each prefork worker ({d.inner})",
     )
     g.add_argument(
         "--reuse-port", action="store_true", help="prefork: one SO_REUSEPORT socket per worker"
     )
     g.add_argument(
-        "--max-conns", type=int, default=1024, metavar="K", help="connections per process (1024)"
+        "--max-conns",
+        type=int,
+        default=d.max_conns,
+        metavar="K",
+        help=f"connections per process ({d.max_conns})",
     )
     g.add_argument(
-        "--queue", type=int, default=0, metavar="Q", help="pool: waiting connections (4 x workers)"
+        "--queue",
+        type=int,
+        default=d.queue,
+        metavar="Q",
+        help="pool: waiting connections (4 x workers)",
     )
     g.add_argument(
         "--grace",
         type=float,
-        default=10.0,
+        default=d.grace,
         metavar="S",
-        help="seconds for in-flight work at stop (10)",
+        help=f"seconds for in-flight work at stop ({d.grace:g})",
     )
     g.add_argument(
         "--idle-timeout",
         type=float,
-        default=300.0,
+        default=d.idle_timeout or 0.0,
         metavar="S",
-        help="close silent connections (300; 0 = never)",
+        help=f"close silent connections ({d.idle_timeout or 0:g}; 0 = never)",
     )
     g.add_argument(
         "--trace", action="store_true", help="print each kernel-level step (for learning)"
@@ -70,76 +86,67 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def _models_epilog() -> str:
-    from ipcnet.drivers import MODEL_HELP
+    from ipcnet.drivers import MODELS
 
-    return "models:\n" + "".join(f"  {name:<10} {text}\n" for name, text in MODEL_HELP.items())
+    return "models:\n" + "".join(f"  {name:<10} {m.help}\n" for name, m in MODELS.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ipcnet.protocols import SERVICES
 
-    small = {name: text for name, (_, text) in SERVICES.items()}
-    other = {name: text for name, (_, text) in OTHER_SERVICES.items()}
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "services:\n"
-        + "".join(f"  {n:<10} {t}\n" for n, t in (small | other).items())
+        + "".join(f"  {n:<10} {info.help}\n" for n, info in SERVICES.items())
         + "\n"
         + _models_epilog()
     )
     common = common_options()
     sub = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
-    for name, text in small.items():
-        p = _service_parser(sub, name, text, common)
+    wanted = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "serve" else None
+    for name, info in SERVICES.items():
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=info.help,
+            description=info.help,
+            epilog=_models_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if info.cli:
+            if wanted not in (None, name):
+                continue  # import a service's CLI only when it is the one asked for
+            try:
+                module = importlib.import_module(info.cli)
+            except ModuleNotFoundError as exc:
+                if exc.name != info.cli:
+                    raise
+                continue
+            module.add_arguments(p)
+            p.set_defaults(_make=module.make_service)
+            continue
         p.add_argument(
             "addresses",
             nargs="+",
             metavar="ADDRESS",
             help="tcp://host:port, unix:///path, udp://...",
         )
-        if name == "increment":
-            p.add_argument(
-                "--once", action="store_true", help="answer one byte, then close (as the seed does)"
-            )
-        p.set_defaults(_make=_make_small)
-    wanted = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "serve" else None
-    for name, (module_name, text) in OTHER_SERVICES.items():
-        p = _service_parser(sub, name, text, common)
-        if wanted not in (None, name):
-            continue  # import a service's CLI only when it is the one asked for
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.add_arguments(p)
-        p.set_defaults(_make=module.make_service)
+        for option in info.options:
+            if option.kind is bool:
+                p.add_argument(option.flag, action="store_true", help=option.help)
+            else:
+                p.add_argument(
+                    option.flag, type=option.kind, default=option.default, help=option.help
+                )
+        p.set_defaults(_make=_make_from_table)
 
 
-def _service_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    text: str,
-    common: argparse.ArgumentParser,
-) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name,
-        parents=[common],
-        help=text,
-        description=text,
-        epilog=_models_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def _make_small(args: argparse.Namespace) -> Any:
+def _make_from_table(args: argparse.Namespace) -> Any:
     from ipcnet.protocols import SERVICES
 
-    service_class = SERVICES[args.service][0]
-    if args.service == "increment":
-        return service_class(once=args.once)  # type: ignore[call-arg]
-    return service_class()
+    info = SERVICES[args.service]
+    assert info.make is not None
+    return info.make(**{o.dest: getattr(args, o.dest) for o in info.options})
 
 
 def config_from(args: argparse.Namespace) -> Any:

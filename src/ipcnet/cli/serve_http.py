@@ -68,11 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _loop_lacks_sendfile(args: argparse.Namespace) -> bool:
-    """uvloop has no loop.sendfile: the asyncio driver then copies files through worker
-    threads. Reading them into the web server's own cache is faster there, so that is
+    """uvloop has no loop.sendfile: a model that runs on an asyncio loop then copies files
+    through worker threads. Reading them into the web server's own cache is faster there, so that is
     what it does under that model."""
-    model = args.inner if args.model == "prefork" else args.model
-    if model != "asyncio":
+    from ipcnet.drivers import serving
+
+    if not serving(args.model, args.inner).awaits:
         return False
     import importlib.util
 
@@ -80,6 +81,7 @@ def _loop_lacks_sendfile(args: argparse.Namespace) -> bool:
 
 
 def make_service(args: argparse.Namespace) -> Any:
+    from ipcnet.drivers import info
     from ipcnet.httpd import HttpOptions
     from ipcnet.httpd import make_service as build
     from ipcnet.protocols.http import Limits
@@ -102,6 +104,6 @@ def make_service(args: argparse.Namespace) -> Any:
         sendfile=not (args.no_sendfile or _loop_lacks_sendfile(args)),
         limits=limits,
         model=args.model,
-        workers=args.workers if args.model in ("pool", "prefork") else 0,
+        workers=args.workers if info(args.model).sized else 0,
     )
     return build(args.root, options)

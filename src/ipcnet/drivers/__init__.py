@@ -1,52 +1,39 @@
-"""Drivers: the concurrency models, the only code that schedules.
+"""Drivers: the engine that interprets the service contract, and the concurrency models.
 
-``MODEL_HELP`` names each model with one line of help (the CLI's list); ``model_class``
-loads a model's class on first use; ``serve`` runs a service on addresses under a model
-until SIGTERM/SIGINT (or ``core.request_stop()``).
+Where things go:
+- a new **action** of the contract: its row and its step in ``engine.py`` (the one
+  interpreter; tested without sockets in tests/test_engine.py), then the step in each
+  model's ``perform`` (blocking.py, selector.py, aio.py) and in ``rpc.server.serve_channel``;
+- a new **model**: one adapter module here whose class performs the engine's steps its own
+  way, accepts through ``admission.Gate`` and stops through ``admission.drain_step``,
+  plus one row (help line and traits) in ``registry.MODELS``; nothing outside drivers/
+  names a model, it asks ``registry.info(name)`` for traits;
+- ``core.py`` binds, handles signals and the lifecycle; ``observe.py`` traces and serves
+  the counters (``counters.py``); ``datagrams.py`` answers datagrams; ``jobs.py`` is the
+  event loops' worker pool for Run jobs; ``processes.py`` signals and reaps children.
+
+``serve`` runs a service on addresses under a model until SIGTERM/SIGINT (or
+``core.request_stop()``).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 
 from ipcnet.addresses import Address
 from ipcnet.drivers.core import Model, ServeConfig, ServerCore
+from ipcnet.drivers.registry import (
+    DEFAULT_MODEL,
+    INNER_MODELS,
+    MODEL_HELP,
+    MODELS,
+    ModelInfo,
+    first,
+    info,
+    model_class,
+    serving,
+)
 from ipcnet.protocols.base import Service
-
-# name -> (module, class, one line of help); the order is the order of the seeds
-_MODELS = {
-    "iterative": ("blocking", "Iterative", "server v1 (seed 000 §6.6): one connection at a time"),
-    "fork": (
-        "blocking",
-        "Fork",
-        "a child process per connection, parent waits (§6.7 'with protection')",
-    ),
-    "forkconc": (
-        "blocking",
-        "ForkConcurrent",
-        "a child per connection, parent does not wait, SIGCHLD reaps (§6.8)",
-    ),
-    "thread": (
-        "blocking",
-        "ThreadPerConnection",
-        "a thread per connection, at most --max-conns (§7.3)",
-    ),
-    "pool": ("blocking", "Pool", "--workers threads and a bounded queue; full = refused (§7.4)"),
-    "select": ("selector", "Select", "one thread, select(2) readiness loop (seed 002 §7.4)"),
-    "poll": ("selector", "Poll", "one thread, poll(2) readiness loop"),
-    "epoll": ("selector", "Epoll", "one thread, epoll(7) readiness loop (default)"),
-    "asyncio": ("aio", "AsyncioModel", "asyncio Protocols, on uvloop when installed"),
-    "prefork": ("prefork", "Prefork", "--workers processes, each running the --inner model"),
-}
-MODEL_HELP = {name: text for name, (_, _, text) in _MODELS.items()}
-
-
-def model_class(name: str) -> type[Model]:
-    """The class of a model, imported on first use (KeyError for an unknown name)."""
-    module, cls, _ = _MODELS[name]
-    found: type[Model] = getattr(importlib.import_module(f"ipcnet.drivers.{module}"), cls)
-    return found
 
 
 def serve(
@@ -70,4 +57,18 @@ def serve(
     return core
 
 
-__all__ = ["MODEL_HELP", "ServeConfig", "ServerCore", "model_class", "serve"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "INNER_MODELS",
+    "MODELS",
+    "MODEL_HELP",
+    "Model",
+    "ModelInfo",
+    "ServeConfig",
+    "ServerCore",
+    "first",
+    "info",
+    "model_class",
+    "serve",
+    "serving",
+]

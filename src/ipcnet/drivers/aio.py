@@ -1,13 +1,14 @@
 """The asyncio model: sessions as ``asyncio.Protocol`` objects, on uvloop when installed.
 
-Role: adapt the sans-IO contract to asyncio's callbacks with as little as possible in
-between: ``data_received`` -> ``session.feed`` -> ``transport.write``, so a service costs
-one call per read over a hand-written protocol. Rules:
-- backpressure is asyncio's: the transport's write-buffer limits are set to the driver's
-  high-water mark, and ``pause_writing`` pauses reading until ``resume_writing``;
-- ``Run`` jobs run in the loop's executor (or are awaited, if the job is a coroutine
-  function), and the protocol neither reads nor writes until the job's outcome is applied;
-  ``SendFile`` uses ``loop.sendfile`` (zero copy where the loop can; uvloop cannot, and
+Role: perform each connection's ``Engine`` steps with asyncio's callbacks, with as little
+as possible in between: ``data_received`` -> ``engine.feed`` -> ``transport.write``, so a
+service costs two calls per read over a hand-written protocol. Rules:
+- the transport holds the unsent output, so its write-buffer limits are set to the
+  driver's high-water mark; reading pauses while ``pause_writing`` is in force or the
+  engine says so (a job runs, a file is being sent, EOF, Close queued);
+- ``Run`` jobs run in the loop's executor, or are awaited on the loop when the job is an
+  ``async def`` function (the contract's coroutine form); a file region
+  uses ``loop.sendfile`` (zero copy where the loop can; uvloop cannot, and
   there the file is read in worker threads and written under flow control);
 - the core accepts (so EMFILE pauses accepting and over-limit connections are refused as
   under every model); each accepted socket is handed to the loop, which owns it from then
@@ -17,31 +18,23 @@ one call per read over a hand-written protocol. Rules:
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import signal
+import time
 from typing import Any, cast
 
-from ipcnet.drivers.core import ACCEPT_PAUSE, Model, ServerCore, log
+from ipcnet.drivers.admission import ACCEPT_PAUSE, Gate, drain_step, sweep
+from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.datagrams import answer
+from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.drivers.selector import SWEEP
-from ipcnet.errors import Busy
-from ipcnet.protocols.base import (
-    Actions,
-    Close,
-    Outcome,
-    Peer,
-    Run,
-    SendFile,
-    Session,
-    ShutdownWrite,
-    Timer,
-    as_list,
-)
-from ipcnet.transports import SocketListener, SocketStream
-from ipcnet.transports.files import read_region, release
+from ipcnet.protocols.base import Close, Outcome, Peer, Run, ShutdownWrite, Timer
+from ipcnet.transports import SocketStream
+from ipcnet.transports.files import read_region
 
 FILE_CHUNK = 256 * 1024  # bytes per read when the loop cannot sendfile
+DRAIN_TICK = 0.05
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -56,8 +49,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 class _FileReader:
     """What loop.sendfile needs of a file: fileno() and a seek it will not use with offset."""
 
-    def __init__(self, action: SendFile) -> None:
-        self._fd = action.fd
+    def __init__(self, region: Region) -> None:
+        self._fd = region.fd
 
     def fileno(self) -> int:
         return self._fd
@@ -67,21 +60,18 @@ class _FileReader:
 
 
 class SessionProtocol(asyncio.Protocol):
-    """One connection: bytes from asyncio into the session, actions back out."""
+    """One connection: bytes from asyncio into the engine, its steps back out."""
 
     def __init__(self, model: AsyncioModel, peer: Peer) -> None:
         self.model = model
         self.peer = peer
-        self.session: Session | None = None
-        self.transport: asyncio.Transport | None = None
-        self.busy = False  # a job or a sendfile is in progress; actions wait in `pending`
-        self.pending: collections.deque[Any] = collections.deque()
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.last_active = 0.0
+        self.engine: Engine = None  # type: ignore[assignment]  # set by connection_made
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.last_active = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.writable = asyncio.Event()  # cleared while asyncio says the buffer is too full
         self.writable.set()
+        self.reading = True
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,164 +86,154 @@ class SessionProtocol(asyncio.Protocol):
         core.row.add("accepted")
         core.row.add("active")
         model.protocols.add(self)
+        # the transport holds the unsent output, so it measures the high-water mark
         transport.set_write_buffer_limits(high=core.config.high_water)
-        self.last_active = model.loop.time()
-        if core.trace:
-            fd = transport.get_extra_info("socket").fileno()
-            core.trace(f"accept -> new fd {fd} from {self.peer.address}")
-        self.session, first = core.service.start(self.peer)
-        if first is not None:
-            self.apply(first)
+        try:
+            session, first = core.service.start(self.peer)
+            self.engine = Engine(session, core.config.high_water)
+            self.engine.push(first)
+            self.perform()
+        except Exception:
+            self._failed()
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
         try:
-            out = self.session.feed(data)  # type: ignore[union-attr]
-            if out.__class__ is bytes and not self.busy:
-                self.transport.write(out)  # type: ignore[union-attr]
-                self.bytes_out += len(out)
-            elif out is not None:
-                self.apply(out)
+            out = self.engine.feed(data)
+            if out is None:
+                self.perform()
+            elif out.__class__ is Run:
+                self._start(out)
+            else:
+                self.transport.write(out)  # type: ignore[arg-type]
         except Exception:
             self._failed()
 
     def eof_received(self) -> bool:
         try:
-            self.apply(self.session.feed_eof())  # type: ignore[union-attr]
+            self.engine.feed_eof()
+            self.perform()
         except Exception:
             self._failed()
         return True  # keep the transport open: the session decides when to close
 
     def pause_writing(self) -> None:
         self.writable.clear()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._read_as_told()
 
     def resume_writing(self) -> None:
         self.writable.set()
-        if self.transport is not None and not self.transport.is_closing() and not self.busy:
-            self.transport.resume_reading()
+        self._read_as_told()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
         self.closed = True
         self._disarm()
-        for action in self.pending:
-            if isinstance(action, SendFile) and action.close:
-                release(action.fd)
-        self.pending.clear()
-        model = self.model
-        model.protocols.discard(self)
-        row = model.core.row
-        row.add("bytes_in", self.bytes_in)
-        row.add("bytes_out", self.bytes_out)
+        engine = self.engine
+        row = self.model.core.row
+        if engine is not None:
+            engine.end()
+            row.add("bytes_in", engine.bytes_in)
+            row.add("bytes_out", engine.bytes_out)
+        self.model.protocols.discard(self)
         row.add("active", -1)
         row.add("handled")
         if exc is not None:
             log.debug("connection lost: %s", exc)
 
-    # --- timer ----------------------------------------------------------------------------
+    # --- steps ---------------------------------------------------------------------------
 
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.closed:
-            return
-        try:
-            self.apply(self.session.on_timer())  # type: ignore[union-attr]
-        except Exception:
-            self._failed()
-
-    # --- actions ---------------------------------------------------------------------------
-
-    def apply(self, actions: Actions) -> None:
-        if self.busy:
-            self.pending.extend(as_list(actions))
-            return
+    def perform(self) -> None:
+        """Do every step the engine has; a file region or a job runs as a task."""
+        engine = self.engine
         transport = self.transport
-        assert transport is not None
-        items = collections.deque(as_list(actions))
-        while items:
-            action = items.popleft()
-            if isinstance(action, (bytes, bytearray, memoryview)):
-                transport.write(action)
-                self.bytes_out += len(action)
-            elif isinstance(action, ShutdownWrite):
+        while (step := engine.step()) is not None:
+            cls = step.__class__
+            if cls is Region or cls is Run:
+                self._start(step)  # type: ignore[arg-type]
+                return
+            if cls is Timer:
+                self._disarm()
+                seconds = step.seconds  # type: ignore[union-attr]
+                if seconds is not None:
+                    self.timer = self.model.loop.call_later(seconds, self._on_timer)
+            elif cls is ShutdownWrite:
                 if transport.can_write_eof():
                     transport.write_eof()
-            elif isinstance(action, Timer):
-                self._disarm()
-                if action.seconds is not None:
-                    self.timer = self.model.loop.call_later(action.seconds, self._on_timer)
-            elif isinstance(action, Close):
+            elif cls is Close:
                 transport.close()
-                for rest in items:
-                    if isinstance(rest, SendFile) and rest.close:
-                        release(rest.fd)
+                engine.end()
                 return
-            else:  # Run or SendFile: asynchronous; later actions wait for it
-                self.busy = True
-                transport.pause_reading()
-                self.pending.extend(items)
-                self.model.loop.create_task(self._run(action))
-                return
-
-    async def _run(self, action: Run | SendFile) -> None:
-        try:
-            if isinstance(action, SendFile):
-                try:
-                    sent = await self._send_file(action)
-                finally:
-                    if action.close:
-                        release(action.fd)
-                self.bytes_out += sent
-                follow: Actions = None
             else:
-                outcome = await self._outcome(action)
-                follow = self.session.resume(action, outcome)  # type: ignore[union-attr]
-        except (ConnectionError, OSError) as exc:  # the peer left mid-file: not our error
-            log.debug("connection ended during %s: %s", type(action).__name__, exc)
-            if self.transport is not None:
-                self.transport.abort()
+                transport.write(step)  # type: ignore[arg-type]
+                engine.sent(len(step))  # type: ignore[arg-type]
+        self._read_as_told()
+
+    def _read_as_told(self) -> None:
+        """Read while the engine wants input and asyncio's buffer is below high water."""
+        want = self.engine.reading and self.writable.is_set() and not self.closed
+        if want != self.reading and not self.transport.is_closing():
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _start(self, step: Run | Region) -> None:
+        self._read_as_told()
+        self.model.loop.create_task(self._run(step))
+
+    async def _run(self, step: Run | Region) -> None:
+        engine = self.engine
+        try:
+            if step.__class__ is Region:
+                engine.sent(await self._send_file(step), whole=True)
+                out = None
+            else:
+                out = engine.resumed(step, await self._outcome(step))  # type: ignore[arg-type]
+        except Exception as exc:
+            if step.__class__ is not Region:
+                self._failed()  # the session's resume failed
+                return
+            # a file region is the loop's I/O alone: it failing means the connection did
+            engine.sent(0, whole=True)  # the step is over: its file is released
+            log.debug("connection ended during a file region: %s", exc)
+            engine.end()
+            self.transport.abort()
             return
+        if self.closed or self.transport.is_closing():
+            return
+        try:
+            if out is None:
+                self.perform()
+            elif out.__class__ is Run:
+                self._start(out)
+            else:
+                self.transport.write(out)  # type: ignore[arg-type]
+                self._read_as_told()
         except Exception:
             self._failed()
-            return
-        self.busy = False
-        if self.closed or self.transport is None or self.transport.is_closing():
-            return
-        queued = list(self.pending)
-        self.pending.clear()
-        self.apply([*as_list(follow), *queued])
-        if not self.busy and not self.transport.is_closing():
-            self.transport.resume_reading()
 
-    async def _send_file(self, action: SendFile) -> int:
+    async def _send_file(self, region: Region) -> int:
         """loop.sendfile (zero copy) where the loop has it; uvloop does not, so there the
         file is read in worker threads and written with the transport's flow control."""
         model = self.model
         transport = self.transport
-        assert transport is not None
         if model.loop_sendfile:
             try:
                 return await model.loop.sendfile(
                     transport,
-                    _FileReader(action),  # type: ignore[arg-type]
-                    action.offset,
-                    action.count,
+                    _FileReader(region),  # type: ignore[arg-type]
+                    region.offset,
+                    region.count,
                 )
             except NotImplementedError:
                 model.loop_sendfile = False
-        sent, offset, left = 0, action.offset, action.count
+        sent, offset, left = 0, region.offset, region.count
         while left > 0:
             size = min(FILE_CHUNK, left)
             data = await model.loop.run_in_executor(
-                model.jobs, read_region, action.fd, offset, size
+                model.jobs, read_region, region.fd, offset, size
             )
             if not data:
                 break
@@ -265,30 +245,46 @@ class SessionProtocol(asyncio.Protocol):
         return sent
 
     async def _outcome(self, job: Run) -> Outcome:
-        try:
-            if inspect.iscoroutinefunction(job.job):
+        """An ``async def`` job is awaited on the loop; any other runs in a worker."""
+        if inspect.iscoroutinefunction(job.job):
+            try:
                 return Outcome(value=await job.job())
-            return Outcome(value=await self.model.loop.run_in_executor(self.model.jobs, job.job))
-        except Exception as exc:
-            return Outcome(error=exc)
+            except Exception as exc:
+                return Outcome(error=exc)
+        return await self.model.loop.run_in_executor(self.model.jobs, run_job, job)
+
+    # --- timer and failures ----------------------------------------------------------------
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        try:
+            self.engine.timer()
+            self.perform()
+        except Exception:
+            self._failed()
 
     def _failed(self) -> None:
         core = self.model.core
         core.row.add("errors")
         log.exception("%s failed on a connection", core.service.name)
-        if self.transport is not None:
-            self.transport.abort()
+        if self.engine is not None:
+            self.engine.end()
+        self.transport.abort()
 
     @property
     def idle(self) -> bool:
-        t = self.transport
-        return not self.busy and (t is None or t.get_write_buffer_size() == 0)
+        return self.engine.idle and self.transport.get_write_buffer_size() == 0
 
 
 class AsyncioModel(Model):
     """asyncio (uvloop when installed): many connections on one thread, at Protocol speed."""
-
-    name = "asyncio"
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
@@ -297,6 +293,12 @@ class AsyncioModel(Model):
         self.adopting = 0  # accepted, not yet handed to the loop
         self.jobs = DaemonPool(core.config.workers)
         self.loop_sendfile = True  # until the loop says NotImplementedError (uvloop)
+        self.gate = Gate(
+            core,
+            active=lambda: len(self.protocols) + self.adopting,
+            watch=lambda listener: self.loop.add_reader(listener.fileno(), self._accept, listener),
+            unwatch=lambda listener: self.loop.remove_reader(listener.fileno()),
+        )
 
     def serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -312,12 +314,12 @@ class AsyncioModel(Model):
         loop = self.loop
         for listener in core.listeners:
             listener.set_blocking(False)
-            loop.add_reader(listener.fileno(), self._accept, listener)
+            self.gate.watch(listener)  # type: ignore[misc]
         for endpoint in core.datagrams:
             # the core answers datagrams for every model; asyncio only says when to
             # (uvloop's datagram transport also mangles abstract unix addresses)
             endpoint.timeout = 0.0
-            loop.add_reader(endpoint.fileno(), core.answer_datagram, endpoint)
+            loop.add_reader(endpoint.fileno(), answer, core, endpoint)
         stop = asyncio.Event()
 
         def woken() -> None:
@@ -331,9 +333,12 @@ class AsyncioModel(Model):
             except (RuntimeError, ValueError):
                 pass  # not the main thread: the caller stops us through request_stop()
         sweeper = loop.create_task(self._sweep())
-        await self._until_stopped(stop)
+        while not core.stopping.is_set():
+            stop.clear()
+            await stop.wait()
         for listener in core.listeners:
-            loop.remove_reader(listener.fileno())
+            if not self.gate.paused_until:
+                self.gate.unwatch(listener)  # type: ignore[misc]
         core.close_listeners()
         await self._drain()
         sweeper.cancel()
@@ -342,28 +347,14 @@ class AsyncioModel(Model):
             if not endpoint.closed:
                 loop.remove_reader(endpoint.fileno())
 
-    def _accept(self, listener: SocketListener) -> None:
+    def _accept(self, listener: Any) -> None:
         """Accept here rather than in loop.create_server, so that EMFILE pauses accepting
         (uvloop would spin) and over-limit connections are refused the same way everywhere."""
-        core = self.core
-        for _ in range(64):
-            try:
-                stream = core.accept(listener)
-            except Busy:
-                self.loop.remove_reader(listener.fileno())
-                self.loop.call_later(ACCEPT_PAUSE, self._resume_accept, listener)
-                return
-            if stream is None:
-                return
-            if core.over_limit(len(self.protocols) + self.adopting):
-                core.refuse(stream)
-                continue
+        for stream in self.gate.accept(listener):
             self.adopting += 1
             self.loop.create_task(self._adopt(stream))
-
-    def _resume_accept(self, listener: SocketListener) -> None:
-        if not listener.closed and not self.core.stopping.is_set():
-            self.loop.add_reader(listener.fileno(), self._accept, listener)
+        if self.gate.paused_until:
+            self.loop.call_later(ACCEPT_PAUSE, self.gate.reopen)
 
     async def _adopt(self, stream: SocketStream) -> None:
         try:
@@ -371,45 +362,31 @@ class AsyncioModel(Model):
             await self.loop.connect_accepted_socket(
                 lambda: SessionProtocol(self, peer), sock=stream.sock
             )
-        except OSError as exc:
+        except Exception as exc:  # the loop's own error: the peer left before adoption
             log.debug("could not adopt %s: %s", stream.where, exc)
             stream.close()
         finally:
             self.adopting -= 1
 
-    async def _until_stopped(self, stop: asyncio.Event) -> None:
-        while not self.core.stopping.is_set():
-            stop.clear()
-            await stop.wait()
-
     async def _drain(self) -> None:
-        core = self.core
+        def close(proto: SessionProtocol) -> None:
+            proto.transport.close()
+
+        def force(proto: SessionProtocol) -> None:
+            proto.transport.abort()
+
         while self.protocols:
-            force = core.time_left() <= 0
-            for proto in list(self.protocols):
-                if proto.transport is not None and (force or proto.idle):
-                    proto.transport.abort() if force else proto.transport.close()
-            if force:
+            if drain_step(self.core, self.protocols, close, force):
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(DRAIN_TICK)
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
-        idle_timeout = self.core.config.idle_timeout
-        row = self.core.row
+        core = self.core
+
+        def close(proto: SessionProtocol) -> None:
+            proto.transport.close()
+
         while True:
             await asyncio.sleep(SWEEP)
-            now = self.loop.time()
-            for proto in list(self.protocols):
-                if proto.bytes_in:
-                    proto.last_active = now
-                    row.add("bytes_in", proto.bytes_in)
-                    row.add("bytes_out", proto.bytes_out)
-                    proto.bytes_in = proto.bytes_out = 0
-                elif (
-                    idle_timeout is not None
-                    and proto.idle
-                    and now - proto.last_active > idle_timeout
-                    and proto.transport is not None
-                ):
-                    proto.transport.close()
+            sweep(self.protocols, core.row, core.config.idle_timeout, time.monotonic(), close)

@@ -1,7 +1,10 @@
 """The blocking models of the seeds: iterative, fork, forkconc, thread, pool.
 
-Role: ``run_connection`` serves one connection with blocking reads and writes (seed 000
-§6.6's serve_client); the models differ only in who calls it:
+Role: ``drive`` performs one connection's engine steps with blocking reads and writes
+(seed 000 §6.6's serve_client; ``rpc.serve_channel`` uses it too) and ``run_connection``
+adds a session, the counters and the error rules; the models are composed of
+``accept_loop`` (over ``admission.Gate``) with ``Children`` (processes) or ``Threads``,
+and differ only in who calls ``run_connection``:
 - iterative: the accept loop itself, one connection at a time (server v1);
 - fork: a child process per connection while the parent waits ("with protection", §6.7);
 - forkconc: a child per connection, the parent does not wait; SIGCHLD reaps (§6.8);
@@ -14,60 +17,42 @@ every child is reaped and every thread joined.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from ipcnet.drivers.core import ACCEPT_PAUSE, READ_SIZE, Conn, Model, ServerCore, StopServing, log
+from ipcnet.drivers import processes
+from ipcnet.drivers.admission import Gate, drain_step, refuse
+from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
-from ipcnet.errors import Busy, IPCError, Timeout
-from ipcnet.protocols.base import (
-    Action,
-    Actions,
-    Close,
-    Outcome,
-    Run,
-    SendFile,
-    Session,
-    ShutdownWrite,
-    Timer,
-    as_list,
-)
+from ipcnet.drivers.datagrams import answer
+from ipcnet.drivers.engine import Engine, Region, run_job
+from ipcnet.errors import IPCError, Timeout
+from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.transports import SocketStream
-from ipcnet.transports.files import release
+from ipcnet.transports.base import StreamTransport
+from ipcnet.transports.files import read_region
 
 TICK = 0.05  # seconds between looks at in-flight connections while stopping
 FLUSH_EVERY = 64  # reads between byte-counter updates of a long connection
 
 
-class _State:
-    """What the blocking loop keeps per connection besides the session."""
-
-    __slots__ = ("conn", "timeout", "timer_at")
-
-    def __init__(self, conn: Conn | None) -> None:
-        self.conn = conn
-        self.timer_at: float | None = None
-        self.timeout: float | None = -1.0  # what the stream's timeout is set to now
-
-
 def run_connection(
-    core: ServerCore, stream: SocketStream, row: Row, conn: Conn | None = None
+    core: ServerCore, stream: StreamTransport, row: Row, conn: Conn | None = None
 ) -> None:
     """Serve one connection until it ends; never raises (errors are logged and counted)."""
-    trace = core.trace
-    fd = stream.fileno()
-    state = _State(conn)
+    engine: Engine | None = None
+    conn = conn or Conn(stream)
     try:
         session, first = core.service.start(core.peer(stream))
-        if first is None or _apply(core, stream, session, first, row, state):
-            _loop(core, stream, session, row, state)
+        engine = Engine(session, core.config.high_water)
+        engine.push(first)
+        drive(engine, stream, conn, row, core.trace, core.stopping.is_set, core.config.idle_timeout)
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:
@@ -78,214 +63,198 @@ def run_connection(
         row.add("errors")
         log.exception("%s failed on a connection from %s", core.service.name, stream.where)
     finally:
-        if trace:
-            trace(f"close(fd {fd})")
+        if engine is not None:
+            engine.end()
+            row.add("bytes_in", engine.bytes_in)
+            row.add("bytes_out", engine.bytes_out)
+        if core.trace:
+            core.trace(f"close(fd {stream.fileno()})")
         stream.close()
         row.add("handled")
 
 
-def _loop(
-    core: ServerCore, stream: SocketStream, session: Session, row: Row, state: _State
+def drive(
+    engine: Engine,
+    stream: StreamTransport,
+    conn: Conn,
+    row: Row | LocalRow,
+    trace: Callable[[str], None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+    idle_timeout: float | None = None,
 ) -> None:
-    """Read, feed, write until EOF or a Close. Byte counts go to the row every
-    FLUSH_EVERY reads and at the end, not on every read (a locked add in thread models)."""
-    trace = core.trace
+    """Perform what is queued, then read, feed, perform until EOF or a Close, with
+    blocking calls (any stream transport: a socket, or a Channel's pipe for
+    ``rpc.serve_channel``). Raises Timeout when idle ``idle_timeout`` s. Byte counts go
+    to the row every FLUSH_EVERY reads, not on every read (a locked add in thread models)."""
+    if not _perform(engine, stream, conn, trace):
+        return
     fd = stream.fileno()
-    stopping = core.stopping.is_set
-    conn = state.conn
-    idle_timeout = core.config.idle_timeout
     read, write = stream.read, stream.write
-    bytes_in = bytes_out = reads = 0
-    try:
-        while not stopping():
-            timeout = idle_timeout
-            if state.timer_at is not None:
-                left = max(0.0, state.timer_at - time.monotonic())
-                timeout = left if timeout is None else min(timeout, left)
-            if timeout != state.timeout:
-                stream.timeout = state.timeout = timeout
-            if conn is not None:
-                conn.idle = True
-            try:
-                data = read(READ_SIZE)
-            except Timeout:
-                if state.timer_at is None or time.monotonic() < state.timer_at:
-                    raise  # the idle timeout
-                state.timer_at = None
-                if not _apply(core, stream, session, session.on_timer(), row, state):
-                    return
-                continue
-            finally:
-                if conn is not None:
-                    conn.idle = False
+    reads = 0
+    timeout_now: float | None = -1.0
+    while not stopping():
+        timeout = idle_timeout
+        if conn.timer_at is not None:
+            left = max(0.0, conn.timer_at - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        if timeout != timeout_now:
+            stream.timeout = timeout_now = timeout
+        conn.idle = True
+        try:
+            data = read(READ_SIZE)
+        except Timeout:
+            if conn.timer_at is None or time.monotonic() < conn.timer_at:
+                raise  # the idle timeout
+            conn.timer_at = None
+            engine.timer()
+            if not _perform(engine, stream, conn, trace):
+                return
+            continue
+        finally:
+            conn.idle = False
+        if trace:
+            trace(
+                f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)")
+            )
+        if not data:
+            engine.feed_eof()
+            _perform(engine, stream, conn, trace)
+            return
+        out = engine.feed(data)
+        while out.__class__ is Run:  # the hot path of a request/response service
+            out = engine.resumed(out, run_job(out))
+        if out is not None:
+            write(out)  # type: ignore[arg-type]
             if trace:
-                eof = "" if data else " (EOF: the peer is done)"
-                trace(f"read(fd {fd}) -> {len(data)} bytes{eof}")
-            if not data:
-                _apply(core, stream, session, session.feed_eof(), row, state)
-                return
-            bytes_in += len(data)
-            out = session.feed(data)
-            if out.__class__ is Run and not trace:  # a request/response service's call
-                out = session.resume(out, run_job(out))
-            if out.__class__ is bytes and not trace:
-                write(out)
-                bytes_out += len(out)
-            elif out is not None and not _apply(core, stream, session, out, row, state):
-                return
-            reads += 1
-            if reads % FLUSH_EVERY == 0:
-                row.add("bytes_in", bytes_in)
-                row.add("bytes_out", bytes_out)
-                bytes_in = bytes_out = 0
+                trace(f"write(fd {fd}, {len(out)} bytes)")  # type: ignore[arg-type]
+        elif not _perform(engine, stream, conn, trace):
+            return
+        reads += 1
+        if reads % FLUSH_EVERY == 0:
+            row.add("bytes_in", engine.bytes_in)
+            row.add("bytes_out", engine.bytes_out)
+            engine.bytes_in = engine.bytes_out = 0
+
+
+def _run(engine: Engine, job: Run) -> bytes | None:
+    """Run a job inline (and the jobs its outcome asks for); the answer to write now."""
+    out = engine.resumed(job, run_job(job))
+    while out.__class__ is Run:
+        out = engine.resumed(out, run_job(out))
+    return out  # type: ignore[return-value]
+
+
+def _perform(
+    engine: Engine, stream: StreamTransport, conn: Conn, trace: Callable[[str], None] | None
+) -> bool:
+    """Do every step the engine has, blocking; False once the connection should close."""
+    fd = stream.fileno()
+    while (step := engine.step()) is not None:
+        cls = step.__class__
+        if cls is Region:
+            region: Any = step
+            if isinstance(stream, SocketStream):
+                sent = stream.sendfile(region.fd, region.offset, region.count)
+            else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
+                sent = copy_region(stream, region.fd, region.offset, region.count)
+            engine.sent(sent, whole=True)
+            if trace:
+                trace(f"sendfile(fd {fd}, {region.path}) -> {sent} bytes")
+        elif cls is Run:
+            out = _run(engine, step)  # type: ignore[arg-type]
+            if out is not None:
+                stream.write(out)
+                if trace:
+                    trace(f"write(fd {fd}, {len(out)} bytes)")
+        elif cls is ShutdownWrite:
+            stream.send_eof()
+            if trace:
+                trace(f"shutdown(fd {fd}, SHUT_WR)")
+        elif cls is Close:
+            return False
+        elif cls is Timer:
+            seconds = step.seconds  # type: ignore[union-attr]
+            conn.timer_at = None if seconds is None else time.monotonic() + seconds
+        else:
+            stream.write(step)  # type: ignore[arg-type]
+            engine.sent(len(step))  # type: ignore[arg-type]
+            if trace:
+                trace(f"write(fd {fd}, {len(step)} bytes)")  # type: ignore[arg-type]
+    return True
+
+
+def copy_region(stream: StreamTransport, fd: int, offset: int, count: int) -> int:
+    """Send a file region by reading and writing it (where sendfile(2) is not at hand)."""
+    sent = 0
+    while sent < count:
+        data = read_region(fd, offset + sent, min(READ_SIZE, count - sent))
+        if not data:
+            break
+        stream.write(data)
+        sent += len(data)
+    return sent
+
+
+def accept_loop(
+    core: ServerCore,
+    active: Callable[[], int],
+    dispatch: Callable[[SocketStream], object],
+    on_wake: Callable[[], None] | None = None,
+) -> None:
+    """The blocking models' accept loop: wait for listeners, datagrams and the waker;
+    hand each admitted connection to ``dispatch``; close the listeners on a stop."""
+    selector = selectors.DefaultSelector()
+    gate = Gate(
+        core,
+        active,
+        watch=lambda listener: selector.register(listener, selectors.EVENT_READ, listener),
+        unwatch=selector.unregister,
+    )
+    for listener in core.listeners:
+        listener.set_blocking(False)
+        selector.register(listener, selectors.EVENT_READ, listener)
+    datagrams = set(core.datagrams)
+    for endpoint in datagrams:
+        selector.register(endpoint, selectors.EVENT_READ, endpoint)
+    selector.register(core.waker_r, selectors.EVENT_READ, None)
+    try:
+        while not core.stopping.is_set():
+            for key, _ in selector.select(gate.wait()):
+                source = key.data
+                if source is None:
+                    core.drain_waker()
+                    if on_wake is not None:
+                        on_wake()
+                elif source in datagrams:
+                    answer(core, source)
+                else:
+                    for stream in gate.accept(source):
+                        dispatch(stream)
+            gate.resume()
     finally:
-        row.add("bytes_in", bytes_in)
-        row.add("bytes_out", bytes_out)
+        selector.close()
+        core.close_listeners()
 
 
-def _apply(
-    core: ServerCore,
-    stream: SocketStream,
-    session: Session,
-    actions: Actions,
-    row: Row,
-    state: _State,
-) -> bool:
-    """Carry out actions in order; False once the connection should close."""
-    trace = core.trace
-    items = as_list(actions)
-    i = 0
-    try:
-        for i, action in enumerate(items):
-            if not _act(core, stream, session, action, row, state, trace):
-                _release_rest(items[i + 1 :])
-                return False
-    except BaseException:
-        _release_rest(items[i + 1 :])  # files handed over after the failure are still ours
-        raise
-    return True
+def wait_for(core: ServerCore, conns: Callable[[], list[Any]], close: Any, force: Any) -> None:
+    """After a stop: close idle connections now, busy ones at the deadline."""
+    while conns():
+        if drain_step(core, conns(), close, force):
+            return
+        time.sleep(TICK)
 
 
-def _act(
-    core: ServerCore,
-    stream: SocketStream,
-    session: Session,
-    action: Action,
-    row: Row,
-    state: _State,
-    trace: Callable[[str], None] | None,
-) -> bool:
-    """One action; False once the connection should close."""
-    if isinstance(action, (bytes, bytearray, memoryview)):
-        stream.write(action)
-        row.add("bytes_out", len(action))
-        if trace:
-            trace(f"write(fd {stream.fileno()}, {len(action)} bytes)")
-    elif isinstance(action, SendFile):
-        try:
-            sent = stream.sendfile(action.fd, action.offset, action.count)
-        finally:
-            if action.close:
-                release(action.fd)
-        row.add("bytes_out", sent)
-        if trace:
-            trace(f"sendfile(fd {stream.fileno()}, {action.path or action.fd}) -> {sent} bytes")
-    elif isinstance(action, ShutdownWrite):
-        stream.send_eof()
-        if trace:
-            trace(f"shutdown(fd {stream.fileno()}, SHUT_WR)")
-    elif isinstance(action, Timer):
-        state.timer_at = None if action.seconds is None else time.monotonic() + action.seconds
-    elif isinstance(action, Close):
-        return False
-    elif isinstance(action, Run):
-        return _apply(core, stream, session, session.resume(action, run_job(action)), row, state)
-    return True
+# --- one connection at a time ------------------------------------------------------------
 
 
-def _release_rest(actions: Sequence[Action]) -> None:
-    """Files handed over in actions that will never run are still closed."""
-    for action in actions:
-        if isinstance(action, SendFile) and action.close:
-            release(action.fd)
-
-
-def run_job(job: Run) -> Outcome:
-    try:
-        return Outcome(value=job.job())
-    except Exception as exc:
-        return Outcome(error=exc)
-
-
-class BlockingModel(Model):
-    """The accept loop the blocking models share; ``dispatch`` hands a connection over."""
-
-    def serve(self) -> None:
-        core = self.core
-        selector = selectors.DefaultSelector()
-        for listener in core.listeners:
-            listener.set_blocking(False)
-            selector.register(listener, selectors.EVENT_READ, listener)
-        for endpoint in core.datagrams:
-            selector.register(endpoint, selectors.EVENT_READ, endpoint)
-        selector.register(core.waker_r, selectors.EVENT_READ, None)
-        paused_until = 0.0
-        try:
-            while not core.stopping.is_set():
-                timeout = max(0.0, paused_until - time.monotonic()) if paused_until else None
-                for key, _ in selector.select(self.tick(timeout)):
-                    source = key.data
-                    if source is None:
-                        core.drain_waker()
-                        self.on_wake()
-                    elif source in core.datagrams:
-                        core.answer_datagram(source)
-                    elif not core.stopping.is_set():
-                        try:
-                            stream = core.accept(source)
-                        except Busy:  # out of descriptors: stop watching the listeners
-                            paused_until = time.monotonic() + ACCEPT_PAUSE
-                            for listener in core.listeners:
-                                selector.unregister(listener)
-                            break
-                        if stream is not None:
-                            self.dispatch(stream)
-                if paused_until and time.monotonic() >= paused_until:
-                    paused_until = 0.0
-                    for listener in core.listeners:
-                        selector.register(listener, selectors.EVENT_READ, listener)
-                self.on_tick()
-        finally:
-            selector.close()
-            core.close_listeners()
-        self.drain()
-
-    def tick(self, timeout: float | None) -> float | None:
-        return timeout
-
-    def on_wake(self) -> None:
-        """The waker fired (a stop request, a child exit)."""
-
-    def on_tick(self) -> None:
-        """Called after each round of the accept loop."""
-
-    def dispatch(self, stream: SocketStream) -> None:
-        raise NotImplementedError
-
-    def drain(self) -> None:
-        """After a stop request: let in-flight work finish within the grace period."""
-
-
-class Iterative(BlockingModel):
+class Iterative(Model):
     """Server v1: serve each connection to its end before accepting the next."""
-
-    name = "iterative"
 
     def serve(self) -> None:
         self.current: Conn | None = None
         previous = _install_stop_handler(self.core, lambda: self.current)
         try:
-            super().serve()
+            accept_loop(self.core, lambda: 0, self.dispatch)
         finally:
             _restore_handlers(previous)
 
@@ -326,28 +295,17 @@ def _restore_handlers(previous: dict[int, Any]) -> None:
 # --- processes ---------------------------------------------------------------------------
 
 
-class Fork(BlockingModel):
-    """A child process per connection; the parent waits for it (the seed's protection)."""
-
-    name = "fork"
+class Children:
+    """The fork models' children: fork one per connection, reap, signal, drain."""
 
     def __init__(self, core: ServerCore) -> None:
-        super().__init__(core)
-        self.children: set[int] = set()
-        core.on_stop.append(self._signal_children)
+        self.core = core
+        self.pids: set[int] = set()
+        core.on_stop.append(self.signal)
 
-    def dispatch(self, stream: SocketStream) -> None:
-        if self.core.over_limit(len(self.children)):
-            self.core.refuse(stream)
-            return
-        pid = self._fork(stream)
-        if pid is not None:
-            self.wait_child(pid)
-
-    def _fork(self, stream: SocketStream) -> int | None:
+    def fork(self, stream: SocketStream) -> int:
         core = self.core
-        row = core.row
-        row.add("accepted")
+        core.row.add("accepted")
         pid = os.fork()
         if pid == 0:
             _child_main(core, stream)
@@ -356,81 +314,76 @@ class Fork(BlockingModel):
                 f"fork() -> child pid {pid} serves fd {stream.fileno()}; parent closes its copy"
             )
         stream.close()  # the child has its own copy; closing ours does not end the connection
-        self.children.add(pid)
-        row.add("active")
+        self.pids.add(pid)
+        core.row.add("active")
         return pid
 
-    def wait_child(self, pid: int) -> None:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
+    def wait(self, pid: int) -> None:
+        processes.wait(pid)
         self._reaped(pid)
 
     def _reaped(self, pid: int) -> None:
-        self.children.discard(pid)
+        self.pids.discard(pid)
         self.core.row.add("active", -1)
         self.core.row.add("handled")
 
-    def _signal_children(self, force: bool) -> None:
-        for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+    def signal(self, force: bool) -> None:
+        for pid in list(self.pids):
+            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def reap_ready(self) -> None:
-        while self.children:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                self.children.clear()
+        while self.pids:
+            ended = processes.wait(block=False)
+            if ended is None:  # no children at all any more
+                self.pids.clear()
                 return
-            if pid == 0:
+            if ended[0] == 0:
                 return
-            if pid in self.children:
-                self._reaped(pid)
+            if ended[0] in self.pids:
+                self._reaped(ended[0])
 
     def drain(self) -> None:
-        core = self.core
-        while self.children:
-            if core.time_left() <= 0:
-                self._signal_children(force=True)
-                for pid in list(self.children):
-                    self.wait_child(pid)
+        """Children got SIGTERM and stop by themselves; at the deadline they are killed."""
+        while self.pids:
+            if self.core.time_left() <= 0:
+                self.signal(force=True)
+                for pid in list(self.pids):
+                    self.wait(pid)
                 return
             self.reap_ready()
             time.sleep(TICK)
 
 
-class ForkConcurrent(Fork):
-    """A child per connection; the parent goes back to accept at once (§6.8)."""
-
-    name = "forkconc"
+class Fork(Model):
+    """A child process per connection; the parent waits for it (the seed's protection)."""
 
     def serve(self) -> None:
-        previous = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        children = Children(self.core)
+        accept_loop(self.core, children.pids.__len__, lambda s: children.wait(children.fork(s)))
+        children.drain()
+
+
+class ForkConcurrent(Model):
+    """A child per connection; the parent goes back to accept at once; SIGCHLD reaps (§6.8)."""
+
+    def serve(self) -> None:
+        children = Children(self.core)
+        waker = self.core.waker
+        previous = signal.signal(signal.SIGCHLD, lambda s, f: waker.wake(b"c"))
         try:
-            super().serve()
+            accept_loop(self.core, self._active(children), children.fork, children.reap_ready)
+            children.drain()
         finally:
             signal.signal(signal.SIGCHLD, previous)
-            self.reap_ready()
+            children.reap_ready()
 
-    def _on_sigchld(self, signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.core.waker_w, b"c")
+    @staticmethod
+    def _active(children: Children) -> Callable[[], int]:
+        def active() -> int:
+            children.reap_ready()  # count only the children still serving
+            return len(children.pids)
 
-    def dispatch(self, stream: SocketStream) -> None:
-        self.reap_ready()
-        if self.core.over_limit(len(self.children)):
-            self.core.refuse(stream)
-            return
-        self._fork(stream)
-
-    def on_wake(self) -> None:
-        self.reap_ready()
+        return active
 
 
 def _child_main(core: ServerCore, stream: SocketStream) -> None:
@@ -439,7 +392,7 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
     try:
         core.after_fork_child()
         row = core.counters.row(0)
-        local = _LocalRow()
+        local = LocalRow()
         conn = Conn(stream)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: _child_stop(core, conn))
@@ -458,7 +411,7 @@ def _child_stop(core: ServerCore, conn: Conn) -> None:
         raise StopServing
 
 
-class _LocalRow:
+class LocalRow:
     """A forked child counts privately and adds its totals to the shared row once."""
 
     def __init__(self) -> None:
@@ -478,102 +431,106 @@ class _LocalRow:
 # --- threads -----------------------------------------------------------------------------
 
 
-class ThreadPerConnection(BlockingModel):
-    """A thread per connection, at most --max-conns of them."""
-
-    name = "thread"
+class Threads:
+    """Connections served on threads: register (or refuse), serve, forget, drain."""
 
     def __init__(self, core: ServerCore) -> None:
-        super().__init__(core)
-        self.threads: set[threading.Thread] = set()
-        self._lock = threading.Lock()
+        self.core = core
+        self.lock = threading.Lock()
+
+    def active(self) -> int:
+        return len(self.core.conns)
+
+    def admit(self, stream: SocketStream) -> Conn:
+        conn = Conn(stream)
+        with self.lock:
+            self.core.conns[id(conn)] = conn
+        self.core.row.add("active")
+        return conn
+
+    def forget(self, conn: Conn) -> None:
+        with self.lock:
+            self.core.conns.pop(id(conn), None)
+        self.core.row.add("active", -1)
+
+    def serve(self, conn: Conn) -> None:
+        try:
+            run_connection(self.core, conn.stream, self.core.row, conn)
+        finally:
+            self.forget(conn)
+
+    def drain(self) -> None:
+        """Idle connections are closed now (that wakes their thread's read), busy ones at
+        the deadline."""
+
+        def conns() -> list[Conn]:
+            with self.lock:
+                return list(self.core.conns.values())
+
+        def close(conn: Conn) -> None:
+            conn.stream.close()
+
+        wait_for(self.core, conns, close, close)
+
+
+class ThreadPerConnection(Model):
+    """A thread per connection, at most --max-conns of them."""
+
+    def serve(self) -> None:
+        self.threads = Threads(self.core)
+        self.running: set[threading.Thread] = set()
+        accept_loop(self.core, self.threads.active, self.dispatch)
+        self.threads.drain()
+        for thread in list(self.running):
+            thread.join(max(1.0, self.core.time_left()))
 
     def dispatch(self, stream: SocketStream) -> None:
-        conn = self._admit(stream)
-        if conn is None:
-            return
+        conn = self.threads.admit(stream)
         self.core.row.add("accepted")
         thread = threading.Thread(
             target=self._serve, args=(conn,), name=f"conn-{stream.fileno()}", daemon=True
         )
-        self.threads.add(thread)
+        self.running.add(thread)
         if self.core.trace:
             self.core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
         thread.start()
 
-    def _admit(self, stream: SocketStream) -> Conn | None:
-        """Register the connection, or refuse it when --max-conns are already served."""
-        core = self.core
-        with self._lock:
-            full = core.over_limit(len(core.conns))
-            if not full:
-                conn = Conn(stream)
-                core.conns[id(conn)] = conn
-        if full:
-            core.refuse(stream)
-            return None
-        core.row.add("active")
-        return conn
-
-    def _forget(self, conn: Conn) -> None:
-        with self._lock:
-            self.core.conns.pop(id(conn), None)
-        self.core.row.add("active", -1)
-
     def _serve(self, conn: Conn) -> None:
         try:
-            run_connection(self.core, conn.stream, self.core.row, conn)
+            self.threads.serve(conn)
         finally:
-            self._forget(conn)
-            self.threads.discard(threading.current_thread())
-
-    def drain(self) -> None:
-        _drain_threads(self.core, self._lock, lambda: list(self.threads))
+            self.running.discard(threading.current_thread())
 
 
-def _drain_threads(core: ServerCore, lock: threading.Lock, threads: Any) -> None:
-    """Close idle connections now, busy ones at the deadline; then join every thread."""
-    while True:
-        with lock:
-            conns = list(core.conns.values())
-        if not conns:
-            break
-        force = core.time_left() <= 0
-        for conn in conns:
-            if force or conn.idle:
-                conn.stream.close()  # wakes the thread blocked in read()
-        if force:
-            break
-        time.sleep(TICK)
-    for thread in threads():
-        thread.join(max(1.0, core.time_left()))
-
-
-class Pool(ThreadPerConnection):
+class Pool(Model):
     """--workers threads; accepted connections wait in a bounded queue; full means refused."""
 
-    name = "pool"
-
-    def __init__(self, core: ServerCore) -> None:
-        super().__init__(core)
-        size = core.config.queue or 4 * core.config.workers
-        self.queue: queue.Queue[Conn | None] = queue.Queue(maxsize=size)
-        self.workers = [
+    def serve(self) -> None:
+        core = self.core
+        self.threads = Threads(core)
+        self.queue: queue.Queue[Conn | None] = queue.Queue(
+            maxsize=core.config.queue or 4 * core.config.workers
+        )
+        workers = [
             threading.Thread(target=self._work, name=f"pool-{i}", daemon=True)
             for i in range(core.config.workers)
         ]
-        for worker in self.workers:
+        for worker in workers:
             worker.start()
+        accept_loop(core, self.threads.active, self.dispatch)
+        self.threads.drain()
+        for _ in workers:
+            self.queue.put(None)
+        for worker in workers:
+            worker.join(max(1.0, core.time_left()))
 
     def dispatch(self, stream: SocketStream) -> None:
-        conn = self._admit(stream)  # registered first: a worker may finish it at once
-        if conn is None:
-            return
+        conn = self.threads.admit(stream)  # registered first: a worker may finish it at once
         try:
             self.queue.put_nowait(conn)
         except queue.Full:
-            self._forget(conn)
-            self.core.refuse(stream)
+            self.threads.forget(conn)
+            refuse(self.core, stream)
             return
         self.core.row.add("accepted")
 
@@ -583,11 +540,4 @@ class Pool(ThreadPerConnection):
                 self.core.trace(
                     f"worker {threading.current_thread().name} takes fd {conn.stream.fileno()}"
                 )
-            self._serve(conn)
-
-    def drain(self) -> None:
-        _drain_threads(self.core, self._lock, lambda: [])
-        for _ in self.workers:
-            self.queue.put(None)
-        for worker in self.workers:
-            worker.join(max(1.0, self.core.time_left()))
+            self.threads.serve(conn)

@@ -1,43 +1,46 @@
-"""The part every concurrency model shares: listeners, limits, stopping, counters, tracing.
+"""ServerCore: bind, signals, lifecycle; the part of serving every model shares.
 
-Role: a ServerCore binds the addresses, owns the listeners and datagram endpoints, counts,
-traces, refuses over-limit connections, answers datagrams, serves the stats socket, and
-turns SIGTERM/SIGINT into a graceful stop (a second signal forces). Each model in this
-package is one small class that only decides *who* runs a connection (see ``Model``).
-Rules: drivers reach descriptors only through transports; the accept path survives
-EMFILE/ENFILE by pausing (never spinning) and ECONNABORTED by skipping; a service bug in
-one connection is logged and counted, and the server keeps serving.
+Role: a ServerCore binds the addresses (listeners, datagram endpoints, the --stats socket),
+turns SIGTERM/SIGINT into a graceful stop (a second signal forces), keeps the stop
+deadline and the waker that interrupts a model's wait, and forgets the parent's sockets
+in a forked child. Everything else lives beside it: the engine (``engine.py``) interprets
+a session's actions, ``admission.py`` accepts, refuses, sweeps and drains, ``observe.py``
+traces and serves the counters (``counters.py``), ``datagrams.py`` answers datagrams, and
+each model is one small adapter class (``Model``) listed in ``registry.py``.
+Rules: drivers reach descriptors only through transports; a service bug in one
+connection is logged and counted, and the server keeps serving.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, cast
 
 from ipcnet.addresses import Address, parse
 from ipcnet.drivers.counters import Counters, Row
-from ipcnet.errors import Busy, IPCError
-from ipcnet.protocols.base import Peer, Service, as_list
+from ipcnet.drivers.engine import HIGH_WATER
+from ipcnet.drivers.observe import StatsServer, Tracer
+from ipcnet.drivers.registry import DEFAULT_MODEL, info, serving
+from ipcnet.errors import IPCError
+from ipcnet.protocols.base import Peer, Service
 from ipcnet.transports import (
     DatagramEndpoint,
-    SocketListener,
     SocketStream,
+    make_socketpair,
     open_datagram,
     open_listener,
 )
+from ipcnet.transports.base import Listener, StreamTransport
 
 log = logging.getLogger("ipcnet.serve")
 
-ACCEPT_PAUSE = 0.1  # seconds to stop accepting after EMFILE/ENFILE
 READ_SIZE = 64 * 1024
 
 
@@ -45,15 +48,15 @@ READ_SIZE = 64 * 1024
 class ServeConfig:
     """How to serve; the CLI options map one to one onto these fields."""
 
-    model: str = "epoll"
+    model: str = DEFAULT_MODEL
     workers: int = 4  # pool threads, prefork processes
-    inner: str = "epoll"  # the model each prefork worker runs
+    inner: str = DEFAULT_MODEL  # the model each prefork worker runs
     max_conns: int = 1024  # per process; over it a connection is refused explicitly
     queue: int = 0  # pool: accepted connections waiting for a thread (0 = 4 x workers)
     grace: float = 10.0  # seconds in-flight work may take after a stop signal
     idle_timeout: float | None = 300.0  # close a connection silent this long
     backlog: int = 128
-    high_water: int = 256 * 1024  # stop reading a connection with more unsent output
+    high_water: int = HIGH_WATER  # stop reading a connection with more unsent output
     trace: bool = False
     stats: str | None = None  # unix:///path (or tcp://) answering with counters as JSON
     mode: int = 0o600  # unix socket files
@@ -64,28 +67,56 @@ class StopServing(BaseException):
     """Raised inside a blocked read when a stop signal arrives and the connection is idle."""
 
 
-class Tracer:
-    """--trace: one line per kernel-level step, tagged with pid and thread."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def __call__(self, text: str) -> None:
-        who = threading.current_thread().name
-        line = f"[pid {os.getpid()} {who}] {text}\n"
-        with self._lock:
-            self.stream.write(line)
-            self.stream.flush()
+def servable(listener: Listener[Any], address: Address) -> Listener[SocketStream]:
+    """The listener, if a server can serve it (the streams it accepts are sockets), or the
+    socket bridge it offers (shm://)."""
+    if not listener.servable:
+        bridge = listener.bridge()
+        if bridge is None:
+            listener.close()
+            raise IPCError(f"cannot serve on {address}: not a socket address")
+        listener = bridge
+    return cast(Listener[SocketStream], listener)
 
 
 @dataclass(eq=False)
 class Conn:
-    """A connection as the core sees it, for stopping and the idle rule."""
+    """A connection as a blocking model sees it, for stopping and the idle rule."""
 
-    stream: SocketStream
+    stream: StreamTransport
     idle: bool = True
     last_active: float = field(default_factory=time.monotonic)
+    timer_at: float | None = None  # the session's Timer, as a monotonic deadline
+
+
+class Waker:
+    """A socketpair whose read end makes a model's wait return (signals, jobs, children)."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = make_socketpair()
+        self.reader.set_blocking(False)
+        self.writer.set_blocking(False)
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def wake(self, why: bytes = b"!") -> None:
+        """Signal-safe; a full pipe already wakes, a closed one has nobody to wake."""
+        try:
+            self.writer.try_write(why)
+        except IPCError:
+            pass
+
+    def drain(self) -> None:
+        try:
+            while self.reader.try_read(512):
+                pass
+        except IPCError:
+            pass
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
 
 
 class ServerCore:
@@ -96,21 +127,22 @@ class ServerCore:
         self.addresses = [parse(a) for a in addresses]
         self.config = config
         self.trace: Tracer | None = Tracer() if config.trace else None
-        self.counters = Counters(
-            workers=config.workers if config.model == "prefork" else 0,
-            threaded=config.model in ("thread", "pool"),
+        model = info(config.model)
+        self.counters = Counters(  # threads of the model that serves share a row: lock it
+            workers=config.workers if model.worker_rows else 0,
+            threaded=serving(config.model, config.inner).threaded,
         )
         self.row: Row = self.counters.main
-        self.listeners: list[SocketListener] = []
+        self.listeners: list[Listener[SocketStream]] = []
         self.datagrams: list[DatagramEndpoint] = []
         self.stopping = threading.Event()
         self.forcing = threading.Event()
         self.deadline = float("inf")
-        self.conns: dict[int, Conn] = {}  # fd -> Conn, for the models that run many at once
+        self.conns: dict[int, Conn] = {}  # the blocking models' connections, for stopping
         self.on_stop: list[Callable[[bool], None]] = []  # called with force=True/False
-        self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._stats: SocketListener | None = None
-        self._emfile_logged = 0.0
+        self.waker = Waker()
+        self.waker_r = self.waker.fileno()
+        self._stats: StatsServer | None = None
         attach = getattr(service, "attach", None)
         if attach is not None:
             attach(self.stats)  # a status page reads the counters through this
@@ -125,12 +157,10 @@ class ServerCore:
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
-            listener = open_listener(
+            opened = open_listener(
                 address, self.config.backlog, self.config.mode, self.config.reuse_port
             )
-            if not isinstance(listener, SocketListener):
-                listener.close()
-                raise IPCError(f"cannot serve on {address}: not a socket address")
+            listener = servable(opened, address)
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
@@ -138,10 +168,7 @@ class ServerCore:
                 self.trace(f"bind(fd {fd}, {listener.address})")
                 self.trace(f"listen(fd {fd}, backlog {self.config.backlog})")
         if self.config.stats:
-            stats = open_listener(parse(self.config.stats), 16, self.config.mode)
-            assert isinstance(stats, SocketListener)
-            self._stats = stats
-            threading.Thread(target=self._serve_stats, name="ipcnet-stats", daemon=True).start()
+            self._stats = StatsServer(self.config.stats, self.config.mode, self.stats)
 
     @property
     def bound(self) -> list[str]:
@@ -156,7 +183,7 @@ class ServerCore:
             signal.signal(sig, self._on_signal)
         # the kernel may deliver the signal to any thread; the C-level handler writes to
         # the waker so that the main thread's select() returns and runs the Python handler
-        signal.set_wakeup_fd(self.waker_w, warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.request_stop()
@@ -169,25 +196,18 @@ class ServerCore:
         else:
             self.deadline = time.monotonic() + self.config.grace
             self.stopping.set()
-        try:
-            os.write(self.waker_w, b"!")
-        except BlockingIOError:
-            pass
+        self.waker.wake()
         for hook in list(self.on_stop):
             hook(force)
 
     def renew_waker(self) -> None:
         """A forked worker gets a waker of its own (the inherited one is its siblings' too)."""
-        for fd in (self.waker_r, self.waker_w):
-            os.close(fd)
-        self.waker_r, self.waker_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.waker.close()
+        self.waker = Waker()
+        self.waker_r = self.waker.fileno()
 
     def drain_waker(self) -> None:
-        try:
-            while os.read(self.waker_r, 512):
-                pass
-        except BlockingIOError:
-            pass
+        self.waker.drain()
 
     def time_left(self) -> float:
         if self.forcing.is_set():
@@ -206,11 +226,7 @@ class ServerCore:
         self.close_listeners()
         if self._stats is not None:
             self._stats.close()
-        for fd in (self.waker_r, self.waker_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.waker.close()
 
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""
@@ -221,92 +237,17 @@ class ServerCore:
             endpoint.abandon()
         if self._stats is not None:
             self._stats.abandon()
+            self._stats = None
         self.on_stop.clear()
 
-    # --- accepting -------------------------------------------------------------------
+    # --- what every model asks ----------------------------------------------------------
 
-    def accept(self, listener: SocketListener) -> SocketStream | None:
-        """The next connection, or None; on EMFILE the caller should pause ACCEPT_PAUSE s."""
-        try:
-            stream = listener.try_accept()
-        except Busy as exc:
-            now = time.monotonic()
-            if now - self._emfile_logged > 5:
-                log.warning("%s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
-                self._emfile_logged = now
-            self.row.add("errors")
-            raise
-        if stream is None:
-            return None
-        if self.trace:
-            self.trace(
-                f"accept(fd {listener.fileno()}) -> new fd {stream.fileno()} from {stream.where}"
-            )
-        return stream
-
-    def over_limit(self, active: int) -> bool:
-        return active >= self.config.max_conns
-
-    def refuse(self, stream: SocketStream, row: Row | None = None) -> None:
-        """Tell an over-limit connection so (the service's refusal bytes) and close it."""
-        (row or self.row).add("refused")
-        if self.trace:
-            self.trace(f"refuse fd {stream.fileno()}: over --max-conns {self.config.max_conns}")
-        refusal = self.service.refusal
-        try:
-            stream.set_blocking(False)
-            if refusal:
-                stream.try_write(refusal)
-                stream.send_eof()
-                # drop what the client already sent, so close() sends FIN, not RST (an RST
-                # could reach the client before it read the refusal)
-                for _ in range(4):
-                    if not stream.try_read(READ_SIZE):
-                        break
-        except IPCError:
-            pass
-        stream.close()
-
-    def peer(self, stream: SocketStream) -> Peer:
+    def peer(self, stream: StreamTransport) -> Peer:
         """Who is connected, and to which of our addresses."""
         try:
             return Peer(stream.peer_address, stream.local_address)
         except IPCError:
             return Peer(None, None)
-
-    # --- datagrams -------------------------------------------------------------------
-
-    def answer_datagram(self, endpoint: DatagramEndpoint, row: Row | None = None) -> None:
-        """Receive one datagram (the endpoint must be readable) and send the replies."""
-        row = row or self.row
-        try:
-            data, sender = endpoint.recv()
-        except IPCError as exc:
-            row.add("errors")
-            log.debug("datagram on %s: %s", endpoint.where, exc)
-            return
-        row.add("bytes_in", len(data))
-        row.add("handled")
-        if self.trace:
-            self.trace(f"recvfrom(fd {endpoint.fileno()}) -> {len(data)} bytes from {sender}")
-        try:
-            replies = as_list(self.service.datagram(data, Peer(sender, None)))
-            for reply in replies:
-                if isinstance(reply, (bytes, bytearray, memoryview)):
-                    endpoint.send(reply, to=sender)
-                    row.add("bytes_out", len(reply))
-                    if self.trace:
-                        self.trace(
-                            f"sendto(fd {endpoint.fileno()}, {len(reply)} bytes) to {sender}"
-                        )
-        except IPCError as exc:
-            row.add("errors")
-            log.debug("datagram reply to %s: %s", sender, exc)
-        except Exception:
-            row.add("errors")
-            log.exception("%s failed on a datagram from %s", self.service.name, sender)
-
-    # --- stats -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
@@ -318,25 +259,14 @@ class ServerCore:
             **snap,
         }
 
-    def _serve_stats(self) -> None:
-        assert self._stats is not None
-        while True:
-            try:
-                stream = self._stats.accept()
-            except IPCError:
-                return
-            try:
-                stream.write(json.dumps(self.stats()).encode() + b"\n")
-            except IPCError:
-                pass
-            finally:
-                stream.close()
-
 
 class Model(ABC):
-    """A concurrency model: runs the accept loop and decides who serves each connection."""
+    """A concurrency model: runs the accept loop and decides who serves each connection.
 
-    name: str = "model"
+    A model is a short adapter: it performs the steps of each connection's ``Engine`` its
+    own way, accepts through ``admission.Gate`` and stops through ``admission.drain_step``;
+    its row in ``registry.MODELS`` declares its traits.
+    """
 
     def __init__(self, core: ServerCore) -> None:
         self.core = core

@@ -14,11 +14,11 @@ kernel balances between them. Rules:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 
+from ipcnet.drivers import processes
 from ipcnet.drivers.core import Model, ServerCore, log
 
 BOOT_WINDOW = 2.0
@@ -29,7 +29,7 @@ class BootFailure(RuntimeError):
 
 
 class Prefork(Model):
-    name = "prefork"
+    """The master: fork --workers workers, respawn the dead, forward stops, reap all."""
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
@@ -48,12 +48,10 @@ class Prefork(Model):
         # otherwise the master keeps the shared listeners open for respawned workers
         try:
             while self.workers:
-                try:
-                    pid, status = os.waitpid(-1, 0)
-                except ChildProcessError:
+                ended = processes.wait()
+                if ended is None:
                     break
-                except InterruptedError:
-                    continue
+                pid, status = ended
                 if pid not in self.workers:
                     continue
                 slot, started = self.workers.pop(pid)
@@ -85,18 +83,17 @@ class Prefork(Model):
 
     def _signal_workers(self, force: bool) -> None:
         for pid in list(self.workers):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def _reap_all(self) -> None:
         deadline = time.monotonic() + max(0.0, self.core.time_left()) + 1.0
         while self.workers:
             if time.monotonic() > deadline or self.core.forcing.is_set():
                 self._signal_workers(force=True)
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            ended = processes.wait(block=False)
+            if ended is None:
                 break
+            pid = ended[0]
             if pid == 0:
                 time.sleep(0.05)
                 continue

@@ -1,7 +1,9 @@
 """The service/driver contract: services are sans-IO state machines, drivers do the I/O.
 
 Role: a Service is written once and runs under every driver (iterative, fork, threads,
-select/poll/epoll, asyncio, prefork). Rules:
+select/poll/epoll, asyncio, prefork); ``drivers.engine`` is the one interpreter of the
+actions below (a new action is added here and there). A new service is one module in
+protocols/ and one row in ``protocols.SERVICES``. Rules:
 - A service never imports socket, select, selectors, threading, asyncio or os; it sees bytes
   and returns actions. A test checks the imports.
 - ``service.start(peer)`` makes a Session for one connection and says what to send first.
@@ -11,14 +13,25 @@ select/poll/epoll, asyncio, prefork). Rules:
   case (echo) costs no wrapper object. The driver may keep a reference to what it is given
   until it is sent, so a session must not mutate a buffer it returned.
 - ``SendFile`` sends a file region with sendfile(2) (zero copy); ``ShutdownWrite`` is our
-  half-close; ``Close`` closes once everything queued before it is sent; ``Run(job)`` asks
-  the driver to call ``job()`` where blocking is harmless (inline for blocking drivers, in a
-  worker thread for event loops) and hand its result (or exception) to ``session.resume``;
-  Run should be the last action of a list (the driver waits for it before going on).
-  Opening files, stat() and the like are blocking work: they belong in a Run job.
+  half-close; ``Close`` closes once everything queued before it is sent (nothing after a
+  Close is done). Opening files, stat() and the like are blocking work: they belong in a
+  Run job.
+- ``Run(job)`` asks the driver to run ``job`` where blocking is harmless and hand its
+  result (or the exception it raised) to ``session.resume``; the connection is neither
+  read nor written meanwhile, and actions after a Run wait for it (``resume``'s actions go
+  first). A job has exactly two forms, honoured by every model: a plain callable, called
+  in a worker thread (event loops) or inline (blocking models); or an ``async def``
+  function, awaited on the server's loop under a model that runs one (asyncio) and run to
+  completion with ``asyncio.run`` in that same harmless place under every other model.
+  Why keep the coroutine form rather than remove it: an ``async def`` handler (JSON-RPC)
+  is a user-visible feature worth having on the asyncio model (it may await the loop's
+  own objects without holding a thread), and the fallback is mechanical, so it belongs
+  to the one interpreter of this contract (``drivers.engine.run_job``), not to each
+  service. A service therefore never knows which driver runs it.
 - ``Timer(seconds)`` arms the connection's one timer (None disarms it); when it fires the
-  driver calls ``session.on_timer()``. It is an absolute deadline: traffic does not move
-  it (a header deadline against slowloris), unlike the driver's idle timeout.
+  driver calls ``session.on_timer()``. It takes effect at once, even while output queued
+  before it waits, and it is an absolute deadline: traffic does not move it (a header
+  deadline against slowloris), unlike the driver's idle timeout.
 - Backpressure is the driver's: it stops feeding a session while that session's unsent
   output is above the high-water mark, and feeds again once it drained below it.
 - Datagram services implement ``datagram(data, peer)``: Send actions reply to the sender.
@@ -64,7 +77,8 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Run ``job()`` where blocking is harmless; its outcome goes to ``session.resume``."""
+    """Run ``job`` (a callable, or an ``async def`` function) where blocking is harmless;
+    its outcome goes to ``session.resume``."""
 
     job: Callable[[], Any]
 

@@ -2,13 +2,13 @@
 
 Role: ``serve(obj, addresses)`` is the one-call server; ``make_service`` builds the
 service; ``serve_channel`` runs it on one already-open Channel (``stdio:``, a pipe) where
-there is nothing to accept. Rules: async handlers run on the asyncio driver's loop; under
-the other drivers each job finishes its coroutines with ``asyncio.run`` in the worker.
+there is nothing to accept, through the same engine as every model (so it honours every
+action: SendFile, ShutdownWrite, Timer). Rules: the service does not know which driver
+runs it; async handlers are ``async def`` jobs (see ``protocols.base``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,13 +16,14 @@ from ipcnet.addresses import Address, parse
 from ipcnet.channel import Channel
 from ipcnet.drivers import ServeConfig, ServerCore
 from ipcnet.drivers import serve as serve_service
+from ipcnet.drivers.blocking import LocalRow, drive
+from ipcnet.drivers.core import Conn
+from ipcnet.drivers.engine import Engine
 from ipcnet.framing import Codec, Framing
-from ipcnet.protocols.base import Close, Outcome, Peer, Run, as_list
+from ipcnet.protocols.base import Peer, Service
 from ipcnet.protocols.jsonrpc import JsonRpcService
 from ipcnet.rpc.defaults import choose
 from ipcnet.rpc.registry import as_methods
-
-READ_SIZE = 64 * 1024
 
 
 def make_service(
@@ -42,7 +43,6 @@ def make_service(
         chosen_framing,
         chosen_codec,
         debug=debug,
-        coroutine_runner=asyncio.run,
         title=getattr(obj, "__name__", type(obj).__name__),
     )
 
@@ -64,24 +64,14 @@ def serve(
     return serve_service(service, addresses, config or ServeConfig(), ready)
 
 
-def serve_channel(service: JsonRpcService, channel: Channel) -> None:
-    """Answer calls on one open Channel (stdio:, a pipe) until its peer ends it."""
+def serve_channel(service: Service, channel: Channel) -> None:
+    """Answer calls on one open Channel (stdio:, a pipe) until its peer ends it; then the
+    channel is closed."""
     session, first = service.start(Peer(channel.peer_address, channel.local_address))
-    buf = memoryview(bytearray(READ_SIZE))
-    pending = list(as_list(first))
-    while True:
-        while pending:
-            action = pending.pop(0)
-            if isinstance(action, (bytes, bytearray, memoryview)):
-                channel.write(action)
-            elif isinstance(action, Close):
-                channel.close()
-                return
-            elif isinstance(action, Run):
-                try:
-                    outcome = Outcome(value=action.job())
-                except Exception as exc:
-                    outcome = Outcome(error=exc)
-                pending[:0] = as_list(session.resume(action, outcome))
-        got = channel.readinto(buf)
-        pending = list(as_list(session.feed(bytes(buf[:got])) if got else session.feed_eof()))
+    engine = Engine(session)
+    try:
+        engine.push(first)
+        drive(engine, channel.transport, Conn(channel.transport), LocalRow())
+    finally:
+        engine.end()
+        channel.close()

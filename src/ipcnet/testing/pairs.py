@@ -129,6 +129,22 @@ def exec_pair() -> Pair:
     return a, b
 
 
+# --- shared memory (issue 13) ---
+
+
+def shm_pair() -> Pair:
+    """A shared-memory ring made through the rendezvous socket, as two processes would."""
+    return _listen_connect(f"shm://@ipcnet-test-{uuid.uuid4().hex}")
+
+
+def shm_local_pair() -> Pair:
+    from ipcnet.channel import shm_pair as make
+
+    return make()
+
+
+# --- end shared memory ---
+
 PAIR_MAKERS: dict[str, Callable[[], Pair]] = {
     "tcp4": tcp4_pair,
     "tcp6": tcp6_pair,
@@ -139,4 +155,6 @@ PAIR_MAKERS: dict[str, Callable[[], Pair]] = {
     "pipe-pair": pipe_pair,
     "fifo-pair": fifo_pair,
     "exec": exec_pair,
+    "shm": shm_pair,
+    "shm-pair": shm_local_pair,
 }

@@ -26,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, Unsupported
@@ -175,3 +175,8 @@ class Listener(ABC, Generic[S_co]):
     @abstractmethod
     def close(self) -> None:
         """Idempotent; wakes a thread blocked in accept(); removes what listen created."""
+
+    def bridge(self) -> Listener[Any] | None:
+        """For a listener that is not ``servable``: a servable stand-in that joins each peer
+        to a socket (shm:// does), or None when a server cannot serve it at all."""
+        return None

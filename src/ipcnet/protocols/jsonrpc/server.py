@@ -8,9 +8,10 @@ Role: the state machine half of the protocol, on the service/driver contract of
   answered likewise; one it does not (a declared length over the limit) is answered, then
   the connection is closed;
 - handler calls are blocking work: each batch of calls that arrived together becomes one
-  ``Run`` job (an ``async def`` job when every handler in it is async, which the asyncio
-  driver awaits on its loop; under other drivers the coroutine is finished by
-  ``coroutine_runner`` in a job); ``inline`` handlers and ``rpc.discover`` run at once;
+  ``Run`` job, or two when it mixes plain and ``async def`` handlers: the plain ones in a
+  plain job, then the async ones in an ``async def`` job (the contract's coroutine form,
+  see ``protocols.base``: whatever driver runs it, it is awaited, so the service never
+  knows which); ``inline`` handlers and ``rpc.discover`` run at once;
 - while a job runs, bytes that arrive wait in the decoder; replies go out in the order the
   jobs finish (a batch is answered by one array); the peer's EOF closes once all is answered;
 - a handler's exception becomes an error reply (type and message, a traceback only with
@@ -85,17 +86,13 @@ class _Call:
         self.reply: dict[str, Any] | None = None
 
     def run(self) -> None:
-        """Call the handler where blocking is harmless (a coroutine is finished by the
-        service's coroutine runner) and keep the reply."""
+        """Call a plain handler where blocking is harmless and keep the reply."""
         service = self.service
         try:
             value = self.call()
-            if isinstance(value, CoroutineType):
-                runner = service.coroutine_runner
-                if runner is None:
-                    value.close()
-                    raise LocalProtocolError("async handlers need the asyncio driver")
-                value = runner(value)
+            if isinstance(value, CoroutineType):  # a plain function that made a coroutine
+                value.close()
+                raise LocalProtocolError("the handler returned a coroutine: make it async def")
             self.reply = service.finish(self, value, None)
         except Exception as exc:
             self.reply = service.finish(self, None, exc)
@@ -143,7 +140,6 @@ class JsonRpcService(BaseService):
         codec: Codec | None = None,
         *,
         debug: bool = False,
-        coroutine_runner: Callable[[Coroutine[Any, Any, Any]], Any] | None = None,
         max_batch: int = MAX_BATCH,
         title: str = "ipcnet",
     ) -> None:
@@ -151,7 +147,6 @@ class JsonRpcService(BaseService):
         self.framing = framing or NewlineDelimited()
         self.codec = codec or JSONCodec()
         self.debug = debug
-        self.coroutine_runner = coroutine_runner
         self.max_batch = max_batch
         self.title = title
         if DISCOVER not in self.methods:
@@ -263,13 +258,14 @@ def _run(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 
 
 class _Group:
-    """Units run by one job, answered together when it finishes."""
+    """Units run by one job (two, if plain and async handlers mix), answered together."""
 
-    __slots__ = ("ncalls", "units")
+    __slots__ = ("later", "ncalls", "units")
 
     def __init__(self) -> None:
         self.units: list[_Unit] = []
         self.ncalls = 0
+        self.later: list[_Call] = []  # the async calls, once the plain ones are done
 
     def calls(self) -> list[_Call]:
         units = self.units
@@ -310,17 +306,9 @@ class JsonRpcSession(BaseSession):
         assert self.running is not None and self.running[0] is job
         group = self.running[1]
         self.running = None
-        value = outcome.value
-        if outcome.error is None and isinstance(value, CoroutineType):
-            # an async job under a driver that does not await: finish it in another job
-            runner = self.service.coroutine_runner
-            if runner is not None:
-                coro = value
-                follow = Run(lambda: runner(coro))
-                self.running = (follow, group)
-                return follow
-            value.close()
-            return self._complete(group, LocalProtocolError("async handlers need asyncio here"))
+        if outcome.error is None and group.later:
+            later, group.later = group.later, []
+            return self._job(later, group)
         return self._complete(group, outcome.error)
 
     # --- the machine ---------------------------------------------------------------------
@@ -397,7 +385,15 @@ class JsonRpcSession(BaseSession):
 
     def _start(self, group: _Group) -> Run:
         calls = group.calls()
-        if calls[0].handler.is_async and all(c.handler.is_async for c in calls):
+        if group.ncalls > 1:
+            plain = [c for c in calls if not c.handler.is_async]
+            if plain and len(plain) < len(calls):  # mixed: the plain ones first
+                group.later = [c for c in calls if c.handler.is_async]
+                calls = plain
+        return self._job(calls, group)
+
+    def _job(self, calls: list[_Call], group: _Group) -> Run:
+        if calls[0].handler.is_async:
             job = Run(calls[0].run_async if len(calls) == 1 else _async_job(calls))
         else:
             job = Run(calls[0].run if len(calls) == 1 else _sync_job(calls))

@@ -1,0 +1,164 @@
+"""Admission and shutdown, once for every model: accepting, refusing, the idle sweep, drain.
+
+Role: the rules a connection meets on its way in and out, whatever model serves it.
+Rules:
+- ``Gate.accept`` takes what a ready listener has queued (up to BATCH at a time); on
+  EMFILE/ENFILE (a translated ``Busy``) it stops watching every listener for ACCEPT_PAUSE
+  seconds (never spinning on a listener it cannot empty) and logs that at most every 5 s;
+  a connection over --max-conns is refused explicitly (the service's refusal bytes, then
+  FIN), never left hanging in the backlog;
+- ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
+  read) and closes one idle longer than --idle-timeout (the blocking models get the same
+  rule from a read timeout: a blocked read is their idle connection);
+- ``drain_step`` is one look while stopping: idle connections are closed at once, busy
+  ones may finish until the grace period ends, then every one is forced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ipcnet.errors import Busy, IPCError
+
+if TYPE_CHECKING:
+    from ipcnet.drivers.core import ServerCore
+    from ipcnet.drivers.counters import Row
+    from ipcnet.transports import SocketStream
+    from ipcnet.transports.base import Listener
+
+log = logging.getLogger("ipcnet.serve")
+
+ACCEPT_PAUSE = 0.1  # seconds to stop accepting after EMFILE/ENFILE
+BATCH = 64  # connections taken from a ready listener before looking at the others
+REFUSAL_DRAIN = 4  # reads of what a refused client already sent (so close sends FIN, not RST)
+READ_SIZE = 64 * 1024
+
+
+class Gate:
+    """Accepting for one model; ``watch``/``unwatch`` say how it listens for readiness."""
+
+    def __init__(
+        self,
+        core: ServerCore,
+        active: Callable[[], int],
+        watch: Callable[[Listener[Any]], object] | None = None,
+        unwatch: Callable[[Listener[Any]], object] | None = None,
+    ) -> None:
+        self.core = core
+        self.active = active
+        self.watch = watch
+        self.unwatch = unwatch
+        self.paused_until = 0.0
+        self._logged = 0.0
+
+    def accept(self, listener: Listener[Any], batch: int = BATCH) -> Iterator[SocketStream]:
+        """The connections to serve now (over-limit ones are refused on the way)."""
+        core = self.core
+        limit = core.config.max_conns
+        for _ in range(batch):
+            if self.paused_until or core.stopping.is_set():
+                return
+            try:
+                stream = listener.try_accept()
+            except Busy as exc:
+                self._pause(exc)
+                return
+            if stream is None:
+                return
+            if core.trace:
+                core.trace(
+                    f"accept(fd {listener.fileno()}) -> new fd {stream.fileno()} from "
+                    f"{stream.where}"
+                )
+            if self.active() >= limit:
+                refuse(core, stream)
+                continue
+            yield stream
+
+    def _pause(self, exc: Busy) -> None:
+        now = time.monotonic()
+        if now - self._logged > 5:
+            log.warning("%s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
+            self._logged = now
+        self.core.row.add("errors")
+        self.paused_until = now + ACCEPT_PAUSE
+        if self.unwatch is not None:
+            for listener in self.core.listeners:
+                self.unwatch(listener)
+
+    def wait(self) -> float | None:
+        """Seconds until accepting resumes (None: it is not paused)."""
+        return max(0.0, self.paused_until - time.monotonic()) if self.paused_until else None
+
+    def resume(self, now: float | None = None) -> None:
+        """Accept again once the pause is over (call it from the model's loop or timer)."""
+        if self.paused_until and (now or time.monotonic()) >= self.paused_until:
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Accept again now (a model whose timer says the pause is over)."""
+        self.paused_until = 0.0
+        if self.watch is not None and not self.core.stopping.is_set():
+            for listener in self.core.listeners:
+                if not listener.closed:
+                    self.watch(listener)
+
+
+def refuse(core: ServerCore, stream: SocketStream, row: Row | None = None) -> None:
+    """Tell an over-limit connection so (the service's refusal bytes) and close it."""
+    (row or core.row).add("refused")
+    if core.trace:
+        core.trace(f"refuse fd {stream.fileno()}: over --max-conns {core.config.max_conns}")
+    refusal = core.service.refusal
+    try:
+        stream.set_blocking(False)
+        if refusal:
+            stream.try_write(refusal)
+            stream.send_eof()
+            for _ in range(REFUSAL_DRAIN):
+                if not stream.try_read(READ_SIZE):
+                    break
+    except IPCError:
+        pass
+    stream.close()
+
+
+def sweep(
+    conns: Iterable[Any],
+    row: Row,
+    idle_timeout: float | None,
+    now: float,
+    close: Callable[[Any], None],
+) -> None:
+    """Flush byte counts; close a connection idle (no traffic, nothing owed) too long.
+    A connection has ``engine``, ``last_active`` and ``idle``."""
+    for conn in list(conns):
+        engine = conn.engine
+        if engine.bytes_in or engine.bytes_out:
+            row.add("bytes_in", engine.bytes_in)
+            row.add("bytes_out", engine.bytes_out)
+            engine.bytes_in = engine.bytes_out = 0
+            conn.last_active = now
+        elif idle_timeout is not None and conn.idle and now - conn.last_active > idle_timeout:
+            log.debug("closing a connection idle for %s s", idle_timeout)
+            close(conn)
+
+
+def drain_step(
+    core: ServerCore,
+    conns: Iterable[Any],
+    close: Callable[[Any], None],
+    force_close: Callable[[Any], None],
+) -> bool:
+    """One look while stopping: close the idle, force all once the grace period is over.
+    True once the grace period is over (every connection was forced)."""
+    force = core.time_left() <= 0
+    for conn in list(conns):
+        if force:
+            force_close(conn)
+        elif conn.idle:
+            close(conn)
+    return force

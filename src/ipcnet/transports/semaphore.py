@@ -1,0 +1,326 @@
+"""Semaphores between processes: POSIX named, POSIX unnamed (process-shared), SysV undo.
+
+Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``),
+``release()``, ``value``, ``with sem:``, ``close()``; the named kinds also ``unlink()``.
+- ``Semaphore(name, value=1)``: sem_open(3), found by name by unrelated processes (it lives
+  in /dev/shm as ``sem.NAME``), through ``posix_ipc``.
+- ``SharedSemaphore(value=1)``: sem_init(3) with pshared=1 in an anonymous shared mapping:
+  no name at all, shared by fork (children inherit the mapping); through ctypes (libc).
+- ``UndoSemaphore(name, value=1)``: a SysV semaphore whose operations carry SEM_UNDO, so the
+  kernel gives back what a process still holds when it exits, even by SIGKILL.
+The crash question, honestly: a POSIX semaphore (named or not) has no owner; if its holder
+dies the count stays taken and every later acquire waits (posix_ipc #53). ``timeout=`` turns
+that into a ``Timeout`` that says so; ``UndoSemaphore`` is the one that recovers, and its
+``last_pid`` names the process that operated on it last (GETPID), for post-mortems.
+Rules: names are one component (no "/", at most 251 bytes); errno values are translated by
+``oserrors``; ``release`` beyond the maximum raises ``LimitExceeded``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import time
+import zlib
+from types import TracebackType
+from typing import Any
+
+from ipcnet.errors import (
+    Closed,
+    InvalidAddress,
+    LimitExceeded,
+    NoSuchSocket,
+    PermissionDenied,
+    Timeout,
+)
+from ipcnet.transports.oserrors import translate
+
+NAME_MAX = 251  # NAME_MAX less the "sem." prefix glibc adds in /dev/shm
+_DEAD_HINT = "(a holder that died keeps its count: UndoSemaphore gives it back)"
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise InvalidAddress(f"invalid semaphore name {name!r}: one name, no '/'")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise InvalidAddress(f"invalid semaphore name: over {NAME_MAX} bytes")
+    return name
+
+
+class _Base:
+    where: str
+    _closed = False
+
+    def acquire(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise Closed(f"closed: cannot {op} {self.where}: this side closed it")
+
+    def __enter__(self) -> _Base:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def _timed_out(self, timeout: float | None) -> Timeout:
+        return Timeout(f"timed out: acquire {self.where} after {timeout} s {_DEAD_HINT}")
+
+
+# --- POSIX named ----------------------------------------------------------------------
+
+
+class Semaphore(_Base):
+    """A POSIX named semaphore: ``Semaphore("jobs", value=3)`` creates it or opens it."""
+
+    def __init__(
+        self, name: str, value: int = 1, *, create: bool = True, mode: int = 0o600
+    ) -> None:
+        import posix_ipc
+
+        self.name = _check_name(name)
+        self.where = f"semaphore {name!r}"
+        self._ipc = posix_ipc
+        try:
+            self._sem = posix_ipc.Semaphore(
+                "/" + name, posix_ipc.O_CREAT if create else 0, mode=mode, initial_value=value
+            )
+        except posix_ipc.ExistentialError as exc:
+            raise NoSuchSocket(f"no {self.where} (create it first)") from exc
+        except posix_ipc.PermissionsError as exc:
+            raise PermissionDenied(f"permission denied: open {self.where}") from exc
+        except ValueError as exc:
+            raise LimitExceeded(f"cannot make {self.where} with value {value}: {exc}") from exc
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
+        self._check_open("acquire")
+        try:
+            self._sem.acquire(timeout)
+        except self._ipc.BusyError as exc:
+            raise self._timed_out(timeout) from exc
+
+    def release(self) -> None:
+        self._check_open("release")
+        try:
+            self._sem.release()
+        except self._ipc.Error as exc:
+            raise LimitExceeded(f"cannot release {self.where}: {exc}") from exc
+
+    @property
+    def value(self) -> int:
+        self._check_open("read")
+        return int(self._sem.value)
+
+    def unlink(self) -> None:
+        """Remove the name (processes that have it open keep using it)."""
+        try:
+            self._ipc.unlink_semaphore("/" + self.name)
+        except self._ipc.ExistentialError as exc:
+            raise NoSuchSocket(f"no {self.where} to remove") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sem.close()
+
+
+# --- POSIX unnamed, process-shared -----------------------------------------------------
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _abs_timespec(timeout: float) -> _Timespec:
+    """CLOCK_REALTIME deadline, as sem_timedwait wants it."""
+    deadline = time.time() + max(0.0, timeout)
+    return _Timespec(int(deadline), int((deadline % 1) * 1e9))
+
+
+def _rel_timespec(timeout: float) -> _Timespec:
+    timeout = max(0.0, timeout)
+    return _Timespec(int(timeout), int((timeout % 1) * 1e9))
+
+
+def _fail(op: str, where: str) -> Exception:
+    code = ctypes.get_errno()
+    return translate(OSError(code, os.strerror(code)), op, where)
+
+
+class SharedSemaphore(_Base):
+    """An unnamed POSIX semaphore in shared memory: make it, fork, use it in both."""
+
+    SIZE = 64  # >= sizeof(sem_t) (32 on x86-64 glibc)
+
+    def __init__(self, value: int = 1) -> None:
+        self.where = f"shared semaphore (pid {os.getpid()})"
+        self._lib = _libc()
+        self._map = mmap.mmap(-1, self.SIZE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self._buf = (ctypes.c_char * self.SIZE).from_buffer(self._map)
+        self._sem = ctypes.addressof(self._buf)
+        if self._lib.sem_init(ctypes.c_void_p(self._sem), 1, ctypes.c_uint(value)) != 0:
+            raise _fail("create", self.where)
+
+    def acquire(self, timeout: float | None = None) -> None:
+        self._check_open("acquire")
+        sem = ctypes.c_void_p(self._sem)
+        while True:
+            if timeout is None:
+                rc = self._lib.sem_wait(sem)
+            else:
+                rc = self._lib.sem_timedwait(sem, ctypes.byref(_abs_timespec(timeout)))
+            if rc == 0:
+                return
+            code = ctypes.get_errno()
+            if code == errno.EINTR:
+                continue
+            if code == errno.ETIMEDOUT:
+                raise self._timed_out(timeout)
+            raise translate(OSError(code, os.strerror(code)), "acquire", self.where)
+
+    def release(self) -> None:
+        self._check_open("release")
+        if self._lib.sem_post(ctypes.c_void_p(self._sem)) != 0:
+            if ctypes.get_errno() == errno.EOVERFLOW:
+                raise LimitExceeded(f"cannot release {self.where}: at its maximum value")
+            raise _fail("release", self.where)
+
+    @property
+    def value(self) -> int:
+        self._check_open("read")
+        out = ctypes.c_int()
+        if self._lib.sem_getvalue(ctypes.c_void_p(self._sem), ctypes.byref(out)) != 0:
+            raise _fail("read", self.where)
+        return out.value
+
+    def close(self) -> None:
+        """Drop this process's mapping (the other processes keep theirs)."""
+        if self._closed:
+            return
+        self._closed = True
+        del self._buf
+        self._map.close()
+
+
+# --- SysV, with SEM_UNDO ----------------------------------------------------------------
+
+_IPC_CREAT, _IPC_EXCL, _IPC_NOWAIT, _IPC_RMID = 0o1000, 0o2000, 0o4000, 0
+_GETPID, _GETVAL, _SETVAL = 11, 12, 16
+_SEM_UNDO = 0x1000
+_SEMVMX = 32767
+
+
+class _Sembuf(ctypes.Structure):
+    _fields_ = [
+        ("sem_num", ctypes.c_ushort),
+        ("sem_op", ctypes.c_short),
+        ("sem_flg", ctypes.c_short),
+    ]
+
+
+def sysv_key(name: str) -> int:
+    """The SysV key a name stands for (a CRC-32 of it, never IPC_PRIVATE)."""
+    return (zlib.crc32(name.encode()) & 0x7FFFFFFF) or 1
+
+
+class UndoSemaphore(_Base):
+    """A SysV semaphore taken with SEM_UNDO: the kernel returns a dead holder's units."""
+
+    def __init__(
+        self, name: str, value: int = 1, *, create: bool = True, mode: int = 0o600
+    ) -> None:
+        self.name = _check_name(name)
+        self.key = sysv_key(name)
+        self.where = f"sysv semaphore {name!r} (key 0x{self.key:08x})"
+        if not 0 <= value <= _SEMVMX:
+            raise LimitExceeded(f"value {value} out of range 0..{_SEMVMX} for {self.where}")
+        self._lib = _libc()
+        self._id = -1
+        if create:
+            semid = self._lib.semget(self.key, 1, _IPC_CREAT | _IPC_EXCL | mode)
+            if semid >= 0:
+                self._id = semid
+                if self._lib.semctl(semid, 0, _SETVAL, ctypes.c_int(value)) != 0:
+                    raise _fail("initialise", self.where)
+                return
+            if ctypes.get_errno() != errno.EEXIST:
+                raise _fail("create", self.where)
+        semid = self._lib.semget(self.key, 1, 0)
+        if semid < 0:
+            if ctypes.get_errno() == errno.ENOENT:
+                raise NoSuchSocket(f"no {self.where} (create it first)")
+            raise _fail("open", self.where)
+        self._id = semid
+
+    def _op(self, delta: int, timeout: float | None, op: str) -> None:
+        self._check_open(op)
+        flags = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 else 0)
+        buf = _Sembuf(0, delta, flags)
+        while True:
+            if timeout is None or timeout == 0:
+                rc = self._lib.semop(self._id, ctypes.byref(buf), 1)
+            else:
+                ts = _rel_timespec(timeout)
+                rc = self._lib.semtimedop(self._id, ctypes.byref(buf), 1, ctypes.byref(ts))
+            if rc == 0:
+                return
+            code = ctypes.get_errno()
+            if code == errno.EINTR:
+                continue
+            if code == errno.EAGAIN:
+                raise Timeout(f"timed out: {op} {self.where} after {timeout} s")
+            if code == errno.ERANGE:
+                raise LimitExceeded(f"cannot {op} {self.where}: over its maximum {_SEMVMX}")
+            if code in (errno.EIDRM, errno.EINVAL):
+                raise Closed(f"{self.where} was removed")
+            raise translate(OSError(code, os.strerror(code)), op, self.where)
+
+    def acquire(self, timeout: float | None = None) -> None:
+        self._op(-1, timeout, "acquire")
+
+    def release(self) -> None:
+        self._op(1, None, "release")
+
+    def _ctl(self, cmd: int, op: str) -> int:
+        self._check_open(op)
+        rc = int(self._lib.semctl(self._id, 0, cmd))
+        if rc < 0:
+            raise _fail(op, self.where)
+        return rc
+
+    @property
+    def value(self) -> int:
+        return self._ctl(_GETVAL, "read")
+
+    @property
+    def last_pid(self) -> int:
+        """The process that operated on it last (0 if none yet)."""
+        return self._ctl(_GETPID, "read")
+
+    def unlink(self) -> None:
+        """IPC_RMID: remove it now; processes waiting on it wake with Closed."""
+        if self._lib.semctl(self._id, 0, _IPC_RMID) != 0:
+            if ctypes.get_errno() in (errno.EINVAL, errno.EIDRM):
+                raise NoSuchSocket(f"no {self.where} to remove (removed already)")
+            raise _fail("remove", self.where)
+
+
+__all__ = ["Semaphore", "SharedSemaphore", "UndoSemaphore", "sysv_key"]

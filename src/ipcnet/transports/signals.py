@@ -1,0 +1,188 @@
+"""Signals as events: ``signals(SIGUSR1, SIGTERM)`` and ``send_signal(pid, sig)``.
+
+Role: a ``SignalSource`` is a signalfd(2): the chosen signals are blocked in the calling
+thread and queued to a descriptor instead of interrupting the program, so they arrive as
+``SignalEvent`` records carrying who sent them (``pid``, ``uid``; from the kernel, not
+forgeable) and can be iterated, read with a timeout, or polled by any event loop
+(``fileno()``). Rules:
+- Block them before other threads start (threads inherit the mask; a thread that does not
+  block a signal may take it with the default action). ``close()`` restores the mask.
+- Standard signals coalesce while pending (two SIGUSR1 before a read may be one event);
+  real-time signals queue.
+- ``send_signal`` says "no such process" (ESRCH) and "not permitted" (EPERM) plainly.
+signalfd has no wrapper in the os module; it is one libc call through ctypes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import select
+import signal
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ipcnet.errors import (
+    AddressError,
+    Closed,
+    InvalidAddress,
+    PermissionDenied,
+    Timeout,
+)
+from ipcnet.transports.oserrors import translate
+
+_SFD_NONBLOCK, _SFD_CLOEXEC = 0o4000, 0o2000000
+# the head of struct signalfd_siginfo (128 bytes): signo errno code pid uid fd tid band
+# overrun trapno status int ptr
+_INFO = struct.Struct("<IiiIIiIIIIiiQ")
+_SIGINFO_SIZE = 128
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvent:
+    """One signal: its number, the sender's pid and uid, the si_code, and sigqueue's value."""
+
+    signo: int
+    pid: int
+    uid: int
+    code: int
+    value: int
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signo).name
+
+
+def _signum(sig: int | str) -> int:
+    try:
+        if isinstance(sig, str):
+            return int(
+                signal.Signals[
+                    sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"
+                ]
+            )
+        return int(signal.Signals(sig))
+    except (KeyError, ValueError):
+        raise InvalidAddress(f"unknown signal {sig!r}") from None
+
+
+class SignalSource:
+    """An iterable, pollable queue of the chosen signals (a signalfd)."""
+
+    def __init__(self, sigs: Iterable[int | str]) -> None:
+        self.signals = sorted({_signum(s) for s in sigs})
+        if not self.signals:
+            raise InvalidAddress("signals() needs at least one signal")
+        for bad in (signal.SIGKILL, signal.SIGSTOP):
+            if bad in self.signals:
+                raise InvalidAddress(f"{signal.Signals(bad).name} cannot be caught or queued")
+        self.where = "signals(" + ", ".join(signal.Signals(s).name for s in self.signals) + ")"
+        self._closed = False
+        self.timeout: float | None = None
+        self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        mask = ctypes.create_string_buffer(128)  # sigset_t
+        for s in self.signals:
+            libc.sigaddset(mask, s)
+        fd = libc.signalfd(-1, mask, _SFD_NONBLOCK | _SFD_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+            raise translate(OSError(code, os.strerror(code)), "create", self.where)
+        self._fd = int(fd)
+        self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._waker, select.POLLIN)
+
+    def read(self, timeout: float | None = -1.0) -> SignalEvent:
+        """The next signal; waits up to ``timeout`` (default: the ``timeout`` attribute)."""
+        if timeout is not None and timeout < 0:
+            timeout = self.timeout
+        while True:
+            event = self.try_read()
+            if event is not None:
+                return event
+            ready = self._poll.poll(None if timeout is None else int(timeout * 1000))
+            if self._closed:
+                raise Closed(f"closed while waiting on {self.where}")
+            if not ready:
+                raise Timeout(f"timed out: no signal on {self.where} after {timeout} s")
+
+    def try_read(self) -> SignalEvent | None:
+        """The next queued signal, or None (for event loops, after fileno() polled readable)."""
+        if self._closed:
+            raise Closed(f"closed: cannot read {self.where}: this side closed it")
+        try:
+            raw = os.read(self._fd, _SIGINFO_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise translate(exc, "read", self.where) from exc
+        f = _INFO.unpack_from(raw)
+        return SignalEvent(signo=f[0], code=f[2], pid=f[3], uid=f[4], value=f[11])
+
+    def __iter__(self) -> Iterator[SignalEvent]:
+        """Events forever (until close(), or a Timeout when ``timeout`` is set)."""
+        while True:
+            try:
+                yield self.read()
+            except Closed:
+                return
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop queueing: restore the signal mask and close the descriptor.
+
+        Signals still pending stay pending and are delivered as usual once unblocked.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        os.eventfd_write(self._waker, 1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+        os.close(self._fd)
+
+    def __del__(self) -> None:
+        waker = getattr(self, "_waker", None)
+        if waker is not None:
+            with contextlib.suppress(OSError):
+                os.close(waker)
+
+    def __enter__(self) -> SignalSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def signals(*sigs: int | str) -> SignalSource:
+    """``signals(signal.SIGUSR1, "TERM")``: queue these signals as events (see the module)."""
+    return SignalSource(sigs)
+
+
+def send_signal(pid: int, sig: int | str) -> None:
+    """kill(2) with plain errors: no such process, not permitted, unknown signal."""
+    signo = 0 if sig == 0 else _signum(sig)
+    if pid <= 0:
+        raise InvalidAddress(f"pid {pid} would signal a process group; give a process id > 0")
+    try:
+        os.kill(pid, signo)
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise AddressError(f"no such process: pid {pid}") from exc
+        if exc.errno == errno.EPERM:
+            raise PermissionDenied(
+                f"not permitted to signal pid {pid} (it belongs to another user)"
+            ) from exc
+        raise translate(exc, f"signal pid {pid} with", signo) from exc

@@ -1,0 +1,37 @@
+"""Helpers for the IPC tests (issue 13): run code as another user, in a forked child."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+NOBODY = 65534
+
+
+def as_other_user(fn: Callable[[], str]) -> str:
+    """Run ``fn`` in a forked child whose uid and gid are nobody's; what it returned (or the
+    repr of what it raised). Root only: other users cannot change their uid."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                out = fn()
+            except BaseException as exc:
+                out = f"{type(exc).__name__}: {exc}"
+            os.write(w, out.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode()
+    os.waitpid(pid, 0)
+    return out
