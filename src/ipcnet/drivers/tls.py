@@ -29,19 +29,36 @@ Rules (what each inner action becomes):
   ``plain_reply`` (for HTTPS, a short plaintext 400, as nginx answers) and a close;
 - a peer's TCP EOF without close_notify is EOF for the inner session (browsers and curl
   often skip it); it is the client's data that might be cut, and it is counted;
-- ``--stats`` and the status page get a ``tls`` section (``TLSStats``).
+- ``--stats`` and the status page get a ``tls`` section (``TLSStats``);
+- a server may mix plain and TLS addresses: connections accepted on a plain listener go
+  to the inner service directly;
+- a service may declare ``alpn``, the application protocols it speaks (HTTP:
+  ``("http/1.1",)``): they are offered by default, and a service that speaks http/1.1 answers
+  plain HTTP on its TLS port with ``PLAIN_HTTP_REPLY``;
+- SIGHUP reloads the certificate and key for new handshakes (live connections keep theirs;
+  a bad file keeps the old one and logs why): the process that gets the signal reloads at
+  once and bumps a generation in shared memory, and every other process of the server
+  (prefork workers) reloads before its next handshake.
+
+How a server uses this (``ServerCore``): ``secure(service, addresses, tls)`` is the
+service it runs; each listener is opened with ``listen_keywords(service, address)`` and
+served as ``served(service, listener)``.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import signal
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from ipcnet.errors import IPCError, TLSError
+from ipcnet.addresses import Address
+from ipcnet.errors import IPCError, TLSError, Unsupported
 from ipcnet.protocols.base import (
     CLOSE,
     SHUTDOWN_WRITE,
@@ -58,8 +75,9 @@ from ipcnet.protocols.base import (
     Timer,
     as_list,
 )
+from ipcnet.transports.base import Listener
 from ipcnet.transports.files import read_region, release
-from ipcnet.transports.tls import ServerContext, TLSLayer, TLSOptions
+from ipcnet.transports.tls import ServerContext, TLSLayer, TLSListener, TLSOptions
 from ipcnet.transports.tls.failures import handshake_eof, not_tls
 from ipcnet.transports.tls.stats import TLSStats
 from ipcnet.transports.tls.stream import tls_where
@@ -74,6 +92,57 @@ PLAIN_HTTP_REPLY = (  # what HTTPS answers to plain HTTP, as nginx does (then it
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
 )
 _BUFFERS = (bytes, bytearray, memoryview)
+
+
+def is_tls(address: Address) -> bool:
+    return address.spec.transport == "tls"
+
+
+def secure(service: Service, addresses: Sequence[Address], tls: Mapping[str, Any]) -> Service:
+    """The service a server runs: behind TLS when any of its addresses is tls:// or
+    tls+unix:// (``tls``: TLSOptions' fields as keywords, from the CLI flags)."""
+    if not any(is_tls(a) for a in addresses):
+        if tls:
+            raise Unsupported("tls options given, but no tls:// or tls+unix:// address to use them")
+        return service
+    options = TLSOptions.of(**tls)
+    alpn = tuple(getattr(service, "alpn", ()))
+    if alpn and not options.alpn:
+        options = replace(options, alpn=alpn)
+    reply = PLAIN_HTTP_REPLY if "http/1.1" in alpn else b""
+    wrapped = TLSService(service, ServerContext(options), options, plain_reply=reply)
+    wrapped.install_reload()
+    return wrapped
+
+
+def listen_keywords(service: Service, address: Address) -> dict[str, Any]:
+    """What ``open_listener`` needs for this address: the server's context for a TLS one."""
+    if isinstance(service, TLSService) and is_tls(address):
+        return {"context": service.contexts.current}
+    return {}
+
+
+def served(service: Service, listener: Listener[Any]) -> Listener[Any]:
+    """The listener a server's models accept on: a TLS listener's socket itself (the
+    handshakes run in the sessions, through TLSService), any other as it is."""
+    if isinstance(listener, TLSListener):
+        assert isinstance(service, TLSService)
+        raw = listener.raw
+        raw.address, raw.where = listener.address, listener.where  # it is shown as tls://
+        service.secured.add(_endpoint(raw.address))
+        return raw
+    if isinstance(service, TLSService):
+        service.plain.add(_endpoint(listener.address))
+    return listener
+
+
+def _endpoint(address: Address | None) -> tuple[object, ...] | None:
+    """What tells our listeners apart in a connection's local address."""
+    if address is None:
+        return None
+    if address.is_inet:
+        return ("inet", address.port)
+    return ("unix", address.path, address.abstract)
 
 
 class TLSService:
@@ -94,8 +163,30 @@ class TLSService:
         self.options = options or contexts.options
         self.stats = stats or TLSStats(contexts.current)
         self.plain_reply = plain_reply
+        self.secured: set[tuple[object, ...] | None] = set()  # our TLS listeners
+        self.plain: set[tuple[object, ...] | None] = set()  # plain listeners beside them
+        self._generation = self.stats.generation  # the reloads this process has done
+
+    def install_reload(self) -> None:
+        """SIGHUP reloads the certificate (from the main thread only, where signals go)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        self._generation = self.stats.bump_generation()
+        self.contexts.reload()
+
+    def stats_section(self) -> dict[str, Any]:
+        """The ``tls`` part of ``--stats`` and of the status page."""
+        return {"tls": self.stats.snapshot()}
 
     def start(self, peer: Peer) -> tuple[Session, Actions]:
+        if self.plain and _endpoint(peer.local) not in self.secured:
+            return self.inner.start(peer)  # accepted on a plain listener
+        generation = self.stats.generation
+        if generation != self._generation:  # another process got SIGHUP
+            self._generation = generation
+            self.contexts.reload()
         where = tls_where(str(peer.address)) if peer.address else "a tls+unix peer"
         layer = TLSLayer(
             self.contexts.current,
@@ -110,10 +201,10 @@ class TLSService:
         raise NotImplementedError(f"{self.name} over tls is a stream service (no dtls)")
 
     def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
-        """A status page of the inner service sees the TLS counters too."""
+        """The inner service's status page reads the server's counters (with ``tls``)."""
         attach = getattr(self.inner, "attach", None)
         if attach is not None:
-            attach(lambda: {**stats(), "tls": self.stats.snapshot()})
+            attach(stats)
 
 
 class _Region:
@@ -218,7 +309,7 @@ class TLSSession:
 
     def _failed(self, error: IPCError) -> Actions:
         self.service.stats.failure(error)
-        log.info("tls: handshake failed: %s", error)
+        log.info("tls handshake failed: %s", error)
         out: list[Action] = []
         self._ciphertext(out)  # the alert that tells the peer why
         return [*out, *self._end()]
@@ -226,7 +317,7 @@ class TLSSession:
     def _plain_text(self) -> Actions:
         error = not_tls(self.layer.where, server_side=True)
         self.service.stats.failure(error)
-        log.info("tls: %s: closed", error)
+        log.info("%s (closed)", error)
         reply = self.service.plain_reply
         self.state = "closed"
         return [reply, CLOSE] if reply else CLOSE
@@ -384,4 +475,12 @@ def _drop(action: Action) -> None:
         release(action.fd)
 
 
-__all__ = ["PLAIN_HTTP_REPLY", "TLSService", "TLSSession"]
+__all__ = [
+    "PLAIN_HTTP_REPLY",
+    "TLSService",
+    "TLSSession",
+    "is_tls",
+    "listen_keywords",
+    "secure",
+    "served",
+]

@@ -181,7 +181,9 @@ class ServerContext:
         if self.options.context is not None:
             log.warning("tls: reload: the server was given a ready ssl context; nothing to load")
             return False
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return False  # a reload is under way (a signal during a reload): that one counts
+        try:
             try:
                 fresh = server_context(self.options)
             except TLSConfigError as exc:
@@ -189,5 +191,7 @@ class ServerContext:
                 return False
             self.current = fresh
             self.reloads += 1
+        finally:
+            self._lock.release()
         log.info("tls: reloaded certificate %s", self.options.cert)
         return True

@@ -40,7 +40,7 @@ class TLSStats:
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         ciphers = [c["name"] for c in context.get_ciphers()] if context is not None else []
         self.ciphers = (*dict.fromkeys(ciphers), "other")
-        self._names = ("handshakes", "reloads", *(f"failure:{r}" for r in REASONS),
+        self._names = ("handshakes", "generation", *(f"failure:{r}" for r in REASONS),
                        *(f"version:{v}" for v in VERSIONS),
                        *(f"cipher:{c}" for c in self.ciphers))  # fmt: skip
         self._index = {name: i for i, name in enumerate(self._names)}
@@ -62,8 +62,15 @@ class TLSStats:
         reason = getattr(error, "reason", "tls")
         self._add(f"failure:{reason if reason in REASONS else 'tls'}")
 
-    def reloaded(self) -> None:
-        self._add("reloads")
+    @property
+    def generation(self) -> int:
+        """How many reloads were asked for (SIGHUP), by any process of the server."""
+        return int(self._cells[self._index["generation"]])
+
+    def bump_generation(self) -> int:
+        """Ask every process to reload; lock-free, so that a signal handler may call it."""
+        self._cells[self._index["generation"]] += 1
+        return self.generation
 
     def snapshot(self) -> dict[str, Any]:
         """Totals; the mixes and failures list only what happened (no zero rows)."""
@@ -79,5 +86,5 @@ class TLSStats:
             "failures": failures,
             "versions": group("version:"),
             "ciphers": group("cipher:"),
-            "reloads": values["reloads"],
+            "reloads": values["generation"],
         }
