@@ -119,6 +119,8 @@ class TLSLayer:
             return data
         if self.eof or self._end is not None:
             return self._ended()
+        if not self._in.pending and not self._in.eof and not self._obj.pending():
+            return None  # nothing to decrypt: spare OpenSSL the call and us its exception
         try:
             data = self._obj.read(n)
         except ssl.SSLWantReadError:
@@ -142,6 +144,8 @@ class TLSLayer:
         if self.eof or self._end is not None:
             self._ended()
             return 0
+        if not self._in.pending and not self._in.eof and not self._obj.pending():
+            return None
         try:
             n = cast(int, self._obj.read(len(buf), buf))
         except ssl.SSLWantReadError:
