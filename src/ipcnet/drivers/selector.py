@@ -89,7 +89,7 @@ class Connection:
                 self.loop.trace(f"write(fd {self.fd}, {n} bytes)")
             if n < len(out):  # type: ignore[arg-type]
                 self.engine.requeue(memoryview(out)[n:])  # type: ignore[arg-type]
-                self.update()
+            self.update()  # after a job, reading was off: it resumes now
 
     def perform(self) -> None:
         """Do every step the engine has until one must wait for the socket or a job."""
