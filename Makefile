@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/ipcnet bench rpc
 	$(BIN)/ipcnet bench http
 	$(BIN)/ipcnet bench inspector
+	$(BIN)/ipcnet bench tls && $(BIN)/ipcnet bench http --tls --servers ipcnet,nginx  # issue 11
 	if [ "$$(id -u)" -eq 0 ]; then ./scripts/system-deps clang bpftool perf gcc /usr/include/bpf/bpf_helpers.h && $(BIN)/ipcnet bench xdp; else echo "bench xdp: skipped (needs root)"; fi
 
 clean:
