@@ -5,27 +5,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 
 import pytest
 
 from ipcnet import errors
 from ipcnet.addresses import parse
-from ipcnet.testing.streams import CHECKS
 from ipcnet.transports import open_listener, open_stream
 from ipcnet.transports.tls import stream
 from tlskit import certs, client_options, server_options, stream_pair, tls_server
 
-RAW = {
-    "tcp4": lambda: "tcp4://127.0.0.1:0",
-    "unix-abstract": lambda: f"unix://@ipcnet-tls-{uuid.uuid4().hex}",
-}
-
-
-@pytest.mark.parametrize("check", list(CHECKS))
-@pytest.mark.parametrize("raw", list(RAW))
-def test_conformance_battery(raw, check):
-    CHECKS[check](lambda: stream_pair(RAW[raw]()))
+# the conformance battery runs on tls:// and tls+unix:// pairs in test_conformance.py
+# (ipcnet.testing.PAIR_MAKERS "tls" and "tls+unix")
 
 
 def test_agreed_parameters_are_visible():
