@@ -42,6 +42,9 @@ GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for
     ("http.server", "*"): 10.0,
     ("uvicorn", "*"): 1.5,
 }
+# --tls (issue 11): HTTPS, the same certificate, TLS 1.3, no session tickets on either side;
+# "close" is one new connection, so one handshake, per request
+TLS_GOALS = {("nginx", "1k.bin", "keep-alive"): 0.7, ("nginx", "1k.bin", "close"): 0.8}
 
 
 @dataclass
@@ -108,8 +111,14 @@ class Running:
         self.log.close()
 
 
-def _nginx_conf(tmp: Path, root: Path, port: int) -> Path:
+def _nginx_conf(tmp: Path, root: Path, port: int, tls: bool = False) -> Path:
     conf = tmp / "nginx.conf"
+    listen = f"127.0.0.1:{port}"
+    if tls:  # as ipcnet: TLS 1.3 only here, no tickets, no session cache
+        listen += (
+            f" ssl; ssl_certificate {tmp}/server.pem; ssl_certificate_key {tmp}/server-key.pem;"
+            " ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off"
+        )
     conf.write_text(
         textwrap.dedent(
             f"""
@@ -130,7 +139,7 @@ def _nginx_conf(tmp: Path, root: Path, port: int) -> Path:
                 fastcgi_temp_path {tmp}/nginx-fastcgi;
                 uwsgi_temp_path {tmp}/nginx-uwsgi;
                 scgi_temp_path {tmp}/nginx-scgi;
-                server {{ listen 127.0.0.1:{port}; root {root}; }}
+                server {{ listen {listen}; root {root}; }}
             }}
             """
         )
@@ -144,19 +153,25 @@ app = StaticFiles(directory={root!r})
 """
 
 
-def _command(name: str, tmp: Path, root: Path, port: int, model: str) -> list[str] | str:
+def _command(
+    name: str, tmp: Path, root: Path, port: int, model: str, tls: bool = False
+) -> list[str] | str:
     """The argv that starts ``name`` on ``port``, or why it cannot run here."""
     py = sys.executable
+    cert = ["--cert", f"{tmp}/server.pem", "--key", f"{tmp}/server-key.pem", "--tls-min", "1.3"]
     if name == "ipcnet":
-        address = f"tcp://127.0.0.1:{port}"
-        return [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
+        address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}"
+        argv = [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
+        return argv + (cert if tls else [])
+    if tls and name == "http.server":
+        return "http.server has no TLS"
     if name == "nginx":
         nginx = shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
         )
         if nginx is None:
             return "nginx is not installed (scripts/system-deps nginx)"
-        return [nginx, "-c", str(_nginx_conf(tmp, root, port)), "-p", str(tmp)]
+        return [nginx, "-c", str(_nginx_conf(tmp, root, port, tls)), "-p", str(tmp)]
     if name == "http.server":
         return [py, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
     if name == "uvicorn":
@@ -170,6 +185,13 @@ def _command(name: str, tmp: Path, root: Path, port: int, model: str) -> list[st
         (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
         app = ["bench_static_app:app", "--app-dir", str(tmp), "--host", "127.0.0.1"]
         options = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+        if tls:
+            options += [
+                "--ssl-certfile",
+                f"{tmp}/server.pem",
+                "--ssl-keyfile",
+                f"{tmp}/server-key.pem",
+            ]
         return [py, "-m", "uvicorn", *app, "--port", str(port), *options, "--log-level", "warning"]
     raise ValueError(name)
 
@@ -193,8 +215,14 @@ def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float,
     return float(rps.group(1)), float(xfer.group(1)) * _UNIT[xfer.group(2)], "; ".join(notes)
 
 
-def _check(port: int, name: str, size: int) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=30) as r:
+def _check(port: int, name: str, size: int, tls: Path | None = None) -> None:
+    if tls is None:
+        url, context = f"http://127.0.0.1:{port}/{name}", None
+    else:
+        import ssl
+
+        url, context = f"https://localhost:{port}/{name}", ssl.create_default_context(cafile=tls)
+    with urllib.request.urlopen(url, timeout=30, context=context) as r:
         body = r.read()
     if len(body) != size:
         raise RuntimeError(f"/{name}: {len(body)} bytes, expected {size}")
@@ -206,6 +234,7 @@ def run_bench(
     seconds: float,
     model: str,
     report: Callable[[str], None],
+    tls: bool = False,
 ) -> tuple[list[Cell], dict[str, str]]:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, wrk_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
@@ -221,9 +250,14 @@ def run_bench(
         for name, size in FILES.items():
             (root / name).write_bytes(os.urandom(size))
             (root / name).chmod(0o644)
+        if tls:
+            from ipcnet.transports.tls.devcert import make
+
+            make(str(tmp))  # one certificate for every server
+            (tmp / "server-key.pem").chmod(0o644)  # nginx reads it as its own user
         for server in servers:
             port = _free_port()
-            argv = _command(server, tmp, root, port, model)
+            argv = _command(server, tmp, root, port, model, tls)
             if isinstance(argv, str):
                 missing[server] = argv
                 report(f"{server}: skipped: {argv}")
@@ -232,12 +266,12 @@ def run_bench(
             running = Running(label, _pin(server_cpu) + argv, port, tmp / f"{server}.log")
             try:
                 for name, size in FILES.items():
-                    _check(port, name, size)
+                    _check(port, name, size, tmp / "ca.pem" if tls else None)
                 for name in FILES:
                     for mode in ("keep-alive", "close"):
                         cell = Cell(label, name, mode)
                         for _ in range(runs):
-                            url = f"http://127.0.0.1:{port}/{name}"
+                            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{name}"
                             rps, mbps, note = _wrk(url, mode == "close", seconds, wrk_cpu)
                             cell.rps.append(rps)
                             cell.mbps.append(mbps)
@@ -259,7 +293,7 @@ def _fmt(values: list[float]) -> str:
     return f"{med:,.0f} ({min(values):,.0f}..{max(values):,.0f})"
 
 
-def markdown(cells: list[Cell], missing: dict[str, str], command: str) -> str:
+def markdown(cells: list[Cell], missing: dict[str, str], command: str, tls: bool = False) -> str:
     by = {(c.server, c.file, c.mode): c for c in cells}
     servers = list(dict.fromkeys(c.server for c in cells))
     ours = next((s for s in servers if s.startswith("ipcnet")), None)
@@ -288,7 +322,11 @@ def markdown(cells: list[Cell], missing: dict[str, str], command: str) -> str:
                         row.append("-")
                         continue
                     ratio = mine.median / other.median
-                    goal = GOALS.get((p, name)) or GOALS.get((p, "*"))
+                    goal = (
+                        TLS_GOALS.get((p, name, mode))
+                        if tls
+                        else GOALS.get((p, name)) or GOALS.get((p, "*"))
+                    )
                     mark = (
                         "" if goal is None else (" ✓" if ratio >= goal else f" ✗ (goal {goal:g}x)")
                     )
@@ -318,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
     args = p.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
@@ -330,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         args.duration,
         args.model,
         lambda t: print(t, file=sys.stderr, flush=True),
+        args.tls,
     )
     if args.json:
         print(json.dumps({"cells": [c.__dict__ for c in cells], "missing": missing}, indent=1))
     else:
-        print(markdown(cells, missing, command.strip()))
+        print(markdown(cells, missing, command.strip(), args.tls))
     return 0
 
 

@@ -38,6 +38,8 @@ protocols/ and one row in ``protocols.SERVICES``. Rules:
 - A service that shows the server's counters (a status page) defines
   ``attach(stats: Callable[[], dict])``; the driver calls it once with a function that
   returns a snapshot (the same JSON the --stats socket serves).
+- A service with counters of its own (the relay's, TLS handshakes) defines
+  ``stats_section() -> dict``: its sections are merged into that snapshot.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ class RelayService(BaseService):
         self.config = config
         self.stats = stats
 
-    def counters(self) -> dict[str, object]:
+    def stats_section(self) -> dict[str, object]:
         """The relay's own counters, for the driver's stats socket and status JSON."""
-        return self.stats.snapshot()
+        return {self.name: self.stats.snapshot()}
 
     def start(self, peer: Peer) -> tuple[Session, Actions]:
         session = RelaySession(self, peer)

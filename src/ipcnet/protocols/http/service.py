@@ -21,6 +21,7 @@ class HttpService(Shared, BaseService):
     """HTTP/1.1 GET and HEAD for the files a Filesystem finds."""
 
     name = "http"
+    alpn = ("http/1.1",)  # over TLS: offered by ALPN; plain HTTP there gets a 400
 
     @property
     def refusal(self) -> bytes:  # type: ignore[override]
