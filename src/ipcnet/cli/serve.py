@@ -82,6 +82,17 @@ def common_options() -> argparse.ArgumentParser:
         "--stats", metavar="URL", help="serve the counters as JSON on this address (unix:///path)"
     )
     g.add_argument("-v", "--verbose", action="store_true", help="log connection-level events")
+    # --- scale (issue 14) ---
+    g.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        help="every connection starts with a PROXY protocol v1/v2 header (HAProxy send-proxy)",
+    )
+    g.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="serve Prometheus text on GET /metrics at this address (tcp://127.0.0.1:9100)",
+    )
     return p
 
 
@@ -163,6 +174,8 @@ def config_from(args: argparse.Namespace) -> Any:
         trace=args.trace,
         stats=args.stats,
         reuse_port=args.reuse_port,
+        accept_proxy=args.accept_proxy,
+        metrics=args.metrics,
     )
 
 
