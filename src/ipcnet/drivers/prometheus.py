@@ -95,6 +95,5 @@ def server_text(snapshot: Mapping[str, Any]) -> str:
 
 
 def exposition(snapshot: dict[str, Any]) -> str:
-    """The whole exposition of a snapshot: the core's families, then any the service
-    added under ``"metrics_text"`` (the web server's requests and latency histogram)."""
-    return server_text(snapshot) + str(snapshot.get("metrics_text", ""))
+    """The --metrics listener's answer (the web server's /_metrics adds its requests)."""
+    return server_text(snapshot)
