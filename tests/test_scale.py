@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -161,10 +162,20 @@ def test_metrics_listener_is_prometheus_text(model: str) -> None:
     with serving("echo", f"tcp://127.0.0.1:{port}", model=model, extra=extra):
         for _ in range(3):
             assert _roundtrip(port, b"x" * 10) == b"x" * 10
+
+        def scrape() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+                assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+
+        def handled() -> float:
+            return float(scrape()["ipcnet_connections_handled"].samples[0].value)
+
+        # a connection is counted just after its close reached the client: wait for it
+        _wait_for(lambda: handled() >= 3, "three connections handled")
+        families = scrape()
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
-            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = r.read().decode()
-        families = {f.name: f for f in text_string_to_metric_families(text)}
         # the parser strips _total from a counter's family name, keeps it on the sample
         assert families["ipcnet_connections_accepted"].type == "counter"
         assert families["ipcnet_received_bytes"].type == "counter"
@@ -176,6 +187,12 @@ def test_metrics_listener_is_prometheus_text(model: str) -> None:
         assert families["ipcnet_received_bytes"].samples[0].value >= 30
         for kind in ("refused", "errors"):
             assert f"# TYPE ipcnet_{kind if kind == 'errors' else 'connections_refused'}" in text
+        durations = families["ipcnet_connection_duration_seconds"]
+        assert durations.type == "histogram"
+        count = next(s for s in durations.samples if s.name.endswith("_count"))
+        assert count.value >= 3  # the three echo connections (ended before we asked)
+        inf = next(s for s in durations.samples if s.labels.get("le") == "+Inf")
+        assert inf.value == count.value
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=10)
         assert err.value.code == 404

@@ -138,6 +138,8 @@ class SessionProtocol(asyncio.Protocol):
         self.model.protocols.discard(self)
         row.add("active", -1)
         row.add("handled")
+        if engine is not None:
+            row.observe(time.monotonic() - engine.born)
         if exc is not None:
             log.debug("connection lost: %s", exc)
 

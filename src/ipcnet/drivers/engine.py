@@ -47,6 +47,7 @@ The one system call made here is closing an owned descriptor (``transports.files
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
@@ -101,6 +102,7 @@ class Engine:
     """The contract for one connection; see the module docstring for the rules."""
 
     __slots__ = (
+        "born",
         "bytes_in",
         "bytes_out",
         "closing",
@@ -125,6 +127,7 @@ class Engine:
         release: Callable[[int], None] = release,
     ) -> None:
         self.session = session
+        self.born = time.monotonic()  # the connection's duration histogram (counters)
         self.queue: collections.deque[Any] = collections.deque()  # buffers, Regions, markers
         self.unsent = 0  # bytes queued (buffers and file regions)
         self.high_water = high_water

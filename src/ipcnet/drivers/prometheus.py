@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ipcnet.drivers.counters import DURATION_BUCKETS
+
 PREFIX = "ipcnet_"
 
 #: snapshot field -> (metric name, type, help)
@@ -83,6 +85,17 @@ def server_text(snapshot: Mapping[str, Any]) -> str:
             [(base, 1 if snapshot.get("health", "ok") == "ok" else 0)],
         )
     )
+    durations = snapshot.get("connection_seconds")
+    if durations:
+        out.append(
+            histogram(
+                "connection_duration_seconds",
+                "Seconds from accept to close, per connection.",
+                DURATION_BUCKETS,
+                durations["buckets"],
+                durations["sum"],
+            )
+        )
     out.append(
         family(
             "uptime_seconds",
