@@ -286,3 +286,15 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
         if new_pid:
             os.kill(new_pid, signal.SIGTERM)
             _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+
+
+def test_accept_proxy_refuses_datagram_addresses() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ipcnet", "serve", "echo", f"udp://127.0.0.1:{free_port()}"]
+        + ["--accept-proxy"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "is a datagram address; the PROXY protocol heads stream connections" in done.stderr

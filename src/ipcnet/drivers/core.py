@@ -168,6 +168,11 @@ class ServerCore:
         handed = upgrade.inherited()  # SIGUSR2: sockets our old master listens on
         for address in self.addresses:
             if address.kind == "datagram":
+                if self.config.accept_proxy:
+                    raise IPCError(
+                        f"--accept-proxy: {address} is a datagram address; the PROXY "
+                        "protocol heads stream connections"
+                    )
                 endpoint = open_datagram(address, listen=True, mode=self.config.mode)
                 self.datagrams.append(endpoint)
                 if self.trace:
