@@ -289,9 +289,9 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
 
 
 def test_accept_proxy_refuses_datagram_addresses() -> None:
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"udp://127.0.0.1:{free_port()}"]
     done = subprocess.run(
-        [sys.executable, "-m", "ipcnet", "serve", "echo", f"udp://127.0.0.1:{free_port()}"]
-        + ["--accept-proxy"],
+        [*argv, "--accept-proxy"],
         capture_output=True,
         text=True,
         timeout=30,
