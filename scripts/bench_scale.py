@@ -44,7 +44,8 @@ def server(kind: str, workers: int, tmp: Path, root: Path, port: int, reuse: boo
         )
         return ["nginx", "-c", str(conf), "-p", str(tmp)]
     argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(root), f"tcp://127.0.0.1:{port}"]
-    argv += ["--model", "prefork", "--workers", str(workers), "--inner", "asyncio", "-q"]
+    inner = os.environ.get("BENCH_INNER", "asyncio")
+    argv += ["--model", "prefork", "--workers", str(workers), "--inner", inner, "-q"]
     return argv + (["--reuse-port"] if reuse else [])
 
 

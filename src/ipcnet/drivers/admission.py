@@ -11,7 +11,10 @@ Rules:
   read) and closes one idle longer than --idle-timeout (the blocking models get the same
   rule from a read timeout: a blocked read is their idle connection);
 - ``drain_step`` is one look while stopping: idle connections are closed at once, busy
-  ones may finish until the grace period ends, then every one is forced.
+  ones may finish until the grace period ends, then every one is forced. A connection
+  that has not sent a byte yet is not idle: the client connected before we stopped
+  accepting and its first request is on its way (closing it is the lost request of
+  gunicorn #2529/#3397); it gets the grace period like a busy one.
 """
 
 from __future__ import annotations
@@ -159,6 +162,6 @@ def drain_step(
     for conn in list(conns):
         if force:
             force_close(conn)
-        elif conn.idle:
+        elif conn.idle and getattr(getattr(conn, "engine", None), "fed", True):
             close(conn)
     return force

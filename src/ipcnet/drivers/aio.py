@@ -377,7 +377,7 @@ class AsyncioModel(Model):
         def force(proto: SessionProtocol) -> None:
             proto.transport.abort()
 
-        while self.protocols:
+        while self.protocols or self.adopting:  # accepted, not yet adopted: not lost
             if drain_step(self.core, self.protocols, close, force):
                 break
             await asyncio.sleep(DRAIN_TICK)

@@ -108,6 +108,7 @@ class Engine:
         "closing",
         "ended",
         "eof",
+        "fed",
         "high_water",
         "inflight",
         "job",
@@ -128,6 +129,7 @@ class Engine:
     ) -> None:
         self.session = session
         self.born = time.monotonic()  # the connection's duration histogram (counters)
+        self.fed = False  # no byte yet: its first request may be in flight (drain waits)
         self.queue: collections.deque[Any] = collections.deque()  # buffers, Regions, markers
         self.unsent = 0  # bytes queued (buffers and file regions)
         self.high_water = high_water
@@ -150,6 +152,7 @@ class Engine:
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
         it is in flight), that answer is returned; anything else is queued for ``step``."""
         self.bytes_in += len(data)
+        self.fed = True
         out = self.session.feed(data)
         cls = out.__class__
         # _answer(out), written out here: one call less per read on the hot path
