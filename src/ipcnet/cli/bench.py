@@ -21,6 +21,8 @@ BENCHMARKS = {
     "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
     "xdp": "a UDP flood over veth dropped by XDP, nftables hooks, or read by C/Python (root)",
     "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
+    # relay: issue 12
+    "relay": "1 GiB and short connections through ipcnet relay, socat, HAProxy, nginx stream",
 }
 
 

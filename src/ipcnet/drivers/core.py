@@ -310,6 +310,7 @@ class ServerCore:
 
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
+        own = getattr(self.service, "counters", None)  # a service's own (the relay's)
         return {
             "health": "stopping" if self.stopping.is_set() else "ok",
             "service": self.service.name,
@@ -317,6 +318,7 @@ class ServerCore:
             "addresses": self.bound,
             "pid": os.getpid(),
             **snap,
+            **({self.service.name: own()} if own is not None else {}),
         }
 
 

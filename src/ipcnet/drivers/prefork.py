@@ -23,8 +23,8 @@ import os
 import signal
 import time
 
-from ipcnet.drivers import processes
 from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.transports import process
 
 BOOT_WINDOW = 2.0
 REPLACE_TIMEOUT = 10.0  # seconds new workers (SIGHUP) may take to listen
@@ -56,7 +56,7 @@ class Prefork(Model):
         # otherwise the master keeps the shared listeners open for respawned workers
         try:
             while self.workers:
-                ended = processes.wait()
+                ended = process.wait()
                 if ended is None:
                     break
                 pid, status = ended
@@ -92,7 +92,7 @@ class Prefork(Model):
 
     def _signal_workers(self, force: bool) -> None:
         for pid in [*self.workers, *self.retiring]:
-            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def replace_workers(self) -> None:
         """SIGHUP: new workers first; once all of them listen, the old ones drain."""
@@ -115,7 +115,7 @@ class Prefork(Model):
         for pid in old:
             self.workers.pop(pid, None)
             self.retiring.add(pid)
-            processes.kill(pid, signal.SIGTERM)
+            process.kill(pid, signal.SIGTERM)
         log.info("SIGHUP: %d new workers serve; %d old ones drain", len(new), len(old))
 
     def _reap_all(self) -> None:
@@ -123,7 +123,7 @@ class Prefork(Model):
         while self.workers or self.retiring:
             if time.monotonic() > deadline or self.core.forcing.is_set():
                 self._signal_workers(force=True)
-            ended = processes.wait(block=False)
+            ended = process.wait(block=False)
             if ended is None:
                 break
             pid = ended[0]

@@ -101,7 +101,7 @@ def upgrade(core: ServerCore) -> None:
 
 
 def _upgrade(core: ServerCore) -> None:
-    from ipcnet.transports.reexec import reexec
+    from ipcnet.transports.process import reexec
 
     name = f"@ipcnet-upgrade-{os.getpid()}-{id(core):x}"
     try:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from ipcnet.addresses import Address
+from ipcnet.protocols.handover import Handover  # relay (issue 12): the connection is given away
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ class Outcome:
 
 
 Send: TypeAlias = bytes | bytearray | memoryview
-Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer
+Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer | Handover
 Actions: TypeAlias = Action | Sequence[Action] | None
 
 SHUTDOWN_WRITE = ShutdownWrite()
@@ -146,7 +147,8 @@ def as_list(actions: Actions) -> Sequence[Action]:
     if actions is None:
         return ()
     if isinstance(
-        actions, (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer)
+        actions,
+        (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer, Handover),
     ):
         return (actions,)
     return actions
