@@ -42,6 +42,7 @@ from ipcnet.transports.base import Listener, StreamTransport
 log = logging.getLogger("ipcnet.serve")
 
 READ_SIZE = 64 * 1024
+DRAIN_LINGER = 1.0  # seconds idle connections of a draining service stay open (issue 14)
 
 
 @dataclass
@@ -151,6 +152,7 @@ class ServerCore:
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
         self.upgrading = False
+        self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP (prefork replaces workers)
         if config.accept_proxy:
             from ipcnet.drivers.proxied import ProxiedService
@@ -250,6 +252,10 @@ class ServerCore:
                 from ipcnet.drivers import upgrade
 
                 upgrade.stopping()
+            drain = getattr(self.service, "drain", None)
+            if drain is not None:  # a service that can tell its clients (http)
+                self.linger_until = time.monotonic() + min(DRAIN_LINGER, self.config.grace / 2)
+                drain()
         self.waker.wake()
         for hook in list(self.on_stop):
             hook(force)

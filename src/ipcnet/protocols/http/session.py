@@ -305,7 +305,7 @@ class HttpSession:
         except BadRequest as exc:
             self._fail(exc.status, head, raw, out)
             return False
-        request = Request(head, keep_alive)
+        request = Request(head, keep_alive and not shared.draining)
         method = head.method
         if method != "GET" and method != "HEAD":
             return self._other_method(request, has_body, rest, out)
