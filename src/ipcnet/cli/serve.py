@@ -85,6 +85,16 @@ def common_options() -> argparse.ArgumentParser:
     )
     g.add_argument("-v", "--verbose", action="store_true", help="log connection-level events")
     tlsflags.add_arguments(p, client=False)  # tls:// addresses: --cert --key --ca ...
+    g.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        help="every connection starts with a PROXY protocol v1/v2 header (HAProxy send-proxy)",
+    )
+    g.add_argument(
+        "--metrics",
+        metavar="URL",
+        help="serve Prometheus text on GET /metrics at this address (tcp://127.0.0.1:9100)",
+    )
     return p
 
 
@@ -167,6 +177,8 @@ def config_from(args: argparse.Namespace) -> Any:
         stats=args.stats,
         reuse_port=args.reuse_port,
         tls=tlsflags.keywords(args),
+        accept_proxy=args.accept_proxy,
+        metrics=args.metrics,
     )
 
 

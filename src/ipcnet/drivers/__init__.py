@@ -52,6 +52,9 @@ def serve(
         core.install_signals()
         if ready is not None:
             ready(core)
+        from ipcnet.drivers import upgrade
+
+        upgrade.ready(core)  # sd_notify READY=1 (scale, issue 14)
         cls(core).serve()
     finally:
         core.close()

@@ -11,7 +11,13 @@ Rules:
   read) and closes one idle longer than --idle-timeout (the blocking models get the same
   rule from a read timeout: a blocked read is their idle connection);
 - ``drain_step`` is one look while stopping: idle connections are closed at once, busy
-  ones may finish until the grace period ends, then every one is forced.
+  ones may finish until the grace period ends, then every one is forced. A connection
+  that has not sent a byte yet is not idle: the client connected before we stopped
+  accepting and its first request is on its way (closing it is the lost request of
+  gunicorn #2529/#3397); it gets the grace period like a busy one. For a service that
+  drains (http: its answers now say ``Connection: close``) idle connections stay open
+  until ``core.linger_until``, so a keep-alive client's next request is answered, and
+  the close announced, instead of meeting a close.
 """
 
 from __future__ import annotations
@@ -156,9 +162,10 @@ def drain_step(
     """One look while stopping: close the idle, force all once the grace period is over.
     True once the grace period is over (every connection was forced)."""
     force = core.time_left() <= 0
+    lingering = time.monotonic() < core.linger_until
     for conn in list(conns):
         if force:
             force_close(conn)
-        elif conn.idle:
+        elif conn.idle and not lingering and getattr(getattr(conn, "engine", None), "fed", True):
             close(conn)
     return force

@@ -149,6 +149,8 @@ class SessionProtocol(asyncio.Protocol):
         self.model.protocols.discard(self)
         row.add("active", -1)
         row.add("handled")
+        if engine is not None:
+            row.observe(time.monotonic() - engine.born)
         if exc is not None:
             log.debug("connection lost: %s", exc)
 
@@ -434,7 +436,7 @@ class AsyncioModel(Model):
         def force(proto: SessionProtocol) -> None:
             proto.transport.abort()
 
-        while self.protocols:
+        while self.protocols or self.adopting:  # accepted, not yet adopted: not lost
             if drain_step(self.core, self.protocols, close, force):
                 break
             await asyncio.sleep(DRAIN_TICK)

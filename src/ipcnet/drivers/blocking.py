@@ -68,6 +68,7 @@ def run_connection(
             engine.end()
             row.add("bytes_in", engine.bytes_in)
             row.add("bytes_out", engine.bytes_out)
+            row.observe(time.monotonic() - engine.born)
         if core.trace:
             core.trace(f"close(fd {stream.fileno()})")
         stream.close()
@@ -431,6 +432,9 @@ class LocalRow:
 
     def set_state(self, state: str) -> None:
         pass
+
+    def observe(self, seconds: float) -> None:
+        pass  # a forked child's connection: the shared histogram does not see it
 
     def totals(self) -> dict[str, int]:
         return self.values

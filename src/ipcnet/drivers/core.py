@@ -43,6 +43,7 @@ from ipcnet.transports.base import Listener, StreamTransport
 log = logging.getLogger("ipcnet.serve")
 
 READ_SIZE = 64 * 1024
+DRAIN_LINGER = 1.0  # seconds idle connections of a draining service stay open (issue 14)
 
 
 @dataclass
@@ -63,6 +64,8 @@ class ServeConfig:
     mode: int = 0o600  # unix socket files
     reuse_port: bool = False  # prefork: one listening socket per worker
     tls: dict[str, Any] = field(default_factory=dict)  # tls:// addresses: TLSOptions' fields
+    accept_proxy: bool = False  # every connection starts with a PROXY protocol header
+    metrics: str | None = None  # tcp://... answering GET /metrics with Prometheus text
 
 
 class StopServing(BaseException):
@@ -145,6 +148,17 @@ class ServerCore:
         self.waker = Waker()
         self.waker_r = self.waker.fileno()
         self._stats: StatsServer | None = None
+        self._metrics: StatsServer | None = None
+        # scale (issue 14): the listeners are someone else's too (a prefork worker's, or
+        # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
+        self.keep_listeners = False
+        self.upgrading = False
+        self.linger_until = 0.0  # while stopping: idle connections stay open until then
+        self.on_reload: list[Callable[[], None]] = []  # SIGHUP (prefork replaces workers)
+        if config.accept_proxy:
+            from ipcnet.drivers.proxied import ProxiedService
+
+            service = self.service = ProxiedService(service, lambda: self.row.add("refused"))
         attach = getattr(service, "attach", None)
         if attach is not None:
             attach(self.stats)  # a status page reads the counters through this
@@ -152,19 +166,32 @@ class ServerCore:
     # --- binding ---------------------------------------------------------------------
 
     def bind(self) -> None:
+        from ipcnet.drivers import upgrade
+
+        handed = upgrade.inherited()  # SIGUSR2: sockets our old master listens on
         for address in self.addresses:
             if address.kind == "datagram":
+                if self.config.accept_proxy:
+                    raise IPCError(
+                        f"--accept-proxy: {address} is a datagram address; the PROXY "
+                        "protocol heads stream connections"
+                    )
                 endpoint = open_datagram(address, listen=True, mode=self.config.mode)
                 self.datagrams.append(endpoint)
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
-            opened = open_listener(
-                address,
-                self.config.backlog,
-                self.config.mode,
-                self.config.reuse_port,
-                **tls.listen_keywords(self.service, address),
+            fd = handed.pop(str(address), None)
+            opened = (
+                upgrade.adopt(fd, address)
+                if fd is not None
+                else open_listener(
+                    address,
+                    self.config.backlog,
+                    self.config.mode,
+                    self.config.reuse_port,
+                    **tls.listen_keywords(self.service, address),
+                )
             )
             listener = servable(tls.served(self.service, opened), address)
             self.listeners.append(listener)
@@ -175,6 +202,12 @@ class ServerCore:
                 self.trace(f"listen(fd {fd}, backlog {self.config.backlog})")
         if self.config.stats:
             self._stats = StatsServer(self.config.stats, self.config.mode, self.stats)
+        if self.config.metrics:
+            from ipcnet.drivers.prometheus import exposition
+
+            self._metrics = StatsServer(
+                self.config.metrics, self.config.mode, self.stats, exposition
+            )
 
     @property
     def bound(self) -> list[str]:
@@ -187,12 +220,30 @@ class ServerCore:
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR2, self._on_usr2)
         # the kernel may deliver the signal to any thread; the C-level handler writes to
         # the waker so that the main thread's select() returns and runs the Python handler
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.request_stop()
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        if not self.on_reload:
+            log.info("SIGHUP: model %s has no workers to replace", self.config.model)
+        for hook in list(self.on_reload):
+            hook()
+
+    def _on_usr2(self, signum: int, frame: object) -> None:
+        from ipcnet.drivers import upgrade
+
+        upgrade.upgrade(self)
+
+    @property
+    def master(self) -> bool:
+        """The serving process itself, not one of its prefork workers."""
+        return os.getpid() == self.counters.main.get("pid")
 
     def request_stop(self, force: bool = False) -> None:
         """Begin a graceful stop; a second request (or force=True) forces it. Signal-safe."""
@@ -202,6 +253,14 @@ class ServerCore:
         else:
             self.deadline = time.monotonic() + self.config.grace
             self.stopping.set()
+            if self.master:
+                from ipcnet.drivers import upgrade
+
+                upgrade.stopping()
+            drain = getattr(self.service, "drain", None)
+            if drain is not None:  # a service that can tell its clients (http)
+                self.linger_until = time.monotonic() + min(DRAIN_LINGER, self.config.grace / 2)
+                drain()
         self.waker.wake()
         for hook in list(self.on_stop):
             hook(force)
@@ -224,14 +283,18 @@ class ServerCore:
         for listener in self.listeners:
             if self.trace and not listener.closed:
                 self.trace(f"close(fd {listener.fileno()}) listening socket: no new connections")
-            listener.close()
+            if self.keep_listeners:
+                listener.abandon()
+            else:
+                listener.close()
         for endpoint in self.datagrams:
             endpoint.close()
 
     def close(self) -> None:
         self.close_listeners()
-        if self._stats is not None:
-            self._stats.close()
+        for side in (self._stats, self._metrics):
+            if side is not None:
+                side.close()
         self.waker.close()
 
     def after_fork_child(self) -> None:
@@ -241,9 +304,10 @@ class ServerCore:
             listener.abandon()
         for endpoint in self.datagrams:
             endpoint.abandon()
-        if self._stats is not None:
-            self._stats.abandon()
-            self._stats = None
+        for side in (self._stats, self._metrics):
+            if side is not None:
+                side.abandon()
+        self._stats = self._metrics = None
         self.on_stop.clear()
 
     # --- what every model asks ----------------------------------------------------------
@@ -259,6 +323,7 @@ class ServerCore:
         snap = self.counters.snapshot()
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
         return {
+            "health": "stopping" if self.stopping.is_set() else "ok",
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,

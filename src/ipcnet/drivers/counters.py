@@ -9,6 +9,7 @@ children of the fork models, which add their totals once at exit) take the row l
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import multiprocessing
 import os
@@ -30,7 +31,12 @@ FIELDS = (
 )
 STATES = ("idle", "busy", "stopping", "gone")
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
-_WIDTH = len(FIELDS)
+#: connection durations (accept to close), a histogram after the fields of each row: one
+#: count per upper bound in seconds, one for +Inf, then the sum in microseconds (issue 14)
+DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0)
+_HIST = len(FIELDS)
+_HIST_SUM = _HIST + len(DURATION_BUCKETS) + 1
+_WIDTH = _HIST_SUM + 1
 
 
 class Row:
@@ -59,10 +65,25 @@ class Row:
     def set_state(self, state: str) -> None:
         self.set("state", STATES.index(state))
 
+    def observe(self, seconds: float) -> None:
+        """A connection ended after ``seconds``: into the duration histogram."""
+        cell = self._base + _HIST + bisect.bisect_left(DURATION_BUCKETS, seconds)
+        cells = self._cells
+        if self._lock is None:
+            cells[cell] += 1
+            cells[self._base + _HIST_SUM] += int(seconds * 1e6)
+        else:
+            with self._lock:
+                cells[cell] += 1
+                cells[self._base + _HIST_SUM] += int(seconds * 1e6)
+
+    def durations(self) -> list[int]:
+        return [int(v) for v in self._cells[self._base + _HIST : self._base + _WIDTH]]
+
     def as_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = {
             name: int(self._cells[self._base + i]) for i, name in enumerate(FIELDS)
-        }
+        }  # the histogram is not per row: ``Counters.snapshot`` adds it up
         state = values["state"]
         values["state"] = STATES[state] if 0 <= state < len(STATES) else "?"
         return values
@@ -95,8 +116,11 @@ class Counters:
         """Totals and per-worker rows, as the stats socket and status pages show them."""
         rows = [self.row(i).as_dict() for i in range(self.rows_count)]
         totals = {f: sum(r[f] for r in rows) for f in FIELDS[:7]}
+        per_row = [self.row(i).durations() for i in range(self.rows_count)]
+        hist = [sum(col) for col in zip(*per_row, strict=True)]
         return {
             "uptime": round(time.time() - self.started, 3),
             **totals,
             "workers": rows[1:] if self.rows_count > 1 else rows,
+            "connection_seconds": {"buckets": hist[:-1], "sum": hist[-1] / 1e6},
         }

@@ -51,6 +51,7 @@ The one system call made here is closing an owned descriptor (``transports.files
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
@@ -106,11 +107,13 @@ class Engine:
     """The contract for one connection; see the module docstring for the rules."""
 
     __slots__ = (
+        "born",
         "bytes_in",
         "bytes_out",
         "closing",
         "ended",
         "eof",
+        "fed",
         "high_water",
         "inflight",
         "job",
@@ -130,6 +133,8 @@ class Engine:
         release: Callable[[int], None] = release,
     ) -> None:
         self.session = session
+        self.born = time.monotonic()  # the connection's duration histogram (counters)
+        self.fed = False  # no byte yet: its first request may be in flight (drain waits)
         self.queue: collections.deque[Any] = collections.deque()  # buffers, Regions, markers
         self.unsent = 0  # bytes queued (buffers and file regions)
         self.high_water = high_water
@@ -152,6 +157,7 @@ class Engine:
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
         it is in flight), that answer is returned; anything else is queued for ``step``."""
         self.bytes_in += len(data)
+        self.fed = True
         out = self.session.feed(data)
         cls = out.__class__
         # _answer(out), written out here: one call less per read on the hot path

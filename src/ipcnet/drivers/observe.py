@@ -37,15 +37,26 @@ class Tracer:
 
 
 class StatsServer:
-    """The --stats socket: each connection reads one JSON snapshot, then EOF."""
+    """The --stats socket: each connection reads one JSON snapshot, then EOF.
 
-    def __init__(self, url: str, mode: int, snapshot: Callable[[], dict[str, Any]]) -> None:
+    With ``render`` it is the --metrics listener instead: a minimal HTTP/1.x responder
+    (what a Prometheus scraper needs) answering ``GET /metrics`` with ``render(snapshot)``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        mode: int,
+        snapshot: Callable[[], dict[str, Any]],
+        render: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
         listener = open_listener(parse(url), 16, mode)
         if not listener.servable:
             listener.close()
             raise IPCError(f"cannot serve stats on {url}: not a socket address")
         self.listener = listener
         self.snapshot = snapshot
+        self.render = render
         threading.Thread(target=self._serve, name="ipcnet-stats", daemon=True).start()
 
     def _serve(self) -> None:
@@ -55,14 +66,52 @@ class StatsServer:
             except IPCError:
                 return
             try:
-                stream.write(json.dumps(self.snapshot()).encode() + b"\n")
+                if self.render is None:
+                    stream.write(json.dumps(self.snapshot()).encode() + b"\n")
+                else:
+                    stream.timeout = HTTP_TIMEOUT
+                    stream.write(self._http(stream))
             except IPCError:
                 pass
             finally:
                 stream.close()
+
+    def _http(self, stream: Any) -> bytes:
+        head = b""
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            data = stream.read(4096)
+            if not data or len(head) > MAX_HEAD:
+                return _reply(400, "bad request: no complete request head\n")
+            head += data
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return _reply(400, "bad request line\n")
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if target != b"/metrics":
+            return _reply(404, "not found: the metrics are at /metrics\n")
+        if method not in (b"GET", b"HEAD"):
+            return _reply(405, "method not allowed\n", b"Allow: GET, HEAD\r\n")
+        assert self.render is not None
+        return _reply(200, self.render(self.snapshot()), body=method == b"GET")
 
     def abandon(self) -> None:
         self.listener.abandon()
 
     def close(self) -> None:
         self.listener.close()
+
+
+HTTP_TIMEOUT = 5.0  # seconds a scraper may take to send its request head
+MAX_HEAD = 8192
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _reply(status: int, text: str, extra: bytes = b"", body: bool = True) -> bytes:
+    payload = text.encode()
+    kind = PROMETHEUS_TYPE if status == 200 else "text/plain; charset=utf-8"
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n"
+    ).encode()
+    return head + extra + b"\r\n" + (payload if body else b"")

@@ -9,7 +9,12 @@ kernel balances between them. Rules:
   instead of respawning in a storm (exit status 1); one killed by a signal is respawned;
 - SIGTERM/SIGINT: the master forwards SIGTERM; workers stop gracefully within --grace;
   after that (or on a second signal) the master SIGKILLs what is left; no zombies remain;
-- each worker writes its own row of the shared counters; the master's stats add them up.
+- each worker writes its own row of the shared counters; the master's stats add them up;
+- SIGHUP replaces the workers gracefully: a new worker is forked for each slot and once
+  every new one is listening (its row shows its pid, set after its socket is in place)
+  the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
+  death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
+- a worker never removes the shared sockets' files: they are the master's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.transports import process
 
 BOOT_WINDOW = 2.0
+REPLACE_TIMEOUT = 10.0  # seconds new workers (SIGHUP) may take to listen
 
 
 class BootFailure(RuntimeError):
@@ -34,7 +40,9 @@ class Prefork(Model):
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
+        self.retiring: set[int] = set()  # replaced by SIGHUP, draining
         core.on_stop.append(self._signal_workers)
+        core.on_reload.append(self.replace_workers)
 
     def serve(self) -> None:
         core = self.core
@@ -53,6 +61,7 @@ class Prefork(Model):
                     break
                 pid, status = ended
                 if pid not in self.workers:
+                    self.retiring.discard(pid)
                     continue
                 slot, started = self.workers.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
@@ -82,12 +91,36 @@ class Prefork(Model):
         self.workers[pid] = (slot, time.monotonic())
 
     def _signal_workers(self, force: bool) -> None:
-        for pid in list(self.workers):
+        for pid in [*self.workers, *self.retiring]:
             process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+
+    def replace_workers(self) -> None:
+        """SIGHUP: new workers first; once all of them listen, the old ones drain."""
+        core = self.core
+        if core.stopping.is_set():
+            return
+        old = dict(self.workers)
+        for slot in range(1, core.config.workers + 1):
+            core.counters.row(slot).set("pid", 0)
+            self._spawn(slot)
+        new = [pid for pid in self.workers if pid not in old]
+        deadline = time.monotonic() + REPLACE_TIMEOUT
+        while time.monotonic() < deadline:
+            listening = {core.counters.row(self.workers[p][0]).get("pid") for p in new}
+            if all(p in listening for p in new if p in self.workers):
+                break
+            time.sleep(0.01)
+        else:
+            log.warning("SIGHUP: new workers not all listening after %g s", REPLACE_TIMEOUT)
+        for pid in old:
+            self.workers.pop(pid, None)
+            self.retiring.add(pid)
+            process.kill(pid, signal.SIGTERM)
+        log.info("SIGHUP: %d new workers serve; %d old ones drain", len(new), len(old))
 
     def _reap_all(self) -> None:
         deadline = time.monotonic() + max(0.0, self.core.time_left()) + 1.0
-        while self.workers:
+        while self.workers or self.retiring:
             if time.monotonic() > deadline or self.core.forcing.is_set():
                 self._signal_workers(force=True)
             ended = process.wait(block=False)
@@ -98,6 +131,7 @@ class Prefork(Model):
                 time.sleep(0.05)
                 continue
             self.workers.pop(pid, None)
+            self.retiring.discard(pid)
 
 
 def _worker_main(core: ServerCore, slot: int) -> None:
@@ -109,8 +143,8 @@ def _worker_main(core: ServerCore, slot: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         core.on_stop.clear()
+        core.on_reload.clear()
         core.row = core.counters.row(slot)
-        core.row.set("pid", os.getpid())
         core.row.set("since", int(time.time()))
         core.row.set_state("idle")
         core.renew_waker()
@@ -118,11 +152,16 @@ def _worker_main(core: ServerCore, slot: int) -> None:
             core.after_fork_child()
             core.listeners.clear()
             core.datagrams.clear()
-            core.config.stats = None
+            core.config.stats = core.config.metrics = None
             core.bind()
+        else:
+            core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
-        # SIGINT from a terminal reaches the whole group: only the master's stop counts
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # SIGINT from a terminal reaches the whole group: only the master's stop counts;
+        # SIGHUP and SIGUSR2 are the master's too
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
         model.serve()
         code = 0

@@ -295,6 +295,7 @@ class SelectorLoop(Model):
         engine.bytes_in = engine.bytes_out = 0
         row.add("active", -1)
         row.add("handled")
+        row.observe(time.monotonic() - engine.born)
         if self.trace:
             self.trace(f"close(fd {conn.fd})")
         conn.stream.close()

@@ -132,7 +132,10 @@ def served(service: Service, listener: Listener[Any]) -> Listener[Any]:
         service.secured.add(_endpoint(raw.address))
         return raw
     if isinstance(service, TLSService):
-        service.plain.add(_endpoint(listener.address))
+        if is_tls(listener.address):  # a TLS socket inherited at a SIGUSR2 upgrade
+            service.secured.add(_endpoint(listener.address))
+        else:
+            service.plain.add(_endpoint(listener.address))
     return listener
 
 

@@ -47,10 +47,17 @@ class AccessLog:
         return self._stamp
 
     def response(
-        self, peer: Peer, method: str, target: bytes, version: str, status: int, size: int
+        self,
+        peer: Peer,
+        method: str,
+        target: bytes,
+        version: str,
+        status: int,
+        size: int,
+        seconds: float = 0.0,
     ) -> None:
         if self.metrics is not None:
-            self.metrics.count(status, size)
+            self.metrics.count(status, size, seconds)
         stream = self.stream
         if stream is None:
             return

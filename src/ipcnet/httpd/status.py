@@ -1,4 +1,5 @@
-"""The status page: ``/_status`` (self-refreshing HTML) and ``/_status.json``.
+"""The status page: ``/_status`` (self-refreshing HTML), ``/_status.json``, ``/_health``
+and ``/_metrics`` (Prometheus text).
 
 Role: the StatusSource of protocols/http/resources.py. It joins the server core's counters
 (connections, bytes, uptime, model; through ``attach``), our request counters (by status
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipcnet.httpd.metrics import Metrics
+from ipcnet.protocols.http.resources import Page
 
 MAX_SOCKETS = 100
 WORKER_FIELDS = ("pid", "state", "accepted", "active", "handled", "bytes_out", "errors")
@@ -108,6 +110,21 @@ class StatusPage:
 
     def html(self) -> bytes:
         return render_html(self.snapshot()).encode()
+
+    def health(self) -> Page:
+        """/_health, for load balancers' checks: 200 "ok" while serving, 503 "stopping"
+        once a graceful stop began (a balancer then routes around us while we drain)."""
+        core = self._stats() if self._stats is not None else {}
+        health = str(core.get("health", "ok"))
+        status = 200 if health == "ok" else 503
+        return Page(f"{health}\n".encode(), "text/plain; charset=utf-8", status)
+
+    def prometheus(self) -> bytes:
+        """/_metrics: the server's and the requests' counters as Prometheus text."""
+        from ipcnet.drivers.prometheus import server_text
+
+        core = self._stats() if self._stats is not None else {"service": "http"}
+        return (server_text(core) + self.metrics.prometheus()).encode()
 
 
 def _human(n: float) -> str:

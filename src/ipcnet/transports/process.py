@@ -2,7 +2,9 @@
 
 Role: start the command on two pipes and give the PipeStream joining them (its ``process``
 is the child); signal a process group (``signal_group``); signal and reap a server's own
-children (``kill``, ``wait``: a child that is gone already is an answer, not an error).
+children (``kill``, ``wait``: a child that is gone already is an answer, not an error);
+start this program again on inherited listening sockets (``reexec``: SIGUSR2's new
+master, never waited for here, since it outlives us).
 Rules: stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
 terminates it, waits again, and kills it last.
@@ -90,3 +92,13 @@ def wait(pid: int = -1, block: bool = True) -> tuple[int, int] | None:
         return os.waitpid(pid, 0 if block else os.WNOHANG)
     except ChildProcessError:
         return None
+
+
+def reexec(argv: list[str], env: dict[str, str], fds: list[int]) -> int:
+    """Start ``argv`` with ``fds`` kept open across exec (every other descriptor stays
+    close-on-exec); its pid. A binary upgrade's new master: it outlives us, so it is not
+    waited for here."""
+    with translating("re-execute", argv[0]):
+        child = subprocess.Popen(argv, env=env, pass_fds=fds, close_fds=True)
+    child.returncode = 0  # never waited for here: keep Popen's finalizer from reaping it
+    return child.pid

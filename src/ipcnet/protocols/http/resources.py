@@ -70,10 +70,18 @@ class Filesystem(Protocol):
 
 
 class Observer(Protocol):
-    """Told about every response: the access log and the request counters."""
+    """Told about every response: the access log and the request counters; ``seconds``
+    from the request head to the answer (0 when no request parsed)."""
 
     def response(
-        self, peer: Peer, method: str, target: bytes, version: str, status: int, size: int
+        self,
+        peer: Peer,
+        method: str,
+        target: bytes,
+        version: str,
+        status: int,
+        size: int,
+        seconds: float = 0.0,
     ) -> None: ...
 
 
@@ -86,9 +94,20 @@ class StatusSource(Protocol):
 
     def json(self) -> bytes: ...
 
+    def health(self) -> Page: ...
+
+    def prometheus(self) -> bytes: ...
+
 
 class NoObserver:
     def response(
-        self, peer: Peer, method: str, target: bytes, version: str, status: int, size: int
+        self,
+        peer: Peer,
+        method: str,
+        target: bytes,
+        version: str,
+        status: int,
+        size: int,
+        seconds: float = 0.0,
     ) -> None:
         return None

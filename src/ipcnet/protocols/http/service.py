@@ -31,6 +31,12 @@ class HttpService(Shared, BaseService):
     def start(self, peer: Peer) -> tuple[HttpSession, Actions]:
         return HttpSession(self, peer), None
 
+    def drain(self) -> None:
+        """The server stops: every later answer says ``Connection: close`` and closes, so
+        a keep-alive client learns it before its next request (none is lost to a close
+        racing it); the driver leaves idle connections open for DRAIN_LINGER meanwhile."""
+        self.draining = True
+
     def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
         if self.status is not None:
             self.status.attach(stats)

@@ -46,6 +46,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from enum import Enum
 from functools import partial
@@ -93,6 +94,15 @@ CONDITIONAL = frozenset(
 INLINE_BODY = 64 * 1024  # in-memory bodies up to this are joined to the head (one write)
 HTML = b"text/html; charset=utf-8"
 STATUS_PAGES = {b"/_status": HTML, b"/_status.json": b"application/json"}
+# scale (issue 14): health for load balancers, metrics for Prometheus (path -> renderer)
+STATUS_RENDERERS = {
+    b"/_status": "html",
+    b"/_status.json": "json",
+    b"/_health": "health",
+    b"/_metrics": "prometheus",
+}
+STATUS_PAGES[b"/_health"] = b"text/plain; charset=utf-8"
+STATUS_PAGES[b"/_metrics"] = b"text/plain; version=0.0.4; charset=utf-8"
 
 Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
 
@@ -132,9 +142,10 @@ def error_status(error: BaseException) -> int:
 class Request:
     """What the session remembers about the request being answered."""
 
-    __slots__ = ("head", "head_only", "keep_alive", "target")
+    __slots__ = ("head", "head_only", "keep_alive", "started", "target")
 
     def __init__(self, head: Head, keep_alive: bool) -> None:
+        self.started = time.monotonic()  # for the latency histogram (/_metrics)
         self.head = head
         self.keep_alive = keep_alive
         self.head_only = head.method == "HEAD"
@@ -294,7 +305,7 @@ class HttpSession:
         except BadRequest as exc:
             self._fail(exc.status, head, raw, out)
             return False
-        request = Request(head, keep_alive)
+        request = Request(head, keep_alive and not shared.draining)
         method = head.method
         if method != "GET" and method != "HEAD":
             return self._other_method(request, has_body, rest, out)
@@ -309,7 +320,7 @@ class HttpSession:
         request.target = target
         if shared.status is not None and target.path in STATUS_PAGES:
             ctype = STATUS_PAGES[target.path]
-            render = shared.status.html if ctype is HTML else shared.status.json
+            render = getattr(shared.status, STATUS_RENDERERS[target.path])
             self.buf = rest
             self._start_job(Run(render), request, partial(self._status_page, ctype), out)
             return False
@@ -376,7 +387,9 @@ class HttpSession:
         if outcome.error is not None:
             self._plain(request, 500, out)
         else:
-            self._page(request, Page(outcome.value, ctype.decode()), out)
+            value = outcome.value  # bytes, or a Page with its own status (/_health: 503)
+            page = value if isinstance(value, Page) else Page(value, ctype.decode())
+            self._page(request, page, out)
 
     def _after(self, request: Request, rest: bytes, out: list[Action]) -> bool:
         """After an answer: go on (keep-alive), or close, lingering if input may follow."""
@@ -406,7 +419,13 @@ class HttpSession:
     def _log(self, request: Request, status: int, size: int) -> None:
         head = request.head
         self.shared.observer.response(
-            self.peer, head.method, head.target, head.version, status, size
+            self.peer,
+            head.method,
+            head.target,
+            head.version,
+            status,
+            size,
+            time.monotonic() - request.started,
         )
 
     def _plain(

@@ -22,6 +22,8 @@ CACHE_SIZE = 4096  # entries in each memo below
 class Shared:
     """The state and memos shared by the sessions of one server."""
 
+    draining = False  # the server stops: answer with Connection: close (issue 14)
+
     def __init__(
         self,
         files: Filesystem,

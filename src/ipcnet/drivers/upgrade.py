@@ -1,0 +1,133 @@
+"""Zero-downtime life: systemd readiness, the watchdog, and the SIGUSR2 binary upgrade.
+
+Role: what a server tells its service manager (sd_notify READY=1 once it listens,
+STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
+listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
+- only the serving (master) process notifies; prefork workers never do;
+- SIGUSR2: the master starts the same command line again with its listening sockets
+  inherited and named in $IPCNET_LISTEN_FDS (JSON: address -> fd); the new master opens
+  each inherited address as ``fd://N`` instead of binding it, so connections queued in the
+  kernel's backlog are never lost; once it listens it says ``READY=1`` to the old master's
+  private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
+  ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
+  descriptors without removing socket files. A new master that fails to start, or is not
+  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from ipcnet.addresses import Address, parse
+from ipcnet.errors import IPCError
+from ipcnet.transports import open_datagram
+from ipcnet.transports.notify import notify, watchdog_interval
+
+if TYPE_CHECKING:
+    from ipcnet.drivers.core import ServerCore
+    from ipcnet.transports.base import Listener, StreamTransport
+
+log = logging.getLogger("ipcnet.serve")
+
+ENV_FDS = "IPCNET_LISTEN_FDS"
+ENV_READY = "IPCNET_UPGRADE_NOTIFY"
+UPGRADE_TIMEOUT = 30.0
+
+
+def tell(*lines: str, where: str | None = None) -> None:
+    """sd_notify, never failing the server (a manager that went away is logged)."""
+    try:
+        notify(*lines, where=where)
+    except IPCError as exc:
+        log.warning("%s", exc)
+
+
+def inherited() -> dict[str, int]:
+    """The listening sockets an old master handed us (address -> fd); read once."""
+    text = os.environ.pop(ENV_FDS, "")
+    if not text:
+        return {}
+    try:
+        fds = json.loads(text)
+        return {str(a): int(fd) for a, fd in fds.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise IPCError(f"bad ${ENV_FDS}: {text!r} ({exc})") from exc
+
+
+def adopt(fd: int, address: Address) -> Listener[StreamTransport]:
+    """Open an inherited listening socket as the address it was bound to."""
+    from ipcnet.transports import open_listener
+
+    listener = open_listener(parse(f"fd://{fd}"))
+    listener.address = address
+    return listener
+
+
+def ready(core: ServerCore) -> None:
+    """The server listens: say READY=1 (to systemd, and to an old master waiting on us)
+    and start the watchdog pings."""
+    tell("READY=1", f"MAINPID={os.getpid()}", f"STATUS=listening on {' '.join(core.bound)}")
+    waiting = os.environ.pop(ENV_READY, "")
+    if waiting:
+        tell("READY=1", f"MAINPID={os.getpid()}", where=waiting)
+    interval = watchdog_interval()
+    if interval:
+        threading.Thread(
+            target=_watchdog, args=(core, interval), name="ipcnet-watchdog", daemon=True
+        ).start()
+
+
+def _watchdog(core: ServerCore, interval: float) -> None:
+    while not core.forcing.wait(interval):
+        tell("WATCHDOG=1")
+
+
+def stopping() -> None:
+    tell("STOPPING=1")
+
+
+def upgrade(core: ServerCore) -> None:
+    """SIGUSR2: start a new master on our sockets; once it is ready, stop gracefully."""
+    if core.stopping.is_set() or core.upgrading:
+        log.warning("upgrade: already upgrading or stopping; SIGUSR2 ignored")
+        return
+    core.upgrading = True
+    threading.Thread(target=_upgrade, args=(core,), name="ipcnet-upgrade", daemon=True).start()
+
+
+def _upgrade(core: ServerCore) -> None:
+    from ipcnet.transports.process import reexec
+
+    name = f"@ipcnet-upgrade-{os.getpid()}-{id(core):x}"
+    try:
+        endpoint = open_datagram(parse(f"unixgram://{name}"), listen=True)
+    except IPCError as exc:
+        log.error("upgrade failed: %s", exc)
+        core.upgrading = False
+        return
+    try:
+        fds = {str(x.address): x.fileno() for x in core.listeners if not x.closed}
+        env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        endpoint.timeout = UPGRADE_TIMEOUT
+        pid = reexec(argv, env, list(fds.values()))
+        log.info("upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds))
+        while True:
+            data, _ = endpoint.recv()
+            if b"READY=1" in data.split(b"\n"):
+                break
+    except IPCError as exc:
+        log.error("upgrade failed (the old master keeps serving): %s", exc)
+        core.upgrading = False
+        return
+    finally:
+        endpoint.close()
+    log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
+    tell(f"MAINPID={pid}")
+    core.keep_listeners = True
+    core.request_stop()

@@ -1,0 +1,300 @@
+"""Issue 14 on one machine: --accept-proxy under every model, sd_notify, health, the
+--metrics listener, SIGHUP worker replacement and the SIGUSR2 binary upgrade."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ipcnet.protocols.proxy import encode_v1, encode_v2
+from ipcnet.testing import free_port
+from serverkit import SERVICE_SCRIPT, _start, children, serving
+
+MODELS = ["iterative", "thread", "pool", "epoll", "asyncio", "prefork"]
+
+
+def _roundtrip(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+def _stats(path: Path) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_accept_proxy_reads_the_header_first_under_every_model(model: str, tmp_path: Path) -> None:
+    port = free_port()
+    stats = tmp_path / "stats.sock"
+    extra = ("--accept-proxy", "--stats", f"unix://{stats}")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model=model, extra=extra):
+        v1 = encode_v1(("203.0.113.7", 4242), ("127.0.0.1", port))
+        assert _roundtrip(port, v1 + b"hello\n") == b"hello\n"
+        v2 = encode_v2(("2001:db8::1", 555), ("::1", port))
+        assert _roundtrip(port, v2 + b"two\n") == b"two\n"
+        # the header may arrive in pieces; what follows it is the session's first bytes
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for i in range(0, len(v1), 5):
+                s.sendall(v1[i : i + 5])
+                time.sleep(0.01)
+            s.sendall(b"split\n")
+            assert s.recv(100) == b"split\n"
+        # never auto-detected: a connection without a header is closed, nothing echoed
+        assert _roundtrip(port, b"hello without a header\n") == b""
+        assert _roundtrip(port, b"PROXY TCP4 1.2.3.4\r\n") == b""  # malformed
+        assert _roundtrip(port, b"PROXY " + b"x" * 200) == b""  # too long for v1
+        assert _stats(stats)["refused"] == 3
+
+
+def test_accept_proxy_shows_the_real_client_to_the_service(tmp_path: Path) -> None:
+    """A service that answers with its peer: the PROXY header's source, not 127.0.0.1."""
+    script = tmp_path / "whoami.py"
+    script.write_text(
+        "import sys\n"
+        "from ipcnet.drivers import ServeConfig, serve\n"
+        "from ipcnet.protocols.base import BaseService, BaseSession, CLOSE\n"
+        "class S(BaseService):\n"
+        "    name = 'whoami'\n"
+        "    def start(self, peer):\n"
+        "        return BaseSession(), [str(peer.address).encode() + b'\\n', CLOSE]\n"
+        "def ready(core):\n"
+        "    print('whoami listening on', core.bound[0], file=sys.stderr, flush=True)\n"
+        "serve(S(), sys.argv[1:], ServeConfig(accept_proxy=True), ready)\n"
+    )
+    port = free_port()
+    server = _start([sys.executable, str(script), f"tcp://127.0.0.1:{port}"], 1)
+    try:
+        header = encode_v2(("198.51.100.9", 61000), ("10.0.0.1", 80))
+        assert _roundtrip(port, header) == b"tcp://198.51.100.9:61000\n"
+        header = encode_v1(("2001:db8::5", 7), ("2001:db8::6", 80))
+        assert _roundtrip(port, header) == b"tcp://[2001:db8::5]:7\n"
+        # LOCAL (a balancer's health check) keeps the connection's own peer
+        local = encode_v2(None, None)
+        assert _roundtrip(port, local).startswith(b"tcp://127.0.0.1:")
+        # nothing is sent before the header: the greeting waits for it
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                s.recv(100)
+    finally:
+        assert server.stop() == 0
+
+
+def _notify_socket(name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(name)
+    sock.settimeout(15)
+    return sock
+
+
+def _messages(sock: socket.socket, until: str) -> list[str]:
+    seen: list[str] = []
+    while until not in seen:
+        seen += sock.recv(4096).decode().split("\n")
+    return seen
+
+
+@pytest.mark.parametrize("where", ["abstract", "path"])
+def test_sd_notify_ready_watchdog_stopping(where: str, tmp_path: Path) -> None:
+    name = f"@ipcnet-test-notify-{os.getpid()}" if where == "abstract" else str(tmp_path / "n")
+    sock = _notify_socket("\0" + name[1:] if name.startswith("@") else name)
+    env = dict(os.environ, NOTIFY_SOCKET=name, WATCHDOG_USEC="100000")
+    port = free_port()
+    try:
+        with serving("echo", f"tcp://127.0.0.1:{port}", env=env) as server:
+            ready = _messages(sock, "READY=1")
+            assert f"MAINPID={server.proc.pid}" in ready
+            assert _roundtrip(port, b"up\n") == b"up\n"  # READY=1 came once it listens
+            _messages(sock, "WATCHDOG=1")
+            _messages(sock, "WATCHDOG=1")  # every half WATCHDOG_USEC, not once
+        assert "STOPPING=1" in _messages(sock, "STOPPING=1")
+    finally:
+        sock.close()
+
+
+def test_watchdog_for_another_pid_is_not_ours(tmp_path: Path) -> None:
+    name = str(tmp_path / "n")
+    sock = _notify_socket(name)
+    env = dict(os.environ, NOTIFY_SOCKET=name, WATCHDOG_USEC="50000", WATCHDOG_PID="1")
+    try:
+        with serving("echo", f"tcp://127.0.0.1:{free_port()}", env=env):
+            _messages(sock, "READY=1")
+        assert "WATCHDOG=1" not in _messages(sock, "STOPPING=1")
+    finally:
+        sock.close()
+
+
+def test_stats_socket_answers_health(tmp_path: Path) -> None:
+    stats = tmp_path / "s.sock"
+    with serving("echo", f"tcp://127.0.0.1:{free_port()}", extra=("--stats", f"unix://{stats}")):
+        assert _stats(stats)["health"] == "ok"
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_metrics_listener_is_prometheus_text(model: str) -> None:
+    port, mport = free_port(), free_port()
+    extra = ("--metrics", f"tcp://127.0.0.1:{mport}")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model=model, extra=extra):
+        for _ in range(3):
+            assert _roundtrip(port, b"x" * 10) == b"x" * 10
+
+        def scrape() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+                assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+
+        def handled() -> float:
+            return float(scrape()["ipcnet_connections_handled"].samples[0].value)
+
+        # a connection is counted just after its close reached the client: wait for it
+        _wait_for(lambda: handled() >= 3, "three connections handled")
+        families = scrape()
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        # the parser strips _total from a counter's family name, keeps it on the sample
+        assert families["ipcnet_connections_accepted"].type == "counter"
+        assert families["ipcnet_received_bytes"].type == "counter"
+        assert families["ipcnet_connections_active"].type == "gauge"
+        assert families["ipcnet_up"].samples[0].value == 1
+        sample = families["ipcnet_connections_accepted"].samples[0]
+        assert sample.name == "ipcnet_connections_accepted_total" and sample.value >= 3
+        assert sample.labels == {"service": "echo", "model": model}
+        assert families["ipcnet_received_bytes"].samples[0].value >= 30
+        for kind in ("refused", "errors"):
+            assert f"# TYPE ipcnet_{kind if kind == 'errors' else 'connections_refused'}" in text
+        durations = families["ipcnet_connection_duration_seconds"]
+        assert durations.type == "histogram"
+        count = next(s for s in durations.samples if s.name.endswith("_count"))
+        assert count.value >= 3  # the three echo connections (ended before we asked)
+        inf = next(s for s in durations.samples if s.labels.get("le") == "+Inf")
+        assert inf.value == count.value
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=10)
+        assert err.value.code == 404
+
+
+def _wait_for(predicate: object, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _slow_prefork(tmp_path: Path, grace: float, *extra: str) -> object:
+    script = tmp_path / "slow.py"
+    script.write_text(SERVICE_SCRIPT)
+    port = free_port()
+    argv = [sys.executable, str(script), "prefork", str(grace), f"tcp://127.0.0.1:{port}"]
+    return _start(argv, 1), port
+
+
+def test_sighup_replaces_workers_gracefully(tmp_path: Path) -> None:
+    server, port = _slow_prefork(tmp_path, 10.0)
+    try:
+        pid = server.proc.pid  # type: ignore[attr-defined]
+        _wait_for(lambda: len(children(pid)) == 2, "two workers")
+        old = set(children(pid))
+        busy = socket.create_connection(("127.0.0.1", port), timeout=15)
+        busy.sendall(b"sleep 1\n")  # in flight in an old worker when SIGHUP arrives
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGHUP)
+        assert busy.recv(100) == b"slept 1\n"  # the old worker finished it
+        busy.close()
+        _wait_for(lambda: not (old & set(children(pid))), "old workers gone")
+        new = set(children(pid))
+        assert len(new) == 2 and not new & old
+        assert _roundtrip(port, b"after\n") == b"after\n"
+    finally:
+        assert server.stop() == 0  # type: ignore[attr-defined]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _log_says(path: Path, pattern: str, timeout: float = 20) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, path.read_text())):
+        assert time.monotonic() < deadline, f"no {pattern!r} in: {path.read_text()}"
+        time.sleep(0.02)
+    return found
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
+    argv += ["--model", model, "--workers", "2", "--grace", "5"]
+    logfile = tmp_path / "log"
+    # the new master inherits stderr: a file, not a pipe that would stay open after us
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        # a connection open across the upgrade, and new ones during it: none may fail
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        held.sendall(b"before\n")
+        assert held.recv(100) == b"before\n"
+        os.kill(old.pid, signal.SIGUSR2)
+        done = 0
+        while old.poll() is None and done < 3000:
+            assert _roundtrip(port, b"%d\n" % done) == b"%d\n" % done
+            done += 1
+        assert old.wait(15) == 0
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        assert _alive(new_pid)
+        # the new master serves on the very socket the old one bound (no second bind)
+        for i in range(20):
+            assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
+        # the held connection was idle: the old master closed it at its stop, politely
+        assert held.recv(100) == b""
+        held.close()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid:
+            os.kill(new_pid, signal.SIGTERM)
+            _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+
+
+def test_accept_proxy_refuses_datagram_addresses() -> None:
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"udp://127.0.0.1:{free_port()}"]
+    done = subprocess.run(
+        [*argv, "--accept-proxy"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "is a datagram address; the PROXY protocol heads stream connections" in done.stderr
