@@ -286,3 +286,17 @@ def test_serve_refuses_tls_flags_without_a_tls_address_and_a_missing_certificate
     assert done.returncode == 1
     assert "a tls server needs a certificate: pass --cert FILE --key FILE" in done.stderr
     assert client_options()  # the helpers load
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+def test_accept_proxy_reads_the_header_before_the_tls_handshake(model: str) -> None:
+    """HAProxy's send-proxy in front of a TLS port: the PROXY header comes first, in clear."""
+    import ssl
+
+    with serving("echo", "tls://127.0.0.1:0", "--accept-proxy", model=model) as server:
+        context = ssl.create_default_context(cafile=certs().ca)
+        with socket.create_connection(("127.0.0.1", port_of(server)), 10) as raw:
+            raw.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 4242 443\r\n")
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"through proxy and tls\n")
+                assert tls.recv(100) == b"through proxy and tls\n"

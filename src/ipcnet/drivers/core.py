@@ -154,11 +154,14 @@ class ServerCore:
         self.keep_listeners = False
         self.upgrading = False
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
-        self.on_reload: list[Callable[[], None]] = []  # SIGHUP (prefork replaces workers)
-        if config.accept_proxy:
+        self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
+        self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
+        if isinstance(self.secured, tls.TLSService):
+            self.on_reload.append(self.secured.reload)
+        if config.accept_proxy:  # the PROXY header comes first on the wire, before TLS
             from ipcnet.drivers.proxied import ProxiedService
 
-            service = self.service = ProxiedService(service, lambda: self.row.add("refused"))
+            self.service = ProxiedService(self.service, lambda: self.row.add("refused"))
         attach = getattr(service, "attach", None)
         if attach is not None:
             attach(self.stats)  # a status page reads the counters through this
@@ -190,10 +193,10 @@ class ServerCore:
                     self.config.backlog,
                     self.config.mode,
                     self.config.reuse_port,
-                    **tls.listen_keywords(self.service, address),
+                    **tls.listen_keywords(self.secured, address),
                 )
             )
-            listener = servable(tls.served(self.service, opened), address)
+            listener = servable(tls.served(self.secured, opened), address)
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()

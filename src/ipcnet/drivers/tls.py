@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import signal
-import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -110,9 +108,7 @@ def secure(service: Service, addresses: Sequence[Address], tls: Mapping[str, Any
     if alpn and not options.alpn:
         options = replace(options, alpn=alpn)
     reply = PLAIN_HTTP_REPLY if "http/1.1" in alpn else b""
-    wrapped = TLSService(service, ServerContext(options), options, plain_reply=reply)
-    wrapped.install_reload()
-    return wrapped
+    return TLSService(service, ServerContext(options), options, plain_reply=reply)
 
 
 def listen_keywords(service: Service, address: Address) -> dict[str, Any]:
@@ -170,12 +166,9 @@ class TLSService:
         self.plain: set[tuple[object, ...] | None] = set()  # plain listeners beside them
         self._generation = self.stats.generation  # the reloads this process has done
 
-    def install_reload(self) -> None:
-        """SIGHUP reloads the certificate (from the main thread only, where signals go)."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGHUP, self._on_sighup)
-
-    def _on_sighup(self, signum: int, frame: object) -> None:
+    def reload(self) -> None:
+        """SIGHUP (a ``ServerCore.on_reload`` hook): reload the certificate for new
+        handshakes; other processes of the server see the new generation and follow."""
         self._generation = self.stats.bump_generation()
         self.contexts.reload()
 
