@@ -185,7 +185,7 @@ def results(timings: dict[int, dict[str, Timing | None]]) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("inspector", epilog=__doc__)
+    p = parser("inspector")
     p.add_argument("--sizes", default="1000,10000", help="socket counts (default 1000,10000)")
     p.add_argument("--rounds", type=int, default=7, help="rounds per tool (default 7)")
     args = p.parse_args(argv)

@@ -461,7 +461,7 @@ def run_framing(seconds: float, repeat: int) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser("rpc", epilog=__doc__)
+    parser = harness.parser("rpc")
     parser.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     from ipcnet.drivers import MODELS, first
