@@ -183,10 +183,16 @@ def parser(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def emit(args: argparse.Namespace, results: Sequence[Result], title: str = "") -> None:
-    """Print ``results`` as ``args`` asks (table, --markdown or --json) and draw --plot."""
+def emit(
+    args: argparse.Namespace,
+    results: Sequence[Result],
+    title: str = "",
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Print ``results`` as ``args`` asks (table, --markdown or --json) and draw --plot.
+    The JSON is ``{"results": [row, ...], **meta}`` for every benchmark."""
     if args.json:
-        print(json.dumps([r.row() for r in results], indent=1))
+        print(json.dumps({"results": [r.row() for r in results], **(meta or {})}, indent=1))
     else:
         print(markdown(results) if args.markdown else table(results))
     if args.plot:
