@@ -188,13 +188,17 @@ def emit(
     results: Sequence[Result],
     title: str = "",
     meta: dict[str, Any] | None = None,
+    text: str | None = None,
 ) -> None:
-    """Print ``results`` as ``args`` asks (table, --markdown or --json) and draw --plot.
-    The JSON is ``{"results": [row, ...], **meta}`` for every benchmark."""
+    """Print ``results`` as ``args`` asks and draw ``--plot``: ``--json`` prints
+    ``{"results": [row, ...], **meta}`` (every benchmark's schema), ``--markdown`` a Markdown
+    table, else ``text`` (a benchmark's own report) or the plain table."""
     if args.json:
         print(json.dumps({"results": [r.row() for r in results], **(meta or {})}, indent=1))
-    else:
+    elif args.markdown or text is None:
         print(markdown(results) if args.markdown else table(results))
+    else:
+        print(text)
     if args.plot:
         from ipcnet.bench.plot import plot
 

@@ -192,9 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.sizes.split(",")]
     with progress(len(sizes) * 8, "inspector") as step:
         timings = {n: run_size(n, args.rounds, step) for n in sizes}
-    emit(args, results(timings), "inspector: seconds per listing")
-    if not args.json:
-        print("\n" + report(timings, args.rounds))
+    text = report(timings, args.rounds)
+    emit(args, results(timings), "inspector: seconds per listing", text=text)
     return 0
 
 

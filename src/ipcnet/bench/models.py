@@ -608,17 +608,14 @@ def run(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "failures": failures,
     }
-    if args.json or args.plot or args.markdown:
-        emit(args, results(rows), "models: echo msgs/s", meta)
-    if not args.json:
-        print(
-            f"echo, closed loop, {args.seconds:g} s per load, {cfg.repeat} round(s), "
-            f"medians; {pinning}; every echoed byte verified"
-        )
-        print(format_table(rows) + "\n\n" + format_goals(gs))
-        print("".join(f"skipped {s['server']}: {s['why']}\n" for s in skipped), end="")
-        print("".join(f"failed {f['server']}: {f['error']}\n" for f in failures), end="")
-        print(f"({elapsed:.0f} s)")
+    text = (
+        f"echo, closed loop, {args.seconds:g} s per load, {cfg.repeat} round(s), medians; "
+        f"{pinning}; every echoed byte verified\n{format_table(rows)}\n\n{format_goals(gs)}\n"
+        + "".join(f"skipped {s['server']}: {s['why']}\n" for s in skipped)
+        + "".join(f"failed {f['server']}: {f['error']}\n" for f in failures)
+        + f"({elapsed:.0f} s)"
+    )
+    emit(args, results(rows), "models: echo msgs/s", meta, text)
     bad_rows = [r for r in rows if r.errors and r.errors != ["serves one connection at a time"]]
     return 1 if failures or bad_rows else 0
 
