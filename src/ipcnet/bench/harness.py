@@ -222,6 +222,7 @@ def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
 
         yield line
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -231,7 +232,7 @@ def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
     )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), transient=False) as bar:
+    with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task(what, total=total)
         started = [False]
 
