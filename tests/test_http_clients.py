@@ -196,3 +196,62 @@ def test_status_counts_across_prefork_workers(root: Path) -> None:
     assert len({w["pid"] for w in workers}) == 2 and info["pid"] in {w["pid"] for w in workers}
     assert sum(w["handled"] for w in workers) >= 10  # the 10 requests, and not /_status yet
     assert {w["state"] for w in workers} <= {"idle", "busy"}
+
+
+@needs_curl
+def test_curl_methods_options_and_expect(base: str) -> None:
+    """RFC 9110 §9.3.7 (OPTIONS), §15.5.6 (405 + Allow), §9.1 (501), §10.1.1 (Expect)."""
+    out = curl("-i", "-X", "OPTIONS", f"{base}/hello.txt").stdout
+    assert out.startswith(b"HTTP/1.1 200") and b"\r\nAllow: GET, HEAD, OPTIONS\r\n" in out
+    out = curl("-i", "-X", "OPTIONS", "--request-target", "*", f"{base}/").stdout
+    assert out.startswith(b"HTTP/1.1 200") and b"\r\nContent-Length: 0\r\n" in out
+    out = curl("-i", "-X", "DELETE", f"{base}/hello.txt").stdout
+    assert out.startswith(b"HTTP/1.1 405") and b"\r\nAllow: GET, HEAD, OPTIONS\r\n" in out
+    assert curl("-i", "-X", "FROB", f"{base}/hello.txt").stdout.startswith(b"HTTP/1.1 501")
+    # curl waits for 100 Continue; the final answer comes at once, and curl sends no body
+    body = b"x" * 200_000
+    done = subprocess.run(
+        [
+            CURL or "curl",
+            "-sS",
+            "-i",
+            "--max-time",
+            "20",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "@-",
+            "-H",
+            "Expect: 100-continue",
+            f"{base}/hello.txt",
+        ],
+        input=body,
+        capture_output=True,
+        check=True,
+    )
+    assert done.stdout.startswith(b"HTTP/1.1 405") and b"Connection: close" in done.stdout
+
+
+def test_httpx_preconditions_and_head_errors(base: str) -> None:
+    """412/304/206 by the precondition order; h11 (in httpx) checks every answer's framing."""
+    httpx = pytest.importorskip("httpx")
+    with httpx.Client(base_url=base, timeout=10) as client:
+        first = client.get("/hello.txt")
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        assert client.get("/hello.txt", headers={"If-Match": etag}).status_code == 200
+        assert client.get("/hello.txt", headers={"If-Match": "W/" + etag}).status_code == 412
+        old = "Sun, 06 Nov 1994 08:49:37 GMT"
+        assert client.get("/hello.txt", headers={"If-Unmodified-Since": old}).status_code == 412
+        r = client.get("/hello.txt", headers={"If-None-Match": etag})
+        assert r.status_code == 304 and r.headers["etag"] == etag and "date" in r.headers
+        r = client.get("/hello.txt", headers={"Range": "bytes=0-4", "If-Range": modified})
+        assert (r.status_code, r.content) == (206, SMALL[:5])
+        for path, method, status in [
+            ("/nothing", "HEAD", 404),
+            ("/hello.txt", "POST", 405),
+            ("/hello.txt", "FROB", 501),
+        ]:
+            r = client.request(method, path)
+            assert r.status_code == status
+            assert client.head("/hello.txt").headers["content-length"] == str(len(SMALL))
+        assert client.get("/hello.txt").content == SMALL

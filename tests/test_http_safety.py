@@ -76,6 +76,7 @@ def test_max_conns_answers_503_with_connection_close(root: Path, model: str) -> 
                 data = read_all(third)
             assert data.startswith(b"HTTP/1.1 503 "), data
             assert b"\r\nConnection: close\r\n" in data
+            assert b"\r\nDate: " in data  # RFC 9110 §6.6.1, on this 503 too
         finally:
             for sock in held:
                 sock.close()
@@ -139,3 +140,19 @@ def test_many_pipelined_requests_are_answered_in_order(root: Path) -> None:
             answer = reader.response()
             assert answer is not None and answer.status == 200
             assert len(answer.body) == sizes[i % 3]
+
+
+@pytest.mark.parametrize("root", ["/nonexistent-ipcnet-root", "/etc/hostname"])
+def test_bad_web_root_is_one_clear_line(root: str) -> None:
+    """A careless operator: no traceback, exit 1, and what is wrong with which path."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ipcnet", "serve", "http", root, "tcp://127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr == f"ipcnet serve: web root is not a directory: {root}\n"

@@ -3,12 +3,15 @@ Also the pure pieces: target gate, Range, conditional requests."""
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from http_cases.kit import SMALL, make_site, remove_site
@@ -23,9 +26,9 @@ from ipcnet.protocols.base import (
     Timer,
     as_list,
 )
-from ipcnet.protocols.http import BadRequest, HttpService, Limits
-from ipcnet.protocols.http.conditional import if_range_holds, not_modified, parse_http_date
-from ipcnet.protocols.http.parsers import check_bytes
+from ipcnet.protocols.http import BadRequest, Head, HttpService, Limits
+from ipcnet.protocols.http.conditional import if_range_holds, parse_http_date, preconditions
+from ipcnet.protocols.http.parsers import check_bytes, parser_available
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.target import parse_target
 
@@ -176,7 +179,8 @@ def test_target_refused(target: bytes, status: int) -> None:
         (b"bytes=-3", [(7, 9)]),
         (b"bytes=-30", [(0, 9)]),
         (b"bytes=0-100", [(0, 9)]),
-        (b"bytes=8-9,0-1", [(0, 1), (8, 9)]),
+        (b"bytes=8-9,0-1", [(8, 9), (0, 1)]),  # in the order asked (RFC 9110 §14.6)
+        (b"bytes=8-9,0-1,1-2", [(8, 9), (0, 2)]),
         (b"bytes=0-3,2-5,6-6", [(0, 6)]),
         (b"bytes= 0-1 , , 3-4", [(0, 1), (3, 4)]),
         (b"bytes=10-", []),
@@ -191,23 +195,44 @@ def test_ranges(header: bytes, expected: list[tuple[int, int]] | None) -> None:
     assert parse_range(header, 10, 16) == expected
 
 
+def _head(method: str = "GET", **fields: str) -> Head:
+    head = Head(method, b"/", "1.1", [])
+    for name, value in fields.items():
+        head.headers.append((name.replace("_", "-").encode(), value.encode()))
+        head.fields[name.replace("_", "-").encode()] = value.encode()
+    return head
+
+
 def test_conditional() -> None:
-    etag = '"abc-10"'
-    date = b"Sun, 06 Nov 1994 08:49:37 GMT"
+    etag = b'"abc-10"'
+    text = "Sun, 06 Nov 1994 08:49:37 GMT"
+    date = text.encode()
     stamp = parse_http_date(date)
     assert stamp == 784111777
     assert parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT") == stamp
     assert parse_http_date(b"Sun Nov  6 08:49:37 1994") == stamp
     assert parse_http_date(b"garbage") is None
-    assert not_modified(b'"x", W/"abc-10"', None, etag, 0)
-    assert not_modified(b"*", None, etag, 0)
-    assert not not_modified(b'"x"', date, etag, 0)  # If-None-Match wins over the date
-    assert not_modified(None, date, etag, stamp)
-    assert not not_modified(None, date, etag, stamp + 1)
-    assert not not_modified(None, b"nonsense", etag, 0)
-    assert if_range_holds(b'"abc-10"', etag, 0)
-    assert not if_range_holds(b'W/"abc-10"', etag, 0)
-    assert if_range_holds(date, etag, stamp) and not if_range_holds(date, etag, stamp - 1)
+    assert parse_http_date(date + b", " + date) is None  # a list is not a date
+    assert parse_http_date(b"Sun, 31 Feb 1994 08:49:37 GMT") is None
+    assert preconditions(_head(if_none_match='"x", W/"abc-10"'), etag, 0) == 304
+    assert preconditions(_head(if_none_match="*"), etag, 0) == 304
+    assert preconditions(_head("POST", if_none_match="*"), etag, 0) == 412
+    assert preconditions(_head(if_none_match='"x"', if_modified_since=text), etag, 0) == 0
+    assert preconditions(_head(if_modified_since=text), etag, stamp) == 304
+    assert preconditions(_head(if_modified_since=text), etag, stamp + 1) == 0
+    assert preconditions(_head(if_modified_since="nonsense"), etag, 0) == 0
+    assert preconditions(_head("POST", if_modified_since=text), etag, 0) == 0
+    assert preconditions(_head(if_match='"abc-10"'), etag, 0) == 0
+    assert preconditions(_head(if_match='W/"abc-10"'), etag, 0) == 412  # weak never matches
+    assert preconditions(_head(if_match="*"), None, None) == 0
+    assert preconditions(_head(if_match='"x"', if_unmodified_since="garbage"), etag, 0) == 412
+    assert preconditions(_head(if_unmodified_since=text), etag, stamp + 1) == 412
+    assert preconditions(_head(if_unmodified_since=text), etag, stamp) == 0
+    assert preconditions(_head(if_unmodified_since="garbage"), etag, stamp + 1) == 0
+    assert if_range_holds(b'"abc-10"', etag, date)
+    assert not if_range_holds(b'W/"abc-10"', etag, date)
+    assert if_range_holds(date, etag, date)
+    assert not if_range_holds(b"Sunday, 06-Nov-94 08:49:37 GMT", etag, date)  # not exact
 
 
 # the rule check_bytes enforces, written the slow, obvious way
@@ -224,3 +249,133 @@ def test_check_bytes_refuses_exactly_controls_bare_cr_lf_and_obs_fold(raw: bytes
             check_bytes(raw)
     else:
         check_bytes(raw)
+
+
+class FailingFiles:
+    """A Filesystem whose lookups fail the way a real one does: with translated errors."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def cached(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> None:
+        return None
+
+    def lookup(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> object:
+        from ipcnet.transports.oserrors import translating_file
+
+        with translating_file("open", "file:///srv/www/" + "/".join(segments)):
+            raise OSError(self.code, os.strerror(self.code))
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (errno.EACCES, 403),
+        (errno.EPERM, 403),
+        (errno.ENOENT, 404),
+        (errno.ENOTDIR, 404),
+        (errno.ELOOP, 404),
+        (errno.ENAMETOOLONG, 404),
+        (errno.EMFILE, 503),
+        (errno.EIO, 500),
+    ],
+)
+def test_lookup_errors_arrive_translated(code: int, status: int) -> None:
+    """The session maps ipcnet errors, never an OSError, to statuses (issue 9, item 6)."""
+    service = HttpService(FailingFiles(code))  # type: ignore[arg-type]
+    for method in (b"GET", b"HEAD"):
+        session, _ = service.start(Peer(None))
+        text = wire(drive(session, session.feed(method + b" /x HTTP/1.1\r\nHost: a\r\n\r\n")))
+        assert text.startswith(b"HTTP/1.1 %d " % status)
+        assert text.endswith(b"\r\n\r\n") == (method == b"HEAD")
+
+
+def test_resolver_raises_no_oserror(root: Path, short_tmp: Path) -> None:
+    """A socket file (ENXIO), a name too long, a missing parent: 404s, never an OSError."""
+    import socket
+
+    from ipcnet.httpd.files import Resolver
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(short_tmp / "sock"))
+    try:
+        resolver = Resolver(str(short_tmp), cache_ttl=0)
+        for segments in [("sock",), ("x" * 300,), ("missing", "a.txt")]:
+            found = resolver.lookup(segments, False, False)
+            assert getattr(found, "status", None) == 404, (segments, found)
+    finally:
+        listener.close()
+
+
+def test_states_follow_the_transition_table(root: Path) -> None:
+    """The moves of session.py's table, one by one, with the actions each returns."""
+    from ipcnet.protocols.http.session import State
+
+    session, _ = service(root, header_timeout=5, linger_timeout=2).start(Peer(None))
+    assert session.state is State.IDLE
+    assert as_list(session.feed(b"GET /medium.bin HTTP/1.1\r\n")) == [Timer(5)]
+    assert session.state is State.READING
+    actions = as_list(session.feed(b"Host: a\r\n\r\n"))
+    assert actions[0] == Timer(None) and isinstance(actions[-1], Run)
+    assert session.state is State.WAITING
+    assert session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n") is None
+    job = actions[-1]
+    assert isinstance(job, Run)
+    after = list(as_list(session.resume(job, Outcome(value=job.job()))))
+    assert session.state is State.WAITING  # the kept request needs its own lookup
+    after = drive(session, after)
+    assert session.state is State.CLOSED  # it said close, and nothing came after it
+    assert isinstance(after[-1], Close) and wire(after).endswith(SMALL)
+
+    session, _ = service(root, linger_timeout=2).start(Peer(None))
+    drive(session, session.feed(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert session.state is State.IDLE
+    failed = as_list(session.feed(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\nGET / HTTP/1.1\r\n"))
+    assert wire(list(failed)).startswith(b"HTTP/1.1 400 ")
+    assert list(failed[1:]) == [ShutdownWrite(), Timer(2)]
+    assert session.state is State.LINGERING
+    assert session.feed(b"dropped") is None
+    assert list(as_list(session.on_timer())) == [Close()]
+    assert session.state is State.CLOSED
+
+
+# pieces of request heads, sane and not, for the two-parser agreement below
+_METHODS = [b"GET", b"HEAD", b"POST", b"OPTIONS", b"FROB", b"get", b"PROPFIND", b"G(T", b"PRI"]
+_TARGETS = [b"/hello.txt", b"/a?b", b"*", b"http://x/hello.txt", b"/\x7f", b"x:1", b"/%zz"]
+_TARGETS += [b"/a{b}", b"/\xc3\xbc", b"http://[::1/", b"a", b"/a|b", b"/a\\b", b"/docs"]
+_VERSIONS = [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0", b"HTTP/0.9", b"http/1.1", b""]
+_FIELDS = [b"Host: a", b"Host: a b", b"Host:", b"Host: [::1]", b"Host: a:1:2"]
+_FIELDS += [b"Connection: close", b"Connection: keep-alive", b"Expect: 100-continue"]
+_FIELDS += [b"Content-Length: 0", b"Content-Length: 5", b"Content-Length: 1, 1", b"X-A : b"]
+_FIELDS += [b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked", b" folded"]
+_FIELDS += [b"Range: bytes=0-1", b"If-None-Match: *", b'If-Match: "x"', b"X-A: \xff"]
+_LINE_BYTES = st.binary(max_size=10).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@functools.cache
+def _parser_service(root: Path, parser: str) -> HttpService:
+    return make_service(root, HttpOptions(quiet=True, parser=parser))
+
+
+@pytest.mark.skipif(not parser_available("httptools"), reason="httptools is not installed")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_METHODS),
+    st.sampled_from(_TARGETS) | _LINE_BYTES.map(lambda b: b"/" + b.replace(b" ", b"")),
+    st.sampled_from(_VERSIONS),
+    st.lists(st.sampled_from(_FIELDS) | _LINE_BYTES, max_size=4),
+    st.sampled_from([b" ", b"  "]),
+)
+def test_both_parsers_give_the_same_answers(
+    root: Path, method: bytes, target: bytes, version: bytes, fields: list[bytes], sp: bytes
+) -> None:
+    """httptools and h11 (the adapters and check_head) make one web server, not two."""
+    raw = method + b" " + target + (sp + version if version else b"") + b"\r\n"
+    raw += b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    answers = []
+    for parser in ("httptools", "h11"):
+        session, _ = _parser_service(root, parser).start(Peer(None))
+        actions = drive(session, session.feed(raw))
+        text = re.sub(rb"Date: [^\r]*", b"", wire(actions))
+        answers.append((text, [type(a).__name__ for a in actions], session.state))
+    assert answers[0] == answers[1], raw

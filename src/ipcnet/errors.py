@@ -20,6 +20,7 @@ catches OSError. Messages are short, lower-case, and say what happened and where
     │   ├── AddressInUse     EADDRINUSE, or a live unix socket at the path
     │   ├── AddressNotAvailable  EADDRNOTAVAIL, EAFNOSUPPORT (no IPv6 here, say)
     │   ├── NoSuchSocket     ENOENT / ENOTSOCK on a unix or fifo path
+    │   ├── NoSuchFile       ENOENT, ENOTDIR, ELOOP... opening a file:// path (the web server)
     │   └── PermissionDenied EACCES / EPERM
     ├── LimitExceeded        a bound was hit: the data was refused, never cut silently
     │   ├── MessageTooLarge  EMSGSIZE: a datagram too big to send
@@ -103,6 +104,10 @@ class NoSuchSocket(AddressError):
     """No socket or fifo exists at the path."""
 
 
+class NoSuchFile(AddressError):
+    """Nothing can be opened at a file path (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, ENXIO)."""
+
+
 class PermissionDenied(AddressError):
     """The kernel refused for lack of permission."""
 
@@ -158,6 +163,7 @@ __all__ = [
     "LimitExceeded",
     "LocalProtocolError",
     "MessageTooLarge",
+    "NoSuchFile",
     "NoSuchSocket",
     "PeerClosed",
     "PermissionDenied",

@@ -11,8 +11,10 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
+from ipcnet.errors import IPCError
 from ipcnet.httpd.metrics import Metrics
 from ipcnet.protocols.base import Peer
+from ipcnet.transports.oserrors import translating
 
 _ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F, 0x22, 0x5C]}
 
@@ -58,7 +60,8 @@ class AccessLog:
             request = _escape(f"{method} {target.decode('latin-1')} HTTP/{version}")
         line = f'{peer_host(peer)} - - {self._now()} "{request}" {status} {size or "-"}\n'
         try:
-            stream.write(line)
-            stream.flush()
-        except (OSError, ValueError):
+            with translating("write", "the access log"):
+                stream.write(line)
+                stream.flush()
+        except (IPCError, ValueError):
             pass  # a full disk or a closed stderr must not stop the server

@@ -13,7 +13,10 @@ Rules:
 - the cache keeps answers for ``cache_ttl`` seconds (0 = no cache; files changed within
   that time may be served stale, as with nginx's open_file_cache); cached large files are
   handed out as ``dup()``s of the cached descriptor, under a lock, so evicting an entry
-  never closes a descriptor a connection is still sending from.
+  never closes a descriptor a connection is still sending from;
+- every system call runs under the transports' ``translating``, so what ``lookup`` raises
+  is an ipcnet error (PermissionDenied -> 403, NoSuchFile -> 404, Busy -> 503 in the
+  session) and no OSError leaves this module; ``cached`` says None rather than raise.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ipcnet.errors import IPCError, NoSuchFile, PermissionDenied
 from ipcnet.httpd import listing
 from ipcnet.httpd.mime import content_type
 from ipcnet.protocols.http.resources import Found, NeedsSlash, Page, Refused
+from ipcnet.transports.files import duplicate
+from ipcnet.transports.oserrors import translating_file as translating
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 NOT_FOUND = Refused(404)
@@ -124,7 +130,7 @@ class Resolver:
     ) -> None:
         real = os.path.realpath(root)
         if not os.path.isdir(real):
-            raise NotADirectoryError(f"web root is not a directory: {root}")
+            raise NoSuchFile(f"web root is not a directory: {root}")
         self.root = real
         self._prefix = real if real.endswith("/") else real + "/"
         self.index = index
@@ -146,21 +152,25 @@ class Resolver:
         found = entry.found
         if entry.fd < 0:
             return found
-        with self._lock:
-            if entry.fd < 0:
-                return None
-            fd = os.dup(entry.fd)
+        try:
+            with self._lock:
+                if entry.fd < 0:
+                    return None
+                fd = duplicate(entry.fd, self.root)
+        except IPCError:  # out of descriptors: lookup will say so
+            return None
         assert isinstance(found, OpenFile)
         return found.with_fd(fd)
 
     def lookup(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> Found:
-        found = self._lookup(segments, trailing, gzip)
-        if self.cache_ttl > 0 and not isinstance(found, Page):
-            entry = _Entry(time.monotonic() + self.cache_ttl, found)
-            if isinstance(found, OpenFile) and found.data is None:
-                entry.fd = os.dup(found._fd)
-                entry.found = found.with_fd(-1)
-            self._store((segments, trailing, gzip), entry)
+        with translating("read", _where(self.root, segments)):
+            found = self._lookup(segments, trailing, gzip)
+            if self.cache_ttl > 0 and not isinstance(found, Page):
+                entry = _Entry(time.monotonic() + self.cache_ttl, found)
+                if isinstance(found, OpenFile) and found.data is None:
+                    entry.fd = os.dup(found._fd)
+                    entry.found = found.with_fd(-1)
+                self._store((segments, trailing, gzip), entry)
         return found
 
     def clear(self) -> None:
@@ -192,17 +202,19 @@ class Resolver:
 
     def _inside(self, fd: int, path: str) -> bool:
         try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+            with translating("readlink", f"/proc/self/fd/{fd}"):
+                real = os.readlink(f"/proc/self/fd/{fd}")
+        except IPCError:  # no /proc: resolve the name instead
             real = os.path.realpath(path)
         return real == self.root or real.startswith(self._prefix)
 
     def _open(self, path: str, dir_fd: int | None = None) -> int | Refused:
         try:
-            return os.open(path, OPEN_FLAGS, dir_fd=dir_fd)
-        except PermissionError:
+            with translating("open", _where(path)):
+                return os.open(path, OPEN_FLAGS, dir_fd=dir_fd)
+        except PermissionDenied:
             return FORBIDDEN
-        except (OSError, ValueError):  # ENOENT ENOTDIR ELOOP ENAMETOOLONG ENXIO, NUL
+        except (NoSuchFile, ValueError):  # ENOENT ENOTDIR ELOOP ENAMETOOLONG ENXIO, NUL
             return NOT_FOUND
 
     def _lookup(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> Found:
@@ -249,10 +261,11 @@ class Resolver:
                 if len(items) >= MAX_LISTING:
                     break
                 try:
-                    st = entry.stat()
+                    with translating("stat", _where(path, (entry.name,))):
+                        st = entry.stat()
                     is_dir = stat.S_ISDIR(st.st_mode)
                     items.append(listing.Item(entry.name, is_dir, st.st_size, st.st_mtime))
-                except OSError:  # a dangling symlink
+                except IPCError:  # a dangling symlink
                     items.append(listing.Item(entry.name, False, 0, 0.0))
         shown = "/" + "".join(s + "/" for s in segments)
         return Page(listing.render(shown, items))
@@ -275,8 +288,9 @@ class Resolver:
                         os.close(gfd)
             else:
                 try:
-                    vary = stat.S_ISREG(os.stat(gz_path).st_mode)
-                except (OSError, ValueError):
+                    with translating("stat", _where(gz_path)):
+                        vary = stat.S_ISREG(os.stat(gz_path).st_mode)
+                except (IPCError, ValueError):
                     vary = False
         size = st.st_size
         mtime = int(st.st_mtime)
@@ -289,6 +303,11 @@ class Resolver:
                 os.close(fd)
             return OpenFile(-1, len(data), mtime, etag, ctype, encoding, vary, path, data)
         return OpenFile(fd, size, mtime, etag, ctype, encoding, vary, path)
+
+
+def _where(path: str, names: tuple[str, ...] = ()) -> str:
+    """A file's name as errors show it (``file:///srv/www/a.txt``)."""
+    return "file://" + os.path.join(path, *names)
 
 
 def _read_all(fd: int, size: int) -> bytes:

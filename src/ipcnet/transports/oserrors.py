@@ -19,6 +19,7 @@ from ipcnet.addresses import Address
 _RESET = {errno.ECONNRESET, errno.ECONNABORTED}
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 _NOT_AVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+_NO_FILE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO}
 
 
 def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
@@ -77,4 +78,16 @@ def translating(op: str, where: object) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        raise translate(exc, op, where) from exc
+
+
+@contextmanager
+def translating_file(op: str, where: object) -> Iterator[None]:
+    """As ``translating``, for plain files (the web server's): a path that names nothing
+    that can be opened (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, ENXIO) is NoSuchFile."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_FILE:
+            raise errors.NoSuchFile(f"no such file: {where}") from exc
         raise translate(exc, op, where) from exc

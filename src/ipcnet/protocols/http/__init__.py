@@ -1,4 +1,5 @@
-"""HTTP/1.1 as a sans-IO service: static files (GET, HEAD, ranges, 304) under every driver.
+"""HTTP/1.1 as a sans-IO service: static files (GET, HEAD, OPTIONS, ranges, preconditions)
+under every driver.
 
 Role: the protocol half of the web server (``ipcnet serve http``). The product half, which
 touches files and logs, is ``ipcnet.httpd`` and is injected (see ``resources``). Rules: as
@@ -8,8 +9,9 @@ for every protocol, no I/O and no os/socket imports; the HTTP grammar is llhttp'
 
 from __future__ import annotations
 
+from ipcnet.errors import BadRequest
 from ipcnet.protocols.http.limits import Limits
-from ipcnet.protocols.http.messages import BadRequest, Head
+from ipcnet.protocols.http.messages import Head
 from ipcnet.protocols.http.resources import (
     Entity,
     Filesystem,

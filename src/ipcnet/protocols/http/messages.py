@@ -2,21 +2,13 @@
 
 Role: the vocabulary shared by the parser adapters and the session. Rules: header names are
 lower-case bytes, values are bytes as received; the parsers fill a ``Head`` and raise
-``BadRequest`` (with the status to answer) for anything they reject.
+``ipcnet.errors.BadRequest`` (a RemoteProtocolError carrying the status to answer) for
+anything they reject.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-
-class BadRequest(Exception):
-    """The client's request cannot be served; ``status`` says why (400, 414, 431, 505...)."""
-
-    def __init__(self, status: int, detail: str = "") -> None:
-        super().__init__(detail or str(status))
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(slots=True)

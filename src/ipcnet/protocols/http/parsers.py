@@ -4,8 +4,15 @@ Role: turn one complete request head (request line + headers + blank line, as th
 cut it from the stream) into a ``Head``, or raise ``BadRequest``. The HTTP grammar is the
 parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 - ``check_head`` then applies the framing rules both parsers must agree on (RFC 9112 §6):
-  one Host, one Content-Length value, no Transfer-Encoding with Content-Length or in
-  HTTP/1.0, chunked last; versions other than 1.0/1.1 get 505;
+  one valid Host (§3.2), one Content-Length field with one value, no Transfer-Encoding with
+  Content-Length or in HTTP/1.0; a transfer coding other than a final chunked -> 400, an
+  unknown coding before chunked -> 501 (§6.1, §6.3); HTTP/1.x for any minor x >= 1 is
+  handled as 1.1 (§2.3), another major version gets 505;
+- both parsers give the same answers: llhttp refuses a method, a version or a target form
+  it does not know, so the httptools adapter, when the request line is otherwise well
+  formed, parses the head again with ``GET``, ``HTTP/1.1`` or ``/`` in their place and
+  reports what was sent (the session then answers 501, serves HTTP/1.2 as 1.1, refuses
+  the target, as with h11);
 - control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
   itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
@@ -13,9 +20,18 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ipcnet.protocols.http.messages import BadRequest, Head
+from ipcnet.errors import BadRequest
+from ipcnet.protocols.http.messages import Head
+from ipcnet.protocols.http.target import GOOD_HOSTS, check_host
+
+# the request line's method and version, when llhttp refused one of them (see _retry)
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_VCHARS = re.compile(rb"[\x21-\x7e]+")  # a request-target as h11 takes it
 
 
 class HeadParser(Protocol):
@@ -62,15 +78,43 @@ class HttptoolsParser:
             self._parser = None  # llhttp stops at an upgrade (or CONNECT): start afresh
         except mod.HttpParserError as exc:
             self._parser = None
-            raise BadRequest(400, f"bad request: {exc}") from None
+            return self._retry(head, exc)
         if not self._complete:
             self._parser = None  # a body follows: this parser is mid-message
         try:
-            method = parser.get_method().decode("ascii")
+            method = parser.get_method()
             version = parser.get_http_version()
         except Exception:  # pragma: no cover - the head was incomplete
             raise BadRequest(400, "incomplete request head") from None
-        return Head(method, self._url, version, self._headers)
+        # "METHOD SP target SP HTTP/x.y" CR: llhttp allows more spaces, h11 does not. An index,
+        # not bytes.find (its argument parsing costs more than the rest of the check), unless
+        # llhttp says 0.9: then the version may be missing (the line ends after the target)
+        end = len(method) + len(self._url) + 10
+        if head[end] != 13 if version != "0.9" else head.count(b" ", 0, head.find(b"\r\n")) != 2:
+            raise BadRequest(400, "the request line must be: method SP target SP version")
+        return Head(method.decode("ascii"), self._url, version, self._headers)
+
+    def _retry(self, head: bytes, exc: Exception) -> Head:
+        """llhttp refused the head: if a request-line part h11 would take is the cause (a
+        method, version or target form llhttp does not know), parse with it normalised."""
+        end = head.find(b"\r\n")
+        parts = head[:end].split(b" ")
+        if len(parts) == 3:
+            method, target, version = parts
+            rest = head[end:]
+            if method != b"GET" and _TOKEN.fullmatch(method):
+                found = self.parse(b"GET " + target + b" " + version + rest)
+                found.method = method.decode("ascii")
+                return found
+            if version not in (b"HTTP/1.1", b"HTTP/1.0") and _VERSION.fullmatch(version):
+                found = self.parse(method + b" " + target + b" HTTP/1.1" + rest)
+                found.version = version[5:].decode("ascii")  # check_head decides
+                return found
+            if target != b"/" and _VCHARS.fullmatch(target):  # the session's to judge
+                found = self.parse(method + b" / " + version + rest)
+                found.target = target
+                return found
+        raise BadRequest(400, f"bad request: {str(exc).lower()}") from None
 
 
 class H11Parser:
@@ -92,15 +136,22 @@ class H11Parser:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
-            raise BadRequest(status if status in (431, 505) else 400, str(exc)) from None
+            if status == 501:  # h11 takes no transfer coding but chunked: sort it as we do
+                line = head[: head.find(b"\r\n")]
+                length = b"\r\ncontent-length:" in head.lower()
+                check_codings(_CODING.findall(head), length, line[-3:].decode("latin-1"))
+            raise BadRequest(status if status in (431, 505) else 400, str(exc).lower()) from None
         if not isinstance(event, h11.Request):
             raise BadRequest(400, "incomplete request head")
-        headers = [(bytes(k), bytes(v)) for k, v in event.headers.raw_items()]
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in event.headers.raw_items()]
+        kept = [(k, v) for k, v in headers if k != b"content-length"]
+        if len(kept) != len(headers):  # h11 merged repeats: show check_head what was sent
+            headers = kept + [(b"content-length", v) for v in _FIELD_CL.findall(head)]
         return Head(
             event.method.decode("ascii"),
             bytes(event.target),
             event.http_version.decode("ascii"),
-            [(k.lower(), v) for k, v in headers],
+            headers,
         )
 
 
@@ -145,6 +196,25 @@ def check_bytes(raw: bytes) -> None:
         raise BadRequest(400, "control character, bare CR/LF or obs-fold in the request head")
 
 
+# field values h11 does not hand over as sent: the Transfer-Encoding of a head it refused
+# as a whole, and repeated or listed Content-Length fields, which it merges (see H11Parser)
+_CODING = re.compile(rb"(?im)^transfer-encoding:[ \t]*(.*?)[ \t]*\r$")
+_FIELD_CL = re.compile(rb"(?im)^content-length:[ \t]*(.*?)[ \t]*\r$")
+
+
+def check_codings(values: Sequence[bytes], with_length: bool, version: str) -> None:
+    """Transfer-Encoding (RFC 9112 §6.1, §6.3): only chunked, last, in HTTP/1.1, alone."""
+    codings = [c.strip().lower() for value in values for c in value.split(b",")]
+    if with_length:
+        raise BadRequest(400, "both content-length and transfer-encoding")
+    if version == "1.0":
+        raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
+    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        raise BadRequest(400, "transfer-encoding must end with chunked, once")
+    if len(codings) > 1:
+        raise BadRequest(501, "transfer coding not implemented (only chunked is)")
+
+
 def _digits(value: bytes) -> int:
     if not value or not value.isdigit() or len(value) > 18:
         raise BadRequest(400, "bad content-length")
@@ -154,14 +224,14 @@ def _digits(value: bytes) -> int:
 def check_head(head: Head) -> tuple[bool, bool]:
     """Framing rules both parsers must agree on; returns (keep_alive, has_body).
 
-    One pass over the fields, which also fills ``head.fields`` (name -> last value).
+    One pass over the fields, which also fills ``head.fields`` (name -> last value). The
+    checks come in the parsers' own order (framing, the Host count, then the version), so
+    that both give the same status to a head with several faults.
     """
     version = head.version
-    if version != "1.1" and version != "1.0":
-        raise BadRequest(505, f"HTTP/{version} is not supported")
     fields = head.fields
     hosts = 0
-    lengths: set[bytes] = set()
+    lengths: list[bytes] = []
     codings: list[bytes] = []
     tokens: set[bytes] = set()
     for name, value in head.headers:
@@ -171,21 +241,22 @@ def check_head(head: Head) -> tuple[bool, bool]:
         elif name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
         elif name == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            lengths.append(value)
         elif name == b"transfer-encoding":
-            codings += (c.strip().lower() for c in value.split(b","))
-    if hosts > 1 or (version == "1.1" and not hosts):
-        raise BadRequest(400, "a request needs exactly one host header")
-    if len(lengths) > 1:
-        raise BadRequest(400, "conflicting content-length values")
-    length = _digits(next(iter(lengths))) if lengths else 0
+            codings.append(value)
+    if version != "1.1" and version != "1.0" and version[:2] == "1.":
+        version = "1.1"  # RFC 9112 §2.3: the highest minor version we support
     if codings:
-        if lengths:
-            raise BadRequest(400, "both content-length and transfer-encoding")
-        if version == "1.0":
-            raise BadRequest(400, "transfer-encoding in an HTTP/1.0 request")
-        if codings[-1] != b"chunked":
-            raise BadRequest(400, "transfer-encoding must end with chunked")
+        check_codings(codings, bool(lengths), version)
+    if len(lengths) > 1 or (lengths and b"," in lengths[0]):  # as llhttp (RFC 9110 §8.6)
+        raise BadRequest(400, "more than one content-length value")
+    length = _digits(lengths[0].strip()) if lengths else 0
+    if hosts > 1 or (not hosts and version == "1.1"):
+        raise BadRequest(400, "a request needs exactly one host header")
+    if version != "1.1" and version != "1.0":
+        raise BadRequest(505, f"HTTP/{version} is not supported")
+    if hosts and (host := fields[b"host"]) not in GOOD_HOSTS:
+        check_host(host)
     if version == "1.1":
         keep_alive = b"close" not in tokens
     else:

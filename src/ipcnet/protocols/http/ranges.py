@@ -5,8 +5,9 @@ a representation of ``size`` bytes. Rules:
 - a header we cannot use (other unit, bad syntax, first > last, too many ranges) is
   ignored: the client gets the whole file with 200, as RFC 9110 allows and nginx does;
 - ranges past the end are dropped; if none is left the answer is 416;
-- overlapping or adjacent ranges are merged (no amplification by repeated ranges) and
-  answered in ascending order.
+- overlapping or adjacent ranges are merged (no amplification by repeated ranges); the
+  parts keep the order the client asked for them in, a merged one at the place of its
+  first member (RFC 9110 §14.6).
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int
             if suffix == 0 or size == 0:
                 continue
             ranges.append((max(0, size - suffix), size - 1))
-    ranges.sort()
-    merged: list[tuple[int, int]] = []
-    for first, last in ranges:
+    merged: list[list[int]] = []  # [first, last, where the client asked for it first]
+    for first, last, at in sorted((first, last, at) for at, (first, last) in enumerate(ranges)):
         if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            merged[-1][1] = max(merged[-1][1], last)
+            merged[-1][2] = min(merged[-1][2], at)
         else:
-            merged.append((first, last))
-    return merged
+            merged.append([first, last, at])
+    merged.sort(key=lambda r: r[2])
+    return [(first, last) for first, last, _ in merged]

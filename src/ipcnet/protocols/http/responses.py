@@ -73,12 +73,6 @@ def simple(
     return out if head_only or status == 304 else out + body
 
 
-def refusal() -> bytes:
+def refusal(date: bytes) -> bytes:
     """What a connection over --max-conns receives before the server closes it."""
-    body = error_body(503)
-    return (
-        status_line(503) + b"Server: %s\r\nContent-Type: text/html; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-        % (SERVER, len(body))
-        + body
-    )
+    return simple(503, date, False, extra=[(b"Retry-After", b"1")])

@@ -1,26 +1,57 @@
 """One HTTP/1.1 connection as a sans-IO state machine: bytes in, responses out, in order.
 
 Role: cut request heads from the stream, check them against the limits, parse them with a
-real parser, and answer GET/HEAD from the injected Filesystem. Rules:
-- States: reading a head (``buf`` holds a partial one), waiting for a Run job (``job``),
-  or closing (``closing``: our side is half-closed and input is read and dropped until the
-  client's EOF, ``linger_bytes`` or ``linger_timeout``, so that the client really receives
-  our last answer instead of a reset).
-- Pipelining: requests are answered strictly in order; a request that needs a Run job
-  stops the parsing of later ones until ``resume``; after ``pipeline`` answers from one
-  read a no-op Run lets the driver flush (its backpressure then applies).
-- The header deadline is a Timer armed once, when a head is first seen incomplete; bytes
-  trickling in do not move it (slowloris -> 408). Keep-alive idleness is the driver's
-  idle timeout.
-- Any body is refused (413 for GET/HEAD, 405 for other methods) and the connection closes;
-  framing errors (400, 414, 431, 505) close too; path errors (403/404) keep it alive.
+real parser, and answer GET/HEAD/OPTIONS from the injected Filesystem (``Shared``).
+
+States and transitions (h11 style: one named state, every move in this table):
+
+    state      event                                   actions                      next
+    ---------  --------------------------------------  ---------------------------  ---------
+    IDLE       bytes, no complete head yet             Timer(header_timeout)        READING
+    READING    more bytes, still no complete head      -                            READING
+    READING    the head completes                      Timer(None), as from IDLE
+    READING    the timer fires (slowloris)             408, ShutdownWrite, Timer    LINGERING
+    IDLE       a head answered from memory             the answer                   IDLE
+    IDLE       a head that needs a blocking job        Run(job)                     WAITING
+    WAITING    bytes / EOF                             - (kept / remembered)        WAITING
+    WAITING    resume(job, outcome)                    the answer, then the kept    IDLE
+                                                       input, as from IDLE (Close
+                                                       if EOF was remembered)
+    IDLE       an answer with Connection: close,       the answer, Close            CLOSED
+               nothing received after it
+    IDLE       the same with input after it, or an     the answer, ShutdownWrite,   LINGERING
+               error that ends the connection          Timer(linger_timeout)
+    IDLE       EOF (READING too)                       Close                        CLOSED
+    LINGERING  bytes                                   - (dropped; Close once       LINGERING
+                                                       linger_bytes were dropped)   / CLOSED
+    LINGERING  EOF, or the timer                       Close                        CLOSED
+
+Lingering lets the client really receive our last answer instead of a reset. A job is a
+file lookup, the status page, or, after ``pipeline`` answers from one read, a no-op that
+lets the driver flush (its backpressure then applies); requests are answered strictly in
+order, and a job stops the parsing of later ones until ``resume``.
+
+Rules:
+- the header deadline is armed once, when a head is first seen incomplete; bytes trickling
+  in do not move it (slowloris -> 408); keep-alive idleness is the driver's idle timeout;
+- framing errors (400, 414, 431, 501 for a transfer coding, 505) and any request body
+  (413 for GET/HEAD/OPTIONS, 405 or 501 for other methods) end the connection; target
+  errors (400/403), 404, 405/501 without a body, 412 keep it alive;
+- no answer to HEAD carries a body, errors included (the method is known from the first
+  bytes of the request line even when the rest fails to parse);
+- file errors arrive already translated (``ipcnet.errors``): PermissionDenied -> 403,
+  NoSuchFile -> 404, Busy (out of descriptors) -> 503; this module sees no OSError;
+- preconditions (``conditional.preconditions``) apply to answers that would be 200/206.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from enum import Enum
 from functools import partial
-from typing import TYPE_CHECKING
 
+from ipcnet import errors
+from ipcnet.errors import BadRequest
 from ipcnet.protocols.base import (
     CLOSE,
     SHUTDOWN_WRITE,
@@ -33,19 +64,37 @@ from ipcnet.protocols.base import (
     Timer,
 )
 from ipcnet.protocols.http import responses
-from ipcnet.protocols.http.conditional import if_range_holds, not_modified
-from ipcnet.protocols.http.messages import BadRequest, Head
+from ipcnet.protocols.http.conditional import if_range_holds, preconditions
+from ipcnet.protocols.http.messages import Head
 from ipcnet.protocols.http.parsers import check_head
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.resources import Entity, Found, NeedsSlash, Page, Refused
+from ipcnet.protocols.http.shared import Shared
 from ipcnet.protocols.http.target import Target
 
-if TYPE_CHECKING:
-    from ipcnet.protocols.http.service import HttpService
 
-ALLOW = [(b"Allow", b"GET, HEAD")]
+class State(Enum):
+    IDLE = "idle"  # between requests (buf may hold pipelined input)
+    READING = "reading"  # a partial head is in buf; the header deadline is armed
+    WAITING = "waiting"  # a Run job is out; input is kept in buf
+    LINGERING = "lingering"  # half-closed after our last answer; input is dropped
+    CLOSED = "closed"  # Close was returned
+
+
+IDLE, READING, WAITING, LINGERING, CLOSED = State
+
+ALLOW = [(b"Allow", b"GET, HEAD, OPTIONS")]
+# methods with a meaning for any resource (RFC 9110 §9.3, RFC 5789): 405, others 501
+KNOWN_METHODS = frozenset({"POST", "PUT", "DELETE", "CONNECT", "TRACE", "PATCH"})
+# the fields that send a request off the fast path (RFC 9110 §13.1, §14.2)
+CONDITIONAL = frozenset(
+    {b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
+)
 INLINE_BODY = 64 * 1024  # in-memory bodies up to this are joined to the head (one write)
-STATUS_PATHS = {b"/_status": "html", b"/_status.json": "json"}
+HTML = b"text/html; charset=utf-8"
+STATUS_PAGES = {b"/_status": HTML, b"/_status.json": b"application/json"}
+
+Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
 
 
 def _yield() -> None:
@@ -69,53 +118,65 @@ def accepts_gzip(value: bytes | None) -> bool:
     return False
 
 
+def error_status(error: BaseException) -> int:
+    """The status for a failed lookup (the error is already an ipcnet error)."""
+    if isinstance(error, errors.PermissionDenied):
+        return 403
+    if isinstance(error, errors.NoSuchFile):
+        return 404
+    if isinstance(error, errors.Busy):
+        return 503
+    return 500
+
+
 class Request:
     """What the session remembers about the request being answered."""
 
-    __slots__ = ("head", "head_only", "keep_alive", "kind", "target")
+    __slots__ = ("head", "head_only", "keep_alive", "target")
 
     def __init__(self, head: Head, keep_alive: bool) -> None:
         self.head = head
         self.keep_alive = keep_alive
         self.head_only = head.method == "HEAD"
         self.target: Target | None = None
-        self.kind = "file"  # or "html"/"json" for the status page, "yield"
 
 
 class HttpSession:
     __slots__ = (
         "buf",
-        "closing",
         "eof",
         "job",
         "lingered",
         "parser",
         "peer",
         "request",
-        "service",
-        "timer",
+        "shared",
+        "state",
+        "then",
     )
 
-    def __init__(self, service: HttpService, peer: Peer) -> None:
-        self.service = service
+    def __init__(self, shared: Shared, peer: Peer) -> None:
+        self.shared = shared
         self.peer = peer
-        self.parser = service.new_parser()
+        self.parser = shared.new_parser()
+        self.state = IDLE
         self.buf = b""  # input not yet answered: a partial head, or pipelined requests
-        self.job: Run | None = None
+        self.job: Run | None = None  # WAITING: the job out, the request and what to do next
         self.request: Request | None = None
-        self.closing = False
-        self.eof = False
-        self.timer = False  # the header deadline is armed
+        self.then: Then | None = None
+        self.eof = False  # WAITING: the client half-closed meanwhile
         self.lingered = 0
 
     # --- the contract --------------------------------------------------------------------
 
     def feed(self, data: bytes) -> Actions:
-        if self.closing:
-            return self._linger(len(data))
-        if self.job is not None:  # drivers do not feed during a job; keep it anyway
-            self.buf += data
-            return None
+        state = self.state
+        if state is not IDLE and state is not READING:
+            if state is LINGERING:
+                return self._linger(len(data))
+            if state is WAITING:  # drivers do not feed during a job; keep it anyway
+                self.buf += data
+            return None  # CLOSED: nothing more is read
         if self.buf:
             data = self.buf + data
             self.buf = b""
@@ -126,42 +187,46 @@ class HttpSession:
         return out or None
 
     def feed_eof(self) -> Actions:
-        if self.job is not None:
+        if self.state is WAITING:
             self.eof = True  # answer what we have, then close (see resume)
             return None
+        self.state = CLOSED
         return CLOSE
 
     def resume(self, job: Run, outcome: Outcome) -> Actions:
         if job is not self.job:
             return None
-        request = self.request
-        self.job = self.request = None
-        assert request is not None
+        request, then = self.request, self.then
+        self.job = self.request = self.then = None
+        self.state = IDLE
         out: list[Action] = []
-        if request.kind != "yield":
-            self._answer_job(request, outcome, out)
-        if not self.closing:
+        if then is not None and request is not None:
+            then(request, outcome, out)
+            self._after(request, b"", out)
+        if self.state is IDLE:
             data, self.buf = self.buf, b""
             if data:
                 self._serve(data, out)
-            if self.eof and self.job is None and not self.closing:
+            if self.eof and (self.state is IDLE or self.state is READING):
+                self.state = CLOSED
                 out.append(CLOSE)
         return out
 
     def on_timer(self) -> Actions:
-        if self.closing:
+        state = self.state
+        if state is LINGERING:
+            self.state = CLOSED
             return CLOSE
-        self.timer = False
-        if self.job is None and self.buf:
+        if state is READING:
             out: list[Action] = []
-            self._fail(408, None, out)
+            self._fail(408, None, self.buf, out)
             return out
         return None
 
     # --- cutting heads from the stream ---------------------------------------------------
 
     def _serve(self, data: bytes, out: list[Action]) -> None:
-        limits = self.service.limits
+        limits = self.shared.limits
         answered = 0
         while data:
             if data[0] in b"\r\n":
@@ -177,15 +242,15 @@ class HttpSession:
             if end < 0:
                 status = self._too_big(data)
                 if status:
-                    self._fail(status, None, out)
+                    self._fail(status, None, data, out)
                     return
                 self.buf = data
-                if not self.timer:
-                    self.timer = True
+                if self.state is IDLE:
+                    self.state = READING
                     out.append(Timer(limits.header_timeout))
                 return
-            if self.timer:
-                self.timer = False
+            if self.state is READING:
+                self.state = IDLE
                 out.append(Timer(None))
             raw, data = data[:cut], data[cut:]
             if not self._request(raw, data, out):
@@ -193,12 +258,12 @@ class HttpSession:
             answered += 1
             if answered >= limits.pipeline and data:
                 self.buf = data
-                self._start_job(Run(_yield), None, out)
+                self._start_job(Run(_yield), None, None, out)
                 return
 
     def _too_big(self, head: bytes) -> int:
         """414/431 for a head that is already over a limit though not yet complete."""
-        limits = self.service.limits
+        limits = self.shared.limits
         line = head.find(b"\n")
         if (line < 0 and len(head) > limits.request_line + 1) or line > limits.request_line + 1:
             return 414
@@ -209,91 +274,109 @@ class HttpSession:
             return 431
         return 0
 
-    def _check_limits(self, raw: bytes) -> None:
-        limits = self.service.limits
-        line = raw.find(b"\n") + 1
-        if line - 2 > limits.request_line:
-            raise BadRequest(414, "request line too long")
-        if len(raw) - line - 2 > limits.header_bytes:
-            raise BadRequest(431, "header section too large")
-        if raw.count(b"\n") - 2 > limits.header_count:
-            raise BadRequest(431, "too many header fields")
-
     # --- one request ---------------------------------------------------------------------
 
     def _request(self, raw: bytes, rest: bytes, out: list[Action]) -> bool:
         """Answer one request head; False when the session must stop (job or closing)."""
-        service = self.service
+        shared = self.shared
+        limits = shared.limits
         head: Head | None = None
         try:
-            self._check_limits(raw)
+            line = raw.find(b"\n") + 1  # the limits first (inline: this runs per request)
+            if line - 2 > limits.request_line:
+                raise BadRequest(414, "request line too long")
+            if len(raw) - line - 2 > limits.header_bytes:
+                raise BadRequest(431, "header section too large")
+            if raw.count(b"\n") - 2 > limits.header_count:
+                raise BadRequest(431, "too many header fields")
             head = self.parser.parse(raw)
             keep_alive, has_body = check_head(head)
         except BadRequest as exc:
-            self._fail(exc.status, head, out)
+            self._fail(exc.status, head, raw, out)
             return False
         request = Request(head, keep_alive)
         method = head.method
+        if method != "GET" and method != "HEAD":
+            return self._other_method(request, has_body, rest, out)
         if has_body:
-            if method in ("GET", "HEAD"):
-                self._fail(413, head, out)
-            else:
-                self._fail(405, head, out, ALLOW)
+            self._fail(413, head, raw, out)
             return False
-        if method not in ("GET", "HEAD"):
-            self._plain(request, 405, out, ALLOW)
-            return self._after(request, rest, out)
         try:
-            target = service.target(head.target)
+            target = shared.target(head.target)
         except BadRequest as exc:
             self._plain(request, exc.status, out)
             return self._after(request, rest, out)
         request.target = target
-        if service.status is not None and target.path in STATUS_PATHS:
-            request.kind = STATUS_PATHS[target.path]
-            render = service.status.html if request.kind == "html" else service.status.json
+        if shared.status is not None and target.path in STATUS_PAGES:
+            ctype = STATUS_PAGES[target.path]
+            render = shared.status.html if ctype is HTML else shared.status.json
             self.buf = rest
-            self._start_job(Run(render), request, out)
+            self._start_job(Run(render), request, partial(self._status_page, ctype), out)
             return False
-        gzip = service.gzip and accepts_gzip(head.get(b"accept-encoding"))
-        files = service.files
+        accept = head.fields.get(b"accept-encoding")
+        gzip = accept is not None and shared.gzip and accepts_gzip(accept)
+        files = shared.files
         found = files.cached(target.segments, target.trailing, gzip)
         if found is None:
             self.buf = rest
             job = Run(partial(files.lookup, target.segments, target.trailing, gzip))
-            self._start_job(job, request, out)
+            self._start_job(job, request, self._looked_up, out)
             return False
-        self._found(request, found, out)
+        if isinstance(found, (Page, NeedsSlash, Refused)):
+            self._found(request, found, out)
+        else:
+            self._file(request, found, out)  # the common case, without one more call
         return self._after(request, rest, out)
 
-    def _start_job(self, job: Run, request: Request | None, out: list[Action]) -> None:
-        if request is None:
-            request = Request(Head("-", b"", "1.1", []), True)
-            request.kind = "yield"
+    def _other_method(
+        self, request: Request, has_body: bool, rest: bytes, out: list[Action]
+    ) -> bool:
+        """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1)."""
+        method = request.head.method
+        if method == "OPTIONS":
+            status = 413 if has_body else 200
+        else:
+            status = 405 if method in KNOWN_METHODS else 501
+        extra = ALLOW if status != 501 else None
+        if has_body:
+            self._fail(status, request.head, b"", out, extra)
+            return False
+        if status == 200 and request.head.target != b"*":
+            try:
+                self.shared.target(request.head.target)
+            except BadRequest as exc:
+                status, extra = exc.status, None
+        if status == 200:
+            headers = [*ALLOW, (b"Content-Length", b"0")]
+            date = self.shared.dates.now()
+            out.append(responses.head(200, date, headers, request.keep_alive))
+            self._log(request, 200, 0)
+        else:
+            self._plain(request, status, out, extra)
+        return self._after(request, rest, out)
+
+    def _start_job(
+        self, job: Run, request: Request | None, then: Then | None, out: list[Action]
+    ) -> None:
+        self.state = WAITING
         self.job = job
         self.request = request
+        self.then = then
         out.append(job)
 
-    def _answer_job(self, request: Request, outcome: Outcome, out: list[Action]) -> None:
-        error = outcome.error
-        if request.kind in ("html", "json"):
-            if error is not None:
-                self._plain(request, 500, out)
-            else:
-                kind = (
-                    b"text/html; charset=utf-8" if request.kind == "html" else b"application/json"
-                )
-                self._page(request, Page(outcome.value, kind.decode()), out)
-        elif error is not None:
-            if isinstance(error, PermissionError):
-                self._plain(request, 403, out)
-            elif isinstance(error, (FileNotFoundError, NotADirectoryError, ValueError)):
-                self._plain(request, 404, out)
-            else:
-                self._plain(request, 500, out)
+    def _looked_up(self, request: Request, outcome: Outcome, out: list[Action]) -> None:
+        if outcome.error is not None:
+            self._plain(request, error_status(outcome.error), out)
         else:
             self._found(request, outcome.value, out)
-        self._after(request, b"", out)
+
+    def _status_page(
+        self, ctype: bytes, request: Request, outcome: Outcome, out: list[Action]
+    ) -> None:
+        if outcome.error is not None:
+            self._plain(request, 500, out)
+        else:
+            self._page(request, Page(outcome.value, ctype.decode()), out)
 
     def _after(self, request: Request, rest: bytes, out: list[Action]) -> bool:
         """After an answer: go on (keep-alive), or close, lingering if input may follow."""
@@ -303,32 +386,27 @@ class HttpSession:
             self._start_closing(out)
         else:
             out.append(CLOSE)
-            self.closing = True
+            self.state = CLOSED
         return False
 
     # --- answers -------------------------------------------------------------------------
 
     def _found(self, request: Request, found: Found, out: list[Action]) -> None:
-        if isinstance(found, Page):
+        if not isinstance(found, (Page, NeedsSlash, Refused)):
+            self._file(request, found, out)
+        elif isinstance(found, Page):
             self._page(request, found, out)
         elif isinstance(found, NeedsSlash):
             assert request.target is not None
             location = request.target.location(slash=True).encode("ascii")
             self._plain(request, 301, out, [(b"Location", location)])
-        elif isinstance(found, Refused):
-            self._plain(request, found.status, out)
         else:
-            self._file(request, found, out)
+            self._plain(request, found.status, out)
 
-    def _log(self, request: Request | None, status: int, size: int) -> None:
-        head = request.head if request is not None else None
-        self.service.observer.response(
-            self.peer,
-            head.method if head else "-",
-            head.target if head else b"",
-            head.version if head else "",
-            status,
-            size,
+    def _log(self, request: Request, status: int, size: int) -> None:
+        head = request.head
+        self.shared.observer.response(
+            self.peer, head.method, head.target, head.version, status, size
         )
 
     def _plain(
@@ -338,14 +416,24 @@ class HttpSession:
         out: list[Action],
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        date = self.service.dates.now()
+        date = self.shared.dates.now()
         data = responses.simple(status, date, request.keep_alive, request.head_only, extra)
         out.append(data)
         self._log(request, status, 0 if request.head_only else len(responses.error_body(status)))
 
     def _page(self, request: Request, page: Page, out: list[Action]) -> None:
-        date = self.service.dates.now()
+        date = self.shared.dates.now()
         extra = [] if page.cache else [(b"Cache-Control", b"no-store")]
+        head = request.head
+        if page.status == 200 and (b"if-match" in head.fields or b"if-none-match" in head.fields):
+            status = preconditions(head, None, None)  # a page has no validators
+            if status == 304:
+                out.append(responses.head(304, date, extra, request.keep_alive))
+                self._log(request, 304, 0)
+                return
+            if status == 412:
+                self._plain(request, 412, out)
+                return
         data = responses.simple(
             page.status,
             date,
@@ -362,56 +450,69 @@ class HttpSession:
         self,
         status: int,
         head: Head | None,
+        raw: bytes,
         out: list[Action],
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        """Answer an error that ends the connection, then close without a reset."""
-        request = Request(head, False) if head is not None else None
-        date = self.service.dates.now()
-        head_only = request is not None and request.head_only
+        """Answer an error that ends the connection, then close without a reset.
+
+        ``raw`` is the start of the request: when it did not parse, a request that begins
+        ``HEAD `` still gets no body (RFC 9110 §9.3.2)."""
+        date = self.shared.dates.now()
+        head_only = head.method == "HEAD" if head is not None else raw.startswith(b"HEAD ")
         out.append(responses.simple(status, date, False, head_only, extra))
-        self._log(request, status, 0 if head_only else len(responses.error_body(status)))
+        size = 0 if head_only else len(responses.error_body(status))
+        if head is not None:
+            self._log(Request(head, False), status, size)
+        else:  # the request line did not parse: the log shows "-"
+            self.shared.observer.response(self.peer, "-", b"", "", status, size)
         self._start_closing(out)
 
     def _start_closing(self, out: list[Action]) -> None:
-        self.closing = True
+        self.state = LINGERING
         self.buf = b""
-        self.timer = False
-        out += (SHUTDOWN_WRITE, Timer(self.service.limits.linger_timeout))
+        out += (SHUTDOWN_WRITE, Timer(self.shared.limits.linger_timeout))
 
     def _linger(self, n: int) -> Actions:
         self.lingered += n
-        return CLOSE if self.lingered > self.service.limits.linger_bytes else None
+        if self.lingered > self.shared.limits.linger_bytes:
+            self.state = CLOSED
+            return CLOSE
+        return None
 
     def _file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         head = request.head
         fields = head.fields
-        if b"range" in fields or b"if-none-match" in fields or b"if-modified-since" in fields:
+        if not CONDITIONAL.isdisjoint(fields):
             self._conditional_file(request, entity, out)
             return
         # the common case: the whole file, with a head whose fields are cached per file
-        service = self.service
+        shared = self.shared
         key = (
             entity.etag,
+            entity.mtime,
             entity.size,
             entity.content_type,
             entity.encoding,
             entity.vary,
             request.keep_alive,
         )
-        fixed = service.heads.get(key)
+        fixed = shared.heads.get(key)
         if fixed is None:
+            if entity.mtime > shared.dates.second:  # Last-Modified not fixed yet: see Shared
+                self._conditional_file(request, entity, out)
+                return
             headers = self._entity_headers(entity)
             headers.append((b"Content-Length", b"%d" % entity.size))
-            fixed = service.remember_head(key, responses.block(headers, request.keep_alive))
-        response = responses.OK_PREFIX + service.dates.now() + fixed
+            fixed = shared.remember_head(key, responses.block(headers, request.keep_alive))
+        response = responses.OK_PREFIX + shared.dates.now() + fixed
         regions = [(0, entity.size - 1)] if entity.size else []
         self._body(request, entity, response, 200, regions, out)
 
     def _entity_headers(self, entity: Entity) -> list[tuple[bytes, bytes]]:
         headers = [
             (b"Content-Type", entity.content_type.encode()),
-            (b"Last-Modified", self.service.last_modified(entity.mtime)),
+            (b"Last-Modified", self.shared.last_modified(entity.mtime)),
             (b"ETag", entity.etag.encode()),
             (b"Accept-Ranges", b"bytes"),
         ]
@@ -450,41 +551,42 @@ class HttpSession:
         self._log(request, status, sent)
 
     def _conditional_file(self, request: Request, entity: Entity, out: list[Action]) -> None:
-        """304, 206, 416 or 200 for a request with Range or validators."""
-        service = self.service
+        """416, 304, 412, 206 or 200: a request with Range or preconditions, or a file whose
+        Last-Modified is not fixed yet (dated after the last Date we sent)."""
+        shared = self.shared
         head = request.head
-        date = service.dates.now()
         size = entity.size
-        inm = head.get(b"if-none-match")
-        ims = head.get(b"if-modified-since")
-        if (inm is not None or ims is not None) and not_modified(
-            inm, ims, entity.etag, entity.mtime
-        ):
+        etag = entity.etag.encode()
+        modified = shared.last_modified(entity.mtime)
+        ranges = None
+        spec = head.get(b"range") if head.method == "GET" else None  # §14.2: GET only
+        if spec is not None:
+            ranges = parse_range(spec, size, shared.limits.max_ranges)
+            if ranges == []:  # 416; §13.2.1: preconditions do not apply to it
+                entity.close()
+                self._plain(request, 416, out, [(b"Content-Range", b"bytes */%d" % size)])
+                return
+        status = preconditions(head, etag, entity.mtime)
+        if status:
             entity.close()
-            validators = [
-                (b"Last-Modified", service.last_modified(entity.mtime)),
-                (b"ETag", entity.etag.encode()),
-            ]
+            if status == 412:
+                self._plain(request, 412, out)
+                return
+            # §15.4.5: what a 200 would carry of Date, ETag, Vary; Last-Modified helps caches
+            validators = [(b"Last-Modified", modified), (b"ETag", etag)]
             if entity.vary:
                 validators.append((b"Vary", b"Accept-Encoding"))
-            out.append(responses.head(304, date, validators, request.keep_alive))
+            out.append(responses.head(304, shared.dates.now(), validators, request.keep_alive))
             self._log(request, 304, 0)
             return
-        headers = self._entity_headers(entity)
-        ranges = None
-        spec = head.get(b"range")
-        if spec is not None and not request.head_only:
+        if ranges is not None:
             if_range = head.get(b"if-range")
-            if if_range is None or if_range_holds(if_range, entity.etag, entity.mtime):
-                ranges = parse_range(spec, size, service.limits.max_ranges)
+            if if_range is not None and not if_range_holds(if_range, etag, modified):
+                ranges = None
+        headers = self._entity_headers(entity)
         if ranges is None:
             status, regions = 200, [(0, size - 1)] if size else []
             headers.append((b"Content-Length", b"%d" % size))
-        elif not ranges:
-            entity.close()
-            extra = [(b"Content-Range", b"bytes */%d" % size)]
-            self._plain(request, 416, out, extra)
-            return
         elif len(ranges) == 1:
             first, last = ranges[0]
             status, regions = 206, ranges
@@ -493,7 +595,7 @@ class HttpSession:
         else:
             self._multipart(request, entity, ranges, headers, out)
             return
-        response = responses.head(status, date, headers, request.keep_alive)
+        response = responses.head(status, shared.dates.now(), headers, request.keep_alive)
         self._body(request, entity, response, status, regions, out)
 
     def _multipart(
@@ -504,7 +606,7 @@ class HttpSession:
         headers: list[tuple[bytes, bytes]],
         out: list[Action],
     ) -> None:
-        service = self.service
+        shared = self.shared
         size = entity.size
         boundary = b"ipcnet-" + bytes(c for c in entity.etag.encode() if chr(c).isalnum())
         ctype = next(v for k, v in headers if k == b"Content-Type")
@@ -521,7 +623,7 @@ class HttpSession:
         headers = [(k, v) for k, v in headers if k != b"Content-Type"]
         headers.insert(0, (b"Content-Type", b"multipart/byteranges; boundary=" + boundary))
         headers.append((b"Content-Length", b"%d" % body_len))
-        response = responses.head(206, service.dates.now(), headers, request.keep_alive)
+        response = responses.head(206, shared.dates.now(), headers, request.keep_alive)
         if entity.data is not None:
             data = entity.data
             body = b"".join(

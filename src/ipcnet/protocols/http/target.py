@@ -2,7 +2,11 @@
 
 Role: decode a request target exactly once and reduce it to a tuple of plain names that
 the filesystem layer joins under ROOT. Rules (anything suspicious is refused, not repaired):
-- only origin-form (``/path``) and absolute-form (``http://host/path``) targets; else 400;
+- only origin-form (``/path``) and absolute-form (``http://host/path``) targets; else 400
+  (the asterisk-form ``*`` of ``OPTIONS *`` is the session's, never a path);
+- an absolute-form authority must be a valid, non-empty uri-host with at most one port and
+  no userinfo (RFC 9110 §4.2.1, §4.2.4); ``check_host`` is the same grammar for the Host
+  field (RFC 9112 §3.2: reg-name, IPv4address or IP-literal ``[IPv6]`` / ``[vX.future]``);
 - malformed percent-escapes -> 400; encoded ``/``, ``\\`` or NUL (``%2f %5c %00``) -> 403;
 - after decoding: NUL, backslash, a ``..`` segment, or something still percent-encoded
   (double encoding: ``%252e%252e``) -> 403;
@@ -14,13 +18,53 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 from urllib.parse import quote, unquote_to_bytes
 
-from ipcnet.protocols.http.messages import BadRequest
+from ipcnet.errors import BadRequest
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPE = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
 _STILL_ENCODED = re.compile(rb"%[0-9A-Fa-f]{2}")
+# RFC 3986 §3.2.2-3: uri-host [":" port]; reg-name = *( unreserved / pct-encoded / sub-delims )
+# (an IPv4address is a reg-name by this grammar); IP-literal = "[" IPv6 / IPvFuture "]"
+_AUTHORITY = re.compile(rb"(\[[^\[\]]*\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+_IPV_FUTURE = re.compile(rb"[vV][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
+def host_of(authority: bytes) -> bytes | None:
+    """The uri-host of ``uri-host [":" port]``, or None when the value breaks the grammar."""
+    m = _AUTHORITY.fullmatch(authority)
+    if m is None:
+        return None
+    host = m.group(1)
+    if b"%" in host and _BAD_ESCAPE.search(host):  # pct-encoded = "%" HEXDIG HEXDIG
+        return None
+    if host[:1] == b"[":
+        inner = host[1:-1]
+        if inner[:1] in (b"v", b"V"):
+            return host if _IPV_FUTURE.fullmatch(inner) else None
+        if b"%" in inner:  # a zone identifier is not part of RFC 3986's IPv6address
+            return None
+        try:
+            IPv6Address(inner.decode("ascii"))
+        except ValueError:
+            return None
+    return host
+
+
+GOOD_HOSTS: set[bytes] = set()  # the same few Host values come with every request
+
+
+def check_host(value: bytes) -> None:
+    """The Host field (RFC 9112 §3.2); empty is valid (a target without authority)."""
+    if value in GOOD_HOSTS:
+        return
+    if host_of(value) is None:
+        raise BadRequest(400, "invalid host header")
+    if len(GOOD_HOSTS) >= 1024:
+        GOOD_HOSTS.clear()
+    GOOD_HOSTS.add(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +92,13 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
         lower = target[:8].lower()
         if lower.startswith(b"http://") or lower.startswith(b"https://"):
             rest = target[target.index(b"//") + 2 :]
+            end = len(rest)
+            for sep in b"/?#":
+                found = rest.find(sep)
+                if 0 <= found < end:
+                    end = found
+            if not host_of(rest[:end]):  # None (invalid) or b"" (empty host)
+                raise BadRequest(400, "invalid authority in the request target")
             slash = rest.find(b"/")
             question = rest.find(b"?")
             if slash < 0 or (0 <= question < slash):
