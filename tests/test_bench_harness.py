@@ -14,7 +14,8 @@ import time
 import pytest
 
 from ipcnet.bench import harness
-from ipcnet.bench.harness import BENCHMARKS, Result, Server, fmt, ratios, rounds, sentence
+from ipcnet.bench.harness import BENCHMARKS, Result, Server, fmt, ratios, rounds
+from ipcnet.cli import sentence
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(harness.__file__)))
 TINY = ["transports", "--size", "200000", "--rounds", "2", "--only", "pipe"]

@@ -189,6 +189,18 @@ def _run_blocking(
         count += 1
 
 
+def _conn_states(first_id: int, socks: list[socket.socket], size: int) -> dict[int, list[Any]]:
+    """Per fd, non-blocking: [conn_id, socket, patterns, message number, send view,
+    received, t0, buf, view of buf] (a list: the hot loop indexes it)."""
+    state: dict[int, list[Any]] = {}
+    for i, sock in enumerate(socks):
+        sock.setblocking(False)
+        buf = bytearray(size)
+        patterns = _patterns(first_id + i, size)
+        state[sock.fileno()] = [first_id + i, sock, patterns, 0, None, 0, 0.0, buf, memoryview(buf)]
+    return state
+
+
 def _run_multiplexed(
     first_id: int, socks: list[socket.socket], size: int, deadline: float
 ) -> tuple[int, array[float], list[str]]:
@@ -200,22 +212,7 @@ def _run_multiplexed(
     clock = time.perf_counter
     ep = select.epoll()
     IN, OUT = select.EPOLLIN, select.EPOLLOUT
-    # per fd: [conn_id, socket, patterns, message number, send view, received, t0, buf, view]
-    state: dict[int, list[Any]] = {}
-    for i, sock in enumerate(socks):
-        sock.setblocking(False)
-        buf = bytearray(size)
-        state[sock.fileno()] = [
-            first_id + i,
-            sock,
-            _patterns(first_id + i, size),
-            0,
-            None,
-            0,
-            0.0,
-            buf,
-            memoryview(buf),
-        ]
+    state = _conn_states(first_id, socks, size)
     count = 0
     errors: list[str] = []
     active = len(state)

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
+from ipcnet.cli import sentence
 from ipcnet.testing.pairs import free_port
 
 __all__ = ["Result", "Server", "emit", "free_port", "parser", "pin", "progress", "rounds"]
@@ -45,13 +46,13 @@ T = TypeVar("T")
 
 # benchmark name -> one sentence (``ipcnet bench --help`` and each benchmark's description)
 BENCHMARKS = {
-    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp beside a plain read/write loop",
+    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp, shm beside plain os.read/write",
     "echo": "closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles",
     "models": "every concurrency model and its peers under the same echo load, as one table",
-    "http": "wrk against the web server, nginx, http.server and uvicorn+StaticFiles",
+    "http": "static files under wrk: the web server beside nginx, http.server, uvicorn+StaticFiles",
     "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
-    "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
-    "xdp": "a UDP flood over veth dropped by XDP, nftables hooks, or read by C/Python (root)",
+    "inspector": "the socket inspector beside ss, netstat and psutil at 1k and 10k sockets",
+    "xdp": "a UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root)",
     "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
 }
 
@@ -160,12 +161,6 @@ def markdown(results: Sequence[Result]) -> str:
 
 
 # --- the command line ----------------------------------------------------------------------
-
-
-def sentence(text: str) -> str:
-    """``text`` as a sentence: ``code`` markup dropped, capital first, full stop last."""
-    text = re.sub(r"``([^`]*)``", r"\1", text.strip())
-    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
 
 
 def parser(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
