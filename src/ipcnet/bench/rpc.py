@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import re
 import sys
 import tempfile
 import threading
@@ -29,6 +29,7 @@ from ipcnet.bench import harness
 from ipcnet.bench.harness import Result, free_port, pin, rounds
 
 PAYLOAD = "x" * 100
+READY = re.compile(r"^ready (\S+)", re.M)
 
 
 def echo(data: str) -> str:
@@ -302,23 +303,6 @@ class Case:
     p99: list[float] = field(default_factory=list)
 
 
-def _start_server(argv: list[str], url: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ipcnet.bench.rpc", "--server", *argv, url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    pin(0, proc.pid)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("ready"):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"server {argv} did not start")
-    return proc
-
-
 def _url(transport: str, tmp: str) -> str:
     if transport == "tcp":
         return f"tcp://127.0.0.1:{free_port()}"
@@ -363,12 +347,10 @@ def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> l
 
         def one(case: Case) -> None:
             url = _url(case.transport, tmp)
-            server = _start_server(case.server, url)
-            try:
+            argv = [sys.executable, "-m", "ipcnet.bench.rpc", "--server", *case.server, url]
+            log = os.path.join(tmp, "server.log")
+            with harness.Server(argv, log, ready=READY, cpu=0):
                 done, lat = case.client(url, case.conc, seconds)
-            finally:
-                server.kill()
-                server.wait()
             out[(id(case), "")].samples.append(done / seconds)
             if lat:
                 lat.sort()
