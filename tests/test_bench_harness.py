@@ -177,3 +177,21 @@ def test_server_that_dies_is_a_clear_error(tmp_path) -> None:
     argv = [sys.executable, "-c", "import sys; print('no port'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"exited with 3: no port"):
         Server(argv, str(tmp_path / "s.log"), port=harness.free_port())
+
+
+def test_ipc_and_inspector_give_the_one_schema() -> None:
+    done = bench("ipc", "--count", "200", "--rounds", "1", "--size", "100", "--mode", "one-way",
+                 "--only", "shm", "--only", "pipe (plain)", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert [(r["case"], r["peer"]) for r in rows] == [
+        ("one-way 100 B", "ipcnet shm"),
+        ("one-way 100 B", "pipe (plain)"),
+    ]
+    assert all(r["median"] > 0 and r["unit"] == "msgs/s" for r in rows)
+    done = bench("inspector", "--sizes", "20", "--rounds", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    ours = [r for r in rows if r["peer"].startswith("ipcnet")]
+    assert ours and all(r["unit"] == "s" and r["lower_is_better"] for r in rows)
+    assert all(r["median"] > 0 for r in ours)
