@@ -9,6 +9,7 @@ imported only here.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ def plot(results: Sequence[Result], path: str, title: str) -> None:
         _panel(ax, [(r, q) for r, q in shown if r.unit == unit], colours)
         ax.set_ylabel(unit)
     handles = [Rectangle((0, 0), 1, 1, color=colours[p]) for p in peers]
-    fig.legend(handles, peers, fontsize=7, ncol=min(len(peers), 4), loc="lower center")
+    fig.legend(handles, peers, fontsize=6, ncol=min(len(peers), 3), loc="lower center")
     fig.suptitle(title + "  (median and range; labels: ipcnet / peer)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(peers) + 3) // 4), 1, 1))
+    rows = (len(peers) + 2) // 3
+    fig.tight_layout(rect=(0, (0.1 + 0.18 * rows) / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -57,7 +59,8 @@ def _panel(ax: Any, rows: list[tuple[Result, float | None]], colours: dict[str, 
             err = [[med - min(r.samples)], [max(r.samples) - med]]
             bar = ax.bar([x], [med], width, yerr=err, capsize=2, color=colours[r.peer])
             ax.bar_label(bar, ["" if q is None else f"{q:.2f}x"], fontsize=6, padding=2)
-    ax.set_xticks(range(len(cases)), cases, fontsize=7)
+    labels = [textwrap.fill(c, 18) for c in cases]
+    ax.set_xticks(range(len(cases)), labels, fontsize=6 if len(cases) > 4 else 7)
     meds = [r.median or 0.0 for r, _ in rows]
     if meds and max(meds) > 30 * max(min(meds), 1e-9):
         ax.set_yscale("log")
