@@ -37,7 +37,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
-from ipcnet.cli import sentence
 from ipcnet.testing.pairs import free_port
 
 __all__ = ["Result", "Server", "emit", "free_port", "parser", "pin", "progress", "rounds"]
@@ -46,14 +45,14 @@ T = TypeVar("T")
 
 # benchmark name -> one sentence (``ipcnet bench --help`` and each benchmark's description)
 BENCHMARKS = {
-    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp, shm beside plain os.read/write",
-    "echo": "closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles",
-    "models": "every concurrency model and its peers under the same echo load, as one table",
-    "http": "static files under wrk: the web server beside nginx, http.server, uvicorn+StaticFiles",
-    "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
-    "inspector": "the socket inspector beside ss, netstat and psutil at 1k and 10k sockets",
-    "xdp": "a UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root)",
-    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
+    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp and shm beside a plain loop.",
+    "echo": "Closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles.",
+    "models": "Every concurrency model and its peers under the same echo load, as one table.",
+    "http": "Static files under wrk: the web server beside nginx, http.server and uvicorn.",
+    "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc.",
+    "inspector": "The socket inspector beside ss, netstat and psutil at 1k and 10k sockets.",
+    "xdp": "A UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root).",
+    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2.",
 }
 
 CPUS = sorted(os.sched_getaffinity(0))  # read once: a pinned process's own mask is one CPU
@@ -167,7 +166,7 @@ def parser(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``ipcnet bench NAME`` with the options every benchmark has."""
     p = argparse.ArgumentParser(
         prog=f"ipcnet bench {name}",
-        description=sentence(BENCHMARKS[name]),
+        description=BENCHMARKS[name],
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
