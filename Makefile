@@ -25,6 +25,7 @@ run: $(RUNSTAMP)
 
 system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
+	./scripts/system-deps openssl  # TLS interop tests: openssl s_client/s_server (issue 11)
 	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
 
 test: $(STAMP) system-deps
@@ -46,7 +47,10 @@ bench: $(STAMP)
 	$(BIN)/ipcnet bench rpc
 	$(BIN)/ipcnet bench http
 	$(BIN)/ipcnet bench inspector
+	$(BIN)/ipcnet bench tls && $(BIN)/ipcnet bench http --tls --servers ipcnet,nginx  # issue 11
 	if [ "$$(id -u)" -eq 0 ]; then ./scripts/system-deps clang bpftool perf gcc /usr/include/bpf/bpf_helpers.h && $(BIN)/ipcnet bench xdp; else echo "bench xdp: skipped (needs root)"; fi
+	./scripts/system-deps socat haproxy taskset /usr/lib/nginx/modules/ngx_stream_module.so  # bench relay (issue 12)
+	$(BIN)/ipcnet bench relay
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

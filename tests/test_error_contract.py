@@ -38,7 +38,6 @@ ALLOWED = {
     "cli/__init__.py::main": "BrokenPipeError from sys.stdout",
     # kill(2)/waitpid(2) of the server's own children (fork models, prefork): no transport
     # opens a process that was forked; translated once there (a gone child is an answer)
-    "drivers/processes.py": "the server's own children: kill and waitpid",
 }
 
 _MODULES = ("socket", "select", "ssl", "asyncio", "os", "subprocess", "shutil", "errno")

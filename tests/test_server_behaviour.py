@@ -55,6 +55,8 @@ def test_second_signal_forces(model: str) -> None:
     server = start_slow(model, 60.0, "tcp://127.0.0.1:0")
     try:
         with ipcnet.connect(server.url("tcp"), timeout=10) as busy:
+            busy.write(b"hi\n")  # a worker has this connection (prefork: not only the kernel)
+            assert busy.readline() == b"hi\n"
             busy.write(b"sleep 30\n")
             time.sleep(0.3)
             server.proc.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ every rejection is an ``InvalidAddress`` whose message quotes the input and name
 part.
 
     tcp://host:port  tcp://:port (all interfaces)  tcp://[::1]:port  tcp://localhost:http
+    tls://host:port  tls+unix:///path  tls+unix://@name  (TLS over tcp or unix)
     tcp4://  tcp6://  udp://  udp4://  udp6://          (same host:port grammar)
     unix:///abs/path  unix:rel/path  unix://@abstract   (also unixgram://, unixpacket://)
     fifo:///abs/path  fifo:rel/path
@@ -330,6 +331,8 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("unix", UNIX_PATH, "stream", "unix", "UNIX stream socket: a path or @name"),
         Scheme("unixgram", UNIX_PATH, "datagram", "unixgram", "UNIX datagram socket"),
         Scheme("unixpacket", UNIX_PATH, "seqpacket", "unix", "UNIX SOCK_SEQPACKET socket"),
+        Scheme("tls", HOST_PORT, "stream", "tls", "TLS over TCP (--cert/--key, --ca...)"),
+        Scheme("tls+unix", UNIX_PATH, "stream", "tls", "TLS over a UNIX stream socket"),
         Scheme("fifo", FILE_PATH, "stream", "fifo", "named pipe: connect writes, listen reads",
                framing="content-length", noun="fifo"),
         Scheme("pipe", BARE, "stream", "pipes", "anonymous pipe (library: ipcnet.pipe())",

@@ -17,6 +17,7 @@ import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 from ipcnet import transports
 from ipcnet.addresses import Address, parse
@@ -279,23 +280,35 @@ class Listener:
 
 
 def connect(
-    url: str | Address, *, timeout: float | None = None, connect_timeout: float | None = 30.0
+    url: str | Address,
+    *,
+    timeout: float | None = None,
+    connect_timeout: float | None = 30.0,
+    **tls: Any,
 ) -> Channel:
     """Connect to a stream address: tcp, unix, unixpacket, fifo (write end), exec, stdio, fd.
 
     ``connect_timeout`` bounds establishing the channel (TCP handshake, waiting for a fifo
-    reader); ``timeout`` then applies to each blocking read or write.
+    reader); ``timeout`` then applies to each blocking read or write. tls:// and tls+unix://
+    take TLS keywords (``ca=``, ``cert=``, ``key=``, ``sni=``, ``alpn=``, ``insecure=``,
+    ``tls_min=``..., see ``ipcnet.transports.tls.TLSOptions``; ``tls=`` an SSLContext).
     """
-    transport = transports.open_stream(parse(url), connect_timeout)
+    transport = transports.open_stream(parse(url), connect_timeout, **tls)
     transport.timeout = timeout
     return Channel(transport)
 
 
 def listen(
-    url: str | Address, *, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False
+    url: str | Address,
+    *,
+    backlog: int = 128,
+    mode: int = 0o600,
+    reuse_port: bool = False,
+    **tls: Any,
 ) -> Listener:
-    """Listen on a stream address; unix socket files and fifos get ``mode`` (0600)."""
-    return Listener(transports.open_listener(parse(url), backlog, mode, reuse_port))
+    """Listen on a stream address; unix socket files and fifos get ``mode`` (0600).
+    tls:// and tls+unix:// take ``cert=``, ``key=``, ``ca=``... as ``connect`` does."""
+    return Listener(transports.open_listener(parse(url), backlog, mode, reuse_port, **tls))
 
 
 def open_datagram(

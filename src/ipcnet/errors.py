@@ -177,3 +177,107 @@ __all__ = [
     "Unreachable",
     "Unsupported",
 ]
+
+
+# --- TLS (issue 11) -------------------------------------------------------------------
+# The TLSError branch of the tree, translated from ssl.SSLError in one place
+# (``ipcnet.transports.tls.failures``):
+#
+#     IPCError
+#     └── TLSError                a TLS handshake, record or configuration failed
+#         ├── CertificateUntrusted    the peer's certificate chains to no CA we trust
+#         ├── CertificateExpired      the peer's certificate expired (or is not valid yet)
+#         ├── HostnameMismatch        the certificate is not for the name we asked for
+#         ├── NoClientCertificate     mutual TLS: the client offered no certificate
+#         ├── CertificateRejected     the peer refused our certificate (its alert says why)
+#         ├── ProtocolTooOld          no TLS version both sides accept (--tls-min)
+#         ├── HandshakeTimeout        the handshake did not finish in time (also Timeout)
+#         ├── NotTLS                  plain text where TLS was expected
+#         ├── UncleanEOF              the stream ended without close_notify (also Broken)
+#         └── TLSConfigError          a certificate, key or CA file cannot be used
+
+
+class TLSError(IPCError):
+    """A TLS failure; ``reason`` is a short key for counters ("untrusted", "expired", ...)."""
+
+    reason = "tls"
+
+
+class CertificateUntrusted(TLSError):
+    """The peer's certificate does not chain to a CA we trust."""
+
+    reason = "untrusted"
+
+
+class CertificateExpired(TLSError):
+    """The peer's certificate is outside its validity period."""
+
+    reason = "expired"
+
+
+class HostnameMismatch(TLSError):
+    """The peer's certificate is not for the host we asked for; ``names`` are its names."""
+
+    reason = "wrong-host"
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+class NoClientCertificate(TLSError):
+    """Mutual TLS: the server requires a client certificate and none was offered."""
+
+    reason = "no-client-cert"
+
+
+class CertificateRejected(TLSError):
+    """The peer refused our certificate (an alert such as bad_certificate, unknown_ca)."""
+
+    reason = "cert-rejected"
+
+
+class ProtocolTooOld(TLSError):
+    """The two sides share no TLS version (one of them requires a newer one)."""
+
+    reason = "protocol-version"
+
+
+class HandshakeTimeout(TLSError, Timeout):
+    """The handshake did not complete before its deadline."""
+
+    reason = "handshake-timeout"
+
+
+class NotTLS(TLSError):
+    """Plain text arrived where a TLS record was expected."""
+
+    reason = "not-tls"
+
+
+class UncleanEOF(TLSError, Broken):
+    """The peer's stream ended without close_notify: what it sent may be cut short."""
+
+    reason = "unclean-eof"
+
+
+class TLSConfigError(TLSError):
+    """A certificate, key or CA file (or a TLS option) cannot be used."""
+
+    reason = "config"
+
+
+__all__ += [
+    "CertificateExpired",
+    "CertificateRejected",
+    "CertificateUntrusted",
+    "HandshakeTimeout",
+    "HostnameMismatch",
+    "NoClientCertificate",
+    "NotTLS",
+    "ProtocolTooOld",
+    "TLSConfigError",
+    "TLSError",
+    "UncleanEOF",
+]
+# --- end TLS --------------------------------------------------------------------------

@@ -53,6 +53,8 @@ BENCHMARKS = {
     "inspector": "The socket inspector beside ss, netstat and psutil at 1k and 10k sockets.",
     "xdp": "A UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root).",
     "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2.",
+    "relay": "1 GiB and short connections through ipcnet relay, socat, HAProxy, nginx stream.",
+    "tls": "1 GiB through a tls:// channel beside a plain ssl.SSLSocket loop.",
 }
 
 CPUS = sorted(os.sched_getaffinity(0))  # read once: a pinned process's own mask is one CPU
@@ -235,6 +237,7 @@ def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
                 bar.advance(task)
             started[0] = True
             bar.update(task, description=f"{what}: {label}")
+            bar.refresh()  # draw what runs now, not at the next tick: a step may be short
 
         yield step
         bar.update(task, completed=total, description=f"{what}: done")

@@ -33,10 +33,19 @@ GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for (a not
     ("http.server", "*"): 10.0,
     ("uvicorn", "*"): 1.5,
 }
+# --tls (issue 11): HTTPS, the same certificate, TLS 1.3, no session tickets on either side;
+# "close" is one new connection, so one handshake, per request
+TLS_GOALS = {("nginx", "1k.bin", "keep-alive"): 0.7, ("nginx", "1k.bin", "close"): 0.8}
 
 
-def _nginx_conf(tmp: Path, root: Path, port: int) -> Path:
+def _nginx_conf(tmp: Path, root: Path, port: int, tls: bool = False) -> Path:
     conf = tmp / "nginx.conf"
+    listen = f"127.0.0.1:{port}"
+    if tls:  # as ipcnet: TLS 1.3 only here, no tickets, no session cache
+        listen += (
+            f" ssl; ssl_certificate {tmp}/server.pem; ssl_certificate_key {tmp}/server-key.pem;"
+            " ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off"
+        )
     conf.write_text(
         textwrap.dedent(
             f"""
@@ -57,7 +66,7 @@ def _nginx_conf(tmp: Path, root: Path, port: int) -> Path:
                 fastcgi_temp_path {tmp}/nginx-fastcgi;
                 uwsgi_temp_path {tmp}/nginx-uwsgi;
                 scgi_temp_path {tmp}/nginx-scgi;
-                server {{ listen 127.0.0.1:{port}; root {root}; }}
+                server {{ listen {listen}; root {root}; }}
             }}
             """
         )
@@ -71,19 +80,25 @@ app = StaticFiles(directory={root!r})
 """
 
 
-def _command(name: str, tmp: Path, root: Path, port: int, model: str) -> list[str] | str:
+def _command(
+    name: str, tmp: Path, root: Path, port: int, model: str, tls: bool = False
+) -> list[str] | str:
     """The argv that starts ``name`` on ``port``, or why it cannot run here."""
     py = sys.executable
+    cert = ["--cert", f"{tmp}/server.pem", "--key", f"{tmp}/server-key.pem", "--tls-min", "1.3"]
     if name == "ipcnet":
-        address = f"tcp://127.0.0.1:{port}"
-        return [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
+        address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}"
+        argv = [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
+        return argv + (cert if tls else [])
+    if tls and name == "http.server":
+        return "http.server has no TLS"
     if name == "nginx":
         nginx = shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
         )
         if nginx is None:
             return "nginx is not installed (scripts/system-deps nginx)"
-        return [nginx, "-c", str(_nginx_conf(tmp, root, port)), "-p", str(tmp)]
+        return [nginx, "-c", str(_nginx_conf(tmp, root, port, tls)), "-p", str(tmp)]
     if name == "http.server":
         return [py, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
     if name == "uvicorn":
@@ -97,6 +112,13 @@ def _command(name: str, tmp: Path, root: Path, port: int, model: str) -> list[st
         (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
         app = ["bench_static_app:app", "--app-dir", str(tmp), "--host", "127.0.0.1"]
         options = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+        if tls:
+            options += [
+                "--ssl-certfile",
+                f"{tmp}/server.pem",
+                "--ssl-keyfile",
+                f"{tmp}/server-key.pem",
+            ]
         return [py, "-m", "uvicorn", *app, "--port", str(port), *options, "--log-level", "warning"]
     raise ValueError(name)
 
@@ -120,14 +142,22 @@ def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float,
     return float(rps.group(1)), float(xfer.group(1)) * _UNIT[xfer.group(2)], "; ".join(notes)
 
 
-def _check(port: int, name: str, size: int) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=30) as r:
+def _check(port: int, name: str, size: int, tls: Path | None = None) -> None:
+    if tls is None:
+        url, context = f"http://127.0.0.1:{port}/{name}", None
+    else:
+        import ssl
+
+        url, context = f"https://localhost:{port}/{name}", ssl.create_default_context(cafile=tls)
+    with urllib.request.urlopen(url, timeout=30, context=context) as r:
         body = r.read()
     if len(body) != size:
         raise RuntimeError(f"/{name}: {len(body)} bytes, expected {size}")
 
 
-def run_bench(servers: list[str], runs: int, seconds: float, model: str) -> list[Result]:
+def run_bench(
+    servers: list[str], runs: int, seconds: float, model: str, tls: bool = False
+) -> list[Result]:
     """Every server, file and connection mode, ``runs`` wrk runs each: requests/s."""
     if shutil.which("wrk") is None:
         raise SystemExit("ipcnet bench http: wrk is not installed (scripts/system-deps wrk)")
@@ -140,9 +170,14 @@ def run_bench(servers: list[str], runs: int, seconds: float, model: str) -> list
         for name, size in FILES.items():
             (root / name).write_bytes(os.urandom(size))
             (root / name).chmod(0o644)
+        if tls:
+            from ipcnet.transports.tls.devcert import make
+
+            make(str(tmp))  # one certificate for every server
+            (tmp / "server-key.pem").chmod(0o644)  # nginx reads it as its own user
         with progress(len(servers) * len(FILES) * 2 * runs, "http") as step:
             for server in servers:
-                results += _serve(server, tmp, root, model, runs, seconds, step)
+                results += _serve(server, tmp, root, model, runs, seconds, step, tls)
     return results
 
 
@@ -154,10 +189,11 @@ def _serve(
     runs: int,
     seconds: float,
     step: Callable[[str], None],
+    tls: bool,
 ) -> list[Result]:
     """Start ``server``, check its files, run wrk on every cell, stop it."""
     port = free_port()
-    argv = _command(server, tmp, root, port, model)
+    argv = _command(server, tmp, root, port, model, tls)
     label = f"ipcnet ({model})" if server == "ipcnet" else server
     cells = [Result(f"{f} {m}", label, "req/s") for f in FILES for m in ("keep-alive", "close")]
     if isinstance(argv, str):
@@ -166,14 +202,18 @@ def _serve(
         return cells
     with Server(argv, str(tmp / f"{server}.log"), port=port, cpu=0):
         for name, size in FILES.items():
-            _check(port, name, size)
+            _check(port, name, size, tmp / "ca.pem" if tls else None)
         for cell in cells:
             name, mode = cell.case.split()
-            goal = GOALS.get((server, name)) or GOALS.get((server, "*"))
+            goal = (
+                TLS_GOALS.get((server, name, mode))
+                if tls
+                else GOALS.get((server, name)) or GOALS.get((server, "*"))
+            )
             cell.note = f"goal {goal:g}x" if goal else ""
             for i in range(runs):
                 step(f"{label} {cell.case} run {i + 1}/{runs}")
-                url = f"http://127.0.0.1:{port}/{name}"
+                url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{name}"
                 rps, mbps, note = _wrk(url, mode == "close", seconds, 1)
                 cell.samples.append(rps)
                 cell.extra.setdefault("mb_s", []).append(mbps)
@@ -193,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
+    p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
     args = p.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         p.error(f"unknown servers: {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
-    results = run_bench(servers, args.runs, args.duration, args.model)
+    results = run_bench(servers, args.runs, args.duration, args.model, args.tls)
     results.sort(key=lambda r: (list(FILES).index(r.case.split()[0]), r.case.endswith("close")))
-    emit(args, results, "http: requests/s (wrk -t1 -c50)")
+    emit(args, results, f"http{'s' if args.tls else ''}: requests/s (wrk -t1 -c50)")
     return 0
 
 

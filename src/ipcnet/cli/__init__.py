@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from ipcnet.errors import IPCError
 
 # subcommand -> module (in this package); order is the order of --help
-SUBCOMMANDS = ("connect", "serve", "rpc", "demo", "sockets", "ipcs", "bench", "xdp")
+SUBCOMMANDS = (
+    "connect",
+    "relay",
+    "serve",
+    "rpc",
+    "demo",
+    "sockets",
+    "ipcs",
+    "bench",
+    "xdp",
+    "cert",
+)
 
 
 def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:

@@ -15,6 +15,8 @@ import signal
 import sys
 from types import FrameType
 
+from ipcnet.cli import tlsflags
+
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
 
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="once one direction has ended, give the other up after S seconds without "
         "traffic (default: wait until it ends; udp/unixgram: 0.5 s after stdin's EOF)",
     )
+    tlsflags.add_arguments(parser)  # tls:// -- stdin's EOF sends close_notify (see transports.tls)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,12 +60,13 @@ def run(args: argparse.Namespace) -> int:
             linger = 0.5 if args.linger is None else args.linger
             result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=linger)
     else:
+        tls = tlsflags.keywords(args)
         if args.listen:
-            with listen(address) as listener:
+            with listen(address, **tls) as listener:
                 listener.timeout = args.connect_timeout
                 peer = listener.accept()
         else:
-            peer = connect(address, connect_timeout=args.connect_timeout)
+            peer = connect(address, connect_timeout=args.connect_timeout, **tls)
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
     error = result.error

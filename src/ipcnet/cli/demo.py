@@ -1,8 +1,9 @@
 """``ipcnet demo``: one message through every IPC mechanism of the seeds, as a table.
 
 With ``--serve`` it then keeps the demo servers running until Ctrl-C: echo on
-tcp://127.0.0.1:9734 and on a unix socket, and the web server on 127.0.0.1:8000 over the
-bundled site when this installation has it.
+tcp://127.0.0.1:9734 and on a unix socket, and the web server on 127.0.0.1:8000 (and
+HTTPS on localhost:8443, with a certificate from ``ipcnet cert`` kept in ~/.cache/ipcnet)
+over the bundled site when this installation has it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,22 @@ HELP = (
 
 ECHO = ["tcp://127.0.0.1:9734", "unix:///tmp/ipcnet-demo-echo.sock"]
 HTTP = "tcp://127.0.0.1:8000"
+HTTPS = "tls://127.0.0.1:8443"  # with a development certificate (ipcnet cert)
+
+
+def _certs() -> str:
+    import os
+
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "ipcnet", "demo-tls")
+
+
+def _tls_flags() -> list[str]:
+    """The HTTPS certificate's flags (the local CA in the cache is kept and reused)."""
+    from ipcnet.transports.tls.devcert import make
+
+    issued = make(_certs())
+    return ["--cert", issued.cert, "--key", issued.key]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +87,8 @@ def _serve() -> int:
     if importlib.util.find_spec("ipcnet.httpd") is not None:
         from ipcnet.httpd import demo_site_root
 
-        web = [*ipcnet, "http", str(demo_site_root()), HTTP, "--model", first(awaits=True)]
-        commands.append(web)
+        site, model = str(demo_site_root()), first(awaits=True)
+        commands.append([*ipcnet, "http", site, HTTP, HTTPS, "--model", model, *_tls_flags()])
     print("\nstarting the demo servers (Ctrl-C stops them):", flush=True)
     children = [subprocess.Popen(cmd) for cmd in commands]
 
@@ -84,6 +101,7 @@ def _serve() -> int:
     signal.signal(signal.SIGINT, stop)
     if len(commands) > 1:
         print(f"  open http://{HTTP.removeprefix('tcp://')}/ in a browser", flush=True)
+        print(f"  or https://localhost:8443/ (curl --cacert {_certs()}/ca.pem)", flush=True)
     print(f"  try: printf 'hello\\n' | ipcnet connect {ECHO[0]}", flush=True)
     codes = [child.wait() for child in children]
     return max(codes, default=0)

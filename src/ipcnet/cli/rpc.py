@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Any
 
+from ipcnet.cli import tlsflags
+
 HELP = "serve Python functions over JSON-RPC 2.0 (any driver, any framing), call them, list them"
 
 
@@ -91,10 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--notify", action="store_true", help="send a notification (no reply)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+    tlsflags.add_arguments(p, server=False)
     p = sub.add_parser("list", parents=[wire], help="list the server's methods (rpc.discover)")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--json", action="store_true", help="print rpc.discover's answer as it is")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+    tlsflags.add_arguments(p, server=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,6 +182,7 @@ def _client(args: argparse.Namespace) -> Any:
         codec=args.codec,
         timeout=args.timeout,
         max_frame=args.max_frame,
+        **tlsflags.keywords(args),
     )
 
 

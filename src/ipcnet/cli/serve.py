@@ -13,6 +13,8 @@ import importlib
 import sys
 from typing import Any
 
+from ipcnet.cli import tlsflags
+
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
 
 
@@ -82,6 +84,7 @@ def common_options() -> argparse.ArgumentParser:
         "--stats", metavar="URL", help="serve the counters as JSON on this address (unix:///path)"
     )
     g.add_argument("-v", "--verbose", action="store_true", help="log connection-level events")
+    tlsflags.add_arguments(p, client=False)  # tls:// addresses: --cert --key --ca ...
     return p
 
 
@@ -163,6 +166,7 @@ def config_from(args: argparse.Namespace) -> Any:
         trace=args.trace,
         stats=args.stats,
         reuse_port=args.reuse_port,
+        tls=tlsflags.keywords(args),
     )
 
 

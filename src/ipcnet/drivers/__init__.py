@@ -10,7 +10,8 @@ Where things go:
   names a model, it asks ``registry.info(name)`` for traits;
 - ``core.py`` binds, handles signals and the lifecycle; ``observe.py`` traces and serves
   the counters (``counters.py``); ``datagrams.py`` answers datagrams; ``jobs.py`` is the
-  event loops' worker pool for Run jobs; ``processes.py`` signals and reaps children.
+  event loops' worker pool for Run jobs; children are signalled and reaped
+  through ``transports.process``.
 
 ``serve`` runs a service on addresses under a model until SIGTERM/SIGINT (or
 ``core.request_stop()``).

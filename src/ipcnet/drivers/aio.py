@@ -27,11 +27,14 @@ from ipcnet.drivers.admission import ACCEPT_PAUSE, Gate, drain_step, sweep
 from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
+from ipcnet.drivers.handover import AioWatch
 from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.drivers.selector import SWEEP
 from ipcnet.protocols.base import Close, Outcome, Peer, Run, ShutdownWrite, Timer
+from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream
 from ipcnet.transports.files import read_region
+from ipcnet.transports.splice import dup_stream
 
 FILE_CHUNK = 256 * 1024  # bytes per read when the loop cannot sendfile
 DRAIN_TICK = 0.05
@@ -73,6 +76,8 @@ class SessionProtocol(asyncio.Protocol):
         self.writable.set()
         self.reading = True
         self.closed = False
+        self.watch: AioWatch | bool | None = None  # handed over: True while its job runs
+        self.late: list[bytes] = []  # read while a hand-over was on its way (uvloop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -97,6 +102,9 @@ class SessionProtocol(asyncio.Protocol):
             self._failed()
 
     def data_received(self, data: bytes) -> None:
+        if self.watch is not None:  # read before the hand-over stopped reading: the pump's
+            self.late.append(data)
+            return
         try:
             out = self.engine.feed(data)
             if out is None:
@@ -128,6 +136,9 @@ class SessionProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        watch, self.watch = self.watch, None
+        if isinstance(watch, AioWatch):
+            watch.stop()  # a forced stop ends a handed-over connection
         self._disarm()
         engine = self.engine
         row = self.model.core.row
@@ -164,13 +175,59 @@ class SessionProtocol(asyncio.Protocol):
                 transport.close()
                 engine.end()
                 return
+            elif cls is Handover:
+                self._hand_over(step)  # type: ignore[arg-type]
+                return
             else:
                 transport.write(step)  # type: ignore[arg-type]
                 engine.sent(len(step))  # type: ignore[arg-type]
         self._read_as_told()
 
+    def _hand_over(self, step: Handover) -> None:
+        """The job gets a duplicate of the socket (asyncio keeps its own descriptor, paused)
+        and runs on a worker (it may connect); its pump then runs on this loop. uvloop
+        starts reading only after connection_made returns: pause again one turn later,
+        before the loop polls, so that no byte is read past the hand-over."""
+        self.transport.pause_reading()
+        self.reading = False
+        self.watch = True
+        self.model.loop.call_soon(self._give, step)
+
+    def _give(self, step: Handover) -> None:
+        if self.closed:
+            return
+        self.transport.pause_reading()
+        stream = dup_stream(self.transport.get_extra_info("socket"), str(self.peer.address))
+        self.model.loop.create_task(self._take_over(step, stream))
+
+    async def _take_over(self, step: Handover, stream: SocketStream) -> None:
+        loop = self.model.loop
+        try:
+            pump = await loop.run_in_executor(self.model.jobs, step.job, stream)
+        except Exception:
+            log.exception("a hand-over job failed on %s", stream.where)
+            stream.close()
+            pump = None
+        if pump is None or self.closed:
+            if pump is not None:
+                pump.stop()
+            self.watch = None
+            self.transport.abort()
+            return
+        if self.late:
+            pump.prepend(b"".join(self.late))
+            self.late.clear()
+        self.watch = AioWatch(pump, loop, self._handed_done)
+        self.watch.step()
+
+    def _handed_done(self, watch: AioWatch) -> None:
+        self.watch = None
+        self.transport.abort()  # the pump closed its descriptor: now the connection's last
+
     def _read_as_told(self) -> None:
         """Read while the engine wants input and asyncio's buffer is below high water."""
+        if self.watch is not None:
+            return  # handed over: asyncio's reading stays paused
         want = self.engine.reading and self.writable.is_set() and not self.closed
         if want != self.reading and not self.transport.is_closing():
             self.reading = want
@@ -280,7 +337,9 @@ class SessionProtocol(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self.engine.idle and self.transport.get_write_buffer_size() == 0
+        return (
+            self.engine.idle and self.transport.get_write_buffer_size() == 0 and self.watch is None
+        )
 
 
 class AsyncioModel(Model):

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcnet.drivers import processes
+from ipcnet.drivers import handover
 from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
 from ipcnet.drivers.counters import Row
@@ -34,7 +34,8 @@ from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
-from ipcnet.transports import SocketStream
+from ipcnet.protocols.handover import Handover
+from ipcnet.transports import SocketStream, process
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.files import read_region
 
@@ -175,6 +176,13 @@ def _perform(
         elif cls is Timer:
             seconds = step.seconds  # type: ignore[union-attr]
             conn.timer_at = None if seconds is None else time.monotonic() + seconds
+        elif cls is Handover:  # the job takes the connection; its pump runs here, blocking
+            pump = step.job(stream)  # type: ignore[union-attr,call-arg]
+            if pump is not None:
+                if trace:
+                    trace(f"fd {fd} handed over: a pump moves its bytes")
+                handover.drive(pump)
+            return False
         else:
             stream.write(step)  # type: ignore[arg-type]
             engine.sent(len(step))  # type: ignore[arg-type]
@@ -319,7 +327,7 @@ class Children:
         return pid
 
     def wait(self, pid: int) -> None:
-        processes.wait(pid)
+        process.wait(pid)
         self._reaped(pid)
 
     def _reaped(self, pid: int) -> None:
@@ -329,11 +337,11 @@ class Children:
 
     def signal(self, force: bool) -> None:
         for pid in list(self.pids):
-            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def reap_ready(self) -> None:
         while self.pids:
-            ended = processes.wait(block=False)
+            ended = process.wait(block=False)
             if ended is None:  # no children at all any more
                 self.pids.clear()
                 return

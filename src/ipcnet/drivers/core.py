@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ipcnet.addresses import Address, parse
+from ipcnet.drivers import tls
 from ipcnet.drivers.counters import Counters, Row
 from ipcnet.drivers.engine import HIGH_WATER
 from ipcnet.drivers.observe import StatsServer, Tracer
@@ -61,6 +62,7 @@ class ServeConfig:
     stats: str | None = None  # unix:///path (or tcp://) answering with counters as JSON
     mode: int = 0o600  # unix socket files
     reuse_port: bool = False  # prefork: one listening socket per worker
+    tls: dict[str, Any] = field(default_factory=dict)  # tls:// addresses: TLSOptions' fields
 
 
 class StopServing(BaseException):
@@ -123,8 +125,8 @@ class ServerCore:
     def __init__(
         self, service: Service, addresses: list[str | Address], config: ServeConfig
     ) -> None:
-        self.service = service
         self.addresses = [parse(a) for a in addresses]
+        self.service = tls.secure(service, self.addresses, config.tls)  # TLS: drivers/tls.py
         self.config = config
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
@@ -158,9 +160,13 @@ class ServerCore:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
             opened = open_listener(
-                address, self.config.backlog, self.config.mode, self.config.reuse_port
+                address,
+                self.config.backlog,
+                self.config.mode,
+                self.config.reuse_port,
+                **tls.listen_keywords(self.service, address),
             )
-            listener = servable(opened, address)
+            listener = servable(tls.served(self.service, opened), address)
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
@@ -251,12 +257,14 @@ class ServerCore:
 
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
+        section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
         return {
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,
             "pid": os.getpid(),
             **snap,
+            **(section() if section is not None else {}),
         }
 
 

@@ -19,10 +19,14 @@ Rules (what each action becomes; the model performs the step and reports back):
                          blocking is harmless
     Timer(seconds)       the Timer: arm (or disarm) the    (nothing); when it fires:
                          connection's one deadline         timer()
+    Handover(job)        the Handover: stop reading, run   end() once the pump it
+                         job(transport) where blocking is  returned finished (see
+                         harmless, drive the Pump it       protocols.handover)
+                         returns (drivers.handover)
 
 - one step is in flight at a time: after step() hands out a buffer, a Region or a Run,
-  it returns None until that step is reported; ShutdownWrite, Close and Timer are done
-  when handed out;
+  it returns None until that step is reported; ShutdownWrite, Close, Timer and Handover
+  are done when handed out;
 - a Timer is out of band: step() hands it out before anything queued, even while output
   is blocked or a step is in flight (a deadline is the session's clock, not its output);
 - the actions ``resume`` returns go before whatever was queued after the Run (a job's
@@ -64,6 +68,7 @@ from ipcnet.protocols.base import (
     ShutdownWrite,
     Timer,
 )
+from ipcnet.protocols.handover import Handover
 from ipcnet.transports.files import release
 
 HIGH_WATER = 256 * 1024
@@ -262,7 +267,7 @@ class Engine:
         """The queue entries for actions; a Timer is taken out of band, a Close ends them."""
         if actions is None:
             return []
-        if isinstance(actions, (*_BUFFERS, SendFile, ShutdownWrite, Close, Run, Timer)):
+        if isinstance(actions, (*_BUFFERS, SendFile, ShutdownWrite, Close, Run, Timer, Handover)):
             actions = (actions,)
         items: list[Any] = []
         closing = self.closing
@@ -283,7 +288,7 @@ class Engine:
             elif action.__class__ is Timer:
                 self.timer_change = action
             else:
-                if action.__class__ is Close:
+                if action.__class__ is Close or action.__class__ is Handover:
                     closing = True
                 items.append(action)
         self.closing = closing

@@ -18,8 +18,8 @@ import os
 import signal
 import time
 
-from ipcnet.drivers import processes
 from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.transports import process
 
 BOOT_WINDOW = 2.0
 
@@ -48,7 +48,7 @@ class Prefork(Model):
         # otherwise the master keeps the shared listeners open for respawned workers
         try:
             while self.workers:
-                ended = processes.wait()
+                ended = process.wait()
                 if ended is None:
                     break
                 pid, status = ended
@@ -83,14 +83,14 @@ class Prefork(Model):
 
     def _signal_workers(self, force: bool) -> None:
         for pid in list(self.workers):
-            processes.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+            process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
 
     def _reap_all(self) -> None:
         deadline = time.monotonic() + max(0.0, self.core.time_left()) + 1.0
         while self.workers:
             if time.monotonic() > deadline or self.core.forcing.is_set():
                 self._signal_workers(force=True)
-            ended = processes.wait(block=False)
+            ended = process.wait(block=False)
             if ended is None:
                 break
             pid = ended[0]

@@ -23,9 +23,11 @@ from ipcnet.drivers.admission import Gate, drain_step, sweep
 from ipcnet.drivers.core import READ_SIZE, Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
+from ipcnet.drivers.handover import Watch
 from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Run, ShutdownWrite, Timer
+from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream
 
 READ = selectors.EVENT_READ
@@ -37,7 +39,17 @@ TIMER_TICK = 0.1  # resolution of session timers while any is armed
 class Connection:
     """One connection's state; it is the selector key's data."""
 
-    __slots__ = ("closed", "engine", "events", "fd", "last_active", "loop", "stream", "timer_at")
+    __slots__ = (
+        "closed",
+        "engine",
+        "events",
+        "fd",
+        "last_active",
+        "loop",
+        "stream",
+        "timer_at",
+        "watch",
+    )
 
     def __init__(self, loop: SelectorLoop, stream: SocketStream, engine: Engine) -> None:
         self.loop = loop
@@ -48,6 +60,7 @@ class Connection:
         self.closed = False
         self.timer_at: float | None = None
         self.last_active = time.monotonic()
+        self.watch: Watch | bool | None = None  # handed over: True while its job runs
 
     def on_readable(self) -> None:
         data = self.stream.try_read(READ_SIZE)
@@ -119,6 +132,9 @@ class Connection:
             elif cls is Close:
                 self.loop.close(self)
                 return
+            elif cls is Handover:
+                self.loop.hand_over(self, step)  # type: ignore[arg-type]
+                return
             else:
                 n = stream.try_write(step)  # type: ignore[arg-type]
                 if trace and n:
@@ -137,7 +153,7 @@ class Connection:
 
     @property
     def idle(self) -> bool:
-        return self.engine.idle
+        return self.engine.idle and self.watch is None
 
 
 class SelectorLoop(Model):
@@ -150,7 +166,7 @@ class SelectorLoop(Model):
         self.selector = self.selector_class()
         self.trace = core.trace
         self.conns: dict[int, Connection] = {}
-        self.done: collections.deque[tuple[Connection, Run, Outcome]] = collections.deque()
+        self.done: collections.deque[tuple[Connection, Run | None, Any]] = collections.deque()
         self.executor: DaemonPool | None = None
         self.timers_armed = False  # some connection has set a Timer: sweep more often
         self.gate = Gate(
@@ -189,7 +205,9 @@ class SelectorLoop(Model):
                     timeout = min(timeout, TIMER_TICK)
                 for key, mask in sel.select(timeout):
                     conn = key.data
-                    if conn.__class__ is Connection:
+                    if conn.__class__ is Watch:
+                        conn.step()
+                    elif conn.__class__ is Connection:
                         try:
                             if mask & READ:
                                 conn.on_readable()
@@ -264,7 +282,11 @@ class SelectorLoop(Model):
         if conn.events:
             self.selector.unregister(conn.fd)
         conn.closed = True
-        self.conns.pop(conn.fd, None)
+        watch, conn.watch = conn.watch, None
+        if isinstance(watch, Watch):
+            watch.stop()  # a forced stop (or the sweep) ends a handed-over connection
+        if self.conns.get(conn.fd) is conn:  # a handed-over fd may be another's by now
+            del self.conns[conn.fd]
         engine = conn.engine
         engine.end()
         row = self.core.row
@@ -276,6 +298,42 @@ class SelectorLoop(Model):
         if self.trace:
             self.trace(f"close(fd {conn.fd})")
         conn.stream.close()
+
+    # --- handed-over connections (protocols.handover) ----------------------------------
+
+    def hand_over(self, conn: Connection, step: Handover) -> None:
+        """Stop watching the connection; its job (it may connect: blocking) runs on a
+        worker; the pump it returns is then watched here until it finishes."""
+        if conn.events:
+            self.selector.unregister(conn.fd)
+            conn.events = 0
+        conn.watch = True
+        if self.executor is None:
+            self.executor = DaemonPool(self.core.config.workers)
+        future = self.executor.submit(step.job, conn.stream)
+        future.add_done_callback(lambda f: self._handed(conn, f))
+
+    def _handed(self, conn: Connection, future: Future[Any]) -> None:
+        self.done.append((conn, None, future))
+        self.core.waker.wake(b"h")
+
+    def _watch(self, conn: Connection, future: Future[Any]) -> None:
+        try:
+            pump = future.result()
+        except Exception:
+            self.core.row.add("errors")
+            log.exception("a hand-over job failed on %s", conn.stream.where)
+            pump = None
+        if pump is None or conn.closed:
+            if pump is not None:
+                pump.stop()
+            conn.watch = None
+            self.close(conn)
+            return
+        watch = Watch(pump, self.selector, lambda w: self.close(conn))
+        conn.watch = watch
+        self.timers_armed = True  # the pump's deadlines are looked at on every tick
+        watch.step()
 
     # --- jobs --------------------------------------------------------------------------
 
@@ -292,6 +350,9 @@ class SelectorLoop(Model):
     def _finish_jobs(self) -> None:
         while self.done:
             conn, job, outcome = self.done.popleft()
+            if job is None:  # a hand-over job's future
+                self._watch(conn, outcome)
+                continue
             if conn.closed:
                 try:  # the outcome still reaches the session (what the job opened is freed)
                     conn.engine.resumed(job, outcome)
@@ -305,6 +366,11 @@ class SelectorLoop(Model):
     def _fire_timers(self, now: float) -> None:
         armed = False
         for conn in list(self.conns.values()):
+            watch = conn.watch
+            if isinstance(watch, Watch):
+                watch.expire(now)
+                armed = True
+                continue
             if conn.timer_at is None:
                 continue
             if conn.timer_at > now:

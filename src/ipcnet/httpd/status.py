@@ -94,6 +94,8 @@ class StatusPage:
                 {name: row.get(name, 0) for name in WORKER_FIELDS} for row in rows if row.get("pid")
             ],
         }
+        if "tls" in core:  # served over TLS: handshakes, failures, versions, ciphers
+            info["tls"] = core["tls"]
         if self.sockets:
             socks, why = own_sockets()
             info["sockets"] = socks
@@ -114,6 +116,23 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _tls_html(tls: dict[str, Any] | None) -> str:
+    """The TLS part of the page (empty when the server speaks no TLS)."""
+    if not tls:
+        return ""
+    e = html.escape
+
+    def rows(counts: dict[str, int]) -> str:
+        return "".join(f"<tr><th>{e(k)}</th><td class=n>{v}</td></tr>" for k, v in counts.items())
+
+    return (
+        f"<h2>TLS handshakes</h2><p>completed <b id=tls-ok>{tls['handshakes']}</b>, failed "
+        f"<b id=tls-failed>{tls['failed']}</b>, certificate reloads {tls['reloads']}</p>"
+        f"<table id=tls>{rows(tls['versions'])}{rows(tls['ciphers'])}"
+        f"{rows({'failed: ' + k: v for k, v in tls['failures'].items()})}</table>\n"
+    )
 
 
 def render_html(info: dict[str, Any]) -> str:
@@ -169,7 +188,7 @@ workers {info["workers"]}, up {info["uptime"]:.0f} s, on {e(", ".join(info["addr
 </div>
 <h2>Responses by status class</h2>
 <table>{classes}</table>
-<h2>Workers</h2>
+{_tls_html(info.get("tls"))}<h2>Workers</h2>
 <table id=workers><tr>{worker_head}</tr>{worker_rows}</table>
 <h2>This server's sockets</h2>
 <table><tr><th>proto</th><th>state</th><th>local</th><th>remote</th><th>recv-q</th>

@@ -38,6 +38,8 @@ protocols/ and one row in ``protocols.SERVICES``. Rules:
 - A service that shows the server's counters (a status page) defines
   ``attach(stats: Callable[[], dict])``; the driver calls it once with a function that
   returns a snapshot (the same JSON the --stats socket serves).
+- A service with counters of its own (the relay's, TLS handshakes) defines
+  ``stats_section() -> dict``: its sections are merged into that snapshot.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from ipcnet.addresses import Address
+from ipcnet.protocols.handover import Handover  # relay (issue 12): the connection is given away
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,7 @@ class Outcome:
 
 
 Send: TypeAlias = bytes | bytearray | memoryview
-Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer
+Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer | Handover
 Actions: TypeAlias = Action | Sequence[Action] | None
 
 SHUTDOWN_WRITE = ShutdownWrite()
@@ -146,7 +149,8 @@ def as_list(actions: Actions) -> Sequence[Action]:
     if actions is None:
         return ()
     if isinstance(
-        actions, (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer)
+        actions,
+        (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer, Handover),
     ):
         return (actions,)
     return actions

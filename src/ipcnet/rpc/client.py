@@ -242,7 +242,12 @@ class Client:
         """Read once (waiting at most ``left`` s): the replies that came; a broken
         connection becomes the failure every waiting and later call sees."""
         try:
-            if left is not None and not self._poll.poll(max(1, int(left * 1000 + 0.999))):
+            ready = self.channel.transport.read_ready  # a TLS stream may hold a reply
+            if (
+                left is not None
+                and not ready
+                and not self._poll.poll(max(1, int(left * 1000 + 0.999)))
+            ):
                 return []
             got = self.channel.readinto(self._buf)
             if got == 0:
@@ -295,9 +300,11 @@ def connect(
     timeout: float | None = None,
     connect_timeout: float | None = 30.0,
     max_frame: int | None = None,
+    **tls: Any,
 ) -> Client:
-    """A Client for ``url``: newline JSON on sockets, Content-Length on exec:/stdio:;
-    for ``http://HOST:PORT/PATH`` an ``HttpClient`` (JSON-RPC in HTTP POST bodies)."""
+    """A Client for ``url``: newline JSON on sockets, Content-Length on exec:/stdio:
+    (tls:// and tls+unix:// take TLS keywords, as ``ipcnet.connect`` does); for
+    ``http://HOST:PORT/PATH`` an ``HttpClient`` (JSON-RPC in HTTP POST bodies)."""
     if isinstance(url, str) and url.startswith("http://"):
         from ipcnet.rpc.http import HttpClient
 
@@ -307,5 +314,5 @@ def connect(
         return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout))
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
-    channel = connect_channel(address, connect_timeout=connect_timeout)  # tcp: TCP_NODELAY
+    channel = connect_channel(address, connect_timeout=connect_timeout, **tls)  # tcp: NODELAY
     return Client(channel, chosen_framing, chosen_codec, timeout)

@@ -8,10 +8,14 @@ behind once both channels are closed (temporary paths live in a fresh directory)
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -145,6 +149,51 @@ def shm_local_pair() -> Pair:
 
 # --- end shared memory ---
 
+# --- TLS (issue 11): tls:// and tls+unix:// with a throwaway CA ---------------------------
+
+
+@functools.cache
+def _tls_files() -> tuple[str, str, str]:
+    """(cert, key, ca): ``ipcnet cert``'s files, made once per process, removed at exit."""
+    from ipcnet.transports.tls.devcert import make
+
+    folder = tempfile.mkdtemp(prefix="ipcnet-tls-")
+    atexit.register(shutil.rmtree, folder, True)
+    issued = make(folder)
+    return issued.cert, issued.key, issued.ca
+
+
+def _tls_pair(url: str) -> Pair:
+    cert, key, ca = _tls_files()
+    box: list[Channel | BaseException] = []
+    with listen(url, cert=cert, key=key, close_timeout=0.2) as listener:
+
+        def accept() -> None:
+            try:
+                box.append(listener.accept())  # the server's handshake
+            except BaseException as exc:
+                box.append(exc)
+
+        server = threading.Thread(target=accept, daemon=True)
+        server.start()
+        client = connect_url(listener.address, connect_timeout=5, ca=ca, sni="localhost",
+                             close_timeout=0.2)  # fmt: skip
+        server.join(10)
+    got = box[0] if box else TimeoutError(f"no tls handshake on {url}")
+    if isinstance(got, BaseException):
+        client.close()
+        raise got
+    return client, got
+
+
+def tls_pair() -> Pair:
+    return _tls_pair("tls://127.0.0.1:0")
+
+
+def tls_unix_pair() -> Pair:
+    return _tls_pair(f"tls+unix://@ipcnet-test-{uuid.uuid4().hex}")
+
+
 PAIR_MAKERS: dict[str, Callable[[], Pair]] = {
     "tcp4": tcp4_pair,
     "tcp6": tcp6_pair,
@@ -157,4 +206,6 @@ PAIR_MAKERS: dict[str, Callable[[], Pair]] = {
     "exec": exec_pair,
     "shm": shm_pair,
     "shm-pair": shm_local_pair,
+    "tls": tls_pair,
+    "tls+unix": tls_unix_pair,
 }

@@ -75,28 +75,43 @@ def _module(address: Address) -> ModuleType:
     return importlib.import_module(name if "." in name else f"{__name__}.{name}")
 
 
-def open_stream(address: Address, connect_timeout: float | None) -> StreamTransport:
-    """Connect to (or open) a stream address."""
-    connect = getattr(_module(address), "connect", None)
+def open_stream(address: Address, connect_timeout: float | None, **tls: Any) -> StreamTransport:
+    """Connect to (or open) a stream address (``tls``: TLS options, for tls:// addresses)."""
+    module = _module(address)
+    connect = getattr(module, "connect", None)
     if connect is None:
         if address.kind == "datagram":
             raise Unsupported(f"{address} is a datagram address; use open_datagram()")
         raise Unsupported(
             f"{address} has no name to connect to; call ipcnet.{address.scheme}() instead"
         )
-    stream: StreamTransport = connect(address, connect_timeout)
+    stream: StreamTransport = connect(address, connect_timeout, **_tls(module, address, tls))
     return stream
 
 
 def open_listener(
-    address: Address, backlog: int = 128, mode: int = 0o600, reuse_port: bool = False
+    address: Address,
+    backlog: int = 128,
+    mode: int = 0o600,
+    reuse_port: bool = False,
+    **tls: Any,
 ) -> Listener[StreamTransport]:
     """Bind and listen on a stream address (a fifo listener creates the fifo)."""
-    listen = getattr(_module(address), "listen", None)
+    module = _module(address)
+    listen = getattr(module, "listen", None)
     if listen is None:
         raise Unsupported(f"cannot listen on {address}: not a stream address with a name")
-    listener: Listener[StreamTransport] = listen(address, backlog, mode, reuse_port)
+    listener: Listener[StreamTransport] = listen(
+        address, backlog, mode, reuse_port, **_tls(module, address, tls)
+    )
     return listener
+
+
+def _tls(module: ModuleType, address: Address, options: dict[str, Any]) -> dict[str, Any]:
+    """TLS options go only to a module that takes them (``TAKES_TLS``), else are refused."""
+    if options and not getattr(module, "TAKES_TLS", False):
+        raise Unsupported(f"tls options given for {address}: use tls:// or tls+unix://")
+    return options
 
 
 def open_datagram(

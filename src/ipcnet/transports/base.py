@@ -95,6 +95,13 @@ class StreamTransport(ABC):
         return self._closed
 
     @property
+    def read_ready(self) -> bool:
+        """A read would return at once without the descriptor being readable: code that
+        polls the descriptor before reading asks this first (a TLS stream holds records
+        it already took from the kernel). False for plain descriptors."""
+        return False
+
+    @property
     def local_address(self) -> Address | None:
         return None
 

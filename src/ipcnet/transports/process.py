@@ -1,7 +1,9 @@
 """exec:command args: a child process, written to on its stdin and read on its stdout.
 
 Role: start the command on two pipes and give the PipeStream joining them (its ``process``
-is the child); signal a process group (``signal_group``). Rules: stderr is inherited;
+is the child); signal a process group (``signal_group``); signal and reap a server's own
+children (``kill``, ``wait``: a child that is gone already is an answer, not an error).
+Rules: stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
 terminates it, waits again, and kills it last.
 """
@@ -65,3 +67,26 @@ def signal_group(pgid: int, sig: int) -> bool:
     except OSError as exc:
         raise translate(exc, f"send signal {sig} to", f"process group {pgid}") from exc
     return True
+
+
+# --- a server's own children (the fork models and prefork) ----------------------------------
+
+
+def kill(pid: int, sig: int) -> bool:
+    """kill(2) one of our children; False if it is gone already."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    except OSError as exc:
+        raise translate(exc, f"send signal {sig} to", f"process {pid}") from exc
+    return True
+
+
+def wait(pid: int = -1, block: bool = True) -> tuple[int, int] | None:
+    """waitpid(2): (pid, status) of a child that ended, (0, 0) if none has yet (when not
+    blocking), None if there is no such child (any more)."""
+    try:
+        return os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return None

@@ -13,8 +13,6 @@ from typing import Any
 
 from ipcnet.protocols.base import Actions, BaseService, Peer
 from ipcnet.protocols.http import responses
-from ipcnet.protocols.http.limits import Limits
-from ipcnet.protocols.http.resources import Filesystem, Observer, StatusSource
 from ipcnet.protocols.http.session import HttpSession
 from ipcnet.protocols.http.shared import Shared
 
@@ -23,20 +21,7 @@ class HttpService(Shared, BaseService):
     """HTTP/1.1 GET and HEAD for the files a Filesystem finds."""
 
     name = "http"
-
-    def __init__(
-        self,
-        files: Filesystem,
-        *,
-        limits: Limits | None = None,
-        observer: Observer | None = None,
-        status: StatusSource | None = None,
-        parser: str = "auto",
-        gzip: bool = True,
-    ) -> None:
-        super().__init__(
-            files, limits=limits, observer=observer, status=status, parser=parser, gzip=gzip
-        )
+    alpn = ("http/1.1",)  # over TLS: offered by ALPN; plain HTTP there gets a 400
 
     @property
     def refusal(self) -> bytes:  # type: ignore[override]

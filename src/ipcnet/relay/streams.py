@@ -116,15 +116,21 @@ def _wait(result: RelayResult, linger: float | None, watch: tuple[Direction, ...
 def relay_streams(a: Channel, b: Channel, *, linger: float | None = None) -> RelayResult:
     """Copy a -> b and b -> a until both end (see the module's rules for ``linger``)."""
     result = RelayResult(Direction("forward"), Direction("backward"))
-    if a.transport.readable and b.transport.writable:
-        _run(result, result.forward, lambda: _pump(a, b, result.forward))
-    else:
-        result.forward.done.set()
-    if b.transport.readable and a.transport.writable:
-        _run(result, result.backward, lambda: _pump(b, a, result.backward))
-    else:
-        result.backward.done.set()
-    _wait(result, linger, (result.forward, result.backward))
+    both = (result.forward, result.backward)
+    try:  # a signal may come while a thread starts (its pump already moving bytes)
+        if a.transport.readable and b.transport.writable:
+            _run(result, result.forward, lambda: _pump(a, b, result.forward))
+        else:
+            result.forward.done.set()
+        if b.transport.readable and a.transport.writable:
+            _run(result, result.backward, lambda: _pump(b, a, result.backward))
+        else:
+            result.backward.done.set()
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.unfinished = tuple(d for d in both if not d.done.is_set())
+        return result.end()
+    _wait(result, linger, both)
     return result.end()
 
 

@@ -1,0 +1,210 @@
+"""``ipcnet relay LISTEN TARGET...``: accept on one address, connect each client to a target.
+
+What socat, HAProxy ``mode tcp`` and nginx ``stream`` do: any listen address to any target
+address (including ``exec:cmd``, a child per connection), both directions, exact
+half-close, splice(2), the PROXY protocol, udp/unixgram sessions. A stream relay runs
+under ``--model`` through the driver engine (``relay.service``); datagram relays and
+``--once`` run in the relay's own loop (``relay.server``). One log line per
+finished connection goes to stderr (``-q`` silences it); SIGTERM/SIGINT stop gracefully
+(``--grace``), a second one closes what is left. ``--once`` relays one connection and
+exits; on a terminal it shows a progress line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("listen", metavar="LISTEN", help="address to accept clients on")
+    parser.add_argument("targets", metavar="TARGET", nargs="+", help="address(es) to connect to")
+    g = parser.add_argument_group("targets")
+    g.add_argument(
+        "--balance",
+        choices=("first", "roundrobin"),
+        default="first",
+        help="first: in order, the next when one refuses or times out (default); "
+        "roundrobin: each connection starts at the next target",
+    )
+    g.add_argument("--connect-timeout", type=float, default=5.0, metavar="S", help="per target (5)")
+    g.add_argument("--send-proxy", choices=("v1", "v2"), help="PROXY protocol header upstream")
+    g.add_argument(
+        "--accept-proxy",
+        action="store_true",
+        help="clients must send a PROXY protocol header (v1 or v2) first",
+    )
+    c = parser.add_argument_group("connections")
+    c.add_argument(
+        "--linger",
+        type=float,
+        metavar="S",
+        help="after one direction ended, end the other after S s without traffic "
+        "(default: wait until it ends)",
+    )
+    c.add_argument("--idle-timeout", type=float, metavar="S", help="end connections silent S s")
+    c.add_argument(
+        "--max-conns", type=int, default=1024, metavar="K", help="over it: refused (1024)"
+    )
+    c.add_argument(
+        "--grace", type=float, default=10.0, metavar="S", help="seconds to finish at stop (10)"
+    )
+    c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
+    c.add_argument(
+        "--buffer",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="per direction: splice pipe (1 MiB) or copy buffer (256 KiB)",
+    )
+    c.add_argument("--once", action="store_true", help="relay one connection, then exit")
+    d = parser.add_argument_group("datagrams (udp, unixgram)")
+    d.add_argument(
+        "--udp-idle", type=float, default=60.0, metavar="S", help="mapping lifetime idle (60)"
+    )
+    d.add_argument("--udp-replies", type=int, metavar="N", help="end a mapping after N replies")
+    d.add_argument(
+        "--max-datagram", type=int, default=65536, metavar="BYTES", help="larger: dropped (64 KiB)"
+    )
+    from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODEL_HELP
+
+    m = parser.add_argument_group("serving (stream relays)")
+    m.add_argument(
+        "--model",
+        "-m",
+        choices=list(MODEL_HELP),
+        default=DEFAULT_MODEL,  # for the relay too the fastest measured (BENCHMARKS.md)
+        help=f"concurrency model ({DEFAULT_MODEL})",
+    )
+    m.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        metavar="N",
+        help="pool threads, prefork processes; event loops: threads that connect (8)",
+    )
+    m.add_argument(
+        "--inner",
+        choices=INNER_MODELS,
+        default=DEFAULT_MODEL,
+        help=f"the model inside each nesting model's workers ({DEFAULT_MODEL})",
+    )
+    o = parser.add_argument_group("output")
+    o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
+    o.add_argument("-q", "--quiet", action="store_true", help="no log line per connection")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ipcnet.relay import Relay, RelayConfig
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ipcnet relay: %(message)s"))
+    log = logging.getLogger("ipcnet.relay")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    config = RelayConfig(
+        balance=args.balance,
+        connect_timeout=args.connect_timeout or None,
+        linger=args.linger,
+        idle_timeout=args.idle_timeout or None,
+        max_conns=args.max_conns,
+        grace=args.grace,
+        splice=not args.no_splice,
+        buffer=args.buffer,
+        send_proxy=args.send_proxy,
+        accept_proxy=args.accept_proxy,
+        udp_idle=args.udp_idle,
+        udp_replies=args.udp_replies,
+        max_datagram=args.max_datagram,
+        once=args.once,
+        stats=args.stats,
+    )
+    from ipcnet.addresses import parse
+
+    if not args.once and parse(args.listen).kind != "datagram":
+        return _serve(args, config)
+    relay = Relay(args.listen, args.targets, config)
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    relay.start()
+    print(f"ipcnet relay: {relay.address} -> {' '.join(args.targets)}", file=sys.stderr)
+    progress = args.once and sys.stderr.isatty()
+    shown = 0.0
+    started = time.monotonic()
+    while not relay.wait(0.25 if progress else 0.5):
+        if signals:
+            break
+        if progress and time.monotonic() - shown >= 0.5:
+            shown = time.monotonic()
+            _progress(relay.moved(), shown - started)
+    if progress:
+        _progress(relay.moved(), time.monotonic() - started)
+        print(file=sys.stderr)
+    if signals:
+        stopper = threading.Thread(target=relay.stop, daemon=True)
+        stopper.start()
+        count = len(signals)
+        while stopper.is_alive():
+            stopper.join(0.1)
+            if len(signals) > count:  # a second signal: close what is left now
+                relay.force()
+                count = len(signals)
+        return 0
+    relay.stop()
+    return 0
+
+
+def _progress(moved: tuple[int, int], seconds: float) -> None:
+    up, down = moved
+    rate = (up + down) / seconds / 1e6 if seconds > 0 else 0.0
+    print(
+        f"\rup {up:,} B, down {down:,} B, {rate:.1f} MB/s   ", end="", file=sys.stderr, flush=True
+    )
+
+
+def _serve(args: argparse.Namespace, config: object) -> int:
+    """A stream relay under a concurrency model, through the driver engine."""
+    from ipcnet.drivers import ServeConfig, serve
+    from ipcnet.relay.server import RelayConfig
+    from ipcnet.relay.service import RelayService
+    from ipcnet.relay.targets import Targets
+
+    assert isinstance(config, RelayConfig)
+    config.check()
+    targets = Targets(args.targets, config.balance, config.connect_timeout)
+    for target in targets.addresses:
+        if target.kind == "datagram":
+            from ipcnet.errors import Unsupported
+
+            raise Unsupported(f"target {target} is not a stream address like {args.listen}")
+    service = RelayService(targets, config, targets.stats)
+    serving = ServeConfig(
+        model=args.model,
+        workers=args.workers,
+        inner=args.inner,
+        max_conns=config.max_conns,
+        grace=config.grace,
+        idle_timeout=None,  # the relay's pump keeps its own (--idle-timeout, --linger)
+        stats=config.stats,
+        mode=config.mode,
+    )
+
+    def ready(core: object) -> None:
+        bound = getattr(core, "bound", [args.listen])
+        print(f"ipcnet relay: {bound[0]} -> {' '.join(args.targets)}", file=sys.stderr)
+
+    serve(service, [args.listen], serving, ready)
+    return 0

@@ -1,0 +1,72 @@
+"""Where a relayed connection goes: a list of targets and the rule that picks one.
+
+Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx's):
+- ``first`` (the default) tries the targets in order and takes the first that accepts, so
+  the next one stands in when one refuses or does not answer within ``connect_timeout``;
+- ``roundrobin`` starts each connection at the next target in turn, then goes on in order
+  past the ones that fail;
+- a target is any stream address ipcnet connects to; ``exec:cmd`` starts a child per
+  connection on its stdin/stdout, as inetd does;
+- every failure is counted per target; when all fail the last error is raised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+
+from ipcnet.addresses import Address, parse
+from ipcnet.errors import InvalidAddress, IPCError, Unsupported
+from ipcnet.relay.stats import RelayStats
+from ipcnet.transports import StreamTransport, open_stream
+
+BALANCES = ("first", "roundrobin")
+
+
+class Targets:
+    """The targets of a relay and the balance rule over them."""
+
+    def __init__(
+        self,
+        targets: Sequence[str | Address],
+        balance: str = "first",
+        connect_timeout: float | None = 5.0,
+        stats: RelayStats | None = None,
+    ) -> None:
+        if not targets:
+            raise InvalidAddress("a relay needs at least one target address")
+        if balance not in BALANCES:
+            raise InvalidAddress(f"unknown balance {balance!r} (known: {', '.join(BALANCES)})")
+        self.addresses = [parse(t) for t in targets]
+        for address in self.addresses:
+            if address.kind == "datagram":
+                continue  # a datagram relay's targets; checked by the caller
+            if address.scheme in ("pipe", "socketpair", "stdio"):
+                why = "it is this process's own" if address.scheme == "stdio" else "it has no name"
+                raise Unsupported(f"{address} cannot be a relay target: {why}")
+        self.balance = balance
+        self.connect_timeout = connect_timeout
+        self.stats = stats or RelayStats([str(a) for a in self.addresses])
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def order(self) -> list[Address]:
+        """The targets to try for the next connection, in order."""
+        if self.balance == "first" or len(self.addresses) == 1:
+            return self.addresses
+        with self._lock:
+            start = next(self._turn) % len(self.addresses)
+        return self.addresses[start:] + self.addresses[:start]
+
+    def connect(self) -> tuple[StreamTransport, Address]:
+        """An open stream to the first target (in balance order) that accepts."""
+        error: IPCError | None = None
+        for address in self.order():
+            try:
+                return open_stream(address, self.connect_timeout), address
+            except IPCError as exc:
+                self.stats.connect_failed(str(address))
+                error = exc
+        assert error is not None
+        raise error

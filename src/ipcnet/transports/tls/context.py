@@ -1,0 +1,197 @@
+"""TLS options and the ``ssl.SSLContext``s built from them; server contexts reload.
+
+Role: ``TLSOptions`` holds what the CLI flags and library keywords of the same names say
+(``--cert --key --ca --insecure --sni --alpn --tls-min --tls-tickets``);
+``client_context`` and ``server_context`` build contexts with secure defaults;
+``ServerContext`` keeps the server's current context and swaps in a new one on
+``reload()`` (SIGHUP), which only new handshakes use.
+
+Rules:
+- secure defaults: verification on, host name checked, TLS 1.2 or newer, the system trust
+  store when ``ca`` is absent; ``insecure`` turns verification off and says so on stderr;
+- on a server, ``ca`` requests and verifies client certificates (mutual TLS);
+- session tickets (TLS 1.3, server): ``tickets`` = 0 by default. A TLS 1.3 server sends
+  its tickets *after* the handshake, unasked; a client that writes, then closes without
+  reading leaves them unread in its receive queue, so its kernel answers the close with an
+  RST, and the server loses whatever of the client's data it had not read yet. With no
+  tickets nothing is ever sent that the client did not ask for. The price is a full
+  handshake per connection (no resumption); ``--tls-tickets N`` buys resumption back;
+- a ready ``SSLContext`` passed as ``context`` is used as it is;
+- a bad file is a ``TLSConfigError`` naming the file; a bad file on reload keeps the old
+  context and logs why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipcnet.errors import TLSConfigError
+
+log = logging.getLogger("ipcnet.tls")
+
+VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to finish the handshake
+CLOSE_TIMEOUT = 1.0  # seconds to wait for the peer's close_notify after sending ours
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """What a TLS endpoint needs; field names are the CLI flags' (``--tls-min`` = tls_min)."""
+
+    cert: str | None = None  # PEM certificate (chain allowed); a server needs one
+    key: str | None = None  # PEM private key (default: in ``cert``)
+    ca: str | None = None  # client: whom to trust; server: require client certs from it
+    insecure: bool = False  # client: no verification at all
+    sni: str | None = None  # client: server name to send and check (default: the host)
+    alpn: tuple[str, ...] = ()  # protocols to offer (client) or accept (server)
+    tls_min: str = "1.2"  # "1.2" or "1.3"
+    tls_tickets: int = 0  # TLS 1.3 session tickets a server sends (see the module docs)
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    close_timeout: float = CLOSE_TIMEOUT
+    context: ssl.SSLContext | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, tls: TLSOptions | ssl.SSLContext | None = None, **fields: Any) -> TLSOptions:
+        """Options from a TLSOptions, a ready SSLContext, or the fields as keywords."""
+        if isinstance(tls, ssl.SSLContext):
+            fields["context"] = tls
+            tls = None
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TLSConfigError(
+                f"unknown tls option {sorted(unknown)[0]!r} (known: "
+                f"{', '.join(f.name for f in dataclasses.fields(cls))})"
+            )
+        return dataclasses.replace(tls, **fields) if tls is not None else cls(**fields)
+
+    def __post_init__(self) -> None:
+        alpn: object = self.alpn  # a "p1,p2" string or any list is accepted too
+        if isinstance(alpn, str):
+            object.__setattr__(self, "alpn", parse_alpn(alpn))
+        elif not isinstance(alpn, tuple):
+            object.__setattr__(self, "alpn", tuple(alpn))  # type: ignore[arg-type]
+        if self.tls_min not in VERSIONS:
+            raise TLSConfigError(f"invalid --tls-min {self.tls_min!r}: expected 1.2 or 1.3")
+        if self.tls_tickets < 0:
+            raise TLSConfigError(f"invalid --tls-tickets {self.tls_tickets}: expected 0 or more")
+        if self.handshake_timeout <= 0:
+            raise TLSConfigError("invalid handshake timeout: expected a positive number of s")
+        for name in self.alpn:
+            if not name or len(name) > 255 or not name.isascii():
+                raise TLSConfigError(f"invalid --alpn protocol {name!r}")
+
+
+def parse_alpn(text: str | None) -> tuple[str, ...]:
+    """``--alpn h2,http/1.1`` -> ("h2", "http/1.1")."""
+    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
+
+
+def client_context(options: TLSOptions) -> ssl.SSLContext:
+    """A client context: verify the server against ``ca`` (or the system store)."""
+    if options.context is not None:
+        return options.context
+    try:
+        ctx = ssl.create_default_context(cafile=options.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise _file_error("ca file", options.ca, exc) from exc
+    ctx.minimum_version = VERSIONS[options.tls_min]
+    if options.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        log.warning("tls: --insecure: the server's certificate is not checked")
+    if options.cert:
+        _load_chain(ctx, options.cert, options.key)
+    if options.alpn:
+        ctx.set_alpn_protocols(list(options.alpn))
+    return ctx
+
+
+def server_context(options: TLSOptions) -> ssl.SSLContext:
+    """A server context from ``cert``/``key``; with ``ca``, client certificates are required."""
+    if options.context is not None:
+        return options.context
+    if not options.cert:
+        raise TLSConfigError("a tls server needs a certificate: pass --cert FILE --key FILE")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = VERSIONS[options.tls_min]
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.num_tickets = options.tls_tickets
+    _load_chain(ctx, options.cert, options.key)
+    if options.ca:
+        try:
+            ctx.load_verify_locations(cafile=options.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise _file_error("ca file", options.ca, exc) from exc
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if options.alpn:
+        ctx.set_alpn_protocols(list(options.alpn))
+    return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        missing = exc.filename or (cert if key is None else f"{cert} or {key}")
+        raise TLSConfigError(f"cannot load certificate: no such file {missing}") from exc
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TLSConfigError(f"key {key or cert} does not match certificate {cert}") from exc
+        raise _file_error(
+            "certificate and key", cert if key is None else f"{cert}, {key}", exc
+        ) from exc
+    except OSError as exc:
+        raise _file_error(
+            "certificate and key", cert if key is None else f"{cert}, {key}", exc
+        ) from exc
+
+
+def _file_error(what: str, path: str | None, exc: BaseException) -> TLSConfigError:
+    if isinstance(exc, ssl.SSLError):
+        why = (exc.reason or "").lower().replace("_", " ")
+        if not why or why in ("pem lib", "no start line", "no certificate or crl found"):
+            why = "not a pem file of the right kind"
+    elif isinstance(exc, OSError):
+        why = (exc.strerror or str(exc)).lower()
+    else:
+        why = str(exc)
+    return TLSConfigError(f"cannot load {what} {path}: {why}")
+
+
+class ServerContext:
+    """The server's current context; ``reload()`` builds a new one from the same files.
+
+    Each handshake takes ``current`` when it starts, so a reload never touches live
+    connections. A reload that fails (a missing or half-written file, a key that does not
+    match) keeps the old context, logs why and returns False.
+    """
+
+    def __init__(self, options: TLSOptions) -> None:
+        self.options = options
+        self.current = server_context(options)
+        self.reloads = 0
+        self._lock = threading.Lock()
+
+    def reload(self) -> bool:
+        if self.options.context is not None:
+            log.warning("tls: reload: the server was given a ready ssl context; nothing to load")
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False  # a reload is under way (a signal during a reload): that one counts
+        try:
+            try:
+                fresh = server_context(self.options)
+            except TLSConfigError as exc:
+                log.error("tls: reload failed, keeping the current certificate: %s", exc)
+                return False
+            self.current = fresh
+            self.reloads += 1
+        finally:
+            self._lock.release()
+        log.info("tls: reloaded certificate %s", self.options.cert)
+        return True

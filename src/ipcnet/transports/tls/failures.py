@@ -1,0 +1,133 @@
+"""The one place where ``ssl.SSLError`` becomes an ipcnet ``TLSError``.
+
+Role: ``translate(exc, where, server_side)`` maps what OpenSSL reported (the verify code of
+a certificate check, the reason of an alert or a record error) to the ``TLSError`` branch of
+``ipcnet.errors``, with a short lower-case message naming the cause and the peer. Rules:
+the SSLError is chained as ``__cause__`` by the caller (``raise ... from exc``); the same
+failure reads differently on the two sides (a client "presented" nothing, a server
+"requires" a certificate), so the side is an argument; unknown reasons keep OpenSSL's own
+words, lower-cased.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from ipcnet import errors
+
+# X509_V_ERR_* codes (openssl/x509_vfy.h) that the messages below single out
+_NOT_YET_VALID = 9
+_EXPIRED = 10
+_HOSTNAME_MISMATCH = 62
+_IP_MISMATCH = 64
+
+_VERSION_REASONS = {
+    "UNSUPPORTED_PROTOCOL",
+    "TLSV1_ALERT_PROTOCOL_VERSION",
+    "NO_PROTOCOLS_AVAILABLE",
+    "VERSION_TOO_LOW",
+    "WRONG_SSL_VERSION",
+}
+_NOT_TLS_REASONS = {
+    "HTTP_REQUEST",
+    "HTTPS_PROXY_REQUEST",
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+}
+# alerts with which a peer says it does not accept our certificate
+_REJECTED_ALERTS = {
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown ca",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate unknown",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported certificate",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "certificate revoked",
+    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
+}
+
+
+def translate(
+    exc: BaseException, where: str, server_side: bool, min_version: str = "1.2"
+) -> errors.IPCError:
+    """The ipcnet error for an SSLError raised while talking TLS with ``where``."""
+    if isinstance(exc, errors.IPCError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _verify_failed(exc, where, server_side)
+    if isinstance(exc, ssl.SSLEOFError):
+        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+    if not isinstance(exc, ssl.SSLError):
+        return errors.TLSError(f"tls error with {where}: {exc}")
+    reason = exc.reason or ""
+    if reason == "UNEXPECTED_EOF_WHILE_READING":
+        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return errors.NoClientCertificate(
+            f"no client certificate: {where} offered none (this server requires one)"
+        )
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        return errors.NoClientCertificate(
+            f"no client certificate offered: {where} requires one (pass --cert and --key)"
+        )
+    if reason in _REJECTED_ALERTS:
+        ours = "client" if not server_side else "server"
+        return errors.CertificateRejected(
+            f"certificate rejected: {where} refused our {ours} certificate "
+            f"(alert: {_REJECTED_ALERTS[reason]})"
+        )
+    if reason in _VERSION_REASONS:
+        return errors.ProtocolTooOld(
+            f"protocol too old: {where} and we share no tls version (we accept tls {min_version}"
+            " and newer)"
+        )
+    if reason in _NOT_TLS_REASONS:
+        return not_tls(where, server_side)
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        return errors.TLSError(
+            f"handshake refused by {where} (alert: handshake failure; "
+            "a client certificate or a common cipher may be missing)"
+        )
+    words = reason.lower().replace("_", " ") or str(exc).lower()
+    return errors.TLSError(f"tls error with {where}: {words}")
+
+
+def _verify_failed(
+    exc: ssl.SSLCertVerificationError, where: str, server_side: bool
+) -> errors.TLSError:
+    code = exc.verify_code
+    whose = f"the client certificate of {where}" if server_side else f"the certificate of {where}"
+    if code == _EXPIRED:
+        return errors.CertificateExpired(f"expired certificate: {whose} has expired")
+    if code == _NOT_YET_VALID:
+        return errors.CertificateExpired(f"certificate not yet valid: {whose}")
+    if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
+        message = (exc.verify_message or "").rstrip(".")
+        asked = message.rpartition(" for ")[2] or "the host asked for"
+        return errors.HostnameMismatch(f"wrong host name: {whose} is not valid for {asked}")
+    detail = (exc.verify_message or "verification failed").lower()
+    hint = "" if server_side else "; pass --ca FILE to trust its ca"
+    return errors.CertificateUntrusted(f"untrusted certificate: {whose} ({detail}{hint})")
+
+
+def not_tls(where: str, server_side: bool) -> errors.NotTLS:
+    if server_side:
+        return errors.NotTLS(f"not tls: {where} sent plain text to a tls port")
+    return errors.NotTLS(f"not tls: {where} did not answer in tls (is it a tls server?)")
+
+
+def handshake_eof(where: str) -> errors.UncleanEOF:
+    return errors.UncleanEOF(f"unclean eof: {where} closed the connection during the handshake")
+
+
+def with_names(error: errors.HostnameMismatch, names: tuple[str, ...]) -> errors.HostnameMismatch:
+    """The same error, listing the names the certificate does have."""
+    listed = ", ".join(names) if names else "none"
+    return errors.HostnameMismatch(f"{error} (it names: {listed})", names)
+
+
+def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:
+    return errors.HandshakeTimeout(
+        f"tls handshake timeout: {where} did not finish the handshake in {seconds:g} s"
+    )

@@ -1,0 +1,147 @@
+"""The relay's pump under each kind of model: blocking (``drive``), a selectors loop
+(``Watch``) and asyncio (``AioWatch``), 16 MiB both ways at once with sha256 equal."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import selectors
+import socket
+import threading
+
+import pytest
+
+from ipcnet.addresses import parse
+from ipcnet.drivers.handover import AioWatch, Watch, drive
+from ipcnet.relay.pump import Bridge
+from ipcnet.transports import open_stream
+from ipcnet.transports.sockets import stream_for
+from ipcnet.transports.splice import RelayEnd
+from relay_helpers import echo, server
+
+SIZE = 16 << 20
+
+
+def _bridge(url: str, splice: bool) -> tuple[Bridge, socket.socket]:
+    ours, theirs = socket.socketpair()
+    client = RelayEnd(stream_for(theirs, "socketpair:"))
+    upstream = RelayEnd(open_stream(parse(url), 5))
+    return Bridge(client, upstream, splice=splice), ours
+
+
+def _talk(sock: socket.socket, result: list[bool]) -> threading.Thread:
+    def body() -> None:
+        data = os.urandom(SIZE)
+
+        def writer() -> None:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        got = hashlib.sha256()
+        n = 0
+        while chunk := sock.recv(1 << 20):
+            got.update(chunk)
+            n += len(chunk)
+        t.join()
+        result.append(n == SIZE and got.digest() == hashlib.sha256(data).digest())
+        sock.close()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_blocking_drive(splice: bool) -> None:
+    with server(echo) as backend:
+        bridge, sock = _bridge(backend.url, splice)
+        result: list[bool] = []
+        talker = _talk(sock, result)
+        drive(bridge)
+        talker.join(30)
+    assert result == [True] and bridge.finished
+    assert [e.how for e in bridge.ends] == ["eof", "eof"]
+
+
+@pytest.mark.parametrize("kind", ["select", "poll", "epoll"])
+def test_selectors_watch(kind: str) -> None:
+    cls = {
+        "select": selectors.SelectSelector,
+        "poll": selectors.PollSelector,
+        "epoll": selectors.EpollSelector,
+    }[kind]
+    with server(echo) as backend:
+        bridge, sock = _bridge(backend.url, True)
+        result: list[bool] = []
+        talker = _talk(sock, result)
+        sel = cls()
+        finished: list[Watch] = []
+        watch = Watch(bridge, sel, finished.append)
+        watch.step()
+        while not finished:
+            for key, _ in sel.select(1.0):
+                key.data.step()
+        sel.close()
+        talker.join(30)
+    assert result == [True] and finished == [watch] and not watch.fds
+
+
+def test_asyncio_watch() -> None:
+    with server(echo) as backend:
+        bridge, sock = _bridge(backend.url, True)
+        result: list[bool] = []
+        talker = _talk(sock, result)
+
+        async def main() -> None:
+            done = asyncio.get_running_loop().create_future()
+            watch = AioWatch(bridge, asyncio.get_running_loop(), done.set_result)
+            watch.step()
+            assert await asyncio.wait_for(done, 60) is watch
+
+        asyncio.run(main())
+        talker.join(30)
+    assert result == [True] and bridge.finished
+
+
+# --- ipcnet relay under every model of the driver engine ----------------------------------
+
+from ipcnet.drivers import MODELS  # noqa: E402
+from relay_helpers import both_ways, relay_process  # noqa: E402
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_64_mib_both_ways_under_every_model(model: str) -> None:
+    with (
+        server(echo) as backend,
+        relay_process(
+            "tcp://127.0.0.1:0", backend.url, "--model", model, "--workers", "2"
+        ) as relay,
+    ):
+        sent, got, n = both_ways(relay.port, 64 << 20)
+        assert n == 64 << 20 and sent == got
+        lines = relay.wait_lines(1)
+    assert "client eof first, then server eof" in lines[-1], lines
+
+
+def test_the_engine_hands_over_as_it_closes() -> None:
+    """No sockets: a Handover is a step done when handed out, after what was queued
+    before it; what the session says after it is dropped, and reading stops."""
+    from ipcnet.drivers.engine import Engine
+    from ipcnet.protocols.base import Actions, BaseSession
+    from ipcnet.protocols.handover import Handover
+
+    handover = Handover(lambda stream: None)
+
+    class Session(BaseSession):
+        def feed(self, data: bytes) -> Actions:
+            return [b"before", handover, b"after"]
+
+    engine = Engine(Session())
+    assert engine.feed(b"x") is None
+    assert engine.step() == b"before"
+    engine.sent(6)
+    assert engine.step() is handover
+    assert engine.step() is None and not engine.reading and engine.idle
