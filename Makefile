@@ -1,20 +1,26 @@
 # Two commands do everything on a fresh machine with Python 3.11 and make:
-#   make run   - create .venv, install ipcnet, run the demo tour, then the demo servers until Ctrl-C
-#   make test  - create .venv, install test extras and the Debian tools the tests use, run the suite
+#   make run   - create .venv, install ipcnet and its fast extras only, run the demo tour, then the
+#                demo servers until Ctrl-C
+#   make test  - also install the test and bench extras and the Debian tools the tests use, run the suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNSTAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint typecheck check bench system-deps clean
 
-$(STAMP): pyproject.toml
+$(RUNSTAMP): pyproject.toml  # what the demo uses: the runtime and its fast extras
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[fast]'
+	touch $@
+
+$(STAMP): $(RUNSTAMP)  # the rest: tests, linters, benchmarks and their peers
 	$(BIN)/python -m pip install -q -e '.[test,fast,bench]'
 	touch $@
 
-run: $(STAMP)
+run: $(RUNSTAMP)
 	$(BIN)/ipcnet demo --serve
 
 system-deps:

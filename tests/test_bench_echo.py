@@ -106,8 +106,9 @@ def test_load_against_asyncio_protocol_peer_reports_json(capsys):
         status = echo.main(
             [url, "-c", "3", "-d", "0.4", "-s", "3000", "--json", "--server-pid", str(proc.pid)]
         )
-    out = json.loads(capsys.readouterr().out)
+    (out,) = json.loads(capsys.readouterr().out)["results"]  # the harness's one schema
     assert status == 0
+    assert out["unit"] == "msgs/s" and out["samples"] == [out["msgs_per_s"]]
     assert out["msgs"] > 0 and out["verified"] is True and out["errors"] == []
     assert out["conns"] == 3 and out["size"] == 3000
     assert out["msgs_per_s"] > 0 and out["mb_per_s"] > 0
@@ -126,7 +127,7 @@ def test_cli_over_unix_with_big_messages_and_the_channel_client(short_tmp):
             timeout=30,
         )
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["msgs"] > 0
+        assert json.loads(done.stdout)["results"][0]["msgs"] > 0
         result = echo.measure(url, conns=1, seconds=0.3, size=1000, client="channel")
     assert result.ok and result.msgs > 0 and result.client == "channel"
 
@@ -213,7 +214,7 @@ def test_models_runs_peers_prints_json_and_leaves_nothing(capsys):
     status = models.main([*only, *args, "--json", "-q"])
     out = json.loads(capsys.readouterr().out)
     assert status == 0
-    rows = {(r["name"], r["transport"], r["conns"]): r for r in out["rows"]}
+    rows = {(r["name"], r["transport"], r["conns"]): r for r in out["results"]}
     assert set(rows) == {
         ("selectors", "tcp", 1),
         ("selectors", "tcp", 2),

@@ -16,7 +16,6 @@ before any thread exists and always reaped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -190,6 +189,18 @@ def _run_blocking(
         count += 1
 
 
+def _conn_states(first_id: int, socks: list[socket.socket], size: int) -> dict[int, list[Any]]:
+    """Per fd, non-blocking: [conn_id, socket, patterns, message number, send view,
+    received, t0, buf, view of buf] (a list: the hot loop indexes it)."""
+    state: dict[int, list[Any]] = {}
+    for i, sock in enumerate(socks):
+        sock.setblocking(False)
+        buf = bytearray(size)
+        patterns = _patterns(first_id + i, size)
+        state[sock.fileno()] = [first_id + i, sock, patterns, 0, None, 0, 0.0, buf, memoryview(buf)]
+    return state
+
+
 def _run_multiplexed(
     first_id: int, socks: list[socket.socket], size: int, deadline: float
 ) -> tuple[int, array[float], list[str]]:
@@ -201,22 +212,7 @@ def _run_multiplexed(
     clock = time.perf_counter
     ep = select.epoll()
     IN, OUT = select.EPOLLIN, select.EPOLLOUT
-    # per fd: [conn_id, socket, patterns, message number, send view, received, t0, buf, view]
-    state: dict[int, list[Any]] = {}
-    for i, sock in enumerate(socks):
-        sock.setblocking(False)
-        buf = bytearray(size)
-        state[sock.fileno()] = [
-            first_id + i,
-            sock,
-            _patterns(first_id + i, size),
-            0,
-            None,
-            0,
-            0.0,
-            buf,
-            memoryview(buf),
-        ]
+    state = _conn_states(first_id, socks, size)
     count = 0
     errors: list[str] = []
     active = len(state)
@@ -382,8 +378,6 @@ def measure(
     client there), else min(conns, CPUs). Raises EchoError when the load cannot start;
     verification and stall errors come back in ``EchoResult.errors``.
     """
-    import pickle
-    import struct
     from array import array
 
     from ipcnet.addresses import parse
@@ -408,67 +402,9 @@ def measure(
         process_tree_cpu(server_pid)  # fail early on a wrong pid
 
     shares = [conns // processes + (1 if i < conns % processes else 0) for i in range(processes)]
-    workers: list[tuple[int, BinaryIO, int]] = []  # pid, result reader, go writer
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        first = 0
-        for share in shares:
-            r, w = os.pipe()
-            go_r, go_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 0
-                try:
-                    os.close(r)
-                    os.close(go_w)
-                    for _, other, other_go in workers:
-                        other.close()
-                        os.close(other_go)
-                    with os.fdopen(w, "wb") as out:
-                        _worker(url, first, share, size, cpu, client, connect_timeout, out, go_r)
-                except BaseException:
-                    code = 1
-                    import traceback
-
-                    traceback.print_exc()
-                finally:
-                    os._exit(code)
-            os.close(w)
-            os.close(go_r)
-            workers.append((pid, os.fdopen(r, "rb"), go_w))
-            first += share
-
-        problems = []
-        for _, reader, _ in workers:
-            line = reader.readline().decode(errors="replace").strip()
-            if line != "ready":
-                problems.append(line.removeprefix("error: ") or "a load worker died")
-        if problems:
-            raise EchoError(problems[0])
-
-        start = time.perf_counter() + 0.05
-        deadline = start + seconds
-        for _, _, go_w in workers:
-            os.write(go_w, struct.pack("dd", start, deadline))
-        time.sleep(max(0.0, start - time.perf_counter()))
-        server0 = process_tree_cpu(server_pid) if server_pid is not None else 0.0
-        time.sleep(max(0.0, deadline - time.perf_counter()))
-        server1 = process_tree_cpu(server_pid) if server_pid is not None else 0.0
-
-        reports: list[_WorkerReport] = []
-        for _, reader, _ in workers:
-            try:
-                reports.append(pickle.load(reader))
-            except EOFError:
-                reports.append(_WorkerReport(errors=["a load worker died (see its traceback)"]))
-    finally:
-        for _, reader, go_w in workers:
-            reader.close()
-            os.close(go_w)
-        for pid, _, _ in workers:
-            _reap(pid, timeout=STALL_TIMEOUT + 5)
-
+    reports, server_cpu = _drive(
+        url, shares, size, seconds, cpu, client, connect_timeout, server_pid
+    )
     lat: array[float] = array("d")
     for rep in reports:
         lat.frombytes(rep.latencies)
@@ -490,10 +426,104 @@ def measure(
         p99_ms=_percentile(ordered, 99) * 1e3,
         max_ms=(ordered[-1] if ordered else 0.0) * 1e3,
         client_cpu_s=sum(r.cpu_s for r in reports),
-        server_cpu_s=None if server_pid is None else server1 - server0,
+        server_cpu_s=server_cpu,
         verified=not any(e.startswith("echo mismatch") for e in errors),
         errors=errors,
     )
+
+
+def _drive(
+    url: str,
+    shares: list[int],
+    size: int,
+    seconds: float,
+    cpu: int | None,
+    client: str,
+    connect_timeout: float,
+    server_pid: int | None,
+) -> tuple[list[_WorkerReport], float | None]:
+    """Fork one worker per share of the connections, start them together, collect their
+    reports and the server's CPU-seconds over the window; always reap every worker."""
+    import struct
+
+    workers: list[tuple[int, BinaryIO, int]] = []  # pid, result reader, go writer
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        first = 0
+        for share in shares:
+            job = (url, first, share, size, cpu, client, connect_timeout)
+            workers.append(_fork_worker(workers, *job))
+            first += share
+        problems = []
+        for _, reader, _ in workers:
+            line = reader.readline().decode(errors="replace").strip()
+            if line != "ready":
+                problems.append(line.removeprefix("error: ") or "a load worker died")
+        if problems:
+            raise EchoError(problems[0])
+        start = time.perf_counter() + 0.05
+        deadline = start + seconds
+        for _, _, go_w in workers:
+            os.write(go_w, struct.pack("dd", start, deadline))
+        time.sleep(max(0.0, start - time.perf_counter()))
+        server0 = process_tree_cpu(server_pid) if server_pid is not None else 0.0
+        time.sleep(max(0.0, deadline - time.perf_counter()))
+        server1 = process_tree_cpu(server_pid) if server_pid is not None else 0.0
+        reports = [_report(reader) for _, reader, _ in workers]
+        return reports, None if server_pid is None else server1 - server0
+    finally:
+        for _, reader, go_w in workers:
+            reader.close()
+            os.close(go_w)
+        for pid, _, _ in workers:
+            _reap(pid, timeout=STALL_TIMEOUT + 5)
+
+
+def _report(reader: BinaryIO) -> _WorkerReport:
+    import pickle
+
+    try:
+        report: _WorkerReport = pickle.load(reader)
+    except EOFError:
+        return _WorkerReport(errors=["a load worker died (see its traceback)"])
+    return report
+
+
+def _fork_worker(
+    workers: list[tuple[int, BinaryIO, int]],
+    url: str,
+    first: int,
+    share: int,
+    size: int,
+    cpu: int | None,
+    client: str,
+    connect_timeout: float,
+) -> tuple[int, BinaryIO, int]:
+    """Fork the worker of connections ``first``.. ``first + share - 1``: pid, reader, go fd."""
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            os.close(r)
+            os.close(go_w)
+            for _, other, other_go in workers:
+                other.close()
+                os.close(other_go)
+            with os.fdopen(w, "wb") as out:
+                _worker(url, first, share, size, cpu, client, connect_timeout, out, go_r)
+        except BaseException:
+            code = 1
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(go_r)
+    return pid, os.fdopen(r, "rb"), go_w
 
 
 def _reap(pid: int, timeout: float) -> None:
@@ -556,7 +586,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="raw",
         help="drive raw sockets (default, fastest) or ipcnet Channels",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def format_result(r: EchoResult) -> str:
@@ -593,9 +622,14 @@ def run(args: argparse.Namespace) -> int:
     except EchoError as exc:
         print(f"ipcnet bench echo: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
+    if args.json or args.plot or args.markdown:
+        from ipcnet.bench.harness import Result, emit
+
+        per_cpu = [result.msgs_per_server_cpu_s] if result.msgs_per_server_cpu_s else []
+        case = f"{result.size} B c={result.conns}"
+        row = Result(case, args.url, "msgs/s", [result.msgs_per_s], per_cpu, extra=result.to_json())
+        emit(args, [row], "echo: msgs/s")
+    if not args.json:
         print(format_result(result))
     if not result.ok:
         for e in result.errors:
@@ -605,7 +639,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipcnet bench echo", description=__doc__.splitlines()[0])
+    from ipcnet.bench.harness import parser as bench_parser
+
+    parser = bench_parser("echo")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -12,31 +12,22 @@ ratios of medians, are reported as a Markdown table (``--json`` for machine use)
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipcnet.channel import connect
-from ipcnet.errors import IPCError
-from ipcnet.transports.process import signal_group
+from ipcnet.bench.harness import Result, Server, emit, free_port, parser, progress, taskset
 
 FILES = {"1k.bin": 1024, "100k.bin": 100 * 1024, "10m.bin": 10 * 1024 * 1024}
 SERVERS = ("ipcnet", "nginx", "http.server", "uvicorn")
-GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for
+GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for (a note on its row)
     ("nginx", "1k.bin"): 0.6,
     ("nginx", "10m.bin"): 0.9,
     ("http.server", "*"): 10.0,
@@ -45,70 +36,6 @@ GOALS = {  # (peer, file): the least ratio ours / peer the issue asks for
 # --tls (issue 11): HTTPS, the same certificate, TLS 1.3, no session tickets on either side;
 # "close" is one new connection, so one handshake, per request
 TLS_GOALS = {("nginx", "1k.bin", "keep-alive"): 0.7, ("nginx", "1k.bin", "close"): 0.8}
-
-
-@dataclass
-class Cell:
-    server: str
-    file: str
-    mode: str  # keep-alive | close
-    rps: list[float] = field(default_factory=list)
-    mbps: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rps) if self.rps else 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pin(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            connect(f"tcp://127.0.0.1:{port}", connect_timeout=0.5).close()
-            return
-        except IPCError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-class Running:
-    """A server process we started, stopped by its own pid (its group, for its children)."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
-        self.name = name
-        self.port = port
-        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            _wait_listening(port, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                signal_group(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
 
 
 def _nginx_conf(tmp: Path, root: Path, port: int, tls: bool = False) -> Path:
@@ -202,7 +129,7 @@ _UNIT = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
 
 
 def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float, float, str]:
-    argv = [*_pin(cpu), "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--timeout", "10s", url]
+    argv = [*taskset(cpu), "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--timeout", "10s", url]
     if close:
         argv[-1:-1] = ["-H", "Connection: close"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -229,19 +156,12 @@ def _check(port: int, name: str, size: int, tls: Path | None = None) -> None:
 
 
 def run_bench(
-    servers: list[str],
-    runs: int,
-    seconds: float,
-    model: str,
-    report: Callable[[str], None],
-    tls: bool = False,
-) -> tuple[list[Cell], dict[str, str]]:
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, wrk_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    servers: list[str], runs: int, seconds: float, model: str, tls: bool = False
+) -> list[Result]:
+    """Every server, file and connection mode, ``runs`` wrk runs each: requests/s."""
     if shutil.which("wrk") is None:
         raise SystemExit("ipcnet bench http: wrk is not installed (scripts/system-deps wrk)")
-    cells: list[Cell] = []
-    missing: dict[str, str] = {}
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-http-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)  # nginx's worker runs as another user: it must read the files
@@ -255,97 +175,55 @@ def run_bench(
 
             make(str(tmp))  # one certificate for every server
             (tmp / "server-key.pem").chmod(0o644)  # nginx reads it as its own user
-        for server in servers:
-            port = _free_port()
-            argv = _command(server, tmp, root, port, model, tls)
-            if isinstance(argv, str):
-                missing[server] = argv
-                report(f"{server}: skipped: {argv}")
-                continue
-            label = f"ipcnet ({model})" if server == "ipcnet" else server
-            running = Running(label, _pin(server_cpu) + argv, port, tmp / f"{server}.log")
-            try:
-                for name, size in FILES.items():
-                    _check(port, name, size, tmp / "ca.pem" if tls else None)
-                for name in FILES:
-                    for mode in ("keep-alive", "close"):
-                        cell = Cell(label, name, mode)
-                        for _ in range(runs):
-                            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{name}"
-                            rps, mbps, note = _wrk(url, mode == "close", seconds, wrk_cpu)
-                            cell.rps.append(rps)
-                            cell.mbps.append(mbps)
-                            if note:
-                                cell.errors.append(note)
-                        cells.append(cell)
-                        report(f"{label:<16} {name:<9} {mode:<10} {cell.median:>10.0f} req/s")
-            finally:
-                running.stop()
-    return cells, missing
+        with progress(len(servers) * len(FILES) * 2 * runs, "http") as step:
+            for server in servers:
+                results += _serve(server, tmp, root, model, runs, seconds, step, tls)
+    return results
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:,.0f}"
-    return f"{med:,.0f} ({min(values):,.0f}..{max(values):,.0f})"
-
-
-def markdown(cells: list[Cell], missing: dict[str, str], command: str, tls: bool = False) -> str:
-    by = {(c.server, c.file, c.mode): c for c in cells}
-    servers = list(dict.fromkeys(c.server for c in cells))
-    ours = next((s for s in servers if s.startswith("ipcnet")), None)
-    lines = [f"`{command}`", ""]
-    head = "| file | connection | " + " | ".join(servers) + " |"
-    lines += [head, "|" + "---|" * (len(servers) + 2)]
-    for name in FILES:
-        for mode in ("keep-alive", "close"):
-            row = [name, mode]
-            for s in servers:
-                c = by.get((s, name, mode))
-                row.append(_fmt(c.rps) if c else "-")
-            lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "requests/s: median (min..max) over the runs; ratios are of medians", ""]
-    peers = [s for s in servers if s != ours]
-    if ours is not None and peers:
-        lines += ["| file | connection | " + " | ".join(f"ours / {p}" for p in peers) + " |"]
-        lines += ["|" + "---|" * (len(peers) + 2)]
-        for name in FILES:
-            for mode in ("keep-alive", "close"):
-                row = [name, mode]
-                mine = by.get((ours, name, mode))
-                for p in peers:
-                    other = by.get((p, name, mode))
-                    if mine is None or other is None or not other.median:
-                        row.append("-")
-                        continue
-                    ratio = mine.median / other.median
-                    goal = (
-                        TLS_GOALS.get((p, name, mode))
-                        if tls
-                        else GOALS.get((p, name)) or GOALS.get((p, "*"))
-                    )
-                    mark = (
-                        "" if goal is None else (" ✓" if ratio >= goal else f" ✗ (goal {goal:g}x)")
-                    )
-                    row.append(f"{ratio:.2f}x{mark}")
-                lines.append("| " + " | ".join(row) + " |")
-    errors = [c for c in cells if c.errors]
-    if errors:
-        lines += ["", "wrk reported:"]
-        lines += [f"- {c.server} {c.file} {c.mode}: {c.errors[0]}" for c in errors]
-    for name, why in missing.items():
-        lines.append(f"- {name}: not run: {why}")
-    return "\n".join(lines) + "\n"
+def _serve(
+    server: str,
+    tmp: Path,
+    root: Path,
+    model: str,
+    runs: int,
+    seconds: float,
+    step: Callable[[str], None],
+    tls: bool,
+) -> list[Result]:
+    """Start ``server``, check its files, run wrk on every cell, stop it."""
+    port = free_port()
+    argv = _command(server, tmp, root, port, model, tls)
+    label = f"ipcnet ({model})" if server == "ipcnet" else server
+    cells = [Result(f"{f} {m}", label, "req/s") for f in FILES for m in ("keep-alive", "close")]
+    if isinstance(argv, str):
+        for cell in cells:
+            cell.note = f"not run: {argv}"
+        return cells
+    with Server(argv, str(tmp / f"{server}.log"), port=port, cpu=0):
+        for name, size in FILES.items():
+            _check(port, name, size, tmp / "ca.pem" if tls else None)
+        for cell in cells:
+            name, mode = cell.case.split()
+            goal = (
+                TLS_GOALS.get((server, name, mode))
+                if tls
+                else GOALS.get((server, name)) or GOALS.get((server, "*"))
+            )
+            cell.note = f"goal {goal:g}x" if goal else ""
+            for i in range(runs):
+                step(f"{label} {cell.case} run {i + 1}/{runs}")
+                url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{name}"
+                rps, mbps, note = _wrk(url, mode == "close", seconds, 1)
+                cell.samples.append(rps)
+                cell.extra.setdefault("mb_s", []).append(mbps)
+                if note:
+                    cell.extra.setdefault("wrk_errors", []).append(note)
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="ipcnet bench http",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
+    p = parser("http")
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (all)")
     from ipcnet.drivers import MODELS, first  # the model registry names the models
 
@@ -355,26 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
     args = p.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         p.error(f"unknown servers: {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
-    command = "ipcnet bench http " + " ".join(argv if argv is not None else sys.argv[1:])
-    cells, missing = run_bench(
-        servers,
-        args.runs,
-        args.duration,
-        args.model,
-        lambda t: print(t, file=sys.stderr, flush=True),
-        args.tls,
-    )
-    if args.json:
-        print(json.dumps({"cells": [c.__dict__ for c in cells], "missing": missing}, indent=1))
-    else:
-        print(markdown(cells, missing, command.strip(), args.tls))
+    results = run_bench(servers, args.runs, args.duration, args.model, args.tls)
+    results.sort(key=lambda r: (list(FILES).index(r.case.split()[0]), r.case.endswith("close")))
+    emit(args, results, f"http{'s' if args.tls else ''}: requests/s (wrk -t1 -c50)")
     return 0
 
 

@@ -13,7 +13,6 @@ RLIMIT_NOFILE is raised as needed and never above the hard limit.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -24,6 +23,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+from ipcnet.bench.harness import Result, emit, parser, progress
 
 Timing = list[float]
 
@@ -81,7 +82,15 @@ def _ratio(a: Timing | None, b: Timing | None) -> str:
     return f"{statistics.median(a) / statistics.median(b):.2f}x"
 
 
-def run_size(n: int, rounds: int) -> dict[str, Timing | None]:
+def _psutil(rounds: int) -> Timing | None:
+    try:
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    return _time_call(lambda: psutil.net_connections("tcp"), rounds)
+
+
+def run_size(n: int, rounds: int, step: Callable[[str], None]) -> dict[str, Timing | None]:
     from ipcnet.inspector import list_sockets
 
     listener, socks = _open_connections(n)
@@ -102,26 +111,22 @@ def run_size(n: int, rounds: int) -> dict[str, Timing | None]:
             f"# {n} sockets requested, {count} ESTABLISHED tcp sockets in the table",
             file=sys.stderr,
         )
-        res["ipcnet sockets -tan"] = _time_cmd([*py, "-tan"], rounds, env)
-        res["ipcnet sockets -tanp"] = _time_cmd([*py, "-tanp"], rounds, env)
-        for name, argv in (
-            ("ss -tan", ["ss", "-tan"]),
-            ("ss -tanp", ["ss", "-tanp"]),
-            ("netstat -tanp", ["netstat", "-tanp"]),
-        ):
-            res[name] = _time_cmd(argv, rounds, env) if shutil.which(argv[0]) else None
-        res["list_sockets(tcp)"] = _time_call(lambda: list_sockets(["tcp"]), rounds)
-        res["list_sockets(tcp, owners)"] = _time_call(
+        tools: dict[str, Callable[[], Timing | None]] = {
+            "ipcnet sockets -tan": lambda: _time_cmd([*py, "-tan"], rounds, env),
+            "ipcnet sockets -tanp": lambda: _time_cmd([*py, "-tanp"], rounds, env),
+        }
+        for argv in (["ss", "-tan"], ["ss", "-tanp"], ["netstat", "-tanp"]):
+            tools[" ".join(argv)] = lambda a=argv: (  # type: ignore[misc]
+                _time_cmd(a, rounds, env) if shutil.which(a[0]) else None
+            )
+        tools["list_sockets(tcp)"] = lambda: _time_call(lambda: list_sockets(["tcp"]), rounds)
+        tools["list_sockets(tcp, owners)"] = lambda: _time_call(
             lambda: list_sockets(["tcp"], owners=True), rounds
         )
-        try:
-            import psutil  # type: ignore[import-untyped,unused-ignore]
-        except ImportError:
-            res["psutil.net_connections(tcp)"] = None
-        else:
-            res["psutil.net_connections(tcp)"] = _time_call(
-                lambda: psutil.net_connections("tcp"), rounds
-            )
+        tools["psutil.net_connections(tcp)"] = lambda: _psutil(rounds)
+        for name, timed in tools.items():
+            step(f"{n} sockets: {name}")
+            res[name] = timed()
     finally:
         linger = struct.pack("ii", 1, 0)  # close with RST: leave no TIME_WAIT for the next size
         for s in socks:
@@ -146,37 +151,49 @@ def report(results: dict[int, dict[str, Timing | None]], rounds: int) -> str:
         "| goal | " + " | ".join(f"{n}" for n in sizes) + " |",
         "|---|" + "---|" * len(sizes),
     ]
-    goals = (
-        ("CLI without pids / `ss -tan` (goal <= 1.0x)", "ipcnet sockets -tan", "ss -tan"),
-        ("library without pids / `ss -tan` (goal <= 1.0x)", "list_sockets(tcp)", "ss -tan"),
-        ("CLI with pids / `ss -tanp` (goal <= 1.0x)", "ipcnet sockets -tanp", "ss -tanp"),
-        ("library with pids / `ss -tanp` (goal <= 1.0x)", "list_sockets(tcp, owners)", "ss -tanp"),
-        (
-            "library with pids / psutil (goal <= 0.5x)",
-            "list_sockets(tcp, owners)",
-            "psutil.net_connections(tcp)",
-        ),
-        ("CLI with pids / `netstat -tanp`", "ipcnet sockets -tanp", "netstat -tanp"),
-    )
-    for label, a, b in goals:
+    for label, a, b in GOALS:
         lines.append(
             f"| {label} | " + " | ".join(_ratio(results[n][a], results[n][b]) for n in sizes) + " |"
         )
     return "\n".join(lines)
 
 
+GOALS = (
+    ("CLI without pids / `ss -tan` (goal <= 1.0x)", "ipcnet sockets -tan", "ss -tan"),
+    ("library without pids / `ss -tan` (goal <= 1.0x)", "list_sockets(tcp)", "ss -tan"),
+    ("CLI with pids / `ss -tanp` (goal <= 1.0x)", "ipcnet sockets -tanp", "ss -tanp"),
+    ("library with pids / `ss -tanp` (goal <= 1.0x)", "list_sockets(tcp, owners)", "ss -tanp"),
+    (
+        "library with pids / psutil (goal <= 0.5x)",
+        "list_sockets(tcp, owners)",
+        "psutil.net_connections(tcp)",
+    ),
+    ("CLI with pids / `netstat -tanp`", "ipcnet sockets -tanp", "netstat -tanp"),
+)
+
+
+def results(timings: dict[int, dict[str, Timing | None]]) -> list[Result]:
+    """One case per size and goal: ipcnet's tool beside the peer tool, in seconds."""
+    out = []
+    for n, res in timings.items():
+        for _, a, b in GOALS:
+            case = f"{n}: {a.removeprefix('ipcnet ')} vs {b.split('(')[0]}"
+            for name in (a, b):
+                peer = "ipcnet " + name if name.startswith("list_sockets") else name
+                out.append(Result(case, peer, "s", res[name] or [], lower_is_better=True))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="ipcnet bench inspector",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser("inspector")
     p.add_argument("--sizes", default="1000,10000", help="socket counts (default 1000,10000)")
     p.add_argument("--rounds", type=int, default=7, help="rounds per tool (default 7)")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
-    results = {n: run_size(n, args.rounds) for n in sizes}
-    print(report(results, args.rounds))
+    with progress(len(sizes) * 8, "inspector") as step:
+        timings = {n: run_size(n, args.rounds, step) for n in sizes}
+    text = report(timings, args.rounds)
+    emit(args, results(timings), "inspector: seconds per listing", text=text)
     return 0
 
 

@@ -13,20 +13,18 @@ exactly one message per receive, as a framed protocol would).
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
-import json
+import itertools
 import os
 import socket
-import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from ipcnet.bench.harness import Result, emit, parser, pin, rounds
 from ipcnet.channel import Channel
 
 SIZES = (100, 4096)
@@ -357,15 +355,6 @@ PEERS: dict[str, Callable[[int], tuple[End, End]]] = {
 # --- one run -----------------------------------------------------------------------------
 
 
-_CPUS = sorted(os.sched_getaffinity(0))  # read once: a pinned parent's own mask is one CPU
-
-
-def _pin(cpu: int) -> None:
-    cpus = _CPUS
-    if len(cpus) > 1:
-        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
-
-
 def run_once(peer: str, mode: str, size: int, count: int) -> float:
     """Messages (one-way) or round trips (ping-pong) per second of one run."""
     ours, theirs = PEERS[peer](size)
@@ -376,7 +365,7 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
     if pid == 0:
         status = 1
         try:
-            _pin(1)
+            pin(1)
             theirs.open()
             os.write(ready_w, b"r")
             os.read(go_r, 1)
@@ -392,7 +381,7 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
         finally:
             os._exit(status)
     try:
-        _pin(0)
+        pin(0)
         ours.open()
         os.read(ready_r, 1)
         os.write(go_w, b"g")
@@ -419,31 +408,6 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
         theirs.close()
 
 
-@dataclass
-class Cell:
-    peer: str
-    mode: str
-    size: int
-    runs: list[float] = field(default_factory=list)
-    skipped: str = ""
-
-    def row(self) -> dict[str, object]:
-        if not self.runs:
-            return {
-                "peer": self.peer,
-                "mode": self.mode,
-                "size": self.size,
-                "skipped": self.skipped,
-            }
-        return {
-            "peer": self.peer,
-            "mode": self.mode,
-            "size": self.size,
-            "median": round(statistics.median(self.runs)),
-            "range": [round(min(self.runs)), round(max(self.runs))],
-        }
-
-
 def unavailable(peer: str) -> str:
     """Why a peer cannot run here ("" if it can)."""
     module = {
@@ -461,64 +425,50 @@ def unavailable(peer: str) -> str:
     return ""
 
 
+OURS = ("shm", "mq", "pipe (ipcnet)")
+
+
 def measure(
-    peers: list[str], modes: list[str], sizes: list[int], count: int, rounds: int
-) -> list[Cell]:
-    cells = {(p, m, s): Cell(p, m, s) for m in modes for s in sizes for p in peers}
-    for cell in cells.values():
-        cell.skipped = unavailable(cell.peer)
-    for i in range(rounds):
-        order = peers[i % len(peers) :] + peers[: i % len(peers)]  # rotate who runs first
-        for mode in modes:
-            for size in sizes:
-                n = count if mode == "one-way" else max(1, count // 4)
-                for peer in order:
-                    cell = cells[(peer, mode, size)]
-                    if cell.skipped:
-                        continue
-                    try:
-                        cell.runs.append(run_once(peer, mode, size, n))
-                    except Exception as exc:  # a peer that breaks is reported, not fatal
-                        cell.skipped = f"failed: {exc}"
-                        cell.runs.clear()
-    return list(cells.values())
+    peers: list[str], modes: list[str], sizes: list[int], count: int, n_rounds: int
+) -> list[Result]:
+    """Every peer, mode and size in ``n_rounds`` interleaved rounds: messages per second."""
+    results = {}
+    for mode, size, peer in itertools.product(modes, sizes, peers):
+        unit = "msgs/s" if mode == "one-way" else "round trips/s"
+        name = f"ipcnet {peer.removesuffix(' (ipcnet)')}" if peer in OURS else peer
+        results[(peer, mode, size)] = Result(f"{mode} {size} B", name, unit, note=unavailable(peer))
+
+    def one(key: tuple[str, str, int]) -> None:
+        r = results[key]
+        if r.note:
+            return
+        try:
+            r.samples.append(run_once(*key, count if key[1] == "one-way" else max(1, count // 4)))
+        except Exception as exc:  # a peer that breaks is reported, not fatal
+            r.note, r.samples = f"failed: {exc}", []
+
+    rounds(list(results), n_rounds, one, "ipc", lambda k: f"{k[0]} {k[1]} {k[2]} B")
+    return list(results.values())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipcnet bench ipc", description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=20000, help="messages per one-way run")
-    parser.add_argument("--rounds", type=int, default=5, help="runs per cell (default 5)")
-    parser.add_argument("--size", type=int, action="append", help="message bytes (100, 4096)")
-    parser.add_argument("--mode", choices=MODES, action="append", help="one-way, ping-pong")
-    parser.add_argument("--only", choices=list(PEERS), action="append", help="only this peer")
-    parser.add_argument("--json", action="store_true", help="print the cells as JSON")
-    args = parser.parse_args(argv)
+    p = parser("ipc")
+    p.add_argument("--count", type=int, default=20000, help="messages per one-way run")
+    p.add_argument("--rounds", type=int, default=5, help="runs per cell (default 5)")
+    p.add_argument("--size", type=int, action="append", help="message bytes (100, 4096)")
+    p.add_argument("--mode", choices=MODES, action="append", help="one-way, ping-pong")
+    p.add_argument("--only", choices=list(PEERS), action="append", help="only this peer")
+    args = p.parse_args(argv)
     peers = args.only or list(PEERS)
-    cells = measure(
+    results = measure(
         peers, args.mode or list(MODES), args.size or list(SIZES), args.count, args.rounds
     )
-    if args.json:
-        print(json.dumps([c.row() for c in cells], indent=2))
-        return 0
-    print(
-        f"{args.rounds} rounds; one-way: {args.count} messages/run, ping-pong: "
-        f"{max(1, args.count // 4)} round trips/run; median per second [min-max]; "
-        "parent and child on different CPUs"
-    )
-    for mode in args.mode or MODES:
-        for size in args.size or SIZES:
-            group = [c for c in cells if c.mode == mode and c.size == size]
-            base = next((c for c in group if c.peer == "pipe (plain)" and c.runs), None)
-            unit = "msgs/s" if mode == "one-way" else "round trips/s"
-            print(f"\n{mode}, {size} B ({unit}){'':4}{'x pipe' if base else ''}")
-            for c in group:
-                if not c.runs:
-                    print(f"  {c.peer:<26} skipped: {c.skipped}")
-                    continue
-                med = statistics.median(c.runs)
-                ratio = f"{med / statistics.median(base.runs):6.2f}" if base else ""
-                spread = f"[{min(c.runs):,.0f}-{max(c.runs):,.0f}]"
-                print(f"  {c.peer:<26} {med:>10,.0f} {spread:>22} {ratio}")
+    if not args.json:
+        print(
+            f"{args.rounds} rounds; one-way: {args.count} messages/run, ping-pong: "
+            f"{max(1, args.count // 4)} round trips/run; parent and child on different CPUs"
+        )
+    emit(args, results, "ipc: messages per second")
     return 0
 
 

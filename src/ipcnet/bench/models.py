@@ -13,18 +13,20 @@ process group, also on errors and Ctrl-C; nothing is left in the temporary folde
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
 import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
+
+from ipcnet.bench import harness
+from ipcnet.bench.harness import Result, emit
 
 if TYPE_CHECKING:
-    import subprocess
-
     from ipcnet.bench.echo import EchoResult
 
 KiB = 1024
@@ -116,76 +118,6 @@ class Row:
         return (self.transport, self.size, self.conns)
 
 
-# --- starting and stopping a server ----------------------------------------------------
-
-
-class Running:
-    """A server process, pinned, started in its own session so it can be killed whole."""
-
-    def __init__(self, argv: list[str], log_path: str, cpu: int | None) -> None:
-        import subprocess
-
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115
-        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            start_new_session=True,
-            preexec_fn=pin,
-        )
-        self.exit_status: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> str:
-        """The URL from the ready line; RuntimeError if the server dies or stays silent."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            m = READY.search(self.log())
-            if m:
-                return m.group(1)
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}: {self._tail()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"not ready after {timeout:g} s: {self._tail()}")
-
-    def _tail(self) -> str:
-        lines = self.log().strip().splitlines()
-        return " | ".join(lines[-3:]) or "(no output)"
-
-    def stop(self) -> None:
-        """SIGTERM and wait; then SIGKILL whatever is left in its process group."""
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        from ipcnet.errors import IPCError
-        from ipcnet.transports.process import signal_group
-
-        try:
-            signal_group(self.proc.pid, signal.SIGKILL)  # False: the group is gone already
-        except IPCError:
-            pass  # not ours to signal
-        if self.proc.poll() is None:
-            self.proc.wait()
-        self.exit_status = self.proc.returncode
-        self._log.close()
-
-
 def serve_available() -> str | None:
     """None when ``python -m ipcnet serve`` exists, else why not."""
     import subprocess
@@ -254,32 +186,92 @@ def _pick_cpus(server_cpu: int, load_cpu: int) -> tuple[int | None, int | None, 
     return s, c, f"server pinned to CPU {s}, load client to CPU {c}"
 
 
-def measure_all(
-    cfg: Config, log: IO[str] | None = None
-) -> tuple[list[Row], list[dict[str, str]], list[dict[str, Any]]]:
-    """Run every server under every load, ``repeat`` rounds; rows, skips, failures."""
-    import tempfile
+def _available(cfg: Config) -> tuple[list[Server], list[dict[str, str]]]:
+    """The servers that can run here, and why the others cannot."""
+    from ipcnet.bench.peers import unavailable
 
-    from ipcnet.bench.echo import EchoError, measure
-    from ipcnet.bench.peers import build_c_echo, unavailable
-
-    def say(text: str) -> None:
-        if log is not None:
-            print(text, file=log, flush=True)
-
-    skipped: list[dict[str, str]] = []
-    failures: list[dict[str, Any]] = []
-    rows: dict[tuple[str, str, int, int], Row] = {}
-    servers: list[Server] = []
+    servers, skipped = [], []
     no_serve = serve_available() if any(s.kind == "ours" for s in cfg.servers) else None
     for s in cfg.servers:
         why = unavailable(s.name) if s.kind == "peer" else no_serve
         if why:
             skipped.append({"server": s.label, "why": why})
-            say(f"skip {s.label}: {why}")
         else:
             servers.append(s)
+    return servers, skipped
 
+
+@dataclass
+class _Run:
+    """What one round of ``measure_all`` fills in."""
+
+    cfg: Config
+    folder: str
+    step: Callable[[str], None]
+    rows: dict[tuple[str, str, int, int], Row] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def serve(self, server: Server, transport: str) -> None:
+        """Start ``server`` over ``transport``, run every load against it, stop it."""
+        from ipcnet.bench.harness import CPUS
+        from ipcnet.bench.harness import Server as Process
+
+        cfg, folder = self.cfg, self.folder
+        url = "tcp://127.0.0.1:0"
+        if transport == "unix":
+            url = f"unix://{folder}/{server.kind}-{server.name}.sock"
+        label = f"{server.label} over {transport}"
+        argv = server_argv(server, url, folder, cfg.workers, cfg.inner, max(cfg.conns))
+        log = os.path.join(folder, f"{server.kind}-{server.name}-{transport}.log")
+        try:
+            cpu = None if cfg.server_cpu is None else CPUS.index(cfg.server_cpu)
+            running = Process(argv, log, ready=READY, cpu=cpu, timeout=START_TIMEOUT)
+        except RuntimeError as exc:
+            self.failures.append({"server": label, "error": f"did not start: {exc}"})
+            return
+        try:
+            for size, conns in itertools.product(cfg.sizes, cfg.conns):
+                self.step(f"{label} {size} B c={conns}")
+                key = (server.label, transport, size, conns)
+                row = Row(server.label, server.kind, server.name, transport, size, conns)
+                self.load(self.rows.setdefault(key, row), server, running)
+                if running.proc.poll() is not None:
+                    break
+        finally:
+            status = running.stop(STOP_TIMEOUT)
+        if status != 0:
+            self.failures.append({"server": label, "error": f"exit status {status} on SIGTERM"})
+
+    def load(self, row: Row, server: Server, running: Any) -> None:
+        from ipcnet.bench.echo import EchoError, measure
+
+        if row.conns > 1 and not server.concurrent:
+            row.errors = ["serves one connection at a time"]
+            return
+        try:
+            result = measure(
+                running.url,
+                conns=row.conns,
+                seconds=self.cfg.seconds,
+                size=row.size,
+                cpu=self.cfg.load_cpu,
+                server_pid=running.pid,
+            )
+        except EchoError as exc:
+            row.errors.append(str(exc))
+            return
+        _add_sample(row, result)
+
+
+def measure_all(cfg: Config) -> tuple[list[Row], list[dict[str, str]], list[dict[str, Any]]]:
+    """Run every server under every load, ``repeat`` interleaved rounds; rows, skips, failures."""
+    import tempfile
+    from contextlib import nullcontext
+
+    from ipcnet.bench.harness import progress
+    from ipcnet.bench.peers import build_c_echo
+
+    servers, skipped = _available(cfg)
     with tempfile.TemporaryDirectory(prefix="ipcnet-bm-", dir="/tmp") as folder:
         if any(s.name == "c-epoll" for s in servers):
             try:
@@ -290,73 +282,19 @@ def measure_all(
         runs = [
             (s, t) for s in servers for t in ("tcp", "unix") if t == "tcp" or s.name in cfg.unix
         ]
-        for round_no in range(cfg.repeat):
-            # alternate the order between rounds so slow drift hits every server alike
-            for server, transport in runs if round_no % 2 == 0 else runs[::-1]:
-                if transport == "tcp":
-                    url = "tcp://127.0.0.1:0"
-                else:
-                    url = f"unix://{folder}/{server.kind}-{server.name}.sock"
-                label = f"{server.label} over {transport}"
-                running = Running(
-                    server_argv(server, url, folder, cfg.workers, cfg.inner, max(cfg.conns)),
-                    os.path.join(folder, f"{server.kind}-{server.name}-{transport}.log"),
-                    cfg.server_cpu,
-                )
-                try:
-                    try:
-                        real_url = running.wait_ready()
-                    except RuntimeError as exc:
-                        failures.append({"server": label, "error": f"did not start: {exc}"})
-                        say(f"FAIL {label}: did not start: {exc}")
-                        continue
-                    for size in cfg.sizes:
-                        for conns in cfg.conns:
-                            key = (server.label, transport, size, conns)
-                            row = rows.setdefault(
-                                key,
-                                Row(server.label, server.kind, server.name, transport, size, conns),
-                            )
-                            if conns > 1 and not server.concurrent:
-                                row.errors = ["serves one connection at a time"]
-                                continue
-                            try:
-                                result = measure(
-                                    real_url,
-                                    conns=conns,
-                                    seconds=cfg.seconds,
-                                    size=size,
-                                    cpu=cfg.load_cpu,
-                                    server_pid=running.pid,
-                                )
-                            except EchoError as exc:
-                                row.errors.append(str(exc))
-                                say(f"FAIL {label} {size} B c={conns}: {exc}")
-                                continue
-                            _add_sample(row, result)
-                            say(_progress(round_no, label, result))
-                            if running.proc.poll() is not None:
-                                break
-                finally:
-                    running.stop()
-                if running.exit_status not in (0, None):
-                    failures.append(
-                        {"server": label, "error": f"exit status {running.exit_status} on SIGTERM"}
-                    )
-    out = list(rows.values())
+        total = len(runs) * cfg.repeat * len(cfg.sizes) * len(cfg.conns)
+        quiet = nullcontext(lambda label: None)
+        with quiet if cfg.quiet else progress(total, "models") as step:
+            state = _Run(cfg, folder, step)
+            for round_no in range(cfg.repeat):
+                # alternate the order between rounds so slow drift hits every server alike
+                for server, transport in runs if round_no % 2 == 0 else runs[::-1]:
+                    state.serve(server, transport)
+    out = list(state.rows.values())
     for row in out:
         _summarize(row)
     _add_ratios(out, {s.name: s for s in cfg.servers})
-    return out, skipped, failures
-
-
-def _progress(round_no: int, label: str, r: EchoResult) -> str:
-    cpu = f"{r.server_cpu_s:.2f}" if r.server_cpu_s is not None else "-"
-    flag = "" if r.ok else "  ERRORS: " + "; ".join(r.errors[:2])
-    return (
-        f"[{round_no + 1}] {label:<28} {r.size:>6} B c={r.conns:<3} {r.msgs_per_s:>9,.0f} msg/s"
-        f"  p99 {r.p99_ms:7.3f} ms  srv CPU {cpu} s  cli CPU {r.client_cpu_s:.2f} s{flag}"
-    )
+    return out, skipped, state.failures
 
 
 def _add_sample(row: Row, r: EchoResult) -> None:
@@ -617,7 +555,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=INNER_MODELS,
         help=f"--inner model for prefork (default {DEFAULT_MODEL})",
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
@@ -650,54 +587,55 @@ def run(args: argparse.Namespace) -> int:
         unix={n for n in args.unix.split(",") if n},
         workers=args.workers,
         inner=args.inner,
+        quiet=args.quiet,
     )
     before = os.sched_getaffinity(0)
     if load_cpu is not None:
         os.sched_setaffinity(0, {load_cpu})  # this process samples /proc: keep it off the server
     started = time.monotonic()
     try:
-        rows, skipped, failures = measure_all(cfg, None if args.quiet else sys.stderr)
+        rows, skipped, failures = measure_all(cfg)
     finally:
         os.sched_setaffinity(0, before)
     elapsed = time.monotonic() - started
     gs = goals(rows)
-    if args.json:
-        config = asdict(cfg) | {"servers": [s.label for s in cfg.servers], "unix": sorted(cfg.unix)}
-        print(
-            json.dumps(
-                {
-                    "config": config,
-                    "pinning": pinning,
-                    "elapsed_s": round(elapsed, 1),
-                    "rows": [asdict(r) for r in rows],
-                    "goals": [asdict(g) | {"met": g.met} for g in gs],
-                    "skipped": skipped,
-                    "failures": failures,
-                },
-                indent=2,
-            )
-        )
-    else:
-        print(
-            f"echo, closed loop, {args.seconds:g} s per load, {cfg.repeat} round(s), "
-            f"medians; {pinning}; every echoed byte verified"
-        )
-        print(format_table(rows))
-        print()
-        print(format_goals(gs))
-        for s in skipped:
-            print(f"skipped {s['server']}: {s['why']}")
-        for f in failures:
-            print(f"failed {f['server']}: {f['error']}")
-        print(f"({elapsed:.0f} s)")
+    config = asdict(cfg) | {"servers": [s.label for s in cfg.servers], "unix": sorted(cfg.unix)}
+    meta = {
+        "config": config,
+        "pinning": pinning,
+        "elapsed_s": round(elapsed, 1),
+        "goals": [asdict(g) | {"met": g.met} for g in gs],
+        "skipped": skipped,
+        "failures": failures,
+    }
+    text = (
+        f"echo, closed loop, {args.seconds:g} s per load, {cfg.repeat} round(s), medians; "
+        f"{pinning}; every echoed byte verified\n{format_table(rows)}\n\n{format_goals(gs)}\n"
+        + "".join(f"skipped {s['server']}: {s['why']}\n" for s in skipped)
+        + "".join(f"failed {f['server']}: {f['error']}\n" for f in failures)
+        + f"({elapsed:.0f} s)"
+    )
+    emit(args, results(rows), "models: echo msgs/s", meta, text)
     bad_rows = [r for r in rows if r.errors and r.errors != ["serves one connection at a time"]]
     return 1 if failures or bad_rows else 0
 
 
+def results(rows: list[Row]) -> list[Result]:
+    """The rows in the harness's schema: msgs/s per load, ipcnet's models first."""
+    out = []
+    for r in sorted(rows, key=lambda r: (r.transport, r.size, r.conns, r.kind != "ours")):
+        rates = [x["msgs_per_s"] for x in r.samples if x["ok"]]
+        per_cpu = [x["msgs_per_cpu_s"] for x in r.samples if x["ok"] and x["msgs_per_cpu_s"]]
+        case = f"{r.transport} {r.size // KiB}k c={r.conns}"
+        peer = f"ipcnet {r.name}" if r.kind == "ours" else SHORT.get(r.name, r.name)
+        extra = {k: v for k, v in asdict(r).items() if k != "samples"}
+        note = "; ".join(r.errors[:1])
+        out.append(Result(case, peer, "msgs/s", rates, per_cpu, note=note, extra=extra))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ipcnet bench models", description=__doc__.splitlines()[0]
-    )
+    parser = harness.parser("models")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

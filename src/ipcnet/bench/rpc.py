@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import statistics
-import subprocess
+import re
 import sys
 import tempfile
 import threading
@@ -27,7 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipcnet.bench import harness
+from ipcnet.bench.harness import Result, free_port, pin, rounds
+
 PAYLOAD = "x" * 100
+READY = re.compile(r"^ready (\S+)", re.M)
 
 
 def echo(data: str) -> str:
@@ -301,38 +303,9 @@ class Case:
     p99: list[float] = field(default_factory=list)
 
 
-def _pin(pid: int, cpu: int) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
-
-
-def _start_server(argv: list[str], url: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ipcnet.bench.rpc", "--server", *argv, url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    _pin(proc.pid, 0)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("ready"):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"server {argv} did not start")
-    return proc
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _url(transport: str, tmp: str) -> str:
     if transport == "tcp":
-        return f"tcp://127.0.0.1:{_free_port()}"
+        return f"tcp://127.0.0.1:{free_port()}"
     return f"unix://{tmp}/{uuid.uuid4().hex[:8]}.sock"
 
 
@@ -361,30 +334,32 @@ def cases(model: str, transports: list[str]) -> list[Case]:
     return out
 
 
-def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> list[Case]:
-    _pin(0, 1)
+def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> list[Result]:
+    """calls/s and p50/p99 latency of every case, ``repeat`` interleaved rounds."""
+    pin(1)
     todo = cases(model, transports)
+    out = {
+        (id(c), k): Result(f"{c.transport} c={c.conc} {k}", c.peer, u, lower_is_better=k != "")
+        for c in todo
+        for k, u in (("", "calls/s"), ("p50", "µs"), ("p99", "µs"))
+    }
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-") as tmp:
-        for _ in range(repeat):
-            for case in todo:
-                url = _url(case.transport, tmp)
-                server = _start_server(case.server, url)
-                try:
-                    done, lat = case.client(url, case.conc, seconds)
-                finally:
-                    server.kill()
-                    server.wait()
-                case.rates.append(done / seconds)
-                if lat:
-                    lat.sort()
-                    case.p50.append(lat[len(lat) // 2] * 1e6)
-                    case.p99.append(lat[int(len(lat) * 0.99)] * 1e6)
-                print(
-                    f"  {case.transport:4} c={case.conc:<2} {case.peer:34} {done / seconds:10.0f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    return todo
+
+        def one(case: Case) -> None:
+            url = _url(case.transport, tmp)
+            argv = [sys.executable, "-m", "ipcnet.bench.rpc", "--server", *case.server, url]
+            log = os.path.join(tmp, "server.log")
+            with harness.Server(argv, log, ready=READY, cpu=0):
+                done, lat = case.client(url, case.conc, seconds)
+            out[(id(case), "")].samples.append(done / seconds)
+            if lat:
+                lat.sort()
+                out[(id(case), "p50")].samples.append(lat[len(lat) // 2] * 1e6)
+                out[(id(case), "p99")].samples.append(lat[int(len(lat) * 0.99)] * 1e6)
+
+        rounds(todo, repeat, one, "rpc", lambda c: f"{c.transport} c={c.conc} {c.peer}")
+    shown = [r for r in out.values() if r.samples or r.unit == "calls/s"]
+    return sorted(shown, key=lambda r: (r.unit != "calls/s", r.case))
 
 
 # --- framing throughput ------------------------------------------------------------------
@@ -400,7 +375,7 @@ def _frames_ours(size: int, seconds: float) -> float:
     pid = os.fork()
     if pid == 0:  # the writer
         b.close()
-        _pin(0, 0)
+        pin(0)
         out = MessageChannel(a, LengthPrefixed())
         end = time.perf_counter() + seconds
         try:
@@ -428,7 +403,7 @@ def _frames_mp(size: int, seconds: float) -> float:
     pid = os.fork()
     if pid == 0:
         b.close()
-        _pin(0, 0)
+        pin(0)
         end = time.perf_counter() + seconds
         try:
             while time.perf_counter() < end:
@@ -452,72 +427,23 @@ def _frames_mp(size: int, seconds: float) -> float:
     return rate
 
 
-def run_framing(seconds: float, repeat: int) -> list[dict[str, Any]]:
-    _pin(0, 1)
-    rows: list[dict[str, Any]] = []
+def run_framing(seconds: float, repeat: int) -> list[Result]:
+    """Frames/s one way, ipcnet's MessageChannel beside multiprocessing's Connection."""
+    pin(1)
+    out: dict[tuple[int, Callable[[int, float], float]], Result] = {}
     for size in (100, 65536):
-        ours, mp = [], []
-        for _ in range(repeat):
-            ours.append(_frames_ours(size, seconds))
-            mp.append(_frames_mp(size, seconds))
-        rows.append({"size": size, "ipcnet": ours, "mp": mp})
-        print(
-            f"  framing {size:6} B  ipcnet {statistics.median(ours):10.0f}  "
-            f"mp {statistics.median(mp):10.0f} frames/s",
-            file=sys.stderr,
-            flush=True,
-        )
-    return rows
+        out[(size, _frames_ours)] = Result(f"framing {size} B", "ipcnet MessageChannel", "frames/s")
+        out[(size, _frames_mp)] = Result(f"framing {size} B", "multiprocessing", "frames/s")
 
+    def one(key: tuple[int, Callable[[int, float], float]]) -> None:
+        out[key].samples.append(key[1](key[0], seconds))
 
-# --- report --------------------------------------------------------------------------------
-
-
-def _fmt(values: list[float], digits: int = 0) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    return f"{med:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
-
-def report(rpc_cases: list[Case], framing_rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| transport | peer | c | calls/s median (range) | p50 µs | p99 µs |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in rpc_cases:
-        lines.append(
-            f"| {c.transport} | {c.peer} | {c.conc} | {_fmt(c.rates)} | "
-            f"{_fmt(c.p50, 1)} | {_fmt(c.p99, 1)} |"
-        )
-    lines += [
-        "",
-        "| frame size | ipcnet MessageChannel frames/s | multiprocessing frames/s | ratio |",
-        "|---|---|---|---|",
-    ]
-    for row in framing_rows:
-        ratio = statistics.median(row["ipcnet"]) / statistics.median(row["mp"])
-        lines.append(
-            f"| {row['size']} B | {_fmt(row['ipcnet'])} | {_fmt(row['mp'])} | {ratio:.2f}x |"
-        )
-    lines += ["", "ratios (medians):"]
-    by = {(c.transport, c.peer, c.conc): statistics.median(c.rates) for c in rpc_cases}
-    for t in sorted({c.transport for c in rpc_cases}):
-        ours = [k for k in by if k[0] == t and k[1].startswith("ipcnet")]
-        for key in ours:
-            mp = by.get((t, "multiprocessing.connection", key[2]))
-            zmq = by.get((t, "pyzmq REQ/REP", 1)) if key[2] == 1 else None
-            parts = []
-            if mp:
-                parts.append(f"{by[key] / mp:.2f}x multiprocessing.connection c={key[2]}")
-            if zmq:
-                parts.append(f"{by[key] / zmq:.2f}x pyzmq REQ/REP")
-            lines.append(f"- {t} {key[1]} c={key[2]}: " + ", ".join(parts))
-    return "\n".join(lines)
+    rounds(list(out), repeat, one, "framing", lambda k: f"{k[0]} B {out[k].peer}")
+    return list(out.values())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipcnet bench rpc", description=__doc__.split("\n")[0])
+    parser = harness.parser("rpc")
     parser.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     from ipcnet.drivers import MODELS, first
@@ -527,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=model, choices=list(MODELS), help=f"ipcnet server model ({model})"
     )
     parser.add_argument("--transports", default="tcp,unix", help="tcp,unix")
-    parser.add_argument("--skip-framing", action="store_true")
+    parser.add_argument("--skip-framing", action="store_true", help="only the calls")
     parser.add_argument("--server", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.server:
@@ -540,9 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cpus: {sorted(os.sched_getaffinity(0))}; python {sys.version.split()[0]}", file=sys.stderr
     )
-    rpc_cases = run_rpc(args.seconds, args.repeat, args.model, args.transports.split(","))
-    framing_rows = [] if args.skip_framing else run_framing(args.seconds, args.repeat)
-    print(report(rpc_cases, framing_rows))
+    results = run_rpc(args.seconds, args.repeat, args.model, args.transports.split(","))
+    results += [] if args.skip_framing else run_framing(args.seconds, args.repeat)
+    harness.emit(args, results, "rpc: calls/s")
     return 0
 
 

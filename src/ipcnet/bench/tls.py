@@ -11,16 +11,15 @@ includes the handshake (negligible at 1 GiB); medians and ranges are reported.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import time
 
-from ipcnet.bench.transports import GiB, _pin
+from ipcnet.bench.harness import Result, emit, parser, rounds
+from ipcnet.bench.harness import pin as _pin
+from ipcnet.bench.transports import GiB
 from ipcnet.channel import connect, listen
 from ipcnet.transports.tls import TLSOptions, client_context, server_context
 from ipcnet.transports.tls.devcert import make
@@ -112,50 +111,36 @@ def _check(pid: int, got: int, size: int) -> None:
         raise RuntimeError(f"tls: moved {got} of {size} bytes, writer status {status}")
 
 
-def measure(size: int, chunk: int, rounds: int) -> dict[str, object]:
-    ours: list[float] = []
-    plain: list[float] = []
-    ciphers = set()
+def measure(size: int, chunk: int, n: int) -> tuple[list[Result], list[str]]:
+    """GiB/s of a tls:// channel and of a plain ssl.SSLSocket loop, ``n`` interleaved
+    rounds; and the ciphers negotiated (one, the same for both)."""
+    results = {
+        "ipcnet": Result("tls", "ipcnet tls://", "GiB/s"),
+        "plain": Result("tls", "ssl.SSLSocket", "GiB/s"),
+    }
+    ciphers: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-tls-") as folder:
         make(folder)
-        for i in range(rounds):
-            for mode in ("ipcnet", "plain") if i % 2 == 0 else ("plain", "ipcnet"):
-                speed, cipher = (_ipcnet_run if mode == "ipcnet" else _plain_run)(
-                    folder, size, chunk
-                )
-                (ours if mode == "ipcnet" else plain).append(speed)
-                ciphers.add(cipher)
-    return {
-        "ipcnet_gib_s": round(statistics.median(ours), 3),
-        "ipcnet_range": [round(min(ours), 3), round(max(ours), 3)],
-        "sslsocket_gib_s": round(statistics.median(plain), 3),
-        "sslsocket_range": [round(min(plain), 3), round(max(plain), 3)],
-        "ratio": round(statistics.median(ours) / statistics.median(plain), 3),
-        "cipher": sorted(ciphers),
-    }
+
+        def one(mode: str) -> None:
+            speed, cipher = (_ipcnet_run if mode == "ipcnet" else _plain_run)(folder, size, chunk)
+            results[mode].samples.append(speed)
+            ciphers.add(cipher)
+
+        rounds(list(results), n, one, "tls", str)
+    return list(results.values()), sorted(ciphers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipcnet bench tls", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
-    parser.add_argument(
-        "--chunk", type=int, default=64 * 1024, help="bytes per write and read (default 64 KiB)"
-    )
-    parser.add_argument("--rounds", type=int, default=5, help="transfers per mode (default 5)")
-    parser.add_argument("--json", action="store_true", help="print the row as JSON")
-    args = parser.parse_args(argv)
-    row = measure(args.size, args.chunk, args.rounds)
-    if args.json:
-        print(json.dumps(row, indent=2))
-        return 0
-    print(
-        f"{args.size / GiB:g} GiB in {args.chunk // 1024} KiB writes, {args.rounds} rounds, "
-        f"median GiB/s [min-max], {', '.join(row['cipher'])}; writer and reader on different CPUs"  # type: ignore[arg-type]
-    )
-    ours, plain = row["ipcnet_range"], row["sslsocket_range"]
-    print(f"tls:// channel   {row['ipcnet_gib_s']:.2f} [{ours[0]:.2f}-{ours[1]:.2f}]")  # type: ignore[index]
-    print(f"ssl.SSLSocket    {row['sslsocket_gib_s']:.2f} [{plain[0]:.2f}-{plain[1]:.2f}]")  # type: ignore[index]
-    print(f"ratio            {row['ratio']:.2f}")
+    p = parser("tls")
+    p.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
+    p.add_argument("--chunk", type=int, default=64 * 1024, help="bytes per write and read (64 KiB)")
+    p.add_argument("--rounds", type=int, default=5, help="transfers per mode (default 5)")
+    args = p.parse_args(argv)
+    results, ciphers = measure(args.size, args.chunk, args.rounds)
+    if not args.json:
+        print(f"{args.size / GiB:g} GiB in {args.chunk // 1024} KiB writes, {', '.join(ciphers)}")
+    emit(args, results, "tls: GiB/s", {"cipher": ciphers})
     return 0
 
 

@@ -10,51 +10,21 @@ ranges are reported.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
-import json
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from ipcnet.bench.harness import Result, emit, parser, pin, rounds
 from ipcnet.channel import Channel, connect, listen, pipe, socketpair
 from ipcnet.transports.pipes import PIPE_SIZE
 
 GiB = 1 << 30
 KINDS = ("pipe", "fifo", "socketpair", "unix", "tcp", "shm")
-
-
-@dataclass
-class Result:
-    kind: str
-    ours: list[float]
-    plain: list[float]
-
-    def row(self) -> dict[str, object]:
-        ours, plain = statistics.median(self.ours), statistics.median(self.plain)
-        return {
-            "transport": self.kind,
-            "ipcnet_gib_s": round(ours, 3),
-            "ipcnet_range": [round(min(self.ours), 3), round(max(self.ours), 3)],
-            "plain_gib_s": round(plain, 3),
-            "plain_range": [round(min(self.plain), 3), round(max(self.plain), 3)],
-            "ratio": round(ours / plain, 3),
-        }
-
-
-_CPUS = sorted(os.sched_getaffinity(0))  # read once: a pinned parent's own mask is one CPU
-
-
-def _pin(cpu: int) -> None:
-    cpus = _CPUS
-    if len(cpus) > 1:
-        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
 
 # --- descriptor pairs for the plain loop: (read fd, write fd), blocking ------------------
@@ -149,7 +119,7 @@ def _run(kind: str, mode: str, size: int, chunk: int, folder: str) -> float:
     if pid == 0:
         code = 1
         try:
-            _pin(1)
+            pin(1)
             close_reader()
             write_side()
             close_writer()
@@ -157,7 +127,7 @@ def _run(kind: str, mode: str, size: int, chunk: int, folder: str) -> float:
         finally:
             os._exit(code)
     close_writer()
-    _pin(0)
+    pin(0)
     got = read_side()
     seconds = time.perf_counter() - start
     close_reader()
@@ -202,64 +172,39 @@ def _ipcnet_read(ch: Channel, chunk: int) -> int:
     return total
 
 
-def measure(kinds: tuple[str, ...], size: int, chunk: int, rounds: int) -> list[Result]:
-    results = []
+def measure(kinds: tuple[str, ...], size: int, chunk: int, n: int) -> list[Result]:
+    """Every transport, ipcnet and plain, in ``n`` interleaved rounds: GiB/s."""
+    results = {
+        (k, m): Result(k, "ipcnet" if m == "ipcnet" else "plain os.read/write", "GiB/s")
+        for k in kinds
+        for m in ("ipcnet", "plain")
+    }
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-") as folder:
-        for kind in kinds:
-            result = Result(kind, [], [])
-            for i in range(rounds):
-                order = ("ipcnet", "plain") if i % 2 == 0 else ("plain", "ipcnet")
-                for mode in order:
-                    speed = _run(kind, mode, size, chunk, folder)
-                    (result.ours if mode == "ipcnet" else result.plain).append(speed)
-            results.append(result)
-    return results
+
+        def one(key: tuple[str, str]) -> None:
+            results[key].samples.append(_run(*key, size, chunk, folder))
+
+        rounds(list(results), n, one, "transports", lambda key: f"{key[0]} {key[1]}")
+    for (kind, mode), r in results.items():
+        if kind == "shm" and mode == "plain":
+            r.note = "a pipe: shm has no fd loop"
+    return list(results.values())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ipcnet bench transports", description=__doc__.splitlines()[0]
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
-    parser.add_argument(
-        "--chunk", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="transfers per mode and transport (default 5)"
-    )
-    parser.add_argument(
-        "--only", choices=KINDS, action="append", help="only this transport (repeatable)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-
-
-def run(args: argparse.Namespace) -> int:
-    kinds = tuple(args.only or KINDS)
-    results = measure(kinds, args.size, args.chunk, args.rounds)
-    rows = [r.row() for r in results]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(
-        f"{args.size / GiB:g} GiB in {args.chunk // 1024} KiB writes, {args.rounds} rounds, "
-        f"median GiB/s [min-max]; writer and reader on different CPUs"
-    )
-    print(f"{'transport':<11} {'ipcnet':>22} {'plain os.read/write':>22} {'ratio':>6}")
-    for row in rows:
-        ours = (
-            f"{row['ipcnet_gib_s']:.2f} [{row['ipcnet_range'][0]:.2f}-{row['ipcnet_range'][1]:.2f}]"  # type: ignore[index]
+    p = parser("transports")
+    p.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
+    p.add_argument("--chunk", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--only", choices=KINDS, action="append", help="only this transport (repeat)")
+    args = p.parse_args(argv)
+    results = measure(tuple(args.only or KINDS), args.size, args.chunk, args.rounds)
+    if not args.json:
+        print(
+            f"{args.size / GiB:g} GiB in {args.chunk // 1024} KiB writes, {args.rounds} rounds; "
+            "writer and reader on different CPUs"
         )
-        plain = (
-            f"{row['plain_gib_s']:.2f} [{row['plain_range'][0]:.2f}-{row['plain_range'][1]:.2f}]"  # type: ignore[index]
-        )
-        print(f"{row['transport']:<11} {ours:>22} {plain:>22} {row['ratio']:>6.2f}")
-    if "shm" in kinds:
-        print("shm's plain column is a plain pipe loop (shm has no descriptor loop of its own)")
+    emit(args, results, "transports: GiB/s")
     return 0
 
 

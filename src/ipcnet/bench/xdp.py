@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ipcnet.bench.harness import Result, emit, parser, rounds
 from ipcnet.transports import procfs
 
 HERE = Path(__file__).resolve().parent
@@ -427,96 +428,77 @@ def _perf_works() -> bool:
         return done.returncode == 0
 
 
-def _chart(results: dict[str, list[Run]], png: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results)
-    med = [statistics.median(r.pps for r in results[n]) / 1e6 for n in names]
-    lo = [m - min(r.pps for r in results[n]) / 1e6 for m, n in zip(med, names, strict=True)]
-    hi = [max(r.pps for r in results[n]) / 1e6 - m for m, n in zip(med, names, strict=True)]
-    cpu = [statistics.median(r.cpu_per_mpkt for r in results[n]) for n in names]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=80)
-    colors = [
-        "#2b7bba" if n.startswith("xdp") else "#e08a1e" if n.startswith("nft") else "#7a7a7a"
-        for n in names
-    ]
-    ax1.barh(names, med, xerr=[lo, hi], color=colors, capsize=3)
-    ax1.invert_yaxis()
-    ax1.set_xlabel("million packets/s disposed of (median, range)")
-    ax2.barh(names, cpu, color=colors)
-    ax2.invert_yaxis()
-    ax2.set_yticklabels([])
-    ax2.set_xlabel("CPU µs per packet, whole path (median)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-
-
 def _report(
     results: dict[str, list[Run]], profiles: dict[str, Profile], args: argparse.Namespace
-) -> None:
-    print(
+) -> str:
+    lines: list[str] = []
+    say = lines.append
+    say(
         f"\n{args.rounds} interleaved rounds of {args.seconds:g} s, {args.payload}-byte "
         f"payloads; sender on CPU {SEND_CPU}, readers on CPU {RECV_CPU}\n"
     )
-    print("| path | Mpkt/s median | range | sent Mpkt/s | disposed/sent | CPU µs/pkt | range |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    say("| path | Mpkt/s median | range | sent Mpkt/s | disposed/sent | CPU µs/pkt | range |")
+    say("|---|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         pps = [r.pps / 1e6 for r in runs]
         sent = statistics.median(r.sent / r.seconds / 1e6 for r in runs)
         ratio = statistics.median(r.disposed / r.sent for r in runs if r.sent)
         cpus = [r.cpu_per_mpkt for r in runs]
-        print(
+        say(
             f"| {name} | {statistics.median(pps):.3f} | {min(pps):.3f}-{max(pps):.3f} "
             f"| {sent:.3f} | {ratio:.2f} | {statistics.median(cpus):.2f} "
             f"| {min(cpus):.2f}-{max(cpus):.2f} |"
         )
-    print()
+    say("")
     best = {n: statistics.median(r.pps for r in runs) for n, runs in results.items()}
     cost = {n: statistics.median(r.cpu_per_mpkt for r in runs) for n, runs in results.items()}
     if "xdp-native" in best:
         nft = max((n for n in best if n.startswith("nft")), key=best.__getitem__, default=None)
         for other in (nft, "c-recvmmsg"):
             if other in best:
-                print(
+                say(
                     f"xdp-native vs {other}: {best['xdp-native'] / best[other]:.2f}x the "
                     f"packets/s at {cost['xdp-native'] / cost[other]:.2f}x the CPU per packet"
                 )
     if profiles:
         cats = [c for c, _ in CATEGORIES] + ["other kernel", "user space"]
-        print(
+        say(
             "\nwhere the time goes (perf cpu-clock samples of the sender, reader and "
             "ksoftirqd; % of those samples)\n"
         )
-        print("| path | samples | " + " | ".join(cats) + " | receiving side µs/pkt |")
-        print("|---|---:|" + "---:|" * (len(cats) + 1))
+        say("| path | samples | " + " | ".join(cats) + " | receiving side µs/pkt |")
+        say("|---|---:|" + "---:|" * (len(cats) + 1))
         for name, prof in profiles.items():
             cells = " | ".join(f"{prof.categories.get(c, 0.0):.0f}" for c in cats)
             sending = sum(prof.categories.get(c, 0.0) for c in ("send", "syscall entry/exit"))
             rx = cost[name] * (100 - sending) / 100 if name in cost else float("nan")
-            print(f"| {name} | {prof.samples} | {cells} | {rx:.2f} |")
-        print("\ntop symbols per path:")
+            say(f"| {name} | {prof.samples} | {cells} | {rx:.2f} |")
+        say("\ntop symbols per path:")
         for name, prof in profiles.items():
-            print(f"  {name}: " + ", ".join(f"{sym} {v:.0f}%" for v, sym in prof.top))
+            say(f"  {name}: " + ", ".join(f"{sym} {v:.0f}%" for v, sym in prof.top))
+    return "\n".join(lines)
+
+
+def _results(results: dict[str, list[Run]]) -> list[Result]:
+    """Packets/s and CPU per packet of every path; ipcnet's own are the xdp paths."""
+    out = []
+    for name, runs in results.items():
+        peer = f"ipcnet {name}" if name.startswith("xdp") else name
+        out.append(Result("Mpkt/s", peer, "Mpkt/s", [r.pps / 1e6 for r in runs]))
+    for name, runs in results.items():
+        peer = f"ipcnet {name}" if name.startswith("xdp") else name
+        cpu = [r.cpu_per_mpkt for r in runs]
+        out.append(Result("CPU µs/pkt", peer, "µs", cpu, lower_is_better=True))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="ipcnet bench xdp",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = parser("xdp")
     p.add_argument("--seconds", type=float, default=2.0, help="flood length per run (2)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
     p.add_argument("--payload", type=int, default=18, help="UDP payload bytes (18: 60-byte frames)")
     p.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of paths")
     p.add_argument("--no-perf", action="store_true", help="skip the perf profile runs")
-    p.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
-    p.add_argument("--json", type=Path, help="write every run as JSON here")
     args = p.parse_args(argv)
     paths = [x for x in args.paths.split(",") if x]
     unknown = set(paths) - set(PATHS)
@@ -534,17 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-xdp-") as tmp, _topology() as (a, b):
         bench = Bench(a, b, _build(Path(tmp)), args.seconds, args.payload)
         bench.run(paths[0])  # warm-up: builds the XDP object, faults everything in
-        for rnd in range(args.rounds):
-            order = paths[rnd % len(paths) :] + paths[: rnd % len(paths)]
-            for name in order:
-                r = bench.run(name)
-                results[name].append(r)
-                print(
-                    f"round {rnd + 1} {name:<15} {r.pps / 1e6:6.3f} Mpkt/s "
-                    f"{r.cpu_per_mpkt:6.2f} CPU µs/pkt",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        rounds(paths, args.rounds, lambda n: results[n].append(bench.run(n)), "xdp", str)
         if use_perf:
             for name in paths:
                 data = Path(tmp) / f"{name}.perf"
@@ -552,17 +524,6 @@ def main(argv: list[str] | None = None) -> int:
                 profiles[name] = _profile(data)
     if not use_perf and not args.no_perf:
         print("(perf is not usable here: no profile)", file=sys.stderr)
-    _report(results, profiles, args)
-    if args.json:
-        args.json.write_text(
-            json.dumps({n: [r.__dict__ for r in runs] for n, runs in results.items()}, indent=1)
-        )
-    if args.chart:
-        _chart(
-            results,
-            args.chart,
-            f"UDP flood over veth, {args.payload}-byte payloads, "
-            f"{args.rounds} rounds x {args.seconds:g} s",
-        )
-        print(f"\nchart: {args.chart}")
+    title = f"UDP flood over veth, {args.payload}-byte payloads, {args.rounds} x {args.seconds:g} s"
+    emit(args, _results(results), title, text=_report(results, profiles, args))
     return 0

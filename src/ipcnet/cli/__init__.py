@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -49,10 +50,17 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
             if exc.name != f"ipcnet.cli.{name}":
                 raise
             continue
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=sentence(module.HELP))
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def sentence(text: str) -> str:
+    """A one-line help as a sentence (``ipcnet X --help``): no ``code`` markup, a capital
+    first, a full stop last."""
+    text = re.sub(r"``([^`]*)``", r"\1", text.strip())
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

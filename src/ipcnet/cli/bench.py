@@ -9,21 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector, ipc"
+from ipcnet.bench.harness import BENCHMARKS
 
-# benchmark name -> one-line help (the module is ipcnet.bench.NAME)
-BENCHMARKS = {
-    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp beside a plain read/write loop",
-    "echo": "closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles",
-    "models": "every concurrency model and its peers under the same echo load, as one table",
-    "http": "wrk against the web server, nginx, http.server and uvicorn+StaticFiles",
-    "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc",
-    "inspector": "ipcnet sockets beside ss, netstat and psutil at 1k and 10k sockets",
-    "xdp": "a UDP flood over veth dropped by XDP, nftables hooks, or read by C/Python (root)",
-    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2",
-    "relay": "1 GiB and short connections through ipcnet relay, socat, HAProxy, nginx stream",
-    "tls": "1 GiB through a tls:// channel beside a plain ssl.SSLSocket loop",
-}
+HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector, ipc"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

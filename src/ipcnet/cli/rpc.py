@@ -71,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("target", metavar="MODULE:OBJECT", help="e.g. mypkg.api:methods")
     p.add_argument(
-        "addresses", nargs="+", metavar="ADDRESS", help="tcp://host:port, unix:///path, stdio:"
+        "addresses",
+        nargs="+",
+        metavar="ADDRESS",
+        help="tcp://host:port, unix:///path, stdio:, or http://host:port/path (JSON-RPC over HTTP)",
     )
     p.add_argument(
         "--debug", action="store_true", help="put tracebacks in error replies (never in prod)"
@@ -131,6 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ipcnet rpc: cannot load {args.target}: {exc}", file=sys.stderr)
         return 2
     addresses = list(args.addresses)
+    if any(a.startswith("http://") for a in addresses):
+        return _serve_http(target, addresses, args)
     service = make_service(
         target,
         addresses[0],
@@ -146,6 +151,26 @@ def _serve(args: argparse.Namespace) -> int:
         print("ipcnet rpc: stdio: must be the only address", file=sys.stderr)
         return 2
     return serve_until_stopped(service, addresses, args)
+
+
+def _serve_http(target: Any, urls: list[str], args: argparse.Namespace) -> int:
+    """JSON-RPC in HTTP POST bodies (protocols.jsonrpc.http): the URL says where and the
+    path; --framing does not apply (HTTP frames the bodies), --max-frame bounds a body."""
+    from ipcnet.cli.serve import serve_until_stopped
+    from ipcnet.protocols.jsonrpc.http import MAX_BODY, JsonRpcHttpService, split_url
+    from ipcnet.rpc import make_service
+
+    try:
+        where = [split_url(u) for u in urls]
+    except ValueError as exc:
+        print(f"ipcnet rpc: {exc}", file=sys.stderr)
+        return 2
+    if len({path for _, path in where}) > 1:
+        print("ipcnet rpc: every http:// address must have the same path", file=sys.stderr)
+        return 2
+    rpc = make_service(target, where[0][0], codec=args.codec, debug=args.debug)
+    service = JsonRpcHttpService(rpc, where[0][1], args.max_frame or MAX_BODY)
+    return serve_until_stopped(service, [a for a, _ in where], args)
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -18,7 +18,7 @@ import select
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ipcnet.addresses import Address, parse
 from ipcnet.channel import Channel
@@ -303,7 +303,15 @@ def connect(
     **tls: Any,
 ) -> Client:
     """A Client for ``url``: newline JSON on sockets, Content-Length on exec:/stdio:
-    (tls:// and tls+unix:// take TLS keywords, as ``ipcnet.connect`` does)."""
+    (tls:// and tls+unix:// take TLS keywords, as ``ipcnet.connect`` does); for
+    ``http://HOST:PORT/PATH`` an ``HttpClient`` (JSON-RPC in HTTP POST bodies)."""
+    if isinstance(url, str) and url.startswith("http://"):
+        from ipcnet.rpc.http import HttpClient
+
+        chosen_codec = choose(parse("tcp://127.0.0.1:1"), None, codec)[1]
+        # the same calls as Client (request, call, notify, client.name(...), with); typed as
+        # Client so callers need no union: submit and batch are the ones it lacks
+        return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout))
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
     channel = connect_channel(address, connect_timeout=connect_timeout, **tls)  # tcp: NODELAY

@@ -1,0 +1,357 @@
+"""The one harness every ``ipcnet bench`` benchmark runs on.
+
+A benchmark is a module of ``ipcnet.bench`` with ``main(argv) -> int``. It builds its parser
+with ``parser(NAME)`` (``--json``, ``--markdown`` and ``--plot FILE`` come with it), starts
+servers with ``Server`` (readiness: a ready line in the log or a port that accepts), pins
+with ``pin``/``taskset``, takes ports from ``free_port`` (``ipcnet.testing``'s), runs its
+cases in interleaved ``rounds`` under ``progress``, puts each measurement in a ``Result``
+(one schema: case, peer, unit, samples) and ends with ``emit(args, results)``, which prints
+a table, Markdown or JSON and draws the chart. Porting a benchmark is: build ``Result``s.
+
+Rules: statistics are medians with the range (min-max) over rounds, never means; ratios are
+ipcnet's median over the peer's (inverted where lower is better, so >1 means ipcnet wins);
+progress goes to stderr (a rich bar on a terminal, plain lines otherwise), results to stdout.
+
+Where this code lives: in the installed package, under ``ipcnet.bench``, not in a top-level
+``benchmarks/`` folder. ``ipcnet bench`` is a documented subcommand users run on their own
+machines (the numbers in BENCHMARKS.md are only true of ours), and its servers re-run
+``python -m ipcnet.bench.*`` in child processes, which a folder outside the package would
+need a path hack for. The cost is a few hundred kB of source; rich and matplotlib stay
+optional (the ``bench`` extra) and are imported only when a benchmark runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
+
+from ipcnet.testing.pairs import free_port
+
+__all__ = ["Result", "Server", "emit", "free_port", "parser", "pin", "progress", "rounds"]
+
+T = TypeVar("T")
+
+# benchmark name -> one sentence (``ipcnet bench --help`` and each benchmark's description)
+BENCHMARKS = {
+    "transports": "1 GiB through pipe, fifo, socketpair, unix, tcp and shm beside a plain loop.",
+    "echo": "Closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles.",
+    "models": "Every concurrency model and its peers under the same echo load, as one table.",
+    "http": "Static files under wrk: the web server beside nginx, http.server and uvicorn.",
+    "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc.",
+    "inspector": "The socket inspector beside ss, netstat and psutil at 1k and 10k sockets.",
+    "xdp": "A UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root).",
+    "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2.",
+    "relay": "1 GiB and short connections through ipcnet relay, socat, HAProxy, nginx stream.",
+    "tls": "1 GiB through a tls:// channel beside a plain ssl.SSLSocket loop.",
+}
+
+CPUS = sorted(os.sched_getaffinity(0))  # read once: a pinned process's own mask is one CPU
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One measured cell: ``samples`` (one per round) of ``unit`` for ``peer`` on ``case``."""
+
+    case: str
+    peer: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+    per_cpu_s: list[float] = field(default_factory=list)  # units per CPU-second, if measured
+    lower_is_better: bool = False
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # benchmark-specific fields
+
+    @property
+    def ours(self) -> bool:
+        return self.peer.startswith("ipcnet")
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    def row(self) -> dict[str, Any]:
+        med, cpu = self.median, self.per_cpu_s
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "extra"},
+            **self.extra,
+            "median": med,
+            "range": [min(self.samples), max(self.samples)] if self.samples else None,
+            "per_cpu_s_median": statistics.median(cpu) if cpu else None,
+        }
+
+
+def ratio(ours: Result | None, peer: Result) -> float | None:
+    """ipcnet's median over the peer's, as >1 = ipcnet better; None when one is missing."""
+    a, b = (ours.median if ours else None), peer.median
+    if not a or not b or peer is ours:
+        return None
+    return b / a if peer.lower_is_better else a / b
+
+
+def ratios(results: Sequence[Result]) -> list[float | None]:
+    """For each result, the ratio of its case's ipcnet result to it (None on ipcnet's rows)."""
+    ours: dict[str, Result] = {}
+    for r in results:
+        if r.ours:
+            ours.setdefault(r.case, r)
+    return [None if r.ours else ratio(ours.get(r.case), r) for r in results]
+
+
+def fmt(values: Sequence[float], digits: int = 0) -> str:
+    """``median (min-max)`` with thousands separators, or ``-`` for no values."""
+    if not values:
+        return "-"
+    f = f"{{:,.{digits}f}}"
+    med = f.format(statistics.median(values))
+    if len(values) == 1:
+        return med
+    return f"{med} ({f.format(min(values))}-{f.format(max(values))})"
+
+
+def _digits(results: Sequence[Result]) -> int:
+    top = max((abs(r.median or 0) for r in results), default=0)
+    return 0 if top >= 100 else 2 if top >= 1 else 4
+
+
+def _cells(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
+    digits = _digits(results)
+    head = ["case", "peer", "median (range)", "unit", "ipcnet / peer", "per CPU-s"]
+    rows = []
+    for r, q in zip(results, ratios(results), strict=True):
+        rows.append(
+            [
+                r.case,
+                r.peer + (f" [{r.note}]" if r.note else ""),
+                fmt(r.samples, digits),
+                r.unit,
+                "" if q is None else f"{q:.2f}x",
+                fmt(r.per_cpu_s) if r.per_cpu_s else "",
+            ]
+        )
+    return head, rows
+
+
+def table(results: Sequence[Result]) -> str:
+    head, rows = _cells(results)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in [head, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown(results: Sequence[Result]) -> str:
+    head, rows = _cells(results)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def parser(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``ipcnet bench NAME`` with the options every benchmark has."""
+    p = argparse.ArgumentParser(
+        prog=f"ipcnet bench {name}",
+        description=BENCHMARKS[name],
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the results as JSON rows")
+    out.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--plot", metavar="FILE", help="draw the results to FILE (.png or .svg)")
+    return p
+
+
+def emit(
+    args: argparse.Namespace,
+    results: Sequence[Result],
+    title: str = "",
+    meta: dict[str, Any] | None = None,
+    text: str | None = None,
+) -> None:
+    """Print ``results`` as ``args`` asks and draw ``--plot``: ``--json`` prints
+    ``{"results": [row, ...], **meta}`` (every benchmark's schema), ``--markdown`` a Markdown
+    table, else ``text`` (a benchmark's own report) or the plain table."""
+    if args.json:
+        print(json.dumps({"results": [r.row() for r in results], **(meta or {})}, indent=1))
+    elif args.markdown or text is None:
+        print(markdown(results) if args.markdown else table(results))
+    else:
+        print(text)
+    if args.plot:
+        from ipcnet.bench.plot import plot
+
+        plot(results, args.plot, title)
+        print(f"chart: {args.plot}", file=sys.stderr)
+
+
+# --- progress and rounds -------------------------------------------------------------------
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
+    """Yield ``step(label)``, called as each of ``total`` steps starts: a bar on a terminal
+    (what runs, k of n, time left), else one plain line per step on stderr."""
+    if not sys.stderr.isatty():
+        done = [0]
+
+        def line(label: str) -> None:
+            done[0] += 1
+            print(f"[{done[0]}/{total}] {what}: {label}", file=sys.stderr, flush=True)
+
+        yield line
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=total)
+        started = [False]
+
+        def step(label: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=f"{what}: {label}")
+            bar.refresh()  # draw what runs now, not at the next tick: a step may be short
+
+        yield step
+        bar.update(task, completed=total, description=f"{what}: done")
+
+
+def rounds(
+    cases: Sequence[T], n: int, run: Callable[[T], None], what: str, label: Callable[[T], str]
+) -> None:
+    """Run every case once per round for ``n`` rounds, the order reversed every other round
+    (so no case always runs first, on a cold cache, or last), under ``progress``."""
+    with progress(len(cases) * n, what) as step:
+        for i in range(n):
+            for case in cases if i % 2 == 0 else list(reversed(cases)):
+                step(f"round {i + 1}/{n} {label(case)}")
+                run(case)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def pin(cpu: int | None, pid: int = 0) -> None:
+    """Pin ``pid`` (0: this process) to the ``cpu``-th usable CPU; no-op on one CPU."""
+    if cpu is not None and len(CPUS) >= 2:
+        os.sched_setaffinity(pid, {CPUS[cpu % len(CPUS)]})
+
+
+def taskset(cpu: int | None) -> list[str]:
+    """An argv prefix that pins a command to the ``cpu``-th usable CPU (or nothing)."""
+    if cpu is None or len(CPUS) < 2 or not shutil.which("taskset"):
+        return []
+    return ["taskset", "-c", str(CPUS[cpu % len(CPUS)])]
+
+
+class Server:
+    """A server process we started: its own session (stopped whole), output in ``log_path``,
+    ready when ``ready`` (a regex, group 1 = its URL) matches the log or ``port`` accepts."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: str,
+        *,
+        ready: re.Pattern[str] | None = None,
+        port: int | None = None,
+        cpu: int | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            taskset(cpu) + argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.url = ""
+        try:
+            self.url = self._wait(ready, port, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def _wait(self, ready: re.Pattern[str] | None, port: int | None, timeout: float) -> str:
+        from ipcnet import connect
+        from ipcnet.errors import IPCError
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if ready is not None and (m := ready.search(self.log())):
+                return m.group(1) if m.groups() else m.group(0)
+            if port is not None:
+                try:
+                    connect(f"tcp://127.0.0.1:{port}", connect_timeout=0.5).close()
+                    return f"tcp://127.0.0.1:{port}"
+                except IPCError:
+                    pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"not ready after {timeout:g} s: {self.tail()}")
+
+    def tail(self) -> str:
+        return " | ".join(self.log().strip().splitlines()[-3:]) or "(no output)"
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM and wait; then SIGKILL what is left of its process group; its status."""
+        from ipcnet.errors import IPCError
+        from ipcnet.transports.process import signal_group
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            signal_group(self.proc.pid, signal.SIGKILL)
+        except IPCError:
+            pass  # the group is gone already
+        status = self.proc.wait()
+        self._log.close()
+        return status
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,220 @@
+"""JSON-RPC 2.0 over HTTP POST, as a sans-IO service: the HTTP layer around JsonRpcService.
+
+Role: what bitcoind, Ethereum nodes, Odoo and aria2 speak: a request (or batch) in a POST
+body, the reply in the response body. The HTTP head is parsed by the web server's parsers
+(``protocols.http.parsers``: llhttp or h11, the same framing checks); each body is handed,
+as one frame, to a ``JsonRpcSession`` whose framing is a u32 length prefix, so batches,
+async handlers, jobs and errors are exactly those of every other framing. Rules (the
+common JSON-RPC-over-HTTP convention):
+- 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
+  the body, as JSON-RPC clients expect); 204 when the body held only notifications;
+- 405 with ``Allow: POST`` for another method (OPTIONS too), 404 for another path, 415
+  for a Content-Type other than ``application/json`` (or ``application/json-rpc``,
+  ``application/jsonrequest``), 411 without a Content-Length (a chunked body), 413 for a
+  body over the limit, 400 for a malformed request (then the connection is closed); the
+  status line and Connection header follow RFC 9112 (keep-alive by default in 1.1);
+- ``Expect: 100-continue`` gets ``100 Continue`` once the head is acceptable (curl waits
+  for it before sending a body over 1 KiB); requests are answered one at a time, in order.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ipcnet.errors import BadRequest
+from ipcnet.framing.decoders import LengthPrefixed
+from ipcnet.protocols.base import (
+    CLOSE,
+    Action,
+    Actions,
+    BaseService,
+    BaseSession,
+    Outcome,
+    Peer,
+    Run,
+)
+from ipcnet.protocols.http.conditional import DateCache
+from ipcnet.protocols.http.limits import Limits
+from ipcnet.protocols.http.messages import Head
+from ipcnet.protocols.http.parsers import check_head, make_parser
+from ipcnet.protocols.http.responses import head as response_head
+from ipcnet.protocols.http.responses import simple
+from ipcnet.protocols.jsonrpc.server import JsonRpcService, JsonRpcSession
+
+JSON_TYPES = (b"application/json", b"application/json-rpc", b"application/jsonrequest")
+MAX_BODY = 16 * 1024 * 1024
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``http://HOST:PORT/PATH`` -> (``tcp://HOST:PORT``, ``/PATH``); ValueError if not."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{url}: expected http://HOST:PORT/PATH (no query, no https)")
+    try:
+        port = 80 if parts.port is None else parts.port
+    except ValueError:
+        raise ValueError(f"{url}: bad port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"tcp://{host}:{port}", parts.path or "/"
+
+
+class JsonRpcHttpService(BaseService):
+    """JSON-RPC 2.0 in HTTP POST bodies sent to ``path``, answered by ``methods``' service."""
+
+    name = "jsonrpc-http"
+
+    def __init__(self, rpc: JsonRpcService, path: str = "/", max_body: int = MAX_BODY) -> None:
+        self.rpc = JsonRpcService(
+            rpc.methods, LengthPrefixed(max_body), rpc.codec, debug=rpc.debug, title=rpc.title
+        )
+        self.path = path.encode()
+        self.max_body = max_body
+        self.limits = Limits()
+        self.dates = DateCache()
+
+    def start(self, peer: Peer) -> tuple[JsonRpcHttpSession, Actions]:
+        return JsonRpcHttpSession(self), None
+
+
+class JsonRpcHttpSession(BaseSession):
+    """HEAD (reading a request head) -> BODY (its Content-Length bytes) -> CALLING (the
+    JSON-RPC session runs it) -> HEAD ...; CLOSED after an error or ``Connection: close``."""
+
+    def __init__(self, service: JsonRpcHttpService) -> None:
+        self.service = service
+        self.parser = make_parser("auto")
+        self.rpc: JsonRpcSession = service.rpc.start(Peer(None, None))[0]
+        self.framing = service.rpc.framing
+        self.buf = bytearray()
+        self.head: Head | None = None
+        self.length = 0
+        self.skip = 0  # bytes of a refused request's body still to drop
+        self.keep_alive = True
+        self.calling = False
+        self.closed = False
+
+    # --- the contract --------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> Actions:
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        self.buf += data
+        return self._pump() if not self.calling and not self.closed else None
+
+    def feed_eof(self) -> Actions:
+        if self.calling or self.closed:
+            self.keep_alive = False
+            return None
+        self.closed = True
+        return CLOSE
+
+    def resume(self, job: Run, outcome: Outcome) -> Actions:
+        return self._reply(self.rpc.resume(job, outcome))
+
+    # --- the machine ---------------------------------------------------------------------
+
+    def _pump(self) -> list[Action]:
+        out: list[Action] = []
+        while not self.calling and not self.closed:
+            if self.head is None:
+                if not self._read_head(out):
+                    break
+                continue  # a head to serve, or one refused: the next may be here already
+            if len(self.buf) < self.length:
+                break
+            body = bytes(self.buf[: self.length])
+            del self.buf[: self.length]
+            self.head, self.calling = None, True
+            out += self._reply(self.rpc.feed(self.framing.encode(body)))
+        return out
+
+    def _read_head(self, out: list[Action]) -> bool:
+        """Parse a whole head from ``buf`` into ``self.head``; False if it is not all here
+        or was refused (the refusal is in ``out``)."""
+        end = self.buf.find(b"\r\n\r\n")
+        limit = self.service.limits.header_bytes
+        if end < 0:
+            if len(self.buf) > limit:
+                out += self._fail(431)
+            return False
+        raw = bytes(self.buf[: end + 4])
+        del self.buf[: end + 4]
+        try:
+            head = self.parser.parse(raw)
+            self.keep_alive, _ = check_head(head)
+        except BadRequest as exc:
+            out += self._fail(exc.status)
+            return False
+        status, extra = self._check(head)
+        if status == 413 or (status and head.get(b"expect")):
+            out += self._fail(status, extra)  # the body is not read: close after this
+            return False
+        self.head, self.length = head, int(head.get(b"content-length") or 0)
+        if status:  # the body is dropped (as it arrives), the connection goes on
+            self.head, self.skip = None, max(0, self.length - len(self.buf))
+            del self.buf[: self.length]
+            out += self._response(status, extra=extra)
+            return not self.closed
+        if (head.get(b"expect") or b"").lower() == b"100-continue" and len(self.buf) < self.length:
+            out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
+
+    def _check(self, head: Head) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """The status that refuses ``head`` (0: none) and the headers that go with it."""
+        if head.target.split(b"?", 1)[0] != self.service.path:
+            return 404, []
+        if head.method != "POST":
+            return 405, [(b"Allow", b"POST")]
+        if head.get(b"transfer-encoding") is not None:
+            return 411, []
+        kind = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+        if kind not in JSON_TYPES:
+            return 415, []
+        if int(head.get(b"content-length") or 0) > self.service.max_body:
+            return 413, []
+        return 0, []
+
+    def _reply(self, actions: Actions) -> list[Action]:
+        """The JSON-RPC session's actions for one body, as HTTP: its reply frame becomes a
+        200 (none: 204), its jobs pass through; then the next request, if one waits."""
+        items: list[Action] = []
+        if isinstance(actions, list | tuple):
+            items = list(actions)
+        elif actions is not None:
+            items = [actions]  # type: ignore[list-item]
+        out: list[Action] = []
+        frames = bytearray()
+        for item in items:
+            if isinstance(item, Run):
+                out.append(item)
+                return out  # resume() brings the rest
+            if isinstance(item, bytes | bytearray | memoryview):
+                frames += item
+        body = bytes(frames[4:])  # one body in, one reply frame out (u32 length first)
+        self.calling = False
+        out += self._response(200 if body else 204, body)
+        if not self.closed:
+            out += self._pump()
+        return out
+
+    def _response(
+        self, status: int, body: bytes | None = None, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> list[Action]:
+        """The response, then CLOSE unless the connection is kept alive."""
+        keep = self.keep_alive and status < 500 and status not in (400, 411, 413, 431)
+        kind = b"application/json" if status == 200 else b"text/html; charset=utf-8"
+        date = self.service.dates.now()
+        if status == 204:  # no body and no Content-Length (RFC 9110 §8.6)
+            response = response_head(204, date, [], keep)
+        else:
+            response = simple(status, date, keep, extra=extra, body=body, content_type=kind)
+        if keep:
+            return [response]
+        self.closed = True
+        return [response, CLOSE]
+
+    def _fail(self, status: int, extra: list[tuple[bytes, bytes]] | None = None) -> list[Action]:
+        self.keep_alive = False
+        return self._response(status, extra=extra)
