@@ -296,3 +296,35 @@ def test_tls_flags_that_do_not_fit_are_one_clear_line(args: list[str], message: 
     )  # fmt: skip
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("both", [False, True])
+def test_client_certificate_towards_a_backend_that_requires_one(both: bool) -> None:
+    """--cert/--key are the target's when only it is TLS; --target-cert/--target-key when
+    the listen side is TLS too. The backend (ipcnet serve echo) requires a client cert."""
+    c = certs()
+    backend = _start(
+        [sys.executable, "-m", "ipcnet", "serve", "echo", "tls://127.0.0.1:0", "--cert",
+         c.server.cert, "--key", c.server.key, "--ca", c.ca], 1, env=env(),
+    )  # fmt: skip
+    target = backend.url("tls")
+    try:
+        if both:
+            args = [*_terminating(target), "--target-ca", c.ca, "--target-cert", c.client.cert,
+                    "--target-key", c.client.key, "--once"]  # fmt: skip
+        else:
+            args = ["tcp://127.0.0.1:0", target, "--ca", c.ca, "--cert", c.client.cert,
+                    "--key", c.client.key, "--once"]  # fmt: skip
+        with relay_process(*args) as r:
+            if both:
+                stream = _tls_client(r.port)
+                stream.write(b"with a client certificate\n")
+                stream.send_eof()
+                got = _read_all(stream)
+                stream.close()
+            else:
+                got = _plain_exchange(r.port, b"with a client certificate\n")
+            assert r.proc.wait(10) == 0  # --once: one connection, then exit
+    finally:
+        assert backend.stop() == 0
+    assert got == b"with a client certificate\n"
