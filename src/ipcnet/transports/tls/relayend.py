@@ -8,8 +8,8 @@ so this end never splices (the pump copies through the layer).
 Rules:
 - ``read_into`` fills the buffer with every whole record there is, so a short read means
   the layer holds no whole record and waiting on the socket is right; 0 is the peer's
-  close_notify; a TCP EOF without it is EOF too (counted in ``unclean``), as the servers'
-  TLS wrapper treats it (curl and browsers often skip close_notify);
+  close_notify; a TCP EOF without it is EOF too (``unclean`` remembers it), as the
+  servers' TLS wrapper treats it (curl and browsers often skip close_notify);
 - ``write`` takes at most ``WRITE_CHUNK`` bytes of plaintext at a time and keeps the
   ciphertext the socket did not take (``backlog``); the pump calls ``flush`` before it
   moves anything else that way, so a direction holds one chunk's records at most;
