@@ -8,6 +8,13 @@ under ``--model`` through the driver engine (``relay.service``); datagram relays
 finished connection goes to stderr (``-q`` silences it); SIGTERM/SIGINT stop gracefully
 (``--grace``), a second one closes what is left. ``--once`` relays one connection and
 exits; on a terminal it shows a progress line.
+
+TLS: a tls:// (tls+unix://) LISTEN is terminated and a tls:// TARGET originated, with the
+flags of ``connect``/``serve`` (``cli.tlsflags``). They go to the one TLS side; when both
+sides are TLS they are the listen side's, and the target side's certificate, key and CA
+are ``--target-cert``/``--target-key``/``--target-ca`` (``--insecure``/``--sni`` are
+always the target's, ``--tls-tickets`` always the listen side's; ``--alpn``, ``--tls-min``
+and the handshake timeout apply to both).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
 
@@ -95,6 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL,
         help=f"the model inside each nesting model's workers ({DEFAULT_MODEL})",
     )
+    from ipcnet.cli import tlsflags
+
+    tlsflags.add_arguments(parser)
+    t = parser.add_argument_group("tls towards the target, when LISTEN is tls:// too")
+    t.add_argument("--target-cert", metavar="FILE", help="client certificate for the target")
+    t.add_argument("--target-key", metavar="FILE", help="its key (default: in --target-cert)")
+    t.add_argument("--target-ca", metavar="FILE", help="trust targets signed by it")
     o = parser.add_argument_group("output")
     o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
     o.add_argument("-q", "--quiet", action="store_true", help="no log line per connection")
@@ -128,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         stats=args.stats,
     )
     from ipcnet.addresses import parse
+
+    config.tls, config.target_tls = _tls_sides(args)
 
     if not args.once and parse(args.listen).kind != "datagram":
         return _serve(args, config)
@@ -167,6 +184,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_SHARED = ("alpn", "tls_min", "handshake_timeout")
+
+
+def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TLS flags split between the listen side and the targets (see the docstring)."""
+    from ipcnet.addresses import parse
+    from ipcnet.cli import tlsflags
+    from ipcnet.errors import Unsupported
+    from ipcnet.relay.service import is_tls
+
+    given = tlsflags.keywords(args)
+    target_given = {
+        name: value
+        for name in ("cert", "key", "ca")
+        if (value := getattr(args, f"target_{name}", None)) is not None
+    }
+    listen_tls = is_tls(parse(args.listen))
+    target_tls = any(is_tls(parse(t)) for t in args.targets)
+    if not (listen_tls or target_tls):
+        if given or target_given:
+            raise Unsupported("tls options given, but no tls:// address to use them")
+        return {}, {}
+    shared = {k: v for k, v in given.items() if k in _SHARED}
+    client = {k: v for k, v in given.items() if k in ("insecure", "sni")}
+    own = {k: v for k, v in given.items() if k in ("cert", "key", "ca")}
+    if not target_tls:
+        if client or target_given:
+            raise Unsupported("--insecure, --sni and --target-* are for a tls:// target")
+        return given, {}
+    if "tls_tickets" in given and not listen_tls:
+        raise Unsupported("--tls-tickets is for a tls:// listen address")
+    if not listen_tls:
+        return {}, {**shared, **client, **own, **target_given}
+    listen = {
+        **shared,
+        **own,
+        **({"tls_tickets": given["tls_tickets"]} if "tls_tickets" in given else {}),
+    }
+    return listen, {**shared, **client, **target_given}
+
+
 def _progress(moved: tuple[int, int], seconds: float) -> None:
     up, down = moved
     rate = (up + down) / seconds / 1e6 if seconds > 0 else 0.0
@@ -184,13 +242,17 @@ def _serve(args: argparse.Namespace, config: object) -> int:
 
     assert isinstance(config, RelayConfig)
     config.check()
-    targets = Targets(args.targets, config.balance, config.connect_timeout)
+    targets = Targets(args.targets, config.balance, config.connect_timeout, tls=config.target_tls)
     for target in targets.addresses:
         if target.kind == "datagram":
             from ipcnet.errors import Unsupported
 
             raise Unsupported(f"target {target} is not a stream address like {args.listen}")
-    service = RelayService(targets, config, targets.stats)
+    from ipcnet.addresses import parse
+    from ipcnet.relay.service import plain
+
+    listen = parse(args.listen)
+    service = RelayService(targets, config, targets.stats, listen)
     serving = ServeConfig(
         model=args.model,
         workers=args.workers,
@@ -204,7 +266,12 @@ def _serve(args: argparse.Namespace, config: object) -> int:
 
     def ready(core: object) -> None:
         bound = getattr(core, "bound", [args.listen])
-        print(f"ipcnet relay: {bound[0]} -> {' '.join(args.targets)}", file=sys.stderr)
+        shown = bound[0]
+        if plain(listen) is not listen:  # terminated here: show the tls address
+            shown = str(
+                listen.with_port(int(parse(str(shown)).port or 0)) if listen.is_inet else listen
+            )
+        print(f"ipcnet relay: {shown} -> {' '.join(args.targets)}", file=sys.stderr)
 
-    serve(service, [args.listen], serving, ready)
+    serve(service, [str(plain(listen))], serving, ready)
     return 0

@@ -18,20 +18,38 @@ Rules:
   direction moved nothing for that long; ``idle_timeout`` ends a bridge silent both ways;
 - the outcome says which side ended first and how (eof, reset, timeout, stopped), as
   HAProxy's termination state does.
+Which path a side takes is chosen once, here, in ``end_for``: a TLS stream (tls://,
+tls+unix://, terminated or originated) gets the TLS layer's end
+(``transports.tls.relayend``), which cannot splice, so every direction touching it copies
+through the layer (its records leave before anything else that way: ``backlog``); any
+other stream gets the kernel's end and splices unless ``--no-splice``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
 from ipcnet.errors import Broken, IPCError, PeerClosed, Reset
 from ipcnet.relay.stats import End
+from ipcnet.transports import StreamTransport
 from ipcnet.transports.splice import READ, WRITE, RelayEnd, SplicePipe
 
 PIPE = 1 << 20  # splice pipe per direction (pipe-max-size's default; see BENCHMARKS.md)
 BUFFER = 256 * 1024  # copy buffer per direction: a quarter of the memory for 25% more CPU
 ROUNDS = 16  # transfers per direction per advance(), so one fast bridge cannot starve a loop
+
+
+def end_for(transport: StreamTransport) -> RelayEnd:
+    """The pump's end for a stream: the TLS layer's for a TLS stream (copy through the
+    layer), the kernel's for any other (splice or copy)."""
+    tls = sys.modules.get("ipcnet.transports.tls.stream")  # loaded if a TLS stream exists
+    if tls is not None and isinstance(transport, tls.TLSStream):
+        from ipcnet.transports.tls.relayend import TLSRelayEnd
+
+        return TLSRelayEnd(transport)
+    return RelayEnd(transport)
 
 
 class Flow:
@@ -49,6 +67,7 @@ class Flow:
         "pending",
         "pipe",
         "short",
+        "shut",
         "spliced",
         "src",
         "view",
@@ -71,6 +90,7 @@ class Flow:
         self.pending = len(first)  # bytes of ``view`` not yet written
         self.eof = src.read_fd is None  # a one-way end has nothing to send this way
         self.done = dst.write_fd is None  # ... or nowhere to send it
+        self.shut = False  # the EOF was passed on (a TLS end may still be sending it)
         self.bytes = 0
         self.spliced = 0
         self.copied = 0
@@ -80,6 +100,8 @@ class Flow:
         """Move what can be moved now; the descriptor events to wait for (0: done)."""
         src, dst = self.src, self.dst
         for _ in range(ROUNDS):
+            if dst.backlog and not dst.flush():  # a TLS end's records go first
+                return WRITE
             if self.pending:
                 assert self.view is not None
                 n = dst.write(self.view)
@@ -98,8 +120,12 @@ class Flow:
                 self._moved(n, copied=False)
                 continue
             if self.eof:
-                if dst.write_fd is not None:
-                    dst.shutdown_write()
+                if not self.shut:
+                    self.shut = True
+                    if dst.write_fd is not None:
+                        dst.shutdown_write()
+                    if dst.backlog:  # a TLS end: close_notify is not all out yet
+                        return WRITE
                 self.done = True
                 self.close()
                 return 0

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from ipcnet.addresses import Address, parse
 from ipcnet.drivers.handover import drive
@@ -32,7 +33,7 @@ from ipcnet.protocols.base import Peer, Timer, as_list
 from ipcnet.protocols.handover import Handover
 from ipcnet.relay import proxyio
 from ipcnet.relay.pump import Bridge
-from ipcnet.relay.service import RelayService
+from ipcnet.relay.service import RelayService, is_tls, plain
 from ipcnet.relay.targets import Targets
 from ipcnet.relay.udp import DatagramRelay, start_thread
 from ipcnet.transports import (
@@ -68,6 +69,8 @@ class RelayConfig:
     mode: int = 0o600
     once: bool = False  # serve one connection, then stop
     stats: str | None = None  # an address answering with the counters as JSON
+    tls: dict[str, Any] = field(default_factory=dict)  # TLSOptions keywords, tls:// listen
+    target_tls: dict[str, Any] = field(default_factory=dict)  # ... for tls:// targets
     extra: dict[str, object] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -97,9 +100,11 @@ class Relay:
         self.config = config or RelayConfig()
         self.config.check()
         self.listen_address = parse(listen)
-        self.targets = Targets(targets, self.config.balance, self.config.connect_timeout)
+        self.targets = Targets(
+            targets, self.config.balance, self.config.connect_timeout, tls=self.config.target_tls
+        )
         self.stats = self.targets.stats
-        self.service = RelayService(self.targets, self.config, self.stats)
+        self.service = RelayService(self.targets, self.config, self.stats, self.listen_address)
         datagram = self.listen_address.kind == "datagram"
         for target in self.targets.addresses:
             if (target.kind == "datagram") != datagram:
@@ -134,12 +139,17 @@ class Relay:
             )
             self.address = parse(self.endpoint.where)
         else:
-            listener = open_listener(self.listen_address, config.backlog, config.mode)
+            listener = open_listener(plain(self.listen_address), config.backlog, config.mode)
             if not isinstance(listener, SocketListener):
                 listener.close()
                 raise Unsupported(f"cannot relay from {self.listen_address}: not a socket")
             self.listener = listener
             self.address = listener.address
+            if is_tls(self.listen_address):  # the service terminates TLS on it
+                tls = self.listen_address
+                self.address = (
+                    tls.with_port(int(listener.address.port or 0)) if tls.is_inet else tls
+                )
         if config.stats:
             stats = open_listener(parse(config.stats), 16, config.mode)
             assert isinstance(stats, SocketListener)

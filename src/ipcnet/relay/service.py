@@ -8,7 +8,14 @@ header when the relay sends one, and returns the ``pump.Bridge`` the model drive
 Rules:
 - the header must be whole within ``connect_timeout`` seconds; missing, malformed or too
   long: the client is refused (reset), counted and logged;
-- every target refusing or timing out: the client is reset (a refusal passed on);
+- a tls:// (tls+unix://) listen address is terminated here: the socket is accepted plain,
+  the session reads the client's first TLS record (after the PROXY header, if any) within
+  the handshake deadline, and the job runs the rest of the server handshake
+  (``transports.tls.relayend.terminate``) where blocking is harmless, as connecting is. A
+  client that fails it (plain text, a bad or missing client certificate, silence) is
+  refused, counted and logged with the reason, and the relay goes on serving;
+- every target refusing or timing out: the client is reset (a refusal passed on); for a
+  tls:// target a failed handshake or verification is such a failure;
 - when the bridge ends its counters go to ``RelayStats`` and its line to the log.
 """
 
@@ -16,17 +23,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import cast
+from typing import Any, cast
 
+from ipcnet.addresses import Address
 from ipcnet.errors import IPCError
-from ipcnet.protocols.base import Action, Actions, BaseService, BaseSession, Peer, Session, Timer
+from ipcnet.protocols.base import (
+    Action,
+    Actions,
+    BaseService,
+    BaseSession,
+    Peer,
+    Session,
+    Timer,
+    as_list,
+)
 from ipcnet.protocols.handover import Handover
 from ipcnet.protocols.proxy import Endpoint, ProxyHeaderReader, ProxyProtocolError
 from ipcnet.relay import proxyio
-from ipcnet.relay.pump import Bridge
+from ipcnet.relay.pump import Bridge, end_for
 from ipcnet.relay.stats import End, RelayStats, log_line
 from ipcnet.relay.targets import Targets
 from ipcnet.transports import StreamTransport
+from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.splice import RelayEnd
 
 log = logging.getLogger("ipcnet.relay")
@@ -35,13 +53,21 @@ log = logging.getLogger("ipcnet.relay")
 class RelayService(BaseService):
     name = "relay"
 
-    def __init__(self, targets: Targets, config: object, stats: RelayStats) -> None:
+    def __init__(
+        self, targets: Targets, config: object, stats: RelayStats, listen: Address | None = None
+    ) -> None:
         from ipcnet.relay.server import RelayConfig
 
         assert isinstance(config, RelayConfig)
         self.targets = targets
         self.config = config
         self.stats = stats
+        self.tls: tuple[Any, Any] | None = None  # (ServerContext, TLSOptions) to terminate
+        if listen is not None and is_tls(listen):
+            from ipcnet.transports.tls import ServerContext, TLSOptions
+
+            options = TLSOptions.of(**config.tls)
+            self.tls = (ServerContext(options), options)  # a bad certificate binds nothing
 
     def stats_section(self) -> dict[str, object]:
         """The relay's own counters, for the driver's stats socket and status JSON."""
@@ -51,6 +77,8 @@ class RelayService(BaseService):
         session = RelaySession(self, peer)
         if self.config.accept_proxy:
             return session, Timer(self.config.connect_timeout)  # the header's deadline
+        if self.tls is not None:
+            return session, Timer(self.tls[1].handshake_timeout)  # the first record's
         return session, _action(Handover(session.take_over))
 
 
@@ -63,6 +91,7 @@ class RelaySession(BaseSession):
         self.destination: Endpoint | None = proxyio.endpoint(peer.local)
         self.first = b""
         self.reader = ProxyHeaderReader() if service.config.accept_proxy else None
+        self.hello: bytearray | None = bytearray() if service.tls is not None else None
         self.open = True
         service.stats.add("total")
         service.stats.add("active")
@@ -76,29 +105,53 @@ class RelaySession(BaseSession):
     # --- the PROXY header, when the relay accepts one --------------------------------
 
     def feed(self, data: bytes) -> Actions:
-        assert self.reader is not None
+        if self.reader is not None:
+            try:
+                header = self.reader.feed(data)
+            except ProxyProtocolError as exc:
+                return self._refuse(str(exc))
+            if header is None:
+                return None
+            if not header.local:
+                self.source, self.destination = header.source, header.destination
+                self.who = f"{_show(header.source)} (via {self.who})"
+            data = self.reader.rest
+            self.reader = None
+            if self.hello is None:
+                self.first = data
+                return [Timer(None), _action(Handover(self.take_over))]
+            tls = self.service.tls
+            assert tls is not None
+            self.hello += data
+            return [Timer(tls[1].handshake_timeout), *as_list(self._hello())]
+        assert self.hello is not None
+        self.hello += data
+        return self._hello()
+
+    def _hello(self) -> Actions:
+        """Terminating TLS: the hand-over once the client's first record is whole."""
+        from ipcnet.transports.tls.relayend import first_record
+
+        assert self.hello is not None
         try:
-            header = self.reader.feed(data)
-        except ProxyProtocolError as exc:
+            whole = first_record(self.hello, self.who)
+        except IPCError as exc:
             return self._refuse(str(exc))
-        if header is None:
-            return None
-        if not header.local:
-            self.source, self.destination = header.source, header.destination
-            self.who = f"{_show(header.source)} (via {self.who})"
-        self.first = self.reader.rest
-        self.reader = None
-        return [Timer(None), _action(Handover(self.take_over))]
+        return [Timer(None), _action(Handover(self.take_over))] if whole else None
 
     def feed_eof(self) -> Actions:
+        if self.reader is None:
+            return self._refuse(f"unclean eof: {self.who} closed the connection before tls")
         try:
-            assert self.reader is not None
             self.reader.feed_eof()
         except ProxyProtocolError as exc:
             return self._refuse(str(exc))
         return None  # pragma: no cover - feed_eof always raises
 
     def on_timer(self) -> Actions:
+        if self.reader is None and self.service.tls is not None:
+            timeout = self.service.tls[1].handshake_timeout
+            return self._refuse(f"tls handshake timeout: no client hello within {timeout:g} s")
         timeout = self.service.config.connect_timeout
         return self._refuse(f"no whole proxy protocol header within {timeout:g} s")
 
@@ -118,6 +171,17 @@ class RelaySession(BaseSession):
         service = self.service
         config = service.config
         first = self.first
+        if service.tls is not None:
+            from ipcnet.transports.tls.relayend import terminate
+
+            assert isinstance(stream, SocketStream) and self.hello is not None
+            try:
+                stream = terminate(stream, bytes(self.hello), *service.tls)
+            except IPCError as exc:
+                service.stats.add("refused")
+                self._log([End("client", "refused", time.monotonic(), str(exc))])
+                self._over()
+                return None
         if config.send_proxy:
             first = proxyio.header_for(config.send_proxy, self.source, self.destination) + first
         try:
@@ -129,8 +193,8 @@ class RelaySession(BaseSession):
             return None
         self.target = str(target)
         try:
-            client = RelayEnd(stream)
-            server = RelayEnd(upstream)
+            client = end_for(stream)
+            server = end_for(upstream)
             return Bridge(
                 client,
                 server,
@@ -163,6 +227,19 @@ class RelaySession(BaseSession):
         if log.isEnabledFor(logging.INFO):
             seconds = time.monotonic() - self.started
             log.info(log_line(self.who, self.target, up, down, seconds, ends))
+
+
+def is_tls(address: Address) -> bool:
+    return address.spec.transport == "tls"
+
+
+def plain(address: Address) -> Address:
+    """Where a relay listens: a tls:// address as its socket (the relay terminates TLS)."""
+    if not is_tls(address):
+        return address
+    from ipcnet.transports.tls import raw_address
+
+    return raw_address(address)
 
 
 def _action(handover: Handover) -> Action:

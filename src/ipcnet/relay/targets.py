@@ -7,6 +7,9 @@ Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx'
   past the ones that fail;
 - a target is any stream address ipcnet connects to; ``exec:cmd`` starts a child per
   connection on its stdin/stdout, as inetd does;
+- a tls:// or tls+unix:// target is connected with ``tls`` (TLSOptions keywords: --ca,
+  --sni, --insecure, a client certificate ...), handshake and verification included, so
+  an untrusted certificate is a failure to connect like a refusal;
 - every failure is counted per target; when all fail the last error is raised.
 """
 
@@ -33,6 +36,7 @@ class Targets:
         balance: str = "first",
         connect_timeout: float | None = 5.0,
         stats: RelayStats | None = None,
+        tls: dict[str, object] | None = None,
     ) -> None:
         if not targets:
             raise InvalidAddress("a relay needs at least one target address")
@@ -46,6 +50,7 @@ class Targets:
                 why = "it is this process's own" if address.scheme == "stdio" else "it has no name"
                 raise Unsupported(f"{address} cannot be a relay target: {why}")
         self.balance = balance
+        self.tls = tls or {}  # TLSOptions keywords for the tls:// targets
         self.connect_timeout = connect_timeout
         self.stats = stats or RelayStats([str(a) for a in self.addresses])
         self._turn = itertools.count()
@@ -64,7 +69,8 @@ class Targets:
         error: IPCError | None = None
         for address in self.order():
             try:
-                return open_stream(address, self.connect_timeout), address
+                tls = self.tls if address.spec.transport == "tls" else {}
+                return open_stream(address, self.connect_timeout, **tls), address
             except IPCError as exc:
                 self.stats.connect_failed(str(address))
                 error = exc

@@ -158,6 +158,15 @@ class RelayEnd:
         except OSError as exc:
             raise translate(exc, "write to", self.where) from exc
 
+    @property
+    def backlog(self) -> bool:
+        """Bytes taken by ``write`` but not sent yet (a TLS end's records; none here)."""
+        return False
+
+    def flush(self) -> bool:
+        """Send the backlog; True once nothing is left (here: at once)."""
+        return True
+
     # --- ending ----------------------------------------------------------------------
 
     def shutdown_write(self) -> None:
