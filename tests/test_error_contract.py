@@ -31,7 +31,9 @@ ALLOWED = {
     "bench/echo.py::_run_multiplexed": "raw-socket load client (EAGAIN on send/recv)",
     "bench/echo.py::_worker": "raw-socket load client: a failed connection is reported",
     # the yardsticks: peer servers written with the standard library only, never ipcnet
-    "bench/peers/servers.py": "stdlib peer echo servers",
+    "bench/peers/socketservers.py": "stdlib peer echo servers",
+    "bench/peers/asyncio_echo.py": "stdlib peer echo servers",
+    "bench/peers/selectors_echo.py": "stdlib peer echo servers",
     "bench/rpc.py::server_mp": "multiprocessing.connection peer: its own exceptions",
     # print() to a stdout whose reader left (``ipcnet sockets | head``): sys.stdout is
     # Python's text stream, not a channel; the CLI's last resort, like every Python tool

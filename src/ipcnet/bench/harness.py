@@ -1,23 +1,18 @@
 """The one harness every ``ipcnet bench`` benchmark runs on.
 
-A benchmark is a module of ``ipcnet.bench`` with ``main(argv) -> int``. It builds its parser
-with ``parser(NAME)`` (``--json``, ``--markdown`` and ``--plot FILE`` come with it), starts
-servers with ``Server`` (readiness: a ready line in the log or a port that accepts), pins
-with ``pin``/``taskset``, takes ports from ``free_port`` (``ipcnet.testing``'s), runs its
-cases in interleaved ``rounds`` under ``progress``, puts each measurement in a ``Result``
-(one schema: case, peer, unit, samples) and ends with ``emit(args, results)``, which prints
-a table, Markdown or JSON and draws the chart. Porting a benchmark is: build ``Result``s.
+A benchmark is a module of ``ipcnet.bench`` with ``main(argv) -> int``: it builds its parser
+with ``parser(NAME)`` (``--json``, ``--markdown``, ``--plot FILE``), starts servers with
+``Server`` (ready on a log line or a listening port), forks load processes with ``fork``,
+pins with ``pin``/``taskset``, runs its cases in interleaved ``rounds`` under ``progress``,
+puts each measurement in a ``Result`` (case, peer, unit, samples) and ends with ``emit``.
+Rules: medians with the range over rounds, never means; ratios are ipcnet's median over
+the peer's (inverted where lower is better: >1 means ipcnet wins); progress goes to stderr
+(a rich bar on a terminal, plain lines otherwise), results to stdout.
 
-Rules: statistics are medians with the range (min-max) over rounds, never means; ratios are
-ipcnet's median over the peer's (inverted where lower is better, so >1 means ipcnet wins);
-progress goes to stderr (a rich bar on a terminal, plain lines otherwise), results to stdout.
-
-Where this code lives: in the installed package, under ``ipcnet.bench``, not in a top-level
-``benchmarks/`` folder. ``ipcnet bench`` is a documented subcommand users run on their own
-machines (the numbers in BENCHMARKS.md are only true of ours), and its servers re-run
-``python -m ipcnet.bench.*`` in child processes, which a folder outside the package would
-need a path hack for. The cost is a few hundred kB of source; rich and matplotlib stay
-optional (the ``bench`` extra) and are imported only when a benchmark runs.
+It lives in the installed package, not a top-level ``benchmarks/``: ``ipcnet bench`` is a
+documented subcommand users run on their own machines, and its servers re-run
+``python -m ipcnet.bench.*`` in child processes; rich and matplotlib stay optional (the
+``bench`` extra) and are imported only when a benchmark runs.
 """
 
 from __future__ import annotations
@@ -49,7 +44,7 @@ BENCHMARKS = {
     "echo": "Closed-loop echo load against one server URL: msgs/s, MB/s, latency percentiles.",
     "models": "Every concurrency model and its peers under the same echo load, as one table.",
     "http": "Static files under wrk: the web server beside nginx, http.server and uvicorn.",
-    "rpc": "JSON-RPC calls/s and framing beside multiprocessing.connection, pyzmq and xmlrpc.",
+    "rpc": "JSON-RPC calls/s and framing beside multiprocessing, pyzmq, xmlrpc, Pyro5, rpyc.",
     "inspector": "The socket inspector beside ss, netstat and psutil at 1k and 10k sockets.",
     "xdp": "A UDP flood over veth dropped by XDP or nftables hooks, or read by C/Python (root).",
     "ipc": "100 B and 4 KiB messages over shm, mq, pipe, unix, multiprocessing, iceoryx2.",
@@ -129,8 +124,10 @@ def _digits(results: Sequence[Result]) -> int:
 
 
 def _cells(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
+    """The table's cells; a benchmark's per-round ``extra`` lists of numbers get a column."""
     digits = _digits(results)
-    head = ["case", "peer", "median (range)", "unit", "ipcnet / peer", "per CPU-s"]
+    more = list(dict.fromkeys(k for r in results for k, v in r.extra.items() if _numbers(v)))
+    head = ["case", "peer", "median (range)", "unit", "ipcnet / peer", "per CPU-s", *more]
     rows = []
     for r, q in zip(results, ratios(results), strict=True):
         rows.append(
@@ -141,9 +138,14 @@ def _cells(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
                 r.unit,
                 "" if q is None else f"{q:.2f}x",
                 fmt(r.per_cpu_s) if r.per_cpu_s else "",
+                *(fmt(r.extra[k], 3) if _numbers(r.extra.get(k)) else "" for k in more),
             ]
         )
     return head, rows
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], float | int)
 
 
 def table(results: Sequence[Result]) -> str:
@@ -206,9 +208,12 @@ def emit(
 
 
 @contextmanager
-def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
+def progress(total: int, what: str, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """Yield ``step(label)``, called as each of ``total`` steps starts: a bar on a terminal
-    (what runs, k of n, time left), else one plain line per step on stderr."""
+    (what runs, k of n, time left), else one plain line per step on stderr (or none)."""
+    if quiet:
+        yield lambda label: None
+        return
     if not sys.stderr.isatty():
         done = [0]
 
@@ -244,11 +249,16 @@ def progress(total: int, what: str) -> Iterator[Callable[[str], None]]:
 
 
 def rounds(
-    cases: Sequence[T], n: int, run: Callable[[T], None], what: str, label: Callable[[T], str]
+    cases: Sequence[T],
+    n: int,
+    run: Callable[[T], None],
+    what: str,
+    label: Callable[[T], str],
+    quiet: bool = False,
 ) -> None:
     """Run every case once per round for ``n`` rounds, the order reversed every other round
     (so no case always runs first, on a cold cache, or last), under ``progress``."""
-    with progress(len(cases) * n, what) as step:
+    with progress(len(cases) * n, what, quiet) as step:
         for i in range(n):
             for case in cases if i % 2 == 0 else list(reversed(cases)):
                 step(f"round {i + 1}/{n} {label(case)}")
@@ -271,9 +281,123 @@ def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(CPUS[cpu % len(CPUS)])]
 
 
+def parse_size(text: str) -> int:
+    """'1024', '1k', '10KiB', '1M' -> bytes (k and M are binary)."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = {"k": 1024, "m": 1 << 20}.get(t[-1:], 1)
+    try:
+        value = int(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1024, 10k, 1M)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("size must be at least 1 byte")
+    return value
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU-seconds (user+system) of ``pid`` and its descendants, from /proc; children that
+    exited count through their parent's cutime/cstime once reaped, or as zombies."""
+    from ipcnet.errors import IPCError
+    from ipcnet.transports import procfs
+
+    children: dict[int, list[int]] = {}
+    own: dict[int, int] = {}
+    for name in procfs.listdir("/proc") or ():
+        try:
+            stat = procfs.read_bytes(f"/proc/{name}/stat") if name.isdigit() else None
+        except IPCError:
+            continue  # unreadable: not ours to count
+        if stat is not None:  # fields from 3 (state): ppid is [1], utime..cstime [11:15]
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            children.setdefault(int(fields[1]), []).append(int(name))
+            own[int(name)] = sum(int(x) for x in fields[11:15])
+    if pid not in own:
+        raise ValueError(f"no process {pid}")
+    total, todo = 0, [pid]
+    while todo:
+        total += own.get(p := todo.pop(), 0)
+        todo.extend(children.get(p, ()))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """``body(ready)`` run in a forked child pinned to the ``cpu``-th CPU: ``wait_ready()``
+    returns once it called ``ready()``, ``result()`` is what it returned (pickled back; its
+    exception becomes a RuntimeError here). The child never returns into the caller."""
+
+    head: bytes | None
+    answer: Any
+
+    def __init__(self, body: Callable[[Callable[[], None]], object], cpu: int | None) -> None:
+        import pickle
+
+        r, w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.done, self.head, self.answer = False, None, _Failed("a child process died")
+        self.pid = os.fork()
+        if self.pid == 0:  # the child
+            os.close(r)
+            out, code = os.fdopen(w, "wb", buffering=0), 0
+            try:
+                pin(cpu)
+                answer: object = body(lambda: [out.write(b"R"), None][1])
+            except BaseException as exc:
+                answer, code = _Failed(f"{type(exc).__name__}: {exc}"), 1
+            try:
+                out.write(b"=" + pickle.dumps(answer))
+                out.close()
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.reader = os.fdopen(r, "rb")
+
+    def wait_ready(self) -> None:
+        if self.head is None:
+            head = self.reader.read(1)
+            self.head = b"" if head == b"R" else head
+        if self.head:  # it ended (or died) without calling ready()
+            self.result()
+
+    def result(self) -> Any:
+        import pickle
+
+        if self.head is None:
+            self.wait_ready()
+        if not self.done:
+            data = (self.head or b"") + self.reader.read()
+            self.stop()
+            if data[:1] == b"=":
+                self.answer = pickle.loads(data[1:])
+        if isinstance(self.answer, _Failed):
+            raise RuntimeError(self.answer.why)
+        return self.answer
+
+    def stop(self) -> None:
+        """Reap it (killed if it is still running)."""
+        if not self.done:
+            self.done = True
+            self.reader.close()
+            if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+
+
+@dataclass
+class _Failed:
+    why: str
+
+
+def listening(port: int) -> bool:
+    """True once something listens on 127.0.0.1:``port`` (read from /proc: a connection to
+    check would be a request, or a relay's connection to its target)."""
+    with open("/proc/net/tcp") as f:
+        return any(f"0100007F:{port:04X} 00000000:0000 0A" in line for line in f)
+
+
 class Server:
     """A server process we started: its own session (stopped whole), output in ``log_path``,
-    ready when ``ready`` (a regex, group 1 = its URL) matches the log or ``port`` accepts."""
+    ready when ``ready`` (a regex, group 1 = its URL) matches the log or ``port`` listens."""
 
     def __init__(
         self,
@@ -294,39 +418,25 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.url = ""
+        self.pid, self.url = self.proc.pid, f"tcp://127.0.0.1:{port}"
         try:
-            self.url = self._wait(ready, port, timeout)
+            end = time.monotonic() + timeout
+            while not (port is not None and listening(port)):
+                if ready is not None and (m := ready.search(self.log())):
+                    self.url = m.group(1) if m.groups() else m.group(0)
+                    break
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+                if time.monotonic() > end:
+                    raise RuntimeError(f"not ready after {timeout:g} s: {self.tail()}")
+                time.sleep(0.02)
         except BaseException:
             self.stop()
             raise
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
             return f.read()
-
-    def _wait(self, ready: re.Pattern[str] | None, port: int | None, timeout: float) -> str:
-        from ipcnet import connect
-        from ipcnet.errors import IPCError
-
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if ready is not None and (m := ready.search(self.log())):
-                return m.group(1) if m.groups() else m.group(0)
-            if port is not None:
-                try:
-                    connect(f"tcp://127.0.0.1:{port}", connect_timeout=0.5).close()
-                    return f"tcp://127.0.0.1:{port}"
-                except IPCError:
-                    pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"not ready after {timeout:g} s: {self.tail()}")
 
     def tail(self) -> str:
         return " | ".join(self.log().strip().splitlines()[-3:]) or "(no output)"

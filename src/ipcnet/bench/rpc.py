@@ -1,19 +1,18 @@
 """``ipcnet bench rpc``: JSON-RPC calls/s and latency beside multiprocessing.connection,
-pyzmq (REQ/REP, DEALER/ROUTER) and xmlrpc; framing throughput beside multiprocessing.
+pyzmq (REQ/REP, DEALER/ROUTER), xmlrpc, Pyro5 and rpyc; framing beside multiprocessing.
 
 Role: one load client (this process) against one server process per peer, the same
-100-byte call everywhere (send 100 bytes, get them back), over tcp and unix. Rules: the
-server and the client are pinned to different CPUs (when there are two); every run is
-bounded by ``--seconds``; each case runs ``--repeat`` times, rounds interleaved across
-peers, and the median and range are reported; c=10 means 10 calls in flight (ipcnet
-pipelines them on one connection from one thread; multiprocessing uses 10 connections
-and 10 threads; DEALER keeps 10 requests outstanding; REQ/REP and xmlrpc are c=1 only).
+100-byte call everywhere (send 100 bytes, get them back), over tcp and unix. Rules: server
+and client are pinned to different CPUs (when there are two); every run is bounded by
+``--seconds``; rounds interleave the peers; medians and ranges are reported. c=10 means 10
+calls in flight (ipcnet pipelines them on one connection, or 10 threads share it;
+multiprocessing uses 10 connections and 10 threads; DEALER keeps 10 requests outstanding;
+the others are c=1 only).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -22,14 +21,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ipcnet.bench import harness
-from ipcnet.bench.harness import Result, free_port, pin, rounds
+from ipcnet.bench import rpcpeers
+from ipcnet.bench.harness import Child, Result, Server, emit, free_port, parser, pin, rounds
 
 PAYLOAD = "x" * 100
 READY = re.compile(r"^ready (\S+)", re.M)
+Client = Callable[[str, int, float], tuple[int, list[float]]]  # url, c, s -> calls, latencies
+Opener = Callable[[str], tuple[Callable[[], Any], Callable[[], None]]]  # url -> call, close
 
 
 def echo(data: str) -> str:
@@ -37,71 +38,40 @@ def echo(data: str) -> str:
     return data
 
 
-def bench_methods() -> Any:
-    from ipcnet import rpc
-
-    methods = rpc.Methods()
-    methods.add(echo, inline=False)
-    return methods
+# --- the servers (run as: python -m ipcnet.bench.rpc --server PEER URL) -------------------
 
 
-# --- the servers (run as: python -m ipcnet.bench.rpc --server PEER ADDRESS) --------------
-
-
-def _ready(address: str) -> None:
-    print(f"ready {address}", flush=True)
-
-
-def _mp_address(url: str) -> Any:
-    if url.startswith("unix://"):
-        return url.removeprefix("unix://")
-    host, port = url.removeprefix("tcp://").rsplit(":", 1)
-    return (host, int(port))
-
-
-def server_mp(url: str) -> None:
+def server_mp(url: str, ready: Callable[[], None]) -> None:
     from multiprocessing.connection import Listener
 
-    family = "AF_UNIX" if url.startswith("unix://") else "AF_INET"
-    with Listener(_mp_address(url), family=family) as listener:
-        _ready(url)
+    def serve(conn: Any) -> None:
+        try:
+            while True:
+                conn.send_bytes(conn.recv_bytes())
+        except (EOFError, OSError):
+            conn.close()
 
-        def serve(conn: Any) -> None:
-            try:
-                while True:
-                    conn.send_bytes(conn.recv_bytes())
-            except (EOFError, OSError):
-                conn.close()
-
+    with Listener(rpcpeers._where(url)) as listener:
+        ready()
         while True:
             threading.Thread(target=serve, args=(listener.accept(),), daemon=True).start()
 
 
-def _zmq_url(url: str) -> str:
+def _zmq(url: str) -> str:
     return "ipc://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
-def server_zmq_rep(url: str) -> None:
+def server_zmq(kind: str, url: str, ready: Callable[[], None]) -> None:
     import zmq
 
-    sock = zmq.Context().socket(zmq.REP)
-    sock.bind(_zmq_url(url))
-    _ready(url)
-    while True:
-        sock.send(sock.recv())
-
-
-def server_zmq_router(url: str) -> None:
-    import zmq
-
-    sock = zmq.Context().socket(zmq.ROUTER)
-    sock.bind(_zmq_url(url))
-    _ready(url)
+    sock = zmq.Context().socket(zmq.REP if kind == "rep" else zmq.ROUTER)
+    sock.bind(_zmq(url))
+    ready()
     while True:
         sock.send_multipart(sock.recv_multipart())
 
 
-def server_xmlrpc(url: str) -> None:
+def server_xmlrpc(url: str, ready: Callable[[], None]) -> None:
     from socketserver import ThreadingMixIn
     from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
@@ -111,38 +81,37 @@ def server_xmlrpc(url: str) -> None:
     class Handler(SimpleXMLRPCRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as ServerProxy expects
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    host, port = _mp_address(url)
-    server = Server((host, port), Handler, logRequests=False, allow_none=True)
+    server = Server(rpcpeers._where(url), Handler, logRequests=False, allow_none=True)  # type: ignore[arg-type]
     server.register_function(echo, "echo")  # type: ignore[arg-type]
-    _ready(url)
+    ready()
     server.serve_forever()
 
 
-def server_ipcnet(url: str, model: str) -> None:
+def server_ipcnet(model: str, url: str, ready: Callable[[], None]) -> None:
+    from ipcnet import rpc
     from ipcnet.drivers import ServeConfig
-    from ipcnet.rpc import serve
 
-    serve(bench_methods(), [url], ServeConfig(model=model, workers=2), ready=lambda c: _ready(url))
+    methods = rpc.Methods()
+    methods.add(echo, inline=False)
+    rpc.serve(methods, [url], ServeConfig(model=model, workers=2), ready=lambda c: ready())
 
 
-SERVERS: dict[str, Callable[[str], None]] = {
+SERVERS: dict[str, Callable[[str, Callable[[], None]], None]] = {
     "mp": server_mp,
-    "zmq-rep": server_zmq_rep,
-    "zmq-router": server_zmq_router,
+    "zmq-rep": lambda url, ready: server_zmq("rep", url, ready),
+    "zmq-router": lambda url, ready: server_zmq("router", url, ready),
     "xmlrpc": server_xmlrpc,
+    "pyro5": rpcpeers.server_pyro,
+    "rpyc": rpcpeers.server_rpyc,
 }
 
 
-# --- the clients: each returns (calls done, per-call latencies at c=1) -------------------
+# --- the clients --------------------------------------------------------------------------
 
 
 def _loop(seconds: float, one: Callable[[], Any]) -> tuple[int, list[float]]:
     lat: list[float] = []
-    end = time.perf_counter() + seconds
-    clock = time.perf_counter
+    end, clock = time.perf_counter() + seconds, time.perf_counter
     while True:
         t0 = clock()
         one()
@@ -152,40 +121,15 @@ def _loop(seconds: float, one: Callable[[], Any]) -> tuple[int, list[float]]:
             return len(lat), lat
 
 
-def client_ipcnet(
-    url: str, conc: int, seconds: float, threads: bool = False
-) -> tuple[int, list[float]]:
-    from ipcnet import rpc
-
-    with rpc.connect(url) as client:
-        assert client.echo(PAYLOAD) == PAYLOAD
-        if conc == 1:
-            return _loop(seconds, lambda: client.request("echo", [PAYLOAD]) and None)
-        if threads:
-            return _threads(conc, seconds, lambda: client.request("echo", [PAYLOAD]))
-        window = [client.submit("echo", [PAYLOAD]) for _ in range(conc)]
-        done = 0
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            for i in range(conc):
-                window[i].result()
-                window[i] = client.submit("echo", [PAYLOAD])
-            done += conc
-        for p in window:
-            p.result()
-        return done, []
-
-
-def _threads(conc: int, seconds: float, call: Callable[[], Any]) -> tuple[int, list[float]]:
-    counts = [0] * conc
-    end = time.perf_counter() + seconds
+def _threads(seconds: float, calls: list[Callable[[], Any]]) -> tuple[int, list[float]]:
+    counts, end = [0] * len(calls), time.perf_counter() + seconds
 
     def work(i: int) -> None:
         while time.perf_counter() < end:
-            call()
+            calls[i]()
             counts[i] += 1
 
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(conc)]
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
     for t in pool:
         t.start()
     for t in pool:
@@ -193,102 +137,100 @@ def _threads(conc: int, seconds: float, call: Callable[[], Any]) -> tuple[int, l
     return sum(counts), []
 
 
-def client_mp(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+def _window(seconds: float, conc: int, send: Callable[[], Any], wait: Callable[[Any], Any]) -> int:
+    """``conc`` calls in flight: as each answer comes back, the next call goes out."""
+    window, done, end = [send() for _ in range(conc)], 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for i in range(conc):
+            wait(window[i])
+            window[i] = send()
+        done += conc
+    for w in window:
+        wait(w)
+    return done
+
+
+def opened(opener: Opener) -> Client:
+    """A client with one connection per call in flight: c=1 timed, c>1 one thread each."""
+
+    def client(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+        conns = [opener(url) for _ in range(conc)]
+        try:
+            calls = [call for call, _ in conns]
+            return _loop(seconds, calls[0]) if conc == 1 else _threads(seconds, calls)
+        finally:
+            for _, close in conns:
+                close()
+
+    return client
+
+
+def client_ipcnet(mode: str) -> Client:
+    def client(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+        from ipcnet import rpc
+
+        with rpc.connect(url) as c:
+            assert c.echo(PAYLOAD) == PAYLOAD
+            call = lambda: c.request("echo", [PAYLOAD])  # noqa: E731
+            if conc == 1:
+                return _loop(seconds, call)
+            if mode == "threads":
+                return _threads(seconds, [call] * conc)
+            return _window(
+                seconds, conc, lambda: c.submit("echo", [PAYLOAD]), lambda p: p.result()
+            ), []
+
+    return client
+
+
+def open_mp(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+    import json
     from multiprocessing.connection import Client
 
-    family = "AF_UNIX" if url.startswith("unix://") else "AF_INET"
     data = json.dumps({"method": "echo", "params": [PAYLOAD]}).encode()[:100].ljust(100)
-    conns = [Client(_mp_address(url), family=family) for _ in range(conc)]
-    try:
-        if conc == 1:
-            c = conns[0]
-
-            def one() -> None:
-                c.send_bytes(data)
-                c.recv_bytes()
-
-            return _loop(seconds, one)
-        counts = [0] * conc
-        end = time.perf_counter() + seconds
-
-        def work(i: int) -> None:
-            c = conns[i]
-            while time.perf_counter() < end:
-                c.send_bytes(data)
-                c.recv_bytes()
-                counts[i] += 1
-
-        pool = [threading.Thread(target=work, args=(i,)) for i in range(conc)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return sum(counts), []
-    finally:
-        for c in conns:
-            c.close()
+    c = Client(rpcpeers._where(url))
+    return lambda: (c.send_bytes(data), c.recv_bytes()), c.close
 
 
-def client_zmq_rep(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+def _zmq_socket(url: str, kind: str) -> Any:
     import zmq
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
-    sock.connect(_zmq_url(url))
-    data = PAYLOAD.encode()
-    try:
-
-        def one() -> None:
-            sock.send(data)
-            sock.recv()
-
-        return _loop(seconds, one)
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+    sock = zmq.Context.instance().socket(zmq.REQ if kind == "req" else zmq.DEALER)
+    sock.connect(_zmq(url))
+    return sock
 
 
-def client_zmq_dealer(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
-    import zmq
+def open_zmq(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+    sock, data = _zmq_socket(url, "req"), PAYLOAD.encode()
+    return lambda: (sock.send(data), sock.recv()), lambda: sock.close(linger=0)
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.connect(_zmq_url(url))
-    data = PAYLOAD.encode()
+
+def client_dealer(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+    sock, data = _zmq_socket(url, "dealer"), PAYLOAD.encode()
     try:
         if conc == 1:
-
-            def one() -> None:
-                sock.send(data)
-                sock.recv()
-
-            return _loop(seconds, one)
-        for _ in range(conc):
-            sock.send(data)
-        done = 0
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            sock.recv()
-            sock.send(data)
-            done += 1
-        for _ in range(conc):
-            sock.recv()
-        return done, []
+            return _loop(seconds, lambda: (sock.send(data), sock.recv()))
+        return _window(seconds, conc, lambda: sock.send(data), lambda _: sock.recv()), []
     finally:
         sock.close(linger=0)
-        ctx.term()
 
 
-def client_xmlrpc(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
+def open_xmlrpc(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
     from xmlrpc.client import ServerProxy
 
-    host, port = _mp_address(url)
-    proxy = ServerProxy(f"http://{host}:{port}/", allow_none=True)
-    with proxy:
-        return _loop(seconds, lambda: proxy.echo(PAYLOAD) and None)
+    proxy = ServerProxy(f"http://{url.removeprefix('tcp://')}/", allow_none=True)
+    return lambda: proxy.echo(PAYLOAD), proxy("close")
 
 
-# --- orchestration -----------------------------------------------------------------------
+def open_rpcpeer(opener: Any) -> Opener:
+    def open_(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+        call, close = opener(url)
+        return lambda: call(PAYLOAD), close
+
+    return open_
+
+
+# --- the cases ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -297,40 +239,26 @@ class Case:
     transport: str
     conc: int
     server: list[str]  # argv after "--server"
-    client: Callable[[str, int, float], tuple[int, list[float]]]
-    rates: list[float] = field(default_factory=list)
-    p50: list[float] = field(default_factory=list)
-    p99: list[float] = field(default_factory=list)
-
-
-def _url(transport: str, tmp: str) -> str:
-    if transport == "tcp":
-        return f"tcp://127.0.0.1:{free_port()}"
-    return f"unix://{tmp}/{uuid.uuid4().hex[:8]}.sock"
+    client: Client
 
 
 def cases(model: str, transports: list[str]) -> list[Case]:
-    out: list[Case] = []
+    ours, out = ["ipcnet", model], []
     for t in transports:
-        ours = ["ipcnet", model]
         out += [
-            Case(f"ipcnet ({model})", t, 1, ours, client_ipcnet),
-            Case(f"ipcnet ({model}) pipelined", t, 10, ours, client_ipcnet),
-            Case(
-                f"ipcnet ({model}) 10 threads",
-                t,
-                10,
-                ours,
-                lambda u, c, s: client_ipcnet(u, c, s, threads=True),
-            ),
-            Case("multiprocessing.connection", t, 1, ["mp"], client_mp),
-            Case("multiprocessing.connection", t, 10, ["mp"], client_mp),
-            Case("pyzmq REQ/REP", t, 1, ["zmq-rep"], client_zmq_rep),
-            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq-router"], client_zmq_dealer),
-            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq-router"], client_zmq_dealer),
+            Case(f"ipcnet ({model})", t, 1, ours, client_ipcnet("")),
+            Case(f"ipcnet ({model}) pipelined", t, 10, ours, client_ipcnet("")),
+            Case(f"ipcnet ({model}) 10 threads", t, 10, ours, client_ipcnet("threads")),
+            Case("multiprocessing.connection", t, 1, ["mp"], opened(open_mp)),
+            Case("multiprocessing.connection", t, 10, ["mp"], opened(open_mp)),
+            Case("pyzmq REQ/REP", t, 1, ["zmq-rep"], opened(open_zmq)),
+            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq-router"], client_dealer),
+            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq-router"], client_dealer),
+            Case("Pyro5", t, 1, ["pyro5"], opened(open_rpcpeer(rpcpeers.client_pyro))),
+            Case("rpyc", t, 1, ["rpyc"], opened(open_rpcpeer(rpcpeers.client_rpyc))),
         ]
         if t == "tcp":
-            out.append(Case("xmlrpc (stdlib)", t, 1, ["xmlrpc"], client_xmlrpc))
+            out.append(Case("xmlrpc (stdlib)", t, 1, ["xmlrpc"], opened(open_xmlrpc)))
     return out
 
 
@@ -346,10 +274,11 @@ def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> l
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-") as tmp:
 
         def one(case: Case) -> None:
-            url = _url(case.transport, tmp)
+            url = f"tcp://127.0.0.1:{free_port()}"
+            if case.transport == "unix":
+                url = f"unix://{tmp}/{uuid.uuid4().hex[:8]}.sock"
             argv = [sys.executable, "-m", "ipcnet.bench.rpc", "--server", *case.server, url]
-            log = os.path.join(tmp, "server.log")
-            with harness.Server(argv, log, ready=READY, cpu=0):
+            with Server(argv, os.path.join(tmp, "server.log"), ready=READY, cpu=0):
                 done, lat = case.client(url, case.conc, seconds)
             out[(id(case), "")].samples.append(done / seconds)
             if lat:
@@ -365,110 +294,87 @@ def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> l
 # --- framing throughput ------------------------------------------------------------------
 
 
-def _frames_ours(size: int, seconds: float) -> float:
-    """Frames/s one way over a socketpair: MessageChannel (u32 length) send -> recv."""
+def _frames(ours: bool, size: int, seconds: float) -> float:
+    """Frames/s one way over a socketpair, a forked writer on another CPU: ipcnet's
+    MessageChannel (u32 length) or multiprocessing's Connection."""
+    from multiprocessing import Pipe
+
     import ipcnet
     from ipcnet.framing import LengthPrefixed, MessageChannel
 
-    a, b = ipcnet.socketpair()
+    if ours:
+        a, b = ipcnet.socketpair()
+        out, inp = MessageChannel(a, LengthPrefixed()), MessageChannel(b, LengthPrefixed())
+        send, finish, recv = out.send, out.send_eof, iter(inp).__next__
+    else:
+        a, b = Pipe(duplex=True)  # a socketpair, as ours
+        send, finish, recv = a.send_bytes, a.close, b.recv_bytes  # type: ignore[assignment]
     payload = b"x" * size
-    pid = os.fork()
-    if pid == 0:  # the writer
+
+    def write(ready: Callable[[], None]) -> None:
         b.close()
-        pin(0)
-        out = MessageChannel(a, LengthPrefixed())
         end = time.perf_counter() + seconds
-        try:
-            while time.perf_counter() < end:
-                for _ in range(100):
-                    out.send(payload)
-            out.send_eof()
-        finally:
-            os._exit(0)
+        while time.perf_counter() < end:
+            for _ in range(100):
+                send(payload)
+        finish()
+
+    writer = Child(write, 0)
     a.close()
-    inp = MessageChannel(b, LengthPrefixed())
-    t0 = time.perf_counter()
-    n = sum(1 for _ in inp)
-    rate = n / (time.perf_counter() - t0)
-    inp.close()
-    os.waitpid(pid, 0)
-    return rate
-
-
-def _frames_mp(size: int, seconds: float) -> float:
-    from multiprocessing import Pipe
-
-    a, b = Pipe(duplex=True)  # a socketpair, as ours
-    payload = b"x" * size
-    pid = os.fork()
-    if pid == 0:
-        b.close()
-        pin(0)
-        end = time.perf_counter() + seconds
-        try:
-            while time.perf_counter() < end:
-                for _ in range(100):
-                    a.send_bytes(payload)
-            a.close()
-        finally:
-            os._exit(0)
-    a.close()
-    n = 0
-    t0 = time.perf_counter()
+    n, t0 = 0, time.perf_counter()
     try:
-        while True:
-            b.recv_bytes()
+        while recv() is not None:
             n += 1
-    except EOFError:
+    except (EOFError, StopIteration):
         pass
     rate = n / (time.perf_counter() - t0)
     b.close()
-    os.waitpid(pid, 0)
+    writer.result()
     return rate
 
 
 def run_framing(seconds: float, repeat: int) -> list[Result]:
     """Frames/s one way, ipcnet's MessageChannel beside multiprocessing's Connection."""
     pin(1)
-    out: dict[tuple[int, Callable[[int, float], float]], Result] = {}
-    for size in (100, 65536):
-        out[(size, _frames_ours)] = Result(f"framing {size} B", "ipcnet MessageChannel", "frames/s")
-        out[(size, _frames_mp)] = Result(f"framing {size} B", "multiprocessing", "frames/s")
+    out = {
+        (size, ours): Result(f"framing {size} B", peer, "frames/s")
+        for size in (100, 65536)
+        for ours, peer in ((True, "ipcnet MessageChannel"), (False, "multiprocessing"))
+    }
 
-    def one(key: tuple[int, Callable[[int, float], float]]) -> None:
-        out[key].samples.append(key[1](key[0], seconds))
+    def one(key: tuple[int, bool]) -> None:
+        out[key].samples.append(_frames(key[1], key[0], seconds))
 
     rounds(list(out), repeat, one, "framing", lambda k: f"{k[0]} B {out[k].peer}")
     return list(out.values())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser("rpc")
-    parser.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     from ipcnet.drivers import MODELS, first
 
+    p = parser("rpc")
+    p.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     model = first(threaded=True)  # handlers block: a thread per connection
-    parser.add_argument(
-        "--model", default=model, choices=list(MODELS), help=f"ipcnet server model ({model})"
-    )
-    parser.add_argument("--transports", default="tcp,unix", help="tcp,unix")
-    parser.add_argument("--skip-framing", action="store_true", help="only the calls")
-    parser.add_argument("--server", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    p.add_argument("--model", default=model, choices=list(MODELS), help=f"ipcnet's ({model})")
+    p.add_argument("--transports", default="tcp,unix", help="tcp,unix")
+    p.add_argument("--skip-framing", action="store_true", help="only the calls")
+    p.add_argument("--server", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.server:
         *what, url = args.server
+        ready = lambda: print(f"ready {url}", flush=True)  # noqa: E731
         if what[0] == "ipcnet":
-            server_ipcnet(url, what[1])
+            server_ipcnet(what[1], url, ready)
         else:
-            SERVERS[what[0]](url)
+            SERVERS[what[0]](url, ready)
         return 0
     print(
         f"cpus: {sorted(os.sched_getaffinity(0))}; python {sys.version.split()[0]}", file=sys.stderr
     )
     results = run_rpc(args.seconds, args.repeat, args.model, args.transports.split(","))
     results += [] if args.skip_framing else run_framing(args.seconds, args.repeat)
-    harness.emit(args, results, "rpc: calls/s")
+    emit(args, results, "rpc: calls/s")
     return 0
 
 

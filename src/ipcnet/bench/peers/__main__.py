@@ -2,6 +2,6 @@
 
 import sys
 
-from ipcnet.bench.peers.servers import main
+from ipcnet.bench.peers import main
 
 sys.exit(main())
