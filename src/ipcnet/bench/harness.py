@@ -125,7 +125,7 @@ def _digits(results: Sequence[Result]) -> int:
 
 def _cells(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
     """The table's cells; a benchmark's per-round ``extra`` lists of numbers get a column."""
-    digits = _digits(results)
+    digits = {u: _digits([r for r in results if r.unit == u]) for u in {r.unit for r in results}}
     more = list(dict.fromkeys(k for r in results for k, v in r.extra.items() if _numbers(v)))
     head = ["case", "peer", "median (range)", "unit", "ipcnet / peer", "per CPU-s", *more]
     rows = []
@@ -134,7 +134,7 @@ def _cells(results: Sequence[Result]) -> tuple[list[str], list[list[str]]]:
             [
                 r.case,
                 r.peer + (f" [{r.note}]" if r.note else ""),
-                fmt(r.samples, digits),
+                fmt(r.samples, digits[r.unit]),
                 r.unit,
                 "" if q is None else f"{q:.2f}x",
                 fmt(r.per_cpu_s) if r.per_cpu_s else "",

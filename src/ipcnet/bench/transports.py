@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ipcnet.bench.harness import Result, emit, parser, pin, rounds
+from ipcnet.bench.harness import Child, Result, emit, parser, pin, rounds
 from ipcnet.channel import Channel, connect, listen, pipe, socketpair
 from ipcnet.transports.pipes import PIPE_SIZE
 
@@ -101,75 +101,39 @@ def _ipcnet_channels(kind: str, folder: str) -> tuple[Channel, Channel]:
 
 
 def _run(kind: str, mode: str, size: int, chunk: int, folder: str) -> float:
-    """GiB/s of one transfer; the writer is a forked child, the parent reads."""
+    """GiB/s of one transfer; the writer is a forked child on another CPU, the parent reads."""
+    data = memoryview(b"x" * chunk)
     if mode == "plain":
         rfd, wfd = _plain_fds(kind, folder)
-        read_side: Callable[[], int] = lambda: _plain_read(rfd, chunk)  # noqa: E731
-        close_reader: Callable[[], None] = lambda: os.close(rfd)  # noqa: E731
-        write_side: Callable[[], None] = lambda: _plain_write(wfd, size, chunk)  # noqa: E731
-        close_writer: Callable[[], None] = lambda: os.close(wfd)  # noqa: E731
+        readinto: Callable[[bytearray], int] = lambda b: len(os.read(rfd, chunk))  # noqa: E731
+        close_reader, close_writer = (lambda: os.close(rfd)), (lambda: os.close(wfd))
+        write: Callable[[memoryview], int] = lambda v: os.write(wfd, v)  # noqa: E731
     else:
         reader, writer = _ipcnet_channels(kind, folder)
-        read_side = lambda: _ipcnet_read(reader, chunk)  # noqa: E731
-        close_reader = reader.close
-        write_side = lambda: _ipcnet_write(writer, size, chunk)  # noqa: E731
-        close_writer = writer.close
+        readinto, close_reader, close_writer = reader.readinto, reader.close, writer.close
+        write = lambda v: writer.write(v) or len(v)  # noqa: E731
+    buf = bytearray(chunk)
+
+    def send(ready: Callable[[], None]) -> None:
+        close_reader()
+        left = size
+        while left:
+            left -= write(data[: min(chunk, left)])
+        close_writer()
+
     start = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            pin(1)
-            close_reader()
-            write_side()
-            close_writer()
-            code = 0
-        finally:
-            os._exit(code)
+    child = Child(send, 1)
     close_writer()
     pin(0)
-    got = read_side()
+    got = 0
+    while n := readinto(buf):
+        got += n
     seconds = time.perf_counter() - start
     close_reader()
-    _, status = os.waitpid(pid, 0)
-    if got != size or status != 0:
-        raise RuntimeError(f"{kind}/{mode}: moved {got} of {size} bytes, writer status {status}")
+    child.result()
+    if got != size:
+        raise RuntimeError(f"{kind}/{mode}: moved {got} of {size} bytes")
     return size / seconds / GiB
-
-
-def _plain_write(fd: int, size: int, chunk: int) -> None:
-    data = memoryview(b"x" * chunk)
-    left = size
-    while left:
-        view = data[: min(chunk, left)]
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-            left -= n
-
-
-def _plain_read(fd: int, chunk: int) -> int:
-    total = 0
-    while data := os.read(fd, chunk):
-        total += len(data)
-    return total
-
-
-def _ipcnet_write(ch: Channel, size: int, chunk: int) -> None:
-    data = memoryview(b"x" * chunk)
-    left = size
-    while left:
-        n = min(chunk, left)
-        ch.write(data[:n])
-        left -= n
-
-
-def _ipcnet_read(ch: Channel, chunk: int) -> int:
-    buf = bytearray(chunk)
-    total = 0
-    while n := ch.readinto(buf):
-        total += n
-    return total
 
 
 def measure(kinds: tuple[str, ...], size: int, chunk: int, n: int) -> list[Result]:
