@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from ipcnet.bench import echo, models
+from ipcnet.bench import echo, harness, models
 from ipcnet.bench.peers import PEERS, build_c_echo, c_argv, find_cc, unavailable
 from ipcnet.testing.pairs import free_port
 
@@ -108,16 +108,14 @@ def test_load_against_asyncio_protocol_peer_reports_json(capsys):
         )
     (out,) = json.loads(capsys.readouterr().out)["results"]  # the harness's one schema
     assert status == 0
-    assert out["unit"] == "msgs/s" and out["samples"] == [out["msgs_per_s"]]
+    assert out["unit"] == "msgs/s" and out["case"] == "3000 B c=3" and out["peer"] == url
     assert out["msgs"] > 0 and out["verified"] is True and out["errors"] == []
-    assert out["conns"] == 3 and out["size"] == 3000
-    assert out["msgs_per_s"] > 0 and out["mb_per_s"] > 0
-    assert 0 < out["p50_ms"] <= out["p90_ms"] <= out["p99_ms"] <= out["max_ms"]
-    assert out["server_cpu_s"] is not None and out["server_cpu_s"] >= 0
-    assert out["client_cpu_s"] > 0
+    assert out["samples"] == [out["msgs"] / 0.4] and out["mb_per_s"][0] > 0
+    assert 0 < out["p50_ms"][0] <= out["p90_ms"][0] <= out["p99_ms"][0] <= out["max_ms"][0]
+    assert out["server_cpu_s"][0] >= 0 and out["client_cpu_s"][0] > 0
 
 
-def test_cli_over_unix_with_big_messages_and_the_channel_client(short_tmp):
+def test_cli_over_unix_with_big_messages(short_tmp):
     url = f"unix://{short_tmp}/peer.sock"
     with server(peer("selectors", url)):
         done = subprocess.run(
@@ -128,8 +126,8 @@ def test_cli_over_unix_with_big_messages_and_the_channel_client(short_tmp):
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["results"][0]["msgs"] > 0
-        result = echo.measure(url, conns=1, seconds=0.3, size=1000, client="channel")
-    assert result.ok and result.msgs > 0 and result.client == "channel"
+        result = echo.measure(url, conns=1, seconds=0.3, size=300_000)  # multiplexed: > 128k
+    assert result.extra["ok"] and result.extra["msgs"] > 0
 
 
 def test_a_wrong_echo_is_reported_and_fails(capsys):
@@ -140,7 +138,7 @@ def test_a_wrong_echo_is_reported_and_fails(capsys):
     assert status == 1
     assert "echo mismatch on connection" in err and "byte 0 of 1024" in err
     assert "Traceback" not in err
-    assert not result.verified and not result.ok
+    assert not result.extra["verified"] and not result.extra["ok"]
 
 
 def test_nothing_listening_is_a_clear_error(capsys):
@@ -156,19 +154,21 @@ def test_a_bad_address_and_a_bad_size_are_clear_errors(capsys):
     assert "ipcnet bench echo:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         echo.main(["tcp://127.0.0.1:9", "-s", "lots"])
+    assert echo.main(["tcp://127.0.0.1:9", "--server-pid", str(2**22 + 12345)]) == 2
+    assert "no process" in capsys.readouterr().err
 
 
 def test_server_cpu_counts_the_process_tree():
-    assert echo.process_tree_cpu(os.getpid()) > 0
-    with pytest.raises(echo.EchoError):
-        echo.process_tree_cpu(2**22 + 12345)
+    assert harness.process_tree_cpu(os.getpid()) > 0
+    with pytest.raises(ValueError):
+        harness.process_tree_cpu(2**22 + 12345)
 
 
 @pytest.mark.parametrize(
     "text,size", [("1024", 1024), ("10k", 10240), ("100KiB", 102400), ("1M", 1 << 20)]
 )
 def test_sizes(text, size):
-    assert echo.parse_size(text) == size
+    assert harness.parse_size(text) == size
 
 
 # --- the peers -----------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_c_peer_compiles_echoes_and_stops(short_tmp):
     payload = os.urandom(1 << 20)
     with server(c_argv(binary, "tcp://127.0.0.1:0")) as (url, proc):
         assert echo_roundtrip(url, payload) == payload
-        assert echo.measure(url, conns=2, seconds=0.2, size=5000).ok
+        assert echo.measure(url, conns=2, seconds=0.2, size=5000).extra["ok"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     sock_path = f"{short_tmp}/c.sock"
@@ -209,25 +209,30 @@ def test_c_peer_compiles_echoes_and_stops(short_tmp):
 
 
 def test_models_runs_peers_prints_json_and_leaves_nothing(capsys):
-    only = ["--only", "selectors", "--only", "tcpserver"]
-    args = ["-d", "0.2", "--sizes", "1k", "--conns", "1,2", "--unix", "selectors", "--no-ours"]
+    only = ["--only", "selectors", "--only", "tcpserver", "--only", "epoll"]
+    args = ["-d", "0.2", "--sizes", "1k", "--conns", "1,2", "--unix", "selectors"]
     status = models.main([*only, *args, "--json", "-q"])
     out = json.loads(capsys.readouterr().out)
     assert status == 0
-    rows = {(r["name"], r["transport"], r["conns"]): r for r in out["results"]}
+    rows = {(r["peer"], r["case"]): r for r in out["results"]}
     assert set(rows) == {
-        ("selectors", "tcp", 1),
-        ("selectors", "tcp", 2),
-        ("selectors", "unix", 1),
-        ("selectors", "unix", 2),
-        ("tcpserver", "tcp", 1),
-        ("tcpserver", "tcp", 2),
+        (peer, f"{t} 1k c={n}")
+        for peer, t in [
+            ("selectors loop", "tcp"),
+            ("selectors loop", "unix"),
+            ("TCPServer", "tcp"),
+            ("ipcnet epoll", "tcp"),
+        ]
+        for n in (1, 2)
     }
-    assert rows["tcpserver", "tcp", 2]["errors"] == ["serves one connection at a time"]
+    assert rows["TCPServer", "tcp 1k c=2"]["note"] == "serves one connection at a time"
     for key, row in rows.items():
-        if key != ("tcpserver", "tcp", 2):
-            assert row["runs"] == 1 and row["msgs_per_s"] > 0, row
-    assert out["failures"] == [] and len(out["goals"]) > 0
+        if key != ("TCPServer", "tcp 1k c=2"):
+            assert len(row["samples"]) == 1 and row["median"] > 0 and row["errors"] == [], row
+            assert row["per_cpu_s"] and row["p50_ms"] and row["server_cpu_s"]
+    epoll = rows["ipcnet epoll", "tcp 1k c=2"]  # beside the peers its traits pick
+    assert set(epoll["vs"]) == {"selectors loop"} and epoll["note"].endswith("x selectors loop")
+    assert out["failures"] == [] and out["skipped"] == {} and len(out["goals"]) > 0
     assert live_children() == []
 
 

@@ -108,10 +108,7 @@ def test_plot_refuses_other_formats(tmp_path) -> None:
     assert "must end in .png or .svg" in done.stderr
 
 
-NOT_PORTED = {"relay"}  # landed from the relay branch after the harness; not on it yet
-
-
-@pytest.mark.parametrize("name", [n for n in BENCHMARKS if n not in NOT_PORTED])
+@pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_every_subcommand_has_json_plot_and_a_sentence_for_help(name) -> None:
     done = bench(name, "--help")
     assert done.returncode == 0, done.stderr
@@ -198,3 +195,36 @@ def test_ipc_and_inspector_give_the_one_schema() -> None:
     ours = [r for r in rows if r["peer"].startswith("ipcnet")]
     assert ours and all(r["unit"] == "s" and r["lower_is_better"] for r in rows)
     assert all(r["median"] > 0 for r in ours)
+
+
+def test_child_returns_its_answer_and_reports_its_failure() -> None:
+    child = harness.Child(lambda ready: [ready(), os.getpid()][1], 0)
+    child.wait_ready()
+    assert child.result() not in (None, os.getpid())
+    with pytest.raises(RuntimeError, match="ValueError: invalid literal"):
+        harness.Child(lambda ready: int("no"), None).result()
+
+
+def test_rpc_has_the_pyro5_and_rpyc_peers() -> None:
+    done = bench("rpc", "--seconds", "0.05", "--repeat", "1", "--transports", "unix",
+                 "--skip-framing", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {(r["case"], r["peer"]): r for r in json.loads(done.stdout)["results"]}
+    for peer in ("Pyro5", "rpyc"):
+        assert rows["unix c=1 ", peer]["median"] > 0
+        assert rows["unix c=1 p50", peer]["median"] <= rows["unix c=1 p99", peer]["median"]
+
+
+def test_relay_is_on_the_harness() -> None:
+    done = bench("relay", "--size", "1", "--rounds", "1", "--only", "direct,ipcnet",
+                 "--skip", "connections", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert {(r["case"], r["peer"], r["unit"]) for r in rows} == {
+        ("1 MiB through", "ipcnet relay", "GiB/s"),
+        ("1 MiB through", "direct (no relay)", "GiB/s"),
+        ("1 MiB relay CPU", "ipcnet relay", "cpu-s/GiB"),
+        ("1 MiB relay CPU", "direct (no relay)", "cpu-s/GiB"),
+    }
+    assert all(len(r["samples"]) == 1 for r in rows)
+    assert "[1/2] relay: round 1/1 throughput" in done.stderr

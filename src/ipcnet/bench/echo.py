@@ -175,8 +175,10 @@ def _worker(url: str, first_id: int, nconns: int, size: int, go_fd: int) -> Any:
             why = f"no reply for {STALL_TIMEOUT:g} s" if stalled else str(exc) or repr(exc)
             count, lat, errors = 0, array("d"), [f"connection {first_id}..: {why}"]
         cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
-        for c in (*socks, *channels):
-            c.close()
+        for sock in socks:
+            sock.close()
+        for ch in channels:
+            ch.close()
         return count, cpu, lat.tobytes(), errors
 
     return work
@@ -216,7 +218,10 @@ def measure(
                 w.wait_ready()
             except RuntimeError as exc:
                 raise EchoError(str(exc).removeprefix("EchoError: ")) from None
-        server_cpu = (lambda: process_tree_cpu(server_pid)) if server_pid else (lambda: 0.0)
+
+        def server_cpu() -> float:
+            return process_tree_cpu(server_pid) if server_pid else 0.0
+
         start = time.perf_counter() + 0.05
         os.write(go_w, struct.pack("dd", start, start + seconds) * n)
         time.sleep(max(0.0, start - time.perf_counter()))
@@ -238,7 +243,11 @@ def measure(
     def ms(q: float) -> list[float]:
         return [ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))] * 1e3]
 
-    extra = {"mb_per_s": [msgs * size / seconds / 1e6], "p50_ms": ms(0.5), "p90_ms": ms(0.9)}
+    extra: dict[str, Any] = {
+        "mb_per_s": [msgs * size / seconds / 1e6],
+        "p50_ms": ms(0.5),
+        "p90_ms": ms(0.9),
+    }
     extra |= {"p99_ms": ms(0.99), "max_ms": [ordered[-1] * 1e3], "msgs": msgs}
     extra |= {"client_cpu_s": [sum(r[1] for r in reports)], "errors": errors}
     if server_pid:

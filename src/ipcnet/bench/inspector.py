@@ -45,8 +45,9 @@ def _open_connections(n_sockets: int) -> tuple[socket.socket, list[socket.socket
     return listener, socks
 
 
-def _run(argv: list[str], env: dict[str, str]) -> object:
-    return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def _run(argv: list[str], env: dict[str, str]) -> Callable[[], object]:
+    out = subprocess.DEVNULL
+    return lambda: subprocess.run(argv, stdout=out, stderr=out, env=env)
 
 
 def _time_call(fn: Callable[[], object], rounds: int) -> Timing:
@@ -70,13 +71,11 @@ def run_size(n: int, rounds: int, step: Callable[[str], None]) -> dict[str, Timi
     if not os.path.exists(py[0]):
         py = [sys.executable, "-m", "ipcnet", "sockets"]
     tools: dict[str, Callable[[], object] | None] = {
-        "ipcnet sockets -tan": lambda: _run([*py, "-tan"], env),
-        "ipcnet sockets -tanp": lambda: _run([*py, "-tanp"], env),
+        "ipcnet sockets -tan": _run([*py, "-tan"], env),
+        "ipcnet sockets -tanp": _run([*py, "-tanp"], env),
     }
     for tool in ("ss -tan", "ss -tanp", "netstat -tanp"):
-        tools[tool] = (
-            (lambda a=tool: _run(a.split(), env)) if shutil.which(tool.split()[0]) else None
-        )
+        tools[tool] = _run(tool.split(), env) if shutil.which(tool.split()[0]) else None
     tools["list_sockets(tcp)"] = lambda: list_sockets(["tcp"])
     tools["list_sockets(tcp, owners)"] = lambda: list_sockets(["tcp"], owners=True)
     try:

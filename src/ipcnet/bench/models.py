@@ -170,7 +170,9 @@ def goals(out: dict[Key, Result]) -> list[dict[str, object]]:
             for (m, t, s, n), r in out.items()
             if (m, t) == (a, ta) and load in (None, (s, n)) and (b, "tcp", s, n) in out
         ]
-        mean = [_geomean([q for x, y in pairs if (q := _ratio(x, y, cpu))]) for cpu in (0, 1)]
+        mean = [
+            _geomean([q for x, y in pairs if (q := _ratio(x, y, cpu))]) for cpu in (False, True)
+        ]
         where = f"tcp, 1 KiB, c={load[1]}" if load else "geometric mean of all loads"
         met = None if mean[0] is None else mean[0] >= target
         return {"text": text, "target": target, "ratio": mean[0], "cpu_ratio": mean[1]} | {
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [c for c in everyone if (args.only is None or c.name in args.only)
               and not (args.no_peers and not c.ours) and not (args.no_ours and c.ours)]  # fmt: skip
     skipped = {c.label: why for c in chosen if not c.ours and (why := unavailable(c.name))}
-    started, failures, before = time.monotonic(), [], os.sched_getaffinity(0)
+    started, before, failures = time.monotonic(), os.sched_getaffinity(0), list[str]()
     pin(args.load_cpu)  # this process samples /proc: keep it off the server
     try:
         if any(c.name == "c-epoll" for c in chosen if c.label not in skipped):

@@ -189,13 +189,18 @@ def open_mp(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
 
     data = json.dumps({"method": "echo", "params": [PAYLOAD]}).encode()[:100].ljust(100)
     c = Client(rpcpeers._where(url))
-    return lambda: (c.send_bytes(data), c.recv_bytes()), c.close
+
+    def call() -> bytes:
+        c.send_bytes(data)
+        return c.recv_bytes()
+
+    return call, c.close
 
 
 def _zmq_socket(url: str, kind: str) -> Any:
     import zmq
 
-    sock = zmq.Context.instance().socket(zmq.REQ if kind == "req" else zmq.DEALER)
+    sock: Any = zmq.Context.instance().socket(zmq.REQ if kind == "req" else zmq.DEALER)
     sock.connect(_zmq(url))
     return sock
 
@@ -302,17 +307,32 @@ def _frames(ours: bool, size: int, seconds: float) -> float:
     import ipcnet
     from ipcnet.framing import LengthPrefixed, MessageChannel
 
+    send: Callable[[bytes], object]
+    finish: Callable[[], object]
+    recv: Callable[[], object]
     if ours:
         a, b = ipcnet.socketpair()
         out, inp = MessageChannel(a, LengthPrefixed()), MessageChannel(b, LengthPrefixed())
-        send, finish, recv = out.send, out.send_eof, iter(inp).__next__
+        send, finish, recv, close_a, close_b = (
+            out.send,
+            out.send_eof,
+            iter(inp).__next__,
+            a.close,
+            b.close,
+        )
     else:
-        a, b = Pipe(duplex=True)  # a socketpair, as ours
-        send, finish, recv = a.send_bytes, a.close, b.recv_bytes  # type: ignore[assignment]
+        pa, pb = Pipe(duplex=True)  # a socketpair, as ours
+        send, finish, recv, close_a, close_b = (
+            pa.send_bytes,
+            pa.close,
+            pb.recv_bytes,
+            pa.close,
+            pb.close,
+        )
     payload = b"x" * size
 
     def write(ready: Callable[[], None]) -> None:
-        b.close()
+        close_b()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             for _ in range(100):
@@ -320,7 +340,7 @@ def _frames(ours: bool, size: int, seconds: float) -> float:
         finish()
 
     writer = Child(write, 0)
-    a.close()
+    close_a()
     n, t0 = 0, time.perf_counter()
     try:
         while recv() is not None:
@@ -328,7 +348,7 @@ def _frames(ours: bool, size: int, seconds: float) -> float:
     except (EOFError, StopIteration):
         pass
     rate = n / (time.perf_counter() - t0)
-    b.close()
+    close_b()
     writer.result()
     return rate
 

@@ -106,12 +106,17 @@ def _run(kind: str, mode: str, size: int, chunk: int, folder: str) -> float:
     if mode == "plain":
         rfd, wfd = _plain_fds(kind, folder)
         readinto: Callable[[bytearray], int] = lambda b: len(os.read(rfd, chunk))  # noqa: E731
-        close_reader, close_writer = (lambda: os.close(rfd)), (lambda: os.close(wfd))
+        close_reader: Callable[[], None] = lambda: os.close(rfd)  # noqa: E731
+        close_writer: Callable[[], None] = lambda: os.close(wfd)  # noqa: E731
         write: Callable[[memoryview], int] = lambda v: os.write(wfd, v)  # noqa: E731
     else:
         reader, writer = _ipcnet_channels(kind, folder)
         readinto, close_reader, close_writer = reader.readinto, reader.close, writer.close
-        write = lambda v: writer.write(v) or len(v)  # noqa: E731
+
+        def write(v: memoryview) -> int:
+            writer.write(v)
+            return len(v)
+
     buf = bytearray(chunk)
 
     def send(ready: Callable[[], None]) -> None:

@@ -43,7 +43,7 @@ async def _stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 async def _serve(name: str, listener: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+    loop.add_signal_handler(signal.SIGTERM, lambda: None if stop.done() else stop.set_result(None))
     server: asyncio.AbstractServer
     if name == "asyncio-streams":
         server = await asyncio.start_server(_stream_echo, sock=listener)
