@@ -12,13 +12,13 @@ ratios of medians, are reported as a Markdown table (``--json`` for machine use)
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -39,88 +39,61 @@ TLS_GOALS = {("nginx", "1k.bin", "keep-alive"): 0.7, ("nginx", "1k.bin", "close"
 
 
 def _nginx_conf(tmp: Path, root: Path, port: int, tls: bool = False) -> Path:
-    conf = tmp / "nginx.conf"
     listen = f"127.0.0.1:{port}"
     if tls:  # as ipcnet: TLS 1.3 only here, no tickets, no session cache
         listen += (
             f" ssl; ssl_certificate {tmp}/server.pem; ssl_certificate_key {tmp}/server-key.pem;"
             " ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off"
         )
+    temp = " ".join(f"{k}_temp_path {tmp}/nginx-{k};" for k in ("client_body", "proxy", "fastcgi"))
+    conf = tmp / "nginx.conf"
     conf.write_text(
-        textwrap.dedent(
-            f"""
-            worker_processes 1;
-            daemon off;
-            pid {tmp}/nginx.pid;
-            error_log {tmp}/nginx-error.log;
-            events {{ worker_connections 1024; }}
-            http {{
-                access_log off;
-                sendfile on;
-                tcp_nopush on;
-                tcp_nodelay on;
-                keepalive_requests 1000000;
-                default_type application/octet-stream;
-                client_body_temp_path {tmp}/nginx-body;
-                proxy_temp_path {tmp}/nginx-proxy;
-                fastcgi_temp_path {tmp}/nginx-fastcgi;
-                uwsgi_temp_path {tmp}/nginx-uwsgi;
-                scgi_temp_path {tmp}/nginx-scgi;
-                server {{ listen {listen}; root {root}; }}
-            }}
-            """
-        )
+        f"worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;\n"
+        "events { worker_connections 1024; }\n"
+        "http { access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;\n"
+        "  keepalive_requests 1000000; default_type application/octet-stream;\n"
+        f"  {temp} uwsgi_temp_path {tmp}/nginx-uwsgi; scgi_temp_path {tmp}/nginx-scgi;\n"
+        f"  server {{ listen {listen}; root {root}; }} }}\n"
     )
     return conf
 
 
-UVICORN_APP = """
-from starlette.staticfiles import StaticFiles
-app = StaticFiles(directory={root!r})
-"""
+UVICORN_APP = (
+    "from starlette.staticfiles import StaticFiles\napp = StaticFiles(directory={root!r})\n"
+)
 
 
-def _command(
-    name: str, tmp: Path, root: Path, port: int, model: str, tls: bool = False
-) -> list[str] | str:
+def _command(name: str, tmp: Path, root: Path, port: int, model: str, tls: bool) -> list[str] | str:
     """The argv that starts ``name`` on ``port``, or why it cannot run here."""
-    py = sys.executable
-    cert = ["--cert", f"{tmp}/server.pem", "--key", f"{tmp}/server-key.pem", "--tls-min", "1.3"]
+    py, cert, key = sys.executable, f"{tmp}/server.pem", f"{tmp}/server-key.pem"
     if name == "ipcnet":
         address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}"
         argv = [py, "-m", "ipcnet", "serve", "http", str(root), address, "--model", model, "-q"]
-        return argv + (cert if tls else [])
-    if tls and name == "http.server":
-        return "http.server has no TLS"
+        return argv + (["--cert", cert, "--key", key, "--tls-min", "1.3"] if tls else [])
     if name == "nginx":
-        nginx = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-        )
+        nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
         if nginx is None:
             return "nginx is not installed (scripts/system-deps nginx)"
         return [nginx, "-c", str(_nginx_conf(tmp, root, port, tls)), "-p", str(tmp)]
     if name == "http.server":
-        return [py, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
-    if name == "uvicorn":
-        try:
-            import httptools  # noqa: F401
-            import starlette  # noqa: F401
-            import uvicorn  # noqa: F401
-            import uvloop  # noqa: F401
-        except ImportError as exc:
-            return f"uvicorn peer needs uvicorn, starlette, httptools, uvloop ({exc.name} missing)"
-        (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
-        app = ["bench_static_app:app", "--app-dir", str(tmp), "--host", "127.0.0.1"]
-        options = ["--http", "httptools", "--loop", "uvloop", "--no-access-log"]
         if tls:
-            options += [
-                "--ssl-certfile",
-                f"{tmp}/server.pem",
-                "--ssl-keyfile",
-                f"{tmp}/server-key.pem",
-            ]
-        return [py, "-m", "uvicorn", *app, "--port", str(port), *options, "--log-level", "warning"]
-    raise ValueError(name)
+            return "http.server has no TLS"
+        return [py, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
+    try:
+        import httptools  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError as exc:
+        return f"uvicorn peer needs uvicorn, starlette, httptools, uvloop ({exc.name} missing)"
+    (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
+    argv = [py, "-m", "uvicorn", "bench_static_app:app", "--app-dir", str(tmp), "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+    return (
+        argv
+        + ["--log-level", "warning"]
+        + (["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else [])
+    )
 
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -155,46 +128,36 @@ def _check(port: int, name: str, size: int, tls: Path | None = None) -> None:
         raise RuntimeError(f"/{name}: {len(body)} bytes, expected {size}")
 
 
-def run_bench(
-    servers: list[str], runs: int, seconds: float, model: str, tls: bool = False
-) -> list[Result]:
+def run_bench(a: argparse.Namespace, servers: list[str]) -> list[Result]:
     """Every server, file and connection mode, ``runs`` wrk runs each: requests/s."""
     if shutil.which("wrk") is None:
         raise SystemExit("ipcnet bench http: wrk is not installed (scripts/system-deps wrk)")
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-http-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp, root = Path(tmp_name), Path(tmp_name) / "www"
         tmp.chmod(0o755)  # nginx's worker runs as another user: it must read the files
-        root = tmp / "www"
         root.mkdir(mode=0o755)
         for name, size in FILES.items():
             (root / name).write_bytes(os.urandom(size))
             (root / name).chmod(0o644)
-        if tls:
+        if a.tls:
             from ipcnet.transports.tls.devcert import make
 
             make(str(tmp))  # one certificate for every server
             (tmp / "server-key.pem").chmod(0o644)  # nginx reads it as its own user
-        with progress(len(servers) * len(FILES) * 2 * runs, "http") as step:
+        with progress(len(servers) * len(FILES) * 2 * a.runs, "http") as step:
             for server in servers:
-                results += _serve(server, tmp, root, model, runs, seconds, step, tls)
+                results += _serve(a, server, tmp, step)
     return results
 
 
 def _serve(
-    server: str,
-    tmp: Path,
-    root: Path,
-    model: str,
-    runs: int,
-    seconds: float,
-    step: Callable[[str], None],
-    tls: bool,
+    a: argparse.Namespace, server: str, tmp: Path, step: Callable[[str], None]
 ) -> list[Result]:
     """Start ``server``, check its files, run wrk on every cell, stop it."""
     port = free_port()
-    argv = _command(server, tmp, root, port, model, tls)
-    label = f"ipcnet ({model})" if server == "ipcnet" else server
+    argv = _command(server, tmp, tmp / "www", port, a.model, a.tls)
+    label = f"ipcnet ({a.model})" if server == "ipcnet" else server
     cells = [Result(f"{f} {m}", label, "req/s") for f in FILES for m in ("keep-alive", "close")]
     if isinstance(argv, str):
         for cell in cells:
@@ -202,23 +165,19 @@ def _serve(
         return cells
     with Server(argv, str(tmp / f"{server}.log"), port=port, cpu=0):
         for name, size in FILES.items():
-            _check(port, name, size, tmp / "ca.pem" if tls else None)
+            _check(port, name, size, tmp / "ca.pem" if a.tls else None)
         for cell in cells:
             name, mode = cell.case.split()
-            goal = (
-                TLS_GOALS.get((server, name, mode))
-                if tls
-                else GOALS.get((server, name)) or GOALS.get((server, "*"))
-            )
+            goal = TLS_GOALS.get((server, name, mode)) if a.tls else GOALS.get((server, name))
+            goal = goal or (None if a.tls else GOALS.get((server, "*")))
             cell.note = f"goal {goal:g}x" if goal else ""
-            for i in range(runs):
-                step(f"{label} {cell.case} run {i + 1}/{runs}")
-                url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/{name}"
-                rps, mbps, note = _wrk(url, mode == "close", seconds, 1)
+            for i in range(a.runs):
+                step(f"{label} {cell.case} run {i + 1}/{a.runs}")
+                url = f"{'https' if a.tls else 'http'}://127.0.0.1:{port}/{name}"
+                rps, mbps, note = _wrk(url, mode == "close", a.duration, 1)
                 cell.samples.append(rps)
                 cell.extra.setdefault("mb_s", []).append(mbps)
-                if note:
-                    cell.extra.setdefault("wrk_errors", []).append(note)
+                cell.extra.setdefault("wrk_errors", []).extend([note] if note else [])
     return cells
 
 
@@ -228,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from ipcnet.drivers import MODELS, first  # the model registry names the models
 
     model = first(awaits=True)
-    p.add_argument(
-        "--model", default=model, choices=list(MODELS), help=f"our concurrency model ({model})"
-    )
+    p.add_argument("--model", default=model, choices=list(MODELS), help=f"ours ({model})")
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
     p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
@@ -239,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         p.error(f"unknown servers: {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
-    results = run_bench(servers, args.runs, args.duration, args.model, args.tls)
+    results = run_bench(args, servers)
     results.sort(key=lambda r: (list(FILES).index(r.case.split()[0]), r.case.endswith("close")))
     emit(args, results, f"http{'s' if args.tls else ''}: requests/s (wrk -t1 -c50)")
     return 0
