@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ipcnet.bench.http import Running, _free_port, _nginx_conf
+from ipcnet.bench.harness import Server, free_port
+from ipcnet.bench.http import _nginx_conf
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _REQS = re.compile(r"(\d+) requests in")
@@ -59,14 +60,14 @@ def scaling(runs: int, seconds: float, root: Path, pinned: bool) -> list[str]:
             values = []
             for _ in range(runs):
                 with tempfile.TemporaryDirectory() as t:
-                    port = _free_port()
+                    port = free_port()
                     argv = [
                         "taskset",
                         "-c",
                         server_cpus,
                         *server(kind, workers, Path(t), root, port, reuse),
                     ]
-                    running = Running(kind, argv, port, Path(t) / "log")
+                    running = Server(argv, str(Path(t) / "log"), port=port)
                     try:
                         values.append(wrk(port, seconds, wrk_cpus)[0])
                     finally:
@@ -82,7 +83,7 @@ def scaling(runs: int, seconds: float, root: Path, pinned: bool) -> list[str]:
 def upgrade_under_load(seconds: float, every: float, root: Path, close: bool) -> str:
     """wrk for ``seconds`` while the master is SIGUSR2-upgraded every ``every`` seconds."""
     with tempfile.TemporaryDirectory() as t:
-        port = _free_port()
+        port = free_port()
         log = Path(t) / "log"
         argv = [*server("ipcnet", 2, Path(t), root, port, False), "--grace", "5"]
         with log.open("w") as err:

@@ -32,9 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
-from ipcnet.testing.pairs import free_port
-
-__all__ = ["Result", "Server", "emit", "free_port", "parser", "pin", "progress", "rounds"]
+from ipcnet.testing.pairs import free_port as free_port  # re-exported
 
 T = TypeVar("T")
 
@@ -90,32 +88,26 @@ class Result:
         }
 
 
-def ratio(ours: Result | None, peer: Result) -> float | None:
-    """ipcnet's median over the peer's, as >1 = ipcnet better; None when one is missing."""
-    a, b = (ours.median if ours else None), peer.median
-    if not a or not b or peer is ours:
-        return None
-    return b / a if peer.lower_is_better else a / b
-
-
 def ratios(results: Sequence[Result]) -> list[float | None]:
-    """For each result, the ratio of its case's ipcnet result to it (None on ipcnet's rows)."""
-    ours: dict[str, Result] = {}
+    """For each result, its case's (first) ipcnet median over its own, >1 = ipcnet better
+    (inverted where lower is better); None on ipcnet's rows and where one is missing."""
+    ours: dict[str, float | None] = {}
     for r in results:
         if r.ours:
-            ours.setdefault(r.case, r)
-    return [None if r.ours else ratio(ours.get(r.case), r) for r in results]
+            ours.setdefault(r.case, r.median)
+    out: list[float | None] = []
+    for r in results:
+        a, b = ours.get(r.case), r.median
+        out.append(None if r.ours or not a or not b else b / a if r.lower_is_better else a / b)
+    return out
 
 
 def fmt(values: Sequence[float], digits: int = 0) -> str:
     """``median (min-max)`` with thousands separators, or ``-`` for no values."""
-    if not values:
-        return "-"
-    f = f"{{:,.{digits}f}}"
-    med = f.format(statistics.median(values))
-    if len(values) == 1:
-        return med
-    return f"{med} ({f.format(min(values))}-{f.format(max(values))})"
+    f = f"{{:,.{digits}f}}".format
+    if len(values) < 2:
+        return f(values[0]) if values else "-"
+    return f"{f(statistics.median(values))} ({f(min(values))}-{f(max(values))})"
 
 
 def _digits(results: Sequence[Result]) -> int:
