@@ -67,6 +67,8 @@ def server_zmq(kind: str, url: str, ready: Callable[[], None]) -> None:
     sock = zmq.Context().socket(zmq.REP if kind == "rep" else zmq.ROUTER)
     sock.bind(_zmq(url))
     ready()
+    while kind == "rep":
+        sock.send(sock.recv())
     while True:
         sock.send_multipart(sock.recv_multipart())
 
