@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -66,7 +67,7 @@ def contenders() -> list[Contender]:
     ]
 
 
-def _argv(c: Contender, url: str, folder: str, workers: int | None, inner: str) -> list[str]:
+def _argv(c: Contender, url: str, folder: str, a: argparse.Namespace) -> list[str]:
     from ipcnet.bench.peers import command
     from ipcnet.drivers import info
 
@@ -74,9 +75,10 @@ def _argv(c: Contender, url: str, folder: str, workers: int | None, inner: str) 
         return command(c.name, url, folder if c.name == "c-epoll" else None)
     model = info(c.name)
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", url, "--model", c.name]
-    if model.sized and (workers or model.threaded):  # a pool thread holds a connection
+    workers = a.workers or (max(a.conns) if model.threaded else None)  # a thread per conn
+    if model.sized and workers:
         argv += ["--workers", str(workers)]
-    return argv + (["--inner", inner] if model.nests and inner else [])
+    return argv + (["--inner", a.inner] if model.nests and a.inner else [])
 
 
 def measure_all(
@@ -96,7 +98,7 @@ def measure_all(
         def serve(case: tuple[Contender, str]) -> None:
             c, t = case
             url = f"unix://{folder}/{c.name}.sock" if t == "unix" else "tcp://127.0.0.1:0"
-            argv = _argv(c, url, folder, a.workers or max(conns), a.inner)
+            argv = _argv(c, url, folder, a)
             try:
                 server = Server(argv, f"{folder}/{c.name}-{t}.log", ready=READY, cpu=a.server_cpu)
             except RuntimeError as exc:
@@ -155,7 +157,7 @@ def _compare(out: dict[Key, Result], known: dict[str, Contender]) -> None:
 
 def _ratio(a: Result, b: Result, cpu: bool = False) -> float | None:
     x, y = (a.per_cpu_s, b.per_cpu_s) if cpu else (a.samples, b.samples)
-    return sorted(x)[len(x) // 2] / sorted(y)[len(y) // 2] if x and y else None
+    return statistics.median(x) / statistics.median(y) if x and y else None
 
 
 def goals(out: dict[Key, Result]) -> list[dict[str, object]]:
