@@ -215,26 +215,17 @@ def progress(total: int, what: str, quiet: bool = False) -> Iterator[Callable[[s
 
         yield line
         return
+    from rich import progress as rp
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-        task = bar.add_task(what, total=total)
-        started = [False]
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn())
+    with rp.Progress(*columns, rp.TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task, started = bar.add_task(what, total=total), [False]
 
         def step(label: str) -> None:
-            if started[0]:
-                bar.advance(task)
-            started[0] = True
-            bar.update(task, description=f"{what}: {label}")
+            bar.update(task, advance=started[0], description=f"{what}: {label}")
             bar.refresh()  # draw what runs now, not at the next tick: a step may be short
+            started[0] = True
 
         yield step
         bar.update(task, completed=total, description=f"{what}: done")
