@@ -20,16 +20,8 @@ import time
 from array import array
 from typing import Any
 
-from ipcnet.bench.harness import (
-    CPUS,
-    Child,
-    Result,
-    emit,
-    parse_size,
-    parser,
-    process_tree_cpu,
-    table,
-)
+from ipcnet.bench import harness
+from ipcnet.bench.harness import CPUS, Child, Result, emit, parse_size, parser, table
 
 VARIANTS = 4  # messages per connection cycle through this many different payloads
 STALL_TIMEOUT = 10.0  # seconds without a reply before a connection counts as stalled
@@ -220,7 +212,7 @@ def measure(
                 raise EchoError(str(exc).removeprefix("EchoError: ")) from None
 
         def server_cpu() -> float:
-            return process_tree_cpu(server_pid) if server_pid else 0.0
+            return harness.process_tree_cpu(server_pid) if server_pid else 0.0
 
         start = time.perf_counter() + 0.05
         os.write(go_w, struct.pack("dd", start, start + seconds) * n)
@@ -243,12 +235,8 @@ def measure(
     def ms(q: float) -> list[float]:
         return [ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))] * 1e3]
 
-    extra: dict[str, Any] = {
-        "mb_per_s": [msgs * size / seconds / 1e6],
-        "p50_ms": ms(0.5),
-        "p90_ms": ms(0.9),
-    }
-    extra |= {"p99_ms": ms(0.99), "max_ms": [ordered[-1] * 1e3], "msgs": msgs}
+    extra: dict[str, Any] = {"mb_per_s": [msgs * size / seconds / 1e6], "msgs": msgs}
+    extra |= {f"p{q}_ms": ms(q / 100) for q in (50, 90, 99)} | {"max_ms": [ordered[-1] * 1e3]}
     extra |= {"client_cpu_s": [sum(r[1] for r in reports)], "errors": errors}
     if server_pid:
         extra["server_cpu_s"] = [server_s]
