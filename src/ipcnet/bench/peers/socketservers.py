@@ -40,7 +40,8 @@ def serve(name: str, listener: socket.socket) -> None:
     cls = CLASSES[name][listener.family == socket.AF_UNIX]
     server = cls(listener.getsockname(), EchoHandler, bind_and_activate=False)
     server.socket.close()
-    server.socket = listener  # bound and listening already
+    server.socket = listener  # bound already
+    listener.listen(server.request_queue_size)  # socketserver's own backlog (5)
     parent = os.getpid()
     stop_on_sigterm()
     ready(name, listener)
