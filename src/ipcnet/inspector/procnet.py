@@ -10,8 +10,10 @@ Rules:
   which may even look like a row (a forged row). Every line is checked against the exact
   kernel format; a line that fails is the rest of the previous row's path (that row is
   rebuilt and marked inexact). Rows that may be forged (the table has more rows than the
-  kernel's unix socket count in /proc/net/protocols, or an inode appears twice) keep their
-  data but are marked ``exact=False`` with a note, and their path is made unknown.
+  kernel's unix socket count in /proc/net/protocols, or no process holds the inode of a
+  row that follows a named one, or an inode appears twice) keep their data but are marked
+  ``exact=False`` with a note, and their path is made unknown; when the suspects are
+  exactly the extra rows, they are folded back into the path they came from.
   /proc prints an abstract name's leading NUL (and any NUL in it) as ``@``, so ``@x`` may
   also be a relative path starting with ``@``; only sock_diag tells them apart.
 - /proc/net is the reader's network namespace, like the netlink dump.
@@ -189,7 +191,10 @@ def parse_unix(
     for r in rows:
         seen[r.inode] = seen.get(r.inode, 0) + 1
     excess = 0 if kernel_count is None else len(rows) - kernel_count
-    suspects = after_named if excess > 0 else []
+    # a row after a named one is a suspect until a process holds it: the count alone can
+    # hide a forged row (it moves while the table is read, and counts sockets the table
+    # does not show), so it only decides whether the suspects can be folded back
+    suspects = after_named if excess > 0 or held is not None else []
     if suspects and held is not None:
         alive = held({i for i in (rows[k].inode for k in suspects) if i is not None})
         suspects = [k for k in suspects if rows[k].inode not in alive]
@@ -239,13 +244,23 @@ def read_inet(proto: str) -> list[SocketRow]:
     return [] if text is None else parse_inet(text, proto)
 
 
-def read_unix() -> list[SocketRow]:
-    before = unix_socket_count()
-    text = read_text("/proc/net/unix")
-    if text is None:
-        return []
-    after = unix_socket_count()
-    count = None if before is None or after is None else max(before, after)
+def read_unix(attempts: int = 5) -> list[SocketRow]:
+    """The table, with the kernel's count read before and after it.
+
+    A count that moved while the text was read says nothing about the text (a socket
+    closed in between hides a forged row), so the read is retried; if the count never
+    holds still, it is unknown and ``parse_unix`` falls back on the pid join alone.
+    """
+    count: int | None = None
+    for _ in range(attempts):
+        before = unix_socket_count()
+        text = read_text("/proc/net/unix")
+        if text is None:
+            return []
+        after = unix_socket_count()
+        if before is not None and before == after:
+            count = before
+            break
     return parse_unix(text, count, _held)
 
 
