@@ -252,12 +252,13 @@ def read_unix(attempts: int = 5) -> list[SocketRow]:
     holds still, it is unknown and ``parse_unix`` falls back on the pid join alone.
     """
     count: int | None = None
+    text = ""
     for _ in range(attempts):
         before = unix_socket_count()
-        text = read_text("/proc/net/unix")
-        if text is None:
+        read = read_text("/proc/net/unix")
+        if read is None:
             return []
-        after = unix_socket_count()
+        text, after = read, unix_socket_count()
         if before is not None and before == after:
             count = before
             break
