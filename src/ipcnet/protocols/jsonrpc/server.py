@@ -146,6 +146,7 @@ class JsonRpcService(BaseService):
         self.methods = dict(methods)
         self.framing = framing or NewlineDelimited()
         self.codec = codec or JSONCodec()
+        self._encode = self.framing.encoder(self.codec)  # obj -> frame, in one step
         self.debug = debug
         self.max_batch = max_batch
         self.title = title
@@ -220,10 +221,8 @@ class JsonRpcService(BaseService):
         if not replies:
             return b""
         try:
-            payload = self.codec.encode(replies if unit.batch else replies[0])
-            if len(payload) <= self.framing.max_size:
-                return self._frame(payload)
-        except LocalProtocolError:
+            return self._encode(replies if unit.batch else replies[0])
+        except (LocalProtocolError, LimitExceeded):
             pass
         fixed = [self._encodable(r) for r in replies]  # find the replies that cannot go
         return self._frame(self.codec.encode(fixed if unit.batch else fixed[0]))
