@@ -304,7 +304,13 @@ class NewlineDecoder(Decoder):
 
     def single(self, data: bytes) -> bytes | None:
         end = len(data) - 1
-        if end < 0 or data.find(b"\n") != end or self._skipping or not self._idle():
+        if (
+            end < 0
+            or data.find(b"\n") != end
+            or self._skipping
+            or self._error is not None  # _idle(), written out: one call less a request
+            or len(self._buf) != self._pos
+        ):
             return None
         if end > 0 and data[end - 1] == 13:  # strip one b"\r"
             end -= 1
