@@ -66,6 +66,11 @@ class Channel:
             return 0
         return self.transport.read_into(view)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes already read ahead (by ``readline``) that the next reads hand out first."""
+        return len(self._ahead)
+
     def read_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or ``IncompleteRead`` (with the partial data) at EOF."""
         buf = bytearray(n)

@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser(
         "serve",
-        parents=[common_options(), wire],
+        parents=[common_options("rpc"), wire],
         help="serve MODULE:OBJECT's methods on addresses",
         description="serve MODULE:OBJECT's methods over JSON-RPC 2.0",
     )

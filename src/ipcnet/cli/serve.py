@@ -18,20 +18,22 @@ from ipcnet.cli import tlsflags
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
 
 
-def common_options() -> argparse.ArgumentParser:
-    """The options every service takes (also used by ``ipcnet rpc serve``); choices come
-    from the model registry and defaults from ``ServeConfig``."""
-    from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODELS, ServeConfig
+def common_options(use: str = "serve") -> argparse.ArgumentParser:
+    """The options every service takes (also used by ``ipcnet rpc serve``, ``use="rpc"``);
+    choices come from the model registry, the model's default for ``use`` from it too, the
+    other defaults from ``ServeConfig``."""
+    from ipcnet.drivers import INNER_MODELS, MODELS, ServeConfig, default_for
 
     d = ServeConfig()
+    model = default_for(use)
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("serving")
     g.add_argument(
         "--model",
         "-m",
         choices=list(MODELS),
-        default=DEFAULT_MODEL,
-        help=f"concurrency model ({DEFAULT_MODEL})",
+        default=model,
+        help=f"concurrency model ({model})",
     )
     g.add_argument(
         "--workers",

@@ -96,6 +96,21 @@ _ROWS = (
 )
 MODELS: dict[str, ModelInfo] = {row.name: row for row in _ROWS}
 DEFAULT_MODEL = "epoll"
+# --- the default per use (issue 17) ---------------------------------------------------
+#: the model a use gets unless told otherwise. "rpc": JSON-RPC handlers are blocking calls
+#: (Run jobs); a thread per connection runs each inline (one read, one write a call), where
+#: an event loop hands it to a worker thread and back (strace: a second wake-up, a waker
+#: write and read, two epoll_ctl and ~6 futex calls more a call), so it is the fastest
+#: measured for RPC
+DEFAULT_FOR: dict[str, str] = {"serve": DEFAULT_MODEL, "rpc": "thread"}
+
+
+def default_for(use: str) -> str:
+    """The default model for a use (``"serve"``, ``"rpc"``); DEFAULT_MODEL for any other."""
+    return DEFAULT_FOR.get(use, DEFAULT_MODEL)
+
+
+# --- end of the default per use -----------------------------------------------------
 MODEL_HELP = {name: row.help for name, row in MODELS.items()}
 #: the models a nesting model (prefork) may run in each worker
 INNER_MODELS = [name for name, row in MODELS.items() if not row.nests]

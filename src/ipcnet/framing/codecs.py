@@ -32,6 +32,9 @@ MAX_DEPTH = 512  # nesting the stdlib JSON fallback accepts (orjson stops at 102
 
 class Codec(ABC):
     name: str = "codec"
+    #: ``encode_line(obj)``: ``encode(obj) + b"\n"`` made in one step, for a codec whose
+    #: payloads never hold a newline byte (a newline framing then needs no scan or copy)
+    encode_line: Callable[[Any], bytes] | None = None
 
     @abstractmethod
     def encode(self, obj: Any) -> bytes:
@@ -83,6 +86,15 @@ class JSONCodec(Codec):
 
     def __init__(self, use_orjson: bool = True) -> None:
         self.fast = use_orjson and orjson is not None
+        self.encode_line = self._encode_line  # compact JSON escapes every newline
+
+    def _encode_line(self, obj: Any) -> bytes:
+        if self.fast:
+            try:
+                return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+            except TypeError:
+                pass  # as in encode: the stdlib's turn
+        return self.encode(obj) + b"\n"
 
     def encode(self, obj: Any) -> bytes:
         if self.fast:

@@ -21,9 +21,13 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
 from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame
+
+if TYPE_CHECKING:
+    from ipcnet.framing.codecs import Codec
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 HEADER_LIMIT = 8192  # Content-Length: the whole header block
@@ -143,6 +147,12 @@ class Framing(ABC):
     @abstractmethod
     def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
         """One frame holding ``payload``; LimitExceeded if it is over ``max_size``."""
+
+    def encoder(self, codec: Codec) -> Callable[[Any], bytes]:
+        """``obj -> frame``: ``encode(codec.encode(obj))``, fused where the pair allows;
+        LimitExceeded over ``max_size`` (and the codec's LocalProtocolError) as they raise."""
+        encode, frame = codec.encode, self.encode
+        return lambda obj: frame(encode(obj))
 
     def encode_parts(self, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
         """``encode(payload)`` as buffers to write in turn: a large payload need not be
@@ -294,7 +304,13 @@ class NewlineDecoder(Decoder):
 
     def single(self, data: bytes) -> bytes | None:
         end = len(data) - 1
-        if end < 0 or data.find(b"\n") != end or self._skipping or not self._idle():
+        if (
+            end < 0
+            or data.find(b"\n") != end
+            or self._skipping
+            or self._error is not None  # _idle(), written out: one call less a request
+            or len(self._buf) != self._pos
+        ):
             return None
         if end > 0 and data[end - 1] == 13:  # strip one b"\r"
             end -= 1
@@ -331,6 +347,20 @@ class NewlineDelimited(Framing):
         if b"\n" in data:
             raise LimitExceeded("a newline-delimited frame cannot contain a newline")
         return data + b"\n"
+
+    def encoder(self, codec: Codec) -> Callable[[Any], bytes]:
+        line = codec.encode_line
+        if line is None:
+            return super().encoder(codec)
+        limit = self.max_size
+
+        def encode(obj: Any) -> bytes:
+            data = line(obj)  # the payload and its newline, made at once by the codec
+            if len(data) > limit + 1:
+                raise LimitExceeded(f"frame of {len(data) - 1} bytes is over the limit of {limit}")
+            return data
+
+        return encode
 
 
 # --- netstring --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from ipcnet.addresses import Address, parse
 from ipcnet.channel import Channel
-from ipcnet.drivers import ServeConfig, ServerCore
+from ipcnet.drivers import ServeConfig, ServerCore, default_for
 from ipcnet.drivers import serve as serve_service
 from ipcnet.drivers.blocking import LocalRow, drive
 from ipcnet.drivers.core import Conn
@@ -57,11 +57,13 @@ def serve(
     debug: bool = False,
     ready: Callable[[ServerCore], None] | None = None,
 ) -> ServerCore:
-    """Serve ``obj``'s methods on socket addresses until SIGTERM/SIGINT (or request_stop)."""
+    """Serve ``obj``'s methods on socket addresses until SIGTERM/SIGINT (or request_stop),
+    under the model the registry gives RPC (``default_for("rpc")``) unless ``config`` says."""
     service = make_service(
         obj, addresses[0] if addresses else "tcp:", framing=framing, codec=codec, debug=debug
     )
-    return serve_service(service, addresses, config or ServeConfig(), ready)
+    config = config or ServeConfig(model=default_for("rpc"))  # the fastest for RPC
+    return serve_service(service, addresses, config, ready)
 
 
 def serve_channel(service: Service, channel: Channel) -> None:

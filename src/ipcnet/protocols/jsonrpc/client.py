@@ -34,6 +34,7 @@ class ClientProtocol:
         self.framing = framing or NewlineDelimited()
         self.codec = codec or JSONCodec()
         self.decoder = self.framing.decoder()
+        self._encode = self.framing.encoder(self.codec)  # obj -> frame, in one step
         self._ids = itertools.count(1)
 
     def request(self, method: str, params: list[Any] | dict[str, Any] | None) -> tuple[int, bytes]:
@@ -42,13 +43,13 @@ class ClientProtocol:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
         if params is not None:
             message["params"] = params
-        return rid, self.framing.encode(self.codec.encode(message))
+        return rid, self._encode(message)
 
     def notification(self, method: str, params: list[Any] | dict[str, Any] | None) -> bytes:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = params
-        return self.framing.encode(self.codec.encode(message))
+        return self._encode(message)
 
     def batch(
         self, calls: Sequence[tuple[str, list[Any] | dict[str, Any] | None]]
@@ -62,7 +63,7 @@ class ClientProtocol:
                 message["params"] = params
             ids.append(rid)
             messages.append(message)
-        return ids, self.framing.encode(self.codec.encode(messages))
+        return ids, self._encode(messages)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Reply]:
         """Replies complete after ``data``; RemoteProtocolError if the server breaks rules."""

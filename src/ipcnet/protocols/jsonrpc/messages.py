@@ -112,16 +112,17 @@ def parse_request(obj: Any) -> Request | BadRequest:
         return _bad(None, f"expected an object, got {_kind(obj)}")
     get = obj.get
     rid = get("id", MISSING)
-    if rid is not MISSING and not valid_id(rid):
-        return _bad(None, f"id must be a string, number or null, not {_kind(rid)}")
     method = get("method", MISSING)
     params = get("params")
     if (
         method.__class__ is str
         and (params.__class__ is list or params.__class__ is dict)
+        and (rid.__class__ is int or rid.__class__ is str or rid is MISSING)
         and get("jsonrpc") == "2.0"
     ):
         return Request(method, params, rid)  # the common case, checked in one test
+    if rid is not MISSING and not valid_id(rid):
+        return _bad(None, f"id must be a string, number or null, not {_kind(rid)}")
     reply_id = None if rid is MISSING else rid
     if get("jsonrpc") != "2.0":
         return _bad(reply_id, 'jsonrpc must be "2.0"')

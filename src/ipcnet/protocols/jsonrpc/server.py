@@ -113,10 +113,10 @@ class _Unit:
 
     __slots__ = ("batch", "calls", "slots")
 
-    def __init__(self, slots: list[Slot], batch: bool) -> None:
+    def __init__(self, slots: list[Slot], batch: bool, calls: list[_Call] | None = None) -> None:
         self.slots = slots
         self.batch = batch
-        self.calls = [s for s in slots if s.__class__ is _Call]
+        self.calls = [s for s in slots if s.__class__ is _Call] if calls is None else calls
 
     def replies(self) -> list[dict[str, Any]]:
         """The replies to send, in request order (notifications have none)."""
@@ -146,6 +146,7 @@ class JsonRpcService(BaseService):
         self.methods = dict(methods)
         self.framing = framing or NewlineDelimited()
         self.codec = codec or JSONCodec()
+        self._encode = self.framing.encoder(self.codec)  # obj -> frame, in one step
         self.debug = debug
         self.max_batch = max_batch
         self.title = title
@@ -173,7 +174,8 @@ class JsonRpcService(BaseService):
                 detail = f"batch of {len(message)} requests; the limit is {self.max_batch}"
                 return _Unit([self._invalid(None, detail)], False)
             return _Unit([self.slot(m) for m in message], True)
-        return _Unit([self.slot(message)], False)
+        slot = self.slot(message)
+        return _Unit([slot], False, [slot] if slot.__class__ is _Call else [])
 
     def _invalid(self, rid: Any, detail: str) -> dict[str, Any]:
         return error_reply(rid, RPCError.standard(INVALID_REQUEST, detail))
@@ -216,17 +218,21 @@ class JsonRpcService(BaseService):
     # --- encoding replies ----------------------------------------------------------------
 
     def encode_unit(self, unit: _Unit) -> bytes:
-        replies = unit.replies()
-        if not replies:
+        message: Any
+        if unit.batch:
+            message = unit.replies()
+        else:  # one request: its reply (None for a notification), no list built
+            slot = unit.slots[0]
+            message = slot.reply if slot.__class__ is _Call else slot
+        if not message:
             return b""
         try:
-            payload = self.codec.encode(replies if unit.batch else replies[0])
-            if len(payload) <= self.framing.max_size:
-                return self._frame(payload)
-        except LocalProtocolError:
+            return self._encode(message)
+        except (LocalProtocolError, LimitExceeded):
             pass
-        fixed = [self._encodable(r) for r in replies]  # find the replies that cannot go
-        return self._frame(self.codec.encode(fixed if unit.batch else fixed[0]))
+        # find the replies that cannot go
+        fixed = [self._encodable(r) for r in message] if unit.batch else self._encodable(message)
+        return self._frame(self.codec.encode(fixed))
 
     def _encodable(self, reply: dict[str, Any]) -> dict[str, Any]:
         try:
