@@ -67,7 +67,7 @@ from ipcnet.protocols.base import (
 from ipcnet.protocols.http import responses
 from ipcnet.protocols.http.conditional import if_range_holds, preconditions
 from ipcnet.protocols.http.messages import Head
-from ipcnet.protocols.http.parsers import check_head
+from ipcnet.protocols.http.parsers import HeadParser, check_head
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.resources import Entity, Found, NeedsSlash, Page, Refused
 from ipcnet.protocols.http.shared import Shared
@@ -104,6 +104,7 @@ STATUS_RENDERERS = {
 STATUS_PAGES[b"/_health"] = b"text/plain; charset=utf-8"
 STATUS_PAGES[b"/_metrics"] = b"text/plain; version=0.0.4; charset=utf-8"
 
+Parsed = tuple[Head, bool, bool]  # a checked head, keep-alive, has a body
 Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
 
 
@@ -169,7 +170,7 @@ class HttpSession:
     def __init__(self, shared: Shared, peer: Peer) -> None:
         self.shared = shared
         self.peer = peer
-        self.parser = shared.new_parser()
+        self.parser: HeadParser | None = None  # made on the first head not in the memo
         self.state = IDLE
         self.buf = b""  # input not yet answered: a partial head, or pipelined requests
         self.job: Run | None = None  # WAITING: the job out, the request and what to do next
@@ -290,21 +291,12 @@ class HttpSession:
     def _request(self, raw: bytes, rest: bytes, out: list[Action]) -> bool:
         """Answer one request head; False when the session must stop (job or closing)."""
         shared = self.shared
-        limits = shared.limits
-        head: Head | None = None
-        try:
-            line = raw.find(b"\n") + 1  # the limits first (inline: this runs per request)
-            if line - 2 > limits.request_line:
-                raise BadRequest(414, "request line too long")
-            if len(raw) - line - 2 > limits.header_bytes:
-                raise BadRequest(431, "header section too large")
-            if raw.count(b"\n") - 2 > limits.header_count:
-                raise BadRequest(431, "too many header fields")
-            head = self.parser.parse(raw)
-            keep_alive, has_body = check_head(head)
-        except BadRequest as exc:
-            self._fail(exc.status, head, raw, out)
-            return False
+        parsed = shared.parsed.get(raw)  # a head seen before: parsing it again gives the same
+        if parsed is None:
+            parsed = self._parse(raw, out)
+            if parsed is None:
+                return False
+        head, keep_alive, has_body = parsed
         request = Request(head, keep_alive and not shared.draining)
         method = head.method
         if method != "GET" and method != "HEAD":
@@ -338,6 +330,29 @@ class HttpSession:
         else:
             self._file(request, found, out)  # the common case, without one more call
         return self._after(request, rest, out)
+
+    def _parse(self, raw: bytes, out: list[Action]) -> Parsed | None:
+        """Check the limits, parse and check ``raw``; None once a framing error is answered."""
+        shared = self.shared
+        limits = shared.limits
+        head: Head | None = None
+        try:
+            line = raw.find(b"\n") + 1
+            if line - 2 > limits.request_line:
+                raise BadRequest(414, "request line too long")
+            if len(raw) - line - 2 > limits.header_bytes:
+                raise BadRequest(431, "header section too large")
+            if raw.count(b"\n") - 2 > limits.header_count:
+                raise BadRequest(431, "too many header fields")
+            parser = self.parser
+            if parser is None:
+                parser = self.parser = shared.new_parser()
+            head = parser.parse(raw)
+            keep_alive, has_body = check_head(head)
+        except BadRequest as exc:
+            self._fail(exc.status, head, raw, out)
+            return None
+        return shared.remember_parsed(raw, (head, keep_alive, has_body))
 
     def _other_method(
         self, request: Request, has_body: bool, rest: bytes, out: list[Action]
