@@ -92,6 +92,7 @@ CONDITIONAL = frozenset(
     {b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
 )
 INLINE_BODY = 64 * 1024  # in-memory bodies up to this are joined to the head (one write)
+WHOLE_BODY = 128 * 1024  # whole 200 responses with bodies up to this are kept (Shared.wholes)
 HTML = b"text/html; charset=utf-8"
 STATUS_PAGES = {b"/_status": HTML, b"/_status.json": b"application/json"}
 # scale (issue 14): health for load balancers, metrics for Prometheus (path -> renderer)
@@ -520,8 +521,19 @@ class HttpSession:
         if not CONDITIONAL.isdisjoint(fields):
             self._conditional_file(request, entity, out)
             return
-        # the common case: the whole file, with a head whose fields are cached per file
+        # the common case: the whole file, with a head whose fields are cached per file, and
+        # for a small file in memory the whole response, for as long as its Date holds
         shared = self.shared
+        date = shared.dates.now()
+        data = entity.data
+        whole = None
+        if data is not None and not request.head_only:
+            whole = (entity, request.keep_alive)
+            response = shared.wholes.get(whole) if shared.wholes_date is date else None
+            if response is not None:
+                out.append(response)
+                self._log(request, 200, entity.size)
+                return
         key = (
             entity.etag,
             entity.mtime,
@@ -539,7 +551,12 @@ class HttpSession:
             headers = self._entity_headers(entity)
             headers.append((b"Content-Length", b"%d" % entity.size))
             fixed = shared.remember_head(key, responses.block(headers, request.keep_alive))
-        response = responses.OK_PREFIX + shared.dates.now() + fixed
+        response = responses.OK_PREFIX + date + fixed
+        if whole is not None and data is not None and len(data) <= WHOLE_BODY:
+            response = shared.remember_whole(whole, date, response + data)
+            out.append(response)
+            self._log(request, 200, entity.size)
+            return
         regions = [(0, entity.size - 1)] if entity.size else []
         self._body(request, entity, response, 200, regions, out)
 

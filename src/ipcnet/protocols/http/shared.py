@@ -18,6 +18,7 @@ from ipcnet.protocols.http.resources import Filesystem, NoObserver, Observer, St
 from ipcnet.protocols.http.target import Target, parse_target
 
 CACHE_SIZE = 4096  # entries in each memo below
+WHOLES = 256  # whole responses kept per second (each up to session.WHOLE_BODY of body)
 PARSED_HEAD = 1024  # heads up to this many bytes are remembered parsed (wrk, browsers repeat)
 
 
@@ -46,6 +47,10 @@ class Shared:
         self._modified: dict[int, bytes] = {}
         self._targets: dict[bytes, Target | int] = {}
         self.heads: dict[tuple[object, ...], bytes] = {}  # fixed head parts, per file
+        # whole 200 responses of files in memory, (entity, keep_alive) -> bytes, valid while
+        # the Date they carry is the current one (emptied when it changes)
+        self.wholes: dict[tuple[object, bool], bytes] = {}
+        self.wholes_date = b""
         # request heads that parsed and passed check_head -> (Head, keep_alive, has_body);
         # parsing is a function of the bytes alone, and nothing changes a Head afterwards
         self.parsed: dict[bytes, tuple[Head, bool, bool]] = {}
@@ -78,6 +83,14 @@ class Shared:
                 self.parsed.clear()
             self.parsed[raw] = parsed
         return parsed
+
+    def remember_whole(self, key: tuple[object, bool], date: bytes, response: bytes) -> bytes:
+        if self.wholes_date is not date:
+            self.wholes.clear()
+            self.wholes_date = date
+        if len(self.wholes) < WHOLES:
+            self.wholes[key] = response
+        return response
 
     def remember_head(self, key: tuple[object, ...], block: bytes) -> bytes:
         if len(self.heads) >= CACHE_SIZE:
