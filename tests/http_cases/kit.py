@@ -17,7 +17,7 @@ from serverkit import Server, _start
 
 MODELS = list(REGISTRY)
 SMALL = b"hello, world\n"
-MEDIUM = bytes(range(256)) * 400  # 100 KiB: over the in-memory limit, sent with sendfile
+MEDIUM = bytes(range(256)) * 640  # 160 KiB: over the in-memory limit, sent with sendfile
 BIG_SIZE = 4 * 1024 * 1024
 
 

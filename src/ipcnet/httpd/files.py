@@ -8,8 +8,9 @@ Rules:
   (-> 403); FIFOs, sockets and devices are never served (-> 403); opens are non-blocking
   so a FIFO cannot hang a worker;
 - files up to ``small_file`` bytes are read once and kept in memory (sent with the head in
-  one write); larger ones are sent with sendfile(2) from a descriptor the driver closes
-  (``sendfile=False`` reads every file into memory instead: for a driver without sendfile);
+  one write), while the cache holds less than ``memory`` bytes of them; larger ones are sent
+  with sendfile(2) from a descriptor the driver closes (``sendfile=False`` reads every file
+  into memory instead, without that bound: for a driver without sendfile);
 - the cache keeps answers for ``cache_ttl`` seconds (0 = no cache; files changed within
   that time may be served stale, as with nginx's open_file_cache); cached large files are
   handed out as ``dup()``s of the cached descriptor, under a lock, so evicting an entry
@@ -125,7 +126,8 @@ class Resolver:
         gzip: bool = True,
         cache_ttl: float = 1.0,
         cache_entries: int = 1024,
-        small_file: int = 16 * 1024,
+        small_file: int = 128 * 1024,
+        memory: int = 32 * 1024 * 1024,
         sendfile: bool = True,
     ) -> None:
         real = os.path.realpath(root)
@@ -140,6 +142,8 @@ class Resolver:
         self.cache_entries = cache_entries
         # without sendfile (a driver that cannot do it), every file is read into memory
         self.small_file = small_file if sendfile else NO_SENDFILE_LIMIT
+        self.memory = memory if sendfile else NO_SENDFILE_LIMIT
+        self._held = 0  # bytes of file content the cache keeps in memory
         self._cache: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
 
@@ -175,25 +179,27 @@ class Resolver:
 
     def clear(self) -> None:
         with self._lock:
-            for entry in self._cache.values():
-                self._drop(entry)
-            self._cache.clear()
+            self._clear()
 
     # --- cache ---------------------------------------------------------------------------
 
     def _store(self, key: Key, entry: _Entry) -> None:
         with self._lock:
             if len(self._cache) >= self.cache_entries:
-                for old in self._cache.values():
-                    self._drop(old)
-                self._cache.clear()
+                self._clear()
             previous = self._cache.get(key)
             if previous is not None:
                 self._drop(previous)
             self._cache[key] = entry
+            self._held += _held(entry.found)
 
-    @staticmethod
-    def _drop(entry: _Entry) -> None:
+    def _clear(self) -> None:
+        for entry in self._cache.values():
+            self._drop(entry)
+        self._cache.clear()
+
+    def _drop(self, entry: _Entry) -> None:
+        self._held -= _held(entry.found)
         if entry.fd >= 0:
             os.close(entry.fd)
             entry.fd = -1
@@ -296,13 +302,18 @@ class Resolver:
         mtime = int(st.st_mtime)
         etag = f'"{mtime:x}-{size:x}{suffix}"'
         ctype = content_type(os.path.basename(path))
-        if size <= self.small_file:
+        if size <= self.small_file and self._held + size <= self.memory:
             try:
                 data = _read_all(fd, size)
             finally:
                 os.close(fd)
             return OpenFile(-1, len(data), mtime, etag, ctype, encoding, vary, path, data)
         return OpenFile(fd, size, mtime, etag, ctype, encoding, vary, path)
+
+
+def _held(found: Found) -> int:
+    """The bytes of file content a cache entry keeps in memory."""
+    return len(found.data) if isinstance(found, OpenFile) and found.data is not None else 0
 
 
 def _where(path: str, names: tuple[str, ...] = ()) -> str:

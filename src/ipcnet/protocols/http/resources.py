@@ -21,7 +21,8 @@ from ipcnet.protocols.base import Peer
 
 
 class Entity(Protocol):
-    """One file's representation, ready to send."""
+    """One file's representation, ready to send; hashed by identity (the session keeps
+    whole responses per Entity object, so one for changed content must be a new object)."""
 
     size: int
     mtime: int

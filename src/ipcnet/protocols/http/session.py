@@ -67,7 +67,7 @@ from ipcnet.protocols.base import (
 from ipcnet.protocols.http import responses
 from ipcnet.protocols.http.conditional import if_range_holds, preconditions
 from ipcnet.protocols.http.messages import Head
-from ipcnet.protocols.http.parsers import check_head
+from ipcnet.protocols.http.parsers import HeadParser, check_head
 from ipcnet.protocols.http.ranges import parse_range
 from ipcnet.protocols.http.resources import Entity, Found, NeedsSlash, Page, Refused
 from ipcnet.protocols.http.shared import Shared
@@ -92,6 +92,7 @@ CONDITIONAL = frozenset(
     {b"range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
 )
 INLINE_BODY = 64 * 1024  # in-memory bodies up to this are joined to the head (one write)
+WHOLE_BODY = 128 * 1024  # whole 200 responses with bodies up to this are kept (Shared.wholes)
 HTML = b"text/html; charset=utf-8"
 STATUS_PAGES = {b"/_status": HTML, b"/_status.json": b"application/json"}
 # scale (issue 14): health for load balancers, metrics for Prometheus (path -> renderer)
@@ -104,6 +105,7 @@ STATUS_RENDERERS = {
 STATUS_PAGES[b"/_health"] = b"text/plain; charset=utf-8"
 STATUS_PAGES[b"/_metrics"] = b"text/plain; version=0.0.4; charset=utf-8"
 
+Parsed = tuple[Head, bool, bool]  # a checked head, keep-alive, has a body
 Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
 
 
@@ -169,7 +171,7 @@ class HttpSession:
     def __init__(self, shared: Shared, peer: Peer) -> None:
         self.shared = shared
         self.peer = peer
-        self.parser = shared.new_parser()
+        self.parser: HeadParser | None = None  # made on the first head not in the memo
         self.state = IDLE
         self.buf = b""  # input not yet answered: a partial head, or pipelined requests
         self.job: Run | None = None  # WAITING: the job out, the request and what to do next
@@ -290,21 +292,12 @@ class HttpSession:
     def _request(self, raw: bytes, rest: bytes, out: list[Action]) -> bool:
         """Answer one request head; False when the session must stop (job or closing)."""
         shared = self.shared
-        limits = shared.limits
-        head: Head | None = None
-        try:
-            line = raw.find(b"\n") + 1  # the limits first (inline: this runs per request)
-            if line - 2 > limits.request_line:
-                raise BadRequest(414, "request line too long")
-            if len(raw) - line - 2 > limits.header_bytes:
-                raise BadRequest(431, "header section too large")
-            if raw.count(b"\n") - 2 > limits.header_count:
-                raise BadRequest(431, "too many header fields")
-            head = self.parser.parse(raw)
-            keep_alive, has_body = check_head(head)
-        except BadRequest as exc:
-            self._fail(exc.status, head, raw, out)
-            return False
+        parsed = shared.parsed.get(raw)  # a head seen before: parsing it again gives the same
+        if parsed is None:
+            parsed = self._parse(raw, out)
+            if parsed is None:
+                return False
+        head, keep_alive, has_body = parsed
         request = Request(head, keep_alive and not shared.draining)
         method = head.method
         if method != "GET" and method != "HEAD":
@@ -338,6 +331,29 @@ class HttpSession:
         else:
             self._file(request, found, out)  # the common case, without one more call
         return self._after(request, rest, out)
+
+    def _parse(self, raw: bytes, out: list[Action]) -> Parsed | None:
+        """Check the limits, parse and check ``raw``; None once a framing error is answered."""
+        shared = self.shared
+        limits = shared.limits
+        head: Head | None = None
+        try:
+            line = raw.find(b"\n") + 1
+            if line - 2 > limits.request_line:
+                raise BadRequest(414, "request line too long")
+            if len(raw) - line - 2 > limits.header_bytes:
+                raise BadRequest(431, "header section too large")
+            if raw.count(b"\n") - 2 > limits.header_count:
+                raise BadRequest(431, "too many header fields")
+            parser = self.parser
+            if parser is None:
+                parser = self.parser = shared.new_parser()
+            head = parser.parse(raw)
+            keep_alive, has_body = check_head(head)
+        except BadRequest as exc:
+            self._fail(exc.status, head, raw, out)
+            return None
+        return shared.remember_parsed(raw, (head, keep_alive, has_body))
 
     def _other_method(
         self, request: Request, has_body: bool, rest: bytes, out: list[Action]
@@ -505,8 +521,19 @@ class HttpSession:
         if not CONDITIONAL.isdisjoint(fields):
             self._conditional_file(request, entity, out)
             return
-        # the common case: the whole file, with a head whose fields are cached per file
+        # the common case: the whole file, with a head whose fields are cached per file, and
+        # for a small file in memory the whole response, for as long as its Date holds
         shared = self.shared
+        date = shared.dates.now()
+        data = entity.data
+        whole = None
+        if data is not None and not request.head_only:
+            whole = (entity, request.keep_alive)
+            response = shared.wholes.get(whole) if shared.wholes_date is date else None
+            if response is not None:
+                out.append(response)
+                self._log(request, 200, entity.size)
+                return
         key = (
             entity.etag,
             entity.mtime,
@@ -524,7 +551,12 @@ class HttpSession:
             headers = self._entity_headers(entity)
             headers.append((b"Content-Length", b"%d" % entity.size))
             fixed = shared.remember_head(key, responses.block(headers, request.keep_alive))
-        response = responses.OK_PREFIX + shared.dates.now() + fixed
+        response = responses.OK_PREFIX + date + fixed
+        if whole is not None and data is not None and len(data) <= WHOLE_BODY:
+            response = shared.remember_whole(whole, date, response + data)
+            out.append(response)
+            self._log(request, 200, entity.size)
+            return
         regions = [(0, entity.size - 1)] if entity.size else []
         self._body(request, entity, response, 200, regions, out)
 
