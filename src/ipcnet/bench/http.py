@@ -1,13 +1,8 @@
 """``ipcnet bench http``: static files with wrk, ipcnet beside nginx, http.server, uvicorn.
 
-Role: one load client (wrk -t1 -c50) against each web server serving the same directory of
-1 KiB, 100 KiB and 10 MiB files, with keep-alive and with ``Connection: close``; the server
-and wrk are pinned to different CPUs. Peers: nginx (1 worker, sendfile on, access log off),
-``python -m http.server`` (ThreadingHTTPServer) and uvicorn (httptools, uvloop) running
-Starlette's StaticFiles. Rules: every server is started and stopped here (by its own pid);
-everything written goes to one temporary directory, removed at the end; a peer that is not
-installed is reported as missing, not faked; medians and ranges over ``--runs`` runs, and
-ratios of medians, are reported as a Markdown table (``--json`` for machine use).
+Role: wrk -t1 -c50 against each server on the same 1 KiB, 100 KiB and 10 MiB files, with
+keep-alive and ``Connection: close`` (``--tls``: HTTPS, one certificate, TLS 1.3). Rules:
+server and wrk on different CPUs; a missing peer is reported, not faked.
 """
 
 from __future__ import annotations

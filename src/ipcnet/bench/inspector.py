@@ -1,12 +1,8 @@
-"""Benchmark of the socket inspector against ss, netstat and psutil on a live table.
+"""``ipcnet bench inspector``: the socket inspector beside ss, netstat and psutil.
 
-Role: open N established loopback TCP sockets (N/2 connections, both ends in this
-process), then time, several rounds each, with output sent to /dev/null:
-  CLI:     ``ipcnet sockets -tan`` / ``-tanp``  vs  ``ss -tan`` / ``ss -tanp`` / ``netstat -tanp``
-  library: ``list_sockets(["tcp"])`` / ``owners=True``  vs  ``psutil.net_connections("tcp")``
-one case per goal (ipcnet's tool beside the peer's; CLI runs include Python start-up).
-Rules: tools that are missing are reported as such; the soft RLIMIT_NOFILE is raised as
-needed and never above the hard limit.
+Role: N established loopback TCP sockets, then each tool timed (output to /dev/null; CLI
+runs include start-up), one case per goal. Rules: missing tools are reported; the soft
+RLIMIT_NOFILE is raised as needed, never above the hard limit.
 """
 
 from __future__ import annotations

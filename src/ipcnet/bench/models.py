@@ -1,11 +1,8 @@
 """``ipcnet bench models``: every ipcnet server model beside its peers, under one echo load.
 
-Role: start each server in turn (ours: ``python -m ipcnet serve echo URL --model M``; the
-peers from ``ipcnet.bench.peers``) pinned to one CPU, drive it with ``bench echo``'s load
-client pinned to another, and print one table: msgs/s with MB/s, latency, CPU-seconds and
-messages per server CPU-second, each model's ratio to the peers its traits pick, then the
-project's goals, met or missed. Rules: bounded in count and time; every server started here
-is stopped here (its whole process group), also on errors and Ctrl-C.
+Role: each server in turn (ours: ``ipcnet serve echo``; peers from ``ipcnet.bench.peers``)
+on one CPU, ``bench echo``'s load on another; one table with each model's ratio to the
+peers its traits pick, then the goals. Rules: every server started here is stopped here.
 """
 
 from __future__ import annotations

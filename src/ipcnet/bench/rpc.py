@@ -1,13 +1,9 @@
 """``ipcnet bench rpc``: JSON-RPC calls/s and latency beside multiprocessing.connection,
-pyzmq (REQ/REP, DEALER/ROUTER), xmlrpc, Pyro5 and rpyc; framing beside multiprocessing.
+pyzmq, xmlrpc, Pyro5 and rpyc; framing beside multiprocessing.
 
-Role: one load client (this process) against one server process per peer, the same
-100-byte call everywhere (send 100 bytes, get them back), over tcp and unix. Rules: server
-and client are pinned to different CPUs (when there are two); every run is bounded by
-``--seconds``; rounds interleave the peers; medians and ranges are reported. c=10 means 10
-calls in flight (ipcnet pipelines them on one connection, or 10 threads share it;
-multiprocessing uses 10 connections and 10 threads; DEALER keeps 10 requests outstanding;
-the others are c=1 only).
+Role: this process is the client of one server process per peer, the same 100-byte echo
+call everywhere, over tcp and unix, pinned apart. c=10 is 10 calls in flight (ipcnet
+pipelined or 10 threads; multiprocessing 10 connections; DEALER 10 outstanding).
 """
 
 from __future__ import annotations
