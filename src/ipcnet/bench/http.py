@@ -53,11 +53,6 @@ def _nginx_conf(tmp: Path, root: Path, port: int, tls: bool = False) -> Path:
     return conf
 
 
-UVICORN_APP = (
-    "from starlette.staticfiles import StaticFiles\napp = StaticFiles(directory={root!r})\n"
-)
-
-
 def _command(name: str, tmp: Path, root: Path, port: int, model: str, tls: bool) -> list[str] | str:
     """The argv that starts ``name`` on ``port``, or why it cannot run here."""
     py, cert, key = sys.executable, f"{tmp}/server.pem", f"{tmp}/server-key.pem"
@@ -81,14 +76,12 @@ def _command(name: str, tmp: Path, root: Path, port: int, model: str, tls: bool)
         import uvloop  # noqa: F401
     except ImportError as exc:
         return f"uvicorn peer needs uvicorn, starlette, httptools, uvloop ({exc.name} missing)"
-    (tmp / "bench_static_app.py").write_text(UVICORN_APP.format(root=str(root)))
+    app = f"from starlette.staticfiles import StaticFiles as S\napp = S(directory={str(root)!r})\n"
+    (tmp / "bench_static_app.py").write_text(app)
     argv = [py, "-m", "uvicorn", "bench_static_app:app", "--app-dir", str(tmp), "--port", str(port)]
     argv += ["--host", "127.0.0.1", "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
-    return (
-        argv
-        + ["--log-level", "warning"]
-        + (["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else [])
-    )
+    argv += ["--log-level", "warning"]
+    return argv + (["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else [])
 
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -101,9 +94,7 @@ def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float,
     if close:
         argv[-1:-1] = ["-H", "Connection: close"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    out = done.stdout
-    rps = _RPS.search(out)
-    xfer = _XFER.search(out)
+    out, rps, xfer = done.stdout, _RPS.search(done.stdout), _XFER.search(done.stdout)
     notes = [line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line]
     if rps is None or xfer is None:
         return 0.0, 0.0, (done.stderr or out).strip()[-300:]
