@@ -259,10 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.server_pid is not None and not os.path.exists(f"/proc/{args.server_pid}"):
             raise EchoError(f"no process {args.server_pid} (--server-pid)")
         cpu = None if args.cpu is None else CPUS.index(args.cpu)
-        result = measure(
-            args.url, conns=args.conns, seconds=args.seconds, size=args.size,
-            processes=args.processes, cpu=cpu, server_pid=args.server_pid,
-        )  # fmt: skip
+        load = {k: getattr(args, k) for k in ("conns", "seconds", "size", "processes")}
+        result = measure(args.url, cpu=cpu, server_pid=args.server_pid, **load)
     except EchoError as exc:
         print(f"ipcnet bench echo: {exc}", file=sys.stderr)
         return 2

@@ -254,6 +254,20 @@ def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(CPUS[cpu % len(CPUS)])]
 
 
+def listof(convert: Callable[[str], T], choices: Sequence[str] = ()) -> Callable[[str], list[T]]:
+    """An argparse type: comma-separated values, each one of ``choices`` (if any), converted."""
+
+    def parse(text: str) -> list[T]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if bad := [x for x in items if choices and x not in choices]:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad)} (one of {', '.join(choices)})"
+            )
+        return [convert(x) for x in items]
+
+    return parse
+
+
 def parse_size(text: str) -> int:
     """'1024', '1k', '10KiB', '1M' -> bytes (k and M are binary)."""
     t = text.strip().lower().removesuffix("ib").removesuffix("b")

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ipcnet.bench.harness import Result, Server, emit, free_port, parser, progress, taskset
+from ipcnet.bench.harness import Result, Server, emit, free_port, listof, parser, progress, taskset
 
 FILES = {"1k.bin": 1024, "100k.bin": 100 * 1024, "10m.bin": 10 * 1024 * 1024}
 SERVERS = ("ipcnet", "nginx", "http.server", "uvicorn")
@@ -102,12 +102,10 @@ def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float,
 
 
 def _check(port: int, name: str, size: int, tls: Path | None = None) -> None:
-    if tls is None:
-        url, context = f"http://127.0.0.1:{port}/{name}", None
-    else:
-        import ssl
+    import ssl
 
-        url, context = f"https://localhost:{port}/{name}", ssl.create_default_context(cafile=tls)
+    url = f"{'https://localhost' if tls else 'http://127.0.0.1'}:{port}/{name}"
+    context = ssl.create_default_context(cafile=tls) if tls else None
     with urllib.request.urlopen(url, timeout=30, context=context) as r:
         body = r.read()
     if len(body) != size:
@@ -169,7 +167,9 @@ def _serve(
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("http")
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated (all)")
+    p.add_argument(
+        "--servers", type=listof(str, SERVERS), default=",".join(SERVERS), help="which ones (all)"
+    )
     from ipcnet.drivers import MODELS, first  # the model registry names the models
 
     model = first(awaits=True)
@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
     p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
     args = p.parse_args(argv)
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in servers if s not in SERVERS]
-    if unknown:
-        p.error(f"unknown servers: {', '.join(unknown)} (choose from {', '.join(SERVERS)})")
-    results = run_bench(args, servers)
+    results = run_bench(args, args.servers)
     results.sort(key=lambda r: (list(FILES).index(r.case.split()[0]), r.case.endswith("close")))
     emit(args, results, f"http{'s' if args.tls else ''}: requests/s (wrk -t1 -c50)")
     return 0

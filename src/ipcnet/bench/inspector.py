@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ipcnet.bench.harness import Result, emit, parser, progress
+from ipcnet.bench.harness import Result, emit, listof, parser, progress
 
 Timing = list[float]
 
@@ -123,12 +123,13 @@ def results(timings: dict[int, dict[str, Timing | None]]) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("inspector")
-    p.add_argument("--sizes", default="1000,10000", help="socket counts (default 1000,10000)")
+    p.add_argument(
+        "--sizes", type=listof(int), default="1000,10000", help="socket counts (%(default)s)"
+    )
     p.add_argument("--rounds", type=int, default=7, help="rounds per tool (default 7)")
     args = p.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    with progress(len(sizes) * 8, "inspector") as step:
-        timings = {n: run_size(n, args.rounds, step) for n in sizes}
+    with progress(len(args.sizes) * 8, "inspector") as step:
+        timings = {n: run_size(n, args.rounds, step) for n in args.sizes}
     emit(args, results(timings), "inspector: seconds per listing")
     return 0
 

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ipcnet.bench.harness import CPUS, Result, Server, emit, parse_size, parser, pin, rounds, table
+from ipcnet.bench import harness
+from ipcnet.bench.harness import CPUS, Result, Server, emit, listof, parser, pin, rounds, table
 
 READY = re.compile(r"listening on (\S+)")
 Key = tuple[str, str, int, int]  # name, transport, size, conns
@@ -123,8 +124,8 @@ def _load(row: Result, c: Contender, server: Server, a: argparse.Namespace) -> N
         row.note = "serves one connection at a time"
         return
     try:
-        r = measure(server.url, conns=n, seconds=a.seconds, size=size, cpu=a.load_cpu,
-                    server_pid=server.pid)  # fmt: skip
+        load: dict[str, Any] = {"conns": n, "seconds": a.seconds, "size": size, "cpu": a.load_cpu}
+        r = measure(server.url, server_pid=server.pid, **load)
     except EchoError as exc:
         r = Result("", "", "", extra={"ok": False, "errors": [str(exc)]})
     row.extra["errors"] += [e for e in r.extra["errors"] if e not in row.extra["errors"]]
@@ -151,7 +152,9 @@ def _compare(out: dict[Key, Result], known: dict[str, Contender]) -> None:
 
 def _ratio(a: Result, b: Result, cpu: bool = False) -> float | None:
     x, y = (a.per_cpu_s, b.per_cpu_s) if cpu else (a.samples, b.samples)
-    return statistics.median(x) / statistics.median(y) if x and y else None
+    if not (x and y and (d := statistics.median(y))):
+        return None  # not run, or a peer that echoed nothing in a very short load
+    return statistics.median(x) / d
 
 
 def goals(out: dict[Key, Result]) -> list[dict[str, object]]:
@@ -198,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     unix = (DEFAULT_MODEL, first(awaits=True), "selectors", "uvloop-protocol", "c-epoll")
     p = parser("models")
-    p.add_argument("--sizes", type=lambda t: [parse_size(x) for x in t.split(",") if x],
-                   default=[1024, 10240, 102400], help="default 1k,10k,100k")  # fmt: skip
-    p.add_argument("--conns", type=lambda t: [int(x) for x in t.split(",") if x], default=[1, 10],
-                   help="default 1,10")  # fmt: skip
+    p.add_argument(
+        "--sizes",
+        type=listof(harness.parse_size),
+        default="1k,10k,100k",
+        help="message sizes (%(default)s)",
+    )
+    p.add_argument("--conns", type=listof(int), default="1,10", help="connections (%(default)s)")
     p.add_argument("-d", "--seconds", type=float, default=2.0, help="seconds per load (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="rounds; medians and ranges are reported")
     everyone = contenders()
@@ -213,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ours", action="store_true", help="run only the peers")
     p.add_argument(
         "--unix",
-        type=lambda t: set(t.split(",")),
-        default=set(unix),
-        help=f"models and peers also run over unix sockets (default {','.join(unix)})",
+        type=listof(str),
+        default=",".join(unix),
+        help="models and peers also run over unix sockets (%(default)s)",
     )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for servers (default 0)")
     p.add_argument("--load-cpu", type=int, default=1, help="CPU for the load (default 1)")
@@ -223,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inner", default=DEFAULT_MODEL, choices=INNER_MODELS, help="prefork's --inner")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
-    chosen = [c for c in everyone if (args.only is None or c.name in args.only)
-              and not (args.no_peers and not c.ours) and not (args.no_ours and c.ours)]  # fmt: skip
+    wanted = {True: not args.no_ours, False: not args.no_peers}
+    chosen = [c for c in everyone if wanted[c.ours] and c.name in (args.only or names)]
     skipped = {c.label: why for c in chosen if not c.ours and (why := unavailable(c.name))}
     started, before, failures = time.monotonic(), os.sched_getaffinity(0), list[str]()
     pin(args.load_cpu)  # this process samples /proc: keep it off the server

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipcnet.bench import rpcpeers
-from ipcnet.bench.harness import Child, Result, Server, emit, free_port, parser, pin, rounds
+from ipcnet.bench.harness import Child, Result, Server, emit, free_port, listof, parser, pin, rounds
 
 PAYLOAD = "x" * 100
 READY = re.compile(r"^ready (\S+)", re.M)
@@ -353,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     model = first(threaded=True)  # handlers block: a thread per connection
     p.add_argument("--model", default=model, choices=list(MODELS), help=f"ipcnet's ({model})")
-    p.add_argument("--transports", default="tcp,unix", help="tcp,unix")
+    p.add_argument(
+        "--transports",
+        type=listof(str, ("tcp", "unix")),
+        default="tcp,unix",
+        help="tcp, unix or both (both)",
+    )
     p.add_argument("--skip-framing", action="store_true", help="only the calls")
     p.add_argument("--server", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -365,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"cpus: {sorted(os.sched_getaffinity(0))}; python {sys.version.split()[0]}", file=sys.stderr
     )
-    results = run_rpc(args.seconds, args.repeat, args.model, args.transports.split(","))
+    results = run_rpc(args.seconds, args.repeat, args.model, args.transports)
     results += [] if args.skip_framing else run_framing(args.seconds, args.repeat)
     emit(args, results, "rpc: calls/s")
     return 0
