@@ -263,7 +263,10 @@ def listof(convert: Callable[[str], T], choices: Sequence[str] = ()) -> Callable
             raise argparse.ArgumentTypeError(
                 f"unknown {', '.join(bad)} (one of {', '.join(choices)})"
             )
-        return [convert(x) for x in items]
+        try:
+            return [convert(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {convert.__name__} values: {text!r}") from None
 
     return parse
 
