@@ -147,7 +147,7 @@ def _compare(out: dict[Key, Result], known: dict[str, Contender]) -> None:
                 vs = {"msgs_per_s": _ratio(r, other), "msgs_per_cpu_s": _ratio(r, other, True)}
                 r.extra.setdefault("vs", {})[other.peer] = vs
         if "vs" in r.extra:
-            r.note = ", ".join(f"{v['msgs_per_s']:.2f}x {p}" for p, v in r.extra["vs"].items())
+            r.note = ", ".join(f"{_x(v['msgs_per_s'])} {p}" for p, v in r.extra["vs"].items())
 
 
 def _ratio(a: Result, b: Result, cpu: bool = False) -> float | None:
