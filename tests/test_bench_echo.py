@@ -249,3 +249,14 @@ def live_children() -> list[int]:
             if int(fields[1]) == os.getpid() and fields[0] != b"Z":
                 found.append(int(name))
     return found
+
+
+def test_models_ratio_to_a_peer_that_echoed_nothing_is_missing_not_a_crash():
+    """A very short load can end before a slow peer echoes anything: its median is 0."""
+    ours = harness.Result("tcp 1k c=1", "ipcnet epoll", "msgs/s", [100.0], [5.0], extra={})
+    peer = harness.Result("tcp 1k c=1", "selectors loop", "msgs/s", [0.0], [0.0], extra={})
+    out = {("epoll", "tcp", 1024, 1): ours, ("selectors", "tcp", 1024, 1): peer}
+    known = {"epoll": models.Contender("epoll", True, peers=("selectors",))}
+    models._compare(out, known | {"selectors": models.Contender("selectors", False)})
+    assert ours.extra["vs"] == {"selectors loop": {"msgs_per_s": None, "msgs_per_cpu_s": None}}
+    assert ours.note == "- selectors loop"

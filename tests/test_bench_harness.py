@@ -108,6 +108,24 @@ def test_plot_refuses_other_formats(tmp_path) -> None:
     assert "must end in .png or .svg" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["rpc", "--transports", "tcp,udp"],
+            "argument --transports: unknown udp (one of tcp, unix)",
+        ),
+        (["http", "--servers", "nginx,apache"], "argument --servers: unknown apache (one of"),
+        (["models", "--sizes", "1k,lots"], "argument --sizes: not a size: 'lots'"),
+        (["inspector", "--sizes", "10,x"], "argument --sizes: not int values: '10,x'"),
+    ],
+)
+def test_comma_separated_options_say_which_value_is_wrong(args, error) -> None:
+    assert (h := harness.listof(int)("1, 2,,3")) == [1, 2, 3], h
+    done = bench(*args)
+    assert done.returncode == 2 and error in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_every_subcommand_has_json_plot_and_a_sentence_for_help(name) -> None:
     done = bench(name, "--help")

@@ -1,12 +1,8 @@
 """``ipcnet bench echo URL``: the one closed-loop echo load client (``bench models`` uses it).
 
-Role: CONNS connections, spread over forked worker processes, each sends SIZE bytes, reads
-back exactly SIZE bytes, compares them with what it sent, records the round-trip time and
-sends again, until the deadline; then msgs/s, MB/s, latency percentiles and the CPU-seconds
-of client and (``--server-pid``) server. Rules: every echoed byte is verified (each
-connection has its own pattern and consecutive messages differ); every wait is bounded (a
-stalled server is reported, never waited on forever); connections are opened with
-``ipcnet.connect()`` (clear errors), then driven through the raw socket.
+Role: CONNS connections over forked workers send SIZE bytes, read SIZE back and send again
+until the deadline; msgs/s, MB/s, latency and client/server CPU. Rules: every echoed byte
+is verified (patterns differ per connection and message); every wait is bounded.
 """
 
 from __future__ import annotations
@@ -263,10 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.server_pid is not None and not os.path.exists(f"/proc/{args.server_pid}"):
             raise EchoError(f"no process {args.server_pid} (--server-pid)")
         cpu = None if args.cpu is None else CPUS.index(args.cpu)
-        result = measure(
-            args.url, conns=args.conns, seconds=args.seconds, size=args.size,
-            processes=args.processes, cpu=cpu, server_pid=args.server_pid,
-        )  # fmt: skip
+        load = {k: getattr(args, k) for k in ("conns", "seconds", "size", "processes")}
+        result = measure(args.url, cpu=cpu, server_pid=args.server_pid, **load)
     except EchoError as exc:
         print(f"ipcnet bench echo: {exc}", file=sys.stderr)
         return 2

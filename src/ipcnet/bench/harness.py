@@ -1,23 +1,17 @@
 """The one harness every ``ipcnet bench`` benchmark runs on.
 
-A benchmark is a module of ``ipcnet.bench`` with ``main(argv) -> int``: it builds its parser
-with ``parser(NAME)`` (``--json``, ``--markdown``, ``--plot FILE``), starts servers with
-``Server`` (ready on a log line or a listening port), forks load processes with ``fork``,
-pins with ``pin``/``taskset``, runs its cases in interleaved ``rounds`` under ``progress``,
-puts each measurement in a ``Result`` (case, peer, unit, samples) and ends with ``emit``.
-Rules: medians with the range over rounds, never means; ratios are ipcnet's median over
-the peer's (inverted where lower is better: >1 means ipcnet wins); progress goes to stderr
-(a rich bar on a terminal, plain lines otherwise), results to stdout.
-
-It lives in the installed package, not a top-level ``benchmarks/``: ``ipcnet bench`` is a
-documented subcommand users run on their own machines, and its servers re-run
-``python -m ipcnet.bench.*`` in child processes; rich and matplotlib stay optional (the
-``bench`` extra) and are imported only when a benchmark runs.
+A benchmark is a module with ``main(argv) -> int``: ``parser(NAME)`` (``--json``,
+``--markdown``, ``--plot``), ``Server``/``Child`` processes, ``pin``, interleaved ``rounds``
+under ``progress``, one ``Result`` per measured cell, ``emit`` at the end. Rules: medians
+with ranges, never means; ratios >1 mean ipcnet wins; progress on stderr, results on stdout.
+It is installed (not a top-level ``benchmarks/``): users run ``ipcnet bench`` and servers
+re-run ``python -m ipcnet.bench.*``; rich and matplotlib are optional and imported lazily.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -89,8 +83,8 @@ class Result:
 
 
 def ratios(results: Sequence[Result]) -> list[float | None]:
-    """For each result, its case's (first) ipcnet median over its own, >1 = ipcnet better
-    (inverted where lower is better); None on ipcnet's rows and where one is missing."""
+    """Each result's case's first ipcnet median over its own (>1: ipcnet better); None on
+    ipcnet's rows or where a median is missing."""
     ours: dict[str, float | None] = {}
     for r in results:
         if r.ours:
@@ -180,9 +174,8 @@ def emit(
     meta: dict[str, Any] | None = None,
     text: str | None = None,
 ) -> None:
-    """Print ``results`` as ``args`` asks and draw ``--plot``: ``--json`` prints
-    ``{"results": [row, ...], **meta}`` (every benchmark's schema), ``--markdown`` a Markdown
-    table, else ``text`` (a benchmark's own report) or the plain table."""
+    """Print ``{"results": [row, ...], **meta}`` (``--json``), a Markdown table, or ``text``
+    (else the plain table); draw ``--plot``."""
     if args.json:
         print(json.dumps({"results": [r.row() for r in results], **(meta or {})}, indent=1))
     elif args.markdown or text is None:
@@ -201,17 +194,14 @@ def emit(
 
 @contextmanager
 def progress(total: int, what: str, quiet: bool = False) -> Iterator[Callable[[str], None]]:
-    """Yield ``step(label)``, called as each of ``total`` steps starts: a bar on a terminal
-    (what runs, k of n, time left), else one plain line per step on stderr (or none)."""
-    if quiet:
-        yield lambda label: None
-        return
-    if not sys.stderr.isatty():
-        done = [0]
+    """Yield ``step(label)``, called as each step starts: a rich bar on a terminal, else a
+    line per step on stderr."""
+    if quiet or not sys.stderr.isatty():
+        k = itertools.count(1)
 
         def line(label: str) -> None:
-            done[0] += 1
-            print(f"[{done[0]}/{total}] {what}: {label}", file=sys.stderr, flush=True)
+            if not quiet:
+                print(f"[{next(k)}/{total}] {what}: {label}", file=sys.stderr, flush=True)
 
         yield line
         return
@@ -239,8 +229,8 @@ def rounds(
     label: Callable[[T], str],
     quiet: bool = False,
 ) -> None:
-    """Run every case once per round for ``n`` rounds, the order reversed every other round
-    (so no case always runs first, on a cold cache, or last), under ``progress``."""
+    """Every case once per round, ``n`` rounds, every other round reversed (no case always
+    runs first or last)."""
     with progress(len(cases) * n, what, quiet) as step:
         for i in range(n):
             for case in cases if i % 2 == 0 else list(reversed(cases)):
@@ -264,6 +254,23 @@ def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(CPUS[cpu % len(CPUS)])]
 
 
+def listof(convert: Callable[[str], T], choices: Sequence[str] = ()) -> Callable[[str], list[T]]:
+    """An argparse type: comma-separated values, each one of ``choices`` (if any), converted."""
+
+    def parse(text: str) -> list[T]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if bad := [x for x in items if choices and x not in choices]:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad)} (one of {', '.join(choices)})"
+            )
+        try:
+            return [convert(x) for x in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {convert.__name__} values: {text!r}") from None
+
+    return parse
+
+
 def parse_size(text: str) -> int:
     """'1024', '1k', '10KiB', '1M' -> bytes (k and M are binary)."""
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
@@ -278,8 +285,7 @@ def parse_size(text: str) -> int:
 
 
 def process_tree_cpu(pid: int) -> float:
-    """CPU-seconds (user+system) of ``pid`` and its descendants, from /proc; children that
-    exited count through their parent's cutime/cstime once reaped, or as zombies."""
+    """CPU-seconds of ``pid`` and its descendants (reaped ones via cutime/cstime)."""
     from ipcnet.errors import IPCError
     from ipcnet.transports import procfs
 
@@ -304,9 +310,8 @@ def process_tree_cpu(pid: int) -> float:
 
 
 class Child:
-    """``body(ready)`` run in a forked child pinned to the ``cpu``-th CPU: ``wait_ready()``
-    returns once it called ``ready()``, ``result()`` is what it returned (pickled back; its
-    exception becomes a RuntimeError here). The child never returns into the caller."""
+    """``body(ready)`` in a forked child pinned to the ``cpu``-th CPU; ``result()`` is its
+    return value, pickled back (its exception: a RuntimeError here)."""
 
     head: bytes | None
     answer: Any
@@ -372,15 +377,14 @@ class _Failed:
 
 
 def listening(port: int) -> bool:
-    """True once something listens on 127.0.0.1:``port`` (read from /proc: a connection to
-    check would be a request, or a relay's connection to its target)."""
+    """Something listens on 127.0.0.1:``port`` (from /proc: connecting would be a request)."""
     with open("/proc/net/tcp") as f:
         return any(f"0100007F:{port:04X} 00000000:0000 0A" in line for line in f)
 
 
 class Server:
-    """A server process we started: its own session (stopped whole), output in ``log_path``,
-    ready when ``ready`` (a regex, group 1 = its URL) matches the log or ``port`` listens."""
+    """A server in its own session, output in ``log_path``, ready when ``ready`` (group 1 =
+    its URL) matches the log or ``port`` listens."""
 
     def __init__(
         self,

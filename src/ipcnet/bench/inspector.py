@@ -1,12 +1,8 @@
-"""Benchmark of the socket inspector against ss, netstat and psutil on a live table.
+"""``ipcnet bench inspector``: the socket inspector beside ss, netstat and psutil.
 
-Role: open N established loopback TCP sockets (N/2 connections, both ends in this
-process), then time, several rounds each, with output sent to /dev/null:
-  CLI:     ``ipcnet sockets -tan`` / ``-tanp``  vs  ``ss -tan`` / ``ss -tanp`` / ``netstat -tanp``
-  library: ``list_sockets(["tcp"])`` / ``owners=True``  vs  ``psutil.net_connections("tcp")``
-one case per goal (ipcnet's tool beside the peer's; CLI runs include Python start-up).
-Rules: tools that are missing are reported as such; the soft RLIMIT_NOFILE is raised as
-needed and never above the hard limit.
+Role: N established loopback TCP sockets, then each tool timed (output to /dev/null; CLI
+runs include start-up), one case per goal. Rules: missing tools are reported; the soft
+RLIMIT_NOFILE is raised as needed, never above the hard limit.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ipcnet.bench.harness import Result, emit, parser, progress
+from ipcnet.bench.harness import Result, emit, listof, parser, progress
 
 Timing = list[float]
 
@@ -127,12 +123,13 @@ def results(timings: dict[int, dict[str, Timing | None]]) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("inspector")
-    p.add_argument("--sizes", default="1000,10000", help="socket counts (default 1000,10000)")
+    p.add_argument(
+        "--sizes", type=listof(int), default="1000,10000", help="socket counts (%(default)s)"
+    )
     p.add_argument("--rounds", type=int, default=7, help="rounds per tool (default 7)")
     args = p.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    with progress(len(sizes) * 8, "inspector") as step:
-        timings = {n: run_size(n, args.rounds, step) for n in sizes}
+    with progress(len(args.sizes) * 8, "inspector") as step:
+        timings = {n: run_size(n, args.rounds, step) for n in args.sizes}
     emit(args, results(timings), "inspector: seconds per listing")
     return 0
 

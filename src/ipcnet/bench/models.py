@@ -1,11 +1,8 @@
 """``ipcnet bench models``: every ipcnet server model beside its peers, under one echo load.
 
-Role: start each server in turn (ours: ``python -m ipcnet serve echo URL --model M``; the
-peers from ``ipcnet.bench.peers``) pinned to one CPU, drive it with ``bench echo``'s load
-client pinned to another, and print one table: msgs/s with MB/s, latency, CPU-seconds and
-messages per server CPU-second, each model's ratio to the peers its traits pick, then the
-project's goals, met or missed. Rules: bounded in count and time; every server started here
-is stopped here (its whole process group), also on errors and Ctrl-C.
+Role: each server in turn (ours: ``ipcnet serve echo``; peers from ``ipcnet.bench.peers``)
+on one CPU, ``bench echo``'s load on another; one table with each model's ratio to the
+peers its traits pick, then the goals. Rules: every server started here is stopped here.
 """
 
 from __future__ import annotations
@@ -21,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ipcnet.bench.harness import CPUS, Result, Server, emit, parse_size, parser, pin, rounds, table
+from ipcnet.bench import harness
+from ipcnet.bench.harness import CPUS, Result, Server, emit, listof, parser, pin, rounds, table
 
 READY = re.compile(r"listening on (\S+)")
 Key = tuple[str, str, int, int]  # name, transport, size, conns
@@ -126,8 +124,8 @@ def _load(row: Result, c: Contender, server: Server, a: argparse.Namespace) -> N
         row.note = "serves one connection at a time"
         return
     try:
-        r = measure(server.url, conns=n, seconds=a.seconds, size=size, cpu=a.load_cpu,
-                    server_pid=server.pid)  # fmt: skip
+        load: dict[str, Any] = {"conns": n, "seconds": a.seconds, "size": size, "cpu": a.load_cpu}
+        r = measure(server.url, server_pid=server.pid, **load)
     except EchoError as exc:
         r = Result("", "", "", extra={"ok": False, "errors": [str(exc)]})
     row.extra["errors"] += [e for e in r.extra["errors"] if e not in row.extra["errors"]]
@@ -146,18 +144,17 @@ def _compare(out: dict[Key, Result], known: dict[str, Contender]) -> None:
         for peer in known[name].peers if r.samples else ():
             other = out.get((peer, t, size, n))
             if other is not None and other.samples:
-                rate, cpu = _ratio(r, other), _ratio(r, other, cpu=True)
-                r.extra.setdefault("vs", {})[other.peer] = {
-                    "msgs_per_s": rate,
-                    "msgs_per_cpu_s": cpu,
-                }
+                vs = {"msgs_per_s": _ratio(r, other), "msgs_per_cpu_s": _ratio(r, other, True)}
+                r.extra.setdefault("vs", {})[other.peer] = vs
         if "vs" in r.extra:
-            r.note = ", ".join(f"{v['msgs_per_s']:.2f}x {p}" for p, v in r.extra["vs"].items())
+            r.note = ", ".join(f"{_x(v['msgs_per_s'])} {p}" for p, v in r.extra["vs"].items())
 
 
 def _ratio(a: Result, b: Result, cpu: bool = False) -> float | None:
     x, y = (a.per_cpu_s, b.per_cpu_s) if cpu else (a.samples, b.samples)
-    return statistics.median(x) / statistics.median(y) if x and y else None
+    if not (x and y and (d := statistics.median(y))):
+        return None  # not run, or a peer that echoed nothing in a very short load
+    return statistics.median(x) / d
 
 
 def goals(out: dict[Key, Result]) -> list[dict[str, object]]:
@@ -176,11 +173,8 @@ def goals(out: dict[Key, Result]) -> list[dict[str, object]]:
             _geomean([q for x, y in pairs if (q := _ratio(x, y, cpu))]) for cpu in (False, True)
         ]
         where = f"tcp, 1 KiB, c={load[1]}" if load else "geometric mean of all loads"
-        met = None if mean[0] is None else mean[0] >= target
-        return {"text": text, "target": target, "ratio": mean[0], "cpu_ratio": mean[1]} | {
-            "where": where,
-            "met": met,
-        }
+        g = dict(text=text, target=target, ratio=mean[0], cpu_ratio=mean[1], where=where)
+        return g | {"met": None if mean[0] is None else mean[0] >= target}
 
     aio, k10 = first(awaits=True), (1024, 10)
     gs = [
@@ -207,22 +201,27 @@ def main(argv: list[str] | None = None) -> int:
 
     unix = (DEFAULT_MODEL, first(awaits=True), "selectors", "uvloop-protocol", "c-epoll")
     p = parser("models")
-    p.add_argument("--sizes", type=lambda t: [parse_size(x) for x in t.split(",") if x],
-                   default=[1024, 10240, 102400], help="default 1k,10k,100k")  # fmt: skip
-    p.add_argument("--conns", type=lambda t: [int(x) for x in t.split(",") if x], default=[1, 10],
-                   help="default 1,10")  # fmt: skip
+    p.add_argument(
+        "--sizes",
+        type=listof(harness.parse_size),
+        default="1k,10k,100k",
+        help="message sizes (%(default)s)",
+    )
+    p.add_argument("--conns", type=listof(int), default="1,10", help="connections (%(default)s)")
     p.add_argument("-d", "--seconds", type=float, default=2.0, help="seconds per load (default 2)")
     p.add_argument("--repeat", type=int, default=1, help="rounds; medians and ranges are reported")
+    everyone = contenders()
+    names = sorted(c.name for c in everyone)
     p.add_argument(
-        "--only", action="append", metavar="NAME", help="only this model or peer (repeat)"
+        "--only", action="append", choices=names, metavar="NAME", help="only it (repeat)"
     )
     p.add_argument("--no-peers", action="store_true", help="run only our models")
     p.add_argument("--no-ours", action="store_true", help="run only the peers")
     p.add_argument(
         "--unix",
-        type=lambda t: set(t.split(",")),
-        default=set(unix),
-        help=f"models and peers also run over unix sockets (default {','.join(unix)})",
+        type=listof(str),
+        default=",".join(unix),
+        help="models and peers also run over unix sockets (%(default)s)",
     )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for servers (default 0)")
     p.add_argument("--load-cpu", type=int, default=1, help="CPU for the load (default 1)")
@@ -230,14 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inner", default=DEFAULT_MODEL, choices=INNER_MODELS, help="prefork's --inner")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
-    everyone = contenders()
-    unknown = sorted(set(args.only or ()) - {c.name for c in everyone})
-    if unknown:
-        p.error(
-            f"unknown {', '.join(unknown)} (known: {', '.join(sorted(c.name for c in everyone))})"
-        )
-    chosen = [c for c in everyone if (args.only is None or c.name in args.only)
-              and not (args.no_peers and not c.ours) and not (args.no_ours and c.ours)]  # fmt: skip
+    wanted = {True: not args.no_ours, False: not args.no_peers}
+    chosen = [c for c in everyone if wanted[c.ours] and c.name in (args.only or names)]
     skipped = {c.label: why for c in chosen if not c.ours and (why := unavailable(c.name))}
     started, before, failures = time.monotonic(), os.sched_getaffinity(0), list[str]()
     pin(args.load_cpu)  # this process samples /proc: keep it off the server

@@ -1,10 +1,5 @@
-"""``--plot FILE``: any benchmark's results as grouped bar charts (PNG or SVG).
-
-One panel per unit (calls/s, µs, ...), one group per case, one bar per peer that ran it
-(ipcnet's first, a peer's colour the same in every panel), each bar its median with the
-range over rounds as an error bar and, above each peer's bar, ipcnet / peer (>1: ipcnet
-better; inverted where lower is better). matplotlib comes with the ``bench`` extra and is
-imported only here.
+"""``--plot FILE``: results as bar charts (PNG or SVG), one panel per unit, one group per
+case, medians with range bars and ipcnet / peer above each peer's bar; matplotlib lazily.
 """
 
 from __future__ import annotations

@@ -1,18 +1,15 @@
 """``ipcnet bench rpc``: JSON-RPC calls/s and latency beside multiprocessing.connection,
-pyzmq (REQ/REP, DEALER/ROUTER), xmlrpc, Pyro5 and rpyc; framing beside multiprocessing.
+pyzmq, xmlrpc, Pyro5 and rpyc; framing beside multiprocessing.
 
-Role: one load client (this process) against one server process per peer, the same
-100-byte call everywhere (send 100 bytes, get them back), over tcp and unix. Rules: server
-and client are pinned to different CPUs (when there are two); every run is bounded by
-``--seconds``; rounds interleave the peers; medians and ranges are reported. c=10 means 10
-calls in flight (ipcnet pipelines them on one connection, or 10 threads share it;
-multiprocessing uses 10 connections and 10 threads; DEALER keeps 10 requests outstanding;
-the others are c=1 only).
+Role: this process is the client of one server process per peer, the same 100-byte echo
+call everywhere, over tcp and unix, pinned apart. c=10 is 10 calls in flight (ipcnet
+pipelined or 10 threads; multiprocessing 10 connections; DEALER 10 outstanding).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -20,17 +17,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ipcnet.bench import rpcpeers
-from ipcnet.bench.harness import Child, Result, Server, emit, free_port, parser, pin, rounds
+from ipcnet.bench.harness import Child, Result, Server, emit, free_port, listof, parser, pin, rounds
 
 PAYLOAD = "x" * 100
 READY = re.compile(r"^ready (\S+)", re.M)
 Client = Callable[[str, int, float], tuple[int, list[float]]]  # url, c, s -> calls, latencies
-Opener = Callable[[str], tuple[Callable[[], Any], Callable[[], None]]]  # url -> call, close
+Opened = tuple[Callable[[str], Any], Callable[[], None]]  # call(PAYLOAD), close
 
 
 def echo(data: str) -> str:
@@ -61,7 +58,7 @@ def _zmq(url: str) -> str:
     return "ipc://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
-def server_zmq(kind: str, url: str, ready: Callable[[], None]) -> None:
+def server_zmq(url: str, ready: Callable[[], None], kind: str) -> None:
     import zmq
 
     sock = zmq.Context().socket(zmq.REP if kind == "rep" else zmq.ROUTER)
@@ -89,7 +86,7 @@ def server_xmlrpc(url: str, ready: Callable[[], None]) -> None:
     server.serve_forever()
 
 
-def server_ipcnet(model: str, url: str, ready: Callable[[], None]) -> None:
+def server_ipcnet(url: str, ready: Callable[[], None], model: str) -> None:
     from ipcnet import rpc
     from ipcnet.drivers import ServeConfig
 
@@ -98,10 +95,10 @@ def server_ipcnet(model: str, url: str, ready: Callable[[], None]) -> None:
     rpc.serve(methods, [url], ServeConfig(model=model, workers=2), ready=lambda c: ready())
 
 
-SERVERS: dict[str, Callable[[str, Callable[[], None]], None]] = {
+SERVERS: dict[str, Callable[..., None]] = {  # (url, ready, *more argv)
+    "ipcnet": server_ipcnet,
     "mp": server_mp,
-    "zmq-rep": lambda url, ready: server_zmq("rep", url, ready),
-    "zmq-router": lambda url, ready: server_zmq("router", url, ready),
+    "zmq": server_zmq,
     "xmlrpc": server_xmlrpc,
     "pyro5": rpcpeers.server_pyro,
     "rpyc": rpcpeers.server_rpyc,
@@ -123,7 +120,7 @@ def _loop(seconds: float, one: Callable[[], Any]) -> tuple[int, list[float]]:
             return len(lat), lat
 
 
-def _threads(seconds: float, calls: list[Callable[[], Any]]) -> tuple[int, list[float]]:
+def _threads(seconds: float, calls: Sequence[Callable[[], Any]]) -> tuple[int, list[float]]:
     counts, end = [0] * len(calls), time.perf_counter() + seconds
 
     def work(i: int) -> None:
@@ -152,13 +149,13 @@ def _window(seconds: float, conc: int, send: Callable[[], Any], wait: Callable[[
     return done
 
 
-def opened(opener: Opener) -> Client:
+def opened(opener: Callable[[str], Opened]) -> Client:
     """A client with one connection per call in flight: c=1 timed, c>1 one thread each."""
 
     def client(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
         conns = [opener(url) for _ in range(conc)]
         try:
-            calls = [call for call, _ in conns]
+            calls = [functools.partial(call, PAYLOAD) for call, _ in conns]
             return _loop(seconds, calls[0]) if conc == 1 else _threads(seconds, calls)
         finally:
             for _, close in conns:
@@ -185,14 +182,14 @@ def client_ipcnet(mode: str) -> Client:
     return client
 
 
-def open_mp(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+def open_mp(url: str) -> Opened:
     import json
     from multiprocessing.connection import Client
 
     data = json.dumps({"method": "echo", "params": [PAYLOAD]}).encode()[:100].ljust(100)
     c = Client(rpcpeers._where(url))
 
-    def call() -> bytes:
+    def call(_: str) -> bytes:  # the same 100 bytes, JSON-RPC shaped
         c.send_bytes(data)
         return c.recv_bytes()
 
@@ -207,9 +204,9 @@ def _zmq_socket(url: str, kind: str) -> Any:
     return sock
 
 
-def open_zmq(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+def open_zmq(url: str) -> Opened:
     sock, data = _zmq_socket(url, "req"), PAYLOAD.encode()
-    return lambda: (sock.send(data), sock.recv()), lambda: sock.close(linger=0)
+    return lambda _: (sock.send(data), sock.recv()), lambda: sock.close(linger=0)
 
 
 def client_dealer(url: str, conc: int, seconds: float) -> tuple[int, list[float]]:
@@ -222,19 +219,11 @@ def client_dealer(url: str, conc: int, seconds: float) -> tuple[int, list[float]
         sock.close(linger=0)
 
 
-def open_xmlrpc(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+def open_xmlrpc(url: str) -> Opened:
     from xmlrpc.client import ServerProxy
 
     proxy = ServerProxy(f"http://{url.removeprefix('tcp://')}/", allow_none=True)
-    return lambda: proxy.echo(PAYLOAD), proxy("close")
-
-
-def open_rpcpeer(opener: Any) -> Opener:
-    def open_(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
-        call, close = opener(url)
-        return lambda: call(PAYLOAD), close
-
-    return open_
+    return proxy.echo, proxy("close")
 
 
 # --- the cases ------------------------------------------------------------------------------
@@ -258,11 +247,11 @@ def cases(model: str, transports: list[str]) -> list[Case]:
             Case(f"ipcnet ({model}) 10 threads", t, 10, ours, client_ipcnet("threads")),
             Case("multiprocessing.connection", t, 1, ["mp"], opened(open_mp)),
             Case("multiprocessing.connection", t, 10, ["mp"], opened(open_mp)),
-            Case("pyzmq REQ/REP", t, 1, ["zmq-rep"], opened(open_zmq)),
-            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq-router"], client_dealer),
-            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq-router"], client_dealer),
-            Case("Pyro5", t, 1, ["pyro5"], opened(open_rpcpeer(rpcpeers.client_pyro))),
-            Case("rpyc", t, 1, ["rpyc"], opened(open_rpcpeer(rpcpeers.client_rpyc))),
+            Case("pyzmq REQ/REP", t, 1, ["zmq", "rep"], opened(open_zmq)),
+            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq", "router"], client_dealer),
+            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq", "router"], client_dealer),
+            Case("Pyro5", t, 1, ["pyro5"], opened(rpcpeers.client_pyro)),
+            Case("rpyc", t, 1, ["rpyc"], opened(rpcpeers.client_rpyc)),
         ]
         if t == "tcp":
             out.append(Case("xmlrpc (stdlib)", t, 1, ["xmlrpc"], opened(open_xmlrpc)))
@@ -302,39 +291,24 @@ def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> l
 
 
 def _frames(ours: bool, size: int, seconds: float) -> float:
-    """Frames/s one way over a socketpair, a forked writer on another CPU: ipcnet's
+    """Frames/s one way over a socketpair from a forked writer on another CPU: ipcnet's
     MessageChannel (u32 length) or multiprocessing's Connection."""
     from multiprocessing import Pipe
 
     import ipcnet
     from ipcnet.framing import LengthPrefixed, MessageChannel
 
-    send: Callable[[bytes], object]
-    finish: Callable[[], object]
-    recv: Callable[[], object]
+    ends: tuple[Any, Any] = ipcnet.socketpair() if ours else Pipe(duplex=True)  # socketpairs
+    a, b = ends
     if ours:
-        a, b = ipcnet.socketpair()
         out, inp = MessageChannel(a, LengthPrefixed()), MessageChannel(b, LengthPrefixed())
-        send, finish, recv, close_a, close_b = (
-            out.send,
-            out.send_eof,
-            iter(inp).__next__,
-            a.close,
-            b.close,
-        )
+        send, finish, recv = out.send, out.send_eof, iter(inp).__next__
     else:
-        pa, pb = Pipe(duplex=True)  # a socketpair, as ours
-        send, finish, recv, close_a, close_b = (
-            pa.send_bytes,
-            pa.close,
-            pb.recv_bytes,
-            pa.close,
-            pb.close,
-        )
+        send, finish, recv = a.send_bytes, a.close, b.recv_bytes
     payload = b"x" * size
 
     def write(ready: Callable[[], None]) -> None:
-        close_b()
+        b.close()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             for _ in range(100):
@@ -342,7 +316,7 @@ def _frames(ours: bool, size: int, seconds: float) -> float:
         finish()
 
     writer = Child(write, 0)
-    close_a()
+    a.close()
     n, t0 = 0, time.perf_counter()
     try:
         while recv() is not None:
@@ -350,7 +324,7 @@ def _frames(ours: bool, size: int, seconds: float) -> float:
     except (EOFError, StopIteration):
         pass
     rate = n / (time.perf_counter() - t0)
-    close_b()
+    b.close()
     writer.result()
     return rate
 
@@ -379,22 +353,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="rounds (3)")
     model = first(threaded=True)  # handlers block: a thread per connection
     p.add_argument("--model", default=model, choices=list(MODELS), help=f"ipcnet's ({model})")
-    p.add_argument("--transports", default="tcp,unix", help="tcp,unix")
+    p.add_argument(
+        "--transports",
+        type=listof(str, ("tcp", "unix")),
+        default="tcp,unix",
+        help="tcp, unix or both (both)",
+    )
     p.add_argument("--skip-framing", action="store_true", help="only the calls")
     p.add_argument("--server", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.server:
         *what, url = args.server
         ready = lambda: print(f"ready {url}", flush=True)  # noqa: E731
-        if what[0] == "ipcnet":
-            server_ipcnet(what[1], url, ready)
-        else:
-            SERVERS[what[0]](url, ready)
+        SERVERS[what[0]](url, ready, *what[1:])
         return 0
     print(
         f"cpus: {sorted(os.sched_getaffinity(0))}; python {sys.version.split()[0]}", file=sys.stderr
     )
-    results = run_rpc(args.seconds, args.repeat, args.model, args.transports.split(","))
+    results = run_rpc(args.seconds, args.repeat, args.model, args.transports)
     results += [] if args.skip_framing else run_framing(args.seconds, args.repeat)
     emit(args, results, "rpc: calls/s")
     return 0

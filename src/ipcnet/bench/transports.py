@@ -1,11 +1,8 @@
 """``ipcnet bench transports``: bulk throughput of each transport, ipcnet beside a plain loop.
 
-Role: move SIZE bytes in CHUNK-sized writes from a forked writer to the reading parent,
-once through ipcnet Channels (``write`` / ``readinto``) and once through a plain
-``os.write`` / ``os.read`` loop on descriptors of the same kind and options (pipe size,
-TCP_NODELAY), rounds interleaved so both see the same machine. Rules: writer and reader
-are pinned to different CPUs when there are two; every byte count is checked; medians and
-ranges are reported.
+Role: SIZE bytes in CHUNK writes from a forked writer to the reading parent, through ipcnet
+Channels and through ``os.write``/``os.read`` on descriptors of the same kind and options.
+Rules: writer and reader on different CPUs; every byte count checked.
 """
 
 from __future__ import annotations
