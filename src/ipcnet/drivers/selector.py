@@ -1,9 +1,12 @@
-"""The readiness models: select, poll and epoll through ``selectors`` (seed 002 §7.4).
+"""The readiness models: select, poll and epoll (seed 002 §7.4).
 
 Role: one thread, non-blocking sockets, and a loop that asks the kernel which descriptors
-are ready; each connection is an ``Engine`` plus the events it waits for, kept in its
-selector key's ``data`` (as CPython's selectors docs suggest). A model is this loop and
-one class attribute, the selector class. Rules:
+are ready; each connection is an ``Engine`` plus the events it waits for, kept as the
+data of its descriptor (as CPython's selectors docs suggest). A model is this loop and
+one class attribute, the poller class: ``select.epoll``, ``select.poll`` or
+``select.select`` behind the same four methods. Not ``selectors``: its Python layer
+(a key tuple per register/modify, a loop over every ready descriptor) cost more than the
+engine per message and doubled the cost of registering a new connection. Rules:
 - a step is tried at once; a write or sendfile the kernel takes only part of waits for
   EVENT_WRITE; the engine says when reading pauses (backpressure) and resumes;
 - ``Run`` jobs go to a small thread pool; their outcome comes back through the waker, so
@@ -29,15 +32,18 @@ from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream
+from ipcnet.transports.readiness import IN, OUT, EpollPoller, Poller, PollPoller, SelectPoller
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
+NOT_IN, NOT_OUT = ~IN, ~OUT  # an error or hangup wakes a reader and a writer both
+WAKER: Any = object()  # the data of the waker's descriptor
 SWEEP = 1.0  # seconds between idle-timeout sweeps and counter flushes
 TIMER_TICK = 0.1  # resolution of session timers while any is armed
 
 
 class Connection:
-    """One connection's state; it is the selector key's data."""
+    """One connection's state; it is its descriptor's datum in the poller."""
 
     __slots__ = (
         "closed",
@@ -157,13 +163,13 @@ class Connection:
 
 
 class SelectorLoop(Model):
-    """The loop; a model is this class with its ``selector_class``."""
+    """The loop; a model is this class with its ``poller_class``."""
 
-    selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector
+    poller_class: type[Poller] = EpollPoller
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
-        self.selector = self.selector_class()
+        self.selector = self.poller_class()
         self.trace = core.trace
         self.conns: dict[int, Connection] = {}
         self.done: collections.deque[tuple[Connection, Run | None, Any]] = collections.deque()
@@ -193,8 +199,9 @@ class SelectorLoop(Model):
         for endpoint in core.datagrams:
             endpoint.timeout = 0.0
             sel.register(endpoint, READ, endpoint)
-        sel.register(core.waker_r, READ, None)
+        sel.register(core.waker_r, READ, WAKER)
         datagrams = set(core.datagrams)
+        data = sel.data
         next_sweep = time.monotonic() + SWEEP
         try:
             while True:
@@ -203,21 +210,24 @@ class SelectorLoop(Model):
                 timeout = max(0.0, next_sweep - time.monotonic())
                 if self.timers_armed:
                     timeout = min(timeout, TIMER_TICK)
-                for key, mask in sel.select(timeout):
-                    conn = key.data
-                    if conn.__class__ is Watch:
-                        conn.step()
-                    elif conn.__class__ is Connection:
+                for fd, bits in sel.wait(timeout):
+                    conn = data.get(fd)  # None: unregistered by an earlier one of this batch
+                    if conn.__class__ is Connection:
                         try:
-                            if mask & READ:
+                            events = conn.events
+                            if bits & NOT_OUT and events & READ:
                                 conn.on_readable()
-                            if mask & WRITE and not conn.closed:
+                            if bits & NOT_IN and events & WRITE and not conn.closed:
                                 conn.perform()
                         except Exception as exc:
                             self._failed(conn, exc)
-                    elif conn is None:
+                    elif conn.__class__ is Watch:
+                        conn.step()
+                    elif conn is WAKER:
                         core.drain_waker()
                         self._finish_jobs()
+                    elif conn is None:
+                        continue
                     elif conn in datagrams:
                         answer(core, conn)
                     else:
@@ -397,12 +407,12 @@ class SelectorLoop(Model):
 
 
 class Select(SelectorLoop):
-    selector_class = selectors.SelectSelector
+    poller_class = SelectPoller
 
 
 class Poll(SelectorLoop):
-    selector_class = selectors.PollSelector
+    poller_class = PollPoller
 
 
 class Epoll(SelectorLoop):
-    selector_class = selectors.EpollSelector
+    poller_class = EpollPoller
