@@ -66,8 +66,9 @@ def run_connection(
     finally:
         if engine is not None:
             engine.end()
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
+            new_in, new_out = engine.counts()
+            row.add("bytes_in", new_in)
+            row.add("bytes_out", new_out)
             row.observe(time.monotonic() - engine.born)
         if core.trace:
             core.trace(f"close(fd {stream.fileno()})")
@@ -133,9 +134,9 @@ def drive(
             return
         reads += 1
         if reads % FLUSH_EVERY == 0:
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
-            engine.bytes_in = engine.bytes_out = 0
+            new_in, new_out = engine.counts()
+            row.add("bytes_in", new_in)
+            row.add("bytes_out", new_out)
 
 
 def _run(engine: Engine, job: Run) -> bytes | None:

@@ -70,28 +70,27 @@ class Connection:
 
     def on_readable(self) -> None:
         data = self.stream.try_read(READ_SIZE)
-        if data is None:
-            return
         trace = self.loop.trace
-        if trace:
-            trace(
-                f"read(fd {self.fd}) -> {len(data)} bytes"
-                + ("" if data else " (EOF: the peer is done)")
-            )
         if not data:
+            if data is None:
+                return
+            if trace:
+                trace(f"read(fd {self.fd}) -> 0 bytes (EOF: the peer is done)")
             self.engine.feed_eof()
             self.perform()
             return
+        if trace:
+            trace(f"read(fd {self.fd}) -> {len(data)} bytes")
         out = self.engine.feed(data)
-        if out is None:
-            self.perform()
-        elif out.__class__ is bytes:  # the hot path: one answer, nothing queued
+        if out.__class__ is bytes:  # the hot path: one answer, nothing queued
             n = self.stream.try_write(out)
             if trace:
                 trace(f"write(fd {self.fd}, {n} bytes)")
             if n < len(out):
                 self.engine.requeue(memoryview(out)[n:])
                 self.update()
+        elif out is None:
+            self.perform()
         else:
             self.answered(out)
 
@@ -251,8 +250,7 @@ class SelectorLoop(Model):
         core = self.core
         for stream in self.gate.accept(listener):
             stream.set_blocking(False)
-            core.row.add("accepted")
-            core.row.add("active")
+            core.row.opened()
             try:
                 session, first = core.service.start(core.peer(stream))
             except Exception:
@@ -289,8 +287,8 @@ class SelectorLoop(Model):
     def close(self, conn: Connection) -> None:
         if conn.closed:
             return
-        if conn.events:
-            self.selector.unregister(conn.fd)
+        if conn.events:  # the stream is closed below: its fd is ours alone
+            self.selector.forget(conn.fd)
         conn.closed = True
         watch, conn.watch = conn.watch, None
         if isinstance(watch, Watch):
@@ -299,13 +297,7 @@ class SelectorLoop(Model):
             del self.conns[conn.fd]
         engine = conn.engine
         engine.end()
-        row = self.core.row
-        row.add("bytes_in", engine.bytes_in)
-        row.add("bytes_out", engine.bytes_out)
-        engine.bytes_in = engine.bytes_out = 0
-        row.add("active", -1)
-        row.add("handled")
-        row.observe(time.monotonic() - engine.born)
+        self.core.row.closed(*engine.counts(), time.monotonic() - engine.born)
         if self.trace:
             self.trace(f"close(fd {conn.fd})")
         conn.stream.close()
