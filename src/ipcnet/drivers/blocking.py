@@ -93,7 +93,7 @@ def drive(
         return
     fd = stream.fileno()
     read, write = stream.read, stream.write
-    reads = 0
+    flush = FLUSH_EVERY  # reads left before the next counter update
     timeout_now: float | None = -1.0
     while not stopping():
         timeout = idle_timeout
@@ -132,8 +132,9 @@ def drive(
                 trace(f"write(fd {fd}, {len(out)} bytes)")  # type: ignore[arg-type]
         elif not _perform(engine, stream, conn, trace):
             return
-        reads += 1
-        if reads % FLUSH_EVERY == 0:
+        flush -= 1
+        if not flush:
+            flush = FLUSH_EVERY
             new_in, new_out = engine.counts()
             row.add("bytes_in", new_in)
             row.add("bytes_out", new_out)
