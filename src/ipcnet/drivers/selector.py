@@ -201,14 +201,17 @@ class SelectorLoop(Model):
         sel.register(core.waker_r, READ, WAKER)
         datagrams = set(core.datagrams)
         data = sel.data
-        next_sweep = time.monotonic() + SWEEP
+        now = time.monotonic()
+        next_sweep = now + SWEEP
         try:
             while True:
                 if core.stopping.is_set() and self._stop_step():
                     break
-                timeout = max(0.0, next_sweep - time.monotonic())
-                if self.timers_armed:
-                    timeout = min(timeout, TIMER_TICK)
+                timeout = next_sweep - now  # ``now``: taken after the last batch
+                if timeout < 0.0:
+                    timeout = 0.0
+                if self.timers_armed and timeout > TIMER_TICK:
+                    timeout = TIMER_TICK
                 for fd, bits in sel.wait(timeout):
                     conn = data.get(fd)  # None: unregistered by an earlier one of this batch
                     if conn.__class__ is Connection:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 IN, OUT = select.POLLIN, select.POLLOUT  # == select.EPOLLIN, select.EPOLLOUT
+MAX_EVENTS = 256  # per epoll_wait; level-triggered: the rest come with the next call
 _KERNEL = (0, IN, OUT, IN | OUT)  # selectors' READ (1) / WRITE (2) bits -> poll(2) bits
 
 
@@ -85,7 +86,7 @@ class EpollPoller(Poller):
         del self.data[fd]  # close(2) takes it out of the epoll set
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        return self.epoll.poll(timeout, max(len(self.data), 1))
+        return self.epoll.poll(timeout, MAX_EVENTS)
 
     def close(self) -> None:
         super().close()
