@@ -61,7 +61,8 @@ class Poller:
         self.unregister(fd)
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        """The ready descriptors, waiting up to ``timeout`` seconds (0: do not wait)."""
+        """The ready descriptors, waiting up to ``timeout`` seconds (0: do not wait;
+        negative: wait until one is ready)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -101,7 +102,7 @@ class PollPoller(Poller):
         self._remove = self.poll.unregister
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        return self.poll.poll(math.ceil(timeout * 1e3))
+        return self.poll.poll(math.ceil(timeout * 1e3) if timeout >= 0 else None)
 
 
 class SelectPoller(Poller):
@@ -121,7 +122,7 @@ class SelectPoller(Poller):
         self.writers.discard(fd)
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        r, w, _ = select.select(self.readers, self.writers, (), timeout)
+        r, w, _ = select.select(self.readers, self.writers, (), timeout if timeout >= 0 else None)
         if not w:
             return [(fd, IN) for fd in r]
         ready = dict.fromkeys(r, IN)
