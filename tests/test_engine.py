@@ -95,6 +95,18 @@ def test_the_hot_path_returns_one_answer_to_write_now() -> None:
     assert engine.reading and engine.idle
 
 
+def test_counts_give_the_bytes_new_since_the_last_call_and_fed_stays_true() -> None:
+    engine = Engine(Scripted(feed=b"pong"))
+    assert not engine.fed and engine.counts() == (0, 0)
+    engine.feed(b"ping")
+    engine.feed(b"ping")
+    assert engine.counts() == (8, 8)
+    assert engine.counts() == (0, 0)
+    assert engine.fed  # the counters were taken: the connection was still fed
+    engine.feed(b"!")
+    assert engine.counts() == (1, 4)
+
+
 def test_a_short_write_is_requeued_first() -> None:
     engine = Engine(Scripted(feed=b"abcdef"))
     out = engine.feed(b"x")

@@ -142,11 +142,10 @@ def sweep(
     """Flush byte counts; close a connection idle (no traffic, nothing owed) too long.
     A connection has ``engine``, ``last_active`` and ``idle``."""
     for conn in list(conns):
-        engine = conn.engine
-        if engine.bytes_in or engine.bytes_out:
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
-            engine.bytes_in = engine.bytes_out = 0
+        new_in, new_out = conn.engine.counts()
+        if new_in or new_out:
+            row.add("bytes_in", new_in)
+            row.add("bytes_out", new_out)
             conn.last_active = now
         elif idle_timeout is not None and conn.idle and now - conn.last_active > idle_timeout:
             log.debug("closing a connection idle for %s s", idle_timeout)

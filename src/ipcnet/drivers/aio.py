@@ -88,8 +88,7 @@ class SessionProtocol(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        core.row.add("accepted")
-        core.row.add("active")
+        core.row.opened()
         model.protocols.add(self)
         # the transport holds the unsent output, so it measures the high-water mark
         transport.set_write_buffer_limits(high=core.config.high_water)
@@ -140,17 +139,15 @@ class SessionProtocol(asyncio.Protocol):
         if isinstance(watch, AioWatch):
             watch.stop()  # a forced stop ends a handed-over connection
         self._disarm()
-        engine = self.engine
+        engine: Engine | None = self.engine  # None if the session did not start
         row = self.model.core.row
+        self.model.protocols.discard(self)
         if engine is not None:
             engine.end()
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
-        self.model.protocols.discard(self)
-        row.add("active", -1)
-        row.add("handled")
-        if engine is not None:
-            row.observe(time.monotonic() - engine.born)
+            row.closed(*engine.counts(), time.monotonic() - engine.born)
+        else:
+            row.add("active", -1)
+            row.add("handled")
         if exc is not None:
             log.debug("connection lost: %s", exc)
 

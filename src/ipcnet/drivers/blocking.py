@@ -38,7 +38,10 @@ from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.files import read_region
+from ipcnet.transports.readiness import EpollPoller
 
+READ = selectors.EVENT_READ
+_GONE: Any = object()  # a ready fd unregistered by an earlier one of its batch
 TICK = 0.05  # seconds between looks at in-flight connections while stopping
 FLUSH_EVERY = 64  # reads between byte-counter updates of a long connection
 
@@ -66,8 +69,9 @@ def run_connection(
     finally:
         if engine is not None:
             engine.end()
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
+            new_in, new_out = engine.counts()
+            row.add("bytes_in", new_in)
+            row.add("bytes_out", new_out)
             row.observe(time.monotonic() - engine.born)
         if core.trace:
             core.trace(f"close(fd {stream.fileno()})")
@@ -92,7 +96,7 @@ def drive(
         return
     fd = stream.fileno()
     read, write = stream.read, stream.write
-    reads = 0
+    flush = FLUSH_EVERY  # reads left before the next counter update
     timeout_now: float | None = -1.0
     while not stopping():
         timeout = idle_timeout
@@ -131,11 +135,12 @@ def drive(
                 trace(f"write(fd {fd}, {len(out)} bytes)")  # type: ignore[arg-type]
         elif not _perform(engine, stream, conn, trace):
             return
-        reads += 1
-        if reads % FLUSH_EVERY == 0:
-            row.add("bytes_in", engine.bytes_in)
-            row.add("bytes_out", engine.bytes_out)
-            engine.bytes_in = engine.bytes_out = 0
+        flush -= 1
+        if not flush:
+            flush = FLUSH_EVERY
+            new_in, new_out = engine.counts()
+            row.add("bytes_in", new_in)
+            row.add("bytes_out", new_out)
 
 
 def _run(engine: Engine, job: Run) -> bytes | None:
@@ -212,24 +217,28 @@ def accept_loop(
 ) -> None:
     """The blocking models' accept loop: wait for listeners, datagrams and the waker;
     hand each admitted connection to ``dispatch``; close the listeners on a stop."""
-    selector = selectors.DefaultSelector()
+    selector = EpollPoller()
     gate = Gate(
         core,
         active,
-        watch=lambda listener: selector.register(listener, selectors.EVENT_READ, listener),
+        watch=lambda listener: selector.register(listener, READ, listener),
         unwatch=selector.unregister,
     )
     for listener in core.listeners:
         listener.set_blocking(False)
-        selector.register(listener, selectors.EVENT_READ, listener)
+        selector.register(listener, READ, listener)
     datagrams = set(core.datagrams)
     for endpoint in datagrams:
-        selector.register(endpoint, selectors.EVENT_READ, endpoint)
-    selector.register(core.waker_r, selectors.EVENT_READ, None)
+        selector.register(endpoint, READ, endpoint)
+    selector.register(core.waker_r, READ, None)
+    sources = selector.data
     try:
         while not core.stopping.is_set():
-            for key, _ in selector.select(gate.wait()):
-                source = key.data
+            wait = gate.wait()
+            for fd, _ in selector.wait(-1.0 if wait is None else wait):
+                source = sources.get(fd, _GONE)
+                if source is _GONE:
+                    continue
                 if source is None:
                     core.drain_waker()
                     if on_wake is not None:

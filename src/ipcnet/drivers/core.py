@@ -84,7 +84,7 @@ def servable(listener: Listener[Any], address: Address) -> Listener[SocketStream
     return cast(Listener[SocketStream], listener)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: drive() sets idle twice per read
 class Conn:
     """A connection as a blocking model sees it, for stopping and the idle rule."""
 

@@ -111,9 +111,10 @@ class Engine:
         "bytes_in",
         "bytes_out",
         "closing",
+        "counted_in",
+        "counted_out",
         "ended",
         "eof",
-        "fed",
         "high_water",
         "inflight",
         "job",
@@ -134,7 +135,6 @@ class Engine:
     ) -> None:
         self.session = session
         self.born = time.monotonic()  # the connection's duration histogram (counters)
-        self.fed = False  # no byte yet: its first request may be in flight (drain waits)
         self.queue: collections.deque[Any] = collections.deque()  # buffers, Regions, markers
         self.unsent = 0  # bytes queued (buffers and file regions)
         self.high_water = high_water
@@ -146,8 +146,10 @@ class Engine:
         self.eof = False
         self.closing = False  # a Close is queued
         self.ended = False
-        self.bytes_in = 0
+        self.bytes_in = 0  # totals of the connection (``counts`` gives what is new)
         self.bytes_out = 0
+        self.counted_in = 0
+        self.counted_out = 0
         self.release = release
 
     # --- what the model reports about the connection -----------------------------------
@@ -157,16 +159,15 @@ class Engine:
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
         it is in flight), that answer is returned; anything else is queued for ``step``."""
         self.bytes_in += len(data)
-        self.fed = True
         out = self.session.feed(data)
-        cls = out.__class__
         # _answer(out), written out here: one call less per read on the hot path
-        if (cls is bytes or cls is Run) and not self.queue and self.job is None:
-            if cls is bytes:
-                self.bytes_out += len(out)  # type: ignore[arg-type]
-            else:
-                self.job = out  # type: ignore[assignment]
-            return out  # type: ignore[return-value]
+        if out.__class__ is bytes:
+            if not self.queue and self.job is None:
+                self.bytes_out += len(out)
+                return out
+        elif out.__class__ is Run and not self.queue and self.job is None:
+            self.job = out
+            return out
         if out is not None:
             self.push(out)
         return None
@@ -240,6 +241,17 @@ class Engine:
             queue[0] = memoryview(head)[n:].cast("B")
         if self.paused and self.unsent <= self.low_water:
             self.paused = False
+
+    def counts(self) -> tuple[int, int]:
+        """Bytes in and out since the last call: what to add to the shared counters."""
+        new_in, new_out = self.bytes_in - self.counted_in, self.bytes_out - self.counted_out
+        self.counted_in, self.counted_out = self.bytes_in, self.bytes_out
+        return new_in, new_out
+
+    @property
+    def fed(self) -> bool:
+        """A byte came: until then its first request may be in flight (drain waits)."""
+        return self.bytes_in > 0
 
     def end(self) -> None:
         """The connection is over (closed, broken, swept or forced): release what is owned."""

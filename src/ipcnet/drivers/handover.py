@@ -16,7 +16,7 @@ from __future__ import annotations
 import selectors
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ipcnet.protocols.handover import READ, WRITE, Pump
 from ipcnet.transports.splice import Poller
@@ -57,6 +57,17 @@ def _selector_events(events: int) -> int:
     )
 
 
+class Registry(Protocol):
+    """What a Watch registers its descriptors with (a ``selectors`` selector, or the
+    readiness models' ``transports.readiness.Poller``)."""
+
+    def register(self, fd: int, events: int, data: Any) -> object: ...
+
+    def modify(self, fd: int, events: int, data: Any) -> object: ...
+
+    def unregister(self, fd: int) -> object: ...
+
+
 class Watch:
     """A pump inside a selectors loop: the loop calls ``step()`` when one of its
     descriptors is ready (the selector key's data is this Watch) and ``expire()`` on
@@ -64,9 +75,7 @@ class Watch:
 
     __slots__ = ("done", "fds", "pump", "selector")
 
-    def __init__(
-        self, pump: Pump, selector: selectors.BaseSelector, done: Callable[[Watch], None]
-    ) -> None:
+    def __init__(self, pump: Pump, selector: Registry, done: Callable[[Watch], None]) -> None:
         self.pump = pump
         self.selector = selector
         self.done = done

@@ -1,9 +1,12 @@
-"""The readiness models: select, poll and epoll through ``selectors`` (seed 002 §7.4).
+"""The readiness models: select, poll and epoll (seed 002 §7.4).
 
 Role: one thread, non-blocking sockets, and a loop that asks the kernel which descriptors
-are ready; each connection is an ``Engine`` plus the events it waits for, kept in its
-selector key's ``data`` (as CPython's selectors docs suggest). A model is this loop and
-one class attribute, the selector class. Rules:
+are ready; each connection is an ``Engine`` plus the events it waits for, kept as the
+data of its descriptor (as CPython's selectors docs suggest). A model is this loop and
+one class attribute, the poller class: ``select.epoll``, ``select.poll`` or
+``select.select`` behind the same four methods. Not ``selectors``: its Python layer
+(a key tuple per register/modify, a loop over every ready descriptor) cost more than the
+engine per message and doubled the cost of registering a new connection. Rules:
 - a step is tried at once; a write or sendfile the kernel takes only part of waits for
   EVENT_WRITE; the engine says when reading pauses (backpressure) and resumes;
 - ``Run`` jobs go to a small thread pool; their outcome comes back through the waker, so
@@ -29,15 +32,18 @@ from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream
+from ipcnet.transports.readiness import IN, OUT, EpollPoller, Poller, PollPoller, SelectPoller
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
+NOT_IN, NOT_OUT = ~IN, ~OUT  # an error or hangup wakes a reader and a writer both
+WAKER: Any = object()  # the data of the waker's descriptor
 SWEEP = 1.0  # seconds between idle-timeout sweeps and counter flushes
 TIMER_TICK = 0.1  # resolution of session timers while any is armed
 
 
 class Connection:
-    """One connection's state; it is the selector key's data."""
+    """One connection's state; it is its descriptor's datum in the poller."""
 
     __slots__ = (
         "closed",
@@ -64,28 +70,27 @@ class Connection:
 
     def on_readable(self) -> None:
         data = self.stream.try_read(READ_SIZE)
-        if data is None:
-            return
         trace = self.loop.trace
-        if trace:
-            trace(
-                f"read(fd {self.fd}) -> {len(data)} bytes"
-                + ("" if data else " (EOF: the peer is done)")
-            )
         if not data:
+            if data is None:
+                return
+            if trace:
+                trace(f"read(fd {self.fd}) -> 0 bytes (EOF: the peer is done)")
             self.engine.feed_eof()
             self.perform()
             return
+        if trace:
+            trace(f"read(fd {self.fd}) -> {len(data)} bytes")
         out = self.engine.feed(data)
-        if out is None:
-            self.perform()
-        elif out.__class__ is bytes:  # the hot path: one answer, nothing queued
+        if out.__class__ is bytes:  # the hot path: one answer, nothing queued
             n = self.stream.try_write(out)
             if trace:
                 trace(f"write(fd {self.fd}, {n} bytes)")
             if n < len(out):
                 self.engine.requeue(memoryview(out)[n:])
                 self.update()
+        elif out is None:
+            self.perform()
         else:
             self.answered(out)
 
@@ -157,13 +162,13 @@ class Connection:
 
 
 class SelectorLoop(Model):
-    """The loop; a model is this class with its ``selector_class``."""
+    """The loop; a model is this class with its ``poller_class``."""
 
-    selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector
+    poller_class: type[Poller] = EpollPoller
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
-        self.selector = self.selector_class()
+        self.selector = self.poller_class()
         self.trace = core.trace
         self.conns: dict[int, Connection] = {}
         self.done: collections.deque[tuple[Connection, Run | None, Any]] = collections.deque()
@@ -193,31 +198,38 @@ class SelectorLoop(Model):
         for endpoint in core.datagrams:
             endpoint.timeout = 0.0
             sel.register(endpoint, READ, endpoint)
-        sel.register(core.waker_r, READ, None)
+        sel.register(core.waker_r, READ, WAKER)
         datagrams = set(core.datagrams)
-        next_sweep = time.monotonic() + SWEEP
+        data = sel.data
+        now = time.monotonic()
+        next_sweep = now + SWEEP
         try:
             while True:
                 if core.stopping.is_set() and self._stop_step():
                     break
-                timeout = max(0.0, next_sweep - time.monotonic())
-                if self.timers_armed:
-                    timeout = min(timeout, TIMER_TICK)
-                for key, mask in sel.select(timeout):
-                    conn = key.data
-                    if conn.__class__ is Watch:
-                        conn.step()
-                    elif conn.__class__ is Connection:
+                timeout = next_sweep - now  # ``now``: taken after the last batch
+                if timeout < 0.0:
+                    timeout = 0.0
+                if self.timers_armed and timeout > TIMER_TICK:
+                    timeout = TIMER_TICK
+                for fd, bits in sel.wait(timeout):
+                    conn = data.get(fd)  # None: unregistered by an earlier one of this batch
+                    if conn.__class__ is Connection:
                         try:
-                            if mask & READ:
+                            events = conn.events
+                            if bits & NOT_OUT and events & READ:
                                 conn.on_readable()
-                            if mask & WRITE and not conn.closed:
+                            if bits & NOT_IN and events & WRITE and not conn.closed:
                                 conn.perform()
                         except Exception as exc:
                             self._failed(conn, exc)
-                    elif conn is None:
+                    elif conn.__class__ is Watch:
+                        conn.step()
+                    elif conn is WAKER:
                         core.drain_waker()
                         self._finish_jobs()
+                    elif conn is None:
+                        continue
                     elif conn in datagrams:
                         answer(core, conn)
                     else:
@@ -241,8 +253,7 @@ class SelectorLoop(Model):
         core = self.core
         for stream in self.gate.accept(listener):
             stream.set_blocking(False)
-            core.row.add("accepted")
-            core.row.add("active")
+            core.row.opened()
             try:
                 session, first = core.service.start(core.peer(stream))
             except Exception:
@@ -279,8 +290,8 @@ class SelectorLoop(Model):
     def close(self, conn: Connection) -> None:
         if conn.closed:
             return
-        if conn.events:
-            self.selector.unregister(conn.fd)
+        if conn.events:  # the stream is closed below: its fd is ours alone
+            self.selector.forget(conn.fd)
         conn.closed = True
         watch, conn.watch = conn.watch, None
         if isinstance(watch, Watch):
@@ -289,13 +300,7 @@ class SelectorLoop(Model):
             del self.conns[conn.fd]
         engine = conn.engine
         engine.end()
-        row = self.core.row
-        row.add("bytes_in", engine.bytes_in)
-        row.add("bytes_out", engine.bytes_out)
-        engine.bytes_in = engine.bytes_out = 0
-        row.add("active", -1)
-        row.add("handled")
-        row.observe(time.monotonic() - engine.born)
+        self.core.row.closed(*engine.counts(), time.monotonic() - engine.born)
         if self.trace:
             self.trace(f"close(fd {conn.fd})")
         conn.stream.close()
@@ -397,12 +402,12 @@ class SelectorLoop(Model):
 
 
 class Select(SelectorLoop):
-    selector_class = selectors.SelectSelector
+    poller_class = SelectPoller
 
 
 class Poll(SelectorLoop):
-    selector_class = selectors.PollSelector
+    poller_class = PollPoller
 
 
 class Epoll(SelectorLoop):
-    selector_class = selectors.EpollSelector
+    poller_class = EpollPoller

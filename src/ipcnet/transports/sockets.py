@@ -148,6 +148,7 @@ class SocketStream(SocketEndpoint, StreamTransport):
         super().__init__(sock, where, scheme)
         self._fd = sock.fileno()
         self._peer = peer  # known when accepted: no getpeername
+        self._local: Address | None = _ASK  # known when accepted on a specific address
         self._timeout: float | None = None
 
     # --- data ----------------------------------------------------------------------
@@ -282,6 +283,12 @@ class SocketStream(SocketEndpoint, StreamTransport):
         self._timeout = value
 
     @property
+    def local_address(self) -> Address | None:
+        if self._local is not _ASK:
+            return self._local
+        return super().local_address
+
+    @property
     def peer_address(self) -> Address | None:
         if self._peer is not _ASK:
             return self._peer
@@ -378,6 +385,8 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
     ) -> None:
         super().__init__(sock, str(address), cleanup=cleanup)
         self.address = address
+        self._conn_local: Address | None = _ASK  # accepted connections' local address
+        self._kind = (int(sock.family), int(sock.type), sock.proto)  # for try_accept
 
     def accept(self) -> SocketStream:
         if self._closed:
@@ -396,7 +405,15 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
     def _stream(self, conn: socket.socket, sockaddr: object) -> SocketStream:
         peer = sockaddr_to_address(self._scheme, sockaddr)
         where = str(peer) if peer else f"{self._scheme} peer"
-        return stream_for(conn, where, self._scheme, peer)
+        stream = stream_for(conn, where, self._scheme, peer)
+        if self._scheme == "tcp":  # bound to one IP: every connection's local address
+            if self._conn_local is _ASK:  # learnt once, from the first connection
+                local, mine = stream.local_address, self.local_address
+                same = local is not None and mine is not None and local.host == mine.host
+                self._conn_local = local if same else None  # None: a wildcard bind
+            if self._conn_local is not None:
+                stream._local = self._conn_local
+        return stream
 
     def try_accept(self) -> SocketStream | None:
         """The next queued connection, or None (the listener must be non-blocking).
@@ -404,15 +421,17 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
         Raises Busy when the process is out of descriptors (EMFILE/ENFILE): the caller
         should back off, not spin; a connection aborted while queued is skipped.
         """
-        try:
-            conn, peer = self.sock.accept()
+        try:  # socket.accept() without its two enum conversions (family, type) per call
+            fd, peer = self.sock._accept()  # type: ignore[attr-defined]
         except BlockingIOError:
             return None
         except ConnectionAbortedError:
             return None
         except OSError as exc:
             raise translate(exc, "accept on", self.where) from exc
-        conn.setblocking(True)
+        conn = socket.socket(*self._kind, fileno=fd)
+        if conn.gettimeout() is not None:  # only under socket.setdefaulttimeout: no ioctl
+            conn.setblocking(True)
         return self._stream(conn, peer)
 
     def set_blocking(self, flag: bool) -> None:
