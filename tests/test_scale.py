@@ -36,9 +36,9 @@ def _roundtrip(port: int, data: bytes) -> bytes:
         return out
 
 
-def _stats(path: Path) -> dict[str, object]:
+def _stats(path: Path, timeout: float = 10) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
+        s.settimeout(timeout)
         s.connect(str(path))
         out = b""
         while chunk := s.recv(65536):
@@ -298,3 +298,38 @@ def test_accept_proxy_refuses_datagram_addresses() -> None:
     )
     assert done.returncode != 0
     assert "is a datagram address; the PROXY protocol heads stream connections" in done.stderr
+
+
+def _stat_is(stats: Path, key: str, want: object) -> bool:
+    """Whether the --stats snapshot says so; no answer yet (a prefork master starting
+    its workers may not answer in time) is a no."""
+    try:
+        return _stats(stats, timeout=2)[key] == want
+    except OSError:
+        return False
+
+
+STOP_MODELS = ["iterative", "fork", "forkconc", "thread", "pool", "epoll", "asyncio", "prefork"]
+
+
+@pytest.mark.parametrize("model", STOP_MODELS)
+def test_a_connection_accepted_before_a_stop_is_served(model: str, tmp_path: Path) -> None:
+    """Accepted, its request not sent yet, then SIGTERM: the request is still answered
+    (closing it unread reset the client: the connections a SIGUSR2 upgrade lost)."""
+    port = free_port()
+    stats = tmp_path / "stats.sock"
+    extra = ("--stats", f"unix://{stats}", "--grace", "20")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model=model, extra=extra) as server:
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        _wait_for(lambda: _stat_is(stats, "accepted", 1), "the connection accepted")
+        server.proc.send_signal(signal.SIGTERM)
+        _wait_for(lambda: _stat_is(stats, "health", "stopping"), "the server stopping")
+        time.sleep(0.3)  # what a stop does to idle connections, it has done by now
+        held.sendall(b"late request\n")
+        held.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := held.recv(4096):
+            out += chunk
+        held.close()
+        assert out == b"late request\n"
+        assert server.proc.wait(20) == 0  # and the stop then ends by itself

@@ -51,7 +51,7 @@ def run_connection(
     conn = conn or Conn(stream)
     try:
         session, first = core.service.start(core.peer(stream))
-        engine = Engine(session, core.config.high_water)
+        engine = conn.engine = Engine(session, core.config.high_water)
         engine.push(first)
         drive(engine, stream, conn, row, core.trace, core.stopping.is_set, core.config.idle_timeout)
     except Timeout:
@@ -94,7 +94,7 @@ def drive(
     read, write = stream.read, stream.write
     reads = 0
     timeout_now: float | None = -1.0
-    while not stopping():
+    while not stopping() or not engine.fed:  # a stop waits for a first request (issue 14)
         timeout = idle_timeout
         if conn.timer_at is not None:
             left = max(0.0, conn.timer_at - time.monotonic())
@@ -287,7 +287,7 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
     def handler(signum: int, frame: object) -> None:
         core.request_stop()
         conn = current()
-        if conn is not None and conn.idle:
+        if conn is not None and conn.idle and (conn.quiet or core.forcing.is_set()):
             raise StopServing
 
     previous: dict[int, Any] = {}
@@ -416,7 +416,7 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
 
 def _child_stop(core: ServerCore, conn: Conn) -> None:
     core.stopping.set()
-    if conn.idle:
+    if conn.quiet:
         raise StopServing
 
 

@@ -89,9 +89,16 @@ class Conn:
     """A connection as a blocking model sees it, for stopping and the idle rule."""
 
     stream: StreamTransport
-    idle: bool = True
+    idle: bool = False  # True while blocked reading between requests
     last_active: float = field(default_factory=time.monotonic)
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
+    engine: Any = None  # its Engine once started (drain asks ``engine.fed``)
+
+    @property
+    def quiet(self) -> bool:
+        """Idle and past its first request: ending it now loses nothing. One accepted
+        whose first bytes are still on their way is not (gunicorn #2529/#3397)."""
+        return self.idle and self.engine is not None and self.engine.fed
 
 
 class Waker:
