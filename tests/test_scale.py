@@ -333,3 +333,58 @@ def test_a_connection_accepted_before_a_stop_is_served(model: str, tmp_path: Pat
         held.close()
         assert out == b"late request\n"
         assert server.proc.wait(20) == 0  # and the stop then ends by itself
+
+
+def _datagram(family: int, address: object, data: bytes) -> bytes:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        if family == socket.AF_UNIX:
+            s.bind("")  # autobind: an abstract name to answer to
+        s.sendto(data, address)
+        return s.recv(4096)
+
+
+def _unix_roundtrip(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_sigusr2_hands_over_datagrams_and_socket_files(model: str, tmp_path: Path) -> None:
+    """udp and unixgram endpoints are inherited like stream listeners; the socket files
+    stay while the old master drains (the new one owns them) and go with the last one."""
+    udp, stream, gram = free_port(), tmp_path / "s.sock", tmp_path / "g.sock"
+    addresses = [f"udp://127.0.0.1:{udp}", f"unix://{stream}", f"unixgram://{gram}"]
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", *addresses]
+    argv += ["--model", model, "--workers", "2", "--grace", "5"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        assert _datagram(socket.AF_INET, ("127.0.0.1", udp), b"u0") == b"u0"
+        os.kill(old.pid, signal.SIGUSR2)
+        assert old.wait(20) == 0
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        assert "address in use" not in logfile.read_text()  # inherited, never bound again
+        assert stream.is_socket() and gram.is_socket()  # the old master left them
+        assert _unix_roundtrip(stream, b"s1\n") == b"s1\n"
+        assert _datagram(socket.AF_INET, ("127.0.0.1", udp), b"u1") == b"u1"
+        assert _datagram(socket.AF_UNIX, str(gram), b"g1") == b"g1"
+        os.kill(new_pid, signal.SIGTERM)
+        _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+        assert not stream.exists() and not gram.exists()  # the last one out removed them
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid and _alive(new_pid):
+            os.kill(new_pid, signal.SIGKILL)

@@ -186,7 +186,12 @@ class ServerCore:
                         f"--accept-proxy: {address} is a datagram address; the PROXY "
                         "protocol heads stream connections"
                     )
-                endpoint = open_datagram(address, listen=True, mode=self.config.mode)
+                fd = handed.pop(str(address), None)
+                endpoint = (
+                    upgrade.adopt_datagram(fd, address)
+                    if fd is not None
+                    else open_datagram(address, listen=True, mode=self.config.mode)
+                )
                 self.datagrams.append(endpoint)
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
@@ -298,7 +303,10 @@ class ServerCore:
             else:
                 listener.close()
         for endpoint in self.datagrams:
-            endpoint.close()
+            if self.keep_listeners:
+                endpoint.abandon()
+            else:
+                endpoint.close()
 
     def close(self) -> None:
         self.close_listeners()

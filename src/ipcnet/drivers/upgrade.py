@@ -11,7 +11,10 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
   descriptors without removing socket files. A new master that fails to start, or is not
-  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving.
+  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving;
+- datagram endpoints (udp://, unixgram://) are handed over the same way;
+- a socket file belongs to the newest generation: the new master adopts it (and removes
+  it when it stops, if it is still that file); the old one never unlinks it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ipcnet.addresses import Address, parse
 from ipcnet.errors import IPCError
-from ipcnet.transports import open_datagram
+from ipcnet.transports import DatagramEndpoint, open_datagram
 from ipcnet.transports.notify import notify, watchdog_interval
 
 if TYPE_CHECKING:
@@ -60,12 +63,27 @@ def inherited() -> dict[str, int]:
 
 
 def adopt(fd: int, address: Address) -> Listener[StreamTransport]:
-    """Open an inherited listening socket as the address it was bound to."""
+    """Open an inherited listening socket as the address it was bound to; its socket
+    file (if it has one) is ours now."""
     from ipcnet.transports import open_listener
+    from ipcnet.transports.unix import claim
 
     listener = open_listener(parse(f"fd://{fd}"))
     listener.address = address
+    if address.path is not None:
+        listener.own(claim(address))  # type: ignore[attr-defined]
     return listener
+
+
+def adopt_datagram(fd: int, address: Address) -> DatagramEndpoint:
+    """An inherited datagram endpoint (udp://, unixgram://), as ``adopt``."""
+    from ipcnet.transports.unix import claim
+
+    endpoint = open_datagram(parse(f"fd://{fd}"), listen=True)
+    endpoint.where = str(address)
+    if address.path is not None:
+        endpoint.own(claim(address))
+    return endpoint
 
 
 def ready(core: ServerCore) -> None:
@@ -112,6 +130,7 @@ def _upgrade(core: ServerCore) -> None:
         return
     try:
         fds = {str(x.address): x.fileno() for x in core.listeners if not x.closed}
+        fds.update({d.where: d.fileno() for d in core.datagrams if not d.closed})
         env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
         argv = [sys.executable, *sys.orig_argv[1:]]
         endpoint.timeout = UPGRADE_TIMEOUT
