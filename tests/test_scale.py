@@ -388,3 +388,41 @@ def test_sigusr2_hands_over_datagrams_and_socket_files(model: str, tmp_path: Pat
             old.wait()
         if new_pid and _alive(new_pid):
             os.kill(new_pid, signal.SIGKILL)
+
+
+def test_sighup_replacements_count_in_rows_of_their_own(tmp_path: Path) -> None:
+    """A replacement never shares its draining predecessor's counters row (two processes
+    adding to one unlocked row lose counts); the totals keep what the old ones counted."""
+    port, stats = free_port(), tmp_path / "stats.sock"
+    extra = ("--stats", f"unix://{stats}")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model="prefork", extra=extra) as server:
+        _wait_for(lambda: len(children(server.proc.pid)) == 2, "two workers")
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        held.sendall(b"held\n")
+        assert held.recv(100) == b"held\n"  # in an old worker, busy across the SIGHUP
+        for i in range(5):
+            assert _roundtrip(port, b"%d\n" % i) == b"%d\n" % i
+        old = set(children(server.proc.pid))
+        server.proc.send_signal(signal.SIGHUP)
+
+        def rows() -> list[dict[str, Any]]:
+            return _stats(stats)["workers"]  # type: ignore[return-value]
+
+        _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two new rows")
+        for i in range(5):
+            assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
+        held.close()
+        _wait_for(lambda: not (old & set(children(server.proc.pid))), "old workers gone")
+        _wait_for(lambda: _stats(stats)["handled"] == 11, "eleven connections handled")
+        snap = _stats(stats)
+        assert snap["accepted"] == 11 and snap["active"] == 0
+        assert {r["pid"] for r in rows()} == set(children(server.proc.pid))
+        assert sum(r["accepted"] for r in rows()) == 5  # the new ones' own
+        # a second replacement takes the first rows again: their counts stay in the totals
+        old = set(children(server.proc.pid))
+        server.proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two newer rows")
+        assert _roundtrip(port, b"last\n") == b"last\n"
+        _wait_for(lambda: _stats(stats)["handled"] == 12, "twelve connections handled")
+        assert _stats(stats)["accepted"] == 12
+        assert sum(r["accepted"] for r in rows()) == 1

@@ -141,7 +141,9 @@ class ServerCore:
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
         self.counters = Counters(  # threads of the model that serves share a row: lock it
-            workers=config.workers if model.worker_rows else 0,
+            # prefork: two rows a slot, so that a SIGHUP replacement never writes the row
+            # its draining predecessor still writes (prefork.py; issue 14)
+            workers=2 * config.workers if model.worker_rows else 0,
             threaded=serving(config.model, config.inner).threaded,
         )
         self.row: Row = self.counters.main

@@ -71,6 +71,9 @@ class StatsServer:
                 else:
                     stream.timeout = HTTP_TIMEOUT
                     stream.write(self._http(stream))
+                # EOF now, even if a prefork worker forked meanwhile holds a copy of this
+                # connection (close() alone would leave the client waiting for it)
+                stream.send_eof()
             except IPCError:
                 pass
             finally:
