@@ -426,3 +426,29 @@ def test_sighup_replacements_count_in_rows_of_their_own(tmp_path: Path) -> None:
         _wait_for(lambda: _stats(stats)["handled"] == 12, "twelve connections handled")
         assert _stats(stats)["accepted"] == 12
         assert sum(r["accepted"] for r in rows()) == 1
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_status_page_and_access_log_show_the_proxy_client(model: str, tmp_path: Path) -> None:
+    """Behind --accept-proxy the status page's socket list names the client the PROXY
+    header gave beside the balancer's end, and the access log starts with it."""
+    (tmp_path / "index.html").write_text("hi\n")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path), address]
+    server = _start([*argv, "--accept-proxy", "--model", model, "--inner", "asyncio"], 1)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(encode_v1(("203.0.113.7", 4242), ("127.0.0.1", port)))
+            s.sendall(b"GET /_status.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            ours = f"127.0.0.1:{s.getsockname()[1]}"
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        rows = [r for r in json.loads(body)["sockets"] if r["remote"] == ours]
+        assert [r["client"] for r in rows] == ["203.0.113.7:4242"]
+    finally:
+        assert server.stop() == 0
+    assert any(line.startswith("203.0.113.7 - - [") for line in server.log), server.log
