@@ -249,11 +249,19 @@ def _log_says(path: Path, pattern: str, timeout: float = 20) -> re.Match[str]:
     return found
 
 
-@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on ``port`` (ss -e), to tell one from another."""
+    out = subprocess.run(
+        ["ss", "-Hltne", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return set(re.findall(r"ino:(\d+)", out))
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork", "prefork --reuse-port"])
 def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_path: Path) -> None:
     port = free_port()
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
-    argv += ["--model", model, "--workers", "2", "--grace", "5"]
+    argv += ["--model", *model.split(), "--workers", "2", "--grace", "5"]
     logfile = tmp_path / "log"
     # the new master inherits stderr: a file, not a pipe that would stay open after us
     with logfile.open("w") as err:
@@ -261,6 +269,8 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
     new_pid = 0
     try:
         _log_says(logfile, "listening on")
+        sockets = _listening_inodes(port)  # --reuse-port: one a worker, the master's all
+        assert len(sockets) == (2 if "reuse" in model else 1)
         # a connection open across the upgrade, and new ones during it: none may fail
         held = socket.create_connection(("127.0.0.1", port), timeout=15)
         held.sendall(b"before\n")
@@ -273,7 +283,8 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
         assert old.wait(15) == 0
         new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
         assert _alive(new_pid)
-        # the new master serves on the very socket the old one bound (no second bind)
+        # the new master serves on the very sockets the old one bound (no second bind)
+        assert _listening_inodes(port) == sockets
         for i in range(20):
             assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
         # the held connection was idle: the old master closed it at its stop, politely

@@ -148,6 +148,10 @@ class ServerCore:
         )
         self.row: Row = self.counters.main
         self.listeners: list[Listener[SocketStream]] = []
+        # prefork --reuse-port: slots 2..N's own SO_REUSEPORT listeners (slot 1 has
+        # ``listeners``), opened and kept by the master; ``spares``: inherited fds for them
+        self.slots: list[list[Listener[SocketStream]]] = []
+        self.spares: dict[str, list[int]] = {}
         self.datagrams: list[DatagramEndpoint] = []
         self.stopping = threading.Event()
         self.forcing = threading.Event()
@@ -188,29 +192,19 @@ class ServerCore:
                         f"--accept-proxy: {address} is a datagram address; the PROXY "
                         "protocol heads stream connections"
                     )
-                fd = handed.pop(str(address), None)
+                fds = handed.pop(str(address), [])
                 endpoint = (
-                    upgrade.adopt_datagram(fd, address)
-                    if fd is not None
+                    upgrade.adopt_datagram(fds[0], address)
+                    if fds
                     else open_datagram(address, listen=True, mode=self.config.mode)
                 )
                 self.datagrams.append(endpoint)
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
-            fd = handed.pop(str(address), None)
-            opened = (
-                upgrade.adopt(fd, address)
-                if fd is not None
-                else open_listener(
-                    address,
-                    self.config.backlog,
-                    self.config.mode,
-                    self.config.reuse_port,
-                    **tls.listen_keywords(self.secured, address),
-                )
-            )
-            listener = servable(tls.served(self.secured, opened), address)
+            fds = handed.pop(str(address), [])
+            listener = self.open_stream(address, fds[0] if fds else None)
+            self.spares[str(address)] = fds[1:]
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
@@ -225,6 +219,23 @@ class ServerCore:
             self._metrics = StatsServer(
                 self.config.metrics, self.config.mode, self.stats, exposition
             )
+
+    def open_stream(self, address: Address, fd: int | None = None) -> Listener[SocketStream]:
+        """A listener on ``address``: bound now, or the inherited ``fd`` (SIGUSR2)."""
+        from ipcnet.drivers import upgrade
+
+        opened = (
+            upgrade.adopt(fd, address)
+            if fd is not None
+            else open_listener(
+                address,
+                self.config.backlog,
+                self.config.mode,
+                self.config.reuse_port,
+                **tls.listen_keywords(self.secured, address),
+            )
+        )
+        return servable(tls.served(self.secured, opened), address)
 
     @property
     def bound(self) -> list[str]:
@@ -297,7 +308,7 @@ class ServerCore:
         return max(0.0, self.deadline - time.monotonic())
 
     def close_listeners(self) -> None:
-        for listener in self.listeners:
+        for listener in [*self.listeners, *(x for slot in self.slots for x in slot)]:
             if self.trace and not listener.closed:
                 self.trace(f"close(fd {listener.fileno()}) listening socket: no new connections")
             if self.keep_listeners:

@@ -2,8 +2,10 @@
 
 Role: the master binds (so workers share one listening socket and the kernel hands each
 connection to one of them), forks --workers workers, watches them, and forwards stop
-signals. With ``reuse_port`` each worker binds its own SO_REUSEPORT socket instead and the
-kernel balances between them. Rules:
+signals. With ``reuse_port`` each worker slot has its own SO_REUSEPORT socket instead and
+the kernel balances between them; the master opens them all (as nginx does) and keeps
+them, so a respawned or SIGHUP-replaced worker, or a SIGUSR2 new master, takes over the
+very socket (and the connections queued on it: closing it would reset them). Rules:
 - a worker that dies is respawned; a worker that exits with a failure status within
   BOOT_WINDOW seconds of its start means the workers cannot start, and the master stops
   instead of respawning in a storm (exit status 1); one killed by a signal is respawned;
@@ -26,6 +28,8 @@ import os
 import signal
 import time
 
+from ipcnet.addresses import parse
+from ipcnet.drivers import upgrade
 from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.transports import process
 
@@ -50,14 +54,11 @@ class Prefork(Model):
 
     def serve(self) -> None:
         core = self.core
+        if core.config.reuse_port:
+            self._open_slots()
         for slot in range(1, core.config.workers + 1):
             self._spawn(slot)
-        if core.config.reuse_port:
-            # each worker has its own SO_REUSEPORT socket; the master's would only
-            # collect connections nobody accepts
-            for listener in core.listeners:
-                listener.abandon()
-        # otherwise the master keeps the shared listeners open for respawned workers
+        # the master keeps every listener open, for respawned and replacing workers
         try:
             while self.workers:
                 ended = process.wait()
@@ -84,6 +85,28 @@ class Prefork(Model):
         finally:
             self._reap_all()
             core.close_listeners()
+
+    def _open_slots(self) -> None:
+        """--reuse-port: a SO_REUSEPORT listener of each inet address for slots 2..N
+        (slot 1 has the ones bound first), inherited ones first; a unix address has one
+        socket for all."""
+        core = self.core
+        for _ in range(2, core.config.workers + 1):
+            slot = []
+            for listener in core.listeners:
+                address = listener.address
+                spare = core.spares.get(str(address), [])
+                if not address.is_inet:
+                    slot.append(listener)
+                    continue
+                slot.append(core.open_stream(address, spare.pop(0) if spare else None))
+            core.slots.append(slot)
+        for key, fds in core.spares.items():
+            if fds:  # the old master had more workers: their queues cannot be kept
+                log.warning("upgrade: %d inherited sockets of %s unused: closed", len(fds), key)
+                for fd in fds:
+                    upgrade.adopt(fd, parse(key)).abandon()
+            fds.clear()
 
     def _spawn(self, slot: int) -> None:
         core = self.core
@@ -157,14 +180,13 @@ def _worker_main(core: ServerCore, slot: int, row: int) -> None:
         core.row.set("since", int(time.time()))
         core.row.set_state("idle")
         core.renew_waker()
-        if core.config.reuse_port:
-            core.after_fork_child()
-            core.listeners.clear()
-            core.datagrams.clear()
-            core.config.stats = core.config.metrics = None
-            core.bind()
-        else:
-            core.keep_listeners = True  # the master's sockets: never remove their files
+        if core.config.reuse_port:  # serve this slot's sockets; drop our copies of the rest
+            mine = core.listeners if slot == 1 else core.slots[slot - 2]
+            for listener in [*core.listeners, *(x for s in core.slots for x in s)]:
+                if not any(listener is x for x in mine):
+                    listener.abandon()
+            core.listeners, core.slots = list(mine), []
+        core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
         # SIGINT from a terminal reaches the whole group: only the master's stop counts;
         # SIGHUP and SIGUSR2 are the master's too
