@@ -152,7 +152,7 @@ def upgrade(args: Any, root: Path) -> None:
         f"-d{args.duration:g}s (1 KiB file, wrk on CPU {args.wrk_cpu}), prefork 2 workers, "
         f"inner {args.inner}, --grace 5; {args.runs} runs each\n"
     )
-    print("| listener | requests | runs | upgrades | duration s | requests | failed |")
+    print("| listener | mode | runs | upgrades | duration s | requests | failed |")
     print("|---|---|---|---|---|---|---|")
     for kind in ("shared", "reuse-port"):
         for close in (False, True):
