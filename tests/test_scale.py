@@ -463,3 +463,35 @@ def test_status_page_and_access_log_show_the_proxy_client(model: str, tmp_path: 
     finally:
         assert server.stop() == 0
     assert any(line.startswith("203.0.113.7 - - [") for line in server.log), server.log
+
+
+def test_health_stays_ok_while_the_old_master_drains_after_sigusr2(tmp_path: Path) -> None:
+    """A balancer's check accepted by the old master just before the hand-over is answered
+    200 ok: the address goes on serving, so nothing should route away from it."""
+    port, stats = free_port(), tmp_path / "stats.sock"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
+    argv += [f"tcp://127.0.0.1:{port}", "--stats", f"unix://{stats}", "--grace", "20", "-q"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        _wait_for(lambda: _stat_is(stats, "accepted", 1), "the check's connection accepted")
+        os.kill(old.pid, signal.SIGUSR2)
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        held.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = held.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n"), answer
+        held.close()
+        assert old.wait(20) == 0
+        # the --stats socket was handed over too (binding it again was "address in use")
+        assert _stats(stats)["pid"] == new_pid
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid:
+            os.kill(new_pid, signal.SIGTERM)
+            _wait_for(lambda: not _alive(new_pid), "the new master stopped")

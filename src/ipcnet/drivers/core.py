@@ -211,13 +211,24 @@ class ServerCore:
                 self.trace(f"socket() -> fd {fd}")
                 self.trace(f"bind(fd {fd}, {listener.address})")
                 self.trace(f"listen(fd {fd}, backlog {self.config.backlog})")
+
+        def inherited(url: str) -> Listener[Any] | None:  # SIGUSR2: the old master's
+            fds = handed.pop(str(parse(url)), [])
+            return upgrade.adopt(fds[0], parse(url)) if fds else None
+
         if self.config.stats:
-            self._stats = StatsServer(self.config.stats, self.config.mode, self.stats)
+            self._stats = StatsServer(
+                self.config.stats, self.config.mode, self.stats, None, inherited(self.config.stats)
+            )
         if self.config.metrics:
             from ipcnet.drivers.prometheus import exposition
 
             self._metrics = StatsServer(
-                self.config.metrics, self.config.mode, self.stats, exposition
+                self.config.metrics,
+                self.config.mode,
+                self.stats,
+                exposition,
+                inherited(self.config.metrics),
             )
 
     def open_stream(self, address: Address, fd: int | None = None) -> Listener[SocketStream]:
@@ -236,6 +247,15 @@ class ServerCore:
             )
         )
         return servable(tls.served(self.secured, opened), address)
+
+    def observers(self) -> dict[str, list[int]]:
+        """The --stats and --metrics listeners as a SIGUSR2 hand-over names them."""
+        sides = ((self.config.stats, self._stats), (self.config.metrics, self._metrics))
+        return {
+            str(parse(url)): [side.listener.fileno()]
+            for url, side in sides
+            if url and side is not None and not side.listener.closed
+        }
 
     @property
     def bound(self) -> list[str]:
@@ -325,7 +345,10 @@ class ServerCore:
         self.close_listeners()
         for side in (self._stats, self._metrics):
             if side is not None:
-                side.close()
+                if self.keep_listeners:  # handed over (SIGUSR2): the new master's now
+                    side.abandon()
+                else:
+                    side.close()
         self.waker.close()
 
     def after_fork_child(self) -> None:
@@ -353,8 +376,11 @@ class ServerCore:
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
+        # draining after a SIGUSR2 hand-over is no reason for a balancer to route away: a
+        # check that reached us just before is answered ok (prefork workers read the row)
+        upgraded = self.counters.main.as_dict()["state"] == "upgraded"
         return {
-            "health": "stopping" if self.stopping.is_set() else "ok",
+            "health": "stopping" if self.stopping.is_set() and not upgraded else "ok",
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,

@@ -29,7 +29,7 @@ FIELDS = (
     "state",
     "since",
 )
-STATES = ("idle", "busy", "stopping", "gone")
+STATES = ("idle", "busy", "stopping", "gone", "upgraded")  # upgraded: the main row, SIGUSR2
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 #: connection durations (accept to close), a histogram after the fields of each row: one
 #: count per upper bound in seconds, one for +Inf, then the sum in microseconds (issue 14)

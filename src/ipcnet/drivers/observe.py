@@ -49,8 +49,9 @@ class StatsServer:
         mode: int,
         snapshot: Callable[[], dict[str, Any]],
         render: Callable[[dict[str, Any]], str] | None = None,
+        listener: Any = None,  # inherited at SIGUSR2 (upgrade.adopt), else bound here
     ) -> None:
-        listener = open_listener(parse(url), 16, mode)
+        listener = listener or open_listener(parse(url), 16, mode)
         if not listener.servable:
             listener.close()
             raise IPCError(f"cannot serve stats on {url}: not a socket address")

@@ -12,7 +12,8 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
   descriptors without removing socket files. A new master that fails to start, or is not
   ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving;
-- datagram endpoints (udp://, unixgram://) are handed over the same way, and so are a
+- datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
+  handed over the same way, and so are a
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
   one a slot): closing one would reset the connections queued on it;
 - a socket file belongs to the newest generation: the new master adopts it (and removes
@@ -137,6 +138,7 @@ def _upgrade(core: ServerCore) -> None:
             slots = [x, *(slot[i] for slot in core.slots if slot[i] is not x)]
             fds[str(x.address)] = [s.fileno() for s in slots if not s.closed]
         fds.update({d.where: [d.fileno()] for d in core.datagrams if not d.closed})
+        fds.update(core.observers())
         env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
         argv = [sys.executable, *sys.orig_argv[1:]]
         endpoint.timeout = UPGRADE_TIMEOUT
@@ -155,4 +157,5 @@ def _upgrade(core: ServerCore) -> None:
     log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
     tell(f"MAINPID={pid}")
     core.keep_listeners = True
+    core.counters.main.set_state("upgraded")  # our health stays ok: the address serves on
     core.request_stop()
