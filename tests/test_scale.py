@@ -420,10 +420,10 @@ def test_sighup_replacements_count_in_rows_of_their_own(tmp_path: Path) -> None:
             return _stats(stats)["workers"]  # type: ignore[return-value]
 
         _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two new rows")
-        for i in range(5):
-            assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
         held.close()
-        _wait_for(lambda: not (old & set(children(server.proc.pid))), "old workers gone")
+        _wait_for(lambda: not ({r["pid"] for r in rows()} & old), "the old rows gone")
+        for i in range(5):  # now only the new workers accept
+            assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
         _wait_for(lambda: _stats(stats)["handled"] == 11, "eleven connections handled")
         snap = _stats(stats)
         assert snap["accepted"] == 11 and snap["active"] == 0
@@ -433,6 +433,7 @@ def test_sighup_replacements_count_in_rows_of_their_own(tmp_path: Path) -> None:
         old = set(children(server.proc.pid))
         server.proc.send_signal(signal.SIGHUP)
         _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two newer rows")
+        _wait_for(lambda: not ({r["pid"] for r in rows()} & old), "the older rows gone")
         assert _roundtrip(port, b"last\n") == b"last\n"
         _wait_for(lambda: _stats(stats)["handled"] == 12, "twelve connections handled")
         assert _stats(stats)["accepted"] == 12
