@@ -53,7 +53,7 @@ def run_connection(
         session, first = core.service.start(core.peer(stream))
         engine = conn.engine = Engine(session, core.config.high_water)
         engine.push(first)
-        drive(engine, stream, conn, row, core.trace, core.stopping.is_set, core.config.idle_timeout)
+        drive(engine, stream, conn, row, core.trace, core.past_linger, core.config.idle_timeout)
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:

@@ -313,6 +313,11 @@ class ServerCore:
         for hook in list(self.on_stop):
             hook(force)
 
+    def past_linger(self) -> bool:
+        """Stopping, and a keep-alive connection need not wait for its next request any
+        longer (a blocking model ends it after the request in hand)."""
+        return self.stopping.is_set() and time.monotonic() >= self.linger_until
+
     def renew_waker(self) -> None:
         """A forked worker gets a waker of its own (the inherited one is its siblings' too)."""
         self.waker.close()
