@@ -36,9 +36,9 @@ def _roundtrip(port: int, data: bytes) -> bytes:
         return out
 
 
-def _stats(path: Path) -> dict[str, object]:
+def _stats(path: Path, timeout: float = 10) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
+        s.settimeout(timeout)
         s.connect(str(path))
         out = b""
         while chunk := s.recv(65536):
@@ -249,11 +249,19 @@ def _log_says(path: Path, pattern: str, timeout: float = 20) -> re.Match[str]:
     return found
 
 
-@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on ``port`` (ss -e), to tell one from another."""
+    out = subprocess.run(
+        ["ss", "-Hltne", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return set(re.findall(r"ino:(\d+)", out))
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork", "prefork --reuse-port"])
 def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_path: Path) -> None:
     port = free_port()
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
-    argv += ["--model", model, "--workers", "2", "--grace", "5"]
+    argv += ["--model", *model.split(), "--workers", "2", "--grace", "5"]
     logfile = tmp_path / "log"
     # the new master inherits stderr: a file, not a pipe that would stay open after us
     with logfile.open("w") as err:
@@ -261,6 +269,8 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
     new_pid = 0
     try:
         _log_says(logfile, "listening on")
+        sockets = _listening_inodes(port)  # --reuse-port: one a worker, the master's all
+        assert len(sockets) == (2 if "reuse" in model else 1)
         # a connection open across the upgrade, and new ones during it: none may fail
         held = socket.create_connection(("127.0.0.1", port), timeout=15)
         held.sendall(b"before\n")
@@ -273,7 +283,8 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
         assert old.wait(15) == 0
         new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
         assert _alive(new_pid)
-        # the new master serves on the very socket the old one bound (no second bind)
+        # the new master serves on the very sockets the old one bound (no second bind)
+        assert _listening_inodes(port) == sockets
         for i in range(20):
             assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
         # the held connection was idle: the old master closed it at its stop, politely
@@ -298,3 +309,190 @@ def test_accept_proxy_refuses_datagram_addresses() -> None:
     )
     assert done.returncode != 0
     assert "is a datagram address; the PROXY protocol heads stream connections" in done.stderr
+
+
+def _stat_is(stats: Path, key: str, want: object) -> bool:
+    """Whether the --stats snapshot says so; no answer yet (a prefork master starting
+    its workers may not answer in time) is a no."""
+    try:
+        return _stats(stats, timeout=2)[key] == want
+    except OSError:
+        return False
+
+
+STOP_MODELS = ["iterative", "fork", "forkconc", "thread", "pool", "epoll", "asyncio", "prefork"]
+
+
+@pytest.mark.parametrize("model", STOP_MODELS)
+def test_a_connection_accepted_before_a_stop_is_served(model: str, tmp_path: Path) -> None:
+    """Accepted, its request not sent yet, then SIGTERM: the request is still answered
+    (closing it unread reset the client: the connections a SIGUSR2 upgrade lost)."""
+    port = free_port()
+    stats = tmp_path / "stats.sock"
+    extra = ("--stats", f"unix://{stats}", "--grace", "20")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model=model, extra=extra) as server:
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        _wait_for(lambda: _stat_is(stats, "accepted", 1), "the connection accepted")
+        server.proc.send_signal(signal.SIGTERM)
+        _wait_for(lambda: _stat_is(stats, "health", "stopping"), "the server stopping")
+        time.sleep(0.3)  # what a stop does to idle connections, it has done by now
+        held.sendall(b"late request\n")
+        held.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := held.recv(4096):
+            out += chunk
+        held.close()
+        assert out == b"late request\n"
+        assert server.proc.wait(20) == 0  # and the stop then ends by itself
+
+
+def _datagram(family: int, address: object, data: bytes) -> bytes:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        if family == socket.AF_UNIX:
+            s.bind("")  # autobind: an abstract name to answer to
+        s.sendto(data, address)
+        return s.recv(4096)
+
+
+def _unix_roundtrip(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_sigusr2_hands_over_datagrams_and_socket_files(model: str, tmp_path: Path) -> None:
+    """udp and unixgram endpoints are inherited like stream listeners; the socket files
+    stay while the old master drains (the new one owns them) and go with the last one."""
+    udp, stream, gram = free_port(), tmp_path / "s.sock", tmp_path / "g.sock"
+    addresses = [f"udp://127.0.0.1:{udp}", f"unix://{stream}", f"unixgram://{gram}"]
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", *addresses]
+    argv += ["--model", model, "--workers", "2", "--grace", "5"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        assert _datagram(socket.AF_INET, ("127.0.0.1", udp), b"u0") == b"u0"
+        os.kill(old.pid, signal.SIGUSR2)
+        assert old.wait(20) == 0
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        assert "address in use" not in logfile.read_text()  # inherited, never bound again
+        assert stream.is_socket() and gram.is_socket()  # the old master left them
+        assert _unix_roundtrip(stream, b"s1\n") == b"s1\n"
+        assert _datagram(socket.AF_INET, ("127.0.0.1", udp), b"u1") == b"u1"
+        assert _datagram(socket.AF_UNIX, str(gram), b"g1") == b"g1"
+        os.kill(new_pid, signal.SIGTERM)
+        _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+        assert not stream.exists() and not gram.exists()  # the last one out removed them
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid and _alive(new_pid):
+            os.kill(new_pid, signal.SIGKILL)
+
+
+def test_sighup_replacements_count_in_rows_of_their_own(tmp_path: Path) -> None:
+    """A replacement never shares its draining predecessor's counters row (two processes
+    adding to one unlocked row lose counts); the totals keep what the old ones counted."""
+    port, stats = free_port(), tmp_path / "stats.sock"
+    extra = ("--stats", f"unix://{stats}")
+    with serving("echo", f"tcp://127.0.0.1:{port}", model="prefork", extra=extra) as server:
+        _wait_for(lambda: len(children(server.proc.pid)) == 2, "two workers")
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        held.sendall(b"held\n")
+        assert held.recv(100) == b"held\n"  # in an old worker, busy across the SIGHUP
+        for i in range(5):
+            assert _roundtrip(port, b"%d\n" % i) == b"%d\n" % i
+        old = set(children(server.proc.pid))
+        server.proc.send_signal(signal.SIGHUP)
+
+        def rows() -> list[dict[str, Any]]:
+            return _stats(stats)["workers"]  # type: ignore[return-value]
+
+        _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two new rows")
+        held.close()
+        _wait_for(lambda: not ({r["pid"] for r in rows()} & old), "the old rows gone")
+        for i in range(5):  # now only the new workers accept
+            assert _roundtrip(port, b"n%d\n" % i) == b"n%d\n" % i
+        _wait_for(lambda: _stats(stats)["handled"] == 11, "eleven connections handled")
+        snap = _stats(stats)
+        assert snap["accepted"] == 11 and snap["active"] == 0
+        assert {r["pid"] for r in rows()} == set(children(server.proc.pid))
+        assert sum(r["accepted"] for r in rows()) == 5  # the new ones' own
+        # a second replacement takes the first rows again: their counts stay in the totals
+        old = set(children(server.proc.pid))
+        server.proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: len({r["pid"] for r in rows()} - old) == 2, "two newer rows")
+        _wait_for(lambda: not ({r["pid"] for r in rows()} & old), "the older rows gone")
+        assert _roundtrip(port, b"last\n") == b"last\n"
+        _wait_for(lambda: _stats(stats)["handled"] == 12, "twelve connections handled")
+        assert _stats(stats)["accepted"] == 12
+        assert sum(r["accepted"] for r in rows()) == 1
+
+
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_status_page_and_access_log_show_the_proxy_client(model: str, tmp_path: Path) -> None:
+    """Behind --accept-proxy the status page's socket list names the client the PROXY
+    header gave beside the balancer's end, and the access log starts with it."""
+    (tmp_path / "index.html").write_text("hi\n")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path), address]
+    server = _start([*argv, "--accept-proxy", "--model", model, "--inner", "asyncio"], 1)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(encode_v1(("203.0.113.7", 4242), ("127.0.0.1", port)))
+            s.sendall(b"GET /_status.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            ours = f"127.0.0.1:{s.getsockname()[1]}"
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        rows = [r for r in json.loads(body)["sockets"] if r["remote"] == ours]
+        assert [r["client"] for r in rows] == ["203.0.113.7:4242"]
+    finally:
+        assert server.stop() == 0
+    assert any(line.startswith("203.0.113.7 - - [") for line in server.log), server.log
+
+
+def test_health_stays_ok_while_the_old_master_drains_after_sigusr2(tmp_path: Path) -> None:
+    """A balancer's check accepted by the old master just before the hand-over is answered
+    200 ok: the address goes on serving, so nothing should route away from it."""
+    port, stats = free_port(), tmp_path / "stats.sock"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
+    argv += [f"tcp://127.0.0.1:{port}", "--stats", f"unix://{stats}", "--grace", "20", "-q"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        held = socket.create_connection(("127.0.0.1", port), timeout=15)
+        _wait_for(lambda: _stat_is(stats, "accepted", 1), "the check's connection accepted")
+        os.kill(old.pid, signal.SIGUSR2)
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        held.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = held.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n"), answer
+        held.close()
+        assert old.wait(20) == 0
+        # the --stats socket was handed over too (binding it again was "address in use")
+        assert _stats(stats)["pid"] == new_pid
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid:
+            os.kill(new_pid, signal.SIGTERM)
+            _wait_for(lambda: not _alive(new_pid), "the new master stopped")

@@ -84,10 +84,8 @@ class SessionProtocol(asyncio.Protocol):
         self.transport = transport
         model = self.model
         core = model.core
-        if core.stopping.is_set():
-            transport.close()
-            self.closed = True
-            return
+        # accepted before a stop began (scale, issue 14): served like any other, never
+        # closed here; drain waits for its first request (closing it reset the client)
         core.row.opened()
         model.protocols.add(self)
         # the transport holds the unsent output, so it measures the high-water mark

@@ -54,9 +54,9 @@ def run_connection(
     conn = conn or Conn(stream)
     try:
         session, first = core.service.start(core.peer(stream))
-        engine = Engine(session, core.config.high_water)
+        engine = conn.engine = Engine(session, core.config.high_water)
         engine.push(first)
-        drive(engine, stream, conn, row, core.trace, core.stopping.is_set, core.config.idle_timeout)
+        drive(engine, stream, conn, row, core.trace, core.past_linger, core.config.idle_timeout)
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:
@@ -98,7 +98,7 @@ def drive(
     read, write = stream.read, stream.write
     flush = FLUSH_EVERY  # reads left before the next counter update
     timeout_now: float | None = -1.0
-    while not stopping():
+    while not stopping() or not engine.fed:  # a stop waits for a first request (issue 14)
         timeout = idle_timeout
         if conn.timer_at is not None:
             left = max(0.0, conn.timer_at - time.monotonic())
@@ -296,7 +296,7 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
     def handler(signum: int, frame: object) -> None:
         core.request_stop()
         conn = current()
-        if conn is not None and conn.idle:
+        if conn is not None and conn.idle and (conn.quiet or core.forcing.is_set()):
             raise StopServing
 
     previous: dict[int, Any] = {}
@@ -425,7 +425,7 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
 
 def _child_stop(core: ServerCore, conn: Conn) -> None:
     core.stopping.set()
-    if conn.idle:
+    if conn.quiet:
         raise StopServing
 
 

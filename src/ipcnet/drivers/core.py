@@ -89,9 +89,16 @@ class Conn:
     """A connection as a blocking model sees it, for stopping and the idle rule."""
 
     stream: StreamTransport
-    idle: bool = True
+    idle: bool = False  # True while blocked reading between requests
     last_active: float = field(default_factory=time.monotonic)
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
+    engine: Any = None  # its Engine once started (drain asks ``engine.fed``)
+
+    @property
+    def quiet(self) -> bool:
+        """Idle and past its first request: ending it now loses nothing. One accepted
+        whose first bytes are still on their way is not (gunicorn #2529/#3397)."""
+        return self.idle and self.engine is not None and self.engine.fed
 
 
 class Waker:
@@ -134,11 +141,17 @@ class ServerCore:
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
         self.counters = Counters(  # threads of the model that serves share a row: lock it
-            workers=config.workers if model.worker_rows else 0,
+            # prefork: two rows a slot, so that a SIGHUP replacement never writes the row
+            # its draining predecessor still writes (prefork.py; issue 14)
+            workers=2 * config.workers if model.worker_rows else 0,
             threaded=serving(config.model, config.inner).threaded,
         )
         self.row: Row = self.counters.main
         self.listeners: list[Listener[SocketStream]] = []
+        # prefork --reuse-port: slots 2..N's own SO_REUSEPORT listeners (slot 1 has
+        # ``listeners``), opened and kept by the master; ``spares``: inherited fds for them
+        self.slots: list[list[Listener[SocketStream]]] = []
+        self.spares: dict[str, list[int]] = {}
         self.datagrams: list[DatagramEndpoint] = []
         self.stopping = threading.Event()
         self.forcing = threading.Event()
@@ -179,38 +192,70 @@ class ServerCore:
                         f"--accept-proxy: {address} is a datagram address; the PROXY "
                         "protocol heads stream connections"
                     )
-                endpoint = open_datagram(address, listen=True, mode=self.config.mode)
+                fds = handed.pop(str(address), [])
+                endpoint = (
+                    upgrade.adopt_datagram(fds[0], address)
+                    if fds
+                    else open_datagram(address, listen=True, mode=self.config.mode)
+                )
                 self.datagrams.append(endpoint)
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
-            fd = handed.pop(str(address), None)
-            opened = (
-                upgrade.adopt(fd, address)
-                if fd is not None
-                else open_listener(
-                    address,
-                    self.config.backlog,
-                    self.config.mode,
-                    self.config.reuse_port,
-                    **tls.listen_keywords(self.secured, address),
-                )
-            )
-            listener = servable(tls.served(self.secured, opened), address)
+            fds = handed.pop(str(address), [])
+            listener = self.open_stream(address, fds[0] if fds else None)
+            self.spares[str(address)] = fds[1:]
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
                 self.trace(f"socket() -> fd {fd}")
                 self.trace(f"bind(fd {fd}, {listener.address})")
                 self.trace(f"listen(fd {fd}, backlog {self.config.backlog})")
+
+        def inherited(url: str) -> Listener[Any] | None:  # SIGUSR2: the old master's
+            fds = handed.pop(str(parse(url)), [])
+            return upgrade.adopt(fds[0], parse(url)) if fds else None
+
         if self.config.stats:
-            self._stats = StatsServer(self.config.stats, self.config.mode, self.stats)
+            self._stats = StatsServer(
+                self.config.stats, self.config.mode, self.stats, None, inherited(self.config.stats)
+            )
         if self.config.metrics:
             from ipcnet.drivers.prometheus import exposition
 
             self._metrics = StatsServer(
-                self.config.metrics, self.config.mode, self.stats, exposition
+                self.config.metrics,
+                self.config.mode,
+                self.stats,
+                exposition,
+                inherited(self.config.metrics),
             )
+
+    def open_stream(self, address: Address, fd: int | None = None) -> Listener[SocketStream]:
+        """A listener on ``address``: bound now, or the inherited ``fd`` (SIGUSR2)."""
+        from ipcnet.drivers import upgrade
+
+        opened = (
+            upgrade.adopt(fd, address)
+            if fd is not None
+            else open_listener(
+                address,
+                self.config.backlog,
+                self.config.mode,
+                self.config.reuse_port,
+                **tls.listen_keywords(self.secured, address),
+            )
+        )
+        return servable(tls.served(self.secured, opened), address)
+
+    def observers(self) -> dict[str, list[int]]:
+        """The --stats and --metrics listeners as a SIGUSR2 hand-over names them."""
+        sides = ((self.config.stats, self._stats), (self.config.metrics, self._metrics))
+        return {
+            str(parse(url)): [side.listener.fileno()]
+            for url, side in sides
+            if url and side is not None and not side.listener.closed
+        }
 
     @property
     def bound(self) -> list[str]:
@@ -268,6 +313,11 @@ class ServerCore:
         for hook in list(self.on_stop):
             hook(force)
 
+    def past_linger(self) -> bool:
+        """Stopping, and a keep-alive connection need not wait for its next request any
+        longer (a blocking model ends it after the request in hand)."""
+        return self.stopping.is_set() and time.monotonic() >= self.linger_until
+
     def renew_waker(self) -> None:
         """A forked worker gets a waker of its own (the inherited one is its siblings' too)."""
         self.waker.close()
@@ -283,7 +333,7 @@ class ServerCore:
         return max(0.0, self.deadline - time.monotonic())
 
     def close_listeners(self) -> None:
-        for listener in self.listeners:
+        for listener in [*self.listeners, *(x for slot in self.slots for x in slot)]:
             if self.trace and not listener.closed:
                 self.trace(f"close(fd {listener.fileno()}) listening socket: no new connections")
             if self.keep_listeners:
@@ -291,13 +341,19 @@ class ServerCore:
             else:
                 listener.close()
         for endpoint in self.datagrams:
-            endpoint.close()
+            if self.keep_listeners:
+                endpoint.abandon()
+            else:
+                endpoint.close()
 
     def close(self) -> None:
         self.close_listeners()
         for side in (self._stats, self._metrics):
             if side is not None:
-                side.close()
+                if self.keep_listeners:  # handed over (SIGUSR2): the new master's now
+                    side.abandon()
+                else:
+                    side.close()
         self.waker.close()
 
     def after_fork_child(self) -> None:
@@ -325,8 +381,11 @@ class ServerCore:
     def stats(self) -> dict[str, object]:
         snap = self.counters.snapshot()
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
+        # draining after a SIGUSR2 hand-over is no reason for a balancer to route away: a
+        # check that reached us just before is answered ok (prefork workers read the row)
+        upgraded = self.counters.main.as_dict()["state"] == "upgraded"
         return {
-            "health": "stopping" if self.stopping.is_set() else "ok",
+            "health": "stopping" if self.stopping.is_set() and not upgraded else "ok",
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,

@@ -29,7 +29,7 @@ FIELDS = (
     "state",
     "since",
 )
-STATES = ("idle", "busy", "stopping", "gone")
+STATES = ("idle", "busy", "stopping", "gone", "upgraded")  # upgraded: the main row, SIGUSR2
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 _ACCEPTED, _ACTIVE, _BYTES_IN, _BYTES_OUT, _HANDLED = (
     _INDEX[f] for f in ("accepted", "active", "bytes_in", "bytes_out", "handled")
@@ -144,6 +144,17 @@ class Counters:
             for field, amount in amounts.items():
                 row.add(field, amount)
 
+    def retire(self, index: int) -> None:
+        """Move row ``index``'s counts (its process has ended) into the main row, so
+        that a new process can take the row and the totals keep them."""
+        cells, base = self._cells, index * _WIDTH
+        with self.lock:
+            for i in [*range(_INDEX["handled"] + 1), *range(_HIST, _WIDTH)]:
+                if i != _INDEX["active"]:  # what it still had open died with it
+                    cells[i] += cells[base + i]
+                cells[base + i] = 0
+            cells[base + _INDEX["pid"]] = 0
+
     def snapshot(self) -> dict[str, Any]:
         """Totals and per-worker rows, as the stats socket and status pages show them."""
         rows = [self.row(i).as_dict() for i in range(self.rows_count)]
@@ -153,6 +164,9 @@ class Counters:
         return {
             "uptime": round(time.time() - self.started, 3),
             **totals,
-            "workers": rows[1:] if self.rows_count > 1 else rows,
+            # the rows of workers that are (or were) serving, not spare or gone ones
+            "workers": [r for r in rows[1:] if r["pid"] and r["state"] != "gone"]
+            if self.rows_count > 1
+            else rows,
             "connection_seconds": {"buckets": hist[:-1], "sum": hist[-1] / 1e6},
         }

@@ -49,8 +49,9 @@ class StatsServer:
         mode: int,
         snapshot: Callable[[], dict[str, Any]],
         render: Callable[[dict[str, Any]], str] | None = None,
+        listener: Any = None,  # inherited at SIGUSR2 (upgrade.adopt), else bound here
     ) -> None:
-        listener = open_listener(parse(url), 16, mode)
+        listener = listener or open_listener(parse(url), 16, mode)
         if not listener.servable:
             listener.close()
             raise IPCError(f"cannot serve stats on {url}: not a socket address")
@@ -71,6 +72,9 @@ class StatsServer:
                 else:
                     stream.timeout = HTTP_TIMEOUT
                     stream.write(self._http(stream))
+                # EOF now, even if a prefork worker forked meanwhile holds a copy of this
+                # connection (close() alone would leave the client waiting for it)
+                stream.send_eof()
             except IPCError:
                 pass
             finally:

@@ -2,14 +2,19 @@
 
 Role: the master binds (so workers share one listening socket and the kernel hands each
 connection to one of them), forks --workers workers, watches them, and forwards stop
-signals. With ``reuse_port`` each worker binds its own SO_REUSEPORT socket instead and the
-kernel balances between them. Rules:
+signals. With ``reuse_port`` each worker slot has its own SO_REUSEPORT socket instead and
+the kernel balances between them; the master opens them all (as nginx does) and keeps
+them, so a respawned or SIGHUP-replaced worker, or a SIGUSR2 new master, takes over the
+very socket (and the connections queued on it: closing it would reset them). Rules:
 - a worker that dies is respawned; a worker that exits with a failure status within
   BOOT_WINDOW seconds of its start means the workers cannot start, and the master stops
   instead of respawning in a storm (exit status 1); one killed by a signal is respawned;
 - SIGTERM/SIGINT: the master forwards SIGTERM; workers stop gracefully within --grace;
   after that (or on a second signal) the master SIGKILLs what is left; no zombies remain;
-- each worker writes its own row of the shared counters; the master's stats add them up;
+- each worker writes its own row of the shared counters, unlocked (no other process
+  writes it); the master's stats add them up. Each slot has two rows and a SIGHUP
+  replacement takes the one its predecessor does not write, so the two never share one
+  while the old drains; a SIGHUP while an earlier replacement still drains is refused;
 - SIGHUP replaces the workers gracefully: a new worker is forked for each slot and once
   every new one is listening (its row shows its pid, set after its socket is in place)
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
@@ -23,6 +28,8 @@ import os
 import signal
 import time
 
+from ipcnet.addresses import parse
+from ipcnet.drivers import upgrade
 from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.transports import process
 
@@ -40,20 +47,18 @@ class Prefork(Model):
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
-        self.retiring: set[int] = set()  # replaced by SIGHUP, draining
+        self.rows = {slot: slot for slot in range(1, core.config.workers + 1)}  # its row now
+        self.retiring: dict[int, int] = {}  # replaced by SIGHUP, draining: pid -> its row
         core.on_stop.append(self._signal_workers)
         core.on_reload.append(self.replace_workers)
 
     def serve(self) -> None:
         core = self.core
+        if core.config.reuse_port:
+            self._open_slots()
         for slot in range(1, core.config.workers + 1):
             self._spawn(slot)
-        if core.config.reuse_port:
-            # each worker has its own SO_REUSEPORT socket; the master's would only
-            # collect connections nobody accepts
-            for listener in core.listeners:
-                listener.abandon()
-        # otherwise the master keeps the shared listeners open for respawned workers
+        # the master keeps every listener open, for respawned and replacing workers
         try:
             while self.workers:
                 ended = process.wait()
@@ -61,12 +66,12 @@ class Prefork(Model):
                     break
                 pid, status = ended
                 if pid not in self.workers:
-                    self.retiring.discard(pid)
+                    if pid in self.retiring:
+                        core.counters.row(self.retiring.pop(pid)).set_state("gone")
                     continue
                 slot, started = self.workers.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
-                row = core.counters.row(slot)
-                row.set_state("gone")
+                core.counters.row(self.rows[slot]).set_state("gone")
                 if core.stopping.is_set():
                     continue
                 if code > 0 and time.monotonic() - started < BOOT_WINDOW:
@@ -81,11 +86,33 @@ class Prefork(Model):
             self._reap_all()
             core.close_listeners()
 
+    def _open_slots(self) -> None:
+        """--reuse-port: a SO_REUSEPORT listener of each inet address for slots 2..N
+        (slot 1 has the ones bound first), inherited ones first; a unix address has one
+        socket for all."""
+        core = self.core
+        for _ in range(2, core.config.workers + 1):
+            slot = []
+            for listener in core.listeners:
+                address = listener.address
+                spare = core.spares.get(str(address), [])
+                if not address.is_inet:
+                    slot.append(listener)
+                    continue
+                slot.append(core.open_stream(address, spare.pop(0) if spare else None))
+            core.slots.append(slot)
+        for key, fds in core.spares.items():
+            if fds:  # the old master had more workers: their queues cannot be kept
+                log.warning("upgrade: %d inherited sockets of %s unused: closed", len(fds), key)
+                for fd in fds:
+                    upgrade.adopt(fd, parse(key)).abandon()
+            fds.clear()
+
     def _spawn(self, slot: int) -> None:
         core = self.core
         pid = os.fork()
         if pid == 0:
-            _worker_main(core, slot)
+            _worker_main(core, slot, self.rows[slot])
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
         self.workers[pid] = (slot, time.monotonic())
@@ -99,22 +126,27 @@ class Prefork(Model):
         core = self.core
         if core.stopping.is_set():
             return
+        if self.retiring:
+            log.warning("SIGHUP: %d replaced workers still drain; ignored", len(self.retiring))
+            return
         old = dict(self.workers)
-        for slot in range(1, core.config.workers + 1):
-            core.counters.row(slot).set("pid", 0)
+        workers = core.config.workers
+        for slot in range(1, workers + 1):
+            self.rows[slot] = slot + workers if self.rows[slot] == slot else slot
+            core.counters.retire(self.rows[slot])  # its last user has ended: a clean row
             self._spawn(slot)
         new = [pid for pid in self.workers if pid not in old]
         deadline = time.monotonic() + REPLACE_TIMEOUT
         while time.monotonic() < deadline:
-            listening = {core.counters.row(self.workers[p][0]).get("pid") for p in new}
+            listening = {core.counters.row(self.rows[self.workers[p][0]]).get("pid") for p in new}
             if all(p in listening for p in new if p in self.workers):
                 break
             time.sleep(0.01)
         else:
             log.warning("SIGHUP: new workers not all listening after %g s", REPLACE_TIMEOUT)
-        for pid in old:
+        for pid, (slot, _) in old.items():
             self.workers.pop(pid, None)
-            self.retiring.add(pid)
+            self.retiring[pid] = slot if self.rows[slot] != slot else slot + workers
             process.kill(pid, signal.SIGTERM)
         log.info("SIGHUP: %d new workers serve; %d old ones drain", len(new), len(old))
 
@@ -131,10 +163,10 @@ class Prefork(Model):
                 time.sleep(0.05)
                 continue
             self.workers.pop(pid, None)
-            self.retiring.discard(pid)
+            self.retiring.pop(pid, None)
 
 
-def _worker_main(core: ServerCore, slot: int) -> None:
+def _worker_main(core: ServerCore, slot: int, row: int) -> None:
     """In a worker: become a plain server of the inner model on the inherited sockets."""
     from ipcnet.drivers import model_class
 
@@ -144,18 +176,17 @@ def _worker_main(core: ServerCore, slot: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         core.on_stop.clear()
         core.on_reload.clear()
-        core.row = core.counters.row(slot)
+        core.row = core.counters.row(row)
         core.row.set("since", int(time.time()))
         core.row.set_state("idle")
         core.renew_waker()
-        if core.config.reuse_port:
-            core.after_fork_child()
-            core.listeners.clear()
-            core.datagrams.clear()
-            core.config.stats = core.config.metrics = None
-            core.bind()
-        else:
-            core.keep_listeners = True  # the master's sockets: never remove their files
+        if core.config.reuse_port:  # serve this slot's sockets; drop our copies of the rest
+            mine = core.listeners if slot == 1 else core.slots[slot - 2]
+            for listener in [*core.listeners, *(x for s in core.slots for x in s)]:
+                if not any(listener is x for x in mine):
+                    listener.abandon()
+            core.listeners, core.slots = list(mine), []
+        core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
         # SIGINT from a terminal reaches the whole group: only the master's stop counts;
         # SIGHUP and SIGUSR2 are the master's too

@@ -11,12 +11,17 @@ Rules (HAProxy's doc/proxy-protocol.txt):
   close the connection (counted as refused, logged at debug level) before any byte of
   the service is sent;
 - LOCAL (a balancer's own health check) and UNKNOWN keep the connection's own endpoints;
-- the bytes after the header are the session's first bytes.
+- the bytes after the header are the session's first bytes;
+- ``stats_section`` says who is behind each live connection (``"proxied"``: the
+  balancer-side ``host:port``, as the status page shows a socket's remote end -> the
+  client the header named), so the status page shows real clients; a session is listed
+  while it lives (a weak reference), never after.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -54,16 +59,25 @@ def endpoint_address(endpoint: Endpoint | None, transport: str) -> Address | Non
         return None
 
 
+def shown(address: Address | None) -> str | None:
+    """``host:port`` (``[v6]:port``) of an inet address, as the status page shows one."""
+    if address is None or address.host is None or address.port is None:
+        return None
+    host = address.host
+    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+
+
 class ProxiedSession:
     """Before the header: collect it; after: the real session, untouched."""
 
-    __slots__ = ("inner", "outer", "peer", "reader")
+    __slots__ = ("__weakref__", "client", "inner", "outer", "peer", "reader")
 
     def __init__(self, outer: ProxiedService, peer: Peer) -> None:
         self.outer = outer
         self.peer = peer
         self.reader: ProxyHeaderReader | None = ProxyHeaderReader()
         self.inner: Session | None = None
+        self.client: Address | None = None  # the header's source, once read
 
     def _refuse(self, why: str) -> Actions:
         self.reader = None
@@ -90,6 +104,10 @@ class ProxiedSession:
                 endpoint_address(header.source, header.transport) or peer.address,
                 endpoint_address(header.destination, header.transport) or peer.local,
             )
+            key = shown(self.peer.address)
+            if key is not None and peer.address is not None:
+                self.client = peer.address
+                self.outer.clients[key] = self
         self.reader = None
         self.inner, first = self.outer.service.start(peer)
         actions: list[Any] = [Timer(None), *as_list(first)]
@@ -125,12 +143,20 @@ class ProxiedService:
         self.name = service.name
         self.refusal = service.refusal
         self.refused = refused
+        self.clients: weakref.WeakValueDictionary[str, ProxiedSession] = (
+            weakref.WeakValueDictionary()
+        )
 
     def start(self, peer: Peer) -> tuple[Session, Actions]:
         return ProxiedSession(self, peer), Timer(HEADER_TIMEOUT)
 
     def datagram(self, data: bytes, peer: Peer) -> Actions:
         return self.service.datagram(data, peer)
+
+    def stats_section(self) -> dict[str, Any]:
+        inner = getattr(self.service, "stats_section", None)
+        clients = {k: shown(s.client) or str(s.client) for k, s in list(self.clients.items())}
+        return {**(inner() if inner is not None else {}), "proxied": clients}
 
     def __getattr__(self, name: str) -> Any:  # attach() and whatever else the service offers
         return getattr(self.service, name)

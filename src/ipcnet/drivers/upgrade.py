@@ -11,7 +11,13 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
   descriptors without removing socket files. A new master that fails to start, or is not
-  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving.
+  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving;
+- datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
+  handed over the same way, and so are a
+  prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
+  one a slot): closing one would reset the connections queued on it;
+- a socket file belongs to the newest generation: the new master adopts it (and removes
+  it when it stops, if it is still that file); the old one never unlinks it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from ipcnet.addresses import Address, parse
 from ipcnet.errors import IPCError
-from ipcnet.transports import open_datagram
+from ipcnet.transports import DatagramEndpoint, open_datagram
 from ipcnet.transports.notify import notify, watchdog_interval
 
 if TYPE_CHECKING:
@@ -47,25 +53,41 @@ def tell(*lines: str, where: str | None = None) -> None:
         log.warning("%s", exc)
 
 
-def inherited() -> dict[str, int]:
-    """The listening sockets an old master handed us (address -> fd); read once."""
+def inherited() -> dict[str, list[int]]:
+    """The sockets an old master handed us (address -> fds, one per --reuse-port slot);
+    read once."""
     text = os.environ.pop(ENV_FDS, "")
     if not text:
         return {}
     try:
         fds = json.loads(text)
-        return {str(a): int(fd) for a, fd in fds.items()}
+        return {str(a): [int(fd) for fd in fd_list] for a, fd_list in fds.items()}
     except (ValueError, AttributeError, TypeError) as exc:
         raise IPCError(f"bad ${ENV_FDS}: {text!r} ({exc})") from exc
 
 
 def adopt(fd: int, address: Address) -> Listener[StreamTransport]:
-    """Open an inherited listening socket as the address it was bound to."""
+    """Open an inherited listening socket as the address it was bound to; its socket
+    file (if it has one) is ours now."""
     from ipcnet.transports import open_listener
+    from ipcnet.transports.unix import claim
 
     listener = open_listener(parse(f"fd://{fd}"))
     listener.address = address
+    if address.path is not None:
+        listener.own(claim(address))  # type: ignore[attr-defined]
     return listener
+
+
+def adopt_datagram(fd: int, address: Address) -> DatagramEndpoint:
+    """An inherited datagram endpoint (udp://, unixgram://), as ``adopt``."""
+    from ipcnet.transports.unix import claim
+
+    endpoint = open_datagram(parse(f"fd://{fd}"), listen=True)
+    endpoint.where = str(address)
+    if address.path is not None:
+        endpoint.own(claim(address))
+    return endpoint
 
 
 def ready(core: ServerCore) -> None:
@@ -111,11 +133,16 @@ def _upgrade(core: ServerCore) -> None:
         core.upgrading = False
         return
     try:
-        fds = {str(x.address): x.fileno() for x in core.listeners if not x.closed}
+        fds: dict[str, list[int]] = {}
+        for i, x in enumerate(core.listeners):
+            slots = [x, *(slot[i] for slot in core.slots if slot[i] is not x)]
+            fds[str(x.address)] = [s.fileno() for s in slots if not s.closed]
+        fds.update({d.where: [d.fileno()] for d in core.datagrams if not d.closed})
+        fds.update(core.observers())
         env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
         argv = [sys.executable, *sys.orig_argv[1:]]
         endpoint.timeout = UPGRADE_TIMEOUT
-        pid = reexec(argv, env, list(fds.values()))
+        pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
         log.info("upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds))
         while True:
             data, _ = endpoint.recv()
@@ -130,4 +157,5 @@ def _upgrade(core: ServerCore) -> None:
     log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
     tell(f"MAINPID={pid}")
     core.keep_listeners = True
+    core.counters.main.set_state("upgraded")  # our health stays ok: the address serves on
     core.request_stop()

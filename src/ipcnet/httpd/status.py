@@ -100,6 +100,9 @@ class StatusPage:
             info["tls"] = core["tls"]
         if self.sockets:
             socks, why = own_sockets()
+            proxied = core.get("proxied") or {}  # --accept-proxy: who is behind each one
+            for sock in socks:
+                sock["client"] = proxied.get(sock["remote"], sock["remote"])
             info["sockets"] = socks
             if why:
                 info["sockets_error"] = why
@@ -162,7 +165,8 @@ def render_html(info: dict[str, Any]) -> str:
     sockets = info.get("sockets", [])
     sock_rows = "".join(
         f"<tr><td>{e(s['proto'])}</td><td>{e(s['state'])}</td><td>{e(s['local'])}</td>"
-        f"<td>{e(s['remote'])}</td><td class=n>{s['recv_q'] if s['recv_q'] is not None else ''}"
+        f"<td>{e(s['remote'])}</td><td>{e(s['client'])}</td>"
+        f"<td class=n>{s['recv_q'] if s['recv_q'] is not None else ''}"
         f"</td><td class=n>{s['send_q'] if s['send_q'] is not None else ''}</td></tr>"
         for s in sockets
     )
@@ -208,7 +212,7 @@ workers {info["workers"]}, up {info["uptime"]:.0f} s, on {e(", ".join(info["addr
 {_tls_html(info.get("tls"))}<h2>Workers</h2>
 <table id=workers><tr>{worker_head}</tr>{worker_rows}</table>
 <h2>This server's sockets</h2>
-<table><tr><th>proto</th><th>state</th><th>local</th><th>remote</th><th>recv-q</th>
+<table><tr><th>proto</th><th>state</th><th>local</th><th>remote</th><th>client</th><th>recv-q</th>
 <th>send-q</th></tr>{sock_rows}</table>{note}
 <p><a href="/_status.json">/_status.json</a> &middot; refreshes every 2 s</p>
 </html>

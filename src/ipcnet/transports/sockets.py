@@ -108,6 +108,11 @@ class SocketEndpoint:
         self._closed = True
         self.sock.close()
 
+    def own(self, cleanup: Callable[[], None]) -> None:
+        """From now on ``close()`` runs ``cleanup`` (an inherited socket whose file is
+        ours now: a SIGUSR2 upgrade's new master, issue 14)."""
+        self._cleanup = cleanup
+
     def close(self) -> None:
         if self._closed:
             return

@@ -67,8 +67,14 @@ def bind_socket(
     except OSError as exc:
         sock.close()
         raise translate(exc, "listen on" if backlog is not None else "bind", address) from exc
+    return sock, claim(address)
+
+
+def claim(address: Address) -> Callable[[], None]:
+    """What removes the socket file ``address`` names now, if it is still that file
+    when called (nothing for abstract names)."""
     if address.abstract:
-        return sock, _nothing
+        return _nothing
     path = address.path or ""
     identity = _identity(path)
 
@@ -79,7 +85,7 @@ def bind_socket(
             except FileNotFoundError:
                 pass
 
-    return sock, cleanup
+    return cleanup
 
 
 def _nothing() -> None:
