@@ -21,10 +21,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, cast
 
 from ipcnet.addresses import Address, parse
-from ipcnet.drivers import tls
 from ipcnet.drivers.counters import Counters, Row
 from ipcnet.drivers.engine import HIGH_WATER
 from ipcnet.drivers.observe import StatsServer, Tracer
@@ -129,7 +129,15 @@ class ServerCore:
         self, service: Service, addresses: list[str | Address], config: ServeConfig
     ) -> None:
         self.addresses = [parse(a) for a in addresses]
-        self.service = tls.secure(service, self.addresses, config.tls)  # TLS: drivers/tls.py
+        # TLS: drivers/tls.py, imported only when asked for (it loads ssl; a plain server's
+        # processes stay smaller, which makes each fork of the fork models cheaper)
+        self.tls: ModuleType | None = None
+        self.service = service
+        if config.tls or any(a.spec.transport == "tls" for a in self.addresses):
+            from ipcnet.drivers import tls
+
+            self.tls = tls
+            self.service = tls.secure(service, self.addresses, config.tls)
         self.config = config
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
@@ -156,7 +164,7 @@ class ServerCore:
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
-        if isinstance(self.secured, tls.TLSService):
+        if self.tls is not None and isinstance(self.secured, self.tls.TLSService):
             self.on_reload.append(self.secured.reload)
         if config.accept_proxy:  # the PROXY header comes first on the wire, before TLS
             from ipcnet.drivers.proxied import ProxiedService
@@ -172,6 +180,7 @@ class ServerCore:
         from ipcnet.drivers import upgrade
 
         handed = upgrade.inherited()  # SIGUSR2: sockets our old master listens on
+        tls = self.tls
         for address in self.addresses:
             if address.kind == "datagram":
                 if self.config.accept_proxy:
@@ -193,10 +202,12 @@ class ServerCore:
                     self.config.backlog,
                     self.config.mode,
                     self.config.reuse_port,
-                    **tls.listen_keywords(self.secured, address),
+                    **({} if tls is None else tls.listen_keywords(self.secured, address)),
                 )
             )
-            listener = servable(tls.served(self.secured, opened), address)
+            if tls is not None:
+                opened = tls.served(self.secured, opened)
+            listener = servable(opened, address)
             self.listeners.append(listener)
             if self.trace:
                 fd = listener.fileno()
