@@ -310,6 +310,7 @@ class ServerCore:
             if side is not None:
                 side.close()
         self.waker.close()
+        self.counters.lock.close()
 
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""
