@@ -15,6 +15,13 @@ def as_other_user(fn: Callable[[], str]) -> str:
     repr of what it raised). Root only: other users cannot change their uid."""
     if os.getuid() != 0:
         pytest.skip("needs root to act as another user")
+    # ipcnet imports these lazily, and nobody may not read the interpreter's own library
+    # (a pyenv under /root): load them here, as the parent, before dropping the uid
+    import ipcnet.transports.mq
+    import ipcnet.transports.semaphore
+    import ipcnet.transports.shm
+    import ipcnet.transports.signals  # noqa: F401
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:

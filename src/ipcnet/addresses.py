@@ -21,7 +21,6 @@ kind, and the module of ``ipcnet.transports`` that opens it (see that package's 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -372,6 +371,8 @@ def _bad(url: str, why: str) -> InvalidAddress:
 
 
 def _unknown_scheme(scheme: str) -> str:
+    import difflib  # only for the error message
+
     close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]}://?)" if close else f" (known: {', '.join(SCHEMES)})"
     return f"unknown scheme {scheme!r}{hint}"

@@ -17,6 +17,7 @@ every child is reaped and every thread joined.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import selectors
@@ -406,6 +407,9 @@ class ForkConcurrent(Model):
 
 def _child_main(core: ServerCore, stream: SocketStream) -> None:
     """In the forked child: serve the one connection, report the totals, exit."""
+    # the inherited objects go to gc's permanent generation: a collection in this child
+    # then never walks them, which would write their headers and copy their pages
+    gc.freeze()
     code = 0
     try:
         core.after_fork_child()

@@ -21,10 +21,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, cast
 
 from ipcnet.addresses import Address, parse
-from ipcnet.drivers import tls
 from ipcnet.drivers.counters import Counters, Row
 from ipcnet.drivers.engine import HIGH_WATER
 from ipcnet.drivers.observe import StatsServer, Tracer
@@ -136,7 +136,15 @@ class ServerCore:
         self, service: Service, addresses: list[str | Address], config: ServeConfig
     ) -> None:
         self.addresses = [parse(a) for a in addresses]
-        self.service = tls.secure(service, self.addresses, config.tls)  # TLS: drivers/tls.py
+        # TLS: drivers/tls.py, imported only when asked for (it loads ssl; a plain server's
+        # processes stay smaller, which makes each fork of the fork models cheaper)
+        self.tls: ModuleType | None = None
+        self.service = service
+        if config.tls or any(a.spec.transport == "tls" for a in self.addresses):
+            from ipcnet.drivers import tls
+
+            self.tls = tls
+            self.service = tls.secure(service, self.addresses, config.tls)
         self.config = config
         self.trace: Tracer | None = Tracer() if config.trace else None
         model = info(config.model)
@@ -169,7 +177,7 @@ class ServerCore:
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
-        if isinstance(self.secured, tls.TLSService):
+        if self.tls is not None and isinstance(self.secured, self.tls.TLSService):
             self.on_reload.append(self.secured.reload)
         if config.accept_proxy:  # the PROXY header comes first on the wire, before TLS
             from ipcnet.drivers.proxied import ProxiedService
@@ -243,10 +251,12 @@ class ServerCore:
                 self.config.backlog,
                 self.config.mode,
                 self.config.reuse_port,
-                **tls.listen_keywords(self.secured, address),
+                **({} if self.tls is None else self.tls.listen_keywords(self.secured, address)),
             )
         )
-        return servable(tls.served(self.secured, opened), address)
+        if self.tls is not None:
+            opened = self.tls.served(self.secured, opened)
+        return servable(opened, address)
 
     def observers(self) -> dict[str, list[int]]:
         """The --stats and --metrics listeners as a SIGUSR2 hand-over names them."""
@@ -355,6 +365,7 @@ class ServerCore:
                 else:
                     side.close()
         self.waker.close()
+        self.counters.lock.close()
 
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import bisect
 import mmap
-import multiprocessing
 import os
 import threading
 import time
 from typing import Any
+
+from ipcnet.transports.processlock import ProcessLock
 
 FIELDS = (
     "accepted",
@@ -128,7 +129,7 @@ class Counters:
         self.rows_count = workers + 1
         self._map = mmap.mmap(-1, self.rows_count * _WIDTH * 8, mmap.MAP_SHARED)
         self._cells = memoryview(self._map).cast("q")
-        self.lock = multiprocessing.Lock()  # a semaphore: works across fork
+        self.lock = ProcessLock("ipcnet-counters-lock")
         self._thread_lock = threading.Lock() if threaded else None
         self.started = time.time()
         self.main = self.row(0)

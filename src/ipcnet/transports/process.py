@@ -13,7 +13,6 @@ terminates it, waits again, and kills it last.
 from __future__ import annotations
 
 import os
-import subprocess
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressError
@@ -27,6 +26,8 @@ def connect(address: Address, timeout: float | None) -> PipeStream:
 
 def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
     """Start the exec: command with its stdin and stdout on pipes; stderr is inherited."""
+    import subprocess  # here: a server that only forks and reaps children does not load it
+
     argv = address.argv
     with translating("create pipes for", address):
         child_in, our_out = os.pipe2(os.O_CLOEXEC)
@@ -98,6 +99,8 @@ def reexec(argv: list[str], env: dict[str, str], fds: list[int]) -> int:
     """Start ``argv`` with ``fds`` kept open across exec (every other descriptor stays
     close-on-exec); its pid. A binary upgrade's new master: it outlives us, so it is not
     waited for here."""
+    import subprocess
+
     with translating("re-execute", argv[0]):
         child = subprocess.Popen(argv, env=env, pass_fds=fds, close_fds=True)
     child.returncode = 0  # never waited for here: keep Popen's finalizer from reaping it
