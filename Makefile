@@ -51,7 +51,7 @@ bench: $(STAMP)
 	if [ "$$(id -u)" -eq 0 ]; then ./scripts/system-deps clang bpftool perf gcc /usr/include/bpf/bpf_helpers.h && $(BIN)/ipcnet bench xdp; else echo "bench xdp: skipped (needs root)"; fi
 	./scripts/system-deps socat haproxy taskset /usr/lib/nginx/modules/ngx_stream_module.so  # bench relay (issue 12)
 	$(BIN)/ipcnet bench relay
-	./scripts/system-deps wrk nginx && PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench_scale.py  # prefork scaling, upgrade under load (issue 14)
+	./scripts/system-deps wrk nginx && PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench_scale.py scaling && PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench_scale.py upgrade  # prefork scaling, upgrade under load (issue 14)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
