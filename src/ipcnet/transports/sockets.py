@@ -340,33 +340,26 @@ class UnixStream(SocketStream):
         self._poll: Any = select.poll()  # None while non-blocking (event-loop drivers)
         self._poll.register(self._fd, select.POLLIN)
 
-    def read_into(self, buf: memoryview) -> int:
+    def _await_input(self) -> None:
+        """Sleep in poll(POLLIN) until there is something to read (or EOF, or close())."""
         self._blocked += 1
         try:
-            if self._poll is not None and not self._poll.poll(self._wait_ms):
+            if not self._poll.poll(self._wait_ms):
                 raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
-            n = self.sock.recv_into(buf)
         except OSError as exc:
             raise self._error(exc, "read from") from exc
         finally:
             self._blocked -= 1
-        if n == 0 and self._closed:
-            raise Closed(f"closed while reading: {self.where}")
-        return n
+
+    def read_into(self, buf: memoryview) -> int:
+        if self._poll is not None:
+            self._await_input()
+        return super().read_into(buf)
 
     def read(self, n: int) -> bytes:
-        self._blocked += 1
-        try:
-            if self._poll is not None and not self._poll.poll(self._wait_ms):
-                raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
-            data = self.sock.recv(n)
-        except OSError as exc:
-            raise self._error(exc, "read from") from exc
-        finally:
-            self._blocked -= 1
-        if not data and self._closed:
-            raise Closed(f"closed while reading: {self.where}")
-        return data
+        if self._poll is not None:
+            self._await_input()
+        return super().read(n)
 
     def set_blocking(self, flag: bool) -> None:
         super().set_blocking(flag)
