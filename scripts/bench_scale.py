@@ -44,11 +44,29 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _SERVING = re.compile(r"new master pid (\d+) is serving")
 
 
-def wrk(port: int, seconds: float, cpu: int, conns: int, close: bool = False) -> str:
+# wrk sends PIPELINE requests per write (HTTP/1.1 pipelining): on 2 cores the load's own
+# CPU per request caps what a second worker can add, and pipelining cuts it
+_PIPELINE_LUA = """init = function(args)
+  local r = {}
+  for i = 1, %d do r[i] = wrk.format(nil, "/1k.bin") end
+  req = table.concat(r)
+end
+request = function() return req end
+"""
+
+
+def wrk(
+    port: int, seconds: float, cpu: int, conns: int, close: bool = False, pipeline: int = 1
+) -> str:
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s"]
     argv += ["--timeout", "10s", *(["-H", "Connection: close"] if close else [])]
-    argv.append(f"http://127.0.0.1:{port}/1k.bin")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if pipeline > 1:
+            script.write(_PIPELINE_LUA % pipeline)
+            script.flush()
+            argv += ["-s", script.name]
+        argv.append(f"http://127.0.0.1:{port}/1k.bin")
+        return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
 
 
 def server_argv(kind: str, workers: int, tmp: Path, root: Path, port: int, args: Any) -> list[str]:
@@ -66,7 +84,8 @@ def server_argv(kind: str, workers: int, tmp: Path, root: Path, port: int, args:
 def scaling(args: Any, root: Path) -> None:
     names = {"shared": "ipcnet prefork", "reuse-port": "ipcnet prefork --reuse-port"}
     print(
-        f"1 KiB keep-alive, wrk -t1 -c{args.conns} -d{args.duration:g}s on CPU {args.wrk_cpu}, "
+        f"1 KiB keep-alive, wrk -t1 -c{args.conns} -d{args.duration:g}s on CPU {args.wrk_cpu}"
+        f"{f', {args.pipeline} requests pipelined per write' if args.pipeline > 1 else ''}, "
         f"server on CPUs {','.join(map(str, CPUS))}; requests/s, median (min..max) of "
         f"{args.runs} runs; inner model {args.inner}\n"
     )
@@ -80,7 +99,9 @@ def scaling(args: Any, root: Path) -> None:
                     port = free_port()
                     argv = server_argv(kind, workers, Path(t), root, port, args)
                     with Server(argv, f"{t}/log", port=port):
-                        out = wrk(port, args.duration, args.wrk_cpu, args.conns)
+                        out = wrk(
+                            port, args.duration, args.wrk_cpu, args.conns, pipeline=args.pipeline
+                        )
                     found = _RPS.search(out)
                     values.append(float(found.group(1)) if found else 0.0)
             medians.append(statistics.median(values))
@@ -173,6 +194,9 @@ def main() -> int:
     p.add_argument("--every", type=float, default=3.0, help="seconds between upgrades")
     p.add_argument("--conns", type=int, default=None, help="wrk connections (64 / 32)")
     p.add_argument("--inner", default="asyncio", help="the model each worker runs")
+    p.add_argument(
+        "--pipeline", type=int, default=1, help="scaling: requests wrk pipelines per write (1)"
+    )
     p.add_argument("--wrk-cpu", type=int, default=CPUS[-1], help="the CPU wrk is pinned to")
     args = p.parse_args()
     scale = args.bench == "scaling"
