@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 import ipcnet
 from ipcnet.inspector import SocketRow, list_sockets
+from ipcnet.testing.netns import in_ns, ip, namespaces, unavailable
 
 T = TypeVar("T")
 
@@ -109,38 +109,22 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def have_netns() -> str | None:
-    """None if `ip netns` works here, else the reason it does not."""
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return "ip netns needs root"
-    return None
-
-
 @contextmanager
 def netns(drop_route: str | None = None) -> Iterator[str]:
-    """A fresh network namespace with lo up; ``drop_route``: a prefix routed into lo, where
-    nothing answers, so a SYN to it is dropped and the connect stays in SYN_SENT."""
-    reason = have_netns()
-    if reason:
+    """A fresh network namespace with lo up (skipped where none can be made); ``drop_route``:
+    a prefix routed into lo, where nothing answers, so a SYN to it is dropped and the connect
+    stays in SYN_SENT."""
+    if reason := unavailable():
         pytest.skip(reason)
-    name = unique("ipcnet-test")
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"ip netns add failed: {r.stderr.strip()}")
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with namespaces("ipcnet-test") as (name,):
         if drop_route:
-            subprocess.run(["ip", "-n", name, "route", "add", drop_route, "dev", "lo"], check=True)
+            ip("-n", name, "route", "add", drop_route, "dev", "lo")
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def in_netns(name: str, code: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ip", "netns", "exec", name, sys.executable, "-c", code],
+        in_ns(name, sys.executable, "-c", code),
         capture_output=True,
         text=True,
         env=env(),

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector_helpers import have_netns
-from ipcnet.testing import free_port
+from ipcnet.testing import free_port, netns
 
 pytestmark = [pytest.mark.xdist_group("netns-haproxy")]
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -42,11 +41,7 @@ MAX_SECONDS = 60.0
 def _why_unavailable() -> str | None:
     if shutil.which("haproxy") is None:
         return "haproxy is not installed (make system-deps installs it)"
-    return have_netns()
-
-
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=30)
+    return netns.unavailable()
 
 
 @dataclass
@@ -61,7 +56,7 @@ class Instance:
     pids: list[int] = field(default_factory=list)  # every master it had (upgrades)
 
     def start(self, root: Path) -> None:
-        argv = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "ipcnet", "serve"]
+        argv = netns.in_ns(self.ns, sys.executable, "-m", "ipcnet", "serve")
         argv += ["http", str(root), f"tcp://{self.address}:{PORT}", "--accept-proxy"]
         argv += ["--access-log", str(self.log), "--grace", "5"]
         env = dict(os.environ, PYTHONPATH=SRC)
@@ -221,55 +216,35 @@ def namespaces(tmp_path: Path) -> Iterator[list[Instance]]:
         pytest.skip(reason)
     tag = uuid.uuid4().hex[:6]
     net = 100 + int(tag, 16) % 150  # 10.NET.i.0/30: unlikely to meet another run's
-    instances = [
-        Instance(
-            ns=f"ipcnet-web{i}-{tag}",
-            host_dev=f"ipcw{i}{tag}",
-            address=f"10.{net}.{i}.2",
-            gateway=f"10.{net}.{i}.1",
-            log=tmp_path / f"access{i}.log",
-            stderr=tmp_path / f"stderr{i}.log",
-        )
-        for i in (1, 2, 3)
-    ]
-    try:
-        for x in instances:
-            made = run("ip", "netns", "add", x.ns, check=False)
-            if made.returncode != 0:
-                pytest.skip(f"ip netns add failed: {made.stderr.strip()}")
-            run("ip", "-n", x.ns, "link", "set", "lo", "up")
-            run(
-                "ip",
-                "link",
-                "add",
-                x.host_dev,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                x.ns,
+    with netns.namespaces("ipcnet-web1", "ipcnet-web2", "ipcnet-web3") as names:
+        instances = [
+            Instance(
+                ns=name,
+                host_dev=f"ipcw{i}{tag}",
+                address=f"10.{net}.{i}.2",
+                gateway=f"10.{net}.{i}.1",
+                log=tmp_path / f"access{i}.log",
+                stderr=tmp_path / f"stderr{i}.log",
             )
-            run("ip", "addr", "add", f"{x.gateway}/30", "dev", x.host_dev)
-            run("ip", "link", "set", x.host_dev, "up")
-            run("ip", "-n", x.ns, "addr", "add", f"{x.address}/30", "dev", "eth0")
-            run("ip", "-n", x.ns, "link", "set", "eth0", "up")
-        yield instances
-    finally:
-        for x in instances:
-            for pid in x.pids:
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-            if x.proc is not None and x.proc.poll() is None:
-                x.proc.kill()
-                x.proc.wait()
-            run("ip", "link", "del", x.host_dev, check=False)  # its peer goes with it
-            run("ip", "netns", "del", x.ns, check=False)
-        left = run("ip", "netns", "list").stdout
-        assert not [x.ns for x in instances if x.ns in left], left
-        links = run("ip", "-o", "link", "show").stdout
-        assert not [x.host_dev for x in instances if x.host_dev in links], links
+            for i, name in enumerate(names, 1)
+        ]
+        try:
+            for x in instances:  # deleting the namespace deletes its veth pair
+                host = netns.End(None, x.host_dev, (f"{x.gateway}/30",))
+                netns.veth(host, netns.End(x.ns, "eth0", (f"{x.address}/30",)))
+            yield instances
+        finally:
+            for x in instances:
+                for pid in x.pids:
+                    if alive(pid):
+                        os.kill(pid, signal.SIGKILL)
+                if x.proc is not None and x.proc.poll() is None:
+                    x.proc.kill()
+                    x.proc.wait()
+    left = netns.ip("netns", "list")
+    assert not [x.ns for x in instances if x.ns in left], left
+    links = netns.ip("-o", "link", "show")
+    assert not [x.host_dev for x in instances if x.host_dev in links], links
 
 
 def test_three_servers_behind_haproxy_stop_return_and_rolling_upgrade(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ipcnet.protocols.proxy import ProxyHeaderReader
-from ipcnet.testing import free_port
+from ipcnet.testing import free_port, netns
 from relay_helpers import RelayProcess, env, recv_all, relay_process, rss_kib, server
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
@@ -204,23 +204,16 @@ with ipcnet.relay("tcp://127.0.0.1:0", targets, connect_timeout=0.5) as relay:
 
 
 def test_blackholed_target_times_out_and_the_next_one_serves() -> None:
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.skip("needs root, ip and nft for a network namespace with a drop rule")
-    name = f"ipcnet-relay-{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"ip netns add failed: {r.stderr.strip()}")
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    if (reason := netns.unavailable()) or shutil.which("nft") is None:
+        pytest.skip(reason or "nft is needed for a drop rule in a network namespace")
+    with netns.namespaces("ipcnet-relay") as (name,):
         r = subprocess.run(
-            ["ip", "netns", "exec", name, sys.executable, "-c", NETNS_CODE],
+            netns.in_ns(name, sys.executable, "-c", NETNS_CODE),
             capture_output=True,
             text=True,
             env=env(),
             timeout=30,
         )
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["THROUGH", '{"tcp://10.77.0.1:9": 1}']
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 
 import ipcnet
 from ipcnet import errors, xdp
+from ipcnet.testing import netns
 from ipcnet.xdp import build
 
 T = TypeVar("T")
@@ -146,57 +146,10 @@ class Pair:
 
 
 def _veth_pair() -> Iterator[Pair]:
-    tag = uuid.uuid4().hex[:6]
-    pair = Pair(f"ipcnet-xa-{tag}", f"ipcnet-xb-{tag}")
-    try:
-        for ns in (pair.a, pair.b):
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-        run(
-            "ip",
-            "-n",
-            pair.a,
-            "link",
-            "add",
-            "va",
-            "address",
-            MAC_A,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "address",
-            MAC_B,
-            "netns",
-            pair.b,
-        )
-        for ns, dev, me4, me6, peer4, peer6, mac in (
-            (pair.a, "va", A4, A6, B4, B6, MAC_B),
-            (pair.b, "vb", B4, B6, A4, A6, MAC_A),
-        ):
-            run("ip", "-n", ns, "addr", "add", f"{me4}/24", "dev", dev)
-            run("ip", "-n", ns, "addr", "add", f"{me6}/64", "dev", dev, "nodad")
-            run("ip", "-n", ns, "link", "set", dev, "up")
-            for peer in (peer4, peer6):  # no ARP/ND: nothing queues or drops before the filter
-                run(
-                    "ip",
-                    "-n",
-                    ns,
-                    "neigh",
-                    "replace",
-                    peer,
-                    "lladdr",
-                    mac,
-                    "dev",
-                    dev,
-                    "nud",
-                    "permanent",
-                )
-        yield pair
-    finally:
-        for ns in (pair.a, pair.b):
-            run("ip", "netns", "del", ns, check=False)
+    with netns.namespaces("ipcnet-xa", "ipcnet-xb") as (a, b):
+        a_end = netns.End(a, "va", (f"{A4}/24", f"{A6}/64"), MAC_A)
+        netns.veth(a_end, netns.End(b, "vb", (f"{B4}/24", f"{B6}/64"), MAC_B))
+        yield Pair(a, b)
 
 
 @pytest.fixture(scope="module")

@@ -37,13 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipcnet.bench.harness import Result, emit, parser, rounds
+from ipcnet.testing.netns import End, NetnsError, in_ns, namespaces, veth
 from ipcnet.transports import procfs
 
 HERE = Path(__file__).resolve().parent
@@ -204,52 +204,12 @@ def _build(tmp: Path) -> dict[str, Path]:
 
 @contextmanager
 def _topology() -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"ipcnet-bench-a-{tag}", f"ipcnet-bench-b-{tag}"
     try:
-        for ns in (a, b):
-            _run("ip", "netns", "add", ns)
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run(
-            "ip",
-            "-n",
-            a,
-            "link",
-            "add",
-            "va",
-            "address",
-            MAC_A,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "address",
-            MAC_B,
-            "netns",
-            b,
-        )
-        for ns, dev, me, peer, mac in ((a, "va", A4, B4, MAC_B), (b, "vb", B4, A4, MAC_A)):
-            _run("ip", "-n", ns, "addr", "add", f"{me}/24", "dev", dev)
-            _run("ip", "-n", ns, "link", "set", dev, "up")
-            _run(
-                "ip",
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                peer,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            )
-        yield a, b
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        with namespaces("ipcnet-bench-a", "ipcnet-bench-b") as (a, b):
+            veth(End(a, "va", (f"{A4}/24",), MAC_A), End(b, "vb", (f"{B4}/24",), MAC_B))
+            yield a, b
+    except NetnsError as exc:
+        raise SystemExit(f"bench xdp: {exc}") from None
 
 
 def _softirqd_cpu() -> float:
@@ -280,26 +240,23 @@ class Bench:
         self.a, self.b, self.exe, self.seconds, self.payload = a, b, exe, seconds, payload
         self.ipcnet = [sys.executable, "-m", "ipcnet", "xdp"]
 
-    def _in(self, ns: str, *cmd: str) -> list[str]:
-        return ["ip", "netns", "exec", ns, *cmd]
-
     def _setup(self, path: str) -> subprocess.Popen[str] | None:
         if path.startswith("xdp-"):
             mode = path.removeprefix("xdp-")
             _run(
-                *self._in(
+                *in_ns(
                     self.b, *self.ipcnet, "attach", "vb", "--drop", f"udp://:{PORT}", "--mode", mode
                 )
             )
             return None
         if path in NFT:
-            _run(*self._in(self.b, "nft", "-f", "-"), text_in=NFT_RULES.format(*NFT[path], PORT))
+            _run(*in_ns(self.b, "nft", "-f", "-"), text_in=NFT_RULES.format(*NFT[path], PORT))
             return None
         if path == "c-recvmmsg":
             cmd = [str(self.exe["xdp_receiver"]), str(PORT), str(self.seconds), str(RECV_CPU)]
         else:
             cmd = [sys.executable, "-c", PY_RECEIVER, str(PORT), str(self.seconds), str(RECV_CPU)]
-        reader = subprocess.Popen(self._in(self.b, *cmd), stdout=subprocess.PIPE, text=True)
+        reader = subprocess.Popen(in_ns(self.b, *cmd), stdout=subprocess.PIPE, text=True)
         assert reader.stdout is not None
         if reader.stdout.readline().strip() != "ready":
             raise SystemExit(f"bench xdp: the {path} reader did not start")
@@ -307,14 +264,14 @@ class Bench:
 
     def _disposed(self, path: str) -> int:
         if path.startswith("xdp-"):
-            stats = json.loads(_run(*self._in(self.b, *self.ipcnet, "stats", "vb", "--json")))
-            _run(*self._in(self.b, *self.ipcnet, "detach", "vb"))
+            stats = json.loads(_run(*in_ns(self.b, *self.ipcnet, "stats", "vb", "--json")))
+            _run(*in_ns(self.b, *self.ipcnet, "detach", "vb"))
             return int(stats["rules"][0]["packets"])
         family = NFT[path][0]
         listing = json.loads(
-            _run(*self._in(self.b, "nft", "-j", "list", "table", family, "ipcnet_bench"))
+            _run(*in_ns(self.b, "nft", "-j", "list", "table", family, "ipcnet_bench"))
         )
-        _run(*self._in(self.b, "nft", "delete", "table", family, "ipcnet_bench"))
+        _run(*in_ns(self.b, "nft", "delete", "table", family, "ipcnet_bench"))
         for item in listing["nftables"]:
             for expr in item.get("rule", {}).get("expr", []):
                 if "counter" in expr:
@@ -348,7 +305,7 @@ class Bench:
                 )
                 time.sleep(0.5)  # perf's start-up, so that it sees the whole flood
             sender = subprocess.Popen(
-                self._in(
+                in_ns(
                     self.a,
                     str(self.exe["xdp_sender"]),
                     B4,
