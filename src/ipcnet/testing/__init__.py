@@ -3,6 +3,7 @@
 - ``pairs``: makers of connected Channel pairs over every stream transport.
 - ``streams``: the conformance battery every two-way stream must pass (in the spirit of
   trio's ``check_two_way_stream`` / ``check_half_closeable_stream``).
+- ``netns``: private network namespaces and veth pairs (root), always removed afterwards.
 """
 
 from ipcnet.testing.pairs import PAIR_MAKERS, Unavailable, free_port
