@@ -210,7 +210,7 @@ def test_c_peer_compiles_echoes_and_stops(short_tmp):
 
 def test_models_runs_peers_prints_json_and_leaves_nothing(capsys):
     only = ["--only", "selectors", "--only", "tcpserver", "--only", "epoll"]
-    args = ["-d", "0.2", "--sizes", "1k", "--conns", "1,2", "--unix", "selectors"]
+    args = ["-d", "0.5", "--sizes", "1k", "--conns", "1,2", "--unix", "selectors"]
     status = models.main([*only, *args, "--json", "-q"])
     out = json.loads(capsys.readouterr().out)
     assert status == 0
