@@ -17,9 +17,11 @@ service costs two calls per read over a hand-written protocol. Rules:
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import inspect
 import signal
+import socket
 import time
 from typing import Any, cast
 
@@ -49,6 +51,16 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+class _LoopSocket(socket.socket):
+    """An accepted socket as the loop is given it: ``family`` and ``type`` are the plain
+    numbers. uvloop's connect_accepted_socket reads them three times, and socket.socket
+    turns each into an enum member: 4.4 µs of a new connection, 0.13 µs as numbers."""
+
+    __slots__ = ()
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
+
+
 class _FileReader:
     """What loop.sendfile needs of a file: fileno() and a seek it will not use with offset."""
 
@@ -72,8 +84,8 @@ class SessionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.last_active = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
-        self.writable = asyncio.Event()  # cleared while asyncio says the buffer is too full
-        self.writable.set()
+        self.writable = True  # False while asyncio says its buffer is too full
+        self.drained: asyncio.Future[None] | None = None  # what a file region waits on
         self.reading = True
         self.closed = False
         self.watch: AioWatch | bool | None = None  # handed over: True while its job runs
@@ -92,7 +104,7 @@ class SessionProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=core.config.high_water)
         try:
             session, first = core.service.start(self.peer)
-            self.engine = Engine(session, core.config.high_water)
+            self.engine = Engine(session, core.config.high_water, last_answers=True)
             self.engine.push(first)
             self.perform()
         except Exception:
@@ -103,13 +115,16 @@ class SessionProtocol(asyncio.Protocol):
             self.late.append(data)
             return
         try:
-            out = self.engine.feed(data)
+            engine = self.engine
+            out = engine.feed(data)
             if out is None:
                 self.perform()
             elif out.__class__ is Run:
                 self._start(out)
             else:
                 self.transport.write(out)  # type: ignore[arg-type]
+                if engine.queue:
+                    self.perform()  # the Close after a last answer
         except Exception:
             self._failed()
 
@@ -122,11 +137,14 @@ class SessionProtocol(asyncio.Protocol):
         return True  # keep the transport open: the session decides when to close
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.writable = False
         self._read_as_told()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.writable = True
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
         self._read_as_told()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -225,7 +243,7 @@ class SessionProtocol(asyncio.Protocol):
         """Read while the engine wants input and asyncio's buffer is below high water."""
         if self.watch is not None:
             return  # handed over: asyncio's reading stays paused
-        want = self.engine.reading and self.writable.is_set() and not self.closed
+        want = self.engine.reading and self.writable and not self.closed
         if want != self.reading and not self.transport.is_closing():
             self.reading = want
             if want:
@@ -295,7 +313,9 @@ class SessionProtocol(asyncio.Protocol):
             sent += len(data)
             offset += len(data)
             left -= len(data)
-            await self.writable.wait()
+            if not self.writable:
+                self.drained = model.loop.create_future()
+                await self.drained
         return sent
 
     async def _outcome(self, job: Run) -> Outcome:
@@ -415,9 +435,10 @@ class AsyncioModel(Model):
     async def _adopt(self, stream: SocketStream) -> None:
         try:
             peer = self.core.peer(stream)
-            await self.loop.connect_accepted_socket(
-                lambda: SessionProtocol(self, peer), sock=stream.sock
-            )
+            sock = stream.sock
+            if sock.__class__ is socket.socket:
+                sock.__class__ = _LoopSocket
+            await self.loop.connect_accepted_socket(lambda: SessionProtocol(self, peer), sock=sock)
         except Exception as exc:  # the loop's own error: the peer left before adoption
             log.debug("could not adopt %s: %s", stream.where, exc)
             stream.close()
