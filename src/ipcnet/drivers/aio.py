@@ -23,7 +23,7 @@ import inspect
 import signal
 import socket
 import time
-from typing import Any, cast
+from typing import Any
 
 from ipcnet.drivers.admission import ACCEPT_PAUSE, Gate, drain_step, sweep
 from ipcnet.drivers.core import Model, ServerCore, log
@@ -92,8 +92,7 @@ class SessionProtocol(asyncio.Protocol):
         self.late: list[bytes] = []  # read while a hand-over was on its way (uvloop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's: no subclasses
         model = self.model
         core = model.core
         # accepted before a stop began (scale, issue 14): served like any other, never
@@ -101,12 +100,13 @@ class SessionProtocol(asyncio.Protocol):
         core.row.opened()
         model.protocols.add(self)
         # the transport holds the unsent output, so it measures the high-water mark
-        transport.set_write_buffer_limits(high=core.config.high_water)
+        self.transport.set_write_buffer_limits(high=core.config.high_water)
         try:
             session, first = core.service.start(self.peer)
             self.engine = Engine(session, core.config.high_water, last_answers=True)
-            self.engine.push(first)
-            self.perform()
+            if first is not None:  # (http says nothing first: reading is on already)
+                self.engine.push(first)
+                self.perform()
         except Exception:
             self._failed()
 
@@ -154,7 +154,8 @@ class SessionProtocol(asyncio.Protocol):
         watch, self.watch = self.watch, None
         if isinstance(watch, AioWatch):
             watch.stop()  # a forced stop ends a handed-over connection
-        self._disarm()
+        if self.timer is not None:
+            self._disarm()
         engine: Engine | None = self.engine  # None if the session did not start
         row = self.model.core.row
         self.model.protocols.discard(self)
