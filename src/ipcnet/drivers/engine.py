@@ -163,7 +163,9 @@ class Engine:
     def feed(self, data: bytes) -> bytes | Run | None:
         """Bytes arrived. The hot path: when nothing is queued and the session answers
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
-        it is in flight), that answer is returned; anything else is queued for ``step``."""
+        it is in flight), that answer is returned; with ``last_answers``, so are the bytes
+        of ``[bytes, Close]``, the Close queued (perform it after the write); anything
+        else is queued for ``step``."""
         self.bytes_in += len(data)
         out = self.session.feed(data)
         # _answer(out), written out here: one call less per read on the hot path
