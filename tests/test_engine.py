@@ -121,6 +121,39 @@ def test_a_short_write_is_requeued_first() -> None:
     assert engine.bytes_out == 6
 
 
+def test_a_last_answer_comes_back_at_once_with_its_close_queued() -> None:
+    engine = Engine(Scripted(feed=[b"bye", CLOSE]), last_answers=True)
+    assert engine.feed(b"x") == b"bye"
+    assert (engine.bytes_out, engine.reading, engine.idle) == (3, False, False)
+    assert engine.step() is CLOSE
+    assert engine.step() is None
+
+
+def test_a_short_last_answer_is_requeued_before_its_close() -> None:
+    engine = Engine(Scripted(feed=[b"abcdef", CLOSE]), last_answers=True)
+    out = engine.feed(b"x")
+    assert out == b"abcdef"
+    engine.requeue(memoryview(out)[4:])  # the kernel took 4
+    assert engine.writing
+    assert bytes(engine.step()) == b"ef"  # type: ignore[arg-type]
+    engine.sent(2)
+    assert engine.step() is CLOSE
+    assert engine.bytes_out == 6
+
+
+def test_without_last_answers_a_last_answer_is_queued() -> None:
+    engine = Engine(Scripted(feed=[b"bye", CLOSE]))  # the blocking models' engine
+    assert engine.feed(b"x") is None
+    assert list(steps(engine)) == [b"bye", CLOSE]
+
+
+def test_a_last_answer_after_queued_output_keeps_the_order() -> None:
+    engine = Engine(Scripted(feed=[b"bye", CLOSE]), last_answers=True)
+    engine.push(b"earlier")
+    assert engine.feed(b"x") is None
+    assert list(steps(engine)) == [b"earlier", b"bye", CLOSE]
+
+
 def test_steps_come_in_order(fd: int) -> None:
     session = Scripted(feed=[b"head", SendFile(fd, 10, 50, "f", close=True), SHUTDOWN_WRITE])
     engine = Engine(session)

@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -379,3 +380,41 @@ def test_both_parsers_give_the_same_answers(
         text = re.sub(rb"Date: [^\r]*", b"", wire(actions))
         answers.append((text, [type(a).__name__ for a in actions], session.state))
     assert answers[0] == answers[1], raw
+
+
+def test_an_expired_answer_is_renewed_by_one_lookup_while_others_still_use_it(
+    tmp_path: Path,
+) -> None:
+    from ipcnet.httpd.files import OpenFile, Resolver
+
+    (tmp_path / "a.txt").write_bytes(b"old")
+    resolver = Resolver(str(tmp_path), cache_ttl=0.01)
+    key = (("a.txt",), False, False)
+    resolver.lookup(*key)
+    deadline = time.monotonic() + 0.02
+    while time.monotonic() < deadline:  # (expiry is by the monotonic clock: no race)
+        time.sleep(0.01)
+    assert resolver.cached(*key) is None  # the first to find it expired renews it
+    stale = resolver.cached(*key)  # the others are still answered, not sent to lookups
+    assert isinstance(stale, OpenFile) and stale.data == b"old"
+    (tmp_path / "a.txt").write_bytes(b"new!")
+    resolver.lookup(*key)
+    fresh = resolver.cached(*key)
+    assert isinstance(fresh, OpenFile) and fresh.data == b"new!"
+
+
+def test_a_renewal_that_finds_a_listing_drops_the_old_answer(tmp_path: Path) -> None:
+    from ipcnet.httpd.files import Resolver
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "index.html").write_bytes(b"<p>index</p>")
+    resolver = Resolver(str(tmp_path), cache_ttl=0.01)
+    key = (("d",), True, False)
+    assert resolver.lookup(*key).data == b"<p>index</p>"  # type: ignore[union-attr]
+    deadline = time.monotonic() + 0.02
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert resolver.cached(*key) is None
+    (tmp_path / "d" / "index.html").unlink()  # now a listing: a page, never cached
+    assert resolver.lookup(*key).__class__.__name__ == "Page"
+    assert resolver.cached(*key) is None  # the old index is gone, not served stale

@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--servers", type=listof(str, SERVERS), default=",".join(SERVERS), help="which ones (all)"
     )
-    from ipcnet.drivers import MODELS, first  # the model registry names the models
+    from ipcnet.drivers import MODELS, default_for  # the model registry names the models
 
-    model = first(awaits=True)
+    model = default_for("serve")  # what `ipcnet serve http` runs without --model
     p.add_argument("--model", default=model, choices=list(MODELS), help=f"ours ({model})")
     p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")

@@ -42,7 +42,10 @@ Rules (what each action becomes; the model performs the step and reports back):
 - the hot path: when nothing is queued, ``feed`` and ``resumed`` return an answer that is
   one ``bytes`` (to write at once, counted as sent; ``requeue`` hands back what the kernel
   did not take) or one ``Run`` (to run at once, in flight) instead of queueing it: one
-  call per read on top of the session's own;
+  call per read on top of the session's own. An engine made with ``last_answers=True``
+  (for a model that performs what is queued after writing that answer) does the same
+  for a last answer, ``[bytes, Close]``: the bytes come back, the Close is queued (a new
+  connection per request: no queue round trip for its one answer);
 - a job's outcome reaches ``session.resume`` even after the connection ended, so what the
   job opened comes back in actions, which the engine then releases.
 The one system call made here is closing an owned descriptor (``transports.files``).
@@ -118,6 +121,7 @@ class Engine:
         "high_water",
         "inflight",
         "job",
+        "last_answers",
         "low_water",
         "paused",
         "queue",
@@ -132,6 +136,7 @@ class Engine:
         session: Session,
         high_water: int = HIGH_WATER,
         release: Callable[[int], None] = release,
+        last_answers: bool = False,
     ) -> None:
         self.session = session
         self.born = time.monotonic()  # the connection's duration histogram (counters)
@@ -151,13 +156,16 @@ class Engine:
         self.counted_in = 0
         self.counted_out = 0
         self.release = release
+        self.last_answers = last_answers  # feed may return a last answer's bytes (above)
 
     # --- what the model reports about the connection -----------------------------------
 
     def feed(self, data: bytes) -> bytes | Run | None:
         """Bytes arrived. The hot path: when nothing is queued and the session answers
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
-        it is in flight), that answer is returned; anything else is queued for ``step``."""
+        it is in flight), that answer is returned; with ``last_answers``, so are the bytes
+        of ``[bytes, Close]``, the Close queued (perform it after the write); anything
+        else is queued for ``step``."""
         self.bytes_in += len(data)
         out = self.session.feed(data)
         # _answer(out), written out here: one call less per read on the hot path
@@ -165,9 +173,17 @@ class Engine:
             if not self.queue and self.job is None:
                 self.bytes_out += len(out)
                 return out
-        elif out.__class__ is Run and not self.queue and self.job is None:
-            self.job = out
-            return out
+        elif out.__class__ is Run:
+            if not self.queue and self.job is None:
+                self.job = out
+                return out
+        elif out.__class__ is list and self.last_answers and len(out) == 2 and not self.queue:
+            answer, close = out
+            if answer.__class__ is bytes and close.__class__ is Close and self.job is None:
+                self.closing = True  # as push() would, with the answer handed out at once
+                self.queue.append(close)
+                self.bytes_out += len(answer)
+                return answer
         if out is not None:
             self.push(out)
         return None
@@ -258,13 +274,16 @@ class Engine:
         if self.ended:
             return
         self.ended = True
+        self.timer_change = None
+        self.unsent = 0
         queue = self.queue
-        head = queue.popleft() if self.inflight and queue else None
+        if not queue:  # the common end: everything was sent
+            return
+        head = queue.popleft() if self.inflight else None
         self._drop(queue)
         queue.clear()
         if head is not None:
             queue.append(head)  # released when its step reports back (see sent)
-        self.unsent = 0
 
     # --- what the session asked for ------------------------------------------------------
 

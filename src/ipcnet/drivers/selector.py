@@ -65,7 +65,7 @@ class Connection:
         self.events = READ
         self.closed = False
         self.timer_at: float | None = None
-        self.last_active = time.monotonic()
+        self.last_active = engine.born
         self.watch: Watch | bool | None = None  # handed over: True while its job runs
 
     def on_readable(self) -> None:
@@ -81,14 +81,17 @@ class Connection:
             return
         if trace:
             trace(f"read(fd {self.fd}) -> {len(data)} bytes")
-        out = self.engine.feed(data)
-        if out.__class__ is bytes:  # the hot path: one answer, nothing queued
+        engine = self.engine
+        out = engine.feed(data)
+        if out.__class__ is bytes:  # the hot path: one answer (a last one: Close queued)
             n = self.stream.try_write(out)
             if trace:
                 trace(f"write(fd {self.fd}, {n} bytes)")
             if n < len(out):
-                self.engine.requeue(memoryview(out)[n:])
+                engine.requeue(memoryview(out)[n:])
                 self.update()
+            elif engine.queue:
+                self.perform()  # the Close after a last answer
         elif out is None:
             self.perform()
         else:
@@ -262,7 +265,8 @@ class SelectorLoop(Model):
                 stream.close()
                 core.row.add("active", -1)
                 continue
-            conn = Connection(self, stream, Engine(session, core.config.high_water))
+            engine = Engine(session, core.config.high_water, last_answers=True)
+            conn = Connection(self, stream, engine)
             self.conns[conn.fd] = conn
             self.selector.register(conn.fd, READ, conn)
             if first is not None:

@@ -12,7 +12,11 @@ Rules:
   with sendfile(2) from a descriptor the driver closes (``sendfile=False`` reads every file
   into memory instead, without that bound: for a driver without sendfile);
 - the cache keeps answers for ``cache_ttl`` seconds (0 = no cache; files changed within
-  that time may be served stale, as with nginx's open_file_cache); cached large files are
+  that time may be served stale, as with nginx's open_file_cache); an expired answer is
+  renewed by one lookup, the first request to find it expired, while the others are still
+  answered from it (not one lookup per connection: with 50 clients of one file, 50 jobs,
+  file reads and thread hand-offs every ``cache_ttl``); a renewal that finds nothing to
+  keep (an error, a listing) drops the old answer; cached large files are
   handed out as ``dup()``s of the cached descriptor, under a lock, so evicting an entry
   never closes a descriptor a connection is still sending from;
 - every system call runs under the transports' ``translating``, so what ``lookup`` raises
@@ -111,6 +115,7 @@ class _Entry:
     expires: float
     found: Found
     fd: int = -1  # the cache's own descriptor for a large file
+    renewing: bool = False  # expired, and one lookup renews it: others still use it
 
 
 Key = tuple[tuple[str, ...], bool, bool]
@@ -151,7 +156,10 @@ class Resolver:
 
     def cached(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> Found | None:
         entry = self._cache.get((segments, trailing, gzip))
-        if entry is None or entry.expires < time.monotonic():
+        if entry is None:
+            return None
+        if entry.expires < time.monotonic() and not entry.renewing:
+            entry.renewing = True  # this request's lookup renews it (see the rules)
             return None
         found = entry.found
         if entry.fd < 0:
@@ -167,14 +175,21 @@ class Resolver:
         return found.with_fd(fd)
 
     def lookup(self, segments: tuple[str, ...], trailing: bool, gzip: bool) -> Found:
-        with translating("read", _where(self.root, segments)):
-            found = self._lookup(segments, trailing, gzip)
-            if self.cache_ttl > 0 and not isinstance(found, Page):
-                entry = _Entry(time.monotonic() + self.cache_ttl, found)
-                if isinstance(found, OpenFile) and found.data is None:
-                    entry.fd = os.dup(found._fd)
-                    entry.found = found.with_fd(-1)
-                self._store((segments, trailing, gzip), entry)
+        key = (segments, trailing, gzip)
+        try:
+            with translating("read", _where(self.root, segments)):
+                found = self._lookup(segments, trailing, gzip)
+                if self.cache_ttl > 0 and not isinstance(found, Page):
+                    entry = _Entry(time.monotonic() + self.cache_ttl, found)
+                    if isinstance(found, OpenFile) and found.data is None:
+                        entry.fd = os.dup(found._fd)
+                        entry.found = found.with_fd(-1)
+                    self._store(key, entry)
+                    return found
+        except BaseException:
+            self._discard(key)  # an old answer being renewed must not outlive the error
+            raise
+        self._discard(key)
         return found
 
     def clear(self) -> None:
@@ -192,6 +207,13 @@ class Resolver:
                 self._drop(previous)
             self._cache[key] = entry
             self._held += _held(entry.found)
+
+    def _discard(self, key: Key) -> None:
+        if key in self._cache:
+            with self._lock:
+                entry = self._cache.pop(key, None)
+                if entry is not None:
+                    self._drop(entry)
 
     def _clear(self) -> None:
         for entry in self._cache.values():

@@ -38,7 +38,7 @@ class Poller:
         self.data: dict[int, Any] = {}  # fd -> datum (the loop looks ready fds up here)
 
     def register(self, fileobj: Any, events: int, data: Any) -> None:
-        fd = _fd(fileobj)
+        fd = fileobj if fileobj.__class__ is int else _fd(fileobj)  # a new connection: int
         if fd in self.data:
             raise KeyError(f"fd {fd} is already registered")
         self._add(fd, _KERNEL[events])
