@@ -403,6 +403,20 @@ def test_an_expired_answer_is_renewed_by_one_lookup_while_others_still_use_it(
     assert isinstance(fresh, OpenFile) and fresh.data == b"new!"
 
 
+def test_a_renewal_that_never_ran_is_taken_up_one_ttl_later(tmp_path: Path) -> None:
+    from ipcnet.httpd.files import Resolver
+
+    (tmp_path / "a.txt").write_bytes(b"old")
+    resolver = Resolver(str(tmp_path), cache_ttl=0.01)
+    key = (("a.txt",), False, False)
+    resolver.lookup(*key)
+    for _ in range(2):  # the request that should renew it left before its lookup ran
+        deadline = time.monotonic() + 0.02
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert resolver.cached(*key) is None  # expired again: this request renews it
+
+
 def test_a_renewal_that_finds_a_listing_drops_the_old_answer(tmp_path: Path) -> None:
     from ipcnet.httpd.files import Resolver
 

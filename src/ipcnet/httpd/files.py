@@ -14,11 +14,12 @@ Rules:
 - the cache keeps answers for ``cache_ttl`` seconds (0 = no cache; files changed within
   that time may be served stale, as with nginx's open_file_cache); an expired answer is
   renewed by one lookup, the first request to find it expired, while the others are still
-  answered from it (not one lookup per connection: with 50 clients of one file, 50 jobs,
-  file reads and thread hand-offs every ``cache_ttl``); a renewal that finds nothing to
-  keep (an error, a listing) drops the old answer; cached large files are
-  handed out as ``dup()``s of the cached descriptor, under a lock, so evicting an entry
-  never closes a descriptor a connection is still sending from;
+  answered from it for one more ``cache_ttl`` at most (not one lookup per connection: with
+  50 clients of one file, 50 jobs, file reads and thread hand-offs every ``cache_ttl``; a
+  renewal that never ran, its connection gone, is taken up by a request after that); a
+  renewal that finds nothing to keep (an error, a listing) drops the old answer; cached
+  large files are handed out as ``dup()``s of the cached descriptor, under a lock, so
+  evicting an entry never closes a descriptor a connection is still sending from;
 - every system call runs under the transports' ``translating``, so what ``lookup`` raises
   is an ipcnet error (PermissionDenied -> 403, NoSuchFile -> 404, Busy -> 503 in the
   session) and no OSError leaves this module; ``cached`` says None rather than raise.
@@ -115,7 +116,6 @@ class _Entry:
     expires: float
     found: Found
     fd: int = -1  # the cache's own descriptor for a large file
-    renewing: bool = False  # expired, and one lookup renews it: others still use it
 
 
 Key = tuple[tuple[str, ...], bool, bool]
@@ -158,8 +158,8 @@ class Resolver:
         entry = self._cache.get((segments, trailing, gzip))
         if entry is None:
             return None
-        if entry.expires < time.monotonic() and not entry.renewing:
-            entry.renewing = True  # this request's lookup renews it (see the rules)
+        if entry.expires < (now := time.monotonic()):
+            entry.expires = now + self.cache_ttl  # this request renews it (see the rules)
             return None
         found = entry.found
         if entry.fd < 0:
