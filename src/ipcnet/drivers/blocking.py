@@ -96,16 +96,23 @@ def drive(
     if not _perform(engine, stream, conn, trace):
         return
     fd = stream.fileno()
-    read, write = stream.read, stream.write
+    read, write, feed = stream.read, stream.write, engine.feed
     flush = FLUSH_EVERY  # reads left before the next counter update
     timeout_now: float | None = -1.0
-    while not stopping() or not engine.fed:  # a stop waits for a first request (issue 14)
-        timeout = idle_timeout
-        if conn.timer_at is not None:
-            left = max(0.0, conn.timer_at - time.monotonic())
-            timeout = left if timeout is None else min(timeout, left)
-        if timeout != timeout_now:
-            stream.timeout = timeout_now = timeout
+    # ``while True`` and a return, not ``while cond``: CPython 3.11 warms a function up
+    # (to specialize its bytecode) on calls and on JUMP_BACKWARD only, and ``while cond``
+    # loops back with POP_JUMP_BACKWARD_IF_*: a forked child, which calls drive() once,
+    # ran its loop as generic bytecode for the whole connection
+    while True:
+        if stopping() and engine.fed:  # a stop waits for a first request (issue 14)
+            return
+        if conn.timer_at is not None or timeout_now != idle_timeout:  # not per request
+            timeout = idle_timeout
+            if conn.timer_at is not None:
+                left = max(0.0, conn.timer_at - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            if timeout != timeout_now:
+                stream.timeout = timeout_now = timeout
         conn.idle = True
         try:
             data = read(READ_SIZE)
@@ -127,7 +134,7 @@ def drive(
             engine.feed_eof()
             _perform(engine, stream, conn, trace)
             return
-        out = engine.feed(data)
+        out = feed(data)
         while out.__class__ is Run:  # the hot path of a request/response service
             out = engine.resumed(out, run_job(out))
         if out is not None:
