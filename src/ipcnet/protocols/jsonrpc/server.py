@@ -48,6 +48,7 @@ from ipcnet.protocols.jsonrpc.messages import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MISSING,
     PARSE_ERROR,
     SERVER_ERROR,
     BadRequest,
@@ -184,7 +185,7 @@ class JsonRpcService(BaseService):
         request = parse_request(message)
         if isinstance(request, BadRequest):
             return error_reply(request.id, request.error)
-        note = request.notification
+        note = request.id is MISSING  # Request.notification, without the call
         handler = self.methods.get(request.method)
         if handler is None:
             if note:
@@ -292,11 +293,18 @@ class JsonRpcSession(BaseSession):
 
     def feed(self, data: bytes) -> Actions:
         if self.running is None and not self.closed:
-            frame = self.decoder.single(data)
-            if frame is not None:  # the common case: one whole request, nothing buffered
+            # the common case: whole requests (one, or pipelined ones), nothing buffered
+            frames = self.decoder.whole(data)
+            if frames is not None and len(frames) <= MAX_GROUP:
                 group = _Group()
-                out = self._answer(frame, group)
-                return self._start(group) if group.units else out or None
+                if len(frames) == 1:
+                    out = self._answer(frames[0], group)
+                else:
+                    out = b"".join([self._answer(frame, group) for frame in frames])
+                if not group.units:
+                    return out or None
+                job = self._start(group)
+                return [out, job] if out else job  # what is answered now goes first
         self.decoder.feed(data)
         if self.running is not None or self.closed:
             return None  # read again once the job is done
@@ -325,16 +333,16 @@ class JsonRpcSession(BaseSession):
         if error is not None:  # the job itself failed, not a handler: every call gets it
             for call in group.calls():
                 call.reply = service.finish(call, None, error)
-        if len(group.units) == 1 and not self.waiting and self._quiet():
+        if (
+            len(group.units) == 1
+            and not self.waiting
+            and not (self.eof or self.broken or self.decoder.buffered)  # _quiet(), inline
+        ):
             return service.encode_unit(group.units[0]) or None  # nothing else to do
         out = bytearray()
         for unit in group.units:
             out += service.encode_unit(unit)
         return self._pump(out)
-
-    def _quiet(self) -> bool:
-        """Nothing waits to be read, answered or closed."""
-        return not (self.decoder.buffered or self.eof or self.broken)
 
     def _pump(self, out: bytearray | None = None) -> list[Action]:
         """Read every whole frame, answer what can be answered now, start the next job."""
