@@ -398,12 +398,13 @@ class JsonRpcSession(BaseSession):
         return b""
 
     def _start(self, group: _Group) -> Run:
+        if group.ncalls == 1:  # one call: in the one unit (no list of every unit's calls)
+            return self._job(group.units[0].calls, group)
         calls = group.calls()
-        if group.ncalls > 1:
-            plain = [c for c in calls if not c.handler.is_async]
-            if plain and len(plain) < len(calls):  # mixed: the plain ones first
-                group.later = [c for c in calls if c.handler.is_async]
-                calls = plain
+        plain = [c for c in calls if not c.handler.is_async]
+        if plain and len(plain) < len(calls):  # mixed: the plain ones first
+            group.later = [c for c in calls if c.handler.is_async]
+            calls = plain
         return self._job(calls, group)
 
     def _job(self, calls: list[_Call], group: _Group) -> Run:
