@@ -295,16 +295,12 @@ class JsonRpcSession(BaseSession):
         if self.running is None and not self.closed:
             # the common case: whole requests (one, or pipelined ones), nothing buffered
             frames = self.decoder.whole(data)
-            if frames is not None and len(frames) <= MAX_GROUP:
-                group = _Group()
+            if frames is not None:
                 if len(frames) == 1:
+                    group = _Group()
                     out = self._answer(frames[0], group)
-                else:
-                    out = b"".join([self._answer(frame, group) for frame in frames])
-                if not group.units:
-                    return out or None
-                job = self._start(group)
-                return [out, job] if out else job  # what is answered now goes first
+                    return self._start(group) if group.units else out or None
+                return _unwrapped(self._pump(frames=frames))
         self.decoder.feed(data)
         if self.running is not None or self.closed:
             return None  # read again once the job is done
@@ -342,15 +338,23 @@ class JsonRpcSession(BaseSession):
         out = bytearray()
         for unit in group.units:
             out += service.encode_unit(unit)
-        return self._pump(out)
+        return _unwrapped(self._pump(out))
 
-    def _pump(self, out: bytearray | None = None) -> list[Action]:
-        """Read every whole frame, answer what can be answered now, start the next job."""
+    def _pump(
+        self, out: bytearray | None = None, frames: list[bytes] | None = None
+    ) -> list[Action]:
+        """Read every whole frame (or take ``frames``, whole ones a read brought), answer
+        what can be answered now, start the next job."""
         out = out if out is not None else bytearray()
         service = self.service
         decoder = self.decoder
         group = _Group()
-        while not self.broken and group.ncalls < MAX_GROUP:
+        for payload in frames or ():  # not in the decoder: past MAX_GROUP calls, they wait
+            if group.ncalls >= MAX_GROUP:
+                self.waiting.append(group)
+                group = _Group()
+            out += self._answer(payload, group)
+        while frames is None and not self.broken and group.ncalls < MAX_GROUP:
             try:
                 frame = decoder.next_frame()
             except FrameTooLarge as exc:
@@ -414,6 +418,12 @@ class JsonRpcSession(BaseSession):
             job = Run(calls[0].run if len(calls) == 1 else _sync_job(calls))
         self.running = (job, group)
         return job
+
+
+def _unwrapped(actions: list[Action]) -> Actions:
+    """One action as itself, not in a list: a driver's hot path takes a lone answer or job
+    at once (``Engine.feed``), a list goes through its queue."""
+    return actions[0] if len(actions) == 1 else actions or None
 
 
 def _sync_job(calls: list[_Call]) -> Callable[[], None]:
