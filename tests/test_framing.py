@@ -229,6 +229,42 @@ def test_the_single_frame_shortcut_takes_a_whole_frame(name: str) -> None:
     assert d.buffered > 0
 
 
+@given(
+    name=st.sampled_from(ALL),
+    payloads=st.lists(st.binary(max_size=40), max_size=12),
+    sizes=st.lists(st.integers(1, 200), min_size=1, max_size=6),
+)
+def test_the_whole_frames_shortcut_agrees_with_feeding(
+    name: str, payloads: list[bytes], sizes: list[int]
+) -> None:
+    """whole() takes a chunk only when it is whole frames within the limit, and then gives
+    what feeding it would; otherwise it takes nothing."""
+    big = framing(name)
+    if name == "newline":
+        payloads = [p.replace(b"\n", b"").rstrip(b"\r") for p in payloads]
+    wire = b"".join(big.encode(p) for p in payloads)
+    f = framing(name, max_size=25)  # some frames are over the limit
+    shortcut, plain, i = f.decoder(), f.decoder(), 0
+    while i < len(wire):
+        chunk = wire[i : i + sizes[i % len(sizes)]]
+        i += len(chunk)
+        frames = shortcut.whole(chunk)
+        if frames is not None:
+            assert plain.frames(chunk) == frames
+        else:
+            assert _frames_or_error(shortcut, chunk) == _frames_or_error(plain, chunk)
+
+
+def test_the_whole_frames_shortcut_on_lines() -> None:
+    d = framing("newline", max_size=5).decoder()
+    assert d.whole(b"ab\ncd\r\n\nhello\n") == [b"ab", b"cd", b"", b"hello"]
+    assert d.whole(b"ab\ntoolong\n") is None  # next_frame raises FrameTooLarge for it
+    assert d.whole(b"ab\ncd") is None  # a frame cut short
+    assert d.frames(b"ab") == []
+    assert d.whole(b"\n") is None  # something is buffered
+    assert d.frames(b"\n") == [b"ab"]
+
+
 @pytest.mark.parametrize("name", ["json", "msgpack"])
 def test_codecs(name: str) -> None:
     c = codec(name)

@@ -157,35 +157,51 @@ class SocketStream(SocketEndpoint, StreamTransport):
         self._peer = peer  # known when accepted: no getpeername
         self._local: Address | None = _ASK  # known when accepted on a specific address
         self._timeout: float | None = None
-        self._wait_ms = -1  # the timeout as poll(2) takes it (UnixStream)
+        self._poll: Any = None  # a poll(POLLIN) to wait in before a blocking read (UnixStream)
+        self._wait_ms = -1  # the timeout as poll(2) takes it
 
     # --- data ----------------------------------------------------------------------
 
     # read/read_into/write skip _check_open: a closed socket object fails with EBADF, which
     # _error turns into Closed; one method call less on the hot path.
 
+    # A blocking read waits in poll(POLLIN) first when ``_poll`` is set (UnixStream says
+    # why), in the same method: one Python call a read, not three (a helper, then this).
+
     def read_into(self, buf: memoryview) -> int:
         self._blocked += 1
         try:
-            n = self.sock.recv_into(buf)
+            if self._poll is not None and not self._poll.poll(self._wait_ms):
+                n = -1
+            else:
+                n = self.sock.recv_into(buf)
         except OSError as exc:
             raise self._error(exc, "read from") from exc
         finally:
             self._blocked -= 1
-        if n == 0 and self._closed:
-            raise Closed(f"closed while reading: {self.where}")
+        if n <= 0:
+            if n < 0:
+                raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
+            if self._closed:
+                raise Closed(f"closed while reading: {self.where}")
         return n
 
     def read(self, n: int) -> bytes:
         self._blocked += 1
         try:
-            data = self.sock.recv(n)
+            if self._poll is not None and not self._poll.poll(self._wait_ms):
+                data = None
+            else:
+                data = self.sock.recv(n)
         except OSError as exc:
             raise self._error(exc, "read from") from exc
         finally:
             self._blocked -= 1
-        if not data and self._closed:
-            raise Closed(f"closed while reading: {self.where}")
+        if not data:
+            if data is None:
+                raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
+            if self._closed:
+                raise Closed(f"closed while reading: {self.where}")
         return data
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -337,29 +353,8 @@ class UnixStream(SocketStream):
         self, sock: socket.socket, where: str, scheme: str = "", peer: Address | None = _ASK
     ) -> None:
         super().__init__(sock, where, scheme, peer)
-        self._poll: Any = select.poll()  # None while non-blocking (event-loop drivers)
+        self._poll = select.poll()  # None while non-blocking (event-loop drivers)
         self._poll.register(self._fd, select.POLLIN)
-
-    def _await_input(self) -> None:
-        """Sleep in poll(POLLIN) until there is something to read (or EOF, or close())."""
-        self._blocked += 1
-        try:
-            if not self._poll.poll(self._wait_ms):
-                raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
-        except OSError as exc:
-            raise self._error(exc, "read from") from exc
-        finally:
-            self._blocked -= 1
-
-    def read_into(self, buf: memoryview) -> int:
-        if self._poll is not None:
-            self._await_input()
-        return super().read_into(buf)
-
-    def read(self, n: int) -> bytes:
-        if self._poll is not None:
-            self._await_input()
-        return super().read(n)
 
     def set_blocking(self, flag: bool) -> None:
         super().set_blocking(flag)

@@ -67,17 +67,18 @@ class ClientProtocol:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Reply]:
         """Replies complete after ``data``; RemoteProtocolError if the server breaks rules."""
-        frame = self.decoder.single(data) if data.__class__ is bytes else None
-        frames: Iterable[bytes]
-        if frame is not None:
-            frames = (frame,)  # the common case: exactly one reply arrived
-        else:
+        # the common case: whole replies arrived (one, or a burst), taken without buffering
+        frames: Iterable[bytes] | None = (
+            self.decoder.whole(data) if data.__class__ is bytes else None
+        )
+        if frames is None:
             self.decoder.feed(data)
             frames = self.decoder
+        decode = self.codec.decode
         replies: list[Reply] = []
         for frame in frames:
-            message = self.codec.decode(frame)
-            for item in message if isinstance(message, list) and message else [message]:
+            message = decode(frame)
+            for item in message if message.__class__ is list and message else (message,):
                 reply = parse_reply(item)
                 if reply is None:
                     raise RemoteProtocolError(f"not a JSON-RPC 2.0 response: {str(item)[:80]}")

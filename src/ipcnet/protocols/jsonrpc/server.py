@@ -48,6 +48,7 @@ from ipcnet.protocols.jsonrpc.messages import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MISSING,
     PARSE_ERROR,
     SERVER_ERROR,
     BadRequest,
@@ -184,7 +185,7 @@ class JsonRpcService(BaseService):
         request = parse_request(message)
         if isinstance(request, BadRequest):
             return error_reply(request.id, request.error)
-        note = request.notification
+        note = request.id is MISSING  # Request.notification, without the call
         handler = self.methods.get(request.method)
         if handler is None:
             if note:
@@ -292,11 +293,14 @@ class JsonRpcSession(BaseSession):
 
     def feed(self, data: bytes) -> Actions:
         if self.running is None and not self.closed:
-            frame = self.decoder.single(data)
-            if frame is not None:  # the common case: one whole request, nothing buffered
-                group = _Group()
-                out = self._answer(frame, group)
-                return self._start(group) if group.units else out or None
+            # the common case: whole requests (one, or pipelined ones), nothing buffered
+            frames = self.decoder.whole(data)
+            if frames is not None:
+                if len(frames) == 1:
+                    group = _Group()
+                    out = self._answer(frames[0], group)
+                    return self._start(group) if group.units else out or None
+                return _unwrapped(self._pump(frames=frames))
         self.decoder.feed(data)
         if self.running is not None or self.closed:
             return None  # read again once the job is done
@@ -325,24 +329,32 @@ class JsonRpcSession(BaseSession):
         if error is not None:  # the job itself failed, not a handler: every call gets it
             for call in group.calls():
                 call.reply = service.finish(call, None, error)
-        if len(group.units) == 1 and not self.waiting and self._quiet():
+        if (
+            len(group.units) == 1
+            and not self.waiting
+            and not (self.eof or self.broken or self.decoder.buffered)  # _quiet(), inline
+        ):
             return service.encode_unit(group.units[0]) or None  # nothing else to do
         out = bytearray()
         for unit in group.units:
             out += service.encode_unit(unit)
-        return self._pump(out)
+        return _unwrapped(self._pump(out))
 
-    def _quiet(self) -> bool:
-        """Nothing waits to be read, answered or closed."""
-        return not (self.decoder.buffered or self.eof or self.broken)
-
-    def _pump(self, out: bytearray | None = None) -> list[Action]:
-        """Read every whole frame, answer what can be answered now, start the next job."""
+    def _pump(
+        self, out: bytearray | None = None, frames: list[bytes] | None = None
+    ) -> list[Action]:
+        """Read every whole frame (or take ``frames``, whole ones a read brought), answer
+        what can be answered now, start the next job."""
         out = out if out is not None else bytearray()
         service = self.service
         decoder = self.decoder
         group = _Group()
-        while not self.broken and group.ncalls < MAX_GROUP:
+        for payload in frames or ():  # not in the decoder: past MAX_GROUP calls, they wait
+            if group.ncalls >= MAX_GROUP:
+                self.waiting.append(group)
+                group = _Group()
+            out += self._answer(payload, group)
+        while frames is None and not self.broken and group.ncalls < MAX_GROUP:
             try:
                 frame = decoder.next_frame()
             except FrameTooLarge as exc:
@@ -390,12 +402,13 @@ class JsonRpcSession(BaseSession):
         return b""
 
     def _start(self, group: _Group) -> Run:
+        if group.ncalls == 1:  # one call: in the one unit (no list of every unit's calls)
+            return self._job(group.units[0].calls, group)
         calls = group.calls()
-        if group.ncalls > 1:
-            plain = [c for c in calls if not c.handler.is_async]
-            if plain and len(plain) < len(calls):  # mixed: the plain ones first
-                group.later = [c for c in calls if c.handler.is_async]
-                calls = plain
+        plain = [c for c in calls if not c.handler.is_async]
+        if plain and len(plain) < len(calls):  # mixed: the plain ones first
+            group.later = [c for c in calls if c.handler.is_async]
+            calls = plain
         return self._job(calls, group)
 
     def _job(self, calls: list[_Call], group: _Group) -> Run:
@@ -405,6 +418,12 @@ class JsonRpcSession(BaseSession):
             job = Run(calls[0].run if len(calls) == 1 else _sync_job(calls))
         self.running = (job, group)
         return job
+
+
+def _unwrapped(actions: list[Action]) -> Actions:
+    """One action as itself, not in a list: a driver's hot path takes a lone answer or job
+    at once (``Engine.feed``), a list goes through its queue."""
+    return actions[0] if len(actions) == 1 else actions or None
 
 
 def _sync_job(calls: list[_Call]) -> Callable[[], None]:
