@@ -21,10 +21,10 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ipcnet.addresses import Address
 from ipcnet.errors import Unsupported
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (addresses loads dataclasses and inspect: 20 ms a quick command saves)
+    from ipcnet.addresses import Address
     from ipcnet.transports.base import Listener, StreamTransport
     from ipcnet.transports.datagram import DatagramEndpoint
     from ipcnet.transports.fifo import FifoListener

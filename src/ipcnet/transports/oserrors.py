@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ipcnet import errors
-from ipcnet.addresses import Address
 
 _RESET = {errno.ECONNRESET, errno.ECONNABORTED}
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
@@ -55,6 +54,8 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
     if code in _NOT_AVAILABLE:
         return errors.AddressNotAvailable(f"address not available: {where} ({reason.lower()})")
     if code in (errno.ENOENT, errno.ENOTDIR):
+        from ipcnet.addresses import Address  # loaded already if ``where`` is one
+
         noun = where.spec.noun if isinstance(where, Address) else "socket"
         return errors.NoSuchSocket(f"no {noun} at {where}")
     if code == errno.ENOTSOCK:
