@@ -236,20 +236,3 @@ def test_watch_table_redraws_on_a_terminal_and_marks_changes() -> None:
         w.kill()
         w.wait(timeout=10)
         os.close(controller)
-
-
-def test_a_quick_listing_loads_no_heavy_module() -> None:
-    """`ipcnet sockets` starts like a quick command: not the address grammar (dataclasses and
-    inspect), the drivers, asyncio or ssl, which cost tens of milliseconds to import."""
-    r = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "ipcnet", "sockets", "-tan"],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=30,
-    )
-    assert r.returncode == 0, r.stderr
-    loaded = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if "|" in line}
-    assert "ipcnet.inspector" in loaded  # the import log was read
-    heavy = {"ipcnet.addresses", "ipcnet.drivers", "dataclasses", "inspect", "asyncio", "ssl"}
-    assert not loaded & heavy

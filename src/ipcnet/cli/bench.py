@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from ipcnet.bench.harness import BENCHMARKS
-
 HELP = "measure ipcnet beside its peers: transports, echo, models, http, rpc, inspector, ipc"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ipcnet.bench.harness import BENCHMARKS
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "benchmarks:\n" + "".join(f"  {n:<11} {t}\n" for n, t in BENCHMARKS.items())
     parser.add_argument(
