@@ -24,7 +24,8 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ipcnet.drivers import handover
@@ -47,6 +48,10 @@ TICK = 0.05  # seconds between looks at in-flight connections while stopping
 FLUSH_EVERY = 64  # reads between byte-counter updates of a long connection
 
 
+def _never() -> bool:
+    return False
+
+
 def run_connection(
     core: ServerCore, stream: StreamTransport, row: Row, conn: Conn | None = None
 ) -> None:
@@ -57,7 +62,16 @@ def run_connection(
         session, first = core.service.start(core.peer(stream))
         engine = conn.engine = Engine(session, core.config.high_water)
         engine.push(first)
-        drive(engine, stream, conn, row, core.trace, core.past_linger, core.config.idle_timeout)
+        drive(
+            engine,
+            stream,
+            conn,
+            row,
+            core.trace,
+            core.past_linger,
+            core.config.idle_timeout,
+            asked_to_stop(core),
+        )
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
     except StopServing:
@@ -86,25 +100,31 @@ def drive(
     conn: Conn,
     row: Row | LocalRow,
     trace: Callable[[str], None] | None = None,
-    stopping: Callable[[], bool] = lambda: False,
+    stopping: Callable[[], bool] = _never,
     idle_timeout: float | None = None,
+    asked: Collection[object] | None = None,
 ) -> None:
     """Perform what is queued, then read, feed, perform until EOF or a Close, with
     blocking calls (any stream transport: a socket, or a Channel's pipe for
     ``rpc.serve_channel``). Raises Timeout when idle ``idle_timeout`` s. Byte counts go
-    to the row every FLUSH_EVERY reads, not on every read (a locked add in thread models)."""
+    to the row every FLUSH_EVERY reads, not on every read (a locked add in thread models).
+    ``stopping()`` is asked after each request only once ``asked`` is not empty (see
+    ``asked_to_stop``); without ``asked``, after every request."""
     if not _perform(engine, stream, conn, trace):
         return
+    if asked is None:
+        asked = () if stopping is _never else (True,)
     fd = stream.fileno()
     read, write, feed = stream.read, stream.write, engine.feed
     flush = FLUSH_EVERY  # reads left before the next counter update
     timeout_now: float | None = -1.0
+    exchange = None if trace else stream.exchanging()  # raw calls, for the hot loop below
     # ``while True`` and a return, not ``while cond``: CPython 3.11 warms a function up
     # (to specialize its bytecode) on calls and on JUMP_BACKWARD only, and ``while cond``
     # loops back with POP_JUMP_BACKWARD_IF_*: a forked child, which calls drive() once,
     # ran its loop as generic bytecode for the whole connection
     while True:
-        if stopping() and engine.fed:  # a stop waits for a first request (issue 14)
+        if asked and stopping() and engine.fed:  # a stop waits for a first request (issue 14)
             return
         if conn.timer_at is not None or timeout_now != idle_timeout:  # not per request
             timeout = idle_timeout
@@ -113,28 +133,58 @@ def drive(
                 timeout = left if timeout is None else min(timeout, left)
             if timeout != timeout_now:
                 stream.timeout = timeout_now = timeout
-        conn.idle = True
-        try:
-            data = read(READ_SIZE)
-        except Timeout:
-            if conn.timer_at is None or time.monotonic() < conn.timer_at:
-                raise  # the idle timeout
-            conn.timer_at = None
-            engine.timer()
-            if not _perform(engine, stream, conn, trace):
-                return
-            continue
-        finally:
-            conn.idle = False
-        if trace:
-            trace(
-                f"read(fd {fd}) -> {len(data)} bytes" + ("" if data else " (EOF: the peer is done)")
-            )
+        if exchange is not None and conn.timer_at is None:
+            # the hot loop: the socket's own recv/sendall (the transport translates their
+            # errors when they leave the block), and the engine's one-bytes answer written
+            # at once; anything else (EOF, a Run, queued actions, a Timer) leaves the block
+            # with ``data`` and ``out`` for the general steps below
+            try:
+                with exchange as (recv, send, flags):
+                    while True:
+                        conn.idle = True
+                        data = recv(READ_SIZE)
+                        conn.idle = False
+                        if not data:
+                            break
+                        out = feed(data)
+                        if out.__class__ is not bytes:
+                            break
+                        send(out, flags)
+                        flush -= 1
+                        if not flush:
+                            flush = FLUSH_EVERY
+                            new_in, new_out = engine.counts()
+                            row.add("bytes_in", new_in)
+                            row.add("bytes_out", new_out)
+                        if asked and stopping() and engine.fed:
+                            return
+            finally:
+                conn.idle = False
+                exchange = stream.exchanging()  # a with-block's manager serves once
+        else:
+            conn.idle = True
+            try:
+                data = read(READ_SIZE)
+            except Timeout:
+                if conn.timer_at is None or time.monotonic() < conn.timer_at:
+                    raise  # the idle timeout
+                conn.timer_at = None
+                engine.timer()
+                if not _perform(engine, stream, conn, trace):
+                    return
+                continue
+            finally:
+                conn.idle = False
+            if trace:
+                trace(
+                    f"read(fd {fd}) -> {len(data)} bytes"
+                    + ("" if data else " (EOF: the peer is done)")
+                )
+            out = feed(data) if data else None
         if not data:
             engine.feed_eof()
             _perform(engine, stream, conn, trace)
             return
-        out = feed(data)
         while out.__class__ is Run:  # the hot path of a request/response service
             out = engine.resumed(out, run_job(out))
         if out is not None:
@@ -149,6 +199,26 @@ def drive(
             new_in, new_out = engine.counts()
             row.add("bytes_in", new_in)
             row.add("bytes_out", new_out)
+
+
+_ASKED: weakref.WeakKeyDictionary[ServerCore, tuple[list[bool], Callable[[bool], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def asked_to_stop(core: ServerCore) -> list[bool]:
+    """A list that stays empty until a stop of ``core`` is requested (an ``on_stop`` hook
+    fills it): drive() tests it after each request, which costs no call, and calls
+    ``core.past_linger`` (two Python calls) only once it is filled. A forked child fills
+    it itself (``_child_stop``: it sets ``core.stopping`` without the hooks)."""
+    entry = _ASKED.get(core)
+    if entry is None or entry[1] not in core.on_stop:  # new, or the hooks were cleared (fork)
+        flag: list[bool] = []
+        entry = _ASKED[core] = (flag, flag.append)
+        core.on_stop.append(flag.append)  # two threads racing here add two hooks: harmless
+    if core.stopping.is_set() and not entry[0]:  # asked before the hook was there
+        entry[0].append(True)
+    return entry[0]
 
 
 def _run(engine: Engine, job: Run) -> bytes | None:
@@ -423,8 +493,9 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
         row = core.counters.row(0)
         local = LocalRow()
         conn = Conn(stream)
+        asked = asked_to_stop(core)  # here, not in the handler: no dict work in a signal
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda s, f: _child_stop(core, conn))
+            signal.signal(sig, lambda s, f: _child_stop(core, conn, asked))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         run_connection(core, stream, local, conn)  # type: ignore[arg-type]
         core.counters.add_shared(row, **local.totals())
@@ -434,8 +505,9 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
         os._exit(code)
 
 
-def _child_stop(core: ServerCore, conn: Conn) -> None:
+def _child_stop(core: ServerCore, conn: Conn, asked: list[bool]) -> None:
     core.stopping.set()
+    asked.append(True)
     if conn.quiet:
         raise StopServing
 

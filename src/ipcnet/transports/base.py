@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     import subprocess
 
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
+#: what ``StreamTransport.exchanging`` yields: recv(n), send(data, flags), the flags to pass
+Exchange = tuple[Callable[[int], bytes], Callable[[Any, int], None], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,16 @@ class StreamTransport(ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def exchanging(self) -> AbstractContextManager[Exchange] | None:
+        """For a blocking driver's hot loop: a context manager whose block gets raw calls
+        ``(recv, send, flags)``, ``recv(n)`` returning up to n bytes (b"" at EOF) and
+        ``send(data, flags)`` writing all of data, both of them C calls with no Python frame
+        of ours. The block keeps every rule above: any OSError leaving it is translated, a
+        close() from another thread wakes a blocked ``recv`` and the block then raises
+        Closed. None (the default) where a read is more than one system call: use ``read``
+        and ``write``."""
+        return None
 
     @property
     def read_ready(self) -> bool:

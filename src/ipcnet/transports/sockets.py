@@ -9,18 +9,20 @@ forked child is never shut down behind the child's back.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
 import select
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
-from ipcnet.transports.base import Detached, Listener, StreamTransport
+from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
@@ -71,6 +73,8 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
 
 
 _ASK: Any = object()  # "not known yet: ask the kernel"
+# an error inside ``exchanging``'s block: the operation its errno implies
+_EXCHANGE_OP = {errno.EPIPE: "write to", errno.EAGAIN: "read from"}
 
 
 class SocketEndpoint:
@@ -212,6 +216,27 @@ class SocketStream(SocketEndpoint, StreamTransport):
             raise self._error(exc, "write to") from exc
         finally:
             self._blocked -= 1
+
+    def exchanging(self) -> AbstractContextManager[Exchange] | None:
+        """The socket's own recv and sendall for a blocking driver's hot loop (see
+        ``StreamTransport.exchanging``); None while reads wait in poll(2) first (UnixStream)."""
+        return None if self._poll is not None else self._exchange()
+
+    @contextmanager
+    def _exchange(self) -> Iterator[Exchange]:
+        # the whole block counts as blocked in the socket: close() from another thread
+        # shuts it down, which wakes a recv (the b"" that gives is Closed below, not EOF)
+        self._blocked += 1
+        try:
+            yield self.sock.recv, self.sock.sendall, MSG_NOSIGNAL
+        except OSError as exc:  # which call failed is not known here: only a send gets EPIPE
+            raise self._error(
+                exc, _EXCHANGE_OP.get(exc.errno or 0, "read from or write to")
+            ) from exc
+        finally:
+            self._blocked -= 1
+        if self._closed:
+            raise Closed(f"closed while reading: {self.where}")
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send a file region with sendfile(2), blocking; the bytes sent (< count at EOF)."""
@@ -404,6 +429,9 @@ class SeqpacketStream(SocketStream):
 
     def read(self, n: int) -> bytes:
         return StreamTransport.read(self, n)
+
+    def exchanging(self) -> None:
+        return None  # a packet is read whole (read_into): not one recv(2)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")

@@ -1,0 +1,99 @@
+"""drive()'s hot loop over a tcp socket (issue 17): a stop asked while a connection is busy
+ends it after the request in hand, and only once ``asked`` says so; a Timer leaves the hot
+loop for the general steps and still fires."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from ipcnet.drivers.blocking import LocalRow, drive
+from ipcnet.drivers.core import Conn
+from ipcnet.drivers.engine import Engine
+from ipcnet.protocols.base import CLOSE, Actions, BaseSession, Peer, Timer
+from ipcnet.protocols.simple import Echo
+from ipcnet.transports.sockets import SocketStream, stream_for
+
+
+def _tcp_pair() -> tuple[SocketStream, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener:
+        peer = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    peer.settimeout(10)
+    return stream_for(ours, "tcp://test-peer", "tcp"), peer
+
+
+def _echo(peer: socket.socket, data: bytes) -> bytes:
+    peer.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = peer.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_a_stop_asked_while_busy_ends_the_connection_after_the_request_in_hand() -> None:
+    stream, peer = _tcp_pair()
+    session, _ = Echo().start(Peer(None, None))
+    engine = Engine(session)
+    asked: list[bool] = []
+    stop = threading.Event()
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            drive(engine, stream, Conn(stream), LocalRow(), None, stop.is_set, 30.0, asked)
+        finally:
+            done.set()
+            stream.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with peer:
+        for i in range(3):
+            assert _echo(peer, b"x%d" % i) == b"x%d" % i
+        stop.set()  # stopping() is true, but nobody asked through ``asked``: serving goes on
+        assert _echo(peer, b"still") == b"still"
+        assert not done.is_set()
+        asked.append(True)  # as the on_stop hook does
+        assert _echo(peer, b"last") == b"last"  # the request in hand is answered...
+        assert done.wait(10)  # ...then the connection ends
+        assert peer.recv(10) == b""
+    thread.join(5)
+
+
+class _TimedEcho(BaseSession):
+    """Echoes; the first request arms a 0.1 s Timer whose firing says so and closes."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def feed(self, data: bytes) -> Actions:
+        if self.armed:
+            return data
+        self.armed = True
+        return [data, Timer(0.1)]
+
+    def on_timer(self) -> Actions:
+        return [b"timer\n", CLOSE]
+
+
+def test_a_timer_armed_from_the_hot_loop_fires() -> None:
+    stream, peer = _tcp_pair()
+    engine = Engine(_TimedEcho())
+    thread = threading.Thread(
+        target=lambda: (drive(engine, stream, Conn(stream), LocalRow(), None), stream.close()),
+        daemon=True,
+    )
+    thread.start()
+    with peer:
+        assert _echo(peer, b"one") == b"one"
+        got = b""
+        while chunk := peer.recv(100):
+            got += chunk
+        assert got == b"timer\n"
+    thread.join(5)
+    assert not thread.is_alive()
