@@ -1,5 +1,5 @@
 """drive()'s hot loop over a tcp socket (issue 17): a stop asked while a connection is busy
-ends it after the request in hand, and only once ``asked`` says so; a Timer leaves the hot
+ends it after the request in hand, and only once the StopEvent is set; a Timer leaves the hot
 loop for the general steps and still fires."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import socket
 import threading
 
 from ipcnet.drivers.blocking import LocalRow, drive
-from ipcnet.drivers.core import Conn
+from ipcnet.drivers.core import Conn, StopEvent
 from ipcnet.drivers.engine import Engine
 from ipcnet.protocols.base import CLOSE, Actions, BaseSession, Peer, Timer
 from ipcnet.protocols.simple import Echo
@@ -39,13 +39,13 @@ def test_a_stop_asked_while_busy_ends_the_connection_after_the_request_in_hand()
     stream, peer = _tcp_pair()
     session, _ = Echo().start(Peer(None, None))
     engine = Engine(session)
-    asked: list[bool] = []
-    stop = threading.Event()
+    stop = StopEvent()
+    linger = threading.Event()  # stopping(): past the linger time
     done = threading.Event()
 
     def serve() -> None:
         try:
-            drive(engine, stream, Conn(stream), LocalRow(), None, stop.is_set, 30.0, asked)
+            drive(engine, stream, Conn(stream), LocalRow(), None, linger.is_set, 30.0, stop)
         finally:
             done.set()
             stream.close()
@@ -55,10 +55,10 @@ def test_a_stop_asked_while_busy_ends_the_connection_after_the_request_in_hand()
     with peer:
         for i in range(3):
             assert _echo(peer, b"x%d" % i) == b"x%d" % i
-        stop.set()  # stopping() is true, but nobody asked through ``asked``: serving goes on
+        linger.set()  # stopping() is true, but no stop was asked: serving goes on
         assert _echo(peer, b"still") == b"still"
         assert not done.is_set()
-        asked.append(True)  # as the on_stop hook does
+        stop.set()  # as request_stop does
         assert _echo(peer, b"last") == b"last"  # the request in hand is answered...
         assert done.wait(10)  # ...then the connection ends
         assert peer.recv(10) == b""

@@ -24,13 +24,12 @@ import selectors
 import signal
 import threading
 import time
-import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from ipcnet.drivers import handover
 from ipcnet.drivers.admission import Gate, drain_step, refuse
-from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopServing, log
+from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
@@ -52,6 +51,9 @@ def _never() -> bool:
     return False
 
 
+_NEVER = StopEvent()  # drive()'s ``stop`` when there is no server to stop (serve_channel)
+
+
 def run_connection(
     core: ServerCore, stream: StreamTransport, row: Row, conn: Conn | None = None
 ) -> None:
@@ -70,7 +72,7 @@ def run_connection(
             core.trace,
             core.past_linger,
             core.config.idle_timeout,
-            asked_to_stop(core),
+            core.stopping,
         )
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
@@ -102,18 +104,18 @@ def drive(
     trace: Callable[[str], None] | None = None,
     stopping: Callable[[], bool] = _never,
     idle_timeout: float | None = None,
-    asked: Collection[object] | None = None,
+    stop: StopEvent | None = None,
 ) -> None:
     """Perform what is queued, then read, feed, perform until EOF or a Close, with
     blocking calls (any stream transport: a socket, or a Channel's pipe for
     ``rpc.serve_channel``). Raises Timeout when idle ``idle_timeout`` s. Byte counts go
     to the row every FLUSH_EVERY reads, not on every read (a locked add in thread models).
-    ``stopping()`` is asked after each request only once ``asked`` is not empty (see
-    ``asked_to_stop``); without ``asked``, after every request."""
+    ``stopping()`` is asked after a request only once ``stop`` (the server's StopEvent)
+    has been set; without ``stop``, never."""
     if not _perform(engine, stream, conn, trace):
         return
-    if asked is None:
-        asked = () if stopping is _never else (True,)
+    if stop is None:
+        stop = _NEVER
     fd = stream.fileno()
     read, write, feed = stream.read, stream.write, engine.feed
     flush = FLUSH_EVERY  # reads left before the next counter update
@@ -124,7 +126,7 @@ def drive(
     # loops back with POP_JUMP_BACKWARD_IF_*: a forked child, which calls drive() once,
     # ran its loop as generic bytecode for the whole connection
     while True:
-        if asked and stopping() and engine.fed:  # a stop waits for a first request (issue 14)
+        if stop.asked and stopping() and engine.fed:  # a stop waits for a first request (issue 14)
             return
         if conn.timer_at is not None or timeout_now != idle_timeout:  # not per request
             timeout = idle_timeout
@@ -156,7 +158,7 @@ def drive(
                             new_in, new_out = engine.counts()
                             row.add("bytes_in", new_in)
                             row.add("bytes_out", new_out)
-                        if asked and stopping() and engine.fed:
+                        if stop.asked and stopping() and engine.fed:
                             return
             finally:
                 conn.idle = False
@@ -199,26 +201,6 @@ def drive(
             new_in, new_out = engine.counts()
             row.add("bytes_in", new_in)
             row.add("bytes_out", new_out)
-
-
-_ASKED: weakref.WeakKeyDictionary[ServerCore, tuple[list[bool], Callable[[bool], None]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def asked_to_stop(core: ServerCore) -> list[bool]:
-    """A list that stays empty until a stop of ``core`` is requested (an ``on_stop`` hook
-    fills it): drive() tests it after each request, which costs no call, and calls
-    ``core.past_linger`` (two Python calls) only once it is filled. A forked child fills
-    it itself (``_child_stop``: it sets ``core.stopping`` without the hooks)."""
-    entry = _ASKED.get(core)
-    if entry is None or entry[1] not in core.on_stop:  # new, or the hooks were cleared (fork)
-        flag: list[bool] = []
-        entry = _ASKED[core] = (flag, flag.append)
-        core.on_stop.append(flag.append)  # two threads racing here add two hooks: harmless
-    if core.stopping.is_set() and not entry[0]:  # asked before the hook was there
-        entry[0].append(True)
-    return entry[0]
 
 
 def _run(engine: Engine, job: Run) -> bytes | None:
@@ -493,9 +475,8 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
         row = core.counters.row(0)
         local = LocalRow()
         conn = Conn(stream)
-        asked = asked_to_stop(core)  # here, not in the handler: no dict work in a signal
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda s, f: _child_stop(core, conn, asked))
+            signal.signal(sig, lambda s, f: _child_stop(core, conn))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         run_connection(core, stream, local, conn)  # type: ignore[arg-type]
         core.counters.add_shared(row, **local.totals())
@@ -505,9 +486,8 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
         os._exit(code)
 
 
-def _child_stop(core: ServerCore, conn: Conn, asked: list[bool]) -> None:
+def _child_stop(core: ServerCore, conn: Conn) -> None:
     core.stopping.set()
-    asked.append(True)
     if conn.quiet:
         raise StopServing
 

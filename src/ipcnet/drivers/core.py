@@ -84,6 +84,21 @@ def servable(listener: Listener[Any], address: Address) -> Listener[SocketStream
     return cast(Listener[SocketStream], listener)
 
 
+class StopEvent(threading.Event):
+    """The server's stop request. ``asked`` turns true as it is set, so a hot loop tests
+    it with one attribute load where ``is_set()`` costs a Python call (drive(), per read)."""
+
+    asked = False
+
+    def set(self) -> None:
+        self.asked = True
+        super().set()
+
+    def clear(self) -> None:
+        self.asked = False
+        super().clear()
+
+
 @dataclass(eq=False, slots=True)  # slots: drive() sets idle twice per read
 class Conn:
     """A connection as a blocking model sees it, for stopping and the idle rule."""
@@ -161,7 +176,7 @@ class ServerCore:
         self.slots: list[list[Listener[SocketStream]]] = []
         self.spares: dict[str, list[int]] = {}
         self.datagrams: list[DatagramEndpoint] = []
-        self.stopping = threading.Event()
+        self.stopping = StopEvent()
         self.forcing = threading.Event()
         self.deadline = float("inf")
         self.conns: dict[int, Conn] = {}  # the blocking models' connections, for stopping
