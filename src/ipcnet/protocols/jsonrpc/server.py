@@ -186,23 +186,28 @@ class JsonRpcService(BaseService):
         return error_reply(rid, RPCError.standard(INVALID_REQUEST, detail))
 
     def slot(self, message: Any) -> Slot:
-        request = parse_request(message)
-        if isinstance(request, BadRequest):
-            return error_reply(request.id, request.error)
-        note = request.id is MISSING  # Request.notification, without the call
-        handler = self.methods.get(request.method)
+        common = common_request(message)  # no Request made in the common case
+        params: list[Any] | dict[str, Any] | None
+        if common is not None:
+            method, params, rid = common
+        else:
+            request = parse_request(message)
+            if isinstance(request, BadRequest):
+                return error_reply(request.id, request.error)
+            method, params, rid = request.method, request.params, request.id
+        note = rid is MISSING  # Request.notification, without the call
+        handler = self.methods.get(method)
         if handler is None:
             if note:
                 return None
-            error = RPCError.standard(METHOD_NOT_FOUND, shorten(request.method))
-            return error_reply(request.id, error)
+            return error_reply(rid, RPCError.standard(METHOD_NOT_FOUND, shorten(method)))
         try:
-            call = handler.bind(request.params)
+            call = handler.bind(params)
         except RPCError as error:
-            return None if note else error_reply(request.id, error)
+            return None if note else error_reply(rid, error)
         if handler.inline:
-            return self.finish(_Call(self, handler, call, request.id, note), *_run(call))
-        return _Call(self, handler, call, request.id, note)
+            return self.finish(_Call(self, handler, call, rid, note), *_run(call))
+        return _Call(self, handler, call, rid, note)
 
     def finish(self, call: _Call, value: Any, error: BaseException | None) -> dict[str, Any] | None:
         if call.notification:
@@ -223,20 +228,22 @@ class JsonRpcService(BaseService):
     # --- encoding replies ----------------------------------------------------------------
 
     def encode_unit(self, unit: _Unit) -> bytes:
+        message: Any
         if unit.batch:
-            return self.encode_reply(unit.replies(), True)
-        slot = unit.slots[0]  # one request: its reply (None for a notification), no list
-        return self.encode_reply(slot.reply if slot.__class__ is _Call else slot)
-
-    def encode_reply(self, message: Any, batch: bool = False) -> bytes:
-        """The frame of one reply dict (or of a batch's list of them); b"" for none."""
+            message = unit.replies()
+        else:  # one request: its reply (None for a notification), no list built
+            slot = unit.slots[0]
+            message = slot.reply if slot.__class__ is _Call else slot
         if not message:
             return b""
         try:
             return self._encode(message)
         except (LocalProtocolError, LimitExceeded):
-            pass
-        # find the replies that cannot go
+            return self.encode_fixed(message, unit.batch)
+
+    def encode_fixed(self, message: Any, batch: bool) -> bytes:
+        """The frame of a reply (or a batch's list of them) that ``_encode`` refused, with
+        each reply that cannot go replaced by its Internal Error."""
         fixed = [self._encodable(r) for r in message] if batch else self._encodable(message)
         return self._frame(self.codec.encode(fixed))
 
@@ -335,7 +342,10 @@ class JsonRpcSession(BaseSession):
             else:
                 reply = error_reply(self.id, service.error_for(error))
             self.call = None
-            out = service.encode_reply(reply)
+            try:
+                out = service._encode(reply)
+            except (LocalProtocolError, LimitExceeded):
+                out = service.encode_fixed(reply, False)
             if self.eof or self.broken or self.decoder.buffered:  # _quiet(), inline
                 return _unwrapped(self._pump(bytearray(out)))
             return out or None
@@ -415,7 +425,7 @@ class JsonRpcSession(BaseSession):
         try:
             message = service.codec.decode(frame)
         except DecodeError:
-            message = None  # _answer says why
+            message = None  # _answer says why (a frame of JSON null goes there too)
         else:
             request = common_request(message)
             if request is not None and request[2] is not MISSING:
@@ -425,14 +435,14 @@ class JsonRpcSession(BaseSession):
                     try:
                         self.call = handler.bind(params)
                     except RPCError:
-                        pass  # _take answers it
+                        pass  # _answer answers it
                     else:
                         self.id = rid
                         job = Run(self._run_fast)
                         self.running = (job, None)
                         return job
         group = _Group()
-        out = self._answer(frame, group) if message is None else self._take(message, group)
+        out = self._answer(frame, group, MISSING if message is None else message)
         return self._start(group) if group.units else out or None
 
     def _run_fast(self) -> Any:
@@ -443,19 +453,15 @@ class JsonRpcSession(BaseSession):
             _refuse(value)
         return value
 
-    def _answer(self, frame: bytes, group: _Group) -> bytes:
-        """One frame: its reply when it can be given now, else b"" and its calls join
-        ``group`` (to be run by a job)."""
+    def _answer(self, frame: bytes, group: _Group, message: Any = MISSING) -> bytes:
+        """One frame (``message``: its payload, if decoded already): its reply when it can
+        be given now, else b"" and its calls join ``group`` (to be run by a job)."""
         service = self.service
-        try:
-            message = service.codec.decode(frame)
-        except DecodeError as exc:
-            return service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
-        return self._take(message, group)
-
-    def _take(self, message: Any, group: _Group) -> bytes:
-        """A decoded frame, as ``_answer``."""
-        service = self.service
+        if message is MISSING:
+            try:
+                message = service.codec.decode(frame)
+            except DecodeError as exc:
+                return service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
         unit = service.unit(message)
         calls = unit.calls
         if not calls:
