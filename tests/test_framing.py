@@ -440,3 +440,23 @@ def test_registries_construct_every_entry_and_the_cli_offers_them() -> None:
     with pytest.raises(ValueError, match="^unknown codec 'x'; choose from json, msgpack, bytes"):
         codec("x")
     assert isinstance(framing("lsp"), ContentLength)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("use_orjson", [True, False])
+def test_the_fused_encoder_is_encode_of_codec_encode(name: str, use_orjson: bool) -> None:
+    """framing.encoder(codec) gives what framing.encode(codec.encode(obj)) gives, and over
+    the limit it raises what that raises (newline + JSON is fused in the codec)."""
+    from ipcnet.framing.codecs import JSONCodec
+
+    json_codec = JSONCodec(use_orjson=use_orjson)
+    f = framing(name, max_size=40)
+    encode = f.encoder(json_codec)
+    for obj in [{"id": 1, "result": [1, "two", None]}, 2**70, "x" * 38]:
+        assert encode(obj) == f.encode(json_codec.encode(obj))
+    for obj in ["x" * 39, {"a": "y" * 40}]:
+        with pytest.raises(LimitExceeded) as fused:
+            encode(obj)
+        with pytest.raises(LimitExceeded) as plain:
+            f.encode(json_codec.encode(obj))
+        assert str(fused.value) == str(plain.value)

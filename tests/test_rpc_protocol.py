@@ -189,6 +189,45 @@ def test_unencodable_result_is_an_internal_error() -> None:
     assert Driven().feed(req("add", [1, 2]))[0]["result"] == 3
 
 
+def test_a_plain_handler_that_makes_a_coroutine_is_an_error() -> None:
+    m = Methods()
+
+    async def later() -> int:
+        return 1
+
+    @m.method
+    def sneaky() -> Any:
+        return later()
+
+    d = Driven(JsonRpcService(m))
+    (reply,) = d.feed(req("sneaky"))  # alone: the one-request path
+    assert code(reply) == SERVER_ERROR and "make it async def" in reply["error"]["message"]
+    (replies,) = d.feed(b"[" + req("sneaky")[:-1] + b"]\n")  # in a batch: the general path
+    assert (
+        code(replies[0]) == SERVER_ERROR and "make it async def" in replies[0]["error"]["message"]
+    )
+
+
+def test_what_arrives_while_a_lone_call_runs_is_answered_after_it() -> None:
+    session, _ = service().start(Peer(None))
+    job = session.feed(req("add", [1, 2], "first"))
+    assert isinstance(job, Run)
+    assert session.feed(req("add", [3, 4], None) + req("add", [5, 6], 3.5)) is None  # busy
+    assert session.feed_eof() is None
+    out, replies = as_list(session.resume(job, run_job(job))), []
+    while out:
+        head, *rest = out
+        if isinstance(head, Run):
+            rest = [*as_list(session.resume(head, run_job(head))), *rest]
+        elif isinstance(head, bytes):
+            replies += [json.loads(line) for line in head.splitlines()]
+        else:
+            assert isinstance(head, Close) and not rest
+        out = rest
+    assert [(r["id"], r["result"]) for r in replies] == [("first", 3), (None, 7), (3.5, 11)]
+    assert isinstance(head, Close)
+
+
 def test_async_handlers_under_a_driver_that_does_not_await() -> None:
     d = Driven()
     assert d.feed(req("slow_add", [1, 2]))[0]["result"] == 3

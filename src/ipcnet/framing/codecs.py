@@ -17,10 +17,10 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ipcnet.errors import LocalProtocolError
-from ipcnet.framing.errors import DecodeError
+from ipcnet.framing.errors import DecodeError, over_limit
 
 try:
     import orjson
@@ -30,11 +30,16 @@ except ImportError:  # pragma: no cover - orjson is in the "fast" extra
 MAX_DEPTH = 512  # nesting the stdlib JSON fallback accepts (orjson stops at 1024)
 
 
+class LineEncoder(Protocol):
+    def __call__(self, obj: Any, limit: int) -> bytes: ...
+
+
 class Codec(ABC):
     name: str = "codec"
-    #: ``encode_line(obj)``: ``encode(obj) + b"\n"`` made in one step, for a codec whose
-    #: payloads never hold a newline byte (a newline framing then needs no scan or copy)
-    encode_line: Callable[[Any], bytes] | None = None
+    #: ``encode_line(obj, limit)``: ``encode(obj) + b"\n"`` made in one step, LimitExceeded
+    #: (``over_limit``) when the payload is over ``limit`` bytes, for a codec whose payloads
+    #: never hold a newline byte (a newline framing then needs no scan, copy or wrapper)
+    encode_line: LineEncoder | None = None
 
     @abstractmethod
     def encode(self, obj: Any) -> bytes:
@@ -88,13 +93,18 @@ class JSONCodec(Codec):
         self.fast = use_orjson and orjson is not None
         self.encode_line = self._encode_line  # compact JSON escapes every newline
 
-    def _encode_line(self, obj: Any) -> bytes:
+    def _encode_line(self, obj: Any, limit: int) -> bytes:
+        data = None
         if self.fast:
             try:
-                return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+                data = orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
             except TypeError:
                 pass  # as in encode: the stdlib's turn
-        return self.encode(obj) + b"\n"
+        if data is None:
+            data = self.encode(obj) + b"\n"
+        if len(data) > limit + 1:
+            raise over_limit(len(data) - 1, limit)
+        return data
 
     def encode(self, obj: Any) -> bytes:
         if self.fast:

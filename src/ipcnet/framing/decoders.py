@@ -17,6 +17,7 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
 
 from __future__ import annotations
 
+import functools
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
-from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame
+from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame, over_limit
 
 if TYPE_CHECKING:
     from ipcnet.framing.codecs import Codec
@@ -169,7 +170,7 @@ class Framing(ABC):
     def _check(self, payload: bytes | bytearray | memoryview) -> int:
         n = len(payload)
         if n > self.max_size:
-            raise LimitExceeded(f"frame of {n} bytes is over the limit of {self.max_size}")
+            raise over_limit(n, self.max_size)
         return n
 
     def __repr__(self) -> str:
@@ -373,18 +374,10 @@ class NewlineDelimited(Framing):
         return data + b"\n"
 
     def encoder(self, codec: Codec) -> Callable[[Any], bytes]:
-        line = codec.encode_line
+        line = codec.encode_line  # the payload, its newline and the limit, at once
         if line is None:
             return super().encoder(codec)
-        limit = self.max_size
-
-        def encode(obj: Any) -> bytes:
-            data = line(obj)  # the payload and its newline, made at once by the codec
-            if len(data) > limit + 1:
-                raise LimitExceeded(f"frame of {len(data) - 1} bytes is over the limit of {limit}")
-            return data
-
-        return encode
+        return functools.partial(line, limit=self.max_size)
 
 
 # --- netstring --------------------------------------------------------------------------

@@ -34,4 +34,9 @@ class DecodeError(RemoteProtocolError):
     """A complete frame whose payload the codec cannot read (bad JSON, bad msgpack)."""
 
 
-__all__ = ["DecodeError", "FrameTooLarge", "IncompleteFrame"]
+def over_limit(size: int, limit: int) -> LimitExceeded:
+    """What sending a frame of ``size`` payload bytes over ``limit`` raises."""
+    return LimitExceeded(f"frame of {size} bytes is over the limit of {limit}")
+
+
+__all__ = ["DecodeError", "FrameTooLarge", "IncompleteFrame", "over_limit"]

@@ -242,7 +242,15 @@ class Client:
                     self._reading = False
                     if self._followers:
                         cond.notify_all()
-                self._deliver(replies)
+                waiting = self._waiting  # file each reply under its call, the lock held
+                for reply in replies:
+                    rid = reply.id
+                    got = waiting.pop(rid, None) if rid.__class__ is int else None
+                    if got is None:
+                        self.dropped += 1  # late (its call timed out) or unknown
+                        continue
+                    got.reply = reply
+                    got.done = True
         finally:
             lock.release()
 
@@ -267,17 +275,6 @@ class Client:
                 if self._failure is None:
                     self._failure = exc
             return []
-
-    def _deliver(self, replies: list[Reply]) -> None:
-        """File each reply under its call (the lock is held)."""
-        waiting = self._waiting
-        for reply in replies:
-            pending = waiting.pop(reply.id, None) if type(reply.id) is int else None
-            if pending is None:
-                self.dropped += 1  # late (its call timed out) or unknown
-                continue
-            pending.reply = reply
-            pending.done = True
 
     # --- closing -------------------------------------------------------------------------
 

@@ -106,13 +106,15 @@ class BadRequest:
     error: RPCError
 
 
-def parse_request(obj: Any) -> Request | BadRequest:
-    """A Request, or the BadRequest to answer it with."""
-    if not isinstance(obj, dict):
-        return _bad(None, f"expected an object, got {_kind(obj)}")
+def common_request(obj: Any) -> tuple[str, list[Any] | dict[str, Any], Any] | None:
+    """(method, params, id) of the common valid request, checked in one test: an object
+    with a string method, params, an integer or string id (MISSING for a notification) and
+    ``"jsonrpc": "2.0"``; None for anything else (then ``parse_request`` decides)."""
+    if obj.__class__ is not dict:
+        return None
     get = obj.get
     rid = get("id", MISSING)
-    method = get("method", MISSING)
+    method = get("method")
     params = get("params")
     if (
         method.__class__ is str
@@ -120,7 +122,21 @@ def parse_request(obj: Any) -> Request | BadRequest:
         and (rid.__class__ is int or rid.__class__ is str or rid is MISSING)
         and get("jsonrpc") == "2.0"
     ):
-        return Request(method, params, rid)  # the common case, checked in one test
+        return method, params, rid
+    return None
+
+
+def parse_request(obj: Any) -> Request | BadRequest:
+    """A Request, or the BadRequest to answer it with."""
+    common = common_request(obj)
+    if common is not None:
+        return Request(*common)
+    if not isinstance(obj, dict):
+        return _bad(None, f"expected an object, got {_kind(obj)}")
+    get = obj.get
+    rid = get("id", MISSING)
+    method = get("method", MISSING)
+    params = get("params")
     if rid is not MISSING and not valid_id(rid):
         return _bad(None, f"id must be a string, number or null, not {_kind(rid)}")
     reply_id = None if rid is MISSING else rid

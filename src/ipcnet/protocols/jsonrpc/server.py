@@ -12,6 +12,10 @@ Role: the state machine half of the protocol, on the service/driver contract of
   plain job, then the async ones in an ``async def`` job (the contract's coroutine form,
   see ``protocols.base``: whatever driver runs it, it is awaited, so the service never
   knows which); ``inline`` handlers and ``rpc.discover`` run at once;
+- the common case, one whole frame holding one request (with an id) for a plain handler,
+  takes a fast path: no group, unit or call objects, the session itself holds the call
+  and its id while the job runs, and the handler's exception comes back as the job's
+  error; every other frame goes the general way, which answers it the same;
 - while a job runs, bytes that arrive wait in the decoder; replies go out in the order the
   jobs finish (a batch is answered by one array); the peer's EOF closes once all is answered;
 - a handler's exception becomes an error reply (type and message, a traceback only with
@@ -53,6 +57,7 @@ from ipcnet.protocols.jsonrpc.messages import (
     SERVER_ERROR,
     BadRequest,
     RPCError,
+    common_request,
     error_reply,
     parse_request,
     result_reply,
@@ -91,9 +96,8 @@ class _Call:
         service = self.service
         try:
             value = self.call()
-            if isinstance(value, CoroutineType):  # a plain function that made a coroutine
-                value.close()
-                raise LocalProtocolError("the handler returned a coroutine: make it async def")
+            if value.__class__ is CoroutineType:
+                _refuse(value)
             self.reply = service.finish(self, value, None)
         except Exception as exc:
             self.reply = service.finish(self, None, exc)
@@ -182,23 +186,28 @@ class JsonRpcService(BaseService):
         return error_reply(rid, RPCError.standard(INVALID_REQUEST, detail))
 
     def slot(self, message: Any) -> Slot:
-        request = parse_request(message)
-        if isinstance(request, BadRequest):
-            return error_reply(request.id, request.error)
-        note = request.id is MISSING  # Request.notification, without the call
-        handler = self.methods.get(request.method)
+        common = common_request(message)  # no Request made in the common case
+        params: list[Any] | dict[str, Any] | None
+        if common is not None:
+            method, params, rid = common
+        else:
+            request = parse_request(message)
+            if isinstance(request, BadRequest):
+                return error_reply(request.id, request.error)
+            method, params, rid = request.method, request.params, request.id
+        note = rid is MISSING  # Request.notification, without the call
+        handler = self.methods.get(method)
         if handler is None:
             if note:
                 return None
-            error = RPCError.standard(METHOD_NOT_FOUND, shorten(request.method))
-            return error_reply(request.id, error)
+            return error_reply(rid, RPCError.standard(METHOD_NOT_FOUND, shorten(method)))
         try:
-            call = handler.bind(request.params)
+            call = handler.bind(params)
         except RPCError as error:
-            return None if note else error_reply(request.id, error)
+            return None if note else error_reply(rid, error)
         if handler.inline:
-            return self.finish(_Call(self, handler, call, request.id, note), *_run(call))
-        return _Call(self, handler, call, request.id, note)
+            return self.finish(_Call(self, handler, call, rid, note), *_run(call))
+        return _Call(self, handler, call, rid, note)
 
     def finish(self, call: _Call, value: Any, error: BaseException | None) -> dict[str, Any] | None:
         if call.notification:
@@ -230,9 +239,12 @@ class JsonRpcService(BaseService):
         try:
             return self._encode(message)
         except (LocalProtocolError, LimitExceeded):
-            pass
-        # find the replies that cannot go
-        fixed = [self._encodable(r) for r in message] if unit.batch else self._encodable(message)
+            return self.encode_fixed(message, unit.batch)
+
+    def encode_fixed(self, message: Any, batch: bool) -> bytes:
+        """The frame of a reply (or a batch's list of them) that ``_encode`` refused, with
+        each reply that cannot go replaced by its Internal Error."""
+        fixed = [self._encodable(r) for r in message] if batch else self._encodable(message)
         return self._frame(self.codec.encode(fixed))
 
     def _encodable(self, reply: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +267,12 @@ class JsonRpcService(BaseService):
     def frame_error(self, code: int, text: str) -> bytes:
         reply = error_reply(None, RPCError.standard(code, text))
         return self._frame(self.codec.encode(reply))
+
+
+def _refuse(value: CoroutineType[Any, Any, Any]) -> None:
+    """A plain function made a coroutine: close it and fail the call."""
+    value.close()
+    raise LocalProtocolError("the handler returned a coroutine: make it async def")
 
 
 def _run(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -283,7 +301,9 @@ class JsonRpcSession(BaseSession):
     def __init__(self, service: JsonRpcService) -> None:
         self.service = service
         self.decoder = service.framing.decoder()
-        self.running: tuple[Run, _Group] | None = None
+        self.running: tuple[Run, _Group | None] | None = None  # None: the fast path's job
+        self.call: Callable[[], Any] | None = None  # the fast path's call and its id
+        self.id: Any = None
         self.waiting: deque[_Group] = deque()
         self.eof = False
         self.broken = False  # the framing is lost: answer what is in hand, then close
@@ -297,9 +317,7 @@ class JsonRpcSession(BaseSession):
             frames = self.decoder.whole(data)
             if frames is not None:
                 if len(frames) == 1:
-                    group = _Group()
-                    out = self._answer(frames[0], group)
-                    return self._start(group) if group.units else out or None
+                    return self._one(frames[0])
                 return _unwrapped(self._pump(frames=frames))
         self.decoder.feed(data)
         if self.running is not None or self.closed:
@@ -316,6 +334,21 @@ class JsonRpcSession(BaseSession):
         assert self.running is not None and self.running[0] is job
         group = self.running[1]
         self.running = None
+        if group is None:  # the fast path's call: its outcome is the handler's
+            service = self.service
+            error = outcome.error
+            if error is None:
+                reply = result_reply(self.id, outcome.value)
+            else:
+                reply = error_reply(self.id, service.error_for(error))
+            self.call = None
+            try:
+                out = service._encode(reply)
+            except (LocalProtocolError, LimitExceeded):
+                out = service.encode_fixed(reply, False)
+            if self.eof or self.broken or self.decoder.buffered:  # _quiet(), inline
+                return _unwrapped(self._pump(bytearray(out)))
+            return out or None
         if outcome.error is None and group.later:
             later, group.later = group.later, []
             return self._job(later, group)
@@ -385,14 +418,50 @@ class JsonRpcSession(BaseSession):
             actions.append(CLOSE)
         return actions
 
-    def _answer(self, frame: bytes, group: _Group) -> bytes:
-        """One frame: its reply when it can be given now, else b"" and its calls join
-        ``group`` (to be run by a job)."""
+    def _one(self, frame: bytes) -> Actions:
+        """The one frame a read brought, nothing in hand: a request with an id for a plain
+        handler becomes the fast path's job; anything else goes the general way."""
         service = self.service
         try:
             message = service.codec.decode(frame)
-        except DecodeError as exc:
-            return service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
+        except DecodeError:
+            message = None  # _answer says why (a frame of JSON null goes there too)
+        else:
+            request = common_request(message)
+            if request is not None and request[2] is not MISSING:
+                method, params, rid = request
+                handler = service.methods.get(method)
+                if handler is not None and not (handler.inline or handler.is_async):
+                    try:
+                        self.call = handler.bind(params)
+                    except RPCError:
+                        pass  # _answer answers it
+                    else:
+                        self.id = rid
+                        job = Run(self._run_fast)
+                        self.running = (job, None)
+                        return job
+        group = _Group()
+        out = self._answer(frame, group, MISSING if message is None else message)
+        return self._start(group) if group.units else out or None
+
+    def _run_fast(self) -> Any:
+        """The fast path's job: the handler's value (its exception is the job's error)."""
+        assert self.call is not None
+        value = self.call()
+        if value.__class__ is CoroutineType:
+            _refuse(value)
+        return value
+
+    def _answer(self, frame: bytes, group: _Group, message: Any = MISSING) -> bytes:
+        """One frame (``message``: its payload, if decoded already): its reply when it can
+        be given now, else b"" and its calls join ``group`` (to be run by a job)."""
+        service = self.service
+        if message is MISSING:
+            try:
+                message = service.codec.decode(frame)
+            except DecodeError as exc:
+                return service.frame_error(PARSE_ERROR, shorten(str(exc), MESSAGE_LIMIT))
         unit = service.unit(message)
         calls = unit.calls
         if not calls:
