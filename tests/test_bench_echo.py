@@ -229,7 +229,10 @@ def test_models_runs_peers_prints_json_and_leaves_nothing(capsys):
     for key, row in rows.items():
         if key != ("TCPServer", "tcp 1k c=2"):
             assert len(row["samples"]) == 1 and row["median"] > 0 and row["errors"] == [], row
-            assert row["per_cpu_s"] and row["p50_ms"] and row["server_cpu_s"]
+            assert row["p50_ms"] and row["server_cpu_s"]
+            cpu = row["server_cpu_s"][0]  # in clock ticks: 0 if a loaded server got < 10 ms
+            per_cpu = [pytest.approx(row["samples"][0] * 0.5 / cpu)] if cpu else []
+            assert row["per_cpu_s"] == per_cpu, row  # messages (rate x 0.5 s) per CPU-s
     epoll = rows["ipcnet epoll", "tcp 1k c=2"]  # beside the peers its traits pick
     assert set(epoll["vs"]) == {"selectors loop"} and epoll["note"].endswith("x selectors loop")
     assert out["failures"] == [] and out["skipped"] == {} and len(out["goals"]) > 0
