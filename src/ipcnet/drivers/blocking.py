@@ -137,9 +137,10 @@ def drive(
                 stream.timeout = timeout_now = timeout
         if exchange is not None and conn.timer_at is None:
             # the hot loop: the socket's own recv/sendall (the transport translates their
-            # errors when they leave the block), and the engine's one-bytes answer written
-            # at once; anything else (EOF, a Run, queued actions, a Timer) leaves the block
-            # with ``data`` and ``out`` for the general steps below
+            # errors when they leave the block), a job run inline as below, and the
+            # engine's one-bytes answer written at once; anything else (EOF, queued
+            # actions, a Timer) leaves the block with ``data`` and ``out`` for the general
+            # steps below (leaving costs a new manager: not once per RPC call)
             try:
                 with exchange as (recv, send, flags):
                     while True:
@@ -149,6 +150,8 @@ def drive(
                         if not data:
                             break
                         out = feed(data)
+                        while out.__class__ is Run:  # run_job raises nothing
+                            out = engine.resumed(out, run_job(out))
                         if out.__class__ is not bytes:
                             break
                         send(out, flags)
