@@ -194,14 +194,16 @@ def _frames_or_error(d: Decoder, data: bytes) -> object:
 
 @given(
     name=st.sampled_from(ALL),
+    shortcut_name=st.sampled_from(["single", "whole"]),
     payloads=st.lists(st.binary(max_size=40), max_size=12),
-    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=6),
+    sizes=st.lists(st.integers(1, 200), min_size=1, max_size=6),
 )
-def test_the_single_frame_shortcut_agrees_with_feeding(
-    name: str, payloads: list[bytes], sizes: list[int]
+def test_the_shortcuts_agree_with_feeding(
+    name: str, shortcut_name: str, payloads: list[bytes], sizes: list[int]
 ) -> None:
-    """single() takes a chunk only when it is exactly one frame within the limit, and then
-    gives what feeding it would; otherwise it takes nothing."""
+    """single() takes a chunk only when it is exactly one frame within the limit, whole()
+    only when it is whole frames within the limit, and then each gives what feeding it
+    would; otherwise it takes nothing."""
     big = framing(name)
     if name == "newline":
         payloads = [p.replace(b"\n", b"").rstrip(b"\r") for p in payloads]
@@ -211,9 +213,13 @@ def test_the_single_frame_shortcut_agrees_with_feeding(
     while i < len(wire):
         chunk = wire[i : i + sizes[i % len(sizes)]]
         i += len(chunk)
-        frame = shortcut.single(chunk)
-        if frame is not None:
-            assert plain.frames(chunk) == [frame]
+        if shortcut_name == "single":
+            frame = shortcut.single(chunk)
+            frames = None if frame is None else [frame]
+        else:
+            frames = shortcut.whole(chunk)
+        if frames is not None:
+            assert plain.frames(chunk) == frames
         else:
             assert _frames_or_error(shortcut, chunk) == _frames_or_error(plain, chunk)
 
@@ -227,32 +233,6 @@ def test_the_single_frame_shortcut_takes_a_whole_frame(name: str) -> None:
     assert d.frames(f.encode(b"ab")[:-1]) == []
     assert d.single(f.encode(b"cd")) is None  # something is buffered
     assert d.buffered > 0
-
-
-@given(
-    name=st.sampled_from(ALL),
-    payloads=st.lists(st.binary(max_size=40), max_size=12),
-    sizes=st.lists(st.integers(1, 200), min_size=1, max_size=6),
-)
-def test_the_whole_frames_shortcut_agrees_with_feeding(
-    name: str, payloads: list[bytes], sizes: list[int]
-) -> None:
-    """whole() takes a chunk only when it is whole frames within the limit, and then gives
-    what feeding it would; otherwise it takes nothing."""
-    big = framing(name)
-    if name == "newline":
-        payloads = [p.replace(b"\n", b"").rstrip(b"\r") for p in payloads]
-    wire = b"".join(big.encode(p) for p in payloads)
-    f = framing(name, max_size=25)  # some frames are over the limit
-    shortcut, plain, i = f.decoder(), f.decoder(), 0
-    while i < len(wire):
-        chunk = wire[i : i + sizes[i % len(sizes)]]
-        i += len(chunk)
-        frames = shortcut.whole(chunk)
-        if frames is not None:
-            assert plain.frames(chunk) == frames
-        else:
-            assert _frames_or_error(shortcut, chunk) == _frames_or_error(plain, chunk)
 
 
 def test_the_whole_frames_shortcut_on_lines() -> None:

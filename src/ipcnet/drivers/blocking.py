@@ -86,9 +86,7 @@ def run_connection(
     finally:
         if engine is not None:
             engine.end()
-            new_in, new_out = engine.counts()
-            row.add("bytes_in", new_in)
-            row.add("bytes_out", new_out)
+            _count(engine, row)
             row.observe(time.monotonic() - engine.born)
         if core.trace:
             core.trace(f"close(fd {stream.fileno()})")
@@ -158,9 +156,7 @@ def drive(
                         flush -= 1
                         if not flush:
                             flush = FLUSH_EVERY
-                            new_in, new_out = engine.counts()
-                            row.add("bytes_in", new_in)
-                            row.add("bytes_out", new_out)
+                            _count(engine, row)
                         if stop.asked and stopping() and engine.fed:
                             return
             finally:
@@ -201,9 +197,14 @@ def drive(
         flush -= 1
         if not flush:
             flush = FLUSH_EVERY
-            new_in, new_out = engine.counts()
-            row.add("bytes_in", new_in)
-            row.add("bytes_out", new_out)
+            _count(engine, row)
+
+
+def _count(engine: Engine, row: Row | LocalRow) -> None:
+    """Add the bytes the connection moved since the last count to its counters row."""
+    new_in, new_out = engine.counts()
+    row.add("bytes_in", new_in)
+    row.add("bytes_out", new_out)
 
 
 def _run(engine: Engine, job: Run) -> bytes | None:
