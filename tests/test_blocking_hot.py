@@ -10,8 +10,7 @@ import threading
 from ipcnet.drivers.blocking import LocalRow, drive
 from ipcnet.drivers.core import Conn, StopEvent
 from ipcnet.drivers.engine import Engine
-from ipcnet.protocols.base import CLOSE, Actions, BaseSession, Peer, Timer
-from ipcnet.protocols.simple import Echo
+from ipcnet.protocols.base import CLOSE, Actions, BaseSession, Timer
 from ipcnet.transports.sockets import SocketStream, stream_for
 
 
@@ -35,9 +34,23 @@ def _echo(peer: socket.socket, data: bytes) -> bytes:
     return got
 
 
+class _GatedEcho(BaseSession):
+    """Echoes; holds ``b"last"`` in hand (in feed) until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.in_hand = threading.Event()
+        self.go = threading.Event()
+
+    def feed(self, data: bytes) -> Actions:
+        if data == b"last":
+            self.in_hand.set()
+            self.go.wait(10)
+        return data
+
+
 def test_a_stop_asked_while_busy_ends_the_connection_after_the_request_in_hand() -> None:
     stream, peer = _tcp_pair()
-    session, _ = Echo().start(Peer(None, None))
+    session = _GatedEcho()
     engine = Engine(session)
     stop = StopEvent()
     linger = threading.Event()  # stopping(): past the linger time
@@ -58,8 +71,11 @@ def test_a_stop_asked_while_busy_ends_the_connection_after_the_request_in_hand()
         linger.set()  # stopping() is true, but no stop was asked: serving goes on
         assert _echo(peer, b"still") == b"still"
         assert not done.is_set()
-        stop.set()  # as request_stop does
-        assert _echo(peer, b"last") == b"last"  # the request in hand is answered...
+        peer.sendall(b"last")
+        assert session.in_hand.wait(10)  # the server holds the request in hand...
+        stop.set()  # ...when the stop is asked (as request_stop does)
+        session.go.set()
+        assert peer.recv(10) == b"last"  # the request in hand is answered...
         assert done.wait(10)  # ...then the connection ends
         assert peer.recv(10) == b""
     thread.join(5)
