@@ -205,6 +205,17 @@ def _wait_for(predicate: object, what: str, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
+def _stop_both(old: subprocess.Popen[bytes], new_pid: int) -> None:
+    """After an upgrade test: kill the old master if it still runs, stop the new one (0:
+    none was started)."""
+    if old.poll() is None:
+        old.kill()
+        old.wait()
+    if new_pid:
+        os.kill(new_pid, signal.SIGTERM)
+        _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+
+
 def _slow_prefork(tmp_path: Path, grace: float, *extra: str) -> object:
     script = tmp_path / "slow.py"
     script.write_text(SERVICE_SCRIPT)
@@ -291,12 +302,7 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
         assert held.recv(100) == b""
         held.close()
     finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait()
-        if new_pid:
-            os.kill(new_pid, signal.SIGTERM)
-            _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+        _stop_both(old, new_pid)
 
 
 def test_accept_proxy_refuses_datagram_addresses() -> None:
@@ -490,9 +496,4 @@ def test_health_stays_ok_while_the_old_master_drains_after_sigusr2(tmp_path: Pat
         # the --stats socket was handed over too (binding it again was "address in use")
         assert _stats(stats)["pid"] == new_pid
     finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait()
-        if new_pid:
-            os.kill(new_pid, signal.SIGTERM)
-            _wait_for(lambda: not _alive(new_pid), "the new master stopped")
+        _stop_both(old, new_pid)
