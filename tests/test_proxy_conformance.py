@@ -165,6 +165,16 @@ def test_v1_addresses_as_the_spec_writes_them() -> None:
         assert reader.rest == b"PROXY TCP4 not a header\r\n"
 
 
+def test_a_link_local_clients_zone_is_left_out_of_the_header() -> None:
+    """getpeername() names a link-local client ``fe80::1%eth0``; §2.1 has no zone in its
+    address syntax (HAProxy's inet_pton refuses one), and v2 has 16 bytes for it."""
+    line = encode_v1(("fe80::1%eth0", 50000), ("fe80::2%eth0", 443))
+    assert line == b"PROXY TCP6 fe80::1 fe80::2 50000 443\r\n"
+    assert ProxyHeaderReader().feed(line) is not None
+    header = ProxyHeaderReader().feed(encode_v2(("fe80::1%eth0", 1), ("fe80::2%2", 2)))
+    assert header is not None and header.source == ("fe80::1", 1)
+
+
 def test_an_unnamed_unix_endpoint_is_empty_not_abstract() -> None:
     header = ProxyHeaderReader().feed(encode_v2("", "/run/app.sock"))
     assert header is not None and (header.source, header.destination) == ("", "/run/app.sock")

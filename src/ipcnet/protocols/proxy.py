@@ -239,12 +239,17 @@ def encode_v1(source: Endpoint | None, destination: Endpoint | None) -> bytes:
     """The v1 line for a TCP connection between two IP endpoints; UNKNOWN for anything else."""
     if not (isinstance(source, tuple) and isinstance(destination, tuple)):
         return b"PROXY UNKNOWN\r\n"
-    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+    src, dst = _sent(source[0]), _sent(destination[0])
     if src.version != dst.version:  # a v4 client on a dual-stack socket: say it in v6
         src, dst = _as_v6(src), _as_v6(dst)
     proto = "TCP4" if src.version == 4 else "TCP6"
     line = f"PROXY {proto} {_text(src)} {_text(dst)} {source[1]} {destination[1]}\r\n"
     return line.encode("ascii")
+
+
+def _sent(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An endpoint's host as the header carries it: a zone (``fe80::1%eth0``) has no place."""
+    return ipaddress.ip_address(host.split("%", 1)[0])
 
 
 def _as_v6(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
@@ -367,7 +372,7 @@ def encode_v2(
         ver_cmd, fam = 0x21, 0x30 | (2 if datagram else 1)
         addresses = _unix_field(source) + _unix_field(destination)
     elif isinstance(source, tuple) and isinstance(destination, tuple):
-        src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+        src, dst = _sent(source[0]), _sent(destination[0])
         if src.version != dst.version:
             src, dst = _as_v6(src), _as_v6(dst)
         ver_cmd, fam = 0x21, (0x10 if src.version == 4 else 0x20) | (2 if datagram else 1)
