@@ -287,16 +287,18 @@ def _stats(path: Path) -> dict[str, int]:
 
 
 @needs_haproxy
-def test_haproxy_ssl_tlvs_and_health_checks_into_serve_and_a_unix_relay_into_haproxy(
+def test_haproxy_ssl_tlvs_and_health_checks_into_serve_and_the_relays_headers_into_haproxy(
     short_tmp: Path,
 ) -> None:
     """HAProxy's richest v2 header (TLS frontend) and its LOCAL health checks into
-    `ipcnet serve --accept-proxy`; and `ipcnet relay unix://... --send-proxy v2` in front
-    of HAProxy `accept-proxy`: HAProxy refuses an AF_UNIX block, so the relay says LOCAL."""
+    `ipcnet serve --accept-proxy`; `ipcnet relay unix://... --send-proxy v2` in front of
+    HAProxy `accept-proxy` (HAProxy refuses an AF_UNIX block, so the relay says LOCAL);
+    and the relay's header to a tls:// target, in the clear before the handshake, read by
+    HAProxy `bind ... ssl accept-proxy`."""
     tls = certs()
     pem = short_tmp / "haproxy.pem"
     pem.write_text(Path(tls.server.cert).read_text() + Path(tls.server.key).read_text())
-    echo, front, accept = free_port(), free_port(), free_port()
+    echo, front, accept, secure = free_port(), free_port(), free_port(), free_port()
     config = short_tmp / "haproxy.cfg"
     config.write_text(textwrap.dedent(f"""
         global
@@ -314,6 +316,7 @@ def test_haproxy_ssl_tlvs_and_health_checks_into_serve_and_a_unix_relay_into_hap
             server e 127.0.0.1:{echo} send-proxy-v2-ssl-cn check check-send-proxy inter 50 proxy-v2-options crc32c,unique-id,authority,ssl-cipher,cert-sig,cert-key
         frontend accepting
             bind 127.0.0.1:{accept} accept-proxy
+            bind 127.0.0.1:{secure} ssl crt {pem} accept-proxy
             default_backend v2_out
         backend v2_out
             server e 127.0.0.1:{echo} send-proxy-v2
@@ -346,6 +349,12 @@ def test_haproxy_ssl_tlvs_and_health_checks_into_serve_and_a_unix_relay_into_hap
                     while chunk := c.recv(100):
                         answer += chunk
             assert answer == b"from a unix client"
+            target = f"tls://localhost:{secure}"
+            for version in ("v1", "v2"):
+                with ipcnet.relay("tcp://127.0.0.1:0", target, send_proxy=version,
+                                  target_tls={"ca": tls.ca}) as relay:  # fmt: skip
+                    port = int(relay.address.port or 0)
+                    assert _exchange(port, b"then tls") == b"then tls"
             deadline = time.monotonic() + 10  # a few health checks (LOCAL + CRC32C) too
             while _stats(stats)["accepted"] < 5 and time.monotonic() < deadline:
                 time.sleep(0.05)
