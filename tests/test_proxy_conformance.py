@@ -148,6 +148,19 @@ def test_ssl_tlv_must_hold_client_verify_and_whole_sub_tlvs(tlv: bytes, message:
     assert header.tlvs[PP2_TYPE_SSL] == good[3:]
 
 
+@pytest.mark.parametrize("line", [b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r", b"PROXY UNKNOWN\n"])
+def test_v1_bare_cr_or_lf_is_refused_as_soon_as_it_is_seen(line: bytes) -> None:
+    """§2.1: "must not tolerate a single CR or LF character to end the line"; a peer that
+    sent one and waits is refused now, not when 107 bytes or the deadline have come."""
+    reader = ProxyHeaderReader()
+    assert reader.feed(line[:-1]) is None
+    if line.endswith(b"\r"):
+        assert reader.feed(b"\r") is None  # its LF may be in the next read
+        line = b"X"
+    with pytest.raises(ProxyProtocolError, match="bare CR or LF"):
+        reader.feed(line[-1:])
+
+
 def test_v1_addresses_as_the_spec_writes_them() -> None:
     """§2.1: upper or lower case hex, IPv4-mapped in TCP6, UNKNOWN with or without the
     addresses; anything after the CRLF is the stream's."""

@@ -6,7 +6,8 @@ from whatever bytes arrive, ``encode_v1``/``encode_v2`` write one. Nothing here 
 Rules (each from the spec):
 - The receiver is configured to expect the header and never guesses: bytes that cannot
   start a header of an accepted version are refused at once, not passed through (§1, §5).
-- v1 is one line of at most 107 bytes, CRLF included, fields split by single spaces:
+- v1 is one line of at most 107 bytes ending in CRLF (a bare CR or LF is refused as soon
+  as it is seen), fields split by single spaces:
   ``PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n`` or ``PROXY UNKNOWN...\\r\\n`` (the rest of an
   UNKNOWN line is ignored). Addresses must be of the family named; ports are 0..65535
   in decimal without leading zeros (§2.1).
@@ -152,9 +153,13 @@ class ProxyHeaderReader:
         elif 1 in self.versions and _starts(buf, V1_PREFIX):
             end = buf.find(b"\r\n", 0, V1_MAX)
             if end < 0:
-                if len(buf) >= V1_MAX or b"\n" in buf:
+                if len(buf) >= V1_MAX:
                     raise ProxyProtocolError(
                         f"proxy protocol v1 header without CRLF in its first {V1_MAX} bytes"
+                    )
+                if b"\n" in buf or b"\r" in buf[:-1]:  # a CR may still get its LF
+                    raise ProxyProtocolError(
+                        "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
                     )
                 return None
             size = end + 2
