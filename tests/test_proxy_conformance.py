@@ -45,6 +45,7 @@ from ipcnet.protocols.proxy import (
     encode_v2,
 )
 from ipcnet.testing import free_port
+from relay_helpers import relay_process
 from serverkit import serving
 from tlskit import certs
 
@@ -247,19 +248,17 @@ def _exchange(port: int, data: bytes, *, bytewise: bool = False) -> bytes:
 
 @pytest.fixture(params=["serve-epoll", "serve-thread", "relay"])
 def accepting(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    """(kind, port) of an echo server that requires a PROXY header, or of a relay
+    """(kind, port) of an echo server that requires a PROXY header, or of `ipcnet relay`
     requiring one in front of it (it sends its own v2 header on)."""
     kind: str = request.param
     port = free_port()
     with ExitStack() as stack:
         stack.enter_context(serving("echo", f"tcp://127.0.0.1:{port}", model=kind[6:] or "epoll",
                                     extra=("--accept-proxy",)))  # fmt: skip
-        if kind == "relay":
+        if kind == "relay":  # the command, under its default model (the engine's epoll)
             target = f"tcp://127.0.0.1:{port}"
-            relay = stack.enter_context(
-                ipcnet.relay("tcp://127.0.0.1:0", target, accept_proxy=True, send_proxy="v2")
-            )
-            port = int(relay.address.port or 0)
+            args = ("--accept-proxy", "--send-proxy", "v2", "-q")
+            port = stack.enter_context(relay_process("tcp://127.0.0.1:0", target, *args)).port
         yield kind, port
 
 
