@@ -6,16 +6,21 @@ from whatever bytes arrive, ``encode_v1``/``encode_v2`` write one. Nothing here 
 Rules (each from the spec):
 - The receiver is configured to expect the header and never guesses: bytes that cannot
   start a header of an accepted version are refused at once, not passed through (§1, §5).
-- v1 is one line of at most 107 bytes, CRLF included, fields split by single spaces:
+- v1 is one line of at most 107 bytes ending in CRLF (a bare CR or LF is refused as soon
+  as it is seen), fields split by single spaces:
   ``PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n`` or ``PROXY UNKNOWN...\\r\\n`` (the rest of an
   UNKNOWN line is ignored). Addresses must be of the family named; ports are 0..65535
   in decimal without leading zeros (§2.1).
 - v2 is a 16-byte block (12-byte signature, version/command, family/protocol, length)
   and ``length`` more bytes: the addresses (12, 36 or 216 bytes for INET, INET6, UNIX) and
   then TLVs. Version must be 2, the command LOCAL or PROXY, the family and protocol known
-  values; anything else is refused (§2.2). LOCAL (a health check from the proxy itself)
-  and UNSPEC carry no client: the connection's own endpoints stand (``source`` is None).
-- TLVs must exactly fill the rest; a CRC32C TLV is checked over the whole header (§2.2.5).
+  values; anything else is refused as soon as its byte arrives (§2.2). LOCAL (a health
+  check from the proxy itself) and UNSPEC carry no client: the connection's own endpoints
+  stand (``source`` is None); LOCAL's family is ignored, so its addresses may be absent.
+- TLVs must exactly fill the rest; a CRC32C TLV is checked over the whole header with its
+  own 4 bytes zeroed (§2.2.3), UNIQUE_ID holds at most 128 bytes (§2.2.5), and an SSL TLV
+  is a client byte, a 32-bit verify and sub-TLVs that exactly fill it (§2.2.6). NOOP is
+  dropped; other types, known or not, are kept for the caller and otherwise ignored.
 - ``max_size`` bounds what is buffered: a v2 header announcing more is refused before its
   body is read.
 Errors are ``ProxyProtocolError`` (a RemoteProtocolError) with a short message.
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,6 +50,18 @@ PP2_TYPE_NOOP = 0x04
 PP2_TYPE_UNIQUE_ID = 0x05
 PP2_TYPE_SSL = 0x20
 PP2_TYPE_NETNS = 0x30
+# sub-TLVs of PP2_TYPE_SSL (§2.2.6) and the bits of its client byte
+PP2_SUBTYPE_SSL_VERSION = 0x21
+PP2_SUBTYPE_SSL_CN = 0x22
+PP2_SUBTYPE_SSL_CIPHER = 0x23
+PP2_SUBTYPE_SSL_SIG_ALG = 0x24
+PP2_SUBTYPE_SSL_KEY_ALG = 0x25
+PP2_SUBTYPE_SSL_GROUP = 0x26
+PP2_SUBTYPE_SSL_SIG_SCHEME = 0x27
+PP2_SUBTYPE_SSL_CLIENT_CERT = 0x28
+PP2_CLIENT_SSL = 0x01
+PP2_CLIENT_CERT_CONN = 0x02
+PP2_CLIENT_CERT_SESS = 0x04
 
 Transport = Literal["TCP4", "TCP6", "UDP4", "UDP6", "UNIX", "UNIXGRAM", "UNKNOWN"]
 #: (family, protocol) nibbles of the v2 header -> our transport name
@@ -84,6 +101,21 @@ class ProxyHeader:
         """True when the header names no client (health checks, UNKNOWN)."""
         return self.source is None
 
+    @property
+    def ssl(self) -> SSLInfo | None:
+        """The SSL TLV decoded (HAProxy ``send-proxy-v2-ssl``), None when there is none."""
+        value = self.tlvs.get(PP2_TYPE_SSL)
+        return None if value is None else parse_ssl(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SSLInfo:
+    """The PP2_TYPE_SSL TLV: what the proxy saw of the client's TLS (§2.2.6)."""
+
+    client: int  # PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS
+    verify: int  # 0: the client presented a certificate and it was verified
+    fields: Mapping[int, bytes]  # sub-TLVs: PP2_SUBTYPE_SSL_VERSION, _CN, _CIPHER, ...
+
 
 class ProxyHeaderReader:
     """Feed bytes until ``feed`` returns the header; what followed it is in ``rest``.
@@ -106,6 +138,8 @@ class ProxyHeaderReader:
         self._buf += data
         buf = self._buf
         if 2 in self.versions and _starts(buf, SIGNATURE):
+            if len(buf) > len(SIGNATURE):  # a wrong version, command or family: refused now
+                _check_head(buf[12], buf[13] if len(buf) > 13 else None)
             if len(buf) < V2_HEADER:
                 return None
             size = V2_HEADER + int.from_bytes(buf[14:16], "big")
@@ -119,9 +153,13 @@ class ProxyHeaderReader:
         elif 1 in self.versions and _starts(buf, V1_PREFIX):
             end = buf.find(b"\r\n", 0, V1_MAX)
             if end < 0:
-                if len(buf) >= V1_MAX or b"\n" in buf:
+                if len(buf) >= V1_MAX:
                     raise ProxyProtocolError(
                         f"proxy protocol v1 header without CRLF in its first {V1_MAX} bytes"
+                    )
+                if b"\n" in buf or b"\r" in buf[:-1]:  # a CR may still get its LF
+                    raise ProxyProtocolError(
+                        "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
                     )
                 return None
             size = end + 2
@@ -206,12 +244,17 @@ def encode_v1(source: Endpoint | None, destination: Endpoint | None) -> bytes:
     """The v1 line for a TCP connection between two IP endpoints; UNKNOWN for anything else."""
     if not (isinstance(source, tuple) and isinstance(destination, tuple)):
         return b"PROXY UNKNOWN\r\n"
-    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+    src, dst = _sent(source[0]), _sent(destination[0])
     if src.version != dst.version:  # a v4 client on a dual-stack socket: say it in v6
         src, dst = _as_v6(src), _as_v6(dst)
     proto = "TCP4" if src.version == 4 else "TCP6"
     line = f"PROXY {proto} {_text(src)} {_text(dst)} {source[1]} {destination[1]}\r\n"
     return line.encode("ascii")
+
+
+def _sent(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An endpoint's host as the header carries it: a zone (``fe80::1%eth0``) has no place."""
+    return ipaddress.ip_address(host.split("%", 1)[0])
 
 
 def _as_v6(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
@@ -228,16 +271,12 @@ def parse_v2(block: bytes) -> ProxyHeader:
     ver_cmd, fam, length = block[12], block[13], int.from_bytes(block[14:16], "big")
     if len(block) != V2_HEADER + length:
         raise ProxyProtocolError("proxy protocol v2 header length does not match its bytes")
-    if ver_cmd >> 4 != 2:
-        raise ProxyProtocolError(f"unsupported proxy protocol version {ver_cmd >> 4} in v2 header")
-    command = ver_cmd & 0x0F
-    if command not in (0, 1):
-        raise ProxyProtocolError(f"unknown proxy protocol v2 command {command:#x}")
-    family, protocol = fam >> 4, fam & 0x0F
-    if family > 3 or protocol > 2:
-        raise ProxyProtocolError(f"unknown proxy protocol v2 family/protocol byte {fam:#04x}")
+    _check_head(ver_cmd, fam)
+    command, family, protocol = ver_cmd & 0x0F, fam >> 4, fam & 0x0F
     body = memoryview(block)[V2_HEADER:]
     need = _ADDRESS_SIZES.get(family, 0) if protocol else 0
+    if command == 0 and len(body) < need:
+        need = 0  # LOCAL: the family is ignored, and a sender may leave the addresses out
     if len(body) < need:
         raise ProxyProtocolError(
             f"proxy protocol v2 header too short for its addresses ({len(body)} < {need} bytes)"
@@ -251,6 +290,16 @@ def parse_v2(block: bytes) -> ProxyHeader:
     return ProxyHeader(2, "PROXY", name, source, destination, tlvs, len(block))
 
 
+def _check_head(ver_cmd: int, fam: int | None) -> None:
+    """The 13th and 14th bytes of a v2 header: version 2, LOCAL or PROXY, known values."""
+    if ver_cmd >> 4 != 2:
+        raise ProxyProtocolError(f"unsupported proxy protocol version {ver_cmd >> 4} in v2 header")
+    if ver_cmd & 0x0F not in (0, 1):
+        raise ProxyProtocolError(f"unknown proxy protocol v2 command {ver_cmd & 0x0F:#x}")
+    if fam is not None and (fam >> 4 > 3 or fam & 0x0F > 2):
+        raise ProxyProtocolError(f"unknown proxy protocol v2 family/protocol byte {fam:#04x}")
+
+
 def _addresses(family: int, raw: memoryview) -> tuple[Endpoint, Endpoint]:
     if family == 1:
         s, d, sp, dp = struct.unpack("!4s4sHH", raw)
@@ -262,34 +311,50 @@ def _addresses(family: int, raw: memoryview) -> tuple[Endpoint, Endpoint]:
 
 
 def _unix_path(raw: bytes) -> str:
-    if raw[:1] == b"\0":  # abstract: the name runs to the end of the field, NULs trimmed
+    if raw[:1] == b"\0" and raw.strip(b"\0"):  # abstract: to the end of the field, NULs trimmed
         return "@" + raw[1:].rstrip(b"\0").decode("utf-8", "surrogateescape")
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _tlvs(raw: memoryview, block: bytes) -> dict[int, bytes]:
-    tlvs: dict[int, bytes] = {}
+def _items(raw: memoryview, where: str) -> Iterator[tuple[int, int, bytes]]:
+    """(offset of the value, type, value) of each TLV; they must exactly fill ``raw``."""
     at = 0
     while at < len(raw):
         if len(raw) - at < 3:
-            raise ProxyProtocolError("truncated TLV in proxy protocol v2 header")
+            raise ProxyProtocolError(f"truncated TLV in {where}")
         kind, size = raw[at], int.from_bytes(raw[at + 1 : at + 3], "big")
         if at + 3 + size > len(raw):
-            raise ProxyProtocolError(f"TLV {kind:#04x} runs past the proxy protocol v2 header")
-        value = bytes(raw[at + 3 : at + 3 + size])
+            raise ProxyProtocolError(f"TLV {kind:#04x} runs past {where}")
+        yield at + 3, kind, bytes(raw[at + 3 : at + 3 + size])
+        at += 3 + size
+
+
+def _tlvs(raw: memoryview, block: bytes) -> dict[int, bytes]:
+    tlvs: dict[int, bytes] = {}
+    for at, kind, value in _items(raw, "the proxy protocol v2 header"):
         if kind == PP2_TYPE_CRC32C:
-            if size != 4:
+            if len(value) != 4:
                 raise ProxyProtocolError("CRC32C TLV of the proxy protocol is not 4 bytes")
-            start = len(block) - len(raw) + at + 3
+            start = len(block) - len(raw) + at
             zeroed = block[:start] + b"\0\0\0\0" + block[start + 4 :]
             if crc32c(zeroed) != int.from_bytes(value, "big"):
                 raise ProxyProtocolError("proxy protocol v2 header fails its CRC32C check")
-        elif kind == PP2_TYPE_UNIQUE_ID and size > 128:
+        elif kind == PP2_TYPE_UNIQUE_ID and len(value) > 128:
             raise ProxyProtocolError("proxy protocol UNIQUE_ID TLV is over 128 bytes")
+        elif kind == PP2_TYPE_SSL:
+            parse_ssl(value)
         if kind != PP2_TYPE_NOOP:
             tlvs[kind] = value
-        at += 3 + size
     return tlvs
+
+
+def parse_ssl(value: bytes) -> SSLInfo:
+    """The value of an SSL TLV: client (1 byte), verify (4 bytes), then sub-TLVs."""
+    if len(value) < 5:
+        raise ProxyProtocolError(f"SSL TLV of the proxy protocol is {len(value)} bytes, under 5")
+    where = "the SSL TLV of the proxy protocol v2 header"
+    fields = {kind: sub for _, kind, sub in _items(memoryview(value)[5:], where)}
+    return SSLInfo(value[0], int.from_bytes(value[1:5], "big"), fields)
 
 
 def encode_v2(
@@ -312,7 +377,7 @@ def encode_v2(
         ver_cmd, fam = 0x21, 0x30 | (2 if datagram else 1)
         addresses = _unix_field(source) + _unix_field(destination)
     elif isinstance(source, tuple) and isinstance(destination, tuple):
-        src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+        src, dst = _sent(source[0]), _sent(destination[0])
         if src.version != dst.version:
             src, dst = _as_v6(src), _as_v6(dst)
         ver_cmd, fam = 0x21, (0x10 if src.version == 4 else 0x20) | (2 if datagram else 1)
@@ -367,9 +432,11 @@ __all__ = [
     "ProxyHeader",
     "ProxyHeaderReader",
     "ProxyProtocolError",
+    "SSLInfo",
     "crc32c",
     "encode_v1",
     "encode_v2",
+    "parse_ssl",
     "parse_v1",
     "parse_v2",
 ]

@@ -3,8 +3,10 @@
 Role: glue between ``protocols.proxy`` (sans-IO) and the relay (the reading side is the
 session's, in ``service``). Rules (HAProxy's ``send-proxy``):
 - ``header_for``: the client's own addresses as the relay saw them (or as an accepted
-  header named them); a client the protocol cannot name (an unnamed unix socket, mixed
-  families) is sent as v1 UNKNOWN or v2 LOCAL, as the spec says.
+  header named them) when both ends are IP; any other client (unix, or an IP client on a
+  unix listener) is sent as v1 UNKNOWN or v2 LOCAL with no addresses, as HAProxy's own
+  send-proxy does: HAProxy's accept-proxy and nginx stream refuse a v2 AF_UNIX block (its
+  216 address bytes), and the receiver keeps the connection's own endpoints either way.
 """
 
 from __future__ import annotations
@@ -31,10 +33,8 @@ def header_for(version: str, source: Endpoint | None, destination: Endpoint | No
     """The header that names this client to a server behind the relay."""
     if version == "v1":
         return encode_v1(source, destination)
-    if isinstance(destination, str) and source is None:
-        source = ""  # an unnamed unix client: its path is empty
-    if isinstance(source, str) != isinstance(destination, str):
-        source = destination = None  # an IP client on a unix listener or the reverse: LOCAL
+    if not (isinstance(source, tuple) and isinstance(destination, tuple)):
+        source = destination = None  # no IP client to name: LOCAL
     return encode_v2(source, destination)
 
 

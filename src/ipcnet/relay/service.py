@@ -182,10 +182,11 @@ class RelaySession(BaseSession):
                 self._log([End("client", "refused", time.monotonic(), str(exc))])
                 self._over()
                 return None
+        header = b""
         if config.send_proxy:
-            first = proxyio.header_for(config.send_proxy, self.source, self.destination) + first
+            header = proxyio.header_for(config.send_proxy, self.source, self.destination)
         try:
-            upstream, target = service.targets.connect()
+            upstream, target = service.targets.connect(header)
         except IPCError as exc:
             self._log([End("server", "refused", time.monotonic(), str(exc))])
             self._over()

@@ -10,6 +10,8 @@ Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx'
 - a tls:// or tls+unix:// target is connected with ``tls`` (TLSOptions keywords: --ca,
   --sni, --insecure, a client certificate ...), handshake and verification included, so
   an untrusted certificate is a failure to connect like a refusal;
+- a PROXY protocol header goes first on the upstream connection, in the clear even to a
+  tls:// target (HAProxy's ``server ... ssl send-proxy``);
 - every failure is counted per target; when all fail the last error is raised.
 """
 
@@ -64,13 +66,24 @@ class Targets:
             start = next(self._turn) % len(self.addresses)
         return self.addresses[start:] + self.addresses[:start]
 
-    def connect(self) -> tuple[StreamTransport, Address]:
-        """An open stream to the first target (in balance order) that accepts."""
+    def connect(self, preface: bytes = b"") -> tuple[StreamTransport, Address]:
+        """An open stream to the first target (in balance order) that accepts, ``preface``
+        (a PROXY protocol header) written on it first: before the TLS handshake of a
+        tls:// target, as HAProxy sends it and as a server's ``accept-proxy`` reads it."""
         error: IPCError | None = None
         for address in self.order():
             try:
-                tls = self.tls if address.spec.transport == "tls" else {}
-                return open_stream(address, self.connect_timeout, **tls), address
+                if address.spec.transport == "tls":
+                    tls = {**self.tls, "preface": preface}
+                    return open_stream(address, self.connect_timeout, **tls), address
+                upstream = open_stream(address, self.connect_timeout)
+                if preface:
+                    try:
+                        upstream.write(preface)
+                    except IPCError:
+                        upstream.close()
+                        raise
+                return upstream, address
             except IPCError as exc:
                 self.stats.connect_failed(str(address))
                 error = exc

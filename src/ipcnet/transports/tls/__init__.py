@@ -59,13 +59,19 @@ def _raw_module(address: Address) -> Any:
     return unix if address.is_unix else tcp
 
 
-def connect(address: Address, timeout: float | None, **tls: Any) -> TLSStream:
-    """The registry's connect: the socket, then the client handshake (see ``stream``)."""
+def connect(address: Address, timeout: float | None, preface: bytes = b"", **tls: Any) -> TLSStream:
+    """The registry's connect: the socket, then the client handshake (see ``stream``).
+
+    ``preface`` goes out in the clear before the handshake: a relay's PROXY protocol
+    header, as HAProxy's ``send-proxy`` on an ``ssl`` server sends it (issue 12).
+    """
     options = TLSOptions.of(**tls)
     if address.is_inet:  # errors name the tls:// address
         raw = stream_for(inet.connect(address, socket.SOCK_STREAM, timeout), str(address), "tcp")
     else:
         raw = unix.connect(raw_address(address), timeout)
+    if preface:
+        raw.write(preface)
     host = address.host or None
     return stream.client(raw, options, host, where=str(address))
 
