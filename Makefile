@@ -50,7 +50,6 @@ bench: $(STAMP)
 	$(BIN)/ipcnet bench inspector
 	$(BIN)/ipcnet bench tls && $(BIN)/ipcnet bench http --tls --servers ipcnet,nginx  # issue 11
 	if [ "$$(id -u)" -eq 0 ]; then ./scripts/system-deps clang bpftool perf gcc /usr/include/bpf/bpf_helpers.h && $(BIN)/ipcnet bench xdp; else echo "bench xdp: skipped (needs root)"; fi
-	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
 	./scripts/system-deps socat haproxy taskset /usr/lib/nginx/modules/ngx_stream_module.so  # bench relay (issue 12)
 	$(BIN)/ipcnet bench relay
 	./scripts/system-deps wrk nginx && PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench_scale.py scaling && PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/bench_scale.py upgrade  # prefork scaling, upgrade under load (issue 14)

@@ -71,7 +71,11 @@ def connect(address: Address, timeout: float | None, preface: bytes = b"", **tls
     else:
         raw = unix.connect(raw_address(address), timeout)
     if preface:
-        raw.write(preface)
+        try:
+            raw.write(preface)
+        except BaseException:
+            raw.close()
+            raise
     host = address.host or None
     return stream.client(raw, options, host, where=str(address))
 
