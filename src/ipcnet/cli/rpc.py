@@ -38,7 +38,8 @@ def _wire_options() -> argparse.ArgumentParser:
         "--framing",
         choices=["auto", *FRAMINGS],
         default="auto",
-        help=f"auto (the default): {auto}, {common} elsewhere; {framings}",
+        help=f"auto (the default): {auto}, {common} elsewhere (length instead of newline "
+        f"for --codec msgpack, whose payloads can hold newline bytes); {framings}",
     )
     g.add_argument(
         "--codec",
