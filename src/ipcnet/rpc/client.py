@@ -8,6 +8,9 @@ explicit form; ``client.submit`` sends without waiting (pipelining). Rules:
   so a lone caller reads its own reply with no hand-off) and files each reply under its id;
 - a call that times out forgets its id; a reply arriving later finds no one and is
   dropped; ids only grow, so it is never handed to a later call;
+- an error with id null (the server could not read a request's id) fails the calls of
+  the one frame in flight (a call, or a batch), when only one is and no timed-out call
+  may own it (``ClientProtocol.orphan``); else it is dropped like a late reply;
 - a connection the server broke (EOF, a reply that breaks the rules) fails every waiting
   and later call with that error.
 """
@@ -35,11 +38,14 @@ _UNSET: Any = object()
 class Pending:
     """A call sent and not yet answered; ``result()`` waits for it."""
 
-    __slots__ = ("_client", "deadline", "done", "id", "method", "reply")
+    __slots__ = ("_client", "deadline", "done", "frame", "id", "method", "reply")
 
-    def __init__(self, client: Client, rid: int, method: str, deadline: float | None) -> None:
+    def __init__(
+        self, client: Client, rid: int, method: str, deadline: float | None, frame: int = 0
+    ) -> None:
         self._client = client
         self.id = rid
+        self.frame = frame or rid  # the first id of the frame it went in (a batch's)
         self.method = method
         self.deadline = deadline
         self.reply: Reply | None = None
@@ -180,10 +186,14 @@ class Client:
         timeout: float | None = _UNSET,
     ) -> list[Any]:
         """Send calls as one JSON-RPC batch; their results (or RPCErrors) in order."""
+        if not calls:
+            return []  # an empty batch is not a request (the server would answer an error)
         ids, frame = self.protocol.batch(calls)
         limit = self.timeout if timeout is _UNSET else timeout
         deadline = _deadline(limit)
-        pendings = [Pending(self, rid, m, deadline) for rid, (m, _) in zip(ids, calls, strict=True)]
+        pendings = [
+            Pending(self, rid, m, deadline, ids[0]) for rid, (m, _) in zip(ids, calls, strict=True)
+        ]
         with self._lock:
             if self._failure is not None:
                 raise self._failure
@@ -221,7 +231,8 @@ class Client:
                     raise self._failure
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    self._waiting.pop(pending.id, None)
+                    if self._waiting.pop(pending.id, None) is not None:
+                        self.protocol.abandon(pending.id)
                     raise Timeout(
                         f"timed out: no reply to {pending.method} (id {pending.id}) "
                         f"from {self.channel.transport.where}"
@@ -246,13 +257,25 @@ class Client:
                 for reply in replies:
                     rid = reply.id
                     got = waiting.pop(rid, None) if rid.__class__ is int else None
-                    if got is None:
+                    if got is not None:
+                        got.reply = reply
+                        got.done = True
+                    elif not self._orphan(reply):
                         self.dropped += 1  # late (its call timed out) or unknown
-                        continue
-                    got.reply = reply
-                    got.done = True
         finally:
             lock.release()
+
+    def _orphan(self, reply: Reply) -> bool:
+        """Give an error with id null to the calls waiting, if they are all of one frame
+        (see ClientProtocol.orphan); False if it cannot be placed. The lock is held."""
+        waiting = self._waiting
+        if not self.protocol.orphan(reply) or len({p.frame for p in waiting.values()}) != 1:
+            return False
+        for p in waiting.values():
+            p.reply = reply
+            p.done = True
+        waiting.clear()
+        return True
 
     def _read(self, left: float | None) -> list[Reply]:
         """Read once (waiting at most ``left`` s): the replies that came; a broken

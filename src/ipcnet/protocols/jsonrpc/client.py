@@ -4,7 +4,10 @@ Role: what the sync and asyncio clients in ``ipcnet.rpc`` share. Rules: ids are 
 that only grow, so an id is never reused on a connection and a late reply can never be
 mistaken for a later call's; params are positional (a list) or named (a dict), never both;
 a reply that is not valid JSON-RPC 2.0 raises RemoteProtocolError (the connection cannot
-be trusted any more); a batch reply yields one Reply per member.
+be trusted any more); a batch reply yields one Reply per member. An error with id null
+(the server could not read the request's id: a parse error, a frame or batch over its
+limits) belongs to the one frame in flight, when only one is (``orphan``), and to none
+while a call that timed out (``abandon``) may still be answered: then it could be its.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from ipcnet.errors import LocalProtocolError, RemoteProtocolError
 from ipcnet.framing.codecs import Codec, JSONCodec
 from ipcnet.framing.decoders import Framing, NewlineDelimited
 from ipcnet.protocols.jsonrpc.messages import Reply, parse_reply
+
+MAX_ABANDONED = 1024  # timed-out calls remembered until their late replies come
 
 
 def make_params(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any] | dict[str, Any] | None:
@@ -36,6 +41,8 @@ class ClientProtocol:
         self.decoder = self.framing.decoder()
         self._encode = self.framing.encoder(self.codec)  # obj -> frame, in one step
         self._ids = itertools.count(1)
+        self._abandoned: set[int] = set()  # calls that timed out, their replies not yet in
+        self._unsure = False  # more of them than MAX_ABANDONED: no orphan is placed again
 
     def request(self, method: str, params: list[Any] | dict[str, Any] | None) -> tuple[int, bytes]:
         """A new id and the frame that calls ``method``."""
@@ -74,16 +81,41 @@ class ClientProtocol:
         if frames is None:
             self.decoder.feed(data)
             frames = self.decoder
-        decode = self.codec.decode
         replies: list[Reply] = []
         for frame in frames:
-            message = decode(frame)
-            for item in message if message.__class__ is list and message else (message,):
-                reply = parse_reply(item)
-                if reply is None:
-                    raise RemoteProtocolError(f"not a JSON-RPC 2.0 response: {str(item)[:80]}")
-                replies.append(reply)
+            replies += self.replies(frame)
+        if self._abandoned:
+            self._abandoned.difference_update(r.id for r in replies)
         return replies
+
+    def replies(self, payload: bytes) -> list[Reply]:
+        """The replies in one payload (a reply, or a batch's array of them)."""
+        message = self.codec.decode(payload)
+        replies: list[Reply] = []
+        for item in message if message.__class__ is list and message else (message,):
+            reply = parse_reply(item)
+            if reply is None:
+                raise RemoteProtocolError(f"not a JSON-RPC 2.0 response: {str(item)[:80]}")
+            replies.append(reply)
+        return replies
+
+    def abandon(self, rid: int) -> None:
+        """Call ``rid`` stopped waiting (it timed out): until its reply comes (to be dropped),
+        an error with id null may be its, so ``orphan`` is False."""
+        if len(self._abandoned) < MAX_ABANDONED:
+            self._abandoned.add(rid)
+        else:
+            self._unsure = True
+
+    def orphan(self, reply: Reply) -> bool:
+        """True for an error the server could not give an id, that can only belong to the
+        frame in flight when one is: no timed-out call may be waiting for its reply."""
+        return (
+            reply.id is None
+            and reply.error is not None
+            and not self._abandoned
+            and not self._unsure
+        )
 
     def feed_eof(self) -> None:
         """The server ended: IncompleteFrame if it stopped inside a reply."""
