@@ -8,7 +8,8 @@ async handlers, jobs and errors are exactly those of every other framing. Rules 
 common JSON-RPC-over-HTTP convention):
 - 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
   the body, as JSON-RPC clients expect); 204 when the body held only notifications;
-- 405 with ``Allow: POST`` for another method (OPTIONS too), 404 for another path, 415
+- 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
+  RFC 9110 §9.3.2), 404 for another path, 415
   for a Content-Type other than ``application/json`` (or ``application/json-rpc``,
   ``application/jsonrequest``), 411 without a Content-Length (a chunked body), 413 for a
   body over the limit, 400 for a malformed request (then the connection is closed); the
@@ -90,6 +91,7 @@ class JsonRpcHttpSession(BaseSession):
         self.length = 0
         self.skip = 0  # bytes of a refused request's body still to drop
         self.keep_alive = True
+        self.head_only = False  # the request is HEAD: its response has no content
         self.calling = False
         self.closed = False
 
@@ -141,8 +143,10 @@ class JsonRpcHttpSession(BaseSession):
             return False
         raw = bytes(self.buf[: end + 4])
         del self.buf[: end + 4]
+        self.head_only = False
         try:
             head = self.parser.parse(raw)
+            self.head_only = head.method == "HEAD"
             self.keep_alive, _ = check_head(head)
         except BadRequest as exc:
             out += self._fail(exc.status)
@@ -209,7 +213,9 @@ class JsonRpcHttpSession(BaseSession):
         if status == 204:  # no body and no Content-Length (RFC 9110 §8.6)
             response = response_head(204, date, [], keep)
         else:
-            response = simple(status, date, keep, extra=extra, body=body, content_type=kind)
+            response = simple(
+                status, date, keep, self.head_only, extra=extra, body=body, content_type=kind
+            )
         if keep:
             return [response]
         self.closed = True
