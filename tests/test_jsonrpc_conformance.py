@@ -346,6 +346,18 @@ def test_head_gets_no_content_and_the_connection_stays_in_step(http: str) -> Non
         assert client.head(http).status_code == 405
 
 
+def test_absolute_form_targets_are_accepted(http: str) -> None:
+    """RFC 9112 §3.2.2: a server MUST accept ``POST http://host/path`` (what a client sends
+    through a proxy: httpx told the server is its proxy sends it so)."""
+    httpx = pytest.importorskip("httpx")
+    base = http.removesuffix("/rpc")
+    with httpx.Client(proxy=base, timeout=30) as client:
+        answer = client.post(
+            http, content=call("subtract", [7, 3]), headers={"Content-Type": "application/json"}
+        )
+    assert answer.json() == {"jsonrpc": "2.0", "id": 1, "result": 4}
+
+
 # --- the client against servers nobody here wrote ------------------------------------------
 
 

@@ -8,6 +8,8 @@ async handlers, jobs and errors are exactly those of every other framing. Rules 
 common JSON-RPC-over-HTTP convention):
 - 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
   the body, as JSON-RPC clients expect); 204 when the body held only notifications;
+- the target in origin-form (``/PATH``) or absolute-form (``http://HOST/PATH``, which a
+  server must accept: RFC 9112 §3.2.2), else 400;
 - 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
   RFC 9110 §9.3.2), 404 for another path, 415
   for a Content-Type other than ``application/json`` (or ``application/json-rpc``,
@@ -40,6 +42,7 @@ from ipcnet.protocols.http.messages import Head
 from ipcnet.protocols.http.parsers import check_head, make_parser
 from ipcnet.protocols.http.responses import head as response_head
 from ipcnet.protocols.http.responses import simple
+from ipcnet.protocols.http.target import split_target
 from ipcnet.protocols.jsonrpc.server import JsonRpcService, JsonRpcSession
 
 JSON_TYPES = (b"application/json", b"application/json-rpc", b"application/jsonrequest")
@@ -167,7 +170,11 @@ class JsonRpcHttpSession(BaseSession):
 
     def _check(self, head: Head) -> tuple[int, list[tuple[bytes, bytes]]]:
         """The status that refuses ``head`` (0: none) and the headers that go with it."""
-        if head.target.split(b"?", 1)[0] != self.service.path:
+        try:
+            path = split_target(head.target)[0]  # origin-form, or absolute-form (§3.2.2)
+        except BadRequest as exc:
+            return exc.status, []
+        if path != self.service.path:
             return 404, []
         if head.method != "POST":
             return 405, [(b"Allow", b"POST")]
