@@ -308,6 +308,50 @@ def test_reserved_names_and_handler_errors(lines: Lines) -> None:
     assert lines.ask('{"jsonrpc": "2.0", "method": "fail"}') is None  # a failed notification
 
 
+# OpenRPC 1.2.6 (the spec of rpc.discover): the members each object may have, besides x-*
+OPENRPC = {
+    "document": ({"openrpc", "info", "methods"}, {"servers", "components", "externalDocs"}),
+    "method": (
+        {"name", "params"},
+        {
+            "summary",
+            "description",
+            "paramStructure",
+            "result",
+            "errors",
+            "tags",
+            "links",
+            "examples",
+            "deprecated",
+            "servers",
+            "externalDocs",
+        },
+    ),
+    "descriptor": ({"name", "schema"}, {"summary", "description", "required", "deprecated"}),
+}
+
+
+def openrpc(kind: str, obj: dict[str, Any]) -> None:
+    required, optional = OPENRPC[kind]
+    names = {k for k in obj if not k.startswith("x-")}
+    assert required <= names <= required | optional, (kind, obj)
+
+
+def test_rpc_discover_is_an_openrpc_document(lines: Lines) -> None:
+    document = checked(lines.ask(call("rpc.discover")))["result"]
+    openrpc("document", document)
+    assert {"title", "version"} <= set(document["info"])
+    methods = {m["name"]: m for m in document["methods"]}
+    for method in methods.values():
+        openrpc("method", method)
+        for descriptor in [*method["params"], method.get("result", {"name": "r", "schema": {}})]:
+            openrpc("descriptor", descriptor)
+            assert isinstance(descriptor["schema"], dict)
+    minuend = {"name": "minuend", "required": True, "schema": {"type": "integer"}}
+    assert methods["subtract"]["params"][0] == {**minuend, "x-kind": "positional_or_keyword"}
+    assert methods["subtract"]["result"]["schema"] == {"type": "integer"}
+
+
 def test_bad_input_is_answered_and_the_connection_goes_on(lines: Lines) -> None:
     cases: list[tuple[bytes, int]] = [
         (b'{"jsonrpc": "2.0", "method": "echo", "params": ["\xff\xfe"], "id": 1}', -32700),

@@ -242,7 +242,7 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0
     for entry in answer.get("methods", []) if isinstance(answer, dict) else []:
-        line = str(entry.get("signature") or entry.get("name"))
+        line = str(entry.get("x-signature") or entry.get("name"))
         summary = entry.get("summary")
         print(f"{line}  # {summary}" if summary else line)
     return 0
