@@ -499,6 +499,50 @@ def test_http_client_reads_errors_sent_with_an_error_status() -> None:
             client.add(1, 2)
 
 
+def test_client_answers_what_a_language_server_sends_it() -> None:
+    """A peer may be client and server at once (the specification's overview): a
+    python-lsp-jsonrpc server sends a notification and a request to the editor while it
+    answers a call. The notification is ignored, the request answered Method Not Found,
+    and the call's result still comes."""
+    streams = pytest.importorskip("pylsp_jsonrpc.streams")
+    endpoint_module = pytest.importorskip("pylsp_jsonrpc.endpoint")
+    exceptions = pytest.importorskip("pylsp_jsonrpc.exceptions")
+    asked: list[Any] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        reader = streams.JsonRpcStreamReader(conn.makefile("rb"))
+        writer = streams.JsonRpcStreamWriter(conn.makefile("wb"))
+
+        def add(params: Any) -> Any:
+            endpoint.notify("window/logMessage", {"type": 3, "message": "adding"})
+            asked.append(endpoint.request("workspace/configuration", {"items": []}))
+            return params[0] + params[1]
+
+        endpoint = endpoint_module.Endpoint({"add": add}, writer.write)
+        try:
+            reader.listen(endpoint.consume)
+        finally:
+            endpoint.shutdown()
+            writer.close()
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with rpc.connect(url, framing="content-length", timeout=30) as client:
+            assert client.add(1, 2) == 3
+            with pytest.raises(exceptions.JsonRpcException) as info:
+                asked[0].result(30)
+            assert info.value.code == -32601
+            assert client.add(3, 4) == 7
+    finally:
+        thread.join(10)
+        listener.close()
+
+
 # --- errors with id null reach the caller ---------------------------------------------------
 
 

@@ -101,7 +101,10 @@ class AsyncClient:
     async def _read_replies(self) -> None:
         try:
             while data := await self.stream.read(READ_SIZE):
-                for reply in self.protocol.feed(data):
+                replies = self.protocol.feed(data)
+                if self.protocol.outgoing:  # answers to requests the server sent
+                    await self.stream.write(self.protocol.take_outgoing())
+                for reply in replies:
                     future = self._waiting.get(reply.id) if type(reply.id) is int else None
                     if future is None and len(self._waiting) == 1 and self.protocol.orphan(reply):
                         (future,) = self._waiting.values()

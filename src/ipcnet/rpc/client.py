@@ -11,6 +11,8 @@ explicit form; ``client.submit`` sends without waiting (pipelining). Rules:
 - an error with id null (the server could not read a request's id) fails the calls of
   the one frame in flight (a call, or a batch), when only one is and no timed-out call
   may own it (``ClientProtocol.orphan``); else it is dropped like a late reply;
+- a notification the server sends is ignored; a request it sends gets Method Not Found
+  (written by the caller that read it);
 - a connection the server broke (EOF, a reply that breaks the rules) fails every waiting
   and later call with that error.
 """
@@ -292,7 +294,12 @@ class Client:
             if got == 0:
                 self.protocol.feed_eof()
                 raise Broken(f"{self.channel.transport.where} closed the connection")
-            return self.protocol.feed(buf[:got].tobytes())
+            replies = self.protocol.feed(buf[:got].tobytes())
+            if self.protocol.outgoing:  # answers to requests the server sent
+                out = self.protocol.take_outgoing()
+                with self._write_lock:
+                    self._write(out)
+            return replies
         except IPCError as exc:
             with self._lock:
                 if self._failure is None:

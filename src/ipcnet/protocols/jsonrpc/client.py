@@ -7,7 +7,11 @@ a reply that is not valid JSON-RPC 2.0 raises RemoteProtocolError (the connectio
 be trusted any more); a batch reply yields one Reply per member. An error with id null
 (the server could not read the request's id: a parse error, a frame or batch over its
 limits) belongs to the one frame in flight, when only one is (``orphan``), and to none
-while a call that timed out (``abandon``) may still be answered: then it could be its.
+while a call that timed out (``abandon``) may still be answered: then it could be its. A
+peer may be client and server at once (the specification's overview; language servers
+send notifications and requests to the editor): a notification from the server is
+ignored, and a request gets Method Not Found, waiting in ``outgoing`` for the client to
+send, since this client serves no methods.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from typing import Any
 from ipcnet.errors import LocalProtocolError, RemoteProtocolError
 from ipcnet.framing.codecs import Codec, JSONCodec
 from ipcnet.framing.decoders import Framing, NewlineDelimited
-from ipcnet.protocols.jsonrpc.messages import Reply, parse_reply
+from ipcnet.protocols.jsonrpc.messages import (
+    METHOD_NOT_FOUND,
+    BadRequest,
+    Reply,
+    RPCError,
+    error_reply,
+    parse_reply,
+    parse_request,
+    shorten,
+)
 
 MAX_ABANDONED = 1024  # timed-out calls remembered until their late replies come
 
@@ -43,6 +56,8 @@ class ClientProtocol:
         self._ids = itertools.count(1)
         self._abandoned: set[int] = set()  # calls that timed out, their replies not yet in
         self._unsure = False  # more of them than MAX_ABANDONED: no orphan is placed again
+        #: frames to send back: the answers to requests the server sent (see the rules)
+        self.outgoing = bytearray()
 
     def request(self, method: str, params: list[Any] | dict[str, Any] | None) -> tuple[int, bytes]:
         """A new id and the frame that calls ``method``."""
@@ -94,10 +109,29 @@ class ClientProtocol:
         replies: list[Reply] = []
         for item in message if message.__class__ is list and message else (message,):
             reply = parse_reply(item)
-            if reply is None:
+            if reply is not None:
+                replies.append(reply)
+            elif not self._from_server(item):
                 raise RemoteProtocolError(f"not a JSON-RPC 2.0 response: {str(item)[:80]}")
-            replies.append(reply)
         return replies
+
+    def _from_server(self, item: Any) -> bool:
+        """True if ``item`` is a request or notification the server sent (a request's
+        answer is then in ``outgoing``); False if it is neither a reply nor a request."""
+        request = parse_request(item)
+        if isinstance(request, BadRequest):
+            return False
+        if not request.notification:
+            detail = f"{shorten(request.method)} (this client serves no methods)"
+            error = RPCError.standard(METHOD_NOT_FOUND, detail)
+            self.outgoing += self._encode(error_reply(request.id, error))
+        return True
+
+    def take_outgoing(self) -> bytes:
+        """What to send the server now (b"" almost always), handed out once."""
+        out = bytes(self.outgoing)
+        self.outgoing.clear()
+        return out
 
     def abandon(self, rid: int) -> None:
         """Call ``rid`` stopped waiting (it timed out): until its reply comes (to be dropped),
