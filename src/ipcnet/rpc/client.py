@@ -162,18 +162,25 @@ class Client:
         rid, frame = self.protocol.request(method, params)
         limit = self.timeout if timeout is _UNSET else timeout
         pending = Pending(self, rid, method, None if limit is None else time.monotonic() + limit)
+        self._send(frame, pending)
+        return pending
+
+    def _send(self, frame: bytes, *pendings: Pending) -> None:
+        """Register the calls in ``frame`` (before it goes, so no reply can beat them),
+        write it; on a failure to write, forget them again."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            self._waiting[rid] = pending
+            for p in pendings:
+                self._waiting[p.id] = p
         try:
             with self._write_lock:
                 self._write(frame)
         except BaseException:
             with self._lock:
-                self._waiting.pop(rid, None)
+                for p in pendings:
+                    self._waiting.pop(p.id, None)
             raise
-        return pending
 
     def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a notification: no reply, no error, ever."""
@@ -196,13 +203,7 @@ class Client:
         pendings = [
             Pending(self, rid, m, deadline, ids[0]) for rid, (m, _) in zip(ids, calls, strict=True)
         ]
-        with self._lock:
-            if self._failure is not None:
-                raise self._failure
-            for p in pendings:
-                self._waiting[p.id] = p
-        with self._write_lock:
-            self._write(frame)
+        self._send(frame, *pendings)
         out: list[Any] = []
         for p in pendings:
             reply = self._wait(p, deadline)
