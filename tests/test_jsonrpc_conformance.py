@@ -568,35 +568,57 @@ def test_an_error_with_id_null_fails_the_call_that_caused_it(tcp: str) -> None:
     asyncio.run(asyncio_client())
 
 
+NULL_ERROR = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "unread"}}
+
+
+@contextmanager
+def line_peer(answer: Callable[[Any], list[Any]]) -> Iterator[str]:
+    """A newline-delimited JSON peer for one connection: ``answer(message)`` for each line
+    is what it sends back (each item one line)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                out = b"".join(json.dumps(m).encode() + b"\n" for m in answer(json.loads(line)))
+                conn.sendall(out)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(10)
+
+
 def test_an_error_with_id_null_is_never_given_to_a_later_call() -> None:
     """After a call timed out, an error with id null may be its late answer: a later call
     must not take it (its own reply follows)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    go = threading.Event()
 
-    def peer() -> None:
-        conn, _ = listener.accept()
-        with conn, conn.makefile("rb") as stream:
-            stream.readline()  # call 1: never answered by id
-            second = json.loads(stream.readline())
-            null = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "late"}}
-            reply = {"jsonrpc": "2.0", "id": second["id"], "result": "mine"}
-            conn.sendall(json.dumps(null).encode() + b"\n" + json.dumps(reply).encode() + b"\n")
-            go.wait(30)
+    def answer(message: Any) -> list[Any]:
+        if message["method"] == "first":
+            return []  # never answered by id
+        return [NULL_ERROR, {"jsonrpc": "2.0", "id": message["id"], "result": "mine"}]
 
-    thread = threading.Thread(target=peer, daemon=True)
-    thread.start()
-    url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        with rpc.connect(url) as client:
-            with pytest.raises(Timeout):
-                client.request("first", timeout=0.2)
-            assert client.request("second", timeout=30) == "mine"
-            assert client.dropped == 1
-    finally:
-        go.set()
-        thread.join(10)
-        listener.close()
+    with line_peer(answer) as url, rpc.connect(url) as client:
+        with pytest.raises(Timeout):
+            client.request("first", timeout=0.2)
+        assert client.request("second", timeout=30) == "mine"
+        assert client.dropped == 1
+
+
+def test_an_error_with_id_null_in_a_batch_reply_is_the_unanswered_calls() -> None:
+    """A batch answered [an error with id null, the reply to the first call]: the error is
+    the second call's, the one whose id the server could not read."""
+
+    def answer(batch: Any) -> list[Any]:
+        return [[NULL_ERROR, {"jsonrpc": "2.0", "id": batch[0]["id"], "result": "one"}]]
+
+    with line_peer(answer) as url, rpc.connect(url, timeout=30) as client:
+        one, two = client.batch([("a", None), ("b", None)])
+        assert one == "one" and isinstance(two, rpc.RPCError) and two.code == -32600
 
 
 # --- codecs and framings ------------------------------------------------------------------

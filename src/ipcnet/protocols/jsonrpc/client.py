@@ -88,7 +88,8 @@ class ClientProtocol:
         return ids, self._encode(messages)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Reply]:
-        """Replies complete after ``data``; RemoteProtocolError if the server breaks rules."""
+        """Replies complete after ``data``, those with id null last; RemoteProtocolError if
+        the server breaks the rules."""
         # the common case: whole replies arrived (one, or a burst), taken without buffering
         frames: Iterable[bytes] | None = (
             self.decoder.whole(data) if data.__class__ is bytes else None
@@ -99,6 +100,8 @@ class ClientProtocol:
         replies: list[Reply] = []
         for frame in frames:
             replies += self.replies(frame)
+        if len(replies) > 1 and any(r.id is None for r in replies):
+            replies.sort(key=_null_last)  # stable: an orphan is placed after the rest are filed
         if self._abandoned:
             self._abandoned.difference_update(r.id for r in replies)
         return replies
@@ -154,3 +157,7 @@ class ClientProtocol:
     def feed_eof(self) -> None:
         """The server ended: IncompleteFrame if it stopped inside a reply."""
         self.decoder.feed_eof()
+
+
+def _null_last(reply: Reply) -> bool:
+    return reply.id is None
