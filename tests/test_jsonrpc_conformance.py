@@ -402,6 +402,28 @@ def test_absolute_form_targets_are_accepted(http: str) -> None:
     assert answer.json() == {"jsonrpc": "2.0", "id": 1, "result": 4}
 
 
+def test_a_body_cut_short_by_eof_is_400(http: str) -> None:
+    """RFC 9112 §8: a body the client's EOF cut short is an incomplete message; the client
+    that half-closed still reads the 400, and the server goes on serving."""
+    host, port = http.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    body = call("subtract", [5, 3]).encode()
+    head = (
+        f"POST /rpc HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    for sent in (head.encode() + body[:10], head.encode()[:30]):
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(sent)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer, sent
+    httpx = pytest.importorskip("httpx")
+    reply = httpx.post(http, content=body, headers={"Content-Type": "application/json"})
+    assert reply.json()["result"] == 2
+
+
 # --- the client against servers nobody here wrote ------------------------------------------
 
 

@@ -11,10 +11,10 @@ common JSON-RPC-over-HTTP convention):
 - the target in origin-form (``/PATH``) or absolute-form (``http://HOST/PATH``, which a
   server must accept: RFC 9112 §3.2.2), else 400;
 - 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
-  RFC 9110 §9.3.2), 404 for another path, 415
-  for a Content-Type other than ``application/json`` (or ``application/json-rpc``,
-  ``application/jsonrequest``), 411 without a Content-Length (a chunked body), 413 for a
-  body over the limit, 400 for a malformed request (then the connection is closed); the
+  RFC 9110 §9.3.2), 404 for another path, 415 for a Content-Type other than
+  ``application/json`` (or ``application/json-rpc``, ``application/jsonrequest``), 411
+  without a Content-Length (a chunked body), 413 for a body over the limit, 400 for a
+  malformed request or one the client's EOF cut short (then the connection is closed); the
   status line and Connection header follow RFC 9112 (keep-alive by default in 1.1);
 - ``Expect: 100-continue`` gets ``100 Continue`` once the head is acceptable (curl waits
   for it before sending a body over 1 KiB); requests are answered one at a time, in order.
@@ -112,6 +112,8 @@ class JsonRpcHttpSession(BaseSession):
         if self.calling or self.closed:
             self.keep_alive = False
             return None
+        if self.head is not None or self.buf.strip():  # a request cut short: RFC 9112 §8
+            return self._fail(400)
         self.closed = True
         return CLOSE
 
