@@ -565,6 +565,22 @@ def test_client_answers_what_a_language_server_sends_it() -> None:
         listener.close()
 
 
+class _OneRequestEach(_StatusMapping):
+    """Keep-alive in name only: it closes each connection after one response, without a
+    Connection: close (as servers with a keep-alive timeout of zero, or restarted, do)."""
+
+    def do_POST(self) -> None:
+        super().do_POST()
+        self.close_connection = True
+
+
+def test_http_client_reopens_a_connection_the_server_closed() -> None:
+    dispatch = _jsonrpcserver_methods()
+    handler = type("Handler", (_OneRequestEach,), {"dispatch": staticmethod(dispatch)})
+    with http_peer(handler) as url, rpc.connect(url, timeout=30) as client:
+        assert [client.add(i, 1) for i in range(3)] == [1, 2, 3]
+
+
 # --- errors with id null reach the caller ---------------------------------------------------
 
 

@@ -144,7 +144,7 @@ class HttpClient:
             conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         )
         channel.timeout = timeout
-        status, parts = 0, []
+        status, parts, heard = 0, [], False
         while True:
             try:
                 event = conn.next_event()
@@ -157,6 +157,9 @@ class HttpClient:
                 except Timeout:
                     self.close()
                     raise
+                if not data and not heard:  # closed unanswered (a stale keep-alive one)
+                    raise Broken(f"{self.url} closed the connection")
+                heard = True
                 conn.receive_data(data)  # b"": the server closed, ending a body it delimits so
             elif isinstance(event, h11.Response):
                 status = event.status_code
