@@ -3,11 +3,13 @@
 
 Every example of the specification's section 7 must produce exactly the specified response
 (modulo error message text and member order; a batch's replies in any order, as §6 allows),
-over newline-delimited TCP and in HTTP POST bodies; then the rules around them: id types,
-``"jsonrpc"`` exactly "2.0", params, reserved names, the error object's shape; the client
-against jsonrpcserver's HTTP server (HTTP/1.0, bodies delimited by the close), against a
-server that maps errors to HTTP statuses (the 2008 JSON-RPC-over-HTTP draft), and errors
-with id null (the server could not read the id) reaching the caller that caused them.
+over newline-delimited TCP and in HTTP POST bodies. Then the rules around them: id types,
+``"jsonrpc"`` exactly "2.0", params, reserved names, the error object's shape, rpc.discover
+as an OpenRPC document, bad input; HTTP: HEAD, absolute-form targets, a body cut short.
+The client: against jsonrpcserver's HTTP server (HTTP/1.0, bodies delimited by the close),
+a server that maps errors to HTTP statuses (the 2008 JSON-RPC-over-HTTP draft), one that
+closes after each response, a python-lsp-jsonrpc server that sends requests of its own;
+errors with id null (the server could not read the id) reaching the call that caused them.
 
 The methods of section 7 live here (``spec``): the servers import this module.
 """
