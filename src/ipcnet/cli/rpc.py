@@ -135,7 +135,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ipcnet rpc: cannot load {args.target}: {exc}", file=sys.stderr)
         return 2
     addresses = list(args.addresses)
-    if any(a.startswith("http://") for a in addresses):
+    http = [a.startswith("http://") for a in addresses]
+    if any(http) and not all(http):
+        print("ipcnet rpc: http:// addresses cannot be mixed with others", file=sys.stderr)
+        return 2
+    if any(http):
         return _serve_http(target, addresses, args)
     service = make_service(
         target,
