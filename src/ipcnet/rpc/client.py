@@ -31,6 +31,7 @@ from ipcnet.channel import connect as connect_channel
 from ipcnet.errors import Broken, Closed, IPCError, Timeout
 from ipcnet.framing import Codec, Framing
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, make_params
+from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.rpc.defaults import choose
 
 READ_SIZE = 64 * 1024
@@ -188,12 +189,7 @@ class Client:
         with self._write_lock:
             self._write(frame)
 
-    def batch(
-        self,
-        calls: list[tuple[str, list[Any] | dict[str, Any] | None]],
-        *,
-        timeout: float | None = _UNSET,
-    ) -> list[Any]:
+    def batch(self, calls: Calls, *, timeout: float | None = _UNSET) -> list[Any]:
         """Send calls as one JSON-RPC batch; their results (or RPCErrors) in order."""
         if not calls:
             return []  # an empty batch is not a request (the server would answer an error)

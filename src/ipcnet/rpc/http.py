@@ -23,6 +23,7 @@ from ipcnet.channel import connect as connect_channel
 from ipcnet.errors import Broken, RemoteProtocolError, Timeout
 from ipcnet.framing import Codec, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
+from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.protocols.jsonrpc.http import split_url
 from ipcnet.protocols.jsonrpc.messages import INTERNAL_ERROR
 from ipcnet.rpc.client import _UNSET, Client, _Method, _Proxy
@@ -64,12 +65,7 @@ class HttpClient:
             raise reply.error
         return reply.result
 
-    def batch(
-        self,
-        calls: list[tuple[str, list[Any] | dict[str, Any] | None]],
-        *,
-        timeout: float | None = _UNSET,
-    ) -> list[Any]:
+    def batch(self, calls: Calls, *, timeout: float | None = _UNSET) -> list[Any]:
         """Send calls as one JSON-RPC batch in one POST; their results (or RPCErrors)."""
         if not calls:
             return []  # an empty batch is not a request

@@ -35,6 +35,8 @@ from ipcnet.protocols.jsonrpc.messages import (
 )
 
 MAX_ABANDONED = 1024  # timed-out calls remembered until their late replies come
+#: the calls of a batch: (method, params) pairs
+Calls = Sequence[tuple[str, list[Any] | dict[str, Any] | None]]
 
 
 def make_params(args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any] | dict[str, Any] | None:
@@ -73,9 +75,7 @@ class ClientProtocol:
             message["params"] = params
         return self._encode(message)
 
-    def batch(
-        self, calls: Sequence[tuple[str, list[Any] | dict[str, Any] | None]]
-    ) -> tuple[list[int], bytes]:
+    def batch(self, calls: Calls) -> tuple[list[int], bytes]:
         """Several calls in one frame (a JSON-RPC batch); their ids in order."""
         ids, messages = [], []
         for method, params in calls:
