@@ -482,6 +482,8 @@ def test_http_client_against_jsonrpcservers_http_server(monkeypatch: pytest.Monk
         assert error.code == -32601
         assert client.batch([]) == []
         client.notify("add", 1, 2)
+        with pytest.raises(Unsupported, match="pipeline"):
+            client.submit("add", [1, 2])  # not a remote method named submit
 
 
 class _StatusMapping(BaseHTTPRequestHandler):

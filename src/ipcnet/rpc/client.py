@@ -341,8 +341,8 @@ def connect(
         from ipcnet.rpc.http import HttpClient
 
         chosen_codec = choose(parse("tcp://127.0.0.1:1"), None, codec)[1]
-        # the same calls as Client (request, call, notify, client.name(...), with); typed as
-        # Client so callers need no union: submit and batch are the ones it lacks
+        # the same calls as Client (request, call, notify, batch, with_timeout, client.name(),
+        # with); typed as Client so callers need no union: submit is refused (no pipelining)
         return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout))
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)

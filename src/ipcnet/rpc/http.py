@@ -4,7 +4,7 @@ Role: the same calls as ``rpc.Client`` (``request``, ``notify``, ``batch``,
 ``with_timeout``, ``client.name(...)``) for servers that speak JSON-RPC in HTTP bodies
 (``ipcnet rpc serve ... http://...``, bitcoind, Ethereum nodes). Rules: one keep-alive
 connection, one call at a time (a lock; HTTP/1.1 answers in order, so there is nothing to
-pipeline: ``submit`` is the one call it lacks); the response is parsed by h11, its body
+pipeline: ``submit`` is refused); the response is parsed by h11, its body
 delimited by Content-Length, chunks or the server's close (RFC 9112 §6.3); the body is
 read as JSON-RPC whatever the status (servers that map errors to 500 or 404 still send the
 error object), and a status other than 200 without a reply in it is an RPCError naming the
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
-from ipcnet.errors import Broken, RemoteProtocolError, Timeout
+from ipcnet.errors import Broken, RemoteProtocolError, Timeout, Unsupported
 from ipcnet.framing import Codec, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
 from ipcnet.protocols.jsonrpc.client import Calls
@@ -80,6 +80,11 @@ class HttpClient:
         status, _ = self._post(frame[4:], self.timeout)
         if status >= 300:
             raise RPCError(INTERNAL_ERROR, f"HTTP {status} from {self.url}")
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused (not sent to the server as a method named submit): HTTP answers one
+        POST at a time, so there is nothing to pipeline."""
+        raise Unsupported(f"{self.url}: an http:// client cannot pipeline; use request or batch")
 
     def with_timeout(self, timeout: float | None) -> _Proxy:
         """A proxy whose calls time out after ``timeout`` seconds: ``c.with_timeout(1).f()``."""
