@@ -338,13 +338,14 @@ def test_discover_lists_signatures() -> None:
     (reply,) = Driven().feed(req("rpc.discover"))
     names = {m["name"]: m for m in reply["result"]["methods"]}
     assert "add" in names and "rpc.discover" in names
-    assert names["add"]["params"][0] == {
+    assert names["add"]["params"][0] == {  # an OpenRPC Content Descriptor
         "name": "a",
-        "kind": "positional_or_keyword",
         "required": True,
-        "type": "int",
+        "schema": {"type": "integer"},
+        "x-kind": "positional_or_keyword",
     }
-    assert names["greet"]["signature"] == "greet(name: str, *, greeting: str = hello) -> str"
+    assert names["add"]["result"] == {"name": "result", "schema": {"type": "integer"}}
+    assert names["greet"]["x-signature"] == "greet(name: str, *, greeting: str = hello) -> str"
 
 
 def test_client_protocol_round_trip() -> None:

@@ -38,7 +38,8 @@ def _wire_options() -> argparse.ArgumentParser:
         "--framing",
         choices=["auto", *FRAMINGS],
         default="auto",
-        help=f"auto (the default): {auto}, {common} elsewhere; {framings}",
+        help=f"auto (the default): {auto}, {common} elsewhere (length instead of newline "
+        f"for --codec msgpack, whose payloads can hold newline bytes); {framings}",
     )
     g.add_argument(
         "--codec",
@@ -134,7 +135,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ipcnet rpc: cannot load {args.target}: {exc}", file=sys.stderr)
         return 2
     addresses = list(args.addresses)
-    if any(a.startswith("http://") for a in addresses):
+    http = [a.startswith("http://") for a in addresses]
+    if any(http) and not all(http):
+        print("ipcnet rpc: http:// addresses cannot be mixed with others", file=sys.stderr)
+        return 2
+    if any(http):
         return _serve_http(target, addresses, args)
     service = make_service(
         target,
@@ -241,7 +246,7 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0
     for entry in answer.get("methods", []) if isinstance(answer, dict) else []:
-        line = str(entry.get("signature") or entry.get("name"))
+        line = str(entry.get("x-signature") or entry.get("name"))
         summary = entry.get("summary")
         print(f"{line}  # {summary}" if summary else line)
     return 0

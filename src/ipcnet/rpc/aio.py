@@ -5,8 +5,9 @@ address the blocking one takes (tcp, unix with abstract names, exec:, fd://...),
 the same transports (``ipcnet.transports.aio``), so a failure to connect is the same error
 (``Refused``, ``NoSuchSocket``...). Rules: one reader task files each reply under its id; a
 call that times out forgets its id, so a late reply is dropped; any number of calls may be
-in flight at once (pipelined); when the connection breaks, every waiting call fails with
-that error.
+in flight at once (pipelined); an error with id null goes to the call in flight when only
+one is (``ClientProtocol.orphan``); when the connection breaks, every waiting call fails
+with that error.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class AsyncClient:
             self._waiting.pop(rid, None)
         if not future.done():
             future.cancel()
+            self.protocol.abandon(rid)
             raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}")
         reply = future.result()
         if reply.error is not None:
@@ -99,8 +101,13 @@ class AsyncClient:
     async def _read_replies(self) -> None:
         try:
             while data := await self.stream.read(READ_SIZE):
-                for reply in self.protocol.feed(data):
+                replies = self.protocol.feed(data)
+                if self.protocol.outgoing:  # answers to requests the server sent
+                    await self.stream.write(self.protocol.take_outgoing())
+                for reply in replies:
                     future = self._waiting.get(reply.id) if type(reply.id) is int else None
+                    if future is None and len(self._waiting) == 1 and self.protocol.orphan(reply):
+                        (future,) = self._waiting.values()
                     if future is None or future.done():
                         self.dropped += 1
                         continue

@@ -8,6 +8,11 @@ explicit form; ``client.submit`` sends without waiting (pipelining). Rules:
   so a lone caller reads its own reply with no hand-off) and files each reply under its id;
 - a call that times out forgets its id; a reply arriving later finds no one and is
   dropped; ids only grow, so it is never handed to a later call;
+- an error with id null (the server could not read a request's id) fails the calls of
+  the one frame in flight (a call, or a batch), when only one is and no timed-out call
+  may own it (``ClientProtocol.orphan``); else it is dropped like a late reply;
+- a notification the server sends is ignored; a request it sends gets Method Not Found
+  (written by the caller that read it);
 - a connection the server broke (EOF, a reply that breaks the rules) fails every waiting
   and later call with that error.
 """
@@ -26,6 +31,7 @@ from ipcnet.channel import connect as connect_channel
 from ipcnet.errors import Broken, Closed, IPCError, Timeout
 from ipcnet.framing import Codec, Framing
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, make_params
+from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.rpc.defaults import choose
 
 READ_SIZE = 64 * 1024
@@ -35,11 +41,14 @@ _UNSET: Any = object()
 class Pending:
     """A call sent and not yet answered; ``result()`` waits for it."""
 
-    __slots__ = ("_client", "deadline", "done", "id", "method", "reply")
+    __slots__ = ("_client", "deadline", "done", "frame", "id", "method", "reply")
 
-    def __init__(self, client: Client, rid: int, method: str, deadline: float | None) -> None:
+    def __init__(
+        self, client: Client, rid: int, method: str, deadline: float | None, frame: int = 0
+    ) -> None:
         self._client = client
         self.id = rid
+        self.frame = frame or rid  # the first id of the frame it went in (a batch's)
         self.method = method
         self.deadline = deadline
         self.reply: Reply | None = None
@@ -154,18 +163,25 @@ class Client:
         rid, frame = self.protocol.request(method, params)
         limit = self.timeout if timeout is _UNSET else timeout
         pending = Pending(self, rid, method, None if limit is None else time.monotonic() + limit)
+        self._send(frame, pending)
+        return pending
+
+    def _send(self, frame: bytes, *pendings: Pending) -> None:
+        """Register the calls in ``frame`` (before it goes, so no reply can beat them),
+        write it; on a failure to write, forget them again."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            self._waiting[rid] = pending
+            for p in pendings:
+                self._waiting[p.id] = p
         try:
             with self._write_lock:
                 self._write(frame)
         except BaseException:
             with self._lock:
-                self._waiting.pop(rid, None)
+                for p in pendings:
+                    self._waiting.pop(p.id, None)
             raise
-        return pending
 
     def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a notification: no reply, no error, ever."""
@@ -173,24 +189,17 @@ class Client:
         with self._write_lock:
             self._write(frame)
 
-    def batch(
-        self,
-        calls: list[tuple[str, list[Any] | dict[str, Any] | None]],
-        *,
-        timeout: float | None = _UNSET,
-    ) -> list[Any]:
+    def batch(self, calls: Calls, *, timeout: float | None = _UNSET) -> list[Any]:
         """Send calls as one JSON-RPC batch; their results (or RPCErrors) in order."""
+        if not calls:
+            return []  # an empty batch is not a request (the server would answer an error)
         ids, frame = self.protocol.batch(calls)
         limit = self.timeout if timeout is _UNSET else timeout
         deadline = _deadline(limit)
-        pendings = [Pending(self, rid, m, deadline) for rid, (m, _) in zip(ids, calls, strict=True)]
-        with self._lock:
-            if self._failure is not None:
-                raise self._failure
-            for p in pendings:
-                self._waiting[p.id] = p
-        with self._write_lock:
-            self._write(frame)
+        pendings = [
+            Pending(self, rid, m, deadline, ids[0]) for rid, (m, _) in zip(ids, calls, strict=True)
+        ]
+        self._send(frame, *pendings)
         out: list[Any] = []
         for p in pendings:
             reply = self._wait(p, deadline)
@@ -221,7 +230,8 @@ class Client:
                     raise self._failure
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    self._waiting.pop(pending.id, None)
+                    if self._waiting.pop(pending.id, None) is not None:
+                        self.protocol.abandon(pending.id)
                     raise Timeout(
                         f"timed out: no reply to {pending.method} (id {pending.id}) "
                         f"from {self.channel.transport.where}"
@@ -246,13 +256,25 @@ class Client:
                 for reply in replies:
                     rid = reply.id
                     got = waiting.pop(rid, None) if rid.__class__ is int else None
-                    if got is None:
+                    if got is not None:
+                        got.reply = reply
+                        got.done = True
+                    elif not self._orphan(reply):
                         self.dropped += 1  # late (its call timed out) or unknown
-                        continue
-                    got.reply = reply
-                    got.done = True
         finally:
             lock.release()
+
+    def _orphan(self, reply: Reply) -> bool:
+        """Give an error with id null to the calls waiting, if they are all of one frame
+        (see ClientProtocol.orphan); False if it cannot be placed. The lock is held."""
+        waiting = self._waiting
+        if not self.protocol.orphan(reply) or len({p.frame for p in waiting.values()}) != 1:
+            return False
+        for p in waiting.values():
+            p.reply = reply
+            p.done = True
+        waiting.clear()
+        return True
 
     def _read(self, left: float | None) -> list[Reply]:
         """Read once (waiting at most ``left`` s): the replies that came; a broken
@@ -269,7 +291,12 @@ class Client:
             if got == 0:
                 self.protocol.feed_eof()
                 raise Broken(f"{self.channel.transport.where} closed the connection")
-            return self.protocol.feed(buf[:got].tobytes())
+            replies = self.protocol.feed(buf[:got].tobytes())
+            if self.protocol.outgoing:  # answers to requests the server sent
+                out = self.protocol.take_outgoing()
+                with self._write_lock:
+                    self._write(out)
+            return replies
         except IPCError as exc:
             with self._lock:
                 if self._failure is None:
@@ -314,8 +341,8 @@ def connect(
         from ipcnet.rpc.http import HttpClient
 
         chosen_codec = choose(parse("tcp://127.0.0.1:1"), None, codec)[1]
-        # the same calls as Client (request, call, notify, client.name(...), with); typed as
-        # Client so callers need no union: submit and batch are the ones it lacks
+        # the same calls as Client (request, call, notify, batch, with_timeout, client.name(),
+        # with); typed as Client so callers need no union: submit is refused (no pipelining)
         return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout))
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)

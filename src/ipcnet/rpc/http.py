@@ -1,10 +1,14 @@
 """The JSON-RPC client over HTTP POST: ``rpc.connect("http://host:port/path")``.
 
-Role: the same calls as ``rpc.Client`` (``request``, ``notify``, ``client.name(...)``) for
-servers that speak JSON-RPC in HTTP bodies (``ipcnet rpc serve ... http://...``, bitcoind,
-Ethereum nodes). Rules: one keep-alive connection, one call at a time (a lock; HTTP/1.1
-answers in order, so there is nothing to pipeline); the response is parsed by h11; a
-status other than 200/204 is an RPCError with the status in its message; a closed
+Role: the same calls as ``rpc.Client`` (``request``, ``notify``, ``batch``,
+``with_timeout``, ``client.name(...)``) for servers that speak JSON-RPC in HTTP bodies
+(``ipcnet rpc serve ... http://...``, bitcoind, Ethereum nodes). Rules: one keep-alive
+connection, one call at a time (a lock; HTTP/1.1 answers in order, so there is nothing to
+pipeline: ``submit`` is refused); the response is parsed by h11, its body
+delimited by Content-Length, chunks or the server's close (RFC 9112 §6.3); the body is
+read as JSON-RPC whatever the status (servers that map errors to 500 or 404 still send the
+error object), and a status other than 200 without a reply in it is an RPCError naming the
+status; an error with id null is the error of every call the body answers; a closed
 keep-alive connection is reopened once for the next call.
 """
 
@@ -12,15 +16,17 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
-from ipcnet.errors import Broken, RemoteProtocolError, Timeout
+from ipcnet.errors import Broken, RemoteProtocolError, Timeout, Unsupported
 from ipcnet.framing import Codec, LengthPrefixed
-from ipcnet.protocols.jsonrpc import ClientProtocol, RPCError, make_params
+from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
+from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.protocols.jsonrpc.http import split_url
 from ipcnet.protocols.jsonrpc.messages import INTERNAL_ERROR
+from ipcnet.rpc.client import _UNSET, Client, _Method, _Proxy
 
 
 class HttpClient:
@@ -46,30 +52,67 @@ class HttpClient:
         return self.request(method, make_params(args, kwargs))
 
     def request(
-        self, method: str, params: list[Any] | dict[str, Any] | None = None, **kw: Any
+        self,
+        method: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
     ) -> Any:
         """Call ``method``; RPCError if it failed (or the HTTP status was not 200)."""
         rid, frame = self.protocol.request(method, params)
-        status, body = self._post(frame[4:], kw.get("timeout", self.timeout))
-        if status != 200:
-            raise RPCError(INTERNAL_ERROR, f"HTTP {status} from {self.url}")
-        replies = self.protocol.feed(self.protocol.framing.encode(body))
-        if len(replies) != 1 or replies[0].id != rid:
-            raise RemoteProtocolError(f"{self.url} answered another call: {body[:80]!r}")
-        reply = replies[0]
+        (reply,) = self._replies(frame, [rid], timeout)
         if reply.error is not None:
             raise reply.error
         return reply.result
 
-    def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
-        """Send a notification; the server answers 204 No Content."""
-        frame = self.protocol.notification(method, make_params(args, kwargs))
-        self._post(frame[4:], self.timeout)
+    def batch(self, calls: Calls, *, timeout: float | None = _UNSET) -> list[Any]:
+        """Send calls as one JSON-RPC batch in one POST; their results (or RPCErrors)."""
+        if not calls:
+            return []  # an empty batch is not a request
+        ids, frame = self.protocol.batch(calls)
+        replies = self._replies(frame, ids, timeout)
+        return [r.error if r.error is not None else r.result for r in replies]
 
-    def __getattr__(self, name: str) -> Any:
+    def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
+        """Send a notification (the server answers 204 No Content); RPCError only for an
+        HTTP error status (a wrong path, a refused Content-Type)."""
+        frame = self.protocol.notification(method, make_params(args, kwargs))
+        status, _ = self._post(frame[4:], self.timeout)
+        if status >= 300:
+            raise RPCError(INTERNAL_ERROR, f"HTTP {status} from {self.url}")
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refused (not sent to the server as a method named submit): HTTP answers one
+        POST at a time, so there is nothing to pipeline."""
+        raise Unsupported(f"{self.url}: an http:// client cannot pipeline; use request or batch")
+
+    def with_timeout(self, timeout: float | None) -> _Proxy:
+        """A proxy whose calls time out after ``timeout`` seconds: ``c.with_timeout(1).f()``."""
+        return _Proxy(cast(Client, self), timeout)
+
+    def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
             raise AttributeError(name)
-        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+        return _Method(cast(Client, self), name, _UNSET)
+
+    def _replies(self, frame: bytes, ids: list[int], timeout: float | None) -> list[Reply]:
+        """POST one call or batch (``frame``, length-prefixed); the replies to ``ids``."""
+        status, body = self._post(frame[4:], self.timeout if timeout is _UNSET else timeout)
+        try:
+            replies = self.protocol.replies(body) if body else []
+        except RemoteProtocolError:
+            if status == 200:
+                raise
+            replies = []  # an error page, not JSON-RPC: the status says what went wrong
+        if status != 200 and not replies:
+            raise RPCError(INTERNAL_ERROR, f"HTTP {status} from {self.url}")
+        if len(replies) == 1 and replies[0].id is None and replies[0].error is not None:
+            return replies * len(ids)  # the server could not read the ids: every call's error
+        by_id = {r.id: r for r in replies}
+        for rid in ids:
+            if rid not in by_id:
+                raise RemoteProtocolError(f"{self.url} sent no reply to call {rid}: {body[:80]!r}")
+        return [by_id[rid] for rid in ids]
 
     def _post(self, body: bytes, timeout: float | None) -> tuple[int, bytes]:
         with self._lock:
@@ -102,18 +145,23 @@ class HttpClient:
             conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         )
         channel.timeout = timeout
-        status, parts = 0, []
+        status, parts, heard = 0, [], False
         while True:
-            event = conn.next_event()
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.close()
+                raise RemoteProtocolError(f"bad HTTP response from {self.url}: {exc}") from None
             if event is h11.NEED_DATA:
                 try:
                     data = channel.read(65536)
                 except Timeout:
                     self.close()
                     raise
-                if not data:
+                if not data and not heard:  # closed unanswered (a stale keep-alive one)
                     raise Broken(f"{self.url} closed the connection")
-                conn.receive_data(data)
+                heard = True
+                conn.receive_data(data)  # b"": the server closed, ending a body it delimits so
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):

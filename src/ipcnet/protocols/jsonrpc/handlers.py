@@ -8,7 +8,7 @@ a mapping: nothing is ever found with getattr on a name from the wire. Rules:
 - ``inline`` handlers are the author's promise that the function is quick and never blocks:
   they run inside the session; all others run as ``Run`` jobs (worker threads under the
   event-loop drivers, awaited on the loop when ``async def``);
-- ``describe()`` is what ``rpc.discover`` lists.
+- ``describe()`` is what ``rpc.discover`` lists: an OpenRPC Method Object.
 """
 
 from __future__ import annotations
@@ -70,41 +70,68 @@ class Handler:
         return functools.partial(self.function, *args, **kwargs)
 
     def describe(self) -> dict[str, Any]:
-        """This method for rpc.discover: name, params, result, summary (OpenRPC-like)."""
+        """This method for rpc.discover, as an OpenRPC Method Object: name, summary, params
+        and result as Content Descriptors (name, required, a JSON Schema), paramStructure;
+        the Python signature and parameter kinds as extensions (``x-``)."""
         out: dict[str, Any] = {"name": self.name}
         if self.doc:
             out["summary"] = self.doc.splitlines()[0]
         if self.signature is None:
             out["params"] = []
-            out["signature"] = f"{self.name}(...)"
+            out["result"] = {"name": "result", "schema": {}}
+            out["x-signature"] = f"{self.name}(...)"
             return out
         params = []
         by_position = by_name = True
         for p in self.signature.parameters.values():
-            entry: dict[str, Any] = {"name": p.name, "kind": p.kind.name.lower()}
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                entry["required"] = False
-            else:
-                entry["required"] = p.default is p.empty
-                if p.default is not p.empty and _plain(p.default):
-                    entry["default"] = p.default
-            if p.annotation is not p.empty:
-                entry["type"] = _annotation(p.annotation)
+            variadic = p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            required = not variadic and p.default is p.empty
+            schema = _schema(p.annotation)
+            if not variadic and p.default is not p.empty and _plain(p.default):
+                schema["default"] = p.default
+            params.append(
+                {
+                    "name": p.name,
+                    "required": required,
+                    "schema": schema,
+                    "x-kind": p.kind.name.lower(),
+                }
+            )
             if p.kind == p.POSITIONAL_ONLY:
                 by_name = False
-            if p.kind == p.KEYWORD_ONLY and entry["required"]:
+            if p.kind == p.KEYWORD_ONLY and required:
                 by_position = False
-            params.append(entry)
         out["params"] = params
         out["paramStructure"] = (
             "either" if by_position and by_name else "by-position" if by_position else "by-name"
         )
-        if self.signature.return_annotation is not inspect.Signature.empty:
-            out["result"] = {"type": _annotation(self.signature.return_annotation)}
-        out["signature"] = f"{self.name}{self.signature}".replace("'", "")
+        out["result"] = {"name": "result", "schema": _schema(self.signature.return_annotation)}
+        out["x-signature"] = f"{self.name}{self.signature}".replace("'", "")
         if self.is_async:
-            out["async"] = True
+            out["x-async"] = True
         return out
+
+
+#: Python type names -> JSON Schema types (anything else: any value, the empty schema)
+JSON_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "bool": "boolean",
+    "None": "null",
+    "NoneType": "null",
+    "list": "array",
+    "tuple": "array",
+    "dict": "object",
+}
+
+
+def _schema(annotation: Any) -> dict[str, Any]:
+    """The JSON Schema of a parameter or result annotation (``{}``: any JSON value)."""
+    if annotation is inspect.Parameter.empty:
+        return {}
+    kind = JSON_TYPES.get(_annotation(annotation).split("[", 1)[0])
+    return {"type": kind} if kind else {}
 
 
 def _annotation(value: Any) -> str:

@@ -8,10 +8,13 @@ async handlers, jobs and errors are exactly those of every other framing. Rules 
 common JSON-RPC-over-HTTP convention):
 - 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
   the body, as JSON-RPC clients expect); 204 when the body held only notifications;
-- 405 with ``Allow: POST`` for another method (OPTIONS too), 404 for another path, 415
-  for a Content-Type other than ``application/json`` (or ``application/json-rpc``,
-  ``application/jsonrequest``), 411 without a Content-Length (a chunked body), 413 for a
-  body over the limit, 400 for a malformed request (then the connection is closed); the
+- the target in origin-form (``/PATH``) or absolute-form (``http://HOST/PATH``, which a
+  server must accept: RFC 9112 §3.2.2), else 400;
+- 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
+  RFC 9110 §9.3.2), 404 for another path, 415 for a Content-Type other than
+  ``application/json`` (or ``application/json-rpc``, ``application/jsonrequest``), 411
+  without a Content-Length (a chunked body), 413 for a body over the limit, 400 for a
+  malformed request or one the client's EOF cut short (then the connection is closed); the
   status line and Connection header follow RFC 9112 (keep-alive by default in 1.1);
 - ``Expect: 100-continue`` gets ``100 Continue`` once the head is acceptable (curl waits
   for it before sending a body over 1 KiB); requests are answered one at a time, in order.
@@ -39,6 +42,7 @@ from ipcnet.protocols.http.messages import Head
 from ipcnet.protocols.http.parsers import check_head, make_parser
 from ipcnet.protocols.http.responses import head as response_head
 from ipcnet.protocols.http.responses import simple
+from ipcnet.protocols.http.target import split_target
 from ipcnet.protocols.jsonrpc.server import JsonRpcService, JsonRpcSession
 
 JSON_TYPES = (b"application/json", b"application/json-rpc", b"application/jsonrequest")
@@ -90,6 +94,7 @@ class JsonRpcHttpSession(BaseSession):
         self.length = 0
         self.skip = 0  # bytes of a refused request's body still to drop
         self.keep_alive = True
+        self.head_only = False  # the request is HEAD: its response has no content
         self.calling = False
         self.closed = False
 
@@ -107,6 +112,8 @@ class JsonRpcHttpSession(BaseSession):
         if self.calling or self.closed:
             self.keep_alive = False
             return None
+        if self.head is not None or self.buf.strip():  # a request cut short: RFC 9112 §8
+            return self._fail(400)
         self.closed = True
         return CLOSE
 
@@ -141,8 +148,10 @@ class JsonRpcHttpSession(BaseSession):
             return False
         raw = bytes(self.buf[: end + 4])
         del self.buf[: end + 4]
+        self.head_only = False
         try:
             head = self.parser.parse(raw)
+            self.head_only = head.method == "HEAD"
             self.keep_alive, _ = check_head(head)
         except BadRequest as exc:
             out += self._fail(exc.status)
@@ -163,7 +172,11 @@ class JsonRpcHttpSession(BaseSession):
 
     def _check(self, head: Head) -> tuple[int, list[tuple[bytes, bytes]]]:
         """The status that refuses ``head`` (0: none) and the headers that go with it."""
-        if head.target.split(b"?", 1)[0] != self.service.path:
+        try:
+            path = split_target(head.target)[0]  # origin-form, or absolute-form (§3.2.2)
+        except BadRequest as exc:
+            return exc.status, []
+        if path != self.service.path:
             return 404, []
         if head.method != "POST":
             return 405, [(b"Allow", b"POST")]
@@ -209,7 +222,9 @@ class JsonRpcHttpSession(BaseSession):
         if status == 204:  # no body and no Content-Length (RFC 9110 §8.6)
             response = response_head(204, date, [], keep)
         else:
-            response = simple(status, date, keep, extra=extra, body=body, content_type=kind)
+            response = simple(
+                status, date, keep, self.head_only, extra=extra, body=body, content_type=kind
+            )
         if keep:
             return [response]
         self.closed = True

@@ -159,7 +159,7 @@ class JsonRpcService(BaseService):
             self.methods[DISCOVER] = Handler.of(DISCOVER, self.discover, inline=True)
 
     def discover(self) -> dict[str, Any]:
-        """List the methods this server offers, with their parameters."""
+        """The OpenRPC document of this server: its methods, with their parameters."""
         return {
             "openrpc": "1.2.6",
             "info": {"title": self.title, "version": "1"},
