@@ -8,13 +8,23 @@ from __future__ import annotations
 import gzip
 import http.client
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from http_cases.kit import PROBE, SMALL, RawReader, connect, http_server, make_site, remove_site
+from http_cases.kit import (
+    PROBE,
+    SMALL,
+    RawReader,
+    connect,
+    http_server,
+    make_site,
+    remove_site,
+    site,
+)
 
 TARBALL = gzip.compress(b"not really a tar\n" * 50)
 ODD = b"bad\xffdir"  # a directory name that is not UTF-8
@@ -148,3 +158,30 @@ def test_a_directory_name_that_is_not_utf8(port: int) -> None:
         inside, probe = reader.response(), reader.response()
         assert inside is not None and (inside.status, inside.body) == (200, SMALL)
         assert probe is not None and probe.status == 200
+
+
+@pytest.mark.parametrize("model", ["thread", "epoll"])
+def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(model: str) -> None:
+    """The answer announced Content-Length; once the file has shrunk under sendfile(2) only
+    closing can tell the client it is cut short (RFC 9112 §8: an incomplete message), as
+    nginx does. The blocking models kept the connection open as if the answer were whole,
+    and the readiness loops took sendfile's 0 for a full socket buffer and spun at 100%
+    CPU, the client waiting forever."""
+    size = 64 << 20  # sparse, and far more than loopback's socket buffers hold
+    with site() as root:
+        with open(root / "shrinks.bin", "wb") as f:
+            f.truncate(size)
+        with http_server(root, model=model) as (_, _, port):
+            sock = socket.socket()
+            sock.settimeout(20)
+            with sock:
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(b"GET /shrinks.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+                first = sock.recv(65536)
+                assert first.startswith(b"HTTP/1.1 200 ")
+                assert b"\r\nContent-Length: %d\r\n" % size in first
+                os.truncate(root / "shrinks.bin", 0)
+                received = len(first)
+                while chunk := sock.recv(1 << 20):  # EOF, not the 20 s timeout
+                    received += len(chunk)
+                assert received < size
