@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,28 +162,83 @@ def test_a_directory_name_that_is_not_utf8(port: int) -> None:
         assert probe is not None and probe.status == 200
 
 
-@pytest.mark.parametrize("model", ["thread", "epoll"])
-def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(model: str) -> None:
+LARGE = 64 << 20  # sparse files far larger than what loopback's socket buffers hold
+
+
+class Served:
+    """A server of one model over a site of its own, with its --stats socket."""
+
+    def __init__(self, root: Path, port: int, stats: Path) -> None:
+        self.root, self.port, self.stats = root, port, stats
+
+    def counters(self) -> dict[str, int]:
+        """The server's counters from the --stats socket (cheap: no page to render)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(self.stats))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        counters: dict[str, int] = json.loads(data)
+        return counters
+
+    def large_file(self, name: str) -> Path:
+        path = self.root / name  # a new name for each test: no cached lookup of another
+        with open(path, "wb") as f:
+            f.truncate(LARGE)
+        return path
+
+
+@pytest.fixture(scope="module")
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """One per model (the tests name theirs), shared by the tests of that model."""
+    with site() as root:
+        stats = root.parent / (root.name + ".stats")
+        extra = ("--quiet", "--idle-timeout", "0.5", "--stats", f"unix://{stats}")
+        with http_server(root, model=request.param, extra=extra) as (_, _, port):
+            yield Served(root, port, stats)
+
+
+@pytest.mark.parametrize("served", ["thread", "epoll"], indirect=True)
+def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(served: Served) -> None:
     """The answer announced Content-Length; once the file has shrunk under sendfile(2) only
     closing can tell the client it is cut short (RFC 9112 §8: an incomplete message), as
     nginx does. The blocking models kept the connection open as if the answer were whole,
     and the readiness loops took sendfile's 0 for a full socket buffer and spun at 100%
     CPU, the client waiting forever."""
-    size = 64 << 20  # sparse, and far more than loopback's socket buffers hold
-    with site() as root:
-        with open(root / "shrinks.bin", "wb") as f:
-            f.truncate(size)
-        with http_server(root, model=model) as (_, _, port):
-            sock = socket.socket()
-            sock.settimeout(20)
-            with sock:
-                sock.connect(("127.0.0.1", port))
-                sock.sendall(b"GET /shrinks.bin HTTP/1.1\r\nHost: a\r\n\r\n")
-                first = sock.recv(65536)
-                assert first.startswith(b"HTTP/1.1 200 ")
-                assert b"\r\nContent-Length: %d\r\n" % size in first
-                os.truncate(root / "shrinks.bin", 0)
-                received = len(first)
-                while chunk := sock.recv(1 << 20):  # EOF, not the 20 s timeout
-                    received += len(chunk)
-                assert received < size
+    path = served.large_file("shrinks.bin")
+    with connect(served.port, timeout=20) as sock:
+        sock.sendall(b"GET /shrinks.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nContent-Length: %d\r\n" % LARGE in first
+        os.truncate(path, 0)
+        received = len(first)
+        while chunk := sock.recv(1 << 20):  # EOF, not the 20 s timeout
+            received += len(chunk)
+    assert received < LARGE
+
+
+@pytest.mark.parametrize("served", ["epoll", "asyncio"], indirect=True)
+def test_a_client_that_stops_reading_is_closed_after_the_idle_timeout(served: Served) -> None:
+    """A slow-read client (it asks for a large file and reads nothing) must not hold its
+    connection forever: nginx closes it after send_timeout, the blocking models after
+    --idle-timeout through SO_SNDTIMEO. The readiness loops and asyncio never did: their
+    idle sweep skipped every connection that still owed output."""
+    served.large_file("stalls.bin")
+    before = served.counters()["accepted"]
+    with connect(served.port, timeout=20) as sock:
+        sock.sendall(b"GET /stalls.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in range(400):  # 20 s at most; the sweep (once a second) acts within 2 s
+            counters = served.counters()
+            if counters["accepted"] > before and counters["active"] == 0:
+                break
+            time.sleep(0.05)
+        assert counters["active"] == 0, "the stalled connection is still open"
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):  # EOF (or a reset), not the timeout
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < LARGE
