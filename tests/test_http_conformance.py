@@ -28,6 +28,9 @@ from http_cases.kit import (
     site,
 )
 
+# one worker runs them all: each server below then starts once per suite run
+pytestmark = pytest.mark.xdist_group("http-conformance")
+
 TARBALL = gzip.compress(b"not really a tar\n" * 50)
 ODD = b"bad\xffdir"  # a directory name that is not UTF-8
 
@@ -199,7 +202,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
             yield Served(root, port, stats)
 
 
-@pytest.mark.parametrize("served", ["thread", "epoll"], indirect=True)
+@pytest.mark.parametrize("served", ["epoll"], indirect=True)  # blocking: test_engine
 def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(served: Served) -> None:
     """The answer announced Content-Length; once the file has shrunk under sendfile(2) only
     closing can tell the client it is cut short (RFC 9112 §8: an incomplete message), as
