@@ -250,7 +250,7 @@ class Engine:
                 queue.popleft()
                 if head.close:
                     self.release(head.fd)
-                if head.count > 0:  # the file ended early (a-http audit): see _cut_short
+                if head.count > 0:  # the file ended early: see _cut_short
                     self._cut_short()
                     return
         elif n >= len(head):
