@@ -8,8 +8,11 @@ Rules:
   a connection over --max-conns is refused explicitly (the service's refusal bytes, then
   FIN), never left hanging in the backlog;
 - ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
-  read) and closes one idle longer than --idle-timeout (the blocking models get the same
-  rule from a read timeout: a blocked read is their idle connection);
+  read) and closes one without traffic for longer than --idle-timeout, idle or owing output
+  its peer does not take (a client that stopped reading holds a connection as surely as
+  one that stopped sending: nginx's send_timeout), unless a job or a handed-over pump is
+  at work (the blocking models get the same rule from their read and write timeouts,
+  SO_RCVTIMEO/SO_SNDTIMEO);
 - ``drain_step`` is one look while stopping: idle connections are closed at once, busy
   ones may finish until the grace period ends, then every one is forced. A connection
   that has not sent a byte yet is not idle: the client connected before we stopped
@@ -139,16 +142,23 @@ def sweep(
     now: float,
     close: Callable[[Any], None],
 ) -> None:
-    """Flush byte counts; close a connection idle (no traffic, nothing owed) too long.
-    A connection has ``engine``, ``last_active`` and ``idle``."""
+    """Flush byte counts; close a connection without traffic too long, idle or stalled
+    (output owed, none taken; see the rules). A connection has ``engine``, ``watch`` and
+    ``last_active``."""
     for conn in list(conns):
-        new_in, new_out = conn.engine.counts()
+        engine = conn.engine
+        new_in, new_out = engine.counts()
         if new_in or new_out:
             row.add("bytes_in", new_in)
             row.add("bytes_out", new_out)
             conn.last_active = now
-        elif idle_timeout is not None and conn.idle and now - conn.last_active > idle_timeout:
-            log.debug("closing a connection idle for %s s", idle_timeout)
+        elif (
+            idle_timeout is not None
+            and now - conn.last_active > idle_timeout
+            and engine.job is None
+            and conn.watch is None
+        ):
+            log.debug("closing a connection without traffic for %s s", idle_timeout)
             close(conn)
 
 

@@ -142,15 +142,21 @@ class SessionProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._wake_file_region()
+        self._read_as_told()
+
+    def _wake_file_region(self) -> None:
+        """A file region waiting to write again goes on (it stops if the connection is
+        lost meanwhile)."""
         drained, self.drained = self.drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
-        self._read_as_told()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
             return
         self.closed = True
+        self._wake_file_region()
         watch, self.watch = self.watch, None
         if isinstance(watch, AioWatch):
             watch.stop()  # a forced stop ends a handed-over connection
@@ -317,6 +323,8 @@ class SessionProtocol(asyncio.Protocol):
             if not self.writable:
                 self.drained = model.loop.create_future()
                 await self.drained
+                if self.closed:
+                    break
         return sent
 
     async def _outcome(self, job: Run) -> Outcome:
@@ -463,7 +471,10 @@ class AsyncioModel(Model):
         core = self.core
 
         def close(proto: SessionProtocol) -> None:
-            proto.transport.close()
+            if proto.idle:
+                proto.transport.close()
+            else:  # stalled: close() would wait for the peer to take what is buffered
+                proto.transport.abort()
 
         while True:
             await asyncio.sleep(SWEEP)

@@ -13,6 +13,7 @@ Rules (what each action becomes; the model performs the step and reports back):
     bytes / memoryview   the buffer: write it             sent(n), n may be short
     SendFile             a Region: sendfile(fd, off, n)   sent(n); sent(n, whole=True)
                                                             when the file ended early
+                                                            (then the connection closes)
     ShutdownWrite        SHUTDOWN_WRITE: half-close        (nothing)
     Close                CLOSE: close the connection       end()
     Run(job)             the Run: run_job() it where       resumed(job, outcome)
@@ -246,17 +247,29 @@ class Engine:
             head.offset += n
             head.count -= n
             if head.count <= 0 or whole:
-                if head.count > 0:
-                    self.unsent -= head.count
                 queue.popleft()
                 if head.close:
                     self.release(head.fd)
+                if head.count > 0:  # the file ended early: see _cut_short
+                    self._cut_short()
+                    return
         elif n >= len(head):
             queue.popleft()
         else:
             queue[0] = memoryview(head)[n:].cast("B")
         if self.paused and self.unsent <= self.low_water:
             self.paused = False
+
+    def _cut_short(self) -> None:
+        """A file region ended before its count (the file shrank while it was sent): what
+        was announced for it (a Content-Length) can no longer be kept, so nothing more is
+        sent and the connection closes, which tells the peer (as nginx does)."""
+        self._drop(self.queue)
+        self.queue.clear()
+        self.queue.append(CLOSE)
+        self.closing = True
+        self.unsent = 0
+        self.paused = False
 
     def counts(self) -> tuple[int, int]:
         """Bytes in and out since the last call: what to add to the shared counters."""

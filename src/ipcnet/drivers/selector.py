@@ -122,11 +122,12 @@ class Connection:
             if cls is Region:
                 region: Any = step
                 n = stream.try_sendfile(region.fd, region.offset, region.count)
+                if n is None:
+                    engine.sent(0)
+                    break  # the socket buffer is full: wait for EVENT_WRITE
                 if trace:
                     trace(f"sendfile(fd {self.fd}, {region.path}) -> {n} bytes")
-                engine.sent(n)
-                if n == 0:
-                    break  # the socket buffer is full: wait for EVENT_WRITE
+                engine.sent(n, whole=n == 0)  # 0: the file ended early (it shrank)
             elif cls is Run:
                 self.loop.submit(self, step)  # type: ignore[arg-type]
             elif cls is Timer:

@@ -30,9 +30,14 @@ def _size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _shown(name: str) -> str:
+    """A name as text: bytes that are not UTF-8 (surrogate-escaped) show as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def render(path: str, items: list[Item]) -> bytes:
     """The page for directory ``path`` (as the client named it, e.g. ``/docs/``)."""
-    title = html.escape(f"Index of {path}")
+    title = html.escape(f"Index of {_shown(path)}")
     rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>'] if path != "/" else []
     for item in sorted(items, key=lambda i: (not i.is_dir, i.name)):
         label = item.name + ("/" if item.is_dir else "")
@@ -41,7 +46,7 @@ def render(path: str, items: list[Item]) -> bytes:
             href = "./" + href
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.mtime))
         size = "-" if item.is_dir else _size(item.size)
-        shown = html.escape(label.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        shown = html.escape(_shown(label))
         rows.append(
             f'<tr><td><a href="{html.escape(href)}">{shown}</a></td>'
             f"<td>{when}</td><td class=n>{size}</td></tr>"

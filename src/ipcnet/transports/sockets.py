@@ -278,12 +278,13 @@ class SocketStream(SocketEndpoint, StreamTransport):
         except OSError as exc:
             raise self._error(exc, "write to") from exc
 
-    def try_sendfile(self, fd: int, offset: int, count: int) -> int:
-        """sendfile(2) once without blocking; bytes sent (0 if the socket buffer is full)."""
+    def try_sendfile(self, fd: int, offset: int, count: int) -> int | None:
+        """sendfile(2) once without blocking; bytes sent, 0 at the file's end, None if the
+        socket buffer is full (as try_read)."""
         try:
             return os.sendfile(self._fd, fd, offset, count)
         except BlockingIOError:
-            return 0
+            return None
         except OSError as exc:
             raise self._error(exc, "send a file to") from exc
 

@@ -4,7 +4,8 @@ Role: turn ``Range: bytes=...`` into a list of (first, last) inclusive byte posi
 a representation of ``size`` bytes. Rules:
 - a header we cannot use (other unit, bad syntax, first > last, too many ranges) is
   ignored: the client gets the whole file with 200, as RFC 9110 allows and nginx does;
-- ranges past the end are dropped; if none is left the answer is 416;
+- positions of any number of digits are read (a last-pos past the end means "to the end",
+  RFC 9110 §14.1.1); ranges past the end are dropped; if none is left the answer is 416;
 - overlapping or adjacent ranges are merged (no amplification by repeated ranges); the
   parts keep the order the client asked for them in, a merged one at the place of its
   first member (RFC 9110 §14.6).
@@ -14,9 +15,17 @@ from __future__ import annotations
 
 import re
 
-_SPEC = re.compile(rb"^(\d{0,18})-(\d{0,18})$")
+_SPEC = re.compile(rb"^(\d*)-(\d*)$")
 
 IGNORE = None  # parse_range's answer for "serve the whole file"
+BEYOND = 10**18  # stands for every position of more digits: past the end of any file
+
+
+def _position(digits: bytes) -> int:
+    """A byte position or length; any size is valid (§14.1.1), huge ones are all BEYOND
+    (int() of thousands of digits would be slow, and Python refuses it)."""
+    digits = digits.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= 18 else BEYOND
 
 
 def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
@@ -34,15 +43,15 @@ def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int
         if m is None or (not m.group(1) and not m.group(2)):
             return IGNORE
         if m.group(1):
-            first = int(m.group(1))
-            last = int(m.group(2)) if m.group(2) else size - 1
+            first = _position(m.group(1))
+            last = _position(m.group(2)) if m.group(2) else size - 1
             if m.group(2) and last < first:
                 return IGNORE
             if first >= size:
                 continue
             ranges.append((first, min(last, size - 1)))
         else:
-            suffix = int(m.group(2))
+            suffix = _position(m.group(2))
             if suffix == 0 or size == 0:
                 continue
             ranges.append((max(0, size - suffix), size - 1))

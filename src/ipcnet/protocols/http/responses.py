@@ -12,7 +12,9 @@ from http import HTTPStatus
 SERVER = b"ipcnet"
 
 REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
-REASONS[413] = b"Content Too Large"
+REASONS[413] = b"Content Too Large"  # the names of RFC 9110 §15 (http.HTTPStatus has older ones)
+REASONS[414] = b"URI Too Long"
+REASONS[416] = b"Range Not Satisfiable"
 REASONS[431] = b"Request Header Fields Too Large"
 
 

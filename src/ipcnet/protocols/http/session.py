@@ -32,8 +32,9 @@ lets the driver flush (its backpressure then applies); requests are answered str
 order, and a job stops the parsing of later ones until ``resume``.
 
 Rules:
-- the header deadline is armed once, when a head is first seen incomplete; bytes trickling
-  in do not move it (slowloris -> 408); keep-alive idleness is the driver's idle timeout;
+- the header deadline is armed once, when a head is first seen incomplete (empty lines
+  before a request line count: they begin the head); bytes trickling in do not move it
+  (slowloris -> 408); keep-alive idleness is the driver's idle timeout;
 - framing errors (400, 414, 431, 501 for a transfer coding, 505) and any request body
   (413 for GET/HEAD/OPTIONS, 405 or 501 for other methods) end the connection; target
   errors (400/403), 404, 405/501 without a body, 412 keep it alive;
@@ -114,20 +115,31 @@ def _yield() -> None:
 
 
 def accepts_gzip(value: bytes | None) -> bool:
+    """Accept-Encoding (RFC 9110 §12.5.3): gzip (or x-gzip, §8.4.1.3) with a non-zero
+    weight, or, when gzip is not named, ``*`` with one; an explicit ``gzip;q=0`` wins."""
     if not value:
         return False
+    star = False
     for item in value.lower().split(b","):
         coding, _, params = item.partition(b";")
-        if coding.strip() not in (b"gzip", b"*"):
-            continue
-        q = params.strip()
-        if q.startswith(b"q="):
+        coding = coding.strip()
+        if coding == b"gzip" or coding == b"x-gzip":
+            return _weight(params) > 0
+        if coding == b"*":
+            star = _weight(params) > 0
+    return star
+
+
+def _weight(params: bytes) -> float:
+    """The q parameter of one Accept-Encoding member (1 when absent, 0 when malformed)."""
+    for param in params.split(b";"):
+        name, _, q = param.partition(b"=")
+        if name.strip() == b"q":
             try:
-                return float(q[2:]) > 0
+                return float(q.strip())
             except ValueError:
-                return False
-        return True
-    return False
+                return 0.0
+    return 1.0
 
 
 def error_status(error: BaseException) -> int:
@@ -244,7 +256,8 @@ class HttpSession:
         while data:
             if data[0] in b"\r\n":
                 data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: empty lines before a request
-                if not data:
+                if not data:  # they begin a request head: the deadline runs (slowloris)
+                    self._reading(out)
                     break
             end = data.find(b"\r\n\r\n")
             if end >= 0:
@@ -258,9 +271,7 @@ class HttpSession:
                     self._fail(status, None, data, out)
                     return
                 self.buf = data
-                if self.state is IDLE:
-                    self.state = READING
-                    out.append(Timer(limits.header_timeout))
+                self._reading(out)
                 return
             if self.state is READING:
                 self.state = IDLE
@@ -273,6 +284,12 @@ class HttpSession:
                 self.buf = data
                 self._start_job(Run(_yield), None, None, out)
                 return
+
+    def _reading(self, out: list[Action]) -> None:
+        """A request head has begun: arm the header deadline, once."""
+        if self.state is IDLE:
+            self.state = READING
+            out.append(Timer(self.shared.limits.header_timeout))
 
     def _too_big(self, head: bytes) -> int:
         """414/431 for a head that is already over a limit though not yet complete."""

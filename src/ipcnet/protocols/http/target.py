@@ -78,7 +78,8 @@ class Target:
 
     def location(self, slash: bool = True) -> str:
         """A safe absolute-path Location for this target (always one leading '/')."""
-        text = "/" + "/".join(quote(s, safe="!$&'()*+,;=:@-._~") for s in self.segments)
+        safe = "!$&'()*+,;=:@-._~"  # a name that is not UTF-8 goes back as its own bytes
+        text = "/" + "/".join(quote(s, safe, errors="surrogateescape") for s in self.segments)
         if slash and self.segments:
             text += "/"
         if self.query:
