@@ -49,7 +49,7 @@ _REJECTED_ALERTS = {
 
 
 def translate(
-    exc: BaseException, where: str, server_side: bool, min_version: str = "1.2"
+    exc: BaseException, where: str, server_side: bool, accepted: str = "1.2 and newer"
 ) -> errors.IPCError:
     """The ipcnet error for an SSLError raised while talking TLS with ``where``."""
     if isinstance(exc, errors.IPCError):
@@ -57,12 +57,12 @@ def translate(
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _verify_failed(exc, where, server_side)
     if isinstance(exc, ssl.SSLEOFError):
-        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+        return unclean_eof(where)
     if not isinstance(exc, ssl.SSLError):
         return errors.TLSError(f"tls error with {where}: {exc}")
     reason = exc.reason or ""
     if reason == "UNEXPECTED_EOF_WHILE_READING":
-        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+        return unclean_eof(where)
     if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
         return errors.NoClientCertificate(
             f"no client certificate: {where} offered none (this server requires one)"
@@ -79,8 +79,7 @@ def translate(
         )
     if reason in _VERSION_REASONS:
         return errors.ProtocolTooOld(
-            f"protocol too old: {where} and we share no tls version (we accept tls {min_version}"
-            " and newer)"
+            f"protocol too old: {where} and we share no tls version (we accept tls {accepted})"
         )
     if reason in _NOT_TLS_REASONS:
         return not_tls(where, server_side)
@@ -117,14 +116,23 @@ def not_tls(where: str, server_side: bool) -> errors.NotTLS:
     return errors.NotTLS(f"not tls: {where} did not answer in tls (is it a tls server?)")
 
 
+def unclean_eof(where: str) -> errors.UncleanEOF:
+    return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+
+
 def handshake_eof(where: str) -> errors.UncleanEOF:
     return errors.UncleanEOF(f"unclean eof: {where} closed the connection during the handshake")
 
 
-def with_names(error: errors.HostnameMismatch, names: tuple[str, ...]) -> errors.HostnameMismatch:
-    """The same error, listing the names the certificate does have."""
-    listed = ", ".join(names) if names else "none"
-    return errors.HostnameMismatch(f"{error} (it names: {listed})", names)
+def with_names(
+    error: errors.HostnameMismatch, sans: tuple[str, ...], common_name: str | None
+) -> errors.HostnameMismatch:
+    """The same error, listing the names the certificate does have: its subject
+    alternative names, the only ones checked (RFC 9525: never a common name)."""
+    if sans:
+        return errors.HostnameMismatch(f"{error} (it names: {', '.join(sans)})", sans)
+    unused = f"; its common name {common_name} is not checked" if common_name else ""
+    return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
 
 
 def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:
