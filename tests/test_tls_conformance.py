@@ -1,0 +1,329 @@
+"""TLS against the specs and real peers: key and certificate files, the names a certificate
+must carry (RFC 9525), SNI (RFC 6066 §3), version bounds, truncation, and stunnel both ways."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ipcnet import errors
+from ipcnet.channel import connect
+from ipcnet.testing.pairs import free_port
+from ipcnet.transports.tls import TLSOptions, client_context, server_context
+from serverkit import _start
+from tlskit import certs, server_options, tls_server
+
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
+
+
+# --- key and certificate files -----------------------------------------------------------
+
+
+def _encrypted_keys(folder: Path) -> tuple[str, str]:
+    """The server key, encrypted, in the traditional and in the PKCS#8 PEM form."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(certs().server.key).read_bytes(), None)
+    paths = []
+    for name, form in [("trad", serialization.PrivateFormat.TraditionalOpenSSL),
+                       ("pkcs8", serialization.PrivateFormat.PKCS8)]:  # fmt: skip
+        path = folder / f"{name}-key.pem"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, form, serialization.BestAvailableEncryption(b"pw")
+            )
+        )
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def test_key_and_certificate_errors_name_the_file_and_the_cause(tmp_path):
+    pair, missing = certs().server, str(tmp_path / "nope.pem")
+    trad, pkcs8 = _encrypted_keys(tmp_path)
+    cases = [
+        (dict(cert=missing, key=pair.key), f"cannot load certificate: no such file {missing}"),
+        (dict(cert=pair.cert, key=missing), f"cannot load key: no such file {missing}"),
+        (dict(cert=pair.cert), f"cannot load key: no private key in {pair.cert} (pass --key FILE)"),
+        (dict(cert=pair.cert, key=pair.cert), f"cannot load key: no private key in {pair.cert}"),
+        (
+            dict(cert=pair.key, key=pair.key),
+            f"cannot load certificate {pair.key}: not a pem file of the right kind "
+            "(no certificate in it)",
+        ),
+    ]
+    for key in (trad, pkcs8):
+        cases.append(
+            (
+                dict(cert=pair.cert, key=key),
+                f"cannot load key {key}: it is encrypted and ipcnet takes no passphrase "
+                f"(decrypt it: openssl pkey -in {key} -out plain-key.pem)",
+            )
+        )
+    for options, message in cases:
+        with pytest.raises(errors.TLSConfigError) as caught:
+            server_context(TLSOptions(**options))  # type: ignore[arg-type]
+        assert str(caught.value) == message, options
+    with pytest.raises(errors.TLSConfigError, match="^cannot load key: no private key in"):
+        client_context(TLSOptions(ca=certs().ca, cert=certs().client.cert))
+    # OpenSSL's own answer to an encrypted key is a passphrase prompt (on a terminal: a
+    # server that waits for a human); ipcnet refuses it in one line instead
+    done = subprocess.run(
+        [sys.executable, "-m", "ipcnet", "serve", "echo", "tls://127.0.0.1:0",
+         "--cert", pair.cert, "--key", trad],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"ipcnet serve: {cases[-2][1]}"]
+
+
+# --- the names on a certificate ----------------------------------------------------------
+
+
+def _self_signed(folder: Path, name: str, common_name: str, *sans: object) -> tuple[str, str]:
+    """A self-signed certificate (its own CA) with this CN and these subjectAltNames."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)  # type: ignore[arg-type]
+    cert = builder.sign(key, hashes.SHA256())
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_an_ip_address_matches_an_ip_san_only(tmp_path):
+    """RFC 9525: names are checked against subjectAltName only (never the CN), and an IP
+    address only against an iPAddress entry (not a dNSName spelling it)."""
+    from cryptography import x509
+
+    loopback = ipaddress.ip_address("127.0.0.1")
+    cases = {
+        "cn-only": (
+            ("127.0.0.1",),
+            "(it has no subject alternative names; its common name 127.0.0.1 is not checked)",
+        ),
+        "dns-spelling": (
+            ("x", x509.DNSName("127.0.0.1")),
+            "(it names: 127.0.0.1 (a dns name, not an ip address))",
+        ),
+        "ip-san": (("x", x509.IPAddress(loopback)), None),
+    }
+    for name, ((common_name, *sans), end) in cases.items():
+        cert, key = _self_signed(tmp_path, name, common_name, *sans)
+        with tls_server(TLSOptions(cert=cert, key=key, close_timeout=0.3)) as raw:
+            url = f"tls://127.0.0.1:{raw.rpartition(':')[2]}"
+            if end is None:
+                with connect(url, ca=cert, close_timeout=0.3) as ch:
+                    ch.write(b"ip")
+                    assert ch.read(2) == b"ip"
+                continue
+            with pytest.raises(errors.HostnameMismatch) as caught:
+                connect(url, ca=cert)
+        assert str(caught.value) == (
+            f"wrong host name: the certificate of {url} is not valid for '127.0.0.1' {end}"
+        )
+
+
+# --- SNI ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _sni_recorder(host: str) -> Iterator[tuple[int, list[str | None]]]:
+    """Python's ssl as the reference server: records the SNI of each client, answers ok."""
+    seen: list[str | None] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs().server.cert, certs().server.key)
+    ctx.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment,misc,return-value]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family)
+    listener.bind((host, 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"ok")
+                tls.unwrap()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], seen
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "url_host", "sni", "sent"),
+    [
+        ("127.0.0.1", "localhost", None, "localhost"),
+        ("127.0.0.1", "127.0.0.1", None, None),  # RFC 6066 §3: no IP literal in SNI
+        ("::1", "[::1]", None, None),
+        ("127.0.0.1", "127.0.0.1", "localhost", "localhost"),  # --sni
+    ],
+)
+def test_sni_is_the_host_name_and_never_an_ip_literal(host, url_host, sni, sent):
+    with _sni_recorder(host) as (port, seen):
+        extra = {"sni": sni} if sni else {}
+        with connect(f"tls://{url_host}:{port}", ca=certs().ca, close_timeout=0.3, **extra) as ch:
+            assert ch.read() == b"ok"
+    assert seen == [sent]
+
+
+# --- versions ----------------------------------------------------------------------------
+
+
+def test_tls_max_bounds_the_version_on_both_sides():
+    with pytest.raises(errors.TLSConfigError, match=r"^invalid --tls-max 1.2: older than"):
+        TLSOptions(tls_min="1.3", tls_max="1.2")
+    with tls_server() as raw:
+        url = f"tls://localhost:{raw.rpartition(':')[2]}"
+        with connect(url, ca=certs().ca, tls_max="1.2", close_timeout=0.3) as ch:
+            assert ch.transport.version == "TLSv1.2"  # type: ignore[attr-defined]
+    with tls_server(server_options(tls_max="1.2")) as raw:
+        url = f"tls://localhost:{raw.rpartition(':')[2]}"
+        with pytest.raises(errors.ProtocolTooOld) as caught:
+            connect(url, ca=certs().ca, tls_min="1.3")
+    assert str(caught.value) == (
+        f"protocol too old: {url} and we share no tls version (we accept tls 1.3 and newer)"
+    )
+    ctx = server_context(server_options(tls_max="1.2"))
+    assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+
+
+# --- a server, real peers ----------------------------------------------------------------
+
+
+def _stats(path: str) -> dict[str, object]:
+    with connect(f"unix://{path}") as ch:
+        return json.loads(ch.read())["tls"]  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _stunnel(folder: Path, config: str) -> Iterator[None]:
+    conf = folder / "stunnel.conf"
+    conf.write_text(f"foreground = yes\npid =\nsyslog = no\ndebug = 3\n{config}")
+    proc = subprocess.Popen([STUNNEL, str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _connect_when_up(port: int) -> socket.socket:
+    """A connection to a port that stunnel is about to listen on (a refused try has no
+    side effects; a probe that connects would be a client of its own)."""
+    for _ in range(400):
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=30)
+        except ConnectionRefusedError:
+            time.sleep(0.025)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def _round_trip(sock: socket.socket, payload: bytes) -> bytes:
+    writer = threading.Thread(target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR)))
+    writer.start()
+    got = bytearray()
+    while chunk := sock.recv(1 << 16):
+        got += chunk
+    writer.join(10)
+    return bytes(got)
+
+
+@pytest.mark.skipif(STUNNEL is None, reason="no stunnel4")
+def test_serve_with_stunnel_both_ways_and_a_truncating_client(short_tmp):
+    """stunnel (a client with verifyChain and checkHost) in front of `ipcnet serve echo
+    tls://`, and ipcnet's client behind stunnel's server: 4 MiB byte-exact each way. A client
+    that ends its stream without close_notify is EOF to the service, counted and logged."""
+    payload = bytes(range(251)) * (4 * 1024 * 1024 // 251)
+    pair, stats = certs().server, f"{short_tmp}/stats.sock"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tls://127.0.0.1:0", "-v",
+            "--cert", pair.cert, "--key", pair.key, "--stats", f"unix://{stats}"]  # fmt: skip
+    server = _start(argv, 1)
+    try:
+        port = int(server.url("tls").rpartition(":")[2])
+        plain = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(
+            target=lambda: _echo_once(plain), daemon=True
+        ).start()  # behind stunnel's server
+        front, back = free_port(), free_port()
+        config = (
+            f"[client]\nclient = yes\naccept = 127.0.0.1:{front}\nconnect = 127.0.0.1:{port}\n"
+            f"CAfile = {certs().ca}\nverifyChain = yes\ncheckHost = localhost\nsni = localhost\n"
+            f"[server]\naccept = 127.0.0.1:{back}\nconnect = 127.0.0.1:{plain.getsockname()[1]}\n"
+            f"cert = {pair.cert}\nkey = {pair.key}\n"
+        )
+        with _stunnel(short_tmp, config):
+            with _connect_when_up(front) as sock:
+                assert _round_trip(sock, payload) == payload
+            with connect(f"tls://localhost:{back}", ca=certs().ca, close_timeout=0.3) as ch:
+                writer = threading.Thread(target=lambda: (ch.write(payload), ch.send_eof()))
+                writer.start()
+                assert ch.read() == payload
+                writer.join(10)
+        ctx = ssl.create_default_context(cafile=certs().ca)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            tls = ctx.wrap_socket(sock, server_hostname="localhost")
+            tls.sendall(b"last words")
+            with socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM) as same:
+                same.shutdown(socket.SHUT_WR)  # a TCP FIN right after them, no close_notify
+            got = b""
+            while chunk := tls.recv(100):  # raises at a TLS alert or a cut
+                got += chunk
+            assert got == b"last words"  # then the server's close_notify
+        tls_stats = _stats(stats)
+        assert tls_stats["unclean_eofs"] == 1 and tls_stats["failed"] == 0
+        assert tls_stats["handshakes"] == 2  # stunnel's and python's
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert any("without close_notify (taken as eof)" in line for line in server.log), server.log
+
+
+def _echo_once(listener: socket.socket) -> None:
+    with listener:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(1 << 16):
+                conn.sendall(data)
