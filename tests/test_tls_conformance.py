@@ -327,3 +327,33 @@ def _echo_once(listener: socket.socket) -> None:
         with conn:
             while data := conn.recv(1 << 16):
                 conn.sendall(data)
+
+
+# --- ALPN --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+def test_alpn_agreed_with_openssl_s_server_and_no_overlap_is_one_clear_line():
+    """RFC 7301 §3.2: a server that speaks none of the offered protocols answers with a
+    fatal no_application_protocol alert (openssl s_server does)."""
+    pair, port = certs().server, free_port()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", pair.cert,
+         "-key", pair.key, "-alpn", "foo,bar", "-naccept", "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        while not server.stdout.readline().startswith(b"ACCEPT"):  # listening
+            assert server.poll() is None, "openssl s_server did not start"
+        url = f"tls://localhost:{port}"
+        with connect(url, ca=certs().ca, alpn="zzz,bar", close_timeout=0.3) as ch:
+            assert ch.transport.alpn == "bar"  # type: ignore[attr-defined]
+        with pytest.raises(errors.TLSError) as caught:
+            connect(url, ca=certs().ca, alpn="zzz")
+        assert str(caught.value) == (
+            f"no common application protocol: {url} accepts none of those offered (--alpn)"
+        )
+    finally:
+        server.kill()
+        server.wait(10)

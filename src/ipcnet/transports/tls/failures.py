@@ -11,6 +11,7 @@ words, lower-cased.
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from ipcnet import errors
@@ -21,6 +22,7 @@ _EXPIRED = 10
 _HOSTNAME_MISMATCH = 62
 _IP_MISMATCH = 64
 
+_DECORATION = re.compile(r"^\[\w+\] | \(_ssl\.c:\d+\)$")
 _VERSION_REASONS = {
     "UNSUPPORTED_PROTOCOL",
     "TLSV1_ALERT_PROTOCOL_VERSION",
@@ -88,8 +90,19 @@ def translate(
             f"handshake refused by {where} (alert: handshake failure; "
             "a client certificate or a common cipher may be missing)"
         )
-    words = reason.lower().replace("_", " ") or str(exc).lower()
+    words = reason.lower().replace("_", " ") or _openssl_words(exc)
+    if words.endswith("alert no application protocol"):  # RFC 7301 §3.2
+        return errors.TLSError(
+            f"no common application protocol: {where} accepts none of those offered (--alpn)"
+        )
     return errors.TLSError(f"tls error with {where}: {words}")
+
+
+def _openssl_words(exc: ssl.SSLError) -> str:
+    """OpenSSL's text for a reason this Python has no name for, without "[SSL] " in front
+    and "(_ssl.c:1006)" behind."""
+    text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else str(exc)
+    return _DECORATION.sub("", text).lower()
 
 
 def _verify_failed(
