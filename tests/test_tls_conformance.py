@@ -357,3 +357,46 @@ def test_alpn_agreed_with_openssl_s_server_and_no_overlap_is_one_clear_line():
     finally:
         server.kill()
         server.wait(10)
+
+
+# --- ipcnet cert, curl and mutual TLS ----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_ipcnet_cert_files_with_curl_and_mutual_tls(tmp_path):
+    """What `ipcnet cert --client alice` writes serves HTTPS that curl trusts with --cacert;
+    the server requires the client certificate, says why it refused a client without one
+    (or with an untrusted one), and keeps serving."""
+    from ipcnet.transports.tls.devcert import make
+
+    issued = make(str(tmp_path / "certs"), (), "alice")
+    assert issued.client_cert is not None and issued.client_key is not None
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("over https\n")
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path / "site"),
+            "tls://127.0.0.1:0", "--cert", issued.cert, "--key", issued.key, "--ca", issued.ca]  # fmt: skip
+    server = _start(argv, 1)
+    try:
+        port = server.url("tls").rpartition(":")[2]
+
+        def curl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["curl", "-sS", "--max-time", "20", "--cacert", issued.ca, *args,
+                 f"https://localhost:{port}/"], capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+
+        bare = curl()
+        assert bare.returncode != 0 and "alert certificate required" in bare.stderr, bare
+        other = tmp_path / "other"
+        strange = make(str(other), (), "mallory")  # a client certificate from another ca
+        wrong = curl("--cert", strange.client_cert or "", "--key", strange.client_key or "")
+        assert wrong.returncode != 0 and "alert unknown ca" in wrong.stderr, wrong
+        good = curl("--cert", issued.client_cert, "--key", issued.client_key)
+        assert good.returncode == 0 and good.stdout == "over https\n", good
+    finally:
+        code = server.stop()
+    assert code == 0
+    refusals = [line for line in server.log if "tls handshake failed" in line]
+    assert len(refusals) == 2, server.log
+    assert "no client certificate: tls://127.0.0.1:" in refusals[0]
+    assert "untrusted certificate: the client certificate of tls://127.0.0.1:" in refusals[1]
