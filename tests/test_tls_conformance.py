@@ -24,7 +24,7 @@ from ipcnet.channel import connect
 from ipcnet.testing.pairs import free_port
 from ipcnet.transports.tls import TLSOptions, client_context, server_context
 from serverkit import _start
-from tlskit import certs, server_options, tls_server
+from tlskit import certs, layers, pump, server_options, shake, tls_server
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 
@@ -227,6 +227,29 @@ def test_tls_max_bounds_the_version_on_both_sides():
     )
     ctx = server_context(server_options(tls_max="1.2"))
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+
+
+# --- truncation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_after_an_unclean_eof_our_direction_still_works(version):
+    """A TCP EOF without close_notify is reported (UncleanEOF, after the data before it), and
+    is not made fatal: the reply and our close_notify still reach the peer, where OpenSSL
+    would answer it with a decode_error alert and refuse to write."""
+    c, s = layers(server=server_options(tls_max=version))
+    shake(c, s)
+    c.write(b"request")
+    pump(c, s)
+    s.receive_eof()
+    assert s.read_all() == b"request"
+    with pytest.raises(errors.UncleanEOF, match="without close_notify"):
+        s.read_all()
+    s.write(b"reply")
+    s.close_notify()
+    pump(c, s)
+    assert c.read_all() == b"reply"
+    assert c.read_all() == b""  # the server's close_notify
 
 
 # --- a server, real peers ----------------------------------------------------------------
