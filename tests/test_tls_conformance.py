@@ -225,6 +225,13 @@ def test_tls_max_bounds_the_version_on_both_sides():
     assert str(caught.value) == (
         f"protocol too old: {url} and we share no tls version (we accept tls 1.3 and newer)"
     )
+    with tls_server(server_options(tls_min="1.3")) as raw:  # a client that stops at 1.2
+        url = f"tls://localhost:{raw.rpartition(':')[2]}"
+        with pytest.raises(errors.ProtocolTooOld) as caught:
+            connect(url, ca=certs().ca, tls_max="1.2")
+    assert str(caught.value) == (
+        f"no common tls version: {url} and we share none (we accept tls 1.2 only)"
+    )
     ctx = server_context(server_options(tls_max="1.2"))
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
 
