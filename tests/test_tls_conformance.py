@@ -430,3 +430,45 @@ def test_ipcnet_cert_files_with_curl_and_mutual_tls(tmp_path):
     assert len(refusals) == 2, server.log
     assert "no client certificate: tls://127.0.0.1:" in refusals[0]
     assert "untrusted certificate: the client certificate of tls://127.0.0.1:" in refusals[1]
+
+
+# --- resumption --------------------------------------------------------------------------
+
+
+def _s_client(port: int, version: str, session: Path, resume: bool) -> str:
+    """One `openssl s_client` session that sends a line and waits for its echo; the
+    session is saved (-sess_out) and, with ``resume``, offered again (-sess_in)."""
+    argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", f"-tls{version}",
+            "-CAfile", certs().ca, "-servername", "localhost", "-verify_return_error",
+            "-sess_out", str(session), *(["-sess_in", str(session)] if resume else [])]  # fmt: skip
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    client.stdin.write("echo me\n")
+    client.stdin.flush()
+    watchdog = threading.Timer(20, client.kill)  # no echo: the test fails, it never hangs
+    watchdog.start()
+    lines = []
+    for line in client.stdout:  # the echo comes after the tickets a TLS 1.3 server sends
+        lines.append(line)
+        if line == "echo me\n":
+            break
+    client.stdin.close()
+    client.wait(10)
+    watchdog.cancel()
+    return "".join(lines)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+@pytest.mark.parametrize(("version", "tickets", "reused"), [("1_3", 2, True), ("1_3", 0, False),
+                                                           ("1_2", 0, True)])  # fmt: skip
+def test_openssl_s_client_resumes_with_tickets(tmp_path, version, tickets, reused):
+    """--tls-tickets N: TLS 1.3 resumption with openssl s_client -sess_out/-sess_in; none
+    with the default 0. TLS 1.2 sends its ticket inside the handshake, so it resumes."""
+    session = tmp_path / "session.pem"
+    with tls_server(server_options(tls_tickets=tickets)) as raw:
+        port = int(raw.rpartition(":")[2])
+        first = _s_client(port, version, session, resume=False)
+        assert "\nNew, TLSv1." in first and "Verify return code: 0 (ok)" in first, first
+        second = _s_client(port, version, session, resume=True)
+    assert ("\nReused, TLSv1." in second) == reused, second
