@@ -230,7 +230,7 @@ def test_tls_max_bounds_the_version_on_both_sides():
         with pytest.raises(errors.ProtocolTooOld) as caught:
             connect(url, ca=certs().ca, tls_max="1.2")
     assert str(caught.value) == (
-        f"no common tls version: {url} and we share none (we accept tls 1.2 only)"
+        f"protocol too old: {url} and we share no tls version (we accept tls 1.2 only)"
     )
     ctx = server_context(server_options(tls_max="1.2"))
     assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2

@@ -80,10 +80,6 @@ def translate(
             f"(alert: {_REJECTED_ALERTS[reason]})"
         )
     if reason in _VERSION_REASONS:
-        if not accepted.endswith("newer"):  # bounded by --tls-max: the peer may be newer
-            return errors.ProtocolTooOld(
-                f"no common tls version: {where} and we share none (we accept tls {accepted})"
-            )
         return errors.ProtocolTooOld(
             f"protocol too old: {where} and we share no tls version (we accept tls {accepted})"
         )
