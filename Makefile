@@ -26,6 +26,7 @@ run: $(RUNSTAMP)
 system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
 	./scripts/system-deps openssl  # TLS interop tests: openssl s_client/s_server (issue 11)
+	./scripts/system-deps stunnel4  # TLS interop test: stunnel both ways (tests/test_tls_conformance.py)
 	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
 	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
 

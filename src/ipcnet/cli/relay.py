@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-_SHARED = ("alpn", "tls_min", "handshake_timeout")
+_SHARED = ("alpn", "tls_min", "tls_max", "handshake_timeout")
 
 
 def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 _CLIENT_ONLY = ("insecure", "sni")
-_FIELDS = ("cert", "key", "ca", "insecure", "sni", "alpn", "tls_min", "tls_tickets",
+_FIELDS = ("cert", "key", "ca", "insecure", "sni", "alpn", "tls_min", "tls_max", "tls_tickets",
            "handshake_timeout")  # fmt: skip
 
 
@@ -59,6 +59,12 @@ def add_arguments(
         help="application protocols to offer (client) or accept (server)",
     )
     add("--tls-min", choices=("1.2", "1.3"), default=None, help="oldest TLS version (default 1.2)")
+    add(
+        "--tls-max",
+        choices=("1.2", "1.3"),
+        default=None,
+        help="newest TLS version (default: the newest, 1.3)",
+    )
     if server:
         add(
             "--tls-tickets",

@@ -28,7 +28,8 @@ Rules (what each inner action becomes):
 - plain text on the port: a first byte that cannot start a TLS handshake record gets
   ``plain_reply`` (for HTTPS, a short plaintext 400, as nginx answers) and a close;
 - a peer's TCP EOF without close_notify is EOF for the inner session (browsers and curl
-  often skip it); it is the client's data that might be cut, and it is counted;
+  often skip it); it is the client's data that might be cut, so it is counted
+  (``unclean_eofs``) and logged with -v;
 - ``--stats`` and the status page get a ``tls`` section (``TLSStats``);
 - a server may mix plain and TLS addresses: connections accepted on a plain listener go
   to the inner service directly;
@@ -329,6 +330,8 @@ class TLSSession:
                 plain = layer.read_all()
             except TLSError as exc:
                 if layer.raw_eof and not layer.eof:  # TCP EOF without close_notify
+                    log.debug("tls: %s (taken as eof)", exc)
+                    self.service.stats.unclean_eof()
                     plain = b""
                 else:
                     log.info("tls: %s", exc)

@@ -1,7 +1,7 @@
 """TLS options and the ``ssl.SSLContext``s built from them; server contexts reload.
 
 Role: ``TLSOptions`` holds what the CLI flags and library keywords of the same names say
-(``--cert --key --ca --insecure --sni --alpn --tls-min --tls-tickets``);
+(``--cert --key --ca --insecure --sni --alpn --tls-min --tls-max --tls-tickets``);
 ``client_context`` and ``server_context`` build contexts with secure defaults;
 ``ServerContext`` keeps the server's current context and swaps in a new one on
 ``reload()`` (SIGHUP), which only new handshakes use.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from ipcnet.errors import TLSConfigError
 log = logging.getLogger("ipcnet.tls")
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_NAMES = {version: name for name, version in VERSIONS.items()}
 HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to finish the handshake
 CLOSE_TIMEOUT = 1.0  # seconds to wait for the peer's close_notify after sending ours
 
@@ -50,6 +52,7 @@ class TLSOptions:
     sni: str | None = None  # client: server name to send and check (default: the host)
     alpn: tuple[str, ...] = ()  # protocols to offer (client) or accept (server)
     tls_min: str = "1.2"  # "1.2" or "1.3"
+    tls_max: str | None = None  # "1.2" or "1.3" (default: the newest there is)
     tls_tickets: int = 0  # TLS 1.3 session tickets a server sends (see the module docs)
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     close_timeout: float = CLOSE_TIMEOUT
@@ -77,6 +80,12 @@ class TLSOptions:
             object.__setattr__(self, "alpn", tuple(alpn))  # type: ignore[arg-type]
         if self.tls_min not in VERSIONS:
             raise TLSConfigError(f"invalid --tls-min {self.tls_min!r}: expected 1.2 or 1.3")
+        if self.tls_max is not None and self.tls_max not in VERSIONS:
+            raise TLSConfigError(f"invalid --tls-max {self.tls_max!r}: expected 1.2 or 1.3")
+        if self.tls_max is not None and VERSIONS[self.tls_max] < VERSIONS[self.tls_min]:
+            raise TLSConfigError(
+                f"invalid --tls-max {self.tls_max}: older than --tls-min {self.tls_min}"
+            )
         if self.tls_tickets < 0:
             raise TLSConfigError(f"invalid --tls-tickets {self.tls_tickets}: expected 0 or more")
         if self.handshake_timeout <= 0:
@@ -99,7 +108,7 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=options.ca)
     except (OSError, ssl.SSLError) as exc:
         raise _file_error("ca file", options.ca, exc) from exc
-    ctx.minimum_version = VERSIONS[options.tls_min]
+    _versions(ctx, options)
     if options.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -118,7 +127,7 @@ def server_context(options: TLSOptions) -> ssl.SSLContext:
     if not options.cert:
         raise TLSConfigError("a tls server needs a certificate: pass --cert FILE --key FILE")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = VERSIONS[options.tls_min]
+    _versions(ctx, options)
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.num_tickets = options.tls_tickets
     _load_chain(ctx, options.cert, options.key)
@@ -133,22 +142,66 @@ def server_context(options: TLSOptions) -> ssl.SSLContext:
     return ctx
 
 
+def _versions(ctx: ssl.SSLContext, options: TLSOptions) -> None:
+    ctx.minimum_version = VERSIONS[options.tls_min]
+    if options.tls_max is not None:
+        ctx.maximum_version = VERSIONS[options.tls_max]
+
+
+def accepted(ctx: ssl.SSLContext) -> str:
+    """The versions a context accepts, for messages: "1.2 and newer", "1.3 only"."""
+    low = _NAMES.get(ctx.minimum_version, "1.2")
+    high = _NAMES.get(ctx.maximum_version)
+    if high is None:
+        return f"{low} and newer"
+    return f"{low} only" if high == low else f"{low} to {high}"
+
+
+class _Encrypted(Exception):
+    """Raised by ``_no_passphrase``: the key file is encrypted."""
+
+
+def _no_passphrase() -> str:
+    """The password callback: without it OpenSSL would prompt on the terminal and wait."""
+    raise _Encrypted
+
+
 def _load_chain(ctx: ssl.SSLContext, cert: str, key: str | None) -> None:
+    keyfile = key or cert
+    files = cert if key is None else f"{cert}, {key}"
+    for what, path in (("certificate", cert), ("key", key)):
+        if path is not None and not os.path.exists(path):
+            raise TLSConfigError(f"cannot load {what}: no such file {path}")
     try:
-        ctx.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        missing = exc.filename or (cert if key is None else f"{cert} or {key}")
-        raise TLSConfigError(f"cannot load certificate: no such file {missing}") from exc
+        ctx.load_cert_chain(cert, key, password=_no_passphrase)
+    except _Encrypted:
+        raise TLSConfigError(
+            f"cannot load key {keyfile}: it is encrypted and ipcnet takes no passphrase "
+            f"(decrypt it: openssl pkey -in {keyfile} -out plain-key.pem)"
+        ) from None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
-            raise TLSConfigError(f"key {key or cert} does not match certificate {cert}") from exc
-        raise _file_error(
-            "certificate and key", cert if key is None else f"{cert}, {key}", exc
-        ) from exc
+            raise TLSConfigError(f"key {keyfile} does not match certificate {cert}") from exc
+        if b"-----BEGIN CERTIFICATE-----" not in _head(cert):
+            raise TLSConfigError(
+                f"cannot load certificate {cert}: not a pem file of the right kind "
+                "(no certificate in it)"
+            ) from exc
+        if b"PRIVATE KEY-----" not in _head(keyfile):
+            hint = "" if key else " (pass --key FILE)"
+            raise TLSConfigError(f"cannot load key: no private key in {keyfile}{hint}") from exc
+        raise _file_error("certificate and key", files, exc) from exc
     except OSError as exc:
-        raise _file_error(
-            "certificate and key", cert if key is None else f"{cert}, {key}", exc
-        ) from exc
+        raise _file_error("certificate and key", files, exc) from exc
+
+
+def _head(path: str) -> bytes:
+    """The start of a PEM file, to tell which of cert and key OpenSSL could not read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
 
 
 def _file_error(what: str, path: str | None, exc: BaseException) -> TLSConfigError:

@@ -11,6 +11,7 @@ words, lower-cased.
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from ipcnet import errors
@@ -21,6 +22,7 @@ _EXPIRED = 10
 _HOSTNAME_MISMATCH = 62
 _IP_MISMATCH = 64
 
+_DECORATION = re.compile(r"^\[\w+\] | \(_ssl\.c:\d+\)$")
 _VERSION_REASONS = {
     "UNSUPPORTED_PROTOCOL",
     "TLSV1_ALERT_PROTOCOL_VERSION",
@@ -49,7 +51,7 @@ _REJECTED_ALERTS = {
 
 
 def translate(
-    exc: BaseException, where: str, server_side: bool, min_version: str = "1.2"
+    exc: BaseException, where: str, server_side: bool, accepted: str = "1.2 and newer"
 ) -> errors.IPCError:
     """The ipcnet error for an SSLError raised while talking TLS with ``where``."""
     if isinstance(exc, errors.IPCError):
@@ -57,12 +59,12 @@ def translate(
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _verify_failed(exc, where, server_side)
     if isinstance(exc, ssl.SSLEOFError):
-        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+        return unclean_eof(where)
     if not isinstance(exc, ssl.SSLError):
         return errors.TLSError(f"tls error with {where}: {exc}")
     reason = exc.reason or ""
     if reason == "UNEXPECTED_EOF_WHILE_READING":
-        return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+        return unclean_eof(where)
     if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
         return errors.NoClientCertificate(
             f"no client certificate: {where} offered none (this server requires one)"
@@ -79,8 +81,7 @@ def translate(
         )
     if reason in _VERSION_REASONS:
         return errors.ProtocolTooOld(
-            f"protocol too old: {where} and we share no tls version (we accept tls {min_version}"
-            " and newer)"
+            f"protocol too old: {where} and we share no tls version (we accept tls {accepted})"
         )
     if reason in _NOT_TLS_REASONS:
         return not_tls(where, server_side)
@@ -89,8 +90,19 @@ def translate(
             f"handshake refused by {where} (alert: handshake failure; "
             "a client certificate or a common cipher may be missing)"
         )
-    words = reason.lower().replace("_", " ") or str(exc).lower()
+    words = reason.lower().replace("_", " ") or _openssl_words(exc)
+    if words.endswith("alert no application protocol"):  # RFC 7301 §3.2
+        return errors.TLSError(
+            f"no common application protocol: {where} accepts none of those offered (--alpn)"
+        )
     return errors.TLSError(f"tls error with {where}: {words}")
+
+
+def _openssl_words(exc: ssl.SSLError) -> str:
+    """OpenSSL's text for a reason this Python has no name for, without "[SSL] " in front
+    and "(_ssl.c:1006)" behind."""
+    text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else str(exc)
+    return _DECORATION.sub("", text).lower()
 
 
 def _verify_failed(
@@ -117,14 +129,23 @@ def not_tls(where: str, server_side: bool) -> errors.NotTLS:
     return errors.NotTLS(f"not tls: {where} did not answer in tls (is it a tls server?)")
 
 
+def unclean_eof(where: str) -> errors.UncleanEOF:
+    return errors.UncleanEOF(f"unclean eof: {where} closed the connection without close_notify")
+
+
 def handshake_eof(where: str) -> errors.UncleanEOF:
     return errors.UncleanEOF(f"unclean eof: {where} closed the connection during the handshake")
 
 
-def with_names(error: errors.HostnameMismatch, names: tuple[str, ...]) -> errors.HostnameMismatch:
-    """The same error, listing the names the certificate does have."""
-    listed = ", ".join(names) if names else "none"
-    return errors.HostnameMismatch(f"{error} (it names: {listed})", names)
+def with_names(
+    error: errors.HostnameMismatch, sans: tuple[str, ...], common_name: str | None
+) -> errors.HostnameMismatch:
+    """The same error, listing the names the certificate does have: its subject
+    alternative names, the only ones checked (RFC 9525: never a common name)."""
+    if sans:
+        return errors.HostnameMismatch(f"{error} (it names: {', '.join(sans)})", sans)
+    unused = f"; its common name {common_name} is not checked" if common_name else ""
+    return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
 
 
 def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:

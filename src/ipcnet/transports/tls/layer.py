@@ -11,7 +11,10 @@ Rules:
 - every ssl.SSLError is translated here (``failures.translate``) and leaves as a TLSError;
 - ``read`` returns plaintext, ``b""`` once the peer's close_notify came (EOF, sticky), or
   None when it needs more ciphertext; a raw EOF without close_notify makes the next read
-  raise ``UncleanEOF`` (the data may have been cut short);
+  raise ``UncleanEOF`` (the data may have been cut short) once the whole records before it
+  are read. After the handshake OpenSSL is not told of that EOF: it would make it a fatal
+  error (OpenSSL 3 answers it with a decode_error alert and refuses to write), and our
+  direction is still open: a reply and our close_notify can still be sent;
 - ``close_notify()`` ends our direction: in TLS 1.3 the peer may go on sending and we go
   on reading (RFC 8446 §6.1); a TLS 1.2 peer answers with its own close_notify and stops
   (RFC 5246 §7.2.1), so there it ends the connection once the peer has answered.
@@ -23,22 +26,22 @@ import ssl
 from typing import Any, cast
 
 from ipcnet.errors import IPCError
-from ipcnet.transports.tls.context import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT
-from ipcnet.transports.tls.failures import timed_out, translate
+from ipcnet.transports.tls.context import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, accepted
+from ipcnet.transports.tls.failures import timed_out, translate, unclean_eof
 
 READ_CHUNK = 64 * 1024
-_VERSION_NAMES = {ssl.TLSVersion.TLSv1_2: "1.2", ssl.TLSVersion.TLSv1_3: "1.3"}
 
 
 class TLSLayer:
     """The TLS state of one connection; see the module docstring for the rules."""
 
     __slots__ = (
+        "_accepted",
         "_end",
         "_in",
-        "_min",
         "_obj",
         "_out",
+        "_peer_ended",
         "_plain",
         "close_sent",
         "close_timeout",
@@ -64,7 +67,7 @@ class TLSLayer:
         self._obj = context.wrap_bio(
             self._in, self._out, server_side=server_side, server_hostname=server_hostname
         )
-        self._min = _VERSION_NAMES.get(context.minimum_version, "1.2")
+        self._accepted = accepted(context)
         self.server_side = server_side
         self.where = where
         self.handshake_timeout = handshake_timeout
@@ -74,6 +77,7 @@ class TLSLayer:
         self.close_sent = False  # our close_notify is queued
         self._plain = bytearray()  # plaintext decrypted ahead by close_notify
         self._end: bool | IPCError | None = None  # what came after it: EOF (True) or an error
+        self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
 
     # --- ciphertext in ----------------------------------------------------------------
 
@@ -83,12 +87,20 @@ class TLSLayer:
 
     def receive_eof(self) -> None:
         """The peer's transport ended (TCP FIN)."""
-        if not self._in.eof:
+        if self.established:
+            self._peer_ended = True  # kept from OpenSSL: see the module's rules
+        elif not self._in.eof:
             self._in.write_eof()
 
     @property
     def raw_eof(self) -> bool:
-        return self._in.eof
+        return self._peer_ended or self._in.eof
+
+    def _starved(self) -> None:
+        """No whole record is left: if the peer's stream ended too, it was cut (raises)."""
+        if self._peer_ended:
+            self._end = unclean_eof(self.where)
+            raise self._end
 
     # --- the handshake ----------------------------------------------------------------
 
@@ -120,10 +132,12 @@ class TLSLayer:
         if self.eof or self._end is not None:
             return self._ended()
         if not self._in.pending and not self._in.eof and not self._obj.pending():
-            return None  # nothing to decrypt: spare OpenSSL the call and us its exception
+            self._starved()  # nothing to decrypt: spare OpenSSL the call
+            return None
         try:
             data = self._obj.read(n)
         except ssl.SSLWantReadError:
+            self._starved()
             return None
         except ssl.SSLZeroReturnError:
             data = b""
@@ -145,10 +159,12 @@ class TLSLayer:
             self._ended()
             return 0
         if not self._in.pending and not self._in.eof and not self._obj.pending():
+            self._starved()
             return None
         try:
             n = cast(int, self._obj.read(len(buf), buf))
         except ssl.SSLWantReadError:
+            self._starved()
             return None
         except ssl.SSLZeroReturnError:
             n = 0
@@ -181,6 +197,8 @@ class TLSLayer:
             try:
                 data = self._obj.read(READ_CHUNK)
             except ssl.SSLWantReadError:
+                if self._peer_ended:
+                    self._end = unclean_eof(self.where)
                 return
             except ssl.SSLZeroReturnError:
                 data = b""
@@ -271,4 +289,4 @@ class TLSLayer:
         return dict(cert) if cert else None
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
-        return translate(exc, self.where, self.server_side, self._min)
+        return translate(exc, self.where, self.server_side, self._accepted)

@@ -2,14 +2,18 @@
 
 Role: after a handshake failed because the certificate is for other names, connect once
 more without any verification, take the certificate and list its DNS names and IP
-addresses. Rules: only ever used on that error path; the connection carries no data and is
-closed at once; any failure here just means no names are listed (the error stands).
+addresses (its subject alternative names: the only names checked: RFC 9525), and
+its common name, which is not. Rules: only ever used on that error path; the connection
+carries no data and is closed at once; a failure here gives None: the error stands, with
+no names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
+from typing import NamedTuple
 
 from ipcnet.addresses import Address
 from ipcnet.transports.tls.context import TLSOptions
@@ -17,16 +21,21 @@ from ipcnet.transports.tls.context import TLSOptions
 PROBE_TIMEOUT = 5.0
 
 
+class Names(NamedTuple):
+    sans: tuple[str, ...]  # subjectAltName DNS names and IP addresses
+    common_name: str | None
+
+
 def certificate_names(
     peer: Address | None, options: TLSOptions, server_name: str | None
-) -> tuple[str, ...]:
+) -> Names | None:
     if peer is None:
-        return ()
+        return None
     try:
         der = _peer_certificate(peer, options, server_name)
     except (OSError, ValueError):  # ssl.SSLError is an OSError
-        return ()
-    return der_names(der) if der else ()
+        return None
+    return _names(der) if der else None
 
 
 def _peer_certificate(peer: Address, options: TLSOptions, server_name: str | None) -> bytes | None:
@@ -49,17 +58,31 @@ def _peer_certificate(peer: Address, options: TLSOptions, server_name: str | Non
 
 
 def der_names(der: bytes) -> tuple[str, ...]:
-    """The subjectAltName DNS names and IP addresses of a DER certificate (else its CN)."""
+    """The subjectAltName DNS names and IP addresses of a DER certificate."""
+    return _names(der).sans
+
+
+def _names(der: bytes) -> Names:
     try:
         from cryptography import x509
     except ImportError:
-        return ()
+        return Names((), None)
     cert = x509.load_der_x509_certificate(der)
+    common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    common_name = str(common[0].value) if common else None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        return tuple(str(a.value) for a in common)
-    dns = san.get_values_for_type(x509.DNSName)
+        return Names((), common_name)
+    dns = [_dns(name) for name in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    return (*dns, *ips)
+    return Names((*dns, *ips), common_name)
+
+
+def _dns(name: str) -> str:
+    """A DNS name; one that reads as an IP address is marked: it never matches one."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return f"{name} (a dns name, not an ip address)"

@@ -40,7 +40,8 @@ class TLSStats:
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         ciphers = [c["name"] for c in context.get_ciphers()] if context is not None else []
         self.ciphers = (*dict.fromkeys(ciphers), "other")
-        self._names = ("handshakes", "generation", *(f"failure:{r}" for r in REASONS),
+        self._names = ("handshakes", "generation", "unclean_eofs",
+                       *(f"failure:{r}" for r in REASONS),
                        *(f"version:{v}" for v in VERSIONS),
                        *(f"cipher:{c}" for c in self.ciphers))  # fmt: skip
         self._index = {name: i for i, name in enumerate(self._names)}
@@ -61,6 +62,10 @@ class TLSStats:
     def failure(self, error: BaseException) -> None:
         reason = getattr(error, "reason", "tls")
         self._add(f"failure:{reason if reason in REASONS else 'tls'}")
+
+    def unclean_eof(self) -> None:
+        """A peer ended its stream without close_notify after the handshake."""
+        self._add("unclean_eofs")
 
     @property
     def generation(self) -> int:
@@ -87,4 +92,5 @@ class TLSStats:
             "versions": group("version:"),
             "ciphers": group("cipher:"),
             "reloads": values["generation"],
+            "unclean_eofs": values["unclean_eofs"],  # after the handshake (see drivers.tls)
         }

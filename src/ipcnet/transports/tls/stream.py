@@ -369,7 +369,10 @@ def client(
     except HostnameMismatch as exc:
         peer = raw.peer_address
         raw.close()
-        raise with_names(exc, _names_of(peer, options, server_name)) from exc
+        found = _names_of(peer, options, server_name)
+        if found is None:
+            raise  # the names could not be read: the error as it is
+        raise with_names(exc, *found) from exc
     except BaseException:
         raw.close()
         raise
@@ -378,7 +381,7 @@ def client(
 
 def _names_of(
     peer: Address | None, options: TLSOptions, server_name: str | None
-) -> tuple[str, ...]:
+) -> tuple[tuple[str, ...], str | None] | None:
     """The names on the peer's certificate, from a fresh connection that checks nothing."""
     from ipcnet.transports.tls import probe  # only on this error path
 
