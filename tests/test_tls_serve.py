@@ -300,3 +300,31 @@ def test_accept_proxy_reads_the_header_before_the_tls_handshake(model: str) -> N
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 tls.sendall(b"through proxy and tls\n")
                 assert tls.recv(100) == b"through proxy and tls\n"
+
+
+def test_a_file_that_shrinks_while_it_is_sent_over_tls_ends_the_connection(root):
+    """Through TLS a file is read in chunks, not sent with sendfile(2): once it has shrunk
+    the Content-Length announced cannot be kept, and only closing tells the client so (as
+    without TLS). The client used to wait for ever after the head."""
+    import ssl
+
+    path = root / "shrinks-over-tls.bin"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)  # sparse: no 64 MiB written
+    context = ssl.create_default_context(cafile=certs().ca)
+    try:
+        with serving("http", str(root), "tls://127.0.0.1:0", "--quiet") as server:
+            raw = socket.create_connection(("127.0.0.1", port_of(server)), timeout=20)
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"GET /shrinks-over-tls.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                received = len(first := sock.recv(65536))
+                assert first.startswith(b"HTTP/1.1 200 ")
+                os.truncate(path, 0)
+                try:
+                    while chunk := sock.recv(1 << 20):  # the end, not the 20 s timeout
+                        received += len(chunk)
+                except ssl.SSLError:
+                    pass  # a close without close_notify: the truncation it is
+            assert received < 64 << 20
+    finally:
+        path.unlink()

@@ -460,7 +460,9 @@ class TLSSession:
         if chunk and region.count > 0:
             out.append(self._next_chunk(region))
             return out
-        region.done()  # sent, or the file ended early
+        if region.count > 0:  # the file shrank while it was sent: the length announced for
+            return self._end()  # it cannot be kept, and closing says so (as with sendfile)
+        region.done()
         self.region = None
         held, self.held = list(self.held), collections.deque()
         out = self._wrap(held, out)
