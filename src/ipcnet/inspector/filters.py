@@ -21,12 +21,18 @@ _ALIASES = {
     "UNCONNECTED": UNCONN,
     "CLOSED": "CLOSE",
     "SYN_RECEIVED": "SYN_RECV",
+    "SYN_RCV": "SYN_RECV",
+    "FIN_WAIT_1": "FIN_WAIT1",
+    "FIN_WAIT_2": "FIN_WAIT2",
     "LAST_ACL": "LAST_ACK",
 }
+# ss's "closed" and "unconnected" are one state (TCP_CLOSE), named CLOSE for TCP rows and
+# UNCONN for the others: either word selects both
+_CLOSED = frozenset({"CLOSE", UNCONN})
 _GROUPS: dict[str, frozenset[str]] = {
     "ALL": ALL_STATE_NAMES,
     "CONNECTED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN},
-    "SYNCHRONIZED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN, "SYN_SENT", "SYN_RECV"},
+    "SYNCHRONIZED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN, "SYN_SENT"},  # as ss(8)
     "BUCKET": frozenset({"SYN_RECV", "TIME_WAIT"}),
     "BIG": ALL_STATE_NAMES - {"SYN_RECV", "TIME_WAIT"},
 }
@@ -40,6 +46,8 @@ TABLES = {
     "tcp6": ("tcp", 6),
     "udp": ("udp", 4),
     "udp6": ("udp", 6),
+    "udplite": ("udplite", 4),
+    "udplite6": ("udplite", 6),
     "raw": ("raw", 4),
     "raw6": ("raw", 6),
     "unix": ("unix", None),
@@ -55,6 +63,8 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
         key = _ALIASES.get(key, key)
         if key in _GROUPS:
             out |= _GROUPS[key]
+        elif key in _CLOSED:
+            out |= _CLOSED
         elif key in ALL_STATE_NAMES:
             out.add(key)
         else:
@@ -69,18 +79,18 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
 def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> list[str]:
     """Tables to dump for protocols like tcp, udp6, unix (None: all) and -4/-6."""
     names = (
-        ["tcp", "udp", "raw", "unix"]
+        ["tcp", "udp", "udplite", "raw", "unix"]
         if protocols is None
         else [_KIND_ALIASES.get(p, p) for p in protocols]
     )
     out: list[str] = []
     for name in names:
-        if name in ("tcp", "udp", "raw"):
+        if name in ("tcp", "udp", "udplite", "raw"):
             cands = [name, name + "6"]
         elif name in TABLES:
             cands = [name]
         else:
-            raise ValueError(f"unknown protocol {name!r} (tcp, udp, raw, unix, tcp6, ...)")
+            raise ValueError(f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, tcp6, ...)")
         for c in cands:
             version = TABLES[c][1]
             if ip_version is not None and version != ip_version:
