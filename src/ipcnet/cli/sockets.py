@@ -1,8 +1,8 @@
 """``ipcnet sockets``: the kernel's socket tables (and pipes, fds, counters) as data.
 
-Letters follow ss: -t -u -x -w pick tables, -l listening, -a all, -n numeric, -p
-processes, -e extended, -4/-6; argparse keeps -h for help. The inspector is imported inside
-``run`` so ``ipcnet --help`` stays fast.
+Letters follow ss: -t -u -x -w pick tables (and netstat's -U for UDP-Lite), -l listening,
+-a all, -n numeric, -p processes, -e extended, -4/-6; argparse keeps -h for help. The
+inspector is imported inside ``run`` so ``ipcnet --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("tables")
     t.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
     t.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    t.add_argument("-U", "--udplite", action="store_true", help="UDP-Lite sockets (as netstat)")
     t.add_argument("-x", "--unix", action="store_true", help="unix sockets")
     t.add_argument("-w", "--raw", action="store_true", help="raw sockets")
     t.add_argument(
@@ -144,7 +145,13 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
 
     protocols = [
         p
-        for p, on in (("tcp", args.tcp), ("udp", args.udp), ("unix", args.unix), ("raw", args.raw))
+        for p, on in (
+            ("tcp", args.tcp),
+            ("udp", args.udp),
+            ("udplite", args.udplite),
+            ("unix", args.unix),
+            ("raw", args.raw),
+        )
         if on
     ] or None
     return list_sockets(

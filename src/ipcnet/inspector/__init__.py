@@ -97,7 +97,7 @@ def list_sockets(
 ) -> list[SocketRow]:
     """The sockets of this network namespace that pass every filter.
 
-    ``protocols``: tcp, udp, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
+    ``protocols``: tcp, udp, udplite, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
     all. ``states``: names or groups (see ``filters.parse_states``); None = all.
     ``ip_version``: 4 or 6 (leaves out unix). ``port``: local or remote port (number or
     service name). ``pids``/``process``: only sockets these processes hold.

@@ -40,7 +40,7 @@ UNCONN = "UNCONN"
 # What /proc's "tr" column and inet_diag's idiag_timer mean.
 TIMERS: dict[int, str] = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "probe"}
 
-PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix")
+PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "unix")
 
 
 def state_name(proto: str, num: int) -> str:
@@ -86,7 +86,7 @@ class SocketRow(NamedTuple):
     abstract namespace, ``None`` when unnamed or unknown).
     """
 
-    proto: str  # tcp tcp6 udp udp6 raw raw6 unix
+    proto: str  # tcp tcp6 udp udp6 udplite udplite6 raw raw6 unix
     type: str  # stream dgram seqpacket raw
     state: str  # ESTABLISHED, LISTEN, ... ; UNCONN for unconnected datagram/unix sockets
     local_host: str | None

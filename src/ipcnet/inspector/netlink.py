@@ -1,7 +1,7 @@
 """The fast path: dump socket tables through NETLINK_SOCK_DIAG, like ``ss`` does.
 
-Role: one request per table (tcp/udp/raw x IPv4/IPv6 via inet_diag, unix via unix_diag),
-parsed straight from the receive buffer into ``SocketRow`` tuples.
+Role: one request per table (tcp/udp/udplite/raw x IPv4/IPv6 via inet_diag, unix via
+unix_diag), parsed straight from the receive buffer into ``SocketRow`` tuples.
 Rules:
 - Standard library only: an AF_NETLINK socket (``transports.netlink``, which does the
   I/O) and ``struct`` (linux/inet_diag.h, linux/unix_diag.h, linux/sock_diag.h). One dump
@@ -61,8 +61,8 @@ _U32X2 = struct.Struct("=II")
 _ERR = struct.Struct("=i")
 
 _UNIX_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", 5: "seqpacket"}
-_INET_TYPES = {"tcp": "stream", "udp": "dgram", "raw": "raw"}
-_PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "raw": socket.IPPROTO_RAW}
+_INET_TYPES = {"tcp": "stream", "udp": "dgram", "udplite": "dgram", "raw": "raw"}
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17, "udplite": 136, "raw": 255}  # IPPROTO_*
 
 _BUFSIZE = 1 << 16
 
@@ -109,11 +109,14 @@ def _batches(sock: NetlinkSocket, request: bytes, seq: int) -> Iterator[tuple[by
                 raise NetlinkUnavailable("malformed netlink message")
             last = off
             off += (length + 3) & ~3
-        _length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
-        if mtype == NLMSG_ERROR and mseq == seq:
-            code = -_ERR.unpack_from(buf, last + 16)[0]
-            raise NetlinkUnavailable(f"sock_diag: {os.strerror(code)}")
+        length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
         done = mtype == NLMSG_DONE and mseq == seq
+        # a dump that fails ends with an error code: in NLMSG_ERROR, or in NLMSG_DONE's
+        # payload (ENOENT there: no handler for the protocol, e.g. raw_diag not loaded)
+        if (mtype == NLMSG_ERROR or done) and mseq == seq and length >= 20:
+            code = -_ERR.unpack_from(buf, last + 16)[0]
+            if code > 0 or not done:
+                raise NetlinkUnavailable(f"sock_diag: {os.strerror(code)}")
         yield buf, (last if done else n)
         if done:
             return

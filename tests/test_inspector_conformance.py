@@ -1,0 +1,286 @@
+"""The inspector side by side with ss, netstat and /proc, on one table the test owns.
+
+A child process builds a known set of sockets inside a fresh network namespace (so no
+other test's sockets are in the table): TCP in every state, listeners with a pending
+connection, IPv4, IPv6 and IPv4-mapped, UDP connected and not, UDP-Lite, raw, and unix
+stream/dgram/seqpacket with odd names, all held by two processes. It then reads the same
+tables with ss/netstat and with ``list_sockets`` through sock_diag and through /proc, and
+hands everything back as JSON; the comparisons happen here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from inspector_helpers import in_netns, netns
+from ipcnet.inspector import filters
+from test_inspector_vs_ss import SS_STATES, _split
+
+# ss's state words (ss(8) "STATE-FILTER"), each with the states it selects
+SS_WORDS = [
+    "established", "syn-sent", "syn-recv", "syn-rcv", "fin-wait-1", "fin-wait-2",
+    "time-wait", "closed", "unconnected", "close-wait", "last-ack", "listening", "closing",
+    "all", "connected", "synchronized", "bucket", "big",
+]  # fmt: skip
+
+ZOO = r"""
+import json, os, signal, socket, subprocess, sys, threading, time
+from ipcnet.inspector import list_sockets
+
+def nft(*words):
+    subprocess.run(["nft", *words], check=True)
+
+def run(*argv):
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+nft("add", "table", "inet", "t")
+nft("add", "chain", "inet", "t", "in", "{ type filter hook input priority 0; }")
+keep = []
+def new(*a):
+    s = socket.socket(*a); keep.append(s); return s
+def listener(fam, host, backlog=5, v6only=None):
+    s = new(fam)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((host, 0)); s.listen(backlog); return s
+def pair(lst, host="127.0.0.1"):
+    c = new(lst.family); c.connect((host, lst.getsockname()[1]))
+    s, _ = lst.accept(); keep.append(s); return c, s
+
+l4 = listener(socket.AF_INET, "127.0.0.1", backlog=3)
+l4w = listener(socket.AF_INET, "0.0.0.0")
+l6 = listener(socket.AF_INET6, "::1")
+l6w = listener(socket.AF_INET6, "::", v6only=1)
+ldual = listener(socket.AF_INET6, "::", v6only=0)
+c1, s1 = pair(l4); c1.sendall(b"x" * 10)                    # ESTABLISHED, Recv-Q 10
+pending = new(); pending.connect(l4.getsockname())          # in l4's accept queue
+cm = new(); cm.connect(("127.0.0.1", ldual.getsockname()[1])); sm, _ = ldual.accept()
+keep.append(sm)                                             # IPv4-mapped
+c6, s6 = pair(l6, "::1")
+c3, s3 = pair(l4w); c3.shutdown(socket.SHUT_WR)             # FIN_WAIT2 / CLOSE_WAIT
+c4, s4 = pair(l4w); c4.close(); s4.close()                  # TIME_WAIT (c4's side)
+syn = new(); syn.setblocking(False)
+try:
+    syn.connect(("10.66.0.2", 9))                           # SYN_SENT: routed to nowhere
+except BlockingIOError:
+    pass
+# SYN_RECV: the last ACK of the handshake is lost
+lr = listener(socket.AF_INET, "127.0.0.1")
+nft("add", "rule", "inet", "t", "in", "tcp", "dport", str(lr.getsockname()[1]),
+    "tcp", "flags", "&", "(syn", "|", "ack)", "==", "ack", "drop")
+new().connect(lr.getsockname())
+# FIN_WAIT1 / LAST_ACK: nothing from lk's port gets through
+lk = listener(socket.AF_INET, "127.0.0.1"); a, b = pair(lk)
+nft("add", "rule", "inet", "t", "in", "tcp", "sport", str(lk.getsockname()[1]), "drop")
+a.shutdown(socket.SHUT_WR); b.recv(1); b.close()
+# CLOSING: x's FINs are lost, so x gets y's FIN before its own is acknowledged
+lc = listener(socket.AF_INET, "127.0.0.1"); x, y = pair(lc)
+nft("add", "rule", "inet", "t", "in", "tcp", "sport", str(x.getsockname()[1]),
+    "tcp", "flags", "&", "fin", "==", "fin", "drop")
+x.shutdown(socket.SHUT_WR); y.shutdown(socket.SHUT_WR)
+u1 = new(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
+u2 = new(socket.AF_INET, socket.SOCK_DGRAM); u2.connect(u1.getsockname()); u2.send(b"hello")
+u6 = new(socket.AF_INET6, socket.SOCK_DGRAM); u6.bind(("::", 0))
+lite = new(socket.AF_INET, socket.SOCK_DGRAM, 136); lite.bind(("127.0.0.1", 0))
+raw4 = new(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw6 = new(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+d = sys.argv[1]
+us = new(socket.AF_UNIX); us.bind(d + "/with space"); us.listen(4)
+uc = new(socket.AF_UNIX); uc.connect(d + "/with space"); ua, _ = us.accept(); keep.append(ua)
+un = new(socket.AF_UNIX, socket.SOCK_DGRAM); un.bind(d + "/new\nline")
+ud = new(socket.AF_UNIX, socket.SOCK_DGRAM); ud.connect(d + "/new\nline"); ud.send(b"abc")
+ab = new(socket.AF_UNIX, socket.SOCK_SEQPACKET); ab.bind("\0abstract name"); ab.listen()
+keep += socket.socketpair() + socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # threads share fds
+child = os.fork()
+if child == 0:
+    os.close(1); os.close(2); time.sleep(60); os._exit(0)  # not holding the test's pipes
+want = {"SYN_RECV", "SYN_SENT", "FIN_WAIT1", "LAST_ACK", "CLOSING", "TIME_WAIT"}
+for _ in range(300):  # the lost packets take a moment to make their states
+    if want <= {r.state for r in list_sockets(["tcp"], ["all"])}:
+        break
+    time.sleep(0.01)
+out = {"pids": [os.getpid(), child], "ss": {}, "ours": {}}
+for word in sys.argv[2:]:
+    out["ss"][word] = run("ss", "-tuwanH", "state", word).splitlines()
+    try:
+        out["ours"][word] = [r.to_dict() for r in list_sockets(["tcp", "udp", "raw"], [word])]
+    except ValueError as exc:  # a word ss takes and we do not
+        out["ours"][word] = str(exc)
+out["ss_all"] = run("ss", "-tuwanpH").splitlines()
+out["ss_unix"] = run("ss", "-xanpH").splitlines()
+out["netstat_udplite"] = run("netstat", "-anU").splitlines()
+for source in ("auto", "proc"):  # auto: sock_diag, and /proc where it has no handler
+    out[source] = [r.to_dict() for r in list_sockets(None, ["all"], owners=True, source=source)]
+os.kill(child, signal.SIGKILL)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    for tool in ("ss", "netstat", "nft"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    d = tmp_path_factory.mktemp("zoo")
+    with netns(drop_route="10.66.0.0/24") as ns:
+        r = in_netns(ns, ZOO.replace("sys.argv[1]", repr(str(d))).replace(
+            "sys.argv[2:]", repr(SS_WORDS)))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    yield json.loads(r.stdout)
+
+
+def _ours_inet(row: dict[str, Any]) -> tuple[str, tuple[str, int], tuple[str, int]]:
+    def end(host: str, port: int) -> tuple[str, int]:
+        return _split(f"{host}:{port}")
+
+    return (
+        row["proto"].rstrip("6"),
+        end(row["local_host"], row["local_port"]),
+        end(row["remote_host"], row["remote_port"]),
+    )
+
+
+def _ss_inet(line: str) -> tuple[str, tuple[str, int], tuple[str, int]]:
+    f = line.split()  # Netid [State] Recv-Q Send-Q Local Peer [Process]
+    i = 4 if f[1] in SS_STATES else 3
+    return f[0], _split(f[i]), _split(f[i + 1])
+
+
+@pytest.mark.parametrize("word", SS_WORDS)
+def test_state_words_select_what_ss_selects(zoo: dict[str, Any], word: str) -> None:
+    assert not isinstance(zoo["ours"][word], str), zoo["ours"][word]
+    ours = sorted(map(_ours_inet, zoo["ours"][word]))
+    theirs = sorted(map(_ss_inet, zoo["ss"][word]))
+    assert ours == theirs
+
+
+def test_every_tcp_state_with_the_queues_ss_shows(zoo: dict[str, Any]) -> None:
+    """State, Recv-Q and Send-Q of every row (a listener's: accept queue and backlog)."""
+    theirs = {}
+    for line in zoo["ss_all"]:
+        f = line.split()
+        rq, sq = int(f[2]), int(f[3])
+        theirs[(f[0], _split(f[4]), _split(f[5]))] = (SS_STATES[f[1]], rq, sq)
+    ours = {}
+    for row in zoo["auto"]:
+        if row["family"] == "unix" or row["proto"].startswith("udplite"):
+            continue
+        state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
+        rq, sq = row["recv_q"], row["send_q"]
+        if row["state"] == "TIME_WAIT":  # ss prints the kernel's 0s; ours: unknown
+            assert (rq, sq) == (None, None)
+            rq = sq = 0
+        ours[_ours_inet(row)] = (state, rq, sq)
+    assert ours == theirs
+    states = {v[0] for v in ours.values()}
+    assert {
+        "LISTEN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT",
+        "LAST_ACK", "TIME_WAIT", "CLOSING", "CLOSE",
+    } <= states  # fmt: skip
+    listeners = sorted(v[1:] for v in ours.values() if v[0] == "LISTEN")
+    assert (1, 3) in listeners  # one connection waiting to be accepted, backlog 3
+
+
+def _unix_ss(line: str) -> tuple[str, str, int, str, int]:
+    f = line.split()  # u_str ESTAB 0 0 /p a t h 123 * 456 users:(...)
+    while f[-1].startswith("users:"):
+        f.pop()
+    path = " ".join(f[4:-3])
+    return f[0], SS_STATES[f[1]], int(f[-3]), path, int(f[-1])
+
+
+def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
+    theirs = {}
+    for line in zoo["ss_unix"]:
+        if not (line.startswith("u_") and line.rstrip().endswith("))")):
+            continue  # a line that a newline in a path broke in two
+        kind, state, ino, path, peer = _unix_ss(line)
+        owners = sorted(map(tuple, map(lambda m: map(int, m), re.findall(
+            r"pid=(\d+),fd=(\d+)", line))))  # fmt: skip
+        theirs[ino] = (kind, state, None if path == "*" else path, peer or None, owners)
+    ours = {}
+    for row in zoo["auto"]:
+        if row["family"] != "unix" or "\n" in (row["path"] or ""):
+            continue
+        kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
+        state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
+        owners = sorted((p["pid"], fd) for p in row["processes"] for fd in p["fds"])
+        ours[row["inode"]] = (kind, state, row["path"], row["peer_inode"], owners)
+    assert ours == {k: v for k, v in theirs.items() if k in ours}
+    assert len(ours) == len(theirs) == 9
+    paths = {v[2] for v in ours.values()}
+    assert "@abstract name" in paths and any(p and p.endswith("/with space") for p in paths)
+    newline = [r for r in zoo["auto"] if r["path"] and r["path"].endswith("/new\nline")]
+    assert len(newline) == 1 and newline[0]["recv_q"] == 3
+
+
+def test_owners_are_both_processes_once_each(zoo: dict[str, Any]) -> None:
+    parent, child = zoo["pids"]
+    for row in zoo["auto"]:
+        if row["inode"] is None:
+            assert row["processes"] is None  # TIME_WAIT, the pending connection: no inode
+            continue
+        pids = [p["pid"] for p in row["processes"]]
+        assert sorted(pids) == sorted({parent, child}), row  # threads add no owner
+        fds = {tuple(p["fds"]) for p in row["processes"]}
+        assert len(fds) == 1  # the fork kept the same fd numbers
+
+
+def test_udplite_rows_as_netstat_shows_them(zoo: dict[str, Any]) -> None:
+    theirs = [line.split()[3] for line in zoo["netstat_udplite"] if line.startswith("udpl")]
+    ours = [f"{r['local_host']}:{r['local_port']}" for r in zoo["auto"]
+            if r["proto"] == "udplite"]  # fmt: skip
+    assert len(theirs) == 1 and ours == theirs
+    assert [r["proto"] for r in zoo["proc"] if r["proto"].startswith("udplite")] == ["udplite"]
+
+
+PROC_KNOWS = ("proto", "type", "state", "local_host", "local_port", "remote_host",
+              "remote_port", "inode", "processes")  # fmt: skip
+
+
+def test_netlink_and_proc_agree(zoo: dict[str, Any]) -> None:
+    """Every row, from both sources, on what /proc knows; queues where /proc has them."""
+
+    def rows(source: str) -> list[tuple[Any, ...]]:
+        out = []
+        for r in zoo[source]:
+            if r["proto"] == "tcp" and r["state"] == "CLOSE":
+                continue  # a bound-only TCP socket: only sock_diag lists it (kernel >= 6.6)
+            key = (*(r[k] for k in PROC_KNOWS), r["path"])  # /proc rebuilds a newline's path
+            out.append(key)
+        return sorted(out, key=repr)
+
+    assert rows("auto") == rows("proc")
+    raw = sorted((r["proto"], r["local_port"]) for r in zoo["auto"] if r["type"] == "raw")
+    assert raw == [("raw", 1), ("raw6", 58)]
+    for n, p in zip(
+        sorted(zoo["auto"], key=lambda r: repr(tuple(r[k] for k in PROC_KNOWS))),
+        sorted(zoo["proc"], key=lambda r: repr(tuple(r[k] for k in PROC_KNOWS))),
+        strict=False,
+    ):
+        if n["family"] != "unix" and n["state"] != "LISTEN":
+            assert (n["recv_q"], n["send_q"]) == (p["recv_q"], p["send_q"]), n
+
+
+def test_json_types(zoo: dict[str, Any]) -> None:
+    ints = ("local_port", "remote_port", "recv_q", "send_q", "uid", "inode", "timer_ms",
+            "retransmits", "peer_inode")  # fmt: skip
+    for r in zoo["auto"] + zoo["proc"]:
+        for k in ints:
+            assert r[k] is None or type(r[k]) is int, (k, r)
+        assert type(r["exact"]) is bool
+        for p in r["processes"] or ():
+            assert type(p["pid"]) is int and all(type(fd) is int for fd in p["fds"])
+
+
+def test_ss_state_groups() -> None:
+    """ss(8): synchronized is every connected state but syn-sent (syn-recv is in it)."""
+    assert "SYN_RECV" in filters.parse_states(["synchronized"])
+    assert filters.parse_states(["closed"]) == filters.parse_states(["unconnected"])
