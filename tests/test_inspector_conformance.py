@@ -284,3 +284,99 @@ def test_ss_state_groups() -> None:
     """ss(8): synchronized is every connected state but syn-sent (syn-recv is in it)."""
     assert "SYN_RECV" in filters.parse_states(["synchronized"])
     assert filters.parse_states(["closed"]) == filters.parse_states(["unconnected"])
+
+
+SYSV = r"""
+import ctypes, json, subprocess, sys
+from ipcnet.inspector import ipc
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+CREAT = 0o1000
+dest = libc.shmget(0, 4096, CREAT | 0o600)        # private, attached, then removed: "dest"
+idle = libc.shmget(0, 8192, CREAT | 0o640)        # private, attached by nobody
+keyed = libc.shmget(0x1234, 12288, CREAT | 0o666)
+for ident in (dest, keyed):
+    assert libc.shmat(ident, None, 0) != ctypes.c_void_p(-1).value
+libc.shmctl(dest, 0, None)  # IPC_RMID
+class Msg(ctypes.Structure):
+    _fields_ = [("mtype", ctypes.c_long), ("mtext", ctypes.c_char * 16)]
+q = libc.msgget(0x4321, CREAT | 0o620)
+for size in (5, 7):
+    assert libc.msgsnd(q, ctypes.byref(Msg(1, b"hello, world")), size, 0) == 0
+assert libc.semget(0, 2, CREAT | 0o640) >= 0
+sys.stdin.readline()  # the other namespace's segment is attached now
+rows = [
+    {"kind": r.kind, "key": r.name, "id": r.id, "owner": r.user, "perms": r.mode,
+     "size": r.size, "messages": r.messages,
+     "holders": None if r.holders is None else [p for p, _ in r.holders]}
+    for r in ipc.collect(["sysv-shm", "sysv-msg", "sysv-sem"])[0]
+]
+ipcs = {f: subprocess.run(["ipcs", f], capture_output=True, text=True, check=True).stdout
+        for f in ("-m", "-q", "-s")}
+print(json.dumps({"pid": __import__("os").getpid(), "rows": rows, "ipcs": ipcs}))
+"""
+
+OTHER_NS = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None)
+libc.shmat.restype = ctypes.c_void_p
+ident = libc.shmget(0, 4096, 0o1000 | 0o600)  # shmid 0 of a namespace of its own
+assert ident == 0 and libc.shmat(ident, None, 0) != ctypes.c_void_p(-1).value
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+def _ipcs_rows(text: str) -> list[list[str]]:
+    return [ln.split() for ln in text.splitlines() if ln.startswith("0x")]
+
+
+def test_sysv_objects_as_ipcs_shows_them() -> None:
+    """Keys, ids, owners, perms, sizes, message counts and attach counts, in an IPC
+    namespace of the test's own; mappers in another IPC namespace are not holders."""
+    import subprocess
+    import sys
+
+    from inspector_helpers import env
+
+    for tool in ("unshare", "ipcs"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    unshare = ["unshare", "--ipc", sys.executable, "-c"]
+    other = subprocess.Popen(
+        [*unshare, OTHER_NS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None
+        if other.stdout.readline() != "attached\n":
+            pytest.skip("cannot make an IPC namespace here (unshare --ipc)")
+        r = subprocess.run(
+            [*unshare, SYSV], input="go\n", capture_output=True, text=True, env=env(), timeout=30
+        )
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(10)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    shm = {
+        int(f[1]): f for f in _ipcs_rows(doc["ipcs"]["-m"])
+    }  # key shmid owner perms bytes nattch
+    rows = {(x["kind"], x["id"]): x for x in doc["rows"]}
+    assert len(shm) == 3
+    for ident, (key, _id, owner, perms, size, nattch, *status) in shm.items():
+        row = rows["sysv-shm", ident]
+        assert (row["key"], row["owner"], int(row["size"])) == (key, owner, int(size))
+        assert int(row["perms"], 8) == int(perms, 8)  # 600, not 1600 when "dest"
+        assert row["holders"] == [doc["pid"]] * int(nattch), (ident, status)
+    ((key, ident, owner, perms, used, messages),) = _ipcs_rows(doc["ipcs"]["-q"])
+    row = rows["sysv-msg", int(ident)]
+    assert (row["key"], row["owner"], row["size"], row["messages"]) == (
+        key, owner, int(used), int(messages)
+    )  # fmt: skip
+    assert int(row["perms"], 8) == int(perms, 8) and (row["size"], row["messages"]) == (12, 2)
+    ((key, ident, owner, perms, nsems),) = _ipcs_rows(doc["ipcs"]["-s"])
+    row = rows["sysv-sem", int(ident)]
+    assert (row["key"], row["owner"], row["size"], int(row["perms"], 8)) == (
+        key, owner, int(nsems), int(perms, 8)
+    )  # fmt: skip
