@@ -22,6 +22,8 @@ from inspector_helpers import in_netns, netns
 from ipcnet.inspector import filters
 from test_inspector_vs_ss import SS_STATES, _split
 
+pytestmark = pytest.mark.xdist_group("inspector-zoo")  # one zoo, built once per module
+
 # ss's state words (ss(8) "STATE-FILTER"), each with the states it selects
 SS_WORDS = [
     "established", "syn-sent", "syn-recv", "syn-rcv", "fin-wait-1", "fin-wait-2",
@@ -95,6 +97,7 @@ us = new(socket.AF_UNIX); us.bind(d + "/with space"); us.listen(4)
 uc = new(socket.AF_UNIX); uc.connect(d + "/with space"); ua, _ = us.accept(); keep.append(ua)
 un = new(socket.AF_UNIX, socket.SOCK_DGRAM); un.bind(d + "/new\nline")
 ud = new(socket.AF_UNIX, socket.SOCK_DGRAM); ud.connect(d + "/new\nline"); ud.send(b"abc")
+new(socket.AF_UNIX).connect(d + "/with space")  # never accepted: an embryo, no inode
 ab = new(socket.AF_UNIX, socket.SOCK_SEQPACKET); ab.bind("\0abstract name"); ab.listen()
 keep += socket.socketpair() + socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # threads share fds
@@ -114,6 +117,10 @@ for word in sys.argv[2:]:
     except ValueError as exc:  # a word ss takes and we do not
         out["ours"][word] = str(exc)
 out["ss_all"] = run("ss", "-tuwanpH").splitlines()
+from ipcnet.inspector.output import socket_table
+listening = list_sockets(["tcp", "udp"], ["listen", "unconn"])
+out["table"] = list(socket_table(listening, numeric=True))
+out["table_sources"] = [(r.proto, r.source, r.v6only) for r in listening]
 out["ss_unix"] = run("ss", "-xanpH").splitlines()
 out["netstat_udplite"] = run("netstat", "-anU").splitlines()
 for source in ("auto", "proc"):  # auto: sock_diag, and /proc where it has no handler
@@ -188,6 +195,19 @@ def test_every_tcp_state_with_the_queues_ss_shows(zoo: dict[str, Any]) -> None:
     assert (1, 3) in listeners  # one connection waiting to be accepted, backlog 3
 
 
+def test_wildcards_as_ss_prints_them(zoo: dict[str, Any]) -> None:
+    """0.0.0.0, [::] for a v6-only socket, and * for one that takes IPv4 too."""
+    theirs = sorted(
+        (f[0], f[4], f[5]) for f in map(str.split, zoo["ss_all"])
+        if f[0] in ("tcp", "udp") and f[1] in ("LISTEN", "UNCONN")
+    )  # fmt: skip
+    ours = sorted((f[0].rstrip("6"), f[4], f[5]) for f in map(str.split, zoo["table"][1:]))
+    assert ours == theirs, zoo["table_sources"]
+    assert {x[1].rpartition(":")[0] for x in ours} >= {"*", "[::]", "0.0.0.0", "[::1]"}
+    dual = [r for r in zoo["auto"] if r["v6only"] is False]
+    assert {(r["proto"], r["local_host"]) for r in dual} == {("tcp6", "::"), ("udp6", "::")}
+
+
 def _unix_ss(line: str) -> tuple[str, str, int, str, int]:
     f = line.split()  # u_str ESTAB 0 0 /p a t h 123 * 456 users:(...)
     while f[-1].startswith("users:"):
@@ -207,14 +227,14 @@ def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
         theirs[ino] = (kind, state, None if path == "*" else path, peer or None, owners)
     ours = {}
     for row in zoo["auto"]:
-        if row["family"] != "unix" or "\n" in (row["path"] or ""):
-            continue
+        if row["family"] != "unix" or "\n" in (row["path"] or "") or row["inode"] is None:
+            continue  # ss breaks the line of a newline; an embryo has no inode to match
         kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
         state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
         owners = sorted((p["pid"], fd) for p in row["processes"] for fd in p["fds"])
         ours[row["inode"]] = (kind, state, row["path"], row["peer_inode"], owners)
     assert ours == {k: v for k, v in theirs.items() if k in ours}
-    assert len(ours) == len(theirs) == 9
+    assert len(ours) == len(theirs) == 10
     paths = {v[2] for v in ours.values()}
     assert "@abstract name" in paths and any(p and p.endswith("/with space") for p in paths)
     newline = [r for r in zoo["auto"] if r["path"] and r["path"].endswith("/new\nline")]
@@ -253,11 +273,15 @@ def test_netlink_and_proc_agree(zoo: dict[str, Any]) -> None:
         for r in zoo[source]:
             if r["proto"] == "tcp" and r["state"] == "CLOSE":
                 continue  # a bound-only TCP socket: only sock_diag lists it (kernel >= 6.6)
+            if r["proto"] == "unix" and r["inode"] is None:
+                continue  # an embryo (not yet accepted): only /proc lists it
             key = (*(r[k] for k in PROC_KNOWS), r["path"])  # /proc rebuilds a newline's path
             out.append(key)
         return sorted(out, key=repr)
 
     assert rows("auto") == rows("proc")
+    embryos = [r for r in zoo["proc"] if r["proto"] == "unix" and r["inode"] is None]
+    assert [(r["type"], r["state"]) for r in embryos] == [("stream", "ESTABLISHED")]
     raw = sorted((r["proto"], r["local_port"]) for r in zoo["auto"] if r["type"] == "raw")
     assert raw == [("raw", 1), ("raw6", 58)]
     for n, p in zip(

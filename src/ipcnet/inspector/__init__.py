@@ -141,8 +141,9 @@ def join_owners(rows: list[SocketRow]) -> list[SocketRow]:
     scan = fdscan.scan_sockets({r.inode for r in rows if r.inode is not None})
     new = tuple.__new__
     owners_of = scan.owners
-    # SocketRow fields: ... owners (index 19), peer_path (20); tuple.__new__ beats _replace
-    return [new(SocketRow, (*r[:19], owners_of(r[11]), r[20])) for r in rows]
+    # SocketRow fields: ... inode (11) ... owners (19), peer_path, v6only; tuple.__new__
+    # beats _replace
+    return [new(SocketRow, (*r[:19], owners_of(r[11]), *r[20:])) for r in rows]
 
 
 def sockets_of_pid(pid: int, owners: bool = True) -> list[SocketRow]:

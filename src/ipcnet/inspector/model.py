@@ -83,7 +83,8 @@ class SocketRow(NamedTuple):
 
     ``local_host``/``remote_host`` are display forms: IPv4 dotted quad (also for
     IPv4-mapped IPv6), IPv6 compressed; ``path`` is a unix socket's name (``@name`` for the
-    abstract namespace, ``None`` when unnamed or unknown).
+    abstract namespace, ``None`` when unnamed or unknown). A wildcard ``::`` with
+    ``v6only`` False also takes IPv4 (ss shows it as ``*``).
     """
 
     proto: str  # tcp tcp6 udp udp6 udplite udplite6 raw raw6 unix
@@ -107,6 +108,8 @@ class SocketRow(NamedTuple):
     note: str | None
     owners: tuple[Owner, ...] | None  # None: not looked up, or unknown for lack of privilege
     peer_path: str | None = None  # unix: the name of the connected peer, if it has one
+    # IPv6 listening/unconnected sockets (sock_diag only): IPV6_V6ONLY; False = also IPv4
+    v6only: bool | None = None
 
     # --- derived values ------------------------------------------------------------
 
@@ -177,6 +180,7 @@ class SocketRow(NamedTuple):
             "source": self.source,
             "exact": self.exact,
             "note": self.note,
+            "v6only": self.v6only,
         }
 
 
@@ -269,6 +273,7 @@ SCHEMA: tuple[str, ...] = (
     "source",
     "exact",
     "note",
+    "v6only",
 )
 
 __all__ = [

@@ -44,6 +44,7 @@ UNIX_DIAG_NAME = 0
 UNIX_DIAG_PEER = 2
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_UID = 7
+INET_DIAG_SKV6ONLY = 11  # u8, sent for AF_INET6 sockets in LISTEN or CLOSE
 
 ALL_STATES = 0xFFFFFFFF
 
@@ -155,6 +156,7 @@ def dump_inet(
     timers = {k: v for k, v in TIMERS.items()} if is_tcp else {}
     states_by_num = {n: state_name(name, n) for n in range(14)}
     mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
+    v6only_states = () if v4 else (7, 10)
     rows: list[SocketRow] = []
     append = rows.append
     for buf, n in _batches(sock, req, seq):
@@ -163,6 +165,7 @@ def dump_inet(
             # header and inet_diag_msg in one call
             (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, expires, rq, wq, uid,
              ino) = unpack_row(buf, off)  # fmt: skip
+            row_off = off
             off += (length + 3) & ~3
             if mtype != SOCK_DIAG_BY_FAMILY or mseq != seq:
                 continue
@@ -181,6 +184,7 @@ def dump_inet(
             if st in mini_states:
                 rq = wq = uid = None
             state = states_by_num.get(st) or state_name(name, st)
+            v6only = _v6only(buf, row_off, length) if st in v6only_states else None
             if is_tcp:
                 append(
                     new(
@@ -188,7 +192,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, timers.get(timer) or str(timer), expires, retrans,
-                            None, "netlink", True, None, None, None,
+                            None, "netlink", True, None, None, None, v6only,
                         ),
                     )
                 )  # fmt: skip
@@ -199,11 +203,24 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, None, None, None, None, "netlink", True, None, None,
-                            None,
+                            None, v6only,
                         ),
                     )
                 )  # fmt: skip
     return rows
+
+
+def _v6only(buf: bytearray, off: int, length: int) -> bool | None:
+    """The INET_DIAG_SKV6ONLY attribute of the row at ``off``, None if absent."""
+    pos, end = off + _INET_ROW.size, off + length
+    while pos + 4 <= end:
+        alen, atype = _RTA.unpack_from(buf, pos)
+        if alen < 4:
+            break
+        if atype == INET_DIAG_SKV6ONLY and alen >= 5:
+            return buf[pos + 4] != 0
+        pos += (alen + 3) & ~3
+    return None
 
 
 _MAPPED = b"\0" * 10 + b"\xff\xff"
@@ -284,6 +301,7 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                         peer,
                         "netlink",
                         True,
+                        None,
                         None,
                         None,
                         None,
