@@ -14,7 +14,10 @@ from collections.abc import Iterable
 
 from ipcnet.inspector.model import STATE_NUMBERS, UNCONN, SocketRow
 
-ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV"}
+# "all" is ss's: the states of tcp_states.h up to CLOSING. NEW_SYN_RECV is asked for with
+# SYN_RECV; BOUND_INACTIVE (kernel >= 6.6: bound, not listening TCP sockets, which neither
+# /proc/net/tcp nor ss -a nor netstat -a lists) is left out.
+ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV", "BOUND_INACTIVE"}
 _ALIASES = {
     "ESTAB": "ESTABLISHED",
     "LISTENING": "LISTEN",
@@ -103,7 +106,7 @@ def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> li
 def state_mask(states: frozenset[str] | None) -> int:
     """The sock_diag bitmask (1 << kernel state number) for these states; None = all."""
     if states is None:
-        return 0xFFFFFFFF
+        states = ALL_STATE_NAMES
     mask = 0
     for s in states:
         if s == UNCONN:

@@ -46,7 +46,7 @@ UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_UID = 7
 INET_DIAG_SKV6ONLY = 11  # u8, sent for AF_INET6 sockets in LISTEN or CLOSE
 
-ALL_STATES = 0xFFFFFFFF
+ALL_STATES = 0xFFF  # ss's SS_ALL: ESTABLISHED..CLOSING (see filters.ALL_STATE_NAMES)
 
 _NLHDR = struct.Struct("=IHHII")  # nlmsg_len, type, flags, seq, pid
 _INET_REQ = struct.Struct("=BBBBI HH16s16sI8s")  # inet_diag_req_v2
