@@ -209,12 +209,12 @@ def test_wildcards_as_ss_prints_them(zoo: dict[str, Any]) -> None:
     assert {(r["proto"], r["local_host"]) for r in dual} == {("tcp6", "::"), ("udp6", "::")}
 
 
-def _unix_ss(line: str) -> tuple[str, str, int, str, int]:
+def _unix_ss(line: str) -> tuple[str, str, int, int, int, str, int]:
     f = line.split()  # u_str ESTAB 0 0 /p a t h 123 * 456 users:(...)
     while f[-1].startswith("users:"):
         f.pop()
     path = " ".join(f[4:-3])
-    return f[0], SS_STATES[f[1]], int(f[-3]), path, int(f[-1])
+    return f[0], SS_STATES[f[1]], int(f[2]), int(f[3]), int(f[-3]), path, int(f[-1])
 
 
 def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
@@ -222,9 +222,9 @@ def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
     for line in zoo["ss_unix"]:
         if not (line.startswith("u_") and line.rstrip().endswith("))")):
             continue  # a line that a newline in a path broke in two
-        kind, state, ino, path, peer = _unix_ss(line)
+        kind, state, rq, sq, ino, path, peer = _unix_ss(line)
         owners = sorted((int(p), int(fd)) for p, fd in re.findall(r"pid=(\d+),fd=(\d+)", line))
-        theirs[ino] = (kind, state, None if path == "*" else path, peer or None, owners)
+        theirs[ino] = (kind, state, rq, sq, None if path == "*" else path, peer or None, owners)
     ours = {}
     for row in zoo["auto"]:
         if row["family"] != "unix" or "\n" in (row["path"] or "") or row["inode"] is None:
@@ -232,10 +232,14 @@ def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
         kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
         state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
         owners = sorted((p["pid"], fd) for p in row["processes"] for fd in p["fds"])
-        ours[row["inode"]] = (kind, state, row["path"], row["peer_inode"], owners)
+        ours[row["inode"]] = (
+            kind, state, row["recv_q"], row["send_q"], row["path"], row["peer_inode"], owners
+        )  # fmt: skip
     assert ours == {k: v for k, v in theirs.items() if k in ours}
     assert len(ours) == len(theirs) == 10
-    paths = {v[2] for v in ours.values()}
+    paths = {v[4] for v in ours.values()}
+    listeners = {v[4].rpartition("/")[2]: v[2:4] for v in ours.values() if v[1] == "LISTEN"}
+    assert listeners == {"with space": (1, 4), "@abstract name": (0, 128)}  # pending, backlog
     assert "@abstract name" in paths and any(p and p.endswith("/with space") for p in paths)
     newline = [r for r in zoo["auto"] if r["path"] and r["path"].endswith("/new\nline")]
     assert len(newline) == 1 and newline[0]["recv_q"] == 3
