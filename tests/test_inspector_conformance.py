@@ -60,6 +60,11 @@ l4w = listener(socket.AF_INET, "0.0.0.0")
 l6 = listener(socket.AF_INET6, "::1")
 l6w = listener(socket.AF_INET6, "::", v6only=1)
 ldual = listener(socket.AF_INET6, "::", v6only=0)
+subprocess.run(["ip", "addr", "add", "fe80::1/64", "dev", "lo"], check=True)
+onlo = new(); onlo.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+onlo.bind(("127.0.0.1", 0)); onlo.listen()                   # bound to a device: ss's %lo
+scoped = new(socket.AF_INET6); scoped.bind(("fe80::1", 0, 0, socket.if_nametoindex("lo")))
+scoped.listen()                                             # link-local: its scope is lo
 c1, s1 = pair(l4); c1.sendall(b"x" * 10)                    # ESTABLISHED, Recv-Q 10
 pending = new(); pending.connect(l4.getsockname())          # in l4's accept queue
 cm = new(); cm.connect(("127.0.0.1", ldual.getsockname()[1])); sm, _ = ldual.accept()
@@ -196,15 +201,20 @@ def test_every_tcp_state_with_the_queues_ss_shows(zoo: dict[str, Any]) -> None:
     assert (1, 3) in listeners  # one connection waiting to be accepted, backlog 3
 
 
-def test_wildcards_as_ss_prints_them(zoo: dict[str, Any]) -> None:
-    """0.0.0.0, [::] for a v6-only socket, and * for one that takes IPv4 too."""
+def test_wildcards_and_devices_as_ss_prints_them(zoo: dict[str, Any]) -> None:
+    """0.0.0.0, [::] for a v6-only socket, * for one that takes IPv4 too, and the device of
+    a socket bound to one (or to a link-local address) after its address."""
     theirs = sorted(
         (f[0], f[4], f[5]) for f in map(str.split, zoo["ss_all"])
         if f[0] in ("tcp", "udp") and f[1] in ("LISTEN", "UNCONN")
     )  # fmt: skip
     ours = sorted((f[0].rstrip("6"), f[4], f[5]) for f in map(str.split, zoo["table"][1:]))
     assert ours == theirs, zoo["table_sources"]
-    assert {x[1].rpartition(":")[0] for x in ours} >= {"*", "[::]", "0.0.0.0", "[::1]"}
+    hosts = {x[1].rpartition(":")[0] for x in ours}
+    assert hosts >= {"*", "[::]", "0.0.0.0", "[::1]", "127.0.0.1%lo", "[fe80::1]%lo"}
+    devices = {(r["state"], r["local_host"]) for r in zoo["auto"] if r["interface"] == "lo"}
+    assert devices == {("LISTEN", "127.0.0.1"), ("LISTEN", "fe80::1")}
+    assert {r["interface"] for r in zoo["auto"]} == {"lo", None}
     dual = [r for r in zoo["auto"] if r["v6only"] is False]
     assert {(r["proto"], r["local_host"]) for r in dual} == {("tcp6", "::"), ("udp6", "::")}
 

@@ -141,8 +141,8 @@ def join_owners(rows: list[SocketRow]) -> list[SocketRow]:
     scan = fdscan.scan_sockets({r.inode for r in rows if r.inode is not None})
     new = tuple.__new__
     owners_of = scan.owners
-    # SocketRow fields: ... inode (11) ... owners (19), peer_path, v6only; tuple.__new__
-    # beats _replace
+    # SocketRow fields: ... inode (11) ... owners (19), peer_path, v6only, interface;
+    # tuple.__new__ beats _replace
     return [new(SocketRow, (*r[:19], owners_of(r[11]), *r[20:])) for r in rows]
 
 

@@ -110,6 +110,9 @@ class SocketRow(NamedTuple):
     peer_path: str | None = None  # unix: the name of the connected peer, if it has one
     # IPv6 listening/unconnected sockets (sock_diag only): IPV6_V6ONLY; False = also IPv4
     v6only: bool | None = None
+    # the device the socket is bound to (SO_BINDTODEVICE, a link-local scope) or, for a
+    # request socket, came in on: ss's "%dev" (sock_diag only; None = none or unknown)
+    interface: str | None = None
 
     # --- derived values ------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class SocketRow(NamedTuple):
             "exact": self.exact,
             "note": self.note,
             "v6only": self.v6only,
+            "interface": self.interface,
         }
 
 
@@ -274,6 +278,7 @@ SCHEMA: tuple[str, ...] = (
     "exact",
     "note",
     "v6only",
+    "interface",
 )
 
 __all__ = [

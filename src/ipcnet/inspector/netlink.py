@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 from ipcnet.errors import IPCError, Unsupported
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
-from ipcnet.transports.netlink import NetlinkSocket
+from ipcnet.transports.netlink import NetlinkSocket, interface_names
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -53,7 +53,7 @@ _INET_REQ = struct.Struct("=BBBBI HH16s16sI8s")  # inet_diag_req_v2
 _UNIX_REQ = struct.Struct("=BBHIII8s")  # unix_diag_req
 # inet_diag_msg: family state timer retrans | sport dport (be16) | src dst | if cookie |
 # expires rqueue wqueue uid inode
-_INET_MSG = struct.Struct("=xBBBHH16s16s12xIIIII")
+_INET_MSG = struct.Struct("=xBBBHH16s16sI8xIIIII")
 _INET_ROW = struct.Struct("=IH2xI4x" + _INET_MSG.format[1:])  # nlmsghdr + inet_diag_msg
 _UNIX_MSG = struct.Struct("=BBBxI8x")  # family type state pad ino cookie
 _RTA = struct.Struct("=HH")
@@ -157,14 +157,15 @@ def dump_inet(
     states_by_num = {n: state_name(name, n) for n in range(14)}
     mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
     v6only_states = () if v4 else (7, 10)
+    devices: dict[int, str] = {}
     rows: list[SocketRow] = []
     append = rows.append
     for buf, n in _batches(sock, req, seq):
         off = 0
         while off + 16 <= n:
             # header and inet_diag_msg in one call
-            (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, expires, rq, wq, uid,
-             ino) = unpack_row(buf, off)  # fmt: skip
+            (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, ifx, expires, rq, wq,
+             uid, ino) = unpack_row(buf, off)  # fmt: skip
             row_off = off
             off += (length + 3) & ~3
             if mtype != SOCK_DIAG_BY_FAMILY or mseq != seq:
@@ -185,6 +186,11 @@ def dump_inet(
                 rq = wq = uid = None
             state = states_by_num.get(st) or state_name(name, st)
             v6only = _v6only(buf, row_off, length) if st in v6only_states else None
+            dev = None
+            if ifx:
+                dev = devices.get(ifx)
+                if dev is None:
+                    dev = devices[ifx] = _device(ifx)
             if is_tcp:
                 append(
                     new(
@@ -192,7 +198,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, timers.get(timer) or str(timer), expires, retrans,
-                            None, "netlink", True, None, None, None, v6only,
+                            None, "netlink", True, None, None, None, v6only, dev,
                         ),
                     )
                 )  # fmt: skip
@@ -203,11 +209,20 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, None, None, None, None, "netlink", True, None, None,
-                            None, v6only,
+                            None, v6only, dev,
                         ),
                     )
                 )  # fmt: skip
     return rows
+
+
+def _device(index: int) -> str:
+    """The name of interface ``index``; ``if<index>`` (as ss prints it) if it has none."""
+    try:
+        name = interface_names().get(index)
+    except IPCError:
+        name = None
+    return name or f"if{index}"
 
 
 def _v6only(buf: bytearray, off: int, length: int) -> bool | None:
@@ -301,6 +316,7 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                         peer,
                         "netlink",
                         True,
+                        None,
                         None,
                         None,
                         None,

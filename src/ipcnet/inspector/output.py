@@ -6,9 +6,10 @@ Rules:
   script sees the same fields whatever the format; JSON wraps them as
   ``{"version": 1, "sockets": [...]}``. Unknown is ``null`` (empty in CSV).
 - The table is for eyes: unknown is ``?``, an IPv6 wildcard that takes IPv4 too is ``*``
-  (ss's form), names are escaped (a newline, a tab or any control character in a unix
-  path is shown as ``\\n``, ``\\t``, ``\\xNN``, and ``\\`` as ``\\\\``) so an odd name
-  can never forge a line or a column.
+  and a bound device follows the address (``[fe80::1]%eth0:80``), as in ss; names are
+  escaped (a newline, a tab or any control character in a unix path is shown as ``\\n``,
+  ``\\t``, ``\\xNN``, and ``\\`` as ``\\\\``) so an odd name can never forge a line or a
+  column.
 - ``numeric`` (``-n``) turns /etc/services and user names off.
 """
 
@@ -71,13 +72,18 @@ def endpoints(row: SocketRow, numeric: bool) -> tuple[str, str]:
     lh, rh = row.local_host, row.remote_host
     if row.v6only is False:  # a dual-stack wildcard takes IPv4 too: "*", as ss shows it
         lh, rh = (None if h == "::" else h for h in (lh, rh))
+    dev = row.interface
     if row.proto[:3] == "raw":
         proto_no = row.local_port
-        return f"{format_endpoint(lh, None)[:-2]}:{_num(proto_no)}", format_endpoint(rh, None)
+        local = f"{format_endpoint(lh, None, device=dev)[:-2]}:{_num(proto_no)}"
+        return local, format_endpoint(rh, None)
     kind = row.proto[:3]
     lsvc = None if numeric else service_name(row.local_port, kind)
     rsvc = None if numeric else service_name(row.remote_port, kind)
-    return format_endpoint(lh, row.local_port, lsvc), format_endpoint(rh, row.remote_port, rsvc)
+    return (
+        format_endpoint(lh, row.local_port, lsvc, dev),
+        format_endpoint(rh, row.remote_port, rsvc),
+    )
 
 
 def socket_table(
@@ -100,7 +106,7 @@ def socket_table(
     svc = None if numeric else service_name
     for r in rows:
         proto = r.proto
-        if proto[:3] == "tcp" and r.exact and r.v6only is not False:  # the bulk: inlined
+        if proto[:3] == "tcp" and r.v6only is not False and r.interface is None:  # the bulk
             lh, rh = r.local_host, r.remote_host
             lp: int | str | None = r.local_port
             rp: int | str | None = r.remote_port

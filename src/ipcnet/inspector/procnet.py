@@ -105,6 +105,7 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None,
                     None,
                     None,
+                    None,
                 ),
             )
         )
@@ -184,7 +185,7 @@ def parse_unix(
                 (
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
                     path, None, None, None, ino or None, None, None, None, None, "proc", exact,
-                    None if exact else _AT_NOTE, None, None, None,
+                    None if exact else _AT_NOTE, None, None, None, None,
                 ),
             )
         )  # fmt: skip
