@@ -91,7 +91,7 @@ lc = listener(socket.AF_INET, "127.0.0.1"); x, y = pair(lc)
 nft("add", "rule", "inet", "t", "in", "tcp", "sport", str(x.getsockname()[1]),
     "tcp", "flags", "&", "fin", "==", "fin", "drop")
 x.shutdown(socket.SHUT_WR); y.shutdown(socket.SHUT_WR)
-new().bind(("127.0.0.1", 0))  # bound only: ss -a, netstat -a and /proc do not list it
+bound = new(); bound.bind(("127.0.0.1", 0))  # bound only: not in ss -a, netstat -a, /proc
 u1 = new(socket.AF_INET, socket.SOCK_DGRAM); u1.bind(("127.0.0.1", 0))
 u2 = new(socket.AF_INET, socket.SOCK_DGRAM); u2.connect(u1.getsockname()); u2.send(b"hello")
 u6 = new(socket.AF_INET6, socket.SOCK_DGRAM); u6.bind(("::", 0))
@@ -131,6 +131,11 @@ out["ss_unix"] = run("ss", "-xanpH").splitlines()
 out["netstat_udplite"] = run("netstat", "-anU").splitlines()
 for source in ("auto", "proc"):  # auto: sock_diag, and /proc where it has no handler
     out[source] = [r.to_dict() for r in list_sockets(None, ["all"], owners=True, source=source)]
+from ipcnet.inspector import process_fds
+out["bound"] = [bound.getsockname()[1], [
+    (r.state, r.local_port) for r in list_sockets(["tcp"], ["bound-inactive"])
+], [(f.kind, f.socket and f.socket.state) for f in process_fds(os.getpid())
+    if f.fd == bound.fileno()]]
 os.kill(child, signal.SIGKILL)
 print(json.dumps(out))
 """
@@ -316,6 +321,19 @@ def test_json_types(zoo: dict[str, Any]) -> None:
         assert type(r["exact"]) is bool
         for p in r["processes"] or ():
             assert type(p["pid"]) is int and all(type(fd) is int for fd in p["fds"])
+
+
+def test_bound_only_tcp_sockets_by_name_and_in_the_fd_view(zoo: dict[str, Any]) -> None:
+    """Kernels >= 6.6 dump them when asked for by their own state, as ss >= 6.8 does."""
+    import os
+
+    port, listed, fd_view = zoo["bound"]
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    if release < (6, 6):
+        assert listed == []
+        return
+    assert listed == [["BOUND_INACTIVE", port]]  # JSON turned the tuples into lists
+    assert fd_view == [["socket", "BOUND_INACTIVE"]]
 
 
 def test_ss_state_groups() -> None:

@@ -159,7 +159,7 @@ def process_fds(pid: int) -> list[FdRow]:
     socks = {t: int(t[8:-1]) for _fd, t in table if t[:8] == "socket:["}
     by_inode: dict[int, SocketRow] = {}
     if socks:
-        for row in list_sockets(owners=False):
+        for row in list_sockets(None, [*filters.ALL_STATE_NAMES, filters.BOUND_INACTIVE]):
             if row.inode is not None:
                 by_inode[row.inode] = row
         scan = fdscan.scan_sockets(set(socks.values()))

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from ipcnet.inspector.model import STATE_NUMBERS, UNCONN, SocketRow
 
 # "all" is ss's: the states of tcp_states.h up to CLOSING. NEW_SYN_RECV is asked for with
-# SYN_RECV; BOUND_INACTIVE (kernel >= 6.6: bound, not listening TCP sockets, which neither
-# /proc/net/tcp nor ss -a nor netstat -a lists) is left out.
+# SYN_RECV; BOUND_INACTIVE (kernel >= 6.6: TCP sockets bound but neither listening nor
+# connecting, which neither /proc/net/tcp nor ss -a nor netstat -a lists) only by name.
 ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV", "BOUND_INACTIVE"}
+BOUND_INACTIVE = "BOUND_INACTIVE"
 _ALIASES = {
     "ESTAB": "ESTABLISHED",
     "LISTENING": "LISTEN",
@@ -68,10 +69,11 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
             out |= _GROUPS[key]
         elif key in _CLOSED:
             out |= _CLOSED
-        elif key in ALL_STATE_NAMES:
+        elif key in ALL_STATE_NAMES or key == BOUND_INACTIVE:
             out.add(key)
         else:
-            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in ALL_STATE_NAMES))
+            names = ALL_STATE_NAMES | {BOUND_INACTIVE}
+            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in names))
             raise ValueError(
                 f"unknown state {word!r} (states: {choices}; groups: "
                 f"{', '.join(g.lower() for g in _GROUPS)})"
@@ -166,6 +168,7 @@ class RowFilter:
 
 __all__ = [
     "ALL_STATE_NAMES",
+    "BOUND_INACTIVE",
     "DEFAULT_STATES",
     "LISTENING_STATES",
     "TABLES",

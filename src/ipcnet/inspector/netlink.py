@@ -155,6 +155,8 @@ def dump_inet(
     ports: dict[int, int] = {}  # native-order u16 -> the port number (be16 swapped)
     timers = {k: v for k, v in TIMERS.items()} if is_tcp else {}
     states_by_num = {n: state_name(name, n) for n in range(14)}
+    if is_tcp:  # a TCP socket in CLOSE is dumped only as bound-inactive (states bit 13)
+        states_by_num[7] = "BOUND_INACTIVE"
     mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
     v6only_states = () if v4 else (7, 10)
     devices: dict[int, str] = {}
