@@ -245,7 +245,7 @@ def fd_lines(rows: Iterable[FdRow], *, numeric: bool = False) -> Iterator[str]:
                 f"send-q={_num(s.send_q)} others={owners_label(_others(s.owners, r.pid))}"
             )
         elif r.kind == "socket":
-            yield f"{head}  (not in this network namespace's tables)"
+            yield f"{head}  (in no tcp, udp, udplite, raw or unix table of this network namespace)"
         elif r.pipe is not None:
             ends = " ".join(
                 f"{printable(e.name or '?')}/{e.pid}/fd={e.fd}({e.mode or '?'})"
