@@ -226,9 +226,9 @@ def _mq_holders(
 
 
 def _shm_mappers(
-    scan: _Scan, shmid: int, names: dict[int, str | None]
+    scan: _Scan, shmid: int, names: dict[int, str | None], own: str | None
 ) -> tuple[tuple[int, str | None], ...] | None:
-    own = _ipc_namespace("self")
+    """The processes of IPC namespace ``own`` (None: unknown, any) that map ``shmid``."""
     hits = sorted(
         pid
         for pid, mapped in scan.maps.items()
@@ -240,6 +240,7 @@ def _shm_mappers(
 
 def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
     rows = []
+    own_ns = _ipc_namespace("self")
     tables = (
         ("shm", "sysv-shm", "shmid"),
         ("msg", "sysv-msg", "msqid"),
@@ -261,7 +262,7 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
             messages = None
             if kind == "sysv-shm":
                 size = int(v["size"])
-                holders = _shm_mappers(scan, ident, names)
+                holders = _shm_mappers(scan, ident, names, own_ns)
             elif kind == "sysv-msg":
                 size, messages = int(v["cbytes"]), int(v["qnum"])
                 pids = {int(v["lspid"]), int(v["lrpid"])} - {0}

@@ -110,8 +110,8 @@ class SocketRow(NamedTuple):
     peer_path: str | None = None  # unix: the name of the connected peer, if it has one
     # IPv6 listening/unconnected sockets (sock_diag only): IPV6_V6ONLY; False = also IPv4
     v6only: bool | None = None
-    # the device the socket is bound to (SO_BINDTODEVICE, a link-local scope) or, for a
-    # request socket, came in on: ss's "%dev" (sock_diag only; None = none or unknown)
+    # the device the socket is bound to (SO_BINDTODEVICE, or a link-local address's scope):
+    # ss's "%dev" (sock_diag only; None = none or unknown)
     interface: str | None = None
 
     # --- derived values ------------------------------------------------------------
