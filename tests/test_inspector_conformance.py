@@ -30,6 +30,7 @@ SS_WORDS = [
     "time-wait", "closed", "unconnected", "close-wait", "last-ack", "listening", "closing",
     "all", "connected", "synchronized", "bucket", "big",
 ]  # fmt: skip
+SS_FLAGS = ["-tuwn", "-tuwln"]
 
 ZOO = r"""
 import json, os, signal, socket, subprocess, threading, time
@@ -122,6 +123,12 @@ for word in __WORDS__:
         out["ours"][word] = [r.to_dict() for r in list_sockets(["tcp", "udp", "raw"], [word])]
     except ValueError as exc:  # a word ss takes and we do not
         out["ours"][word] = str(exc)
+import argparse
+from ipcnet.cli import sockets as cli
+for flags in __FLAGS__:  # the command line's defaults: no state (connected), -l
+    parser = argparse.ArgumentParser(); cli.add_arguments(parser)
+    out["ss"][flags] = run("ss", flags + "H").splitlines()
+    out["ours"][flags] = [r.to_dict() for r in cli._fetch(parser.parse_args([flags]))]
 out["ss_all"] = run("ss", "-tuwanpH").splitlines()
 from ipcnet.inspector.output import socket_table
 listening = list_sockets(["tcp", "udp"], ["listen", "unconn"])
@@ -149,6 +156,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("zoo")
     with netns(drop_route="10.66.0.0/24") as ns:
         code = ZOO.replace("__DIR__", repr(str(d))).replace("__WORDS__", repr(SS_WORDS))
+        code = code.replace("__FLAGS__", repr(SS_FLAGS))
         r = in_netns(ns, code)
     assert r.returncode == 0, r.stderr
     yield json.loads(r.stdout)
@@ -171,7 +179,7 @@ def _ss_inet(line: str) -> tuple[str, tuple[str, int], tuple[str, int]]:
     return f[0], _split(f[i]), _split(f[i + 1])
 
 
-@pytest.mark.parametrize("word", SS_WORDS)
+@pytest.mark.parametrize("word", SS_WORDS + SS_FLAGS)
 def test_state_words_select_what_ss_selects(zoo: dict[str, Any], word: str) -> None:
     assert not isinstance(zoo["ours"][word], str), zoo["ours"][word]
     ours = sorted(map(_ours_inet, zoo["ours"][word]))
