@@ -188,12 +188,13 @@ def test_state_words_select_what_ss_selects(zoo: dict[str, Any], word: str) -> N
 
 
 def test_every_tcp_state_with_the_queues_ss_shows(zoo: dict[str, Any]) -> None:
-    """State, Recv-Q and Send-Q of every row (a listener's: accept queue and backlog)."""
+    """State, Recv-Q and Send-Q of every row (a listener's: accept queue and backlog), and
+    its owners (command, pid, fd)."""
     theirs = {}
     for line in zoo["ss_all"]:
         f = line.split()
         rq, sq = int(f[2]), int(f[3])
-        theirs[(f[0], _split(f[4]), _split(f[5]))] = (SS_STATES[f[1]], rq, sq)
+        theirs[(f[0], _split(f[4]), _split(f[5]))] = (SS_STATES[f[1]], rq, sq, _ss_users(line))
     ours = {}
     for row in zoo["auto"]:
         if row["family"] == "unix" or row["proto"].startswith("udplite"):
@@ -203,14 +204,14 @@ def test_every_tcp_state_with_the_queues_ss_shows(zoo: dict[str, Any]) -> None:
         if row["state"] == "TIME_WAIT":  # ss prints the kernel's 0s; ours: unknown
             assert (rq, sq) == (None, None)
             rq = sq = 0
-        ours[_ours_inet(row)] = (state, rq, sq)
+        ours[_ours_inet(row)] = (state, rq, sq, _our_users(row))
     assert ours == theirs
     states = {v[0] for v in ours.values()}
     assert {
         "LISTEN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT",
         "LAST_ACK", "TIME_WAIT", "CLOSING", "CLOSE",
     } <= states  # fmt: skip
-    listeners = sorted(v[1:] for v in ours.values() if v[0] == "LISTEN")
+    listeners = sorted(v[1:3] for v in ours.values() if v[0] == "LISTEN")
     assert (1, 3) in listeners  # one connection waiting to be accepted, backlog 3
 
 
@@ -232,6 +233,16 @@ def test_wildcards_and_devices_as_ss_prints_them(zoo: dict[str, Any]) -> None:
     assert {(r["proto"], r["local_host"]) for r in dual} == {("tcp6", "::"), ("udp6", "::")}
 
 
+def _ss_users(line: str) -> list[tuple[str, int, int]]:
+    """(command, pid, fd) of ss -p's users:(("name",pid=1,fd=3),...)."""
+    users = re.findall(r'\("([^"]*)",pid=(\d+),fd=(\d+)\)', line)
+    return sorted((name, int(pid), int(fd)) for name, pid, fd in users)
+
+
+def _our_users(row: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return sorted((p["name"], p["pid"], fd) for p in row["processes"] or () for fd in p["fds"])
+
+
 def _unix_ss(line: str) -> tuple[str, str, int, int, int, str, int]:
     f = line.split()  # u_str ESTAB 0 0 /p a t h 123 * 456 users:(...)
     while f[-1].startswith("users:"):
@@ -246,7 +257,7 @@ def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
         if not (line.startswith("u_") and line.rstrip().endswith("))")):
             continue  # a line that a newline in a path broke in two
         kind, state, rq, sq, ino, path, peer = _unix_ss(line)
-        owners = sorted((int(p), int(fd)) for p, fd in re.findall(r"pid=(\d+),fd=(\d+)", line))
+        owners = _ss_users(line)
         theirs[ino] = (kind, state, rq, sq, None if path == "*" else path, peer or None, owners)
     ours = {}
     for row in zoo["auto"]:
@@ -254,7 +265,7 @@ def test_unix_rows_names_peers_and_owners_match_ss(zoo: dict[str, Any]) -> None:
             continue  # ss breaks the line of a newline; an embryo has no inode to match
         kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
         state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
-        owners = sorted((p["pid"], fd) for p in row["processes"] for fd in p["fds"])
+        owners = _our_users(row)
         ours[row["inode"]] = (
             kind, state, row["recv_q"], row["send_q"], row["path"], row["peer_inode"], owners
         )  # fmt: skip
