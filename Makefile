@@ -27,6 +27,7 @@ system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
 	./scripts/system-deps openssl  # TLS interop tests: openssl s_client/s_server (issue 11)
 	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
+	./scripts/system-deps lsof  # inspector conformance test: lsof -p beside sockets --fds
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

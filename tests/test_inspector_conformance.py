@@ -143,6 +143,9 @@ out["bound"] = [bound.getsockname()[1], [
     (r.state, r.local_port) for r in list_sockets(["tcp"], ["bound-inactive"])
 ], [(f.kind, f.socket and f.socket.state) for f in process_fds(os.getpid())
     if f.fd == bound.fileno()]]
+out["fds"] = [(f.fd, f.inode, f.socket and f.socket.to_dict()) for f in process_fds(os.getpid())
+              if f.kind == "socket"]
+out["lsof"] = run("lsof", "-nP", "-a", "-p", str(os.getpid()), "-F", "ftdinP").splitlines()
 os.kill(child, signal.SIGKILL)
 print(json.dumps(out))
 """
@@ -150,7 +153,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    for tool in ("ss", "netstat", "nft"):
+    for tool in ("ss", "netstat", "nft", "lsof"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     d = tmp_path_factory.mktemp("zoo")
@@ -353,6 +356,38 @@ def test_bound_only_tcp_sockets_by_name_and_in_the_fd_view(zoo: dict[str, Any]) 
         return
     assert listed == [["BOUND_INACTIVE", port]]  # JSON turned the tuples into lists
     assert fd_view == [["socket", "BOUND_INACTIVE"]]
+
+
+def _lsof_sockets(lines: list[str]) -> dict[int, tuple[int, str]]:
+    """fd -> (inode, protocol) of lsof -F ftdinP's socket files (one field per line)."""
+    out: dict[int, tuple[int, str]] = {}
+    f: dict[str, str] = {}
+    for line in [*lines, "f"]:
+        if line[0] == "f" and f.get("t") in ("IPv4", "IPv6", "unix", "raw", "raw6", "sock"):
+            inode = int(f["d"] if f["t"] in ("IPv4", "IPv6") else f["i"])
+            kind = {"unix": f["n"].rpartition("type=")[2], "raw": "RAW", "raw6": "RAW"}.get(
+                f["t"], f.get("P") or f["n"].removeprefix("protocol: ")
+            )
+            out[int(f["f"])] = (inode, kind)
+        if line[0] == "f":
+            f = {}
+        f[line[0]] = line[1:]
+    return out
+
+
+def test_the_fd_view_as_lsof_shows_it(zoo: dict[str, Any]) -> None:
+    """fd -> socket inode and protocol: the same sockets lsof -p lists, each with its row."""
+    kinds = {"tcp": "TCP", "udp": "UDP", "udplite": "UDPLITE", "raw": "RAW"}
+    ours = {}
+    for fd, inode, row in zoo["fds"]:
+        assert row is not None, (fd, inode)  # every socket of the zoo is in some table
+        kind = row["type"].upper() if row["proto"] == "unix" else kinds[row["proto"].rstrip("6")]
+        ours[fd] = (inode, kind)
+    theirs = _lsof_sockets(zoo["lsof"])
+    assert ours == theirs
+    assert {k for _i, k in ours.values()} == {
+        "TCP", "UDP", "UDPLITE", "RAW", "STREAM", "DGRAM", "SEQPACKET"
+    }  # fmt: skip
 
 
 def test_ss_state_groups() -> None:
