@@ -11,15 +11,20 @@ hands everything back as JSON; the comparisons happen here.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import posix_ipc
 import pytest
 
-from inspector_helpers import in_netns, netns
-from ipcnet.inspector import filters
+from inspector_helpers import env, in_netns, netns
+from ipcnet.inspector import filters, ipc
 from test_inspector_vs_ss import SS_STATES, _split
 
 pytestmark = pytest.mark.xdist_group("inspector-zoo")  # one zoo, built once per module
@@ -347,8 +352,6 @@ def test_json_types(zoo: dict[str, Any]) -> None:
 
 def test_bound_only_tcp_sockets_by_name_and_in_the_fd_view(zoo: dict[str, Any]) -> None:
     """Kernels >= 6.6 dump them when asked for by their own state, as ss >= 6.8 does."""
-    import os
-
     port, listed, fd_view = zoo["bound"]
     release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
     if release < (6, 6):
@@ -444,11 +447,6 @@ def _ipcs_rows(text: str) -> list[list[str]]:
 def test_sysv_objects_as_ipcs_shows_them() -> None:
     """Keys, ids, owners, perms, sizes, message counts and attach counts, in an IPC
     namespace of the test's own; mappers in another IPC namespace are not holders."""
-    import subprocess
-    import sys
-
-    from inspector_helpers import env
-
     for tool in ("unshare", "ipcs"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
@@ -490,3 +488,27 @@ def test_sysv_objects_as_ipcs_shows_them() -> None:
     assert (row["key"], row["owner"], row["size"], int(row["perms"], 8)) == (
         key, owner, int(nsems), int(perms, 8)
     )  # fmt: skip
+
+
+def test_posix_shm_and_semaphore_as_ls_shows_them() -> None:
+    """Name (a space in it), owner, mode (the sticky bit too) and size, as stat(1) reads the
+    /dev/shm files; a semaphore is its sem.NAME file."""
+    name = f"ipcnet t-{uuid.uuid4().hex[:8]}"
+    shm = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, mode=0o640, size=5000)
+    sem = posix_ipc.Semaphore("/" + name, posix_ipc.O_CREX, mode=0o600, initial_value=2)
+    try:
+        os.chmod(f"/dev/shm/{name}", 0o1640)
+        rows = {(r.kind, r.name): r for r in ipc.collect(["posix-shm", "posix-sem"])[0]}
+        for kind, file in (("posix-shm", name), ("posix-sem", f"sem.{name}")):
+            stat = subprocess.run(
+                ["stat", "-c", "%a %s %u", f"/dev/shm/{file}"],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            mode, size, uid = stat
+            row = rows[kind, name]
+            assert (row.mode, row.size, row.uid) == (f"{int(mode, 8):04o}", int(size), int(uid))
+    finally:
+        shm.unlink()
+        shm.close_fd()
+        sem.unlink()
+        sem.close()
