@@ -308,7 +308,7 @@ def test_udplite_rows_as_netstat_shows_them(zoo: dict[str, Any]) -> None:
 
 
 PROC_KNOWS = ("proto", "type", "state", "local_host", "local_port", "remote_host",
-              "remote_port", "inode", "processes")  # fmt: skip
+              "remote_port", "inode", "timer", "processes")  # fmt: skip
 
 
 def test_netlink_and_proc_agree(zoo: dict[str, Any]) -> None:
