@@ -36,6 +36,7 @@ SS_WORDS = [
     "all", "connected", "synchronized", "bucket", "big",
 ]  # fmt: skip
 SS_FLAGS = ["-tuwn", "-tuwln"]
+ADDRESSES = ["127.0.0.1", "127.0.0.0/8", "[::1]", "fe80::/10"]  # ss src/dst: local or peer
 
 ZOO = r"""
 import json, os, signal, socket, subprocess, threading, time
@@ -134,6 +135,11 @@ for flags in __FLAGS__:  # the command line's defaults: no state (connected), -l
     parser = argparse.ArgumentParser(); cli.add_arguments(parser)
     out["ss"][flags] = run("ss", flags + "H").splitlines()
     out["ours"][flags] = [r.to_dict() for r in cli._fetch(parser.parse_args([flags]))]
+for address in __ADDRESSES__:
+    out["ss"][address] = run("ss", "-tuwanH", f"( src {address} or dst {address} )").splitlines()
+    out["ours"][address] = [
+        r.to_dict() for r in list_sockets(["tcp", "udp", "raw"], ["all"], address=address)
+    ]
 out["ss_all"] = run("ss", "-tuwanpH").splitlines()
 from ipcnet.inspector.output import socket_table
 listening = list_sockets(["tcp", "udp"], ["listen", "unconn"])
@@ -164,7 +170,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     d = tmp_path_factory.mktemp("zoo")
     with netns(drop_route="10.66.0.0/24") as ns:
         code = ZOO.replace("__DIR__", repr(str(d))).replace("__WORDS__", repr(SS_WORDS))
-        code = code.replace("__FLAGS__", repr(SS_FLAGS))
+        code = code.replace("__FLAGS__", repr(SS_FLAGS)).replace("__ADDRESSES__", repr(ADDRESSES))
         r = in_netns(ns, code)
     assert r.returncode == 0, r.stderr
     yield json.loads(r.stdout)
@@ -187,7 +193,7 @@ def _ss_inet(line: str) -> tuple[str, tuple[str, int], tuple[str, int]]:
     return f[0], _split(f[i]), _split(f[i + 1])
 
 
-@pytest.mark.parametrize("word", SS_WORDS + SS_FLAGS)
+@pytest.mark.parametrize("word", SS_WORDS + SS_FLAGS + ADDRESSES)
 def test_state_words_select_what_ss_selects(zoo: dict[str, Any], word: str) -> None:
     assert not isinstance(zoo["ours"][word], str), zoo["ours"][word]
     ours = sorted(map(_ours_inet, zoo["ours"][word]))
@@ -397,6 +403,13 @@ def test_ss_state_groups() -> None:
     """ss(8): synchronized is every connected state but syn-sent (syn-recv is in it)."""
     assert "SYN_RECV" in filters.parse_states(["synchronized"])
     assert filters.parse_states(["closed"]) == filters.parse_states(["unconnected"])
+
+
+@pytest.mark.parametrize("text", ["nope", "10.0.0.0/33", "1.2.3", ""])
+def test_a_bad_address_filter_says_what_is_wrong(text: str) -> None:
+    with pytest.raises(ValueError, match=rf"^bad address {text!r} \(an IP address, or a prefix"):
+        filters.parse_address(text)
+    assert str(filters.parse_address("::ffff:10.1.2.3")) == "10.1.2.3/32"  # as rows show it
 
 
 SYSV = r"""

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     f.add_argument("--port", metavar="N", help="local or remote port (number or service)")
     f.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="local or remote address, or a prefix such as 10.0.0.0/8 (ss's src/dst)",
+    )
+    f.add_argument(
         "--pid",
         type=int,
         action="append",
@@ -160,6 +165,7 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
         _states(args),
         ip_version=args.ip_version,
         port=args.port,
+        address=args.address,
         pids=args.pid,
         process=args.process,
         owners=args.processes,

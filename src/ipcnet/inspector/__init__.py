@@ -2,8 +2,8 @@
 
 Role: the public API behind ``ipcnet sockets``.
 
-    list_sockets(protocols=None, states=None, *, ip_version=None, port=None, pids=None,
-                 process=None, owners=False, source="auto") -> list[SocketRow]
+    list_sockets(protocols=None, states=None, *, ip_version=None, port=None, address=None,
+                 pids=None, process=None, owners=False, source="auto") -> list[SocketRow]
     sockets_of_pid(pid) -> list[SocketRow]          # with owners; for status pages
     process_fds(pid) -> list[FdRow]                  # fd -> socket:[inode] -> its row
     list_pipes(fifos=True, pids=None) -> list[PipeRow]
@@ -90,6 +90,7 @@ def list_sockets(
     *,
     ip_version: int | None = None,
     port: int | str | None = None,
+    address: str | None = None,
     pids: Iterable[int] | None = None,
     process: str | None = None,
     owners: bool = False,
@@ -100,7 +101,8 @@ def list_sockets(
     ``protocols``: tcp, udp, udplite, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
     all. ``states``: names or groups (see ``filters.parse_states``); None = all.
     ``ip_version``: 4 or 6 (leaves out unix). ``port``: local or remote port (number or
-    service name). ``pids``/``process``: only sockets these processes hold.
+    service name). ``address``: local or peer address in this address or prefix
+    (``10.0.0.0/8``; inet tables only). ``pids``/``process``: only sockets these processes hold.
     ``owners``: fill ``SocketRow.owners`` (the /proc/*/fd join).
     """
     tables = filters.select_tables(protocols, ip_version)
@@ -115,9 +117,13 @@ def list_sockets(
         wanted_states,
         None if port is None else filters.resolve_port(port),
         inode_filter,
+        None if address is None else filters.parse_address(address),
     )
     if rowfilter.port is not None:
         tables = [t for t in tables if t[:3] in ("tcp", "udp")]
+    if rowfilter.network is not None:
+        version = rowfilter.network.version
+        tables = [t for t in tables if filters.TABLES[t][1] in (version, 6)]  # 6: mapped v4
     mask = filters.state_mask(wanted_states)
     dumper = _Dumper(source)
     rows: list[SocketRow] = []

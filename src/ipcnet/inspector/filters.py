@@ -1,6 +1,7 @@
 """Filters in the ss/netstat manner: which tables, which states, which ports.
 
-Role: turn user words (``-t -u -x -w``, ``-4/-6``, ``--state time-wait``, ``--port http``)
+Role: turn user words (``-t -u -x -w``, ``-4/-6``, ``--state time-wait``, ``--port http``,
+``--address 10.0.0.0/8``)
 into (a) the list of tables to dump, (b) the kernel state bitmask for sock_diag, and (c) a
 row predicate for what the kernel cannot filter.
 Rules: state names are accepted in the spellings of ss (``ESTAB``, ``time-wait``), netstat
@@ -11,12 +12,16 @@ Rules: state names are accepted in the spellings of ss (``ESTAB``, ``time-wait``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ipcnet.inspector.model import STATE_NUMBERS, UNCONN, SocketRow
 
 # "all" is ss's: the states of tcp_states.h up to CLOSING. NEW_SYN_RECV is asked for with
 # SYN_RECV; BOUND_INACTIVE (kernel >= 6.6: TCP sockets bound but neither listening nor
 # connecting, which neither /proc/net/tcp nor ss -a nor netstat -a lists) only by name.
+if TYPE_CHECKING:
+    from ipaddress import IPv4Network, IPv6Network
+
 ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV", "BOUND_INACTIVE"}
 BOUND_INACTIVE = "BOUND_INACTIVE"
 _ALIASES = {
@@ -135,26 +140,49 @@ def resolve_port(text: str | int) -> int:
     return named
 
 
+def parse_address(text: str) -> IPv4Network | IPv6Network:
+    """An address or prefix (``10.1.2.3``, ``fe80::/10``, ss's bracketed ``[::1]``) as a
+    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it."""
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(text.replace("[", "").replace("]", ""), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"bad address {text!r} (an IP address, or a prefix such as 10.0.0.0/8)"
+        ) from None
+    mapped = getattr(net.network_address, "ipv4_mapped", None)
+    if mapped is not None and net.prefixlen >= 96:
+        return ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False)
+    return net
+
+
+_UNSPECIFIED = ("0.0.0.0", "::")
+
+
 class RowFilter:
-    """What the kernel cannot filter for us: states of /proc rows, ports, inodes.
+    """What the kernel cannot filter for us: states of /proc rows, ports, addresses, inodes.
 
     (A plain slotted class: ``dataclasses`` costs ~10 ms of import time at CLI start.)
     """
 
-    __slots__ = ("inodes", "port", "states")
+    __slots__ = ("inodes", "network", "port", "states")
 
     def __init__(
         self,
         states: frozenset[str] | None = None,
         port: int | None = None,
         inodes: frozenset[int] | None = None,
+        network: IPv4Network | IPv6Network | None = None,
     ) -> None:
         self.states = states
         self.port = port
         self.inodes = inodes
+        self.network = network
 
     def active(self) -> bool:
-        return self.states is not None or self.port is not None or self.inodes is not None
+        parts = (self.states, self.port, self.inodes, self.network)
+        return any(p is not None for p in parts)
 
     def __call__(self, row: SocketRow) -> bool:
         if self.states is not None and row.state not in self.states:
@@ -163,7 +191,20 @@ class RowFilter:
             self.port not in (row.local_port, row.remote_port) or row.proto[:3] == "raw"
         ):
             return False
+        if self.network is not None and not self._has_address(row):
+            return False
         return self.inodes is None or row.inode in self.inodes
+
+    def _has_address(self, row: SocketRow) -> bool:
+        """The local address, or the peer's (when there is a peer), is in the network."""
+        from ipaddress import ip_address
+
+        net = self.network
+        assert net is not None
+        local, peer = row.local_host, row.remote_host
+        if local is not None and ip_address(local) in net:
+            return True
+        return peer is not None and peer not in _UNSPECIFIED and ip_address(peer) in net
 
 
 __all__ = [
@@ -173,6 +214,7 @@ __all__ = [
     "LISTENING_STATES",
     "TABLES",
     "RowFilter",
+    "parse_address",
     "parse_states",
     "resolve_port",
     "select_tables",
