@@ -140,6 +140,9 @@ for address in __ADDRESSES__:
     out["ours"][address] = [
         r.to_dict() for r in list_sockets(["tcp", "udp", "raw"], ["all"], address=address)
     ]
+port = l4w.getsockname()[1]  # a listener, its CLOSE_WAIT and TIME_WAIT ends, their peers
+out["ss"]["--port"] = run("ss", "-tuwanH", f"( sport = :{port} or dport = :{port} )").splitlines()
+out["ours"]["--port"] = [r.to_dict() for r in list_sockets(["tcp", "udp", "raw"], ["all"], port=port)]
 out["ss_all"] = run("ss", "-tuwanpH").splitlines()
 from ipcnet.inspector.output import socket_table
 listening = list_sockets(["tcp", "udp"], ["listen", "unconn"])
@@ -193,7 +196,7 @@ def _ss_inet(line: str) -> tuple[str, tuple[str, int], tuple[str, int]]:
     return f[0], _split(f[i]), _split(f[i + 1])
 
 
-@pytest.mark.parametrize("word", SS_WORDS + SS_FLAGS + ADDRESSES)
+@pytest.mark.parametrize("word", [*SS_WORDS, *SS_FLAGS, *ADDRESSES, "--port"])
 def test_state_words_select_what_ss_selects(zoo: dict[str, Any], word: str) -> None:
     assert not isinstance(zoo["ours"][word], str), zoo["ours"][word]
     ours = sorted(map(_ours_inet, zoo["ours"][word]))
