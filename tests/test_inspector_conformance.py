@@ -436,7 +436,7 @@ assert libc.semget(0, 2, CREAT | 0o640) >= 0
 sys.stdin.readline()  # the other namespace's segment is attached now
 rows = [
     {"kind": r.kind, "key": r.name, "id": r.id, "owner": r.user, "perms": r.mode,
-     "size": r.size, "messages": r.messages,
+     "size": r.size, "messages": r.messages, "status": r.status,
      "holders": None if r.holders is None else [p for p, _ in r.holders]}
     for r in ipc.collect(["sysv-shm", "sysv-msg", "sysv-sem"])[0]
 ]
@@ -493,6 +493,8 @@ def test_sysv_objects_as_ipcs_shows_them() -> None:
         assert (row["key"], row["owner"], int(row["size"])) == (key, owner, int(size))
         assert int(row["perms"], 8) == int(perms, 8)  # 600, not 1600 when "dest"
         assert row["holders"] == [doc["pid"]] * int(nattch), (ident, status)
+        assert row["status"] == (status[0] if status else None)  # "dest" for the removed one
+    assert rows["sysv-shm", 0]["status"] == "dest"  # a fresh namespace: the first shmid is 0
     ((key, ident, owner, perms, used, messages),) = _ipcs_rows(doc["ipcs"]["-q"])
     row = rows["sysv-msg", int(ident)]
     assert (row["key"], row["owner"], row["size"], row["messages"]) == (

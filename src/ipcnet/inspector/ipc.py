@@ -12,7 +12,7 @@ message count and the processes that hold or map it. Rules:
   shmid; the key says nothing for IPC_PRIVATE) in our IPC namespace (each namespace has
   its own shmids); for queues, the openers.
 - ``mode`` is what ls shows for files; for SysV objects, the permission bits ipcs shows
-  (the kernel's SHM_DEST/SHM_LOCKED flags above them are no permissions).
+  (the kernel's SHM_DEST/SHM_LOCKED flags above them are no permissions: ``status``).
 - When no mqueue filesystem is mounted, queues cannot be listed; ``notes`` says so and how
   to mount one (the queues themselves work without it).
 """
@@ -42,7 +42,7 @@ KINDS = (
     "eventfd",
     "signalfd",
 )
-SCHEMA = ("kind", "name", "id", "uid", "user", "mode", "size", "messages", "holders")
+SCHEMA = ("kind", "name", "id", "uid", "user", "mode", "size", "messages", "holders", "status")
 MOUNTINFO = "/proc/self/mountinfo"
 SHM_DIR = "/dev/shm"
 SYSVIPC = "/proc/sysvipc"
@@ -52,7 +52,9 @@ SYSV_MAP = "/SYSV"  # how a SysV segment is named in /proc/<pid>/maps: /SYSV<key
 @dataclass(frozen=True, slots=True)
 class IpcRow:
     """One IPC object. ``size`` is bytes (for sysv-sem: semaphores in the set; for an
-    eventfd: its counter); ``messages`` only for queues; ``holders`` (pid, comm) or None."""
+    eventfd: its counter); ``messages`` only for queues; ``holders`` (pid, comm) or None;
+    ``status``: a SysV segment's ``dest`` (removed, still attached) and ``locked``, as
+    ipcs shows them."""
 
     kind: str
     name: str
@@ -63,6 +65,7 @@ class IpcRow:
     size: int | None
     messages: int | None
     holders: tuple[tuple[int, str | None], ...] | None
+    status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,7 +260,9 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
             key = int(v["key"])
             ident = int(v[id_column])
             uid = int(v["uid"])
-            mode = f"{int(v['perms'], 8) & 0o777:04o}"
+            perms = int(v["perms"], 8)
+            mode = f"{perms & 0o777:04o}"
+            flags = [w for bit, w in ((0o1000, "dest"), (0o2000, "locked")) if perms & bit]
             holders: tuple[tuple[int, str | None], ...] | None = None
             messages = None
             if kind == "sysv-shm":
@@ -280,6 +285,7 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
                     size,
                     messages,
                     holders,
+                    (",".join(flags) or None) if kind == "sysv-shm" else None,
                 )
             )
     return rows
