@@ -1,11 +1,13 @@
-"""The inspector side by side with ss, netstat and /proc, on one table the test owns.
+"""The inspector side by side with ss, netstat, lsof, ipcs, stat(1) and /proc.
 
 A child process builds a known set of sockets inside a fresh network namespace (so no
 other test's sockets are in the table): TCP in every state, listeners with a pending
-connection, IPv4, IPv6 and IPv4-mapped, UDP connected and not, UDP-Lite, raw, and unix
-stream/dgram/seqpacket with odd names, all held by two processes. It then reads the same
-tables with ss/netstat and with ``list_sockets`` through sock_diag and through /proc, and
-hands everything back as JSON; the comparisons happen here.
+connection, IPv4, IPv6, IPv4-mapped, wildcards, a device-bound and a link-local socket,
+UDP connected and not, UDP-Lite, raw, and unix stream/dgram/seqpacket with odd names, all
+held by two processes (and a thread). It then reads the same tables with ss, netstat and
+lsof and with ``list_sockets`` through sock_diag and through /proc, and hands everything
+back as JSON; the comparisons happen here. SysV objects are made in IPC namespaces of the
+test's own and compared with ipcs; POSIX shm and semaphores with stat(1).
 """
 
 from __future__ import annotations
