@@ -28,7 +28,7 @@ SS_STATES = {
 
 
 def _norm_host(host: str) -> str:
-    host = host.strip("[]").split("%")[0]
+    host = host.split("%")[0].strip("[]")  # ss: [fe80::1]%eth0, 127.0.0.1%lo
     if host == "*":
         return "::"  # ss: a dual-stack wildcard
     addr = ipaddress.ip_address(host)

@@ -21,7 +21,8 @@ HELP = "list shared memory, message queues, semaphores, memfd/eventfd/signalfd (
 EPILOG = """\
 kinds: posix-shm posix-sem posix-mq sysv-shm sysv-msg sysv-sem memfd eventfd signalfd.
 JSON: {"version": 1, "ipc": [row...], "notes": [...]}; row keys: kind name id uid user
-mode size messages holders ([{"pid", "command"}], null when unknown).
+mode size messages holders ([{"pid", "command"}], null when unknown) status (sysv-shm:
+dest, locked).
 """
 
 
@@ -88,7 +89,7 @@ def _table(rows: list[IpcRow]) -> list[str]:
             printable(r.name),
             "?" if r.id is None else str(r.id),
             r.user or ("?" if r.uid is None else str(r.uid)),
-            r.mode or "-",
+            (r.mode or "-") + (f" {r.status}" if r.status else ""),
             "?" if r.size is None else str(r.size),
             "-" if r.messages is None else str(r.messages),
             printable(_holders_text(r.holders)),

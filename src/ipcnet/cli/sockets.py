@@ -1,8 +1,8 @@
 """``ipcnet sockets``: the kernel's socket tables (and pipes, fds, counters) as data.
 
-Letters follow ss: -t -u -x -w pick tables, -l listening, -a all, -n numeric, -p
-processes, -e extended, -4/-6; argparse keeps -h for help. The inspector is imported inside
-``run`` so ``ipcnet --help`` stays fast.
+Letters follow ss: -t -u -x -w pick tables (and netstat's -U for UDP-Lite), -l listening,
+-a all, -n numeric, -p processes, -e extended, -4/-6; argparse keeps -h for help. The
+inspector is imported inside ``run`` so ``ipcnet --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, erase the screen
 HELP = "list sockets, pipes and fds like ss/netstat/lsof (table, JSON, CSV; --watch, --stats)"
 
 EPILOG = """\
-states: established syn-sent syn-recv fin-wait1 fin-wait2 time-wait close close-wait
-last-ack listen closing unconn; groups: all connected synchronized bucket big.
+states: established syn-sent syn-recv fin-wait-1 fin-wait-2 time-wait closed close-wait
+last-ack listen closing (ss's words; closed = unconn), and bound-inactive (tcp sockets only
+bound: not in all); groups: all connected synchronized bucket big.
 Without -a, -l or --state: connected sockets except TIME_WAIT/SYN_RECV (like ss);
 --pid/--process imply -a. JSON: {"version": 1, "netns": ..., "sockets": [row...]};
 row keys are documented in ipcnet.inspector.model.SCHEMA.
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("tables")
     t.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
     t.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    t.add_argument("-U", "--udplite", action="store_true", help="UDP-Lite sockets (as netstat)")
     t.add_argument("-x", "--unix", action="store_true", help="unix sockets")
     t.add_argument("-w", "--raw", action="store_true", help="raw sockets")
     t.add_argument(
@@ -49,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state", action="append", metavar="STATE", help="only this state or group (repeatable)"
     )
     f.add_argument("--port", metavar="N", help="local or remote port (number or service)")
+    f.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="local or remote address, or a prefix such as 10.0.0.0/8 (ss's src/dst)",
+    )
     f.add_argument(
         "--pid",
         type=int,
@@ -144,7 +151,13 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
 
     protocols = [
         p
-        for p, on in (("tcp", args.tcp), ("udp", args.udp), ("unix", args.unix), ("raw", args.raw))
+        for p, on in (
+            ("tcp", args.tcp),
+            ("udp", args.udp),
+            ("udplite", args.udplite),
+            ("unix", args.unix),
+            ("raw", args.raw),
+        )
         if on
     ] or None
     return list_sockets(
@@ -152,6 +165,7 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
         _states(args),
         ip_version=args.ip_version,
         port=args.port,
+        address=args.address,
         pids=args.pid,
         process=args.process,
         owners=args.processes,

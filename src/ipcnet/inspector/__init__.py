@@ -2,8 +2,8 @@
 
 Role: the public API behind ``ipcnet sockets``.
 
-    list_sockets(protocols=None, states=None, *, ip_version=None, port=None, pids=None,
-                 process=None, owners=False, source="auto") -> list[SocketRow]
+    list_sockets(protocols=None, states=None, *, ip_version=None, port=None, address=None,
+                 pids=None, process=None, owners=False, source="auto") -> list[SocketRow]
     sockets_of_pid(pid) -> list[SocketRow]          # with owners; for status pages
     process_fds(pid) -> list[FdRow]                  # fd -> socket:[inode] -> its row
     list_pipes(fifos=True, pids=None) -> list[PipeRow]
@@ -90,6 +90,7 @@ def list_sockets(
     *,
     ip_version: int | None = None,
     port: int | str | None = None,
+    address: str | None = None,
     pids: Iterable[int] | None = None,
     process: str | None = None,
     owners: bool = False,
@@ -97,10 +98,11 @@ def list_sockets(
 ) -> list[SocketRow]:
     """The sockets of this network namespace that pass every filter.
 
-    ``protocols``: tcp, udp, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
+    ``protocols``: tcp, udp, udplite, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
     all. ``states``: names or groups (see ``filters.parse_states``); None = all.
     ``ip_version``: 4 or 6 (leaves out unix). ``port``: local or remote port (number or
-    service name). ``pids``/``process``: only sockets these processes hold.
+    service name). ``address``: local or peer address in this address or prefix
+    (``10.0.0.0/8``; inet tables only). ``pids``/``process``: only sockets these processes hold.
     ``owners``: fill ``SocketRow.owners`` (the /proc/*/fd join).
     """
     tables = filters.select_tables(protocols, ip_version)
@@ -115,9 +117,13 @@ def list_sockets(
         wanted_states,
         None if port is None else filters.resolve_port(port),
         inode_filter,
+        None if address is None else filters.parse_address(address),
     )
     if rowfilter.port is not None:
         tables = [t for t in tables if t[:3] in ("tcp", "udp")]
+    if rowfilter.network is not None:
+        version = rowfilter.network.version
+        tables = [t for t in tables if filters.TABLES[t][1] in (version, 6)]  # 6: mapped v4
     mask = filters.state_mask(wanted_states)
     dumper = _Dumper(source)
     rows: list[SocketRow] = []
@@ -141,8 +147,9 @@ def join_owners(rows: list[SocketRow]) -> list[SocketRow]:
     scan = fdscan.scan_sockets({r.inode for r in rows if r.inode is not None})
     new = tuple.__new__
     owners_of = scan.owners
-    # SocketRow fields: ... owners (index 19), peer_path (20); tuple.__new__ beats _replace
-    return [new(SocketRow, (*r[:19], owners_of(r[11]), r[20])) for r in rows]
+    # SocketRow fields: ... inode (11) ... owners (19), peer_path, v6only, interface;
+    # tuple.__new__ beats _replace
+    return [new(SocketRow, (*r[:19], owners_of(r[11]), *r[20:])) for r in rows]
 
 
 def sockets_of_pid(pid: int, owners: bool = True) -> list[SocketRow]:
@@ -158,7 +165,7 @@ def process_fds(pid: int) -> list[FdRow]:
     socks = {t: int(t[8:-1]) for _fd, t in table if t[:8] == "socket:["}
     by_inode: dict[int, SocketRow] = {}
     if socks:
-        for row in list_sockets(owners=False):
+        for row in list_sockets(None, [*filters.ALL_STATE_NAMES, filters.BOUND_INACTIVE]):
             if row.inode is not None:
                 by_inode[row.inode] = row
         scan = fdscan.scan_sockets(set(socks.values()))

@@ -1,6 +1,7 @@
 """Filters in the ss/netstat manner: which tables, which states, which ports.
 
-Role: turn user words (``-t -u -x -w``, ``-4/-6``, ``--state time-wait``, ``--port http``)
+Role: turn user words (``-t -u -x -w``, ``-4/-6``, ``--state time-wait``, ``--port http``,
+``--address 10.0.0.0/8``)
 into (a) the list of tables to dump, (b) the kernel state bitmask for sock_diag, and (c) a
 row predicate for what the kernel cannot filter.
 Rules: state names are accepted in the spellings of ss (``ESTAB``, ``time-wait``), netstat
@@ -11,22 +12,36 @@ Rules: state names are accepted in the spellings of ss (``ESTAB``, ``time-wait``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ipcnet.inspector.model import STATE_NUMBERS, UNCONN, SocketRow
 
-ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV"}
+# "all" is ss's: the states of tcp_states.h up to CLOSING. NEW_SYN_RECV is asked for with
+# SYN_RECV; BOUND_INACTIVE (kernel >= 6.6: TCP sockets bound but neither listening nor
+# connecting, which neither /proc/net/tcp nor ss -a nor netstat -a lists) only by name.
+if TYPE_CHECKING:
+    from ipaddress import IPv4Network, IPv6Network
+
+ALL_STATE_NAMES = frozenset([*STATE_NUMBERS, UNCONN]) - {"NEW_SYN_RECV", "BOUND_INACTIVE"}
+BOUND_INACTIVE = "BOUND_INACTIVE"
 _ALIASES = {
     "ESTAB": "ESTABLISHED",
     "LISTENING": "LISTEN",
     "UNCONNECTED": UNCONN,
     "CLOSED": "CLOSE",
     "SYN_RECEIVED": "SYN_RECV",
+    "SYN_RCV": "SYN_RECV",
+    "FIN_WAIT_1": "FIN_WAIT1",
+    "FIN_WAIT_2": "FIN_WAIT2",
     "LAST_ACL": "LAST_ACK",
 }
+# ss's "closed" and "unconnected" are one state (TCP_CLOSE), named CLOSE for TCP rows and
+# UNCONN for the others: either word selects both
+_CLOSED = frozenset({"CLOSE", UNCONN})
 _GROUPS: dict[str, frozenset[str]] = {
     "ALL": ALL_STATE_NAMES,
     "CONNECTED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN},
-    "SYNCHRONIZED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN, "SYN_SENT", "SYN_RECV"},
+    "SYNCHRONIZED": ALL_STATE_NAMES - {"LISTEN", "CLOSE", UNCONN, "SYN_SENT"},  # as ss(8)
     "BUCKET": frozenset({"SYN_RECV", "TIME_WAIT"}),
     "BIG": ALL_STATE_NAMES - {"SYN_RECV", "TIME_WAIT"},
 }
@@ -40,6 +55,8 @@ TABLES = {
     "tcp6": ("tcp", 6),
     "udp": ("udp", 4),
     "udp6": ("udp", 6),
+    "udplite": ("udplite", 4),
+    "udplite6": ("udplite", 6),
     "raw": ("raw", 4),
     "raw6": ("raw", 6),
     "unix": ("unix", None),
@@ -55,10 +72,13 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
         key = _ALIASES.get(key, key)
         if key in _GROUPS:
             out |= _GROUPS[key]
-        elif key in ALL_STATE_NAMES:
+        elif key in _CLOSED:
+            out |= _CLOSED
+        elif key in ALL_STATE_NAMES or key == BOUND_INACTIVE:
             out.add(key)
         else:
-            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in ALL_STATE_NAMES))
+            names = ALL_STATE_NAMES | {BOUND_INACTIVE}
+            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in names))
             raise ValueError(
                 f"unknown state {word!r} (states: {choices}; groups: "
                 f"{', '.join(g.lower() for g in _GROUPS)})"
@@ -69,18 +89,18 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
 def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> list[str]:
     """Tables to dump for protocols like tcp, udp6, unix (None: all) and -4/-6."""
     names = (
-        ["tcp", "udp", "raw", "unix"]
+        ["tcp", "udp", "udplite", "raw", "unix"]
         if protocols is None
         else [_KIND_ALIASES.get(p, p) for p in protocols]
     )
     out: list[str] = []
     for name in names:
-        if name in ("tcp", "udp", "raw"):
+        if name in ("tcp", "udp", "udplite", "raw"):
             cands = [name, name + "6"]
         elif name in TABLES:
             cands = [name]
         else:
-            raise ValueError(f"unknown protocol {name!r} (tcp, udp, raw, unix, tcp6, ...)")
+            raise ValueError(f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, tcp6, ...)")
         for c in cands:
             version = TABLES[c][1]
             if ip_version is not None and version != ip_version:
@@ -93,7 +113,7 @@ def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> li
 def state_mask(states: frozenset[str] | None) -> int:
     """The sock_diag bitmask (1 << kernel state number) for these states; None = all."""
     if states is None:
-        return 0xFFFFFFFF
+        states = ALL_STATE_NAMES
     mask = 0
     for s in states:
         if s == UNCONN:
@@ -120,26 +140,49 @@ def resolve_port(text: str | int) -> int:
     return named
 
 
+def parse_address(text: str) -> IPv4Network | IPv6Network:
+    """An address or prefix (``10.1.2.3``, ``fe80::/10``, ss's bracketed ``[::1]``) as a
+    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it."""
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(text.replace("[", "").replace("]", ""), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"bad address {text!r} (an IP address, or a prefix such as 10.0.0.0/8)"
+        ) from None
+    mapped = getattr(net.network_address, "ipv4_mapped", None)
+    if mapped is not None and net.prefixlen >= 96:
+        return ipaddress.ip_network(f"{mapped}/{net.prefixlen - 96}", strict=False)
+    return net
+
+
+_UNSPECIFIED = ("0.0.0.0", "::")
+
+
 class RowFilter:
-    """What the kernel cannot filter for us: states of /proc rows, ports, inodes.
+    """What the kernel cannot filter for us: states of /proc rows, ports, addresses, inodes.
 
     (A plain slotted class: ``dataclasses`` costs ~10 ms of import time at CLI start.)
     """
 
-    __slots__ = ("inodes", "port", "states")
+    __slots__ = ("inodes", "network", "port", "states")
 
     def __init__(
         self,
         states: frozenset[str] | None = None,
         port: int | None = None,
         inodes: frozenset[int] | None = None,
+        network: IPv4Network | IPv6Network | None = None,
     ) -> None:
         self.states = states
         self.port = port
         self.inodes = inodes
+        self.network = network
 
     def active(self) -> bool:
-        return self.states is not None or self.port is not None or self.inodes is not None
+        parts = (self.states, self.port, self.inodes, self.network)
+        return any(p is not None for p in parts)
 
     def __call__(self, row: SocketRow) -> bool:
         if self.states is not None and row.state not in self.states:
@@ -148,15 +191,30 @@ class RowFilter:
             self.port not in (row.local_port, row.remote_port) or row.proto[:3] == "raw"
         ):
             return False
+        if self.network is not None and not self._has_address(row):
+            return False
         return self.inodes is None or row.inode in self.inodes
+
+    def _has_address(self, row: SocketRow) -> bool:
+        """The local address, or the peer's (when there is a peer), is in the network."""
+        from ipaddress import ip_address
+
+        net = self.network
+        assert net is not None
+        local, peer = row.local_host, row.remote_host
+        if local is not None and ip_address(local) in net:
+            return True
+        return peer is not None and peer not in _UNSPECIFIED and ip_address(peer) in net
 
 
 __all__ = [
     "ALL_STATE_NAMES",
+    "BOUND_INACTIVE",
     "DEFAULT_STATES",
     "LISTENING_STATES",
     "TABLES",
     "RowFilter",
+    "parse_address",
     "parse_states",
     "resolve_port",
     "select_tables",

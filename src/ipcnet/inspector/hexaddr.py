@@ -70,11 +70,14 @@ def encode_endpoint(host: str, port: int, byteorder: ByteOrder = sys.byteorder) 
     return f"{text}:{port:04X}"
 
 
-def format_endpoint(host: str | None, port: int | None, service: str | None = None) -> str:
-    """``127.0.0.1:8080``, ``[::1]:8080``, ``0.0.0.0:*``; a service name replaces the port."""
+def format_endpoint(
+    host: str | None, port: int | None, service: str | None = None, device: str | None = None
+) -> str:
+    """``127.0.0.1:8080``, ``[::1]:8080``, ``0.0.0.0:*``; a service name replaces the port;
+    a device is ss's ``[fe80::1]%eth0:8080``."""
     h = "*" if host is None else (f"[{host}]" if ":" in host else host)
     p = "*" if not port else (service or str(port))
-    return f"{h}:{p}"
+    return f"{h}%{device}:{p}" if device else f"{h}:{p}"
 
 
 __all__ = [

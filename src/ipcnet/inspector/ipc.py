@@ -8,7 +8,11 @@ message count and the processes that hold or map it. Rules:
   is skipped; one whose descriptors we may not read makes ``holders`` unknown (None), never
   wrong; one whose memory maps we may not read (pid 1 in a container) is named in a note.
 - ``holders`` are (pid, command) pairs: for files, the processes with a descriptor on it or
-  a mapping of it (/proc/*/maps); for SysV shm, the mappers; for queues, the openers.
+  a mapping of it (/proc/*/maps); for SysV shm, the mappers (a mapping's inode is the
+  shmid; the key says nothing for IPC_PRIVATE) in our IPC namespace (each namespace has
+  its own shmids); for queues, the openers.
+- ``mode`` is what ls shows for files; for SysV objects, the permission bits ipcs shows
+  (the kernel's SHM_DEST/SHM_LOCKED flags above them are no permissions: ``status``).
 - When no mqueue filesystem is mounted, queues cannot be listed; ``notes`` says so and how
   to mount one (the queues themselves work without it).
 """
@@ -38,16 +42,19 @@ KINDS = (
     "eventfd",
     "signalfd",
 )
-SCHEMA = ("kind", "name", "id", "uid", "user", "mode", "size", "messages", "holders")
+SCHEMA = ("kind", "name", "id", "uid", "user", "mode", "size", "messages", "holders", "status")
 MOUNTINFO = "/proc/self/mountinfo"
 SHM_DIR = "/dev/shm"
 SYSVIPC = "/proc/sysvipc"
+SYSV_MAP = "/SYSV"  # how a SysV segment is named in /proc/<pid>/maps: /SYSV<key> (deleted)
 
 
 @dataclass(frozen=True, slots=True)
 class IpcRow:
     """One IPC object. ``size`` is bytes (for sysv-sem: semaphores in the set; for an
-    eventfd: its counter); ``messages`` only for queues; ``holders`` (pid, comm) or None."""
+    eventfd: its counter); ``messages`` only for queues; ``holders`` (pid, comm) or None;
+    ``status``: a SysV segment's ``dest`` (removed, still attached) and ``locked``, as
+    ipcs shows them."""
 
     kind: str
     name: str
@@ -58,6 +65,7 @@ class IpcRow:
     size: int | None
     messages: int | None
     holders: tuple[tuple[int, str | None], ...] | None
+    status: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -69,16 +77,25 @@ class IpcRow:
 @dataclass
 class _Scan:
     """What every process holds: descriptors (fd, target, stat of a path target) and the
-    (inode, path) of every file mapping, by pid."""
+    (inode, path) of every file mapping, by pid; the IPC namespace of those that map SysV
+    shm (None: unreadable)."""
 
     fds: dict[int, list[tuple[int, str, os.stat_result | None]]]
     maps: dict[int, set[tuple[int, str]]]
     complete: bool  # every process's descriptors were readable
     unmapped: list[int]  # processes whose mappings we may not read (often pid 1 in a container)
+    ipcns: dict[int, str | None]
+
+
+def _ipc_namespace(pid: int | str) -> str | None:
+    try:
+        return procfs.readlink(f"/proc/{pid}/ns/ipc")
+    except PermissionDenied:
+        return None
 
 
 def _scan(pids: Iterable[int]) -> _Scan:
-    scan = _Scan({}, {}, True, [])
+    scan = _Scan({}, {}, True, [], {})
     for pid in pids:
         try:
             links = procfs.fd_links(pid, fifos=True)
@@ -96,9 +113,12 @@ def _scan(pids: Iterable[int]) -> _Scan:
         mapped: set[tuple[int, str]] = set()
         for line in (maps or "").splitlines():
             fields = line.split(None, 5)
-            if len(fields) == 6 and fields[4] != "0":
+            # a SysV segment's inode is its shmid, which may be 0
+            if len(fields) == 6 and (fields[4] != "0" or fields[5].startswith(SYSV_MAP)):
                 mapped.add((int(fields[4]), fields[5]))
         scan.maps[pid] = mapped
+        if any(path.startswith(SYSV_MAP) for _ino, path in mapped):
+            scan.ipcns[pid] = _ipc_namespace(pid)
     return scan
 
 
@@ -115,6 +135,14 @@ def _holders(
             if any(match(m) or (i == inode and m.startswith(SHM_DIR)) for i, m in mapped)
         }
     )
+    return _named(scan, hits, names)
+
+
+def _named(
+    scan: _Scan, hits: list[int], names: dict[int, str | None]
+) -> tuple[tuple[int, str | None], ...] | None:
+    """(pid, command) of sorted ``hits``; unknown (None) if none were found but some
+    process could not be read."""
     if not hits and not scan.complete:
         return None
     for pid in hits:
@@ -197,15 +225,25 @@ def _mq_holders(
         for pid, targets in scan.fds.items()
         if any(st is not None and (st.st_dev, st.st_ino) == (dev, ino) for _f, _t, st in targets)
     )
-    if not hits and not scan.complete:
-        return None
-    for pid in hits:
-        names.setdefault(pid, comm(pid))
-    return tuple((pid, names[pid]) for pid in hits)
+    return _named(scan, hits, names)
+
+
+def _shm_mappers(
+    scan: _Scan, shmid: int, names: dict[int, str | None], own: str | None
+) -> tuple[tuple[int, str | None], ...] | None:
+    """The processes of IPC namespace ``own`` (None: unknown, any) that map ``shmid``."""
+    hits = sorted(
+        pid
+        for pid, mapped in scan.maps.items()
+        if any(i == shmid and path.startswith(SYSV_MAP) for i, path in mapped)
+        and (own is None or scan.ipcns.get(pid) in (own, None))
+    )
+    return _named(scan, hits, names)
 
 
 def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
     rows = []
+    own_ns = _ipc_namespace("self")
     tables = (
         ("shm", "sysv-shm", "shmid"),
         ("msg", "sysv-msg", "msqid"),
@@ -222,13 +260,14 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
             key = int(v["key"])
             ident = int(v[id_column])
             uid = int(v["uid"])
-            mode = f"{int(v['perms'], 8) & 0o7777:04o}"
+            perms = int(v["perms"], 8)
+            mode = f"{perms & 0o777:04o}"
+            flags = [w for bit, w in ((0o1000, "dest"), (0o2000, "locked")) if perms & bit]
             holders: tuple[tuple[int, str | None], ...] | None = None
             messages = None
             if kind == "sysv-shm":
                 size = int(v["size"])
-                tag = f"/SYSV{key & 0xFFFFFFFF:08x}"
-                holders = _holders(scan, lambda t, tag=tag: t.startswith(tag), names)
+                holders = _shm_mappers(scan, ident, names, own_ns)
             elif kind == "sysv-msg":
                 size, messages = int(v["cbytes"]), int(v["qnum"])
                 pids = {int(v["lspid"]), int(v["lrpid"])} - {0}
@@ -246,6 +285,7 @@ def _sysv(scan: _Scan, names: dict[int, str | None]) -> list[IpcRow]:
                     size,
                     messages,
                     holders,
+                    (",".join(flags) or None) if kind == "sysv-shm" else None,
                 )
             )
     return rows

@@ -40,7 +40,7 @@ UNCONN = "UNCONN"
 # What /proc's "tr" column and inet_diag's idiag_timer mean.
 TIMERS: dict[int, str] = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "probe"}
 
-PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix")
+PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "unix")
 
 
 def state_name(proto: str, num: int) -> str:
@@ -83,10 +83,11 @@ class SocketRow(NamedTuple):
 
     ``local_host``/``remote_host`` are display forms: IPv4 dotted quad (also for
     IPv4-mapped IPv6), IPv6 compressed; ``path`` is a unix socket's name (``@name`` for the
-    abstract namespace, ``None`` when unnamed or unknown).
+    abstract namespace, ``None`` when unnamed or unknown). A wildcard ``::`` with
+    ``v6only`` False also takes IPv4 (ss shows it as ``*``).
     """
 
-    proto: str  # tcp tcp6 udp udp6 raw raw6 unix
+    proto: str  # tcp tcp6 udp udp6 udplite udplite6 raw raw6 unix
     type: str  # stream dgram seqpacket raw
     state: str  # ESTABLISHED, LISTEN, ... ; UNCONN for unconnected datagram/unix sockets
     local_host: str | None
@@ -107,6 +108,11 @@ class SocketRow(NamedTuple):
     note: str | None
     owners: tuple[Owner, ...] | None  # None: not looked up, or unknown for lack of privilege
     peer_path: str | None = None  # unix: the name of the connected peer, if it has one
+    # IPv6 listening/unconnected sockets (sock_diag only): IPV6_V6ONLY; False = also IPv4
+    v6only: bool | None = None
+    # the device the socket is bound to (SO_BINDTODEVICE, or a link-local address's scope):
+    # ss's "%dev" (sock_diag only; None = none or unknown)
+    interface: str | None = None
 
     # --- derived values ------------------------------------------------------------
 
@@ -177,6 +183,8 @@ class SocketRow(NamedTuple):
             "source": self.source,
             "exact": self.exact,
             "note": self.note,
+            "v6only": self.v6only,
+            "interface": self.interface,
         }
 
 
@@ -269,6 +277,8 @@ SCHEMA: tuple[str, ...] = (
     "source",
     "exact",
     "note",
+    "v6only",
+    "interface",
 )
 
 __all__ = [

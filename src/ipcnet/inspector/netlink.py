@@ -1,7 +1,7 @@
 """The fast path: dump socket tables through NETLINK_SOCK_DIAG, like ``ss`` does.
 
-Role: one request per table (tcp/udp/raw x IPv4/IPv6 via inet_diag, unix via unix_diag),
-parsed straight from the receive buffer into ``SocketRow`` tuples.
+Role: one request per table (tcp/udp/udplite/raw x IPv4/IPv6 via inet_diag, unix via
+unix_diag), parsed straight from the receive buffer into ``SocketRow`` tuples.
 Rules:
 - Standard library only: an AF_NETLINK socket (``transports.netlink``, which does the
   I/O) and ``struct`` (linux/inet_diag.h, linux/unix_diag.h, linux/sock_diag.h). One dump
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 from ipcnet.errors import IPCError, Unsupported
 from ipcnet.inspector.model import TIMERS, SocketRow, state_name
-from ipcnet.transports.netlink import NetlinkSocket
+from ipcnet.transports.netlink import NetlinkSocket, interface_names
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -44,15 +44,16 @@ UNIX_DIAG_NAME = 0
 UNIX_DIAG_PEER = 2
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_UID = 7
+INET_DIAG_SKV6ONLY = 11  # u8, sent for AF_INET6 sockets in LISTEN or CLOSE
 
-ALL_STATES = 0xFFFFFFFF
+ALL_STATES = 0xFFF  # ss's SS_ALL: ESTABLISHED..CLOSING (see filters.ALL_STATE_NAMES)
 
 _NLHDR = struct.Struct("=IHHII")  # nlmsg_len, type, flags, seq, pid
 _INET_REQ = struct.Struct("=BBBBI HH16s16sI8s")  # inet_diag_req_v2
 _UNIX_REQ = struct.Struct("=BBHIII8s")  # unix_diag_req
 # inet_diag_msg: family state timer retrans | sport dport (be16) | src dst | if cookie |
 # expires rqueue wqueue uid inode
-_INET_MSG = struct.Struct("=xBBBHH16s16s12xIIIII")
+_INET_MSG = struct.Struct("=xBBBHH16s16sI8xIIIII")
 _INET_ROW = struct.Struct("=IH2xI4x" + _INET_MSG.format[1:])  # nlmsghdr + inet_diag_msg
 _UNIX_MSG = struct.Struct("=BBBxI8x")  # family type state pad ino cookie
 _RTA = struct.Struct("=HH")
@@ -61,8 +62,8 @@ _U32X2 = struct.Struct("=II")
 _ERR = struct.Struct("=i")
 
 _UNIX_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", 5: "seqpacket"}
-_INET_TYPES = {"tcp": "stream", "udp": "dgram", "raw": "raw"}
-_PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "raw": socket.IPPROTO_RAW}
+_INET_TYPES = {"tcp": "stream", "udp": "dgram", "udplite": "dgram", "raw": "raw"}
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17, "udplite": 136, "raw": 255}  # IPPROTO_*
 
 _BUFSIZE = 1 << 16
 
@@ -109,11 +110,14 @@ def _batches(sock: NetlinkSocket, request: bytes, seq: int) -> Iterator[tuple[by
                 raise NetlinkUnavailable("malformed netlink message")
             last = off
             off += (length + 3) & ~3
-        _length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
-        if mtype == NLMSG_ERROR and mseq == seq:
-            code = -_ERR.unpack_from(buf, last + 16)[0]
-            raise NetlinkUnavailable(f"sock_diag: {os.strerror(code)}")
+        length, mtype, _flags, mseq, _pid = unpack_hdr(buf, last)
         done = mtype == NLMSG_DONE and mseq == seq
+        # a dump that fails ends with an error code: in NLMSG_ERROR, or in NLMSG_DONE's
+        # payload (ENOENT there: no handler for the protocol, e.g. raw_diag not loaded)
+        if (mtype == NLMSG_ERROR or done) and mseq == seq and length >= 20:
+            code = -_ERR.unpack_from(buf, last + 16)[0]
+            if code > 0 or not done:
+                raise NetlinkUnavailable(f"sock_diag: {os.strerror(code)}")
         yield buf, (last if done else n)
         if done:
             return
@@ -151,15 +155,20 @@ def dump_inet(
     ports: dict[int, int] = {}  # native-order u16 -> the port number (be16 swapped)
     timers = {k: v for k, v in TIMERS.items()} if is_tcp else {}
     states_by_num = {n: state_name(name, n) for n in range(14)}
+    if is_tcp:  # a TCP socket in CLOSE is dumped only as bound-inactive (states bit 13)
+        states_by_num[7] = "BOUND_INACTIVE"
     mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
+    v6only_states = () if v4 else (7, 10)
+    devices: dict[int, str] = {}
     rows: list[SocketRow] = []
     append = rows.append
     for buf, n in _batches(sock, req, seq):
         off = 0
         while off + 16 <= n:
             # header and inet_diag_msg in one call
-            (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, expires, rq, wq, uid,
-             ino) = unpack_row(buf, off)  # fmt: skip
+            (length, mtype, mseq, st, timer, retrans, sp, dp, src, dst, ifx, expires, rq, wq,
+             uid, ino) = unpack_row(buf, off)  # fmt: skip
+            row_off = off
             off += (length + 3) & ~3
             if mtype != SOCK_DIAG_BY_FAMILY or mseq != seq:
                 continue
@@ -178,6 +187,12 @@ def dump_inet(
             if st in mini_states:
                 rq = wq = uid = None
             state = states_by_num.get(st) or state_name(name, st)
+            v6only = _v6only(buf, row_off, length) if st in v6only_states else None
+            dev = None
+            if ifx:
+                dev = devices.get(ifx)
+                if dev is None:
+                    dev = devices[ifx] = _device(ifx)
             if is_tcp:
                 append(
                     new(
@@ -185,7 +200,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, timers.get(timer) or str(timer), expires, retrans,
-                            None, "netlink", True, None, None, None,
+                            None, "netlink", True, None, None, None, v6only, dev,
                         ),
                     )
                 )  # fmt: skip
@@ -196,11 +211,33 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, None, None, None, None, "netlink", True, None, None,
-                            None,
+                            None, v6only, dev,
                         ),
                     )
                 )  # fmt: skip
     return rows
+
+
+def _device(index: int) -> str:
+    """The name of interface ``index``; ``if<index>`` (as ss prints it) if it has none."""
+    try:
+        name = interface_names().get(index)
+    except IPCError:
+        name = None
+    return name or f"if{index}"
+
+
+def _v6only(buf: bytearray, off: int, length: int) -> bool | None:
+    """The INET_DIAG_SKV6ONLY attribute of the row at ``off``, None if absent."""
+    pos, end = off + _INET_ROW.size, off + length
+    while pos + 4 <= end:
+        alen, atype = _RTA.unpack_from(buf, pos)
+        if alen < 4:
+            break
+        if atype == INET_DIAG_SKV6ONLY and alen >= 5:
+            return buf[pos + 4] != 0
+        pos += (alen + 3) & ~3
+    return None
 
 
 _MAPPED = b"\0" * 10 + b"\xff\xff"
@@ -281,6 +318,8 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                         peer,
                         "netlink",
                         True,
+                        None,
+                        None,
                         None,
                         None,
                         None,

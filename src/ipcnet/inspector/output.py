@@ -5,9 +5,11 @@ Rules:
 - JSON/JSONL/CSV carry exactly ``SocketRow.to_dict()`` (keys in ``SCHEMA`` order), so a
   script sees the same fields whatever the format; JSON wraps them as
   ``{"version": 1, "sockets": [...]}``. Unknown is ``null`` (empty in CSV).
-- The table is for eyes: unknown is ``?``, names are escaped (a newline, a tab or any
-  control character in a unix path is shown as ``\\n``, ``\\t``, ``\\xNN``, and ``\\``
-  as ``\\\\``) so an odd name can never forge a line or a column.
+- The table is for eyes: unknown is ``?``, an IPv6 wildcard that takes IPv4 too is ``*``
+  and a bound device follows the address (``[fe80::1]%eth0:80``), as in ss; names are
+  escaped (a newline, a tab or any control character in a unix path is shown as ``\\n``,
+  ``\\t``, ``\\xNN``, and ``\\`` as ``\\\\``) so an odd name can never forge a line or a
+  column.
 - ``numeric`` (``-n``) turns /etc/services and user names off.
 """
 
@@ -67,17 +69,20 @@ def endpoints(row: SocketRow, numeric: bool) -> tuple[str, str]:
         else:
             peer = f"{printable(row.peer_path) if row.peer_path else '*'} {row.peer_inode}"
         return local, peer
+    lh, rh = row.local_host, row.remote_host
+    if row.v6only is False:  # a dual-stack wildcard takes IPv4 too: "*", as ss shows it
+        lh, rh = (None if h == "::" else h for h in (lh, rh))
+    dev = row.interface
     if row.proto[:3] == "raw":
         proto_no = row.local_port
-        return f"{format_endpoint(row.local_host, None)[:-2]}:{_num(proto_no)}", format_endpoint(
-            row.remote_host, None
-        )
+        local = f"{format_endpoint(lh, None, device=dev)[:-2]}:{_num(proto_no)}"
+        return local, format_endpoint(rh, None)
     kind = row.proto[:3]
     lsvc = None if numeric else service_name(row.local_port, kind)
     rsvc = None if numeric else service_name(row.remote_port, kind)
     return (
-        format_endpoint(row.local_host, row.local_port, lsvc),
-        format_endpoint(row.remote_host, row.remote_port, rsvc),
+        format_endpoint(lh, row.local_port, lsvc, dev),
+        format_endpoint(rh, row.remote_port, rsvc),
     )
 
 
@@ -101,7 +106,7 @@ def socket_table(
     svc = None if numeric else service_name
     for r in rows:
         proto = r.proto
-        if proto[:3] == "tcp" and r.exact:  # the bulk of big tables: inline the common case
+        if proto[:3] == "tcp" and r.v6only is not False and r.interface is None:  # the bulk
             lh, rh = r.local_host, r.remote_host
             lp: int | str | None = r.local_port
             rp: int | str | None = r.remote_port
@@ -240,7 +245,7 @@ def fd_lines(rows: Iterable[FdRow], *, numeric: bool = False) -> Iterator[str]:
                 f"send-q={_num(s.send_q)} others={owners_label(_others(s.owners, r.pid))}"
             )
         elif r.kind == "socket":
-            yield f"{head}  (not in this network namespace's tables)"
+            yield f"{head}  (in no tcp, udp, udplite, raw or unix table of this network namespace)"
         elif r.pipe is not None:
             ends = " ".join(
                 f"{printable(e.name or '?')}/{e.pid}/fd={e.fd}({e.mode or '?'})"

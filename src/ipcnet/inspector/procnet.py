@@ -1,4 +1,4 @@
-"""The fallback: parse /proc/net/{tcp,tcp6,udp,udp6,raw,raw6,unix} (proc(5)).
+"""The fallback: parse /proc/net/{tcp,udp,udplite,raw}[6] and /proc/net/unix (proc(5)).
 
 Role: the same ``SocketRow``s as ``netlink.py``, from the text tables, for kernels or
 sandboxes where sock_diag is unavailable. The parsers take text so tests can feed them.
@@ -104,6 +104,8 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None,
                     None,
                     None,
+                    None,
+                    None,
                 ),
             )
         )
@@ -183,7 +185,7 @@ def parse_unix(
                 (
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
                     path, None, None, None, ino or None, None, None, None, None, "proc", exact,
-                    None if exact else _AT_NOTE, None, None,
+                    None if exact else _AT_NOTE, None, None, None, None,
                 ),
             )
         )  # fmt: skip
@@ -239,7 +241,7 @@ def unix_socket_count() -> int | None:
 
 
 def read_inet(proto: str) -> list[SocketRow]:
-    """Rows of /proc/net/<proto> (tcp, tcp6, udp, udp6, raw, raw6); [] if absent."""
+    """Rows of /proc/net/<proto> (tcp, udp, udplite, raw and their 6s); [] if absent."""
     text = read_text(f"/proc/net/{proto}")
     return [] if text is None else parse_inet(text, proto)
 

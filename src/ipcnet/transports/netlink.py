@@ -40,3 +40,11 @@ class NetlinkSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def interface_names() -> dict[int, str]:
+    """Index -> name of the interfaces of this network namespace (if_nameindex(3))."""
+    try:
+        return dict(socket.if_nameindex())
+    except OSError as exc:
+        raise translate(exc, "list", "the network interfaces") from exc
