@@ -228,9 +228,16 @@ GOOD = [
 ]
 
 
-def _exchange(port: int, data: bytes, *, bytewise: bool = False) -> bytes:
-    """Send ``data`` and EOF, read to the end; b"" when the server closed or reset."""
-    with socket.create_connection(("127.0.0.1", port), 10) as s:
+def _exchange(port: int | Path, data: bytes, *, bytewise: bool = False) -> bytes:
+    """Send ``data`` and EOF to a tcp port or a unix socket path, read to the end; b""
+    when the server closed or reset."""
+    if isinstance(port, Path):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(port))
+    else:
+        s = socket.create_connection(("127.0.0.1", port), 10)
+    with s:
         s.settimeout(20)
         out = b""
         try:
@@ -362,15 +369,7 @@ def test_haproxy_ssl_tlvs_and_health_checks_into_serve_and_the_relays_headers_in
             assert got == b"through tls\n"
             path = short_tmp / "relay.sock"
             with ipcnet.relay(f"unix://{path}", f"tcp://127.0.0.1:{accept}", send_proxy="v2"):
-                with socket.socket(socket.AF_UNIX) as c:
-                    c.settimeout(10)
-                    c.connect(str(path))
-                    c.sendall(b"from a unix client")
-                    c.shutdown(socket.SHUT_WR)
-                    answer = b""
-                    while chunk := c.recv(100):
-                        answer += chunk
-            assert answer == b"from a unix client"
+                assert _exchange(path, b"from a unix client") == b"from a unix client"
             target = f"tls://localhost:{secure}"
             for version in ("v1", "v2"):
                 with ipcnet.relay("tcp://127.0.0.1:0", target, send_proxy=version,
@@ -428,15 +427,7 @@ def test_nginx_stream_sends_v1_to_serve_and_reads_the_relays_v2(short_tmp: Path)
             stack.enter_context(
                 ipcnet.relay(f"unix://{path}", f"tcp://127.0.0.1:{back}", send_proxy="v2")
             )
-            with socket.socket(socket.AF_UNIX) as c:
-                c.settimeout(10)
-                c.connect(str(path))
-                c.sendall(b"unix client")
-                c.shutdown(socket.SHUT_WR)
-                answer = b""
-                while chunk := c.recv(100):
-                    answer += chunk
-            assert answer == b"unix client"
+            assert _exchange(path, b"unix client") == b"unix client"
         finally:
             proc.terminate()
             proc.wait(10)
