@@ -38,19 +38,25 @@ class DatagramEndpoint(SocketEndpoint):
 
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
         """Send one datagram, to the connected peer or to ``to``."""
-        self._check_open("send on")
         target = self.where if to is None else str(to)
-        with translating("send to", target):
-            if to is None:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, self._sockaddr(to))
+        self._blocked += 1  # a unix datagram send blocks while the receiver's queue is full
+        try:
+            self._check_open("send on")
+            with translating("send to", target):
+                if to is None:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, self._sockaddr(to))
+        finally:
+            self._blocked -= 1
+            if self._closed:
+                self._leave()
 
     def recv(self) -> tuple[bytes, Address | None]:
         """Receive one whole datagram and its sender (None for an unnamed unix socket)."""
-        self._check_open("receive on")
         self._blocked += 1
         try:
+            self._check_open("receive on")
             size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
         except OSError as exc:
             if self._closed:
@@ -58,6 +64,8 @@ class DatagramEndpoint(SocketEndpoint):
             raise translate(exc, "receive on", self.where) from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         if self._closed:
             raise Closed(f"closed while receiving on {self.where}")
         if size > self.max_size:
