@@ -10,6 +10,7 @@ descriptors taken over by the socket, and a descriptor number reused under a rea
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,15 @@ from pathlib import Path
 import pytest
 
 import ipcnet
-from ipcnet.errors import Closed
+from ipcnet.addresses import parse
+from ipcnet.errors import (
+    AddressNotAvailable,
+    Closed,
+    InvalidAddress,
+    Reset,
+    ResolveError,
+    Timeout,
+)
 
 IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
 
@@ -95,3 +104,124 @@ def test_a_peer_that_stops_reading_still_gets_its_answer_through(kind: str, tmp_
     assert out.stdout == b"refused: too big\n"
     assert out.returncode == 1
     assert out.stderr.decode().startswith("ipcnet connect: peer closed: write to ")
+
+
+# --- the address grammar: what the kernel, getaddrinfo, socat and nc take ----------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("tcp://a..b:80", "empty label in host name 'a..b'"),  # was a UnicodeError traceback
+        ("tcp://" + "a" * 64 + ".example:80", "in host name is 64 bytes, over 63"),
+        ("tcp://.:80", "invalid host name '.'"),
+        ("unix://@" + "n" * 108, "abstract socket name is 108 bytes, over the limit of 107"),
+    ],
+)
+def test_bad_names_are_refused_naming_the_part(url: str, message: str) -> None:
+    with pytest.raises(InvalidAddress, match=re.escape(message)):
+        parse(url)
+
+
+def test_a_trailing_dot_and_a_107_byte_abstract_name_are_valid() -> None:
+    assert parse("tcp://localhost.:80").host == "localhost."  # the root label, as in DNS
+    name = f"ipcnet-{os.getpid()}-".ljust(107, "n")  # sun_path: a NUL and 107 bytes
+    with ipcnet.listen(f"unix://@{name}") as listener, ipcnet.connect(f"unix://@{name}") as c:
+        with listener.accept() as s:
+            c.write(b"x")
+            assert s.read(1) == b"x"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("tcp://localhost:no-such-service", "unknown tcp service 'no-such-service'"),
+        ("udp://127.0.0.1:no-such-service", "unknown udp service 'no-such-service'"),
+        ("tcp://no-such-host.invalid:80", "no host 'no-such-host.invalid'"),
+    ],
+)
+def test_resolve_errors_name_the_host_or_the_service(url: str, message: str) -> None:
+    with pytest.raises(ResolveError, match=f"^cannot resolve {re.escape(url)}: {message} "):
+        if url.startswith("udp"):
+            ipcnet.open_datagram(url)
+        else:
+            ipcnet.connect(url)
+
+
+def test_a_descriptor_that_is_not_open_is_named() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(AddressNotAvailable, match=f"descriptor {r} is not open in this process"):
+        ipcnet.connect(f"fd://{r}")
+
+
+def test_connect_timeout_says_how_long_it_waited() -> None:
+    """A listener whose queue is full drops SYNs: the connect times out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued = []
+        for _ in range(3):  # fill the accept queue; later SYNs are dropped
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            queued.append(s)
+        try:
+            with pytest.raises(Timeout, match=rf"^timed out: connect to .*:{port} after 0.3 s$"):
+                ipcnet.connect(f"tcp://127.0.0.1:{port}", connect_timeout=0.3)
+        finally:
+            for s in queued:
+                s.close()
+
+
+# --- EOF toward a peer that reset the connection ------------------------------------------
+
+
+def test_send_eof_after_the_peer_reset_says_so() -> None:
+    """The peer answers and closes; our late write makes it reset; shutdown(SHUT_WR) then
+    gives ENOTCONN, which is a reset, not "transport endpoint is not connected"."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with ipcnet.connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}") as channel:
+            conn, _ = listener.accept()
+            conn.sendall(b"bye")
+            conn.close()
+            assert channel.read() == b"bye"
+            channel.write(b"late")  # the kernel takes it; the peer answers with a reset
+            raw = channel.transport.sock  # type: ignore[attr-defined]
+            for _ in range(1000):  # until the reset arrived (TCP_CLOSE = 7 in tcp_info)
+                if raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7:
+                    break
+                threading.Event().wait(0.01)
+            with pytest.raises(Reset, match=r"^connection reset by peer: shut down tcp://"):
+                channel.send_eof()
+
+
+# --- closed standard descriptors -----------------------------------------------------------
+
+
+def test_closed_stdin_and_stdout_are_dev_null_not_the_socket(tmp_path: Path) -> None:
+    """`ipcnet connect URL <&- >&-`: the socket would take fd 0 and read itself."""
+    path = f"{tmp_path}/s"
+    got: list[bytes] = []
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+
+        def serve() -> None:
+            with listener.accept()[0] as conn:
+                conn.sendall(b"hello\n")
+                got.append(b"".join(iter(lambda: conn.recv(65536), b"")))
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        out = subprocess.run(
+            ["sh", "-c", 'exec "$@" <&- >&-', "sh", *IPCNET, f"unix://{path}"],
+            capture_output=True,
+            timeout=30,
+        )
+        server.join(10)
+    assert (out.returncode, out.stderr, got) == (0, b"", [b""])
