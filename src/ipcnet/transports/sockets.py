@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
+from ipcnet.errors import Closed, IPCError, Reset, Timeout, Unsupported
 from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
@@ -334,6 +334,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
+            if exc.errno == errno.ENOTCONN and not self._closed:  # a reset ended it already
+                raise Reset(f"connection reset by peer: shut down {self.where}") from exc
             raise self._error(exc, "shut down") from exc
 
     def fileno(self) -> int:
