@@ -67,6 +67,36 @@ def test_close_before_a_reader_polls_does_not_let_it_watch_a_reused_descriptor()
             s.close()
 
 
+def test_close_before_a_pipe_reader_reads_does_not_let_it_read_a_reused_descriptor() -> None:
+    """The same race on a pipe: close() comes just before the reader's read(2); the number
+    must not be free for the next pipe, whose bytes the reader would return as ours."""
+    reader, writer = ipcnet.pipe()
+    transport = reader.transport
+    fd = transport.fileno()
+    check = transport._fd_for  # type: ignore[attr-defined]
+    taken: list[int] = []
+
+    def close_first(op: str, number: int | None) -> int:  # inside read(), about to read(2)
+        closer = threading.Thread(target=reader.close)
+        closer.start()
+        closer.join()
+        taken.extend(os.pipe())  # the lowest free numbers: fd, if it was freed
+        os.write(taken[1], b"someone else's bytes")
+        return check(op, number)  # type: ignore[no-any-return]
+
+    transport._fd_for = close_first  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(Closed):
+            reader.read(100)
+        assert fd not in taken, "the descriptor was reused under a reader"
+        with pytest.raises(OSError):  # and closed once the reader left
+            os.fstat(fd)
+    finally:
+        writer.close()
+        for number in taken:
+            os.close(number)
+
+
 # --- no reply lost when the peer stops reading (issue 10's rule, the other way round) ----
 
 
