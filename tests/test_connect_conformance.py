@@ -255,3 +255,28 @@ def test_closed_stdin_and_stdout_are_dev_null_not_the_socket(tmp_path: Path) -> 
         )
         server.join(10)
     assert (out.returncode, out.stderr, got) == (0, b"", [b""])
+
+
+# --- UDP: stdin larger than one datagram ----------------------------------------------------
+
+
+def test_udp_stdin_larger_than_a_datagram_is_sent_in_datagrams_that_fit() -> None:
+    """A pipe read of 64 KiB is more than a UDP datagram holds (65507 bytes): it was one
+    EMSGSIZE and nothing sent; nc -u sends 16 KiB datagrams, socat 8 KiB ones."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(30)
+        data = os.urandom(100_000)
+        out = subprocess.run(
+            [*IPCNET, "--linger", "0.1", f"udp://127.0.0.1:{server.getsockname()[1]}"],
+            input=data,
+            capture_output=True,
+            timeout=60,
+        )
+        assert (out.returncode, out.stderr) == (0, b"")
+        got = b""
+        while len(got) < len(data):
+            datagram = server.recv(1 << 17)
+            assert len(datagram) <= 65507
+            got += datagram
+        assert got == data

@@ -170,7 +170,7 @@ def relay_datagrams(
         known.set()
 
     def outgoing() -> None:
-        buf = bytearray(min(CHUNK, endpoint.max_size))
+        buf = bytearray(min(CHUNK, endpoint.max_payload))  # one read: one datagram that fits
         view = memoryview(buf)
         while n := stream.readinto(view):
             known.wait()

@@ -19,6 +19,7 @@ from ipcnet.transports.oserrors import translate, translating
 from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 
 DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
+UDP_MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header); IPv6 allows 20 more
 
 
 class DatagramEndpoint(SocketEndpoint):
@@ -35,6 +36,12 @@ class DatagramEndpoint(SocketEndpoint):
         super().__init__(sock, where, cleanup=cleanup)
         self.max_size = max_size
         self._buf = bytearray(max_size)
+
+    @property
+    def max_payload(self) -> int:
+        """The largest datagram to send here: UDP's over IPv4 (an IPv6 socket may reach
+        IPv4-mapped peers), or ``max_size`` for a unix socket, whose peer reads that much."""
+        return self.max_size if self.sock.family == socket.AF_UNIX else UDP_MAX_PAYLOAD
 
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
         """Send one datagram, to the connected peer or to ``to``."""
