@@ -146,6 +146,8 @@ def test_a_peer_that_stops_reading_still_gets_its_answer_through(kind: str, tmp_
         ("tcp://" + "a" * 64 + ".example:80", "in host name is 64 bytes, over 63"),
         ("tcp://.:80", "invalid host name '.'"),
         ("unix://@" + "n" * 108, "abstract socket name is 108 bytes, over the limit of 107"),
+        ("localhost:80", "missing scheme (did you mean tcp://localhost:80 or udp://"),
+        ("[::1]:80", "missing scheme (did you mean tcp://[::1]:80 or udp://"),
     ],
 )
 def test_bad_names_are_refused_naming_the_part(url: str, message: str) -> None:

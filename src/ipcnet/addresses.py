@@ -362,6 +362,8 @@ def parse(url: str | Address) -> Address:
         raise _bad(url, "missing scheme (for example tcp://host:port or unix:///path)")
     row = SCHEMES.get(scheme.lower())
     if row is None:
+        if rest.isdigit() or url.startswith("["):  # host:port, nc's and socat's way
+            raise _bad(url, f"missing scheme (did you mean tcp://{url} or udp://{url}?)")
         raise _bad(url, _unknown_scheme(scheme))
     return row.grammar.parse(url, row.name, rest)
 
