@@ -22,6 +22,7 @@ import pytest
 import ipcnet
 from ipcnet.addresses import parse
 from ipcnet.errors import (
+    AddressInUse,
     AddressNotAvailable,
     Closed,
     InvalidAddress,
@@ -282,3 +283,19 @@ def test_udp_stdin_larger_than_a_datagram_is_sent_in_datagrams_that_fit() -> Non
             assert len(datagram) <= 65507
             got += datagram
         assert got == data
+
+
+# --- a live unix listener is not disturbed by a second one --------------------------------
+
+
+def test_a_second_listener_on_a_live_unix_path_does_not_queue_a_connection(
+    tmp_path: Path,
+) -> None:
+    """The in-use check connected to the live listener, which a one-peer listener
+    (`ipcnet connect --listen unix://...`) then took as its peer and wrote to."""
+    url = f"unix://{tmp_path}/live.sock"
+    with ipcnet.listen(url) as live:
+        with pytest.raises(AddressInUse, match="a server listens on"):
+            ipcnet.listen(url)
+        live.transport.set_blocking(False)
+        assert live.transport.try_accept() is None  # nothing was queued at it
