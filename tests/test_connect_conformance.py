@@ -29,6 +29,7 @@ from ipcnet.errors import (
     Reset,
     ResolveError,
     Timeout,
+    Unsupported,
 )
 
 IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
@@ -299,3 +300,17 @@ def test_a_second_listener_on_a_live_unix_path_does_not_queue_a_connection(
             ipcnet.listen(url)
         live.transport.set_blocking(False)
         assert live.transport.try_accept() is None  # nothing was queued at it
+
+
+def test_answering_a_datagram_from_an_unbound_unix_socket_says_why_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """`ipcnet connect --listen unixgram://...` answers the first sender; one that never
+    bound a name (socat UNIX-SENDTO) cannot be answered: say so, not ENOTCONN's text."""
+    path = f"{tmp_path}/g.sock"
+    with ipcnet.open_datagram(f"unixgram://{path}", listen=True) as endpoint:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unbound:
+            unbound.sendto(b"hello", path)
+        assert endpoint.recv() == (b"hello", None)
+        with pytest.raises(Unsupported, match="it has no peer .* unbound unix socket"):
+            endpoint.send(b"reply")

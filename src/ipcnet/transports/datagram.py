@@ -9,13 +9,14 @@ too large for the kernel raises ``MessageTooLarge``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Closed, LocalProtocolError, Truncated
-from ipcnet.transports.oserrors import translate, translating
+from ipcnet.errors import Closed, LocalProtocolError, Truncated, Unsupported
+from ipcnet.transports.oserrors import translate
 from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 
 DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
@@ -49,11 +50,17 @@ class DatagramEndpoint(SocketEndpoint):
         self._blocked += 1  # a unix datagram send blocks while the receiver's queue is full
         try:
             self._check_open("send on")
-            with translating("send to", target):
-                if to is None:
-                    self.sock.send(data)
-                else:
-                    self.sock.sendto(data, self._sockaddr(to))
+            if to is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, self._sockaddr(to))
+        except OSError as exc:
+            if to is None and exc.errno in (errno.ENOTCONN, errno.EDESTADDRREQ):
+                raise Unsupported(
+                    f"cannot send on {self.where}: it has no peer (a datagram from an "
+                    "unbound unix socket has no address to answer)"
+                ) from exc
+            raise translate(exc, "send to", target) from exc
         finally:
             self._blocked -= 1
             if self._closed:
