@@ -41,8 +41,11 @@ class DatagramEndpoint(SocketEndpoint):
     @property
     def max_payload(self) -> int:
         """The largest datagram to send here: UDP's over IPv4 (an IPv6 socket may reach
-        IPv4-mapped peers), or ``max_size`` for a unix socket, whose peer reads that much."""
-        return self.max_size if self.sock.family == socket.AF_UNIX else UDP_MAX_PAYLOAD
+        IPv4-mapped peers), else ``max_size`` (a unix socket's peer reads that much; a
+        message queue, which has no socket, takes that much)."""
+        sock = getattr(self, "sock", None)
+        inet = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        return UDP_MAX_PAYLOAD if inet else self.max_size
 
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
         """Send one datagram, to the connected peer or to ``to``."""
