@@ -33,7 +33,7 @@ from ipcnet.errors import InvalidAddress
 
 Kind = Literal["stream", "datagram", "seqpacket"]
 
-UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1 for the terminating NUL
+UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 
@@ -362,6 +362,8 @@ def parse(url: str | Address) -> Address:
         raise _bad(url, "missing scheme (for example tcp://host:port or unix:///path)")
     row = SCHEMES.get(scheme.lower())
     if row is None:
+        if rest.isdigit() or url.startswith("["):  # host:port, nc's and socat's way
+            raise _bad(url, f"missing scheme (did you mean tcp://{url} or udp://{url}?)")
         raise _bad(url, _unknown_scheme(scheme))
     return row.grammar.parse(url, row.name, rest)
 
@@ -424,10 +426,18 @@ def _parse_port(url: str, text: str) -> int | str:
 
 
 def _check_host(url: str, host: str) -> None:
+    """A dotted IPv4 address or a DNS name (RFC 1123: labels of 1-63 characters, 253 in
+    all; one trailing dot, the root, is allowed, as getaddrinfo, socat and nc take it)."""
     if _is_ipv4(host):
         return
-    if not _HOST_NAME.match(host) or len(host) > 253:
+    name = host[:-1] if host.endswith(".") else host
+    if not _HOST_NAME.match(name) or len(name) > 253:
         raise _bad(url, f"invalid host name {host!r}")
+    for label in name.split("."):
+        if not label:
+            raise _bad(url, f"empty label in host name {host!r}")
+        if len(label) > 63:
+            raise _bad(url, f"label {label[:8]}... in host name is {len(label)} bytes, over 63")
 
 
 def _check_ipv6(url: str, host: str) -> None:
@@ -455,7 +465,9 @@ def _parse_path(url: str, scheme: str, rest: str, abstract: bool, limit: int | N
         name = rest[3:] if rest.startswith("//@") else rest[1:]
         if not name:
             raise _bad(url, "empty abstract socket name")
-        _check_length(url, "@" + name, limit)
+        size = len(name.encode())
+        if limit is not None and size > limit:  # sun_path: a NUL, then the name
+            raise _bad(url, f"abstract socket name is {size} bytes, over the limit of {limit}")
         if "\0" in name:
             raise _bad(url, "NUL byte in abstract name")
         return Address(scheme, path=name, abstract=True)

@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from ipcnet.channel import connect, listen, open_datagram, stdio
     from ipcnet.errors import PeerClosed
     from ipcnet.relay import relay_datagrams, relay_streams
+    from ipcnet.transports.stdio import open_std_fds
 
+    open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
     address = parse(args.url)
     local = stdio()
     caught = _signals_interrupt()

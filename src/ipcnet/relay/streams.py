@@ -4,11 +4,13 @@ Role: the engine of ``ipcnet connect`` (stdio <-> a channel) and of any two-chan
 Rules:
 - each direction is a pump: read into one reused buffer, write the same memoryview, and on
   EOF send EOF onward (half-close), so the far side sees exactly what this side saw;
-- the relay ends when both directions ended, or at the first error. By default it waits for
-  the second direction however long it takes (as ``nc -N`` does): a peer may answer long
-  after our EOF. ``linger`` is an idle timer, not a deadline: once one direction ended, the
-  other is given up after ``linger`` seconds in which it moved no byte, and the result names
-  it in ``unfinished`` so that nobody mistakes a cut stream for a whole one;
+- the relay ends when both directions ended, or at the first error (but when writing to
+  b fails because b stopped reading, b -> a still runs to b's end: no reply is lost). By
+  default it waits for the second direction however long it takes (as ``nc -N`` does): a
+  peer may answer long after our EOF. ``linger`` is an idle timer, not a deadline: once
+  one direction ended, the other is given up after ``linger`` seconds in which it moved no
+  byte, and the result names it in ``unfinished`` so that nobody mistakes a cut stream for
+  a whole one;
 - KeyboardInterrupt (Ctrl-C, or a signal turned into it) ends the wait the same way;
 - an error is reported with the direction it happened in, and never leaves a thread behind
   that could write after the relay returned.
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ipcnet.addresses import Address
 from ipcnet.channel import Channel
-from ipcnet.errors import IPCError
+from ipcnet.errors import IPCError, PeerClosed, Reset
 from ipcnet.transports import DatagramEndpoint
 
 CHUNK = 64 * 1024
@@ -92,11 +94,18 @@ def _pump(src: Channel, dst: Channel, direction: Direction) -> None:
     dst.send_eof()
 
 
-def _wait(result: RelayResult, linger: float | None, watch: tuple[Direction, ...]) -> None:
-    """Wait until every direction in ``watch`` ended; once only one is left, give it up
-    after ``linger`` seconds in which no byte moved either way (None: never)."""
+def _wait(
+    result: RelayResult,
+    linger: float | None,
+    watch: tuple[Direction, ...],
+    fatal: tuple[Direction, ...] | None = None,
+) -> None:
+    """Wait until every direction in ``watch`` ended, or one in ``fatal`` (default: both)
+    failed; once only one is left, give it up after ``linger`` seconds in which no byte
+    moved either way (None: never)."""
+    fatal = fatal or (result.forward, result.backward)
     try:
-        while result.error is None:
+        while not any(d.error for d in fatal):
             pending = [d for d in watch if not d.done.is_set()]
             if not pending:
                 return
@@ -131,6 +140,14 @@ def relay_streams(a: Channel, b: Channel, *, linger: float | None = None) -> Rel
         result.unfinished = tuple(d for d in both if not d.done.is_set())
         return result.end()
     _wait(result, linger, both)
+    # --- b stopped reading (issue 10 audit): what b sent is still delivered to its end ---
+    # a write to b failed (EPIPE, reset), but b's replies, sent before or after it stopped
+    # reading, are still there to read: b -> a goes on until b ends it, then the error is
+    # reported (socat loses them; the kernel keeps them for us)
+    lost_reader = isinstance(result.forward.error, (PeerClosed, Reset))
+    if lost_reader and not result.backward.done.is_set() and not result.interrupted:
+        _wait(result, linger, (result.backward,), fatal=(result.backward,))
+    # --- end b stopped reading ---
     return result.end()
 
 
@@ -153,7 +170,7 @@ def relay_datagrams(
         known.set()
 
     def outgoing() -> None:
-        buf = bytearray(min(CHUNK, endpoint.max_size))
+        buf = bytearray(min(CHUNK, endpoint.max_payload))  # one read: one datagram that fits
         view = memoryview(buf)
         while n := stream.readinto(view):
             known.wait()

@@ -9,16 +9,18 @@ too large for the kernel raises ``MessageTooLarge``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Closed, LocalProtocolError, Truncated
-from ipcnet.transports.oserrors import translate, translating
+from ipcnet.errors import Closed, LocalProtocolError, Truncated, Unsupported
+from ipcnet.transports.oserrors import translate
 from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 
 DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
+UDP_MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header); IPv6 allows 20 more
 
 
 class DatagramEndpoint(SocketEndpoint):
@@ -36,21 +38,42 @@ class DatagramEndpoint(SocketEndpoint):
         self.max_size = max_size
         self._buf = bytearray(max_size)
 
+    @property
+    def max_payload(self) -> int:
+        """The largest datagram to send here: UDP's over IPv4 (an IPv6 socket may reach
+        IPv4-mapped peers), else ``max_size`` (a unix socket's peer reads that much; a
+        message queue, which has no socket, takes that much)."""
+        sock = getattr(self, "sock", None)
+        inet = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        return UDP_MAX_PAYLOAD if inet else self.max_size
+
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
         """Send one datagram, to the connected peer or to ``to``."""
-        self._check_open("send on")
         target = self.where if to is None else str(to)
-        with translating("send to", target):
+        self._blocked += 1  # a unix datagram send blocks while the receiver's queue is full
+        try:
+            self._check_open("send on")
             if to is None:
                 self.sock.send(data)
             else:
                 self.sock.sendto(data, self._sockaddr(to))
+        except OSError as exc:
+            if to is None and exc.errno in (errno.ENOTCONN, errno.EDESTADDRREQ):
+                raise Unsupported(
+                    f"cannot send on {self.where}: it has no peer (a datagram from an "
+                    "unbound unix socket has no address to answer)"
+                ) from exc
+            raise translate(exc, "send to", target) from exc
+        finally:
+            self._blocked -= 1
+            if self._closed:
+                self._leave()
 
     def recv(self) -> tuple[bytes, Address | None]:
         """Receive one whole datagram and its sender (None for an unnamed unix socket)."""
-        self._check_open("receive on")
         self._blocked += 1
         try:
+            self._check_open("receive on")
             size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
         except OSError as exc:
             if self._closed:
@@ -58,6 +81,8 @@ class DatagramEndpoint(SocketEndpoint):
             raise translate(exc, "receive on", self.where) from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         if self._closed:
             raise Closed(f"closed while receiving on {self.where}")
         if size > self.max_size:

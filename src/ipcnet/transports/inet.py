@@ -12,9 +12,15 @@ from __future__ import annotations
 import socket
 
 from ipcnet.addresses import Address
+from ipcnet.errors import ResolveError, Timeout
 from ipcnet.transports.oserrors import translate
 
 _FAMILY = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
+_NO_NAME = {
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if hasattr(socket, name)
+}
 
 
 def _resolve(
@@ -26,12 +32,27 @@ def _resolve(
         infos = socket.getaddrinfo(
             host, address.port, _FAMILY[address.family_hint], socktype, 0, flags
         )
+    except socket.gaierror as exc:
+        raise _unresolved(exc, address, socktype) from exc
     except OSError as exc:
         raise translate(exc, "resolve", address) from exc
     if passive and host is None:
         # wildcard: prefer the IPv6 socket, which is dual-stack unless the scheme says 6
         infos.sort(key=lambda info: info[0] != socket.AF_INET6)
     return [(family, kind, proto, sockaddr) for family, kind, proto, _, sockaddr in infos]
+
+
+def _unresolved(exc: socket.gaierror, address: Address, socktype: int) -> ResolveError:
+    """getaddrinfo's failure, naming the part of the address at fault."""
+    reason = (exc.strerror or str(exc)).lower()
+    what = f"cannot resolve {address}"
+    if exc.errno == socket.EAI_SERVICE:
+        proto = "udp" if socktype == socket.SOCK_DGRAM else "tcp"
+        return ResolveError(f"{what}: unknown {proto} service {address.port!r} ({reason})")
+    if exc.errno in _NO_NAME and address.host:
+        family = f" with an IPv{address.family_hint} address" if address.family_hint else ""
+        return ResolveError(f"{what}: no host {address.host!r}{family} ({reason})")
+    return ResolveError(f"{what}: {reason}")
 
 
 def connect(address: Address, socktype: int, timeout: float | None) -> socket.socket:
@@ -49,6 +70,8 @@ def connect(address: Address, socktype: int, timeout: float | None) -> socket.so
         sock.settimeout(None)
         return sock
     assert first_error is not None
+    if isinstance(first_error, TimeoutError) and timeout is not None:
+        raise Timeout(f"timed out: connect to {address} after {timeout:g} s") from first_error
     raise translate(first_error, "connect to", address) from first_error
 
 

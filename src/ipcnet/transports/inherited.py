@@ -9,6 +9,7 @@ sd_listen_fds(3) requires; they start at fd 3 and are chosen by index or LISTEN_
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -17,7 +18,7 @@ from ipcnet.addresses import Address
 from ipcnet.errors import AddressNotAvailable, Unsupported
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.datagram import DatagramEndpoint
-from ipcnet.transports.oserrors import translating
+from ipcnet.transports.oserrors import translate
 from ipcnet.transports.pipes import PipeStream
 from ipcnet.transports.sockets import SocketListener, stream_for
 
@@ -62,8 +63,15 @@ def resolve_fd(address: Address) -> int:
     """The descriptor number an fd:// or systemd:// address stands for."""
     if address.scheme == "fd":
         assert address.fd is not None
-        with translating("inspect", address):
+        try:
             os.fstat(address.fd)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise AddressNotAvailable(
+                    f"address not available: {address} "
+                    f"(descriptor {address.fd} is not open in this process)"
+                ) from exc
+            raise translate(exc, "inspect", address) from exc
         return address.fd
     return _systemd_fd(address)
 

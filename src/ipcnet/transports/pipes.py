@@ -17,6 +17,10 @@ end is one-way). Rules:
 - The write end gives EPIPE, never SIGPIPE: importing this module ignores SIGPIPE if it is
   still at its default (CPython already does so at start-up).
 - ``send_eof()`` closes our write descriptor; the reader sees EOF once every copy is closed.
+- ``close()`` while a thread is inside a read or write puts /dev/null in place of our
+  descriptors (dup2: the pipe is let go now, so the other side sees EOF, but the numbers
+  stay taken) and the last thread out closes them; so no thread of ours ever reads or
+  writes a number the kernel has handed to the next file opened.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class PipeStream(StreamTransport):
         self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
         self._was_empty = False  # the last read found the pipe empty (or drained it)
+        self._inside = 0  # threads in read_into/write: the last one out after close() closes
+        self._released = False
         if not shared:
             if read_fd is not None:
                 os.set_blocking(read_fd, False)
@@ -76,35 +82,51 @@ class PipeStream(StreamTransport):
     # --- data ----------------------------------------------------------------------
 
     def read_into(self, buf: memoryview) -> int:
-        fd = self._fd_for("read from", self._rfd)
-        if self._shared or self._was_empty:
-            # shared fds must not block unwoken; and a pipe that was empty last time is
-            # likely empty now: poll first rather than pay a failed read and an exception
-            self._wait(fd, select.POLLIN)
-        while True:
-            try:
-                n = os.readv(fd, (buf,))
-            except BlockingIOError:
-                self._was_empty = True
+        self._inside += 1
+        try:
+            fd = self._fd_for("read from", self._rfd)
+            if self._shared or self._was_empty:
+                # shared fds must not block unwoken; and a pipe that was empty last time is
+                # likely empty now: poll first rather than pay a failed read and an exception
                 self._wait(fd, select.POLLIN)
-                continue
-            except OSError as exc:
-                raise self._error(exc, "read from") from exc
-            self._was_empty = n < len(buf)  # a short read drained the pipe
-            return n
+            while True:
+                try:
+                    n = os.readv(fd, (buf,))
+                except BlockingIOError:
+                    self._was_empty = True
+                    self._wait(fd, select.POLLIN)
+                    continue
+                except OSError as exc:
+                    raise self._error(exc, "read from") from exc
+                if not n and self._closed:  # the /dev/null that close() put in its place
+                    self._check_open("read from")
+                self._was_empty = n < len(buf)  # a short read drained the pipe
+                return n
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        fd = self._fd_for("write to", self._wfd)
-        view = memoryview(data).cast("B")
-        while view:
-            try:
-                n = os.write(fd, view)
-            except BlockingIOError:
-                self._wait(fd, select.POLLOUT)
-                continue
-            except OSError as exc:
-                raise self._error(exc, "write to") from exc
-            view = view[n:]
+        self._inside += 1
+        try:
+            fd = self._fd_for("write to", self._wfd)
+            view = memoryview(data).cast("B")
+            while view:
+                try:
+                    n = os.write(fd, view)
+                except BlockingIOError:
+                    self._wait(fd, select.POLLOUT)
+                    continue
+                except OSError as exc:
+                    raise self._error(exc, "write to") from exc
+                if self._closed:  # it may have gone to the /dev/null close() put there
+                    self._check_open("write to")
+                view = view[n:]
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     def send_eof(self) -> None:
         self._check_open("send eof on")
@@ -129,13 +151,38 @@ class PipeStream(StreamTransport):
             self._closed = True
             if self._waker is not None:
                 os.eventfd_write(self._waker, 1)
+            if self._inside and not self._shared:  # the last thread out closes them
+                self._hold_numbers()
+        if not self._inside:
+            self._release()
+        if self._on_close is not None:
+            self._on_close()
+
+    def _hold_numbers(self) -> None:
+        """/dev/null in place of our descriptors: the pipes are let go, the numbers kept."""
+        try:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return  # out of descriptors: the pipes stay open until the last thread leaves
+        for fd in {self._rfd, self._wfd} - {None}:
+            assert fd is not None
+            os.dup2(null, fd, inheritable=False)
+        os.close(null)
+
+    def _leave(self) -> None:
+        if not self._inside:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
         if not self._shared:
             for fd in {self._rfd, self._wfd} - {None}:
                 assert fd is not None
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if self._on_close is not None:
-            self._on_close()
 
     def detach(self) -> Detached:
         """The descriptors (duplicates of shared ones, which stay ours) and the on_close."""

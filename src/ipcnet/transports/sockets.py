@@ -4,7 +4,9 @@ Role: wrap a ``socket.socket`` as a StreamTransport or a listener. Rules: socket
 blocking mode (the kernel does the waiting; timeouts use the socket module's own poll);
 writes use MSG_NOSIGNAL so a vanished peer is an error, not a signal; ``close()`` shuts the
 socket down first only when a thread is blocked in it, so that a socket shared with a
-forked child is never shut down behind the child's back.
+forked child is never shut down behind the child's back. A descriptor is closed only once
+no thread is inside a blocking call on it (the last one out closes it), so its number
+cannot be reused under a thread about to poll or recv on it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import os
 import select
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, IPCError, Timeout, Unsupported
+from ipcnet.errors import Closed, IPCError, Reset, Timeout, Unsupported
 from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
@@ -73,6 +76,7 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
 
 
 _ASK: Any = object()  # "not known yet: ask the kernel"
+_RELEASE = threading.Lock()  # taken only to close a descriptor exactly once (SocketEndpoint)
 # an error inside ``exchanging``'s block: the operation its errno implies
 _EXCHANGE_OP = {errno.EPIPE: "write to", errno.EAGAIN: "read from"}
 
@@ -83,6 +87,12 @@ class SocketEndpoint:
     ``close()`` is idempotent; it shuts the socket down first only while a thread is blocked
     in it (``_blocked``), to wake that thread, then runs ``cleanup`` (a unix socket file's
     removal). ``abandon()`` only drops our descriptor, for a forked child.
+
+    A blocking call counts itself in ``_blocked``, then checks ``_closed`` before it
+    touches the descriptor, and on the way out closes it if close() came meanwhile and it
+    is the last one inside (``_leave``). So the descriptor is closed once, by close() or by
+    the last thread to leave, never while a thread may still poll or recv on its number
+    (which the kernel would give to the next socket or file opened).
     """
 
     def __init__(
@@ -98,6 +108,7 @@ class SocketEndpoint:
         self._cleanup = cleanup
         self._closed = False
         self._blocked = 0  # threads inside a blocking call; close() wakes them
+        self._released = False  # the descriptor is closed (see the class docstring)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -111,7 +122,7 @@ class SocketEndpoint:
 
         For a forked child that must drop the parent's socket without disturbing it.
         """
-        self._closed = True
+        self._closed = self._released = True
         self.sock.close()
 
     def own(self, cleanup: Callable[[], None]) -> None:
@@ -128,9 +139,22 @@ class SocketEndpoint:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # not connected any more: nothing to wake
-        self.sock.close()
+        if not self._blocked:  # else the last thread to leave closes it (_leave)
+            self._release()
         if self._cleanup is not None:
             self._cleanup()
+
+    def _release(self) -> None:
+        with _RELEASE:
+            if self._released:
+                return
+            self._released = True
+        self.sock.close()
+
+    def _leave(self) -> None:
+        """A blocking call that saw close() on its way out: the last one closes."""
+        if not self._blocked:
+            self._release()
 
     @property
     def timeout(self) -> float | None:
@@ -175,6 +199,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def read_into(self, buf: memoryview) -> int:
         self._blocked += 1
         try:
+            if self._closed:
+                self._check_open("read from")
             if self._poll is not None and not self._poll.poll(self._wait_ms):
                 n = -1
             else:
@@ -183,6 +209,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
             raise self._error(exc, "read from") from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         if n <= 0:
             if n < 0:
                 raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
@@ -193,6 +221,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def read(self, n: int) -> bytes:
         self._blocked += 1
         try:
+            if self._closed:
+                self._check_open("read from")
             if self._poll is not None and not self._poll.poll(self._wait_ms):
                 data = None
             else:
@@ -201,6 +231,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
             raise self._error(exc, "read from") from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         if not data:
             if data is None:
                 raise Timeout(f"timed out: read from {self.where} after {self._timeout} s")
@@ -211,11 +243,15 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._blocked += 1
         try:
+            if self._closed:
+                self._check_open("write to")
             self.sock.sendall(data, MSG_NOSIGNAL)
         except OSError as exc:
             raise self._error(exc, "write to") from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
 
     def exchanging(self) -> AbstractContextManager[Exchange] | None:
         """The socket's own recv and sendall for a blocking driver's hot loop (see
@@ -228,6 +264,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
         # shuts it down, which wakes a recv (the b"" that gives is Closed below, not EOF)
         self._blocked += 1
         try:
+            if self._closed:
+                self._check_open("read from")
             yield self.sock.recv, self.sock.sendall, MSG_NOSIGNAL
         except OSError as exc:  # which call failed is not known here: only a send gets EPIPE
             raise self._error(
@@ -235,15 +273,17 @@ class SocketStream(SocketEndpoint, StreamTransport):
             ) from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         if self._closed:
             raise Closed(f"closed while reading: {self.where}")
 
     def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send a file region with sendfile(2), blocking; the bytes sent (< count at EOF)."""
-        self._check_open("send a file to")
         sent = 0
         self._blocked += 1
         try:
+            self._check_open("send a file to")
             while sent < count:  # os.sendfile, not socket.sendfile: no silent fallback
                 n = os.sendfile(self._fd, fd, offset + sent, count - sent)
                 if n == 0:
@@ -253,6 +293,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
             raise self._error(exc, "send a file to") from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         return sent
 
     # --- non-blocking primitives, for event-loop drivers --------------------------------
@@ -293,6 +335,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
+            if exc.errno == errno.ENOTCONN and not self._closed:  # a reset ended it already
+                raise Reset(f"connection reset by peer: shut down {self.where}") from exc
             raise self._error(exc, "shut down") from exc
 
     def fileno(self) -> int:
@@ -407,9 +451,9 @@ class SeqpacketStream(SocketStream):
 
     def read_into(self, buf: memoryview) -> int:
         if not self._pending:
-            self._check_open("read from")
             self._blocked += 1
             try:
+                self._check_open("read from")
                 size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
                 if size <= len(buf):
                     n = self.sock.recv_into(buf)
@@ -422,6 +466,8 @@ class SeqpacketStream(SocketStream):
                 raise self._error(exc, "read from") from exc
             finally:
                 self._blocked -= 1
+                if self._closed:
+                    self._leave()
             self._pending = memoryview(packet)
         n = min(len(buf), len(self._pending))
         buf[:n] = self._pending[:n]
@@ -472,10 +518,9 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
         self._kind = (int(sock.family), int(sock.type), sock.proto)  # for try_accept
 
     def accept(self) -> SocketStream:
-        if self._closed:
-            raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
         self._blocked += 1
         try:
+            self._check_open("accept on")
             conn, peer = self.sock.accept()
         except OSError as exc:
             if self._closed:
@@ -483,6 +528,8 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
             raise translate(exc, "accept on", self.where) from exc
         finally:
             self._blocked -= 1
+            if self._closed:
+                self._leave()
         return self._stream(conn, peer)
 
     def _stream(self, conn: socket.socket, sockaddr: object) -> SocketStream:

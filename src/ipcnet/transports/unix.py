@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressInUse
+from ipcnet.transports import procfs
 from ipcnet.transports.oserrors import translate
 from ipcnet.transports.sockets import SocketListener, SocketStream, stream_for
 
@@ -110,6 +111,9 @@ def _remove_stale(address: Address, socktype: int) -> None:
         raise translate(exc, "check", address) from exc
     if not stat.S_ISSOCK(st.st_mode):
         raise AddressInUse(f"address in use: {address} exists and is not a socket (not removed)")
+    if _listening_at(path):
+        raise AddressInUse(f"address in use: a server listens on {address}")
+    # not in /proc under this spelling: ask by connecting (a listener would queue the probe)
     probe = socket.socket(socket.AF_UNIX, socktype)
     try:
         probe.settimeout(1.0)
@@ -122,3 +126,19 @@ def _remove_stale(address: Address, socktype: int) -> None:
     finally:
         probe.close()
     raise AddressInUse(f"address in use: a server listens on {address}")
+
+
+_ACCEPTCON = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags column: a listening socket
+
+
+def _listening_at(path: str) -> bool:
+    """Whether /proc/net/unix shows a socket listening on ``path`` (as spelled here, or
+    made absolute), learnt without connecting: a connect probe would be queued at a live
+    listener, and a one-peer one (``ipcnet connect --listen``) would take it as its peer."""
+    text = procfs.read_text("/proc/net/unix")
+    names = {path, os.path.abspath(path)}
+    for line in (text or "").splitlines()[1:]:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] in names and int(fields[3], 16) & _ACCEPTCON:
+            return True
+    return False
