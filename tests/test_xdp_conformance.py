@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -195,3 +196,36 @@ def test_frames_counted_as_nftables_counts_them_and_delivered_as_the_kernel_does
         for name, _, d in CASES
     }
     assert got == want
+
+
+def test_rules_replaced_while_a_flood_runs_never_let_through_what_both_sets_drop(
+    ns: Pair,
+) -> None:
+    sock = ns.udp(ns.b)
+    port = sock.getsockname()[1]
+    any_host, one_host = [f"udp://:{port}"], [f"udp://{B4}:{port}"]  # both drop it all
+    done = threading.Event()
+    sent = [0]
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            while not done.is_set() and sent[0] < 500_000:
+                out.sendto(b"x", (B4, port))
+                sent[0] += 1
+
+    f = ns.call(ns.b, xdp.attach, "vb", drop=any_host)
+    try:
+        sender = threading.Thread(target=ns.call, args=(ns.a, flood))
+        sender.start()
+        try:
+            for i in range(200):
+                f.update(drop=one_host if i % 2 == 0 else any_host)
+        finally:
+            done.set()
+            sender.join()
+        assert sent[0] > 0
+        assert receive(sock, 1, 0.3) == 0  # not one datagram reached the socket
+        assert f.stats().dropped <= sent[0]
+    finally:
+        ns.call(ns.b, f.detach)
+        sock.close()

@@ -28,7 +28,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define MAX_RULES 64 /* slots 1..MAX_RULES; slot 0 = matched nothing */
+#define MAX_RULES 64 /* rules at once; slot 0 = matched nothing */
 #define ACTION_COUNT 1
 #define ACTION_DROP 2
 
@@ -57,14 +57,16 @@ struct ipcnet_map ipcnet_rules SEC("maps") = {
 	.type = BPF_MAP_TYPE_HASH,
 	.key_size = sizeof(struct rule_key),
 	.value_size = sizeof(struct rule_value),
-	.max_entries = 2 * MAX_RULES, /* a rule without a host is one key per family */
+	/* a rule without a host is one key per family; an update writes the new keys
+	 * before it deletes the old ones, so both sets fit at once */
+	.max_entries = 4 * MAX_RULES,
 };
 
 struct ipcnet_map ipcnet_stats SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct counters),
-	.max_entries = MAX_RULES + 1,
+	.max_entries = 2 * MAX_RULES + 1, /* slot 0, the old rules' slots, the new ones' */
 };
 
 static __always_inline void count(__u32 slot, __u64 bytes)

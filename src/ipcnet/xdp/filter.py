@@ -27,7 +27,7 @@ from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
 from ipcnet.transports import bpf, procfs, rtnetlink
 from ipcnet.transports.xdperrors import NEED, translating
 from ipcnet.xdp import build, elf
-from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, MAX_RULES, VALUE, Rule, decode, parse_rules
+from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, VALUE, Rule, decode, parse_rules
 
 Mode = Literal["auto", "native", "generic"]
 PROGRAM = "ipcnet_xdp"
@@ -207,25 +207,29 @@ def _counters(fd: int, slot: int) -> tuple[int, int]:
 def _write_rules(
     rules_fd: int, stats_fd: int, wanted: list[Rule], current: dict[int, Rule]
 ) -> None:
-    """Make the rules map hold ``wanted``: stale keys go first (so a freed slot is never
-    counted by its old rule), a key that stays is overwritten in place, a rule that stays
-    keeps its slot and counters, a new rule gets a slot zeroed just before it is used."""
+    """Make the rules map hold ``wanted`` while packets flow: every wanted key is written
+    (a key that stays is overwritten in place) before any stale key is deleted, so a packet
+    both rule sets treat alike is never treated otherwise mid-update (a key deleted before
+    its replacement was written let traffic through). A rule that stays keeps its slot and
+    counters; a new rule gets a slot no current key points at (the stats map has room for
+    the old and the new set), zeroed before it is used."""
     kept = {rule: slot for slot, rule in current.items() if rule in wanted}
-    used = set(kept.values())
-    free = [s for s in range(1, MAX_RULES + 1) if s not in used and s not in current]
-    free += [s for s in current if s not in used]  # removed rules' slots, last
-    keys = {key for rule in wanted for key in rule.map_keys()}
-    for key in bpf.map_keys(rules_fd, KEY.size):
-        if key not in keys:
-            bpf.map_delete(rules_fd, key)
+    free = [s for s in range(1, bpf.MapInfo(stats_fd).max_entries) if s not in current]
     zero = bytes(COUNTERS.size * bpf.possible_cpus())
+    keys = set()
     for rule in wanted:
         slot = kept.get(rule)
         if slot is None:
+            if not free:  # a program loaded by an older ipcnet, with a smaller stats map
+                raise Unsupported("no free counter slot: detach the xdp filter and attach it again")
             slot = free.pop(0)
             bpf.map_update(stats_fd, struct.pack("=I", slot), zero)
         for key in rule.map_keys():
             bpf.map_update(rules_fd, key, VALUE.pack(ACTIONS[rule.action], slot))
+            keys.add(key)
+    for key in bpf.map_keys(rules_fd, KEY.size):
+        if key not in keys:
+            bpf.map_delete(rules_fd, key)
 
 
 def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from ipcnet.addresses import parse
 from ipcnet.errors import InvalidAddress
 
-MAX_RULES = 64  # filter.bpf.c: MAX_RULES (stats slots 1..64; slot 0 = matched nothing)
+MAX_RULES = 64  # filter.bpf.c: MAX_RULES (its maps have room for two sets while updating)
 ACTIONS = {"count": 1, "drop": 2}
 PROTOS = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
 
