@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ipcnet import xdp
+from ipcnet import errors, xdp
+from ipcnet.xdp.rules import parse_rule
 from test_xdp import A4, A6, B4, B6, MAC_A, MAC_B, REASON, Pair, pending, receive, run
 from test_xdp import ns as ns
 from test_xdp import pair as pair
@@ -229,3 +230,21 @@ def test_rules_replaced_while_a_flood_runs_never_let_through_what_both_sets_drop
     finally:
         ns.call(ns.b, f.detach)
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ("udp://0.0.0.0:53", "udp4://:53"),  # bind()'s any address: every IPv4 destination
+        ("udp://[::]:53", "udp6://:53"),
+        ("tcp://[::ffff:10.77.0.2]:80", "tcp://10.77.0.2:80"),  # on the wire, that is IPv4
+    ],
+)
+def test_any_and_mapped_addresses_mean_what_bind_means(text: str, target: str) -> None:
+    assert parse_rule(text, "drop") == parse_rule(target, "drop")
+
+
+@pytest.mark.parametrize("text", ["udp://10.0.0.0/24:53", "udp://[fd00::/64]:53"])
+def test_a_prefix_is_refused_by_name(text: str) -> None:
+    with pytest.raises(errors.InvalidAddress, match=r"prefixes \(.*/\d+\) are not supported"):
+        parse_rule(text, "drop")
