@@ -13,8 +13,11 @@ both rule sets drop may pass), and addresses that mean "any" are read as such.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 
@@ -22,7 +25,7 @@ import pytest
 
 from ipcnet import errors, xdp
 from ipcnet.xdp.rules import parse_rule
-from test_xdp import A4, A6, B4, B6, MAC_A, MAC_B, REASON, Pair, pending, receive, run
+from test_xdp import A4, A6, B4, B6, MAC_A, MAC_B, REASON, SRC, Pair, pending, receive, run
 from test_xdp import ns as ns
 from test_xdp import pair as pair
 
@@ -248,3 +251,35 @@ def test_any_and_mapped_addresses_mean_what_bind_means(text: str, target: str) -
 def test_a_prefix_is_refused_by_name(text: str) -> None:
     with pytest.raises(errors.InvalidAddress, match=r"prefixes \(.*/\d+\) are not supported"):
         parse_rule(text, "drop")
+
+
+def test_a_name_longer_than_any_interface_is_no_interface(ns: Pair) -> None:
+    r = ns.cli(ns.b, "attach", "x" * 16, "--drop", "udp://:9")
+    assert (r.returncode, r.stderr) == (
+        1,
+        f"ipcnet xdp: attach xdp to {'x' * 16}: no interface named {'x' * 16!r} "
+        "(interface names are at most 15 bytes)\n",
+    )
+
+
+def test_a_killed_loader_leaves_the_program_attached_until_detach_frees_it(ns: Pair) -> None:
+    """As with ``ip link set dev X xdp obj ...``, the interface holds the program, not the
+    process: SIGKILL inside the ``with`` block does not detach it; ``ipcnet xdp detach``
+    does, and then the kernel frees the program and both maps."""
+    code = (
+        "import os, signal\nfrom ipcnet import xdp\n"
+        "with xdp.attach('vb', drop=['udp://:9']) as f:\n"
+        "    print(f.prog_id, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    r = run("ip", "netns", "exec", ns.b, sys.executable, "-c", code, check=False, env=env)
+    assert r.returncode == -signal.SIGKILL
+    prog_id = int(r.stdout)
+    assert ns.xdp_in(ns.b) == [("vb", prog_id, "driver")]
+    map_ids = json.loads(run("bpftool", "-j", "prog", "show", "id", str(prog_id)).stdout)["map_ids"]
+    r = ns.cli(ns.b, "detach", "vb")
+    assert r.returncode == 0 and f"detached xdp program {prog_id}" in r.stdout
+    assert ns.xdp_in(ns.b) == []
+    gone = [run("bpftool", "map", "show", "id", str(i), check=False).returncode for i in map_ids]
+    gone.append(run("bpftool", "prog", "show", "id", str(prog_id), check=False).returncode)
+    assert gone == [255, 255, 255]  # bpftool: no such object

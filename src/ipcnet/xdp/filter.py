@@ -121,7 +121,8 @@ class XdpFilter:
     """ipcnet's XDP program on one interface: ``update()``, ``stats()``, ``detach()``.
 
     Used as a context manager it detaches on exit. ``close()`` only lets go of the
-    descriptors: the program stays attached (as after ``ipcnet xdp attach``)."""
+    descriptors: the program stays attached (as after ``ipcnet xdp attach``), and so it
+    does if the process is killed by a signal: the interface holds it, not the process."""
 
     def __init__(self, dev: str, ifindex: int, mode: str, prog_fd: int, maps: dict[str, int]):
         self.dev, self.ifindex, self.mode = dev, ifindex, mode
