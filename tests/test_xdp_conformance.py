@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.xdist_group("xdp")]
 if REASON:  # test_xdp.py's: root, clang, bpftool, bpf(2)
     pytestmark.append(pytest.mark.skip(reason=REASON))
 
-ETH_IP, ETH_IP6, ETH_VLAN = 0x0800, 0x86DD, 0x8100
+ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
 UDP, HOP, ROUTING, FRAG, AH, DSTOPTS = 17, 0, 43, 44, 51, 60
 
 
@@ -79,9 +79,10 @@ def opts(nexthdr: int) -> bytes:
     return struct.pack("!BBBB4x", nexthdr, 0, 1, 4)
 
 
-def frame(ethertype: int, packet: bytes, vlan: int | None = None) -> bytes:
+def frame(ethertype: int, packet: bytes, *tags: tuple[int, int]) -> bytes:
+    """An Ethernet frame from a to b, with VLAN ``tags`` (TPID, VID), outermost first."""
     mac = bytes.fromhex(MAC_B.replace(":", "")) + bytes.fromhex(MAC_A.replace(":", ""))
-    tag = struct.pack("!HH", ETH_VLAN, vlan) if vlan is not None else b""
+    tag = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
     return mac + tag + struct.pack("!H", ethertype) + packet
 
 
@@ -94,7 +95,12 @@ CASES: list[Case] = [
     ("ipv4 later fragment", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p), frag=0x0001)), False),
     ("version 6 in ipv4", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p), version=6)), False),
     ("ipv4 truncated udp", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p))[:24]), False),
-    ("ipv4 in vlan 10", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p)), vlan=10), False),
+    ("ipv4 in vlan 10", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p)), (ETH_VLAN, 10)), False),
+    (  # one tag is read, as the stack strips one before nft's ingress hook sees the frame
+        "ipv4 in 802.1ad 100 + vlan 10",
+        lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p)), (ETH_QINQ, 100), (ETH_VLAN, 10)),
+        False,
+    ),
     ("ipv6", lambda p: frame(ETH_IP6, ipv6(udp(A6, B6, p), UDP)), True),
     (
         "ipv6 destination options",
@@ -143,6 +149,7 @@ NO_PORTS = {
     "ipv4 truncated udp",
     "ipv6 later fragment",
     "ipv6 truncated destination options",
+    "ipv4 in 802.1ad 100 + vlan 10",
 }
 # where nft's netdev ingress differs, and why we follow iptables and the stack instead:
 # nft reads "ports" from a later IPv4 fragment's data (its payload expression does not
@@ -283,3 +290,14 @@ def test_a_killed_loader_leaves_the_program_attached_until_detach_frees_it(ns: P
     gone = [run("bpftool", "map", "show", "id", str(i), check=False).returncode for i in map_ids]
     gone.append(run("bpftool", "prog", "show", "id", str(prog_id), check=False).returncode)
     assert gone == [255, 255, 255]  # bpftool: no such object
+
+
+def test_replacing_the_most_rules_with_as_many_others_fits_the_maps(ns: Pair) -> None:
+    """While an update runs the maps hold the old and the new rules at once."""
+    first = [f"udp://:{p}" for p in range(1, 65)]
+    with ns.call(ns.b, xdp.attach, "vb", drop=first) as f:
+        f.update(count=[f"tcp://:{p}" for p in range(1, 65)])
+        assert [str(r) for r in f.rules()] == [f"count tcp://:{p}" for p in range(1, 65)]
+        f.update(drop=first)
+        assert sorted(r.rule.port for r in f.stats().rules) == list(range(1, 65))
+        ns.call(ns.b, f.detach)
