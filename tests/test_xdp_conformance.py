@@ -248,6 +248,7 @@ def test_rules_replaced_while_a_flood_runs_never_let_through_what_both_sets_drop
         ("udp://0.0.0.0:53", "udp4://:53"),  # bind()'s any address: every IPv4 destination
         ("udp://[::]:53", "udp6://:53"),
         ("tcp://[::ffff:10.77.0.2]:80", "tcp://10.77.0.2:80"),  # on the wire, that is IPv4
+        ("udp://[fe80::2%vb]:53", "udp://[fe80::2]:53"),  # packets carry no scope
     ],
 )
 def test_any_and_mapped_addresses_mean_what_bind_means(text: str, target: str) -> None:

@@ -90,8 +90,10 @@ def parse_rule(text: str, action: str) -> Rule:
             raise InvalidAddress(
                 f"invalid xdp rule {text!r}: the host must be an IP address, not a name"
             ) from None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped  # an IPv4 destination on the wire, as a dual-stack bind reads it
+        if isinstance(ip, ipaddress.IPv6Address):
+            # an IPv4 destination on the wire, as a dual-stack bind reads it; and no scope
+            # (fe80::1%eth0): the filter sits on one interface, and packets carry none
+            ip = ip.ipv4_mapped or ipaddress.IPv6Address(ip.packed)
         families: tuple[int, ...] = (ip.version,)
         host = "" if ip.is_unspecified else str(ip)  # 0.0.0.0, ::: any address, as for bind
     else:
