@@ -302,3 +302,23 @@ def test_replacing_the_most_rules_with_as_many_others_fits_the_maps(ns: Pair) ->
         f.update(drop=first)
         assert sorted(r.rule.port for r in f.stats().rules) == list(range(1, 65))
         ns.call(ns.b, f.detach)
+
+
+def _bpf_fds() -> list[str]:
+    """This process's descriptors of BPF programs and maps (anon_inode:bpf-prog, -map)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    return [link for link in links if link.startswith("anon_inode:bpf-")]
+
+
+def test_an_attach_that_fails_after_loading_leaves_no_program_or_map(ns: Pair) -> None:
+    """Nothing attached and no descriptor kept: the kernel has freed the program and maps."""
+    before = _bpf_fds()
+    with pytest.raises(errors.Unsupported, match="attach xdp to lo: not supported here"):
+        ns.call(ns.b, xdp.attach, "lo", drop=["udp://:9"], mode="native")  # loaded, refused
+    assert ns.xdp_in(ns.b) == []
+    assert _bpf_fds() == before
