@@ -95,6 +95,7 @@ CASES: list[Case] = [
     ("ipv4 later fragment", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p), frag=0x0001)), False),
     ("version 6 in ipv4", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p), version=6)), False),
     ("ipv4 truncated udp", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p))[:24]), False),
+    ("ipv4 shorter than its length", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p))[:30]), False),
     ("ipv4 in vlan 10", lambda p: frame(ETH_IP, ipv4(udp(A4, B4, p)), (ETH_VLAN, 10)), False),
     (  # one tag is read, as the stack strips one before nft's ingress hook sees the frame
         "ipv4 in 802.1ad 100 + vlan 10",
@@ -102,6 +103,11 @@ CASES: list[Case] = [
         False,
     ),
     ("ipv6", lambda p: frame(ETH_IP6, ipv6(udp(A6, B6, p), UDP)), True),
+    (
+        "ipv6 shorter than its length",
+        lambda p: frame(ETH_IP6, ipv6(udp(A6, B6, p), UDP)[:50]),
+        False,
+    ),
     (
         "ipv6 destination options",
         lambda p: frame(ETH_IP6, ipv6(opts(UDP) + udp(A6, B6, p), DSTOPTS)),
@@ -147,6 +153,8 @@ NO_PORTS = {
     "ipv4 later fragment",
     "version 6 in ipv4",
     "ipv4 truncated udp",
+    "ipv4 shorter than its length",
+    "ipv6 shorter than its length",
     "ipv6 later fragment",
     "ipv6 truncated destination options",
     "ipv4 in 802.1ad 100 + vlan 10",

@@ -10,8 +10,8 @@
  *
  * Parsing, as the stack and iptables do: one VLAN tag; an IPv4 header of any IHL and
  * version 4 only; IPv6 extension headers walked to the UDP/TCP header (a first fragment,
- * an atomic one and AH included); later fragments and headers cut short have no ports and
- * match no rule.
+ * an atomic one and AH included); later fragments, packets shorter than their IP length
+ * and headers cut short have no ports and match no rule.
  *
  * Rules for this file (the loader in ipcnet/xdp/elf.py is small on purpose): maps are
  * declared in SEC("maps") as struct ipcnet_map, every function is inlined (no bpf-to-bpf
@@ -158,6 +158,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct rule_key key = {};
 	struct rule_value *rule;
+	__u64 l3len = bytes - sizeof(*eth); /* what the frame holds from the IP header on */
 	__u16 proto;
 	void *l3;
 
@@ -172,12 +173,15 @@ int ipcnet_xdp(struct xdp_md *ctx)
 			goto pass;
 		proto = vlan[1];
 		l3 = vlan + 2;
+		l3len -= 4;
 	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
 
 		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
 			goto pass;
+		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 || bpf_ntohs(ip->tot_len) > l3len)
+			goto pass; /* cut short: the stack drops it, nft matches nothing */
 		if (ip->frag_off & bpf_htons(0x1fff)) /* a later fragment: no ports in it */
 			goto pass;
 		key.family = 4;
@@ -191,6 +195,8 @@ int ipcnet_xdp(struct xdp_md *ctx)
 		void *upper = ip6 + 1;
 
 		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			goto pass;
+		if (sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > l3len)
 			goto pass;
 		key.family = 6;
 		key.proto = ip6->nexthdr;
