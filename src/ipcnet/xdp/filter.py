@@ -370,8 +370,9 @@ def find(dev: str) -> XdpFilter:
 
 
 def detach(dev: str, force: bool = False) -> list[Program]:
-    """Remove the XDP program(s) from ``dev``: ipcnet's, or any with ``force``. Returns
-    what was removed (empty if there was nothing)."""
+    """Remove the XDP program(s) from ``dev``: ipcnet's, or any with ``force``, each only
+    if it is still the one attached when it is removed. Returns what was removed (empty if
+    there was nothing)."""
     require_privileges()
     with translating("detach xdp from", dev):
         link = rtnetlink.get_link(dev)
@@ -382,9 +383,16 @@ def detach(dev: str, force: bool = False) -> list[Program]:
                     f"detach xdp from {dev}: program {p.prog_id} {p.name!r} was not loaded by "
                     "ipcnet; left alone (--force removes it)"
                 )
-        for p in programs:
-            rtnetlink.set_xdp(link.index, -1, rtnetlink.MODE_FLAGS[p.mode])
-        return programs
+        removed = []
+        for p in programs:  # each only if still attached: one that replaced it is left alone
+            fd = bpf.prog_fd_if_loaded(p.prog_id)
+            if fd is not None:
+                try:
+                    if rtnetlink.detach_xdp(link.index, p.mode, fd):
+                        removed.append(p)
+                finally:
+                    bpf.close(fd)
+        return removed
 
 
 def programs(dev: str | None = None) -> list[Program]:
