@@ -28,6 +28,7 @@ system-deps:
 	./scripts/system-deps openssl  # TLS interop tests: openssl s_client/s_server (issue 11)
 	./scripts/system-deps stunnel4  # TLS interop test: stunnel both ways (tests/test_tls_conformance.py)
 	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
+	./scripts/system-deps iptables  # xdp conformance: iptables-legacy counters beside ours (tests/test_xdp_conformance.py)
 	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
 	./scripts/system-deps lsof  # inspector conformance test: lsof -p beside sockets --fds
 

@@ -31,6 +31,7 @@ NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 
 IFLA_IFNAME, IFLA_XDP = 3, 43
+IFNAMSIZ = 16  # with the terminating NUL
 IFLA_XDP_FD, IFLA_XDP_ATTACHED, IFLA_XDP_FLAGS, IFLA_XDP_PROG_ID = 1, 2, 3, 4
 IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID, IFLA_XDP_HW_PROG_ID = 5, 6, 7
 IFLA_XDP_EXPECTED_FD = 8
@@ -142,6 +143,8 @@ def _link(payload: bytes) -> Link:
 
 def get_link(name: str) -> Link:
     """The interface called ``name`` (OSError ENODEV if there is none)."""
+    if len(name.encode()) >= IFNAMSIZ:  # the kernel's answer would be ERANGE, from its policy
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
     (reply,) = _request(RTM_GETLINK, NLM_F_REQUEST, body)
     return _link(reply)

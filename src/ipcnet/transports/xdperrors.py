@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ipcnet import errors
 from ipcnet.transports.bpf import VerifierError
-from ipcnet.transports.rtnetlink import NetlinkError
+from ipcnet.transports.rtnetlink import IFNAMSIZ, NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
@@ -41,7 +41,9 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
     if code in (errno.EPERM, errno.EACCES):
         return errors.PermissionDenied(f"{op} {where}: permission denied ({NEED}){detail}")
     if code == errno.ENODEV:
-        return errors.AddressNotAvailable(f"{op} {where}: no interface named {where!r}")
+        long = len(where.encode()) >= IFNAMSIZ
+        why = f" (interface names are at most {IFNAMSIZ - 1} bytes)" if long else ""
+        return errors.AddressNotAvailable(f"{op} {where}: no interface named {where!r}{why}")
     if code in (errno.EBUSY, errno.EEXIST):
         return errors.AddressInUse(
             f"{op} {where}: the interface already has an xdp program{detail} "

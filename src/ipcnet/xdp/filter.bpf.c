@@ -8,6 +8,11 @@
  * this program adds packets and bytes without locks (one copy per CPU; the reader sums).
  * Slot 0 counts the packets that matched no rule (passed on to the stack).
  *
+ * Parsing, as the stack and iptables do: one VLAN tag; an IPv4 header of any IHL and
+ * version 4 only; IPv6 extension headers walked to the UDP/TCP header (a first fragment,
+ * an atomic one and AH included); later fragments, packets shorter than their IP length
+ * and headers cut short have no ports and match no rule.
+ *
  * Rules for this file (the loader in ipcnet/xdp/elf.py is small on purpose): maps are
  * declared in SEC("maps") as struct ipcnet_map, every function is inlined (no bpf-to-bpf
  * calls), no global variables (no .data/.rodata/.bss). The key and value layouts below are
@@ -23,7 +28,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define MAX_RULES 64 /* slots 1..MAX_RULES; slot 0 = matched nothing */
+#define MAX_RULES 64 /* rules at once; slot 0 = matched nothing */
 #define ACTION_COUNT 1
 #define ACTION_DROP 2
 
@@ -52,14 +57,16 @@ struct ipcnet_map ipcnet_rules SEC("maps") = {
 	.type = BPF_MAP_TYPE_HASH,
 	.key_size = sizeof(struct rule_key),
 	.value_size = sizeof(struct rule_value),
-	.max_entries = 2 * MAX_RULES, /* a rule without a host is one key per family */
+	/* a rule without a host is one key per family; an update writes the new keys
+	 * before it deletes the old ones, so both sets fit at once */
+	.max_entries = 4 * MAX_RULES,
 };
 
 struct ipcnet_map ipcnet_stats SEC("maps") = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
 	.value_size = sizeof(struct counters),
-	.max_entries = MAX_RULES + 1,
+	.max_entries = 2 * MAX_RULES + 1, /* slot 0, the old rules' slots, the new ones' */
 };
 
 static __always_inline void count(__u32 slot, __u64 bytes)
@@ -93,6 +100,55 @@ static __always_inline int ports(void *l4, void *end, __u8 proto, __u16 *port)
 	return -1;
 }
 
+struct frag_hdr { /* RFC 8200 4.5 */
+	__u8 nexthdr;
+	__u8 reserved;
+	__u16 frag_off; /* offset in 8-byte units << 3, 2 reserved bits, M */
+	__u32 identification;
+};
+
+/* Walk IPv6 extension headers (RFC 8200 4.1, as the kernel's ipv6_find_hdr does) from *l4
+ * with next header *proto, to the upper-layer header: 0 with both updated, -1 if the
+ * packet has no ports to match (a later fragment, a header cut short, or more than
+ * IPV6_EXT_MAX extension headers, which pass uninspected). */
+#define IPV6_EXT_MAX 8
+static __always_inline int ipv6_upper(void **l4, void *end, __u8 *proto)
+{
+	void *p = *l4;
+	__u8 next = *proto;
+
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+			struct ipv6_opt_hdr *h = p;
+
+			if ((void *)(h + 1) > end)
+				return -1;
+			next = h->nexthdr;
+			p += (h->hdrlen + 1) * 8;
+		} else if (next == IPPROTO_FRAGMENT) {
+			struct frag_hdr *f = p;
+
+			if ((void *)(f + 1) > end || f->frag_off & bpf_htons(0xfff8))
+				return -1; /* only the first fragment holds the ports */
+			next = f->nexthdr;
+			p = f + 1;
+		} else if (next == IPPROTO_AH) {
+			struct ip_auth_hdr *ah = p;
+
+			if ((void *)ah + 2 > end)
+				return -1;
+			next = ah->nexthdr;
+			p += (ah->hdrlen + 2) * 4;
+		} else {
+			*l4 = p;
+			*proto = next;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 SEC("xdp")
 int ipcnet_xdp(struct xdp_md *ctx)
 {
@@ -102,6 +158,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct rule_key key = {};
 	struct rule_value *rule;
+	__u64 l3len = bytes - sizeof(*eth); /* what the frame holds from the IP header on */
 	__u16 proto;
 	void *l3;
 
@@ -116,12 +173,15 @@ int ipcnet_xdp(struct xdp_md *ctx)
 			goto pass;
 		proto = vlan[1];
 		l3 = vlan + 2;
+		l3len -= 4;
 	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
 
-		if ((void *)(ip + 1) > end || ip->ihl < 5)
+		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
 			goto pass;
+		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 || bpf_ntohs(ip->tot_len) > l3len)
+			goto pass; /* cut short: the stack drops it, nft matches nothing */
 		if (ip->frag_off & bpf_htons(0x1fff)) /* a later fragment: no ports in it */
 			goto pass;
 		key.family = 4;
@@ -132,12 +192,16 @@ int ipcnet_xdp(struct xdp_md *ctx)
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 
-		if ((void *)(ip6 + 1) > end)
+		void *upper = ip6 + 1;
+
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			goto pass;
+		if (sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > l3len)
 			goto pass;
 		key.family = 6;
-		key.proto = ip6->nexthdr; /* extension headers are not walked: such packets pass */
+		key.proto = ip6->nexthdr;
 		__builtin_memcpy(key.addr, &ip6->daddr, 16);
-		if (ports(ip6 + 1, end, key.proto, &key.port))
+		if (ipv6_upper(&upper, end, &key.proto) || ports(upper, end, key.proto, &key.port))
 			goto pass;
 	} else {
 		goto pass;

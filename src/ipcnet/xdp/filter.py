@@ -27,7 +27,7 @@ from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
 from ipcnet.transports import bpf, procfs, rtnetlink
 from ipcnet.transports.xdperrors import NEED, translating
 from ipcnet.xdp import build, elf
-from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, MAX_RULES, VALUE, Rule, decode, parse_rules
+from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, VALUE, Rule, decode, parse_rules
 
 Mode = Literal["auto", "native", "generic"]
 PROGRAM = "ipcnet_xdp"
@@ -121,7 +121,8 @@ class XdpFilter:
     """ipcnet's XDP program on one interface: ``update()``, ``stats()``, ``detach()``.
 
     Used as a context manager it detaches on exit. ``close()`` only lets go of the
-    descriptors: the program stays attached (as after ``ipcnet xdp attach``)."""
+    descriptors: the program stays attached (as after ``ipcnet xdp attach``), and so it
+    does if the process is killed by a signal: the interface holds it, not the process."""
 
     def __init__(self, dev: str, ifindex: int, mode: str, prog_fd: int, maps: dict[str, int]):
         self.dev, self.ifindex, self.mode = dev, ifindex, mode
@@ -207,25 +208,29 @@ def _counters(fd: int, slot: int) -> tuple[int, int]:
 def _write_rules(
     rules_fd: int, stats_fd: int, wanted: list[Rule], current: dict[int, Rule]
 ) -> None:
-    """Make the rules map hold ``wanted``: stale keys go first (so a freed slot is never
-    counted by its old rule), a key that stays is overwritten in place, a rule that stays
-    keeps its slot and counters, a new rule gets a slot zeroed just before it is used."""
+    """Make the rules map hold ``wanted`` while packets flow: every wanted key is written
+    (a key that stays is overwritten in place) before any stale key is deleted, so a packet
+    both rule sets treat alike is never treated otherwise mid-update (a key deleted before
+    its replacement was written let traffic through). A rule that stays keeps its slot and
+    counters; a new rule gets a slot no current key points at (the stats map has room for
+    the old and the new set), zeroed before it is used."""
     kept = {rule: slot for slot, rule in current.items() if rule in wanted}
-    used = set(kept.values())
-    free = [s for s in range(1, MAX_RULES + 1) if s not in used and s not in current]
-    free += [s for s in current if s not in used]  # removed rules' slots, last
-    keys = {key for rule in wanted for key in rule.map_keys()}
-    for key in bpf.map_keys(rules_fd, KEY.size):
-        if key not in keys:
-            bpf.map_delete(rules_fd, key)
+    free = [s for s in range(1, bpf.MapInfo(stats_fd).max_entries) if s not in current]
     zero = bytes(COUNTERS.size * bpf.possible_cpus())
+    keys = set()
     for rule in wanted:
         slot = kept.get(rule)
         if slot is None:
+            if not free:  # a program loaded by an older ipcnet, with a smaller stats map
+                raise Unsupported("no free counter slot: detach the xdp filter and attach it again")
             slot = free.pop(0)
             bpf.map_update(stats_fd, struct.pack("=I", slot), zero)
         for key in rule.map_keys():
             bpf.map_update(rules_fd, key, VALUE.pack(ACTIONS[rule.action], slot))
+            keys.add(key)
+    for key in bpf.map_keys(rules_fd, KEY.size):
+        if key not in keys:
+            bpf.map_delete(rules_fd, key)
 
 
 def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:
@@ -365,8 +370,9 @@ def find(dev: str) -> XdpFilter:
 
 
 def detach(dev: str, force: bool = False) -> list[Program]:
-    """Remove the XDP program(s) from ``dev``: ipcnet's, or any with ``force``. Returns
-    what was removed (empty if there was nothing)."""
+    """Remove the XDP program(s) from ``dev``: ipcnet's, or any with ``force``, each only
+    if it is still the one attached when it is removed. Returns what was removed (empty if
+    there was nothing)."""
     require_privileges()
     with translating("detach xdp from", dev):
         link = rtnetlink.get_link(dev)
@@ -377,9 +383,16 @@ def detach(dev: str, force: bool = False) -> list[Program]:
                     f"detach xdp from {dev}: program {p.prog_id} {p.name!r} was not loaded by "
                     "ipcnet; left alone (--force removes it)"
                 )
-        for p in programs:
-            rtnetlink.set_xdp(link.index, -1, rtnetlink.MODE_FLAGS[p.mode])
-        return programs
+        removed = []
+        for p in programs:  # each only if still attached: one that replaced it is left alone
+            fd = bpf.prog_fd_if_loaded(p.prog_id)
+            if fd is not None:
+                try:
+                    if rtnetlink.detach_xdp(link.index, p.mode, fd):
+                        removed.append(p)
+                finally:
+                    bpf.close(fd)
+        return removed
 
 
 def programs(dev: str | None = None) -> list[Program]:

@@ -8,13 +8,16 @@ the kernel's map, so ``ipcnet xdp show`` reads them from there). Rules: no I/O b
 
 A rule matches packets by protocol, destination port and (optionally) destination
 address. ``udp://:53`` matches IPv4 and IPv6, ``udp4://:53`` / ``udp6://:53`` one family,
-``udp://10.0.0.1:53`` or ``udp://[fd00::1]:53`` one address. ``tcp://`` rules match every
-segment to the port, SYNs included, so a dropped port never completes a handshake.
+``udp://10.0.0.1:53`` or ``udp://[fd00::1]:53`` one address (``0.0.0.0`` / ``[::]``: any
+address of that family, ``[::ffff:10.0.0.1]`` that IPv4 address, as ``bind()`` reads
+them; a prefix is refused). ``tcp://`` rules match every segment to the port, SYNs
+included, so a dropped port never completes a handshake.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Iterable
@@ -23,7 +26,7 @@ from dataclasses import dataclass, replace
 from ipcnet.addresses import parse
 from ipcnet.errors import InvalidAddress
 
-MAX_RULES = 64  # filter.bpf.c: MAX_RULES (stats slots 1..64; slot 0 = matched nothing)
+MAX_RULES = 64  # filter.bpf.c: MAX_RULES (its maps have room for two sets while updating)
 ACTIONS = {"count": 1, "drop": 2}
 PROTOS = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
 
@@ -62,8 +65,17 @@ class Rule:
         ]
 
 
+_PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*/\d+)")
+
+
 def parse_rule(text: str, action: str) -> Rule:
     """``udp://:53`` (and friends) -> Rule; InvalidAddress says what is wrong."""
+    prefix = _PREFIX.search(text)
+    if prefix:
+        raise InvalidAddress(
+            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}) are not supported; "
+            "give one address, or none for any"
+        )
     address = parse(text)
     proto = address.scheme.rstrip("46")
     if proto not in PROTOS:
@@ -78,8 +90,12 @@ def parse_rule(text: str, action: str) -> Rule:
             raise InvalidAddress(
                 f"invalid xdp rule {text!r}: the host must be an IP address, not a name"
             ) from None
-        host = str(ip)
+        if isinstance(ip, ipaddress.IPv6Address):
+            # an IPv4 destination on the wire, as a dual-stack bind reads it; and no scope
+            # (fe80::1%eth0): the filter sits on one interface, and packets carry none
+            ip = ip.ipv4_mapped or ipaddress.IPv6Address(ip.packed)
         families: tuple[int, ...] = (ip.version,)
+        host = "" if ip.is_unspecified else str(ip)  # 0.0.0.0, ::: any address, as for bind
     else:
         families = {"4": (4,), "6": (6,)}.get(address.scheme[-1], (4, 6))
     port = address.port
