@@ -172,3 +172,27 @@ def test_a_queue_over_rlimit_msgqueue_says_so(qname) -> None:
             ipcnet.open_datagram(f"mq:///{qname}?depth=4&msgsize=4096", listen=True)
     finally:
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (soft, hard))
+
+
+def test_a_negative_acquire_timeout_has_expired_for_every_kind(sname) -> None:
+    # multiprocessing.Semaphore().acquire(timeout=-1) is False at once: the same here, for all
+    sems = [
+        ipcnet.Semaphore(sname, value=0),
+        ipcnet.SharedSemaphore(0),
+        ipcnet.UndoSemaphore(sname, value=0),
+    ]
+    try:
+        for sem in sems:
+            with pytest.raises(errors.Timeout, match="timed out: acquire"):
+                sem.acquire(timeout=-1)
+    finally:
+        sems[2].unlink()
+        for sem in sems:
+            sem.close()
+
+
+def test_a_zero_ring_is_refused_not_the_default() -> None:
+    name = f"shm://@ipcnet-t-{uuid.uuid4().hex}"
+    with ipcnet.listen(name):
+        with pytest.raises(errors.LimitExceeded, match="ring size 0 out of range"):
+            ipcnet.connect(f"{name}?ring=0")

@@ -1,7 +1,8 @@
 """Semaphores between processes: POSIX named, POSIX unnamed (process-shared), SysV undo.
 
-Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``),
-``release()``, ``value``, ``with sem:``, ``close()``; the named kinds also ``unlink()``.
+Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``; a
+negative timeout has expired), ``release()``, ``value``, ``with sem:``, ``close()``; the
+named kinds also ``unlink()``.
 - ``Semaphore(name, value=1)``: sem_open(3), found by name by unrelated processes (it lives
   in /dev/shm as ``sem.NAME``), through ``posix_ipc``.
 - ``SharedSemaphore(value=1)``: sem_init(3) with pshared=1 in an anonymous shared mapping:
@@ -52,6 +53,11 @@ def _check_name(name: str) -> str:
     if len(os.fsencode(bare)) > NAME_MAX:
         raise InvalidAddress(f"invalid semaphore name: over {NAME_MAX} bytes")
     return bare
+
+
+def _wait_for(timeout: float | None) -> float | None:
+    """None waits forever; a negative timeout is an expired one (as multiprocessing's)."""
+    return None if timeout is None else max(0.0, float(timeout))
 
 
 def _check_value(value: int, top: int, where: str) -> int:
@@ -121,6 +127,7 @@ class Semaphore(_Base):
     def acquire(self, timeout: float | None = None) -> None:
         """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
         self._check_open("acquire")
+        timeout = _wait_for(timeout)
         try:
             self._sem.acquire(timeout)
         except self._ipc.BusyError as exc:
@@ -197,6 +204,7 @@ class SharedSemaphore(_Base):
 
     def acquire(self, timeout: float | None = None) -> None:
         self._check_open("acquire")
+        timeout = _wait_for(timeout)
         sem = ctypes.c_void_p(self._sem)
         while True:
             if timeout is None:
@@ -311,7 +319,7 @@ class UndoSemaphore(_Base):
             raise translate(OSError(code, os.strerror(code)), op, self.where)
 
     def acquire(self, timeout: float | None = None) -> None:
-        self._op(-1, timeout, "acquire")
+        self._op(-1, _wait_for(timeout), "acquire")
 
     def release(self) -> None:
         self._op(1, None, "release")

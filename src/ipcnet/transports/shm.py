@@ -497,7 +497,8 @@ def connect(address: Address, timeout: float | None) -> ShmStream:
     No answer is awaited (so one thread may connect, then accept): a listener that refuses
     writes its reason and closes, and the first wait on this end reports it.
     """
-    ring = ring_size(address.option("ring") or DEFAULT_RING, str(address))
+    asked = address.option("ring")
+    ring = ring_size(DEFAULT_RING if asked is None else asked, str(address))
     sock = unix.connect_socket(_rendezvous(address), timeout)
     where = str(address)
     try:
