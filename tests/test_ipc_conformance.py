@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import subprocess
 import sys
 import textwrap
@@ -196,3 +197,20 @@ def test_a_zero_ring_is_refused_not_the_default() -> None:
     with ipcnet.listen(name):
         with pytest.raises(errors.LimitExceeded, match="ring size 0 out of range"):
             ipcnet.connect(f"{name}?ring=0")
+
+
+def test_sd_notify_reaches_a_manager_and_refuses_a_relative_socket() -> None:
+    from ipcnet.transports.notify import notify
+
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"ipcnet-t-{uuid.uuid4().hex}"
+    manager.bind("\0" + name)
+    try:
+        assert notify("READY=1", "STATUS=up", where="@" + name)
+        assert manager.recv(4096) == b"READY=1\nSTATUS=up"
+    finally:
+        manager.close()
+    # sd_notify(3) takes an absolute path or an abstract @name, and refuses the rest
+    for bad in ("relative/sock", "@", "vsock-less"):
+        with pytest.raises(errors.InvalidAddress, match="invalid NOTIFY_SOCKET"):
+            notify("READY=1", where=bad)
