@@ -214,3 +214,15 @@ def test_sd_notify_reaches_a_manager_and_refuses_a_relative_socket() -> None:
     for bad in ("relative/sock", "@", "vsock-less"):
         with pytest.raises(errors.InvalidAddress, match="invalid NOTIFY_SOCKET"):
             notify("READY=1", where=bad)
+
+
+def test_the_sending_end_of_a_queue_honours_its_timeout_on_recv(qname) -> None:
+    # nothing ever arrives there: it is a silent peer, so recv times out (it used to hang)
+    with ipcnet.open_datagram(f"mq:///{qname}", listen=True) as receiver:
+        with ipcnet.open_datagram(f"mq:///{qname}", timeout=0.05) as sender:
+            with pytest.raises(errors.Timeout, match="timed out: receive on"):
+                sender.recv()
+            sender.timeout = 0
+            with pytest.raises(errors.Busy, match="this is the sending end"):
+                sender.recv()
+        receiver.unlink()

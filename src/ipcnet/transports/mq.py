@@ -168,8 +168,13 @@ class MqEndpoint(DatagramEndpoint):
     def recv_with_priority(self) -> tuple[bytes, int]:
         if self._closed or not self.reading:
             self._check_open("receive on")
-            # the sending end has nothing to read: wait for close(), as a silent peer would
-            self._wait(0, None, "receive on")
+            # the sending end has nothing to read: it waits as for a silent peer, until
+            # close() (Closed) or its timeout (Timeout; Busy at once for timeout=0)
+            if self._timeout == 0:
+                raise Busy(f"no message waiting on {self.where}: this is the sending end")
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
+            while True:
+                self._wait(0, deadline, "receive on")
         if self._timeout == 0:
             try:
                 data, prio = self.queue.receive(0)
