@@ -226,3 +226,18 @@ def test_the_sending_end_of_a_queue_honours_its_timeout_on_recv(qname) -> None:
             with pytest.raises(errors.Busy, match="this is the sending end"):
                 sender.recv()
         receiver.unlink()
+
+
+def test_a_forked_child_closing_its_copy_of_an_shm_listener_leaves_the_parents() -> None:
+    # as with pipes and socket listeners: close() in a child must not shut the shared
+    # listening socket down (it did, and the parent's accept failed with EINVAL)
+    name = f"shm://@ipcnet-t-{uuid.uuid4().hex}"
+    with ipcnet.listen(name) as listener:
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        with ipcnet.connect(name) as client, listener.accept() as server:
+            client.write(b"still listening")
+            assert server.read(15) == b"still listening"
