@@ -25,6 +25,7 @@ fraction of a ctypes call, which matters when the goal is a raw loop's speed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import time
@@ -167,8 +168,13 @@ class MqEndpoint(DatagramEndpoint):
     def recv_with_priority(self) -> tuple[bytes, int]:
         if self._closed or not self.reading:
             self._check_open("receive on")
-            # the sending end has nothing to read: wait for close(), as a silent peer would
-            self._wait(0, None, "receive on")
+            # the sending end has nothing to read: it waits as for a silent peer, until
+            # close() (Closed) or its timeout (Timeout; Busy at once for timeout=0)
+            if self._timeout == 0:
+                raise Busy(f"no message waiting on {self.where}: this is the sending end")
+            deadline = None if self._timeout is None else time.monotonic() + self._timeout
+            while True:
+                self._wait(0, deadline, "receive on")
         if self._timeout == 0:
             try:
                 data, prio = self.queue.receive(0)
@@ -291,8 +297,10 @@ def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoi
         raise LimitExceeded(f"priority {priority} out of range 0..{PRIORITY_MAX}: {where}")
     try:
         if listen:
-            depth = address.option("depth") or limit("msg_default")
-            msgsize = address.option("msgsize") or limit("msgsize_default")
+            depth = address.option("depth")
+            depth = limit("msg_default") if depth is None else depth
+            msgsize = address.option("msgsize")
+            msgsize = limit("msgsize_default") if msgsize is None else msgsize
             _check_limits(depth, msgsize, where)
             queue = ipc.MessageQueue(
                 name,
@@ -313,9 +321,25 @@ def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoi
             f"{limit('queues_max')}, msg_max {limit('msg_max')}, "
             f"msgsize_max {limit('msgsize_max')})"
         ) from exc
+    except OSError as exc:
+        # EMFILE is also mq_open(3)'s answer to RLIMIT_MSGQUEUE (posix_ipc gives no errno)
+        if listen and (exc.errno == errno.EMFILE or "maximum number of files" in str(exc)):
+            raise LimitExceeded(_emfile(where)) from exc
+        raise _translate(exc, "open", where) from exc
     except Exception as exc:
         raise _translate(exc, "open", where) from exc
     return MqEndpoint(queue, where, reading=listen, priority=priority)
+
+
+def _emfile(where: str) -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[0]
+    cap = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft} bytes"
+    return (
+        f"cannot create {where}: over this user's RLIMIT_MSGQUEUE ({cap}, ulimit -q: "
+        "the sum of depth x msgsize over the user's queues), or out of descriptors"
+    )
 
 
 def _check_limits(depth: int, msgsize: int, where: str) -> None:

@@ -2,9 +2,10 @@
 
 Role: send ``READY=1``, ``STOPPING=1``, ``WATCHDOG=1``, ``MAINPID=N`` ... as one datagram
 to the unix datagram socket named by ``$NOTIFY_SOCKET`` (a path, or ``@name`` for an
-abstract one, as systemd's own sd_notify accepts). Rules: without ``$NOTIFY_SOCKET``
-nothing is sent and the answer is False; a send never blocks the server (non-blocking,
-the manager's queue full = dropped, as sd_notify does); failures become ipcnet errors here.
+abstract one; anything else is refused, as systemd's own sd_notify refuses it with
+EINVAL). Rules: without ``$NOTIFY_SOCKET`` nothing is sent and the answer is False; a send
+never blocks the server (non-blocking: a full manager queue is ``Busy``, which the caller
+logs); failures become ipcnet errors here.
 ``watchdog_interval`` reads ``$WATCHDOG_USEC`` (honouring ``$WATCHDOG_PID``) and says how
 often to ping: half the timeout, as sd_watchdog_enabled(3) advises.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 
+from ipcnet.errors import InvalidAddress
 from ipcnet.transports.oserrors import translating
 
 
@@ -23,6 +25,8 @@ def notify(*assignments: str, where: str | None = None) -> bool:
     where = where or os.environ.get("NOTIFY_SOCKET")
     if not where:
         return False
+    if where[:1] not in ("/", "@") or len(where) < 2:
+        raise InvalidAddress(f"invalid NOTIFY_SOCKET {where!r}: an absolute path or @name")
     address = "\0" + where[1:] if where.startswith("@") else where
     with translating("sd_notify to", f"unixgram://{where}"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

@@ -1,7 +1,8 @@
 """Semaphores between processes: POSIX named, POSIX unnamed (process-shared), SysV undo.
 
-Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``),
-``release()``, ``value``, ``with sem:``, ``close()``; the named kinds also ``unlink()``.
+Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``; a
+negative timeout has expired), ``release()``, ``value``, ``with sem:``, ``close()``; the
+named kinds also ``unlink()``.
 - ``Semaphore(name, value=1)``: sem_open(3), found by name by unrelated processes (it lives
   in /dev/shm as ``sem.NAME``), through ``posix_ipc``.
 - ``SharedSemaphore(value=1)``: sem_init(3) with pshared=1 in an anonymous shared mapping:
@@ -12,7 +13,8 @@ The crash question, honestly: a POSIX semaphore (named or not) has no owner; if 
 dies the count stays taken and every later acquire waits (posix_ipc #53). ``timeout=`` turns
 that into a ``Timeout`` that says so; ``UndoSemaphore`` is the one that recovers, and its
 ``last_pid`` names the process that operated on it last (GETPID), for post-mortems.
-Rules: names are one component (no "/", at most 251 bytes); errno values are translated by
+Rules: names are one component (at most 251 bytes; "/jobs" is "jobs", as posix_ipc spells
+it); values are 0..SEM_VALUE_MAX (SysV: 0..32767); errno values are translated by
 ``oserrors``; ``release`` beyond the maximum raises ``LimitExceeded``.
 """
 
@@ -39,15 +41,29 @@ from ipcnet.errors import (
 from ipcnet.transports.oserrors import translate
 
 NAME_MAX = 251  # NAME_MAX less the "sem." prefix glibc adds in /dev/shm
+SEM_VALUE_MAX = 2147483647  # sem_post(3) fails with EOVERFLOW beyond it (INT_MAX on Linux)
 _DEAD_HINT = "(a holder that died keeps its count: UndoSemaphore gives it back)"
 
 
 def _check_name(name: str) -> str:
-    if not name or "/" in name or "\0" in name or name in (".", ".."):
-        raise InvalidAddress(f"invalid semaphore name {name!r}: one name, no '/'")
-    if len(os.fsencode(name)) > NAME_MAX:
+    """One component; the leading '/' of sem_overview(7)'s "/somename" form is optional."""
+    bare = name[1:] if name.startswith("/") else name
+    if not bare or "/" in bare or "\0" in bare or bare in (".", ".."):
+        raise InvalidAddress(f"invalid semaphore name {name!r}: one name, no '/' inside")
+    if len(os.fsencode(bare)) > NAME_MAX:
         raise InvalidAddress(f"invalid semaphore name: over {NAME_MAX} bytes")
-    return name
+    return bare
+
+
+def _wait_for(timeout: float | None) -> float | None:
+    """None waits forever; a negative timeout is an expired one (as multiprocessing's)."""
+    return None if timeout is None else max(0.0, float(timeout))
+
+
+def _check_value(value: int, top: int, where: str) -> int:
+    if not 0 <= value <= top:
+        raise LimitExceeded(f"value {value} out of range 0..{top} for {where}")
+    return value
 
 
 class _Base:
@@ -92,22 +108,26 @@ class Semaphore(_Base):
         import posix_ipc
 
         self.name = _check_name(name)
-        self.where = f"semaphore {name!r}"
+        self.where = f"semaphore {self.name!r}"
         self._ipc = posix_ipc
+        _check_value(value, SEM_VALUE_MAX, self.where)
         try:
             self._sem = posix_ipc.Semaphore(
-                "/" + name, posix_ipc.O_CREAT if create else 0, mode=mode, initial_value=value
+                "/" + self.name, posix_ipc.O_CREAT if create else 0, mode=mode, initial_value=value
             )
         except posix_ipc.ExistentialError as exc:
             raise NoSuchSocket(f"no {self.where} (create it first)") from exc
         except posix_ipc.PermissionsError as exc:
             raise PermissionDenied(f"permission denied: open {self.where}") from exc
         except ValueError as exc:
-            raise LimitExceeded(f"cannot make {self.where} with value {value}: {exc}") from exc
+            raise LimitExceeded(f"cannot make {self.where}: {str(exc).lower()}") from exc
+        except OSError as exc:
+            raise translate(exc, "open", self.where) from exc
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
         self._check_open("acquire")
+        timeout = _wait_for(timeout)
         try:
             self._sem.acquire(timeout)
         except self._ipc.BusyError as exc:
@@ -117,8 +137,10 @@ class Semaphore(_Base):
         self._check_open("release")
         try:
             self._sem.release()
-        except self._ipc.Error as exc:
-            raise LimitExceeded(f"cannot release {self.where}: {exc}") from exc
+        except (self._ipc.Error, OSError) as exc:  # EOVERFLOW comes as a plain OSError
+            raise LimitExceeded(
+                f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
+            ) from exc
 
     @property
     def value(self) -> int:
@@ -172,6 +194,7 @@ class SharedSemaphore(_Base):
 
     def __init__(self, value: int = 1) -> None:
         self.where = f"shared semaphore (pid {os.getpid()})"
+        _check_value(value, SEM_VALUE_MAX, self.where)
         self._lib = _libc()
         self._map = mmap.mmap(-1, self.SIZE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self._buf = (ctypes.c_char * self.SIZE).from_buffer(self._map)
@@ -181,6 +204,7 @@ class SharedSemaphore(_Base):
 
     def acquire(self, timeout: float | None = None) -> None:
         self._check_open("acquire")
+        timeout = _wait_for(timeout)
         sem = ctypes.c_void_p(self._sem)
         while True:
             if timeout is None:
@@ -200,7 +224,9 @@ class SharedSemaphore(_Base):
         self._check_open("release")
         if self._lib.sem_post(ctypes.c_void_p(self._sem)) != 0:
             if ctypes.get_errno() == errno.EOVERFLOW:
-                raise LimitExceeded(f"cannot release {self.where}: at its maximum value")
+                raise LimitExceeded(
+                    f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
+                )
             raise _fail("release", self.where)
 
     @property
@@ -248,10 +274,9 @@ class UndoSemaphore(_Base):
         self, name: str, value: int = 1, *, create: bool = True, mode: int = 0o600
     ) -> None:
         self.name = _check_name(name)
-        self.key = sysv_key(name)
-        self.where = f"sysv semaphore {name!r} (key 0x{self.key:08x})"
-        if not 0 <= value <= _SEMVMX:
-            raise LimitExceeded(f"value {value} out of range 0..{_SEMVMX} for {self.where}")
+        self.key = sysv_key(self.name)
+        self.where = f"sysv semaphore {self.name!r} (key 0x{self.key:08x})"
+        _check_value(value, _SEMVMX, self.where)
         self._lib = _libc()
         self._id = -1
         if create:
@@ -294,7 +319,7 @@ class UndoSemaphore(_Base):
             raise translate(OSError(code, os.strerror(code)), op, self.where)
 
     def acquire(self, timeout: float | None = None) -> None:
-        self._op(-1, timeout, "acquire")
+        self._op(-1, _wait_for(timeout), "acquire")
 
     def release(self) -> None:
         self._op(1, None, "release")

@@ -497,7 +497,8 @@ def connect(address: Address, timeout: float | None) -> ShmStream:
     No answer is awaited (so one thread may connect, then accept): a listener that refuses
     writes its reason and closes, and the first wait on this end reports it.
     """
-    ring = ring_size(address.option("ring") or DEFAULT_RING, str(address))
+    asked = address.option("ring")
+    ring = ring_size(DEFAULT_RING if asked is None else asked, str(address))
     sock = unix.connect_socket(_rendezvous(address), timeout)
     where = str(address)
     try:
@@ -540,16 +541,20 @@ class ShmListener(Listener[ShmStream]):
         self.max_ring = MAX_RING
         self.sock, self._cleanup = unix.bind_socket(_rendezvous(address), backlog, mode)
         self._closed = False
+        self._blocked = 0  # threads inside accept(); only then does close() shut down
 
     def accept(self) -> ShmStream:
         if self._closed:
             raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
+        self._blocked += 1
         try:
             conn, _ = self.sock.accept()
         except OSError as exc:
             if self._closed:
                 raise Closed(f"closed while accepting on {self.where}") from exc
             raise translate(exc, "accept on", self.where) from exc
+        finally:
+            self._blocked -= 1
         return self._handshake(conn)
 
     def try_accept(self) -> ShmStream | None:
@@ -676,8 +681,9 @@ class ShmListener(Listener[ShmStream]):
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept()
+        if self._blocked:  # wake a thread blocked in accept(); never a forked copy's parent
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._cleanup()
 

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import select
 import signal
 import struct
@@ -54,20 +55,45 @@ class SignalEvent:
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signo).name
+        return signal_name(self.signo)
+
+
+_RT = re.compile(r"(?:SIG)?RT(MIN|MAX)(?:([+-])(\d+))?\Z")
+
+
+def signal_name(signo: int) -> str:
+    """``SIGUSR1``; a real-time signal as ``kill -l`` spells it (``SIGRTMIN+1``,
+    ``SIGRTMAX-2``): Python's enum names only SIGRTMIN and SIGRTMAX themselves."""
+    low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if not low <= signo <= high:
+        return signal.Signals(signo).name
+    if signo - low <= (high - low) // 2:
+        return "SIGRTMIN" + (f"+{signo - low}" if signo > low else "")
+    return "SIGRTMAX" + (f"-{high - signo}" if signo < high else "")
 
 
 def _signum(sig: int | str) -> int:
+    """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, or ``"RTMIN+3"``."""
+    low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
     try:
         if isinstance(sig, str):
-            return int(
-                signal.Signals[
-                    sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"
-                ]
-            )
-        return int(signal.Signals(sig))
+            text = sig.strip().upper()
+            rt = _RT.match(text)
+            if rt is None:
+                return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+            base = low if rt.group(1) == "MIN" else high
+            num = base + (int(rt.group(3)) if rt.group(2) == "+" else -int(rt.group(3) or 0))
+        else:
+            num = int(sig)
+        if low <= num <= high:
+            return num
+        return int(signal.Signals(num))
     except (KeyError, ValueError):
-        raise InvalidAddress(f"unknown signal {sig!r}") from None
+        pass
+    raise InvalidAddress(
+        f"unknown signal {sig!r} (a name like USR1, RTMIN+1, or a number; "
+        f"real-time ones are {low}..{high})"
+    )
 
 
 class SignalSource:
@@ -79,8 +105,8 @@ class SignalSource:
             raise InvalidAddress("signals() needs at least one signal")
         for bad in (signal.SIGKILL, signal.SIGSTOP):
             if bad in self.signals:
-                raise InvalidAddress(f"{signal.Signals(bad).name} cannot be caught or queued")
-        self.where = "signals(" + ", ".join(signal.Signals(s).name for s in self.signals) + ")"
+                raise InvalidAddress(f"{signal_name(bad)} cannot be caught or queued")
+        self.where = "signals(" + ", ".join(signal_name(s) for s in self.signals) + ")"
         self._closed = False
         self.timeout: float | None = None
         self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
