@@ -110,7 +110,7 @@ def test_memfd_and_eventfds_of_an_shm_pair() -> None:
 def test_signalfd_of_another_process_names_its_signals() -> None:
     code = (
         "import sys, ipcnet\n"
-        "s = ipcnet.signals('USR1', 'TERM')\n"
+        "s = ipcnet.signals('USR1', 'TERM', 'RTMIN+2')\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"
     )
@@ -124,7 +124,7 @@ def test_signalfd_of_another_process_names_its_signals() -> None:
     try:
         assert child.stdout is not None and child.stdout.readline() == "ready\n"
         rows = [r for r in _rows("signalfd") if r.holders and r.holders[0][0] == child.pid]
-        assert len(rows) == 1 and rows[0].name.endswith("SIGUSR1,SIGTERM")
+        assert len(rows) == 1 and rows[0].name.endswith("SIGUSR1,SIGTERM,SIGRTMIN+2")
     finally:
         assert child.stdin is not None
         child.stdin.close()

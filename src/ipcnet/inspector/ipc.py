@@ -374,7 +374,7 @@ def _int(text: str | None, base: int) -> int | None:
 
 
 def _sigmask(text: str | None) -> str:
-    import signal
+    from ipcnet.transports.signals import signal_name  # real-time ones as kill -l names them
 
     mask = _int(text, 16)
     if mask is None:
@@ -383,8 +383,8 @@ def _sigmask(text: str | None) -> str:
     for bit in range(64):
         if mask >> bit & 1:
             try:
-                out.append(signal.Signals(bit + 1).name)
-            except ValueError:
+                out.append(signal_name(bit + 1))
+            except ValueError:  # 32 and 33: glibc's own, no name
                 out.append(str(bit + 1))
     return ",".join(out) or "-"
 
