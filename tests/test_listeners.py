@@ -101,6 +101,37 @@ def test_replaced_socket_file_is_not_removed_on_close(short_tmp) -> None:
     assert path.read_text() == "someone else's"
 
 
+def test_a_forked_child_closing_its_listener_leaves_the_parents(short_tmp) -> None:
+    """The notes' fork server: each child closes its copy of the listening socket. That
+    must neither remove the socket file nor stop the parent accepting; abandon() says the
+    same thing explicitly."""
+    path = short_tmp / "forked.sock"
+    with ipcnet.listen(f"unix://{path}") as listener:
+        for leave in (listener.close, listener.abandon):
+            pid = os.fork()
+            if pid == 0:  # the child
+                leave()
+                os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+            assert stat.S_ISSOCK(os.stat(path).st_mode)
+            with ipcnet.connect(f"unix://{path}") as client, listener.accept() as server:
+                client.write(b"still here")
+                assert server.read(10) == b"still here"
+    assert not path.exists()  # the parent's close removes it
+
+
+def test_a_forked_child_closing_a_fifo_listener_leaves_the_fifo(short_tmp) -> None:
+    path = short_tmp / "forked.fifo"
+    with ipcnet.listen(f"fifo://{path}") as listener:
+        pid = os.fork()
+        if pid == 0:
+            listener.close()  # the parent made the fifo: not the child's to remove
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert stat.S_ISFIFO(os.stat(path).st_mode)
+    assert not path.exists()
+
+
 def test_abstract_names_touch_no_file(short_tmp, monkeypatch) -> None:
     monkeypatch.chdir(short_tmp)
     (short_tmp / "@name").write_text("not a socket")

@@ -269,7 +269,13 @@ class Listener:
         return self.transport.closed
 
     def close(self) -> None:
+        """Stop listening; remove the socket file listen() made (not in a forked child)."""
         self.transport.close()
+
+    def abandon(self) -> None:
+        """Close only this process's descriptor: for a forked child that serves one peer
+        and must leave the parent's listener as it is."""
+        self.transport.abandon()
 
     def __enter__(self) -> Listener:
         return self

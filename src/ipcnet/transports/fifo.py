@@ -106,10 +106,10 @@ class FifoListener(Listener[PipeStream]):
         self._closed = False
         self._timeout: float | None = None
         path = address.path or ""
-        self._created = False
+        self._created: int | None = None  # the pid that made the fifo (only it removes it)
         try:
             os.mkfifo(path, mode)
-            self._created = True
+            self._created = os.getpid()
         except FileExistsError:
             if not stat.S_ISFIFO(os.stat(path).st_mode):
                 raise AddressInUse(f"address in use: {address} exists and is not a fifo") from None
@@ -150,6 +150,6 @@ class FifoListener(Listener[PipeStream]):
         if self._closed:
             return
         self._closed = True
-        if self._created:
+        if self._created == os.getpid():  # not in a forked child
             with contextlib.suppress(OSError):
                 os.unlink(self.address.path or "")

@@ -73,14 +73,15 @@ def bind_socket(
 
 def claim(address: Address) -> Callable[[], None]:
     """What removes the socket file ``address`` names now, if it is still that file
-    when called (nothing for abstract names)."""
+    when called, in this process (nothing for abstract names): a forked child that closes
+    its copy of a listener, as the notes' fork server does, leaves the parent's file."""
     if address.abstract:
         return _nothing
     path = address.path or ""
-    identity = _identity(path)
+    identity, owner = _identity(path), os.getpid()
 
     def cleanup() -> None:
-        if identity is not None and _identity(path) == identity:
+        if identity is not None and os.getpid() == owner and _identity(path) == identity:
             try:
                 os.unlink(path)
             except FileNotFoundError:
