@@ -1,6 +1,7 @@
 """The small services against RFC 862/863/867 and real clients, under every model.
 
 What is checked here, with plain Python sockets as the peer:
+- bad limits (--workers 0, --grace nan, ...) are refused by the command line;
 - a server that closes first (daytime, RFC 867; a refusal over --max-conns) drops what
   the client already sent instead of closing with it unread: a close with unread input
   sends an RST, and the RST makes the client's kernel throw away the answer it had
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from ipcnet.cli import build_parser
 from ipcnet.drivers import MODELS
 from serverkit import Server, serving
 
@@ -86,3 +88,24 @@ def test_a_refused_connection_reads_eof_not_a_reset(model: str) -> None:
                 refused.sendall(b"let me in")
             with refused:
                 assert _read_to_eof(refused) == b""
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--workers", "0"),  # a pool of no threads never served its queue
+        ("--max-conns", "0"),  # every connection refused
+        ("--queue", "-1"),
+        ("--grace", "-1"),
+        ("--grace", "nan"),
+        ("--idle-timeout", "-5"),
+    ],
+)
+def test_a_bad_limit_is_a_clear_error(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "echo", "tcp://127.0.0.1:0", option, value]
+    with pytest.raises(SystemExit) as stopped:
+        build_parser("serve").parse_args(argv)
+    assert stopped.value.code == 2
+    assert f"argument {option}: {value!r} is not a" in capsys.readouterr().err
