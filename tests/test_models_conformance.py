@@ -109,3 +109,17 @@ def test_a_bad_limit_is_a_clear_error(
         build_parser("serve").parse_args(argv)
     assert stopped.value.code == 2
     assert f"argument {option}: {value!r} is not a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["iterative", "epoll", "asyncio"])
+def test_a_wildcard_udp_server_answers_from_the_address_asked(model: str) -> None:
+    """Bound to 0.0.0.0, the reply to a datagram sent to 127.0.0.2 must come from
+    127.0.0.2: a connected client (nc -u, socat udp:) takes no other."""
+    with serving("echo", "udp://0.0.0.0:0", model=model) as server:
+        port = int(server.addresses[0].rpartition(":")[2])
+        for host in ("127.0.0.1", "127.0.0.2"):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(10)
+                sock.connect((host, port))
+                sock.send(b"who answers?")
+                assert sock.recvfrom(100) == (b"who answers?", (host, port))
