@@ -8,7 +8,9 @@ What is checked here, with plain Python sockets as the peer:
   received (RFC 9112 §9.6 tells HTTP servers the same; nginx's lingering_close). The
   client's bytes are made to be queued before the server accepts by stopping the
   server's process group (SIGSTOP) while the client connects and writes, so every run
-  meets the case, not one in a few.
+  meets the case, not one in a few;
+- a UDP server bound to 0.0.0.0 answers from the address the datagram was sent to, which
+  is the only source a connected client (nc -u, socat udp:) accepts.
 """
 
 from __future__ import annotations
