@@ -5,8 +5,9 @@ Rules:
 - ``Gate.accept`` takes what a ready listener has queued (up to BATCH at a time); on
   EMFILE/ENFILE (a translated ``Busy``) it stops watching every listener for ACCEPT_PAUSE
   seconds (never spinning on a listener it cannot empty) and logs that at most every 5 s;
-  a connection over --max-conns is refused explicitly (the service's refusal bytes, then
-  FIN), never left hanging in the backlog;
+  a connection over --max-conns is refused explicitly (the service's refusal bytes, if
+  any, then FIN; what the client already sent is read and dropped first, or the close
+  would be an RST), never left hanging in the backlog;
 - ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
   read) and closes one without traffic for longer than --idle-timeout, idle or owing output
   its peer does not take (a client that stopped reading holds a connection as surely as
@@ -126,10 +127,10 @@ def refuse(core: ServerCore, stream: SocketStream, row: Row | None = None) -> No
         stream.set_blocking(False)
         if refusal:
             stream.try_write(refusal)
-            stream.send_eof()
-            for _ in range(REFUSAL_DRAIN):
-                if not stream.try_read(READ_SIZE):
-                    break
+        stream.send_eof()
+        for _ in range(REFUSAL_DRAIN):  # unread input would turn our FIN into an RST
+            if not stream.try_read(READ_SIZE):
+                break
     except IPCError:
         pass
     stream.close()

@@ -2,16 +2,35 @@
 
 Role: the simplest sessions, and the first users of the contract in ``base``. Rules: no I/O
 (see base); stateless services share one session object instead of making one per
-connection.
+connection; a service that ends a connection first (daytime, increment --once) half-closes
+after its answer and drops what the client still sends until the client's EOF, or LINGER
+seconds: closing with input unread would send an RST, and the RST makes the client's
+kernel throw away the answer it had already received (RFC 9112 §9.6 asks HTTP servers the
+same; nginx's lingering_close).
 """
 
 from __future__ import annotations
 
 import time
 
-from ipcnet.protocols.base import CLOSE, Actions, BaseService, BaseSession, Peer
+from ipcnet.protocols.base import (
+    SHUTDOWN_WRITE,
+    Actions,
+    BaseService,
+    BaseSession,
+    Peer,
+    Timer,
+)
 
 _PLUS_ONE = bytes((i + 1) & 0xFF for i in range(256))
+LINGER = 2.0  # seconds a connection we ended stays open to drop the client's input
+_LINGER = Timer(LINGER)
+
+
+def last_answer(data: bytes) -> Actions:
+    """Send ``data`` as the connection's last bytes (see the module's rules); the session
+    drops later input, and closes at the client's EOF or its timer (BaseSession's rules)."""
+    return [data, SHUTDOWN_WRITE, _LINGER]
 
 
 class _EchoSession(BaseSession):
@@ -45,7 +64,7 @@ class _IncrementOnceSession(BaseSession):
         if self.answered:
             return None
         self.answered = True
-        return [data[:1].translate(_PLUS_ONE), CLOSE]
+        return last_answer(data[:1].translate(_PLUS_ONE))
 
 
 class Increment(BaseService):
@@ -86,13 +105,14 @@ def daytime_text(now: float | None = None) -> bytes:
 
 
 class Daytime(BaseService):
-    """RFC 867: on connect, send the date and time and close; a datagram gets it too."""
+    """RFC 867: on connect, send the date and time and close ("any data received is thrown
+    away"); a datagram gets it too."""
 
     name = "daytime"
     _session = BaseSession()
 
     def start(self, peer: Peer) -> tuple[BaseSession, Actions]:
-        return self._session, [daytime_text(), CLOSE]
+        return self._session, last_answer(daytime_text())
 
     def datagram(self, data: bytes, peer: Peer) -> Actions:
         return daytime_text()

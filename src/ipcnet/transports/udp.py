@@ -12,7 +12,10 @@ from ipcnet.transports.datagram import DatagramEndpoint
 def datagram(address: Address, listen: bool, max_size: int, mode: int) -> DatagramEndpoint:
     if listen:
         sock = inet.bind(address, socket.SOCK_DGRAM, None)
-        bound = address.with_port(sock.getsockname()[1])
-        return DatagramEndpoint(sock, str(bound), max_size=max_size)
+        host, port = sock.getsockname()[:2]
+        endpoint = DatagramEndpoint(sock, str(address.with_port(port)), max_size=max_size)
+        if host in ("0.0.0.0", "::"):  # a wildcard: answer from each datagram's address
+            endpoint.answer_from_destination()
+        return endpoint
     sock = inet.connect(address, socket.SOCK_DGRAM, None)
     return DatagramEndpoint(sock, str(address), max_size=max_size)
