@@ -6,9 +6,13 @@ prometheus_client's parser and `promtool check metrics`."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -52,3 +56,76 @@ def test_an_upgrade_whose_new_master_dies_leaves_the_old_one_serving(
         assert old.wait(20) == 0 and _alive(new_pid) and _get(port) == 200
     finally:
         _stop_both(old, new_pid)
+
+
+NGINX_CONF = """daemon off;
+master_process off;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 16; }}
+http {{
+  log_format clf '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent';
+  access_log {d}/access.log clf;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{ listen 127.0.0.1:{port}; listen unix:{d}/nginx.sock; root {d}/www; }}
+}}
+"""
+# quotes and backslashes (a client forging a field, or an escape) in targets both parse
+TARGETS = [b'/a"b\\c', b"/%22q", b"/a\\x22b", b'/q?x="1"\\']
+CLF = rb'^(\S+) - - (\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]) "(.*)" (\d{3}) (\d+|-)$'
+
+
+def _ask(where: str | tuple[str, int], target: bytes) -> None:
+    family = socket.AF_UNIX if isinstance(where, str) else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(10)
+        s.connect(where)
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+
+
+def _fields(log: Path, count: int) -> list[tuple[bytes, bytes]]:
+    """(client, request) of each of ``count`` CLF lines, the timestamp's shape checked."""
+    deadline = time.monotonic() + 20
+    while len(lines := log.read_bytes().splitlines()) < count:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.02)
+    out = []
+    for line in lines:
+        found = re.match(CLF, line)
+        assert found, line
+        out.append((found[1], found[3]))
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="needs nginx (Debian package nginx)")
+def test_access_log_lines_escape_as_nginx_writes_them(tmp_path: Path) -> None:
+    """The same raw requests to nginx (its CLF log_format) and to us: the client field
+    (unix: for a unix socket) and the escaped request field are byte for byte nginx's."""
+    (tmp_path / "www").mkdir()
+    nginx_port, our_port = free_port(), free_port()
+    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(d=tmp_path, port=nginx_port))
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")])
+    ours_log, sock = tmp_path / "ours.log", tmp_path / "ours.sock"
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path / "www")]
+    argv += [f"tcp://127.0.0.1:{our_port}", f"unix://{sock}", "--access-log", str(ours_log)]
+    ours = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        for path in (tmp_path / "nginx.sock", sock):
+            deadline = time.monotonic() + 20
+            while not path.exists():
+                assert time.monotonic() < deadline, f"{path} never appeared"
+                time.sleep(0.02)
+        for port, unix in ((nginx_port, tmp_path / "nginx.sock"), (our_port, sock)):
+            for target in TARGETS:
+                _ask(("127.0.0.1", port), target)
+            _ask(str(unix), b"/")
+        theirs = _fields(tmp_path / "access.log", len(TARGETS) + 1)
+        assert theirs[-1][0] == b"unix:" and b"\\x22" in theirs[0][1]  # the peer as known
+        assert _fields(ours_log, len(TARGETS) + 1) == theirs
+    finally:
+        for proc in (nginx, ours):
+            proc.terminate()
+            proc.wait(20)
