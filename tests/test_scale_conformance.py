@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ipcnet.testing import free_port
+from test_deploy_haproxy import Load, server_states, wait_for
 from test_scale import _alive, _log_says, _stop_both
 
 ENTRY = "import sys\nfrom ipcnet.cli import main\nsys.exit(main())\n"
@@ -129,3 +130,75 @@ def test_access_log_lines_escape_as_nginx_writes_them(tmp_path: Path) -> None:
         for proc in (nginx, ours):
             proc.terminate()
             proc.wait(20)
+
+
+HAPROXY_STOCK = """global
+    maxconn 200
+    stats socket {sock} mode 600 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 15s
+    timeout server 15s
+    retries 0
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend ipcnet
+backend ipcnet
+    balance roundrobin
+    option httpchk GET /_health
+    http-check expect status 200
+{servers}"""
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="needs haproxy (Debian package haproxy)")
+def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Path) -> None:
+    """HAProxy with no retries and keep-alive to the servers: SIGTERM with --drain-delay
+    fails the draining server's checks while it still serves, HAProxy marks it DOWN, and
+    only then (here: a second SIGTERM ends the delay) its listener closes. Not one
+    request of a bounded load fails."""
+    (tmp_path / "hello.txt").write_text("hello\n")
+    ports, front, sock = [free_port(), free_port()], free_port(), tmp_path / "haproxy.sock"
+    servers = []
+    for port in ports:
+        argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
+        argv += [f"tcp://127.0.0.1:{port}", "-q", "--model", "prefork", "--workers", "1"]
+        argv += ["--drain-delay", "60", "--grace", "10"]
+        servers.append(subprocess.Popen(argv))
+    lines = "".join(
+        f"    server web{i} 127.0.0.1:{port} check inter 100 fall 1 rise 1\n"
+        for i, port in enumerate(ports, 1)
+    )
+    (tmp_path / "h.cfg").write_text(HAPROXY_STOCK.format(sock=sock, port=front, servers=lines))
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "h.cfg")])
+    load = None
+    try:
+        wait_for(lambda: sock.exists() and set(server_states(sock).values()) == {"UP"}, "UP")
+        load = Load(front)
+        load.wait_more(100)
+        servers[0].send_signal(signal.SIGTERM)
+        assert _health(ports[0]) == (503, b"draining\n")  # fails its check ...
+        assert _get(ports[0], "/hello.txt") == 200  # ... and still serves
+        wait_for(lambda: server_states(sock)["web1"].startswith("DOWN"), "web1 DOWN")
+        load.wait_more(100)  # all on web2 now
+        servers[0].send_signal(signal.SIGTERM)  # during the delay: the stop begins at once
+        assert servers[0].wait(20) == 0
+        load.wait_more(100)
+        load.stop()
+        assert load.failures == [] and load.ok >= 300
+    finally:
+        if load is not None:
+            load.stop()
+        for proc in (haproxy, *servers):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(20)
+
+
+def _health(port: int) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer.split(b"\r\n\r\n", 1)[1]

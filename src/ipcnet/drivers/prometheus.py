@@ -81,7 +81,7 @@ def server_text(snapshot: Mapping[str, Any]) -> str:
         family(
             "up",
             "gauge",
-            "1 while serving, 0 once stopping (the health answer).",
+            "1 while serving, 0 once draining or stopping (the health answer).",
             [(base, 1 if snapshot.get("health", "ok") == "ok" else 0)],
         )
     )

@@ -1,4 +1,5 @@
-"""Zero-downtime life: systemd readiness, the watchdog, and the SIGUSR2 binary upgrade.
+"""Zero-downtime life: systemd readiness, the watchdog, the SIGUSR2 binary upgrade and
+the --drain-delay before a stop.
 
 Role: what a server tells its service manager (sd_notify READY=1 once it listens,
 STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
@@ -117,10 +118,29 @@ def stopping() -> None:
     tell("STOPPING=1")
 
 
+def terminate(core: ServerCore) -> None:
+    """SIGTERM/SIGINT. With --drain-delay the master first fails its health checks
+    (/_health 503 "draining", the stats' health, ipcnet_up 0) while it still accepts and
+    serves, so that a balancer routes away before anything is refused (Traefik's
+    requestAcceptGraceTimeout, Kubernetes' preStop); then the graceful stop. A signal
+    during the delay stops at once (gracefully), as without it."""
+    delay = core.config.drain_delay
+    if delay <= 0 or core.draining or core.stopping.is_set() or not core.master:
+        core.request_stop()
+        return
+    core.draining = True
+    core.counters.main.set_state("draining")  # prefork workers answer the checks
+    stopping()
+    log.info("draining: health checks fail for %g s, then the stop begins", delay)
+    timer = threading.Timer(delay, core.request_stop)
+    timer.daemon = True
+    timer.start()
+
+
 def upgrade(core: ServerCore) -> None:
     """SIGUSR2: start a new master on our sockets; once it is ready, stop gracefully."""
-    if core.stopping.is_set() or core.upgrading:
-        log.warning("upgrade: already upgrading or stopping; SIGUSR2 ignored")
+    if core.stopping.is_set() or core.upgrading or core.draining:
+        log.warning("upgrade: already upgrading, draining or stopping; SIGUSR2 ignored")
         return
     core.upgrading = True
     threading.Thread(target=_upgrade, args=(core,), name="ipcnet-upgrade", daemon=True).start()
