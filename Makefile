@@ -30,6 +30,7 @@ system-deps:
 	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
 	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
 	./scripts/system-deps lsof  # inspector conformance test: lsof -p beside sockets --fds
+	./scripts/system-deps promtool  # metrics conformance test: promtool check metrics (tests/test_scale_conformance.py)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
