@@ -238,3 +238,25 @@ def test_metrics_pass_promtool_and_match_the_status_page(tmp_path: Path) -> None
     assert status["requests"]["by_class"] == {"1xx": 0, "2xx": 3, "3xx": 0, "4xx": 1, "5xx": 0}
     assert by_class == {**status["requests"]["by_class"], "2xx": 4}  # and /_status.json
     assert status["requests"]["total"] == 4
+
+
+@pytest.mark.parametrize("model", ["iterative", "asyncio"])
+def test_drain_delay_under_models_with_their_own_signal_handlers(model: str) -> None:
+    """iterative and asyncio catch SIGTERM themselves: the delay holds there too, and a
+    second SIGTERM ends it with a clean graceful stop."""
+    port = free_port()
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", os.path.dirname(__file__)]
+    argv += [f"tcp://127.0.0.1:{port}", "-q", "--model", model, "--drain-delay", "60"]
+    server = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None and "listening on" in server.stderr.readline()
+        server.send_signal(signal.SIGTERM)
+        assert "draining" in server.stderr.readline()
+        assert _health(port) == (503, b"draining\n")
+        assert _get(port, "/_status.json") == 200
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -302,7 +302,11 @@ class ServerCore:
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        from ipcnet.drivers import upgrade  # a-scale: --drain-delay first
+        self.terminate()
+
+    def terminate(self) -> None:
+        """SIGTERM/SIGINT in every model: --drain-delay first, then ``request_stop``."""
+        from ipcnet.drivers import upgrade  # a-scale
 
         upgrade.terminate(self)
 
