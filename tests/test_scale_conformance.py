@@ -238,6 +238,11 @@ def test_metrics_pass_promtool_and_match_the_status_page(tmp_path: Path) -> None
     assert status["requests"]["by_class"] == {"1xx": 0, "2xx": 3, "3xx": 0, "4xx": 1, "5xx": 0}
     assert by_class == {**status["requests"]["by_class"], "2xx": 4}  # and /_status.json
     assert status["requests"]["total"] == 4
+    # the server histogram carries the labels of the server's other families
+    server = {"service": "http", "model": "prefork"}
+    assert families["ipcnet_connections_accepted"].samples[0].labels == server
+    for sample in families["ipcnet_connection_duration_seconds"].samples:
+        assert {k: v for k, v in sample.labels.items() if k != "le"} == server
 
 
 @pytest.mark.parametrize("model", ["iterative", "asyncio"])
