@@ -29,10 +29,12 @@ def _escape(text: str) -> str:
 def peer_host(peer: Peer) -> str:
     """The client field: its IP, or ``unix:`` for a unix socket client (named or not), as
     nginx's $remote_addr; "-" when the driver knows neither end."""
-    address = peer.address or peer.local
-    if address is None:
-        return "-"
-    return address.host if address.host is not None else "unix:"
+    address, local = peer.address, peer.local
+    if address is not None and address.host is not None:
+        return address.host
+    if address is not None or (local is not None and local.host is None):
+        return "unix:"
+    return "-"
 
 
 class AccessLog:
