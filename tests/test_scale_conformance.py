@@ -140,6 +140,7 @@ defaults
     timeout connect 2s
     timeout client 15s
     timeout server 15s
+    timeout check 2s
     retries 0
 frontend web
     bind 127.0.0.1:{port}
