@@ -1,7 +1,9 @@
 """Issue 14 against its peers: a broken binary upgrade as nginx's master handles it (the
 old master reaps the new one, says so, and serves on), the access log byte for byte as
-nginx writes it (the same raw requests sent to a real nginx), and /_metrics through
-prometheus_client's parser and `promtool check metrics`."""
+nginx writes it (the same raw requests sent to a real nginx), /_metrics through
+prometheus_client's parser and `promtool check metrics` (and against the status page),
+and --drain-delay behind a real HAProxy with no retries: health fails before anything
+is refused, so a bounded load loses no request."""
 
 from __future__ import annotations
 
