@@ -163,10 +163,10 @@ def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Pa
     (tmp_path / "hello.txt").write_text("hello\n")
     ports, front, sock = [free_port(), free_port()], free_port(), tmp_path / "haproxy.sock"
     servers = []
-    for port in ports:
+    for port, delay in zip(ports, ("60", "0"), strict=True):
         argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
         argv += [f"tcp://127.0.0.1:{port}", "-q", "--model", "prefork", "--workers", "1"]
-        argv += ["--drain-delay", "60", "--grace", "10"]
+        argv += ["--drain-delay", delay, "--grace", "10"]
         servers.append(subprocess.Popen(argv))
     lines = "".join(
         f"    server web{i} 127.0.0.1:{port} check inter 100 fall 1 rise 1\n"
@@ -192,10 +192,14 @@ def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Pa
     finally:
         if load is not None:
             load.stop()
+        for proc in (haproxy, *servers):  # gracefully: a killed prefork master's worker
+            proc.terminate()  # would live on
         for proc in (haproxy, *servers):
-            if proc.poll() is None:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-            proc.wait(20)
+                proc.wait()
 
 
 def _health(port: int) -> tuple[int, bytes]:
