@@ -31,6 +31,7 @@ system-deps:
 	./scripts/system-deps iptables  # xdp conformance: iptables-legacy counters beside ours (tests/test_xdp_conformance.py)
 	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
 	./scripts/system-deps lsof  # inspector conformance test: lsof -p beside sockets --fds
+	./scripts/system-deps promtool  # metrics conformance test: promtool check metrics (tests/test_scale_conformance.py)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

@@ -177,6 +177,7 @@ defaults
     timeout connect 2s
     timeout client 15s
     timeout server 15s
+    timeout check 2s
     retries 3
     option redispatch 1
     retry-on all-retryable-errors

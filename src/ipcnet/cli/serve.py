@@ -100,6 +100,14 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds for in-flight work at stop ({d.grace:g})",
     )
+    g.add_argument(  # a-scale (issue 14)
+        "--drain-delay",
+        type=float,
+        default=d.drain_delay,
+        metavar="S",
+        help="at SIGTERM, fail /_health for S seconds while still serving, then stop "
+        "(for a balancer's checks: S > inter x fall; default 0)",
+    )
     g.add_argument(
         "--idle-timeout",
         type=_seconds,
@@ -209,6 +217,7 @@ def config_from(args: argparse.Namespace) -> Any:
         tls=tlsflags.keywords(args),
         accept_proxy=args.accept_proxy,
         metrics=args.metrics,
+        drain_delay=args.drain_delay,
     )
 
 

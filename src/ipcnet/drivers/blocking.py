@@ -358,9 +358,11 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
     """SIGTERM/SIGINT: request a stop; if the connection in hand is idle, end it now."""
 
     def handler(signum: int, frame: object) -> None:
-        core.request_stop()
+        core.terminate()  # a-scale: a --drain-delay serves on: end nothing until stopping
         conn = current()
-        if conn is not None and conn.idle and (conn.quiet or core.forcing.is_set()):
+        if conn is None or not core.stopping.is_set():
+            return
+        if conn.idle and (conn.quiet or core.forcing.is_set()):
             raise StopServing
 
     previous: dict[int, Any] = {}

@@ -66,6 +66,7 @@ class ServeConfig:
     tls: dict[str, Any] = field(default_factory=dict)  # tls:// addresses: TLSOptions' fields
     accept_proxy: bool = False  # every connection starts with a PROXY protocol header
     metrics: str | None = None  # tcp://... answering GET /metrics with Prometheus text
+    drain_delay: float = 0.0  # a-scale: SIGTERM fails health checks this long, then stops
 
 
 class StopServing(BaseException):
@@ -189,6 +190,7 @@ class ServerCore:
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
         self.upgrading = False
+        self.draining = False  # a-scale: --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
@@ -300,7 +302,13 @@ class ServerCore:
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self.request_stop()
+        self.terminate()
+
+    def terminate(self) -> None:
+        """SIGTERM/SIGINT in every model: --drain-delay first, then ``request_stop``."""
+        from ipcnet.drivers import upgrade  # a-scale
+
+        upgrade.terminate(self)
 
     def _on_hup(self, signum: int, frame: object) -> None:
         if not self.on_reload:
@@ -409,9 +417,11 @@ class ServerCore:
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
         # draining after a SIGUSR2 hand-over is no reason for a balancer to route away: a
         # check that reached us just before is answered ok (prefork workers read the row)
-        upgraded = self.counters.main.as_dict()["state"] == "upgraded"
+        state = self.counters.main.as_dict()["state"]  # a-scale: and draining (a row, as
+        draining = self.draining or state == "draining"  # prefork workers must see it)
+        stopping = self.stopping.is_set() and state != "upgraded"
         return {
-            "health": "stopping" if self.stopping.is_set() and not upgraded else "ok",
+            "health": "draining" if draining else "stopping" if stopping else "ok",
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,

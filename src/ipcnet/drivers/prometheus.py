@@ -56,17 +56,24 @@ def family(
 
 
 def histogram(
-    name: str, help: str, bounds: Sequence[float], counts: Sequence[int], total: float
+    name: str,
+    help: str,
+    bounds: Sequence[float],
+    counts: Sequence[int],
+    total: float,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """A histogram family; ``counts[i]`` observations fell at or below ``bounds[i]``
-    (not cumulative; the last count is above every bound)."""
+    (not cumulative; the last count is above every bound); ``labels`` on every line."""
     full = PREFIX + name
     lines = [f"# HELP {full} {help}", f"# TYPE {full} histogram"]
     running = 0
     for bound, count in zip([*bounds, float("inf")], counts, strict=True):
         running += count
-        lines.append(f'{full}_bucket{{le="{_number(float(bound))}"}} {running}')
-    lines += [f"{full}_sum {_number(float(total))}", f"{full}_count {running}"]
+        le = {**(labels or {}), "le": _number(float(bound))}
+        lines.append(f"{full}_bucket{_labels(le)} {running}")
+    plain = _labels(labels or {})
+    lines += [f"{full}_sum{plain} {_number(float(total))}", f"{full}_count{plain} {running}"]
     return "\n".join(lines) + "\n"
 
 
@@ -81,7 +88,7 @@ def server_text(snapshot: Mapping[str, Any]) -> str:
         family(
             "up",
             "gauge",
-            "1 while serving, 0 once stopping (the health answer).",
+            "1 while serving, 0 once draining or stopping (the health answer).",
             [(base, 1 if snapshot.get("health", "ok") == "ok" else 0)],
         )
     )
@@ -94,6 +101,7 @@ def server_text(snapshot: Mapping[str, Any]) -> str:
                 DURATION_BUCKETS,
                 durations["buckets"],
                 durations["sum"],
+                base,  # the labels of every other server family
             )
         )
     out.append(

@@ -1,4 +1,5 @@
-"""Zero-downtime life: systemd readiness, the watchdog, and the SIGUSR2 binary upgrade.
+"""Zero-downtime life: systemd readiness, the watchdog, the SIGUSR2 binary upgrade and
+the --drain-delay before a stop.
 
 Role: what a server tells its service manager (sd_notify READY=1 once it listens,
 STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
@@ -10,8 +11,9 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   kernel's backlog are never lost; once it listens it says ``READY=1`` to the old master's
   private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
-  descriptors without removing socket files. A new master that fails to start, or is not
-  ready within UPGRADE_TIMEOUT, is reported and the old one keeps serving;
+  descriptors without removing socket files. A new master that exits before READY=1 is
+  reaped and reported at once, one not ready within UPGRADE_TIMEOUT is killed; either
+  way the old one keeps serving (and a later SIGUSR2 may try again);
 - datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
   handed over the same way, and so are a
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
@@ -25,12 +27,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import IPCError
+from ipcnet.errors import IPCError, Timeout
 from ipcnet.transports import DatagramEndpoint, open_datagram
 from ipcnet.transports.notify import notify, watchdog_interval
 
@@ -43,6 +47,7 @@ log = logging.getLogger("ipcnet.serve")
 ENV_FDS = "IPCNET_LISTEN_FDS"
 ENV_READY = "IPCNET_UPGRADE_NOTIFY"
 UPGRADE_TIMEOUT = 30.0
+READY_POLL = 0.2  # seconds between looks at whether a starting new master died
 
 
 def tell(*lines: str, where: str | None = None) -> None:
@@ -113,10 +118,29 @@ def stopping() -> None:
     tell("STOPPING=1")
 
 
+def terminate(core: ServerCore) -> None:
+    """SIGTERM/SIGINT. With --drain-delay the master first fails its health checks
+    (/_health 503 "draining", the stats' health, ipcnet_up 0) while it still accepts and
+    serves, so that a balancer routes away before anything is refused (Traefik's
+    requestAcceptGraceTimeout, Kubernetes' preStop); then the graceful stop. A signal
+    during the delay stops at once (gracefully), as without it."""
+    delay = core.config.drain_delay
+    if delay <= 0 or core.draining or core.stopping.is_set() or not core.master:
+        core.request_stop()
+        return
+    core.draining = True
+    core.counters.main.set_state("draining")  # prefork workers answer the checks
+    stopping()
+    log.info("draining: health checks fail for %g s, then the stop begins", delay)
+    timer = threading.Timer(delay, core.request_stop)
+    timer.daemon = True
+    timer.start()
+
+
 def upgrade(core: ServerCore) -> None:
     """SIGUSR2: start a new master on our sockets; once it is ready, stop gracefully."""
-    if core.stopping.is_set() or core.upgrading:
-        log.warning("upgrade: already upgrading or stopping; SIGUSR2 ignored")
+    if core.stopping.is_set() or core.upgrading or core.draining:
+        log.warning("upgrade: already upgrading, draining or stopping; SIGUSR2 ignored")
         return
     core.upgrading = True
     threading.Thread(target=_upgrade, args=(core,), name="ipcnet-upgrade", daemon=True).start()
@@ -141,13 +165,9 @@ def _upgrade(core: ServerCore) -> None:
         fds.update(core.observers())
         env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
         argv = [sys.executable, *sys.orig_argv[1:]]
-        endpoint.timeout = UPGRADE_TIMEOUT
         pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
         log.info("upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds))
-        while True:
-            data, _ = endpoint.recv()
-            if b"READY=1" in data.split(b"\n"):
-                break
+        _await_ready(endpoint, pid)
     except IPCError as exc:
         log.error("upgrade failed (the old master keeps serving): %s", exc)
         core.upgrading = False
@@ -159,3 +179,36 @@ def _upgrade(core: ServerCore) -> None:
     core.keep_listeners = True
     core.counters.main.set_state("upgraded")  # our health stays ok: the address serves on
     core.request_stop()
+
+
+def _await_ready(endpoint: DatagramEndpoint, pid: int) -> None:
+    """Wait for the new master's READY=1; a new master that exits first (a broken
+    binary, a bad config) is reaped and reported at once, as nginx's master does on
+    SIGCHLD, instead of after UPGRADE_TIMEOUT (and a later SIGUSR2 may try again)."""
+    from ipcnet.transports.process import kill, wait
+
+    deadline = time.monotonic() + UPGRADE_TIMEOUT
+    endpoint.timeout = READY_POLL
+    while True:
+        try:
+            data, _ = endpoint.recv()
+        except Timeout:
+            ended = wait(pid, block=False)
+            if ended != (0, 0):  # it ended (None: another waiter, prefork's, reaped it)
+                how = "" if ended is None else _how(ended[1])
+                raise IPCError(f"new master pid {pid} exited before it was ready{how}") from None
+            if time.monotonic() >= deadline:
+                kill(pid, signal.SIGKILL)
+                wait(pid)
+                raise IPCError(
+                    f"new master pid {pid} not ready within {UPGRADE_TIMEOUT:g} s; killed it"
+                ) from None
+            continue
+        if b"READY=1" in data.split(b"\n"):
+            return
+
+
+def _how(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f" (killed by signal {os.WTERMSIG(status)})"
+    return f" (exit status {os.waitstatus_to_exitcode(status)})"

@@ -2,8 +2,9 @@
 
 Role: told about every response, write one CLF line (to stderr or a file, unless quiet)
 and count it. Rules: one line is one write (O_APPEND files stay whole lines across
-processes); request lines are escaped, so a client cannot forge log lines with CR/LF or
-quotes; timestamps are local time with the numeric offset, formatted once per second.
+processes); request lines are escaped as nginx escapes them (``\\xHH``), so a client
+cannot forge log lines with CR/LF or quotes; timestamps are local time with the numeric
+offset, formatted once per second.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ipcnet.httpd.metrics import Metrics
 from ipcnet.protocols.base import Peer
 from ipcnet.transports.oserrors import translating
 
-_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F, 0x22, 0x5C]}
+# as nginx escapes a log variable: \xHH (upper-case hex) for controls, '"', '\', DEL and
+# every byte above it (the target arrives as latin-1: one character is one byte)
+_ESCAPES = {i: f"\\x{i:02X}" for i in [*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)]}
 
 
 def _escape(text: str) -> str:
@@ -24,12 +27,14 @@ def _escape(text: str) -> str:
 
 
 def peer_host(peer: Peer) -> str:
-    address = peer.address
-    if address is None:
-        return "-"
-    if address.host is not None:
+    """The client field: its IP, or ``unix:`` for a unix socket client (named or not), as
+    nginx's $remote_addr; "-" when the driver knows neither end."""
+    address, local = peer.address, peer.local
+    if address is not None and address.host is not None:
         return address.host
-    return "unix"
+    if address is not None or (local is not None and local.host is None):
+        return "unix:"
+    return "-"
 
 
 class AccessLog:

@@ -115,8 +115,9 @@ class StatusPage:
         return render_html(self.snapshot()).encode()
 
     def health(self) -> Page:
-        """/_health, for load balancers' checks: 200 "ok" while serving, 503 "stopping"
-        once a graceful stop began (a balancer then routes around us while we drain)."""
+        """/_health, for load balancers' checks: 200 "ok" while serving, 503 "draining"
+        during --drain-delay (we still serve: a balancer routes away before we refuse
+        anything), 503 "stopping" once a graceful stop began."""
         core = self._stats() if self._stats is not None else {}
         health = str(core.get("health", "ok"))
         status = 200 if health == "ok" else 503
