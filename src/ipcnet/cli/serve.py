@@ -100,9 +100,9 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds for in-flight work at stop ({d.grace:g})",
     )
-    g.add_argument(  # a-scale (issue 14)
+    g.add_argument(  # issue 14: behind a load balancer
         "--drain-delay",
-        type=float,
+        type=_seconds,
         default=d.drain_delay,
         metavar="S",
         help="at SIGTERM, fail /_health for S seconds while still serving, then stop "

@@ -414,7 +414,7 @@ class AsyncioModel(Model):
         loop.add_reader(core.waker_r, woken)
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, core.terminate)  # a-scale: --drain-delay
+                loop.add_signal_handler(sig, core.terminate)  # --drain-delay first
             except (RuntimeError, ValueError):
                 pass  # not the main thread: the caller stops us through request_stop()
         sweeper = loop.create_task(self._sweep())

@@ -358,7 +358,7 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
     """SIGTERM/SIGINT: request a stop; if the connection in hand is idle, end it now."""
 
     def handler(signum: int, frame: object) -> None:
-        core.terminate()  # a-scale: a --drain-delay serves on: end nothing until stopping
+        core.terminate()  # during a --drain-delay it serves on: end nothing until stopping
         conn = current()
         if conn is None or not core.stopping.is_set():
             return

@@ -66,7 +66,7 @@ class ServeConfig:
     tls: dict[str, Any] = field(default_factory=dict)  # tls:// addresses: TLSOptions' fields
     accept_proxy: bool = False  # every connection starts with a PROXY protocol header
     metrics: str | None = None  # tcp://... answering GET /metrics with Prometheus text
-    drain_delay: float = 0.0  # a-scale: SIGTERM fails health checks this long, then stops
+    drain_delay: float = 0.0  # SIGTERM fails health checks this long, then stops
 
 
 class StopServing(BaseException):
@@ -190,7 +190,7 @@ class ServerCore:
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
         self.upgrading = False
-        self.draining = False  # a-scale: --drain-delay running (upgrade.terminate)
+        self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
@@ -306,7 +306,7 @@ class ServerCore:
 
     def terminate(self) -> None:
         """SIGTERM/SIGINT in every model: --drain-delay first, then ``request_stop``."""
-        from ipcnet.drivers import upgrade  # a-scale
+        from ipcnet.drivers import upgrade
 
         upgrade.terminate(self)
 
@@ -417,8 +417,8 @@ class ServerCore:
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
         # draining after a SIGUSR2 hand-over is no reason for a balancer to route away: a
         # check that reached us just before is answered ok (prefork workers read the row)
-        state = self.counters.main.as_dict()["state"]  # a-scale: and draining (a row, as
-        draining = self.draining or state == "draining"  # prefork workers must see it)
+        state = self.counters.main.as_dict()["state"]  # draining is in the row too: prefork
+        draining = self.draining or state == "draining"  # workers must see the master's
         stopping = self.stopping.is_set() and state != "upgraded"
         return {
             "health": "draining" if draining else "stopping" if stopping else "ok",

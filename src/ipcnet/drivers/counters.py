@@ -30,8 +30,8 @@ FIELDS = (
     "state",
     "since",
 )
-STATES = ("idle", "busy", "stopping", "gone", "upgraded", "draining")  # main row: SIGUSR2,
-# and --drain-delay (a-scale)
+#: upgraded and draining are the main row's: after SIGUSR2, and during --drain-delay
+STATES = ("idle", "busy", "stopping", "gone", "upgraded", "draining")
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 _ACCEPTED, _ACTIVE, _BYTES_IN, _BYTES_OUT, _HANDLED = (
     _INDEX[f] for f in ("accepted", "active", "bytes_in", "bytes_out", "handled")
