@@ -108,6 +108,14 @@ def test_plot_refuses_other_formats(tmp_path) -> None:
     assert "must end in .png or .svg" in done.stderr
 
 
+def test_no_benchmark_named_lists_them_all() -> None:
+    done = bench()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"ipcnet bench: name a benchmark: {', '.join(BENCHMARKS)}\n"
+    listed = bench("--help").stdout.split("benchmarks:", 1)[1]
+    assert all(f"  {name} " in listed for name in BENCHMARKS), listed
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
