@@ -126,7 +126,10 @@ def relay_streams(a: Channel, b: Channel, *, linger: float | None = None) -> Rel
     """Copy a -> b and b -> a until both end (see the module's rules for ``linger``)."""
     result = RelayResult(Direction("forward"), Direction("backward"))
     both = (result.forward, result.backward)
-    try:  # a signal may come while a thread starts (its pump already moving bytes)
+    # one try from the first thread's start into _wait's own: a signal may come at any
+    # bytecode once a pump moves bytes (its output seen, a signal sent at once), and one
+    # that fell between them left the interruption to the caller, unreported
+    try:
         if a.transport.readable and b.transport.writable:
             _run(result, result.forward, lambda: _pump(a, b, result.forward))
         else:
@@ -135,19 +138,17 @@ def relay_streams(a: Channel, b: Channel, *, linger: float | None = None) -> Rel
             _run(result, result.backward, lambda: _pump(b, a, result.backward))
         else:
             result.backward.done.set()
+        _wait(result, linger, both)
     except KeyboardInterrupt:
         result.interrupted = True
         result.unfinished = tuple(d for d in both if not d.done.is_set())
         return result.end()
-    _wait(result, linger, both)
-    # --- b stopped reading (issue 10 audit): what b sent is still delivered to its end ---
-    # a write to b failed (EPIPE, reset), but b's replies, sent before or after it stopped
-    # reading, are still there to read: b -> a goes on until b ends it, then the error is
-    # reported (socat loses them; the kernel keeps them for us)
+    # a write to b failed because b stopped reading (EPIPE, reset), but b's replies, sent
+    # before or after that, are still there to read: b -> a goes on until b ends it, then
+    # the error is reported (socat loses them; the kernel keeps them for us)
     lost_reader = isinstance(result.forward.error, (PeerClosed, Reset))
     if lost_reader and not result.backward.done.is_set() and not result.interrupted:
         _wait(result, linger, (result.backward,), fatal=(result.backward,))
-    # --- end b stopped reading ---
     return result.end()
 
 
