@@ -26,25 +26,24 @@ from ipcnet import errors
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
-@pytest.fixture
-def qname():
-    """A unique queue name (no leading '/'), removed after the test whatever happened."""
+def _unique_name(unlink):
+    """A unique name (no leading '/'), removed by ``unlink`` after the test whatever happened."""
     name = f"ipcnet-t-{uuid.uuid4().hex}"
     yield name
     try:
-        posix_ipc.unlink_message_queue("/" + name)
+        unlink("/" + name)
     except posix_ipc.ExistentialError:
         pass
+
+
+@pytest.fixture
+def qname():
+    yield from _unique_name(posix_ipc.unlink_message_queue)
 
 
 @pytest.fixture
 def sname():
-    name = f"ipcnet-t-{uuid.uuid4().hex}"
-    yield name
-    try:
-        posix_ipc.unlink_semaphore("/" + name)
-    except posix_ipc.ExistentialError:
-        pass
+    yield from _unique_name(posix_ipc.unlink_semaphore)
 
 
 def test_realtime_signals_by_name_and_number_queue_with_their_values() -> None:
