@@ -230,6 +230,31 @@ def test_prefork_respawns_a_killed_worker() -> None:
     assert any("respawning" in line for line in server.log)
 
 
+def test_prefork_workers_stop_when_the_master_is_killed() -> None:
+    """SIGKILL leaves the master no chance to forward a stop: the workers must notice on
+    their own (PR_SET_PDEATHSIG) instead of serving on as orphans."""
+    import os
+
+    with serving("echo", "tcp://127.0.0.1:0", model="prefork") as server:
+        deadline = time.monotonic() + 10
+        while len(workers := children(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        alive = list(workers)
+        try:
+            while alive := [pid for pid in alive if os.path.exists(f"/proc/{pid}")]:
+                assert time.monotonic() < deadline, f"orphaned workers still run: {alive}"
+                time.sleep(0.05)
+        finally:
+            for pid in alive:
+                os.kill(pid, signal.SIGKILL)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(server.url("tcp").rpartition(":")[2])), 2)
+        server.proc.returncode = 0  # SIGKILLed on purpose: serving() checks a clean exit
+
+
 def test_prefork_boot_failure_stops_the_master() -> None:
     code = (
         "import sys\n"

@@ -19,7 +19,9 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   every new one is listening (its row shows its pid, set after its socket is in place)
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
   death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
-- a worker never removes the shared sockets' files: they are the master's.
+- a worker never removes the shared sockets' files: they are the master's;
+- a worker whose master dies (even by SIGKILL) gets SIGTERM and stops gracefully: no
+  orphans keep serving on the old sockets.
 """
 
 from __future__ import annotations
@@ -110,9 +112,10 @@ class Prefork(Model):
 
     def _spawn(self, slot: int) -> None:
         core = self.core
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _worker_main(core, slot, self.rows[slot])
+            _worker_main(core, slot, self.rows[slot], master)
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
         self.workers[pid] = (slot, time.monotonic())
@@ -166,7 +169,7 @@ class Prefork(Model):
             self.retiring.pop(pid, None)
 
 
-def _worker_main(core: ServerCore, slot: int, row: int) -> None:
+def _worker_main(core: ServerCore, slot: int, row: int, master: int) -> None:
     """In a worker: become a plain server of the inner model on the inherited sockets."""
     from ipcnet.drivers import model_class
 
@@ -192,6 +195,7 @@ def _worker_main(core: ServerCore, slot: int, row: int) -> None:
         # SIGHUP and SIGUSR2 are the master's too
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
+        process.die_with_parent(signal.SIGTERM, master)  # after SIGTERM's handler is ours
         core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
         model.serve()

@@ -3,8 +3,9 @@
 Role: start the command on two pipes and give the PipeStream joining them (its ``process``
 is the child); signal a process group (``signal_group``); signal and reap a server's own
 children (``kill``, ``wait``: a child that is gone already is an answer, not an error);
-start this program again on inherited listening sockets (``reexec``: SIGUSR2's new
-master, never waited for here, since it outlives us).
+have a forked worker stopped when its parent dies (``die_with_parent``); start this
+program again on inherited listening sockets (``reexec``: SIGUSR2's new master, never
+waited for here, since it outlives us).
 Rules: stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
 terminates it, waits again, and kills it last.
@@ -84,6 +85,21 @@ def kill(pid: int, sig: int) -> bool:
     except OSError as exc:
         raise translate(exc, f"send signal {sig} to", f"process {pid}") from exc
     return True
+
+
+def die_with_parent(sig: int, parent: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): send ``sig`` to this process when ``parent`` (the process
+    that forked it, from the thread that forked it) ends, as gunicorn's workers notice a
+    dead master; at once if it has ended already (we were reparented before the call)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, ctypes.c_ulong(sig), 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise translate(OSError(code, os.strerror(code)), "set the parent-death signal of", "us")
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
 
 
 def wait(pid: int = -1, block: bool = True) -> tuple[int, int] | None:
