@@ -23,15 +23,16 @@ $(STAMP): $(RUNSTAMP)  # the rest: tests, linters, benchmarks and their peers
 run: $(RUNSTAMP)
 	$(BIN)/ipcnet demo --serve
 
+# The Debian tools the tests use, in one call so that a fresh machine runs apt-get once:
+#   socat curl ss ip netstat nft nc haproxy chromium - peers and the kernel's tables
+#   openssl stunnel4 - TLS interop (issue 11; tests/test_tls_conformance.py)
+#   clang bpftool bpf_helpers.h iptables - xdp and its conformance counters (issue 16)
+#   nginx and its stream module - PROXY protocol conformance peer (issue 12)
+#   lsof - the inspector's conformance (sockets --fds); promtool - metrics (issue 14)
 system-deps:
-	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium
-	./scripts/system-deps openssl  # TLS interop tests: openssl s_client/s_server (issue 11)
-	./scripts/system-deps stunnel4  # TLS interop test: stunnel both ways (tests/test_tls_conformance.py)
-	./scripts/system-deps clang bpftool /usr/include/bpf/bpf_helpers.h  # xdp (issue 16)
-	./scripts/system-deps iptables  # xdp conformance: iptables-legacy counters beside ours (tests/test_xdp_conformance.py)
-	./scripts/system-deps nginx /usr/lib/nginx/modules/ngx_stream_module.so  # PROXY protocol conformance: nginx stream as a peer
-	./scripts/system-deps lsof  # inspector conformance test: lsof -p beside sockets --fds
-	./scripts/system-deps promtool  # metrics conformance test: promtool check metrics (tests/test_scale_conformance.py)
+	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium openssl stunnel4 \
+	  clang bpftool /usr/include/bpf/bpf_helpers.h iptables \
+	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
