@@ -200,6 +200,16 @@ def test_fifo_missing(short_tmp) -> None:
         ipcnet.connect(f"fifo://{short_tmp}/none", connect_timeout=0.1)
 
 
+@pytest.mark.parametrize("scheme", ["unix", "unixgram", "fifo"])
+def test_listening_under_a_missing_directory_names_the_directory(short_tmp, scheme) -> None:
+    """bind/mkfifo's ENOENT means the directory is missing, not that no socket is there."""
+    (short_tmp / "file").write_text("")
+    for path, why in [("none/s", "does not exist"), ("file/s", "is not a directory")]:
+        with pytest.raises(errors.NoSuchFile, match=f"^cannot .* {scheme}://.*/{path}: .*{why}$"):
+            url = f"{scheme}://{short_tmp}/{path}"
+            ipcnet.open_datagram(url, listen=True) if scheme == "unixgram" else ipcnet.listen(url)
+
+
 CHILD = textwrap.dedent(
     """
     import sys, ipcnet
