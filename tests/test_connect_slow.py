@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,7 +31,7 @@ BIG = 8 * 1024 * 1024  # more than the kernel's socket buffers hold on loopback
 
 @dataclass
 class Server:
-    """A one-connection-at-a-time server on a real socket, answering after the client's EOF."""
+    """A server on a real socket (a thread per connection), answering after each client's EOF."""
 
     url: str
     nc_args: list[str]
@@ -62,6 +63,7 @@ def serve() -> Iterator[Callable[[str, Callable[[socket.socket], None]], Server]
     """serve(family, answer): answer(conn) runs after each client's request reached EOF."""
     tmp = tempfile.mkdtemp(prefix="ipcs", dir="/tmp")
     socks: list[socket.socket] = []
+    loops: list[threading.Thread] = []
 
     def start(family: str, answer: Callable[[socket.socket], None]) -> Server:
         sock, url, nc_args = _listener(family, tmp)
@@ -69,35 +71,44 @@ def serve() -> Iterator[Callable[[str, Callable[[socket.socket], None]], Server]
         socks.append(sock)
         server = Server(url, nc_args)
 
+        def session(conn: socket.socket) -> None:
+            with conn:
+                try:
+                    chunks = []
+                    while data := conn.recv(65536):
+                        chunks.append(data)
+                    server.received.append(b"".join(chunks))
+                    answer(conn)
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.recv(1)  # wait for the client's close: no RST on our side
+                except OSError as exc:  # EPIPE/ECONNRESET: the client left too early
+                    server.errors.append(exc)
+
         def loop() -> None:
             while True:
                 try:
                     conn, _ = sock.accept()
                 except OSError:
                     return  # the fixture closed the listener
-                with conn:
-                    try:
-                        chunks = []
-                        while data := conn.recv(65536):
-                            chunks.append(data)
-                        server.received.append(b"".join(chunks))
-                        answer(conn)
-                        conn.shutdown(socket.SHUT_WR)
-                        conn.recv(1)  # wait for the client's close: no RST on our side
-                    except OSError as exc:  # EPIPE/ECONNRESET: the client left too early
-                        server.errors.append(exc)
+                threading.Thread(target=session, args=(conn,), daemon=True).start()
 
-        threading.Thread(target=loop, daemon=True).start()
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        loops.append(thread)
         return server
 
     yield start
+    for s in socks:  # wake accept() first: a closed fd's number is reused by the next test
+        s.shutdown(socket.SHUT_RDWR)
+    for thread in loops:
+        thread.join(10)
     for s in socks:
         s.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def late(conn: socket.socket) -> None:
-    time.sleep(1.5)
+    time.sleep(0.8)  # longer than socat's 0.5 s half-close timeout (-t)
     conn.sendall(b"late answer\n")
 
 
@@ -142,15 +153,17 @@ def test_everything_the_peer_sends_after_our_eof_arrives(
     answer, expected = ANSWERS[case]
     expected = expected if expected is not None else _big_payload()
     server = serve(family, answer)
-    ours = _client([*IPCNET, server.url], b"go\n")
+    nc = _openbsd_nc()
+    clients = [[*IPCNET, server.url]]
+    if nc is not None and case != "big":  # the reference client, at the same time
+        clients.append([nc, "-N", *server.nc_args])
+    with ThreadPoolExecutor(len(clients)) as pool:
+        ours, *ref = pool.map(lambda cmd: _client(cmd, b"go\n"), clients)
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout == expected, (len(ours.stdout), ours.stderr)
     assert ours.stderr == b""
-    nc = _openbsd_nc()
-    if nc is not None and case != "big":  # the reference client gets the same bytes
-        ref = _client([nc, "-N", *server.nc_args], b"go\n")
-        assert ref.stdout == expected
-    assert server.received[0] == b"go\n"
+    assert [r.stdout for r in ref] == [expected] * len(ref)  # nc gets the same bytes
+    assert server.received == [b"go\n"] * len(clients)
     assert server.errors == []  # no EPIPE/RST: ipcnet stayed until the server finished
 
 

@@ -148,10 +148,10 @@ def test_idle_timeout(model: str) -> None:
             assert 0.3 < time.monotonic() - started < 5
 
 
-def test_no_zombies_after_500_forked_connections() -> None:
+def test_no_zombies_after_200_forked_connections() -> None:
     with serving("echo", "tcp://127.0.0.1:0", model="forkconc") as server:
         url = server.url("tcp")
-        for i in range(500):
+        for i in range(200):
             with ipcnet.connect(url, timeout=10) as ch:
                 ch.write(b"%d" % i)
                 ch.send_eof()
@@ -167,7 +167,8 @@ def test_no_zombies_after_500_forked_connections() -> None:
 
 
 @pytest.mark.parametrize("model", ["thread", "pool", "epoll", "asyncio"])
-def test_no_fd_or_thread_leak_after_10000_connections(model: str) -> None:
+def test_no_fd_or_thread_leak_after_2000_connections(model: str) -> None:
+    """A descriptor or thread kept per connection would show as ~2000 more of them."""
     with serving("echo", "tcp://127.0.0.1:0", model=model) as server:
         url = server.url("tcp")
         host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
@@ -181,7 +182,7 @@ def test_no_fd_or_thread_leak_after_10000_connections(model: str) -> None:
         one()
         time.sleep(0.2)
         fds, threads = count_fds(server.proc.pid), count_threads(server.proc.pid)
-        for _ in range(10_000):
+        for _ in range(2_000):
             one()
         time.sleep(0.5)
         assert count_fds(server.proc.pid) <= fds
