@@ -29,6 +29,7 @@ from ipcnet.protocols.proxy import (
     PP2_TYPE_AUTHORITY,
     SIGNATURE,
     ProxyHeaderReader,
+    ProxyProtocolError,
     crc32c,
     encode_v1,
     encode_v2,
@@ -214,6 +215,46 @@ def test_haproxy_and_ipcnet_refuse_and_accept_the_same_headers(
             answer, _ = _ask(socket.AF_INET, ("127.0.0.1", reading_relay), header + REQUEST,
                              bytewise=bytewise)  # fmt: skip
             assert _seen(answer) == (*seen[:4], ""), (name, bytewise)
+
+
+BARE = [  # §2.1: "must not tolerate a single CR or LF character to end the line"
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\n",
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\r\r\n",
+    b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\n\r",
+    b"PROXY UNKNOWN\n",
+    b"PROXY UNKNOWN \r 1 2\r\n",
+]
+
+
+def _verdict(data: bytes, bytewise: bool) -> tuple[object, ...]:
+    """(header, what follows it) or ("refused", why), reading ``data`` whole or a byte at
+    a time."""
+    reader = ProxyHeaderReader()
+    try:
+        for at in range(len(data)) if bytewise else [0]:
+            piece = data[at : at + 1] if bytewise else data
+            if (header := reader.feed(piece)) is not None:
+                return header, reader.rest + data[at + len(piece) :]
+        reader.feed_eof()
+    except ProxyProtocolError as exc:
+        return "refused", str(exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def test_a_header_read_whole_or_a_byte_at_a_time_gets_the_same_verdict() -> None:
+    """Whatever the reads, the same header and rest, or the same refusal; a bare CR or LF
+    is named as such even when a CRLF comes later in the same read (it was 'bad port
+    "80\\r"' or 'malformed ... "80\\nGET / HTTP/1.0"' in one read)."""
+    cases = [*BARE, *REFUSED.values(), *(h for h, _ in LOCAL.values()),
+             *(h for h, _ in ACCEPTED.values())]  # fmt: skip
+    for header in cases:
+        data = header + REQUEST
+        whole, split = _verdict(data, False), _verdict(data, True)
+        if header.startswith(SIGNATURE) and whole[0] == "refused":
+            whole, split = whole[:1], split[:1]  # a v2 error may be seen at an earlier byte
+        assert whole == split, header
+    for header in BARE:
+        assert "bare CR or LF" in str(_verdict(header + REQUEST, False)[1]), header
 
 
 # --- the writer -----------------------------------------------------------------------

@@ -154,14 +154,15 @@ class ProxyHeaderReader:
             header = parse_v2(bytes(buf[:size]))
         elif 1 in self.versions and _starts(buf, V1_PREFIX):
             end = buf.find(b"\r\n", 0, V1_MAX)
+            line = buf[:end] if end >= 0 else buf[:V1_MAX]
+            if b"\n" in line or b"\r" in (line if end >= 0 else line[:-1]):  # a last CR
+                raise ProxyProtocolError(  # may still get its LF
+                    "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
+                )
             if end < 0:
                 if len(buf) >= V1_MAX:
                     raise ProxyProtocolError(
                         f"proxy protocol v1 header without CRLF in its first {V1_MAX} bytes"
-                    )
-                if b"\n" in buf or b"\r" in buf[:-1]:  # a CR may still get its LF
-                    raise ProxyProtocolError(
-                        "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
                     )
                 return None
             size = end + 2
