@@ -16,7 +16,9 @@ Rules (each from the spec):
   then TLVs. Version must be 2, the command LOCAL or PROXY, the family and protocol known
   values; anything else is refused as soon as its byte arrives (§2.2). LOCAL (a health
   check from the proxy itself) and UNSPEC carry no client: the connection's own endpoints
-  stand (``source`` is None); LOCAL's family is ignored, so its addresses may be absent.
+  stand (``source`` is None). LOCAL "must" be accepted and its block "including the
+  family" is ignored (§2.2, as HAProxy and nginx do): any family byte, addresses or not,
+  and TLVs that do not parse or check out are dropped rather than a reason to refuse.
 - TLVs must exactly fill the rest; a CRC32C TLV is checked over the whole header with its
   own 4 bytes zeroed (§2.2.3), UNIQUE_ID holds at most 128 bytes (§2.2.5), and an SSL TLV
   is a client byte, a 32-bit verify and sub-TLVs that exactly fill it (§2.2.6). NOOP is
@@ -152,14 +154,15 @@ class ProxyHeaderReader:
             header = parse_v2(bytes(buf[:size]))
         elif 1 in self.versions and _starts(buf, V1_PREFIX):
             end = buf.find(b"\r\n", 0, V1_MAX)
+            line = buf[:end] if end >= 0 else buf[:V1_MAX]
+            if b"\n" in line or b"\r" in (line if end >= 0 else line[:-1]):  # a last CR
+                raise ProxyProtocolError(  # may still get its LF
+                    "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
+                )
             if end < 0:
                 if len(buf) >= V1_MAX:
                     raise ProxyProtocolError(
                         f"proxy protocol v1 header without CRLF in its first {V1_MAX} bytes"
-                    )
-                if b"\n" in buf or b"\r" in buf[:-1]:  # a CR may still get its LF
-                    raise ProxyProtocolError(
-                        "proxy protocol v1 header ends in a bare CR or LF, without CRLF"
                     )
                 return None
             size = end + 2
@@ -275,28 +278,32 @@ def parse_v2(block: bytes) -> ProxyHeader:
     command, family, protocol = ver_cmd & 0x0F, fam >> 4, fam & 0x0F
     body = memoryview(block)[V2_HEADER:]
     need = _ADDRESS_SIZES.get(family, 0) if protocol else 0
-    if command == 0 and len(body) < need:
-        need = 0  # LOCAL: the family is ignored, and a sender may leave the addresses out
+    name: Transport = _V2_TRANSPORTS.get((family, protocol), "UNKNOWN")
+    if command == 0:  # LOCAL: the block is ignored; TLVs are kept when they are sound
+        try:
+            tlvs = _tlvs(body[need:] if len(body) >= need else body, block)
+        except ProxyProtocolError:
+            tlvs = {}
+        return ProxyHeader(2, "LOCAL", name, None, None, tlvs, len(block))
     if len(body) < need:
         raise ProxyProtocolError(
             f"proxy protocol v2 header too short for its addresses ({len(body)} < {need} bytes)"
         )
     tlvs = _tlvs(body[need:], block)
-    name: Transport = _V2_TRANSPORTS.get((family, protocol), "UNKNOWN")
-    if command == 0 or name == "UNKNOWN":  # LOCAL, or UNSPEC: no client to report
-        cmd: Literal["PROXY", "LOCAL"] = "LOCAL" if command == 0 else "PROXY"
-        return ProxyHeader(2, cmd, name, None, None, tlvs, len(block))
+    if name == "UNKNOWN":  # UNSPEC: no client to report
+        return ProxyHeader(2, "PROXY", name, None, None, tlvs, len(block))
     source, destination = _addresses(family, body[:need])
     return ProxyHeader(2, "PROXY", name, source, destination, tlvs, len(block))
 
 
 def _check_head(ver_cmd: int, fam: int | None) -> None:
-    """The 13th and 14th bytes of a v2 header: version 2, LOCAL or PROXY, known values."""
+    """The 13th and 14th bytes of a v2 header: version 2, LOCAL or PROXY, known values
+    (LOCAL's family byte is ignored)."""
     if ver_cmd >> 4 != 2:
         raise ProxyProtocolError(f"unsupported proxy protocol version {ver_cmd >> 4} in v2 header")
     if ver_cmd & 0x0F not in (0, 1):
         raise ProxyProtocolError(f"unknown proxy protocol v2 command {ver_cmd & 0x0F:#x}")
-    if fam is not None and (fam >> 4 > 3 or fam & 0x0F > 2):
+    if fam is not None and ver_cmd & 0x0F == 1 and (fam >> 4 > 3 or fam & 0x0F > 2):
         raise ProxyProtocolError(f"unknown proxy protocol v2 family/protocol byte {fam:#04x}")
 
 

@@ -169,8 +169,8 @@ class Relay:
                 stopping=self.stopping.is_set,
             )
             self._threads.append(start_thread(udp))
-        else:
-            self._spawn(self._accept_loop, "ipcnet-relay-accept")
+        else:  # joined at stop: the listener is released (an abstract name too) by then
+            self._threads.append(self._spawn(self._accept_loop, "ipcnet-relay-accept"))
         if self._stats_listener is not None:
             self._spawn(self._serve_stats, "ipcnet-relay-stats")
         return self
