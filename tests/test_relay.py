@@ -258,12 +258,12 @@ def test_unix_listener_file_removed_only_if_the_relay_made_it(short_tmp) -> None
 
 
 def test_a_closed_relay_has_released_its_abstract_name() -> None:
-    """close() returns once the listener is gone: the name binds again at once (it
+    """close() returns once the listener and the --stats one are gone: the name binds again at once (it
     stayed bound while the accept thread was still on its way out)."""
     name = f"unix://@ipcnet-relay-rebind-{os.getpid()}"
     with server(echo) as backend:
         for _ in range(5):
-            with ipcnet.relay(name, backend.url):
+            with ipcnet.relay(name, backend.url, stats=name + "-stats"):
                 pass
 
 

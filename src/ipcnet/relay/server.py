@@ -171,8 +171,8 @@ class Relay:
             self._threads.append(start_thread(udp))
         else:  # joined at stop: the listener is released (an abstract name too) by then
             self._threads.append(self._spawn(self._accept_loop, "ipcnet-relay-accept"))
-        if self._stats_listener is not None:
-            self._spawn(self._serve_stats, "ipcnet-relay-stats")
+        if self._stats_listener is not None:  # joined at stop, as the accept thread
+            self._threads.append(self._spawn(self._serve_stats, "ipcnet-relay-stats"))
         return self
 
     def _spawn(self, target: object, name: str, *args: object) -> threading.Thread:
@@ -280,6 +280,8 @@ class Relay:
             end = time.monotonic() + 5
             while self._active and (left := end - time.monotonic()) > 0:
                 self._lock.wait(left)
+        if self._stats_listener is not None:  # it served the drain; its thread ends now
+            self._stats_listener.close()
         for thread in self._threads:
             thread.join(5)
         self._close_all()
