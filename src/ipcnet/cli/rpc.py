@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -113,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
 def load_target(target: str) -> Any:
     """Import MODULE and find OBJECT in it (dotted attribute path; MODULE alone = the module)."""
     import importlib
-    import os
 
     module_name, _, attribute = target.partition(":")
     if os.getcwd() not in sys.path:
@@ -206,11 +206,18 @@ def _params(args: argparse.Namespace) -> Any:
 
 
 def _json_arg(text: str) -> Any:
+    """``text`` read by the JSON codec's rules (RFC 8259: no NaN or Infinity, which
+    json.loads takes and orjson would send as null; numbers in range; valid UTF-8)."""
+    from ipcnet.framing import DecodeError, JSONCodec
+
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        hint = f"a string needs quotes: '\"{text}\"'"
-        raise ValueError(f"argument {text!r} is not JSON ({hint})") from None
+        return JSONCodec().decode(os.fsencode(text))
+    except DecodeError as exc:
+        if text[:1].isalpha():
+            reason = f"a string needs quotes: '\"{text}\"'"
+        else:
+            reason = str(exc).removeprefix("invalid JSON: ")
+        raise ValueError(f"argument {text!r} is not JSON ({reason})") from None
 
 
 def _call(args: argparse.Namespace) -> int:
