@@ -4,7 +4,9 @@ Section 7 of the specification (https://www.jsonrpc.org/specification) and a tab
 edge cases (ids of every JSON type, params of every shape, "jsonrpc" wrong, batches),
 over each framing ``ipcnet rpc serve --framing`` offers (test_jsonrpc_conformance covers
 newline and HTTP); the valid requests' replies are compared with jsonrpcserver's for the
-same methods. JSON has no NaN or Infinity (RFC 8259 §6): orjson writes them as null, so a
+same methods. A last line without its newline is a line (JSON Lines: "the last
+character in the file may be a line separator"), for the server and both clients: before,
+``printf '{...}' | socat - TCP:...`` got a Parse Error. JSON has no NaN or Infinity (RFC 8259 §6): orjson writes them as null, so a
 client sent null for ``ipcnet rpc call ... NaN`` and a handler's NaN came back as null,
 except next to an integer over 64 bits (then the stdlib encoded and refused): now they are
 refused everywhere, as the stdlib fallback always did.
@@ -12,9 +14,12 @@ refused everywhere, as the stdlib fallback always did.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -226,3 +231,61 @@ def test_call_arguments_follow_the_json_codec(arg: str, capsys: pytest.CaptureFi
     1e400 as inf): orjson then sent them as null. They are refused before connecting."""
     assert main(["rpc", "call", "tcp://127.0.0.1:1", "echo", arg]) == 2
     assert f"argument {arg!r} is not JSON" in capsys.readouterr().err
+
+
+# --- a last line without its newline ----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+@pytest.mark.parametrize(
+    "sent,expected",
+    [
+        (request(method="subtract", params=(5, 3)), [("result", 2, 1)]),
+        (request(rid="a") + b"\n" + request(rid="b"), [("result", 1, "a"), ("result", 1, "b")]),
+        (request(rid="c") + b"\r", [("result", 1, "c")]),
+        (request()[:-3], [(-32700, None)]),  # cut short: not JSON
+    ],
+)
+def test_the_last_line_needs_no_newline(
+    servers: dict[str, str], sent: bytes, expected: list[Any]
+) -> None:
+    """socat sends its stdin, half-closes at its end, and prints what comes back until the
+    server closes (-t: how long it would wait for that)."""
+    url = servers["newline"].replace("tcp://", "TCP:")
+    done = subprocess.run(
+        ["socat", "-t", "30", "-", url], input=sent, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert [shape(json.loads(line)) for line in done.stdout.splitlines()] == expected
+
+
+def test_clients_take_a_last_reply_without_its_newline() -> None:
+    """A server that writes its reply, no newline, and closes: both clients get it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+    def serve(connections: int) -> None:
+        for _ in range(connections):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as stream:
+                rid = json.loads(stream.readline())["id"]
+                conn.sendall(json.dumps({"jsonrpc": "2.0", "id": rid, "result": "last"}).encode())
+
+    thread = threading.Thread(target=serve, args=(2,), daemon=True)
+    thread.start()
+    try:
+        with rpc.connect(url, timeout=30) as client:
+            assert client.echo(1) == "last"
+
+        async def asyncio_client() -> Any:
+            async with await rpc.aio.connect(url, timeout=30) as client:
+                return await client.echo(1)
+
+        assert asyncio.run(asyncio_client()) == "last"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes an accept that waits for a failed client
+        thread.join(30)
+        listener.close()
