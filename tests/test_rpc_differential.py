@@ -31,7 +31,7 @@ from ipcnet import rpc
 from ipcnet.cli import main
 from ipcnet.errors import LocalProtocolError
 from ipcnet.framing import FRAMINGS, framing
-from test_jsonrpc_conformance import EXAMPLES, checked, spec
+from test_jsonrpc_conformance import EXAMPLES, _jsonrpcserver_methods, checked, http_peer, spec
 
 pytestmark = pytest.mark.xdist_group("jsonrpc-conformance")
 OTHER_FRAMINGS = [name for name in FRAMINGS if name != "newline"]
@@ -289,3 +289,30 @@ def test_clients_take_a_last_reply_without_its_newline() -> None:
         listener.shutdown(socket.SHUT_RDWR)  # wakes an accept that waits for a failed client
         thread.join(30)
         listener.close()
+
+
+# --- ipcnet rpc call and list against jsonrpcserver's HTTP server -------------------------
+
+
+def test_cli_against_jsonrpcservers_http_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ipcnet rpc call`` prints results as JSON and errors as the call's error (status 1);
+    ``list`` against a server without rpc.discover says so, as an error reply like call's
+    (it said only "Method not found (-32601)")."""
+    server = pytest.importorskip("jsonrpcserver.server")
+    monkeypatch.setattr(server, "dispatch", _jsonrpcserver_methods())
+    with http_peer(server.RequestHandler) as url:
+        cases = [
+            (["call", url, "add", "1", str(2**70)], 0, f"{1 + 2**70}\n", ""),
+            (["call", url, "-n", "a=0.5", "-n", "b=-0.0", "add"], 0, "0.5\n", ""),
+            (["call", "--notify", url, "add", "1", "2"], 0, "", ""),
+            (["call", url, "fail"], 1, "", 'error 7: failed on purpose {"why": "a test"}'),
+            (["call", url, "add", "1"], 1, "", "error -32602: "),
+            (["list", url], 1, "", "error -32601: Method not found"),
+        ]
+        for argv, status, out, err in cases:
+            assert main(["rpc", *argv]) == status, argv
+            captured = capsys.readouterr()
+            assert captured.out == out and err in captured.err, (argv, captured)
+        assert "(the server offers no rpc.discover)" in captured.err

@@ -14,9 +14,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipcnet.cli import tlsflags
+
+if TYPE_CHECKING:
+    from ipcnet.rpc import RPCError
 
 HELP = "serve Python functions over JSON-RPC 2.0 (any driver, any framing), call them, list them"
 
@@ -238,17 +241,28 @@ def _call(args: argparse.Namespace) -> int:
         try:
             result = client.request(args.method, params)
         except RPCError as exc:
-            error = exc.to_object()
-            detail = f" {json.dumps(error['data'], default=str)}" if "data" in error else ""
-            print(f"ipcnet rpc: error {exc.code}: {exc.message}{detail}", file=sys.stderr)
-            return 1
+            return _failed(exc)
     print(json.dumps(result, ensure_ascii=False, default=repr))
     return 0
 
 
+def _failed(exc: RPCError, hint: str = "") -> int:
+    """Print the error reply ``exc`` the way ``call`` does: status 1."""
+    error = exc.to_object()
+    detail = f" {json.dumps(error['data'], default=str)}" if "data" in error else ""
+    print(f"ipcnet rpc: error {exc.code}: {exc.message}{detail}{hint}", file=sys.stderr)
+    return 1
+
+
 def _list(args: argparse.Namespace) -> int:
+    from ipcnet.rpc import METHOD_NOT_FOUND, RPCError
+
     with _client(args) as client:
-        answer = client.request("rpc.discover")
+        try:
+            answer = client.request("rpc.discover")
+        except RPCError as exc:
+            hint = " (the server offers no rpc.discover)" if exc.code == METHOD_NOT_FOUND else ""
+            return _failed(exc, hint)
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0
