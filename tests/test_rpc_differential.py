@@ -33,7 +33,6 @@ from ipcnet.errors import LocalProtocolError
 from ipcnet.framing import FRAMINGS, framing
 from test_jsonrpc_conformance import EXAMPLES, _jsonrpcserver_methods, checked, http_peer, spec
 
-pytestmark = pytest.mark.xdist_group("jsonrpc-conformance")
 OTHER_FRAMINGS = [name for name in FRAMINGS if name != "newline"]
 
 
