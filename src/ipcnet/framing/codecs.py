@@ -93,12 +93,19 @@ def _check_finite(data: bytes, obj: Any) -> bytes:
 
 
 def _not_finite(obj: Any) -> bool:
-    if isinstance(obj, float):
-        return not math.isfinite(obj)
-    if isinstance(obj, dict):
-        return any(_not_finite(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_not_finite(v) for v in obj)
+    """True if a float in ``obj`` (walked without recursion) is NaN or infinite."""
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        kind = value.__class__
+        if kind is float:
+            if value - value != 0.0:  # nan - nan and inf - inf are nan
+                return True
+        elif kind is dict:
+            extend(value.values())
+        elif kind is list or kind is tuple:
+            extend(value)
     return False
 
 
