@@ -110,7 +110,6 @@ def test_declared_length_ffffffff() -> None:
         ("length", b"\x00\x00", 2, 4),
         ("length", b"\x00\x00\x00\x0aabc", 3, 10),
         ("length64", b"\x00" * 7 + b"\x05ab", 2, 5),
-        ("newline", b"no newline", 10, None),
         ("netstring", b"5:ab", 2, 6),
         ("content-length", b"Content-Len", 11, None),
         ("content-length", b"Content-Length: 10\r\n\r\nabc", 3, 10),
@@ -128,6 +127,17 @@ def test_eof_inside_a_frame(name: str, wire: bytes, received: int, expected: int
         d.feed_eof()
     assert info.value.received == received and info.value.expected == expected
     assert isinstance(info.value, IncompleteRead) and isinstance(info.value, RemoteProtocolError)
+
+
+def test_eof_ends_a_last_line_without_its_newline() -> None:
+    """JSON Lines: "the last character in the file may be a line separator" (so it may be
+    missing); Python's file iteration and Go's bufio.Scanner hand out that line too."""
+    d = framing("newline").decoder()
+    assert d.frames(b"one\nno newline") == [b"one"]
+    d.feed_eof()
+    assert list(d) == [b"no newline"]
+    d.feed_eof()  # once ended, nothing more
+    assert list(d) == [] and d.buffered == 0
 
 
 @pytest.mark.parametrize(

@@ -306,7 +306,11 @@ def test_duplicate_ids_are_each_answered() -> None:
 def test_eof_closes_after_the_answers() -> None:
     d = Driven()
     assert d.feed(req("add", [1, 2])[:-1]) == []
-    assert code(d.eof()[0]) == PARSE_ERROR  # EOF inside a line: said, then closed
+    assert d.eof()[0]["result"] == 3  # EOF ends a last line (JSON Lines), then closes
+    assert d.closed
+    d = Driven()
+    assert d.feed(req("add", [1, 2])[:-9]) == []
+    assert code(d.eof()[0]) == PARSE_ERROR  # a line cut short: said, then closed
     assert d.closed
     d = Driven()
     d.feed(req("add", [1, 2]))

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipcnet.cli import tlsflags
+
+if TYPE_CHECKING:
+    from ipcnet.rpc import RPCError
 
 HELP = "serve Python functions over JSON-RPC 2.0 (any driver, any framing), call them, list them"
 
@@ -113,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
 def load_target(target: str) -> Any:
     """Import MODULE and find OBJECT in it (dotted attribute path; MODULE alone = the module)."""
     import importlib
-    import os
 
     module_name, _, attribute = target.partition(":")
     if os.getcwd() not in sys.path:
@@ -206,11 +209,18 @@ def _params(args: argparse.Namespace) -> Any:
 
 
 def _json_arg(text: str) -> Any:
+    """``text`` read by the JSON codec's rules (RFC 8259: no NaN or Infinity, which
+    json.loads takes and orjson would send as null; numbers in range; valid UTF-8)."""
+    from ipcnet.framing import DecodeError, JSONCodec
+
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        hint = f"a string needs quotes: '\"{text}\"'"
-        raise ValueError(f"argument {text!r} is not JSON ({hint})") from None
+        return JSONCodec().decode(os.fsencode(text))
+    except DecodeError as exc:
+        if text[:1].isalpha():
+            reason = f"a string needs quotes: '\"{text}\"'"
+        else:
+            reason = str(exc).removeprefix("invalid JSON: ")
+        raise ValueError(f"argument {text!r} is not JSON ({reason})") from None
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -231,17 +241,28 @@ def _call(args: argparse.Namespace) -> int:
         try:
             result = client.request(args.method, params)
         except RPCError as exc:
-            error = exc.to_object()
-            detail = f" {json.dumps(error['data'], default=str)}" if "data" in error else ""
-            print(f"ipcnet rpc: error {exc.code}: {exc.message}{detail}", file=sys.stderr)
-            return 1
+            return _failed(exc)
     print(json.dumps(result, ensure_ascii=False, default=repr))
     return 0
 
 
+def _failed(exc: RPCError, hint: str = "") -> int:
+    """Print the error reply ``exc`` the way ``call`` does: status 1."""
+    error = exc.to_object()
+    detail = f" {json.dumps(error['data'], default=str)}" if "data" in error else ""
+    print(f"ipcnet rpc: error {exc.code}: {exc.message}{detail}{hint}", file=sys.stderr)
+    return 1
+
+
 def _list(args: argparse.Namespace) -> int:
+    from ipcnet.rpc import METHOD_NOT_FOUND, RPCError
+
     with _client(args) as client:
-        answer = client.request("rpc.discover")
+        try:
+            answer = client.request("rpc.discover")
+        except RPCError as exc:
+            hint = " (the server offers no rpc.discover)" if exc.code == METHOD_NOT_FOUND else ""
+            return _failed(exc, hint)
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
         return 0

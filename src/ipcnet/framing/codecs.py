@@ -83,6 +83,32 @@ def _finite(text: str) -> float:
     return value
 
 
+def _check_finite(data: bytes, obj: Any) -> bytes:
+    """``data``, orjson's encoding of ``obj``, unless orjson wrote a NaN or an infinity as
+    null (JSON has neither: LocalProtocolError, as the stdlib's allow_nan=False raises);
+    only an output holding null is looked into."""
+    if b"null" in data and _not_finite(obj):
+        raise LocalProtocolError("cannot encode as JSON: NaN and Infinity are not JSON")
+    return data
+
+
+def _not_finite(obj: Any) -> bool:
+    """True if a float in ``obj`` (walked without recursion) is NaN or infinite."""
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        kind = value.__class__
+        if kind is float:
+            if value - value != 0.0:  # nan - nan and inf - inf are nan
+                return True
+        elif kind is dict:
+            extend(value.values())
+        elif kind is list or kind is tuple:
+            extend(value)
+    return False
+
+
 def _depth_ok(data: bytes, limit: int) -> bool:
     """A cheap upper bound on nesting (brackets inside strings count too: only safer): counted
     in C, then walked only over the brackets when there are more than ``limit``."""
@@ -116,6 +142,8 @@ class JSONCodec(Codec):
                 data = orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
             except TypeError:
                 pass  # as in encode: the stdlib's turn
+            else:
+                _check_finite(data, obj)
         if data is None:
             data = self.encode(obj) + b"\n"
         if len(data) > limit + 1:
@@ -125,9 +153,11 @@ class JSONCodec(Codec):
     def encode(self, obj: Any) -> bytes:
         if self.fast:
             try:
-                return orjson.dumps(obj)
+                data: bytes = orjson.dumps(obj)
             except TypeError:
                 pass  # integers over 64 bits, subclasses orjson refuses: try the stdlib
+            else:
+                return _check_finite(data, obj)
         try:
             return json.dumps(
                 obj, allow_nan=False, ensure_ascii=False, separators=(",", ":")

@@ -4,7 +4,8 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
 ``Framing`` makes ``Decoder`` objects (one per connection) and encodes payloads. Rules:
 - no I/O: a decoder is fed bytes (``feed``) and hands out whole frames (``next_frame`` or
   iteration); ``feed_eof`` says the stream ended and raises IncompleteFrame unless that
-  happened at a frame boundary;
+  happened at a frame boundary (for newline framing the end is one: it ends a last line
+  that has no newline, as JSON Lines allows, and that line is then the next frame);
 - the size limit is checked before a frame's body is buffered: a declared length over
   ``max_size`` raises FrameTooLarge at once, and a line is refused as soon as more than
   ``max_size`` bytes arrived without a newline;
@@ -135,8 +136,12 @@ class Decoder(ABC):
     @abstractmethod
     def _next(self) -> bytes | None: ...
 
-    @abstractmethod
-    def _incomplete(self) -> IncompleteFrame: ...
+    def _incomplete(self) -> IncompleteFrame:
+        """What EOF inside a frame raises (each framing says where it was cut)."""
+        got = self.buffered
+        return IncompleteFrame(
+            f"eof inside a frame: {got} bytes", bytes(self._buf[self._pos :]), None, got
+        )
 
 
 class Framing(ABC):
@@ -276,6 +281,7 @@ class NewlineDecoder(Decoder):
         super().__init__(max_size)
         self._scan = 0  # bytes after _pos known to hold no b"\n"
         self._skipping = False  # inside an over-long line: drop bytes until its end
+        self._ended = False  # feed_eof was called
 
     def _next(self) -> bytes | None:
         buf, pos = self._buf, self._pos
@@ -342,20 +348,15 @@ class NewlineDecoder(Decoder):
         return frames
 
     def feed_eof(self) -> None:
+        """The stream ended: a last line without its newline is a line all the same
+        (JSON Lines: the last line separator is optional), handed out by ``next_frame``."""
         if self._skipping:
             self._skipping = False
             self._buf.clear()
             self._pos = 0
-        super().feed_eof()
-
-    def _incomplete(self) -> IncompleteFrame:
-        got = self.buffered
-        return IncompleteFrame(
-            f"eof inside a line: {got} bytes without a newline",
-            bytes(self._buf[self._pos :]),
-            None,
-            got,
-        )
+        if self._error is None and self.buffered and not self._ended:
+            self._buf += b"\n"
+        self._ended = True
 
 
 class NewlineDelimited(Framing):

@@ -100,8 +100,9 @@ class AsyncClient:
 
     async def _read_replies(self) -> None:
         try:
-            while data := await self.stream.read(READ_SIZE):
-                replies = self.protocol.feed(data)
+            while True:
+                data = await self.stream.read(READ_SIZE)
+                replies = self.protocol.feed(data) if data else self.protocol.feed_eof()
                 if self.protocol.outgoing:  # answers to requests the server sent
                     await self.stream.write(self.protocol.take_outgoing())
                 for reply in replies:
@@ -112,7 +113,8 @@ class AsyncClient:
                         self.dropped += 1
                         continue
                     future.set_result(reply)
-            self.protocol.feed_eof()
+                if not data:
+                    break
             failure: IPCError = Broken(f"{self.where} closed the connection")
         except IPCError as exc:
             failure = exc

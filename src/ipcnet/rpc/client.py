@@ -289,7 +289,9 @@ class Client:
             buf = self._buf
             got = self._read_into(buf)
             if got == 0:
-                self.protocol.feed_eof()
+                replies = self.protocol.feed_eof()
+                if replies:
+                    return replies  # the next read finds the end again
                 raise Broken(f"{self.channel.transport.where} closed the connection")
             replies = self.protocol.feed(buf[:got].tobytes())
             if self.protocol.outgoing:  # answers to requests the server sent

@@ -154,9 +154,11 @@ class ClientProtocol:
             and not self._unsure
         )
 
-    def feed_eof(self) -> None:
-        """The server ended: IncompleteFrame if it stopped inside a reply."""
+    def feed_eof(self) -> list[Reply]:
+        """The server ended: the replies of a last frame the end completed (a last line
+        without its newline); IncompleteFrame if it stopped inside a reply."""
         self.decoder.feed_eof()
+        return self.feed(b"")  # b"": nothing more, only what is in the decoder
 
 
 def _null_last(reply: Reply) -> bool:

@@ -17,7 +17,8 @@ Role: the state machine half of the protocol, on the service/driver contract of
   and its id while the job runs, and the handler's exception comes back as the job's
   error; every other frame goes the general way, which answers it the same;
 - while a job runs, bytes that arrive wait in the decoder; replies go out in the order the
-  jobs finish (a batch is answered by one array); the peer's EOF closes once all is answered;
+  jobs finish (a batch is answered by one array); the peer's EOF closes once all is answered
+  (a last line without its newline is a request too: JSON Lines allows it);
 - a handler's exception becomes an error reply (type and message, a traceback only with
   ``debug``); methods are found only by exact name in ``methods``.
 
@@ -414,6 +415,9 @@ class JsonRpcSession(BaseSession):
                     decoder.feed_eof()
                 except RemoteProtocolError as exc:  # EOF inside a frame
                     actions.append(service.frame_error(PARSE_ERROR, str(exc)))
+                else:
+                    if decoder.buffered:  # the end ended a last frame (a line's newline)
+                        return actions + self._pump()
             self.closed = True
             actions.append(CLOSE)
         return actions
