@@ -10,15 +10,21 @@ RUNSTAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint typecheck check bench system-deps clean
 
-$(RUNSTAMP): pyproject.toml  # what the demo uses: the runtime and its fast extras
+define venv
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+endef
+
+$(RUNSTAMP): pyproject.toml  # what the demo uses: the runtime and its fast extras
+	$(venv)
 	$(BIN)/python -m pip install -q -e '.[fast]'
 	touch $@
 
-$(STAMP): $(RUNSTAMP)  # the rest: tests, linters, benchmarks and their peers
+# the rest too (tests, linters, benchmarks and their peers), in one pip run; it covers run's
+$(STAMP): pyproject.toml
+	$(venv)
 	$(BIN)/python -m pip install -q -e '.[test,fast,bench]'
-	touch $@
+	touch $@ $(RUNSTAMP)
 
 run: $(RUNSTAMP)
 	$(BIN)/ipcnet demo --serve
@@ -34,7 +40,8 @@ system-deps:
 	  clang bpftool /usr/include/bpf/bpf_helpers.h iptables \
 	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool
 
-test: $(STAMP) system-deps
+test:  # pip and apt-get side by side: on a fresh machine each waits on downloads
+	$(MAKE) --no-print-directory -j2 $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)

@@ -98,13 +98,12 @@ def _not_finite(obj: Any) -> bool:
     pop, extend = stack.pop, stack.extend
     while stack:
         value = pop()
-        kind = value.__class__
-        if kind is float:
+        if isinstance(value, float):  # subclasses too: orjson writes them as floats
             if value - value != 0.0:  # nan - nan and inf - inf are nan
                 return True
-        elif kind is dict:
+        elif isinstance(value, dict):
             extend(value.values())
-        elif kind is list or kind is tuple:
+        elif isinstance(value, list | tuple):
             extend(value)
     return False
 
