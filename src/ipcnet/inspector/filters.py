@@ -196,15 +196,23 @@ class RowFilter:
         return self.inodes is None or row.inode in self.inodes
 
     def _has_address(self, row: SocketRow) -> bool:
-        """The local address, or the peer's (when there is a peer), is in the network."""
+        """The local address, or the peer's (when there is a peer), is in the network; an
+        IPv6 row's IPv4-mapped address (shown as IPv4) is in IPv6 prefixes too, as in ss."""
         from ipaddress import ip_address
 
         net = self.network
         assert net is not None
+        mapped = net.version == 6 and row.proto.endswith("6")
+
+        def inside(host: str) -> bool:
+            if mapped and "." in host:
+                host = "::ffff:" + host
+            return ip_address(host) in net
+
         local, peer = row.local_host, row.remote_host
-        if local is not None and ip_address(local) in net:
+        if local is not None and inside(local):
             return True
-        return peer is not None and peer not in _UNSPECIFIED and ip_address(peer) in net
+        return peer is not None and peer not in _UNSPECIFIED and inside(peer)
 
 
 __all__ = [
