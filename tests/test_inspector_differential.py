@@ -2,10 +2,11 @@
 
 One child in a fresh network namespace makes the sockets and reads them both ways (ss, and
 ``list_sockets`` through sock_diag and /proc); the comparisons happen here:
-- a half-open connection (SYN_RECV, a request socket) of a listener that is not root: the
-  kernel's sock_diag fills its uid with a placeholder 0 (inet_req_diag_fill), so the row
-  must say unknown, not root; /proc prints the listener's uid there, and the two sources
-  must agree on the documented null;
+- a half-open connection (SYN_RECV, a request socket) of a listener that is not root, and
+  an orphaned FIN_WAIT2 end (a TIME_WAIT socket in that substate): the kernel fills their
+  uid with a placeholder 0 (inet_req_diag_fill, inet_twsk_diag_fill; /proc prints 0 for
+  the second and the listener's uid for the first), so the rows must say unknown, not
+  root, from both sources, as for TIME_WAIT;
 - ``--address`` with an IPv6 prefix selects the IPv4-mapped IPv6 sockets it contains, as
   ss's ``( src PREFIX or dst PREFIX )`` does (their rows show the IPv4 address).
 """
@@ -54,8 +55,11 @@ child = os.fork()
 if child == 0:
     os.setgid(65534); os.setuid(65534)
     lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen()
-    os.write(w, str(lst.getsockname()[1]).encode()); os.read(r2, 1); os._exit(0)
-port = int(os.read(r, 16))
+    gone = socket.socket(); gone.connect(l4.getsockname())  # closed first: an orphan that
+    ports = f"{lst.getsockname()[1]} {gone.getsockname()[1]}"  # waits in FIN_WAIT2 as a
+    gone.close()  # TIME_WAIT socket (tcp_time_wait's substate)
+    os.write(w, ports.encode()); os.read(r2, 1); os._exit(0)
+port, orphan = map(int, os.read(r, 32).split())
 subprocess.run(["nft", "-f", "-"], check=True, text=True, input=
     "table inet t {\n chain in {\n type filter hook input priority 0;\n"
     f" tcp dport {port} tcp flags & (syn | ack) == ack drop\n }}\n}}\n")
@@ -65,13 +69,17 @@ try:
 except BlockingIOError:
     pass
 for _ in range(300):
-    if list_sockets(["tcp"], ["syn-recv"], port=port):
+    if list_sockets(["tcp"], ["syn-recv"], port=port) and any(
+        r.timer == "timewait" for r in list_sockets(["tcp"], ["fin-wait-2"], port=orphan)
+    ):
         break
     time.sleep(0.01)
-out = {"port": port, "ss": {}, "ours": {}, "uid": {}}
+out = {"ss": {}, "ours": {}, "uid": {}}
 for source in ("netlink", "proc"):
-    out["uid"][source] = [(r.state, r.uid) for r in list_sockets(
-        ["tcp"], ["syn-recv", "listen"], port=port, source=source)]
+    out["uid"][source] = [(r.state, r.uid, r.recv_q, r.send_q) for r in list_sockets(
+        ["tcp"], ["syn-recv", "listen", "fin-wait-2"], port=port, source=source)
+    ] + [(r.state, r.uid, r.recv_q, r.send_q, r.timer) for r in list_sockets(
+        ["tcp"], ["all"], port=orphan, source=source) if r.local_port == orphan]
 for a in __ADDRESSES__:
     sa = f"[{a}]" if ":" in a else a
     out["ss"][a] = run("ss", "-tuanH", f"( src {sa} or dst {sa} )").splitlines()
@@ -90,13 +98,15 @@ def tables() -> dict[str, Any]:
     return doc
 
 
-def test_a_request_socket_has_no_owner_uid(tables: dict[str, Any]) -> None:
+def test_mini_sockets_have_no_owner_uid(tables: dict[str, Any]) -> None:
     """The listener is uid 65534's; its SYN_RECV entry has no uid of its own (sock_diag
-    says 0, which is not root), from either source."""
+    says 0, which is not root, and /proc the listener's), from either source. Nor has the
+    orphaned FIN_WAIT2 end, a TIME_WAIT socket like any other (uid and queues unknown)."""
     for source in ("netlink", "proc"):
         assert sorted(map(tuple, tables["uid"][source])) == [
-            ("LISTEN", 65534),
-            ("SYN_RECV", None),
+            ("FIN_WAIT2", None, None, None, "timewait"),
+            ("LISTEN", 65534, 0, *([128] if source == "netlink" else [None])),
+            ("SYN_RECV", None, 0, 0),
         ], source
 
 

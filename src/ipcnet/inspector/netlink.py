@@ -158,7 +158,6 @@ def dump_inet(
     states_by_num = {n: state_name(name, n) for n in range(14)}
     if is_tcp:  # a TCP socket in CLOSE is dumped only as bound-inactive (states bit 13)
         states_by_num[7] = "BOUND_INACTIVE"
-    mini_states = (6,)  # TIME_WAIT: no queues, no uid, no inode
     v6only_states = () if v4 else (7, 10)
     devices: dict[int, str] = {}
     rows: list[SocketRow] = []
@@ -185,11 +184,11 @@ def dump_inet(
             dport = ports.get(dp)
             if dport is None:
                 dport = ports[dp] = _PORT_SWAP(dp)
-            if st in mini_states:
+            # mini sockets carry placeholder 0s (inet_twsk_diag_fill, inet_req_diag_fill)
+            if timer == 3 and is_tcp:  # a TIME_WAIT socket, also in substate FIN_WAIT2
                 rq = wq = uid = None
             elif st == 3 and is_tcp and _u8(buf, row_off, length, INET_DIAG_SHUTDOWN) is None:
-                # a request socket (inet_req_diag_fill): its uid 0 is a placeholder, not root
-                uid = None
+                uid = None  # a request socket: its queues are empty, its uid unknown
             state = states_by_num.get(st) or state_name(name, st)
             v6only = None
             if st in v6only_states:
