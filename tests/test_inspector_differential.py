@@ -8,18 +8,21 @@ One child in a fresh network namespace makes the sockets and reads them both way
   the second and the listener's uid for the first), so the rows must say unknown, not
   root, from both sources, as for TIME_WAIT;
 - ``--address`` with an IPv6 prefix selects the IPv4-mapped IPv6 sockets it contains, as
-  ss's ``( src PREFIX or dst PREFIX )`` does (their rows show the IPv4 address).
+  ss's ``( src PREFIX or dst PREFIX )`` does (their rows show the IPv4 address);
+- an unknown ``--state`` word is answered with ss's words, which ss takes too.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from typing import Any
 
 import pytest
 
 from inspector_helpers import in_netns, netns
+from ipcnet.inspector import filters
 from test_inspector_vs_ss import _split
 
 pytestmark = pytest.mark.skipif(
@@ -129,3 +132,20 @@ def test_address_prefixes_select_what_ss_selects(tables: dict[str, Any], address
     ours = sorted(map(_ours, tables["ours"][address]))
     assert ours == theirs
     assert ours  # every prefix here holds some of the sockets
+
+
+def test_an_unknown_state_offers_the_words_ss_takes() -> None:
+    """The error lists ss's own state words (fin-wait-1, not fin-wait1), each of which ss
+    and ipcnet both take (bound-inactive: ss >= 6.8 only)."""
+    with pytest.raises(ValueError) as err:
+        filters.parse_states(["bogus"])
+    message = str(err.value)
+    assert message.startswith("unknown state 'bogus' (states: established, syn-sent, ")
+    states, groups = message.removesuffix(")").split("(states: ")[1].split("; groups: ")
+    words = [*states.split(", "), *groups.split(", ")]
+    assert "fin-wait-1" in words and "listening" in words and "closed" in words
+    for word in words:
+        assert filters.parse_states([word])
+        if word != "bound-inactive":
+            ss = subprocess.run(["ss", "-tnH", "state", word], capture_output=True, text=True)
+            assert ss.returncode == 0, (word, ss.stderr)
