@@ -25,9 +25,12 @@ from inspector_helpers import in_netns, netns
 from ipcnet.inspector import filters
 from test_inspector_vs_ss import _split
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("ss") is None or shutil.which("nft") is None, reason="needs ss and nft"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("ss") is None or shutil.which("nft") is None, reason="needs ss and nft"
+    ),
+    pytest.mark.xdist_group("inspector-differential"),  # one namespace, built once
+]
 
 ADDRESSES = ["::/0", "::/64", "::ffff:0:0/95", "127.0.0.0/8", "0.0.0.0/0", "::1", "127.0.0.1"]
 
