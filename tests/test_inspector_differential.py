@@ -60,7 +60,8 @@ r2, w2 = os.pipe()  # "exit now" down
 child = os.fork()
 if child == 0:
     os.setgid(65534); os.setuid(65534)
-    lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen()
+    lst = socket.socket(); lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 4)
+    lst.bind(("127.0.0.1", 0)); lst.listen()
     gone = socket.socket(); gone.connect(l4.getsockname())  # closed first: an orphan that
     ports = f"{lst.getsockname()[1]} {gone.getsockname()[1]}"  # waits in FIN_WAIT2 as a
     gone.close()  # TIME_WAIT socket (tcp_time_wait's substate)
@@ -74,8 +75,17 @@ try:
     syn.connect(("127.0.0.1", port))
 except BlockingIOError:
     pass
+# TCP Fast Open without cookies: data in the SYN makes a full socket in SYN_RECV at once,
+# which has its owner's uid and the data in its Recv-Q
+with open("/proc/sys/net/ipv4/tcp_fastopen", "w") as f:
+    f.write(str(0x207))  # client and server, data in the SYN without a cookie
+tfo = new(); tfo.setblocking(False)
+try:
+    tfo.sendto(b"hi", socket.MSG_FASTOPEN, ("127.0.0.1", port))
+except BlockingIOError:
+    pass
 for _ in range(300):
-    if list_sockets(["tcp"], ["syn-recv"], port=port) and any(
+    if len(list_sockets(["tcp"], ["syn-recv"], port=port)) == 2 and any(
         r.timer == "timewait" for r in list_sockets(["tcp"], ["fin-wait-2"], port=orphan)
     ):
         break
@@ -107,11 +117,13 @@ def tables() -> dict[str, Any]:
 def test_mini_sockets_have_no_owner_uid(tables: dict[str, Any]) -> None:
     """The listener is uid 65534's; its SYN_RECV entry has no uid of its own (sock_diag
     says 0, which is not root, and /proc the listener's), from either source. Nor has the
-    orphaned FIN_WAIT2 end, a TIME_WAIT socket like any other (uid and queues unknown)."""
+    orphaned FIN_WAIT2 end, a TIME_WAIT socket like any other (uid and queues unknown).
+    A Fast Open connection is a full socket in SYN_RECV: its uid is known."""
     for source in ("netlink", "proc"):
-        assert sorted(map(tuple, tables["uid"][source])) == [
+        assert sorted(map(tuple, tables["uid"][source]), key=repr) == [
             ("FIN_WAIT2", None, None, None, "timewait"),
-            ("LISTEN", 65534, 0, *([128] if source == "netlink" else [None])),
+            ("LISTEN", 65534, 1, 128 if source == "netlink" else None),  # the TFO one waits
+            ("SYN_RECV", 65534, 2, 0),  # the full socket of a Fast Open: 2 bytes came
             ("SYN_RECV", None, 0, 0),
         ], source
 
