@@ -21,8 +21,8 @@ HELP = "list sockets, pipes and fds like ss/netstat/lsof (table, JSON, CSV; --wa
 
 EPILOG = """\
 states: established syn-sent syn-recv fin-wait-1 fin-wait-2 time-wait closed close-wait
-last-ack listen closing (ss's words; closed = unconn), and bound-inactive (tcp sockets only
-bound: not in all); groups: all connected synchronized bucket big.
+last-ack listening closing (ss's words; closed = unconn), and bound-inactive (tcp sockets
+only bound: not in all); groups: all connected synchronized bucket big.
 Without -a, -l or --state: connected sockets except TIME_WAIT/SYN_RECV (like ss);
 --pid/--process imply -a. JSON: {"version": 1, "netns": ..., "sockets": [row...]};
 row keys are documented in ipcnet.inspector.model.SCHEMA.

@@ -45,6 +45,12 @@ _GROUPS: dict[str, frozenset[str]] = {
     "BUCKET": frozenset({"SYN_RECV", "TIME_WAIT"}),
     "BIG": ALL_STATE_NAMES - {"SYN_RECV", "TIME_WAIT"},
 }
+# The state words of ss(8), in its order (with bound-inactive, of ss >= 6.8): what an
+# unknown word's error offers
+SS_STATE_WORDS = (
+    "established", "syn-sent", "syn-recv", "fin-wait-1", "fin-wait-2", "time-wait", "closed",
+    "close-wait", "last-ack", "listening", "closing", "bound-inactive",
+)  # fmt: skip
 # What ss shows without -a or -l: connected sockets, minus the mini ones (bucket).
 DEFAULT_STATES = _GROUPS["CONNECTED"] - _GROUPS["BUCKET"]
 LISTENING_STATES = frozenset({"LISTEN", UNCONN, "CLOSE"})
@@ -77,10 +83,8 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
         elif key in ALL_STATE_NAMES or key == BOUND_INACTIVE:
             out.add(key)
         else:
-            names = ALL_STATE_NAMES | {BOUND_INACTIVE}
-            choices = ", ".join(sorted(s.lower().replace("_", "-") for s in names))
             raise ValueError(
-                f"unknown state {word!r} (states: {choices}; groups: "
+                f"unknown state {word!r} (states: {', '.join(SS_STATE_WORDS)}; groups: "
                 f"{', '.join(g.lower() for g in _GROUPS)})"
             )
     return frozenset(out)
@@ -196,15 +200,23 @@ class RowFilter:
         return self.inodes is None or row.inode in self.inodes
 
     def _has_address(self, row: SocketRow) -> bool:
-        """The local address, or the peer's (when there is a peer), is in the network."""
+        """The local address, or the peer's (when there is a peer), is in the network; an
+        IPv6 row's IPv4-mapped address (shown as IPv4) is in IPv6 prefixes too, as in ss."""
         from ipaddress import ip_address
 
         net = self.network
         assert net is not None
+        mapped = net.version == 6 and row.proto.endswith("6")
+
+        def inside(host: str) -> bool:
+            if mapped and "." in host:
+                host = "::ffff:" + host
+            return ip_address(host) in net
+
         local, peer = row.local_host, row.remote_host
-        if local is not None and ip_address(local) in net:
+        if local is not None and inside(local):
             return True
-        return peer is not None and peer not in _UNSPECIFIED and ip_address(peer) in net
+        return peer is not None and peer not in _UNSPECIFIED and inside(peer)
 
 
 __all__ = [
@@ -212,6 +224,7 @@ __all__ = [
     "BOUND_INACTIVE",
     "DEFAULT_STATES",
     "LISTENING_STATES",
+    "SS_STATE_WORDS",
     "TABLES",
     "RowFilter",
     "parse_address",

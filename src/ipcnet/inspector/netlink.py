@@ -44,6 +44,7 @@ UNIX_DIAG_NAME = 0
 UNIX_DIAG_PEER = 2
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_UID = 7
+INET_DIAG_SHUTDOWN = 8  # u8, sent for every full socket (not for request or TIME_WAIT ones)
 INET_DIAG_SKV6ONLY = 11  # u8, sent for AF_INET6 sockets in LISTEN or CLOSE
 
 ALL_STATES = 0xFFF  # ss's SS_ALL: ESTABLISHED..CLOSING (see filters.ALL_STATE_NAMES)
@@ -157,7 +158,6 @@ def dump_inet(
     states_by_num = {n: state_name(name, n) for n in range(14)}
     if is_tcp:  # a TCP socket in CLOSE is dumped only as bound-inactive (states bit 13)
         states_by_num[7] = "BOUND_INACTIVE"
-    mini_states = (6, 12)  # TIME_WAIT and request sockets: no uid, no inode
     v6only_states = () if v4 else (7, 10)
     devices: dict[int, str] = {}
     rows: list[SocketRow] = []
@@ -184,10 +184,16 @@ def dump_inet(
             dport = ports.get(dp)
             if dport is None:
                 dport = ports[dp] = _PORT_SWAP(dp)
-            if st in mini_states:
+            # mini sockets carry placeholder 0s (inet_twsk_diag_fill, inet_req_diag_fill)
+            if timer == 3 and is_tcp:  # a TIME_WAIT socket, also in substate FIN_WAIT2
                 rq = wq = uid = None
+            elif st == 3 and is_tcp and _u8(buf, row_off, length, INET_DIAG_SHUTDOWN) is None:
+                uid = None  # a request socket: its queues are empty, its uid unknown
             state = states_by_num.get(st) or state_name(name, st)
-            v6only = _v6only(buf, row_off, length) if st in v6only_states else None
+            v6only = None
+            if st in v6only_states:
+                skv6only = _u8(buf, row_off, length, INET_DIAG_SKV6ONLY)
+                v6only = None if skv6only is None else skv6only != 0
             dev = None
             if ifx:
                 dev = devices.get(ifx)
@@ -227,15 +233,15 @@ def _device(index: int) -> str:
     return name or f"if{index}"
 
 
-def _v6only(buf: bytearray, off: int, length: int) -> bool | None:
-    """The INET_DIAG_SKV6ONLY attribute of the row at ``off``, None if absent."""
+def _u8(buf: bytearray, off: int, length: int, wanted: int) -> int | None:
+    """The u8 attribute ``wanted`` of the row at ``off``, None if absent."""
     pos, end = off + _INET_ROW.size, off + length
     while pos + 4 <= end:
         alen, atype = _RTA.unpack_from(buf, pos)
         if alen < 4:
             break
-        if atype == INET_DIAG_SKV6ONLY and alen >= 5:
-            return buf[pos + 4] != 0
+        if atype == wanted and alen >= 5:
+            return buf[pos + 4]
         pos += (alen + 3) & ~3
     return None
 

@@ -5,7 +5,9 @@ sandboxes where sock_diag is unavailable. The parsers take text so tests can fee
 Rules:
 - Fields are split with ``str.split`` (no regex); addresses decode per ``hexaddr``.
 - What /proc does not say is unknown (None), never guessed: the backlog of a TCP listener,
-  the uid of a unix socket, a unix socket's peer, the uid of a TIME_WAIT socket.
+  the uid of a unix socket, a unix socket's peer, the uid and queues of a TIME_WAIT socket
+  (in either substate, TIME_WAIT or FIN_WAIT2), the uid of a request socket (SYN_RECV:
+  /proc prints its listener's, sock_diag nothing, so neither).
 - /proc/net/unix prints a path raw, so a newline in a path starts a line of its own text,
   which may even look like a row (a forged row). Every line is checked against the exact
   kernel format; a line that fails is the rest of the previous row's path (that row is
@@ -70,7 +72,11 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
             expires = int(when, 16)
         except ValueError:
             continue
-        tw = st == 6
+        # a TIME_WAIT socket (also in substate FIN_WAIT2) runs the timewait timer and
+        # prints 0s for its queues and uid; a request socket's line (get_openreq4/6) is as
+        # short and holds its listener's uid, which sock_diag does not report: unknown
+        tw = timer == 3 and is_tcp
+        request = st == 3 and is_tcp and len(f) == 12
         listen = st == 10 and is_tcp
         if is_tcp:
             tname: str | None = TIMERS.get(timer, str(timer))
@@ -93,7 +99,7 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None,
                     None if tw else rx,
                     None if tw or listen else tx,  # /proc does not print a listener's backlog
-                    None if tw else uid,
+                    None if tw or request else uid,
                     ino or None,
                     tname,
                     tms,
