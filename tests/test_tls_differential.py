@@ -1,0 +1,126 @@
+"""TLS verdicts that a differential pass against openssl s_client / s_server, curl and
+stunnel found wrong: each case is what the reference peer (or the spec it follows) does."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ipcnet import errors
+from ipcnet.channel import connect
+from ipcnet.testing.pairs import free_port
+from ipcnet.transports.tls import TLSOptions
+from tlskit import certs, tls_server
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+
+
+@contextmanager
+def _s_server(*args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """openssl s_server with our server certificate, one connection, stdin a pipe (its
+    one-letter lines are commands: r renegotiates, k/K send a TLS 1.3 KeyUpdate)."""
+    pair, port = certs().server, free_port()
+    argv = ["stdbuf", "-oL", "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", pair.cert,
+            "-key", pair.key, "-naccept", "1", *args]  # fmt: skip
+    server = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    watchdog = threading.Timer(20, server.kill)  # a hang fails the test, never stalls it
+    watchdog.start()
+    try:
+        _wait_for(server, b"ACCEPT")
+        yield port, server
+    finally:
+        watchdog.cancel()
+        server.kill()
+        server.wait(10)
+
+
+def _wait_for(server: subprocess.Popen[bytes], start: bytes) -> None:
+    assert server.stdout is not None
+    while not server.stdout.readline().startswith(start):
+        assert server.poll() is None, "openssl s_server ended"
+
+
+def _say(server: subprocess.Popen[bytes], line: bytes) -> None:
+    assert server.stdin is not None
+    server.stdin.write(line)
+    server.stdin.flush()
+
+
+@needs_openssl
+def test_a_tls12_renegotiation_the_server_asks_for_is_declined_in_one_clear_line():
+    """A server's HelloRequest (openssl s_server's "r") is declined with a no_renegotiation
+    alert, as Go, BoringSSL and rustls clients do (and ipcnet's server). The reader queued
+    that alert and then waited for the server, which waited for the alert: both hung.
+    OpenSSL's server answers the alert by ending the connection, which now reads so."""
+    with _s_server("-tls1_2") as (port, server):
+        url = f"tls://localhost:{port}"
+        with connect(url, ca=certs().ca, timeout=10, close_timeout=0.3) as ch:
+            _say(server, b"before\n")
+            assert ch.read(7) == b"before\n"
+            _say(server, b"r\n")  # HelloRequest
+            with pytest.raises(errors.TLSError) as caught:
+                ch.read(10)
+    assert str(caught.value) == (
+        f"renegotiation declined: {url} ended the connection when we would not "
+        "renegotiate (ipcnet never does; alert: handshake failure)"
+    )
+
+
+def _cn_only(folder: Path, common_name: str) -> tuple[str, str, str]:
+    """A CA, and signed by it a leaf with this common name and no subjectAltName."""
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path, key_path = folder / "cn-only.pem", folder / "cn-only-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(folder / "ca.pem"), str(cert_path), str(key_path)
+
+
+def test_a_host_name_is_never_matched_against_the_common_name(tmp_path):
+    """RFC 9525 §6.3: a client MUST NOT seek a match in the subject's common name. OpenSSL
+    (and so curl and s_client) still falls back to it when a certificate has no
+    subjectAltName; Chrome, Go and rustls do not, and ipcnet's own message said "its common
+    name is not checked" while it was, for a DNS name (only an IP address was never)."""
+    ca, cert, key = _cn_only(tmp_path, "localhost")
+    with tls_server(TLSOptions(cert=cert, key=key, close_timeout=0.3)) as raw:
+        url = f"tls://localhost:{raw.rpartition(':')[2]}"
+        with pytest.raises(errors.HostnameMismatch) as caught:
+            connect(url, ca=ca)
+    assert str(caught.value) == (
+        f"wrong host name: the certificate of {url} is not valid for 'localhost' "
+        "(it has no subject alternative names; its common name localhost is not checked)"
+    )
