@@ -51,9 +51,14 @@ _REJECTED_ALERTS = {
 
 
 def translate(
-    exc: BaseException, where: str, server_side: bool, accepted: str = "1.2 and newer"
+    exc: BaseException,
+    where: str,
+    server_side: bool,
+    accepted: str = "1.2 and newer",
+    established: bool = False,
 ) -> errors.IPCError:
-    """The ipcnet error for an SSLError raised while talking TLS with ``where``."""
+    """The ipcnet error for an SSLError raised while talking TLS with ``where``
+    (``established``: after the handshake)."""
     if isinstance(exc, errors.IPCError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -86,6 +91,11 @@ def translate(
     if reason in _NOT_TLS_REASONS:
         return not_tls(where, server_side)
     if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        if established:  # a later handshake: a TLS 1.2 renegotiation, which we decline
+            return errors.TLSError(
+                f"renegotiation declined: {where} ended the connection when we would not "
+                "renegotiate (ipcnet never does; alert: handshake failure)"
+            )
         return errors.TLSError(
             f"handshake refused by {where} (alert: handshake failure; "
             "a client certificate or a common cipher may be missing)"

@@ -289,4 +289,4 @@ class TLSLayer:
         return dict(cert) if cert else None
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
-        return translate(exc, self.where, self.server_side, self._accepted)
+        return translate(exc, self.where, self.server_side, self._accepted, self.established)

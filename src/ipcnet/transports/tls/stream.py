@@ -139,9 +139,9 @@ class TLSStream(StreamTransport):
                         break
                     n += more
                 queued = layer.pending
+            if queued:  # an answer made while reading (KeyUpdate, a no_renegotiation
+                self._flush(blocking=False)  # alert): the peer may be waiting for it
             if n is not None:
-                if queued:
-                    self._flush(blocking=False)
                 return n
             got = self.raw.read_into(self._rbuf)
             if got == 0 and self._closed:
