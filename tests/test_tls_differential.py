@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from ipcnet import errors
+from ipcnet.addresses import parse
 from ipcnet.channel import connect
+from ipcnet.drivers.tls import TLSService
+from ipcnet.protocols.base import CLOSE, Peer, as_list
+from ipcnet.protocols.simple import Echo
 from ipcnet.testing.pairs import free_port
-from ipcnet.transports.tls import TLSOptions
-from tlskit import certs, tls_server
+from ipcnet.transports.tls import ServerContext, TLSOptions
+from tlskit import certs, client_options, layers, server_options, tls_server
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
 
@@ -124,3 +128,38 @@ def test_a_host_name_is_never_matched_against_the_common_name(tmp_path):
         f"wrong host name: the certificate of {url} is not valid for 'localhost' "
         "(it has no subject alternative names; its common name localhost is not checked)"
     )
+
+
+@needs_openssl
+def test_a_server_that_speaks_none_of_the_offered_protocols_sends_no_application_protocol():
+    """RFC 7301 §3.2: the server SHALL answer with a fatal no_application_protocol alert, as
+    openssl s_server and nginx do. Python's ssl went on without a protocol, so a client that
+    offered only "foo" was served as if it had been understood. Both server paths: the
+    blocking listener and the servers' session wrapper."""
+    with tls_server(server_options(alpn=("h2", "bar"))) as raw:
+        port = int(raw.rpartition(":")[2])
+        url = f"tls://localhost:{port}"
+        for offer, agreed in [("foo,bar", "bar"), ("", None)]:
+            with connect(url, ca=certs().ca, alpn=offer, close_timeout=0.3) as ch:
+                assert ch.transport.alpn == agreed  # type: ignore[attr-defined]
+        with pytest.raises(errors.TLSError) as caught:
+            connect(url, ca=certs().ca, alpn="foo")
+        assert str(caught.value) == (
+            f"no common application protocol: {url} accepts none of those offered (--alpn)"
+        )
+        s_client = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", "foo,baz"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert s_client.returncode == 1 and "alert no application protocol" in s_client.stderr
+
+    service = TLSService(Echo(), ServerContext(server_options(alpn=("http/1.1",))))
+    session, _ = service.start(Peer(parse("tcp://127.0.0.1:5555")))
+    client, _ = layers(client=client_options(alpn=("h2",)))
+    client.handshake()
+    actions = as_list(session.feed(client.outgoing()))
+    assert actions[-1] == CLOSE
+    client.receive(b"".join(a for a in actions if isinstance(a, bytes)))
+    with pytest.raises(errors.TLSError, match="^no common application protocol"):
+        client.handshake()
+    assert service.stats.snapshot()["failed"] == 1

@@ -7,6 +7,7 @@ TLS over a unix socket. All of ipcnet's TLS lives in this package:
               --tls-tickets flags), SSLContexts with secure defaults, ServerContext (reload)
     failures  ssl.SSLError -> the TLSError branch of ipcnet.errors, in one place
     layer     TLSLayer: ssl.SSLObject over two MemoryBIOs, bytes in / bytes out, no I/O
+    hello     the ALPN offer of a ClientHello, for the server's no_application_protocol
     stream    TLSStream: the blocking StreamTransport over a socket, through TLSLayer;
               TLSListener, whose accept() returns TLS streams
     stats     handshake counters (by outcome, failure reason, version and cipher) that

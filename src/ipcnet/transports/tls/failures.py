@@ -158,6 +158,15 @@ def with_names(
     return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
 
 
+def no_common_protocol(
+    where: str, offered: tuple[str, ...], ours: tuple[str, ...]
+) -> errors.TLSError:
+    return errors.TLSError(
+        f"no common application protocol: {where} offered {', '.join(offered)}; "
+        f"this server accepts {', '.join(ours)} (--alpn)"
+    )
+
+
 def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:
     return errors.HandshakeTimeout(
         f"tls handshake timeout: {where} did not finish the handshake in {seconds:g} s"

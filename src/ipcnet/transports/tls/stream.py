@@ -395,6 +395,7 @@ def server(raw: SocketStream, context: ssl.SSLContext, options: TLSOptions) -> T
         server_side=True,
         handshake_timeout=options.handshake_timeout,
         close_timeout=options.close_timeout,
+        alpn=options.alpn,
     )
     stream = TLSStream(raw, layer)
     try:
