@@ -352,7 +352,8 @@ def client(
     A certificate for another name is reported with the names it does have: they are read
     from a second, unverified handshake, made only for the message.
     """
-    server_name = options.sni or host or None
+    # an absolute name's trailing dot is neither sent (RFC 6066 §3) nor checked (as curl)
+    server_name = (options.sni or host or "").removesuffix(".") or None
     context = client_context(options)
     if server_name is None and options.context is None and context.check_hostname:
         context.check_hostname = False  # tls+unix, no --sni: the chain is checked, no name
