@@ -223,6 +223,13 @@ class TLSLayer:
             self._drain()
         return bool(self._plain or self.eof or self._end is not None)
 
+    def failure(self) -> IPCError | None:
+        """The error the whole records received so far end in (an alert), if any; the
+        plaintext before it is decrypted and kept for ``read``."""
+        if not self.eof:
+            self._drain()
+        return self._end if isinstance(self._end, IPCError) else None
+
     def _drain(self) -> None:
         """Decrypt every whole record there is into ``_plain`` (see ``close_notify``)."""
         while self._end is None:

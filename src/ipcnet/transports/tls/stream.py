@@ -255,21 +255,22 @@ class TLSStream(StreamTransport):
             time.sleep(0.01)  # a reader thread has the bytes: let it decode the alert
         if self._failure is not None or self._readers:
             return self._failure or error
-        raw = self.raw
+        raw, timeout = self.raw, self.raw.timeout
         try:
             raw.timeout = 0  # only what has arrived already
             got = raw.read_into(self._rbuf)
         except IPCError:
             return error
+        finally:
+            if not raw.closed:
+                raw.timeout = timeout
         with self._lock:
             if got:
                 self.layer.receive(self._rbuf[:got])
-            try:
-                while self.layer.read():
-                    pass
-            except TLSError as alert:
-                self._failure = alert
-                return alert
+            alert = self.layer.failure()  # the data before it is kept for the next read
+        if isinstance(alert, TLSError):
+            self._failure = alert
+            return alert
         return error
 
     def _flush(self, blocking: bool) -> None:
