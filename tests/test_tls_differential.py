@@ -194,3 +194,20 @@ def test_data_that_came_before_the_peer_left_survives_a_failed_write():
             assert ch.read(100) == b"last words\n"
             with pytest.raises(errors.IPCError):
                 ch.read(100)
+
+
+@needs_openssl
+def test_a_server_name_the_server_does_not_know_is_named_as_such():
+    """openssl s_server -servername_fatal answers an SNI it has no certificate for with a
+    fatal unrecognized_name alert (RFC 6066 §3); curl and s_client then print OpenSSL's
+    "tlsv1 unrecognized name", ipcnet said the same words after "tls error with"."""
+    other = certs().wrong_host
+    with _s_server("-servername", "example.test", "-servername_fatal",
+                   "-cert2", other.cert, "-key2", other.key) as (port, _):  # fmt: skip
+        url = f"tls://127.0.0.1:{port}"
+        with pytest.raises(errors.TLSError) as caught:
+            connect(url, ca=certs().ca, sni="localhost.test")
+    assert str(caught.value) == (
+        f"unrecognized server name: {url} serves no site by the name we sent "
+        "(alert: unrecognized name; the url's host or --sni)"
+    )

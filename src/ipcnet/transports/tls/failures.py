@@ -100,6 +100,11 @@ def translate(
             f"handshake refused by {where} (alert: handshake failure; "
             "a client certificate or a common cipher may be missing)"
         )
+    if reason == "TLSV1_UNRECOGNIZED_NAME":  # RFC 6066 §3: the server knows no such name
+        return errors.TLSError(
+            f"unrecognized server name: {where} serves no site by the name we sent "
+            "(alert: unrecognized name; the url's host or --sni)"
+        )
     words = reason.lower().replace("_", " ") or _openssl_words(exc)
     if words.endswith("alert no application protocol"):  # RFC 7301 §3.2
         return errors.TLSError(
