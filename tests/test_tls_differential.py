@@ -211,3 +211,34 @@ def test_a_server_name_the_server_does_not_know_is_named_as_such():
         f"unrecognized server name: {url} serves no site by the name we sent "
         "(alert: unrecognized name; the url's host or --sni)"
     )
+
+
+def test_a_tls12_close_notify_is_answered_at_once():
+    """RFC 5246 §7.2.1: the other party MUST respond with a close_notify of its own and close
+    down, discarding pending writes (openssl s_client does, in 0.04 s). ipcnet answered only
+    when its own side ended, so a TLS 1.2 server waiting in SSL_shutdown for the answer
+    (Python's unwrap) got 'ipcnet connect's next line from stdin and failed instead."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs().server.cert, certs().server.key)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    answered: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"bye\n")
+                with tls.unwrap() as plain:  # waits for our close_notify
+                    answered.append(plain.recv(10))  # then the TCP FIN that follows it
+
+        server = threading.Thread(target=serve)
+        server.start()
+        url = f"tls://localhost:{listener.getsockname()[1]}"
+        with connect(url, ca=certs().ca, timeout=10, close_timeout=0.3) as ch:
+            assert ch.read(10) == b"bye\n"
+            assert ch.read(10) == b""
+            server.join(10)  # before our close: the answer came from the read
+            assert answered == [b""]
+            with pytest.raises(errors.PeerClosed, match="ended the tls 1.2 session"):
+                ch.write(b"more\n")

@@ -15,6 +15,8 @@ Rules:
   that ends our direction only and reading goes on (RFC 8446 §6.1), exactly like a TCP
   half-close; a TLS 1.2 peer answers with its own close_notify and stops sending
   (RFC 5246 §7.2.1). Writing afterwards raises ``Closed``;
+- the other way round, a TLS 1.2 peer's close_notify is answered with ours as soon as it
+  is read, as openssl s_client does (RFC 5246 §7.2.1); writing then raises ``PeerClosed``;
 - ``close()`` sends close_notify (if not sent), then waits at most ``close_timeout``
   seconds for the peer's (reading and dropping what comes), so that nothing the peer still
   sends meets a closed socket and an RST that would destroy our last bytes in flight; a
@@ -35,7 +37,15 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Broken, Closed, HostnameMismatch, IPCError, Timeout, TLSError
+from ipcnet.errors import (
+    Broken,
+    Closed,
+    HostnameMismatch,
+    IPCError,
+    PeerClosed,
+    Timeout,
+    TLSError,
+)
 from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.files import read_region
 from ipcnet.transports.sockets import SocketStream
@@ -71,6 +81,7 @@ class TLSStream(StreamTransport):
         self._wlock = threading.Lock()  # one sender of ciphertext at a time
         self._rbuf = memoryview(bytearray(RAW_CHUNK))
         self._eof_sent = False
+        self._peer_done = False  # a TLS 1.2 peer's close_notify came: nothing more may be sent
         self._readers = 0  # threads in read_into
         self._failure: TLSError | None = None  # what the layer raised to a reader
 
@@ -118,7 +129,10 @@ class TLSStream(StreamTransport):
     def read_into(self, buf: memoryview) -> int:
         self._readers += 1
         try:
-            return self._read_into(buf)
+            n = self._read_into(buf)
+            if n == 0 and self.layer.version == "TLSv1.2":
+                self._answer_close()
+            return n
         except TLSError as exc:
             self._failure = exc  # for a writer whose peer left after saying why (see _explained)
             raise
@@ -152,7 +166,23 @@ class TLSStream(StreamTransport):
                 else:
                     layer.receive_eof()
 
+    def _answer_close(self) -> None:
+        """RFC 5246 §7.2.1: a TLS 1.2 peer's close_notify is answered at once with ours, and
+        pending writes are dropped (TLS 1.3 keeps our direction open: RFC 8446 §6.1)."""
+        self._peer_done = True
+        if self._eof_sent or self._closed:
+            return
+        try:
+            self.send_eof()
+        except IPCError:
+            pass  # the peer is gone already: there is nobody to answer
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._peer_done and not self._closed:
+            raise PeerClosed(
+                f"peer closed: {self.where} ended the tls 1.2 session (close_notify), "
+                "which allows nothing more to be sent"
+            )
         if self._eof_sent or self._closed:
             self._check_open("write to")
             raise Closed(f"cannot write to {self.where}: this side sent eof (close_notify)")
