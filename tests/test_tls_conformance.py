@@ -198,6 +198,8 @@ def _sni_recorder(host: str) -> Iterator[tuple[int, list[str | None]]]:
         ("127.0.0.1", "127.0.0.1", None, None),  # RFC 6066 §3: no IP literal in SNI
         ("::1", "[::1]", None, None),
         ("127.0.0.1", "127.0.0.1", "localhost", "localhost"),  # --sni
+        # RFC 6066 §3: "without a trailing dot"; curl strips it and checks the name without
+        ("127.0.0.1", "127.0.0.1", "localhost.", "localhost"),
     ],
 )
 def test_sni_is_the_host_name_and_never_an_ip_literal(host, url_host, sni, sent):

@@ -192,6 +192,7 @@ class TLSService:
             where=where,
             handshake_timeout=self.options.handshake_timeout,
             close_timeout=self.options.close_timeout,
+            alpn=self.options.alpn,
         )
         return TLSSession(self, layer, peer), Timer(layer.handshake_timeout)
 

@@ -7,6 +7,7 @@ TLS over a unix socket. All of ipcnet's TLS lives in this package:
               --tls-tickets flags), SSLContexts with secure defaults, ServerContext (reload)
     failures  ssl.SSLError -> the TLSError branch of ipcnet.errors, in one place
     layer     TLSLayer: ssl.SSLObject over two MemoryBIOs, bytes in / bytes out, no I/O
+    hello     the ALPN offer of a ClientHello, for the server's no_application_protocol
     stream    TLSStream: the blocking StreamTransport over a socket, through TLSLayer;
               TLSListener, whose accept() returns TLS streams
     stats     handshake counters (by outcome, failure reason, version and cipher) that
@@ -21,7 +22,8 @@ serves TLS the same way.
 What half-close means over TLS: ``send_eof()`` sends close_notify and shuts the socket
 down for writing. Under TLS 1.3 that is a true half-close: the peer reads EOF and may go on
 sending (RFC 8446 §6.1). Under TLS 1.2 the peer must answer with its own close_notify and
-stop (RFC 5246 §7.2.1), so there it ends the whole connection once the peer answered.
+stop (RFC 5246 §7.2.1), so there it ends the whole connection once the peer answered; a
+TLS 1.2 peer's close_notify is answered at once the same way.
 ``ipcnet connect tls://...`` sends close_notify when its stdin ends and exits once the
 peer's close_notify came (or fails if the TCP stream ended without one).
 """

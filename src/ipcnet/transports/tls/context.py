@@ -7,8 +7,10 @@ Role: ``TLSOptions`` holds what the CLI flags and library keywords of the same n
 ``reload()`` (SIGHUP), which only new handshakes use.
 
 Rules:
-- secure defaults: verification on, host name checked, TLS 1.2 or newer, the system trust
-  store when ``ca`` is absent; ``insecure`` turns verification off and says so on stderr;
+- secure defaults: verification on, host name checked (against subjectAltName only, never
+  the common name: RFC 9525 §6.3), TLS 1.2 or newer, the system trust store when ``ca`` is
+  absent, no TLS 1.2 renegotiation on either side (as Go, BoringSSL and rustls);
+  ``insecure`` turns verification off and says so on stderr;
 - on a server, ``ca`` requests and verifies client certificates (mutual TLS);
 - session tickets (TLS 1.3, server): ``tickets`` = 0 by default. A TLS 1.3 server sends
   its tickets *after* the handshake, unasked; a client that writes, then closes without
@@ -109,6 +111,8 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise _file_error("ca file", options.ca, exc) from exc
     _versions(ctx, options)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # a HelloRequest gets a no_renegotiation alert
+    ctx.hostname_checks_common_name = False
     if options.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

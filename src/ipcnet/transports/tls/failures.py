@@ -51,9 +51,14 @@ _REJECTED_ALERTS = {
 
 
 def translate(
-    exc: BaseException, where: str, server_side: bool, accepted: str = "1.2 and newer"
+    exc: BaseException,
+    where: str,
+    server_side: bool,
+    accepted: str = "1.2 and newer",
+    established: bool = False,
 ) -> errors.IPCError:
-    """The ipcnet error for an SSLError raised while talking TLS with ``where``."""
+    """The ipcnet error for an SSLError raised while talking TLS with ``where``
+    (``established``: after the handshake)."""
     if isinstance(exc, errors.IPCError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -86,9 +91,19 @@ def translate(
     if reason in _NOT_TLS_REASONS:
         return not_tls(where, server_side)
     if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        if established:  # a later handshake: a TLS 1.2 renegotiation, which we decline
+            return errors.TLSError(
+                f"renegotiation declined: {where} ended the connection when we would not "
+                "renegotiate (ipcnet never does; alert: handshake failure)"
+            )
         return errors.TLSError(
             f"handshake refused by {where} (alert: handshake failure; "
             "a client certificate or a common cipher may be missing)"
+        )
+    if reason == "TLSV1_UNRECOGNIZED_NAME":  # RFC 6066 §3: the server knows no such name
+        return errors.TLSError(
+            f"unrecognized server name: {where} serves no site by the name we sent "
+            "(alert: unrecognized name; the url's host or --sni)"
         )
     words = reason.lower().replace("_", " ") or _openssl_words(exc)
     if words.endswith("alert no application protocol"):  # RFC 7301 §3.2
@@ -146,6 +161,15 @@ def with_names(
         return errors.HostnameMismatch(f"{error} (it names: {', '.join(sans)})", sans)
     unused = f"; its common name {common_name} is not checked" if common_name else ""
     return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
+
+
+def no_common_protocol(
+    where: str, offered: tuple[str, ...], ours: tuple[str, ...]
+) -> errors.TLSError:
+    return errors.TLSError(
+        f"no common application protocol: {where} offered {', '.join(offered)}; "
+        f"this server accepts {', '.join(ours)} (--alpn)"
+    )
 
 
 def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:

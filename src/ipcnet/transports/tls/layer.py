@@ -15,6 +15,8 @@ Rules:
   are read. After the handshake OpenSSL is not told of that EOF: it would make it a fatal
   error (OpenSSL 3 answers it with a decode_error alert and refuses to write), and our
   direction is still open: a reply and our close_notify can still be sent;
+- a server given ``alpn`` refuses a ClientHello that offers protocols, none of them ours,
+  with a fatal no_application_protocol alert (RFC 7301 §3.2; see ``hello``);
 - ``close_notify()`` ends our direction: in TLS 1.3 the peer may go on sending and we go
   on reading (RFC 8446 §6.1); a TLS 1.2 peer answers with its own close_notify and stops
   (RFC 5246 §7.2.1), so there it ends the connection once the peer has answered.
@@ -26,8 +28,14 @@ import ssl
 from typing import Any, cast
 
 from ipcnet.errors import IPCError
+from ipcnet.transports.tls import hello
 from ipcnet.transports.tls.context import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, accepted
-from ipcnet.transports.tls.failures import timed_out, translate, unclean_eof
+from ipcnet.transports.tls.failures import (
+    no_common_protocol,
+    timed_out,
+    translate,
+    unclean_eof,
+)
 
 READ_CHUNK = 64 * 1024
 
@@ -37,7 +45,9 @@ class TLSLayer:
 
     __slots__ = (
         "_accepted",
+        "_alpn",
         "_end",
+        "_hello",
         "_in",
         "_obj",
         "_out",
@@ -61,6 +71,7 @@ class TLSLayer:
         where: str = "peer",
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
+        alpn: tuple[str, ...] = (),
     ) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
@@ -78,12 +89,16 @@ class TLSLayer:
         self._plain = bytearray()  # plaintext decrypted ahead by close_notify
         self._end: bool | IPCError | None = None  # what came after it: EOF (True) or an error
         self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
+        self._alpn = alpn  # a server's protocols: a ClientHello offering none is refused
+        self._hello = bytearray() if server_side and alpn else None  # its bytes, until read
 
     # --- ciphertext in ----------------------------------------------------------------
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes that arrived from the peer."""
         self._in.write(data)
+        if self._hello is not None:
+            self._hello += data
 
     def receive_eof(self) -> None:
         """The peer's transport ended (TCP FIN)."""
@@ -108,6 +123,8 @@ class TLSLayer:
         """Go on with the handshake: True once it is done (its output is in ``outgoing``)."""
         if self.established:
             return True
+        if self._hello is not None:
+            self._check_alpn()
         try:
             self._obj.do_handshake()
         except ssl.SSLWantReadError:
@@ -116,6 +133,21 @@ class TLSLayer:
             raise self._error(exc) from exc
         self.established = True
         return True
+
+    def _check_alpn(self) -> None:
+        """RFC 7301 §3.2: a ClientHello whose ALPN offer has none of ours gets a fatal
+        no_application_protocol alert (Python's ssl would go on without a protocol)."""
+        assert self._hello is not None
+        try:
+            offered = hello.offered_alpn(self._hello)
+        except (ValueError, IndexError):
+            offered = ()  # not a ClientHello we can read: OpenSSL will say what it is
+        if offered is None and len(self._hello) < hello.MAX_HELLO:
+            return  # not whole yet
+        self._hello = None
+        if offered and not set(offered) & set(self._alpn):
+            self._out.write(hello.NO_APPLICATION_PROTOCOL)
+            raise no_common_protocol(self.where, offered, self._alpn)
 
     def timed_out(self) -> IPCError:
         """The error for a handshake that missed its deadline."""
@@ -190,6 +222,13 @@ class TLSLayer:
         if not (self._plain or self.eof or self._end is not None):
             self._drain()
         return bool(self._plain or self.eof or self._end is not None)
+
+    def failure(self) -> IPCError | None:
+        """The error the whole records received so far end in (an alert), if any; the
+        plaintext before it is decrypted and kept for ``read``."""
+        if not self.eof:
+            self._drain()
+        return self._end if isinstance(self._end, IPCError) else None
 
     def _drain(self) -> None:
         """Decrypt every whole record there is into ``_plain`` (see ``close_notify``)."""
@@ -289,4 +328,4 @@ class TLSLayer:
         return dict(cert) if cert else None
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
-        return translate(exc, self.where, self.server_side, self._accepted)
+        return translate(exc, self.where, self.server_side, self._accepted, self.established)

@@ -144,6 +144,7 @@ def terminate(
         server_side=True,
         handshake_timeout=options.handshake_timeout,
         close_timeout=options.close_timeout,
+        alpn=options.alpn,
     )
     layer.receive(hello)
     stream = TLSStream(raw, layer)

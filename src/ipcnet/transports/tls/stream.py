@@ -15,6 +15,8 @@ Rules:
   that ends our direction only and reading goes on (RFC 8446 §6.1), exactly like a TCP
   half-close; a TLS 1.2 peer answers with its own close_notify and stops sending
   (RFC 5246 §7.2.1). Writing afterwards raises ``Closed``;
+- the other way round, a TLS 1.2 peer's close_notify is answered with ours as soon as it
+  is read, as openssl s_client does (RFC 5246 §7.2.1); writing then raises ``PeerClosed``;
 - ``close()`` sends close_notify (if not sent), then waits at most ``close_timeout``
   seconds for the peer's (reading and dropping what comes), so that nothing the peer still
   sends meets a closed socket and an RST that would destroy our last bytes in flight; a
@@ -35,7 +37,15 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Broken, Closed, HostnameMismatch, IPCError, Timeout, TLSError
+from ipcnet.errors import (
+    Broken,
+    Closed,
+    HostnameMismatch,
+    IPCError,
+    PeerClosed,
+    Timeout,
+    TLSError,
+)
 from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.files import read_region
 from ipcnet.transports.sockets import SocketStream
@@ -71,6 +81,7 @@ class TLSStream(StreamTransport):
         self._wlock = threading.Lock()  # one sender of ciphertext at a time
         self._rbuf = memoryview(bytearray(RAW_CHUNK))
         self._eof_sent = False
+        self._peer_done = False  # a TLS 1.2 peer's close_notify came: nothing more may be sent
         self._readers = 0  # threads in read_into
         self._failure: TLSError | None = None  # what the layer raised to a reader
 
@@ -118,7 +129,10 @@ class TLSStream(StreamTransport):
     def read_into(self, buf: memoryview) -> int:
         self._readers += 1
         try:
-            return self._read_into(buf)
+            n = self._read_into(buf)
+            if n == 0 and self.layer.version == "TLSv1.2":
+                self._answer_close()
+            return n
         except TLSError as exc:
             self._failure = exc  # for a writer whose peer left after saying why (see _explained)
             raise
@@ -139,9 +153,9 @@ class TLSStream(StreamTransport):
                         break
                     n += more
                 queued = layer.pending
+            if queued:  # an answer made while reading (KeyUpdate, a no_renegotiation
+                self._flush(blocking=False)  # alert): the peer may be waiting for it
             if n is not None:
-                if queued:
-                    self._flush(blocking=False)
                 return n
             got = self.raw.read_into(self._rbuf)
             if got == 0 and self._closed:
@@ -152,7 +166,23 @@ class TLSStream(StreamTransport):
                 else:
                     layer.receive_eof()
 
+    def _answer_close(self) -> None:
+        """RFC 5246 §7.2.1: a TLS 1.2 peer's close_notify is answered at once with ours, and
+        pending writes are dropped (TLS 1.3 keeps our direction open: RFC 8446 §6.1)."""
+        self._peer_done = True
+        if self._eof_sent or self._closed:
+            return
+        try:
+            self.send_eof()
+        except IPCError:
+            pass  # the peer is gone already: there is nobody to answer
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._peer_done and not self._closed:
+            raise PeerClosed(
+                f"peer closed: {self.where} ended the tls 1.2 session (close_notify), "
+                "which allows nothing more to be sent"
+            )
         if self._eof_sent or self._closed:
             self._check_open("write to")
             raise Closed(f"cannot write to {self.where}: this side sent eof (close_notify)")
@@ -255,21 +285,22 @@ class TLSStream(StreamTransport):
             time.sleep(0.01)  # a reader thread has the bytes: let it decode the alert
         if self._failure is not None or self._readers:
             return self._failure or error
-        raw = self.raw
+        raw, timeout = self.raw, self.raw.timeout
         try:
             raw.timeout = 0  # only what has arrived already
             got = raw.read_into(self._rbuf)
         except IPCError:
             return error
+        finally:
+            if not raw.closed:
+                raw.timeout = timeout
         with self._lock:
             if got:
                 self.layer.receive(self._rbuf[:got])
-            try:
-                while self.layer.read():
-                    pass
-            except TLSError as alert:
-                self._failure = alert
-                return alert
+            alert = self.layer.failure()  # the data before it is kept for the next read
+        if isinstance(alert, TLSError):
+            self._failure = alert
+            return alert
         return error
 
     def _flush(self, blocking: bool) -> None:
@@ -352,7 +383,8 @@ def client(
     A certificate for another name is reported with the names it does have: they are read
     from a second, unverified handshake, made only for the message.
     """
-    server_name = options.sni or host or None
+    # an absolute name's trailing dot is neither sent (RFC 6066 §3) nor checked (as curl)
+    server_name = (options.sni or host or "").removesuffix(".") or None
     context = client_context(options)
     if server_name is None and options.context is None and context.check_hostname:
         context.check_hostname = False  # tls+unix, no --sni: the chain is checked, no name
@@ -395,6 +427,7 @@ def server(raw: SocketStream, context: ssl.SSLContext, options: TLSOptions) -> T
         server_side=True,
         handshake_timeout=options.handshake_timeout,
         close_timeout=options.close_timeout,
+        alpn=options.alpn,
     )
     stream = TLSStream(raw, layer)
     try:
