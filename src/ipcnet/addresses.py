@@ -35,6 +35,7 @@ Kind = Literal["stream", "datagram", "seqpacket"]
 
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+_NUMBER = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() takes '²' and '١٢' too
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 
 
@@ -186,7 +187,7 @@ class _FdNumber(Grammar):
 
     def parse(self, url: str, scheme: str, rest: str) -> Address:
         text = rest[2:] if rest.startswith("//") else rest
-        if not text.isdigit():
+        if not _NUMBER.match(text):
             raise _bad(url, f"expected {scheme}://N with N a file descriptor number")
         return Address(scheme, fd=int(text))
 
@@ -218,7 +219,7 @@ SOCKET_NAME: Grammar = _SocketName()
 
 # --- ipc grammars (issue 13): shm:// and mq:// take ?key=number options ------------------
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)(i?[bB])?\Z")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?\Z")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MQ_NAME_MAX = 255  # NAME_MAX: a queue name is one file in the mqueue filesystem
 
@@ -362,7 +363,7 @@ def parse(url: str | Address) -> Address:
         raise _bad(url, "missing scheme (for example tcp://host:port or unix:///path)")
     row = SCHEMES.get(scheme.lower())
     if row is None:
-        if rest.isdigit() or url.startswith("["):  # host:port, nc's and socat's way
+        if _NUMBER.match(rest) or url.startswith("["):  # host:port, nc's and socat's way
             raise _bad(url, f"missing scheme (did you mean tcp://{url} or udp://{url}?)")
         raise _bad(url, _unknown_scheme(scheme))
     return row.grammar.parse(url, row.name, rest)
@@ -415,7 +416,7 @@ def _parse_inet(url: str, scheme: str, rest: str) -> Address:
 
 
 def _parse_port(url: str, text: str) -> int | str:
-    if text.isdigit():
+    if _NUMBER.match(text):
         port = int(text)
         if port > 65535:
             raise _bad(url, f"port {port} out of range 0-65535")
