@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,32 @@ IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
 def test_numbers_in_other_scripts_are_refused_naming_the_part(url: str, message: str) -> None:
     with pytest.raises(InvalidAddress, match=re.escape(message)):
         parse(url)
+
+
+# --- unix datagrams larger than 64 KiB: --max-datagram, as socat's -b --------------------
+
+
+def test_a_unix_datagram_over_64_kib_is_received_with_max_datagram(tmp_path: Path) -> None:
+    """The kernel carries unix datagrams up to the sender's SO_SNDBUF; 65536 bytes is only
+    the default limit. Over the one given, the error names the option that raises it."""
+    path = f"{tmp_path}/g.sock"
+    big, small, huge = bytes(range(256)) * 400, b"tail", bytes(300_000)  # 102400, 4, 300000
+    proc = subprocess.Popen(
+        [*IPCNET, "--listen", "--max-datagram", "200000", f"unixgram://{path}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with proc, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        while not Path(path).exists():  # bound: its socket file appears
+            assert proc.poll() is None, proc.communicate()
+            threading.Event().wait(0.01)
+        for datagram in (big, small, huge):
+            sender.sendto(datagram, path)
+        out, err = proc.communicate(timeout=30)
+    assert (out, proc.returncode) == (big + small, 1)
+    assert err.decode() == (
+        f"ipcnet connect: datagram of {len(huge)} bytes is larger than the 200000-byte buffer "
+        f"of unixgram://{path}; it was dropped (raise --max-datagram)\n"
+    )

@@ -16,6 +16,7 @@ import sys
 from types import FrameType
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.serve import _whole
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
@@ -42,13 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="once one direction has ended, give the other up after S seconds without "
         "traffic (default: wait until it ends; udp/unixgram: 0.5 s after stdin's EOF)",
     )
+    parser.add_argument(
+        "--max-datagram",
+        type=_whole(1),
+        default=65536,
+        metavar="BYTES",
+        help="udp/unixgram: the largest datagram to receive (default 65536: every udp one; "
+        "a unix one may be larger); a larger one ends the command with an error",
+    )
     tlsflags.add_arguments(parser)  # tls:// -- stdin's EOF sends close_notify (see transports.tls)
 
 
 def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
     from ipcnet.channel import connect, listen, open_datagram, stdio
-    from ipcnet.errors import PeerClosed
+    from ipcnet.errors import PeerClosed, Truncated
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports.stdio import open_std_fds
 
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     local = stdio()
     caught = _signals_interrupt()
     if address.kind == "datagram":
-        endpoint = open_datagram(address, listen=args.listen)
+        endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
         with endpoint:
             linger = 0.5 if args.linger is None else args.linger
             result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=linger)
@@ -76,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
         if stdout_gone and "stdio" in str(error):
             return 0  # our stdout's reader left (| head): not an error of ours
-        print(f"ipcnet connect: {error}", file=sys.stderr)
+        message = str(error)
+        if isinstance(error, Truncated):  # the library's max_size is this command's option
+            message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
+        print(f"ipcnet connect: {message}", file=sys.stderr)
         return 1
     cut = result.backward in result.unfinished and address.kind != "datagram"
     if cut:
