@@ -70,3 +70,14 @@ def test_a_unix_datagram_over_64_kib_is_received_with_max_datagram(tmp_path: Pat
         f"ipcnet connect: datagram of {len(huge)} bytes is larger than the 200000-byte buffer "
         f"of unixgram://{path}; it was dropped (raise --max-datagram)\n"
     )
+
+
+# --- exec: a command that fails fails the connection, as with socat ----------------------
+
+
+def test_an_exec_command_that_exits_non_zero_is_reported() -> None:
+    """socat: 'E waitpid(): child N exited with status 3', exit 1; ipcnet said nothing, 0."""
+    url = 'exec:sh -c "printf answer; exit 3"'
+    out = subprocess.run([*IPCNET, url], input=b"", capture_output=True, timeout=60)
+    assert (out.stdout, out.returncode) == (b"answer", 1)
+    assert out.stderr.decode() == f"ipcnet connect: {url} exited with status 3\n"

@@ -4,7 +4,8 @@ stdin goes to the channel and the channel to stdout; stdin's EOF half-closes tow
 peer; the command exits 0 once both directions ended, 1 with a one-line error otherwise.
 It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
-128 + the signal. With ``--listen`` it accepts one peer on URL first. Datagram addresses
+128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
+(as socat does). With ``--listen`` it accepts one peer on URL first. Datagram addresses
 send one datagram per read of stdin and print each datagram received.
 """
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     address = parse(args.url)
     local = stdio()
     caught = _signals_interrupt()
+    child = None  # exec:'s process, reaped when its channel closes
     if address.kind == "datagram":
         endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
         with endpoint:
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 peer = listener.accept()
         else:
             peer = connect(address, connect_timeout=args.connect_timeout, **tls)
+        child = peer.process
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
     error = result.error
@@ -100,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if result.interrupted:
         return 128 + (caught[-1] if caught else signal.SIGINT)
-    return 1 if cut else 0
+    if cut:
+        return 1
+    if child is not None and child.returncode is not None and child.returncode > 0:
+        print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _signals_interrupt() -> list[int]:
