@@ -81,3 +81,19 @@ def test_an_exec_command_that_exits_non_zero_is_reported() -> None:
     out = subprocess.run([*IPCNET, url], input=b"", capture_output=True, timeout=60)
     assert (out.stdout, out.returncode) == (b"answer", 1)
     assert out.stderr.decode() == f"ipcnet connect: {url} exited with status 3\n"
+
+
+# --- stdio: as the peer is this command's own stdin and stdout ---------------------------
+
+
+def test_connecting_stdio_to_itself_is_refused() -> None:
+    """Two pumps read the same stdin and write the same stdout: 256 KiB came out reordered
+    at 64 KiB boundaries, silently, with exit 0 (socat - - copies it in order). fd://0 and
+    fd://1 are refused by the same line."""
+    data, url = bytes(range(256)) * 1024, "stdio:"
+    out = subprocess.run([*IPCNET, url], input=data, capture_output=True, timeout=60)
+    assert (out.stdout, out.returncode) == (b"", 1)
+    assert out.stderr.decode() == (
+        f"ipcnet connect: {url} is this command's own stdin and stdout; "
+        "connect them to another address\n"
+    )

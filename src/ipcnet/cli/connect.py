@@ -64,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
     address = parse(args.url)
+    if address.scheme == "stdio" or (address.scheme == "fd" and address.fd in (0, 1)):
+        # two pumps would read the one stdin and write the one stdout: chunks reordered
+        print(
+            f"ipcnet connect: {address} is this command's own stdin and stdout; "
+            "connect them to another address",
+            file=sys.stderr,
+        )
+        return 1
     local = stdio()
     caught = _signals_interrupt()
     child = None  # exec:'s process, reaped when its channel closes
