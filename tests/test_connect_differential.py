@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+import ipcnet
 from ipcnet.addresses import parse
-from ipcnet.errors import InvalidAddress
+from ipcnet.errors import InvalidAddress, ResolveError
 
 IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
 
@@ -97,3 +98,24 @@ def test_connecting_stdio_to_itself_is_refused() -> None:
         f"ipcnet connect: {url} is this command's own stdin and stdout; "
         "connect them to another address\n"
     )
+
+
+# --- an IPv6 scope that getaddrinfo does not take is named as the scope -------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("tcp://[fe80::1%no-such-if]:80", "no scope 'no-such-if' for fe80::1: give an"),
+        ("udp6://[::1%lo]:80", "no scope 'lo' for ::1"),  # glibc: names for link-local only
+    ],
+)
+def test_a_scope_that_does_not_resolve_is_named(url: str, message: str) -> None:
+    """It said "no host 'fe80::1%no-such-if'", of a literal address that needs no host."""
+    with pytest.raises(
+        ResolveError, match=f"^cannot resolve {re.escape(url)}: {re.escape(message)}"
+    ):
+        if url.startswith("udp"):
+            ipcnet.open_datagram(url)
+        else:
+            ipcnet.connect(url)
