@@ -21,7 +21,7 @@ import pytest
 
 import ipcnet
 from ipcnet.addresses import parse
-from ipcnet.errors import InvalidAddress, ResolveError
+from ipcnet.errors import AddressNotAvailable, InvalidAddress, ResolveError
 
 IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
 
@@ -119,3 +119,31 @@ def test_a_scope_that_does_not_resolve_is_named(url: str, message: str) -> None:
             ipcnet.open_datagram(url)
         else:
             ipcnet.connect(url)
+
+
+# --- listening where the directory is missing: not "no socket at" ------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "op", "parent", "why"),
+    [
+        ("unix", "listen on", "none", "no such directory"),
+        ("unixgram", "bind", "none", "no such directory"),
+        ("fifo", "create", "none", "no such directory"),
+        ("unix", "listen on", "file", "a part of it is not a directory"),
+    ],
+)
+def test_listening_under_a_missing_directory_says_so(
+    scheme: str, op: str, parent: str, why: str, tmp_path: Path
+) -> None:
+    """socat: 'bind(...): No such file or directory'; ipcnet said 'no socket at URL', which
+    is the answer for a connect, not for making the socket."""
+    (tmp_path / "file").touch()
+    url = f"{scheme}://{tmp_path}/{parent}/s"
+    with pytest.raises(
+        AddressNotAvailable, match=f"^address not available: {op} {url} \\({why}\\)$"
+    ):
+        if scheme == "unixgram":
+            ipcnet.open_datagram(url, listen=True)
+        else:
+            ipcnet.listen(url)

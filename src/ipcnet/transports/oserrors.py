@@ -18,6 +18,7 @@ from ipcnet import errors
 _RESET = {errno.ECONNRESET, errno.ECONNABORTED}
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 _NOT_AVAILABLE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+_MAKES_A_NAME = ("listen on", "bind", "create")  # a socket file or fifo, made at its path
 _NO_FILE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO}
 
 
@@ -53,6 +54,9 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
         return errors.AddressInUse(f"address in use: {where} (another socket is bound there)")
     if code in _NOT_AVAILABLE:
         return errors.AddressNotAvailable(f"address not available: {where} ({reason.lower()})")
+    if code in (errno.ENOENT, errno.ENOTDIR) and op in _MAKES_A_NAME:  # the name's directory
+        why = "no such directory" if code == errno.ENOENT else "a part of it is not a directory"
+        return errors.AddressNotAvailable(f"address not available: {op} {where} ({why})")
     if code in (errno.ENOENT, errno.ENOTDIR):
         from ipcnet.addresses import Address  # loaded already if ``where`` is one
 

@@ -106,8 +106,8 @@ def _remove_stale(address: Address, socktype: int) -> None:
     path = address.path or ""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing to remove: bind() says what is wrong with the path
     except OSError as exc:
         raise translate(exc, "check", address) from exc
     if not stat.S_ISSOCK(st.st_mode):
