@@ -4,6 +4,7 @@ ipcnet wrong.
 
 Each test was written failing first: a port or descriptor number in non-ASCII digits
 ('²' a ValueError traceback, '١٢' silently port 12, where getaddrinfo and socat refuse both),
+a descriptor number over a C int (an OverflowError traceback), an empty exec: command name,
 and a unix datagram larger than 64 KiB that `ipcnet connect` could not receive at all (the
 error said to raise max_size, which the command had no way to do; socat has -b).
 """
@@ -40,6 +41,20 @@ IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
     ],
 )
 def test_numbers_in_other_scripts_are_refused_naming_the_part(url: str, message: str) -> None:
+    with pytest.raises(InvalidAddress, match=re.escape(message)):
+        parse(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("fd://2147483648", "descriptor number 2147483648 out of range 0-2147483647"),
+        ("fd://99999999999999999999", "out of range 0-2147483647"),  # was an OverflowError
+        ("exec:''", "empty command name after exec:"),  # was "cannot run exec:'': '' is not..."
+        ("exec:echo 'unclosed", "cannot split command: no closing quotation"),  # was "No ..."
+    ],
+)
+def test_descriptors_and_commands_that_cannot_be_are_refused(url: str, message: str) -> None:
     with pytest.raises(InvalidAddress, match=re.escape(message)):
         parse(url)
 

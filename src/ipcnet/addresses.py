@@ -33,6 +33,7 @@ from ipcnet.errors import InvalidAddress
 
 Kind = Literal["stream", "datagram", "seqpacket"]
 
+FD_MAX = 2**31 - 1  # a descriptor is a C int
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
 _NUMBER = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() takes '²' and '١٢' too
@@ -172,10 +173,11 @@ class _Command(Grammar):
         if not command:
             raise _bad(url, f"missing command after {scheme}:")
         try:
-            if not shlex.split(command):
-                raise _bad(url, f"missing command after {scheme}:")
-        except ValueError as exc:
-            raise _bad(url, f"cannot split command: {exc}") from None
+            argv = shlex.split(command)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise _bad(url, f"cannot split command: {str(exc).lower()}") from None
+        if not argv[0]:
+            raise _bad(url, f"empty command name after {scheme}:")
         return Address(scheme, command=command)
 
     def format(self, address: Address) -> str:
@@ -189,6 +191,8 @@ class _FdNumber(Grammar):
         text = rest[2:] if rest.startswith("//") else rest
         if not _NUMBER.match(text):
             raise _bad(url, f"expected {scheme}://N with N a file descriptor number")
+        if int(text) > FD_MAX:
+            raise _bad(url, f"descriptor number {text} out of range 0-{FD_MAX}")
         return Address(scheme, fd=int(text))
 
     def format(self, address: Address) -> str:
