@@ -11,6 +11,7 @@ error said to raise max_size, which the command had no way to do; socat has -b).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -162,3 +163,19 @@ def test_listening_under_a_missing_directory_says_so(
             ipcnet.open_datagram(url, listen=True)
         else:
             ipcnet.listen(url)
+
+
+# --- names that are not UTF-8: what a shell passes as bytes, as socat takes them ----------
+
+
+def test_an_abstract_name_that_is_not_utf8_is_connected_to() -> None:
+    """argv's bytes 0xff arrive as the surrogate '\\udcff' (PEP 383), as the kernel's
+    names do when they are decoded: encoding them back was a UnicodeEncodeError."""
+    raw = f"ipcnet-diff-{os.getpid()}-".encode() + b"\xff"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(b"\0" + raw)
+        listener.listen(1)
+        with ipcnet.connect(f"unix://@{os.fsdecode(raw)}") as client:
+            with listener.accept()[0] as server:
+                client.write(b"x")
+                assert server.recv(1) == b"x"

@@ -88,7 +88,7 @@ class Address:
         """The sun_path to bind or connect: a str path, or bytes with a leading NUL."""
         assert self.path is not None
         if self.abstract:
-            return b"\0" + self.path.encode()
+            return b"\0" + os.fsencode(self.path)  # surrogates: bytes (PEP 383)
         return self.path
 
     @property
@@ -470,7 +470,7 @@ def _parse_path(url: str, scheme: str, rest: str, abstract: bool, limit: int | N
         name = rest[3:] if rest.startswith("//@") else rest[1:]
         if not name:
             raise _bad(url, "empty abstract socket name")
-        size = len(name.encode())
+        size = len(os.fsencode(name))
         if limit is not None and size > limit:  # sun_path: a NUL, then the name
             raise _bad(url, f"abstract socket name is {size} bytes, over the limit of {limit}")
         if "\0" in name:
