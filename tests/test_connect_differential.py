@@ -1,12 +1,14 @@
-"""`ipcnet connect` and the address grammar, where a differential pass against socat,
-OpenBSD nc and getaddrinfo (generated addresses, payloads and peer behaviours) found
-ipcnet wrong.
+"""`ipcnet connect`, the address grammar and the socket transports, where a differential
+pass against socat, OpenBSD nc and getaddrinfo (generated addresses, payloads and peer
+behaviours, each fed to both sides) found ipcnet wrong.
 
-Each test was written failing first: a port or descriptor number in non-ASCII digits
-('²' a ValueError traceback, '١٢' silently port 12, where getaddrinfo and socat refuse both),
-a descriptor number over a C int (an OverflowError traceback), an empty exec: command name,
-and a unix datagram larger than 64 KiB that `ipcnet connect` could not receive at all (the
-error said to raise max_size, which the command had no way to do; socat has -b).
+Each test was written failing first: numbers in non-ASCII digits ('²' a ValueError
+traceback, '١٢' silently port 12; getaddrinfo and socat refuse both), a descriptor number
+over a C int (an OverflowError), an empty exec: command name, an abstract name from bytes
+argv (a UnicodeEncodeError), a unix datagram over 64 KiB that could not be received at all
+(socat has -b), an exec: command's failure exit status swallowed (socat reports it),
+`ipcnet connect stdio:` reordering its data, an IPv6 scope reported as "no host", and a
+listener under a missing directory reported as "no socket at".
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ peer; the command exits 0 once both directions ended, 1 with a one-line error ot
 It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
 128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
-(as socat does). With ``--listen`` it accepts one peer on URL first. Datagram addresses
-send one datagram per read of stdin and print each datagram received.
+(as socat does); stdio: (this command's own stdin and stdout) is refused. With ``--listen``
+it accepts one peer on URL first. Datagram addresses send one datagram per read of stdin
+and print each datagram received (``--max-datagram`` bounds its size).
 """
 
 from __future__ import annotations
