@@ -33,8 +33,10 @@ from ipcnet.errors import InvalidAddress
 
 Kind = Literal["stream", "datagram", "seqpacket"]
 
+FD_MAX = 2**31 - 1  # a descriptor is a C int
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+_NUMBER = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() takes '²' and '١٢' too
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 
 
@@ -86,7 +88,7 @@ class Address:
         """The sun_path to bind or connect: a str path, or bytes with a leading NUL."""
         assert self.path is not None
         if self.abstract:
-            return b"\0" + self.path.encode()
+            return b"\0" + os.fsencode(self.path)  # surrogates: bytes (PEP 383)
         return self.path
 
     @property
@@ -171,10 +173,11 @@ class _Command(Grammar):
         if not command:
             raise _bad(url, f"missing command after {scheme}:")
         try:
-            if not shlex.split(command):
-                raise _bad(url, f"missing command after {scheme}:")
-        except ValueError as exc:
-            raise _bad(url, f"cannot split command: {exc}") from None
+            argv = shlex.split(command)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise _bad(url, f"cannot split command: {str(exc).lower()}") from None
+        if not argv[0]:
+            raise _bad(url, f"empty command name after {scheme}:")
         return Address(scheme, command=command)
 
     def format(self, address: Address) -> str:
@@ -186,8 +189,10 @@ class _FdNumber(Grammar):
 
     def parse(self, url: str, scheme: str, rest: str) -> Address:
         text = rest[2:] if rest.startswith("//") else rest
-        if not text.isdigit():
+        if not _NUMBER.match(text):
             raise _bad(url, f"expected {scheme}://N with N a file descriptor number")
+        if int(text) > FD_MAX:
+            raise _bad(url, f"descriptor number {text} out of range 0-{FD_MAX}")
         return Address(scheme, fd=int(text))
 
     def format(self, address: Address) -> str:
@@ -218,7 +223,7 @@ SOCKET_NAME: Grammar = _SocketName()
 
 # --- ipc grammars (issue 13): shm:// and mq:// take ?key=number options ------------------
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)(i?[bB])?\Z")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?\Z")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MQ_NAME_MAX = 255  # NAME_MAX: a queue name is one file in the mqueue filesystem
 
@@ -362,7 +367,7 @@ def parse(url: str | Address) -> Address:
         raise _bad(url, "missing scheme (for example tcp://host:port or unix:///path)")
     row = SCHEMES.get(scheme.lower())
     if row is None:
-        if rest.isdigit() or url.startswith("["):  # host:port, nc's and socat's way
+        if _NUMBER.match(rest) or url.startswith("["):  # host:port, nc's and socat's way
             raise _bad(url, f"missing scheme (did you mean tcp://{url} or udp://{url}?)")
         raise _bad(url, _unknown_scheme(scheme))
     return row.grammar.parse(url, row.name, rest)
@@ -415,7 +420,7 @@ def _parse_inet(url: str, scheme: str, rest: str) -> Address:
 
 
 def _parse_port(url: str, text: str) -> int | str:
-    if text.isdigit():
+    if _NUMBER.match(text):
         port = int(text)
         if port > 65535:
             raise _bad(url, f"port {port} out of range 0-65535")
@@ -465,7 +470,7 @@ def _parse_path(url: str, scheme: str, rest: str, abstract: bool, limit: int | N
         name = rest[3:] if rest.startswith("//@") else rest[1:]
         if not name:
             raise _bad(url, "empty abstract socket name")
-        size = len(name.encode())
+        size = len(os.fsencode(name))
         if limit is not None and size > limit:  # sun_path: a NUL, then the name
             raise _bad(url, f"abstract socket name is {size} bytes, over the limit of {limit}")
         if "\0" in name:

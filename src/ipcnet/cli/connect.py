@@ -4,8 +4,10 @@ stdin goes to the channel and the channel to stdout; stdin's EOF half-closes tow
 peer; the command exits 0 once both directions ended, 1 with a one-line error otherwise.
 It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
-128 + the signal. With ``--listen`` it accepts one peer on URL first. Datagram addresses
-send one datagram per read of stdin and print each datagram received.
+128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
+(as socat does); stdio: (this command's own stdin and stdout) is refused. With ``--listen``
+it accepts one peer on URL first. Datagram addresses send one datagram per read of stdin
+and print each datagram received (``--max-datagram`` bounds its size).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from types import FrameType
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.serve import _whole
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
@@ -42,22 +45,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="once one direction has ended, give the other up after S seconds without "
         "traffic (default: wait until it ends; udp/unixgram: 0.5 s after stdin's EOF)",
     )
+    parser.add_argument(
+        "--max-datagram",
+        type=_whole(1),
+        default=65536,
+        metavar="BYTES",
+        help="udp/unixgram: the largest datagram to receive (default 65536: every udp one; "
+        "a unix one may be larger); a larger one ends the command with an error",
+    )
     tlsflags.add_arguments(parser)  # tls:// -- stdin's EOF sends close_notify (see transports.tls)
 
 
 def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
     from ipcnet.channel import connect, listen, open_datagram, stdio
-    from ipcnet.errors import PeerClosed
+    from ipcnet.errors import PeerClosed, Truncated
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports.stdio import open_std_fds
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
     address = parse(args.url)
+    if address.scheme == "stdio" or (address.scheme == "fd" and address.fd in (0, 1)):
+        # two pumps would read the one stdin and write the one stdout: chunks reordered
+        print(
+            f"ipcnet connect: {address} is this command's own stdin and stdout; "
+            "connect them to another address",
+            file=sys.stderr,
+        )
+        return 1
     local = stdio()
     caught = _signals_interrupt()
+    child = None  # exec:'s process, reaped when its channel closes
     if address.kind == "datagram":
-        endpoint = open_datagram(address, listen=args.listen)
+        endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
         with endpoint:
             linger = 0.5 if args.linger is None else args.linger
             result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=linger)
@@ -69,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 peer = listener.accept()
         else:
             peer = connect(address, connect_timeout=args.connect_timeout, **tls)
+        child = peer.process
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
     error = result.error
@@ -76,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
         if stdout_gone and "stdio" in str(error):
             return 0  # our stdout's reader left (| head): not an error of ours
-        print(f"ipcnet connect: {error}", file=sys.stderr)
+        message = str(error)
+        if isinstance(error, Truncated):  # the library's max_size is this command's option
+            message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
+        print(f"ipcnet connect: {message}", file=sys.stderr)
         return 1
     cut = result.backward in result.unfinished and address.kind != "datagram"
     if cut:
@@ -88,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if result.interrupted:
         return 128 + (caught[-1] if caught else signal.SIGINT)
-    return 1 if cut else 0
+    if cut:
+        return 1
+    if child is not None and child.returncode is not None and child.returncode > 0:
+        print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _signals_interrupt() -> list[int]:

@@ -49,6 +49,12 @@ def _unresolved(exc: socket.gaierror, address: Address, socktype: int) -> Resolv
     if exc.errno == socket.EAI_SERVICE:
         proto = "udp" if socktype == socket.SOCK_DGRAM else "tcp"
         return ResolveError(f"{what}: unknown {proto} service {address.port!r} ({reason})")
+    if exc.errno in _NO_NAME and address.host and "%" in address.host:  # an IPv6 literal
+        addr, _, zone = address.host.partition("%")
+        return ResolveError(
+            f"{what}: no scope {zone!r} for {addr}: give an interface's name (link-local "
+            f"addresses only) or its number ({reason})"
+        )
     if exc.errno in _NO_NAME and address.host:
         family = f" with an IPv{address.family_hint} address" if address.family_hint else ""
         return ResolveError(f"{what}: no host {address.host!r}{family} ({reason})")
