@@ -18,7 +18,7 @@ import sys
 from types import FrameType
 
 from ipcnet.cli import tlsflags
-from ipcnet.cli.serve import _whole
+from ipcnet.cli.argtypes import seconds, timeout, whole
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
@@ -32,14 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--connect-timeout",
-        type=float,
+        type=timeout,
         default=30.0,
         metavar="S",
         help="give up connecting (or waiting for a peer) after S seconds (default 30)",
     )
     parser.add_argument(
         "--linger",
-        type=float,
+        type=seconds,
         default=None,
         metavar="S",
         help="once one direction has ended, give the other up after S seconds without "
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-datagram",
-        type=_whole(1),
+        type=whole(1),
         default=65536,
         metavar="BYTES",
         help="udp/unixgram: the largest datagram to receive (default 65536: every udp one; "

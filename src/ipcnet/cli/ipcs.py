@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import IO, TYPE_CHECKING
 
+from ipcnet.cli.argtypes import whole
+
 if TYPE_CHECKING:
     from ipcnet.inspector.ipc import IpcRow
 
@@ -36,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KIND",
         help="only this kind (repeat for more; a prefix such as posix or sysv picks a family)",
     )
-    parser.add_argument("-p", "--pid", type=int, action="append", help="only objects PID holds")
+    parser.add_argument(
+        "-p", "--pid", type=whole(1), action="append", help="only objects PID holds"
+    )
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON document")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")

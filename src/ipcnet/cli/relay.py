@@ -27,6 +27,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from ipcnet.cli.argtypes import seconds, timeout, whole
+
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
 
 
@@ -41,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first: in order, the next when one refuses or times out (default); "
         "roundrobin: each connection starts at the next target",
     )
-    g.add_argument("--connect-timeout", type=float, default=5.0, metavar="S", help="per target (5)")
+    g.add_argument(
+        "--connect-timeout", type=timeout, default=5.0, metavar="S", help="per target (5)"
+    )
     g.add_argument("--send-proxy", choices=("v1", "v2"), help="PROXY protocol header upstream")
     g.add_argument(
         "--accept-proxy",
@@ -51,22 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = parser.add_argument_group("connections")
     c.add_argument(
         "--linger",
-        type=float,
+        type=seconds,
         metavar="S",
         help="after one direction ended, end the other after S s without traffic "
         "(default: wait until it ends)",
     )
-    c.add_argument("--idle-timeout", type=float, metavar="S", help="end connections silent S s")
+    c.add_argument("--idle-timeout", type=timeout, metavar="S", help="end connections silent S s")
     c.add_argument(
-        "--max-conns", type=int, default=1024, metavar="K", help="over it: refused (1024)"
+        "--max-conns", type=whole(1), default=1024, metavar="K", help="over it: refused (1024)"
     )
     c.add_argument(
-        "--grace", type=float, default=10.0, metavar="S", help="seconds to finish at stop (10)"
+        "--grace", type=seconds, default=10.0, metavar="S", help="seconds to finish at stop (10)"
     )
     c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
     c.add_argument(
         "--buffer",
-        type=int,
+        type=whole(1),
         default=None,
         metavar="BYTES",
         help="per direction: splice pipe (1 MiB) or copy buffer (256 KiB)",
@@ -74,11 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--once", action="store_true", help="relay one connection, then exit")
     d = parser.add_argument_group("datagrams (udp, unixgram)")
     d.add_argument(
-        "--udp-idle", type=float, default=60.0, metavar="S", help="mapping lifetime idle (60)"
+        "--udp-idle", type=timeout, default=60.0, metavar="S", help="mapping lifetime idle (60)"
     )
-    d.add_argument("--udp-replies", type=int, metavar="N", help="end a mapping after N replies")
     d.add_argument(
-        "--max-datagram", type=int, default=65536, metavar="BYTES", help="larger: dropped (64 KiB)"
+        "--udp-replies", type=whole(1), metavar="N", help="end a mapping after N replies"
+    )
+    d.add_argument(
+        "--max-datagram",
+        type=whole(1),
+        default=65536,
+        metavar="BYTES",
+        help="larger: dropped (64 KiB)",
     )
     from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODEL_HELP
 
@@ -92,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument(
         "--workers",
-        type=int,
+        type=whole(1),
         default=8,
         metavar="N",
         help="pool threads, prefork processes; event loops: threads that connect (8)",

@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.argtypes import timeout, whole
 
 if TYPE_CHECKING:
     from ipcnet.rpc import RPCError
@@ -55,7 +56,7 @@ def _wire_options() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-frame",
-        type=int,
+        type=whole(1),
         default=None,
         metavar="BYTES",
         help=f"largest frame ({DEFAULT_MAX_SIZE // (1 << 20)} MiB)",
@@ -97,12 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a named param (repeatable; not with positional ARGs)",
     )
     p.add_argument("--notify", action="store_true", help="send a notification (no reply)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+    p.add_argument("--timeout", type=timeout, default=30.0, metavar="S", help="seconds (30)")
     tlsflags.add_arguments(p, server=False)
     p = sub.add_parser("list", parents=[wire], help="list the server's methods (rpc.discover)")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--json", action="store_true", help="print rpc.discover's answer as it is")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds (30)")
+    p.add_argument("--timeout", type=timeout, default=30.0, metavar="S", help="seconds (30)")
     tlsflags.add_arguments(p, server=False)
 
 

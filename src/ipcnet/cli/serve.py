@@ -10,40 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.argtypes import seconds, whole
 
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
-
-
-def _whole(least: int) -> Callable[[str], int]:
-    """An option's type: a whole number of ``least`` or more (argparse names the option)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = least - 1
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {least} or more")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    """An option's type: seconds, 0 or more (not nan, not inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
 
 
 def common_options(use: str = "serve") -> argparse.ArgumentParser:
@@ -65,7 +38,7 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--workers",
-        type=_whole(1),
+        type=whole(1),
         default=d.workers,
         metavar="N",
         help=f"pool threads / prefork processes ({d.workers})",
@@ -81,28 +54,28 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-conns",
-        type=_whole(1),
+        type=whole(1),
         default=d.max_conns,
         metavar="K",
         help=f"connections per process ({d.max_conns})",
     )
     g.add_argument(
         "--queue",
-        type=_whole(0),
+        type=whole(0),
         default=d.queue,
         metavar="Q",
         help="pool: waiting connections (4 x workers)",
     )
     g.add_argument(
         "--grace",
-        type=_seconds,
+        type=seconds,
         default=d.grace,
         metavar="S",
         help=f"seconds for in-flight work at stop ({d.grace:g})",
     )
     g.add_argument(  # issue 14: behind a load balancer
         "--drain-delay",
-        type=_seconds,
+        type=seconds,
         default=d.drain_delay,
         metavar="S",
         help="at SIGTERM, fail /_health for S seconds while still serving, then stop "
@@ -110,7 +83,7 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=seconds,
         default=d.idle_timeout or 0.0,
         metavar="S",
         help=f"close silent connections ({d.idle_timeout or 0:g}; 0 = never)",

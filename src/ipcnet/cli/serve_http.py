@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ipcnet.cli.argtypes import seconds, timeout, whole
+
 DEFAULT_ADDRESS = "tcp://127.0.0.1:8000"
 HTTP_IDLE_TIMEOUT = 60.0  # keep-alive idle: the driver's --idle-timeout, shorter for http
 
@@ -44,26 +46,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--cache-ttl",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="keep file lookups this long (1; 0 = look every time)",
     )
     g.add_argument(
         "--header-timeout",
-        type=float,
+        type=timeout,
         default=10.0,
         metavar="S",
         help="a request head must arrive within S seconds, else 408 (10)",
     )
     g.add_argument(
-        "--max-header-bytes", type=int, default=16 * 1024, metavar="N", help="else 431 (16 KiB)"
+        "--max-header-bytes",
+        type=whole(1),
+        default=16 * 1024,
+        metavar="N",
+        help="else 431 (16 KiB)",
     )
-    g.add_argument("--max-headers", type=int, default=100, metavar="N", help="else 431 (100)")
+    g.add_argument("--max-headers", type=whole(1), default=100, metavar="N", help="else 431 (100)")
     g.add_argument(
-        "--max-request-line", type=int, default=8 * 1024, metavar="N", help="else 414 (8 KiB)"
+        "--max-request-line", type=whole(1), default=8 * 1024, metavar="N", help="else 414 (8 KiB)"
     )
-    g.add_argument("--max-ranges", type=int, default=16, metavar="N", help="more = whole file (16)")
+    g.add_argument(
+        "--max-ranges", type=whole(0), default=16, metavar="N", help="more = whole file (16)"
+    )
     parser.set_defaults(idle_timeout=HTTP_IDLE_TIMEOUT)
 
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
+from ipcnet.cli.argtypes import timeout, whole
+
 if TYPE_CHECKING:
     from ipcnet.inspector.model import SocketRow
 
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     f.add_argument(
         "--pid",
-        type=int,
+        type=whole(1),
         action="append",
         metavar="PID",
         help="only sockets this process holds (repeatable)",
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     o.add_argument(
         "--watch",
-        type=float,
+        type=timeout,
         metavar="SECONDS",
         help="refresh every SECONDS; mark new (+) and closed (-) sockets",
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ipcnet.cli.argtypes import timeout, whole
+
 _CLIENT_ONLY = ("insecure", "sni")
 _FIELDS = ("cert", "key", "ca", "insecure", "sni", "alpn", "tls_min", "tls_max", "tls_tickets",
            "handshake_timeout")  # fmt: skip
@@ -68,13 +70,13 @@ def add_arguments(
     if server:
         add(
             "--tls-tickets",
-            type=int,
+            type=whole(0),
             metavar="N",
             default=None,
             help="server: TLS 1.3 session tickets to send (default 0: a client that closes "
             "without reading loses nothing)",
         )
-    add("--tls-handshake-timeout", dest="handshake_timeout", type=float, metavar="S",
+    add("--tls-handshake-timeout", dest="handshake_timeout", type=timeout, metavar="S",
         default=None, help="give up a TLS handshake after S seconds (default 10)")  # fmt: skip
 
 

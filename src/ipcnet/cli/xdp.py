@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ipcnet.cli.argtypes import timeout
+
 if TYPE_CHECKING:
     from ipcnet.xdp import Program, Stats
 
@@ -65,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     st = sub.add_parser("stats", help="packets and bytes per rule, summed over CPUs")
     st.add_argument("dev", metavar="DEV")
     st.add_argument("--json", action="store_true", help="JSON (one line per read with --watch)")
-    st.add_argument("--watch", type=float, metavar="S", help="read again every S seconds")
+    st.add_argument("--watch", type=timeout, metavar="S", help="read again every S seconds")
 
 
 def run(args: argparse.Namespace) -> int:
