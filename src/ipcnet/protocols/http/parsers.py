@@ -13,6 +13,7 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
   formed, parses the head again with ``GET``, ``HTTP/1.1`` or ``/`` in their place and
   reports what was sent (the session then answers 501, serves HTTP/1.2 as 1.1, refuses
   the target, as with h11);
+- field values come without the OWS around them (RFC 9112 §5), from both;
 - control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
   itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
@@ -59,7 +60,8 @@ class HttptoolsParser:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        # llhttp drops the OWS before a value but keeps the OWS after it (h11 drops both)
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
 
     def on_message_complete(self) -> None:
         self._complete = True
