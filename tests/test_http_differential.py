@@ -39,6 +39,24 @@ CASES: dict[str, tuple[bytes, int, bool]] = {
         304,
         KEEP,
     ),
+    # llhttp refuses a Transfer-Encoding value that ends in HTAB (400); it is chunked, or
+    # an unknown coding then chunked, like any other (§6.1): 405 or 501 as with h11
+    "te-chunked-trailing-tab": (
+        b"POST /hello.txt HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\t\r\n\r\n",
+        405,
+        CLOSE,
+    ),
+    "te-gzip-chunked-trailing-tab": (
+        b"POST /hello.txt HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: gzip, chunked\t\r\n\r\n",
+        501,
+        CLOSE,
+    ),
+    # ... but a request line that ends in whitespace is still refused (§3)
+    "request-line-trailing-tab": (
+        b"GET /hello.txt HTTP/1.1\t\r\nHost: example\r\n\r\n",
+        400,
+        CLOSE,
+    ),
     # a Host that stays invalid once the OWS is gone is still refused (§3.2)
     "host-inner-space": (get(b"Host: exa mple "), 400, CLOSE),
 }

@@ -33,6 +33,7 @@ from ipcnet.protocols.http.target import GOOD_HOSTS, check_host
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _VCHARS = re.compile(rb"[\x21-\x7e]+")  # a request-target as h11 takes it
+_TRAILING_OWS = re.compile(rb"(?<=[\x21-\xff])[ \t]+\r\n")  # not a line of OWS alone
 
 
 class HeadParser(Protocol):
@@ -98,8 +99,13 @@ class HttptoolsParser:
 
     def _retry(self, head: bytes, exc: Exception) -> Head:
         """llhttp refused the head: if a request-line part h11 would take is the cause (a
-        method, version or target form llhttp does not know), parse with it normalised."""
+        method, version or target form llhttp does not know), parse with it normalised;
+        so too OWS after a field value (llhttp refuses a Transfer-Encoding ending in HTAB)."""
         end = head.find(b"\r\n")
+        fields = head[end:]
+        trimmed = _TRAILING_OWS.sub(b"\r\n", fields)
+        if end > 0 and trimmed != fields:
+            return self.parse(head[:end] + trimmed)
         parts = head[:end].split(b" ")
         if len(parts) == 3:
             method, target, version = parts
