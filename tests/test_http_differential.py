@@ -13,6 +13,9 @@ import pytest
 from http_cases.kit import exchange, http_server, make_site, remove_site
 from ipcnet.protocols.http.parsers import parser_available
 
+# one worker runs them all: each of the two servers below then starts once per suite run
+pytestmark = pytest.mark.xdist_group("http-differential")
+
 CLOSE, KEEP = True, False
 EPOCH = b"Thu, 01 Jan 1970 00:00:00 GMT"
 
