@@ -13,6 +13,7 @@ parser's: we never hand-parse tokens, field syntax or obs-fold. Rules:
   formed, parses the head again with ``GET``, ``HTTP/1.1`` or ``/`` in their place and
   reports what was sent (the session then answers 501, serves HTTP/1.2 as 1.1, refuses
   the target, as with h11);
+- field values come without the OWS around them (RFC 9112 §5), from both;
 - control characters, bare CR or LF and obs-fold are refused by both: llhttp refuses them
   itself, and the h11 adapter, since h11 tolerates some, runs ``check_bytes`` first;
 - ``make_parser("auto")`` prefers httptools (C, fast) and falls back to h11 (pure Python).
@@ -32,6 +33,7 @@ from ipcnet.protocols.http.target import GOOD_HOSTS, check_host
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _VCHARS = re.compile(rb"[\x21-\x7e]+")  # a request-target as h11 takes it
+_TRAILING_OWS = re.compile(rb"(?<=[\x21-\xff])[ \t]+\r\n")  # not a line of OWS alone
 
 
 class HeadParser(Protocol):
@@ -59,7 +61,8 @@ class HttptoolsParser:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        # llhttp drops the OWS before a value but keeps the OWS after it (h11 drops both)
+        self._headers.append((name.lower(), value.rstrip(b" \t")))
 
     def on_message_complete(self) -> None:
         self._complete = True
@@ -96,8 +99,13 @@ class HttptoolsParser:
 
     def _retry(self, head: bytes, exc: Exception) -> Head:
         """llhttp refused the head: if a request-line part h11 would take is the cause (a
-        method, version or target form llhttp does not know), parse with it normalised."""
+        method, version or target form llhttp does not know), parse with it normalised;
+        so too OWS after a field value (llhttp refuses a Transfer-Encoding ending in HTAB)."""
         end = head.find(b"\r\n")
+        fields = head[end:]
+        trimmed = _TRAILING_OWS.sub(b"\r\n", fields)
+        if end > 0 and trimmed != fields:
+            return self.parse(head[:end] + trimmed)
         parts = head[:end].split(b" ")
         if len(parts) == 3:
             method, target, version = parts
