@@ -76,15 +76,22 @@ http {{
 """
 # quotes and backslashes (a client forging a field, or an escape) in targets both parse
 TARGETS = [b'/a"b\\c', b"/%22q", b"/a\\x22b", b'/q?x="1"\\']
+# requests that do not parse: nginx logs their first line as it came (TLS bytes included)
+UNPARSED = [
+    b"garbage line\r\n\r\n",
+    b'\x16\x03\x01\x00\xa5\x01\x00 "hello\r\n\r\n',
+    b"GET /h HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+]
 CLF = rb'^(\S+) - - (\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]) "(.*)" (\d{3}) (\d+|-)$'
 
 
-def _ask(where: str | tuple[str, int], target: bytes) -> None:
+def _ask(where: str | tuple[str, int], target: bytes, raw: bytes = b"") -> None:
     family = socket.AF_UNIX if isinstance(where, str) else socket.AF_INET
     with socket.socket(family) as s:
         s.settimeout(10)
         s.connect(where)
-        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(raw or b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
         while s.recv(65536):
             pass
 
@@ -106,7 +113,8 @@ def _fields(log: Path, count: int) -> list[tuple[bytes, bytes]]:
 @pytest.mark.skipif(not shutil.which("nginx"), reason="needs nginx (Debian package nginx)")
 def test_access_log_lines_escape_as_nginx_writes_them(tmp_path: Path) -> None:
     """The same raw requests to nginx (its CLF log_format) and to us: the client field
-    (unix: for a unix socket) and the escaped request field are byte for byte nginx's."""
+    (unix: for a unix socket) and the escaped request field are byte for byte nginx's,
+    for requests that do not parse as well (their first line, as it came)."""
     (tmp_path / "www").mkdir()
     nginx_port, our_port = free_port(), free_port()
     (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(d=tmp_path, port=nginx_port))
@@ -124,10 +132,14 @@ def test_access_log_lines_escape_as_nginx_writes_them(tmp_path: Path) -> None:
         for port, unix in ((nginx_port, tmp_path / "nginx.sock"), (our_port, sock)):
             for target in TARGETS:
                 _ask(("127.0.0.1", port), target)
+            for raw in UNPARSED:
+                _ask(("127.0.0.1", port), b"", raw)
             _ask(str(unix), b"/")
-        theirs = _fields(tmp_path / "access.log", len(TARGETS) + 1)
+        count = len(TARGETS) + len(UNPARSED) + 1
+        theirs = _fields(tmp_path / "access.log", count)
         assert theirs[-1][0] == b"unix:" and b"\\x22" in theirs[0][1]  # the peer as known
-        assert _fields(ours_log, len(TARGETS) + 1) == theirs
+        assert theirs[len(TARGETS)][1] == b"garbage line"
+        assert _fields(ours_log, count) == theirs
     finally:
         for proc in (nginx, ours):
             proc.terminate()

@@ -66,8 +66,8 @@ class AccessLog:
         stream = self.stream
         if stream is None:
             return
-        if method == "-":
-            request = "-"
+        if method == "-":  # no request parsed: its first line as received, as nginx logs it
+            request = _escape(target.decode("latin-1")) if target else "-"
         else:
             request = _escape(f"{method} {target.decode('latin-1')} HTTP/{version}")
         line = f'{peer_host(peer)} - - {self._now()} "{request}" {status} {size or "-"}\n'

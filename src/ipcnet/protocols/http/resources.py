@@ -72,7 +72,8 @@ class Filesystem(Protocol):
 
 class Observer(Protocol):
     """Told about every response: the access log and the request counters; ``seconds``
-    from the request head to the answer (0 when no request parsed)."""
+    from the request head to the answer (0 when no request parsed). When none parsed,
+    ``method`` is "-" and ``target`` the first line that came, as it came (maybe empty)."""
 
     def response(
         self,

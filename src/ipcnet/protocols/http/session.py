@@ -516,8 +516,9 @@ class HttpSession:
         size = 0 if head_only else len(responses.error_body(status))
         if head is not None:
             self._log(Request(head, False), status, size)
-        else:  # the request line did not parse: the log shows "-"
-            self.shared.observer.response(self.peer, "-", b"", "", status, size)
+        else:  # no request parsed: the log shows its first line as it came (nginx's $request)
+            line = raw[: self.shared.limits.request_line].split(b"\n", 1)[0].split(b"\r", 1)[0]
+            self.shared.observer.response(self.peer, "-", line, "", status, size)
         self._start_closing(out)
 
     def _start_closing(self, out: list[Action]) -> None:
