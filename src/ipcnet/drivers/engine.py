@@ -48,7 +48,13 @@ Rules (what each action becomes; the model performs the step and reports back):
   for a last answer, ``[bytes, Close]``: the bytes come back, the Close is queued (a new
   connection per request: no queue round trip for its one answer);
 - a job's outcome reaches ``session.resume`` even after the connection ended, so what the
-  job opened comes back in actions, which the engine then releases.
+  job opened comes back in actions, which the engine then releases;
+- ``linger`` ends a connection the server ends (a graceful stop) the way a service ends
+  one with its last answer (``protocols.simple.last_answer``): what is queued goes out,
+  then ShutdownWrite and a Timer; the session becomes a plain ``BaseSession``, which
+  drops what the client still sends and closes at its EOF or the timer. Closing with
+  input unread would send an RST instead of a FIN, and the RST makes the client's
+  kernel throw away what it had received and not yet read.
 The one system call made here is closing an owned descriptor (``transports.files``).
 """
 
@@ -65,6 +71,7 @@ from ipcnet.protocols.base import (
     SHUTDOWN_WRITE,
     Action,
     Actions,
+    BaseSession,
     Close,
     Outcome,
     Run,
@@ -78,6 +85,7 @@ from ipcnet.transports.files import release
 
 HIGH_WATER = 256 * 1024
 _BUFFERS = (bytes, bytearray, memoryview)
+_LINGERING = BaseSession()  # input dropped; EOF or the timer closes (as after daytime's)
 
 
 class Region:
@@ -123,6 +131,7 @@ class Engine:
         "inflight",
         "job",
         "last_answers",
+        "lingering",
         "low_water",
         "paused",
         "queue",
@@ -158,6 +167,7 @@ class Engine:
         self.counted_out = 0
         self.release = release
         self.last_answers = last_answers  # feed may return a last answer's bytes (above)
+        self.lingering = False  # ended by ``linger``: only EOF or its timer is awaited
 
     # --- what the model reports about the connection -----------------------------------
 
@@ -297,6 +307,16 @@ class Engine:
         queue.clear()
         if head is not None:
             queue.append(head)  # released when its step reports back (see sent)
+
+    def linger(self, seconds: float) -> None:
+        """End the connection with a lingering close (see the rules): what is queued is
+        sent, then our FIN; the client's input is dropped until its EOF, or ``seconds``.
+        Once only; for an engine without a job in flight (its outcome would be lost)."""
+        if self.lingering:
+            return
+        self.lingering = True
+        self.session = _LINGERING
+        self.push([SHUTDOWN_WRITE, Timer(seconds)])
 
     # --- what the session asked for ------------------------------------------------------
 
