@@ -20,9 +20,11 @@ Rules:
   because a stream client may still be sending, and a close with its input unread sends
   an RST, which makes its kernel throw away the echo or answer it has not read yet. We
   half-close (the client reads EOF after every byte we sent), drop what it still sends,
-  and close at its EOF, or after ``core.linger_time()`` (the daytime service's 2 s,
-  within the grace): a client that stops at our EOF, as clients do, ends it at once, and
-  one that ignores it cannot hold the stop for the whole grace period. The forced close
+  and close at its EOF, after it has been silent ``engine.LINGER_IDLE`` s, or at the
+  latest ``core.linger_time()`` after our FIN (the daytime service's 2 s, within the
+  grace): a client that stops at our EOF, as clients do, ends it at once, an idle one
+  that does not read costs the stop half a second, and one that keeps sending cannot
+  hold the stop for the whole grace period. The forced close
   at the end of the grace period stays abrupt (an RST if input is unread): the stop was
   given a deadline. A connection that has not sent a byte yet is not idle: the client
   connected before we stopped accepting and its first request is on its way (closing it

@@ -36,7 +36,7 @@ from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
-from ipcnet.drivers.engine import Engine, Region, run_job
+from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
@@ -569,8 +569,9 @@ class Threads:
             self.forget(conn)
 
     def drain(self) -> None:
-        """Idle connections get our FIN now, and are closed if still idle once they have
-        lingered (closing wakes their thread's read); busy ones are closed at the deadline."""
+        """Idle connections get our FIN now; one whose client stays silent LINGER_IDLE s
+        is closed (closing wakes its thread's read), one whose client's EOF or bytes woke
+        its thread lingers there (``_linger``); busy ones are closed at the deadline."""
         core = self.core
 
         def conns() -> list[Conn]:
@@ -579,12 +580,12 @@ class Threads:
 
         def linger(conn: Conn) -> None:
             if conn.linger_until is None:
-                conn.linger_until = time.monotonic() + core.linger_time()
+                conn.linger_until = time.monotonic() + min(LINGER_IDLE, core.linger_time())
                 try:
-                    conn.stream.send_eof()  # its thread wakes at the client's EOF or bytes
+                    conn.stream.send_eof()
                 except IPCError:
                     conn.stream.close()
-            elif time.monotonic() >= conn.linger_until:
+            elif not conn.engine.lingering and time.monotonic() >= conn.linger_until:
                 conn.stream.close()
 
         def close(conn: Conn) -> None:

@@ -110,7 +110,7 @@ class Conn:
     last_active: float = field(default_factory=time.monotonic)
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
     engine: Any = None  # its Engine once started (drain asks ``engine.fed``)
-    linger_until: float | None = None  # thread models: sent our FIN at a stop; closed then
+    linger_until: float | None = None  # thread models: our FIN sent at a stop; closed then
 
     @property
     def quiet(self) -> bool:
@@ -368,8 +368,8 @@ class ServerCore:
         return max(0.0, self.deadline - time.monotonic())
 
     def linger_time(self) -> float:
-        """Seconds a connection ended by the stop lingers: the daytime service's LINGER,
-        never past the grace period (then the stop forces every connection anyway)."""
+        """Seconds a connection ended by the stop lingers at most: the daytime service's
+        LINGER, never past the grace period (then the stop forces every one anyway)."""
         return min(LINGER, self.time_left())
 
     def close_listeners(self) -> None:

@@ -51,10 +51,16 @@ Rules (what each action becomes; the model performs the step and reports back):
   job opened comes back in actions, which the engine then releases;
 - ``linger`` ends a connection the server ends (a graceful stop) the way a service ends
   one with its last answer (``protocols.simple.last_answer``): what is queued goes out,
-  then ShutdownWrite and a Timer; the session becomes a plain ``BaseSession``, which
-  drops what the client still sends and closes at its EOF or the timer. Closing with
-  input unread would send an RST instead of a FIN, and the RST makes the client's
-  kernel throw away what it had received and not yet read.
+  then ShutdownWrite and a Timer; the session becomes one that drops what the client
+  still sends and closes at its EOF or the timer (``BaseSession``'s rules). Closing
+  with input unread would send an RST instead of a FIN, and the RST makes the client's
+  kernel throw away what it had received and not yet read. Unlike daytime's, the timer
+  is re-armed by each read, to LINGER_IDLE s (nginx's lingering_timeout, Apache's
+  SECONDS_TO_LINGER): the bytes a client sent before our FIN reached it arrive within a
+  round trip, and a stopping server should not wait on idle clients that never read
+  (a pooled keep-alive connection notices our FIN only when it is next used); the
+  deadline given (daytime's 2 s within the grace) still ends a client that keeps
+  sending.
 The one system call made here is closing an owned descriptor (``transports.files``).
 """
 
@@ -85,7 +91,17 @@ from ipcnet.transports.files import release
 
 HIGH_WATER = 256 * 1024
 _BUFFERS = (bytes, bytearray, memoryview)
-_LINGERING = BaseSession()  # input dropped; EOF or the timer closes (as after daytime's)
+LINGER_IDLE = 0.5  # seconds of silence that end a lingering close (see the rules)
+
+
+class _Lingering(BaseSession):
+    """A connection ``Engine.linger`` ended: input dropped, each read re-arms the timer."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def feed(self, data: bytes) -> Actions:
+        return Timer(max(0.0, min(LINGER_IDLE, self.until - time.monotonic())))
 
 
 class Region:
@@ -310,13 +326,14 @@ class Engine:
 
     def linger(self, seconds: float) -> None:
         """End the connection with a lingering close (see the rules): what is queued is
-        sent, then our FIN; the client's input is dropped until its EOF, or ``seconds``.
-        Once only; for an engine without a job in flight (its outcome would be lost)."""
+        sent, then our FIN; the client's input is dropped until its EOF, LINGER_IDLE s
+        of silence, or ``seconds``. Once only; for an engine without a job in flight
+        (its outcome would be lost)."""
         if self.lingering:
             return
         self.lingering = True
-        self.session = _LINGERING
-        self.push([SHUTDOWN_WRITE, Timer(seconds)])
+        self.session = _Lingering(time.monotonic() + seconds)
+        self.push([SHUTDOWN_WRITE, Timer(min(LINGER_IDLE, seconds))])
 
     # --- what the session asked for ------------------------------------------------------
 
