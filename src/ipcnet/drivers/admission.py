@@ -24,8 +24,8 @@ Rules:
   latest ``core.linger_time()`` after our FIN (the daytime service's 2 s, within the
   grace): a client that stops at our EOF, as clients do, ends it at once, an idle one
   that does not read costs the stop half a second, and one that keeps sending cannot
-  hold the stop for the whole grace period. The forced close
-  at the end of the grace period stays abrupt (an RST if input is unread): the stop was
+  hold the stop for the whole grace period. The forced close at the end of the grace
+  period (or at a second signal) stays abrupt, an RST if input is unread: the stop was
   given a deadline. A connection that has not sent a byte yet is not idle: the client
   connected before we stopped accepting and its first request is on its way (closing it
   is the lost request of gunicorn #2529/#3397); it gets the grace period like a busy one.

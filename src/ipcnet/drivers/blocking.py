@@ -512,8 +512,11 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
 
 
 def _child_stop(core: ServerCore, conn: Conn) -> None:
+    """SIGTERM in a fork child: stop, ending a quiet connection now, but not one that
+    lingers already (systemd signals every process of a unit and the parent forwards
+    its own: the second SIGTERM is no force)."""
     core.stopping.set()
-    if conn.quiet:
+    if conn.quiet and not conn.engine.lingering:
         raise StopServing
 
 
