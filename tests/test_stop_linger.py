@@ -12,6 +12,9 @@ client queues more than one read of input and the server gets SIGTERM; the maste
 again first, alone, until every process serving a connection (a fork child, a prefork
 worker) has the SIGTERM it forwards pending; only then does the group go on, so each
 process that serves meets the stop and the unread input together, before it reads.
+The client then goes on streaming until it reads EOF, sends one more chunk (it could not
+know yet) and its own EOF: a server that closed instead of lingering answers that chunk
+with an RST, which the client sees once the server has exited.
 """
 
 from __future__ import annotations
