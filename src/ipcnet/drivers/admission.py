@@ -14,14 +14,24 @@ Rules:
   one that stopped sending: nginx's send_timeout), unless a job or a handed-over pump is
   at work (the blocking models get the same rule from their read and write timeouts,
   SO_RCVTIMEO/SO_SNDTIMEO);
-- ``drain_step`` is one look while stopping: idle connections are closed at once, busy
-  ones may finish until the grace period ends, then every one is forced. A connection
-  that has not sent a byte yet is not idle: the client connected before we stopped
-  accepting and its first request is on its way (closing it is the lost request of
-  gunicorn #2529/#3397); it gets the grace period like a busy one. For a service that
-  drains (http: its answers now say ``Connection: close``) idle connections stay open
-  until ``core.linger_until``, so a keep-alive client's next request is answered, and
-  the close announced, instead of meeting a close.
+- ``drain_step`` is one look while stopping: idle connections are ended at once, busy
+  ones may finish until the grace period ends, then every one is forced. Ended, not
+  closed: a lingering close (nginx's lingering_close, RFC 9112 §9.6; ``Engine.linger``),
+  because a stream client may still be sending, and a close with its input unread sends
+  an RST, which makes its kernel throw away the echo or answer it has not read yet. We
+  half-close (the client reads EOF after every byte we sent), drop what it still sends,
+  and close at its EOF, after it has been silent ``engine.LINGER_IDLE`` s, or at the
+  latest ``core.linger_time()`` after our FIN (the daytime service's 2 s, within the
+  grace): a client that stops at our EOF, as clients do, ends it at once, an idle one
+  that does not read costs the stop half a second, and one that keeps sending cannot
+  hold the stop for the whole grace period. The forced close at the end of the grace
+  period (or at a second signal) stays abrupt, an RST if input is unread: the stop was
+  given a deadline. A connection that has not sent a byte yet is not idle: the client
+  connected before we stopped accepting and its first request is on its way (closing it
+  is the lost request of gunicorn #2529/#3397); it gets the grace period like a busy one.
+  For a service that drains (http: its answers now say ``Connection: close``) idle
+  connections stay open until ``core.linger_until``, so a keep-alive client's next
+  request is answered, and the close announced, instead of meeting a close.
 """
 
 from __future__ import annotations
@@ -166,16 +176,17 @@ def sweep(
 def drain_step(
     core: ServerCore,
     conns: Iterable[Any],
-    close: Callable[[Any], None],
+    linger: Callable[[Any], None],
     force_close: Callable[[Any], None],
 ) -> bool:
-    """One look while stopping: close the idle, force all once the grace period is over.
-    True once the grace period is over (every connection was forced)."""
+    """One look while stopping: end the idle (``linger``: a lingering close, asked again
+    at each look while the connection stays idle, so it must do its work once), force
+    all once the grace period is over. True once it is over (every one was forced)."""
     force = core.time_left() <= 0
     lingering = time.monotonic() < core.linger_until
     for conn in list(conns):
         if force:
             force_close(conn)
         elif conn.idle and not lingering and getattr(getattr(conn, "engine", None), "fed", True):
-            close(conn)
+            linger(conn)
     return force

@@ -353,6 +353,16 @@ class SessionProtocol(asyncio.Protocol):
         except Exception:
             self._failed()
 
+    def linger(self) -> None:
+        """End an idle connection with a lingering close (admission's drain rules)."""
+        if self.engine.lingering or self.closed:
+            return
+        try:
+            self.engine.linger(self.model.core.linger_time())
+            self.perform()
+        except Exception:
+            self._failed()
+
     def _failed(self) -> None:
         core = self.model.core
         core.row.add("errors")
@@ -455,14 +465,11 @@ class AsyncioModel(Model):
             self.adopting -= 1
 
     async def _drain(self) -> None:
-        def close(proto: SessionProtocol) -> None:
-            proto.transport.close()
-
         def force(proto: SessionProtocol) -> None:
             proto.transport.abort()
 
         while self.protocols or self.adopting:  # accepted, not yet adopted: not lost
-            if drain_step(self.core, self.protocols, close, force):
+            if drain_step(self.core, self.protocols, SessionProtocol.linger, force):
                 break
             await asyncio.sleep(DRAIN_TICK)
         await asyncio.sleep(0)

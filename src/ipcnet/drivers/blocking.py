@@ -11,8 +11,12 @@ and differ only in who calls ``run_connection``:
 - thread: a thread per connection, at most --max-conns (§7.3);
 - pool: --workers threads take accepted connections from a bounded queue (§7.4).
 Rules: over a limit a connection is refused explicitly, never left hanging; a stop request
-closes idle connections at once, lets busy ones finish within the grace period, then forces;
-every child is reaped and every thread joined.
+ends idle connections at once, lets busy ones finish within the grace period, then forces;
+a connection the stop ends (not its session, not its peer) closes lingering, as the
+admission module's drain rules say: ``drive`` itself performs ``Engine.linger``'s steps
+(half-close, drop, close at EOF or the timer), and a thread blocked reading is sent our
+FIN by the draining thread, so its client's EOF or next bytes wake it to linger; every
+child is reaped and every thread joined.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ipcnet.drivers.admission import Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
-from ipcnet.drivers.engine import Engine, Region, run_job
+from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
 from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
@@ -85,6 +89,7 @@ def run_connection(
         log.exception("%s failed on a connection from %s", core.service.name, stream.where)
     finally:
         if engine is not None:
+            _linger(core, engine, stream, conn, row)
             engine.end()
             _count(engine, row)
             row.observe(time.monotonic() - engine.born)
@@ -92,6 +97,20 @@ def run_connection(
             core.trace(f"close(fd {stream.fileno()})")
         stream.close()
         row.add("handled")
+
+
+def _linger(
+    core: ServerCore, engine: Engine, stream: StreamTransport, conn: Conn, row: Row
+) -> None:
+    """A connection the stop ended closes lingering (see the rules); one its session or
+    its peer ended, or a forced stop, closes at once."""
+    if engine.closing or engine.eof or not core.stopping.is_set() or core.forcing.is_set():
+        return
+    engine.linger(core.linger_time())
+    try:
+        drive(engine, stream, conn, row, core.trace)
+    except (IPCError, StopServing):  # broken, closed by the drain, or a second signal
+        pass
 
 
 def drive(
@@ -318,10 +337,10 @@ def accept_loop(
         core.close_listeners()
 
 
-def wait_for(core: ServerCore, conns: Callable[[], list[Any]], close: Any, force: Any) -> None:
-    """After a stop: close idle connections now, busy ones at the deadline."""
+def wait_for(core: ServerCore, conns: Callable[[], list[Any]], linger: Any, force: Any) -> None:
+    """After a stop: end idle connections now (``linger``), force busy ones at the deadline."""
     while conns():
-        if drain_step(core, conns(), close, force):
+        if drain_step(core, conns(), linger, force):
             return
         time.sleep(TICK)
 
@@ -493,8 +512,11 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
 
 
 def _child_stop(core: ServerCore, conn: Conn) -> None:
+    """SIGTERM in a fork child: stop, ending a quiet connection now, but not one that
+    lingers already (systemd signals every process of a unit and the parent forwards
+    its own: the second SIGTERM is no force)."""
     core.stopping.set()
-    if conn.quiet:
+    if conn.quiet and not conn.engine.lingering:
         raise StopServing
 
 
@@ -550,17 +572,29 @@ class Threads:
             self.forget(conn)
 
     def drain(self) -> None:
-        """Idle connections are closed now (that wakes their thread's read), busy ones at
-        the deadline."""
+        """Idle connections get our FIN now; one whose client stays silent LINGER_IDLE s
+        is closed (closing wakes its thread's read), one whose client's EOF or bytes woke
+        its thread lingers there (``_linger``); busy ones are closed at the deadline."""
+        core = self.core
 
         def conns() -> list[Conn]:
             with self.lock:
-                return list(self.core.conns.values())
+                return list(core.conns.values())
+
+        def linger(conn: Conn) -> None:
+            if conn.linger_until is None:
+                conn.linger_until = time.monotonic() + min(LINGER_IDLE, core.linger_time())
+                try:
+                    conn.stream.send_eof()
+                except IPCError:
+                    conn.stream.close()
+            elif not conn.engine.lingering and time.monotonic() >= conn.linger_until:
+                conn.stream.close()
 
         def close(conn: Conn) -> None:
             conn.stream.close()
 
-        wait_for(self.core, conns, close, close)
+        wait_for(core, conns, linger, close)
 
 
 class ThreadPerConnection(Model):

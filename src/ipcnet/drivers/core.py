@@ -31,6 +31,7 @@ from ipcnet.drivers.observe import StatsServer, Tracer
 from ipcnet.drivers.registry import DEFAULT_MODEL, info, serving
 from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Peer, Service
+from ipcnet.protocols.simple import LINGER
 from ipcnet.transports import (
     DatagramEndpoint,
     SocketStream,
@@ -109,6 +110,7 @@ class Conn:
     last_active: float = field(default_factory=time.monotonic)
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
     engine: Any = None  # its Engine once started (drain asks ``engine.fed``)
+    linger_until: float | None = None  # thread models: our FIN sent at a stop; closed then
 
     @property
     def quiet(self) -> bool:
@@ -364,6 +366,11 @@ class ServerCore:
         if self.forcing.is_set():
             return 0.0
         return max(0.0, self.deadline - time.monotonic())
+
+    def linger_time(self) -> float:
+        """Seconds a connection ended by the stop lingers at most: the daytime service's
+        LINGER, never past the grace period (then the stop forces every one anyway)."""
+        return min(LINGER, self.time_left())
 
     def close_listeners(self) -> None:
         for listener in [*self.listeners, *(x for slot in self.slots for x in slot)]:

@@ -48,7 +48,19 @@ Rules (what each action becomes; the model performs the step and reports back):
   for a last answer, ``[bytes, Close]``: the bytes come back, the Close is queued (a new
   connection per request: no queue round trip for its one answer);
 - a job's outcome reaches ``session.resume`` even after the connection ended, so what the
-  job opened comes back in actions, which the engine then releases.
+  job opened comes back in actions, which the engine then releases;
+- ``linger`` ends a connection the server ends (a graceful stop) the way a service ends
+  one with its last answer (``protocols.simple.last_answer``): what is queued goes out,
+  then ShutdownWrite and a Timer; the session becomes one that drops what the client
+  still sends and closes at its EOF or the timer (``BaseSession``'s rules). Closing
+  with input unread would send an RST instead of a FIN, and the RST makes the client's
+  kernel throw away what it had received and not yet read. Unlike daytime's, the timer
+  is re-armed by each read, to LINGER_IDLE s (nginx's lingering_timeout, Apache's
+  SECONDS_TO_LINGER): the bytes a client sent before our FIN reached it arrive within a
+  round trip, and a stopping server should not wait on idle clients that never read
+  (a pooled keep-alive connection notices our FIN only when it is next used); the
+  deadline given (daytime's 2 s within the grace) still ends a client that keeps
+  sending.
 The one system call made here is closing an owned descriptor (``transports.files``).
 """
 
@@ -65,6 +77,7 @@ from ipcnet.protocols.base import (
     SHUTDOWN_WRITE,
     Action,
     Actions,
+    BaseSession,
     Close,
     Outcome,
     Run,
@@ -78,6 +91,17 @@ from ipcnet.transports.files import release
 
 HIGH_WATER = 256 * 1024
 _BUFFERS = (bytes, bytearray, memoryview)
+LINGER_IDLE = 0.5  # seconds of silence that end a lingering close (see the rules)
+
+
+class _Lingering(BaseSession):
+    """A connection ``Engine.linger`` ended: input dropped, each read re-arms the timer."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def feed(self, data: bytes) -> Actions:
+        return Timer(max(0.0, min(LINGER_IDLE, self.until - time.monotonic())))
 
 
 class Region:
@@ -123,6 +147,7 @@ class Engine:
         "inflight",
         "job",
         "last_answers",
+        "lingering",
         "low_water",
         "paused",
         "queue",
@@ -158,6 +183,7 @@ class Engine:
         self.counted_out = 0
         self.release = release
         self.last_answers = last_answers  # feed may return a last answer's bytes (above)
+        self.lingering = False  # ended by ``linger``: only EOF or its timer is awaited
 
     # --- what the model reports about the connection -----------------------------------
 
@@ -297,6 +323,17 @@ class Engine:
         queue.clear()
         if head is not None:
             queue.append(head)  # released when its step reports back (see sent)
+
+    def linger(self, seconds: float) -> None:
+        """End the connection with a lingering close (see the rules): what is queued is
+        sent, then our FIN; the client's input is dropped until its EOF, LINGER_IDLE s
+        of silence, or ``seconds``. Once only; for an engine without a job in flight
+        (its outcome would be lost)."""
+        if self.lingering:
+            return
+        self.lingering = True
+        self.session = _Lingering(time.monotonic() + seconds)
+        self.push([SHUTDOWN_WRITE, Timer(min(LINGER_IDLE, seconds))])
 
     # --- what the session asked for ------------------------------------------------------
 

@@ -402,8 +402,13 @@ class SelectorLoop(Model):
             if not endpoint.closed:
                 self.selector.unregister(endpoint)
         core.close_listeners()  # (traced, as under every model)
-        forced = drain_step(core, self.conns.values(), self.close, self.close)
+        forced = drain_step(core, self.conns.values(), self._linger, self.close)
         return forced or not self.conns
+
+    def _linger(self, conn: Connection) -> None:
+        """End an idle connection with a lingering close (admission's drain rules)."""
+        if not conn.engine.lingering:
+            self._guarded(conn, conn.engine.linger, self.core.linger_time())
 
 
 class Select(SelectorLoop):
