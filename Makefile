@@ -40,8 +40,12 @@ system-deps:
 	  clang bpftool /usr/include/bpf/bpf_helpers.h iptables \
 	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool
 
-test:  # pip and apt-get side by side: on a fresh machine each waits on downloads
+# pip and apt-get side by side (on a fresh machine each waits on downloads); then the
+# bytecode, once: where PYTHONDONTWRITEBYTECODE is set (as here), every server and client
+# a test starts compiled ipcnet's modules again (3583 tests: 241 s without, 199 s with)
+test:
 	$(MAKE) --no-print-directory -j2 $(STAMP) system-deps
+	$(BIN)/python -m compileall -q src tests
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
