@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -185,6 +186,10 @@ def test_access_log_on_stderr_and_quiet(root: Path) -> None:
 def test_status_counts_across_prefork_workers(root: Path) -> None:
     with http_server(root, model="prefork") as (_, host, port):
         base = f"http://{host}:{port}"
+        deadline = time.monotonic() + 20  # the master listens first; workers start after
+        while len(_worker_pids(base)) < 2:
+            assert time.monotonic() < deadline, "the two workers never both listened"
+            time.sleep(0.05)
         for _ in range(10):
             with urllib.request.urlopen(f"{base}/hello.txt", timeout=10) as r:
                 r.read()
@@ -194,7 +199,7 @@ def test_status_counts_across_prefork_workers(root: Path) -> None:
     assert info["requests"]["by_class"]["2xx"] >= 10
     workers = info["per_worker"]
     assert len({w["pid"] for w in workers}) == 2 and info["pid"] in {w["pid"] for w in workers}
-    assert sum(w["handled"] for w in workers) >= 10  # the 10 requests, and not /_status yet
+    assert sum(w["handled"] for w in workers) >= 10  # the 10 requests, and the waits
     assert {w["state"] for w in workers} <= {"idle", "busy"}
 
 
@@ -255,3 +260,9 @@ def test_httpx_preconditions_and_head_errors(base: str) -> None:
             assert r.status_code == status
             assert client.head("/hello.txt").headers["content-length"] == str(len(SMALL))
         assert client.get("/hello.txt").content == SMALL
+
+
+def _worker_pids(base: str) -> set[int]:
+    """The pids the status page lists as listening workers."""
+    with urllib.request.urlopen(f"{base}/_status.json", timeout=10) as r:
+        return {w["pid"] for w in json.load(r)["per_worker"]}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
@@ -53,6 +54,7 @@ class Prefork(Model):
         self.retiring: dict[int, int] = {}  # replaced by SIGHUP, draining: pid -> its row
         core.on_stop.append(self._signal_workers)
         core.on_reload.append(self.replace_workers)
+        self.arm_worker = process.parent_death(signal.SIGTERM)  # run in each new worker
 
     def serve(self) -> None:
         core = self.core
@@ -112,10 +114,9 @@ class Prefork(Model):
 
     def _spawn(self, slot: int) -> None:
         core = self.core
-        master = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _worker_main(core, slot, self.rows[slot], master)
+            _worker_main(core, slot, self.rows[slot], self.arm_worker)
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
         self.workers[pid] = (slot, time.monotonic())
@@ -169,7 +170,7 @@ class Prefork(Model):
             self.retiring.pop(pid, None)
 
 
-def _worker_main(core: ServerCore, slot: int, row: int, master: int) -> None:
+def _worker_main(core: ServerCore, slot: int, row: int, arm: Callable[[], None]) -> None:
     """In a worker: become a plain server of the inner model on the inherited sockets."""
     from ipcnet.drivers import model_class
 
@@ -195,7 +196,7 @@ def _worker_main(core: ServerCore, slot: int, row: int, master: int) -> None:
         # SIGHUP and SIGUSR2 are the master's too
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
-        process.die_with_parent(signal.SIGTERM, master)  # after SIGTERM's handler is ours
+        arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
         core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
         model.serve()

@@ -3,7 +3,7 @@
 Role: start the command on two pipes and give the PipeStream joining them (its ``process``
 is the child); signal a process group (``signal_group``); signal and reap a server's own
 children (``kill``, ``wait``: a child that is gone already is an answer, not an error);
-have a forked worker stopped when its parent dies (``die_with_parent``); start this
+have a forked worker stopped when its parent dies (``parent_death``); start this
 program again on inherited listening sockets (``reexec``: SIGUSR2's new master, never
 waited for here, since it outlives us).
 Rules: stderr is inherited;
@@ -14,6 +14,7 @@ terminates it, waits again, and kills it last.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressError
@@ -76,6 +77,9 @@ def signal_group(pgid: int, sig: int) -> bool:
 # --- a server's own children (the fork models and prefork) ----------------------------------
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def kill(pid: int, sig: int) -> bool:
     """kill(2) one of our children; False if it is gone already."""
     try:
@@ -87,19 +91,23 @@ def kill(pid: int, sig: int) -> bool:
     return True
 
 
-def die_with_parent(sig: int, parent: int) -> None:
-    """prctl(PR_SET_PDEATHSIG): send ``sig`` to this process when ``parent`` (the process
-    that forked it, from the thread that forked it) ends, as gunicorn's workers notice a
-    dead master; at once if it has ended already (we were reparented before the call)."""
+def parent_death(sig: int) -> Callable[[], None]:
+    """prctl(PR_SET_PDEATHSIG), made ready in a parent before it forks (ctypes is loaded
+    here once, not in every child's start): the function returned, called in a child
+    forked from this thread, has ``sig`` sent to the child when this process ends (as
+    gunicorn's workers notice a dead master), at once if it ended already."""
     import ctypes
 
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_pdeathsig, ctypes.c_ulong(sig), 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise translate(OSError(code, os.strerror(code)), "set the parent-death signal of", "us")
-    if os.getppid() != parent:
-        os.kill(os.getpid(), sig)
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0) != 0:
+            code = ctypes.get_errno()
+            raise translate(OSError(code, os.strerror(code)), "ask for a signal at", "exit")
+        if os.getppid() != parent:  # reparented before the call: the parent is gone
+            os.kill(os.getpid(), sig)
+
+    return arm
 
 
 def wait(pid: int = -1, block: bool = True) -> tuple[int, int] | None:
