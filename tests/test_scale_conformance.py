@@ -191,8 +191,8 @@ def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Pa
         wait_for(lambda: sock.exists() and set(server_states(sock).values()) == {"UP"}, "UP")
         load = Load(front)
         load.wait_more(100)
-        servers[0].send_signal(signal.SIGTERM)
-        assert _health(ports[0]) == (503, b"draining\n")  # fails its check ...
+        servers[0].send_signal(signal.SIGTERM)  # the master passes it on to its worker:
+        wait_for(lambda: _health(ports[0]) == (503, b"draining\n"), "503")  # fails its check
         assert _get(ports[0], "/hello.txt") == 200  # ... and still serves
         wait_for(lambda: server_states(sock)["web1"].startswith("DOWN"), "web1 DOWN")
         load.wait_more(100)  # all on web2 now
