@@ -328,3 +328,23 @@ def test_a_file_that_shrinks_while_it_is_sent_over_tls_ends_the_connection(root)
             assert received < 64 << 20
     finally:
         path.unlink()
+
+
+# thread and pool not yet: their drain thread sends the bare FIN to wake a blocked reader
+@pytest.mark.parametrize("model", ["epoll", "asyncio", "fork", "prefork"])
+def test_a_graceful_stop_ends_an_idle_tls_connection_with_close_notify(model):
+    """RFC 8446 §6.1: close_notify before the write side closes. A SIGTERM that ends an
+    idle connection sent only the TCP FIN, which a strict client (suppress_ragged_eofs
+    off, as openssl s_client reports it) reads as a truncation."""
+    import signal
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=certs().ca)
+    with serving("echo", "tls://127.0.0.1:0", model=model) as server:
+        raw = socket.create_connection(("127.0.0.1", port_of(server)), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+            s.sendall(b"ping")
+            assert s.recv(4) == b"ping"  # open and idle now
+            server.proc.send_signal(signal.SIGTERM)
+            assert s.recv(64) == b""  # close_notify: a clean end (a bare FIN raises SSLEOFError)

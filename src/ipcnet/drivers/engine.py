@@ -60,7 +60,8 @@ Rules (what each action becomes; the model performs the step and reports back):
   round trip, and a stopping server should not wait on idle clients that never read
   (a pooled keep-alive connection notices our FIN only when it is next used); the
   deadline given (daytime's 2 s within the grace) still ends a client that keeps
-  sending.
+  sending. A session with a ``linger(seconds)`` method ends itself instead when it
+  returns actions (TLS: close_notify before the FIN, RFC 8446 §6.1, then its close wait);
 The one system call made here is closing an owned descriptor (``transports.files``).
 """
 
@@ -332,8 +333,12 @@ class Engine:
         if self.lingering:
             return
         self.lingering = True
-        self.session = _Lingering(time.monotonic() + seconds)
-        self.push([SHUTDOWN_WRITE, Timer(min(LINGER_IDLE, seconds))])
+        own = getattr(self.session, "linger", None)  # a session with its own last words
+        actions = own(seconds) if own is not None else None
+        if actions is None:
+            self.session = _Lingering(time.monotonic() + seconds)
+            actions = [SHUTDOWN_WRITE, Timer(min(LINGER_IDLE, seconds))]
+        self.push(actions)
 
     # --- what the session asked for ------------------------------------------------------
 

@@ -276,6 +276,13 @@ class TLSSession:
             return self._wrap(self.inner.on_timer(), [])
         return self._end()  # the close wait is over
 
+    def linger(self, seconds: float) -> Actions | None:
+        """The server ends an idle connection (a graceful stop; ``Engine.linger``): once
+        open, as at any close: close_notify, our FIN, the wait for the peer's (RFC 8446
+        §6.1: close_notify before closing the write side). None before that: the engine's
+        own lingering close (there is no session to end yet)."""
+        return self._close() if self.state == "open" else None
+
     def resume(self, job: Run, outcome: Outcome) -> Actions:
         region = self.region
         if region is not None and not self.inner_job:
