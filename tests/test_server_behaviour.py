@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import socket
@@ -66,6 +67,27 @@ def test_second_signal_forces(model: str) -> None:
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(10) == 0
             assert time.monotonic() - started < 10
+    finally:
+        server.stop()
+
+
+def test_prefork_worker_takes_systemds_sigterm_and_the_masters_as_one_stop() -> None:
+    """systemd (KillMode=control-group) sends SIGTERM to every process of the unit, and
+    the master forwards its own: a worker gets two. The second must not force its stop:
+    the job in flight still answers, and the server exits 0."""
+    server = start_slow("prefork", 60.0, "tcp://127.0.0.1:0")
+    try:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as busy:
+            busy.write(b"hi\n")  # a worker has this connection
+            assert busy.readline() == b"hi\n"
+            busy.write(b"sleep 1\n")
+            time.sleep(0.2)
+            for worker in children(server.proc.pid):
+                os.kill(worker, signal.SIGTERM)  # systemd's, first
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGTERM)  # the master's, forwarded
+            assert busy.readline() == b"slept 1\n"
+        assert server.proc.wait(20) == 0
     finally:
         server.stop()
 
@@ -214,8 +236,6 @@ def test_prefork_respawns_a_killed_worker() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         victim = workers[0]
-        import os
-
         os.kill(victim, signal.SIGKILL)
         while True:
             now = children(server.proc.pid)
@@ -234,8 +254,6 @@ def test_prefork_respawns_a_killed_worker() -> None:
 def test_prefork_workers_stop_when_the_master_is_killed() -> None:
     """SIGKILL leaves the master no chance to forward a stop: the workers must notice on
     their own (PR_SET_PDEATHSIG) instead of serving on as orphans."""
-    import os
-
     with serving("echo", "tcp://127.0.0.1:0", model="prefork") as server:
         deadline = time.monotonic() + 10
         while len(workers := children(server.proc.pid)) < 2:

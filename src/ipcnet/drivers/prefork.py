@@ -21,7 +21,8 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
 - a worker never removes the shared sockets' files: they are the master's;
 - a worker whose master dies (even by SIGKILL) gets SIGTERM and stops gracefully: no
-  orphans keep serving on the old sockets.
+  orphans keep serving on the old sockets; a worker's second SIGTERM is no force (systemd
+  signals the whole unit, and the master forwards its own): the master forces by SIGKILL.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def _worker_main(core: ServerCore, slot: int, row: int, arm: Callable[[], None])
         # SIGHUP and SIGUSR2 are the master's too
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
         core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
@@ -205,3 +207,11 @@ def _worker_main(core: ServerCore, slot: int, row: int, arm: Callable[[], None])
         log.exception("worker %d failed", slot)
     finally:
         os._exit(code)
+
+
+def _worker_sigterm(core: ServerCore) -> None:
+    """A worker's SIGTERM begins its graceful stop, and a second one does not force it:
+    systemd signals every process of the unit and the master forwards its own, so each
+    worker gets two. The master forces with SIGKILL (a second stop signal, --grace over)."""
+    if not core.stopping.is_set():
+        core.terminate()
