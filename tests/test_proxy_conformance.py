@@ -228,20 +228,20 @@ GOOD = [
 ]
 
 
-def _exchange(port: int | Path, data: bytes, *, bytewise: bool = False) -> bytes:
-    """Send ``data`` and EOF to a tcp port or a unix socket path, read to the end; b""
-    when the server closed or reset."""
-    if isinstance(port, Path):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(10)
-        s.connect(str(port))
-    else:
-        s = socket.create_connection(("127.0.0.1", port), 10)
-    with s:
+def ask(
+    family: socket.AddressFamily, where: object, data: bytes, *, bytewise: bool = False
+) -> tuple[bytes, object]:
+    """Send ``data`` (one write, or one byte per write) and EOF; (all the answer, our own
+    address). b"" when the peer closed or reset the connection: it refused."""
+    with socket.socket(family) as s:
         s.settimeout(20)
+        s.connect(where)
+        if family != socket.AF_UNIX:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ours = s.getsockname()
         out = b""
         try:
-            for i in range(0, len(data), 1 if bytewise else len(data)):
+            for i in range(0, len(data), 1 if bytewise else max(len(data), 1)):
                 s.sendall(data[i : i + 1] if bytewise else data)
             s.shutdown(socket.SHUT_WR)
             while chunk := s.recv(65536):
@@ -249,8 +249,15 @@ def _exchange(port: int | Path, data: bytes, *, bytewise: bool = False) -> bytes
         except TimeoutError:
             raise
         except OSError:  # reset, broken pipe, not connected: the server refused it
-            return b""
-        return out
+            return b"", ours
+        return out, ours
+
+
+def _exchange(port: int | Path, data: bytes, *, bytewise: bool = False) -> bytes:
+    """``ask`` a tcp port on 127.0.0.1 or a unix socket path; only the answer."""
+    if isinstance(port, Path):
+        return ask(socket.AF_UNIX, str(port), data, bytewise=bytewise)[0]
+    return ask(socket.AF_INET, ("127.0.0.1", port), data, bytewise=bytewise)[0]
 
 
 @pytest.fixture(params=["serve-epoll", "serve-thread", "relay"])

@@ -35,7 +35,7 @@ from ipcnet.protocols.proxy import (
     encode_v2,
 )
 from ipcnet.testing import free_port
-from test_proxy_conformance import NGINX_STREAM, _wait_port, needs_haproxy, needs_nginx
+from test_proxy_conformance import NGINX_STREAM, _wait_port, ask, needs_haproxy, needs_nginx
 
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 A4 = bytes((192, 0, 2, 1, 198, 51, 100, 2)) + struct.pack("!HH", 1234, 80)
@@ -52,31 +52,6 @@ def _tlv(kind: int, value: bytes) -> bytes:
 def _crc(ver_cmd: int, fam: int, body: bytes, *, good: bool) -> bytes:
     block = _v2(ver_cmd, fam, body + _tlv(0x03, bytes(4)))
     return block[:-4] + (crc32c(block) ^ (0 if good else 1)).to_bytes(4, "big")
-
-
-def _ask(
-    family: socket.AddressFamily, where: object, data: bytes, *, bytewise: bool = False
-) -> tuple[bytes, object]:
-    """Send ``data`` (one write, or one byte per write) and EOF; (all the answer, our own
-    address). b"" when the peer closed or reset the connection: it refused."""
-    with socket.socket(family) as s:
-        s.settimeout(20)
-        s.connect(where)
-        if family != socket.AF_UNIX:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ours = s.getsockname()
-        out = b""
-        try:
-            for i in range(0, len(data), 1 if bytewise else max(len(data), 1)):
-                s.sendall(data[i : i + 1] if bytewise else data)
-            s.shutdown(socket.SHUT_WR)
-            while chunk := s.recv(65536):
-                out += chunk
-        except TimeoutError:
-            raise
-        except OSError:  # reset, broken pipe: refused
-            return b"", ours
-        return out, ours
 
 
 def _seen(answer: bytes, fields: int = 5) -> tuple[str, ...] | None:
@@ -184,11 +159,11 @@ def reading_relay(haproxy: int) -> Iterator[int]:
 @needs_haproxy
 def test_local_is_accepted_whatever_its_family_and_block(haproxy: int, reading_relay: int) -> None:
     for name, (header, tlvs) in LOCAL.items():
-        answer, ours = _ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)
+        answer, ours = ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)
         assert _seen(answer) == (ours[0], str(ours[1]), "127.0.0.1", str(haproxy), ""), name
         for bytewise in (False, True):
             data = header + REQUEST
-            answer, ours = _ask(socket.AF_INET, ("127.0.0.1", reading_relay), data,
+            answer, ours = ask(socket.AF_INET, ("127.0.0.1", reading_relay), data,
                                 bytewise=bytewise)  # fmt: skip
             seen = _seen(answer)
             assert seen is not None and seen[:2] == (ours[0], str(ours[1])), (name, bytewise)
@@ -203,16 +178,16 @@ def test_haproxy_and_ipcnet_refuse_and_accept_the_same_headers(
     haproxy: int, reading_relay: int
 ) -> None:
     for name, header in REFUSED.items():
-        assert _ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)[0] == b"", name
+        assert ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)[0] == b"", name
         for bytewise in (False, True):
-            answer, _ = _ask(socket.AF_INET, ("127.0.0.1", reading_relay), header + REQUEST,
+            answer, _ = ask(socket.AF_INET, ("127.0.0.1", reading_relay), header + REQUEST,
                              bytewise=bytewise)  # fmt: skip
             assert answer == b"", (name, bytewise)
     for name, (header, seen) in ACCEPTED.items():
-        answer, _ = _ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)
+        answer, _ = ask(socket.AF_INET, ("127.0.0.1", haproxy), header + REQUEST)
         assert _seen(answer) == seen, name
         for bytewise in (False, True):  # the relay passes on the client, not the TLVs
-            answer, _ = _ask(socket.AF_INET, ("127.0.0.1", reading_relay), header + REQUEST,
+            answer, _ = ask(socket.AF_INET, ("127.0.0.1", reading_relay), header + REQUEST,
                              bytewise=bytewise)  # fmt: skip
             assert _seen(answer) == (*seen[:4], ""), (name, bytewise)
 
@@ -282,12 +257,12 @@ def _relayed(stack: ExitStack, target: str, version: str, tmp: Path, data: bytes
         relay = stack.enter_context(ipcnet.relay(listen, target, send_proxy=version))
         address = relay.address
         if family == socket.AF_UNIX:
-            seen = _seen(_ask(family, address.path, data)[0])
+            seen = _seen(ask(family, address.path, data)[0])
             # no IP client: UNKNOWN / LOCAL, so nginx names none, HAProxy the relay itself
             assert seen is not None and seen[0] in ("", "127.0.0.1"), (version, kind)
             continue
         where = (address.host or "", int(address.port or 0))
-        answer, ours = _ask(family, where, data)
+        answer, ours = ask(family, where, data)
         expected = (ours[0], str(ours[1]), where[0], str(where[1]))
         assert _seen(answer, 4) == expected, (version, target, kind)
     options = {"send_proxy": version, "accept_proxy": True}
@@ -296,7 +271,7 @@ def _relayed(stack: ExitStack, target: str, version: str, tmp: Path, data: bytes
     for n, (source, destination) in enumerate(NAMED):
         first = (encode_v2 if n % 2 else encode_v1)(source, destination) + data
         expected = (source[0], _port(source[1]), destination[0], _port(destination[1]))
-        answer, _ = _ask(socket.AF_INET, ("127.0.0.1", port), first)
+        answer, _ = ask(socket.AF_INET, ("127.0.0.1", port), first)
         assert _seen(answer, 4) == expected, (version, target, source)
 
 

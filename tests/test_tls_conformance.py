@@ -24,7 +24,7 @@ from ipcnet.channel import connect
 from ipcnet.testing.pairs import free_port
 from ipcnet.transports.tls import TLSOptions, client_context, server_context
 from serverkit import _start
-from tlskit import certs, layers, pump, server_options, shake, tls_server
+from tlskit import certs, layers, pump, server_options, shake, tls_server, write_pem
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 
@@ -95,7 +95,7 @@ def test_key_and_certificate_errors_name_the_file_and_the_cause(tmp_path):
 def _self_signed(folder: Path, name: str, common_name: str, *sans: object) -> tuple[str, str]:
     """A self-signed certificate (its own CA) with this CN and these subjectAltNames."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -113,17 +113,7 @@ def _self_signed(folder: Path, name: str, common_name: str, *sans: object) -> tu
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)  # type: ignore[arg-type]
-    cert = builder.sign(key, hashes.SHA256())
-    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
+    return write_pem(folder, name, builder.sign(key, hashes.SHA256()), key)
 
 
 def test_an_ip_address_matches_an_ip_san_only(tmp_path):

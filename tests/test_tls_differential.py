@@ -23,7 +23,7 @@ from ipcnet.protocols.base import CLOSE, Peer, as_list
 from ipcnet.protocols.simple import Echo
 from ipcnet.testing.pairs import free_port
 from ipcnet.transports.tls import ServerContext, TLSOptions
-from tlskit import certs, client_options, layers, server_options, tls_server
+from tlskit import certs, client_options, layers, server_options, tls_server, write_pem
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
 
@@ -104,16 +104,7 @@ def _cn_only(folder: Path, common_name: str) -> tuple[str, str, str]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    cert_path, key_path = folder / "cn-only.pem", folder / "cn-only-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(folder / "ca.pem"), str(cert_path), str(key_path)
+    return str(folder / "ca.pem"), *write_pem(folder, "cn-only", cert, key)
 
 
 def test_a_host_name_is_never_matched_against_the_common_name(tmp_path):

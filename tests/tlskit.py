@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trustme
 
@@ -53,6 +54,17 @@ def _write(folder: Path, name: str, issued: trustme.LeafCert) -> Pair:
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     key.write_bytes(issued.private_key_pem.bytes())
     return Pair(str(cert), str(key))
+
+
+def write_pem(folder: Path, name: str, cert: Any, key: Any) -> tuple[str, str]:
+    """A certificate and key made with ``cryptography`` as NAME.pem and NAME-key.pem."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    key_path.write_bytes(key.private_bytes(*pem, serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
 
 
 EC = trustme.KeyType.ECDSA  # fast to make, and what ipcnet cert makes
