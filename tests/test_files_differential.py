@@ -85,6 +85,23 @@ CASES: dict[str, Case] = {
     "range-empty-file-first-pos": Case(  # still unsatisfiable (nginx ignores it: 200)
         "/empty.txt", 416, ("Range: bytes=0-0",), headers={"content-range": "bytes */0"}
     ),
+    # §13.1.5: "if the validator does not match, the server MUST ignore the Range header
+    # field" (§13.2.2 step 5: 200), also when the Range is past the end of the current file:
+    # a download resumed against a file that has shrunk must get the new file whole. ipcnet
+    # answered 416 before looking at If-Range (nginx, Apache, Go's FileServer send 200)
+    "if-range-stale-tag-range-past-the-end": Case(
+        "/hello.txt", 200, ("Range: bytes=100-", 'If-Range: "old"'), SMALL, nginx=True
+    ),
+    "if-range-stale-date-range-past-the-end": Case(
+        "/hello.txt",
+        200,
+        ("Range: bytes=100-", "If-Range: Sun, 06 Nov 1994 08:49:37 GMT"),
+        SMALL,
+        nginx=True,
+    ),
+    "if-range-weak-tag-range-past-the-end": Case(
+        "/hello.txt", 200, ("Range: bytes=100-", 'If-Range: W/"old"'), SMALL, nginx=True
+    ),
     # §14.1: ranges-specifier = range-unit "=" range-set, no whitespace around the "=";
     # ipcnet stripped the unit and served 206 for an invalid header (nginx, Apache ignore it)
     "range-space-before-equals": Case(
