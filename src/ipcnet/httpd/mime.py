@@ -1,6 +1,8 @@
-"""Content types by file name, from the system table plus the web's usual fixes.
+"""Content types by file name, from Python's own table plus the web's usual fixes.
 
-Role: one function, ``content_type(name)``. Rules: text types say ``charset=utf-8``;
+Role: one function, ``content_type(name)``. Rules: the table is Python's built-in one
+(``MimeTypes()`` reads no /etc/mime.types, so an answer does not depend on the host, as
+nginx ships its own), with what a web server needs added; text types say ``charset=utf-8``;
 unknown names are ``application/octet-stream``; a compressed file (``.gz``, ``.tgz``,
 ``.bz2``, ``.xz``...) is labelled as what it is, the compressed format: it goes out
 without Content-Encoding, so ``style.css.gz`` labelled text/css would reach a browser as
@@ -34,6 +36,9 @@ _EXTRA = {
     ".yml": "application/yaml",
     ".zst": "application/zstd",
     ".svgz": "image/svg+xml",
+    ".xhtml": "application/xhtml+xml",  # a browser shows it (nginx); octet-stream: a download
+    ".m4a": "audio/mp4",
+    ".flac": "audio/flac",
 }
 # what mimetypes reports as a content-coding of the name (.gz, .bz2 ...) -> the format's type
 _COMPRESSED = {

@@ -4,6 +4,8 @@ Role: turn ``Range: bytes=...`` into a list of (first, last) inclusive byte posi
 a representation of ``size`` bytes. Rules:
 - a header we cannot use (other unit, bad syntax, first > last, too many ranges) is
   ignored: the client gets the whole file with 200, as RFC 9110 allows and nginx does;
+  so is one for an empty file with a suffix-range ``-N`` (N > 0): satisfiable by §14.1.2,
+  yet no Content-Range can name zero bytes, so the answer is the (empty) whole, not 416;
 - positions of any number of digits are read (a last-pos past the end means "to the end",
   RFC 9110 §14.1.1); ranges past the end are dropped; if none is left the answer is 416;
 - overlapping or adjacent ranges are merged (no amplification by repeated ranges); the
@@ -31,7 +33,7 @@ def _position(digits: bytes) -> int:
 def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
     """Satisfiable ranges (maybe []: 416), or None to ignore the header."""
     unit, eq, specs = value.partition(b"=")
-    if not eq or unit.strip().lower() != b"bytes":
+    if not eq or unit.lower() != b"bytes":  # §14.1: no whitespace around the "="
         return IGNORE
     parts = [p.strip() for p in specs.split(b",")]
     parts = [p for p in parts if p]
@@ -52,8 +54,10 @@ def parse_range(value: bytes, size: int, max_ranges: int) -> list[tuple[int, int
             ranges.append((first, min(last, size - 1)))
         else:
             suffix = _position(m.group(2))
-            if suffix == 0 or size == 0:
+            if suffix == 0:
                 continue
+            if size == 0:
+                return IGNORE
             ranges.append((max(0, size - suffix), size - 1))
     merged: list[list[int]] = []  # [first, last, where the client asked for it first]
     for first, last, at in sorted((first, last, at) for at, (first, last) in enumerate(ranges)):

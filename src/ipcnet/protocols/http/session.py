@@ -631,6 +631,11 @@ class HttpSession:
         spec = head.get(b"range") if head.method == "GET" else None  # §14.2: GET only
         if spec is not None:
             ranges = parse_range(spec, size, shared.limits.max_ranges)
+            # [files-differential] §13.1.5: a stale If-Range drops the Range, even one past
+            # the end (200 with the whole new file, not 416); step 5 of §13.2.2, done first
+            if_range = head.get(b"if-range")
+            if if_range is not None and not if_range_holds(if_range, etag, modified):
+                ranges = None
             if ranges == []:  # 416; §13.2.1: preconditions do not apply to it
                 entity.close()
                 self._plain(request, 416, out, [(b"Content-Range", b"bytes */%d" % size)])
@@ -648,10 +653,6 @@ class HttpSession:
             out.append(responses.head(304, shared.dates.now(), validators, request.keep_alive))
             self._log(request, 304, 0)
             return
-        if ranges is not None:
-            if_range = head.get(b"if-range")
-            if if_range is not None and not if_range_holds(if_range, etag, modified):
-                ranges = None
         headers = self._entity_headers(entity)
         if ranges is None:
             status, regions = 200, [(0, size - 1)] if size else []

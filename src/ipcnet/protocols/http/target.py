@@ -1,16 +1,20 @@
 """Request targets to safe path segments: the one gate between a URL and the ROOT directory.
 
 Role: decode a request target exactly once and reduce it to a tuple of plain names that
-the filesystem layer joins under ROOT. Rules (anything suspicious is refused, not repaired):
+the filesystem layer joins under ROOT. Rules (anything suspicious is refused, not repaired;
+dot-segments are not suspicious, RFC 3986 gives them a meaning):
 - only origin-form (``/path``) and absolute-form (``http://host/path``) targets; else 400
   (the asterisk-form ``*`` of ``OPTIONS *`` is the session's, never a path);
 - an absolute-form authority must be a valid, non-empty uri-host with at most one port and
   no userinfo (RFC 9110 §4.2.1, §4.2.4); ``check_host`` is the same grammar for the Host
   field (RFC 9112 §3.2: reg-name, IPv4address or IP-literal ``[IPv6]`` / ``[vX.future]``);
 - malformed percent-escapes -> 400; encoded ``/``, ``\\`` or NUL (``%2f %5c %00``) -> 403;
-- after decoding: NUL, backslash, a ``..`` segment, or something still percent-encoded
-  (double encoding: ``%252e%252e``) -> 403;
-- empty and ``.`` segments vanish, so a path never has ``//`` in it and a redirect built
+- after decoding: NUL, backslash, or a still-encoded ``.``, ``/``, ``\\`` or NUL (double
+  encoding: ``%252e%252e``, ``..%252f``) -> 403; any other ``%`` is part of a name
+  (``per%25cent/`` is the directory ``per%cent``, as a listing links it);
+- dot-segments are removed as RFC 3986 §5.2.4 and §6.2.2.3 have it (``%2e`` is ``.``,
+  §6.2.2.2): ``/a/../b`` is ``/b``, as with nginx; a ``..`` that would climb above ROOT
+  -> 403; empty segments vanish too, so a path never has ``//`` in it and a redirect built
   from the segments can never start with ``//`` (the CVE-2021-28861 open redirect).
 """
 
@@ -25,7 +29,7 @@ from ipcnet.errors import BadRequest
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPE = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
-_STILL_ENCODED = re.compile(rb"%[0-9A-Fa-f]{2}")
+_STILL_ENCODED = re.compile(rb"%(2e|2f|5c|00)", re.IGNORECASE)
 # RFC 3986 §3.2.2-3: uri-host [":" port]; reg-name = *( unreserved / pct-encoded / sub-delims )
 # (an IPv4address is a reg-name by this grammar); IP-literal = "[" IPv6 / IPvFuture "]"
 _AUTHORITY = re.compile(rb"(\[[^\[\]]*\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
@@ -125,12 +129,15 @@ def parse_target(target: bytes) -> Target:
         raise BadRequest(403, "NUL or backslash in the path")
     if _STILL_ENCODED.search(decoded):
         raise BadRequest(403, "double percent-encoding in the path")
-    segments = []
+    segments: list[str] = []
     for raw in decoded.split(b"/"):
         if raw in (b"", b"."):
             continue
         if raw == b"..":
-            raise BadRequest(403, "'..' in the path")
+            if not segments:
+                raise BadRequest(403, "'..' above the web root")
+            segments.pop()
+            continue
         segments.append(raw.decode("utf-8", "surrogateescape"))
-    trailing = decoded.endswith(b"/") or decoded.endswith(b"/.")
+    trailing = decoded.endswith((b"/", b"/.", b"/.."))
     return Target(tuple(segments), trailing or not segments, query, path)
