@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -605,7 +605,9 @@ def test_an_error_with_id_null_fails_the_call_that_caused_it(tcp: str) -> None:
             with pytest.raises(rpc.RPCError) as info:
                 await client.echo("x" * 70_000)
             assert info.value.code == -32600
-            assert await client.echo("still here") == "still here"
+            results = await client.batch([("echo", [i]) for i in range(1001)])
+            assert len(results) == 1001 and all(isinstance(r, rpc.RPCError) for r in results)
+            assert await client.echo("still here") == "still here" and client.dropped == 0
 
     asyncio.run(asyncio_client())
 
@@ -661,6 +663,48 @@ def test_an_error_with_id_null_in_a_batch_reply_is_the_unanswered_calls() -> Non
     with line_peer(answer) as url, rpc.connect(url, timeout=30) as client:
         one, two = client.batch([("a", None), ("b", None)])
         assert one == "one" and isinstance(two, rpc.RPCError) and two.code == -32600
+
+    async def asyncio_client(url: str) -> None:
+        async with await rpc.aio.connect(url, timeout=30) as client:
+            one, two = await client.batch([("a", None), ("b", None)])
+            assert one == "one" and isinstance(two, rpc.RPCError) and two.code == -32600
+
+    with line_peer(answer) as url:
+        asyncio.run(asyncio_client(url))
+
+
+def _late_batch_peer() -> AbstractContextManager[str]:
+    """A peer that leaves a batch unanswered and sends its replies, late, before the reply
+    to the next call."""
+    late: list[Any] = []
+
+    def answer(message: Any) -> list[Any]:
+        if isinstance(message, list):
+            late.extend({"jsonrpc": "2.0", "id": m["id"], "result": "late"} for m in message)
+            return []
+        return [*late, {"jsonrpc": "2.0", "id": message["id"], "result": "mine"}]
+
+    return line_peer(answer)
+
+
+def test_a_batch_that_times_out_forgets_every_call_in_it() -> None:
+    """Every call of a timed-out batch stops waiting, not only the first: their late replies
+    are dropped (before, the rest stayed registered for ever and took theirs silently)."""
+    with _late_batch_peer() as url, rpc.connect(url) as client:
+        with pytest.raises(Timeout, match="no reply to a"):
+            client.batch([("a", None), ("b", None)], timeout=0.2)
+        assert client.request("next", timeout=30) == "mine"
+        assert client.dropped == 2
+
+    async def asyncio_client(url: str) -> None:
+        async with await rpc.aio.connect(url) as client:
+            with pytest.raises(Timeout, match="no reply to a"):
+                await client.batch([("a", None), ("b", None)], timeout=0.2)
+            assert await client.request("next", timeout=30) == "mine"
+            assert client.dropped == 2
+
+    with _late_batch_peer() as url:
+        asyncio.run(asyncio_client(url))
 
 
 # --- codecs and framings ------------------------------------------------------------------

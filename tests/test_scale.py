@@ -497,3 +497,16 @@ def test_health_stays_ok_while_the_old_master_drains_after_sigusr2(tmp_path: Pat
         assert _stats(stats)["pid"] == new_pid
     finally:
         _stop_both(old, new_pid)
+
+
+@pytest.mark.parametrize("usec", ["", "0", "abc", "²", "-5", "1e6"])
+def test_a_watchdog_usec_that_is_not_a_positive_number_asks_for_no_pings(monkeypatch, usec):
+    """sd_watchdog_enabled(3) parses an unsigned decimal; anything else is no watchdog
+    ("²" passed str.isdigit and then crashed int())."""
+    from ipcnet.transports.notify import watchdog_interval
+
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    assert watchdog_interval() == 1.5

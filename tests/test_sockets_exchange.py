@@ -5,6 +5,7 @@ than one recv(2) offer none."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -13,7 +14,7 @@ import time
 import pytest
 
 import ipcnet
-from ipcnet.errors import Closed, IPCError, PeerClosed, Reset, Timeout
+from ipcnet.errors import Closed, Interrupted, IPCError, PeerClosed, Reset, Timeout, Unsupported
 from ipcnet.transports.sockets import SocketStream, stream_for
 
 
@@ -122,3 +123,50 @@ def test_streams_whose_read_is_not_one_recv_offer_none() -> None:
     assert packets.exchanging() is None
     packets.close()
     second.close()
+
+
+def _unix_pair() -> tuple[SocketStream, socket.socket]:
+    ours, peer = socket.socketpair()
+    return stream_for(ours, "unix://test-peer", "unix"), peer
+
+
+@pytest.mark.parametrize("pair", [_tcp_pair, _unix_pair], ids=["tcp", "unix"])
+def test_wake_ends_a_blocked_read_and_loses_nothing(pair) -> None:
+    """wake() (a thread model's stop, for TLS) ends the read in progress or the next one
+    with Interrupted; bytes already there are read first, later reads wait as before; the
+    stream's eventfd closes with it."""
+    stream, peer = pair()
+    fds = len(os.listdir("/proc/self/fd"))
+    with peer:
+        with pytest.raises(Unsupported, match="not wakeable"):
+            stream.wake()
+        stream.wakeable()
+        assert stream.exchanging() is None  # reads wait in poll(2): no hot loop
+        got: list[BaseException | bytes] = []
+        thread = threading.Thread(target=lambda: got.append(_read_or_error(stream)))
+        thread.start()
+        time.sleep(0.1)  # asleep in poll, most likely; a wake before it works the same
+        stream.wake()
+        thread.join(5)
+        assert isinstance(got[0], Interrupted) and "test-peer" in str(got[0]), got
+        peer.sendall(b"ping")
+        stream.wake()
+        assert stream.read(100) == b"ping"  # input first
+        with pytest.raises(Interrupted):
+            stream.read(100)
+        stream.timeout = 0.05
+        with pytest.raises(Timeout):  # the wake was taken: the next read waits again
+            stream.read(100)
+        peer.sendall(b"pong")
+        assert stream.read(100) == b"pong"
+        stream.close()
+        with pytest.raises(Closed):
+            stream.wake()
+    assert len(os.listdir("/proc/self/fd")) == fds - 2  # both ends, and the eventfd, closed
+
+
+def _read_or_error(stream: SocketStream) -> BaseException | bytes:
+    try:
+        return stream.read(100)
+    except IPCError as exc:
+        return exc

@@ -330,12 +330,13 @@ def test_a_file_that_shrinks_while_it_is_sent_over_tls_ends_the_connection(root)
         path.unlink()
 
 
-# thread and pool not yet: their drain thread sends the bare FIN to wake a blocked reader
-@pytest.mark.parametrize("model", ["epoll", "asyncio", "fork", "prefork"])
+@pytest.mark.parametrize("model", ["epoll", "asyncio", "fork", "prefork", "thread", "pool"])
 def test_a_graceful_stop_ends_an_idle_tls_connection_with_close_notify(model):
     """RFC 8446 §6.1: close_notify before the write side closes. A SIGTERM that ends an
     idle connection sent only the TCP FIN, which a strict client (suppress_ragged_eofs
-    off, as openssl s_client reports it) reads as a truncation."""
+    off, as openssl s_client reports it) reads as a truncation. Under thread and pool the
+    drain thread sent that FIN itself to wake the reader blocked in recv; now it wakes the
+    reader, whose own thread sends close_notify first."""
     import signal
     import socket
     import ssl

@@ -14,6 +14,7 @@ catches OSError. Messages are short, lower-case, and say what happened and where
     │   └── IncompleteRead   the stream ended before the bytes a reader required
     ├── Busy                 a limit says "not now": EAGAIN where blocking is off, full queues
     ├── Timeout              a deadline passed (also a builtin TimeoutError)
+    ├── Interrupted          another thread's ``wake()`` ended a blocking read
     ├── AddressError         the address is wrong for this machine
     │   ├── InvalidAddress   the URL does not parse (raised by ipcnet.addresses)
     │   ├── ResolveError     getaddrinfo failed (carries gai_strerror text)
@@ -78,6 +79,10 @@ class Busy(IPCError):
 
 class Timeout(IPCError, TimeoutError):
     """A deadline passed before the operation completed."""
+
+
+class Interrupted(IPCError):
+    """Another thread's ``wake()`` ended a blocking read; nothing was read."""
 
 
 class AddressError(IPCError):

@@ -15,8 +15,9 @@ ends idle connections at once, lets busy ones finish within the grace period, th
 a connection the stop ends (not its session, not its peer) closes lingering, as the
 admission module's drain rules say: ``drive`` itself performs ``Engine.linger``'s steps
 (half-close, drop, close at EOF or the timer), and a thread blocked reading is sent our
-FIN by the draining thread, so its client's EOF or next bytes wake it to linger; every
-child is reaped and every thread joined.
+FIN by the draining thread, so its client's EOF or next bytes wake it to linger (a TLS
+connection's thread is woken instead, ``Conn.wake``, and sends close_notify before the
+FIN); every child is reaped and every thread joined.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, S
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
-from ipcnet.errors import IPCError, Timeout
+from ipcnet.errors import Interrupted, IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
@@ -59,14 +60,23 @@ _NEVER = StopEvent()  # drive()'s ``stop`` when there is no server to stop (serv
 
 
 def run_connection(
-    core: ServerCore, stream: StreamTransport, row: Row, conn: Conn | None = None
+    core: ServerCore,
+    stream: StreamTransport,
+    row: Row,
+    conn: Conn | None = None,
+    wakeable: bool = False,
 ) -> None:
-    """Serve one connection until it ends; never raises (errors are logged and counted)."""
+    """Serve one connection until it ends; never raises (errors are logged and counted).
+    ``wakeable``: its reads can be woken from another thread (``conn.wake``) where the
+    session ends itself at a stop (TLS), so a drain need not send our FIN first."""
     engine: Engine | None = None
     conn = conn or Conn(stream)
     try:
         session, first = core.service.start(core.peer(stream))
         engine = conn.engine = Engine(session, core.config.high_water)
+        if wakeable and hasattr(session, "linger") and isinstance(stream, SocketStream):
+            stream.wakeable()
+            conn.wake = stream.wake
         engine.push(first)
         drive(
             engine,
@@ -80,7 +90,7 @@ def run_connection(
         )
     except Timeout:
         log.debug("closing %s: idle for %s s", stream.where, core.config.idle_timeout)
-    except StopServing:
+    except (StopServing, Interrupted):  # a stop, a signal or the drain thread's wake
         pass
     except IPCError as exc:
         log.debug("connection %s ended: %s", stream.where, exc)
@@ -567,14 +577,16 @@ class Threads:
 
     def serve(self, conn: Conn) -> None:
         try:
-            run_connection(self.core, conn.stream, self.core.row, conn)
+            run_connection(self.core, conn.stream, self.core.row, conn, wakeable=True)
         finally:
             self.forget(conn)
 
     def drain(self) -> None:
-        """Idle connections get our FIN now; one whose client stays silent LINGER_IDLE s
-        is closed (closing wakes its thread's read), one whose client's EOF or bytes woke
-        its thread lingers there (``_linger``); busy ones are closed at the deadline."""
+        """Idle connections get our FIN now (a TLS one: its thread is woken, to end it
+        with close_notify first); one whose client stays silent LINGER_IDLE s is closed
+        (closing wakes its thread's read), one whose client's EOF or bytes woke its
+        thread, or the wake, lingers there (``_linger``); busy ones are closed at the
+        deadline."""
         core = self.core
 
         def conns() -> list[Conn]:
@@ -585,7 +597,7 @@ class Threads:
             if conn.linger_until is None:
                 conn.linger_until = time.monotonic() + min(LINGER_IDLE, core.linger_time())
                 try:
-                    conn.stream.send_eof()
+                    conn.wake() if conn.wake is not None else conn.stream.send_eof()
                 except IPCError:
                     conn.stream.close()
             elif not conn.engine.lingering and time.monotonic() >= conn.linger_until:

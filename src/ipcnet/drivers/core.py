@@ -111,6 +111,7 @@ class Conn:
     timer_at: float | None = None  # the session's Timer, as a monotonic deadline
     engine: Any = None  # its Engine once started (drain asks ``engine.fed``)
     linger_until: float | None = None  # thread models: our FIN sent at a stop; closed then
+    wake: Callable[[], None] | None = None  # ends its thread's blocking read (Interrupted)
 
     @property
     def quiet(self) -> bool:

@@ -5,9 +5,9 @@ address the blocking one takes (tcp, unix with abstract names, exec:, fd://...),
 the same transports (``ipcnet.transports.aio``), so a failure to connect is the same error
 (``Refused``, ``NoSuchSocket``...). Rules: one reader task files each reply under its id; a
 call that times out forgets its id, so a late reply is dropped; any number of calls may be
-in flight at once (pipelined); an error with id null goes to the call in flight when only
-one is (``ClientProtocol.orphan``); when the connection breaks, every waiting call fails
-with that error.
+in flight at once (pipelined); ``batch`` sends several calls in one frame; an error with id
+null goes to the calls of the one frame in flight when only one is
+(``ClientProtocol.orphan``); when the connection breaks, every waiting call fails with it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from ipcnet.addresses import Address, parse
 from ipcnet.errors import Broken, Closed, IPCError, Timeout
 from ipcnet.framing import Codec, Framing
-from ipcnet.protocols.jsonrpc import ClientProtocol, make_params
+from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, make_params
+from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.rpc.defaults import choose
 from ipcnet.transports.aio import AsyncStream, open_async
 
@@ -54,7 +55,8 @@ class AsyncClient:
         self.protocol = ClientProtocol(framing, codec)
         self.timeout = timeout
         self.where = stream.where
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        # id -> (the first id of the frame it went in, the future its reply completes)
+        self._waiting: dict[int, tuple[int, asyncio.Future[Reply]]] = {}
         self._failure: IPCError | None = None
         self._task = asyncio.get_running_loop().create_task(self._read_replies())
         self.dropped = 0
@@ -70,25 +72,45 @@ class AsyncClient:
         timeout: float | None = _UNSET,
     ) -> Any:
         """Call ``method``; RPCError if it failed, Timeout after ``timeout`` seconds."""
-        if self._failure is not None:
-            raise self._failure
         rid, frame = self.protocol.request(method, params)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
-        limit = self.timeout if timeout is _UNSET else timeout
-        try:
-            await self.stream.write(frame)
-            await asyncio.wait((future,), timeout=limit)
-        finally:
-            self._waiting.pop(rid, None)
-        if not future.done():
-            future.cancel()
-            self.protocol.abandon(rid)
-            raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}")
-        reply = future.result()
+        (reply,) = await self._exchange(frame, [rid], [method], timeout)
         if reply.error is not None:
             raise reply.error
         return reply.result
+
+    async def batch(self, calls: Calls, *, timeout: float | None = _UNSET) -> list[Any]:
+        """Send calls as one JSON-RPC batch; their results (or RPCErrors) in order."""
+        if not calls:
+            return []  # an empty batch is not a request (the server would answer an error)
+        ids, frame = self.protocol.batch(calls)
+        replies = await self._exchange(frame, ids, [m for m, _ in calls], timeout)
+        return [r.error if r.error is not None else r.result for r in replies]
+
+    async def _exchange(
+        self, frame: bytes, ids: list[int], methods: list[str], timeout: float | None
+    ) -> list[Reply]:
+        """Write ``frame`` and wait for the replies to ``ids`` (registered first, so no
+        reply can beat them); Timeout forgets the ids that got none."""
+        if self._failure is not None:
+            raise self._failure
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in ids]
+        for rid, future in zip(ids, futures, strict=True):
+            self._waiting[rid] = (ids[0], future)
+        limit = self.timeout if timeout is _UNSET else timeout
+        try:
+            await self.stream.write(frame)
+            await asyncio.wait(futures, timeout=limit)
+        finally:
+            for rid in ids:
+                self._waiting.pop(rid, None)
+        late = [(rid, m) for rid, m, f in zip(ids, methods, futures, strict=True) if not f.done()]
+        for rid, _ in late:
+            self.protocol.abandon(rid)
+        if late:
+            rid, method = late[0]
+            raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}")
+        return [f.result() for f in futures]
 
     async def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
         await self.stream.write(self.protocol.notification(method, make_params(args, kwargs)))
@@ -106,13 +128,11 @@ class AsyncClient:
                 if self.protocol.outgoing:  # answers to requests the server sent
                     await self.stream.write(self.protocol.take_outgoing())
                 for reply in replies:
-                    future = self._waiting.get(reply.id) if type(reply.id) is int else None
-                    if future is None and len(self._waiting) == 1 and self.protocol.orphan(reply):
-                        (future,) = self._waiting.values()
-                    if future is None or future.done():
-                        self.dropped += 1
-                        continue
-                    future.set_result(reply)
+                    entry = self._waiting.get(reply.id) if type(reply.id) is int else None
+                    if entry is not None and not entry[1].done():
+                        entry[1].set_result(reply)
+                    elif entry is not None or not self._orphan(reply):
+                        self.dropped += 1  # late (its call timed out) or unknown
                 if not data:
                     break
             failure: IPCError = Broken(f"{self.where} closed the connection")
@@ -120,9 +140,19 @@ class AsyncClient:
             failure = exc
         if self._failure is None:
             self._failure = failure
-        for future in self._waiting.values():
+        for _, future in self._waiting.values():
             if not future.done():
                 future.set_exception(self._failure)
+
+    def _orphan(self, reply: Reply) -> bool:
+        """Give an error with id null to the calls waiting, if they are all of one frame
+        (see ClientProtocol.orphan); False if it cannot be placed."""
+        waiting = [(frame, f) for frame, f in self._waiting.values() if not f.done()]
+        if not self.protocol.orphan(reply) or len({frame for frame, _ in waiting}) != 1:
+            return False
+        for _, future in waiting:
+            future.set_result(reply)
+        return True
 
     async def close(self) -> None:
         if self._failure is None:

@@ -201,9 +201,16 @@ class Client:
         ]
         self._send(frame, *pendings)
         out: list[Any] = []
-        for p in pendings:
-            reply = self._wait(p, deadline)
-            out.append(reply.error if reply.error is not None else reply.result)
+        try:
+            for p in pendings:
+                reply = self._wait(p, deadline)
+                out.append(reply.error if reply.error is not None else reply.result)
+        except Timeout:
+            with self._lock:  # the rest of the batch stops waiting too
+                for p in pendings:
+                    if self._waiting.pop(p.id, None) is not None:
+                        self.protocol.abandon(p.id)
+            raise
         return out
 
     def with_timeout(self, timeout: float | None) -> _Proxy:

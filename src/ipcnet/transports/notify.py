@@ -42,7 +42,7 @@ def watchdog_interval() -> float | None:
     """Seconds between WATCHDOG=1 pings (half of $WATCHDOG_USEC), None when not asked."""
     usec = os.environ.get("WATCHDOG_USEC", "")
     pid = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:  # "²" is a digit to isdigit
         return None
     if pid and pid != str(os.getpid()):
         return None

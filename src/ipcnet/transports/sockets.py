@@ -21,10 +21,10 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, IPCError, Reset, Timeout, Unsupported
+from ipcnet.errors import Closed, Interrupted, IPCError, Reset, Timeout, Unsupported
 from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
@@ -187,6 +187,7 @@ class SocketStream(SocketEndpoint, StreamTransport):
         self._timeout: float | None = None
         self._poll: Any = None  # a poll(POLLIN) to wait in before a blocking read (UnixStream)
         self._wait_ms = -1  # the timeout as poll(2) takes it
+        self._wake_fd = -1  # an eventfd in that poll once ``wakeable()``
 
     # --- data ----------------------------------------------------------------------
 
@@ -201,8 +202,12 @@ class SocketStream(SocketEndpoint, StreamTransport):
         try:
             if self._closed:
                 self._check_open("read from")
-            if self._poll is not None and not self._poll.poll(self._wait_ms):
+            if self._poll is None:
+                n = self.sock.recv_into(buf)
+            elif not (ready := self._poll.poll(self._wait_ms)):
                 n = -1
+            elif ready[0][0] != self._fd:
+                self._woken()
             else:
                 n = self.sock.recv_into(buf)
         except OSError as exc:
@@ -223,8 +228,12 @@ class SocketStream(SocketEndpoint, StreamTransport):
         try:
             if self._closed:
                 self._check_open("read from")
-            if self._poll is not None and not self._poll.poll(self._wait_ms):
+            if self._poll is None:
+                data = self.sock.recv(n)
+            elif not (ready := self._poll.poll(self._wait_ms)):
                 data = None
+            elif ready[0][0] != self._fd:
+                self._woken()
             else:
                 data = self.sock.recv(n)
         except OSError as exc:
@@ -252,6 +261,46 @@ class SocketStream(SocketEndpoint, StreamTransport):
             self._blocked -= 1
             if self._closed:
                 self._leave()
+
+    def wakeable(self) -> None:
+        """Let ``wake()`` end a read blocked in another thread: from now on a blocking read
+        waits in poll(2) for input or a wake (an eventfd this stream owns), and there is
+        no hot loop (``exchanging`` is None). For a thread model's stop, which must let the
+        reader's own thread end the connection (TLS: close_notify) without our FIN first."""
+        if self._wake_fd >= 0:
+            return
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+        self._poll.register(self._wake_fd, select.POLLIN)  # after the socket: ready[0] is it
+
+    def wake(self) -> None:
+        """End the blocking read in progress, or the next one, with Interrupted (any
+        thread; once per call)."""
+        if self._wake_fd < 0 and not self._closed:
+            raise Unsupported(f"{self.where} is not wakeable (wakeable() first)")
+        self._blocked += 1  # as a read: the eventfd is not closed under us
+        try:
+            if self._closed:
+                self._check_open("wake a reader of")
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError as exc:
+            raise self._error(exc, "wake a reader of") from exc
+        finally:
+            self._blocked -= 1
+            if self._closed:
+                self._leave()
+
+    def _release(self) -> None:
+        super()._release()
+        fd, self._wake_fd = self._wake_fd, -1  # no thread is inside: nothing polls on it
+        if fd >= 0:
+            os.close(fd)
+
+    def _woken(self) -> NoReturn:
+        os.eventfd_read(self._wake_fd)  # taken: the next read waits again
+        raise Interrupted(f"interrupted: a read from {self.where} was woken")
 
     def exchanging(self) -> AbstractContextManager[Exchange] | None:
         """The socket's own recv and sendall for a blocking driver's hot loop (see
