@@ -243,10 +243,14 @@ def _perform(
         cls = step.__class__
         if cls is Region:
             region: Any = step
-            if isinstance(stream, SocketStream):
-                sent = stream.sendfile(region.fd, region.offset, region.count)
-            else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
-                sent = copy_region(stream, region.fd, region.offset, region.count)
+            try:
+                if isinstance(stream, SocketStream):
+                    sent = stream.sendfile(region.fd, region.offset, region.count)
+                else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
+                    sent = copy_region(stream, region.fd, region.offset, region.count)
+            except IPCError:  # the step is over: reported, so its file is released
+                engine.sent(0, whole=True)
+                raise
             engine.sent(sent, whole=True)
             if trace:
                 trace(f"sendfile(fd {fd}, {region.path}) -> {sent} bytes")
