@@ -7,7 +7,7 @@ followed by a normal request (the harness lived outside the repository). What di
 and was ipcnet's defect is checked here, under the models that run inside this process
 (the fork and prefork models share the code paths, through ``blocking.drive`` and the
 readiness loop); one server per model and case, started in a thread (no interpreter
-start-up), stopped with ``request_stop``:
+start-up), stopped with ``request_stop``, except where a process is needed:
 - a client that resets in the middle of a file leaves no descriptor behind: the file
   region whose sendfile(2) failed is released (nginx closes the file with the request);
   before, every such client kept one descriptor open, until the server met EMFILE;
@@ -17,7 +17,9 @@ start-up), stopped with ``request_stop``:
 - select(2) cannot watch a descriptor >= FD_SETSIZE (1024): such a connection is
   refused like one over --max-conns, and the server goes on. Before, select raised
   ValueError and the server exited; nginx refuses to start its select module with more
-  worker_connections than FD_SETSIZE.
+  worker_connections than FD_SETSIZE;
+- a thread (or a child) that cannot be started for a connection refuses that connection,
+  and the server goes on (one server process, its address space limited meanwhile).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ipcnet.protocols.base import (
     Timer,
 )
 from ipcnet.protocols.simple import Echo
+from serverkit import serving
 
 IN_PROCESS = ["thread", "pool", "select", "poll", "epoll", "asyncio"]
 BIG = 4 * 1024 * 1024  # far more than the socket buffers take: the client leaves mid-file
@@ -223,3 +226,31 @@ def test_a_connection_over_fd_setsize_is_refused_and_the_server_goes_on(
         # select refuses it (EOF, no echo); poll and epoll have no such limit
         assert (answer, refused) == ((b"", 1) if model == "select" else (b"over\n", 0))
         assert _exchange(port, b"still here\n") == b"still here\n"
+
+
+def _vm_size(pid: int) -> int:
+    """The process's address space, in bytes (/proc/PID/status VmSize)."""
+    with open(f"/proc/{pid}/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmSize:"))
+    return int(kib) * 1024
+
+
+def test_a_thread_that_cannot_start_refuses_its_connection_and_the_server_goes_on() -> None:
+    """Out of threads (RLIMIT_NPROC, a cgroup's pids.max, memory), the thread model
+    refused nothing: RuntimeError left the accept loop and the server exited. Now that
+    connection is refused, accepting pauses (as on EMFILE), and serving goes on; the fork
+    models do the same when fork(2) fails (socketserver's handle_error keeps serving
+    too). Out of threads is made certain: the server's address space is limited to
+    what it has now, which a new thread's stack (8 MiB) cannot fit in."""
+    with serving("echo", "tcp://127.0.0.1:0", model="thread") as server:
+        port = int(server.url("tcp").rpartition(":")[2])
+        pid = server.proc.pid
+        limits = resource.prlimit(pid, resource.RLIMIT_AS)
+        resource.prlimit(pid, resource.RLIMIT_AS, (_vm_size(pid) + (2 << 20), limits[1]))
+        try:
+            refused = _exchange(port, b"no thread for me\n")
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_AS, limits)
+        assert refused == b"" and server.proc.poll() is None
+        assert _exchange(port, b"served\n") == b"served\n"  # after the pause
+    assert any("cannot start a thread" in line for line in server.log), server.log

@@ -5,6 +5,8 @@ Rules:
 - ``Gate.accept`` takes what a ready listener has queued (up to BATCH at a time); on
   EMFILE/ENFILE (a translated ``Busy``) it stops watching every listener for ACCEPT_PAUSE
   seconds (never spinning on a listener it cannot empty) and logs that at most every 5 s;
+  so does a blocking model that cannot fork or start a thread for a connection (``pause``;
+  that connection is refused: the server goes on, as socketserver's handle_error does);
   a connection over --max-conns is refused explicitly (the service's refusal bytes, if
   any, then FIN; what the client already sent is read and dropped first, or the close
   would be an RST), never left hanging in the backlog; so is one whose descriptor the
@@ -88,7 +90,7 @@ class Gate:
             try:
                 stream = listener.try_accept()
             except Busy as exc:
-                self._pause(exc)
+                self.pause(exc)
                 return
             if stream is None:
                 return
@@ -115,7 +117,9 @@ class Gate:
             log.warning("%s", what)
             self._logged = now
 
-    def _pause(self, exc: Busy) -> None:
+    def pause(self, exc: IPCError) -> None:
+        """Out of a resource (descriptors; processes or threads for a blocking model):
+        stop accepting for ACCEPT_PAUSE s, rather than failing one connection after another."""
         self._warn(f"{exc}; pausing accept for {ACCEPT_PAUSE:.1f} s")
         self.core.row.add("errors")
         self.paused_until = time.monotonic() + ACCEPT_PAUSE

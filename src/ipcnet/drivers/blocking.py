@@ -37,7 +37,7 @@ from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, S
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
-from ipcnet.errors import IPCError, Timeout
+from ipcnet.errors import Busy, IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
@@ -334,7 +334,11 @@ def accept_loop(
                     answer(core, source)
                 else:
                     for stream in gate.accept(source):
-                        dispatch(stream)
+                        try:
+                            dispatch(stream)
+                        except IPCError as exc:  # no process or thread could take it
+                            refuse(core, stream)
+                            gate.pause(exc)
             gate.resume()
     finally:
         selector.close()
@@ -413,7 +417,7 @@ class Children:
     def fork(self, stream: SocketStream) -> int:
         core = self.core
         core.row.add("accepted")
-        pid = os.fork()
+        pid = process.fork(stream.where)
         if pid == 0:
             _child_main(core, stream)
         if core.trace:
@@ -621,7 +625,12 @@ class ThreadPerConnection(Model):
         self.running.add(thread)
         if self.core.trace:
             self.core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, memory): refused
+            self.running.discard(thread)
+            self.threads.forget(conn)
+            raise Busy(f"cannot start a thread to serve {stream.where}: {exc}") from exc
 
     def _serve(self, conn: Conn) -> None:
         try:
