@@ -5,9 +5,13 @@ Rules:
 - ``Gate.accept`` takes what a ready listener has queued (up to BATCH at a time); on
   EMFILE/ENFILE (a translated ``Busy``) it stops watching every listener for ACCEPT_PAUSE
   seconds (never spinning on a listener it cannot empty) and logs that at most every 5 s;
+  so does a blocking model that cannot fork or start a thread for a connection (``pause``;
+  that connection is refused: the server goes on, as socketserver's handle_error does);
   a connection over --max-conns is refused explicitly (the service's refusal bytes, if
   any, then FIN; what the client already sent is read and dropped first, or the close
-  would be an RST), never left hanging in the backlog;
+  would be an RST), never left hanging in the backlog; so is one whose descriptor the
+  model cannot watch (``fd_limit``: select(2)'s FD_SETSIZE; a larger one made select
+  raise and the server exit; nginx refuses to start select with more connections);
 - ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
   read) and closes one without traffic for longer than --idle-timeout, idle or owing output
   its peer does not take (a client that stopped reading holds a connection as surely as
@@ -66,11 +70,13 @@ class Gate:
         active: Callable[[], int],
         watch: Callable[[Listener[Any]], object] | None = None,
         unwatch: Callable[[Listener[Any]], object] | None = None,
+        fd_limit: int | None = None,
     ) -> None:
         self.core = core
         self.active = active
         self.watch = watch
         self.unwatch = unwatch
+        self.fd_limit = fd_limit  # descriptors from here on are refused (see the rules)
         self.paused_until = 0.0
         self._logged = 0.0
 
@@ -84,7 +90,7 @@ class Gate:
             try:
                 stream = listener.try_accept()
             except Busy as exc:
-                self._pause(exc)
+                self.pause(exc)
                 return
             if stream is None:
                 return
@@ -96,15 +102,27 @@ class Gate:
             if self.active() >= limit:
                 refuse(core, stream)
                 continue
+            if self.fd_limit is not None and stream.fileno() >= self.fd_limit:
+                self._warn(
+                    f"cannot watch fd {stream.fileno()} (select(2) takes fds below "
+                    f"{self.fd_limit}): connection refused; poll and epoll have no such limit"
+                )
+                refuse(core, stream)
+                continue
             yield stream
 
-    def _pause(self, exc: Busy) -> None:
+    def _warn(self, what: str) -> None:
         now = time.monotonic()
-        if now - self._logged > 5:
-            log.warning("%s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
+        if now - self._logged > 5:  # at most every 5 s
+            log.warning("%s", what)
             self._logged = now
+
+    def pause(self, exc: IPCError) -> None:
+        """Out of a resource (descriptors; processes or threads for a blocking model):
+        stop accepting for ACCEPT_PAUSE s, rather than failing one connection after another."""
+        self._warn(f"{exc}; pausing accept for {ACCEPT_PAUSE:.1f} s")
         self.core.row.add("errors")
-        self.paused_until = now + ACCEPT_PAUSE
+        self.paused_until = time.monotonic() + ACCEPT_PAUSE
         if self.unwatch is not None:
             for listener in self.core.listeners:
                 self.unwatch(listener)

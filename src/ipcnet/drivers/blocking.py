@@ -38,7 +38,7 @@ from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, S
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
-from ipcnet.errors import Interrupted, IPCError, Timeout
+from ipcnet.errors import Busy, Interrupted, IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
@@ -253,10 +253,14 @@ def _perform(
         cls = step.__class__
         if cls is Region:
             region: Any = step
-            if isinstance(stream, SocketStream):
-                sent = stream.sendfile(region.fd, region.offset, region.count)
-            else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
-                sent = copy_region(stream, region.fd, region.offset, region.count)
+            try:
+                if isinstance(stream, SocketStream):
+                    sent = stream.sendfile(region.fd, region.offset, region.count)
+                else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
+                    sent = copy_region(stream, region.fd, region.offset, region.count)
+            except IPCError:  # the step is over: reported, so its file is released
+                engine.sent(0, whole=True)
+                raise
             engine.sent(sent, whole=True)
             if trace:
                 trace(f"sendfile(fd {fd}, {region.path}) -> {sent} bytes")
@@ -340,7 +344,11 @@ def accept_loop(
                     answer(core, source)
                 else:
                     for stream in gate.accept(source):
-                        dispatch(stream)
+                        try:
+                            dispatch(stream)
+                        except IPCError as exc:  # no process or thread could take it
+                            refuse(core, stream)
+                            gate.pause(exc)
             gate.resume()
     finally:
         selector.close()
@@ -419,7 +427,7 @@ class Children:
     def fork(self, stream: SocketStream) -> int:
         core = self.core
         core.row.add("accepted")
-        pid = os.fork()
+        pid = process.fork(stream.where)
         if pid == 0:
             _child_main(core, stream)
         if core.trace:
@@ -629,7 +637,12 @@ class ThreadPerConnection(Model):
         self.running.add(thread)
         if self.core.trace:
             self.core.trace(f"thread {thread.name} serves fd {stream.fileno()}")
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, memory): refused
+            self.running.discard(thread)
+            self.threads.forget(conn)
+            raise Busy(f"cannot start a thread to serve {stream.where}: {exc}") from exc
 
     def _serve(self, conn: Conn) -> None:
         try:

@@ -189,6 +189,7 @@ class ServerCore:
         self.waker_r = self.waker.fileno()
         self._stats: StatsServer | None = None
         self._metrics: StatsServer | None = None
+        self._sigmask: set[int | signal.Signals] | None = None  # in a thread: _block_sigpipe
         # scale (issue 14): the listeners are someone else's too (a prefork worker's, or
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
@@ -295,6 +296,7 @@ class ServerCore:
 
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
+            self._block_sigpipe()
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -303,6 +305,16 @@ class ServerCore:
         # the kernel may deliver the signal to any thread; the C-level handler writes to
         # the waker so that the main thread's select() returns and runs the Python handler
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
+
+    def _block_sigpipe(self) -> None:
+        """Serving in a thread of a program that restored SIGPIPE's default (pipeline
+        tools do): no handler can be set here, and a write that takes no MSG_NOSIGNAL
+        (sendfile(2), an SSL socket's) to a peer that reset raises SIGPIPE in the
+        writing thread, which would end the process. Blocked in this thread and the
+        threads it starts, it stays pending there and the write's EPIPE is an error (as
+        nginx, which ignores SIGPIPE); ``close`` unblocks it, dropping one pending."""
+        if signal.getsignal(signal.SIGPIPE) == signal.SIG_DFL:
+            self._sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.terminate()
@@ -397,6 +409,10 @@ class ServerCore:
                     side.close()
         self.waker.close()
         self.counters.lock.close()
+        if self._sigmask is not None:  # (_block_sigpipe) in the thread that blocked it
+            signal.sigtimedwait({signal.SIGPIPE}, 0)  # pending, it would kill when unblocked
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._sigmask)
+            self._sigmask = None
 
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""

@@ -121,7 +121,11 @@ class Connection:
             cls = step.__class__
             if cls is Region:
                 region: Any = step
-                n = stream.try_sendfile(region.fd, region.offset, region.count)
+                try:
+                    n = stream.try_sendfile(region.fd, region.offset, region.count)
+                except IPCError:  # the step is over: reported, so its file is released
+                    engine.sent(0, whole=True)
+                    raise
                 if n is None:
                     engine.sent(0)
                     break  # the socket buffer is full: wait for EVENT_WRITE
@@ -183,6 +187,7 @@ class SelectorLoop(Model):
             active=self.conns.__len__,
             watch=lambda listener: self.selector.register(listener, READ, listener),
             unwatch=self.selector.unregister,
+            fd_limit=self.selector.fd_limit,
         )
 
     def modify(self, conn: Connection, old: int, new: int) -> None:

@@ -80,6 +80,15 @@ def signal_group(pgid: int, sig: int) -> bool:
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def fork(what: str) -> int:
+    """os.fork() for a child serving ``what``; out of processes (EAGAIN: RLIMIT_NPROC, a
+    cgroup's pids.max) is Busy, out of memory Broken."""
+    try:
+        return os.fork()
+    except OSError as exc:
+        raise translate(exc, "fork a child for", what) from exc
+
+
 def kill(pid: int, sig: int) -> bool:
     """kill(2) one of our children; False if it is gone already."""
     try:

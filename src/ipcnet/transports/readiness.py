@@ -8,6 +8,8 @@ poll(2) bits (``IN``, ``OUT``, and error or hang-up bits as the kernel reports t
 Rules: as ``selectors`` (whose Python layer this replaces on the hot path: no key tuple
 per call, no loop over the ready list): registering a descriptor twice is a KeyError,
 unregistering one the kernel already forgot (its owner closed it) is not an error.
+``fd_limit``: the first descriptor a backend cannot watch (select(2): FD_SETSIZE, a fixed
+bitmap size; passing a larger one raises, so a caller must refuse it first, not wait).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 IN, OUT = select.POLLIN, select.POLLOUT  # == select.EPOLLIN, select.EPOLLOUT
 MAX_EVENTS = 256  # per epoll_wait; level-triggered: the rest come with the next call
+FD_SETSIZE = 1024  # glibc's fd_set: select(2) watches descriptors below it only
 _KERNEL = (0, IN, OUT, IN | OUT)  # selectors' READ (1) / WRITE (2) bits -> poll(2) bits
 
 
@@ -33,6 +36,7 @@ class Poller:
     _add: Callable[[int, int], None]
     _change: Callable[[int, int], None]
     _remove: Callable[[int], None]
+    fd_limit: int | None = None  # select: FD_SETSIZE (see the rules)
 
     def __init__(self) -> None:
         self.data: dict[int, Any] = {}  # fd -> datum (the loop looks ready fds up here)
@@ -106,6 +110,8 @@ class PollPoller(Poller):
 
 
 class SelectPoller(Poller):
+    fd_limit = FD_SETSIZE
+
     def __init__(self) -> None:
         super().__init__()
         self.readers: set[int] = set()

@@ -399,7 +399,9 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def _error(self, exc: OSError, op: str) -> IPCError:
         if self._closed:
             return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
-        if isinstance(exc, BlockingIOError) and self._timeout and self.sock.getblocking():
+        # a timeout of 0 ("do not wait": a deadline already past) times out as well
+        timed = self._timeout is not None
+        if isinstance(exc, BlockingIOError) and timed and self.sock.getblocking():
             return Timeout(f"timed out: {op} {self.where} after {self._timeout} s")
         return translate(exc, op, self.where)
 
