@@ -93,9 +93,11 @@ def test_pipelined_requests_answered_in_order_across_jobs(root: Path) -> None:
 
 
 def test_header_deadline_is_armed_once_and_trickling_does_not_move_it(root: Path) -> None:
-    session, _ = service(root, header_timeout=5).start(Peer(None))
-    first = as_list(session.feed(b"GET / HTTP/1.1\r\n"))
-    assert first == [Timer(5)]
+    """From the accept (nginx's client_header_timeout), not from the first byte: a client
+    silent until just before it, then trickling, would have had twice the time."""
+    session, first = service(root, header_timeout=5).start(Peer(None))
+    assert list(as_list(first)) == [Timer(5)]
+    assert as_list(session.feed(b"GET / HTTP/1.1\r\n")) == ()
     for byte in b"Host: a":
         assert not any(isinstance(a, Timer) for a in as_list(session.feed(bytes([byte]))))
     timeout = drive(session, session.on_timer())
@@ -103,6 +105,18 @@ def test_header_deadline_is_armed_once_and_trickling_does_not_move_it(root: Path
     assert any(isinstance(a, ShutdownWrite) for a in timeout)
     assert session.feed(b"more ignored") is None  # lingering: read and dropped
     assert list(as_list(session.on_timer())) == [Close()]
+
+
+def test_a_new_connection_silent_past_the_deadline_is_closed_without_an_answer(
+    root: Path,
+) -> None:
+    """nginx closes it without a 408 (a browser's unused preconnection must not read
+    one); bytes of a head before the deadline make it the 408 case above."""
+    session, _ = service(root, header_timeout=5).start(Peer(None))
+    assert list(as_list(session.on_timer())) == [Close()]
+    keep_alive, _ = service(root).start(Peer(None))
+    assert wire(drive(keep_alive, keep_alive.feed(b"GET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")))
+    assert keep_alive.on_timer() is None  # idle between requests: the driver's idle timeout
 
 
 def test_complete_head_disarms_the_deadline(root: Path) -> None:
@@ -116,8 +130,9 @@ def test_complete_head_disarms_the_deadline(root: Path) -> None:
 def test_body_refused_then_lingers_until_eof(root: Path) -> None:
     session, _ = service(root).start(Peer(None))
     actions = as_list(session.feed(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234"))
+    assert actions[0] == Timer(None)  # the first head came: the deadline from the accept is over
     assert wire(list(actions)).startswith(b"HTTP/1.1 413 ")
-    assert isinstance(actions[1], ShutdownWrite)
+    assert isinstance(actions[2], ShutdownWrite)
     assert session.feed(b"56789") is None
     assert list(as_list(session.feed_eof())) == [Close()]
 
@@ -314,9 +329,9 @@ def test_states_follow_the_transition_table(root: Path) -> None:
     """The moves of session.py's table, one by one, with the actions each returns."""
     from ipcnet.protocols.http.session import State
 
-    session, _ = service(root, header_timeout=5, linger_timeout=2).start(Peer(None))
-    assert session.state is State.IDLE
-    assert as_list(session.feed(b"GET /medium.bin HTTP/1.1\r\n")) == [Timer(5)]
+    session, first = service(root, header_timeout=5, linger_timeout=2).start(Peer(None))
+    assert session.state is State.NEW and list(as_list(first)) == [Timer(5)]
+    assert as_list(session.feed(b"GET /medium.bin HTTP/1.1\r\n")) == ()  # it runs on
     assert session.state is State.READING
     actions = as_list(session.feed(b"Host: a\r\n\r\n"))
     assert actions[0] == Timer(None) and isinstance(actions[-1], Run)

@@ -19,7 +19,11 @@ start-up), stopped with ``request_stop``, except where a process is needed:
   ValueError and the server exited; nginx refuses to start its select module with more
   worker_connections than FD_SETSIZE;
 - a thread (or a child) that cannot be started for a connection refuses that connection,
-  and the server goes on (one server process, its address space limited meanwhile).
+  and the server goes on (one server process, its address space limited meanwhile);
+- clients that connect and send nothing are closed at the header deadline, counted from
+  the accept (nginx's client_header_timeout), without an answer: before, the deadline
+  began at the first byte, so two silent clients held both of a pool's workers, and
+  one the iterative server, for the idle timeout (300 s), and nobody else was served.
 """
 
 from __future__ import annotations
@@ -321,3 +325,27 @@ def test_sigpipe_never_kills_a_server_running_in_a_thread() -> None:
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (0, "thread served on\nepoll served on\n"), done.stderr
+
+
+@pytest.mark.parametrize("model", IN_PROCESS)
+def test_silent_clients_are_closed_at_the_header_deadline_and_others_served(
+    model: str, tmp_path
+) -> None:
+    from ipcnet.httpd import HttpOptions, make_service
+    from ipcnet.protocols.http import Limits
+
+    (tmp_path / "hi.txt").write_bytes(b"hi\n")
+    limits = Limits(header_timeout=0.3)
+    service = make_service(tmp_path, HttpOptions(quiet=True, limits=limits))
+    with _served(service, model) as (_, port):  # workers=2: pool has two threads
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        try:
+            answer = _exchange(
+                port, b"GET /hi.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nhi\n")
+            for sock in silent:
+                assert sock.recv(100) == b"", f"{model}: no close, or an answer to nothing"
+        finally:
+            for sock in silent:
+                sock.close()

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=timeout,
         default=10.0,
         metavar="S",
-        help="a request head must arrive within S seconds, else 408 (10)",
+        help="a request head must come within S seconds (the first: of the accept), else 408 (10)",
     )
     g.add_argument(
         "--max-header-bytes",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ipcnet.protocols.base import Actions, BaseService, Peer
+from ipcnet.protocols.base import Actions, BaseService, Peer, Timer
 from ipcnet.protocols.http import responses
 from ipcnet.protocols.http.session import HttpSession
 from ipcnet.protocols.http.shared import Shared
@@ -29,7 +29,8 @@ class HttpService(Shared, BaseService):
         return responses.refusal(self.dates.now())
 
     def start(self, peer: Peer) -> tuple[HttpSession, Actions]:
-        return HttpSession(self, peer), None
+        """A session, and the deadline for its first request head (``HttpSession``'s NEW)."""
+        return HttpSession(self, peer), Timer(self.limits.header_timeout)
 
     def drain(self) -> None:
         """The server stops: every later answer says ``Connection: close`` and closes, so

@@ -7,6 +7,9 @@ States and transitions (h11 style: one named state, every move in this table):
 
     state      event                                   actions                      next
     ---------  --------------------------------------  ---------------------------  ---------
+    (start)    accepted                                Timer(header_timeout)        NEW
+    NEW        bytes: as from READING (the deadline from the accept runs on)
+    NEW        the timer fires (nothing came)          Close                        CLOSED
     IDLE       bytes, no complete head yet             Timer(header_timeout)        READING
     READING    more bytes, still no complete head      -                            READING
     READING    the head completes                      Timer(None), as from IDLE
@@ -21,7 +24,7 @@ States and transitions (h11 style: one named state, every move in this table):
                nothing received after it
     IDLE       the same with input after it, or an     the answer, ShutdownWrite,   LINGERING
                error that ends the connection          Timer(linger_timeout)
-    IDLE       EOF (READING too)                       Close                        CLOSED
+    IDLE       EOF (NEW, READING too)                  Close                        CLOSED
     LINGERING  bytes                                   - (dropped; Close once       LINGERING
                                                        linger_bytes were dropped)   / CLOSED
     LINGERING  EOF, or the timer                       Close                        CLOSED
@@ -33,8 +36,12 @@ order, and a job stops the parsing of later ones until ``resume``.
 
 Rules:
 - the header deadline is armed once, when a head is first seen incomplete (empty lines
-  before a request line count: they begin the head); bytes trickling in do not move it
-  (slowloris -> 408); keep-alive idleness is the driver's idle timeout;
+  before a request line count: they begin the head), or at the accept for the first
+  request (nginx's client_header_timeout: a client that sends nothing would hold a
+  thread or a pool worker until the idle timeout); bytes trickling in do not move it
+  (slowloris -> 408; silence on a new connection -> a close without an answer, as
+  nginx, so a browser's unused preconnection sees no stray 408); keep-alive idleness
+  is the driver's idle timeout;
 - framing errors (400, 414, 431, 501 for a transfer coding, 505) and any request body
   (413 for GET/HEAD/OPTIONS, 405 or 501 for other methods) end the connection; target
   errors (400/403), 404, 405/501 without a body, 412 keep it alive;
@@ -76,6 +83,7 @@ from ipcnet.protocols.http.target import Target
 
 
 class State(Enum):
+    NEW = "new"  # accepted, nothing read yet; the header deadline runs from the accept
     IDLE = "idle"  # between requests (buf may hold pipelined input)
     READING = "reading"  # a partial head is in buf; the header deadline is armed
     WAITING = "waiting"  # a Run job is out; input is kept in buf
@@ -83,7 +91,7 @@ class State(Enum):
     CLOSED = "closed"  # Close was returned
 
 
-IDLE, READING, WAITING, LINGERING, CLOSED = State
+NEW, IDLE, READING, WAITING, LINGERING, CLOSED = State
 
 ALLOW = [(b"Allow", b"GET, HEAD, OPTIONS")]
 # methods with a meaning for any resource (RFC 9110 §9.3, RFC 5789): 405, others 501
@@ -184,7 +192,7 @@ class HttpSession:
         self.shared = shared
         self.peer = peer
         self.parser: HeadParser | None = None  # made on the first head not in the memo
-        self.state = IDLE
+        self.state = NEW
         self.buf = b""  # input not yet answered: a partial head, or pipelined requests
         self.job: Run | None = None  # WAITING: the job out, the request and what to do next
         self.request: Request | None = None
@@ -196,7 +204,7 @@ class HttpSession:
 
     def feed(self, data: bytes) -> Actions:
         state = self.state
-        if state is not IDLE and state is not READING:
+        if state is not IDLE and state is not READING and state is not NEW:
             if state is LINGERING:
                 return self._linger(len(data))
             if state is WAITING:  # drivers do not feed during a job; keep it anyway
@@ -232,14 +240,14 @@ class HttpSession:
             data, self.buf = self.buf, b""
             if data:
                 self._serve(data, out)
-            if self.eof and (self.state is IDLE or self.state is READING):
+            if self.eof and (self.state is IDLE or self.state is READING):  # (never NEW)
                 self.state = CLOSED
                 out.append(CLOSE)
         return out
 
     def on_timer(self) -> Actions:
         state = self.state
-        if state is LINGERING:
+        if state is LINGERING or state is NEW:
             self.state = CLOSED
             return CLOSE
         if state is READING:
@@ -273,7 +281,7 @@ class HttpSession:
                 self.buf = data
                 self._reading(out)
                 return
-            if self.state is READING:
+            if self.state is not IDLE:  # READING or NEW: the deadline is over
                 self.state = IDLE
                 out.append(Timer(None))
             raw, data = data[:cut], data[cut:]
@@ -290,6 +298,8 @@ class HttpSession:
         if self.state is IDLE:
             self.state = READING
             out.append(Timer(self.shared.limits.header_timeout))
+        elif self.state is NEW:
+            self.state = READING  # the deadline armed at the accept runs on
 
     def _too_big(self, head: bytes) -> int:
         """414/431 for a head that is already over a limit though not yet complete."""
