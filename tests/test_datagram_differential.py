@@ -79,6 +79,39 @@ def test_udp_echo_answers_every_datagram_from_a_usable_address(
             assert (got, sender[:2]) == (data, (source or host, port))
 
 
+@pytest.mark.parametrize(
+    ("family", "wildcard", "host"),
+    [
+        (socket.AF_INET, "0.0.0.0", "127.0.0.3"),
+        (socket.AF_INET6, "::", "::ffff:127.0.0.3"),
+    ],
+)
+def test_an_inherited_wildcard_socket_answers_from_the_address_asked(
+    family: int, wildcard: str, host: str
+) -> None:
+    """A socket handed over (SIGUSR2's new master adopts fd://N, systemd://) lost the
+    answer-from-destination rule of a udp:// one it binds itself: after an upgrade, a
+    client connected to 127.0.0.3 (nc -u, socat UDP:) got its reply from 127.0.0.1 and
+    dropped it."""
+    import ipcnet
+
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((wildcard, 0))
+        port = sock.getsockname()[1]
+        with (
+            ipcnet.open_datagram(f"fd://{os.dup(sock.fileno())}", listen=True) as endpoint,
+            socket.socket(family, socket.SOCK_DGRAM) as client,
+        ):
+            client.settimeout(WAIT)
+            client.connect((host, port))  # the kernel drops datagrams from other addresses
+            client.send(b"asked")
+            data, sender = endpoint.recv()
+            endpoint.send(data, to=sender)
+            assert client.recv(100) == b"asked"
+
+
 def test_udp_echo_keeps_each_senders_datagrams_and_boundaries(server: Server) -> None:
     """Twenty clients send ten datagrams each before reading: each gets back its own, whole."""
     port = _port(server.addresses[1])
