@@ -27,6 +27,7 @@ from serverkit import Server, serving
 
 IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
 WAIT = 5.0  # seconds a reply may take (reached only when it never comes: a failure)
+ONE_SERVER = pytest.mark.xdist_group("datagram-differential-server")  # started once
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,7 @@ ECHO_CASES = [
 ]
 
 
+@ONE_SERVER
 @pytest.mark.parametrize(("index", "family", "host", "source"), ECHO_CASES)
 def test_udp_echo_answers_every_datagram_from_a_usable_address(
     server: Server, index: int, family: int, host: str, source: str | None
@@ -112,6 +114,7 @@ def test_an_inherited_wildcard_socket_answers_from_the_address_asked(
             assert client.recv(100) == b"asked"
 
 
+@ONE_SERVER
 def test_udp_echo_keeps_each_senders_datagrams_and_boundaries(server: Server) -> None:
     """Twenty clients send ten datagrams each before reading: each gets back its own, whole."""
     port = _port(server.addresses[1])
@@ -131,6 +134,7 @@ def test_udp_echo_keeps_each_senders_datagrams_and_boundaries(server: Server) ->
             c.close()
 
 
+@ONE_SERVER
 def test_a_blocking_model_drops_a_reply_to_a_full_unixgram_queue(server: Server) -> None:
     """A unix datagram send blocks while the receiver's queue is full: a client that sends
     and never reads held the thread model's one datagram loop in sendto, and nobody else
@@ -202,7 +206,7 @@ def _listener(*options: str, stdin: int = subprocess.PIPE) -> tuple[subprocess.P
 def test_connect_listen_udp_locks_onto_its_first_peer() -> None:
     """nc -lu and socat UDP-LISTEN hear only the first sender once it is known; ipcnet
     printed whatever anybody sent (b's datagram between a's two)."""
-    proc, port = _listener()
+    proc, port = _listener("--linger", "0")
     assert proc.stdin is not None and proc.stdout is not None
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
