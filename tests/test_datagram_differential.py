@@ -115,6 +115,26 @@ def test_an_inherited_wildcard_socket_answers_from_the_address_asked(
 
 
 @ONE_SERVER
+@pytest.mark.parametrize("url", ["udp://[::ffff:127.0.0.1]:0", "udp6://[::ffff:127.0.0.1]:0"])
+def test_a_v4_mapped_address_can_be_bound(url: str) -> None:
+    """socket.bind(("::ffff:127.0.0.1", 0)) and socat bind=[::ffff:127.0.0.1] serve IPv4
+    peers there; ipcnet set IPV6_V6ONLY on every named IPv6 host, and Linux refuses a
+    v4-mapped address on such a socket: "invalid argument: bind"."""
+    import ipcnet
+
+    with (
+        ipcnet.open_datagram(url, listen=True) as endpoint,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        client.settimeout(WAIT)
+        client.connect(("127.0.0.1", _port(endpoint.where)))
+        client.send(b"mapped")
+        data, sender = endpoint.recv()
+        assert sender is not None and sender.host == "127.0.0.1"
+        endpoint.send(data, to=sender)
+        assert client.recv(100) == b"mapped"
+
+
 def test_udp_echo_keeps_each_senders_datagrams_and_boundaries(server: Server) -> None:
     """Twenty clients send ten datagrams each before reading: each gets back its own, whole."""
     port = _port(server.addresses[1])
