@@ -14,6 +14,7 @@ clients on one socket) are in the module's table too, so one server answers them
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,7 +115,6 @@ def test_an_inherited_wildcard_socket_answers_from_the_address_asked(
             assert client.recv(100) == b"asked"
 
 
-@ONE_SERVER
 @pytest.mark.parametrize("url", ["udp://[::ffff:127.0.0.1]:0", "udp6://[::ffff:127.0.0.1]:0"])
 def test_a_v4_mapped_address_can_be_bound(url: str) -> None:
     """socket.bind(("::ffff:127.0.0.1", 0)) and socat bind=[::ffff:127.0.0.1] serve IPv4
@@ -135,6 +135,7 @@ def test_a_v4_mapped_address_can_be_bound(url: str) -> None:
         assert client.recv(100) == b"mapped"
 
 
+@ONE_SERVER
 def test_udp_echo_keeps_each_senders_datagrams_and_boundaries(server: Server) -> None:
     """Twenty clients send ten datagrams each before reading: each gets back its own, whole."""
     port = _port(server.addresses[1])
@@ -250,19 +251,23 @@ def test_connect_listen_udp_locks_onto_its_first_peer() -> None:
     assert (proc.returncode, out, err) == (0, b"", b"")
 
 
-def test_connect_listen_udp_waits_for_its_peer_when_stdin_is_empty() -> None:
-    """`socat - UDP-LISTEN:p </dev/null` and `nc -lu` wait for the first datagram and print
-    it; ipcnet ended 0.5 s (--linger) after stdin's EOF with no peer at all."""
-    proc, port = _listener("--linger", "0", stdin=subprocess.DEVNULL)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-        a.sendto(b"late\n", ("127.0.0.1", port))
+@pytest.mark.parametrize(
+    ("options", "signum", "status", "message"),
+    [
+        (("--connect-timeout", "0.1"), None, 1, "timed out: wait for a peer on {url}"),
+        ((), signal.SIGTERM, 128 + signal.SIGTERM, "interrupted: no peer came to {url}"),
+    ],
+)
+def test_connect_listen_udp_gives_up_waiting_for_a_peer(
+    options: tuple[str, ...], signum: int | None, status: int, message: str
+) -> None:
+    """With stdin empty, `socat - UDP-LISTEN:p </dev/null` and `nc -lu` wait for the first
+    datagram; ipcnet ended 0.5 s (--linger) after stdin's EOF, status 0, with no peer at
+    all. It waits now: --connect-timeout bounds that, as it does for --listen tcp://, and
+    a signal ends it with 128 + its number and a word on stderr (the module's contract)."""
+    proc, port = _listener(*options, stdin=subprocess.DEVNULL)
+    if signum is not None:
+        proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
-    assert (proc.returncode, out, err) == (0, b"late\n", b"")
-
-
-def test_connect_listen_udp_gives_up_waiting_for_a_peer_after_connect_timeout() -> None:
-    """--connect-timeout bounds the wait for a peer, as it does for --listen tcp://."""
-    proc, port = _listener("--connect-timeout", "0.1", stdin=subprocess.DEVNULL)
-    out, err = proc.communicate(timeout=30)
-    message = f"ipcnet connect: timed out: wait for a peer on udp://127.0.0.1:{port}\n"
-    assert (proc.returncode, out, err.decode()) == (1, b"", message)
+    said = "ipcnet connect: " + message.format(url=f"udp://127.0.0.1:{port}") + "\n"
+    assert (proc.returncode, out, err.decode()) == (status, b"", said)

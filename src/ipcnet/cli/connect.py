@@ -83,13 +83,17 @@ def run(args: argparse.Namespace) -> int:
     caught = _signals_interrupt()
     child = None  # exec:'s process, reaped when its channel closes
     if address.kind == "datagram":
-        endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
+        try:  # from the bind to the first peer (--listen): a signal ends the wait
+            endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
+            first = _first_peer(endpoint, args.connect_timeout) if args.listen else b""
+        except IPCError as exc:
+            return _fail(exc)
+        except KeyboardInterrupt:
+            print(f"ipcnet connect: interrupted: no peer came to {address}", file=sys.stderr)
+            return 128 + (caught[-1] if caught else signal.SIGINT)
         with endpoint:
-            if args.listen:
-                try:
-                    local.write(_first_peer(endpoint, args.connect_timeout))
-                except IPCError as exc:
-                    return _fail(exc)
+            if first:
+                local.write(first)
             linger = 0.5 if args.linger is None else args.linger
             result = relay_datagrams(local, endpoint, linger=linger)
     else:
@@ -133,8 +137,11 @@ def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:
     endpoint.timeout = timeout
     try:
         data, sender = endpoint.recv()
-    except Timeout:
-        raise Timeout(f"timed out: wait for a peer on {endpoint.where}") from None
+    except BaseException as exc:  # a timeout, a datagram too large, a signal
+        endpoint.close()  # and its unix socket file
+        if isinstance(exc, Timeout):
+            raise Timeout(f"timed out: wait for a peer on {endpoint.where}") from None
+        raise
     endpoint.timeout = None
     endpoint.keep_to(sender)
     return data
