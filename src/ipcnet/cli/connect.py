@@ -6,8 +6,10 @@ It never exits 0 while the peer may still be sending: with ``--linger S`` (an id
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
 128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
 (as socat does); stdio: (this command's own stdin and stdout) is refused. With ``--listen``
-it accepts one peer on URL first. Datagram addresses send one datagram per read of stdin
-and print each datagram received (``--max-datagram`` bounds its size).
+it accepts one peer on URL first: over a datagram address, the sender of the first datagram,
+the only one heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one
+datagram per read of stdin and print each datagram received (``--max-datagram`` bounds its
+size).
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import argparse
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ipcnet.cli import tlsflags
 from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated
+
+if TYPE_CHECKING:
+    from ipcnet.transports import DatagramEndpoint
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
 
@@ -59,7 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
     from ipcnet.channel import connect, listen, open_datagram, stdio
-    from ipcnet.errors import PeerClosed, Truncated
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports.stdio import open_std_fds
 
@@ -77,10 +83,19 @@ def run(args: argparse.Namespace) -> int:
     caught = _signals_interrupt()
     child = None  # exec:'s process, reaped when its channel closes
     if address.kind == "datagram":
-        endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
+        try:  # from the bind to the first peer (--listen): a signal ends the wait
+            endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
+            first = _first_peer(endpoint, args.connect_timeout) if args.listen else b""
+        except IPCError as exc:
+            return _fail(exc)
+        except KeyboardInterrupt:
+            print(f"ipcnet connect: interrupted: no peer came to {address}", file=sys.stderr)
+            return 128 + (caught[-1] if caught else signal.SIGINT)
         with endpoint:
+            if first:
+                local.write(first)
             linger = 0.5 if args.linger is None else args.linger
-            result = relay_datagrams(local, endpoint, reply_to_first=args.listen, linger=linger)
+            result = relay_datagrams(local, endpoint, linger=linger)
     else:
         tls = tlsflags.keywords(args)
         if args.listen:
@@ -97,11 +112,7 @@ def run(args: argparse.Namespace) -> int:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
         if stdout_gone and "stdio" in str(error):
             return 0  # our stdout's reader left (| head): not an error of ours
-        message = str(error)
-        if isinstance(error, Truncated):  # the library's max_size is this command's option
-            message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
-        print(f"ipcnet connect: {message}", file=sys.stderr)
-        return 1
+        return _fail(error)
     cut = result.backward in result.unfinished and address.kind != "datagram"
     if cut:
         why = "interrupted" if result.interrupted else f"no data for {args.linger:g} s"
@@ -118,6 +129,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:
+    """Wait for the first datagram as accept() waits for a connection (even when stdin is
+    empty); its sender becomes the only peer. Returns the datagram."""
+    endpoint.timeout = timeout
+    try:
+        data, sender = endpoint.recv()
+    except BaseException as exc:  # a timeout, a datagram too large, a signal
+        endpoint.close()  # and its unix socket file
+        if isinstance(exc, Timeout):
+            raise Timeout(f"timed out: wait for a peer on {endpoint.where}") from None
+        raise
+    endpoint.timeout = None
+    endpoint.keep_to(sender)
+    return data
+
+
+def _fail(error: IPCError) -> int:
+    message = str(error)
+    if isinstance(error, Truncated):  # the library's max_size is this command's option
+        message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
+    print(f"ipcnet connect: {message}", file=sys.stderr)
+    return 1
 
 
 def _signals_interrupt() -> list[int]:

@@ -2,8 +2,11 @@
 
 Role: a readiness loop (any model's) says an endpoint is readable; ``answer`` receives one
 datagram, hands it to ``service.datagram`` and sends the Send actions back to the sender.
-Rules: only Send actions mean something for a datagram (each is one reply); a bad datagram
-or a failed reply is counted and logged, and the endpoint keeps serving.
+Rules: the endpoint is non-blocking (every loop sets it so): a reply that cannot go at
+once (a unix peer's queue is full) is dropped, as a UDP queue drops it, and nothing to read
+(another worker took the datagram) is no error; only Send actions mean something for a
+datagram (each is one reply); a bad datagram or a failed reply is counted and logged, and
+the endpoint keeps serving.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ipcnet.errors import IPCError
+from ipcnet.errors import Busy, IPCError
 from ipcnet.protocols.base import Peer, as_list
 from ipcnet.transports import DatagramEndpoint
 
@@ -28,6 +31,8 @@ def answer(core: ServerCore, endpoint: DatagramEndpoint, row: Row | None = None)
     trace = core.trace
     try:
         data, sender = endpoint.recv()
+    except Busy:
+        return  # EAGAIN: woken with the other workers, one of which took it
     except IPCError as exc:
         row.add("errors")
         log.debug("datagram on %s: %s", endpoint.where, exc)

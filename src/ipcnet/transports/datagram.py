@@ -5,7 +5,9 @@ Rules: one send is one datagram and one recv returns exactly one datagram, so bo
 are kept; ``b""`` is a valid (empty) message, not EOF; a datagram larger than ``max_size``
 raises ``Truncated`` with its real size (MSG_TRUNC), never comes back silently cut; a send
 too large for the kernel raises ``MessageTooLarge``. A server bound to a wildcard address
-(``answer_from_destination``) sends each reply from the address its datagram was sent to.
+(``answer_from_destination``) sends each reply from the address its datagram was sent to
+(a unicast one: the kernel's choice for a broadcast). ``keep_to`` makes an unconnected
+endpoint hear and answer one peer only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 DEFAULT_MAX_SIZE = 65536  # every UDP datagram fits; unixgram ones can be larger
 UDP_MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header); IPv6 allows 20 more
 IP_PKTINFO = 8  # linux/in.h (the socket module of Python 3.11 does not name it)
-_PKTINFO_SPACE = socket.CMSG_SPACE(20)  # in6_pktinfo, the larger of the two
+# an IPv4 datagram on a dual-stack socket brings both: in6_pktinfo and in_pktinfo
+_PKTINFO_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(12)
+
+
+def _answer(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, int, bytes] | None:
+    """The cmsg that sends a reply from the address a datagram came to: in_pktinfo with
+    the datagram's ipi_spec_dst (IPv4, also on a dual-stack socket), else its in6_pktinfo."""
+    info = {(level, kind): data for level, kind, data in ancillary}
+    v4 = info.get((socket.IPPROTO_IP, IP_PKTINFO))
+    if v4 is not None:
+        return (socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + v4[4:8] + bytes(4))
+    v6 = info.get((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO))
+    return None if v6 is None else (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, v6)
 
 
 class DatagramEndpoint(SocketEndpoint):
@@ -40,23 +54,30 @@ class DatagramEndpoint(SocketEndpoint):
         super().__init__(sock, where, cleanup=cleanup)
         self.max_size = max_size
         self._buf = bytearray(max_size)
-        self._info: tuple[int, int] | None = None  # (level, type) of packet info, if asked
-        self._dest: bytes | None = None  # the packet info of the last datagram received
+        self._pktinfo = False  # asked for each datagram's destination (packet info)
+        self._dest: tuple[int, int, bytes] | None = None  # the cmsg that answers the last
+        self._only: tuple[Address | None] | None = None  # (keep_to's peer,)
 
     def answer_from_destination(self) -> None:
         """Learn each datagram's destination address (IP_PKTINFO, IPV6_PKTINFO) and send
         replies from it: bound to 0.0.0.0 or ::, the kernel would otherwise pick the source
         by route, and a client whose socket is connected to the address it asked (nc -u,
-        socat udp:) drops a reply from any other (127.0.0.2 answered from 127.0.0.1)."""
-        if self.sock.family == socket.AF_INET6:
-            info = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO)
-            ask = socket.IPV6_RECVPKTINFO
-        else:
-            info = (socket.IPPROTO_IP, IP_PKTINFO)
-            ask = IP_PKTINFO
+        socat udp:) drops a reply from any other (127.0.0.2 answered from 127.0.0.1). Over
+        IPv4 the source is in_pktinfo's ipi_spec_dst, the datagram's destination unless that
+        was a broadcast (the kernel refuses to send from one); a dual-stack socket asks
+        for in_pktinfo too, for its IPv4 peers."""
         with translating("ask for packet info on", self.where):
-            self.sock.setsockopt(info[0], ask, 1)
-        self._info = info
+            if self.sock.family == socket.AF_INET6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self._pktinfo = True
+
+    def keep_to(self, peer: Address | None) -> None:
+        """From now on exchange datagrams with ``peer`` only, as nc -u -l does with its
+        first: ``recv`` drops what anyone else sends and ``send`` without ``to`` answers
+        ``peer``. Not connect(2), which on a wildcard socket would also fix our own address
+        by route (no more datagrams to any other) and keep what others had queued."""
+        self._only = (peer,)
 
     @property
     def max_payload(self) -> int:
@@ -68,15 +89,17 @@ class DatagramEndpoint(SocketEndpoint):
         return UDP_MAX_PAYLOAD if inet else self.max_size
 
     def send(self, data: bytes | bytearray | memoryview, to: Address | str | None = None) -> None:
-        """Send one datagram, to the connected peer or to ``to``."""
+        """Send one datagram, to ``to``, or to the connected or ``keep_to`` peer."""
+        if to is None and self._only is not None:
+            to = self._only[0]
         target = self.where if to is None else str(to)
         self._blocked += 1  # a unix datagram send blocks while the receiver's queue is full
         try:
             self._check_open("send on")
             if to is None:
                 self.sock.send(data)
-            elif self._dest is not None and self._info is not None:  # from where it came
-                self.sock.sendmsg([data], [(*self._info, self._source())], 0, self._sockaddr(to))
+            elif self._dest is not None:  # from where it came
+                self.sock.sendmsg([data], [self._dest], 0, self._sockaddr(to))
             else:
                 self.sock.sendto(data, self._sockaddr(to))
         except OSError as exc:
@@ -91,25 +114,32 @@ class DatagramEndpoint(SocketEndpoint):
             if self._closed:
                 self._leave()
 
-    def _source(self) -> bytes:
-        """The packet info that sends from the last datagram's destination address."""
-        dest = self._dest or b""
-        if self.sock.family == socket.AF_INET6:
-            return dest  # in6_pktinfo: that address, that interface
-        return bytes(4) + dest[8:12] + bytes(4)  # in_pktinfo: ipi_spec_dst = its ipi_addr
-
     def recv(self) -> tuple[bytes, Address | None]:
         """Receive one whole datagram and its sender (None for an unnamed unix socket)."""
+        while True:
+            size, ancillary, sender = self._recv_one()
+            if self._only is None or sender == self._only[0]:
+                break
+        if size > self.max_size:
+            raise Truncated(
+                f"datagram of {size} bytes is larger than the {self.max_size}-byte buffer "
+                f"of {self.where}; it was dropped (raise max_size)"
+            )
+        if self._pktinfo:
+            self._dest = _answer(ancillary)
+        return bytes(self._buf[:size]), sender
+
+    def _recv_one(self) -> tuple[int, list[tuple[int, int, bytes]], Address | None]:
         self._blocked += 1
         try:
             self._check_open("receive on")
-            if self._info is None:
-                size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
-            else:
+            if self._pktinfo:
                 size, ancillary, _, sender = self.sock.recvmsg_into(
                     [self._buf], _PKTINFO_SPACE, socket.MSG_TRUNC
                 )
-                self._dest = next((data for _, _, data in ancillary), None)
+            else:
+                size, sender = self.sock.recvfrom_into(self._buf, 0, socket.MSG_TRUNC)
+                ancillary = []
         except OSError as exc:
             if self._closed:
                 raise Closed(f"closed while receiving on {self.where}") from exc
@@ -120,12 +150,7 @@ class DatagramEndpoint(SocketEndpoint):
                 self._leave()
         if self._closed:
             raise Closed(f"closed while receiving on {self.where}")
-        if size > self.max_size:
-            raise Truncated(
-                f"datagram of {size} bytes is larger than the {self.max_size}-byte buffer "
-                f"of {self.where}; it was dropped (raise max_size)"
-            )
-        return bytes(self._buf[:size]), sockaddr_to_address(self._scheme, sender)
+        return size, ancillary, sockaddr_to_address(self._scheme, sender)
 
     def _sockaddr(self, to: Address | str) -> tuple[object, ...] | str | bytes:
         if isinstance(to, str):

@@ -16,6 +16,7 @@ import stat
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressNotAvailable, Unsupported
+from ipcnet.transports import udp
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.datagram import DatagramEndpoint
 from ipcnet.transports.oserrors import translate
@@ -56,7 +57,8 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> Datagr
     if sock.type != socket.SOCK_DGRAM:
         sock.detach()
         raise Unsupported(f"{address} is not a datagram socket")
-    return DatagramEndpoint(sock, str(address), max_size=max_size)
+    # c-dgram: an inherited wildcard udp socket answers from each datagram's address too
+    return udp.from_destination(DatagramEndpoint(sock, str(address), max_size=max_size))
 
 
 def resolve_fd(address: Address) -> int:
