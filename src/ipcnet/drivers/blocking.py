@@ -326,7 +326,7 @@ def accept_loop(
         selector.register(listener, READ, listener)
     datagrams = set(core.datagrams)
     for endpoint in datagrams:
-        endpoint.timeout = 0.0  # c-dgram: a reply to a full unixgram queue is dropped, not awaited
+        endpoint.timeout = 0.0  # a reply to a full unixgram queue is dropped, not awaited
         selector.register(endpoint, READ, endpoint)
     selector.register(core.waker_r, READ, None)
     sources = selector.data

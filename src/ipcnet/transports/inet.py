@@ -99,7 +99,7 @@ def bind(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 v6only = address.family_hint == 6 or bool(address.host)
-                # c-dgram: Linux binds a v4-mapped address only on a dual-stack socket
+                # Linux binds a v4-mapped address only on a dual-stack socket
                 v6only = v6only and not str(sockaddr[0]).startswith("::ffff:")
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
             sock.bind(sockaddr)

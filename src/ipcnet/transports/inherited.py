@@ -57,7 +57,7 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> Datagr
     if sock.type != socket.SOCK_DGRAM:
         sock.detach()
         raise Unsupported(f"{address} is not a datagram socket")
-    # c-dgram: an inherited wildcard udp socket answers from each datagram's address too
+    # an inherited wildcard udp socket answers from each datagram's address too
     return udp.from_destination(DatagramEndpoint(sock, str(address), max_size=max_size))
 
 

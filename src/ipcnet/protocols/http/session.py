@@ -641,7 +641,7 @@ class HttpSession:
         spec = head.get(b"range") if head.method == "GET" else None  # §14.2: GET only
         if spec is not None:
             ranges = parse_range(spec, size, shared.limits.max_ranges)
-            # [files-differential] §13.1.5: a stale If-Range drops the Range, even one past
+            # §13.1.5: a stale If-Range drops the Range, even one past
             # the end (200 with the whole new file, not 416); step 5 of §13.2.2, done first
             if_range = head.get(b"if-range")
             if if_range is not None and not if_range_holds(if_range, etag, modified):
