@@ -153,3 +153,46 @@ def test_an_abstract_name_that_is_not_utf8_is_connected_to() -> None:
             with listener.accept()[0] as server:
                 client.write(b"x")
                 assert server.recv(1) == b"x"
+
+
+def _tcp_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until something listens on 127.0.0.1:``port`` (the kernel's table says so)."""
+    needle = f"0100007F:{port:04X} 00000000:0000 0A"
+    for _ in range(2000):
+        if proc.poll() is not None or needle in Path("/proc/net/tcp").read_text():
+            return
+        threading.Event().wait(0.01)
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "tls-handshake"])
+def test_a_signal_while_waiting_for_the_peer_is_128_plus_it_with_a_word(listen: bool) -> None:
+    """The module's contract (128 + the signal, and what it gave up on) held for the
+    datagram wait only: SIGTERM in `connect --listen tcp://`'s accept, or in a connect
+    still in its TLS handshake, ended with a silent 130 (SIGINT's number)."""
+    import signal
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never speaks TLS
+        port = silent.getsockname()[1]
+        if listen:
+            silent.close()  # only its free port is wanted
+            url = f"tcp://127.0.0.1:{port}"
+            argv = [*IPCNET, "--listen", url]
+        else:
+            url = f"tls://127.0.0.1:{port}"
+            argv = [*IPCNET, url]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        peer = None
+        if listen:
+            _tcp_listening(port, proc)
+        else:
+            silent.settimeout(20)
+            peer, _ = silent.accept()  # connected: its handshake waits on our silence
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        if peer is not None:
+            peer.close()
+    waited = "no peer came to" if listen else "not connected to"
+    said = f"ipcnet connect: interrupted: {waited} {url}\n"
+    assert (proc.returncode, out, err.decode()) == (128 + signal.SIGTERM, b"", said)

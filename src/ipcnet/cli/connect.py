@@ -25,6 +25,8 @@ from ipcnet.cli.argtypes import seconds, timeout, whole
 from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated
 
 if TYPE_CHECKING:
+    from ipcnet.addresses import Address
+    from ipcnet.channel import Channel
     from ipcnet.transports import DatagramEndpoint
 
 HELP = "connect stdin/stdout to an address, like netcat (--listen to accept one peer)"
@@ -65,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
-    from ipcnet.channel import connect, listen, open_datagram, stdio
+    from ipcnet.channel import open_datagram, stdio
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports.stdio import open_std_fds
 
@@ -82,28 +84,25 @@ def run(args: argparse.Namespace) -> int:
     local = stdio()
     caught = _signals_interrupt()
     child = None  # exec:'s process, reaped when its channel closes
-    if address.kind == "datagram":
-        try:  # from the bind to the first peer (--listen): a signal ends the wait
+    try:  # from the bind or the connect to the first peer: a signal ends the wait
+        if address.kind == "datagram":
             endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
             first = _first_peer(endpoint, args.connect_timeout) if args.listen else b""
-        except IPCError as exc:
-            return _fail(exc)
-        except KeyboardInterrupt:
-            print(f"ipcnet connect: interrupted: no peer came to {address}", file=sys.stderr)
-            return 128 + (caught[-1] if caught else signal.SIGINT)
+        else:
+            peer = _open_stream(address, args)
+    except IPCError as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        waited = "no peer came to" if args.listen else "not connected to"
+        print(f"ipcnet connect: interrupted: {waited} {address}", file=sys.stderr)
+        return 128 + (caught[-1] if caught else signal.SIGINT)
+    if address.kind == "datagram":
         with endpoint:
             if first:
                 local.write(first)
             linger = 0.5 if args.linger is None else args.linger
             result = relay_datagrams(local, endpoint, linger=linger)
     else:
-        tls = tlsflags.keywords(args)
-        if args.listen:
-            with listen(address, **tls) as listener:
-                listener.timeout = args.connect_timeout
-                peer = listener.accept()
-        else:
-            peer = connect(address, connect_timeout=args.connect_timeout, **tls)
         child = peer.process
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
@@ -129,6 +128,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
         return 1
     return 0
+
+
+def _open_stream(address: Address, args: argparse.Namespace) -> Channel:
+    """The peer: connected to, or the first accepted (--listen, within --connect-timeout)."""
+    from ipcnet.channel import connect, listen
+
+    tls = tlsflags.keywords(args)
+    if not args.listen:
+        return connect(address, connect_timeout=args.connect_timeout, **tls)
+    with listen(address, **tls) as listener:
+        listener.timeout = args.connect_timeout
+        return listener.accept()
 
 
 def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:
