@@ -271,3 +271,27 @@ def test_connect_listen_udp_gives_up_waiting_for_a_peer(
     out, err = proc.communicate(timeout=30)
     said = "ipcnet connect: " + message.format(url=f"udp://127.0.0.1:{port}") + "\n"
     assert (proc.returncode, out, err.decode()) == (status, b"", said)
+
+
+def test_connect_udp_loses_nothing_to_a_slow_stdout_reader() -> None:
+    """Replies larger than the stdout pipe, read late: the linger (0.5 s after stdin's
+    EOF) counted the write blocked on the pipe as idle time, and `connect udp://` exited
+    0 having written only what the pipe took (the rest was received, then dropped)."""
+    reply, count = b"r" * 40_000, 3  # 120 kB: more than a 64 KiB pipe holds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(WAIT)
+        url = f"udp://127.0.0.1:{server.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [*IPCNET, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()  # stdin's EOF: the linger begins
+        _, client = server.recvfrom(100)
+        for _ in range(count):
+            server.sendto(reply, client)
+        time.sleep(1.5)  # a slow reader: three times the linger
+        out = proc.stdout.read()  # to its EOF: the command ended
+    assert proc.stderr is not None
+    assert (proc.wait(30), len(out), proc.stderr.read()) == (0, len(reply) * count, b"")

@@ -10,7 +10,8 @@ Rules:
   peer may answer long after our EOF. ``linger`` is an idle timer, not a deadline: once
   one direction ended, the other is given up after ``linger`` seconds in which it moved no
   byte, and the result names it in ``unfinished`` so that nobody mistakes a cut stream for
-  a whole one;
+  a whole one; a write still in progress is not idleness (its reader is slow, not gone:
+  giving up would drop what was already received);
 - KeyboardInterrupt (Ctrl-C, or a signal turned into it) ends the wait the same way;
 - an error is reported with the direction it happened in, and never leaves a thread behind
   that could write after the relay returned.
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ipcnet.addresses import Address
 from ipcnet.channel import Channel
 from ipcnet.errors import IPCError, PeerClosed, Reset
 from ipcnet.transports import DatagramEndpoint
@@ -44,10 +44,12 @@ class Direction:
     bytes: int = 0
     #: monotonic time of the last byte moved, or of the end of the direction
     last: float = field(default_factory=time.monotonic)
+    writing: bool = False  # a write is in progress: the direction is not idle
 
     def moved(self, n: int) -> None:
         self.bytes += n
         self.last = time.monotonic()
+        self.writing = False
 
 
 @dataclass
@@ -89,6 +91,7 @@ def _pump(src: Channel, dst: Channel, direction: Direction) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := src.readinto(view):
+        direction.writing = True
         dst.write(view[:n])
         direction.moved(n)
     dst.send_eof()
@@ -112,6 +115,8 @@ def _wait(
             wait = POLL
             if linger is not None and len(pending) == 1:
                 idle = time.monotonic() - max(result.forward.last, result.backward.last)
+                if result.forward.writing or result.backward.writing:
+                    idle = 0.0  # a slow reader, not an idle peer
                 if idle >= linger:
                     result.unfinished = tuple(pending)
                     return
@@ -162,10 +167,10 @@ def relay_datagrams(
     """stream -> datagrams (one per read) and datagrams -> stream (one write each).
 
     With ``reply_to_first`` (a listening endpoint) the sender of the first datagram becomes
-    the peer, as ``nc -u -l`` does; stream data waits until it is known.
+    the only peer (``DatagramEndpoint.keep_to``), as ``nc -u -l`` does; stream data waits
+    until it is known.
     """
     result = RelayResult(Direction("forward"), Direction("backward"))
-    peer: list[Address | None] = []
     known = threading.Event()
     if not reply_to_first:
         known.set()
@@ -175,15 +180,17 @@ def relay_datagrams(
         view = memoryview(buf)
         while n := stream.readinto(view):
             known.wait()
-            endpoint.send(view[:n], to=peer[0] if peer else None)
+            result.forward.writing = True
+            endpoint.send(view[:n])
             result.forward.moved(n)
 
     def incoming() -> None:
         while True:
             data, sender = endpoint.recv()
-            if not peer and reply_to_first:
-                peer.append(sender)
+            if not known.is_set():
+                endpoint.keep_to(sender)
                 known.set()
+            result.backward.writing = True
             stream.write(data)
             result.backward.moved(len(data))
 
