@@ -25,6 +25,8 @@ EPILOG = """\
 rules: udp://[HOST]:PORT or tcp://[HOST]:PORT (udp4:// udp6:// tcp4:// tcp6:// for one
 family; no HOST = any address). tcp rules match every segment, SYNs included. One rule
 per packet, whatever the order: a rule for one address wins over one for any address.
+An IPv6 packet whose ports lie behind more than 16 extension headers is dropped by the
+first drop rule covering its address.
 examples:
   ipcnet xdp attach veth0 --drop udp://:9 --count tcp://:80
   ipcnet xdp update veth0 --drop udp://:9 --drop udp://[fd00::2]:53   (no reload)

@@ -1,0 +1,242 @@
+"""XDP rules against nftables, where a differential pass (generated rule sets and frames,
+each sent through ipcnet's filter and an nft netdev-ingress chain on the same device)
+found ipcnet wrong.
+
+Each test was written failing first: an IPv6 datagram carrying eight or more
+destination-options headers slipped past every drop rule (the walk stopped at eight and
+matched nothing, yet the stack delivered it: a drop rule dodged with padding headers).
+The frames of a case go to one port, its
+rules name that port; the rules first all count (their counters must equal nft's, rule for
+rule, except where the table says why not), then take their real actions with a live
+update (nft, behind XDP, must see nothing a drop rule matched; ipcnet's counters stay
+nft's first figures), and a dual-stack socket on the port shows what the kernel delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+from collections.abc import Callable
+
+import pytest
+
+from ipcnet import xdp
+from ipcnet.xdp.rules import Rule, parse_rule
+from test_xdp import A4, A6, B4, B6, REASON, Pair, pending, receive, run
+from test_xdp import ns as ns
+from test_xdp import pair as pair
+from test_xdp_conformance import (
+    DSTOPTS,
+    ETH_IP,
+    ETH_IP6,
+    ETH_VLAN,
+    FRAG,
+    HOP,
+    UDP,
+    _sum16,
+    frame,
+    opts,
+)
+from test_xdp_conformance import udp as udp_l4
+
+pytestmark = [pytest.mark.xdist_group("xdp")]
+ROOT = pytest.mark.skipif(bool(REASON), reason=REASON or "")
+C4, C6 = "10.77.0.3", "fd00:77::3"  # on the link, not vb's: only the filters see them
+TCP, ICMP = 6, 1
+
+
+def ip4(l4: bytes, dst: str = B4, proto: int = UDP, options: bytes = b"", frag: int = 0) -> bytes:
+    ihl = 5 + len(options) // 4
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 4 << 4 | ihl, 0, ihl * 4 + len(l4), 7, frag, 64, proto, 0,
+        socket.inet_aton(A4), socket.inet_aton(dst),
+    ) + options  # fmt: skip
+    return head[:10] + struct.pack("!H", _sum16(head)) + head[12:] + l4
+
+
+def ip6(chain: bytes, first: int = UDP, dst: str = B6) -> bytes:
+    addrs = socket.inet_pton(socket.AF_INET6, A6) + socket.inet_pton(socket.AF_INET6, dst)
+    return struct.pack("!IHBB", 6 << 28, len(chain), first, 64) + addrs + chain
+
+
+def udp4(p: int, dst: str = B4, **kw: object) -> bytes:
+    return frame(ETH_IP, ip4(udp_l4(A4, dst, p), dst, **kw))  # type: ignore[arg-type]
+
+
+def udp6(p: int, dst: str = B6) -> bytes:
+    return frame(ETH_IP6, ip6(udp_l4(A6, dst, p), UDP, dst))
+
+
+def tcp(p: int, dst: str) -> bytes:  # a SYN; no checksum: only the filters see it
+    head = struct.pack("!HHIIBBHHH", 40000, p, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+    if ":" in dst:
+        return frame(ETH_IP6, ip6(head, TCP, dst))
+    return frame(ETH_IP, ip4(head, dst, TCP))
+
+
+def dstopts6(p: int, n: int) -> bytes:
+    """A UDP datagram to B6 behind ``n`` destination-options headers."""
+    chain = b"".join(opts(DSTOPTS) for _ in range(n - 1)) + opts(UDP) + udp_l4(A6, B6, p)
+    return frame(ETH_IP6, ip6(chain, DSTOPTS))
+
+
+ARP = frame(0x0806, struct.pack("!HHBBH", 1, ETH_IP, 6, 4, 1) + bytes(20))
+
+# (name, rules as (action, address) for port p, the frames to port p, what the kernel
+# delivers to the socket on p with every rule counting / with the real actions)
+Case = tuple[
+    str, Callable[[int], list[tuple[str, str]]], Callable[[int], list[bytes]], tuple[int, int]
+]
+CASES: list[Case] = [
+    (  # first: its drop rule owns the any-address key of hidden ports (rules.map_entries)
+        "ipv6 behind 20 destination options: past the walk, dropped by a drop rule",
+        lambda p: [("drop", f"udp://:{p}")],
+        lambda p: [dstopts6(p, 20)],
+        (1, 0),
+    ),
+    (
+        "ipv6 behind 8 destination options",
+        lambda p: [("drop", f"udp6://:{p}")],
+        lambda p: [dstopts6(p, 8)],
+        (1, 0),
+    ),
+    (
+        "ipv6 behind 16 headers: hop-by-hop, 14 destination options, an atomic fragment",
+        lambda p: [("count", f"udp://:{p}")],
+        lambda p: [
+            frame(
+                ETH_IP6,
+                ip6(
+                    b"".join(opts(DSTOPTS) for _ in range(14))  # the first is hop-by-hop
+                    + opts(FRAG)
+                    + struct.pack("!BxHI", UDP, 0, 5)  # offset 0, no more: atomic
+                    + udp_l4(A6, B6, p),
+                    HOP,
+                ),
+            )
+        ],
+        (1, 1),
+    ),
+    (
+        "a rule for one address wins over one for any, whatever their order",
+        lambda p: [("drop", f"udp://:{p}"), ("count", f"udp://{C4}:{p}")],
+        lambda p: [udp4(p, C4), udp4(p, C4), udp4(p, B4), udp6(p, C6)],
+        (1, 0),
+    ),
+    (
+        "an ipv6 address rule beside an ipv4-only rule",
+        lambda p: [("count", f"udp://[{B6}]:{p}"), ("drop", f"udp4://:{p}")],
+        lambda p: [udp6(p), udp6(p, C6), udp4(p), udp4(p, C4)],
+        (2, 1),
+    ),
+    (
+        "tcp rules match tcp only; icmp, udp and arp pass",
+        lambda p: [("drop", f"tcp4://:{p}"), ("count", f"tcp://[{C6}]:{p}")],
+        lambda p: [
+            tcp(p, B4),
+            tcp(p, C4),
+            tcp(p, C6),
+            tcp(p, B6),
+            udp4(p),
+            frame(ETH_IP, ip4(udp_l4(A4, B4, p), B4, ICMP)),
+            ARP,
+        ],
+        (1, 1),
+    ),
+    (
+        "ipv4 options, a first fragment, DF, a vlan tag, to an address rule",
+        lambda p: [("count", f"udp://{C4}:{p}")],
+        lambda p: [
+            udp4(p, C4, options=b"\x01" * 8),
+            udp4(p, C4, frag=0x2000),
+            udp4(p, C4, frag=0x4000),
+            frame(ETH_IP, ip4(udp_l4(A4, C4, p), C4), (ETH_VLAN, 10)),
+        ],
+        (0, 0),
+    ),
+]
+# where nft's count differs by design: (case, rule index) -> ipcnet's while all rules
+# count: nft walks any number of extension headers; ipcnet's walk stops at 16, and only a
+# drop rule claims what lies beyond (no count rule can know the port)
+NFT_DIFFERS = {(CASES[0][0], 0): 0}  # (case, index in the table of all rules)
+
+
+def nft_rule(rule: Rule, tag: str) -> str:
+    """The nft netdev rule matching what ``rule`` matches."""
+    match = []
+    if rule.host:
+        match.append(("ip6" if ":" in rule.host else "ip") + f" daddr {rule.host}")
+    elif len(rule.families) == 1:
+        match.append("meta protocol " + ("ip" if rule.families == (4,) else "ip6"))
+    return " ".join([*match, f'{rule.proto} dport {rule.port} counter accept comment "{tag}"'])
+
+
+def nft_packets(pair: Pair) -> dict[str, int]:
+    shown = run("ip", "netns", "exec", pair.b, "nft", "-j", "list", "table", "netdev", "diff")
+    found = {}
+    for item in json.loads(shown.stdout)["nftables"]:
+        if "rule" in item:
+            expr = item["rule"]["expr"]
+            packets = next(e["counter"]["packets"] for e in expr if "counter" in e)
+            found[item["rule"]["comment"]] = packets
+    return found
+
+
+@ROOT
+def test_rules_match_what_nftables_matches_and_drop_what_they_say(ns: Pair) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed (make system-deps installs nftables)")
+    socks = [ns.udp(ns.b, socket.AF_INET6) for _ in CASES]  # dual-stack, one port per case
+    marker = ns.udp(ns.b)  # the last datagram: once it is read, every frame was handled
+    ports = [s.getsockname()[1] for s in socks]
+    table = [  # (case, rule)
+        (name, parse_rule(address, action))
+        for (name, rules, _, _), p in zip(CASES, ports, strict=True)
+        for action, address in rules(p)
+    ]
+    drop = [r.target for _, r in table if r.action == "drop"]
+    count = [r.target for _, r in table if r.action == "count"]
+    # the documented order: a rule for one address first, then those for any address
+    lines = [nft_rule(r, r.target) for _, r in sorted(table, key=lambda t: not t[1].host)]
+    hook = 'type filter hook ingress device "vb" priority 0;'
+    script = "table netdev diff {\nchain in {\n" + hook + "\n" + "\n".join(lines) + "\n}\n}\n"
+    run("ip", "netns", "exec", ns.b, "nft", "-f", "-", input=script)
+    raw = ns.call(ns.a, socket.socket, socket.AF_PACKET, socket.SOCK_RAW)
+    end = udp4(marker.getsockname()[1])
+
+    def send() -> list[int]:
+        """Every case's frames, then the marker: what each case's socket got."""
+        for (_, _, frames, _), p in zip(CASES, ports, strict=True):
+            for f in frames(p):
+                raw.send(f)
+        raw.send(end)
+        assert receive(marker, 1) == 1  # after the frames before it, in order
+        return [pending(s) for s in socks]
+
+    try:
+        raw.bind(("va", 0))
+        with ns.call(ns.b, xdp.attach, "vb", count=drop + count) as f:
+            delivered = send()  # every rule counts
+            ours = {r.rule.target: r.packets for r in f.stats().rules}
+            theirs = nft_packets(ns)
+            f.update(drop=drop, count=count)  # the real actions, the same program
+            kept = send()
+            acted = {r.rule.target: r.packets for r in f.stats().rules}
+            after = nft_packets(ns)
+            ns.call(ns.b, f.detach)
+    finally:
+        raw.close()
+        run("ip", "netns", "exec", ns.b, "nft", "delete", "table", "netdev", "diff", check=False)
+        for s in [*socks, marker]:
+            s.close()
+    got, want = {}, {}
+    for i, (name, rule) in enumerate(table):
+        nft, t = theirs[rule.target], rule.target
+        again = acted[t] - (ours[t] if rule.action == "count" else 0)  # a kept rule keeps its
+        got[name, str(rule)] = (ours[t], again, after[t] - nft)  # counters; a new one starts at 0
+        passed = 0 if rule.action == "drop" else nft  # what nft, behind xdp, saw again
+        want[name, str(rule)] = (NFT_DIFFERS.get((name, i), nft), nft, passed)
+    assert got == want
+    assert (delivered, kept) == ([c[3][0] for c in CASES], [c[3][1] for c in CASES])
