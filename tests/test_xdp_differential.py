@@ -4,8 +4,9 @@ found ipcnet wrong.
 
 Each test was written failing first: an IPv6 datagram carrying eight or more
 destination-options headers slipped past every drop rule (the walk stopped at eight and
-matched nothing, yet the stack delivered it: a drop rule dodged with padding headers).
-The frames of a case go to one port, its
+matched nothing, yet the stack delivered it: a drop rule dodged with padding headers), and
+``udp6://[::ffff:10.0.0.1]:53`` became an IPv4 rule (the family the user named, silently
+changed; a v6-only bind refuses that address). The frames of a case go to one port, its
 rules name that port; the rules first all count (their counters must equal nft's, rule for
 rule, except where the table says why not), then take their real actions with a live
 update (nft, behind XDP, must see nothing a drop rule matched; ipcnet's counters stay
@@ -15,6 +16,7 @@ nft's first figures), and a dual-stack socket on the port shows what the kernel 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import struct
@@ -22,8 +24,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ipcnet import xdp
-from ipcnet.xdp.rules import Rule, parse_rule
+from ipcnet import errors, xdp
+from ipcnet.xdp.rules import Rule, parse_rule, parse_rules
 from test_xdp import A4, A6, B4, B6, REASON, Pair, pending, receive, run
 from test_xdp import ns as ns
 from test_xdp import pair as pair
@@ -240,3 +242,19 @@ def test_rules_match_what_nftables_matches_and_drop_what_they_say(ns: Pair) -> N
         want[name, str(rule)] = (NFT_DIFFERS.get((name, i), nft), nft, passed)
     assert got == want
     assert (delivered, kept) == ([c[3][0] for c in CASES], [c[3][1] for c in CASES])
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("udp6://[::ffff:10.0.0.1]:53", "udp6 cannot take an ipv4-mapped address"),
+        ("tcp6://[::ffff:0.0.0.0]:80", "tcp6 cannot take an ipv4-mapped address"),  # was tcp4://
+        ("udp6://[::ffff:10.77.0.2%vb]:9", "([::ffff:10.77.0.2%vb] is ipv4 10.77.0.2 on the wire)"),
+    ],
+)
+def test_a_v6_only_rule_refuses_an_ipv4_mapped_address(text: str, why: str) -> None:
+    """As bind() on an IPV6_V6ONLY socket does (EINVAL): no IPv6 packet carries it, and the
+    IPv4 rule it became matched a family the user had excluded."""
+    with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
+        parse_rule(text, "drop")
+    assert parse_rules(drop=[text.replace("6://", "://", 1)])[0].families == (4,)

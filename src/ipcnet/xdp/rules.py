@@ -95,6 +95,11 @@ def parse_rule(text: str, action: str) -> Rule:
                 f"invalid xdp rule {text!r}: the host must be an IP address, not a name"
             ) from None
         if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped and address.scheme.endswith("6"):  # bind() on a v6-only socket
+                raise InvalidAddress(  # refuses it too (EINVAL): no IPv6 packet carries it
+                    f"invalid xdp rule {text!r}: {address.scheme} cannot take an ipv4-mapped "
+                    f"address ([{host}] is ipv4 {ip.ipv4_mapped} on the wire)"
+                )
             # an IPv4 destination on the wire, as a dual-stack bind reads it; and no scope
             # (fe80::1%eth0): the filter sits on one interface, and packets carry none
             ip = ip.ipv4_mapped or ipaddress.IPv6Address(ip.packed)
