@@ -258,3 +258,10 @@ def test_a_v6_only_rule_refuses_an_ipv4_mapped_address(text: str, why: str) -> N
     with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
         parse_rule(text, "drop")
     assert parse_rules(drop=[text.replace("6://", "://", 1)])[0].families == (4,)
+
+
+def test_a_prefix_after_the_brackets_is_refused_as_a_prefix() -> None:
+    """``[fd00::]/64``, as ip(8) and nft write an IPv6 prefix, was 'unexpected path'."""
+    why = "prefixes (fd00::/64) are not supported; give one address, or none for any"
+    with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
+        parse_rule("udp://[fd00::]/64:53", "drop")

@@ -69,7 +69,7 @@ class Rule:
         ]
 
 
-_PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*/\d+)")
+_PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*)\]?/(\d+)")  # 10.0.0.0/8, [fd00::/8], [fd00::]/8
 
 
 def parse_rule(text: str, action: str) -> Rule:
@@ -77,7 +77,7 @@ def parse_rule(text: str, action: str) -> Rule:
     prefix = _PREFIX.search(text)
     if prefix:
         raise InvalidAddress(
-            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}) are not supported; "
+            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}/{prefix[2]}) are not supported; "
             "give one address, or none for any"
         )
     address = parse(text)
