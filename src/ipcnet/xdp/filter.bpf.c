@@ -34,6 +34,9 @@
 #define ACTION_COUNT 1
 #define ACTION_DROP 2
 #define PROTO_UNSEEN 0 /* rule_key.proto of an IPv6 packet whose ports the walk cannot reach */
+#ifndef barrier_var /* bpf_helpers.h has it since libbpf 0.7 */
+#define barrier_var(var) asm volatile("" : "+r"(var))
+#endif
 
 struct ipcnet_map { /* read by the loader: the kernel's map_create arguments */
 	__u32 type, key_size, value_size, max_entries, map_flags;
