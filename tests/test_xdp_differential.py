@@ -15,6 +15,7 @@ nft's first figures), and a dual-stack socket on the port shows what the kernel 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -25,7 +26,16 @@ from collections.abc import Callable
 import pytest
 
 from ipcnet import errors, xdp
-from ipcnet.xdp.rules import Rule, parse_rule, parse_rules
+from ipcnet.xdp.rules import (
+    KEY,
+    PROTO_UNSEEN,
+    VALUE,
+    Rule,
+    decode,
+    map_entries,
+    parse_rule,
+    parse_rules,
+)
 from test_xdp import A4, A6, B4, B6, REASON, Pair, pending, receive, run
 from test_xdp import ns as ns
 from test_xdp import pair as pair
@@ -265,3 +275,23 @@ def test_a_prefix_after_the_brackets_is_refused_as_a_prefix() -> None:
     why = "prefixes (fd00::/64) are not supported; give one address, or none for any"
     with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
         parse_rule("udp://[fd00::]/64:53", "drop")
+
+
+def test_hidden_ports_go_to_the_first_ipv6_drop_rule_of_the_address_and_are_not_listed() -> None:
+    """The PROTO_UNSEEN keys: one per IPv6 destination a drop rule names (any address, or
+    one), pointing at the first such rule; count rules and IPv4 rules write none, and
+    reading the map back lists the rules alone."""
+    rules = parse_rules(
+        drop=["udp4://:9", "tcp://:80", "udp://[fd00::1]:53", "udp6://:53", "tcp://[fd00::1]:1"],
+        count=["udp://:7", "udp://[fd00::2]:7"],
+    )
+    entries = map_entries(enumerate(rules, 1))
+    unseen = {
+        addr: VALUE.unpack(value)
+        for key, value in entries.items()
+        for family, proto, port, addr in [KEY.unpack(key)]
+        if (family, proto, port) == (6, PROTO_UNSEEN, 0)
+    }
+    assert unseen == {bytes(16): (2, 2), ipaddress.ip_address("fd00::1").packed: (2, 3)}
+    assert len(entries) == 1 + 2 + 1 + 1 + 1 + 2 + 1 + len(unseen)  # a key per family
+    assert decode(entries.items()) == dict(enumerate(rules, 1))
