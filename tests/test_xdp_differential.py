@@ -277,6 +277,18 @@ def test_a_prefix_after_the_brackets_is_refused_as_a_prefix() -> None:
         parse_rule("udp://[fd00::]/64:53", "drop")
 
 
+@ROOT
+def test_show_of_one_interface_without_a_program_names_it(
+    ns: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said 'no interface has an xdp program', asked about one (ip link show DEV and
+    bpftool net show dev DEV speak of that one)."""
+    from ipcnet.cli import main
+
+    assert ns.call(ns.b, main, ["xdp", "show", "vb"]) == 0
+    assert capsys.readouterr() == ("", "vb has no xdp program\n")
+
+
 def test_hidden_ports_go_to_the_first_ipv6_drop_rule_of_the_address_and_are_not_listed() -> None:
     """The PROTO_UNSEEN keys: one per IPv6 destination a drop rule names (any address, or
     one), pointing at the first such rule; count rules and IPv4 rules write none, and

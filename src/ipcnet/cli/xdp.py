@@ -95,18 +95,21 @@ def run(args: argparse.Namespace) -> int:
         for p in gone:
             print(f"detached xdp program {p.prog_id} {p.name!r} ({p.mode}) from {p.dev}")
     elif args.action == "show":
-        _show(xdp.programs(args.dev), args.json)
+        _show(xdp.programs(args.dev), args.json, args.dev)
     else:
         return _stats(args)
     return 0
 
 
-def _show(programs: list[Program], as_json: bool) -> None:
+def _show(programs: list[Program], as_json: bool, dev: str | None) -> None:
     if as_json:
         print(json.dumps({"version": 1, "programs": [p.to_dict() for p in programs]}, indent=2))
         return
     if not programs:
-        print("no interface has an xdp program", file=sys.stderr)
+        print(
+            f"{dev} has no xdp program" if dev else "no interface has an xdp program",
+            file=sys.stderr,
+        )
         return
     rows = [("dev", "ifindex", "prog", "name", "mode", "jited", "tag", "rules")]
     for p in programs:
