@@ -197,7 +197,8 @@ def nft_packets(pair: Pair) -> dict[str, int]:
 
 
 @ROOT
-def test_rules_match_what_nftables_matches_and_drop_what_they_say(ns: Pair) -> None:
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_rules_match_what_nftables_matches_and_drop_what_they_say(ns: Pair, mode: str) -> None:
     if shutil.which("nft") is None:
         pytest.skip("nft is not installed (make system-deps installs nftables)")
     socks = [ns.udp(ns.b, socket.AF_INET6) for _ in CASES]  # dual-stack, one port per case
@@ -229,7 +230,8 @@ def test_rules_match_what_nftables_matches_and_drop_what_they_say(ns: Pair) -> N
 
     try:
         raw.bind(("va", 0))
-        with ns.call(ns.b, xdp.attach, "vb", count=drop + count) as f:
+        with ns.call(ns.b, xdp.attach, "vb", count=drop + count, mode=mode) as f:
+            assert f.mode == mode
             delivered = send()  # every rule counts
             ours = {r.rule.target: r.packets for r in f.stats().rules}
             theirs = nft_packets(ns)
