@@ -4,13 +4,20 @@ found ipcnet wrong.
 
 Each test was written failing first: an IPv6 datagram carrying eight or more
 destination-options headers slipped past every drop rule (the walk stopped at eight and
-matched nothing, yet the stack delivered it: a drop rule dodged with padding headers), and
+matched nothing, yet the stack delivered it: a drop rule dodged with padding headers);
 ``udp6://[::ffff:10.0.0.1]:53`` became an IPv4 rule (the family the user named, silently
-changed; a v6-only bind refuses that address). The frames of a case go to one port, its
-rules name that port; the rules first all count (their counters must equal nft's, rule for
-rule, except where the table says why not), then take their real actions with a live
-update (nft, behind XDP, must see nothing a drop rule matched; ipcnet's counters stay
-nft's first figures), and a dual-stack socket on the port shows what the kernel delivered.
+changed; a v6-only bind refuses that address); ``udp://[fd00::]/64:53`` was an "unexpected
+path", not the prefix it is; ``ipcnet xdp show DEV`` said no interface had a program.
+Where nft differs by design there is no case here: a later IPv4 fragment and AH (see
+tests/test_xdp_conformance.py), a UDP or TCP header cut short inside a whole IP packet
+(nft reads a port from its first bytes; xt_udp/xt_tcp and the stack refuse it, as ipcnet
+does), and a VLAN frame too short for its tag (the stack drops it before nft's hook).
+
+The frames of a case go to one port, its rules name that port; the rules first all count
+(their counters must equal nft's, rule for rule, except where the table says why not), then
+take their real actions with a live update (nft, behind XDP, must see nothing a drop rule
+matched; ipcnet's counters stay nft's first figures), and a dual-stack socket on the port
+shows what the kernel delivered.
 """
 
 from __future__ import annotations
@@ -169,10 +176,10 @@ CASES: list[Case] = [
         (0, 0),
     ),
 ]
-# where nft's count differs by design: (case, rule index) -> ipcnet's while all rules
-# count: nft walks any number of extension headers; ipcnet's walk stops at 16, and only a
-# drop rule claims what lies beyond (no count rule can know the port)
-NFT_DIFFERS = {(CASES[0][0], 0): 0}  # (case, index in the table of all rules)
+# where nft's count differs by design, (case, index among all the cases' rules) -> ipcnet's
+# while every rule counts: nft walks any number of extension headers; ipcnet's walk stops
+# at 16, and only a drop rule claims what lies beyond (no count rule can know the port)
+NFT_DIFFERS = {(CASES[0][0], 0): 0}
 
 
 def nft_rule(rule: Rule, tag: str) -> str:
