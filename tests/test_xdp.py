@@ -459,7 +459,7 @@ BAD = """
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct ipcnet_map { __u32 type, key_size, value_size, max_entries, map_flags; };
-struct ipcnet_map ipcnet_rules SEC("maps") = { BPF_MAP_TYPE_HASH, 20, 8, 2 };
+struct ipcnet_map ipcnet_rules SEC("maps") = { BPF_MAP_TYPE_HASH, 20, 8, 3 };
 struct ipcnet_map ipcnet_stats SEC("maps") = { BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 2 };
 SEC("xdp") int bad(struct xdp_md *ctx)
 {

@@ -25,6 +25,8 @@ EPILOG = """\
 rules: udp://[HOST]:PORT or tcp://[HOST]:PORT (udp4:// udp6:// tcp4:// tcp6:// for one
 family; no HOST = any address). tcp rules match every segment, SYNs included. One rule
 per packet, whatever the order: a rule for one address wins over one for any address.
+An IPv6 packet whose ports lie behind more than 16 extension headers is dropped by the
+first drop rule covering its address.
 examples:
   ipcnet xdp attach veth0 --drop udp://:9 --count tcp://:80
   ipcnet xdp update veth0 --drop udp://:9 --drop udp://[fd00::2]:53   (no reload)
@@ -93,18 +95,21 @@ def run(args: argparse.Namespace) -> int:
         for p in gone:
             print(f"detached xdp program {p.prog_id} {p.name!r} ({p.mode}) from {p.dev}")
     elif args.action == "show":
-        _show(xdp.programs(args.dev), args.json)
+        _show(xdp.programs(args.dev), args.json, args.dev)
     else:
         return _stats(args)
     return 0
 
 
-def _show(programs: list[Program], as_json: bool) -> None:
+def _show(programs: list[Program], as_json: bool, dev: str | None) -> None:
     if as_json:
         print(json.dumps({"version": 1, "programs": [p.to_dict() for p in programs]}, indent=2))
         return
     if not programs:
-        print("no interface has an xdp program", file=sys.stderr)
+        print(
+            f"{dev} has no xdp program" if dev else "no interface has an xdp program",
+            file=sys.stderr,
+        )
         return
     rows = [("dev", "ifindex", "prog", "name", "mode", "jited", "tag", "rules")]
     for p in programs:

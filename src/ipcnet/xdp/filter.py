@@ -27,7 +27,7 @@ from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
 from ipcnet.transports import bpf, procfs, rtnetlink
 from ipcnet.transports.xdperrors import NEED, translating
 from ipcnet.xdp import build, elf
-from ipcnet.xdp.rules import ACTIONS, COUNTERS, KEY, VALUE, Rule, decode, parse_rules
+from ipcnet.xdp.rules import COUNTERS, KEY, VALUE, Rule, decode, map_entries, parse_rules
 
 Mode = Literal["auto", "native", "generic"]
 PROGRAM = "ipcnet_xdp"
@@ -217,7 +217,7 @@ def _write_rules(
     kept = {rule: slot for slot, rule in current.items() if rule in wanted}
     free = [s for s in range(1, bpf.MapInfo(stats_fd).max_entries) if s not in current]
     zero = bytes(COUNTERS.size * bpf.possible_cpus())
-    keys = set()
+    slots = []
     for rule in wanted:
         slot = kept.get(rule)
         if slot is None:
@@ -225,11 +225,12 @@ def _write_rules(
                 raise Unsupported("no free counter slot: detach the xdp filter and attach it again")
             slot = free.pop(0)
             bpf.map_update(stats_fd, struct.pack("=I", slot), zero)
-        for key in rule.map_keys():
-            bpf.map_update(rules_fd, key, VALUE.pack(ACTIONS[rule.action], slot))
-            keys.add(key)
+        slots.append((slot, rule))
+    entries = map_entries(slots)
+    for key, value in entries.items():
+        bpf.map_update(rules_fd, key, value)
     for key in bpf.map_keys(rules_fd, KEY.size):
-        if key not in keys:
+        if key not in entries:
             bpf.map_delete(rules_fd, key)
 
 

@@ -11,7 +11,10 @@ address. ``udp://:53`` matches IPv4 and IPv6, ``udp4://:53`` / ``udp6://:53`` on
 ``udp://10.0.0.1:53`` or ``udp://[fd00::1]:53`` one address (``0.0.0.0`` / ``[::]``: any
 address of that family, ``[::ffff:10.0.0.1]`` that IPv4 address, as ``bind()`` reads
 them; a prefix is refused). ``tcp://`` rules match every segment to the port, SYNs
-included, so a dropped port never completes a handshake.
+included, so a dropped port never completes a handshake. An IPv6 packet whose chain of
+extension headers is longer than the program walks (16; RFC 8200 allows about six) hides
+its ports, though the stack still delivers it: it is dropped if a drop rule covers its
+family and address (counted by the first such rule), so padding headers dodge no drop rule.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ipcnet.errors import InvalidAddress
 MAX_RULES = 64  # filter.bpf.c: MAX_RULES (its maps have room for two sets while updating)
 ACTIONS = {"count": 1, "drop": 2}
 PROTOS = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
+PROTO_UNSEEN = 0  # filter.bpf.c: the key.proto of an IPv6 packet whose ports it cannot reach
 
 KEY = struct.Struct("=BBH16s")  # family, proto, port (network order), address
 VALUE = struct.Struct("=II")  # action, slot
@@ -65,7 +69,7 @@ class Rule:
         ]
 
 
-_PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*/\d+)")
+_PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*)\]?/(\d+)")  # 10.0.0.0/8, [fd00::/8], [fd00::]/8
 
 
 def parse_rule(text: str, action: str) -> Rule:
@@ -73,7 +77,7 @@ def parse_rule(text: str, action: str) -> Rule:
     prefix = _PREFIX.search(text)
     if prefix:
         raise InvalidAddress(
-            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}) are not supported; "
+            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}/{prefix[2]}) are not supported; "
             "give one address, or none for any"
         )
     address = parse(text)
@@ -91,6 +95,11 @@ def parse_rule(text: str, action: str) -> Rule:
                 f"invalid xdp rule {text!r}: the host must be an IP address, not a name"
             ) from None
         if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped and address.scheme.endswith("6"):  # bind() on a v6-only socket
+                raise InvalidAddress(  # refuses it too (EINVAL): no IPv6 packet carries it
+                    f"invalid xdp rule {text!r}: {address.scheme} cannot take an ipv4-mapped "
+                    f"address ([{host}] is ipv4 {ip.ipv4_mapped} on the wire)"
+                )
             # an IPv4 destination on the wire, as a dual-stack bind reads it; and no scope
             # (fe80::1%eth0): the filter sits on one interface, and packets carry none
             ip = ip.ipv4_mapped or ipaddress.IPv6Address(ip.packed)
@@ -135,6 +144,22 @@ def parse_rules(drop: Iterable[str | Rule] = (), count: Iterable[str | Rule] = (
     return rules
 
 
+def map_entries(rules: Iterable[tuple[int, Rule]]) -> dict[bytes, bytes]:
+    """The rules map's (key, value) pairs for ``(slot, rule)``: each rule's keys, and for
+    the first drop rule of each IPv6 destination (an address, or any) the PROTO_UNSEEN key
+    that drops the packets whose ports lie past the extension headers filter.bpf.c walks."""
+    entries: dict[bytes, bytes] = {}
+    unseen: dict[bytes, bytes] = {}
+    for slot, rule in rules:
+        value = VALUE.pack(ACTIONS[rule.action], slot)
+        for key in rule.map_keys():
+            entries[key] = value
+            family, _, _, addr = KEY.unpack(key)
+            if rule.action == "drop" and family == 6:
+                unseen.setdefault(KEY.pack(6, PROTO_UNSEEN, 0, addr), value)
+    return entries | unseen
+
+
 def decode(entries: Iterable[tuple[bytes, bytes]]) -> dict[int, Rule]:
     """(key, value) pairs of the rules map -> {slot: Rule}, merging a rule's per-family keys."""
     found: dict[int, tuple[str, int, str, list[int], str]] = {}
@@ -142,6 +167,8 @@ def decode(entries: Iterable[tuple[bytes, bytes]]) -> dict[int, Rule]:
     protos = {v: k for k, v in PROTOS.items()}
     for key, value in entries:
         family, proto, port, raw = KEY.unpack(key)
+        if proto == PROTO_UNSEEN:  # another key of a drop rule listed by its own
+            continue
         action, slot = VALUE.unpack(value)
         host = ""
         if any(raw):
