@@ -17,6 +17,7 @@ import pytest
 import ipcnet
 from ipcnet import errors
 from serverkit import (
+    Server,
     child_states,
     children,
     count_fds,
@@ -272,6 +273,78 @@ def test_prefork_workers_stop_when_the_master_is_killed() -> None:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", int(server.url("tcp").rpartition(":")[2])), 2)
         server.proc.returncode = 0  # SIGKILLed on purpose: serving() checks a clean exit
+
+
+PIDS_CGROUP = "/sys/fs/cgroup/pids"  # cgroup v1's pids controller (root can make groups)
+
+
+def _stderr_until(server: Server, text: str, seconds: float = 20) -> str:
+    """The server's stderr read (raw, unbuffered) until ``text`` is in it."""
+    import select
+
+    assert server.proc.stderr is not None
+    fd, got, deadline = server.proc.stderr.fileno(), b"", time.monotonic() + seconds
+    while text.encode() not in got:
+        left = deadline - time.monotonic()
+        assert left > 0 and server.proc.poll() is None, got.decode()
+        if select.select([fd], [], [], left)[0]:
+            got += os.read(fd, 65536)
+    return got.decode()
+
+
+@pytest.mark.skipif(
+    not os.access(PIDS_CGROUP, os.W_OK), reason=f"needs a writable {PIDS_CGROUP} (root)"
+)
+def test_a_prefork_master_that_cannot_fork_a_worker_serves_on_and_tries_again() -> None:
+    """The master is put in a pids cgroup that is full, and a worker is killed: its fork
+    fails (EAGAIN, as RLIMIT_NPROC or a unit's TasksMax= make it). The master exited with
+    a BlockingIOError traceback, and its other worker with it; now it logs, the other
+    worker serves, and the slot is forked once the cgroup has room."""
+    group = f"{PIDS_CGROUP}/ipcnet-test-{uuid.uuid4().hex[:8]}"
+    with serving("echo", "tcp://127.0.0.1:0", model="prefork") as server:
+        deadline = time.monotonic() + 10
+        while len(workers := children(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.mkdir(group)
+        try:
+            with open(f"{group}/cgroup.procs", "w") as f:
+                f.write(str(server.proc.pid))  # the master only: its workers stay out
+            with open(f"{group}/pids.current") as f, open(f"{group}/pids.max", "w") as g:
+                g.write(f.read().strip())  # no room for one more task
+            os.kill(workers[0], signal.SIGKILL)
+            said = _stderr_until(server, "cannot start worker")
+            assert "resource temporarily unavailable: fork a child for worker" in said
+            host, port = server.url("tcp").removeprefix("tcp://").rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"still served\n")
+                assert sock.recv(100) == b"still served\n"
+            with open(f"{group}/pids.max", "w") as g:
+                g.write("max")
+            _stderr_until(server, "started at last")
+            assert len(children(server.proc.pid)) == 2
+        finally:
+            _remove_group(group)
+
+
+def _remove_group(group: str) -> None:
+    """Move the group's processes (the master, and a worker it forked there) back to the
+    root group, then remove it."""
+    for _ in range(100):
+        with open(f"{group}/cgroup.procs") as f:
+            pids = f.read().split()
+        for pid in pids:
+            try:
+                with open(f"{PIDS_CGROUP}/cgroup.procs", "w") as f:
+                    f.write(pid)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
+        try:
+            os.rmdir(group)
+            return
+        except OSError:  # a process forked in it meanwhile: move that one too
+            time.sleep(0.01)
+    os.rmdir(group)
 
 
 def test_prefork_boot_failure_stops_the_master() -> None:

@@ -9,6 +9,9 @@ very socket (and the connections queued on it: closing it would reset them). Rul
 - a worker that dies is respawned; a worker that exits with a failure status within
   BOOT_WINDOW seconds of its start means the workers cannot start, and the master stops
   instead of respawning in a storm (exit status 1); one killed by a signal is respawned;
+  a worker that cannot be forked (out of processes or memory) is logged and tried again
+  every RETRY seconds while the others serve, at the start as after a death (nginx's
+  master goes on without it; a master that exited would take every worker down);
 - SIGTERM/SIGINT: the master forwards SIGTERM; workers stop gracefully within --grace;
   after that (or on a second signal) the master SIGKILLs what is left; no zombies remain;
 - each worker writes its own row of the shared counters, unlocked (no other process
@@ -35,9 +38,11 @@ from collections.abc import Callable
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
 from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.errors import IPCError
 from ipcnet.transports import process
 
 BOOT_WINDOW = 2.0
+RETRY = 1.0  # seconds between tries to fork a worker that could not be forked
 REPLACE_TIMEOUT = 10.0  # seconds new workers (SIGHUP) may take to listen
 
 
@@ -56,6 +61,7 @@ class Prefork(Model):
         core.on_stop.append(self._signal_workers)
         core.on_reload.append(self.replace_workers)
         self.arm_worker = process.parent_death(signal.SIGTERM)  # run in each new worker
+        self.missing: dict[int, float] = {}  # slot -> when to try to fork its worker again
 
     def serve(self) -> None:
         core = self.core
@@ -65,10 +71,14 @@ class Prefork(Model):
             self._spawn(slot)
         # the master keeps every listener open, for respawned and replacing workers
         try:
-            while self.workers:
-                ended = process.wait()
-                if ended is None:
-                    break
+            while self.workers or (self.missing and not core.stopping.is_set()):
+                ended = process.wait(block=not self.missing) if self.workers else None
+                if ended is None or ended[0] == 0:  # none ended: a slot waits for its fork
+                    time.sleep(min(RETRY, 0.05))
+                    for slot, when in list(self.missing.items()):
+                        if time.monotonic() >= when and not core.stopping.is_set():
+                            self._spawn(slot)
+                    continue
                 pid, status = ended
                 if pid not in self.workers:
                     if pid in self.retiring:
@@ -115,9 +125,17 @@ class Prefork(Model):
 
     def _spawn(self, slot: int) -> None:
         core = self.core
-        pid = os.fork()
+        try:
+            pid = process.fork(f"worker {slot}")
+        except IPCError as exc:
+            if slot not in self.missing:
+                log.error("cannot start worker %d: %s; trying again every %g s", slot, exc, RETRY)
+            self.missing[slot] = time.monotonic() + RETRY
+            return
         if pid == 0:
             _worker_main(core, slot, self.rows[slot], self.arm_worker)
+        if self.missing.pop(slot, None) is not None:
+            log.warning("worker %d started at last (pid %d)", slot, pid)
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
         self.workers[pid] = (slot, time.monotonic())
