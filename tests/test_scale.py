@@ -280,8 +280,12 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
     new_pid = 0
     try:
         _log_says(logfile, "listening on")
-        sockets = _listening_inodes(port)  # --reuse-port: one a worker, the master's all
-        assert len(sockets) == (2 if "reuse" in model else 1)
+        # --reuse-port: one a worker, the master's all; the master says "listening" once
+        # its first is bound and opens the other slots' next, so look until they are
+        expected, deadline = (2 if "reuse" in model else 1), time.monotonic() + 10
+        while len(sockets := _listening_inodes(port)) < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(sockets) == expected
         # a connection open across the upgrade, and new ones during it: none may fail
         held = socket.create_connection(("127.0.0.1", port), timeout=15)
         held.sendall(b"before\n")
