@@ -12,7 +12,8 @@ each case pins down:
 - after a SIGUSR2 hand-over the old master, having told systemd ``MAINPID=<new>``, went
   on to send ``STOPPING=1``. Under ``NotifyAccess=all`` (docs/haproxy.md's recipe)
   systemd accepts it and puts the unit into deactivating: at TimeoutStopSec it kills the
-  new master too. The old master is no longer the main process and says nothing more.
+  new master too (and its WATCHDOG=1 would vouch for a new master that hangs). The old
+  master is no longer the main process and says nothing more.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ipcnet.testing import free_port
-from serverkit import _start
+from serverkit import Server, _start
 from test_scale import _log_says, _stop_both
 
 BOUND = 10.0  # seconds a liveness wait may take before the case fails
 
 
-def _serve_http(root: Path, port: int, *extra: str, **popen: object):  # type: ignore[no-untyped-def]
+def _serve_http(root: Path, port: int, *extra: str) -> Server:
     argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(root), f"tcp://127.0.0.1:{port}"]
-    return _start([*argv, "-q", *extra], 1, **popen)
+    return _start([*argv, "-q", *extra], 1)
 
 
 def _held_download(port: int) -> socket.socket:
@@ -92,8 +95,9 @@ def _notifications(sock: socket.socket) -> tuple[int, list[str]]:
     return pid, data.decode().split("\n")
 
 
+@pytest.mark.parametrize("model", [["epoll"], ["prefork", "--workers", "1"]], ids=lambda m: m[0])
 def test_after_a_sigusr2_hand_over_the_old_master_tells_systemd_nothing_more(
-    tmp_path: Path,
+    model: list[str], tmp_path: Path
 ) -> None:
     """sd_notify(3): MAINPID= names the service's main process; once the old master said
     ``MAINPID=<new>`` its own ``STOPPING=1`` (or WATCHDOG=1) would speak for a service it
@@ -103,6 +107,7 @@ def test_after_a_sigusr2_hand_over_the_old_master_tells_systemd_nothing_more(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     sock.settimeout(BOUND)
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{free_port()}"]
+    argv += ["--model", *model]
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
     logfile = tmp_path / "log"
     with logfile.open("w") as err:  # the new master inherits it: a file, not a pipe

@@ -12,10 +12,11 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
   descriptors without removing socket files. After MAINPID= it is no longer the main
-  process and tells systemd nothing more (its STOPPING=1, accepted under NotifyAccess=all,
-  would stop the whole unit, the new master with it). A new master that exits before READY=1 is
-  reaped and reported at once, one not ready within UPGRADE_TIMEOUT is killed; either
-  way the old one keeps serving (and a later SIGUSR2 may try again);
+  process and tells systemd nothing more: under NotifyAccess=all its STOPPING=1 would
+  stop the whole unit, the new master with it, and its WATCHDOG=1 would vouch for a new
+  master that hangs. A new master that exits before READY=1 is reaped and reported at
+  once, one not ready within UPGRADE_TIMEOUT is killed; either way the old one keeps
+  serving (and a later SIGUSR2 may try again);
 - datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
   handed over the same way, and so are a
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
