@@ -12,8 +12,12 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   a worker that cannot be forked (out of processes or memory) is logged and tried again
   every RETRY seconds while the others serve, at the start as after a death (nginx's
   master goes on without it; a master that exited would take every worker down);
-- SIGTERM/SIGINT: the master forwards SIGTERM; workers stop gracefully within --grace;
-  after that (or on a second signal) the master SIGKILLs what is left; no zombies remain;
+- SIGTERM/SIGINT: the master forwards SIGTERM and closes its copies of the listening
+  sockets at once (as nginx's master does): once the workers close theirs, the kernel
+  refuses new connections instead of queueing them for nobody while a busy worker drains
+  (a balancer retries a refusal elsewhere at once; its check fails fast); workers stop
+  gracefully within --grace; after that (or on a second signal) the master SIGKILLs what
+  is left; no zombies remain;
 - each worker writes its own row of the shared counters, unlocked (no other process
   writes it); the master's stats add them up. Each slot has two rows and a SIGHUP
   replacement takes the one its predecessor does not write, so the two never share one
@@ -143,6 +147,7 @@ class Prefork(Model):
     def _signal_workers(self, force: bool) -> None:
         for pid in [*self.workers, *self.retiring]:
             process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+        self.core.close_listeners()  # no respawn or replacement needs them any more
 
     def replace_workers(self) -> None:
         """SIGHUP: new workers first; once all of them listen, the old ones drain."""

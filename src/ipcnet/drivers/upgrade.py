@@ -11,9 +11,12 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   kernel's backlog are never lost; once it listens it says ``READY=1`` to the old master's
   private unixgram socket ($IPCNET_UPGRADE_NOTIFY); only then the old master tells systemd
   ``MAINPID=<new>`` and stops gracefully (drains within --grace), dropping its listening
-  descriptors without removing socket files. A new master that exits before READY=1 is
-  reaped and reported at once, one not ready within UPGRADE_TIMEOUT is killed; either
-  way the old one keeps serving (and a later SIGUSR2 may try again);
+  descriptors without removing socket files. After MAINPID= it is no longer the main
+  process and tells systemd nothing more: under NotifyAccess=all its STOPPING=1 would
+  stop the whole unit, the new master with it, and its WATCHDOG=1 would vouch for a new
+  master that hangs. A new master that exits before READY=1 is reaped and reported at
+  once, one not ready within UPGRADE_TIMEOUT is killed; either way the old one keeps
+  serving (and a later SIGUSR2 may try again);
 - datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
   handed over the same way, and so are a
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
@@ -176,6 +179,7 @@ def _upgrade(core: ServerCore) -> None:
         endpoint.close()
     log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
     tell(f"MAINPID={pid}")
+    os.environ.pop("NOTIFY_SOCKET", None)  # the new master is the service now (see the rules)
     core.keep_listeners = True
     core.counters.main.set_state("upgraded")  # our health stays ok: the address serves on
     core.request_stop()
