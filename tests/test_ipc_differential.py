@@ -22,12 +22,12 @@ import uuid
 
 import posix_ipc
 import pytest
-from test_ipcs import _mqueue_mount
 
 import ipcnet
 from ipcnet import errors
 from ipcnet.inspector import ipc
 from ipcnet.transports import mq
+from test_ipcs import _mqueue_mount
 
 STORM_CAP = 5000  # signals: far more than the waits below take, so reaching it is a failure
 
@@ -230,8 +230,8 @@ def test_a_queue_whose_name_reads_as_a_query_is_listed_by_its_own_name() -> None
 def test_a_message_is_measured_in_bytes_not_items() -> None:
     url = f"mq:///ipcnet-t-{uuid.uuid4().hex}"
     with ipcnet.open_datagram(f"{url}?msgsize=64", listen=True, timeout=5) as receiver:
-        receiver.unlink()
         with ipcnet.open_datagram(url) as sender:
+            receiver.unlink()
             with pytest.raises(errors.MessageTooLarge, match="80 bytes, the queue's limit is 64"):
                 sender.send(memoryview(bytes(80)).cast("I"))  # 20 items of 4 bytes
             sender.send(memoryview(bytes(range(64))).cast("I"))
