@@ -2,7 +2,8 @@
 
 Role: ``connect`` opens the fifo's write end, ``listen`` makes (or finds) the fifo and each
 ``accept()`` opens its read end. Rules: opening waits up to the timeout for the other side
-(then "no reader" / "no writer"); a path that is another kind of file is "address in use";
+(then "no reader" / "no writer"); a path that is another kind of file is "address in use",
+at once (open(2) of a socket is ENXIO, as for a fifo with no reader: we look, not wait);
 a fifo made by ``listen`` is removed on close, one that existed before is left alone.
 """
 
@@ -41,7 +42,9 @@ def open_fifo_writer(address: Address, timeout: float | None) -> PipeStream:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             break
         except OSError as exc:
-            if exc.errno != errno.ENXIO:  # nobody has it open for reading yet
+            if exc.errno == errno.EISDIR or (exc.errno == errno.ENXIO and not _is_fifo(path)):
+                raise _not_a_fifo(address) from exc
+            if exc.errno != errno.ENXIO:  # ENXIO: nobody has it open for reading yet
                 raise translate(exc, "open", address) from exc
             if deadline is not None and time.monotonic() >= deadline:
                 raise Unreachable(f"no reader on {address} after {timeout} s") from exc
@@ -78,7 +81,10 @@ def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
             os.close(result["fd"])
         raise Unreachable(f"no writer on {address} after {timeout} s")
     if "error" in result:
-        raise translate(result["error"], "open", address) from result["error"]
+        exc = result["error"]
+        if exc.errno == errno.ENXIO:  # a socket: a fifo opened for reading never says so
+            raise _not_a_fifo(address) from exc
+        raise translate(exc, "open", address) from exc
     fd = int(result["fd"])
     _check_fifo(fd, address)
     enlarge(fd)
@@ -88,7 +94,18 @@ def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
 def _check_fifo(fd: int, address: Address) -> None:
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         os.close(fd)
-        raise AddressInUse(f"not a fifo: {address} is another kind of file")
+        raise _not_a_fifo(address)
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return True  # gone meanwhile: the open's own answer stands
+
+
+def _not_a_fifo(address: Address) -> AddressInUse:
+    return AddressInUse(f"not a fifo: {address} is another kind of file")
 
 
 class FifoListener(Listener[PipeStream]):
