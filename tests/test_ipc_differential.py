@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import uuid
 
 import posix_ipc
@@ -161,6 +162,22 @@ def test_signal_sources_closed_in_any_order_leave_the_others_blocked() -> None:
         return f"{got} {still} {blocked() == before}"
 
     assert _in_child(run) == "['SIGUSR1', 'SIGUSR2'] True True"
+
+
+@pytest.mark.parametrize("spelling", ["10", " 15 ", "35", str(int(signal.SIGRTMAX))])
+def test_a_signal_number_in_a_string_is_that_signal_as_kill_takes_it(spelling) -> None:
+    # kill -s 10 PID: a number is a number, as the error message itself offers
+    with subprocess.Popen(["sleep", "60"]) as child:  # exec'd: every signal at its default
+        try:
+            ipcnet.send_signal(child.pid, "0")  # kill -0: only looks
+            ipcnet.send_signal(child.pid, spelling)
+        finally:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(10)
+            child.kill()  # (a no-op once it has ended)
+    assert child.returncode == -int(spelling)
+    with pytest.raises(errors.InvalidAddress, match="unknown signal '99'"):
+        ipcnet.send_signal(os.getpid(), "99")
 
 
 @pytest.fixture

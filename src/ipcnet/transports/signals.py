@@ -80,10 +80,13 @@ def signal_name(signo: int) -> str:
 
 
 def _signum(sig: int | str) -> int:
-    """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, or ``"RTMIN+3"``."""
+    """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, ``"RTMIN+3"`` or ``"10"``
+    (as kill(1) takes ``-s 10``)."""
     low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
     try:
-        if isinstance(sig, str):
+        if isinstance(sig, str) and sig.strip().isascii() and sig.strip().isdigit():
+            num = int(sig)
+        elif isinstance(sig, str):
             text = sig.strip().upper()
             rt = _RT.match(text)
             if rt is None:
@@ -229,7 +232,7 @@ def signals(*sigs: int | str) -> SignalSource:
 
 def send_signal(pid: int, sig: int | str) -> None:
     """kill(2) with plain errors: no such process, not permitted, unknown signal."""
-    signo = 0 if sig == 0 else _signum(sig)
+    signo = 0 if str(sig).strip() == "0" else _signum(sig)
     if pid <= 0:
         raise InvalidAddress(f"pid {pid} would signal a process group; give a process id > 0")
     try:
