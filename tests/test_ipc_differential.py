@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import mmap
 import os
 import signal
@@ -253,6 +254,29 @@ def test_a_message_is_measured_in_bytes_not_items() -> None:
                 sender.send(memoryview(bytes(80)).cast("I"))  # 20 items of 4 bytes
             sender.send(memoryview(bytes(range(64))).cast("I"))
         assert receiver.recv()[0] == bytes(range(64))
+
+
+def _queue_descriptors(name: str) -> int:
+    """How many of our descriptors are the queue ``name`` ("/name", as /proc shows it)."""
+    gc.collect()
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own descriptor is gone)
+            count += os.readlink(f"/proc/self/fd/{fd}") == name
+    return count
+
+
+def test_a_dropped_queue_end_gives_its_descriptor_back() -> None:
+    # a socket dropped unclosed closes; posix_ipc's MessageQueue does not (its own choice)
+    url = f"mq:///ipcnet-t-{uuid.uuid4().hex}"
+    with ipcnet.open_datagram(url, listen=True) as receiver:
+        try:
+            ends = [ipcnet.open_datagram(url) for _ in range(3)]
+            assert _queue_descriptors(url[5:]) == 4
+            del ends
+            assert _queue_descriptors(url[5:]) == 1
+        finally:
+            receiver.unlink()
 
 
 def _forge(address: str, ring: int, seals: int) -> tuple[str, bytes]:

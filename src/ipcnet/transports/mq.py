@@ -284,6 +284,9 @@ class MqEndpoint(DatagramEndpoint):
             self.queue.close()
 
     def __del__(self) -> None:
+        if not getattr(self, "_closed", True):  # dropped unclosed: posix_ipc would keep the
+            with contextlib.suppress(Exception):  # queue descriptor open (as a socket does not)
+                self.queue.close()
         waker = getattr(self, "_waker", None)
         if waker is not None:
             with contextlib.suppress(OSError):
