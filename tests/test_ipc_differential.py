@@ -256,6 +256,34 @@ def test_a_message_is_measured_in_bytes_not_items() -> None:
         assert receiver.recv()[0] == bytes(range(64))
 
 
+def test_a_queue_over_queues_max_names_the_limit() -> None:
+    # mq_open(3): ENOSPC is queues_max (posix_ipc's OSError has no errno): it was a Broken
+    # "insufficient space"; in a private IPC namespace, whose limits are its own
+    def run() -> str:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).unshare(0x08000000) != 0:  # CLONE_NEWIPC
+            return "skip"
+        with open("/proc/sys/fs/mqueue/queues_max", "w") as f:
+            f.write("1")
+        with ipcnet.open_datagram("mq:///first?depth=1&msgsize=1", listen=True):
+            try:
+                ipcnet.open_datagram("mq:///second?depth=1&msgsize=1", listen=True)
+            except errors.IPCError as exc:
+                return f"{type(exc).__name__}: {exc}"
+            finally:
+                mq.remove("mq:///first")
+        return "made"
+
+    out = _in_child(run)
+    if out == "skip":
+        pytest.skip("cannot make an IPC namespace here")
+    assert out == (
+        "LimitExceeded: cannot create mq:///second?depth=1&msgsize=1: "
+        "the system holds its queues_max of 1 queues (/proc/sys/fs/mqueue/queues_max)"
+    )
+
+
 def _queue_descriptors(name: str) -> int:
     """How many of our descriptors are the queue ``name`` ("/name", as /proc shows it)."""
     gc.collect()

@@ -348,6 +348,11 @@ def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoi
         # EMFILE is also mq_open(3)'s answer to RLIMIT_MSGQUEUE (posix_ipc gives no errno)
         if listen and (exc.errno == errno.EMFILE or "maximum number of files" in str(exc)):
             raise LimitExceeded(_emfile(where)) from exc
+        if listen and (exc.errno == errno.ENOSPC or "insufficient space" in str(exc).lower()):
+            raise LimitExceeded(
+                f"cannot create {where}: the system holds its queues_max of "
+                f"{limit('queues_max')} queues ({PROC}/queues_max)"
+            ) from exc
         raise _translate(exc, "open", where) from exc
     except Exception as exc:
         raise _translate(exc, "open", where) from exc
