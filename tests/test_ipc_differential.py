@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import uuid
 
 import posix_ipc
@@ -199,6 +200,29 @@ def test_a_fifo_address_on_another_kind_of_file_is_not_a_fifo_at_once(odd_files,
         ipcnet.connect(url, connect_timeout=5)
     with pytest.raises(errors.AddressInUse, match="exists and is not a fifo"):
         ipcnet.listen(url)  # as listen already said
+
+
+def test_closing_a_fifo_listener_wakes_a_blocked_accept(tmp_path) -> None:
+    # the Listener contract (close() wakes a thread blocked in accept()); the fifo one
+    # stayed in open(O_RDONLY) for ever, waiting for a writer, after its fifo was gone
+    listener = ipcnet.listen(f"fifo://{tmp_path / 'f'}")
+    outcome: list[BaseException] = []
+
+    def accept() -> None:
+        try:
+            listener.accept()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    while "ipcnet-fifo-open" not in {t.name for t in threading.enumerate()}:
+        thread.join(0.001)  # until its opener is in open()
+    listener.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [type(e) for e in outcome] == [errors.Closed]
+    assert not (tmp_path / "f").exists()
 
 
 def _dev_shm_names() -> set[str]:

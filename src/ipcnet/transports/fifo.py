@@ -18,7 +18,7 @@ import time
 from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
-from ipcnet.errors import AddressInUse, Closed, Unreachable, Unsupported
+from ipcnet.errors import AddressInUse, Closed, IPCError, Unreachable, Unsupported
 from ipcnet.transports.base import Listener
 from ipcnet.transports.oserrors import translate
 from ipcnet.transports.pipes import PipeStream, enlarge
@@ -74,8 +74,7 @@ def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        _release(path)
         thread.join()
         if "fd" in result:
             os.close(result["fd"])
@@ -89,6 +88,15 @@ def open_fifo_reader(address: Address, timeout: float | None) -> PipeStream:
     _check_fifo(fd, address)
     enlarge(fd)
     return PipeStream(fd, None, str(address))
+
+
+def _release(path: str) -> bool:
+    """Open the fifo for writing and close it: that wakes every reader blocked in open()."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError:
+        return False  # no reader inside open() (yet)
+    return True
 
 
 def _check_fifo(fd: int, address: Address) -> None:
@@ -113,6 +121,8 @@ class FifoListener(Listener[PipeStream]):
 
     A fifo made here is removed on close; one that existed before is left alone. It has no
     descriptor to poll between peers, so a server cannot serve it (``servable`` is False).
+    ``close()`` wakes a thread blocked in ``accept()`` (by opening the fifo for writing, as
+    a peer would), which then raises ``Closed``.
     """
 
     servable: ClassVar[bool] = False
@@ -122,6 +132,7 @@ class FifoListener(Listener[PipeStream]):
         self.where = str(address)
         self._closed = False
         self._timeout: float | None = None
+        self._accepting = 0  # threads inside accept()
         path = address.path or ""
         self._created: int | None = None  # the pid that made the fifo (only it removes it)
         try:
@@ -136,7 +147,19 @@ class FifoListener(Listener[PipeStream]):
     def accept(self) -> PipeStream:
         if self._closed:
             raise Closed(f"closed: cannot accept on {self.where}: this side closed it")
-        return open_fifo_reader(self.address, self._timeout)
+        self._accepting += 1
+        try:
+            stream = open_fifo_reader(self.address, self._timeout)
+        except IPCError as exc:
+            if self.closed:  # (the property: mypy would take _closed for still False)
+                raise Closed(f"closed while accepting on {self.where}") from exc
+            raise
+        finally:
+            self._accepting -= 1
+        if self.closed:  # close() woke us by opening the fifo for writing
+            stream.close()
+            raise Closed(f"closed while accepting on {self.where}")
+        return stream
 
     def try_accept(self) -> PipeStream | None:
         raise Unsupported(f"cannot accept on {self.where} without blocking: it is a fifo")
@@ -167,6 +190,12 @@ class FifoListener(Listener[PipeStream]):
         if self._closed:
             return
         self._closed = True
+        path = self.address.path or ""
+        for _ in range(100):  # an accept() may not be inside open() yet: try for up to ~1 s
+            if not self._accepting:
+                break
+            _release(path)
+            time.sleep(0.01)
         if self._created == os.getpid():  # not in a forked child
             with contextlib.suppress(OSError):
-                os.unlink(self.address.path or "")
+                os.unlink(path)
