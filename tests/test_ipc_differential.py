@@ -225,6 +225,24 @@ def test_closing_a_fifo_listener_wakes_a_blocked_accept(tmp_path) -> None:
     assert not (tmp_path / "f").exists()
 
 
+def test_an_undo_semaphore_removed_by_ipcrm_is_closed_for_every_use() -> None:
+    # util-linux's ipcrm -s removes the set under us: acquire and release said "was
+    # removed", value and last_pid a Broken "invalid argument"
+    sem = ipcnet.UndoSemaphore(f"ipcnet-t-{uuid.uuid4().hex}", 1)
+    subprocess.run(["ipcrm", "-s", str(sem._id)], check=True)
+    uses = [
+        lambda: sem.value,  # the same error as acquire's (checked below)
+        lambda: sem.last_pid,
+        lambda: sem.acquire(timeout=0),
+        sem.release,
+    ]
+    assert [_outcome(use) for use in uses] == ["Closed"] * 4
+    with pytest.raises(
+        errors.Closed, match=r"^sysv semaphore 'ipcnet-t-.*' \(key 0x[0-9a-f]{8}\) was removed$"
+    ):
+        sem.acquire(timeout=0)
+
+
 def _dev_shm_names() -> set[str]:
     return set(os.listdir("/dev/shm"))
 

@@ -349,6 +349,8 @@ class UndoSemaphore(_Base):
         self._check_open(op)
         rc = int(self._lib.semctl(self._id, 0, cmd))
         if rc < 0:
+            if ctypes.get_errno() in (errno.EIDRM, errno.EINVAL):  # as acquire() says it
+                raise Closed(f"{self.where} was removed")
             raise _fail(op, self.where)
         return rc
 
