@@ -5,8 +5,10 @@ forged peers to ipcnet and to the references (posix_ipc, the kernel's own calls 
 util-linux's lsipc/ipcmk) and listed every disagreement; these are the ones where ipcnet was
 wrong. References: signal(7) (a handler that returns resumes the program: PEP 475 retries
 the call, and a timeout stays one deadline), fifo(7) (open(2) of a socket is ENXIO, as for
-a fifo without a reader), mq_overview(7) (a queue name is any bytes but '/' and NUL),
-memfd_create(2) (F_SEAL_WRITE forbids a writable shared mapping).
+a fifo without a reader), mq_overview(7) and mq_open(3) (a queue name is any bytes but '/'
+and NUL; ENOSPC is queues_max), memfd_create(2) (F_SEAL_WRITE forbids a writable shared
+mapping), kill(1) (``-s 10``), util-linux ipcrm (removes a SysV set under its users), and
+the Listener contract of ``transports.base`` (close() wakes a blocked accept()).
 """
 
 from __future__ import annotations
