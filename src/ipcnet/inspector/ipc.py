@@ -29,7 +29,7 @@ from ipcnet.errors import PermissionDenied
 from ipcnet.inspector.names import user_name
 from ipcnet.inspector.owners import all_pids, comm
 from ipcnet.transports import procfs
-from ipcnet.transports.mq import message_count
+from ipcnet.transports.mq import queue_messages
 
 KINDS = (
     "posix-shm",
@@ -210,7 +210,7 @@ def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list
                     user_name(st.st_uid),
                     _mode(st.st_mode),
                     qsize,
-                    message_count(f"mq:///{q}"),
+                    queue_messages(q),
                     _mq_holders(scan, st.st_dev, st.st_ino, names),
                 )
             )

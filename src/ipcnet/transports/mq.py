@@ -15,6 +15,10 @@ sends (the queue must exist), as with ``fifo://``. Rules:
 - A call is one mq_timedsend/mq_timedreceive (the GIL released), in slices of at most
   ``SLICE`` seconds: nothing can wake a thread blocked in mq_receive on a descriptor
   another thread closed, so ``close()`` wakes a blocked ``recv``/``send`` within a slice.
+  A signal whose handler returns (posix_ipc's SignalError: EINTR) only ends a slice, as
+  PEP 475 retries a call: the wait goes on to its one deadline.
+- Names are any bytes but '/' and NUL to the kernel, but posix_ipc spells them in UTF-8:
+  a name that is not (a surrogate-escaped byte) is refused before anything is made.
 - The queue outlives both ends (that is the point of a message queue): ``unlink()`` or
   ``remove(url)`` deletes it.
 Why ``posix_ipc`` and not ctypes: it is the maintained binding (mq_* with timeouts, the
@@ -35,6 +39,7 @@ from ipcnet.addresses import Address, parse
 from ipcnet.errors import (
     Busy,
     Closed,
+    InvalidAddress,
     IPCError,
     LimitExceeded,
     MessageTooLarge,
@@ -130,12 +135,12 @@ class MqEndpoint(DatagramEndpoint):
         prio = self.priority if priority is None else priority
         if not 0 <= prio <= PRIORITY_MAX:
             raise LimitExceeded(f"priority {prio} out of range 0..{PRIORITY_MAX}")
-        if len(data) > self.max_size:
+        message = data if type(data) is bytes else bytes(data)  # len() of a view counts items
+        if len(message) > self.max_size:
             raise MessageTooLarge(
-                f"message too large for {self.where}: {len(data)} bytes, "
+                f"message too large for {self.where}: {len(message)} bytes, "
                 f"the queue's limit is {self.max_size}"
             )
-        message = data if type(data) is bytes else bytes(data)
         if self._timeout == 0:
             try:
                 self.queue.send(message, 0, prio)
@@ -151,9 +156,8 @@ class MqEndpoint(DatagramEndpoint):
                 self.queue.send(message, self._slice(deadline), prio)
                 return
             except Exception as exc:
-                err = self._error(exc, "send to")
-                if not isinstance(err, Busy):
-                    raise err from exc
+                if not self._waits_on(exc, "send to"):
+                    raise self._error(exc, "send to") from exc
                 self._check_deadline(deadline, "send to", exc, " (the queue is full)")
 
     def recv(self) -> tuple[bytes, Address | None]:
@@ -190,9 +194,8 @@ class MqEndpoint(DatagramEndpoint):
                 data, prio = self.queue.receive(self._slice(deadline))
                 return data, prio
             except Exception as exc:
-                err = self._error(exc, "receive on")
-                if not isinstance(err, Busy):
-                    raise err from exc
+                if not self._waits_on(exc, "receive on"):
+                    raise self._error(exc, "receive on") from exc
                 self._check_deadline(deadline, "receive on", exc)
 
     def _slice(self, deadline: float | None) -> float:
@@ -221,6 +224,11 @@ class MqEndpoint(DatagramEndpoint):
             raise Closed(f"closed while waiting: {op} {self.where}")
         if not ready and deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"timed out: {op} {self.where} after {self._timeout} s")
+
+    def _waits_on(self, exc: BaseException, op: str) -> bool:
+        """A slice that ended without a message: it timed out (full or empty), or a signal
+        handler ran and returned (EINTR, retried as PEP 475 does)."""
+        return isinstance(exc, _ipc().SignalError) or isinstance(self._error(exc, op), Busy)
 
     def _error(self, exc: BaseException, op: str) -> IPCError:
         if self._closed:
@@ -276,6 +284,9 @@ class MqEndpoint(DatagramEndpoint):
             self.queue.close()
 
     def __del__(self) -> None:
+        if not getattr(self, "_closed", True):  # dropped unclosed: posix_ipc would keep the
+            with contextlib.suppress(Exception):  # queue descriptor open (as a socket does not)
+                self.queue.close()
         waker = getattr(self, "_waker", None)
         if waker is not None:
             with contextlib.suppress(OSError):
@@ -287,11 +298,23 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> MqEndp
     return open_queue(address, listen=listen, mode=mode)
 
 
+def _name(address: Address) -> str:
+    """The queue's name as mq_open(3) takes it ("/name"), in UTF-8 as posix_ipc spells it."""
+    name = "/" + (address.path or "")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise InvalidAddress(
+            f"invalid address {str(address)!r}: the queue name is not valid UTF-8"
+        ) from None
+    return name
+
+
 def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoint:
     """The receiving end (listen=True, creates the queue) or the sending end of a queue."""
     ipc = _ipc()
     where = str(address)
-    name = "/" + (address.path or "")
+    name = _name(address)
     priority = address.option("priority", 0) or 0
     if not 0 <= priority <= PRIORITY_MAX:
         raise LimitExceeded(f"priority {priority} out of range 0..{PRIORITY_MAX}: {where}")
@@ -325,6 +348,11 @@ def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoi
         # EMFILE is also mq_open(3)'s answer to RLIMIT_MSGQUEUE (posix_ipc gives no errno)
         if listen and (exc.errno == errno.EMFILE or "maximum number of files" in str(exc)):
             raise LimitExceeded(_emfile(where)) from exc
+        if listen and (exc.errno == errno.ENOSPC or "insufficient space" in str(exc).lower()):
+            raise LimitExceeded(
+                f"cannot create {where}: the system holds its queues_max of "
+                f"{limit('queues_max')} queues ({PROC}/queues_max)"
+            ) from exc
         raise _translate(exc, "open", where) from exc
     except Exception as exc:
         raise _translate(exc, "open", where) from exc
@@ -354,19 +382,25 @@ def remove(url: str | Address) -> None:
     address = parse(url)
     if address.scheme != "mq":
         raise Unsupported(f"{address} is not a message queue address")
+    name = _name(address)
     try:
-        _ipc().unlink_message_queue("/" + (address.path or ""))
+        _ipc().unlink_message_queue(name)
     except Exception as exc:
         raise _translate(exc, "remove", str(address)) from exc
 
 
 def message_count(url: str | Address) -> int | None:
-    """How many messages wait in a queue (for the inspector): None if it is gone, or if
-    posix_ipc is missing or we may not open it. Opening it for reading takes nothing."""
-    address = parse(url)
+    """How many messages wait in the queue at ``url`` (see ``queue_messages``)."""
+    return queue_messages(_name(parse(url))[1:])
+
+
+def queue_messages(name: str) -> int | None:
+    """How many messages wait in the queue called ``name`` (as /dev/mqueue lists it, any
+    characters: the inspector's, not a URL): None if it is gone, or if posix_ipc is missing
+    or we may not open it. Opening it for reading takes nothing."""
     try:
         ipc = _ipc()
-        queue = ipc.MessageQueue("/" + (address.path or ""), read=True, write=False)
+        queue = ipc.MessageQueue("/" + name, read=True, write=False)
     except Exception:
         return None
     try:

@@ -13,9 +13,11 @@ The crash question, honestly: a POSIX semaphore (named or not) has no owner; if 
 dies the count stays taken and every later acquire waits (posix_ipc #53). ``timeout=`` turns
 that into a ``Timeout`` that says so; ``UndoSemaphore`` is the one that recovers, and its
 ``last_pid`` names the process that operated on it last (GETPID), for post-mortems.
-Rules: names are one component (at most 251 bytes; "/jobs" is "jobs", as posix_ipc spells
-it); values are 0..SEM_VALUE_MAX (SysV: 0..32767); errno values are translated by
-``oserrors``; ``release`` beyond the maximum raises ``LimitExceeded``.
+Rules: names are one component (at most 251 bytes, in UTF-8 as posix_ipc spells them;
+"/jobs" is "jobs"); values are 0..SEM_VALUE_MAX (SysV: 0..32767); errno values are
+translated by ``oserrors``; ``release`` beyond the maximum raises ``LimitExceeded``.
+A signal whose handler returns does not end a wait (EINTR is retried, as PEP 475 does):
+``acquire`` goes on to the one deadline its timeout set.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ def _check_name(name: str) -> str:
     bare = name[1:] if name.startswith("/") else name
     if not bare or "/" in bare or "\0" in bare or bare in (".", ".."):
         raise InvalidAddress(f"invalid semaphore name {name!r}: one name, no '/' inside")
-    if len(os.fsencode(bare)) > NAME_MAX:
+    try:
+        size = len(bare.encode())
+    except UnicodeEncodeError:
+        raise InvalidAddress(
+            f"invalid semaphore name {name!r}: the name is not valid UTF-8"
+        ) from None
+    if size > NAME_MAX:
         raise InvalidAddress(f"invalid semaphore name: over {NAME_MAX} bytes")
     return bare
 
@@ -58,6 +66,11 @@ def _check_name(name: str) -> str:
 def _wait_for(timeout: float | None) -> float | None:
     """None waits forever; a negative timeout is an expired one (as multiprocessing's)."""
     return None if timeout is None else max(0.0, float(timeout))
+
+
+def _left(deadline: float | None) -> float | None:
+    """What is left of a wait until ``deadline`` (time.monotonic()), never below 0."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _check_value(value: int, top: int, where: str) -> int:
@@ -128,10 +141,15 @@ class Semaphore(_Base):
         """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
         self._check_open("acquire")
         timeout = _wait_for(timeout)
-        try:
-            self._sem.acquire(timeout)
-        except self._ipc.BusyError as exc:
-            raise self._timed_out(timeout) from exc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._sem.acquire(_left(deadline))
+                return
+            except self._ipc.SignalError:
+                continue  # the handler ran (and returned): wait on, for what is left
+            except self._ipc.BusyError as exc:
+                raise self._timed_out(timeout) from exc
 
     def release(self) -> None:
         self._check_open("release")
@@ -206,11 +224,12 @@ class SharedSemaphore(_Base):
         self._check_open("acquire")
         timeout = _wait_for(timeout)
         sem = ctypes.c_void_p(self._sem)
+        until = None if timeout is None else _abs_timespec(timeout)  # one deadline, kept
         while True:
-            if timeout is None:
+            if until is None:
                 rc = self._lib.sem_wait(sem)
             else:
-                rc = self._lib.sem_timedwait(sem, ctypes.byref(_abs_timespec(timeout)))
+                rc = self._lib.sem_timedwait(sem, ctypes.byref(until))
             if rc == 0:
                 return
             code = ctypes.get_errno()
@@ -299,11 +318,13 @@ class UndoSemaphore(_Base):
         self._check_open(op)
         flags = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 else 0)
         buf = _Sembuf(0, delta, flags)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if timeout is None or timeout == 0:
+            left = _left(deadline)
+            if left is None or timeout == 0:
                 rc = self._lib.semop(self._id, ctypes.byref(buf), 1)
-            else:
-                ts = _rel_timespec(timeout)
+            else:  # semtimedop's timeout is relative: what is left after an EINTR
+                ts = _rel_timespec(left)
                 rc = self._lib.semtimedop(self._id, ctypes.byref(buf), 1, ctypes.byref(ts))
             if rc == 0:
                 return
@@ -328,6 +349,8 @@ class UndoSemaphore(_Base):
         self._check_open(op)
         rc = int(self._lib.semctl(self._id, 0, cmd))
         if rc < 0:
+            if ctypes.get_errno() in (errno.EIDRM, errno.EINVAL):  # as acquire() says it
+                raise Closed(f"{self.where} was removed")
             raise _fail(op, self.where)
         return rc
 

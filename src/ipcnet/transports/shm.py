@@ -33,7 +33,8 @@ Rules (the StreamTransport contract of ``base``, plus):
   process closes the end it does not use. Nothing has a name except the rendezvous socket
   (abstract, or a path file removed when the listener closes): nothing is left behind.
 - The memfd is sealed against shrinking and growing before it is handed over, and the
-  acceptor checks the seals and size, so a peer cannot make our mapping fault (SIGBUS).
+  acceptor checks the seals and size, so a peer cannot make our mapping fault (SIGBUS);
+  a memfd sealed against writing cannot be mapped to write, and is refused as such.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ _HELLO = struct.Struct("<8sII")
 _MAGIC = b"ipcnetSH"
 _VERSION = 1
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+_SEAL_FUTURE_WRITE = 0x10  # memfd_create(2), Linux 5.1; the fcntl module names it from 3.12
 _POLLDONE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 _fence_lock = threading.Lock()
@@ -601,8 +603,12 @@ class ShmListener(Listener[ShmStream]):
         magic, version, ring = _HELLO.unpack(data)
         if magic != _MAGIC or version != _VERSION:
             raise refuse(f"not an ipcnet shm hello (version {version})")
-        if not MIN_RING <= ring <= self.max_ring or ring % mmap.PAGESIZE:
+        if not MIN_RING <= ring <= self.max_ring:
             raise refuse(f"ring of {ring} bytes is outside {MIN_RING}..{self.max_ring}")
+        if ring % mmap.PAGESIZE:
+            raise refuse(
+                f"ring of {ring} bytes is not a whole number of {mmap.PAGESIZE}-byte pages"
+            )
         memfd = fds[0]
         try:
             size = os.fstat(memfd).st_size
@@ -617,6 +623,8 @@ class ShmListener(Listener[ShmStream]):
             fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
         ):
             raise refuse("the memory is not sealed against resizing")
+        if seals & (fcntl.F_SEAL_WRITE | _SEAL_FUTURE_WRITE):  # no shared writable mapping
+            raise refuse("the memory is sealed against writing")
         with translating("map the memory from", peer):
             memory = _Memory(memfd, ring)
         memory.drop_memfd()

@@ -6,7 +6,9 @@ thread and queued to a descriptor instead of interrupting the program, so they a
 forgeable) and can be iterated, read with a timeout, or polled by any event loop
 (``fileno()``). Rules:
 - Block them before other threads start (threads inherit the mask; a thread that does not
-  block a signal may take it with the default action). ``close()`` restores the mask.
+  block a signal may take it with the default action). ``close()`` unblocks what the
+  source blocked and no other open source still needs, in any order of closing (what
+  the program blocked itself stays blocked).
 - Standard signals coalesce while pending (two SIGUSR1 before a read may be one event);
   real-time signals queue.
 - ``send_signal`` says "no such process" (ESRCH) and "not permitted" (EPERM) plainly.
@@ -24,6 +26,7 @@ import re
 import select
 import signal
 import struct
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -41,6 +44,10 @@ _SFD_NONBLOCK, _SFD_CLOEXEC = 0o4000, 0o2000000
 # overrun trapno status int ptr
 _INFO = struct.Struct("<IiiIIiIIIIiiQ")
 _SIGINFO_SIZE = 128
+# a signal mask is a thread's: (thread, signal) -> how many open sources need it blocked,
+# and those a source blocked (the program had not blocked them itself)
+_needed: dict[tuple[int, int], int] = {}
+_ours: set[tuple[int, int]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +80,13 @@ def signal_name(signo: int) -> str:
 
 
 def _signum(sig: int | str) -> int:
-    """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, or ``"RTMIN+3"``."""
+    """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, ``"RTMIN+3"`` or ``"10"``
+    (as kill(1) takes ``-s 10``)."""
     low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
     try:
-        if isinstance(sig, str):
+        if isinstance(sig, str) and sig.strip().isascii() and sig.strip().isdigit():
+            num = int(sig)
+        elif isinstance(sig, str):
             text = sig.strip().upper()
             rt = _RT.match(text)
             if rt is None:
@@ -109,7 +119,7 @@ class SignalSource:
         self.where = "signals(" + ", ".join(signal_name(s) for s in self.signals) + ")"
         self._closed = False
         self.timeout: float | None = None
-        self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        self._hold()
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         mask = ctypes.create_string_buffer(128)  # sigset_t
         for s in self.signals:
@@ -117,13 +127,36 @@ class SignalSource:
         fd = libc.signalfd(-1, mask, _SFD_NONBLOCK | _SFD_CLOEXEC)
         if fd < 0:
             code = ctypes.get_errno()
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+            self._let_go()
             raise translate(OSError(code, os.strerror(code)), "create", self.where)
         self._fd = int(fd)
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self._poll.register(self._waker, select.POLLIN)
+
+    def _hold(self) -> None:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        thread = threading.get_ident()
+        for s in self.signals:
+            key = (thread, s)
+            if not _needed.get(key) and s not in before:
+                _ours.add(key)
+            _needed[key] = _needed.get(key, 0) + 1
+
+    def _let_go(self) -> None:
+        thread = threading.get_ident()
+        free = []
+        for s in self.signals:
+            key = (thread, s)
+            _needed[key] = _needed.get(key, 1) - 1
+            if not _needed[key]:
+                del _needed[key]
+                if key in _ours:
+                    _ours.discard(key)
+                    free.append(s)
+        if free:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, free)
 
     def read(self, timeout: float | None = -1.0) -> SignalEvent:
         """The next signal; waits up to ``timeout`` (default: the ``timeout`` attribute)."""
@@ -176,7 +209,7 @@ class SignalSource:
             return
         self._closed = True
         os.eventfd_write(self._waker, 1)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
+        self._let_go()
         os.close(self._fd)
 
     def __del__(self) -> None:
@@ -199,7 +232,7 @@ def signals(*sigs: int | str) -> SignalSource:
 
 def send_signal(pid: int, sig: int | str) -> None:
     """kill(2) with plain errors: no such process, not permitted, unknown signal."""
-    signo = 0 if sig == 0 else _signum(sig)
+    signo = 0 if str(sig).strip() == "0" else _signum(sig)
     if pid <= 0:
         raise InvalidAddress(f"pid {pid} would signal a process group; give a process id > 0")
     try:
