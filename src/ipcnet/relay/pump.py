@@ -17,7 +17,10 @@ Rules:
 - ``linger`` is an idle timer that starts with the first EOF: the bridge ends when the open
   direction moved nothing for that long; ``idle_timeout`` ends a bridge silent both ways;
 - the outcome says which side ended first and how (eof, reset, timeout, stopped), as
-  HAProxy's termination state does.
+  HAProxy's termination state does;
+- ending never blocks: an exec: target's side, whose close waits for the child to exit
+  (then terminates and kills it), is closed in a thread of its own when the child is
+  still running, so a model's loop goes on driving every other connection.
 Which path a side takes is chosen once, here, in ``end_for``: a TLS stream (tls://,
 tls+unix://, terminated or originated) gets the TLS layer's end
 (``transports.tls.relayend``), which cannot splice, so every direction touching it copies
@@ -28,6 +31,7 @@ other stream gets the kernel's end and splices unless ``--no-splice``.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -166,6 +170,16 @@ class Flow:
             self.pipe = None
 
 
+def _close(end: RelayEnd, reset: bool) -> None:
+    """Close one side (with a reset: ``abort``), never waiting for an exec: child."""
+    close = end.abort if reset else end.close
+    child = end.transport.process
+    if child is not None and child.poll() is None:
+        threading.Thread(target=close, name="ipcnet-relay-child").start()
+    else:
+        close()
+
+
 class Bridge:
     """Both directions between a client and a server end (see the module's rules)."""
 
@@ -300,15 +314,15 @@ class Bridge:
             return
         self.finished = True
         self._close_flows()
-        self.client.abort()
-        self.server.abort()
+        for end in (self.client, self.server):
+            _close(end, reset=True)
         self._ended()
 
     def _finish(self) -> None:
         self.finished = True
         self._close_flows()
-        self.client.close()
-        self.server.close()
+        for end in (self.client, self.server):
+            _close(end, reset=False)
         self._ended()
 
     def _ended(self) -> None:
