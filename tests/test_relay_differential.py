@@ -10,28 +10,56 @@ failed before its fix.
   and nginx never wait on anything but sockets, so a connection ending never delays
   another; ipcnet's event-loop models (epoll, the default, select, poll, asyncio) closed
   an exec: target's side in the loop, and that close waits for the child to exit (then
-  terminates and kills it): every other connection froze for up to 4 s.
+  terminates and kills it): every other connection froze for up to 4 s;
+- a target that answers, then stops reading while the client still uploads, is heard out
+  by a direct connection (its answer, then the end), and by HAProxy and nginx between
+  sockets; ipcnet took the broken pipe (an exec: child, a unix server) for a reset and
+  reset the client at once, with the answer lost.
+
+One relay (the CLI, under its default model) serves every case: its exec: child does what
+the first line of each connection asks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from relay_helpers import recv_all, relay_process
+import pytest
+
+from relay_helpers import RelayProcess, recv_all, relay_process
+
+pytestmark = pytest.mark.xdist_group("relay-differential")  # one relay for the module
 
 # the first line picks what the child does: "hold" closes its stdout and lives on, deaf
-# to SIGTERM (a child slow to exit), anything else is echoed back by cat
+# to SIGTERM (a child slow to exit); "answer" stops reading (closes its stdin) and sends
+# the answer file; anything else is echoed back by cat
 CHILD = (
-    'exec:sh -c \'read x; if [ "$x" = hold ]; then echo $$ > {pid}; trap "" TERM; '
-    'exec sleep 60 >&-; fi; echo "$x"; exec cat\''
+    'exec:sh -c \'read x; case "$x" in '
+    'hold) echo $$ > {tmp}/pid; trap "" TERM; exec sleep 60 >&-;; '
+    "answer) exec cat {tmp}/answer <&-;; "
+    'esac; echo "$x"; exec cat\''
 )
-
-
 LINGER_0 = b"\1\0\0\0\0\0\0\0"  # SO_LINGER on, 0 s: close() sends a reset
+ANSWER = os.urandom(100_000)
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[tuple[RelayProcess, Path]]:
+    tmp = Path(tempfile.mkdtemp(prefix="ipcnet-rd-", dir="/tmp"))
+    (tmp / "answer").write_bytes(ANSWER)
+    try:
+        with relay_process("tcp://127.0.0.1:0", CHILD.format(tmp=tmp), "-q") as r:
+            yield r, tmp
+    finally:
+        shutil.rmtree(tmp)
 
 
 def _ask(sock: socket.socket, line: bytes) -> bytes:
@@ -55,22 +83,21 @@ def _alive(pid: int) -> bool:
 ENDINGS = ["both eof", "client reset"]
 
 
-def test_an_exec_child_slow_to_exit_holds_up_no_other_connection(short_tmp: Path) -> None:
+def test_an_exec_child_slow_to_exit_holds_up_no_other_connection(
+    relay: tuple[RelayProcess, Path],
+) -> None:
     """A connection to an exec: child ends (both ways by EOF, or by a client reset) while
     the child lives on: another connection, on the same event loop (the default model),
     still gets its echo at once, while the child is still there (before, the loop waited
     for it: 2 s, then SIGTERM, 2 s more, then SIGKILL, and only then the echo came)."""
-    pidfile = short_tmp / "child.pid"
-    with (
-        relay_process("tcp://127.0.0.1:0", CHILD.format(pid=pidfile), "-q") as relay,
-        socket.create_connection(("127.0.0.1", relay.port), 20) as other,
-    ):
+    process, tmp = relay
+    with socket.create_connection(("127.0.0.1", process.port), 20) as other:
         assert _ask(other, b"first\n") == b"first\n"
         for ending in ENDINGS:
-            ending_one = socket.create_connection(("127.0.0.1", relay.port), 20)
+            ending_one = socket.create_connection(("127.0.0.1", process.port), 20)
             ending_one.sendall(b"hold\n")
             assert ending_one.recv(10) == b"", ending  # the child closed its stdout: eof
-            pid = int(pidfile.read_text())  # written before it closed its stdout
+            pid = int((tmp / "pid").read_text())  # written before it closed its stdout
             try:
                 if ending == "client reset":
                     ending_one.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
@@ -85,3 +112,37 @@ def test_an_exec_child_slow_to_exit_holds_up_no_other_connection(short_tmp: Path
                     os.kill(pid, signal.SIGKILL)
         other.shutdown(socket.SHUT_WR)
         assert recv_all(other) == b""
+
+
+UPLOADS = [0, 1 << 20, 8 << 20]  # bytes the client sends after its line
+
+
+def test_a_target_that_answers_then_stops_reading_is_heard_out(
+    relay: tuple[RelayProcess, Path],
+) -> None:
+    """A target that answers, then stops reading (an exec: child that closed its stdin or
+    exited, a unix server that closed) while the client still uploads: its answer reaches
+    the client whole, then the end, as from the same server without a relay (the
+    client's unread upload makes the relay's close a reset, as the server's kernel
+    does). Before, the broken pipe was taken for a reset: the client was reset at once
+    and the answer lost (socat's EXEC gets it across most of the time)."""
+    process, _ = relay
+    for upload in UPLOADS:
+        with socket.create_connection(("127.0.0.1", process.port), 20) as c:
+            pusher = threading.Thread(target=_push, args=(c, upload))
+            pusher.start()
+            got = bytearray()
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := c.recv(1 << 16):
+                    got += chunk
+            pusher.join(20)
+        assert bytes(got) == ANSWER, (upload, len(got))
+
+
+def _push(sock: socket.socket, size: int) -> None:
+    block = b"u" * (1 << 16)
+    with contextlib.suppress(OSError):
+        sock.sendall(b"answer\n")
+        for _ in range(size // len(block)):
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)

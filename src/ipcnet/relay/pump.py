@@ -14,6 +14,11 @@ Rules:
   until its own EOF, however long it takes;
 - a reset is passed on as a reset: an ECONNRESET (or a write to a side that left) ends the
   bridge, and the other side is closed with SO_LINGER 0, so it gets an RST, not an EOF;
+- but a side that stopped reading while it still sends (a broken pipe: an exec: child
+  that closed its stdin or exited, a unix peer that closed) is heard out: that direction
+  ends ("closed"), what the side sends goes on to its EOF, as it would reach the other
+  side without a relay; the final close then resets a socket whose bytes nobody read,
+  as the kernel does for a server that closes so;
 - ``linger`` is an idle timer that starts with the first EOF: the bridge ends when the open
   direction moved nothing for that long; ``idle_timeout`` ends a bridge silent both ways;
 - the outcome says which side ended first and how (eof, reset, timeout, stopped), as
@@ -251,7 +256,8 @@ class Bridge:
             try:
                 events = flow.advance()
             except IPCError as exc:
-                self._broken(flow, side, exc)
+                if self._broken(flow, side, exc):
+                    continue
                 return {}
             if not events:
                 self.ends.append(End(side, "eof", time.monotonic()))
@@ -263,15 +269,24 @@ class Bridge:
             self._finish()
         return wanted
 
-    def _broken(self, flow: Flow, side: str, exc: IPCError) -> None:
-        """An error moving ``flow``: the side at fault ends with a reset; reset the other."""
+    def _broken(self, flow: Flow, side: str, exc: IPCError) -> bool:
+        """An error moving ``flow``. A destination that stopped reading (a broken pipe)
+        while it still sends ends this direction only, and True: the bridge goes on.
+        Otherwise the side at fault ends with a reset, and the other is reset."""
         reading = flow.eof is False and not (flow.pending or flow.held)
         at_fault = side if reading else ("server" if side == "client" else "client")
+        other = self.down if flow is self.up else self.up
+        if isinstance(exc, PeerClosed) and not reading and other is not None and not other.done:
+            flow.done = True
+            flow.close()
+            self.ends.append(End(at_fault, "closed", time.monotonic(), str(exc)))
+            return True
         how = "reset" if isinstance(exc, (Reset, PeerClosed)) else "error"
         if not isinstance(exc, Broken):
             how = "error"
         self.ends.append(End(at_fault, how, time.monotonic(), str(exc)))
         self.abort()
+        return False
 
     # --- timers ----------------------------------------------------------------------
 
