@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from ipcnet.relay.targets import Targets
 from relay_helpers import RelayProcess, recv_all, relay_process
 
 pytestmark = pytest.mark.xdist_group("relay-differential")  # one relay for the module
@@ -146,3 +147,23 @@ def _push(sock: socket.socket, size: int) -> None:
         for _ in range(size // len(block)):
             sock.sendall(block)
         sock.shutdown(socket.SHUT_WR)
+
+
+def test_roundrobin_turns_are_taken_across_forked_children() -> None:
+    """``--balance roundrobin`` under the fork models: each connection is served (its
+    target chosen) in a child forked for it, and the turn must move for all of them, as
+    HAProxy's and nginx's (with a shared zone) do across threads and processes. The turn
+    was each child's own copy: every connection went to the first target."""
+    targets = Targets([f"tcp://127.0.0.1:{port}" for port in (1, 2, 3)], "roundrobin")
+    firsts = []
+    for _ in range(4):  # a child per connection, as the fork models do
+        read, write = os.pipe()
+        if (pid := os.fork()) == 0:
+            os.write(write, str(targets.order()[0].port).encode())
+            os._exit(0)
+        os.close(write)
+        firsts.append(int(os.read(read, 16)))
+        os.close(read)
+        os.waitpid(pid, 0)
+    firsts.append(int(targets.order()[0].port or 0))  # and in the parent, the next turn
+    assert firsts == [1, 2, 3, 1, 2]
