@@ -16,14 +16,15 @@ failed before its fix.
   sockets; ipcnet took the broken pipe (an exec: child, a unix server) for a reset and
   reset the client at once, with the answer lost.
 
-One relay (the CLI, under its default model) serves every case: its exec: child does what
-the first line of each connection asks.
+Every case runs in this process (no relay to start): one exec: command does what the
+first line of each connection asks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -34,10 +35,15 @@ from pathlib import Path
 
 import pytest
 
+import ipcnet
+import ipcnet.relay
+from ipcnet.addresses import parse
+from ipcnet.drivers.handover import Watch
+from ipcnet.relay.pump import Bridge, end_for
 from ipcnet.relay.targets import Targets
-from relay_helpers import RelayProcess, recv_all, relay_process
-
-pytestmark = pytest.mark.xdist_group("relay-differential")  # one relay for the module
+from ipcnet.transports import open_stream
+from ipcnet.transports.sockets import stream_for
+from relay_helpers import recv_all
 
 # the first line picks what the child does: "hold" closes its stdout and lives on, deaf
 # to SIGTERM (a child slow to exit); "answer" stops reading (closes its stdin) and sends
@@ -53,12 +59,12 @@ ANSWER = os.urandom(100_000)
 
 
 @pytest.fixture(scope="module")
-def relay() -> Iterator[tuple[RelayProcess, Path]]:
+def child() -> Iterator[tuple[str, Path]]:
+    """The exec: target and its folder (the answer file, the pid of a "hold" child)."""
     tmp = Path(tempfile.mkdtemp(prefix="ipcnet-rd-", dir="/tmp"))
     (tmp / "answer").write_bytes(ANSWER)
     try:
-        with relay_process("tcp://127.0.0.1:0", CHILD.format(tmp=tmp), "-q") as r:
-            yield r, tmp
+        yield CHILD.format(tmp=tmp), tmp
     finally:
         shutil.rmtree(tmp)
 
@@ -85,17 +91,38 @@ ENDINGS = ["both eof", "client reset"]
 
 
 def test_an_exec_child_slow_to_exit_holds_up_no_other_connection(
-    relay: tuple[RelayProcess, Path],
+    child: tuple[str, Path],
 ) -> None:
-    """A connection to an exec: child ends (both ways by EOF, or by a client reset) while
-    the child lives on: another connection, on the same event loop (the default model),
-    still gets its echo at once, while the child is still there (before, the loop waited
-    for it: 2 s, then SIGTERM, 2 s more, then SIGKILL, and only then the echo came)."""
-    process, tmp = relay
-    with socket.create_connection(("127.0.0.1", process.port), 20) as other:
+    """Connections to exec: children in one event loop (a selector, as the epoll, select
+    and poll models run them): one ends (both ways by EOF, or by a client reset) while
+    its child lives on, and another still gets its echo at once, while that child is
+    still there (before, the loop waited for it: 2 s, then SIGTERM, 2 s more, then
+    SIGKILL, and only then the echo came)."""
+    target, tmp = child
+    pairs = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        for _ in range(1 + len(ENDINGS)):  # tcp, so that a client can reset
+            ours = socket.create_connection(listener.getsockname(), 20)
+            theirs = stream_for(listener.accept()[0], "tcp://client")
+            upstream = end_for(open_stream(parse(target), 5))
+            pairs.append((Bridge(end_for(theirs), upstream), ours))
+    selector = selectors.DefaultSelector()
+    running = threading.Event()
+    running.set()
+
+    def loop() -> None:
+        for bridge, _ in pairs:
+            Watch(bridge, selector, lambda watch: None).step()
+        while running.is_set():
+            for key, _ in selector.select(0.05):
+                key.data.step()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        other = pairs[0][1]
         assert _ask(other, b"first\n") == b"first\n"
-        for ending in ENDINGS:
-            ending_one = socket.create_connection(("127.0.0.1", process.port), 20)
+        for ending, (_, ending_one) in zip(ENDINGS, pairs[1:], strict=True):
             ending_one.sendall(b"hold\n")
             assert ending_one.recv(10) == b"", ending  # the child closed its stdout: eof
             pid = int((tmp / "pid").read_text())  # written before it closed its stdout
@@ -113,13 +140,18 @@ def test_an_exec_child_slow_to_exit_holds_up_no_other_connection(
                     os.kill(pid, signal.SIGKILL)
         other.shutdown(socket.SHUT_WR)
         assert recv_all(other) == b""
+        other.close()
+    finally:
+        running.clear()
+        thread.join(10)
+        selector.close()
 
 
 UPLOADS = [0, 1 << 20, 8 << 20]  # bytes the client sends after its line
 
 
 def test_a_target_that_answers_then_stops_reading_is_heard_out(
-    relay: tuple[RelayProcess, Path],
+    child: tuple[str, Path],
 ) -> None:
     """A target that answers, then stops reading (an exec: child that closed its stdin or
     exited, a unix server that closed) while the client still uploads: its answer reaches
@@ -127,17 +159,21 @@ def test_a_target_that_answers_then_stops_reading_is_heard_out(
     client's unread upload makes the relay's close a reset, as the server's kernel
     does). Before, the broken pipe was taken for a reset: the client was reset at once
     and the answer lost (socat's EXEC gets it across most of the time)."""
-    process, _ = relay
-    for upload in UPLOADS:
-        with socket.create_connection(("127.0.0.1", process.port), 20) as c:
-            pusher = threading.Thread(target=_push, args=(c, upload))
-            pusher.start()
-            got = bytearray()
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := c.recv(1 << 16):
-                    got += chunk
-            pusher.join(20)
-        assert bytes(got) == ANSWER, (upload, len(got))
+    with ipcnet.relay("tcp://127.0.0.1:0", child[0]) as relay:
+        for upload in UPLOADS:
+            _hear_out(int(relay.address.port or 0), upload)
+
+
+def _hear_out(port: int, upload: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), 20) as c:
+        pusher = threading.Thread(target=_push, args=(c, upload))
+        pusher.start()
+        got = bytearray()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := c.recv(1 << 16):
+                got += chunk
+        pusher.join(20)
+    assert bytes(got) == ANSWER, (upload, len(got))
 
 
 def _push(sock: socket.socket, size: int) -> None:
