@@ -14,7 +14,10 @@ failed before its fix.
 - a target that answers, then stops reading while the client still uploads, is heard out
   by a direct connection (its answer, then the end), and by HAProxy and nginx between
   sockets; ipcnet took the broken pipe (an exec: child, a unix server) for a reset and
-  reset the client at once, with the answer lost.
+  reset the client at once, with the answer lost;
+- ``--balance roundrobin`` rotates in HAProxy and nginx; under ipcnet's fork and forkconc
+  models every connection went to the first target (each forked child advanced its own
+  copy of the turn).
 
 Every case runs in this process (no relay to start): one exec: command does what the
 first line of each connection asks.
