@@ -14,10 +14,18 @@ Rules:
   until its own EOF, however long it takes;
 - a reset is passed on as a reset: an ECONNRESET (or a write to a side that left) ends the
   bridge, and the other side is closed with SO_LINGER 0, so it gets an RST, not an EOF;
+- but a side that stopped reading while it still sends (a broken pipe: an exec: child
+  that closed its stdin or exited, a unix peer that closed) is heard out: that direction
+  ends ("closed"), what the side sends goes on to its EOF, as it would reach the other
+  side without a relay; the final close then resets a socket whose bytes nobody read,
+  as the kernel does for a server that closes so;
 - ``linger`` is an idle timer that starts with the first EOF: the bridge ends when the open
   direction moved nothing for that long; ``idle_timeout`` ends a bridge silent both ways;
 - the outcome says which side ended first and how (eof, reset, timeout, stopped), as
-  HAProxy's termination state does.
+  HAProxy's termination state does;
+- ending never blocks: an exec: target's side, whose close waits for the child to exit
+  (then terminates and kills it), is closed in a thread of its own when the child is
+  still running, so a model's loop goes on driving every other connection.
 Which path a side takes is chosen once, here, in ``end_for``: a TLS stream (tls://,
 tls+unix://, terminated or originated) gets the TLS layer's end
 (``transports.tls.relayend``), which cannot splice, so every direction touching it copies
@@ -28,6 +36,7 @@ other stream gets the kernel's end and splices unless ``--no-splice``.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -166,6 +175,16 @@ class Flow:
             self.pipe = None
 
 
+def _close(end: RelayEnd, reset: bool) -> None:
+    """Close one side (with a reset: ``abort``), never waiting for an exec: child."""
+    close = end.abort if reset else end.close
+    child = end.transport.process
+    if child is not None and child.poll() is None:
+        threading.Thread(target=close, name="ipcnet-relay-child").start()
+    else:
+        close()
+
+
 class Bridge:
     """Both directions between a client and a server end (see the module's rules)."""
 
@@ -237,7 +256,8 @@ class Bridge:
             try:
                 events = flow.advance()
             except IPCError as exc:
-                self._broken(flow, side, exc)
+                if self._broken(flow, side, exc):
+                    continue
                 return {}
             if not events:
                 self.ends.append(End(side, "eof", time.monotonic()))
@@ -249,15 +269,24 @@ class Bridge:
             self._finish()
         return wanted
 
-    def _broken(self, flow: Flow, side: str, exc: IPCError) -> None:
-        """An error moving ``flow``: the side at fault ends with a reset; reset the other."""
+    def _broken(self, flow: Flow, side: str, exc: IPCError) -> bool:
+        """An error moving ``flow``. A destination that stopped reading (a broken pipe)
+        while it still sends ends this direction only, and True: the bridge goes on.
+        Otherwise the side at fault ends with a reset, and the other is reset."""
         reading = flow.eof is False and not (flow.pending or flow.held)
         at_fault = side if reading else ("server" if side == "client" else "client")
+        other = self.down if flow is self.up else self.up
+        if isinstance(exc, PeerClosed) and not reading and other is not None and not other.done:
+            flow.done = True
+            flow.close()
+            self.ends.append(End(at_fault, "closed", time.monotonic(), str(exc)))
+            return True
         how = "reset" if isinstance(exc, (Reset, PeerClosed)) else "error"
         if not isinstance(exc, Broken):
             how = "error"
         self.ends.append(End(at_fault, how, time.monotonic(), str(exc)))
         self.abort()
+        return False
 
     # --- timers ----------------------------------------------------------------------
 
@@ -300,15 +329,15 @@ class Bridge:
             return
         self.finished = True
         self._close_flows()
-        self.client.abort()
-        self.server.abort()
+        for end in (self.client, self.server):
+            _close(end, reset=True)
         self._ended()
 
     def _finish(self) -> None:
         self.finished = True
         self._close_flows()
-        self.client.close()
-        self.server.close()
+        for end in (self.client, self.server):
+            _close(end, reset=False)
         self._ended()
 
     def _ended(self) -> None:

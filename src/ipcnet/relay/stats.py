@@ -79,7 +79,7 @@ class End:
     """How one side of a connection ended, and when (monotonic seconds)."""
 
     side: str  # client, server, relay
-    how: str  # eof, reset, timeout, stopped, error, refused
+    how: str  # eof, reset, closed (stopped reading), timeout, stopped, error, refused
     at: float = 0.0
     detail: str = ""
 

@@ -4,7 +4,9 @@ Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx'
 - ``first`` (the default) tries the targets in order and takes the first that accepts, so
   the next one stands in when one refuses or does not answer within ``connect_timeout``;
 - ``roundrobin`` starts each connection at the next target in turn, then goes on in order
-  past the ones that fail;
+  past the ones that fail; the turn is kept in memory shared across fork, so the children
+  of the fork models (which choose the target of their one connection) and prefork's
+  workers take it for all (two taking it at once may both get one turn: harmless);
 - a target is any stream address ipcnet connects to; ``exec:cmd`` starts a child per
   connection on its stdin/stdout, as inetd does;
 - a tls:// or tls+unix:// target is connected with ``tls`` (TLSOptions keywords: --ca,
@@ -17,7 +19,7 @@ Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx'
 
 from __future__ import annotations
 
-import itertools
+import mmap
 import threading
 from collections.abc import Sequence
 
@@ -55,7 +57,7 @@ class Targets:
         self.tls = tls or {}  # TLSOptions keywords for the tls:// targets
         self.connect_timeout = connect_timeout
         self.stats = stats or RelayStats([str(a) for a in self.addresses])
-        self._turn = itertools.count()
+        self._turn = memoryview(mmap.mmap(-1, 8, mmap.MAP_SHARED)).cast("Q")
         self._lock = threading.Lock()
 
     def order(self) -> list[Address]:
@@ -63,7 +65,9 @@ class Targets:
         if self.balance == "first" or len(self.addresses) == 1:
             return self.addresses
         with self._lock:
-            start = next(self._turn) % len(self.addresses)
+            turn = self._turn[0]
+            self._turn[0] = turn + 1
+        start = turn % len(self.addresses)
         return self.addresses[start:] + self.addresses[:start]
 
     def connect(self, preface: bytes = b"") -> tuple[StreamTransport, Address]:
