@@ -215,3 +215,65 @@ def test_bad_http_urls_are_clear_errors() -> None:
         done = subprocess.run([*base, bad], capture_output=True, text=True, cwd=HERE, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "expected http://HOST:PORT/PATH" in done.stderr or "bad port" in done.stderr
+
+
+# --- the header deadline (slowloris), in-process with a short one ------------------------
+
+
+@pytest.fixture(scope="module")
+def short_deadline() -> Iterator[int]:
+    """A pool of two workers serving JSON-RPC over HTTP, heads due within 0.3 s."""
+    import threading
+
+    from ipcnet.drivers import ServeConfig, serve
+    from ipcnet.protocols.http import Limits
+    from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
+
+    methods = rpc.Methods()
+    methods.add(lambda a, b: a + b, name="add")
+    service = JsonRpcHttpService(
+        rpc.make_service(methods), "/rpc", limits=Limits(header_timeout=0.3)
+    )
+    cores: list = []
+    ready = threading.Event()
+    config = ServeConfig(model="pool", workers=2, grace=1.0)
+    thread = threading.Thread(
+        target=serve,
+        args=(service, ["tcp://127.0.0.1:0"], config, lambda c: (cores.append(c), ready.set())),
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(10)
+    yield int(cores[0].bound[0].rpartition(":")[2])
+    cores[0].request_stop()
+    thread.join(10)
+
+
+CALL = b'{"jsonrpc": "2.0", "method": "add", "params": [1, 2], "id": 1}'
+POST = b"POST /rpc HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+POST += b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(CALL), CALL)
+
+
+def test_silent_clients_are_closed_at_the_header_deadline_and_others_served(short_deadline):
+    """Two clients that send nothing held both workers of a pool until the idle timeout
+    (300 s): there was no header deadline at all. Now they are closed at it without an
+    answer (nginx's client_header_timeout), and the next caller is served."""
+    url = f"http://127.0.0.1:{short_deadline}/rpc"
+    silent = [socket.create_connection(("127.0.0.1", short_deadline), timeout=10) for _ in "ab"]
+    try:
+        answer = raw(url, POST)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["result"] == 3
+        assert [s.recv(100) for s in silent] == [b"", b""]
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_a_head_that_trickles_past_the_deadline_is_408(short_deadline):
+    with socket.create_connection(("127.0.0.1", short_deadline), timeout=10) as s:
+        s.sendall(POST[:20])  # a head begun, never finished
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in out

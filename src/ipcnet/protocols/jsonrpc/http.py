@@ -17,7 +17,11 @@ common JSON-RPC-over-HTTP convention):
   malformed request or one the client's EOF cut short (then the connection is closed); the
   status line and Connection header follow RFC 9112 (keep-alive by default in 1.1);
 - ``Expect: 100-continue`` gets ``100 Continue`` once the head is acceptable (curl waits
-  for it before sending a body over 1 KiB); requests are answered one at a time, in order.
+  for it before sending a body over 1 KiB); requests are answered one at a time, in order;
+- a request head must come within ``Limits.header_timeout`` (the web server's rule): from
+  the accept for the first, from its first byte for a later one; a connection silent
+  until then is closed without an answer, a head still incomplete gets 408 and a close
+  (slowloris: trickling bytes do not move the deadline).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ipcnet.protocols.base import (
     Outcome,
     Peer,
     Run,
+    Timer,
 )
 from ipcnet.protocols.http.conditional import DateCache
 from ipcnet.protocols.http.limits import Limits
@@ -67,17 +72,23 @@ class JsonRpcHttpService(BaseService):
 
     name = "jsonrpc-http"
 
-    def __init__(self, rpc: JsonRpcService, path: str = "/", max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        rpc: JsonRpcService,
+        path: str = "/",
+        max_body: int = MAX_BODY,
+        limits: Limits | None = None,
+    ) -> None:
         self.rpc = JsonRpcService(
             rpc.methods, LengthPrefixed(max_body), rpc.codec, debug=rpc.debug, title=rpc.title
         )
         self.path = path.encode()
         self.max_body = max_body
-        self.limits = Limits()
+        self.limits = limits or Limits()  # the web server's: head size, header deadline
         self.dates = DateCache()
 
     def start(self, peer: Peer) -> tuple[JsonRpcHttpSession, Actions]:
-        return JsonRpcHttpSession(self), None
+        return JsonRpcHttpSession(self), Timer(self.limits.header_timeout)
 
 
 class JsonRpcHttpSession(BaseSession):
@@ -97,6 +108,7 @@ class JsonRpcHttpSession(BaseSession):
         self.head_only = False  # the request is HEAD: its response has no content
         self.calling = False
         self.closed = False
+        self.waiting_head = True  # the header deadline runs (armed by start)
 
     # --- the contract --------------------------------------------------------------------
 
@@ -120,6 +132,14 @@ class JsonRpcHttpSession(BaseSession):
     def resume(self, job: Run, outcome: Outcome) -> Actions:
         return self._reply(self.rpc.resume(job, outcome))
 
+    def on_timer(self) -> Actions:
+        if not self.waiting_head or self.closed:
+            return None
+        if not self.buf:  # nothing came: closed without an answer, as nginx does
+            self.closed = True
+            return CLOSE
+        return self._fail(408)
+
     # --- the machine ---------------------------------------------------------------------
 
     def _pump(self) -> list[Action]:
@@ -141,11 +161,17 @@ class JsonRpcHttpSession(BaseSession):
         """Parse a whole head from ``buf`` into ``self.head``; False if it is not all here
         or was refused (the refusal is in ``out``)."""
         end = self.buf.find(b"\r\n\r\n")
-        limit = self.service.limits.header_bytes
+        limits = self.service.limits
         if end < 0:
-            if len(self.buf) > limit:
+            if len(self.buf) > limits.header_bytes:
                 out += self._fail(431)
+            elif self.buf and not self.waiting_head:  # a head has begun: its deadline runs
+                self.waiting_head = True
+                out.append(Timer(limits.header_timeout))
             return False
+        if self.waiting_head:
+            self.waiting_head = False
+            out.append(Timer(None))
         raw = bytes(self.buf[: end + 4])
         del self.buf[: end + 4]
         self.head_only = False
