@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from ipcnet.testing import free_port
-from serverkit import Server, _start
+from serverkit import Server, _start, children, serving
 from test_scale import _log_says, _stop_both
 
 BOUND = 10.0  # seconds a liveness wait may take before the case fails
@@ -133,3 +133,49 @@ def test_after_a_sigusr2_hand_over_the_old_master_tells_systemd_nothing_more(
     finally:
         sock.close()
         _stop_both(old, new_pid)
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread", "pool", "forkconc", "prefork"])
+def test_connections_queued_when_the_stop_comes_are_served_not_reset(model: str) -> None:
+    """gunicorn #3397 (issue 14): connections the kernel had queued on the listener when a
+    graceful stop began were reset when it closed the listener (the server is stopped
+    with SIGSTOP meanwhile, so they wait in the backlog; SIGTERM is handled first when it
+    goes on). Now what is queued is accepted before the listener closes, and served."""
+    with serving("echo", "tcp://127.0.0.1:0", model=model) as server:
+        if model == "prefork":  # both workers listen (a stopped master is not enough)
+            deadline = time.monotonic() + 10
+            while len(children(server.proc.pid)) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        pids = (
+            [server.proc.pid, *children(server.proc.pid)]
+            if model == "prefork"
+            else [server.proc.pid]
+        )
+        host, port = server.url("tcp").removeprefix("tcp://").rsplit(":", 1)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        clients = []
+        try:
+            for i in range(5):
+                sock = socket.create_connection((host, int(port)), timeout=20)
+                sock.sendall(b"queued %d\n" % i)
+                sock.shutdown(socket.SHUT_WR)
+                clients.append(sock)
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        got = []
+        for sock in clients:
+            with sock:
+                data = b""
+                try:
+                    while chunk := sock.recv(100):
+                        data += chunk
+                except ConnectionResetError:
+                    data += b"<reset>"
+                got.append(data)
+        assert got == [b"queued %d\n" % i for i in range(5)]
+        assert server.proc.wait(20) == 0

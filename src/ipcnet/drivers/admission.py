@@ -57,6 +57,7 @@ log = logging.getLogger("ipcnet.serve")
 
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after EMFILE/ENFILE
 BATCH = 64  # connections taken from a ready listener before looking at the others
+QUEUED = 4096  # the most taken from a listener's queue when a stop closes it (its backlog)
 REFUSAL_DRAIN = 4  # reads of what a refused client already sent (so close sends FIN, not RST)
 READ_SIZE = 64 * 1024
 
@@ -80,12 +81,16 @@ class Gate:
         self.paused_until = 0.0
         self._logged = 0.0
 
-    def accept(self, listener: Listener[Any], batch: int = BATCH) -> Iterator[SocketStream]:
-        """The connections to serve now (over-limit ones are refused on the way)."""
+    def accept(
+        self, listener: Listener[Any], batch: int = BATCH, last: bool = False
+    ) -> Iterator[SocketStream]:
+        """The connections to serve now (over-limit ones are refused on the way). ``last``:
+        the stop has begun and the listener closes next; what the kernel queued on it
+        before is still taken (closing would reset it: gunicorn #3397), then nothing."""
         core = self.core
         limit = core.config.max_conns
         for _ in range(batch):
-            if self.paused_until or core.stopping.is_set():
+            if self.paused_until or (core.stopping.is_set() and not last):
                 return
             try:
                 stream = listener.try_accept()

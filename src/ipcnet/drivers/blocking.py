@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipcnet.drivers import handover
-from ipcnet.drivers.admission import Gate, drain_step, refuse
+from ipcnet.drivers.admission import BATCH, QUEUED, Gate, drain_step, refuse
 from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, StopServing, log
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
@@ -311,9 +311,12 @@ def accept_loop(
     active: Callable[[], int],
     dispatch: Callable[[SocketStream], object],
     on_wake: Callable[[], None] | None = None,
+    serve_queued: bool = False,
 ) -> None:
     """The blocking models' accept loop: wait for listeners, datagrams and the waker;
-    hand each admitted connection to ``dispatch``; close the listeners on a stop."""
+    hand each admitted connection to ``dispatch``; close the listeners on a stop, after
+    taking what the kernel had queued on them (``serve_queued``: models that serve those
+    while they drain; closing would reset them, gunicorn #3397)."""
     selector = EpollPoller()
     gate = Gate(
         core,
@@ -330,6 +333,15 @@ def accept_loop(
         selector.register(endpoint, READ, endpoint)
     selector.register(core.waker_r, READ, None)
     sources = selector.data
+
+    def take(listener: Any, last: bool = False) -> None:
+        for stream in gate.accept(listener, QUEUED if last else BATCH, last):
+            try:
+                dispatch(stream)
+            except IPCError as exc:  # no process or thread could take it
+                refuse(core, stream)
+                gate.pause(exc)
+
     try:
         while not core.stopping.is_set():
             wait = gate.wait()
@@ -344,13 +356,11 @@ def accept_loop(
                 elif source in datagrams:
                     answer(core, source)
                 else:
-                    for stream in gate.accept(source):
-                        try:
-                            dispatch(stream)
-                        except IPCError as exc:  # no process or thread could take it
-                            refuse(core, stream)
-                            gate.pause(exc)
+                    take(source)
             gate.resume()
+        if serve_queued and not core.forcing.is_set():
+            for listener in core.listeners:
+                take(listener, last=True)
     finally:
         selector.close()
         core.close_listeners()
@@ -493,7 +503,13 @@ class ForkConcurrent(Model):
         waker = self.core.waker
         previous = signal.signal(signal.SIGCHLD, lambda s, f: waker.wake(b"c"))
         try:
-            accept_loop(self.core, self._active(children), children.fork, children.reap_ready)
+            accept_loop(
+                self.core,
+                self._active(children),
+                children.fork,
+                children.reap_ready,
+                serve_queued=True,
+            )
             children.drain()
         finally:
             signal.signal(signal.SIGCHLD, previous)
@@ -624,7 +640,7 @@ class ThreadPerConnection(Model):
     def serve(self) -> None:
         self.threads = Threads(self.core)
         self.running: set[threading.Thread] = set()
-        accept_loop(self.core, self.threads.active, self.dispatch)
+        accept_loop(self.core, self.threads.active, self.dispatch, serve_queued=True)
         self.threads.drain()
         for thread in list(self.running):
             thread.join(max(1.0, self.core.time_left()))
@@ -667,7 +683,7 @@ class Pool(Model):
         ]
         for worker in workers:
             worker.start()
-        accept_loop(core, self.threads.active, self.dispatch)
+        accept_loop(core, self.threads.active, self.dispatch, serve_queued=True)
         self.threads.drain()
         for _ in workers:
             self.queue.put(None)

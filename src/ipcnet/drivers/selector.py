@@ -22,7 +22,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from ipcnet.drivers.admission import Gate, drain_step, sweep
+from ipcnet.drivers.admission import BATCH, QUEUED, Gate, drain_step, sweep
 from ipcnet.drivers.core import READ_SIZE, Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
@@ -258,9 +258,9 @@ class SelectorLoop(Model):
             sel.close()
             core.close_listeners()
 
-    def _accept(self, listener: Any) -> None:
+    def _accept(self, listener: Any, last: bool = False) -> None:
         core = self.core
-        for stream in self.gate.accept(listener):
+        for stream in self.gate.accept(listener, QUEUED if last else BATCH, last):
             stream.set_blocking(False)
             core.row.opened()
             try:
@@ -403,6 +403,7 @@ class SelectorLoop(Model):
         for listener in core.listeners:
             if not listener.closed and not self.gate.paused_until:
                 self.selector.unregister(listener)
+                self._accept(listener, last=True)  # what was queued is served, not reset
         for endpoint in core.datagrams:
             if not endpoint.closed:
                 self.selector.unregister(endpoint)
