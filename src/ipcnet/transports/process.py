@@ -8,18 +8,25 @@ program again on inherited listening sockets (``reexec``: SIGUSR2's new master, 
 waited for here, since it outlives us).
 Rules: stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
-terminates it, waits again, and kills it last.
+terminates it, waits again, and kills it last. Every fork of ours (``fork``) and every
+start of a program (``spawn``, ``reexec``) holds FORK_LOCK: a process forked while another
+thread starts a program would inherit that start's descriptors (subprocess's exec-error
+pipe, the child's stdin), and hold them open for its whole life: the start then waited
+for ever for an exec it had seen (a SIGUSR2 during a prefork worker's fork).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressError
 from ipcnet.transports.oserrors import translate, translating
 from ipcnet.transports.pipes import PipeStream
+
+FORK_LOCK = threading.RLock()  # see the rules (an RLock: a signal handler may fork too)
 
 
 def connect(address: Address, timeout: float | None) -> PipeStream:
@@ -31,21 +38,22 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
     import subprocess  # here: a server that only forks and reaps children does not load it
 
     argv = address.argv
-    with translating("create pipes for", address):
-        child_in, our_out = os.pipe2(os.O_CLOEXEC)
-        our_in, child_out = os.pipe2(os.O_CLOEXEC)
-    try:
-        proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
-    except OSError as exc:
-        for fd in (child_in, our_out, our_in, child_out):
-            os.close(fd)
-        if isinstance(exc, FileNotFoundError):
-            raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
-        if isinstance(exc, PermissionError):
-            raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
-        raise translate(exc, "start", address) from exc
-    os.close(child_in)
-    os.close(child_out)
+    with FORK_LOCK:  # until the child's ends are closed here (see the rules)
+        with translating("create pipes for", address):
+            child_in, our_out = os.pipe2(os.O_CLOEXEC)
+            our_in, child_out = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
+        except OSError as exc:
+            for fd in (child_in, our_out, our_in, child_out):
+                os.close(fd)
+            if isinstance(exc, FileNotFoundError):
+                raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
+            if isinstance(exc, PermissionError):
+                raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
+            raise translate(exc, "start", address) from exc
+        os.close(child_in)
+        os.close(child_out)
 
     def reap() -> None:
         try:
@@ -84,7 +92,8 @@ def fork(what: str) -> int:
     """os.fork() for a child serving ``what``; out of processes (EAGAIN: RLIMIT_NPROC, a
     cgroup's pids.max) is Busy, out of memory Broken."""
     try:
-        return os.fork()
+        with FORK_LOCK:
+            return os.fork()
     except OSError as exc:
         raise translate(exc, "fork a child for", what) from exc
 
@@ -134,7 +143,7 @@ def reexec(argv: list[str], env: dict[str, str], fds: list[int]) -> int:
     waited for here."""
     import subprocess
 
-    with translating("re-execute", argv[0]):
+    with FORK_LOCK, translating("re-execute", argv[0]):
         child = subprocess.Popen(argv, env=env, pass_fds=fds, close_fds=True)
     child.returncode = 0  # never waited for here: keep Popen's finalizer from reaping it
     return child.pid
