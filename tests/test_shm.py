@@ -186,7 +186,7 @@ def test_path_form_leaves_nothing_behind(short_tmp) -> None:
     assert not path.exists()
     del client, server
     assert _memfds() == before_memfds
-    assert _dev_shm_held() == before_shm  # memfds have no name anywhere
+    assert _dev_shm_held() <= before_shm  # memfds have no name (another test may free one)
 
 
 def test_try_read_and_fileno_poll_readable() -> None:
