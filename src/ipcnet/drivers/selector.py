@@ -39,7 +39,8 @@ WRITE = selectors.EVENT_WRITE
 NOT_IN, NOT_OUT = ~IN, ~OUT  # an error or hangup wakes a reader and a writer both
 WAKER: Any = object()  # the data of the waker's descriptor
 SWEEP = 1.0  # seconds between idle-timeout sweeps and counter flushes
-TIMER_TICK = 0.1  # resolution of session timers while any is armed
+TIMER_TICK = 0.1  # how often a hand-over pump's deadlines are looked at while one runs
+NEVER = float("inf")
 
 
 class Connection:
@@ -136,8 +137,12 @@ class Connection:
                 self.loop.submit(self, step)  # type: ignore[arg-type]
             elif cls is Timer:
                 seconds = step.seconds  # type: ignore[union-attr]
-                self.timer_at = None if seconds is None else time.monotonic() + seconds
-                self.loop.timers_armed = True
+                if seconds is None:
+                    self.timer_at = None  # the loop's next_timer may now be early: harmless
+                else:
+                    self.timer_at = at = time.monotonic() + seconds
+                    if at < self.loop.next_timer:
+                        self.loop.next_timer = at
             elif cls is ShutdownWrite:
                 stream.send_eof()
                 if trace:
@@ -181,7 +186,10 @@ class SelectorLoop(Model):
         self.conns: dict[int, Connection] = {}
         self.done: collections.deque[tuple[Connection, Run | None, Any]] = collections.deque()
         self.executor: DaemonPool | None = None
-        self.timers_armed = False  # some connection has set a Timer: sweep more often
+        # the earliest deadline a Timer or a hand-over pump may have (NEVER: none); the
+        # connections are looked at only once it passed: not every connection on every
+        # wake-up, which an HTTP server's per-connection header deadline would make O(n)
+        self.next_timer = NEVER
         self.gate = Gate(
             core,
             active=self.conns.__len__,
@@ -219,8 +227,8 @@ class SelectorLoop(Model):
                 timeout = next_sweep - now  # ``now``: taken after the last batch
                 if timeout < 0.0:
                     timeout = 0.0
-                if self.timers_armed and timeout > TIMER_TICK:
-                    timeout = TIMER_TICK
+                if timeout > self.next_timer - now:
+                    timeout = max(0.0, self.next_timer - now)
                 for fd, bits in sel.wait(timeout):
                     conn = data.get(fd)  # None: unregistered by an earlier one of this batch
                     if conn.__class__ is Connection:
@@ -244,7 +252,7 @@ class SelectorLoop(Model):
                     else:
                         self._accept(conn)
                 now = time.monotonic()
-                if self.timers_armed:
+                if now >= self.next_timer:
                     self._fire_timers(now)
                 if now >= next_sweep:
                     sweep(self.conns.values(), core.row, core.config.idle_timeout, now, self.close)
@@ -348,7 +356,7 @@ class SelectorLoop(Model):
             return
         watch = Watch(pump, self.selector, lambda w: self.close(conn))
         conn.watch = watch
-        self.timers_armed = True  # the pump's deadlines are looked at on every tick
+        self.next_timer = min(self.next_timer, time.monotonic() + TIMER_TICK)  # its deadlines
         watch.step()
 
     # --- jobs --------------------------------------------------------------------------
@@ -380,22 +388,24 @@ class SelectorLoop(Model):
     # --- time and stopping -------------------------------------------------------------
 
     def _fire_timers(self, now: float) -> None:
-        armed = False
+        """Fire the Timers that are due, expire hand-over pumps' deadlines; the next
+        deadline (a Timer armed meanwhile lowers it too)."""
+        self.next_timer, upcoming = NEVER, NEVER
         for conn in list(self.conns.values()):
             watch = conn.watch
             if isinstance(watch, Watch):
                 watch.expire(now)
-                armed = True
+                upcoming = min(upcoming, now + TIMER_TICK)
                 continue
-            if conn.timer_at is None:
+            at = conn.timer_at
+            if at is None:
                 continue
-            if conn.timer_at > now:
-                armed = True
+            if at > now:
+                upcoming = min(upcoming, at)
                 continue
             conn.timer_at = None
             self._guarded(conn, conn.engine.timer)
-            armed = armed or conn.timer_at is not None
-        self.timers_armed = armed
+        self.next_timer = min(self.next_timer, upcoming)
 
     def _stop_step(self) -> bool:
         """While stopping: True once every connection is gone (or the grace period ended)."""
