@@ -192,8 +192,8 @@ class Engine:
         """Bytes arrived. The hot path: when nothing is queued and the session answers
         with one ``bytes`` (write it now, it is counted as sent) or one ``Run`` (run it:
         it is in flight), that answer is returned; with ``last_answers``, so are the bytes
-        of ``[bytes, Close]``, the Close queued (perform it after the write); anything
-        else is queued for ``step``."""
+        of ``[bytes, Close]``, the Close queued (perform it after the write), and of either
+        after a leading Timer, queued the same way; anything else is queued for ``step``."""
         self.bytes_in += len(data)
         out = self.session.feed(data)
         # _answer(out), written out here: one call less per read on the hot path
@@ -205,13 +205,20 @@ class Engine:
             if not self.queue and self.job is None:
                 self.job = out
                 return out
-        elif out.__class__ is list and self.last_answers and len(out) == 2 and not self.queue:
-            answer, close = out
-            if answer.__class__ is bytes and close.__class__ is Close and self.job is None:
-                self.closing = True  # as push() would, with the answer handed out at once
-                self.queue.append(close)
-                self.bytes_out += len(answer)
-                return answer
+        elif out.__class__ is list and self.last_answers and not self.queue and self.job is None:
+            if out[0].__class__ is Timer and len(out) > 1:  # a deadline set with the answer
+                self.queue.append(out[0])  # (HTTP's first head) is performed after its write
+                out = out[1:]
+                if len(out) == 1 and out[0].__class__ is bytes:
+                    self.bytes_out += len(out[0])
+                    return out[0]
+            if len(out) == 2:
+                answer, close = out
+                if answer.__class__ is bytes and close.__class__ is Close:
+                    self.closing = True  # as push() would, with the answer handed out at once
+                    self.queue.append(close)
+                    self.bytes_out += len(answer)
+                    return answer
         if out is not None:
             self.push(out)
         return None
