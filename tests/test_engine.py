@@ -141,6 +141,25 @@ def test_a_short_last_answer_is_requeued_before_its_close() -> None:
     assert engine.bytes_out == 6
 
 
+@pytest.mark.parametrize(
+    ("answer", "written", "after"),
+    [
+        ([Timer(None), b"hi"], b"hi", [Timer(None)]),  # HTTP's first head: its deadline off
+        ([Timer(None), b"bye", CLOSE], b"bye", [Timer(None), CLOSE]),
+        ([Timer(None), b"a", b"b"], None, [Timer(None), b"a", b"b"]),  # not an answer: queued
+        ([], None, []),  # nothing to say (a session may answer with an empty list)
+        ([Timer(5)], None, [Timer(5)]),
+    ],
+)
+def test_an_answer_after_a_leading_timer_comes_back_at_once(
+    answer: list[Any], written: bytes | None, after: list[Any]
+) -> None:
+    """The Timer is queued, performed after the write; anything else keeps the queue."""
+    engine = Engine(Scripted(feed=answer), last_answers=True)
+    assert engine.feed(b"x") == written
+    assert list(steps(engine)) == after
+
+
 def test_without_last_answers_a_last_answer_is_queued() -> None:
     engine = Engine(Scripted(feed=[b"bye", CLOSE]))  # the blocking models' engine
     assert engine.feed(b"x") is None

@@ -206,7 +206,7 @@ class Engine:
                 self.job = out
                 return out
         elif out.__class__ is list and self.last_answers and not self.queue and self.job is None:
-            if out[0].__class__ is Timer and len(out) > 1:  # a deadline set with the answer
+            if len(out) > 1 and out[0].__class__ is Timer:  # a deadline set with the answer
                 self.queue.append(out[0])  # (HTTP's first head) is performed after its write
                 out = out[1:]
                 if len(out) == 1 and out[0].__class__ is bytes:
