@@ -1,4 +1,4 @@
-"""Helpers for the IPC tests (issue 13): run code as another user, in a forked child."""
+"""Helpers for the IPC tests (issue 13): run code in a forked child, as another user or not."""
 
 from __future__ import annotations
 
@@ -22,14 +22,23 @@ def as_other_user(fn: Callable[[], str]) -> str:
     import ipcnet.transports.shm
     import ipcnet.transports.signals  # noqa: F401
 
+    def dropped() -> str:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        return fn()
+
+    return in_child(dropped)
+
+
+def in_child(fn: Callable[[], str]) -> str:
+    """Run ``fn`` in a forked child (its only thread is its main thread, so signal handlers
+    and masks are its own); what it returned, or the repr of what it raised."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
             try:
                 out = fn()
             except BaseException as exc:

@@ -29,34 +29,13 @@ import posix_ipc
 import pytest
 
 import ipcnet
+from ipc_helpers import in_child
 from ipcnet import errors
 from ipcnet.inspector import ipc
 from ipcnet.transports import mq
 from test_ipcs import _mqueue_mount
 
 STORM_CAP = 5000  # signals: far more than the waits below take, so reaching it is a failure
-
-
-def _in_child(fn) -> str:
-    """Run ``fn`` in a forked child (its only thread is its main thread, so signal
-    handlers and masks are its own); what it returned, or the repr of what it raised."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            try:
-                out = fn()
-            except BaseException as exc:
-                out = f"{type(exc).__name__}: {exc}"
-            os.write(w, out.encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode()
-    os.waitpid(pid, 0)
-    return out
 
 
 def _storm(then=None) -> tuple[int, int]:
@@ -143,7 +122,7 @@ def test_a_storm_of_handled_signals_changes_no_wait() -> None:
                 os.waitpid(pid, 0)
         return " | ".join(got)
 
-    assert _in_child(run) == " | ".join(
+    assert in_child(run) == " | ".join(
         ["done", "done", "Timeout", "done", "Timeout", "Timeout", "Timeout", "Timeout"]
     )
 
@@ -165,7 +144,7 @@ def test_signal_sources_closed_in_any_order_leave_the_others_blocked() -> None:
         usr2.close()
         return f"{got} {still} {blocked() == before}"
 
-    assert _in_child(run) == "['SIGUSR1', 'SIGUSR2'] True True"
+    assert in_child(run) == "['SIGUSR1', 'SIGUSR2'] True True"
 
 
 @pytest.mark.parametrize("spelling", ["10", " 15 ", "35", str(int(signal.SIGRTMAX))])
@@ -319,7 +298,7 @@ def test_a_queue_over_queues_max_names_the_limit() -> None:
                 mq.remove("mq:///first")
         return "made"
 
-    out = _in_child(run)
+    out = in_child(run)
     if out == "skip":
         pytest.skip("cannot make an IPC namespace here")
     assert out == (

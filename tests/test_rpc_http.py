@@ -223,30 +223,16 @@ def test_bad_http_urls_are_clear_errors() -> None:
 @pytest.fixture(scope="module")
 def short_deadline() -> Iterator[int]:
     """A pool of two workers serving JSON-RPC over HTTP, heads due within 0.3 s."""
-    import threading
-
-    from ipcnet.drivers import ServeConfig, serve
     from ipcnet.protocols.http import Limits
     from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
+    from test_robust_differential import _served
 
     methods = rpc.Methods()
     methods.add(lambda a, b: a + b, name="add")
-    service = JsonRpcHttpService(
-        rpc.make_service(methods), "/rpc", limits=Limits(header_timeout=0.3)
-    )
-    cores: list = []
-    ready = threading.Event()
-    config = ServeConfig(model="pool", workers=2, grace=1.0)
-    thread = threading.Thread(
-        target=serve,
-        args=(service, ["tcp://127.0.0.1:0"], config, lambda c: (cores.append(c), ready.set())),
-        daemon=True,
-    )
-    thread.start()
-    assert ready.wait(10)
-    yield int(cores[0].bound[0].rpartition(":")[2])
-    cores[0].request_stop()
-    thread.join(10)
+    limits = Limits(header_timeout=0.3)
+    service = JsonRpcHttpService(rpc.make_service(methods), "/rpc", limits=limits)
+    with _served(service, "pool") as (_, port):
+        yield port
 
 
 CALL = b'{"jsonrpc": "2.0", "method": "add", "params": [1, 2], "id": 1}'
