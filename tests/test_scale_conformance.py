@@ -188,6 +188,8 @@ def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Pa
     haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "h.cfg")])
     load = None
     try:
+        for port in ports:  # HAProxy starts a server UP: that is no sign that it listens
+            wait_for(lambda port=port: _answers(port), f"port {port} listening")
         wait_for(lambda: sock.exists() and set(server_states(sock).values()) == {"UP"}, "UP")
         load = Load(front)
         load.wait_more(100)
@@ -212,6 +214,13 @@ def test_drain_delay_fails_health_checks_before_anything_is_refused(tmp_path: Pa
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return _health(port)[0] == 200
+    except OSError:
+        return False
 
 
 def _health(port: int) -> tuple[int, bytes]:

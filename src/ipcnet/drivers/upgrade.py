@@ -160,23 +160,24 @@ def _upgrade(core: ServerCore) -> None:
         core.upgrading = False
         return
     try:
-        fds: dict[str, list[int]] = {}
-        for i, x in enumerate(core.listeners):
-            slots = [x, *(slot[i] for slot in core.slots if slot[i] is not x)]
-            fds[str(x.address)] = [s.fileno() for s in slots if not s.closed]
-        fds.update({d.where: [d.fileno()] for d in core.datagrams if not d.closed})
-        fds.update(core.observers())
-        env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
-        argv = [sys.executable, *sys.orig_argv[1:]]
-        pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
-        log.info("upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds))
-        _await_ready(endpoint, pid)
+        with endpoint:  # closed before a next SIGUSR2 may bind the same name again
+            fds: dict[str, list[int]] = {}
+            for i, x in enumerate(core.listeners):
+                slots = [x, *(slot[i] for slot in core.slots if slot[i] is not x)]
+                fds[str(x.address)] = [s.fileno() for s in slots if not s.closed]
+            fds.update({d.where: [d.fileno()] for d in core.datagrams if not d.closed})
+            fds.update(core.observers())
+            env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
+            argv = [sys.executable, *sys.orig_argv[1:]]
+            pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
+            log.info(
+                "upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds)
+            )
+            _await_ready(endpoint, pid)
     except IPCError as exc:
         log.error("upgrade failed (the old master keeps serving): %s", exc)
         core.upgrading = False
         return
-    finally:
-        endpoint.close()
     log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
     tell(f"MAINPID={pid}")
     os.environ.pop("NOTIFY_SOCKET", None)  # the new master is the service now (see the rules)
