@@ -18,7 +18,7 @@ define install
 	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
 	if test -x $(BIN)/uv || $(PYTHON) -m pip --python $(BIN)/python install -q uv; then \
 	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(1)]'; \
-	else $(BIN)/python -m ensurepip -q && $(BIN)/python -m pip install -q -e '.[$(1)]'; fi
+	else $(BIN)/python -m ensurepip >/dev/null && $(BIN)/python -m pip install -q -e '.[$(1)]'; fi
 endef
 
 $(RUNSTAMP): pyproject.toml  # what the demo uses: the runtime and its fast extras
