@@ -127,6 +127,15 @@ def test_complete_head_disarms_the_deadline(root: Path) -> None:
     assert wire(actions).endswith(SMALL)
 
 
+def test_an_answer_that_closes_needs_no_disarm(root: Path) -> None:
+    """The close path's answer is just [bytes, Close]: the Close ends the deadline too
+    (a head answered from memory; one that needs a job keeps its disarm, see above)."""
+    session, _ = service(root).start(Peer(None))
+    actions = as_list(session.feed(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+    assert [type(a) for a in actions] == [bytes, Close]
+    assert actions[0].startswith(b"HTTP/1.1 200 ")  # type: ignore[union-attr]
+
+
 def test_body_refused_then_lingers_until_eof(root: Path) -> None:
     session, _ = service(root).start(Peer(None))
     actions = as_list(session.feed(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234"))

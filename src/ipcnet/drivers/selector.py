@@ -136,13 +136,7 @@ class Connection:
             elif cls is Run:
                 self.loop.submit(self, step)  # type: ignore[arg-type]
             elif cls is Timer:
-                seconds = step.seconds  # type: ignore[union-attr]
-                if seconds is None:
-                    self.timer_at = None  # the loop's next_timer may now be early: harmless
-                else:
-                    self.timer_at = at = time.monotonic() + seconds
-                    if at < self.loop.next_timer:
-                        self.loop.next_timer = at
+                self.arm(step.seconds)  # type: ignore[union-attr]
             elif cls is ShutdownWrite:
                 stream.send_eof()
                 if trace:
@@ -161,6 +155,15 @@ class Connection:
                 if n < len(step):  # type: ignore[arg-type]
                     break
         self.update()
+
+    def arm(self, seconds: float | None) -> None:
+        """A Timer step: its deadline (None: none)."""
+        if seconds is None:
+            self.timer_at = None  # the loop's next_timer may now be early: harmless
+        else:
+            self.timer_at = at = time.monotonic() + seconds
+            if at < self.loop.next_timer:
+                self.loop.next_timer = at
 
     def update(self) -> None:
         """Wait for what the engine needs: readable unless it pauses, writable if queued."""
@@ -283,7 +286,9 @@ class SelectorLoop(Model):
             conn = Connection(self, stream, engine)
             self.conns[conn.fd] = conn
             self.selector.register(conn.fd, READ, conn)
-            if first is not None:
+            if first.__class__ is Timer:  # a lone Timer (HTTP's header deadline) is the
+                conn.arm(first.seconds)  # engine's first step (out of band): armed at once
+            elif first is not None:
                 self._guarded(conn, conn.engine.push, first)
 
     def _failed(self, conn: Connection, exc: Exception) -> None:

@@ -12,7 +12,8 @@ States and transitions (h11 style: one named state, every move in this table):
     NEW        the timer fires (nothing came)          Close                        CLOSED
     IDLE       bytes, no complete head yet             Timer(header_timeout)        READING
     READING    more bytes, still no complete head      -                            READING
-    READING    the head completes                      Timer(None), as from IDLE
+    READING    the head completes                      Timer(None) (not before a Close),
+                                                       as from IDLE
     READING    the timer fires (slowloris)             408, ShutdownWrite, Timer    LINGERING
     IDLE       a head answered from memory             the answer                   IDLE
     IDLE       a head that needs a blocking job        Run(job)                     WAITING
@@ -92,6 +93,7 @@ class State(Enum):
 
 
 NEW, IDLE, READING, WAITING, LINGERING, CLOSED = State
+DISARM = Timer(None)  # the header deadline is over
 
 ALLOW = [(b"Allow", b"GET, HEAD, OPTIONS")]
 # methods with a meaning for any resource (RFC 9110 §9.3, RFC 5789): 405, others 501
@@ -215,6 +217,8 @@ class HttpSession:
             self.buf = b""
         out: list[Action] = []
         self._serve(data, out)
+        if self.state is CLOSED and out[0] is DISARM:
+            del out[0]  # the Close ends the deadline too (one step less per closing answer)
         if len(out) == 1 and out[0].__class__ is bytes:
             return out[0]  # the common case: one answer, sent without a list
         return out or None
@@ -283,7 +287,7 @@ class HttpSession:
                 return
             if self.state is not IDLE:  # READING or NEW: the deadline is over
                 self.state = IDLE
-                out.append(Timer(None))
+                out.append(DISARM)
             raw, data = data[:cut], data[cut:]
             if not self._request(raw, data, out):
                 return  # closing, or a job runs
