@@ -137,6 +137,34 @@ def test_sd_notify_ready_watchdog_stopping(where: str, tmp_path: Path) -> None:
         sock.close()
 
 
+@pytest.mark.parametrize("model", ["epoll", "prefork"])
+def test_sighup_is_systemds_reload_reloading_then_ready(model: str, tmp_path: Path) -> None:
+    """Type=notify-reload (sd_notify(3)): SIGHUP says RELOADING=1 with MONOTONIC_USEC (the
+    manager's CLOCK_MONOTONIC, not older than the signal), then READY=1 once reloaded
+    (prefork: its new workers listen), even with nothing to reload (epoll)."""
+    name = str(tmp_path / "n")
+    sock = _notify_socket(name)
+    env = dict(os.environ, NOTIFY_SOCKET=name)
+    try:
+        with serving("echo", f"tcp://127.0.0.1:{free_port()}", model=model, env=env) as server:
+            _messages(sock, "READY=1")
+            deadline = time.monotonic() + 10
+            while model == "prefork" and len(children(server.proc.pid)) < 2:
+                assert time.monotonic() < deadline, "no workers"
+                time.sleep(0.01)
+            old, before = set(children(server.proc.pid)), time.monotonic_ns() // 1000
+            server.proc.send_signal(signal.SIGHUP)
+            reloading = sock.recv(4096).decode().split("\n")
+            assert "RELOADING=1" in reloading
+            usec = [int(x.split("=")[1]) for x in reloading if x.startswith("MONOTONIC_USEC=")]
+            assert len(usec) == 1 and before <= usec[0] <= time.monotonic_ns() // 1000
+            assert "READY=1" in _messages(sock, "READY=1")
+            if model == "prefork":  # ready means reloaded: its new workers are there
+                assert len(set(children(server.proc.pid)) - old) == 2
+    finally:
+        sock.close()
+
+
 def test_watchdog_for_another_pid_is_not_ours(tmp_path: Path) -> None:
     name = str(tmp_path / "n")
     sock = _notify_socket(name)

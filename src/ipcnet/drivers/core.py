@@ -326,10 +326,9 @@ class ServerCore:
         upgrade.terminate(self)
 
     def _on_hup(self, signum: int, frame: object) -> None:
-        if not self.on_reload:
-            log.info("SIGHUP: model %s has no workers to replace", self.config.model)
-        for hook in list(self.on_reload):
-            hook()
+        from ipcnet.drivers import upgrade
+
+        upgrade.reload(self)
 
     def _on_usr2(self, signum: int, frame: object) -> None:
         from ipcnet.drivers import upgrade

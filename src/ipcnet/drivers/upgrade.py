@@ -5,6 +5,10 @@ Role: what a server tells its service manager (sd_notify READY=1 once it listens
 STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
 listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
 - only the serving (master) process notifies; prefork workers never do;
+- SIGHUP is systemd's reload (Type=notify-reload): ``RELOADING=1`` with
+  ``MONOTONIC_USEC=`` before the reload hooks run (prefork's new workers, TLS's new
+  certificate), ``READY=1`` once they returned; both even when there is nothing to reload,
+  since the manager waits for them;
 - SIGUSR2: the master starts the same command line again with its listening sockets
   inherited and named in $IPCNET_LISTEN_FDS (JSON: address -> fd); the new master opens
   each inherited address as ``fd://N`` instead of binding it, so connections queued in the
@@ -119,6 +123,19 @@ def _watchdog(core: ServerCore, interval: float) -> None:
 
 def stopping() -> None:
     tell("STOPPING=1")
+
+
+def reload(core: ServerCore) -> None:
+    """SIGHUP: the reload hooks, inside systemd's RELOADING=1 ... READY=1."""
+    master = core.master
+    if master:
+        tell("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    if not core.on_reload:
+        log.info("SIGHUP: model %s has no workers to replace", core.config.model)
+    for hook in list(core.on_reload):
+        hook()
+    if master:
+        tell("READY=1")
 
 
 def terminate(core: ServerCore) -> None:
