@@ -337,6 +337,39 @@ def test_sigusr2_upgrade_inherits_the_sockets_and_loses_nothing(model: str, tmp_
         _stop_both(old, new_pid)
 
 
+@pytest.mark.parametrize("model", ["epoll", "prefork --reuse-port"])
+def test_an_upgrade_keeps_the_port_the_kernel_chose_for_port_0(model: str, tmp_path: Path) -> None:
+    """tcp://…:0 and udp://…:0: the new master inherits the sockets the old one was given
+    (it names them as its command line does), not fresh ports; twice in a row."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    argv += ["udp://127.0.0.1:0", "--model", *model.split(), "--workers", "2", "--grace", "5"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    masters = [old.pid]
+    try:
+        tcp = int(_log_says(logfile, r"listening on tcp://127.0.0.1:(\d+)").group(1))
+        udp = int(_log_says(logfile, r"listening on udp://127.0.0.1:(\d+)").group(1))
+        for n in (1, 2):
+            os.kill(masters[-1], signal.SIGUSR2)
+            _wait_for(lambda n=n: len(_new_masters(logfile)) == n, "upgraded")
+            masters.append(_new_masters(logfile)[-1])
+            _wait_for(lambda: not _alive(masters[-2]), "the old master stopped")
+            assert _roundtrip(tcp, b"tcp %d\n" % n) == b"tcp %d\n" % n
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(10)
+                s.sendto(b"udp %d" % n, ("127.0.0.1", udp))
+                assert s.recv(100) == b"udp %d" % n
+        listening = re.findall(r"listening on (\S+)", logfile.read_text())
+        assert set(listening) == {f"tcp://127.0.0.1:{tcp}", f"udp://127.0.0.1:{udp}"}
+    finally:
+        _stop_both(old, masters[-1] if len(masters) > 1 else 0)
+
+
+def _new_masters(logfile: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"new master pid (\d+) is serving", logfile.read_text())]
+
+
 def test_accept_proxy_refuses_datagram_addresses() -> None:
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"udp://127.0.0.1:{free_port()}"]
     done = subprocess.run(

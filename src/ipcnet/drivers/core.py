@@ -279,14 +279,29 @@ class ServerCore:
             opened = self.tls.served(self.secured, opened)
         return servable(opened, address)
 
-    def observers(self) -> dict[str, list[int]]:
-        """The --stats and --metrics listeners as a SIGUSR2 hand-over names them."""
+    @property
+    def stream_addresses(self) -> list[Address]:
+        """The command line's stream addresses, in the order of ``listeners`` (which are
+        bound: a port 0 there is the kernel's choice)."""
+        return [a for a in self.addresses if a.kind != "datagram"]
+
+    def handed_over(self) -> dict[str, list[int]]:
+        """What SIGUSR2 hands a new master: each address as its command line names it
+        (``tcp://127.0.0.1:0`` too, so that it keeps the port we were given) -> our open
+        descriptors of it (a --reuse-port address: one a slot); --stats, --metrics too."""
+        datagrams = [a for a in self.addresses if a.kind == "datagram"]
+        fds: dict[str, list[int]] = {}
+        for i, (address, x) in enumerate(zip(self.stream_addresses, self.listeners, strict=True)):
+            slots = [x, *(slot[i] for slot in self.slots if slot[i] is not x)]
+            fds[str(address)] = [s.fileno() for s in slots if not s.closed]
+        for address, d in zip(datagrams, self.datagrams, strict=True):
+            if not d.closed:
+                fds[str(address)] = [d.fileno()]
         sides = ((self.config.stats, self._stats), (self.config.metrics, self._metrics))
-        return {
-            str(parse(url)): [side.listener.fileno()]
-            for url, side in sides
-            if url and side is not None and not side.listener.closed
-        }
+        for url, side in sides:
+            if url and side is not None and not side.listener.closed:
+                fds[str(parse(url))] = [side.listener.fileno()]
+        return fds
 
     @property
     def bound(self) -> list[str]:

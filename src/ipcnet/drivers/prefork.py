@@ -112,9 +112,9 @@ class Prefork(Model):
         core = self.core
         for _ in range(2, core.config.workers + 1):
             slot = []
-            for listener in core.listeners:
-                address = listener.address
-                spare = core.spares.get(str(address), [])
+            for named, listener in zip(core.stream_addresses, core.listeners, strict=True):
+                address = listener.address  # as bound: port 0 is one port for every slot
+                spare = core.spares.get(str(named), [])
                 if not address.is_inet:
                     slot.append(listener)
                     continue

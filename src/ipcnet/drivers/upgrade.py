@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -85,7 +86,7 @@ def adopt(fd: int, address: Address) -> Listener[StreamTransport]:
     from ipcnet.transports.unix import claim
 
     listener = open_listener(parse(f"fd://{fd}"))
-    listener.address = address
+    listener.address = _as_bound(fd, address)
     if address.path is not None:
         listener.own(claim(address))  # type: ignore[attr-defined]
     return listener
@@ -96,10 +97,18 @@ def adopt_datagram(fd: int, address: Address) -> DatagramEndpoint:
     from ipcnet.transports.unix import claim
 
     endpoint = open_datagram(parse(f"fd://{fd}"), listen=True)
-    endpoint.where = str(address)
+    endpoint.where = str(_as_bound(fd, address))
     if address.path is not None:
         endpoint.own(claim(address))
     return endpoint
+
+
+def _as_bound(fd: int, address: Address) -> Address:
+    """An inet address of port 0 as the old master's socket is bound (its port stays)."""
+    if not address.is_inet or address.port:
+        return address
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return address.with_port(sock.getsockname()[1])
 
 
 def ready(core: ServerCore) -> None:
@@ -178,12 +187,7 @@ def _upgrade(core: ServerCore) -> None:
         return
     try:
         with endpoint:  # closed before a next SIGUSR2 may bind the same name again
-            fds: dict[str, list[int]] = {}
-            for i, x in enumerate(core.listeners):
-                slots = [x, *(slot[i] for slot in core.slots if slot[i] is not x)]
-                fds[str(x.address)] = [s.fileno() for s in slots if not s.closed]
-            fds.update({d.where: [d.fileno()] for d in core.datagrams if not d.closed})
-            fds.update(core.observers())
+            fds = core.handed_over()
             env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
             argv = [sys.executable, *sys.orig_argv[1:]]
             pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
