@@ -8,6 +8,8 @@ import hashlib
 import os
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -145,3 +147,72 @@ def test_the_engine_hands_over_as_it_closes() -> None:
     engine.sent(6)
     assert engine.step() is handover
     assert engine.step() is None and not engine.reading and engine.idle
+
+
+# in a process of its own: nothing else may free a descriptor below the one left free
+SELECT_LIMIT_SCRIPT = """
+import os, socket, threading
+from ipcnet.addresses import parse
+from ipcnet.drivers import ServeConfig, serve
+from ipcnet.relay.server import RelayConfig
+from ipcnet.relay.service import RelayService
+from ipcnet.relay.targets import Targets
+from ipcnet.transports.readiness import FD_SETSIZE
+
+backend = socket.create_server(("127.0.0.1", 0))
+
+def echo():
+    while True:
+        conn, _ = backend.accept()
+        try:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+        except ConnectionResetError:  # the relay ended the first one
+            pass
+        conn.close()
+
+threading.Thread(target=echo, daemon=True).start()
+targets = Targets([f"tcp://127.0.0.1:{backend.getsockname()[1]}"])
+relay = RelayService(targets, RelayConfig(), targets.stats, parse("tcp://127.0.0.1:0"))
+cores, ready = [], threading.Event()
+config = ServeConfig(model="select", workers=2, grace=1.0)
+threading.Thread(
+    target=serve,
+    args=(relay, ["tcp://127.0.0.1:0"], config, lambda c: (cores.append(c), ready.set())),
+    daemon=True,
+).start()
+assert ready.wait(10)
+port = int(cores[0].bound[0].rpartition(":")[2])
+client, filler = socket.socket(), []
+client.settimeout(10)
+while (fd := os.open(os.devnull, os.O_RDONLY)) < FD_SETSIZE - 2:
+    filler.append(fd)
+filler.append(fd)  # the lowest free descriptor is FD_SETSIZE - 1 now
+client.connect(("127.0.0.1", port))  # accepted there; the upstream socket above it
+client.sendall(b"lost")  # (it may come back: the pump moves what it can before it waits)
+try:
+    while client.recv(100):
+        pass
+    print("first: ended")
+except ConnectionResetError:
+    print("first: ended")
+for fd in filler:
+    os.close(fd)
+again = socket.create_connection(("127.0.0.1", port), timeout=10)
+again.sendall(b"served on")
+again.shutdown(socket.SHUT_WR)
+print("next:", again.recv(100))
+cores[0].request_stop()
+"""
+
+
+def test_select_ends_a_relay_whose_descriptor_it_cannot_watch_and_serves_on() -> None:
+    """select(2) watches descriptors below FD_SETSIZE only. A relayed connection accepted
+    just below it connects upstream above it: that one connection ends (nginx's select
+    module refuses such a descriptor too) and the server serves the next one."""
+    done = subprocess.run(
+        [sys.executable, "-c", SELECT_LIMIT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["first: ended", "next: b'served on'"], done.stderr
+    assert "select(2) cannot watch descriptor 1024" in done.stderr

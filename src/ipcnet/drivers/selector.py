@@ -244,7 +244,7 @@ class SelectorLoop(Model):
                         except Exception as exc:
                             self._failed(conn, exc)
                     elif conn.__class__ is Watch:
-                        conn.step()
+                        self._advance(conn)
                     elif conn is WAKER:
                         core.drain_waker()
                         self._finish_jobs()
@@ -362,7 +362,16 @@ class SelectorLoop(Model):
         watch = Watch(pump, self.selector, lambda w: self.close(conn))
         conn.watch = watch
         self.next_timer = min(self.next_timer, time.monotonic() + TIMER_TICK)  # its deadlines
-        watch.step()
+        self._advance(watch)
+
+    def _advance(self, watch: Watch) -> None:
+        """A pump's step; one whose descriptor cannot be watched (select(2) above
+        FD_SETSIZE) is stopped, which ends its connection, and the loop serves on."""
+        try:
+            watch.step()
+        except IPCError as exc:
+            log.warning("a handed-over connection ended: %s", exc)
+            watch.stop()
 
     # --- jobs --------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Rules: as ``selectors`` (whose Python layer this replaces on the hot path: no ke
 per call, no loop over the ready list): registering a descriptor twice is a KeyError,
 unregistering one the kernel already forgot (its owner closed it) is not an error.
 ``fd_limit``: the first descriptor a backend cannot watch (select(2): FD_SETSIZE, a fixed
-bitmap size; passing a larger one raises, so a caller must refuse it first, not wait).
+bitmap size): registering one raises LimitExceeded at once, not the next ``wait``, which
+would end the loop; a caller refuses it (the gate refuses such a connection before).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import select
 from collections.abc import Callable
 from typing import Any
+
+from ipcnet.errors import LimitExceeded
 
 IN, OUT = select.POLLIN, select.POLLOUT  # == select.EPOLLIN, select.EPOLLOUT
 MAX_EVENTS = 256  # per epoll_wait; level-triggered: the rest come with the next call
@@ -120,6 +123,11 @@ class SelectPoller(Poller):
         self._remove = self._forget
 
     def _set(self, fd: int, bits: int) -> None:
+        if fd >= FD_SETSIZE:
+            raise LimitExceeded(
+                f"select(2) cannot watch descriptor {fd} (FD_SETSIZE {FD_SETSIZE}); "
+                "poll and epoll have no such limit"
+            )
         (self.readers.add if bits & IN else self.readers.discard)(fd)
         (self.writers.add if bits & OUT else self.writers.discard)(fd)
 
