@@ -73,6 +73,22 @@ def test_pollable_and_iterable_realtime_signals_queue() -> None:
     assert out.split() == ["SIGRTMIN", "SIGRTMIN", "SIGUSR2"]
 
 
+def test_a_short_timeout_waits_rather_than_rounding_to_none() -> None:
+    out = _run(
+        """
+        import signal, time, ipcnet
+        with ipcnet.signals(signal.SIGUSR1) as source:
+            for timeout in (0.0004, 0.05):
+                start = time.monotonic()
+                try:
+                    source.read(timeout=timeout)
+                except ipcnet.errors.Timeout:
+                    print(time.monotonic() - start >= timeout)
+        """
+    )
+    assert out.split() == ["True", "True"]
+
+
 def test_close_restores_the_mask_and_wakes_a_reader() -> None:
     out = _run(
         """

@@ -47,6 +47,7 @@ from ipcnet.transports import process
 
 BOOT_WINDOW = 2.0
 RETRY = 1.0  # seconds between tries to fork a worker that could not be forked
+RETRY_LOOK = 0.05  # seconds between looks at the workers while a slot waits for its fork
 REPLACE_TIMEOUT = 10.0  # seconds new workers (SIGHUP) may take to listen
 
 
@@ -78,7 +79,7 @@ class Prefork(Model):
             while self.workers or (self.missing and not core.stopping.is_set()):
                 ended = process.wait(block=not self.missing) if self.workers else None
                 if ended is None or ended[0] == 0:  # none ended: a slot waits for its fork
-                    time.sleep(min(RETRY, 0.05))
+                    time.sleep(RETRY_LOOK)
                     for slot, when in list(self.missing.items()):
                         if time.monotonic() >= when and not core.stopping.is_set():
                             self._spawn(slot)

@@ -21,12 +21,14 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import math
 import os
 import re
 import select
 import signal
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -162,11 +164,15 @@ class SignalSource:
         """The next signal; waits up to ``timeout`` (default: the ``timeout`` attribute)."""
         if timeout is not None and timeout < 0:
             timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             event = self.try_read()
             if event is not None:
                 return event
-            ready = self._poll.poll(None if timeout is None else int(timeout * 1000))
+            # what is left of it: a wake-up with nothing to read (another reader took the
+            # signal) does not start the wait over; rounded up, as 0.4 ms is not "now"
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = self._poll.poll(None if left is None else math.ceil(left * 1000))
             if self._closed:
                 raise Closed(f"closed while waiting on {self.where}")
             if not ready:
