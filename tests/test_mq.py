@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -101,13 +102,29 @@ def test_message_over_the_queue_limit(ends) -> None:
         sender.send(b"x" * 257)
 
 
-def test_limits_from_proc(name) -> None:
-    msg_max = mq.limit("msg_max")
-    with pytest.raises(errors.LimitExceeded, match=r"/proc/sys/fs/mqueue/msg_max"):
-        ipcnet.open_datagram(f"{name}?depth={msg_max + 1}", listen=True)
-    size_max = mq.limit("msgsize_max")
-    with pytest.raises(errors.LimitExceeded, match=r"msgsize=\d+ is outside 1\.\.\d+"):
-        ipcnet.open_datagram(f"{name}?msgsize={size_max + 1}", listen=True)
+def test_depth_and_size_bounds_are_the_kernels(name) -> None:
+    """mq_open(3) holds a process to msg_max and msgsize_max unless it has CAP_SYS_RESOURCE
+    (then the kernel's ceilings bind it): ours accepts one over each exactly when the
+    kernel does, and a refusal names the bound."""
+    import posix_ipc
+
+    for depth, size in ((mq.limit("msg_max") + 1, 16), (1, mq.limit("msgsize_max") + 1)):
+        try:
+            flags = posix_ipc.O_CREAT | posix_ipc.O_EXCL
+            q = posix_ipc.MessageQueue(f"/ipcnet-k-{uuid.uuid4().hex}", flags, 0o600, depth, size)
+            q.close()
+            q.unlink()
+            kernel = True
+        except ValueError:  # EINVAL
+            kernel = False
+        try:
+            ipcnet.open_datagram(f"{name}?depth={depth}&msgsize={size}", listen=True).close()
+            mq.remove(name)
+            ours = True
+        except errors.LimitExceeded as exc:
+            assert re.search(r"(depth|msgsize)=\d+ is outside 1\.\.\d+ \(/proc/sys/fs/mq", str(exc))
+            ours = False
+        assert ours == kernel, (depth, size)
 
 
 def test_default_limits_are_the_systems(name) -> None:

@@ -6,8 +6,9 @@ sends (the queue must exist), as with ``fifo://``. Rules:
 - One ``send`` is one message and one ``recv`` returns one whole message (``b""`` is a
   message, not EOF); a message is never cut: the kernel refuses one over the queue's
   ``msgsize`` and so do we, with ``MessageTooLarge``, before the call.
-- Limits come from /proc/sys/fs/mqueue (msg_max, msgsize_max, queues_max); asking for more
-  is a ``LimitExceeded`` naming the file, not the kernel's bare EINVAL.
+- Limits come from /proc/sys/fs/mqueue (msg_max, msgsize_max, queues_max), or with
+  CAP_SYS_RESOURCE the kernel's fixed ceilings, as mq_open(3) applies them; asking for
+  more is a ``LimitExceeded`` naming the bound, not the kernel's bare EINVAL.
 - A full queue blocks ``send`` (up to ``timeout``, then ``Timeout``: nothing is dropped); with
   ``timeout=0`` it raises ``Busy``. Priority (0..32767) is per message, higher first.
 - On Linux a queue descriptor is a file descriptor: ``fileno()`` polls readable when a
@@ -370,11 +371,29 @@ def _emfile(where: str) -> str:
     )
 
 
+# the kernel's ceilings for a process with CAP_SYS_RESOURCE, which msg_max and msgsize_max
+# do not bind (ipc/mqueue.c, mq_attr_ok; HARD_MSGMAX, HARD_MSGSIZEMAX since Linux 3.5)
+HARD = {"msg_max": 65536, "msgsize_max": 16 << 20}
+CAP_SYS_RESOURCE = 24
+
+
 def _check_limits(depth: int, msgsize: int, where: str) -> None:
+    privileged = _capable(CAP_SYS_RESOURCE)
     for value, key, what in ((depth, "msg_max", "depth"), (msgsize, "msgsize_max", "msgsize")):
-        top = limit(key)
+        top, source = (HARD[key], "the kernel's ceiling") if privileged else (limit(key), "")
         if not 1 <= value <= top:
-            raise LimitExceeded(f"{what}={value} is outside 1..{top} ({PROC}/{key}): {where}")
+            source = source or f"{PROC}/{key}"
+            raise LimitExceeded(f"{what}={value} is outside 1..{top} ({source}): {where}")
+
+
+def _capable(cap: int) -> bool:
+    """Whether this process has capability ``cap`` in its effective set."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapEff:"))
+        return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, StopIteration, ValueError):
+        return False
 
 
 def remove(url: str | Address) -> None:
