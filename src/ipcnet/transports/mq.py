@@ -380,10 +380,10 @@ CAP_SYS_RESOURCE = 24
 def _check_limits(depth: int, msgsize: int, where: str) -> None:
     privileged = _capable(CAP_SYS_RESOURCE)
     for value, key, what in ((depth, "msg_max", "depth"), (msgsize, "msgsize_max", "msgsize")):
-        top, source = (HARD[key], "the kernel's ceiling") if privileged else (limit(key), "")
+        top = HARD[key] if privileged else limit(key)
         if not 1 <= value <= top:
-            source = source or f"{PROC}/{key}"
-            raise LimitExceeded(f"{what}={value} is outside 1..{top} ({source}): {where}")
+            bound = "the kernel's ceiling" if privileged else f"{PROC}/{key}"
+            raise LimitExceeded(f"{what}={value} is outside 1..{top} ({bound}): {where}")
 
 
 def _capable(cap: int) -> bool:
