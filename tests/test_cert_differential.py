@@ -63,6 +63,7 @@ def leaf(folder) -> x509.Certificate:
         ([LONG, "localhost"], [LONG, "localhost"], "localhost", LONG),
         (["localhost", "localhost", "::1", "0::1"], ["localhost", "::1"], "localhost", "::1"),
         (["foo.1a"], ["foo.1a"], "foo.1a", "foo.1a"),
+        (["_svc.a_b.test"], ["_svc.a_b.test"], "_svc.a_b.test", "_svc.a_b.test"),
         (
             ["*.Bücher.test"],
             ["*.xn--bcher-kva.test"],
@@ -91,6 +92,10 @@ def test_names_become_what_clients_match(tmp_path, names, sans, cn, matches):
         ("host.123", "it ends in a number, as an ip address does, but is not one"),
         ("*.localhost", "a wildcard needs two labels after '*.' (tls clients match no *.tld)"),
         ("*.com", "a wildcard needs two labels after '*.' (tls clients match no *.tld)"),
+        (
+            "*.a_b.test",
+            "a wildcard's other labels cannot hold '_' (openssl matches no such wildcard)",
+        ),
         ("q" * 64, "a label is longer than 63 characters"),
         ("foo.-bar-", "not a host name or ip address"),
         ("localhost.", "write it without the trailing dot"),

@@ -10,7 +10,7 @@ mode 0600. A name is an IP address if it parses as one (an IPv6 zone is dropped:
 iPAddress is the 16 octets), else a DNS name: lower-cased, a unicode name as its A-labels
 (RFC 5280 7.2), refused if it is not a host name (RFC 1123: labels of 1-63 letters, digits,
 ``-`` inside and ``_``; 253 characters; a last label that is a number is a mistyped IP
-address), and a wildcard needs two labels after ``*.`` (no TLS client matches ``*.tld``).
+address), and a wildcard needs two labels after ``*.`` and no ``_`` (OpenSSL's rules for one).
 The subject's common name is the first name's certificate form (when it fits 64 characters,
 else the subject is empty and the subjectAltName critical, RFC 5280 4.2.1.6); the authority
 key identifier is the CA's own subject key identifier; a reused CA must be a CA, unexpired,
@@ -128,6 +128,8 @@ def _san(name: str) -> Any:
         why = "it ends in a number, as an ip address does, but is not one"
     elif star and len(labels) < 2:
         why = "a wildcard needs two labels after '*.' (tls clients match no *.tld)"
+    elif star and "_" in host:
+        why = "a wildcard's other labels cannot hold '_' (openssl matches no such wildcard)"
     else:
         return x509.DNSName(star + host)
     raise TLSConfigError(f"invalid certificate name {name!r}: {why}")
