@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"server certificate for {', '.join(issued.names)}: {issued.cert}, key {issued.key}")
     if issued.client_cert:
         print(f"client certificate: {issued.client_cert}, key {issued.client_key}")
-    host = issued.names[0]
+    host = next((n for n in issued.names if not n.startswith("*.")), "www" + issued.names[0][1:])
     url_host = f"[{host}]" if ":" in host else host
     tls = f"--cert {q(issued.cert)} --key {q(issued.key)}"
     print()

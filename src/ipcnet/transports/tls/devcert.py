@@ -6,7 +6,15 @@ client certificate for mutual TLS, with the ``cryptography`` package. Rules: ECD
 keys; the CA is reused when ``ca.pem`` and ``ca-key.pem`` are both there (so whoever
 trusts it keeps trusting it), otherwise made; every file is written to a temporary name and
 renamed into place (a server reloading on SIGHUP never reads half a file); key files are
-mode 0600; a name is an IP address if it parses as one, else a DNS name.
+mode 0600. A name is an IP address if it parses as one (an IPv6 zone is dropped: an
+iPAddress is the 16 octets), else a DNS name: lower-cased, a unicode name as its A-labels
+(RFC 5280 7.2), refused if it is not a host name (RFC 1123: labels of 1-63 letters, digits,
+``-`` inside and ``_``; 253 characters; a last label that is a number is a mistyped IP
+address), and a wildcard needs two labels after ``*.`` and no ``_`` (OpenSSL's rules for one).
+The subject's common name is the first name's certificate form (when it fits 64 characters,
+else the subject is empty and the subjectAltName critical, RFC 5280 4.2.1.6); the authority
+key identifier is the CA's own subject key identifier; a reused CA must be a CA, unexpired,
+and its key must be the one in ca-key.pem.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from ipcnet.errors import TLSConfigError
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CA_DAYS = 3650
 LEAF_DAYS = 397  # what browsers accept for a server certificate
-_DNS = re.compile(r"(\*\.)?([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?\.)*[A-Za-z0-9_-]+\Z")
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_NUMBER = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z")  # WHATWG URL: a host ending in a number is IPv4
+_CN_MAX = 64  # ub-common-name, RFC 5280 appendix A
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,9 @@ def make(out: str, names: tuple[str, ...] = (), client: str | None = None) -> Is
     """Write ca.pem, ca-key.pem, server.pem, server-key.pem (and client.pem, client-key.pem)."""
     from cryptography import x509
 
-    names = names or DEFAULT_NAMES
-    sans = [_san(name) for name in names]
+    sans = list(dict.fromkeys(_san(name) for name in names or DEFAULT_NAMES))
+    if client is not None and not 0 < len(client) <= _CN_MAX:
+        raise TLSConfigError(f"invalid client name {client!r}: give 1 to {_CN_MAX} characters")
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -55,7 +66,7 @@ def make(out: str, names: tuple[str, ...] = (), client: str | None = None) -> Is
     ca_cert, ca_key, reused = _load_or_make_ca(ca_path, ca_key_path)
     key = _new_key()
     cert = _build(
-        subject=names[0],
+        subject=None,
         key=key,
         issuer=ca_cert,
         issuer_key=ca_key,
@@ -66,7 +77,8 @@ def make(out: str, names: tuple[str, ...] = (), client: str | None = None) -> Is
     cert_path, key_path = os.path.join(out, "server.pem"), os.path.join(out, "server-key.pem")
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, _cert_pem(cert), 0o644)
-    issued = Issued(ca_path, ca_key_path, reused, cert_path, key_path, names)
+    texts = tuple(str(san.value) for san in sans)
+    issued = Issued(ca_path, ca_key_path, reused, cert_path, key_path, texts)
     if client is None:
         return issued
     ckey = _new_key()
@@ -89,12 +101,38 @@ def _san(name: str) -> Any:
     from cryptography import x509
 
     try:
-        return x509.IPAddress(ipaddress.ip_address(name))
+        ip = ipaddress.ip_address(name)
     except ValueError:
         pass
-    if not _DNS.match(name) or len(name) > 253:
-        raise TLSConfigError(f"invalid certificate name {name!r}: not a host name or ip address")
-    return x509.DNSName(name.lower())
+    else:
+        return x509.IPAddress(ipaddress.ip_address(ip.packed))  # without an IPv6 zone
+    host, why = name.lower(), "not a host name or ip address"
+    star, host = ("*.", host[2:]) if host.startswith("*.") else ("", host)
+    if not host.isascii():
+        import idna
+
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            why = "not a valid internationalized domain name (idna 2008)"
+    labels = host.split(".")
+    if host.endswith(".") and all(_LABEL.match(label) for label in labels[:-1]):
+        why = "write it without the trailing dot"
+    elif len(star + host) > 253:
+        why = "longer than 253 characters"
+    elif any(len(label) > 63 for label in labels):
+        why = "a label is longer than 63 characters"
+    elif not all(_LABEL.match(label) for label in labels):
+        pass
+    elif _NUMBER.match(labels[-1]):
+        why = "it ends in a number, as an ip address does, but is not one"
+    elif star and len(labels) < 2:
+        why = "a wildcard needs two labels after '*.' (tls clients match no *.tld)"
+    elif star and "_" in host:
+        why = "a wildcard's other labels cannot hold '_' (openssl matches no such wildcard)"
+    else:
+        return x509.DNSName(star + host)
+    raise TLSConfigError(f"invalid certificate name {name!r}: {why}")
 
 
 def _new_key() -> Any:
@@ -104,18 +142,9 @@ def _new_key() -> Any:
 
 
 def _load_or_make_ca(cert_path: str, key_path: str) -> tuple[Any, Any, bool]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     have = os.path.exists(cert_path), os.path.exists(key_path)
     if all(have):
-        try:
-            with open(cert_path, "rb") as f:
-                cert = x509.load_pem_x509_certificate(f.read())
-            with open(key_path, "rb") as f:
-                key = serialization.load_pem_private_key(f.read(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise TLSConfigError(f"cannot reuse the ca in {cert_path}: {exc}") from exc
+        cert, key = _load_ca(cert_path, key_path)
         return cert, key, True
     if any(have):
         present = cert_path if have[0] else key_path
@@ -130,14 +159,66 @@ def _load_or_make_ca(cert_path: str, key_path: str) -> tuple[Any, Any, bool]:
     return cert, key, False
 
 
+def _load_ca(cert_path: str, key_path: str) -> tuple[Any, Any]:
+    """The CA in ``cert_path`` and its key, refused if they cannot sign what clients accept."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    def refuse(why: str) -> TLSConfigError:
+        return TLSConfigError(f"cannot reuse the ca in {cert_path}: {why}")
+
+    try:
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(key_path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise refuse((exc.strerror or str(exc)).lower()) from exc
+    except ValueError as exc:
+        raise refuse("not a pem certificate") from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:
+        raise refuse(f"{key_path} is encrypted: give it without a passphrase") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise refuse(f"{key_path} is not a pem private key") from exc
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise refuse("it is not a ca certificate (basicConstraints has no ca:true)")
+    if cert.public_key() != key.public_key():
+        raise refuse(f"{key_path} is not its key")
+    if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        when = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+        raise refuse(f"it expired on {when}: remove both ca files to make a new ca")
+    return cert, key
+
+
 def _build(
-    subject: str, key: Any, issuer: Any, issuer_key: Any, days: int, sans: list[Any], usage: Any
+    subject: str | None,
+    key: Any,
+    issuer: Any,
+    issuer_key: Any,
+    days: int,
+    sans: list[Any],
+    usage: Any,
 ) -> Any:
+    """A certificate for ``key`` signed by ``issuer_key``; a self-signed CA if no ``issuer``.
+
+    A server's subject (``subject`` None) is the common name of its first name that fits
+    (CA/Browser baseline requirements 7.1.4.3: the common name is one of the SANs)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
     from cryptography.x509.oid import NameOID
 
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    if subject is None:
+        subject = next((t for t in (str(s.value) for s in sans) if len(t) <= _CN_MAX), None)
+    cn = [] if subject is None else [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    name = x509.Name(cn)
     now = datetime.datetime.now(datetime.UTC)
     is_ca = issuer is None
     builder = (
@@ -156,15 +237,19 @@ def _build(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
         )
     else:
+        try:  # the issuer's own identifier, however it was computed (RFC 5280 4.2.1.1)
+            ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        except x509.ExtensionNotFound:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
         builder = builder.add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
-        ).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
+        ).add_extension(aki, False)
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
-    return builder.sign(issuer_key, hashes.SHA256())
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), not cn)
+    pure = isinstance(issuer_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
+    return builder.sign(issuer_key, None if pure else hashes.SHA256())
 
 
 def _key_pem(key: Any) -> bytes:
