@@ -33,6 +33,8 @@ MAX_DEPTH = 512  # nesting the stdlib JSON fallback accepts (orjson stops at 102
 _DIGITS = b"0123456789"
 _LONG_RUN = re.compile(rb"[0-9]{19}").search
 _NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL).sub  # a JSON string
+_UNSAID = {"StackError": "nesting too deep", "FormatError": "reserved type byte 0xc1"}
 
 
 class LineEncoder(Protocol):
@@ -111,12 +113,13 @@ def _not_finite(value: Any) -> bool:
 
 
 def _depth_ok(data: bytes, limit: int) -> bool:
-    """A cheap upper bound on nesting (brackets inside strings count too: only safer): counted
-    in C, then walked only over the brackets when there are more than ``limit``."""
+    """True unless arrays and objects in ``data`` nest deeper than ``limit``: brackets are
+    counted in C, and only when there are more than ``limit`` are the strings cut out (a
+    bracket in a string is text) and the rest walked over its brackets."""
     if data.count(b"[") + data.count(b"{") <= limit:
         return True
     depth = 0
-    for byte in data.translate(None, _NOT_BRACKETS):
+    for byte in _STRING(b"", data).translate(None, _NOT_BRACKETS):
         if byte in b"[{":
             depth += 1
             if depth > limit:
@@ -211,7 +214,8 @@ class MsgpackCodec(Codec):
                 data, raw=False, strict_map_key=True, use_list=True, timestamp=0
             )
         except (ValueError, TypeError, UnicodeError, self._msgpack.UnpackException) as exc:
-            raise DecodeError(f"invalid msgpack: {type(exc).__name__}: {exc}") from None
+            why = str(exc) or _UNSAID.get(type(exc).__name__, "malformed")  # some say nothing
+            raise DecodeError(f"invalid msgpack: {type(exc).__name__}: {why}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -372,6 +373,8 @@ class NewlineDelimited(Framing):
         data = bytes(payload)
         if b"\n" in data:
             raise LimitExceeded("a newline-delimited frame cannot contain a newline")
+        if data[-1:] == b"\r":  # the reader takes "\r\n" for the line's end (NDJSON)
+            raise LimitExceeded("a newline-delimited frame cannot end with a carriage return")
         return data + b"\n"
 
     def encoder(self, codec: Codec) -> Callable[[Any], bytes]:
@@ -382,6 +385,12 @@ class NewlineDelimited(Framing):
 
 
 # --- netstring --------------------------------------------------------------------------
+
+
+def _bad_length(digits: bytes) -> bool:
+    """True unless ``digits`` may begin a netstring's length: ASCII digits, no leading zero
+    but in "0" itself (cr.yp.to/proto/netstrings.txt)."""
+    return not digits.isdigit() or (len(digits) > 1 and digits[0] == 0x30)
 
 
 class NetstringDecoder(Decoder):
@@ -396,7 +405,7 @@ class NetstringDecoder(Decoder):
             colon = buf.find(b":", pos, pos + self._digits + 1)
             if colon < 0:
                 head = bytes(buf[pos : pos + self._digits + 1])
-                if not head.isdigit() and head:
+                if head and _bad_length(head):  # at once: no colon can mend it
                     raise RemoteProtocolError(f"bad netstring length {head[:24]!r}")
                 if len(head) > self._digits:
                     raise FrameTooLarge(
@@ -407,7 +416,7 @@ class NetstringDecoder(Decoder):
                     )
                 return None
             digits = bytes(buf[pos:colon])
-            if not digits.isdigit() or (len(digits) > 1 and digits[0] == 0x30):
+            if not digits or _bad_length(digits):
                 raise RemoteProtocolError(f"bad netstring length {digits[:24]!r}")
             n = int(digits)
             if n > self.max_size:
@@ -455,11 +464,18 @@ class Netstring(Framing):
 
 # --- Content-Length headers (language-server style) -------------------------------------
 
+#: a header field line (RFC 9110 §5.1, §5.5; the LSP's headers follow HTTP's): a token, a
+#: colon, a value of visible bytes, spaces and tabs. A control byte (a lone LF, NUL...) or
+#: a space in a name is refused: readers that cut lines at LF, or drop the high bit of
+#: each byte as vscode-jsonrpc does, would frame the stream otherwise than we do
+_FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)").fullmatch
+
 
 class ContentLengthDecoder(Decoder):
     def __init__(self, max_size: int, header_limit: int = HEADER_LIMIT) -> None:
         super().__init__(max_size)
         self.header_limit = header_limit
+        self._digits = len(str(max_size))
         self._need: int | None = None
 
     def _next(self) -> bytes | None:
@@ -481,17 +497,24 @@ class ContentLengthDecoder(Decoder):
     def _length(self, block: bytes) -> int:
         length: int | None = None
         for line in block.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
+            field = _FIELD_LINE(line)
+            if field is None:
                 raise RemoteProtocolError(f"bad header line {line[:40]!r}")
-            if name.lower() != b"content-length":
+            if field[1].lower() != b"content-length":
                 continue  # Content-Type and friends: accepted and ignored
-            value = value.strip()
+            value = field[2].strip(b" \t")
             if length is not None:
                 raise RemoteProtocolError("more than one Content-Length header")
-            if not value.isdigit() or len(value) > 20:
+            if not value.isdigit():
                 raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
-            length = int(value)
+            digits = value.lstrip(b"0") or b"0"
+            if len(digits) > self._digits:  # refused unread: int() fails on 4300 digits
+                raise FrameTooLarge(
+                    f"Content-Length of {len(digits)} digits; the limit is {self.max_size} bytes",
+                    None,
+                    self.max_size,
+                )
+            length = int(digits)
             if length > self.max_size:
                 raise FrameTooLarge(
                     f"message of {length} bytes declared; the limit is {self.max_size}",
