@@ -255,8 +255,10 @@ class PipeStream(StreamTransport):
 
     def __del__(self) -> None:
         if self._waker is not None:
-            with contextlib.suppress(OSError):
+            try:  # (no contextlib here: at interpreter exit it may be gone already)
                 os.close(self._waker)
+            except OSError:
+                pass
 
 
 # --- anonymous pipes -------------------------------------------------------------------
