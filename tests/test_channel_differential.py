@@ -21,6 +21,8 @@ import pytest
 
 import ipcnet
 from ipcnet.channel import Channel
+from ipcnet.errors import Closed
+from ipcnet.testing.pairs import Pair, tcp4_pair
 
 Call = tuple[str, tuple[Any, ...]]
 LINES = [b"alpha\n", b"be\n", b"\n", b"gamma delta\n", b"tail"]
@@ -189,3 +191,21 @@ def test_channel_writes_like_an_io_file() -> None:
             False,
             True,
         )
+
+
+@pytest.mark.parametrize(
+    "make", [ipcnet.socketpair, tcp4_pair, ipcnet.pipe], ids=["socketpair", "tcp4", "pipe"]
+)
+def test_write_after_own_send_eof_is_closed_not_peer_closed(make: Callable[[], Pair]) -> None:
+    """Our send_eof() ended the direction, not the peer: Closed as on a pipe or over TLS
+    (a socket's EPIPE after shutdown(SHUT_WR) said "peer closed"); the peer still reads to
+    EOF and may still answer."""
+    a, b = make()
+    writer, reader = (b, a) if make is ipcnet.pipe else (a, b)
+    with a, b:
+        writer.write(b"last")
+        writer.send_eof()
+        for call in (lambda: writer.write(b"x"), lambda: writer.writelines([b"x"])):
+            with pytest.raises(Closed, match=r"^closed: cannot write to \S+ after send_eof\(\)$"):
+                call()
+        assert reader.read() == b"last"
