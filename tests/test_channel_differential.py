@@ -22,7 +22,7 @@ import pytest
 import ipcnet
 from ipcnet.channel import Channel
 from ipcnet.errors import Closed
-from ipcnet.testing.pairs import Pair, tcp4_pair
+from ipcnet.testing.pairs import Pair, Unavailable, shm_pair, tcp4_pair, tls_pair
 
 Call = tuple[str, tuple[Any, ...]]
 LINES = [b"alpha\n", b"be\n", b"\n", b"gamma delta\n", b"tail"]
@@ -209,3 +209,32 @@ def test_write_after_own_send_eof_is_closed_not_peer_closed(make: Callable[[], P
             with pytest.raises(Closed, match=r"^closed: cannot write to \S+ after send_eof\(\)$"):
                 call()
         assert reader.read() == b"last"
+
+
+@pytest.mark.parametrize("make", [tls_pair, shm_pair], ids=["tls", "shm"])
+def test_every_read_after_close_raises_where_bytes_wait_underneath(
+    make: Callable[[], Pair],
+) -> None:
+    """A TLS layer holds decrypted records, and after close() the peer's close_notify; a
+    shared-memory ring holds bytes: reading a closed Channel still raises, as io does
+    (a TLS read after close returned b"" or the held plaintext)."""
+    try:
+        a, b = make()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    with b:
+        b.write(DATA)
+        b.send_eof()
+        assert a.read(3) == DATA[:3]  # the rest waits in the TLS layer or the ring
+        a.close()
+        calls: list[Callable[[], object]] = [
+            lambda: a.read(4),
+            lambda: a.read(),
+            lambda: a.read(0),
+            lambda: a.readinto(bytearray(4)),
+            a.readline,
+            a.readlines,
+        ]
+        for call in calls:
+            with pytest.raises(ValueError, match=r"^closed: cannot read from "):
+                call()

@@ -136,7 +136,7 @@ class Channel:
         return lines
 
     def __iter__(self) -> Channel:
-        self._check_open("iterate over")
+        self._check_open("read from")
         return self
 
     def __next__(self) -> bytes:
