@@ -3,10 +3,15 @@
 Role: the layer users touch. ``connect(url)``, ``listen(url).accept()``, ``pipe()``,
 ``socketpair()``, ``spawn(cmd)`` and ``stdio()`` all give Channels with one contract:
 - ``read(n)`` returns 1..n bytes, or ``b""`` if and only if the peer ended its direction;
-  ``read()`` reads to EOF. ``readinto``, ``read_exactly``, ``readline`` and line iteration
-  share one small read-ahead buffer (only ``readline`` fills it).
-- ``write(data)`` writes all of it or raises; ``send_eof()`` half-closes; ``close()`` is
-  idempotent and wakes a blocked reader. Errors are the ipcnet tree (``ipcnet.errors``).
+  ``read()`` (``n`` -1 or None) reads to EOF. ``readinto``, ``read_exactly``, ``readline``,
+  ``readlines`` and line iteration share one small read-ahead buffer (only ``readline``
+  fills it). Unlike io's buffered readers, ``read(n)`` and ``readinto`` do not wait for
+  more than one arrival (as ``socket.recv``); ``read_exactly`` does.
+- ``write(data)`` writes all of it or raises, unbuffered (``flush()`` has nothing to do);
+  ``send_eof()`` half-closes; ``close()`` is idempotent and wakes a blocked reader.
+- After ``close()`` every call but ``close`` and ``closed`` raises ``Closed`` (a
+  ValueError, as io's closed files raise), read-ahead bytes or not; so does ``with``.
+Errors are the ipcnet tree (``ipcnet.errors``).
 Rules: no system calls here; everything goes through the transport.
 """
 
@@ -15,13 +20,14 @@ from __future__ import annotations
 import shlex
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from ipcnet import transports
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import IncompleteRead, LimitExceeded, Unsupported
+from ipcnet.errors import Closed, IncompleteRead, LimitExceeded, Unsupported
 from ipcnet.transports import DatagramEndpoint, StreamTransport
 
 READ_ALL_CHUNK = 64 * 1024
@@ -42,28 +48,26 @@ class Channel:
 
     # --- reading -----------------------------------------------------------------------
 
-    def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (at least one), ``b""`` at EOF; ``n < 0`` reads until EOF."""
-        if n < 0:
+    def read(self, n: int | None = -1) -> bytes:
+        """Up to ``n`` bytes (at least one), ``b""`` at EOF; ``n`` < 0 or None reads to EOF."""
+        if n is None or n < 0:
             return self._read_all()
-        if self._ahead:
+        if self._ahead or n == 0:
+            self._check_open("read from")
             data = bytes(self._ahead[:n])
             del self._ahead[:n]
             return data
-        if n == 0:
-            return b""
         return self.transport.read(n)
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill ``buf`` with up to len(buf) bytes; 0 only at EOF (or for an empty buffer)."""
         view = memoryview(buf).cast("B")
-        if self._ahead:
+        if self._ahead or not view:
+            self._check_open("read from")
             n = min(len(view), len(self._ahead))
             view[:n] = self._ahead[:n]
             del self._ahead[:n]
             return n
-        if not view:
-            return 0
         return self.transport.read_into(view)
 
     @property
@@ -87,11 +91,16 @@ class Channel:
             got += k
         return bytes(buf)
 
-    def readline(self, limit: int = LINE_LIMIT) -> bytes:
+    def readline(self, limit: int | None = LINE_LIMIT) -> bytes:
         """One line including its b"\\n"; the unterminated rest at EOF; b"" at EOF.
 
-        A line longer than ``limit`` raises LimitExceeded and its bytes stay unread.
+        A line longer than ``limit`` raises LimitExceeded and its bytes stay unread (io's
+        readline would cut it: here a bound refuses, never cuts); ``limit`` < 0 or None
+        sets no bound.
         """
+        self._check_open("read from")
+        if limit is None or limit < 0:
+            limit = sys.maxsize
         start = 0
         while True:
             end = self._ahead.find(b"\n", start)
@@ -114,9 +123,26 @@ class Channel:
             self._ahead += self._scratch[:got]
         raise LimitExceeded(f"line longer than {limit} bytes from {self.transport.where}")
 
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """The lines to EOF, as ``readline()`` reads them; with ``hint`` > 0, no more lines
+        once their total length exceeds ``hint`` (as io's readlines)."""
+        lines: list[bytes] = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint < total:
+                break
+        return lines
+
+    def __iter__(self) -> Channel:
+        self._check_open("read from")
+        return self
+
+    def __next__(self) -> bytes:
+        if line := self.readline():
+            return line
+        raise StopIteration
 
     def _read_all(self) -> bytes:
         parts = [bytes(self._ahead)]
@@ -131,6 +157,16 @@ class Channel:
         """Write all of ``data`` (blocking while the peer's buffer is full) or raise."""
         self.transport.write(data)
 
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write each of ``lines`` in turn (no separators are added, as io's writelines)."""
+        self._check_open("write to")
+        for line in lines:
+            self.transport.write(line)
+
+    def flush(self) -> None:
+        """Nothing to do (``write`` leaves nothing buffered here); Closed once closed."""
+        self._check_open("flush")
+
     def send_eof(self) -> None:
         """End our direction (shutdown(SHUT_WR), or close a pipe's write end)."""
         self.transport.send_eof()
@@ -144,9 +180,30 @@ class Channel:
         return self.transport.closed
 
     def fileno(self) -> int:
+        self._check_open("get the descriptor of")
         return self.transport.fileno()
 
+    def readable(self) -> bool:
+        """Whether this end reads (False for a pipe's write end), as io's readable()."""
+        self._check_open("ask about")
+        return self.transport.readable
+
+    def writable(self) -> bool:
+        """Whether this end writes (False for a pipe's read end), as io's writable()."""
+        self._check_open("ask about")
+        return self.transport.writable
+
+    def seekable(self) -> bool:
+        """Always False: a stream has no position to seek to."""
+        self._check_open("ask about")
+        return False
+
+    def _check_open(self, op: str) -> None:
+        if self.transport.closed:
+            raise Closed(f"closed: cannot {op} {self.transport.where}: this side closed it")
+
     def __enter__(self) -> Channel:
+        self._check_open("use")
         return self
 
     def __exit__(

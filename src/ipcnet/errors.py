@@ -5,7 +5,7 @@ OSError into them in exactly one place (``ipcnet.transports.oserrors``); no othe
 catches OSError. Messages are short, lower-case, and say what happened and where.
 
     IPCError
-    ├── Closed               your own code closed the channel, then used it
+    ├── Closed               your own code closed the channel, then used it (a ValueError)
     ├── Broken               the peer or the kernel ended it (the OSError is chained)
     │   ├── PeerClosed       EPIPE: the reader went away while we wrote
     │   ├── Reset            ECONNRESET / ECONNABORTED
@@ -40,8 +40,9 @@ class IPCError(Exception):
     """Base of every ipcnet error."""
 
 
-class Closed(IPCError):
-    """The channel was closed by this process and then used."""
+class Closed(IPCError, ValueError):
+    """The channel was closed by this process and then used (a ValueError, as io's
+    operations on a closed file raise)."""
 
 
 class Broken(IPCError):

@@ -188,6 +188,7 @@ class SocketStream(SocketEndpoint, StreamTransport):
         self._poll: Any = None  # a poll(POLLIN) to wait in before a blocking read (UnixStream)
         self._wait_ms = -1  # the timeout as poll(2) takes it
         self._wake_fd = -1  # an eventfd in that poll once ``wakeable()``
+        self._eof_sent = False  # send_eof() shut our direction: EPIPE is ours, not the peer's
 
     # --- data ----------------------------------------------------------------------
 
@@ -387,6 +388,7 @@ class SocketStream(SocketEndpoint, StreamTransport):
             if exc.errno == errno.ENOTCONN and not self._closed:  # a reset ended it already
                 raise Reset(f"connection reset by peer: shut down {self.where}") from exc
             raise self._error(exc, "shut down") from exc
+        self._eof_sent = True
 
     def fileno(self) -> int:
         return self._fd
@@ -399,6 +401,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def _error(self, exc: OSError, op: str) -> IPCError:
         if self._closed:
             return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
+        if self._eof_sent and isinstance(exc, BrokenPipeError):  # as a pipe's write end says
+            return Closed(f"closed: cannot {op} {self.where} after send_eof()")
         # a timeout of 0 ("do not wait": a deadline already past) times out as well
         timed = self._timeout is not None
         if isinstance(exc, BlockingIOError) and timed and self.sock.getblocking():

@@ -127,6 +127,8 @@ class TLSStream(StreamTransport):
     # --- data -------------------------------------------------------------------------
 
     def read_into(self, buf: memoryview) -> int:
+        if self._closed:  # the layer may still hold plaintext, or the peer's close_notify
+            self._check_open("read from")
         self._readers += 1
         try:
             n = self._read_into(buf)
