@@ -7,6 +7,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -70,6 +71,22 @@ def test_second_signal_forces(model: str) -> None:
             assert time.monotonic() - started < 10
     finally:
         server.stop()
+
+
+def test_stop_signals_until_the_end_still_exit_0() -> None:
+    """SIGTERM after SIGTERM until the process is gone (a manager that repeats itself):
+    each one is the stop, a force, or too late; none makes the exit a death by SIGTERM,
+    not even one arriving while the interpreter shuts down, where CPython puts SIG_DFL
+    back for Python handlers."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    for _ in range(3):
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.0005)
+        assert proc.wait(5) == 0
 
 
 def test_prefork_worker_takes_systemds_sigterm_and_the_masters_as_one_stop() -> None:

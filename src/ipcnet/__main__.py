@@ -1,7 +1,5 @@
 """``python -m ipcnet`` runs the command-line tool."""
 
-import sys
+from ipcnet.cli import entry
 
-from ipcnet.cli import main
-
-sys.exit(main())
+entry()

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         status = _stdout_gone()
     return status
+
+
+def entry() -> None:
+    """The ``ipcnet`` command (and ``python -m ipcnet``): ``main``, then exit with its status.
+    Stop signals are ignored from then on: CPython puts SIG_DFL back for Python handlers as
+    it shuts down, so a SIGTERM arriving then (a second one sent while a server that
+    stopped gracefully exits) would make a finished command die by that signal instead of
+    exiting with its status."""
+    status = main()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def _stdout_gone() -> int:
