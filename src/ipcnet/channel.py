@@ -98,9 +98,8 @@ class Channel:
         readline would cut it: here a bound refuses, never cuts); ``limit`` < 0 or None
         sets no bound.
         """
-        self._check_open("read from")
-        if limit is None or limit < 0:
-            limit = sys.maxsize
+        if limit is None or limit < 0:  # (closed: close() dropped the read-ahead, and the
+            limit = sys.maxsize  # transport's read says Closed; no check per line here)
         start = 0
         while True:
             end = self._ahead.find(b"\n", start)
@@ -172,8 +171,10 @@ class Channel:
         self.transport.send_eof()
 
     def close(self) -> None:
-        """Close; a second close does nothing; a thread blocked in this channel wakes."""
+        """Close; a second close does nothing; a thread blocked in this channel wakes.
+        The read-ahead goes too: nothing is read from a closed Channel."""
         self.transport.close()
+        self._ahead.clear()
 
     @property
     def closed(self) -> bool:
