@@ -279,7 +279,7 @@ class Channel:
         from ipcnet.transports import fdpass
 
         sock = self._unix_socket()
-        if self._ahead:
+        if self._ahead and n > 0:
             return self.read(n), []
         return fdpass.recv_fds(sock, n, max_fds, self.transport.where)
 
