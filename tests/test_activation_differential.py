@@ -154,3 +154,30 @@ def test_under_systemd_socket_activate() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(
+    not shutil.which("systemd-socket-activate"), reason="no systemd-socket-activate"
+)
+def test_serve_a_datagram_socket_systemd_passes() -> None:
+    """systemd-socket-activate --datagram (ListenDatagram=): `ipcnet serve` answers on it
+    (it took every systemd:// for a stream listener and refused it)."""
+    name = f"@ipcnet-activate-{uuid.uuid4().hex[:10]}"
+    src = os.path.dirname(os.path.dirname(ipcnet.__file__))
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "--datagram", "-l", name, f"--setenv=PYTHONPATH={src}",
+         sys.executable, "-m", "ipcnet", "serve", "echo", "systemd://"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        while "as 3." not in proc.stderr.readline():
+            assert proc.poll() is None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+            client.settimeout(20)  # bounds a server that died; not a timing assertion
+            client.bind("")  # an autobound name for the answer
+            client.sendto(b"ping", "\0" + name[1:])  # queued: it execs the server on it
+            assert client.recv(64) == b"ping"
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -68,6 +68,22 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> Datagr
     return udp.from_destination(DatagramEndpoint(sock, str(address), max_size=max_size))
 
 
+def is_datagram(address: Address, fd: int | None = None) -> bool:
+    """Whether ``address`` names datagrams: by its scheme, or for fd:// and systemd:// by
+    the socket (``fd``: the one a SIGUSR2 upgrade handed over for it), as a server must
+    know to serve a ``ListenDatagram=`` socket."""
+    if address.spec.transport != "inherited":
+        return address.kind == "datagram"
+    fd = resolve_fd(address) if fd is None else fd
+    if not is_socket(fd):
+        return False
+    sock = adopt_socket(fd)
+    try:
+        return sock.type == socket.SOCK_DGRAM
+    finally:
+        sock.detach()
+
+
 def resolve_fd(address: Address) -> int:
     """The descriptor number an fd:// or systemd:// address stands for."""
     if address.scheme == "fd":
