@@ -40,6 +40,7 @@ from ipcnet.transports import (
     open_listener,
 )
 from ipcnet.transports.base import Listener, StreamTransport
+from ipcnet.transports.inherited import is_datagram
 
 log = logging.getLogger("ipcnet.serve")
 
@@ -180,6 +181,7 @@ class ServerCore:
         self.slots: list[list[Listener[SocketStream]]] = []
         self.spares: dict[str, list[int]] = {}
         self.datagrams: list[DatagramEndpoint] = []
+        self.datagram_addresses: list[Address] = []  # theirs, fd:// and systemd:// too
         self.stopping = StopEvent()
         self.forcing = threading.Event()
         self.deadline = float("inf")
@@ -215,13 +217,14 @@ class ServerCore:
 
         handed = upgrade.inherited()  # SIGUSR2: sockets our old master listens on
         for address in self.addresses:
-            if address.kind == "datagram":
+            fds = handed.pop(str(address), [])
+            if is_datagram(address, fds[0] if fds else None):
                 if self.config.accept_proxy:
                     raise IPCError(
                         f"--accept-proxy: {address} is a datagram address; the PROXY "
                         "protocol heads stream connections"
                     )
-                fds = handed.pop(str(address), [])
+                self.datagram_addresses.append(address)
                 endpoint = (
                     upgrade.adopt_datagram(fds[0], address)
                     if fds
@@ -231,7 +234,6 @@ class ServerCore:
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue
-            fds = handed.pop(str(address), [])
             listener = self.open_stream(address, fds[0] if fds else None)
             self.spares[str(address)] = fds[1:]
             self.listeners.append(listener)
@@ -283,13 +285,13 @@ class ServerCore:
     def stream_addresses(self) -> list[Address]:
         """The command line's stream addresses, in the order of ``listeners`` (which are
         bound: a port 0 there is the kernel's choice)."""
-        return [a for a in self.addresses if a.kind != "datagram"]
+        return [a for a in self.addresses if a not in self.datagram_addresses]
 
     def handed_over(self) -> dict[str, list[int]]:
         """What SIGUSR2 hands a new master: each address as its command line names it
         (``tcp://127.0.0.1:0`` too, so that it keeps the port we were given) -> our open
         descriptors of it (a --reuse-port address: one a slot); --stats, --metrics too."""
-        datagrams = [a for a in self.addresses if a.kind == "datagram"]
+        datagrams = self.datagram_addresses
         fds: dict[str, list[int]] = {}
         for i, (address, x) in enumerate(zip(self.stream_addresses, self.listeners, strict=True)):
             slots = [x, *(slot[i] for slot in self.slots if slot[i] is not x)]
