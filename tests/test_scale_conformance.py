@@ -61,6 +61,68 @@ def test_an_upgrade_whose_new_master_dies_leaves_the_old_one_serving(tmp_path: P
         _stop_both(old, new_pid)
 
 
+def test_a_worker_forked_during_an_upgrade_holds_no_copy_of_its_ready_socket(
+    tmp_path: Path,
+) -> None:
+    """A worker the master forks while an upgrade waits (a respawn) must not inherit the
+    private ready socket: its copy kept the name bound after the upgrade failed, and the
+    next SIGUSR2 failed with 'address in use' (seen in CI when the first fork was late)."""
+    entry, port, logfile = tmp_path / "serve.py", free_port(), tmp_path / "log"
+    entry.write_text(ENTRY)
+    argv = [sys.executable, str(entry), "serve", "http", str(tmp_path), f"tcp://127.0.0.1:{port}"]
+    argv += ["--model", "prefork", "--workers", "1", "-q"]
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        assert _get(port) == 200
+        (worker,) = _children(old.pid)
+        entry.write_text("import time\ntime.sleep(1.5)\nraise SystemExit('broken, slowly')\n")
+        os.kill(old.pid, signal.SIGUSR2)
+        _log_says(logfile, r"upgrade: started a new master")
+        os.kill(worker, signal.SIGKILL)  # respawned while the upgrade waits for READY=1
+        _log_says(logfile, r"exited before it was ready")
+        (respawned,) = [p for p in _children(old.pid) if p != worker]
+        names = _unix_names(respawned)
+        assert not [n for n in names if "ipcnet-upgrade" in n], names
+        entry.write_text(ENTRY)
+        os.kill(old.pid, signal.SIGUSR2)  # the name is free: this upgrade goes through
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        assert old.wait(20) == 0 and _alive(new_pid) and _get(port) == 200
+    finally:
+        _stop_both(old, new_pid)
+
+
+def _children(pid: int) -> list[int]:
+    """The live children of ``pid`` (from /proc), once there is at least one."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text() if name.isdigit() else ""
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if fields and int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(name))
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _unix_names(pid: int) -> list[str]:
+    """The names of the unix sockets ``pid`` holds (/proc/net/unix by inode)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    return [f[7] for f in (line.split() for line in lines) if len(f) > 7 and f[6] in inodes]
+
+
 NGINX_CONF = """daemon off;
 master_process off;
 error_log {d}/error.log;

@@ -26,7 +26,10 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
   one a slot): closing one would reset the connections queued on it;
 - a socket file belongs to the newest generation: the new master adopts it (and removes
-  it when it stops, if it is still that file); the old one never unlinks it.
+  it when it stops, if it is still that file); the old one never unlinks it;
+- the private ready socket is the master's alone: a process forked while it is open (a
+  prefork worker respawned during the upgrade) drops its copy at once, or that copy would
+  keep the name bound and the next SIGUSR2 would fail with "address in use".
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ipcnet.addresses import Address, parse
@@ -56,6 +61,23 @@ ENV_FDS = "IPCNET_LISTEN_FDS"
 ENV_READY = "IPCNET_UPGRADE_NOTIFY"
 UPGRADE_TIMEOUT = 30.0
 READY_POLL = 0.2  # seconds between looks at whether a starting new master died
+
+_ready_sockets: list[DatagramEndpoint] = []  # open private ready sockets (see the rules)
+_ready_lock = threading.Lock()  # held across os.fork(), so a copy is always on the list
+
+
+def _drop_ready_sockets_in_child() -> None:
+    for endpoint in _ready_sockets:
+        endpoint.abandon()  # our descriptor only: the name stays the master's
+    _ready_sockets.clear()
+    _ready_lock.release()
+
+
+os.register_at_fork(
+    before=_ready_lock.acquire,
+    after_in_parent=_ready_lock.release,
+    after_in_child=_drop_ready_sockets_in_child,
+)
 
 
 def tell(*lines: str, where: str | None = None) -> None:
@@ -180,13 +202,7 @@ def _upgrade(core: ServerCore) -> None:
 
     name = f"@ipcnet-upgrade-{os.getpid()}-{id(core):x}"
     try:
-        endpoint = open_datagram(parse(f"unixgram://{name}"), listen=True)
-    except IPCError as exc:
-        log.error("upgrade failed: %s", exc)
-        core.upgrading = False
-        return
-    try:
-        with endpoint:  # closed before a next SIGUSR2 may bind the same name again
+        with _ready_socket(name) as endpoint:
             fds = core.handed_over()
             env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
             argv = [sys.executable, *sys.orig_argv[1:]]
@@ -205,6 +221,21 @@ def _upgrade(core: ServerCore) -> None:
     core.keep_listeners = True
     core.counters.main.set_state("upgraded")  # our health stays ok: the address serves on
     core.request_stop()
+
+
+@contextmanager
+def _ready_socket(name: str) -> Iterator[DatagramEndpoint]:
+    """The private ready socket, on ``_ready_sockets`` while it is open, and closed before
+    a next SIGUSR2 may bind the same name again."""
+    with _ready_lock:
+        endpoint = open_datagram(parse(f"unixgram://{name}"), listen=True)
+        _ready_sockets.append(endpoint)
+    try:
+        yield endpoint
+    finally:
+        with _ready_lock:
+            _ready_sockets.remove(endpoint)
+        endpoint.close()
 
 
 def _await_ready(endpoint: DatagramEndpoint, pid: int) -> None:
