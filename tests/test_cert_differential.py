@@ -176,6 +176,18 @@ def test_a_ca_that_cannot_sign_is_not_reused(tmp_path, ca, why):
     assert not (tmp_path / "server.pem").exists()
 
 
+def test_a_leaf_never_outlives_the_reused_ca_that_signs_it(tmp_path):
+    """RFC 5280 6.1.3: a path is valid only while every certificate in it is, so a leaf
+    dated past its CA would stop verifying on the CA's last day while it claims more; it
+    ends when the CA ends instead, as step-ca and cfssl cap it."""
+    _ca(tmp_path, days=3)
+    ca_end = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes()).not_valid_after_utc
+    assert make(str(tmp_path), ("localhost",), client="alice").ca_reused
+    for name in ("server.pem", "client.pem"):
+        cert = x509.load_pem_x509_certificate((tmp_path / name).read_bytes())
+        assert cert.not_valid_after_utc == ca_end, name
+
+
 def test_a_ca_file_that_is_not_pem_gets_a_short_message(tmp_path):
     (tmp_path / "ca.pem").write_text("x\n")
     (tmp_path / "ca-key.pem").write_text("y\n")

@@ -221,6 +221,9 @@ def _build(
     name = x509.Name(cn)
     now = datetime.datetime.now(datetime.UTC)
     is_ca = issuer is None
+    end = now + datetime.timedelta(days=days)
+    if not is_ca:  # a path is valid only while its CA is (RFC 5280 6.1.3): end with it
+        end = min(end, issuer.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -228,7 +231,7 @@ def _build(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     )
