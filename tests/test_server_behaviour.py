@@ -89,6 +89,34 @@ def test_stop_signals_until_the_end_still_exit_0() -> None:
         assert proc.wait(5) == 0
 
 
+def test_a_stop_while_prefork_forks_its_workers_reaches_every_worker() -> None:
+    """SIGTERM while the master is still forking (systemd stopping a unit that has just
+    started): each worker must hear it. A worker forked as the signal came was never
+    told, or lost it in CPython's after-fork set-up, and served on until --grace ran out
+    (then SIGKILL): the stop took 30 s instead of a moment."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    argv += ["--model", "prefork", "--workers", "8", "--grace", "30"]
+    for attempt in range(8):
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+            spawned = f"/proc/{proc.pid}/task/{proc.pid}/children"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # some of the eight forked, not all
+                with open(spawned) as f:
+                    if len(f.read().split()) > attempt % 4:
+                        break
+            time.sleep(attempt * 0.002)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0, f"attempt {attempt}"
+        finally:
+            if proc.poll() is None:  # hung: its workers, then itself
+                for worker in children(proc.pid):
+                    os.kill(worker, signal.SIGKILL)
+                proc.kill()
+                proc.wait()
+
+
 def test_prefork_worker_takes_systemds_sigterm_and_the_masters_as_one_stop() -> None:
     """systemd (KillMode=control-group) sends SIGTERM to every process of the unit, and
     the master forwards its own: a worker gets two. The second must not force its stop:

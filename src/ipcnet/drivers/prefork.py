@@ -27,6 +27,10 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
   death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
 - a worker never removes the shared sockets' files: they are the master's;
+- no stop is lost to a fork: SIGTERM is blocked across it (CPython drops a signal that
+  reaches a child before its own after-fork set-up) and the worker unblocks it once its
+  handler is in place; the master registers the new pid before it unblocks, and a stop
+  that began meanwhile is sent to the new worker at once;
 - a worker whose master dies (even by SIGKILL) gets SIGTERM and stops gracefully: no
   orphans keep serving on the old sockets; a worker's second SIGTERM is no force (systemd
   signals the whole unit, and the master forwards its own): the master forces by SIGKILL.
@@ -37,7 +41,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
@@ -130,20 +134,27 @@ class Prefork(Model):
 
     def _spawn(self, slot: int) -> None:
         core = self.core
+        if core.stopping.is_set():
+            return
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # see the rules
         try:
             pid = process.fork(f"worker {slot}")
         except IPCError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             if slot not in self.missing:
                 log.error("cannot start worker %d: %s; trying again every %g s", slot, exc, RETRY)
             self.missing[slot] = time.monotonic() + RETRY
             return
         if pid == 0:
-            _worker_main(core, slot, self.rows[slot], self.arm_worker)
+            _worker_main(core, slot, self.rows[slot], self.arm_worker, held)
+        self.workers[pid] = (slot, time.monotonic())
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if core.stopping.is_set():  # the stop began while it was forked: it was not told
+            process.kill(pid, signal.SIGKILL if core.forcing.is_set() else signal.SIGTERM)
         if self.missing.pop(slot, None) is not None:
             log.warning("worker %d started at last (pid %d)", slot, pid)
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
-        self.workers[pid] = (slot, time.monotonic())
 
     def _signal_workers(self, force: bool) -> None:
         for pid in [*self.workers, *self.retiring]:
@@ -195,8 +206,11 @@ class Prefork(Model):
             self.retiring.pop(pid, None)
 
 
-def _worker_main(core: ServerCore, slot: int, row: int, arm: Callable[[], None]) -> None:
-    """In a worker: become a plain server of the inner model on the inherited sockets."""
+def _worker_main(
+    core: ServerCore, slot: int, row: int, arm: Callable[[], None], held: Iterable[int]
+) -> None:
+    """In a worker: become a plain server of the inner model on the inherited sockets;
+    SIGTERM stays blocked (its mask ``held`` once unblocked) until its handler is ours."""
     from ipcnet.drivers import model_class
 
     code = 1
@@ -223,6 +237,7 @@ def _worker_main(core: ServerCore, slot: int, row: int, arm: Callable[[], None])
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now
         core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
         model.serve()
