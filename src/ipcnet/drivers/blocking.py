@@ -29,7 +29,7 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ipcnet.drivers import handover
@@ -438,15 +438,14 @@ class Children:
     def fork(self, stream: SocketStream) -> int:
         core = self.core
         core.row.add("accepted")
-        pid = process.fork(stream.where)
+        pid, held = core.fork(stream.where, self.pids.add)
         if pid == 0:
-            _child_main(core, stream)
+            _child_main(core, stream, held)
         if core.trace:
             core.trace(
                 f"fork() -> child pid {pid} serves fd {stream.fileno()}; parent closes its copy"
             )
         stream.close()  # the child has its own copy; closing ours does not end the connection
-        self.pids.add(pid)
         core.row.add("active")
         return pid
 
@@ -524,8 +523,9 @@ class ForkConcurrent(Model):
         return active
 
 
-def _child_main(core: ServerCore, stream: SocketStream) -> None:
-    """In the forked child: serve the one connection, report the totals, exit."""
+def _child_main(core: ServerCore, stream: SocketStream, held: Iterable[int]) -> None:
+    """In the forked child: serve the one connection, report the totals, exit; SIGTERM
+    stays blocked (``held``: the mask to restore) until its handler is ours."""
     # the inherited objects go to gc's permanent generation: a collection in this child
     # then never walks them, which would write their headers and copy their pages
     gc.freeze()
@@ -538,6 +538,7 @@ def _child_main(core: ServerCore, stream: SocketStream) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: _child_stop(core, conn))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now
         run_connection(core, stream, local, conn)  # type: ignore[arg-type]
         core.counters.add_shared(row, **local.totals())
     except BaseException:

@@ -430,6 +430,31 @@ class ServerCore:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._sigmask)
             self._sigmask = None
 
+    def fork(self, what: str, register: Callable[[int], None]) -> tuple[int, set[int]]:
+        """Fork a child serving ``what`` so that no stop is lost to the fork: SIGTERM is
+        blocked across it (CPython drops a signal that reaches a child before its own
+        after-fork set-up), ``register(pid)`` runs in the parent before it is unblocked
+        (so the stop hooks signal the child), and a stop that began meanwhile is sent to
+        the child at once. (pid, the mask to restore); the child (pid 0) restores it
+        once its own SIGTERM handler is in place."""
+        from ipcnet.transports import process
+
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            pid = process.fork(what)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        if pid == 0:
+            return 0, held
+        try:
+            register(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if self.stopping.is_set():
+            process.kill(pid, signal.SIGKILL if self.forcing.is_set() else signal.SIGTERM)
+        return pid, held
+
     def after_fork_child(self) -> None:
         """In a forked connection handler: drop the parent's listeners and stats socket."""
         signal.set_wakeup_fd(-1)

@@ -27,10 +27,8 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
   death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
 - a worker never removes the shared sockets' files: they are the master's;
-- no stop is lost to a fork: SIGTERM is blocked across it (CPython drops a signal that
-  reaches a child before its own after-fork set-up) and the worker unblocks it once its
-  handler is in place; the master registers the new pid before it unblocks, and a stop
-  that began meanwhile is sent to the new worker at once;
+- no stop is lost to a fork (``ServerCore.fork``): a worker unblocks SIGTERM once its
+  handler is in place;
 - a worker whose master dies (even by SIGKILL) gets SIGTERM and stops gracefully: no
   orphans keep serving on the old sockets; a worker's second SIGTERM is no force (systemd
   signals the whole unit, and the master forwards its own): the master forces by SIGKILL.
@@ -136,25 +134,27 @@ class Prefork(Model):
         core = self.core
         if core.stopping.is_set():
             return
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # see the rules
         try:
-            pid = process.fork(f"worker {slot}")
+            pid, held = core.fork(f"worker {slot}", self._started(slot))
         except IPCError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             if slot not in self.missing:
                 log.error("cannot start worker %d: %s; trying again every %g s", slot, exc, RETRY)
             self.missing[slot] = time.monotonic() + RETRY
             return
         if pid == 0:
             _worker_main(core, slot, self.rows[slot], self.arm_worker, held)
-        self.workers[pid] = (slot, time.monotonic())
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if core.stopping.is_set():  # the stop began while it was forked: it was not told
-            process.kill(pid, signal.SIGKILL if core.forcing.is_set() else signal.SIGTERM)
         if self.missing.pop(slot, None) is not None:
             log.warning("worker %d started at last (pid %d)", slot, pid)
         if core.trace:
             core.trace(f"fork() -> worker {slot} pid {pid}")
+
+    def _started(self, slot: int) -> Callable[[int], None]:
+        """How ``ServerCore.fork`` registers a new worker of ``slot``."""
+
+        def register(pid: int) -> None:
+            self.workers[pid] = (slot, time.monotonic())
+
+        return register
 
     def _signal_workers(self, force: bool) -> None:
         for pid in [*self.workers, *self.retiring]:
