@@ -25,7 +25,9 @@ States and transitions (h11 style: one named state, every move in this table):
                nothing received after it
     IDLE       the same with input after it, or an     the answer, ShutdownWrite,   LINGERING
                error that ends the connection          Timer(linger_timeout)
-    IDLE       EOF (NEW, READING too)                  Close                        CLOSED
+    IDLE       EOF (NEW too)                           Close                        CLOSED
+    READING    EOF                                     Close (logged: 400, nothing  CLOSED
+                                                       sent, as nginx logs it)
     LINGERING  bytes                                   - (dropped; Close once       LINGERING
                                                        linger_bytes were dropped)   / CLOSED
     LINGERING  EOF, or the timer                       Close                        CLOSED
@@ -227,6 +229,8 @@ class HttpSession:
         if self.state is WAITING:
             self.eof = True  # answer what we have, then close (see resume)
             return None
+        if self.state is READING:  # a head begun and never ended: logged as nginx logs it,
+            self._log_unparsed(400, self.buf, 0)  # 400 with nothing sent
         self.state = CLOSED
         return CLOSE
 
@@ -530,10 +534,14 @@ class HttpSession:
         size = 0 if head_only else len(responses.error_body(status))
         if head is not None:
             self._log(Request(head, False), status, size)
-        else:  # no request parsed: the log shows its first line as it came (nginx's $request)
-            line = raw[: self.shared.limits.request_line].split(b"\n", 1)[0].split(b"\r", 1)[0]
-            self.shared.observer.response(self.peer, "-", line, "", status, size)
+        else:
+            self._log_unparsed(status, raw, size)
         self._start_closing(out)
+
+    def _log_unparsed(self, status: int, raw: bytes, size: int) -> None:
+        """No request parsed: the log shows its first line as it came (nginx's $request)."""
+        line = raw[: self.shared.limits.request_line].split(b"\n", 1)[0].split(b"\r", 1)[0]
+        self.shared.observer.response(self.peer, "-", line, "", status, size)
 
     def _start_closing(self, out: list[Action]) -> None:
         self.state = LINGERING
