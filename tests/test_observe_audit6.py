@@ -5,10 +5,12 @@ decrease for a restart), and the status page against the requests made."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from ipcnet.drivers.counters import Counters
+from ipcnet.drivers.engine import Engine
+from ipcnet.protocols.base import Actions, BaseSession, Sent
 from ipcnet.testing import free_port
 from test_scale_conformance import NGINX_CONF
 
@@ -143,3 +147,88 @@ def test_a_request_head_cut_by_eof_is_logged_as_nginx_logs_it(pair: Pair) -> Non
             (b"127.0.0.1", b"\\x16\\x03\\x01\\x22x\\x5C", b"400"),
         ], which
         assert got[3] == (b"127.0.0.1", b"GET /a.txt HTTP/1.1", b"200")
+
+
+HOSTILE = [
+    b'GET /a"b\\c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    b'GET /" 200 1 "x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',  # a forged field
+    b"GET /a\x01\x1b[31m\x7f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /\xc3\xa9\xe2\x80\xae HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # UTF-8, RLO
+    b"GET /a\x00b] [x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /a%0d%0a127.0.0.1 - - HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",  # a TLS ClientHello's start
+    b"GET /a.txt HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"\\\\\\\r\n\r\n",
+    b"GET /a.txt HT",  # cut by EOF
+    b"GET /" + b"\xff" * 900 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+]
+
+
+@pytest.mark.skipif(not shutil.which("goaccess"), reason="needs goaccess (Debian package)")
+def test_goaccess_parses_every_line_hostile_requests_made(pair: Pair, tmp_path: Path) -> None:
+    """A log analyser reads the log as CLF (goaccess --log-format=COMMON): every line a
+    hostile request line made (quotes, backslashes, controls, UTF-8, a forged field, TLS
+    bytes) parses, one line per request. (goaccess reads lines of up to 4 KiB: nginx's
+    longer lines fail it the same way.)"""
+    for data in HOSTILE:
+        _send(pair.ports[1], data)
+    lines = pair.lines(1, len(HOSTILE))
+    assert len(lines) == len(HOSTILE)
+    report = tmp_path / "report.json"
+    argv = ["goaccess", str(pair.logs[1]), "--log-format=COMMON", "--no-global-config"]
+    run = subprocess.run(
+        [*argv, "-o", str(report)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    general = json.loads(report.read_text())["general"]
+    assert (general["total_requests"], general["failed_requests"]) == (len(HOSTILE), 0)
+
+
+def _read_then_reset(port: int, request: bytes, count: int) -> int:
+    """Send ``request``, read ``count`` bytes of the answer, then reset the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(request)
+        got = b""
+        while len(got) < count and (chunk := s.recv(65536)):
+            got += chunk
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return len(got) - got.index(b"\r\n\r\n") - 4  # the body bytes received
+
+
+def test_a_response_cut_short_logs_the_body_bytes_sent_as_nginx_does(pair: Pair) -> None:
+    """nginx's $body_bytes_sent is what went out: a client that resets halfway through an
+    8 MiB file is logged with about what it got, not 8 MiB. We logged the whole size (and
+    counted it in http_response_body_bytes_total) at the moment the response was queued."""
+    size = 8 << 20
+    request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    for which, port in enumerate(pair.ports):
+        received = _read_then_reset(port, request, 200_000)
+        _send(port, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        (_, line, status, sent), after = pair.lines(which, 2)
+        assert (line, status) == (b"GET /big.bin HTTP/1.1", b"200")
+        assert received <= int(sent) < size, (which, received, sent)
+        assert after[1:3] == (b"GET /a.txt HTTP/1.1", b"200")
+
+
+def test_the_engine_tells_a_sent_mark_what_never_went_out() -> None:
+    """Sent(then): then(0) once the output before it went out; at an end before that,
+    the bytes before it that did not (the in-flight buffer's rest included)."""
+    told: list[int] = []
+
+    class Two(BaseSession):
+        def feed(self, data: bytes) -> Actions:
+            return [b"head", b"bodybody", Sent(told.append), b"next", Sent(told.append)]
+
+    engine = Engine(Two())
+    engine.feed(b"x")
+    assert engine.step() == b"head"
+    engine.sent(4)
+    assert engine.step() == b"bodybody"
+    engine.sent(8)
+    assert engine.step() == b"next" and told == [0]  # the first mark was reached
+    engine.sent(1)
+    engine.end()
+    assert told == [0, 3]

@@ -73,6 +73,7 @@ from ipcnet.protocols.base import (
     Peer,
     Run,
     SendFile,
+    Sent,
     Timer,
 )
 from ipcnet.protocols.http import responses
@@ -630,16 +631,38 @@ class HttpSession:
             return
         first, last = regions[0]
         sent = last - first + 1
-        if entity.data is not None:
-            if sent <= INLINE_BODY:
-                out.append(response + entity.data[first : last + 1])
-            else:  # no copy of a large in-memory body
-                out += (response, memoryview(entity.data)[first : last + 1])
+        if entity.data is not None and sent <= INLINE_BODY:
+            out.append(response + entity.data[first : last + 1])
+            entity.close()
+            self._log(request, status, sent)
+            return
+        if entity.data is not None:  # no copy of a large in-memory body
+            out += (response, memoryview(entity.data)[first : last + 1])
             entity.close()
         else:
             out.append(response)
             out.append(SendFile(entity.take_fd(), first, sent, entity.path, close=True))
-        self._log(request, status, sent)
+        self._log_when_sent(request, status, sent, out)
+
+    def _log_when_sent(self, request: Request, status: int, body: int, out: list[Action]) -> None:
+        """Log a large body once it went out, with the bytes of it that did (nginx's
+        $body_bytes_sent: a client gone halfway is logged with what it got, not the whole).
+        The time is still to the response queued (the latency histogram's definition)."""
+        seconds = time.monotonic() - request.started
+        head = request.head
+
+        def sent(unsent: int) -> None:
+            self.shared.observer.response(
+                self.peer,
+                head.method,
+                head.target,
+                head.version,
+                status,
+                max(0, body - unsent),
+                seconds,
+            )
+
+        out.append(Sent(sent))
 
     def _conditional_file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         """416, 304, 412, 206 or 200: a request with Range or preconditions, or a file whose
@@ -724,12 +747,13 @@ class HttpSession:
             )
             out.append(response + body + closing)
             entity.close()
-        else:
-            fd = entity.take_fd()
-            out.append(response)
-            for i, (part, (first, last)) in enumerate(zip(parts, ranges, strict=True)):
-                out.append(part)
-                last_part = i == len(ranges) - 1
-                out.append(SendFile(fd, first, last - first + 1, entity.path, close=last_part))
-            out.append(closing)
-        self._log(request, 206, body_len)
+            self._log(request, 206, body_len)
+            return
+        fd = entity.take_fd()
+        out.append(response)
+        for i, (part, (first, last)) in enumerate(zip(parts, ranges, strict=True)):
+            out.append(part)
+            last_part = i == len(ranges) - 1
+            out.append(SendFile(fd, first, last - first + 1, entity.path, close=last_part))
+        out.append(closing)
+        self._log_when_sent(request, 206, body_len, out)
