@@ -90,7 +90,8 @@ class Pair:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    """nginx and ipcnet under the model given by indirect parametrization (epoll)."""
     if not shutil.which("nginx"):
         pytest.skip("needs nginx (Debian package nginx)")
     www = tmp_path / "www"
@@ -106,6 +107,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     ours_log = tmp_path / "ours.log"
     argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(www)]
     argv += [f"tcp://127.0.0.1:{our_port}", "--access-log", str(ours_log)]
+    argv += ["--model", getattr(request, "param", "epoll")]
     ours = subprocess.Popen(argv, stderr=subprocess.PIPE)
     try:
         assert ours.stderr is not None and b"listening on" in ours.stderr.readline()
@@ -198,6 +200,7 @@ def _read_then_reset(port: int, request: bytes, count: int) -> int:
     return len(got) - got.index(b"\r\n\r\n") - 4  # the body bytes received
 
 
+@pytest.mark.parametrize("pair", ["epoll", "thread"], indirect=True)
 def test_a_response_cut_short_logs_the_body_bytes_sent_as_nginx_does(pair: Pair) -> None:
     """nginx's $body_bytes_sent is what went out: a client that resets halfway through an
     8 MiB file is logged with about what it got, not 8 MiB. We logged the whole size (and

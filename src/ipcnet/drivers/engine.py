@@ -385,13 +385,17 @@ class Engine:
             actions = (actions,)
         items: list[Any] = []
         closing = self.closing
-        size = 0
+        size = dropped = 0
         for action in actions:
-            if closing:
-                if action.__class__ is SendFile and action.close:
-                    self.release(action.fd)
+            if closing:  # never performed
+                if action.__class__ is SendFile:
+                    dropped += action.count
+                    if action.close:
+                        self.release(action.fd)
                 elif action.__class__ is Sent:
-                    action.then(size)  # what it follows is never sent
+                    action.then(dropped)
+                elif isinstance(action, _BUFFERS):
+                    dropped += len(action)
                 continue
             if isinstance(action, _BUFFERS):
                 if len(action):
