@@ -46,7 +46,11 @@ class Closed(IPCError, ValueError):
 
 
 class Broken(IPCError):
-    """The peer or the kernel ended the channel; ``__cause__`` holds the OSError."""
+    """The peer or the kernel ended the channel; ``__cause__`` holds the OSError.
+    ``written``: the bytes of the failed operation that went out before it broke (as
+    io's BlockingIOError.characters_written), where the operation can tell."""
+
+    written: int = 0
 
 
 class PeerClosed(Broken):

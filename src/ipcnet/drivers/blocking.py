@@ -38,7 +38,7 @@ from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, S
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
-from ipcnet.errors import Busy, Interrupted, IPCError, Timeout
+from ipcnet.errors import Broken, Busy, Interrupted, IPCError, Timeout
 from ipcnet.protocols.base import Close, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream, process
@@ -258,8 +258,8 @@ def _perform(
                     sent = stream.sendfile(region.fd, region.offset, region.count)
                 else:  # a pipe: no sendfile(2) to a pipe's write end in every kernel; copy
                     sent = copy_region(stream, region.fd, region.offset, region.count)
-            except IPCError:  # the step is over: reported, so its file is released
-                engine.sent(0, whole=True)
+            except IPCError as exc:  # the step is over: reported, so its file is released
+                engine.sent(exc.written if isinstance(exc, Broken) else 0, whole=True)
                 raise
             engine.sent(sent, whole=True)
             if trace:

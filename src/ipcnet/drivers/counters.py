@@ -5,6 +5,11 @@ the serving process, its workers and the stats socket. Rules: memory is an anony
 shared mapping made before any fork, so forked workers write where the parent reads; each
 worker writes only its own row (no cross-process races); processes that share a row (the
 children of the fork models, which add their totals once at exit) take the row lock.
+Retiring a row (moving an ended worker's counts into row 0) is a seqlock's write: a
+generation cell is odd while the counts move, and a snapshot taken meanwhile is taken
+again, so a total never drops nor counts a row twice (a Prometheus counter that
+decreases is read as a restart). Readers take no lock: a lock held by the --metrics
+thread at a fork would stay held in the forked worker.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0)
 _HIST = len(FIELDS)
 _HIST_SUM = _HIST + len(DURATION_BUCKETS) + 1
 _WIDTH = _HIST_SUM + 1
+RETRIES = 1000  # snapshots taken again at most while rows are retired (then the last one)
 
 
 class Row:
@@ -128,7 +134,8 @@ class Counters:
 
     def __init__(self, workers: int = 0, threaded: bool = False) -> None:
         self.rows_count = workers + 1
-        self._map = mmap.mmap(-1, self.rows_count * _WIDTH * 8, mmap.MAP_SHARED)
+        self._generation = self.rows_count * _WIDTH  # the cell after the rows (see retire)
+        self._map = mmap.mmap(-1, (self._generation + 1) * 8, mmap.MAP_SHARED)
         self._cells = memoryview(self._map).cast("q")
         self.lock = ProcessLock("ipcnet-counters-lock")
         self._thread_lock = threading.Lock() if threaded else None
@@ -149,19 +156,30 @@ class Counters:
     def retire(self, index: int) -> None:
         """Move row ``index``'s counts (its process has ended) into the main row, so
         that a new process can take the row and the totals keep them."""
-        cells, base = self._cells, index * _WIDTH
+        cells, base, generation = self._cells, index * _WIDTH, self._generation
         with self.lock:
-            for i in [*range(_INDEX["handled"] + 1), *range(_HIST, _WIDTH)]:
-                if i != _INDEX["active"]:  # what it still had open died with it
-                    cells[i] += cells[base + i]
-                cells[base + i] = 0
-            cells[base + _INDEX["pid"]] = 0
+            cells[generation] += 1  # odd: a snapshot now is taken again (see snapshot)
+            try:
+                for i in [*range(_INDEX["handled"] + 1), *range(_HIST, _WIDTH)]:
+                    if i != _INDEX["active"]:  # what it still had open died with it
+                        cells[i] += cells[base + i]
+                    cells[base + i] = 0
+                cells[base + _INDEX["pid"]] = 0
+            finally:
+                cells[generation] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """Totals and per-worker rows, as the stats socket and status pages show them."""
-        rows = [self.row(i).as_dict() for i in range(self.rows_count)]
+        """Totals and per-worker rows, as the stats socket and status pages show them;
+        read again while a row is retired (see ``retire``)."""
+        cells, generation = self._cells, self._generation
+        for _ in range(RETRIES):
+            before = cells[generation]
+            rows = [self.row(i).as_dict() for i in range(self.rows_count)]
+            per_row = [self.row(i).durations() for i in range(self.rows_count)]
+            if before % 2 == 0 and cells[generation] == before:
+                break
+            time.sleep(0)  # let the retiring process finish its few cells
         totals = {f: sum(r[f] for r in rows) for f in FIELDS[:7]}
-        per_row = [self.row(i).durations() for i in range(self.rows_count)]
         hist = [sum(col) for col in zip(*per_row, strict=True)]
         return {
             "uptime": round(time.time() - self.started, 3),

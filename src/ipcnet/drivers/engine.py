@@ -20,6 +20,11 @@ Rules (what each action becomes; the model performs the step and reports back):
                          blocking is harmless
     Timer(seconds)       the Timer: arm (or disarm) the    (nothing); when it fires:
                          connection's one deadline         timer()
+    Sent(then)           (none: the engine calls           -
+                         then(0) when the output reaches
+                         it, then(n) with the n bytes
+                         before it never sent when the
+                         connection ends first)
     Handover(job)        the Handover: stop reading, run   end() once the pump it
                          job(transport) where blocking is  returned finished (see
                          harmless, drive the Pump it       protocols.handover)
@@ -83,6 +88,7 @@ from ipcnet.protocols.base import (
     Outcome,
     Run,
     SendFile,
+    Sent,
     Session,
     ShutdownWrite,
     Timer,
@@ -116,6 +122,13 @@ class Region:
         self.count = action.count
         self.path = action.path or str(action.fd)
         self.close = action.close
+
+
+def _size(item: Any) -> int:
+    """The bytes a queued buffer or Region still has to send (0 for other items)."""
+    if item.__class__ is Region:
+        return int(item.count)
+    return len(item) if item.__class__ in _BUFFERS else 0
 
 
 def run_job(job: Run) -> Outcome:
@@ -285,7 +298,7 @@ class Engine:
                 if head.close:
                     self.release(head.fd)
                 if head.count > 0:  # the file ended early: see _cut_short
-                    self._cut_short()
+                    self._cut_short(head.count)
                     return
         elif n >= len(head):
             queue.popleft()
@@ -294,11 +307,11 @@ class Engine:
         if self.paused and self.unsent <= self.low_water:
             self.paused = False
 
-    def _cut_short(self) -> None:
+    def _cut_short(self, unsent: int) -> None:
         """A file region ended before its count (the file shrank while it was sent): what
         was announced for it (a Content-Length) can no longer be kept, so nothing more is
         sent and the connection closes, which tells the peer (as nginx does)."""
-        self._drop(self.queue)
+        self._drop(self.queue, unsent)
         self.queue.clear()
         self.queue.append(CLOSE)
         self.closing = True
@@ -327,7 +340,7 @@ class Engine:
         if not queue:  # the common end: everything was sent
             return
         head = queue.popleft() if self.inflight else None
-        self._drop(queue)
+        self._drop(queue, 0 if head is None else _size(head))
         queue.clear()
         if head is not None:
             queue.append(head)  # released when its step reports back (see sent)
@@ -366,15 +379,23 @@ class Engine:
         """The queue entries for actions; a Timer is taken out of band, a Close ends them."""
         if actions is None:
             return []
-        if isinstance(actions, (*_BUFFERS, SendFile, ShutdownWrite, Close, Run, Timer, Handover)):
+        if isinstance(
+            actions, (*_BUFFERS, SendFile, ShutdownWrite, Close, Run, Timer, Sent, Handover)
+        ):
             actions = (actions,)
         items: list[Any] = []
         closing = self.closing
-        size = 0
+        size = dropped = 0
         for action in actions:
-            if closing:
-                if action.__class__ is SendFile and action.close:
-                    self.release(action.fd)
+            if closing:  # never performed
+                if action.__class__ is SendFile:
+                    dropped += action.count
+                    if action.close:
+                        self.release(action.fd)
+                elif action.__class__ is Sent:
+                    action.then(dropped)
+                elif isinstance(action, _BUFFERS):
+                    dropped += len(action)
                 continue
             if isinstance(action, _BUFFERS):
                 if len(action):
@@ -401,10 +422,19 @@ class Engine:
         if self.unsent > self.high_water:
             self.paused = True
 
-    def _drop(self, items: Any) -> None:
+    def _drop(self, items: Any, unsent: int = 0) -> None:
+        """Items never to be performed (``unsent`` bytes before them were not sent
+        either): files released, Sent marks told what was not sent."""
         for item in items:
-            if item.__class__ is Region and item.close:
-                self.release(item.fd)
+            cls = item.__class__
+            if cls is Region:
+                unsent += item.count
+                if item.close:
+                    self.release(item.fd)
+            elif cls is Sent:
+                item.then(unsent)
+            elif cls in _BUFFERS:
+                unsent += len(item)
         self.timer_change = None
 
     # --- the steps to perform ----------------------------------------------------------
@@ -424,6 +454,9 @@ class Engine:
         self.queue.popleft()
         if cls is Run:
             self.job = head
+        elif cls is Sent:  # the output reached the mark: everything before it went out
+            head.then(0)
+            return self.step()
         return head  # type: ignore[no-any-return]
 
     def wants(self, read: int, write: int) -> int:

@@ -18,8 +18,9 @@ Rules (what each inner action becomes):
                        ``close_timeout`` for the peer's close_notify or EOF (what comes
                        meanwhile is dropped), then Close: nothing the peer still sends
                        meets a closed socket, whose RST could destroy our last bytes
-    Run, Timer         passed through (the handshake's deadline owns the timer before the
-                       inner session starts, the close wait after it closed)
+    Run, Timer, Sent   passed through (the handshake's deadline owns the timer before the
+                       inner session starts, the close wait after it closed); a Sent
+                       dropped unsent is told NOTHING_KNOWN_SENT
 
 - the inner session starts when the handshake is done, and sees plaintext only;
 - the handshake has a deadline (``handshake_timeout``); a failure is logged with its
@@ -60,6 +61,7 @@ from ipcnet.addresses import Address
 from ipcnet.errors import IPCError, TLSError, Unsupported
 from ipcnet.protocols.base import (
     CLOSE,
+    NOTHING_KNOWN_SENT,
     SHUTDOWN_WRITE,
     Action,
     Actions,
@@ -68,6 +70,7 @@ from ipcnet.protocols.base import (
     Peer,
     Run,
     SendFile,
+    Sent,
     Service,
     Session,
     ShutdownWrite,
@@ -483,6 +486,8 @@ def _drop(action: Action) -> None:
     """An action that will never be done: release the file it hands over, if any."""
     if isinstance(action, SendFile) and action.close:
         release(action.fd)
+    elif isinstance(action, Sent):
+        action.then(NOTHING_KNOWN_SENT)
 
 
 __all__ = [

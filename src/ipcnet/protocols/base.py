@@ -28,6 +28,8 @@ protocols/ and one row in ``protocols.SERVICES``. Rules:
   own objects without holding a thread), and the fallback is mechanical, so it belongs
   to the one interpreter of this contract (``drivers.engine.run_job``), not to each
   service. A service therefore never knows which driver runs it.
+- ``Sent(then)`` is a mark in the output: the engine calls ``then(unsent)`` when the
+  output reaches it (0) or the connection ends before (the bytes before it not sent).
 - ``Timer(seconds)`` arms the connection's one timer (None disarms it); when it fires the
   driver calls ``session.on_timer()``. It takes effect at once, even while output queued
   before it waits, and it is an absolute deadline: traffic does not move it (a header
@@ -94,6 +96,19 @@ class Timer:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """Call ``then(unsent)`` once everything queued before this went out (``unsent`` is 0),
+    or, when the connection ends first, with the bytes queued before it that never went
+    out (an access log's bytes sent for a response cut short). ``then`` must not raise."""
+
+    then: Callable[[int], None]
+
+
+#: ``Sent.then``'s argument when nothing is known of what went out before the mark
+NOTHING_KNOWN_SENT = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a Run job produced: ``value``, or the exception it raised in ``error``."""
 
@@ -102,7 +117,7 @@ class Outcome:
 
 
 Send: TypeAlias = bytes | bytearray | memoryview
-Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer | Handover
+Action: TypeAlias = Send | SendFile | ShutdownWrite | Close | Run | Timer | Sent | Handover
 Actions: TypeAlias = Action | Sequence[Action] | None
 
 SHUTDOWN_WRITE = ShutdownWrite()
@@ -150,7 +165,7 @@ def as_list(actions: Actions) -> Sequence[Action]:
         return ()
     if isinstance(
         actions,
-        (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer, Handover),
+        (bytes, bytearray, memoryview, SendFile, ShutdownWrite, Close, Run, Timer, Sent, Handover),
     ):
         return (actions,)
     return actions

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, NoReturn
 
 from ipcnet.addresses import Address
-from ipcnet.errors import Closed, Interrupted, IPCError, Reset, Timeout, Unsupported
+from ipcnet.errors import Broken, Closed, Interrupted, IPCError, Reset, Timeout, Unsupported
 from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
 from ipcnet.transports.oserrors import translate, translating
 
@@ -340,7 +340,10 @@ class SocketStream(SocketEndpoint, StreamTransport):
                     break
                 sent += n
         except OSError as exc:
-            raise self._error(exc, "send a file to") from exc
+            error = self._error(exc, "send a file to")
+            if isinstance(error, Broken):
+                error.written = sent  # the bytes the reader did get (an access log's count)
+            raise error from exc
         finally:
             self._blocked -= 1
             if self._closed:

@@ -25,7 +25,9 @@ States and transitions (h11 style: one named state, every move in this table):
                nothing received after it
     IDLE       the same with input after it, or an     the answer, ShutdownWrite,   LINGERING
                error that ends the connection          Timer(linger_timeout)
-    IDLE       EOF (NEW, READING too)                  Close                        CLOSED
+    IDLE       EOF (NEW too)                           Close                        CLOSED
+    READING    EOF                                     Close (logged: 400, nothing  CLOSED
+                                                       sent, as nginx logs it)
     LINGERING  bytes                                   - (dropped; Close once       LINGERING
                                                        linger_bytes were dropped)   / CLOSED
     LINGERING  EOF, or the timer                       Close                        CLOSED
@@ -71,6 +73,7 @@ from ipcnet.protocols.base import (
     Peer,
     Run,
     SendFile,
+    Sent,
     Timer,
 )
 from ipcnet.protocols.http import responses
@@ -227,6 +230,8 @@ class HttpSession:
         if self.state is WAITING:
             self.eof = True  # answer what we have, then close (see resume)
             return None
+        if self.state is READING:  # a head begun and never ended: logged as nginx logs it,
+            self._log_unparsed(400, self.buf, 0)  # 400 with nothing sent
         self.state = CLOSED
         return CLOSE
 
@@ -530,10 +535,14 @@ class HttpSession:
         size = 0 if head_only else len(responses.error_body(status))
         if head is not None:
             self._log(Request(head, False), status, size)
-        else:  # no request parsed: the log shows its first line as it came (nginx's $request)
-            line = raw[: self.shared.limits.request_line].split(b"\n", 1)[0].split(b"\r", 1)[0]
-            self.shared.observer.response(self.peer, "-", line, "", status, size)
+        else:
+            self._log_unparsed(status, raw, size)
         self._start_closing(out)
+
+    def _log_unparsed(self, status: int, raw: bytes, size: int) -> None:
+        """No request parsed: the log shows its first line as it came (nginx's $request)."""
+        line = raw[: self.shared.limits.request_line].split(b"\n", 1)[0].split(b"\r", 1)[0]
+        self.shared.observer.response(self.peer, "-", line, "", status, size)
 
     def _start_closing(self, out: list[Action]) -> None:
         self.state = LINGERING
@@ -622,16 +631,38 @@ class HttpSession:
             return
         first, last = regions[0]
         sent = last - first + 1
-        if entity.data is not None:
-            if sent <= INLINE_BODY:
-                out.append(response + entity.data[first : last + 1])
-            else:  # no copy of a large in-memory body
-                out += (response, memoryview(entity.data)[first : last + 1])
+        if entity.data is not None and sent <= INLINE_BODY:
+            out.append(response + entity.data[first : last + 1])
+            entity.close()
+            self._log(request, status, sent)
+            return
+        if entity.data is not None:  # no copy of a large in-memory body
+            out += (response, memoryview(entity.data)[first : last + 1])
             entity.close()
         else:
             out.append(response)
             out.append(SendFile(entity.take_fd(), first, sent, entity.path, close=True))
-        self._log(request, status, sent)
+        self._log_when_sent(request, status, sent, out)
+
+    def _log_when_sent(self, request: Request, status: int, body: int, out: list[Action]) -> None:
+        """Log a large body once it went out, with the bytes of it that did (nginx's
+        $body_bytes_sent: a client gone halfway is logged with what it got, not the whole).
+        The time is still to the response queued (the latency histogram's definition)."""
+        seconds = time.monotonic() - request.started
+        head = request.head
+
+        def sent(unsent: int) -> None:
+            self.shared.observer.response(
+                self.peer,
+                head.method,
+                head.target,
+                head.version,
+                status,
+                max(0, body - unsent),
+                seconds,
+            )
+
+        out.append(Sent(sent))
 
     def _conditional_file(self, request: Request, entity: Entity, out: list[Action]) -> None:
         """416, 304, 412, 206 or 200: a request with Range or preconditions, or a file whose
@@ -716,12 +747,13 @@ class HttpSession:
             )
             out.append(response + body + closing)
             entity.close()
-        else:
-            fd = entity.take_fd()
-            out.append(response)
-            for i, (part, (first, last)) in enumerate(zip(parts, ranges, strict=True)):
-                out.append(part)
-                last_part = i == len(ranges) - 1
-                out.append(SendFile(fd, first, last - first + 1, entity.path, close=last_part))
-            out.append(closing)
-        self._log(request, 206, body_len)
+            self._log(request, 206, body_len)
+            return
+        fd = entity.take_fd()
+        out.append(response)
+        for i, (part, (first, last)) in enumerate(zip(parts, ranges, strict=True)):
+            out.append(part)
+            last_part = i == len(ranges) - 1
+            out.append(SendFile(fd, first, last - first + 1, entity.path, close=last_part))
+        out.append(closing)
+        self._log_when_sent(request, 206, body_len, out)
