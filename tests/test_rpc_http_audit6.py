@@ -1,0 +1,261 @@
+"""JSON-RPC over HTTP, audit round 6: what the earlier tests left unchecked.
+
+The server against RFC 9112 (chunked request bodies from the clients that send them, §7.1;
+closing in stages after an error, §9.6; no 100 Continue to HTTP/1.0, RFC 9110 §10.1.1;
+``OPTIONS *``) and the client against RFC 9112 §9.3.1.1 (a POST is never re-sent once it
+may have been processed; a dropped keep-alive connection is seen before it is reused, as
+urllib3 and Go's net/http do) and RFC 9110 §7.2 / §11 (userinfo in the URL is credentials,
+never part of Host). Peers: curl, httpx, http.client, uvicorn (when installed).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ipcnet import rpc
+from ipcnet.protocols.base import CLOSE, SHUTDOWN_WRITE, Peer
+from ipcnet.protocols.http import Limits
+from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
+from test_robust_differential import _served
+
+pytestmark = pytest.mark.xdist_group("rpc-http-audit6")
+
+CALL = b'{"jsonrpc": "2.0", "method": "add", "params": [2, 3], "id": 1}'
+HEAD = b"POST /rpc HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n"
+MAX_BODY = 64 * 1024
+
+
+def _service(calls: list[Any] | None = None) -> JsonRpcHttpService:
+    methods = rpc.Methods()
+    methods.add(lambda a, b: a + b, name="add")
+    methods.add(lambda value=None: value, name="echo")
+    counted = calls if calls is not None else []
+    methods.add(lambda: counted.append(1) or len(counted), name="count")
+    limits = Limits(header_timeout=5.0, linger_timeout=2.0)
+    return JsonRpcHttpService(rpc.make_service(methods), "/rpc", MAX_BODY, limits=limits)
+
+
+@pytest.fixture(scope="module", params=["epoll", "thread"])
+def port(request: pytest.FixtureRequest) -> Iterator[int]:
+    with _served(_service(), request.param) as (_, bound):
+        yield bound
+
+
+def exchange(port: int, data: bytes, *, shut: bool = False) -> bytes:
+    """``data`` on a fresh connection; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def chunks(body: bytes, size: int = 7) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"  # fmt: skip
+
+
+def answers(actions: Any) -> bytes:
+    return b"".join(a for a in actions if isinstance(a, bytes))
+
+
+def result(answer: bytes) -> Any:
+    return json.loads(answer.partition(b"\r\n\r\n")[2])["result"]
+
+
+# --- chunked request bodies (RFC 9112 §7.1) -----------------------------------------------
+
+
+def test_chunked_bodies_from_real_clients(port: int) -> None:
+    """httpx with a generator body, http.client with encode_chunked, curl told to chunk:
+    each sends ``Transfer-Encoding: chunked`` and no Content-Length; the server answered
+    411 Length Required, though a recipient MUST parse the chunked coding."""
+    httpx = pytest.importorskip("httpx")
+    url = f"http://127.0.0.1:{port}/rpc"
+
+    def pieces() -> Iterator[bytes]:
+        yield CALL[:10]
+        yield CALL[10:]
+
+    with httpx.Client(timeout=30) as client:
+        for _ in range(2):  # the connection stays in step after a chunked body
+            reply = client.post(url, content=pieces(), headers={"Content-Type": "application/json"})
+            assert reply.status_code == 200 and reply.json()["result"] == 5
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/rpc", body=iter([CALL[:5], CALL[5:]]), encode_chunked=True,
+                     headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})  # fmt: skip
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["result"] == 5
+    finally:
+        conn.close()
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", "-H", "Transfer-Encoding: chunked",
+         "-H", "Content-Type: application/json", "--data-binary", "@-", url],
+        input=CALL, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["result"] == 5, done.stderr
+
+
+def test_chunked_body_with_extensions_trailers_and_a_pipelined_request(port: int) -> None:
+    body = (
+        b"3;name=value;quoted=\"a \\\" b\" ; bare\r\n" + CALL[:3] + b"\r\n"
+        + b"000A\r\n" + CALL[3:13] + b"\r\n"
+        + b"%X\r\n" % len(CALL[13:]) + CALL[13:] + b"\r\n"
+        + b"0;last\r\nX-Checksum: abc\r\nContent-Length: 1\r\n\r\n"  # trailers reframe nothing
+    )  # fmt: skip
+    second = HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL)
+    answer = exchange(port, CHUNKED + b"\r\n" + body + second)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
+    assert result(answer.rpartition(b"HTTP/1.1 200 OK")[2]) == 5
+    # and one byte at a time
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for byte in CHUNKED + b"Connection: close\r\n\r\n" + chunks(CALL, 3):
+            sock.send(bytes([byte]))
+        out = b""
+        while data := sock.recv(65536):
+            out += data
+    assert result(out) == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"0x5\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # a 0x prefix
+        b" 5\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # space before the size
+        b"5 \r\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # space after it, no extension
+        b"-5\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",
+        b"+5\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",
+        b"5\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # a bare LF
+        b"5\r\n" + CALL[:5] + b"XX0\r\n\r\n",  # data not followed by CRLF
+        b"5;\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # an extension without a name
+        b"5;a=\r\n" + CALL[:5] + b"\r\n0\r\n\r\n",  # ... or with an empty value
+        b'5;a="x\r\n' + CALL[:5] + b"\r\n0\r\n\r\n",  # an unterminated quoted-string
+        b"5\r\n" + CALL[:5] + b"\r\n0\r\n bad trailer\r\n\r\n",  # obs-fold in the trailer
+        b"5\r\n" + CALL[:5] + b"\r\n0\r\nno colon\r\n\r\n",
+        b"\r\n0\r\n\r\n",  # an empty size
+    ],
+)
+def test_bad_chunk_syntax_is_400_and_closes(port: int, body: bytes) -> None:
+    answer = exchange(port, CHUNKED + b"\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer, answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_chunked_limits(port: int) -> None:
+    """The body is bounded as with a Content-Length (413, refused before its data comes,
+    digits counted before they are converted), and so are chunk lines, extensions and
+    trailers (RFC 9112 §7.1.1: 'a server ought to limit the total length of chunk
+    extensions')."""
+    big = exchange(port, CHUNKED + b"\r\n" + b"%x\r\n" % (MAX_BODY + 1), shut=True)
+    assert big.startswith(b"HTTP/1.1 413 "), big
+    many = exchange(port, CHUNKED + b"\r\n" + b"8000\r\n" + b"x" * 0x8000 + b"\r\n8001\r\n", shut=True)  # fmt: skip
+    assert many.startswith(b"HTTP/1.1 413 "), many
+    huge = exchange(port, CHUNKED + b"\r\n" + b"f" * 40 + b"\r\n", shut=True)
+    assert huge.startswith(b"HTTP/1.1 413 "), huge
+    line = exchange(port, CHUNKED + b"\r\n1;" + b"a" * 10_000, shut=True)
+    assert line.startswith(b"HTTP/1.1 400 "), line
+    extensions = b"".join(b"1;%s\r\nx\r\n" % (b"e" * 1000) for _ in range(20))
+    answer = exchange(port, CHUNKED + b"\r\n" + extensions, shut=True)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    trailer = b"0\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(300))
+    answer = exchange(port, CHUNKED + b"\r\n" + trailer, shut=True)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+def test_chunked_body_with_expect_100_continue(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(CHUNKED + b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(chunks(CALL))
+        out = b""
+        while data := sock.recv(65536):
+            out += data
+    assert result(out) == 5
+
+
+def test_a_refused_chunked_request_is_answered_then_the_connection_ends(port: int) -> None:
+    """Its body is not read: the answer says Connection: close (the chunks are never taken
+    for a next request)."""
+    refused = CHUNKED.replace(b"application/json", b"text/plain") + b"\r\n" + chunks(CALL)
+    answer = exchange(port, refused + HEAD + b"Content-Length: 2\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 415 ") and b"Connection: close" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+# --- closing in stages (RFC 9112 §9.6) ----------------------------------------------------
+
+
+def test_an_error_answer_lingers_instead_of_closing_at_once() -> None:
+    """A 413 (or 400) for a request whose body the client is still sending: closing at
+    once, with its bytes unread, resets the connection, and a client still writing
+    (http.client, urllib) saw a broken pipe instead of the 413. The session shuts down
+    writing and reads on, dropping, until the client's EOF."""
+    session, _ = _service().start(Peer(None, None))
+    head = HEAD + b"Content-Length: %d\r\n\r\n" % (10 * MAX_BODY)
+    actions = session.feed(head + b"x" * 1000)
+    assert isinstance(actions, list) and answers(actions).startswith(b"HTTP/1.1 413 ")
+    assert SHUTDOWN_WRITE in actions and CLOSE not in actions
+    assert session.feed(b"x" * 100_000) is None  # dropped
+    assert session.feed_eof() == CLOSE
+    session, _ = _service().start(Peer(None, None))
+    actions = session.feed(CHUNKED + b"\r\nzz\r\n" + b"x" * 1000)
+    assert answers(actions).startswith(b"HTTP/1.1 400 ") and SHUTDOWN_WRITE in actions
+    assert CLOSE not in actions and session.on_timer() == CLOSE  # the linger timeout
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+def test_http_client_reads_the_413_of_a_body_it_is_still_sending(model: str) -> None:
+    body = b'{"jsonrpc": "2.0", "method": "echo", "params": ["' + b"x" * 900_000 + b'"], "id": 1}'
+    with _served(_service(), model) as (_, bound):
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", bound, timeout=30)
+            try:
+                conn.request(
+                    "POST", "/rpc", body=body, headers={"Content-Type": "application/json"}
+                )
+                assert conn.getresponse().status == 413
+            finally:
+                conn.close()
+
+
+# --- HTTP/1.0, OPTIONS * ------------------------------------------------------------------
+
+
+def test_no_100_continue_to_an_http_1_0_client(port: int) -> None:
+    """RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be ignored
+    (§15.2: no 1xx to an HTTP/1.0 client); the server sent 100 Continue."""
+    head = b"POST /rpc HTTP/1.0\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(CALL))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # nothing until the body comes
+        sock.settimeout(10)
+        sock.sendall(CALL)
+        out = b""
+        while data := sock.recv(65536):
+            out += data
+    assert out.startswith(b"HTTP/1.1 200 ") and result(out) == 5
+
+
+def test_options_asterisk_is_about_the_server(port: int) -> None:
+    """RFC 9112 §3.2.4, RFC 9110 §9.3.7: ``OPTIONS *`` is a valid request (curl
+    --request-target '*' sends it); it was a 400 that closed the connection."""
+    both = b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n" + HEAD
+    answer = exchange(
+        port, both + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL)
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Allow: POST\r\n" in answer
+    assert answer.count(b"HTTP/1.1 200 ") == 2 and result(answer.rpartition(b"HTTP/1.1")[2]) == 5
