@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from ipcnet import rpc
+from ipcnet.errors import Broken
 from ipcnet.protocols.base import CLOSE, SHUTDOWN_WRITE, Peer
 from ipcnet.protocols.http import Limits
 from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
@@ -259,3 +265,123 @@ def test_options_asterisk_is_about_the_server(port: int) -> None:
     )
     assert answer.startswith(b"HTTP/1.1 200 ") and b"Allow: POST\r\n" in answer
     assert answer.count(b"HTTP/1.1 200 ") == 2 and result(answer.rpartition(b"HTTP/1.1")[2]) == 5
+
+
+# --- the client: re-sending, dropped connections, credentials -----------------------------
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """An HTTP/1.1 JSON-RPC peer (http.server) whose ``count`` method counts its runs; the
+    hooks below make it misbehave."""
+
+    protocol_version = "HTTP/1.1"
+    runs: list[int]
+    closed: threading.Event
+    seen: list[dict[str, str]]
+
+    def do_POST(self) -> None:
+        self.seen.append(dict(self.headers.items()))
+        message = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.runs.append(1)
+        self.requests = getattr(self, "requests", 0) + 1
+        if self.crash():
+            self.close_connection = True  # it ran the method, then died before answering
+            return
+        body = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": len(self.runs)})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+        how = self.close_after()
+        if how == "fin":  # idle: its keep-alive timeout ran out
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif how == "reset":  # ... or it was killed
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(self.connection.detach())
+        if how:
+            self.close_connection = True
+            self.closed.set()
+
+    def crash(self) -> bool:
+        return False
+
+    def close_after(self) -> str:
+        return ""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def counting_peer(**hooks: Any) -> Iterator[tuple[str, type[_Counting]]]:
+    attrs = {"runs": [], "closed": threading.Event(), "seen": []}
+    attrs.update({name: (lambda self, f=f: f(self)) for name, f in hooks.items()})
+    handler = type("Handler", (_Counting,), attrs)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/rpc", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_post_that_may_have_run_is_never_sent_again() -> None:
+    """RFC 9112 §9.3.1.1: a client MUST NOT automatically retry a non-idempotent request
+    (POST) without a means to know it was never applied. The server ran the call on a
+    reused keep-alive connection, then closed it unanswered: the client sent it again on a
+    new connection, and the method ran twice. Now the caller gets Broken (as from Go's
+    net/http and requests), and the next call goes on a new connection."""
+    with counting_peer(crash=lambda self: self.requests == 2) as (url, handler):
+        with rpc.connect(url, timeout=30) as client:
+            assert client.count() == 1
+            with pytest.raises(Broken, match="may have"):
+                client.count()
+            assert len(handler.runs) == 2  # not 3
+            assert client.count() == 3
+
+
+def test_a_connection_the_server_dropped_while_idle_is_not_reused() -> None:
+    """urllib3's is_connection_dropped, Go's background read: a kept-alive connection the
+    server has since closed (FIN, or a reset) is seen before a call is written to it."""
+    for how in ("fin", "reset"):
+        with counting_peer(close_after=lambda self, how=how: how) as (url, handler):
+            with rpc.connect(url, timeout=30) as client:
+                for i in range(1, 4):
+                    assert client.count() == i
+                    assert handler.closed.wait(10)
+                    handler.closed.clear()
+            assert len(handler.runs) == 3, how
+
+
+def test_userinfo_in_the_url_is_basic_credentials_not_host() -> None:
+    """RFC 9110 §7.2: Host is uri-host [":" port], never userinfo (the client sent
+    ``Host: user:pw@127.0.0.1:N``, which servers refuse with 400); the userinfo is what
+    curl and httpx make of it, Basic credentials (RFC 7617), percent-decoded; the password
+    never appears in an error message."""
+    httpx = pytest.importorskip("httpx")
+    with counting_peer() as (url, handler):
+        secret = url.replace("http://", "http://u%40x:p%3Aw@")
+        with rpc.connect(secret, timeout=30) as client:
+            assert client.count() == 1
+        httpx.post(secret, json={"jsonrpc": "2.0", "method": "count", "id": 1}, timeout=30)
+        ours, theirs = handler.seen
+        assert ours["Host"] == theirs["Host"] == url.split("/")[2]
+        assert ours["Authorization"] == theirs["Authorization"]
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # no do_POST: 501
+    thread = threading.Thread(target=plain.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        where = f"http://u%40x:p%3Aw@127.0.0.1:{plain.server_address[1]}/rpc"
+        with rpc.connect(where, timeout=30) as client:
+            with pytest.raises(rpc.RPCError, match="HTTP 501") as info:
+                client.count()
+            assert "u%40x:***@" in str(info.value) and "p%3Aw" not in str(info.value)
+            assert "p%3Aw" not in repr(client)
+    finally:
+        plain.shutdown()
+        plain.server_close()
+        thread.join(10)

@@ -14,9 +14,12 @@ keep-alive connection is reopened once for the next call.
 
 from __future__ import annotations
 
+import base64
+import select
 import threading
 from types import TracebackType
 from typing import Any, NoReturn, cast
+from urllib.parse import unquote, urlsplit
 
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
@@ -27,6 +30,16 @@ from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.protocols.jsonrpc.http import split_url
 from ipcnet.protocols.jsonrpc.messages import INTERNAL_ERROR
 from ipcnet.rpc.client import _UNSET, Client, _Method, _Proxy
+
+UNANSWERED = "the call may have run: a POST is not sent again, RFC 9112 §9.3.1.1"
+
+
+def _dropped(channel: Channel) -> bool:
+    """Whether an idle kept-alive connection is unusable: readable (EOF, a reset, or bytes
+    nobody asked for) or in error, without waiting."""
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class HttpClient:
@@ -39,9 +52,20 @@ class HttpClient:
         timeout: float | None = None,
         connect_timeout: float | None = 30.0,
     ) -> None:
-        self.url = url
         self.address, self.path = split_url(url)
-        self.host = url.split("//", 1)[1].split("/", 1)[0]
+        parts = urlsplit(url)
+        self.host = parts.netloc.rpartition("@")[2]
+        #: the URL, its password (if any) shown as ***
+        self.url = url
+        self._auth: str | None = None
+        if parts.username is not None:
+            user, password = unquote(parts.username), unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._auth = f"Basic {token}"
+            userinfo = parts.netloc.rpartition("@")[0]
+            if parts.password is not None:
+                userinfo = userinfo.partition(":")[0] + ":***"
+            self.url = url.replace(parts.netloc, f"{userinfo}@{self.host}", 1)
         self.protocol = ClientProtocol(LengthPrefixed(), codec)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -115,22 +139,6 @@ class HttpClient:
         return [by_id[rid] for rid in ids]
 
     def _post(self, body: bytes, timeout: float | None) -> tuple[int, bytes]:
-        with self._lock:
-            for attempt in (1, 2):
-                fresh = self._channel is None
-                if self._channel is None:
-                    self._channel = connect_channel(
-                        self.address, connect_timeout=self.connect_timeout
-                    )
-                try:
-                    return self._exchange(self._channel, body, timeout)
-                except Broken:
-                    self.close()
-                    if fresh or attempt == 2:  # a new connection broke: not a stale one
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _exchange(self, channel: Channel, body: bytes, timeout: float | None) -> tuple[int, bytes]:
         import h11
 
         conn = h11.Connection(h11.CLIENT)
@@ -140,10 +148,36 @@ class HttpClient:
             ("Content-Length", str(len(body))),
             ("Accept", "application/json"),
         ]
+        if self._auth is not None:
+            headers.append(("Authorization", self._auth))
         request = h11.Request(method="POST", target=self.path, headers=headers)
-        channel.write(
-            conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        )
+        data = conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        with self._lock:
+            channel = self._channel
+            if channel is not None and _dropped(channel):
+                self.close()  # closed, reset or spoken on while idle: not reusable
+                channel = None
+            for attempt in (1, 2):
+                reused = channel is not None
+                if channel is None:
+                    channel = self._channel = connect_channel(
+                        self.address, connect_timeout=self.connect_timeout
+                    )
+                try:
+                    channel.write(data)
+                    break
+                except Broken:
+                    self.close()
+                    channel = None
+                    if not reused or attempt == 2:  # a new connection broke: not a stale one
+                        raise
+            assert channel is not None
+            return self._response(conn, channel, timeout)
+
+    def _response(self, conn: Any, channel: Channel, timeout: float | None) -> tuple[int, bytes]:
+        """Read the response to the request just written (h11's events)."""
+        import h11
+
         channel.timeout = timeout
         status, parts, heard = 0, [], False
         while True:
@@ -158,8 +192,16 @@ class HttpClient:
                 except Timeout:
                     self.close()
                     raise
-                if not data and not heard:  # closed unanswered (a stale keep-alive one)
-                    raise Broken(f"{self.url} closed the connection")
+                except Broken as exc:
+                    self.close()
+                    if heard:
+                        raise
+                    raise Broken(f"{exc} before answering ({UNANSWERED})") from exc
+                if not data and not heard:
+                    self.close()
+                    raise Broken(
+                        f"{self.url} closed the connection before answering ({UNANSWERED})"
+                    )
                 heard = True
                 conn.receive_data(data)  # b"": the server closed, ending a body it delimits so
             elif isinstance(event, h11.Response):
@@ -171,8 +213,10 @@ class HttpClient:
                     self.close()  # the server closes after this response (Connection: close)
                 return status, b"".join(parts)
             elif isinstance(event, h11.ConnectionClosed):
+                self.close()
                 raise Broken(f"{self.url} closed the connection")
             elif not isinstance(event, h11.InformationalResponse):
+                self.close()
                 raise RemoteProtocolError(f"unexpected HTTP event from {self.url}: {event!r}")
 
     def close(self) -> None:
