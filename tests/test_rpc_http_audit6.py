@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from ipcnet import rpc
-from ipcnet.errors import Broken
+from ipcnet.errors import Broken, Timeout
 from ipcnet.protocols.base import CLOSE, SHUTDOWN_WRITE, Peer
 from ipcnet.protocols.http import Limits
 from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
@@ -385,3 +385,29 @@ def test_userinfo_in_the_url_is_basic_credentials_not_host() -> None:
         plain.shutdown()
         plain.server_close()
         thread.join(10)
+
+
+def test_the_call_timeout_bounds_writing_the_request() -> None:
+    """A server that never reads: the request body (more than the socket buffers hold)
+    blocked the caller for ever, whatever its timeout (it applied to the reading only)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accepts
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/rpc"
+        with rpc.connect(url, timeout=0.5) as client, pytest.raises(Timeout):
+            client.echo("x" * 15_000_000)
+
+
+def test_an_early_answer_is_read_though_the_body_could_not_be_sent() -> None:
+    """RFC 9112 §9.5: a client sending a body SHOULD watch for an error response meanwhile.
+    The server answers 413 to the head and stops reading a body of 12 MB; httpx reports
+    the 413, ipcnet reported 'peer closed: write to ...'."""
+    httpx = pytest.importorskip("httpx")
+    big = "x" * 12_000_000
+    with _served(_service(), "epoll") as (_, bound):
+        url = f"http://127.0.0.1:{bound}/rpc"
+        call = {"jsonrpc": "2.0", "method": "echo", "params": [big], "id": 1}
+        assert httpx.post(url, json=call, timeout=30).status_code == 413
+        with rpc.connect(url, timeout=30) as client:
+            for _ in range(2):
+                with pytest.raises(rpc.RPCError, match="HTTP 413"):
+                    client.echo(big)
+            assert client.add(1, 2) == 3

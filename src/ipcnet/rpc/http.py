@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
-from ipcnet.errors import Broken, RemoteProtocolError, Timeout, Unsupported
+from ipcnet.errors import Broken, IPCError, RemoteProtocolError, Timeout, Unsupported
 from ipcnet.framing import Codec, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
 from ipcnet.protocols.jsonrpc.client import Calls
@@ -163,16 +163,34 @@ class HttpClient:
                     channel = self._channel = connect_channel(
                         self.address, connect_timeout=self.connect_timeout
                     )
+                channel.timeout = timeout  # the call's time bounds writing it too
                 try:
                     channel.write(data)
                     break
-                except Broken:
+                except Timeout:
+                    self.close()
+                    raise
+                except Broken as exc:
+                    if not reused or attempt == 2:  # a new connection broke: not a stale one
+                        return self._early_response(conn, channel, timeout, exc)
                     self.close()
                     channel = None
-                    if not reused or attempt == 2:  # a new connection broke: not a stale one
-                        raise
             assert channel is not None
             return self._response(conn, channel, timeout)
+
+    def _early_response(
+        self, conn: Any, channel: Channel, timeout: float | None, error: Broken
+    ) -> tuple[int, bytes]:
+        """Writing the request failed: the server may have answered before it stopped
+        reading (a 413 for a body it will not take; RFC 9112 §9.5: a client sending a body
+        SHOULD watch for an error response meanwhile). That answer if it came, else the
+        write's error."""
+        try:
+            return self._response(conn, channel, timeout)
+        except IPCError:
+            raise error from None
+        finally:
+            self.close()
 
     def _response(self, conn: Any, channel: Channel, timeout: float | None) -> tuple[int, bytes]:
         """Read the response to the request just written (h11's events)."""
