@@ -411,3 +411,82 @@ def test_an_early_answer_is_read_though_the_body_could_not_be_sent() -> None:
                 with pytest.raises(rpc.RPCError, match="HTTP 413"):
                     client.echo(big)
             assert client.add(1, 2) == 3
+
+
+# --- the client against uvicorn (starlette): chunked answers, statuses, idle closes -------
+
+
+@contextmanager
+def uvicorn_peer(parser: str) -> Iterator[str]:
+    """jsonrpcserver's dispatch in a starlette app under uvicorn (h11 or httptools): at
+    /chunked the reply is streamed (Transfer-Encoding: chunked), at /status errors are
+    mapped to 404/500 with the error object in the body; Content-Type has a charset; an
+    idle connection is closed after 0.2 s."""
+    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    jsonrpcserver = pytest.importorskip("jsonrpcserver")
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+
+    def add(a: int, b: int) -> Any:
+        return jsonrpcserver.Success(a + b)
+
+    def fail() -> Any:
+        return jsonrpcserver.Error(7, "failed on purpose", {"why": "a test"})
+
+    async def endpoint(request: Request) -> Response:
+        text = jsonrpcserver.dispatch(
+            (await request.body()).decode(), methods={"add": add, "fail": fail}
+        )
+        kind = "application/json; charset=utf-8"
+        if not text:
+            return Response(status_code=204)
+        if request.path_params["mode"] == "chunked":
+
+            async def pieces() -> Any:
+                for i in range(0, len(text), 5):
+                    yield text[i : i + 5].encode()
+
+            return StreamingResponse(pieces(), media_type=kind)
+        status = 200
+        if request.path_params["mode"] == "status" and '"error"' in text:
+            status = 404 if "-32601" in text else 500
+        return Response(text, status_code=status, media_type=kind)
+
+    app = Starlette(routes=[Route("/{mode}", endpoint, methods=["POST"])])
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=parser, log_level="warning", timeout_keep_alive=0.2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            thread.join(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_client_against_uvicorn(parser: str) -> None:
+    with uvicorn_peer(parser) as base:
+        for mode in ("plain", "chunked", "status"):
+            with rpc.connect(f"{base}/{mode}", timeout=30) as client:
+                assert client.add(1, 2) == 3
+                with pytest.raises(rpc.RPCError) as info:
+                    client.fail()
+                assert (info.value.code, info.value.data) == (7, {"why": "a test"})
+                with pytest.raises(rpc.RPCError) as info:
+                    client.nope()
+                assert info.value.code == -32601
+                three, missing = client.batch([("add", [1, 2]), ("nope", None)])
+                assert three == 3 and isinstance(missing, rpc.RPCError)
+                client.notify("add", 1, 2)  # 204
+                threading.Event().wait(0.5)  # uvicorn closes the idle connection meanwhile
+                assert client.add(2, 2) == 4, mode
