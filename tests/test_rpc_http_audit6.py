@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import ipcnet
 from ipcnet import rpc
 from ipcnet.errors import Broken, Timeout
 from ipcnet.protocols.base import CLOSE, SHUTDOWN_WRITE, Peer
@@ -45,6 +46,7 @@ def _service(calls: list[Any] | None = None) -> JsonRpcHttpService:
     methods.add(lambda value=None: value, name="echo")
     counted = calls if calls is not None else []
     methods.add(lambda: counted.append(1) or len(counted), name="count")
+    methods.add(lambda n: "x" * n, name="big")
     limits = Limits(header_timeout=5.0, linger_timeout=2.0)
     return JsonRpcHttpService(rpc.make_service(methods), "/rpc", MAX_BODY, limits=limits)
 
@@ -490,3 +492,44 @@ def test_client_against_uvicorn(parser: str) -> None:
                 client.notify("add", 1, 2)  # 204
                 threading.Event().wait(0.5)  # uvicorn closes the idle connection meanwhile
                 assert client.add(2, 2) == 4, mode
+
+
+# --- replies over the request limit -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+def test_a_batch_whose_replies_together_are_too_large_is_still_answered(model: str) -> None:
+    """Over HTTP the limit is a request body's (413); two replies of 40 KB each under a
+    64 KiB limit made the batch's array 'too large', and it was answered 204 No Content,
+    which says the body held only notifications: the calls had no replies at all. A
+    reply, or a batch of them, is now as large as it is; JSON-RPC §6: the server responds
+    with an Array holding a Response for each call."""
+    with _served(_service(), model) as (_, bound):
+        url = f"http://127.0.0.1:{bound}/rpc"
+        with rpc.connect(url, timeout=30) as client:
+            assert client.batch([("big", [40_000]), ("big", [40_000])]) == ["x" * 40_000] * 2
+            assert client.big(200_000) == "x" * 200_000
+
+
+def test_over_a_stream_a_batch_too_large_together_gets_errors_not_silence() -> None:
+    """Over a byte stream the frame limit binds replies too (the peer's limit); each reply
+    fit, the array did not, and the batch got no answer at all (the client waited for
+    ever). Now each call gets an Internal Error that says why; and when even those do not
+    fit, one error with id null (the error of every call in the batch, §5)."""
+    methods = rpc.Methods()
+    methods.add(lambda n: "x" * n, name="big")
+    with ipcnet.listen("tcp://127.0.0.1:0") as listener:
+        url = str(listener.address)
+        service = rpc.make_service(methods, url, max_frame=65536)
+        thread = threading.Thread(
+            target=lambda: rpc.serve_channel(service, listener.accept()), daemon=True
+        )
+        thread.start()
+        with rpc.connect(url, timeout=10, max_frame=1 << 20) as client:
+            first, second = client.batch([("big", [40_000]), ("big", [40_000])])
+            assert isinstance(first, rpc.RPCError) and isinstance(second, rpc.RPCError)
+            assert first.code == rpc.INTERNAL_ERROR and "together" in first.message
+            many = client.batch([("big", [100])] * 900)  # 900 errors do not fit either
+            assert all(isinstance(r, rpc.RPCError) for r in many) and len(many) == 900
+            assert client.big(10) == "x" * 10
+        thread.join(10)

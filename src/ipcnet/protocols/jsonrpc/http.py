@@ -7,7 +7,8 @@ as one frame, to a ``JsonRpcSession`` whose framing is a u32 length prefix, so b
 async handlers, jobs and errors are exactly those of every other framing. Rules (the
 common JSON-RPC-over-HTTP convention):
 - 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
-  the body, as JSON-RPC clients expect); 204 when the body held only notifications;
+  the body, as JSON-RPC clients expect); 204 when the body held only notifications; the
+  body limit (``max_body``, ``--max-frame``) is a request's: a reply is as large as it is;
 - the target in origin-form (``/PATH``) or absolute-form (``http://HOST/PATH``, which a
   server must accept: RFC 9112 §3.2.2), else 400;
 - 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
@@ -63,6 +64,7 @@ from ipcnet.protocols.jsonrpc.server import JsonRpcService, JsonRpcSession
 
 JSON_TYPES = (b"application/json", b"application/json-rpc", b"application/jsonrequest")
 MAX_BODY = 16 * 1024 * 1024
+REPLY_LIMIT = 0xFFFFFFFF  # a reply body's size: the u32 of the inner framing, not max_body
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -90,8 +92,10 @@ class JsonRpcHttpService(BaseService):
         max_body: int = MAX_BODY,
         limits: Limits | None = None,
     ) -> None:
+        # bodies are bounded as they come (413), replies by nothing but their size: the
+        # inner framing only carries them (a u32 length, the most it can say)
         self.rpc = JsonRpcService(
-            rpc.methods, LengthPrefixed(max_body), rpc.codec, debug=rpc.debug, title=rpc.title
+            rpc.methods, LengthPrefixed(REPLY_LIMIT), rpc.codec, debug=rpc.debug, title=rpc.title
         )
         self.path = path.encode()
         self.max_body = max_body
