@@ -51,7 +51,7 @@ def _service(calls: list[Any] | None = None) -> JsonRpcHttpService:
     return JsonRpcHttpService(rpc.make_service(methods), "/rpc", MAX_BODY, limits=limits)
 
 
-@pytest.fixture(scope="module", params=["epoll", "thread"])
+@pytest.fixture(scope="module", params=["epoll", "thread", "asyncio"])
 def port(request: pytest.FixtureRequest) -> Iterator[int]:
     with _served(_service(), request.param) as (_, bound):
         yield bound
