@@ -8,8 +8,10 @@ pipeline: ``submit`` is refused); the response is parsed by h11, its body
 delimited by Content-Length, chunks or the server's close (RFC 9112 §6.3); the body is
 read as JSON-RPC whatever the status (servers that map errors to 500 or 404 still send the
 error object), and a status other than 200 without a reply in it is an RPCError naming the
-status; an error with id null is the error of every call the body answers; a closed
-keep-alive connection is reopened once for the next call.
+status; an error with id null is the error of every call the body answers; a kept-alive
+connection the server closed while idle is replaced before it is reused, and a call is
+never sent twice (it may have run: RFC 9112 §9.3.1.1), only again on a new connection
+when writing it to a reused one failed; userinfo in the URL is Basic credentials.
 """
 
 from __future__ import annotations
