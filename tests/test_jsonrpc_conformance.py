@@ -573,16 +573,27 @@ class _OneRequestEach(_StatusMapping):
     """Keep-alive in name only: it closes each connection after one response, without a
     Connection: close (as servers with a keep-alive timeout of zero, or restarted, do)."""
 
+    closed = threading.Event()
+
     def do_POST(self) -> None:
         super().do_POST()
+        self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
+        self.closed.set()
 
 
 def test_http_client_reopens_a_connection_the_server_closed() -> None:
+    """The client sees the close before it reuses the connection. It waits for the close
+    here: a close that comes only after the next call was written cannot be told from a
+    server that ran the call and died, and a POST is never sent again (RFC 9112 §9.3.1.1;
+    tests/test_rpc_http_audit6.py)."""
     dispatch = _jsonrpcserver_methods()
     handler = type("Handler", (_OneRequestEach,), {"dispatch": staticmethod(dispatch)})
     with http_peer(handler) as url, rpc.connect(url, timeout=30) as client:
-        assert [client.add(i, 1) for i in range(3)] == [1, 2, 3]
+        for i in range(3):
+            handler.closed.clear()
+            assert client.add(i, 1) == i + 1
+            assert handler.closed.wait(10)
 
 
 # --- errors with id null reach the caller ---------------------------------------------------

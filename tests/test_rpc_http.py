@@ -157,12 +157,16 @@ def test_a_malformed_request_is_400_and_closes(url, request_bytes) -> None:
     assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer
 
 
-def test_chunked_body_is_411(url) -> None:
+def test_chunked_body_is_read(url) -> None:
+    """RFC 9112 §7.1: a recipient MUST be able to parse the chunked coding (it was a 411);
+    tests/test_rpc_http_audit6.py has the rest."""
     request_bytes = (
         b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n"
     )
-    assert raw(url, request_bytes).startswith(b"HTTP/1.1 411 ")
+    answer = raw(url, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"code":-32600' in answer
 
 
 def test_refused_body_is_skipped_and_the_next_request_answered(url) -> None:

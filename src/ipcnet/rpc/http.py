@@ -8,25 +8,40 @@ pipeline: ``submit`` is refused); the response is parsed by h11, its body
 delimited by Content-Length, chunks or the server's close (RFC 9112 §6.3); the body is
 read as JSON-RPC whatever the status (servers that map errors to 500 or 404 still send the
 error object), and a status other than 200 without a reply in it is an RPCError naming the
-status; an error with id null is the error of every call the body answers; a closed
-keep-alive connection is reopened once for the next call.
+status; an error with id null is the error of every call the body answers; a kept-alive
+connection the server closed while idle is replaced before it is reused, and a call is
+never sent twice (it may have run: RFC 9112 §9.3.1.1), only again on a new connection
+when writing it to a reused one failed; userinfo in the URL is Basic credentials.
 """
 
 from __future__ import annotations
 
+import base64
+import select
 import threading
 from types import TracebackType
 from typing import Any, NoReturn, cast
+from urllib.parse import unquote, urlsplit
 
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
-from ipcnet.errors import Broken, RemoteProtocolError, Timeout, Unsupported
+from ipcnet.errors import Broken, IPCError, RemoteProtocolError, Timeout, Unsupported
 from ipcnet.framing import Codec, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
 from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.protocols.jsonrpc.http import split_url
 from ipcnet.protocols.jsonrpc.messages import INTERNAL_ERROR
 from ipcnet.rpc.client import _UNSET, Client, _Method, _Proxy
+
+UNANSWERED = "the call may have run: a POST is not sent again, RFC 9112 §9.3.1.1"
+
+
+def _dropped(channel: Channel) -> bool:
+    """Whether an idle kept-alive connection is unusable: readable (EOF, a reset, or bytes
+    nobody asked for) or in error, without waiting."""
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class HttpClient:
@@ -39,9 +54,20 @@ class HttpClient:
         timeout: float | None = None,
         connect_timeout: float | None = 30.0,
     ) -> None:
-        self.url = url
         self.address, self.path = split_url(url)
-        self.host = url.split("//", 1)[1].split("/", 1)[0]
+        parts = urlsplit(url)
+        self.host = parts.netloc.rpartition("@")[2]
+        #: the URL, its password (if any) shown as ***
+        self.url = url
+        self._auth: str | None = None
+        if parts.username is not None:
+            user, password = unquote(parts.username), unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._auth = f"Basic {token}"
+            userinfo = parts.netloc.rpartition("@")[0]
+            if parts.password is not None:
+                userinfo = userinfo.partition(":")[0] + ":***"
+            self.url = url.replace(parts.netloc, f"{userinfo}@{self.host}", 1)
         self.protocol = ClientProtocol(LengthPrefixed(), codec)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -115,22 +141,6 @@ class HttpClient:
         return [by_id[rid] for rid in ids]
 
     def _post(self, body: bytes, timeout: float | None) -> tuple[int, bytes]:
-        with self._lock:
-            for attempt in (1, 2):
-                fresh = self._channel is None
-                if self._channel is None:
-                    self._channel = connect_channel(
-                        self.address, connect_timeout=self.connect_timeout
-                    )
-                try:
-                    return self._exchange(self._channel, body, timeout)
-                except Broken:
-                    self.close()
-                    if fresh or attempt == 2:  # a new connection broke: not a stale one
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _exchange(self, channel: Channel, body: bytes, timeout: float | None) -> tuple[int, bytes]:
         import h11
 
         conn = h11.Connection(h11.CLIENT)
@@ -140,10 +150,54 @@ class HttpClient:
             ("Content-Length", str(len(body))),
             ("Accept", "application/json"),
         ]
+        if self._auth is not None:
+            headers.append(("Authorization", self._auth))
         request = h11.Request(method="POST", target=self.path, headers=headers)
-        channel.write(
-            conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        )
+        data = conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        with self._lock:
+            channel = self._channel
+            if channel is not None and _dropped(channel):
+                self.close()  # closed, reset or spoken on while idle: not reusable
+                channel = None
+            for attempt in (1, 2):
+                reused = channel is not None
+                if channel is None:
+                    channel = self._channel = connect_channel(
+                        self.address, connect_timeout=self.connect_timeout
+                    )
+                channel.timeout = timeout  # the call's time bounds writing it too
+                try:
+                    channel.write(data)
+                    break
+                except Timeout:
+                    self.close()
+                    raise
+                except Broken as exc:
+                    if not reused or attempt == 2:  # a new connection broke: not a stale one
+                        return self._early_response(conn, channel, timeout, exc)
+                    self.close()
+                    channel = None
+            assert channel is not None
+            return self._response(conn, channel, timeout)
+
+    def _early_response(
+        self, conn: Any, channel: Channel, timeout: float | None, error: Broken
+    ) -> tuple[int, bytes]:
+        """Writing the request failed: the server may have answered before it stopped
+        reading (a 413 for a body it will not take; RFC 9112 §9.5: a client sending a body
+        SHOULD watch for an error response meanwhile). That answer if it came, else the
+        write's error."""
+        try:
+            return self._response(conn, channel, timeout)
+        except IPCError:
+            raise error from None
+        finally:
+            self.close()
+
+    def _response(self, conn: Any, channel: Channel, timeout: float | None) -> tuple[int, bytes]:
+        """Read the response to the request just written (h11's events)."""
+        import h11
+
         channel.timeout = timeout
         status, parts, heard = 0, [], False
         while True:
@@ -158,8 +212,16 @@ class HttpClient:
                 except Timeout:
                     self.close()
                     raise
-                if not data and not heard:  # closed unanswered (a stale keep-alive one)
-                    raise Broken(f"{self.url} closed the connection")
+                except Broken as exc:
+                    self.close()
+                    if heard:
+                        raise
+                    raise Broken(f"{exc} before answering ({UNANSWERED})") from exc
+                if not data and not heard:
+                    self.close()
+                    raise Broken(
+                        f"{self.url} closed the connection before answering ({UNANSWERED})"
+                    )
                 heard = True
                 conn.receive_data(data)  # b"": the server closed, ending a body it delimits so
             elif isinstance(event, h11.Response):
@@ -171,8 +233,10 @@ class HttpClient:
                     self.close()  # the server closes after this response (Connection: close)
                 return status, b"".join(parts)
             elif isinstance(event, h11.ConnectionClosed):
+                self.close()
                 raise Broken(f"{self.url} closed the connection")
             elif not isinstance(event, h11.InformationalResponse):
+                self.close()
                 raise RemoteProtocolError(f"unexpected HTTP event from {self.url}: {event!r}")
 
     def close(self) -> None:

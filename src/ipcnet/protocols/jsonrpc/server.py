@@ -244,9 +244,25 @@ class JsonRpcService(BaseService):
 
     def encode_fixed(self, message: Any, batch: bool) -> bytes:
         """The frame of a reply (or a batch's list of them) that ``_encode`` refused, with
-        each reply that cannot go replaced by its Internal Error."""
-        fixed = [self._encodable(r) for r in message] if batch else self._encodable(message)
-        return self._frame(self.codec.encode(fixed))
+        each reply that cannot go replaced by its Internal Error. A batch whose replies fit
+        one by one but not together gets an Internal Error for each call, and if even those
+        do not fit, one error with id null (the error of every call in it, §5): never
+        silence for calls that were made."""
+        if not batch:
+            return self._frame(self.codec.encode(self._encodable(message)))
+        fixed = [self._encodable(r) for r in message]
+        payload = self.codec.encode(fixed)
+        if len(payload) <= self.framing.max_size:
+            return self._frame(payload)
+        detail = (
+            f"the batch's {len(fixed)} replies are {len(payload)} bytes together, over the"
+            f" frame limit of {self.framing.max_size}"
+        )
+        error = RPCError.standard(INTERNAL_ERROR, detail)
+        payload = self.codec.encode([error_reply(r.get("id"), error) for r in fixed])
+        if len(payload) <= self.framing.max_size:
+            return self._frame(payload)
+        return self._frame(self.codec.encode(error_reply(None, error)))
 
     def _encodable(self, reply: dict[str, Any]) -> dict[str, Any]:
         try:
