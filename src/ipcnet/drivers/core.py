@@ -196,6 +196,7 @@ class ServerCore:
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
         self.upgrading = False
+        self.upgrader: threading.Thread | None = None  # SIGUSR2's, while it runs (upgrade.py)
         self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces

@@ -1,0 +1,110 @@
+"""A server's life under its operator, audit 6: signals and the service manager, checked
+against sd_notify(3) / sd_watchdog_enabled(3) (a fake manager: a unix datagram socket
+read with SO_PASSCRED, as systemd reads it) and nginx's and gunicorn's signal handling.
+
+Each case pins a defect the audit found:
+- after a SIGUSR2 upgrade the new master inherited ``WATCHDOG_PID=<old master>``, so
+  sd_watchdog_enabled's rule ("only honoured if it matches our pid") kept it from ever
+  pinging: systemd killed the service at WatchdogSec= after every upgrade;
+- a stop (SIGTERM) while a SIGUSR2's new master was still starting stopped the old
+  master and left the new one serving on as an orphan (on a unix socket whose file the
+  stop had removed): a stop must stop the service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_scale import _alive, _log_says, _stop_both, _wait_for
+
+BOUND = 10.0
+
+
+def _manager(path: Path) -> socket.socket:
+    """A fake service manager: NOTIFY_SOCKET, with the sender's credentials."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.settimeout(BOUND)
+    return sock
+
+
+def _notification(sock: socket.socket) -> tuple[int, list[str]]:
+    data, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+    return struct.unpack("3i", ancillary[0][2])[0], data.decode().split("\n")
+
+
+def _ipcnet(*args: str) -> str:
+    return " ".join([sys.executable, "-m", "ipcnet", *args])
+
+
+def test_after_an_upgrade_the_new_master_pings_the_watchdog(tmp_path: Path) -> None:
+    """systemd sets WATCHDOG_PID to the main pid; after MAINPID=<new> it expects the
+    new master's WATCHDOG=1 (NotifyAccess=main accepts no other)."""
+    sock = _manager(tmp_path / "notify")
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="200000")
+    logfile = tmp_path / "log"
+    command = _ipcnet("serve", "echo", "tcp://127.0.0.1:0", "--grace", "5")
+    with logfile.open("w") as err:  # as systemd does: WATCHDOG_PID is the service's pid
+        old = subprocess.Popen(["sh", "-c", f"WATCHDOG_PID=$$ exec {command}"], env=env, stderr=err)
+    new_pid = 0
+    try:
+        pid, lines = _notification(sock)
+        assert pid == old.pid and "READY=1" in lines
+        assert _notification(sock) == (old.pid, ["WATCHDOG=1"])
+        os.kill(old.pid, signal.SIGUSR2)
+        new_pid = int(_log_says(logfile, r"new master pid (\d+) is serving").group(1))
+        deadline = time.monotonic() + 2.0
+        while True:
+            assert time.monotonic() < deadline, "no WATCHDOG=1 from the new master"
+            pid, lines = _notification(sock)
+            if pid == new_pid and lines == ["WATCHDOG=1"]:
+                break
+    finally:
+        sock.close()
+        _stop_both(old, new_pid)
+
+
+SLOW_START = """
+import os, sys, time
+if os.environ.get("IPCNET_LISTEN_FDS"):  # the new master of an upgrade: a slow start
+    time.sleep(float(sys.argv.pop(1)))
+else:
+    sys.argv.pop(1)
+from ipcnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_during_an_upgrade_stops_the_new_master_too(tmp_path: Path) -> None:
+    script = tmp_path / "slow_start.py"
+    script.write_text(SLOW_START)
+    path = tmp_path / "s.sock"
+    argv = [sys.executable, str(script), "3", "serve", "echo", f"unix://{path}", "--grace", "5"]
+    logfile = tmp_path / "log"
+    with logfile.open("w") as err:
+        old = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
+    new_pid = 0
+    try:
+        _log_says(logfile, "listening on")
+        os.kill(old.pid, signal.SIGUSR2)
+        new_pid = int(_log_says(logfile, r"started a new master, pid (\d+)").group(1))
+        os.kill(old.pid, signal.SIGTERM)
+        assert old.wait(BOUND) == 0
+        assert not _alive(new_pid), "the new master outlived the stopped service"
+        assert not path.exists()
+        assert "is serving" not in logfile.read_text()
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid and _alive(new_pid):
+            os.kill(new_pid, signal.SIGKILL)
+            _wait_for(lambda: not _alive(new_pid), "killed")
