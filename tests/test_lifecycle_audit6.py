@@ -8,7 +8,12 @@ Each case pins a defect the audit found:
   pinging: systemd killed the service at WatchdogSec= after every upgrade;
 - a stop (SIGTERM) while a SIGUSR2's new master was still starting stopped the old
   master and left the new one serving on as an orphan (on a unix socket whose file the
-  stop had removed): a stop must stop the service.
+  stop had removed): a stop must stop the service;
+- SIGQUIT (nginx's graceful stop; systemd's KillSignal=SIGQUIT in nginx-style units)
+  was left to its default: the server dumped core, leaving its socket files behind and
+  cutting the work in flight;
+- a fork/forkconc connection child kept the master's SIGHUP and SIGUSR2 handlers: a
+  SIGUSR2 reaching the process group made each child start a new master of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import ipcnet
+from serverkit import children, serving, start_slow
 from test_scale import _alive, _log_says, _stop_both, _wait_for
 
 BOUND = 10.0
@@ -108,3 +117,39 @@ def test_a_stop_during_an_upgrade_stops_the_new_master_too(tmp_path: Path) -> No
         if new_pid and _alive(new_pid):
             os.kill(new_pid, signal.SIGKILL)
             _wait_for(lambda: not _alive(new_pid), "killed")
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread", "forkconc", "asyncio", "prefork"])
+def test_sigquit_is_a_graceful_stop(model: str, tmp_path: Path) -> None:
+    """nginx: QUIT is the graceful shutdown (gunicorn's a quick one; neither dumps core):
+    the job in flight answers, the socket file goes, the exit status is 0."""
+    path = tmp_path / "s.sock"
+    server = start_slow(model, 10.0, f"unix://{path}")
+    try:
+        with ipcnet.connect(f"unix://{path}", timeout=BOUND) as busy:
+            busy.write(b"hi\n")  # a worker has this connection (prefork: not only the kernel)
+            assert busy.readline() == b"hi\n"
+            busy.write(b"sleep 0.5\n")
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGQUIT)
+            assert busy.readline() == b"slept 0.5\n"
+        assert server.proc.wait(BOUND) == 0
+        assert not path.exists()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_connection_child_leaves_the_masters_signals_to_the_master(sig: int) -> None:
+    with serving("echo", "tcp://127.0.0.1:0", model="forkconc") as server:
+        with ipcnet.connect(server.url("tcp"), timeout=BOUND) as held:
+            held.write(b"a\n")
+            assert held.readline() == b"a\n"
+            (child,) = children(server.proc.pid)
+            os.kill(child, sig)  # as a signal to the whole process group reaches it
+            time.sleep(0.5)
+            held.write(b"b\n")
+            assert held.readline() == b"b\n"
+            assert children(server.proc.pid) == [child]  # no new master beside it
+    said = "\n".join(server.log)
+    assert "new master" not in said and "SIGHUP" not in said, said

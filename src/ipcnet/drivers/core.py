@@ -1,7 +1,7 @@
 """ServerCore: bind, signals, lifecycle; the part of serving every model shares.
 
 Role: a ServerCore binds the addresses (listeners, datagram endpoints, the --stats socket),
-turns SIGTERM/SIGINT into a graceful stop (a second signal forces), keeps the stop
+turns SIGTERM/SIGINT/SIGQUIT into a graceful stop (a second signal forces), keeps the stop
 deadline and the waker that interrupts a model's wait, and forgets the parent's sockets
 in a forked child. Everything else lives beside it: the engine (``engine.py``) interprets
 a session's actions, ``admission.py`` accepts, refuses, sweeps and drains, ``observe.py``
@@ -45,6 +45,10 @@ from ipcnet.transports.inherited import is_datagram
 log = logging.getLogger("ipcnet.serve")
 
 READ_SIZE = 64 * 1024
+# a graceful stop (a second one forces): SIGTERM as gunicorn and systemd mean it, SIGINT
+# (Ctrl-C), and SIGQUIT as nginx means it (its graceful stop; KillSignal=SIGQUIT units):
+# left to its default it dumped core, leaving socket files and in-flight work behind
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 DRAIN_LINGER = 1.0  # seconds idle connections of a draining service stay open (issue 14)
 
 
@@ -316,7 +320,7 @@ class ServerCore:
         if threading.current_thread() is not threading.main_thread():
             self._block_sigpipe()
             return
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR2, self._on_usr2)
@@ -432,8 +436,12 @@ class ServerCore:
             self._sigmask = None
 
     def after_fork_child(self) -> None:
-        """In a forked connection handler: drop the parent's listeners and stats socket."""
+        """In a forked connection handler: drop the parent's listeners and stats socket;
+        SIGHUP and SIGUSR2 are the master's (a reload or an upgrade started from a child
+        re-executed the server beside it, when a signal reached the process group)."""
         signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
         for listener in self.listeners:
             listener.abandon()
         for endpoint in self.datagrams:

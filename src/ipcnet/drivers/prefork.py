@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
-from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log
 from ipcnet.errors import IPCError
 from ipcnet.transports import process
 
@@ -215,7 +215,7 @@ def _worker_main(
 
     code = 1
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         core.on_stop.clear()
         core.on_reload.clear()
@@ -231,9 +231,10 @@ def _worker_main(
             core.listeners, core.slots = list(mine), []
         core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
-        # SIGINT from a terminal reaches the whole group: only the master's stop counts;
+        # SIGINT and SIGQUIT from a terminal (systemd's KillSignal=SIGQUIT too) reach the
+        # whole group: only the master's stop counts (it forwards SIGTERM);
         # SIGHUP and SIGUSR2 are the master's too
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
