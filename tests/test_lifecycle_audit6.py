@@ -13,7 +13,10 @@ Each case pins a defect the audit found:
   was left to its default: the server dumped core, leaving its socket files behind and
   cutting the work in flight;
 - a fork/forkconc connection child kept the master's SIGHUP and SIGUSR2 handlers: a
-  SIGUSR2 reaching the process group made each child start a new master of its own.
+  SIGUSR2 reaching the process group made each child start a new master of its own;
+- SIGUSR1 (nginx's and gunicorn's "reopen the log files", what a logrotate postrotate
+  sends) killed every server, and ``--access-log FILE`` could not be reopened: after
+  logrotate renamed it, the lines went on into the rotated file.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pathlib import Path
 import pytest
 
 import ipcnet
-from serverkit import children, serving, start_slow
+from ipcnet.testing import free_port
+from serverkit import _start, children, serving, start_slow
 from test_scale import _alive, _log_says, _stop_both, _wait_for
 
 BOUND = 10.0
@@ -153,3 +157,60 @@ def test_a_connection_child_leaves_the_masters_signals_to_the_master(sig: int) -
             assert children(server.proc.pid) == [child]  # no new master beside it
     said = "\n".join(server.log)
     assert "new master" not in said and "SIGHUP" not in said, said
+
+
+def _get(port: int, target: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while s.recv(65536):
+            pass
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread", "prefork"])
+def test_sigusr1_reopens_the_access_log_after_logrotate_moved_it(
+    model: str, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("hi\n")
+    log, port = tmp_path / "access.log", free_port()
+    argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
+    argv += [f"tcp://127.0.0.1:{port}", "--model", model, "--workers", "2"]
+    server = _start([*argv, "--access-log", str(log)], 1)
+    try:
+        for i in range(4):  # prefork: some in each worker
+            _get(port, f"/?before={i}")
+        log.rename(tmp_path / "access.log.1")  # logrotate's rename, then its postrotate
+        server.proc.send_signal(signal.SIGUSR1)
+        _wait_for(lambda: log.exists(), "the log reopened")
+        time.sleep(0.2)  # the workers' own reopen (prefork: the master passes it on)
+        for i in range(4):
+            _get(port, f"/?after={i}")
+        _wait_for(lambda: log.read_text().count("after=") == 4, "four lines in the new file")
+        assert "after=" not in (tmp_path / "access.log.1").read_text()
+        assert (tmp_path / "access.log.1").read_text().count("before=") == 4
+    finally:
+        assert server.stop() == 0, server.log
+
+
+@pytest.mark.parametrize("command", ["serve", "relay"])
+def test_sigusr1_never_ends_a_server_without_a_log_file(command: str) -> None:
+    port = free_port()
+    if command == "serve":
+        argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "ipcnet",
+            "relay",
+            f"tcp://127.0.0.1:{port}",
+            "tcp://127.0.0.1:9",
+        ]
+    server = _start(argv, 1 if command == "serve" else 0)
+    try:
+        if command == "relay":  # its line: "ipcnet relay: LISTEN -> TARGET", once it listens
+            assert server.proc.stderr is not None and "->" in server.proc.stderr.readline()
+        server.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        assert server.proc.poll() is None, "SIGUSR1 ended the server"
+    finally:
+        assert server.stop() == 0, server.log

@@ -204,6 +204,11 @@ class ServerCore:
         self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
+        # SIGUSR1: reopen log files (the http access log), prefork tells its workers
+        self.on_reopen: list[Callable[[], None]] = []
+        reopen = getattr(service, "reopen_logs", None)  # the service itself, not a wrapper
+        if reopen is not None:
+            self.on_reopen.append(reopen)
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
         if self.tls is not None and isinstance(self.secured, self.tls.TLSService):
             self.on_reload.append(self.secured.reload)
@@ -324,6 +329,7 @@ class ServerCore:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR2, self._on_usr2)
+        signal.signal(signal.SIGUSR1, self._on_usr1)  # its default action ends the process
         # the kernel may deliver the signal to any thread; the C-level handler writes to
         # the waker so that the main thread's select() returns and runs the Python handler
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
@@ -351,6 +357,11 @@ class ServerCore:
         from ipcnet.drivers import upgrade
 
         upgrade.reload(self)
+
+    def _on_usr1(self, signum: int, frame: object) -> None:
+        from ipcnet.drivers import upgrade
+
+        upgrade.reopen(self)
 
     def _on_usr2(self, signum: int, frame: object) -> None:
         from ipcnet.drivers import upgrade

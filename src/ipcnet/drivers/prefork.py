@@ -69,6 +69,7 @@ class Prefork(Model):
         self.retiring: dict[int, int] = {}  # replaced by SIGHUP, draining: pid -> its row
         core.on_stop.append(self._signal_workers)
         core.on_reload.append(self.replace_workers)
+        core.on_reopen.append(self._reopen_workers)
         self.arm_worker = process.parent_death(signal.SIGTERM)  # run in each new worker
         self.missing: dict[int, float] = {}  # slot -> when to try to fork its worker again
 
@@ -160,6 +161,12 @@ class Prefork(Model):
         for pid in [*self.workers, *self.retiring]:
             process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
         self.core.close_listeners()  # no respawn or replacement needs them any more
+
+    def _reopen_workers(self) -> None:
+        """SIGUSR1: each worker writes its own log lines, so each reopens its files."""
+        if self.core.master:
+            for pid in [*self.workers, *self.retiring]:
+                process.kill(pid, signal.SIGUSR1)
 
     def replace_workers(self) -> None:
         """SIGHUP: new workers first; once all of them listen, the old ones drain."""

@@ -5,6 +5,8 @@ Role: what a server tells its service manager (sd_notify READY=1 once it listens
 STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
 listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
 - only the serving (master) process notifies; prefork workers never do;
+- SIGUSR1 reopens the log files (nginx, gunicorn: after logrotate); a prefork master
+  passes it to its workers, each of which writes its own lines;
 - SIGHUP is systemd's reload (Type=notify-reload): ``RELOADING=1`` with
   ``MONOTONIC_USEC=`` before the reload hooks run (prefork's new workers, TLS's new
   certificate), ``READY=1`` once they returned; both even when there is nothing to reload,
@@ -171,6 +173,15 @@ def reload(core: ServerCore) -> None:
         hook()
     if master:
         tell("READY=1")
+
+
+def reopen(core: ServerCore) -> None:
+    """SIGUSR1, as nginx's and gunicorn's: reopen the log files (logrotate moved them);
+    never the end of the server, whose default action it was."""
+    if not core.on_reopen:
+        log.info("SIGUSR1: no log file to reopen")
+    for hook in list(core.on_reopen):
+        hook()
 
 
 def terminate(core: ServerCore) -> None:
