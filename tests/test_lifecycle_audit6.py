@@ -214,3 +214,29 @@ def test_sigusr1_never_ends_a_server_without_a_log_file(command: str) -> None:
         assert server.proc.poll() is None, "SIGUSR1 ended the server"
     finally:
         assert server.stop() == 0, server.log
+
+
+def test_a_server_started_with_stop_signals_blocked_still_hears_them() -> None:
+    """The signal mask survives exec: a SIGUSR2's new master, started from a thread born
+    while prefork's master held SIGTERM blocked around a fork, inherited it blocked; it
+    and its workers (which restore the mask they were forked with) never stopped (the
+    flaky test_an_upgrade_keeps_the_port_the_kernel_chose_for_port_0[prefork --reuse-port])."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    argv += ["--model", "prefork", "--workers", "2", "--grace", "2"]
+    proc = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+    )
+    try:
+        assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+        _wait_for(lambda: len(children(proc.pid)) == 2, "two workers")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(BOUND) == 0
+    finally:
+        if proc.poll() is None:
+            for worker in children(proc.pid):
+                os.kill(worker, signal.SIGKILL)
+            proc.kill()
+            proc.wait()

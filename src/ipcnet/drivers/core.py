@@ -327,6 +327,12 @@ class ServerCore:
             return
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        # a mask is inherited across exec: a SIGUSR2 new master started by a thread born
+        # inside prefork's blocked fork window came with SIGTERM blocked, heard no stop,
+        # and its workers (which restore the mask they were forked with) neither
+        handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+        if threading.current_thread() is threading.main_thread() and not _in_worker(self):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR2, self._on_usr2)
         signal.signal(signal.SIGUSR1, self._on_usr1)  # its default action ends the process
@@ -489,6 +495,11 @@ class ServerCore:
             **snap,
             **(section() if section is not None else {}),
         }
+
+
+def _in_worker(core: ServerCore) -> bool:
+    """A prefork worker sets its own mask once its handlers are in place (prefork.py)."""
+    return not core.master
 
 
 class Model(ABC):
