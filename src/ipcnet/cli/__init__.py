@@ -95,7 +95,7 @@ def entry() -> None:
     stopped gracefully exits) would make a finished command die by that signal instead of
     exiting with its status."""
     status = main()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     sys.exit(status)
 

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signals.append(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     relay.start()
     print(f"ipcnet relay: {relay.address} -> {' '.join(args.targets)}", file=sys.stderr)

@@ -58,6 +58,9 @@ def serve(
         upgrade.ready(core)  # sd_notify READY=1 (scale, issue 14)
         cls(core).serve()
     finally:
+        from ipcnet.drivers import upgrade
+
+        upgrade.settle(core)  # a SIGUSR2 under way: its new master may not outlive us
         core.close()
     return core
 

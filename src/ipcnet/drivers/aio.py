@@ -20,13 +20,12 @@ from __future__ import annotations
 import _socket
 import asyncio
 import inspect
-import signal
 import socket
 import time
 from typing import Any
 
 from ipcnet.drivers.admission import ACCEPT_PAUSE, Gate, drain_step, sweep
-from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.handover import AioWatch
@@ -422,7 +421,7 @@ class AsyncioModel(Model):
             stop.set()
 
         loop.add_reader(core.waker_r, woken)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             try:
                 loop.add_signal_handler(sig, core.terminate)  # --drain-delay first
             except (RuntimeError, ValueError):

@@ -34,7 +34,16 @@ from typing import Any
 
 from ipcnet.drivers import handover
 from ipcnet.drivers.admission import BATCH, QUEUED, Gate, drain_step, refuse
-from ipcnet.drivers.core import READ_SIZE, Conn, Model, ServerCore, StopEvent, StopServing, log
+from ipcnet.drivers.core import (
+    READ_SIZE,
+    STOP_SIGNALS,
+    Conn,
+    Model,
+    ServerCore,
+    StopEvent,
+    StopServing,
+    log,
+)
 from ipcnet.drivers.counters import Row
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import LINGER_IDLE, Engine, Region, run_job
@@ -414,7 +423,7 @@ def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
             raise StopServing
 
     previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, handler)
     return previous
 
@@ -535,7 +544,7 @@ def _child_main(core: ServerCore, stream: SocketStream, held: Iterable[int]) -> 
         row = core.counters.row(0)
         local = LocalRow()
         conn = Conn(stream)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, lambda s, f: _child_stop(core, conn))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now

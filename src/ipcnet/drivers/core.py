@@ -1,7 +1,7 @@
 """ServerCore: bind, signals, lifecycle; the part of serving every model shares.
 
 Role: a ServerCore binds the addresses (listeners, datagram endpoints, the --stats socket),
-turns SIGTERM/SIGINT into a graceful stop (a second signal forces), keeps the stop
+turns SIGTERM/SIGINT/SIGQUIT into a graceful stop (a second signal forces), keeps the stop
 deadline and the waker that interrupts a model's wait, and forgets the parent's sockets
 in a forked child. Everything else lives beside it: the engine (``engine.py``) interprets
 a session's actions, ``admission.py`` accepts, refuses, sweeps and drains, ``observe.py``
@@ -45,6 +45,10 @@ from ipcnet.transports.inherited import is_datagram
 log = logging.getLogger("ipcnet.serve")
 
 READ_SIZE = 64 * 1024
+# a graceful stop (a second one forces): SIGTERM as gunicorn and systemd mean it, SIGINT
+# (Ctrl-C), and SIGQUIT as nginx means it (its graceful stop; KillSignal=SIGQUIT units):
+# left to its default it dumped core, leaving socket files and in-flight work behind
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 DRAIN_LINGER = 1.0  # seconds idle connections of a draining service stay open (issue 14)
 
 
@@ -196,9 +200,15 @@ class ServerCore:
         # handed to a new master by SIGUSR2): closing drops our fds and removes nothing
         self.keep_listeners = False
         self.upgrading = False
+        self.upgrader: threading.Thread | None = None  # SIGUSR2's, while it runs (upgrade.py)
         self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
+        # SIGUSR1: reopen log files (the http access log), prefork tells its workers
+        self.on_reopen: list[Callable[[], None]] = []
+        reopen = getattr(service, "reopen_logs", None)  # the service itself, not a wrapper
+        if reopen is not None:
+            self.on_reopen.append(reopen)
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
         if self.tls is not None and isinstance(self.secured, self.tls.TLSService):
             self.on_reload.append(self.secured.reload)
@@ -315,10 +325,17 @@ class ServerCore:
         if threading.current_thread() is not threading.main_thread():
             self._block_sigpipe()
             return
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        # a mask is inherited across exec: a SIGUSR2 new master started by a thread born
+        # inside prefork's blocked fork window came with SIGTERM blocked, heard no stop,
+        # and its workers (which restore the mask they were forked with) neither
+        handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+        if threading.current_thread() is threading.main_thread() and not _in_worker(self):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR2, self._on_usr2)
+        signal.signal(signal.SIGUSR1, self._on_usr1)  # its default action ends the process
         # the kernel may deliver the signal to any thread; the C-level handler writes to
         # the waker so that the main thread's select() returns and runs the Python handler
         signal.set_wakeup_fd(self.waker.writer.fileno(), warn_on_full_buffer=False)
@@ -346,6 +363,11 @@ class ServerCore:
         from ipcnet.drivers import upgrade
 
         upgrade.reload(self)
+
+    def _on_usr1(self, signum: int, frame: object) -> None:
+        from ipcnet.drivers import upgrade
+
+        upgrade.reopen(self)
 
     def _on_usr2(self, signum: int, frame: object) -> None:
         from ipcnet.drivers import upgrade
@@ -456,8 +478,12 @@ class ServerCore:
         return pid, held
 
     def after_fork_child(self) -> None:
-        """In a forked connection handler: drop the parent's listeners and stats socket."""
+        """In a forked connection handler: drop the parent's listeners and stats socket;
+        SIGHUP and SIGUSR2 are the master's (a reload or an upgrade started from a child
+        re-executed the server beside it, when a signal reached the process group)."""
         signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGHUP, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
         for listener in self.listeners:
             listener.abandon()
         for endpoint in self.datagrams:
@@ -494,6 +520,11 @@ class ServerCore:
             **snap,
             **(section() if section is not None else {}),
         }
+
+
+def _in_worker(core: ServerCore) -> bool:
+    """A prefork worker sets its own mask once its handlers are in place (prefork.py)."""
+    return not core.master
 
 
 class Model(ABC):

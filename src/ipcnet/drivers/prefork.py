@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
-from ipcnet.drivers.core import Model, ServerCore, log
+from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log
 from ipcnet.errors import IPCError
 from ipcnet.transports import process
 
@@ -67,6 +67,7 @@ class Prefork(Model):
         self.retiring: dict[int, int] = {}  # replaced by SIGHUP, draining: pid -> its row
         core.on_stop.append(self._signal_workers)
         core.on_reload.append(self.replace_workers)
+        core.on_reopen.append(self._reopen_workers)
         self.arm_worker = process.parent_death(signal.SIGTERM)  # run in each new worker
         self.missing: dict[int, float] = {}  # slot -> when to try to fork its worker again
 
@@ -161,6 +162,12 @@ class Prefork(Model):
             process.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
         self.core.close_listeners()  # no respawn or replacement needs them any more
 
+    def _reopen_workers(self) -> None:
+        """SIGUSR1: each worker writes its own log lines, so each reopens its files."""
+        if self.core.master:
+            for pid in [*self.workers, *self.retiring]:
+                process.kill(pid, signal.SIGUSR1)
+
     def replace_workers(self) -> None:
         """SIGHUP: new workers first; once all of them listen, the old ones drain."""
         core = self.core
@@ -215,7 +222,7 @@ def _worker_main(
 
     code = 1
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         core.on_stop.clear()
         core.on_reload.clear()
@@ -231,9 +238,10 @@ def _worker_main(
             core.listeners, core.slots = list(mine), []
         core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
-        # SIGINT from a terminal reaches the whole group: only the master's stop counts;
+        # SIGINT and SIGQUIT from a terminal (systemd's KillSignal=SIGQUIT too) reach the
+        # whole group: only the master's stop counts (it forwards SIGTERM);
         # SIGHUP and SIGUSR2 are the master's too
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours

@@ -5,6 +5,8 @@ Role: what a server tells its service manager (sd_notify READY=1 once it listens
 STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
 listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
 - only the serving (master) process notifies; prefork workers never do;
+- SIGUSR1 reopens the log files (nginx, gunicorn: after logrotate); a prefork master
+  passes it to its workers, each of which writes its own lines;
 - SIGHUP is systemd's reload (Type=notify-reload): ``RELOADING=1`` with
   ``MONOTONIC_USEC=`` before the reload hooks run (prefork's new workers, TLS's new
   certificate), ``READY=1`` once they returned; both even when there is nothing to reload,
@@ -20,7 +22,11 @@ listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
   stop the whole unit, the new master with it, and its WATCHDOG=1 would vouch for a new
   master that hangs. A new master that exits before READY=1 is reaped and reported at
   once, one not ready within UPGRADE_TIMEOUT is killed; either way the old one keeps
-  serving (and a later SIGUSR2 may try again);
+  serving (and a later SIGUSR2 may try again); a stop that comes first abandons it: the
+  new master gets SIGTERM and is waited for within --grace (no orphan serves on after a
+  stop, on socket files the stop removed);
+- the new master's environment has no ``WATCHDOG_PID`` of ours: sd_watchdog_enabled(3)
+  honours it only in that pid, and after MAINPID=<new> the new master's pings count;
 - datagram endpoints (udp://, unixgram://), the --stats and --metrics listeners are
   handed over the same way, and so are a
   prefork --reuse-port master's per-worker SO_REUSEPORT sockets (address -> [fd, ...],
@@ -169,6 +175,15 @@ def reload(core: ServerCore) -> None:
         tell("READY=1")
 
 
+def reopen(core: ServerCore) -> None:
+    """SIGUSR1, as nginx's and gunicorn's: reopen the log files (logrotate moved them);
+    never the end of the server, whose default action it was."""
+    if not core.on_reopen:
+        log.info("SIGUSR1: no log file to reopen")
+    for hook in list(core.on_reopen):
+        hook()
+
+
 def terminate(core: ServerCore) -> None:
     """SIGTERM/SIGINT. With --drain-delay the master first fails its health checks
     (/_health 503 "draining", the stats' health, ipcnet_up 0) while it still accepts and
@@ -194,7 +209,18 @@ def upgrade(core: ServerCore) -> None:
         log.warning("upgrade: already upgrading, draining or stopping; SIGUSR2 ignored")
         return
     core.upgrading = True
-    threading.Thread(target=_upgrade, args=(core,), name="ipcnet-upgrade", daemon=True).start()
+    core.upgrader = threading.Thread(
+        target=_upgrade, args=(core,), name="ipcnet-upgrade", daemon=True
+    )
+    core.upgrader.start()
+
+
+def settle(core: ServerCore) -> None:
+    """The server stopped: wait for an upgrade under way to end (one a stop abandoned
+    ends once its new master has stopped), so that no new master outlives us."""
+    thread = core.upgrader
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(core.config.grace + 2.0)
 
 
 def _upgrade(core: ServerCore) -> None:
@@ -205,14 +231,19 @@ def _upgrade(core: ServerCore) -> None:
         with _ready_socket(name) as endpoint:
             fds = core.handed_over()
             env = dict(os.environ, **{ENV_FDS: json.dumps(fds), ENV_READY: name})
+            if env.get("WATCHDOG_PID") == str(os.getpid()):
+                del env["WATCHDOG_PID"]  # ours: the new master's pings are the ones to send
             argv = [sys.executable, *sys.orig_argv[1:]]
             pid = reexec(argv, env, [fd for slot in fds.values() for fd in slot])
             log.info(
                 "upgrade: started a new master, pid %d, on %d inherited sockets", pid, len(fds)
             )
-            _await_ready(endpoint, pid)
+            _await_ready(endpoint, pid, core)
     except IPCError as exc:
-        log.error("upgrade failed (the old master keeps serving): %s", exc)
+        if core.stopping.is_set():
+            log.warning("upgrade abandoned: %s", exc)
+        else:
+            log.error("upgrade failed (the old master keeps serving): %s", exc)
         core.upgrading = False
         return
     log.info("upgrade: new master pid %d is serving; this one (pid %d) drains", pid, os.getpid())
@@ -238,15 +269,18 @@ def _ready_socket(name: str) -> Iterator[DatagramEndpoint]:
         endpoint.close()
 
 
-def _await_ready(endpoint: DatagramEndpoint, pid: int) -> None:
+def _await_ready(endpoint: DatagramEndpoint, pid: int, core: ServerCore) -> None:
     """Wait for the new master's READY=1; a new master that exits first (a broken
     binary, a bad config) is reaped and reported at once, as nginx's master does on
-    SIGCHLD, instead of after UPGRADE_TIMEOUT (and a later SIGUSR2 may try again)."""
+    SIGCHLD, instead of after UPGRADE_TIMEOUT (and a later SIGUSR2 may try again).
+    A stop that comes first abandons the upgrade (``_abandon``)."""
     from ipcnet.transports.process import kill, wait
 
     deadline = time.monotonic() + UPGRADE_TIMEOUT
     endpoint.timeout = READY_POLL
     while True:
+        if core.stopping.is_set():
+            _abandon(core, pid)
         try:
             data, _ = endpoint.recv()
         except Timeout:
@@ -262,7 +296,27 @@ def _await_ready(endpoint: DatagramEndpoint, pid: int) -> None:
                 ) from None
             continue
         if b"READY=1" in data.split(b"\n"):
+            if core.stopping.is_set():
+                _abandon(core, pid)
             return
+
+
+def _abandon(core: ServerCore, pid: int) -> None:
+    """A stop came while the new master starts: the operator asked the service to stop,
+    so the new master stops too (gracefully: it may have accepted already), within our
+    grace period, before we exit; else it would serve on as an orphan (on a unix socket
+    whose file our stop removes)."""
+    from ipcnet.transports.process import kill, wait
+
+    kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + core.time_left() + 1.0
+    while wait(pid, block=False) == (0, 0):
+        if time.monotonic() >= deadline or core.forcing.is_set():
+            kill(pid, signal.SIGKILL)
+            wait(pid)
+            break
+        time.sleep(READY_POLL / 4)
+    raise IPCError(f"a stop came first; new master pid {pid} stopped too")
 
 
 def _how(status: int) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ipcnet.httpd.accesslog import AccessLog
+from ipcnet.httpd.accesslog import AccessLog, open_file
 from ipcnet.httpd.files import Resolver
 from ipcnet.httpd.metrics import Metrics
 from ipcnet.httpd.status import StatusPage
@@ -44,9 +44,16 @@ def demo_site_root() -> Path:
 def open_log(options: HttpOptions) -> TextIO | None:
     if options.quiet:
         return None
-    if options.access_log and options.access_log != "-":
-        return open(options.access_log, "a", buffering=1, encoding="utf-8")
+    if log_path(options):
+        return open_file(options.access_log)  # type: ignore[arg-type]
     return sys.stderr
+
+
+def log_path(options: HttpOptions) -> str | None:
+    """The access log's file (reopened at SIGUSR1), None for stderr or none."""
+    if options.quiet or not options.access_log or options.access_log == "-":
+        return None
+    return options.access_log
 
 
 def make_service(root: str | Path, options: HttpOptions | None = None) -> HttpService:
@@ -67,7 +74,7 @@ def make_service(root: str | Path, options: HttpOptions | None = None) -> HttpSe
     return HttpService(
         files,
         limits=options.limits,
-        observer=AccessLog(metrics, open_log(options)),
+        observer=AccessLog(metrics, open_log(options), log_path(options)),
         status=status,
         parser=options.parser,
         gzip=options.gzip,

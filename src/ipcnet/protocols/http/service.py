@@ -38,6 +38,12 @@ class HttpService(Shared, BaseService):
         racing it); the driver leaves idle connections open for DRAIN_LINGER meanwhile."""
         self.draining = True
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (nginx's, after logrotate moved the file): the observer reopens its log."""
+        reopen = getattr(self.observer, "reopen", None)
+        if reopen is not None:
+            reopen()
+
     def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
         if self.status is not None:
             self.status.attach(stats)
