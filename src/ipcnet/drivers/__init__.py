@@ -45,6 +45,8 @@ def serve(
     ready: Callable[[ServerCore], None] | None = None,
 ) -> ServerCore:
     """Bind, call ``ready(core)``, serve until stopped; returns the core (for its counters)."""
+    from ipcnet.drivers import upgrade
+
     config = config or ServeConfig()
     cls = model_class(config.model)
     core = ServerCore(service, list(addresses), config)
@@ -53,13 +55,9 @@ def serve(
         core.install_signals()
         if ready is not None:
             ready(core)
-        from ipcnet.drivers import upgrade
-
         upgrade.ready(core)  # sd_notify READY=1 (scale, issue 14)
         cls(core).serve()
     finally:
-        from ipcnet.drivers import upgrade
-
         upgrade.settle(core)  # a SIGUSR2 under way: its new master may not outlive us
         core.close()
     return core

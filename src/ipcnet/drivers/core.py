@@ -330,8 +330,9 @@ class ServerCore:
         # a mask is inherited across exec: a SIGUSR2 new master started by a thread born
         # inside prefork's blocked fork window came with SIGTERM blocked, heard no stop,
         # and its workers (which restore the mask they were forked with) neither
-        handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
-        if threading.current_thread() is threading.main_thread() and not _in_worker(self):
+        # (a prefork worker restores its own mask once its handlers are in place)
+        if self.master:
+            handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR2, self._on_usr2)
@@ -520,11 +521,6 @@ class ServerCore:
             **snap,
             **(section() if section is not None else {}),
         }
-
-
-def _in_worker(core: ServerCore) -> bool:
-    """A prefork worker sets its own mask once its handlers are in place (prefork.py)."""
-    return not core.master
 
 
 class Model(ABC):
