@@ -349,3 +349,44 @@ def test_a_graceful_stop_ends_an_idle_tls_connection_with_close_notify(model):
             assert s.recv(4) == b"ping"  # open and idle now
             server.proc.send_signal(signal.SIGTERM)
             assert s.recv(64) == b""  # close_notify: a clean end (a bare FIN raises SSLEOFError)
+
+
+@pytest.mark.parametrize("wrapper", ["tls", "accept-proxy"])
+def test_a_stop_drains_keep_alive_http_behind_tls_and_the_proxy_protocol(root, wrapper):
+    """A stop tells a kept-alive client with ``Connection: close`` on its next answer
+    (HttpService.drain, within DRAIN_LINGER) instead of closing under a request that may
+    be on its way. The stop looked for ``drain`` on the service it serves, which is the
+    TLS or PROXY wrapper when there is one: behind either, idle clients were cut off."""
+    import ssl
+
+    get = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    if wrapper == "tls":
+        context = ssl.create_default_context(cafile=certs().ca)
+        server_cm = serving("http", str(root), "tls://127.0.0.1:0", "--quiet")
+    else:
+        argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(root), "tcp://127.0.0.1:0",
+                "--quiet", "--accept-proxy"]  # fmt: skip
+        server_cm = contextmanager(lambda: (yield _start(argv, 1)))()
+    with server_cm as server:
+        if wrapper == "tls":
+            raw = socket.create_connection(("127.0.0.1", port_of(server)), timeout=10)
+            sock = context.wrap_socket(raw, server_hostname="localhost")
+            first = get
+        else:
+            port = int(parse(server.url("tcp")).port)  # type: ignore[arg-type]
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            first = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n" + get
+        with sock:
+            sock.sendall(first)
+            answer = b""
+            while b"hello" not in answer:
+                answer += sock.recv(65536)
+            assert b"Connection: close" not in answer  # kept alive
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # the stop has begun; its drain keeps us for a while
+            sock.sendall(get)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
+        assert server.proc.wait(10) == 0

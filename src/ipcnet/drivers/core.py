@@ -163,6 +163,7 @@ class ServerCore:
         # TLS: drivers/tls.py, imported only when asked for (it loads ssl; a plain server's
         # processes stay smaller, which makes each fork of the fork models cheaper)
         self.tls: ModuleType | None = None
+        self.base = service  # the service itself, under any TLS or PROXY wrapper
         self.service = service
         if config.tls or any(a.spec.transport == "tls" for a in self.addresses):
             from ipcnet.drivers import tls
@@ -206,7 +207,7 @@ class ServerCore:
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         # SIGUSR1: reopen log files (the http access log), prefork tells its workers
         self.on_reopen: list[Callable[[], None]] = []
-        reopen = getattr(service, "reopen_logs", None)  # the service itself, not a wrapper
+        reopen = getattr(service, "reopen_logs", None)
         if reopen is not None:
             self.on_reopen.append(reopen)
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
@@ -392,7 +393,7 @@ class ServerCore:
                 from ipcnet.drivers import upgrade
 
                 upgrade.stopping()
-            drain = getattr(self.service, "drain", None)
+            drain = getattr(self.base, "drain", None)  # not a wrapper's (TLS has none)
             if drain is not None:  # a service that can tell its clients (http)
                 self.linger_until = time.monotonic() + min(DRAIN_LINGER, self.config.grace / 2)
                 drain()
