@@ -117,6 +117,31 @@ def test_a_stop_while_prefork_forks_its_workers_reaches_every_worker() -> None:
                 proc.wait()
 
 
+def test_a_prefork_worker_that_never_stops_is_killed_when_grace_ends() -> None:
+    """--grace bounds a stop even for a worker that cannot answer SIGTERM (stopped, stuck
+    in a C call): the master waited for it in a blocking waitpid(2) for ever."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    argv += ["--model", "prefork", "--workers", "2", "--grace", "1"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    stuck = 0
+    try:
+        assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+        deadline = time.monotonic() + 10
+        while len(workers := children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stuck = workers[0]
+        os.kill(stuck, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(8) == 0  # 1 s of grace, then SIGKILL
+        assert not os.path.exists(f"/proc/{stuck}")  # killed and reaped
+    finally:
+        if proc.poll() is None:
+            for worker in children(proc.pid):
+                os.kill(worker, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+
+
 def test_prefork_worker_takes_systemds_sigterm_and_the_masters_as_one_stop() -> None:
     """systemd (KillMode=control-group) sends SIGTERM to every process of the unit, and
     the master forwards its own: a worker gets two. The second must not force its stop:

@@ -150,6 +150,17 @@ class Waker:
         except IPCError:
             pass
 
+    def wait(self, timeout: float | None) -> None:
+        """Until woken or ``timeout`` seconds passed (None: no limit), then drained: the
+        wait of a process with nothing else to watch (a prefork master)."""
+        from ipcnet.transports.readiness import PollPoller
+
+        poller = PollPoller()
+        poller.register(self.reader, 1, None)  # READ
+        poller.wait(-1.0 if timeout is None else timeout)
+        poller.close()
+        self.drain()
+
     def close(self) -> None:
         self.reader.close()
         self.writer.close()

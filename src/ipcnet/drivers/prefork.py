@@ -17,7 +17,8 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   refuses new connections instead of queueing them for nobody while a busy worker drains
   (a balancer retries a refusal elsewhere at once; its check fails fast); workers stop
   gracefully within --grace; after that (or on a second signal) the master SIGKILLs what
-  is left; no zombies remain;
+  is left, even a worker that cannot answer (its wait is the waker's, which SIGCHLD and
+  the stop write, never a blocking waitpid); no zombies remain;
 - each worker writes its own row of the shared counters, unlocked (no other process
   writes it); the master's stats add them up. Each slot has two rows and a SIGHUP
   replacement takes the one its predecessor does not write, so the two never share one
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -78,11 +80,17 @@ class Prefork(Model):
         for slot in range(1, core.config.workers + 1):
             self._spawn(slot)
         # the master keeps every listener open, for respawned and replacing workers
+        # a worker's end wakes the master's wait, which install_signals' wakeup fd makes
+        # the waker's (in the main thread only: elsewhere the master looks every RETRY_LOOK)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGCHLD, _child_ended) if in_main else None
         try:
             while self.workers or (self.missing and not core.stopping.is_set()):
-                ended = process.wait(block=not self.missing) if self.workers else None
-                if ended is None or ended[0] == 0:  # none ended: a slot waits for its fork
-                    time.sleep(RETRY_LOOK)
+                ended = process.wait(block=False) if self.workers else None
+                if ended is None or ended[0] == 0:  # none ended yet
+                    if core.stopping.is_set() and core.time_left() <= 0:
+                        break  # --grace is over: _reap_all kills what is left
+                    core.waker.wait(self._nap(in_main))
                     for slot, when in list(self.missing.items()):
                         if time.monotonic() >= when and not core.stopping.is_set():
                             self._spawn(slot)
@@ -106,8 +114,20 @@ class Prefork(Model):
                 log.warning("worker %d (pid %d) exited with status %d: respawning", slot, pid, code)
                 self._spawn(slot)
         finally:
+            if in_main:
+                signal.signal(signal.SIGCHLD, previous)
             self._reap_all()
             core.close_listeners()
+
+    def _nap(self, woken_by_signals: bool) -> float | None:
+        """How long the master may wait for a signal (a worker's SIGCHLD, a stop, SIGHUP
+        all wake it): until a slot's next try to fork, or the end of --grace."""
+        core, nap = self.core, None
+        if self.missing or not woken_by_signals:
+            nap = RETRY_LOOK
+        if core.stopping.is_set():
+            nap = min(nap if nap is not None else core.time_left(), core.time_left())
+        return nap
 
     def _open_slots(self) -> None:
         """--reuse-port: a SO_REUSEPORT listener of each inet address for slots 2..N
@@ -211,6 +231,11 @@ class Prefork(Model):
                 continue
             self.workers.pop(pid, None)
             self.retiring.pop(pid, None)
+
+
+def _child_ended(signum: int, frame: object) -> None:
+    """SIGCHLD in the master: nothing to do here (a Python handler is what makes the
+    signal write the wakeup fd)."""
 
 
 def _worker_main(
