@@ -240,3 +240,33 @@ def test_a_server_started_with_stop_signals_blocked_still_hears_them() -> None:
                 os.kill(worker, signal.SIGKILL)
             proc.kill()
             proc.wait()
+
+
+def test_a_datagram_relay_speaks_to_its_service_manager_as_serve_does(tmp_path: Path) -> None:
+    """A udp relay runs in its own loop, not under ServerCore: it said no READY=1 (a
+    Type=notify unit never became ready), SIGHUP stopped it, and SIGUSR1 or SIGUSR2
+    killed it. Now: READY=1 with its pid, a reload's RELOADING=1 then READY=1, the two
+    user signals answered on stderr, STOPPING=1 and exit 0 at SIGTERM."""
+    manager = _manager(tmp_path / "notify")
+    argv = [sys.executable, "-m", "ipcnet", "relay", "udp://127.0.0.1:0", "udp://127.0.0.1:9"]
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        pid, lines = _notification(manager)
+        assert pid == proc.pid and "READY=1" in lines and f"MAINPID={proc.pid}" in lines
+        proc.send_signal(signal.SIGHUP)
+        assert "RELOADING=1" in _notification(manager)[1]
+        assert _notification(manager)[1] == ["READY=1"]
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            proc.send_signal(sig)
+        time.sleep(0.3)
+        assert proc.poll() is None, "a signal ended the relay"
+        proc.send_signal(signal.SIGTERM)
+        assert _notification(manager)[1] == ["STOPPING=1"]
+        assert proc.wait(BOUND) == 0
+        assert proc.stderr is not None and "SIGUSR2: nothing to do" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.close()

@@ -20,14 +20,18 @@ and the handshake timeout apply to both).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipcnet.cli.argtypes import seconds, timeout, whole
+
+if TYPE_CHECKING:
+    from ipcnet.relay import Relay
 
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
 
@@ -158,16 +162,52 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.once and parse(args.listen).kind != "datagram":
         return _serve(args, config)
-    relay = Relay(args.listen, args.targets, config)
+    return _own_loop(Relay(args.listen, args.targets, config), args)
+
+
+def _own_loop(relay: Relay, args: argparse.Namespace) -> int:
+    """``--once`` and datagram relays: the relay's own loop. A datagram relay is a
+    long-running service, so it takes a service manager's signals as ``ipcnet serve``
+    does: READY=1 once it listens (and the watchdog's pings), STOPPING=1, SIGHUP a reload
+    (with nothing to reload), SIGUSR1 and SIGUSR2 answered, not deaths (no log file to
+    reopen, no binary upgrade); ``--once`` ends at SIGHUP, as a terminal's hang-up."""
+    from ipcnet.drivers import upgrade
+    from ipcnet.drivers.core import STOP_SIGNALS
+
     signals: list[int] = []
+    service = not args.once
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signals.append(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+    def on_service_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            upgrade.tell("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            upgrade.tell("READY=1")
+        else:
+            name = signal.Signals(signum).name
+            print(f"ipcnet relay: {name}: nothing to do for a datagram relay", file=sys.stderr)
+
+    for sig in STOP_SIGNALS if service else (*STOP_SIGNALS, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    if service:
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, on_service_signal)
     relay.start()
     print(f"ipcnet relay: {relay.address} -> {' '.join(args.targets)}", file=sys.stderr)
+    pings = threading.Event()
+    if service:
+        upgrade.tell("READY=1", f"MAINPID={os.getpid()}", f"STATUS=relaying {relay.address}")
+        upgrade.watchdog(pings)
+    try:
+        return _relay_until_done(relay, args, signals)
+    finally:
+        pings.set()
+
+
+def _relay_until_done(relay: Relay, args: argparse.Namespace, signals: list[int]) -> int:
+    from ipcnet.drivers import upgrade
+
     progress = args.once and sys.stderr.isatty()
     shown = 0.0
     started = time.monotonic()
@@ -181,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         _progress(relay.moved(), time.monotonic() - started)
         print(file=sys.stderr)
     if signals:
+        if not args.once:
+            upgrade.stopping()
         stopper = threading.Thread(target=relay.stop, daemon=True)
         stopper.start()
         count = len(signals)

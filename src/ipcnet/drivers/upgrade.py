@@ -146,15 +146,20 @@ def ready(core: ServerCore) -> None:
     waiting = os.environ.pop(ENV_READY, "")
     if waiting:
         tell("READY=1", f"MAINPID={os.getpid()}", where=waiting)
+    watchdog(core.forcing)
+
+
+def watchdog(until: threading.Event) -> None:
+    """Ping WATCHDOG=1 every half $WATCHDOG_USEC (if systemd asks) until ``until`` is set."""
     interval = watchdog_interval()
     if interval:
         threading.Thread(
-            target=_watchdog, args=(core, interval), name="ipcnet-watchdog", daemon=True
+            target=_watchdog, args=(until, interval), name="ipcnet-watchdog", daemon=True
         ).start()
 
 
-def _watchdog(core: ServerCore, interval: float) -> None:
-    while not core.forcing.wait(interval):
+def _watchdog(until: threading.Event, interval: float) -> None:
+    while not until.wait(interval):
         tell("WATCHDOG=1")
 
 
