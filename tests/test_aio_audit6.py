@@ -22,21 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
+import random
 import socket
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from ipcnet.addresses import parse
-from ipcnet.errors import Closed, PeerClosed
+from ipcnet.errors import Closed, PeerClosed, Timeout
+from ipcnet.rpc import RPCError, aio
 from ipcnet.transports.aio import open_async
 
 PY = sys.executable
@@ -294,3 +297,232 @@ def test_open_async_cancelled_while_connecting_closes_what_its_thread_opens() ->
     finally:
         for conn in [*accepted, filler, listener]:
             conn.close()
+
+
+# --- the rpc client ---------------------------------------------------------------------
+
+
+NULL_ERROR = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "unread"}}
+
+
+@contextmanager
+def line_peer(answer: Callable[[Any], list[Any]], gap: float = 0.0) -> Iterator[str]:
+    """A newline JSON peer: ``answer(message)`` is what it sends back, one line each,
+    ``gap`` seconds apart."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                for m in answer(json.loads(line)):
+                    conn.sendall(json.dumps(m).encode() + b"\n")
+                    time.sleep(gap)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("how", ["wait_for", "cancel"])
+def test_a_cancelled_call_is_forgotten_like_a_timed_out_one(how: str) -> None:
+    """The error with id null that comes after a cancelled call may be its answer: a later
+    call must not take it (the cancelled call did not ``abandon`` its id)."""
+
+    def answer(message: Any) -> list[Any]:
+        if message["method"] == "first":
+            return []
+        return [NULL_ERROR, {"jsonrpc": "2.0", "id": message["id"], "result": "mine"}]
+
+    async def main(url: str) -> None:
+        async with await aio.connect(url) as client:
+            if how == "wait_for":
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(client.request("first"), 0.2)
+            else:
+                call = asyncio.create_task(client.request("first"))
+                await asyncio.sleep(0.2)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            assert await client.request("second", timeout=5) == "mine"
+            assert client.dropped == 1 and not client._waiting
+
+    with line_peer(answer, gap=0.1) as url:
+        run(main(url))
+
+
+def test_close_fails_the_calls_still_waiting() -> None:
+    async def main(url: str) -> None:
+        client = await aio.connect(url)
+        calls = [asyncio.create_task(client.request("never")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await client.close()
+        for call in calls:  # they waited for ever
+            with pytest.raises(Closed):
+                await asyncio.wait_for(call, 2)
+        with pytest.raises(Closed):
+            await client.request("later")
+
+    with line_peer(lambda m: []) as url:
+        run(main(url))
+
+
+def test_a_call_timeout_covers_its_write() -> None:
+    """A server that does not read: the call's timeout passes while its frame waits to go
+    (it waited for ever), and closing the client does not wait for that frame either."""
+
+    async def main(url: str) -> None:
+        client = await aio.connect(url, max_frame=1 << 26)
+        started = time.monotonic()
+        with pytest.raises(Timeout):
+            await client.request("echo", ["x" * 10_000_000], timeout=0.3)
+        assert time.monotonic() - started < 2
+        await asyncio.wait_for(client.close(), 2)
+
+    with silent_peer() as (url, _):
+        run(main(url))
+
+
+def test_a_client_used_from_another_loop_says_so() -> None:
+    """Its reader task runs on the loop that made it: from another loop a call waited for
+    ever (or timed out, though the reply had come), where asyncio's objects raise at once."""
+
+    def answer(message: Any) -> list[Any]:
+        return [{"jsonrpc": "2.0", "id": message["id"], "result": "ok"}]
+
+    with line_peer(answer) as url:
+        loop = asyncio.new_event_loop()
+        try:
+            client = loop.run_until_complete(aio.connect(url, timeout=5))
+            assert loop.run_until_complete(client.request("x")) == "ok"
+
+            async def elsewhere() -> None:
+                with pytest.raises(RuntimeError, match="different event loop"):
+                    await client.request("y")
+                with pytest.raises(RuntimeError, match="different event loop"):
+                    await client.notify("z")
+
+            asyncio.run(asyncio.wait_for(elsewhere(), 3))
+            assert loop.run_until_complete(client.request("x")) == "ok"
+            loop.run_until_complete(client.close())
+        finally:
+            loop.close()
+
+
+@contextmanager
+def shuffling_peer(seed: int) -> Iterator[tuple[str, list[int]]]:
+    """Answers each call with its own params, in random order and in random bursts; the
+    list it yields holds the id of each call it received."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[int] = []
+    pending: list[bytes] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        rng = random.Random(seed)
+
+        def send() -> None:
+            while not done.is_set():
+                with lock:
+                    rng.shuffle(pending)
+                    burst = pending[: rng.randint(1, 20)]
+                    del pending[: len(burst)]
+                if burst:
+                    conn.sendall(b"".join(burst))
+                time.sleep(0.002)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                m = json.loads(line)
+                received.append(m["id"])
+                reply = {"jsonrpc": "2.0", "id": m["id"], "result": m["params"]}
+                with lock:
+                    pending.append(json.dumps(reply).encode() + b"\n")
+        done.set()
+        sender.join(5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        done.set()
+        listener.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_hundreds_of_calls_answered_out_of_order_and_cancelled_at_random(seed: int) -> None:
+    async def main(url: str, received: list[int]) -> None:
+        rng = random.Random(seed)
+        async with await aio.connect(url, timeout=10) as client:
+
+            async def one(i: int) -> str:
+                try:
+                    if rng.random() < 0.3:
+                        got = await asyncio.wait_for(client.echo(i), rng.random() * 0.05)
+                    else:
+                        got = await client.echo(i)
+                except TimeoutError:
+                    return "cancelled"
+                assert got == [i]
+                return "ok"
+
+            tasks = [asyncio.create_task(one(i)) for i in range(400)]
+            await asyncio.sleep(0.01)
+            for task in rng.sample(tasks, 40):
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, Exception)]
+            assert not errors
+            assert results.count("ok") > 100
+            assert not client._waiting
+            assert await client.echo("after") == ["after"]  # the connection is fine
+            # the calls cancelled after they were sent: their replies come late and are
+            # dropped (all but those filed in the instant their task was cancelled), and
+            # then no trace of them is left
+            gone = len(received) - 1 - results.count("ok")
+            assert gone > 0
+            deadline = time.monotonic() + 5
+            while client.protocol._abandoned and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert not client.protocol._abandoned and not client._waiting
+            assert 0 < client.dropped <= gone
+
+    with shuffling_peer(seed) as (url, received):
+        run(main(url, received))
+
+
+def test_an_rpc_error_still_reaches_its_call_after_cancellations() -> None:
+    """A cancelled call's own (late) error reply is dropped, not raised in another call."""
+
+    def answer(message: Any) -> list[Any]:
+        if message["method"] == "fail":
+            error = {"code": 7, "message": "mine"}
+            return [{"jsonrpc": "2.0", "id": message["id"], "error": error}]
+        return [{"jsonrpc": "2.0", "id": message["id"], "result": message["method"]}]
+
+    async def main(url: str) -> None:
+        async with await aio.connect(url, timeout=5) as client:
+            late = asyncio.create_task(client.request("fail"))
+            await asyncio.sleep(0)
+            late.cancel()
+            assert await client.request("ok") == "ok"
+            with pytest.raises(RPCError, match="mine"):
+                await client.request("fail")
+
+    with line_peer(answer, gap=0.05) as url:
+        run(main(url))
