@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from ipcnet.addresses import parse
-from ipcnet.errors import Closed, PeerClosed, Timeout
+from ipcnet.errors import Broken, Closed, PeerClosed, Timeout
 from ipcnet.rpc import RPCError, aio
 from ipcnet.transports.aio import open_async
 
@@ -95,7 +95,7 @@ def test_close_wakes_a_blocked_read_with_closed_and_later_calls_raise_closed(kin
         await stream.close()  # idempotent
 
     if kind == "exec":
-        run(main(f"exec:{PY} -c 'import time; time.sleep(30)'"))
+        run(main(f"exec:{PY} -c 'import sys; sys.stdin.read()'"))  # ends at our EOF
     else:
         with silent_peer() as (url, _):
             run(main(url))
@@ -526,3 +526,34 @@ def test_an_rpc_error_still_reaches_its_call_after_cancellations() -> None:
 
     with line_peer(answer, gap=0.05) as url:
         run(main(url))
+
+
+def test_a_batch_cut_off_by_the_server_logs_no_unretrieved_future(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every call of the batch fails with the connection; the first raises, and the rest
+    were left for the garbage collector to log "Future exception was never retrieved"."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        async with await aio.connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}") as client:
+            with pytest.raises(Broken, match="closed the connection"):
+                await client.batch([("a", None), ("b", None), ("c", None)])
+        gc.collect()
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            run(main())
+            gc.collect()
+        assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    finally:
+        thread.join(5)
+        listener.close()

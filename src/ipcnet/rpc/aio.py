@@ -118,6 +118,8 @@ class AsyncClient:
                 waiting.pop(rid, None)
                 if future.cancelled() or not future.done():  # its reply may still come
                     self.protocol.abandon(rid)
+                else:
+                    future.exception()  # seen: one failure raised for all, none logged
         late = [
             (rid, m)
             for rid, m, f in zip(ids, methods, futures, strict=True)
