@@ -4,10 +4,14 @@ Role: the same calls as the blocking client, for asyncio programs, over every st
 address the blocking one takes (tcp, unix with abstract names, exec:, fd://...), opened by
 the same transports (``ipcnet.transports.aio``), so a failure to connect is the same error
 (``Refused``, ``NoSuchSocket``...). Rules: one reader task files each reply under its id; a
-call that times out forgets its id, so a late reply is dropped; any number of calls may be
-in flight at once (pipelined); ``batch`` sends several calls in one frame; an error with id
-null goes to the calls of the one frame in flight when only one is
-(``ClientProtocol.orphan``); when the connection breaks, every waiting call fails with it.
+call that times out or is cancelled (``wait_for``, ``task.cancel()``, ``asyncio.timeout``)
+forgets its id and ``abandon``s it, so its late reply is dropped and an error with id null
+that may be its is given to no other call; a call's timeout covers its write too (a server
+that does not read); any number of calls may be in flight at once (pipelined); ``batch``
+sends several calls in one frame; an error with id null goes to the calls of the one frame
+in flight when only one is (``ClientProtocol.orphan``); when the connection breaks, every
+waiting call fails with it, and ``close()`` fails them with ``Closed``; the client belongs
+to the loop that made it (its reader task runs there): another loop's call is refused.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ class AsyncClient:
         # id -> (the first id of the frame it went in, the future its reply completes)
         self._waiting: dict[int, tuple[int, asyncio.Future[Reply]]] = {}
         self._failure: IPCError | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read_replies())
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._read_replies())
         self.dropped = 0
 
     async def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -93,26 +98,44 @@ class AsyncClient:
         reply can beat them); Timeout forgets the ids that got none."""
         if self._failure is not None:
             raise self._failure
-        loop = asyncio.get_running_loop()
+        self._check_loop()
+        loop = self._loop
         futures = [loop.create_future() for _ in ids]
+        waiting = self._waiting
         for rid, future in zip(ids, futures, strict=True):
-            self._waiting[rid] = (ids[0], future)
+            waiting[rid] = (ids[0], future)
         limit = self.timeout if timeout is _UNSET else timeout
         try:
-            await self.stream.write(frame)
-            await asyncio.wait(futures, timeout=limit)
+            async with asyncio.timeout(limit) as scope:
+                await self.stream.write(frame)
+                for future in futures:
+                    await future  # cancelled: the future is, too (it is ours alone)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the stream's own Timeout (an OS deadline), not this call's
         finally:
-            for rid in ids:
-                self._waiting.pop(rid, None)
-        late = [(rid, m) for rid, m, f in zip(ids, methods, futures, strict=True) if not f.done()]
-        for rid, _ in late:
-            self.protocol.abandon(rid)
+            for rid, future in zip(ids, futures, strict=True):
+                waiting.pop(rid, None)
+                if future.cancelled() or not future.done():  # its reply may still come
+                    self.protocol.abandon(rid)
+                else:
+                    future.exception()  # seen: one failure raised for all, none logged
+        late = [
+            (rid, m)
+            for rid, m, f in zip(ids, methods, futures, strict=True)
+            if f.cancelled() or not f.done()
+        ]
         if late:
             rid, method = late[0]
             raise Timeout(f"timed out: no reply to {method} (id {rid}) from {self.where}")
         return [f.result() for f in futures]
 
+    def _check_loop(self) -> None:
+        if asyncio.get_running_loop() is not self._loop:  # as asyncio's own objects say
+            raise RuntimeError(f"{self!r} is bound to a different event loop")
+
     async def notify(self, method: str, /, *args: Any, **kwargs: Any) -> None:
+        self._check_loop()
         await self.stream.write(self.protocol.notification(method, make_params(args, kwargs)))
 
     def __getattr__(self, name: str) -> _Method:
@@ -121,6 +144,7 @@ class AsyncClient:
         return _Method(self, name)
 
     async def _read_replies(self) -> None:
+        failure: IPCError = Closed("closed: this rpc client was closed")  # if cancelled
         try:
             while True:
                 data = await self.stream.read(READ_SIZE)
@@ -135,14 +159,15 @@ class AsyncClient:
                         self.dropped += 1  # late (its call timed out) or unknown
                 if not data:
                     break
-            failure: IPCError = Broken(f"{self.where} closed the connection")
+            failure = Broken(f"{self.where} closed the connection")
         except IPCError as exc:
             failure = exc
-        if self._failure is None:
-            self._failure = failure
-        for _, future in self._waiting.values():
-            if not future.done():
-                future.set_exception(self._failure)
+        finally:  # cancelled too (close(), the loop's end): no call waits for ever
+            if self._failure is None:
+                self._failure = failure
+            for _, future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(self._failure)
 
     def _orphan(self, reply: Reply) -> bool:
         """Give an error with id null to the calls waiting, if they are all of one frame
@@ -153,6 +178,9 @@ class AsyncClient:
         for _, future in waiting:
             future.set_result(reply)
         return True
+
+    def __repr__(self) -> str:
+        return f"<rpc.aio.AsyncClient {self.where} {self.protocol.framing.name}>"
 
     async def close(self) -> None:
         if self._failure is None:
