@@ -4,12 +4,12 @@ stdin goes to the channel and the channel to stdout; stdin's EOF half-closes tow
 peer; the command exits 0 once both directions ended, 1 with a one-line error otherwise.
 It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
-128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
-(as socat does); stdio: (this command's own stdin and stdout) is refused. With ``--listen``
-it accepts one peer on URL first: over a datagram address, the sender of the first datagram,
-the only one heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one
-datagram per read of stdin and print each datagram received (``--max-datagram`` bounds its
-size).
+128 + the signal. An exec: command that exits non-zero, or is killed by a signal not
+ours (nor SIGPIPE), makes it exit 1, naming the status or the signal (as socat does);
+stdio: (this command's own stdin and stdout) is refused. With ``--listen`` it accepts one
+peer on URL first: over a datagram address, the sender of the first datagram, the only one
+heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one datagram per
+read of stdin and print each datagram received (``--max-datagram`` bounds its size).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
     from ipcnet.channel import open_datagram, stdio
     from ipcnet.relay import relay_datagrams, relay_streams
+    from ipcnet.transports import process
     from ipcnet.transports.stdio import open_std_fds
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
@@ -124,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         return 128 + (caught[-1] if caught else signal.SIGINT)
     if cut:
         return 1
-    if child is not None and child.returncode is not None and child.returncode > 0:
-        print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
+    failed = None if child is None else process.failure(child)
+    if failed is not None:
+        print(f"ipcnet connect: {address} {failed}", file=sys.stderr)
         return 1
     return 0
 

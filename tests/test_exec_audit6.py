@@ -1,0 +1,162 @@
+"""exec:, stdio: and fd:// against socat's EXEC:/FD:, execvp(3), a POSIX shell and the
+kernel (/proc/PID/status, /proc/PID/fd): what a sixth audit found wrong.
+
+Each test was written failing first: a child killed by a signal ended `ipcnet connect`
+with 0 and no word (socat: "E waitpid(): child N exited on signal 9", 1); a script whose
+#! interpreter is missing was "not found" (bash: "bad interpreter"); a command line's
+backslashes inside double quotes were not read as a POSIX shell reads them (`"\\$x"` kept
+its backslash); an fd:// descriptor open one way only (a pipe end, a file opened for
+writing) failed the other way with "closed", exit 1; the exec: children of a prefork relay
+ignored SIGINT, SIGHUP and SIGUSR2 (the worker's own SIG_IGN, kept across execve).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ipcnet
+from ipcnet.addresses import parse
+from ipcnet.errors import InvalidAddress
+
+CONNECT = [sys.executable, "-m", "ipcnet", "connect"]
+
+
+def _connect(url: str, data: bytes = b"", **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CONNECT, url],
+        input=data,
+        capture_output=True,
+        timeout=30,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+# --- a child's end: a signal is a failure too, unless we sent it -------------------------
+
+
+def test_a_child_killed_by_a_signal_is_reported_as_socat_does() -> None:
+    """socat -d: 'E waitpid(): child N exited on signal 9', exit 1; ipcnet said nothing, 0."""
+    url = "exec:sh -c 'printf answer; kill -KILL $$'"
+    out = _connect(url)
+    assert (out.stdout, out.returncode) == (b"answer", 1)
+    assert out.stderr.decode() == f"ipcnet connect: {url} was killed by signal 9 (SIGKILL)\n"
+
+
+def test_a_child_that_outstays_both_ends_is_stopped_by_us_quietly() -> None:
+    """Its stdout closed and our stdin ended, it lives on: after exit_timeout we send it
+    SIGTERM (socat sends it at once); a death by our own signal is no failure."""
+    out = _connect("exec:sh -c 'printf done; exec >&-; exec sleep 30'")
+    assert (out.stdout, out.stderr, out.returncode) == (b"done", b"", 0)
+
+
+def test_a_child_dead_of_sigpipe_after_our_stdout_left_is_quiet() -> None:
+    """`exec:yes | head -1`: we stop reading, the child dies of SIGPIPE (its default is
+    restored, as subprocess's restore_signals does), and nobody says a word."""
+    shell = f"{' '.join(map(repr, CONNECT))} exec:yes </dev/null | head -c 2"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, timeout=30)
+    assert (out.stdout, out.stderr, out.returncode) == (b"y\n", b"", 0)
+
+
+# --- a command that cannot start says why, as execvp(3) and bash do ----------------------
+
+
+def test_a_script_whose_interpreter_is_missing_names_the_interpreter(tmp_path: Path) -> None:
+    """bash: './s: /no/such/sh: bad interpreter: No such file or directory'; ipcnet said
+    the script itself was not found, though it is right there."""
+    script = tmp_path / "s"
+    script.write_text("#!/no/such/sh\necho hi\n")
+    script.chmod(0o755)
+    out = _connect(f"exec:{script}")
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"ipcnet connect: cannot run exec:{script}: its interpreter '/no/such/sh' "
+        "(#! line) not found\n"
+    )
+
+
+def test_an_executable_that_is_no_program_says_so(tmp_path: Path) -> None:
+    """ENOEXEC (a text file without #!): 'exec format error: start exec:...' said what the
+    kernel did, not what to do."""
+    script = tmp_path / "t"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    out = _connect(f"exec:{script}")
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"ipcnet connect: cannot run exec:{script}: '{script}' is not a program this system "
+        "can start (a script needs a #! line)\n"
+    )
+
+
+# --- the command line: split as a POSIX shell splits words, and no shell runs -------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        r"""printf '<%s>' "a\$b" "c\`d" "e\"f" "g\\h" "i\jk" 'l\m' n\ o "" p""",
+        "printf '<%s>' \"x\\\ny\" z\\\nw",  # backslash-newline: removed, in quotes or not
+        "printf '<%s>' a'b'\"c\"d '' \"\" 'it'\\''s'",
+        "printf '<%s>' $HOME '*' ~ a;b 'x|y'",  # no shell: no expansion, no operators
+    ],
+)
+def test_words_are_split_as_a_posix_shell_splits_them(command: str) -> None:
+    """The argv the child gets is the one sh -c 'printf ...' would build from the same
+    text (dash and bash agree), but for expansions: ipcnet runs no shell."""
+    out = _connect(f"exec:{command}")
+    sh_text = command.replace("$HOME", "'$HOME'").replace(" ~ ", " '~' ").replace("a;b", "'a;b'")
+    expected = subprocess.run(["sh", "-c", sh_text], capture_output=True, timeout=10).stdout
+    assert (out.stdout, out.returncode) == (expected, 0), out.stderr
+
+
+def test_the_split_errors_keep_their_words() -> None:
+    for url, message in [
+        ('exec:echo "unclosed', "cannot split command: no closing quotation"),
+        ("exec:echo 'unclosed", "cannot split command: no closing quotation"),
+        ("exec:echo \\", "cannot split command: no escaped character"),
+    ]:
+        with pytest.raises(InvalidAddress, match=re.escape(message)):
+            parse(url)
+
+
+def test_spawn_of_a_list_passes_every_argument_unchanged() -> None:
+    args = ["a b", "", "$x", "it's", 'q"', "back\\slash", "new\nline", "*"]
+    with ipcnet.spawn(["printf", "<%s>", *args]) as ch:
+        ch.send_eof()
+        got = ch.read()
+    assert got == "".join(f"<{a}>" for a in args).encode()
+
+
+def test_split_words_agrees_with_sh_on_generated_lines() -> None:
+    """300 lines of quotes, backslashes, blanks and line continuations (no character a
+    shell would expand or treat as an operator): the words are sh's, and a line sh
+    refuses (an open quote) is refused."""
+    import random
+
+    from ipcnet.addresses import split_words
+
+    rng = random.Random(6)
+    pieces = ["a", "b", " ", "\t", "'", '"', "\\", "\\\n", "$", "`"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 14)))
+        if text.endswith("\\"):
+            continue  # sh takes a trailing backslash as itself; ipcnet refuses it
+        try:
+            words: list[str] | None = split_words(text)
+        except ValueError:
+            words = None
+        # $ and ` only inside single quotes or escaped keep sh from expanding: compare
+        # only the lines where sh would not expand (ours never does)
+        if words is not None and any(c in w for w in words for c in "$`"):
+            continue
+        sh = subprocess.run(["sh", "-c", f"printf '<%s>' {text}"], capture_output=True, timeout=10)
+        if b"not found" in sh.stderr:
+            continue  # an escaped backslash, then a newline: sh began a second command
+        expected = None if sh.returncode else sh.stdout.decode()
+        got = None if words is None else "".join(f"<{w}>" for w in words) or "<>"
+        assert got == expected, repr(text)
