@@ -12,6 +12,7 @@ ignored SIGINT, SIGHUP and SIGUSR2 (the worker's own SIG_IGN, kept across execve
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -160,3 +161,67 @@ def test_split_words_agrees_with_sh_on_generated_lines() -> None:
         expected = None if sh.returncode else sh.stdout.decode()
         got = None if words is None else "".join(f"<{w}>" for w in words) or "<>"
         assert got == expected, repr(text)
+
+
+# --- fd://N open one way only is a one-way stream, as a pipe end is ----------------------
+
+
+def test_a_write_only_descriptor_takes_stdin_and_ends_at_its_eof(tmp_path: Path) -> None:
+    """`ipcnet connect fd://3 3>file`, or a pipe's write end: every byte was written and
+    then it failed the way nobody asked for ("closed: read from fd://3", exit 1)."""
+    r, w = os.pipe()
+    with open(tmp_path / "out", "wb") as file:
+        for fd in (w, file.fileno()):
+            out = subprocess.run(
+                [*CONNECT, f"fd://{fd}"],
+                input=b"data\n",
+                capture_output=True,
+                timeout=30,
+                pass_fds=(fd,),
+            )
+            assert (out.stdout, out.stderr, out.returncode) == (b"", b"", 0)
+    os.close(w)
+    with os.fdopen(r, "rb") as reader:
+        assert reader.read() == b"data\n"
+    assert (tmp_path / "out").read_bytes() == b"data\n"
+
+
+def test_a_read_only_descriptor_is_printed_to_its_eof_with_stdin_left_alone() -> None:
+    """A pipe's read end (`fd://3 3< <(cmd)`): its bytes, then exit 0, however long stdin
+    stays open (it was "closed: write to fd://3", exit 1, at stdin's first byte)."""
+    r, w = os.pipe()
+    os.write(w, b"from the pipe\n")
+    os.close(w)
+    proc = subprocess.Popen(
+        [*CONNECT, f"fd://{r}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(r,),
+    )
+    os.close(r)
+    with proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(b"nobody reads this\n")
+        proc.stdin.flush()
+        assert proc.stdout.read() == b"from the pipe\n"
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read() == b""
+        proc.stdin.close()
+
+
+def test_the_wrong_way_of_a_one_way_descriptor_is_unsupported_not_closed() -> None:
+    from ipcnet.errors import Unsupported
+
+    r, w = os.pipe()
+    try:
+        with ipcnet.connect(f"fd://{w}") as writer, ipcnet.connect(f"fd://{r}") as reader:
+            writer.write(b"x")
+            assert reader.read(1) == b"x"
+            with pytest.raises(Unsupported, match=rf"cannot read from fd://{w}: .*write-only"):
+                writer.read(1)
+            with pytest.raises(Unsupported, match=rf"cannot write to fd://{r}: .*read-only"):
+                reader.write(b"y")
+    finally:
+        os.close(r)
+        os.close(w)
