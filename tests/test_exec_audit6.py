@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +227,35 @@ def test_the_wrong_way_of_a_one_way_descriptor_is_unsupported_not_closed() -> No
     finally:
         os.close(r)
         os.close(w)
+
+
+# --- an exec: child starts with the signal dispositions we were started with --------------
+
+
+def _ignored(status: str) -> int:
+    line = next(x for x in status.splitlines() if x.startswith("SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.parametrize("model", ["prefork", "fork", "thread"])
+def test_an_exec_child_of_a_relay_ignores_no_signal_we_did_not_inherit(model: str) -> None:
+    """execve(2) keeps SIG_IGN: a prefork worker ignored SIGINT, SIGHUP and SIGUSR2 (only
+    its master's count), and so did every child it ran: Ctrl-C, a hang-up or a SIGUSR2
+    did nothing to them. Ignored on purpose by whoever started us (nohup) stays ignored;
+    SIGPIPE and SIGXFSZ, which CPython ignores, get their default back (subprocess's
+    restore_signals)."""
+    from relay_helpers import relay_process
+
+    with relay_process(
+        "--model", model, "--workers", "1", "tcp://127.0.0.1:0",
+        "exec:grep -E ^Sig(Ign|Blk) /proc/self/status",
+    ) as relay:  # fmt: skip
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+            sock.shutdown(socket.SHUT_WR)
+            status = b""
+            while chunk := sock.recv(4096):
+                status += chunk
+        ours = Path(f"/proc/{relay.proc.pid}/status").read_text()
+    restored = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))  # CPython's own
+    assert hex(_ignored(status.decode())) == hex(_ignored(ours) & ~restored)
+    assert "SigBlk:\t0000000000000000" in status.decode()

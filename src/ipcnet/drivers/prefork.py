@@ -25,7 +25,8 @@ very socket (and the connections queued on it: closing it would reset them). Rul
 - SIGHUP replaces the workers gracefully: a new worker is forked for each slot and once
   every new one is listening (its row shows its pid, set after its socket is in place)
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
-  death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
+  death to respawn. Workers let SIGINT, SIGHUP and SIGUSR2 be (the master's signals),
+  by a handler that does nothing: an ignored one would stay ignored in their exec: children;
 - a worker never removes the shared sockets' files: they are the master's;
 - no stop is lost to a fork (``ServerCore.fork``): a worker unblocks SIGTERM once its
   handler is in place;
@@ -233,8 +234,10 @@ def _worker_main(
         core.install_signals()
         # SIGINT from a terminal reaches the whole group: only the master's stop counts;
         # SIGHUP and SIGUSR2 are the master's too
+        # (a handler that does nothing, not SIG_IGN: execve keeps an ignored signal, so
+        # every exec: child a worker ran ignored Ctrl-C, a hang-up and SIGUSR2 too)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, _not_ours)
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now
@@ -246,6 +249,10 @@ def _worker_main(
         log.exception("worker %d failed", slot)
     finally:
         os._exit(code)
+
+
+def _not_ours(signum: int, frame: object) -> None:
+    """A worker's SIGINT, SIGHUP and SIGUSR2: the master's signals, heard and let be."""
 
 
 def _worker_sigterm(core: ServerCore) -> None:
