@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,37 @@ def test_an_exec_child_of_a_relay_ignores_no_signal_we_did_not_inherit(model: st
     restored = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))  # CPython's own
     assert hex(_ignored(status.decode())) == hex(_ignored(ours) & ~restored)
     assert "SigBlk:\t0000000000000000" in status.decode()
+
+
+# --- a signal that stops ipcnet connect stops its child at once, as socat's does ----------
+
+
+def test_a_stop_signal_is_passed_on_to_the_child_at_once() -> None:
+    """socat, stopped by SIGTERM, sends its child SIGTERM as it exits; ipcnet waited the
+    close's exit_timeout (2 s) for a child that had no reason to end, and only then sent
+    it. Now the stop reaches the child at once, and no child is left."""
+    proc = subprocess.Popen(
+        [*CONNECT, "exec:sleep 30"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with proc:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 20
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.02)
+        (child,) = children.read_text().split()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        took = time.monotonic() - started
+        assert proc.stderr is not None and proc.stdin is not None
+        assert proc.stderr.read().decode() == (
+            "ipcnet connect: interrupted: gave up before the peer ended its side "
+            "(0 bytes received)\n"
+        )
+        proc.stdin.close()
+    assert not Path(f"/proc/{child}").exists()  # reaped, not a zombie
+    assert took < 1.5  # not the 2 s of exit_timeout

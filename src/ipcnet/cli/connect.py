@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         child = peer.process
         with peer:
             result = relay_streams(local, peer, linger=args.linger)
+            if child is not None and (result.interrupted or result.unfinished):
+                process.stop(child)  # given up on: now, not after the close's exit_timeout
     error = result.error
     if error is not None:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error

@@ -111,6 +111,14 @@ def _interpreter(path: str) -> str | None:
     return os.fsdecode(words[0]) if words else None
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a child we give up on (a stop signal reached us, or an idle timer ran
+    out) at once, as socat's exit sends it; what it dies of then is ours."""
+    if proc.poll() is None:
+        _STOPPED.add(proc)
+        proc.terminate()
+
+
 def failure(proc: subprocess.Popen[bytes]) -> str | None:
     """How an exec: child that ended failed, in words ("exited with status 3", "was killed
     by signal 11 (SIGSEGV)"), or None: status 0, still running, or ended by a signal of
