@@ -83,6 +83,24 @@ def test_a_script_whose_interpreter_is_missing_names_the_interpreter(tmp_path: P
     )
 
 
+def test_a_program_whose_loader_is_missing_is_not_called_missing(tmp_path: Path) -> None:
+    """An ELF whose PT_INTERP names no file: execve's ENOENT, of a file that is there
+    (bash: 'cannot execute: required file not found')."""
+    loader = b"/lib64/ld-linux-x86-64.so.2"
+    binary = Path("/bin/true").read_bytes()
+    if loader not in binary:
+        pytest.skip("no x86-64 glibc loader named in /bin/true")
+    program = tmp_path / "p"
+    program.write_bytes(binary.replace(loader, b"/no/such/ld-linux-x86-64.so", 1))
+    program.chmod(0o755)
+    out = _connect(f"exec:{program}")
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"ipcnet connect: cannot run exec:{program}: '{program}' is there, but a file it "
+        "needs to start (its loader) is not found\n"
+    )
+
+
 def test_an_executable_that_is_no_program_says_so(tmp_path: Path) -> None:
     """ENOEXEC (a text file without #!): 'exec format error: start exec:...' said what the
     kernel did, not what to do."""

@@ -87,10 +87,13 @@ def _cannot_start(exc: OSError, program: str) -> str | None:
         import shutil  # here, as subprocess is: only a start that failed needs it
 
         path = program if "/" in program else shutil.which(program)
-        interpreter = _interpreter(path) if path is not None else None
+        if path is None or not os.path.isfile(path):
+            return f"{program!r} not found"
+        interpreter = _interpreter(path)
         if interpreter is not None and not os.path.exists(interpreter):
             return f"its interpreter {interpreter!r} (#! line) not found"  # bash: bad interpreter
-        return f"{program!r} not found"
+        # bash: "cannot execute: required file not found" (an ELF's loader, a library)
+        return f"{program!r} is there, but a file it needs to start (its loader) is not found"
     if isinstance(exc, PermissionError):
         return f"{program!r} is not executable"
     if exc.errno == errno.ENOEXEC:
