@@ -141,9 +141,15 @@ def test_the_split_errors_keep_their_words() -> None:
         ('exec:echo "unclosed', "cannot split command: no closing quotation"),
         ("exec:echo 'unclosed", "cannot split command: no closing quotation"),
         ("exec:echo \\", "cannot split command: no escaped character"),
+        ("exec:echo a\0b", "NUL byte in command"),  # was Popen's ValueError, from connect
     ]:
         with pytest.raises(InvalidAddress, match=re.escape(message)):
             parse(url)
+
+
+def test_spawn_of_an_argument_with_a_nul_is_an_invalid_address() -> None:
+    with pytest.raises(InvalidAddress, match="NUL byte in command"):
+        ipcnet.spawn(["echo", "a\0b"])
 
 
 def test_spawn_of_a_list_passes_every_argument_unchanged() -> None:

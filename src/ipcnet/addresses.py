@@ -228,6 +228,8 @@ class _Command(Grammar):
         command = rest.strip()
         if not command:
             raise _bad(url, f"missing command after {scheme}:")
+        if "\0" in command:  # execve(2) takes C strings: Popen's ValueError, not ours
+            raise _bad(url, "NUL byte in command")
         try:
             argv = split_words(command)
         except ValueError as exc:
