@@ -318,3 +318,30 @@ def test_a_stop_signal_is_passed_on_to_the_child_at_once() -> None:
         proc.stdin.close()
     assert not Path(f"/proc/{child}").exists()  # reaped, not a zombie
     assert took < 1.5  # not the 2 s of exit_timeout
+
+
+# --- stdio: on a socket (inetd, systemd Accept=yes, socat EXEC:) half-closes it -----------
+
+
+def test_stdio_on_one_socket_half_closes_it_when_the_peer_ends() -> None:
+    """Run as inetd runs a service (fd 0 and 1 the one connected socket), the exec: child
+    ends its output and reads on: the client must see EOF now (shutdown(SHUT_WR)); /dev/null
+    in fd 1's place let nothing go, fd 0 holding the socket open, until we exited."""
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [*CONNECT, "exec:sh -c 'printf greet; exec >&-; cat >&2'"],
+        stdin=theirs,
+        stdout=theirs,
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    with proc, ours:
+        ours.settimeout(10)
+        got = b""
+        while chunk := ours.recv(100):  # a TimeoutError here: no EOF came
+            got += chunk
+        assert got == b"greet"
+        ours.sendall(b"still heard\n")
+        ours.shutdown(socket.SHUT_WR)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and proc.stderr.read() == b"still heard\n"
