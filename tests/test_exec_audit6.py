@@ -286,6 +286,21 @@ def test_an_exec_child_of_a_relay_ignores_no_signal_we_did_not_inherit(model: st
     assert "SigBlk:\t0000000000000000" in status.decode()
 
 
+def _started_child(proc: subprocess.Popen[bytes], program: bytes) -> str:
+    """The pid of ``proc``'s child once it runs ``program`` and a moment more (so that its
+    start, in which a signal is heard as 'not connected', is over)."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 20
+    while True:
+        pids = children.read_text().split()
+        if pids and Path(f"/proc/{pids[0]}/cmdline").read_bytes().startswith(program):
+            break
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    return pids[0]
+
+
 # --- a signal that stops ipcnet connect stops its child at once, as socat's does ----------
 
 
@@ -300,12 +315,7 @@ def test_a_stop_signal_is_passed_on_to_the_child_at_once() -> None:
         stderr=subprocess.PIPE,
     )
     with proc:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        deadline = time.monotonic() + 20
-        while not children.read_text().split():
-            assert time.monotonic() < deadline, "the child never started"
-            time.sleep(0.02)
-        (child,) = children.read_text().split()
+        child = _started_child(proc, b"sleep\0")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 128 + signal.SIGTERM
@@ -345,3 +355,30 @@ def test_stdio_on_one_socket_half_closes_it_when_the_peer_ends() -> None:
         ours.shutdown(socket.SHUT_WR)
         assert proc.wait(timeout=10) == 0
         assert proc.stderr is not None and proc.stderr.read() == b"still heard\n"
+
+
+def test_a_second_stop_signal_kills_a_child_that_ignores_the_first() -> None:
+    """A child deaf to SIGTERM is waited for (2 s), then SIGKILLed; a second SIGTERM in
+    that wait left it running as an orphan, and ipcnet said nothing and exited 130. Now
+    the second stop kills it at once: no orphan, no zombie, 128 + SIGTERM."""
+    proc = subprocess.Popen(
+        [*CONNECT, "exec:sh -c 'trap \"\" TERM INT; exec sleep 8'"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with proc:
+        child = _started_child(proc, b"sleep\0")  # exec'd by sh after its trap
+        assert "SigIgn:\t0000000000004002" in Path(f"/proc/{child}/status").read_text()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the first is heard: the child is sent SIGTERM, then waited for
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert not Path(f"/proc/{child}").exists()  # killed and reaped, not an orphan
+        assert proc.stderr is not None and proc.stdin is not None
+        assert proc.stderr.read().decode() == (
+            "ipcnet connect: interrupted: gave up before the peer ended its side "
+            "(0 bytes received)\n"
+        )
+        proc.stdin.close()

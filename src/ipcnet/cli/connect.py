@@ -105,10 +105,14 @@ def run(args: argparse.Namespace) -> int:
             result = relay_datagrams(local, endpoint, linger=linger)
     else:
         child = peer.process
-        with peer:
+        try:
             result = relay_streams(local, peer, linger=args.linger)
             if child is not None and (result.interrupted or result.unfinished):
                 process.stop(child)  # given up on: now, not after the close's exit_timeout
+        finally:
+            forced = _close(peer)
+        if forced:  # a stop signal while an exec: child was waited for: it was killed
+            result.interrupted = True  # (both ways may have ended: then nothing was cut)
     error = result.error
     if error is not None:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
@@ -144,6 +148,16 @@ def _open_stream(address: Address, args: argparse.Namespace) -> Channel:
     with listen(address, **tls) as listener:
         listener.timeout = args.connect_timeout
         return listener.accept()
+
+
+def _close(peer: Channel) -> bool:
+    """Close the peer; True if a stop signal came while it was closed (an exec: child
+    waited for, then killed, by its close)."""
+    try:
+        peer.close()
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:

@@ -9,7 +9,8 @@ waited for here, since it outlives us).
 Rules: the command is split into words as a POSIX shell splits them, but no shell runs
 (``addresses.split_words``); stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
-terminates it, waits again, and kills it last; ``failure`` says how a child failed: a
+terminates it, waits again, and kills it last (at once if a signal interrupts the wait:
+a stop signal repeated, so that no child outlives us); ``failure`` says how a child failed: a
 status over 0, or a signal that was not ours (nor SIGPIPE). Every fork of ours (``fork``) and every
 start of a program (``spawn``, ``reexec``) holds FORK_LOCK: a process forked while another
 thread starts a program would inherit that start's descriptors (subprocess's exec-error
@@ -75,6 +76,11 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        except BaseException:  # a signal (KeyboardInterrupt) while we wait: kill, not orphan
+            _STOPPED.add(proc)
+            proc.kill()
+            proc.wait()
+            raise
 
     stream = PipeStream(our_in, our_out, str(address), on_close=reap)
     stream.process = proc
