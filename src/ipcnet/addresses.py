@@ -24,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
@@ -93,9 +92,9 @@ class Address:
 
     @property
     def argv(self) -> list[str]:
-        """exec: the command split the way a POSIX shell would split it."""
+        """exec: the command split into words the way a POSIX shell would (``split_words``)."""
         assert self.command is not None
-        return shlex.split(self.command)
+        return split_words(self.command)
 
     def option(self, key: str, default: int | None = None) -> int | None:
         """The value of ``?key=`` (shm, mq), or ``default``."""
@@ -165,17 +164,76 @@ class _Bare(Grammar):
         return f"{address.scheme}:"
 
 
+def split_words(text: str) -> list[str]:
+    """Split a command line into words as a POSIX shell does (XCU 2.2 Quoting, 2.3), and
+    do nothing else: no shell runs, so no expansion ($VAR, ~, globs) and no operators
+    (; | & < >): each is a character of a word. Blanks (space, tab, newline; and CR)
+    separate words; a backslash outside quotes keeps the next character as it is;
+    '...' keeps everything up to the next '; inside "..." a backslash quotes only
+    $ ` " \\ and newline, and stays a backslash before anything else; backslash-newline
+    is removed, in double quotes or not. (shlex.split kept the backslash of "\\$x".)
+    ValueError "no closing quotation" or "no escaped character" for what a shell would
+    wait for more input on."""
+    words: list[str] = []
+    word: list[str] | None = None  # None between words; [] is a word begun by '' or ""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\n\r":
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            i += 1
+            continue
+        if text.startswith("\\\n", i):  # a line continuation: removed, begins no word
+            i += 2
+            continue
+        word = [] if word is None else word
+        if c == "\\":
+            if i + 1 == n:
+                raise ValueError("no escaped character")
+            word.append(text[i + 1])
+            i += 2
+        elif c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise ValueError("no closing quotation")
+            word.append(text[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n and text[i + 1] in '$`"\\\n':
+                    if text[i + 1] != "\n":
+                        word.append(text[i + 1])
+                    i += 2
+                else:
+                    word.append(text[i])
+                    i += 1
+            if i == n:
+                raise ValueError("no closing quotation")
+            i += 1
+        else:
+            word.append(c)
+            i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
 class _Command(Grammar):
-    """``scheme:command args``, split as a POSIX shell would."""
+    """``scheme:command args``, split into words as a POSIX shell would (``split_words``)."""
 
     def parse(self, url: str, scheme: str, rest: str) -> Address:
         command = rest.strip()
         if not command:
             raise _bad(url, f"missing command after {scheme}:")
+        if "\0" in command:  # execve(2) takes C strings: Popen's ValueError, not ours
+            raise _bad(url, "NUL byte in command")
         try:
-            argv = shlex.split(command)
-        except ValueError as exc:  # "No closing quotation", "No escaped character"
-            raise _bad(url, f"cannot split command: {str(exc).lower()}") from None
+            argv = split_words(command)
+        except ValueError as exc:
+            raise _bad(url, f"cannot split command: {exc}") from None
         if not argv[0]:
             raise _bad(url, f"empty command name after {scheme}:")
         return Address(scheme, command=command)

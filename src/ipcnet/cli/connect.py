@@ -4,12 +4,12 @@ stdin goes to the channel and the channel to stdout; stdin's EOF half-closes tow
 peer; the command exits 0 once both directions ended, 1 with a one-line error otherwise.
 It never exits 0 while the peer may still be sending: with ``--linger S`` (an idle timer)
 or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (linger) or
-128 + the signal. An exec: command that exits non-zero makes it exit 1, naming the status
-(as socat does); stdio: (this command's own stdin and stdout) is refused. With ``--listen``
-it accepts one peer on URL first: over a datagram address, the sender of the first datagram,
-the only one heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one
-datagram per read of stdin and print each datagram received (``--max-datagram`` bounds its
-size).
+128 + the signal. An exec: command that exits non-zero, or is killed by a signal not
+ours (nor SIGPIPE), makes it exit 1, naming the status or the signal (as socat does);
+stdio: (this command's own stdin and stdout) is refused. With ``--listen`` it accepts one
+peer on URL first: over a datagram address, the sender of the first datagram, the only one
+heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one datagram per
+read of stdin and print each datagram received (``--max-datagram`` bounds its size).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ipcnet.addresses import parse
     from ipcnet.channel import open_datagram, stdio
     from ipcnet.relay import relay_datagrams, relay_streams
+    from ipcnet.transports import process
     from ipcnet.transports.stdio import open_std_fds
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
@@ -104,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
             result = relay_datagrams(local, endpoint, linger=linger)
     else:
         child = peer.process
-        with peer:
+        try:
             result = relay_streams(local, peer, linger=args.linger)
+            if child is not None and (result.interrupted or result.unfinished):
+                process.stop(child)  # given up on: now, not after the close's exit_timeout
+        finally:
+            forced = _close(peer)
+        if forced:  # a stop signal while an exec: child was waited for: it was killed
+            result.interrupted = True  # (both ways may have ended: then nothing was cut)
     error = result.error
     if error is not None:
         stdout_gone = isinstance(error, PeerClosed) and result.backward.error is error
@@ -124,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
         return 128 + (caught[-1] if caught else signal.SIGINT)
     if cut:
         return 1
-    if child is not None and child.returncode is not None and child.returncode > 0:
-        print(f"ipcnet connect: {address} exited with status {child.returncode}", file=sys.stderr)
+    failed = None if child is None else process.failure(child)
+    if failed is not None:
+        print(f"ipcnet connect: {address} {failed}", file=sys.stderr)
         return 1
     return 0
 
@@ -140,6 +148,16 @@ def _open_stream(address: Address, args: argparse.Namespace) -> Channel:
     with listen(address, **tls) as listener:
         listener.timeout = args.connect_timeout
         return listener.accept()
+
+
+def _close(peer: Channel) -> bool:
+    """Close the peer; True if a stop signal came while it was closed (an exec: child
+    waited for, then killed, by its close)."""
+    try:
+        peer.close()
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:

@@ -496,7 +496,7 @@ class ServerCore:
         re-executed the server beside it, when a signal reached the process group)."""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGHUP, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, not_ours)
         for listener in self.listeners:
             listener.abandon()
         for endpoint in self.datagrams:
@@ -533,6 +533,12 @@ class ServerCore:
             **snap,
             **(section() if section is not None else {}),
         }
+
+
+def not_ours(signum: int, frame: object) -> None:
+    """A master's signal reaching a worker or a connection child: heard and let be. A
+    handler, not SIG_IGN: execve(2) keeps an ignored signal, so every exec: child such a
+    process started would have ignored it too."""
 
 
 class Model(ABC):

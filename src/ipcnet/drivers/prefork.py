@@ -26,7 +26,8 @@ very socket (and the connections queued on it: closing it would reset them). Rul
 - SIGHUP replaces the workers gracefully: a new worker is forked for each slot and once
   every new one is listening (its row shows its pid, set after its socket is in place)
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
-  death to respawn. Workers ignore SIGHUP and SIGUSR2 (the master's signals);
+  death to respawn. Workers let SIGINT, SIGHUP and SIGUSR2 be (the master's signals),
+  by a handler that does nothing: an ignored one would stay ignored in their exec: children;
 - a worker never removes the shared sockets' files: they are the master's;
 - no stop is lost to a fork (``ServerCore.fork``): a worker unblocks SIGTERM once its
   handler is in place;
@@ -45,7 +46,7 @@ from collections.abc import Callable, Iterable
 
 from ipcnet.addresses import parse
 from ipcnet.drivers import upgrade
-from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log
+from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log, not_ours
 from ipcnet.errors import IPCError
 from ipcnet.transports import process
 
@@ -266,8 +267,10 @@ def _worker_main(
         # SIGINT and SIGQUIT from a terminal (systemd's KillSignal=SIGQUIT too) reach the
         # whole group: only the master's stop counts (it forwards SIGTERM);
         # SIGHUP and SIGUSR2 are the master's too
+        # (a handler that does nothing, not SIG_IGN: execve keeps an ignored signal, so
+        # every exec: child a worker ran ignored Ctrl-C, a hang-up and SIGUSR2 too)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, not_ours)
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now

@@ -1,8 +1,9 @@
 """Descriptors handed to us: ``fd://N`` and systemd socket activation (``systemd://``).
 
 Role: find out what an inherited descriptor is (socket of which family and type, listening
-or connected, or a pipe/tty/file) and open it as what it is: a stream, a listener or a
-datagram endpoint; the wrong one is refused with what to call instead.
+or connected, or a pipe/tty/file) and open it as what it is: a stream (one-way when the
+descriptor is open one way: a pipe end, a file opened for reading or writing only), a
+listener or a datagram endpoint; the wrong one is refused with what to call instead.
 Rules: systemd descriptors are used only when LISTEN_PID names this process, as
 sd_listen_fds(3) requires; they start at fd 3 and are chosen by index or LISTEN_FDNAMES
 (each "unknown" when unset, and by name only when there is one per fd); the variables are
@@ -12,6 +13,7 @@ read once and unset, and a descriptor taken gets FD_CLOEXEC, so children inherit
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import socket
@@ -34,7 +36,8 @@ def connect(address: Address, timeout: float | None) -> StreamTransport:
     fd = resolve_fd(address)
     where = str(address)
     if not is_socket(fd):
-        return PipeStream(fd, fd, where, shared=True)
+        read, write = _directions(fd)
+        return PipeStream(fd if read else None, fd if write else None, where, shared=True)
     sock = adopt_socket(fd)
     if is_listening(sock):
         sock.detach()
@@ -101,6 +104,14 @@ def _open(fd: int, address: Address, why: str) -> int:
             raise AddressNotAvailable(f"address not available: {address} ({why})") from exc
         raise translate(exc, "inspect", address) from exc
     return fd
+
+
+def _directions(fd: int) -> tuple[bool, bool]:
+    """(readable, writable) by the descriptor's access mode: a pipe end, or a file opened
+    O_RDONLY or O_WRONLY, is a one-way stream (polling a pipe's write end for input waited
+    for ever; writing a read-only one failed as if we had closed it)."""
+    mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    return mode != os.O_WRONLY, mode != os.O_RDONLY
 
 
 def is_socket(fd: int) -> bool:

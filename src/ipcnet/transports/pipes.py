@@ -17,6 +17,8 @@ end is one-way). Rules:
 - The write end gives EPIPE, never SIGPIPE: importing this module ignores SIGPIPE if it is
   still at its default (CPython already does so at start-up).
 - ``send_eof()`` closes our write descriptor; the reader sees EOF once every copy is closed.
+  A shared one (stdout) that is a socket is shut down for writing first, since a copy of
+  it (our own fd 0, under inetd or systemd's Accept=yes) stays open.
 - ``close()`` while a thread is inside a read or write puts /dev/null in place of our
   descriptors (dup2: the pipe is let go now, so the other side sees EOF, but the numbers
   stay taken) and the last thread out closes them; so no thread of ours ever reads or
@@ -30,6 +32,8 @@ import fcntl
 import os
 import select
 import signal
+import socket
+import stat
 import threading
 from collections.abc import Callable
 
@@ -137,6 +141,7 @@ class PipeStream(StreamTransport):
         if self._shared and fd == self._rfd:
             return  # one fd both ways (a tty, a socket passed as fd://): nothing to end alone
         if self._shared:
+            _shutdown_socket(fd)  # stdout a socket (inetd's, systemd Accept=yes): its FIN
             # stdout of this process: put /dev/null in its place so later prints are harmless
             devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
             os.dup2(devnull, fd)
@@ -259,6 +264,24 @@ class PipeStream(StreamTransport):
                 os.close(self._waker)
             except OSError:
                 pass
+
+
+def _shutdown_socket(fd: int) -> None:
+    """shutdown(SHUT_WR) if ``fd`` is a connected socket: closing our number alone sends no
+    EOF while another holds it (fd 0, when an inetd-style parent gave us one socket as
+    both stdin and stdout, or the parent itself)."""
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # not connected, or gone already: nothing to end
+    finally:
+        sock.detach()
 
 
 # --- anonymous pipes -------------------------------------------------------------------

@@ -6,9 +6,12 @@ children (``kill``, ``wait``: a child that is gone already is an answer, not an 
 have a forked worker stopped when its parent dies (``parent_death``); start this
 program again on inherited listening sockets (``reexec``: SIGUSR2's new master, never
 waited for here, since it outlives us).
-Rules: stderr is inherited;
+Rules: the command is split into words as a POSIX shell splits them, but no shell runs
+(``addresses.split_words``); stderr is inherited;
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
-terminates it, waits again, and kills it last. Every fork of ours (``fork``) and every
+terminates it, waits again, and kills it last (at once if a signal interrupts the wait:
+a stop signal repeated, so that no child outlives us); ``failure`` says how a child failed: a
+status over 0, or a signal that was not ours (nor SIGPIPE). Every fork of ours (``fork``) and every
 start of a program (``spawn``, ``reexec``) holds FORK_LOCK: a process forked while another
 thread starts a program would inherit that start's descriptors (subprocess's exec-error
 pipe, the child's stdin), and hold them open for its whole life: the start then waited
@@ -17,16 +20,24 @@ for ever for an exec it had seen (a SIGUSR2 during a prefork worker's fork).
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import threading
+import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressError
 from ipcnet.transports.oserrors import translate, translating
 from ipcnet.transports.pipes import PipeStream
 
+if TYPE_CHECKING:
+    import subprocess
+
 FORK_LOCK = threading.RLock()  # see the rules (an RLock: a signal handler may fork too)
+_STOPPED: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()  # we signalled them
 
 
 def connect(address: Address, timeout: float | None) -> PipeStream:
@@ -47,11 +58,10 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
         except OSError as exc:
             for fd in (child_in, our_out, our_in, child_out):
                 os.close(fd)
-            if isinstance(exc, FileNotFoundError):
-                raise AddressError(f"cannot run {address}: {argv[0]!r} not found") from exc
-            if isinstance(exc, PermissionError):
-                raise AddressError(f"cannot run {address}: {argv[0]!r} is not executable") from exc
-            raise translate(exc, "start", address) from exc
+            why = _cannot_start(exc, argv[0])
+            if why is None:
+                raise translate(exc, "start", address) from exc
+            raise AddressError(f"cannot run {address}: {why}") from exc
         os.close(child_in)
         os.close(child_out)
 
@@ -59,16 +69,82 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
         try:
             proc.wait(exit_timeout)
         except subprocess.TimeoutExpired:
+            _STOPPED.add(proc)  # what it dies of now is our doing, no failure of its own
             proc.terminate()
             try:
                 proc.wait(exit_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        except BaseException:  # a signal (KeyboardInterrupt) while we wait: kill, not orphan
+            _STOPPED.add(proc)
+            proc.kill()
+            proc.wait()
+            raise
 
     stream = PipeStream(our_in, our_out, str(address), on_close=reap)
     stream.process = proc
     return stream
+
+
+def _cannot_start(exc: OSError, program: str) -> str | None:
+    """Why execve(2) refused ``program``, in words (as bash says it), or None."""
+    if isinstance(exc, FileNotFoundError):
+        import shutil  # here, as subprocess is: only a start that failed needs it
+
+        path = program if "/" in program else shutil.which(program)
+        if path is None or not os.path.isfile(path):
+            return f"{program!r} not found"
+        interpreter = _interpreter(path)
+        if interpreter is not None and not os.path.exists(interpreter):
+            return f"its interpreter {interpreter!r} (#! line) not found"  # bash: bad interpreter
+        # bash: "cannot execute: required file not found" (an ELF's loader, a library)
+        return f"{program!r} is there, but a file it needs to start (its loader) is not found"
+    if isinstance(exc, PermissionError):
+        return f"{program!r} is not executable"
+    if exc.errno == errno.ENOEXEC:
+        return f"{program!r} is not a program this system can start (a script needs a #! line)"
+    return None
+
+
+def _interpreter(path: str) -> str | None:
+    """The interpreter a ``#!`` line names, or None."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words else None
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a child we give up on (a stop signal reached us, or an idle timer ran
+    out) at once, as socat's exit sends it; what it dies of then is ours."""
+    if proc.poll() is None:
+        _STOPPED.add(proc)
+        proc.terminate()
+
+
+def failure(proc: subprocess.Popen[bytes]) -> str | None:
+    """How an exec: child that ended failed, in words ("exited with status 3", "was killed
+    by signal 11 (SIGSEGV)"), or None: status 0, still running, or ended by a signal of
+    ours (the SIGTERM or SIGKILL of a close it outstayed) or by SIGPIPE (it wrote after we
+    stopped reading: the shell's rule, and socat's, which stops its children so too)."""
+    code = proc.returncode
+    if code is None or code == 0:
+        return None
+    if code > 0:
+        return f"exited with status {code}"
+    if proc in _STOPPED or -code == signal.SIGPIPE:
+        return None
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"was killed by signal {-code}"
+    return f"was killed by signal {-code} ({name})"
 
 
 def signal_group(pgid: int, sig: int) -> bool:
