@@ -382,3 +382,17 @@ def test_a_second_stop_signal_kills_a_child_that_ignores_the_first() -> None:
             "(0 bytes received)\n"
         )
         proc.stdin.close()
+
+
+def test_an_exec_child_gets_our_environment_less_the_service_managers() -> None:
+    """sd_notify(3) unsets NOTIFY_SOCKET and the watchdog's variables for a reason: a child
+    that speaks sd_notify (a daemon run by exec:) would speak for our unit, and under
+    NotifyAccess=all its STOPPING=1 would stop it. The rest of the environment is passed."""
+    env = dict(os.environ, NOTIFY_SOCKET="/run/nowhere", WATCHDOG_USEC="1000000",
+               WATCHDOG_PID="1", IPCNET_AUDIT_MARK="kept")  # fmt: skip
+    script = "import os; print(sorted(k for k in os.environ if k in {'NOTIFY_SOCKET', "
+    script += "'WATCHDOG_USEC', 'WATCHDOG_PID', 'IPCNET_AUDIT_MARK'}))"
+    argv = [sys.executable, "-m", "ipcnet", "connect", f'exec:{sys.executable} -c "{script}"']
+    done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == b"['IPCNET_AUDIT_MARK']"

@@ -7,7 +7,8 @@ have a forked worker stopped when its parent dies (``parent_death``); start this
 program again on inherited listening sockets (``reexec``: SIGUSR2's new master, never
 waited for here, since it outlives us).
 Rules: the command is split into words as a POSIX shell splits them, but no shell runs
-(``addresses.split_words``); stderr is inherited;
+(``addresses.split_words``); stderr and the environment are inherited, less a service
+manager's variables (``MANAGER_VARIABLES``: its notifications are ours alone);
 closing the stream closes both pipes, then waits ``exit_timeout`` for the child,
 terminates it, waits again, and kills it last (at once if a signal interrupts the wait:
 a stop signal repeated, so that no child outlives us); ``failure`` says how a child failed: a
@@ -40,6 +41,18 @@ FORK_LOCK = threading.RLock()  # see the rules (an RLock: a signal handler may f
 _STOPPED: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()  # we signalled them
 
 
+#: a service manager's variables, ours alone (sd_notify(3)'s unset_environment): an exec:
+#: child that speaks sd_notify would speak for our unit (STOPPING=1 under NotifyAccess=all)
+MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def _child_environment() -> dict[str, str] | None:
+    """Our environment less the service manager's variables (None: nothing to leave out)."""
+    if not any(name in os.environ for name in MANAGER_VARIABLES):
+        return None
+    return {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
+
+
 def connect(address: Address, timeout: float | None) -> PipeStream:
     return spawn(address)
 
@@ -54,7 +67,9 @@ def spawn(address: Address, exit_timeout: float = 2.0) -> PipeStream:
             child_in, our_out = os.pipe2(os.O_CLOEXEC)
             our_in, child_out = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = subprocess.Popen(argv, stdin=child_in, stdout=child_out, close_fds=True)
+            proc = subprocess.Popen(
+                argv, stdin=child_in, stdout=child_out, close_fds=True, env=_child_environment()
+            )
         except OSError as exc:
             for fd in (child_in, our_out, our_in, child_out):
                 os.close(fd)
