@@ -35,6 +35,9 @@ ALLOWED = {
     "bench/peers/asyncio_echo.py": "stdlib peer echo servers",
     "bench/peers/selectors_echo.py": "stdlib peer echo servers",
     "bench/rpc.py::server_mp": "multiprocessing.connection peer: its own exceptions",
+    # asyncio.timeout() ends its scope with the builtin TimeoutError (an OSError subclass by
+    # inheritance only): a call's own deadline, told from the stream's Timeout by the scope
+    "rpc/aio.py::AsyncClient": "asyncio.timeout's expiry (TimeoutError), not an OS error",
     # print() to a stdout whose reader left (``ipcnet sockets | head``): sys.stdout is
     # Python's text stream, not a channel; the CLI's last resort, like every Python tool
     "cli/__init__.py::main": "BrokenPipeError from sys.stdout",
