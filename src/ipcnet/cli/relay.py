@@ -27,7 +27,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.cli.argtypes import MAX_BUFFER, address, nonempty, seconds, timeout, whole
 
 HELP = "relay every client of LISTEN to one of the TARGETs, both ways (socat, haproxy tcp)"
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
     c.add_argument(
         "--buffer",
-        type=whole(1),
+        type=whole(1, MAX_BUFFER),
         default=None,
         metavar="BYTES",
         help="per direction: splice pipe (1 MiB) or copy buffer (256 KiB)",
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     d.add_argument(
         "--max-datagram",
-        type=whole(1),
+        type=whole(1, MAX_BUFFER),
         default=65536,
         metavar="BYTES",
         help="larger: dropped (64 KiB)",
@@ -117,11 +117,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tlsflags.add_arguments(parser)
     t = parser.add_argument_group("tls towards the target, when LISTEN is tls:// too")
-    t.add_argument("--target-cert", metavar="FILE", help="client certificate for the target")
-    t.add_argument("--target-key", metavar="FILE", help="its key (default: in --target-cert)")
-    t.add_argument("--target-ca", metavar="FILE", help="trust targets signed by it")
+    file = nonempty("a file name")
+    t.add_argument(
+        "--target-cert", type=file, metavar="FILE", help="client certificate for the target"
+    )
+    t.add_argument(
+        "--target-key", type=file, metavar="FILE", help="its key (default: in --target-cert)"
+    )
+    t.add_argument("--target-ca", type=file, metavar="FILE", help="trust targets signed by it")
     o = parser.add_argument_group("output")
-    o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
+    o.add_argument(
+        "--stats", type=address, metavar="URL", help="serve the counters as JSON on this address"
+    )
     o.add_argument("-q", "--quiet", action="store_true", help="no log line per connection")
 
 

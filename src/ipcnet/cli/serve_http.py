@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.cli.argtypes import nonempty, seconds, timeout, whole
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:8000"
 HTTP_IDLE_TIMEOUT = 60.0  # keep-alive idle: the driver's --idle-timeout, shorter for http
@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("http")
     g.add_argument("--quiet", "-q", action="store_true", help="no access log")
     g.add_argument(
-        "--access-log", metavar="FILE", help="append the access log (CLF) to FILE (default stderr)"
+        "--access-log",
+        type=nonempty("a file name"),
+        metavar="FILE",
+        help="append the access log (CLF) to FILE (default stderr)",
     )
     g.add_argument("--no-status", action="store_true", help="no /_status and /_status.json")
     g.add_argument("--no-listing", action="store_true", help="403 for directories without index")
