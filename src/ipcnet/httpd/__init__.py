@@ -45,7 +45,9 @@ def open_log(options: HttpOptions) -> TextIO | None:
     if options.quiet:
         return None
     if options.access_log and options.access_log != "-":
-        return open(options.access_log, "a", buffering=1, encoding="utf-8")
+        from ipcnet.transports.files import append_log
+
+        return append_log(options.access_log, "access log")
     return sys.stderr
 
 

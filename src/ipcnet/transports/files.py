@@ -1,9 +1,11 @@
-"""Files handed to a driver for sendfile(2): the one place their descriptors are closed."""
+"""Files handed to a driver for sendfile(2): the one place their descriptors are closed;
+and the log files a server appends to."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from typing import TextIO
 
 from ipcnet.transports.oserrors import translate, translating
 
@@ -27,3 +29,11 @@ def duplicate(fd: int, where: str) -> int:
         return os.dup(fd)
     except OSError as exc:
         raise translate(exc, "dup", where) from exc
+
+
+def append_log(path: str, what: str = "log") -> TextIO:
+    """Open ``path`` to append lines to (line-buffered UTF-8), created if missing; a path
+    that cannot be (a directory, a missing directory on the way, no permission) is its
+    ipcnet error, naming ``what`` it is for."""
+    with translating("create", f"{what} {path}"):
+        return open(path, "a", buffering=1, encoding="utf-8")
