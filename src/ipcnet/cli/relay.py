@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "roundrobin: each connection starts at the next target",
     )
     g.add_argument(
-        "--connect-timeout", type=timeout, default=5.0, metavar="S", help="per target (5)"
+        "--connect-timeout",
+        type=timeout,
+        default=5.0,
+        metavar="S",
+        help="give up a target that has not answered in S seconds, try the next (5)",
     )
     g.add_argument("--send-proxy", choices=("v1", "v2"), help="PROXY protocol header upstream")
     g.add_argument(
@@ -60,14 +64,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="after one direction ended, end the other after S s without traffic "
         "(default: wait until it ends)",
     )
-    c.add_argument("--idle-timeout", type=timeout, metavar="S", help="end connections silent S s")
     c.add_argument(
-        "--max-conns", type=whole(1), default=1024, metavar="K", help="over it: refused (1024)"
+        "--idle-timeout",
+        type=timeout,
+        metavar="S",
+        help="end a connection silent both ways for S seconds (default: never)",
     )
     c.add_argument(
-        "--grace", type=seconds, default=10.0, metavar="S", help="seconds to finish at stop (10)"
+        "--max-conns",
+        type=whole(1),
+        default=1024,
+        metavar="K",
+        help="connections at once; one more is refused (1024)",
     )
-    c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
+    c.add_argument(
+        "--grace",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds the open connections have to finish at a stop (10)",
+    )
+    c.add_argument(
+        "--no-splice", action="store_true", help="copy through a buffer instead of splice(2)"
+    )
     c.add_argument(
         "--buffer",
         type=whole(1, MAX_BUFFER),
@@ -78,7 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--once", action="store_true", help="relay one connection, then exit")
     d = parser.add_argument_group("datagrams (udp, unixgram)")
     d.add_argument(
-        "--udp-idle", type=timeout, default=60.0, metavar="S", help="mapping lifetime idle (60)"
+        "--udp-idle",
+        type=timeout,
+        default=60.0,
+        metavar="S",
+        help="forget a client's mapping after S seconds without datagrams (60)",
     )
     d.add_argument(
         "--udp-replies", type=whole(1), metavar="N", help="end a mapping after N replies"
@@ -88,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(1, MAX_BUFFER),
         default=65536,
         metavar="BYTES",
-        help="larger: dropped (64 KiB)",
+        help="the largest datagram relayed; a larger one is dropped (64 KiB)",
     )
     from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODEL_HELP
 

@@ -66,14 +66,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(1),
         default=16 * 1024,
         metavar="N",
-        help="else 431 (16 KiB)",
-    )
-    g.add_argument("--max-headers", type=whole(1), default=100, metavar="N", help="else 431 (100)")
-    g.add_argument(
-        "--max-request-line", type=whole(1), default=8 * 1024, metavar="N", help="else 414 (8 KiB)"
+        help="the largest request head in bytes; a larger one gets 431 (16 KiB)",
     )
     g.add_argument(
-        "--max-ranges", type=whole(0), default=16, metavar="N", help="more = whole file (16)"
+        "--max-headers",
+        type=whole(1),
+        default=100,
+        metavar="N",
+        help="the most header fields; more get 431 (100)",
+    )
+    g.add_argument(
+        "--max-request-line",
+        type=whole(1),
+        default=8 * 1024,
+        metavar="N",
+        help="the longest request line in bytes; a longer one gets 414 (8 KiB)",
+    )
+    g.add_argument(
+        "--max-ranges",
+        type=whole(0),
+        default=16,
+        metavar="N",
+        help="the most ranges in one Range header; more get the whole file (16)",
     )
     parser.set_defaults(idle_timeout=HTTP_IDLE_TIMEOUT)
 
