@@ -230,6 +230,22 @@ def test_an_sni_ssl_cannot_encode_is_a_tls_config_error() -> None:
     assert TLSOptions(sni="127.0.0.1").sni == "127.0.0.1"
 
 
+def test_a_key_without_its_certificate_is_refused_not_ignored(tmp_path: Path) -> None:
+    """connect --key FILE without --cert: the key was dropped silently (a client then
+    connected with no certificate at all, and learnt why only from the server)."""
+    key = tmp_path / "k.pem"
+    key.write_text("")
+    done = subprocess.run(
+        [*IPCNET, "connect", "--key", str(key), f"tls://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        b"ipcnet connect: --key without --cert: give the certificate the key is for\n",
+    )
+
+
 def test_an_access_log_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     for log, said in (
         (tmp_path, f"is a directory: create access log {tmp_path}"),

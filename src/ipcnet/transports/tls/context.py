@@ -95,6 +95,8 @@ class TLSOptions:
         for name in self.alpn:
             if not name or len(name) > 255 or not name.isascii():
                 raise TLSConfigError(f"invalid --alpn protocol {name!r}")
+        if self.key and not self.cert and self.context is None:  # else ignored, silently
+            raise TLSConfigError("--key without --cert: give the certificate the key is for")
         why = None if self.sni is None else sni_problem(self.sni)
         if why is not None:
             raise TLSConfigError(f"invalid --sni {self.sni!r}: {why}")
