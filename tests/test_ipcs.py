@@ -199,5 +199,5 @@ def test_cli_table_json_csv_and_bad_kind() -> None:
         assert csv_lines[0] == ",".join(ipc.SCHEMA)
         assert csv_lines[1].startswith("memfd,ipcnet shm-pair,")
     bad = _cli("-k", "nope")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a usage error, as sockets --state nope
     assert bad.stderr.startswith("ipcnet ipcs: unknown kind 'nope' (known: posix-shm,")

@@ -1,5 +1,8 @@
 """``python -m ipcnet`` runs the command-line tool."""
 
-from ipcnet.cli import entry
+try:
+    from ipcnet.cli import entry
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command: 130, no traceback
+    raise SystemExit(130) from None
 
 entry()

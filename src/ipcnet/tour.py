@@ -3,7 +3,8 @@
 Role: for each transport, fork a child that plays the other process (it echoes one
 message), time the round trip in the parent, and name the kernel objects the parent used
 (``fd N -> socket:[inode]`` from /proc/self/fd, as seed 004 reads them). Rules: every child
-is waited for (no zombies); every temporary path is removed; one failing transport is
+is waited for (no zombies), and killed first when the stop is interrupted; every temporary
+path is removed; one failing transport is
 reported in its row and the tour goes on.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -46,6 +49,9 @@ def kernel_object(fd: int) -> str:
     return f"fd {fd} -> {target or '?'}"
 
 
+_CHILDREN: set[int] = set()  # forked and not yet reaped
+
+
 def _child(work: Callable[[], None]) -> int:
     """Fork; the child runs ``work`` and exits 0 (1 on any error) without returning."""
     pid = os.fork()
@@ -56,11 +62,31 @@ def _child(work: Callable[[], None]) -> int:
             code = 0
         finally:
             os._exit(code)
+    _CHILDREN.add(pid)
     return pid
 
 
 def _reap(pid: int) -> None:
+    """Wait for a child; if an exception is on its way out of the stop (Ctrl-C, or a signal
+    sent to this process alone, as ``timeout -s INT`` sends it), kill the child first: it
+    may be waiting for a peer that will now never come (an accept, a read), and the
+    tour waited for it forever."""
+    if sys.exc_info()[0] is not None:
+        os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    _CHILDREN.discard(pid)
+
+
+def run_stop(name: str) -> Stop:
+    """One stop of the tour; if anything ends it early, even between a fork and the
+    ``try`` that reaps the child, every child it left is killed and reaped."""
+    try:
+        return STOPS[name]()
+    except BaseException:
+        for pid in list(_CHILDREN):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        raise
 
 
 def _echo(inbox: Channel, outbox: Channel) -> None:
@@ -312,9 +338,13 @@ def semaphore(workers: int = 4, rounds: int = 250) -> Stop:
                 struct.pack_into("q", counter, 0, n + 1)
 
     start = time.perf_counter()
-    pids = [_child(work) for _ in range(workers)]
-    for pid in pids:
-        _reap(pid)
+    pids: list[int] = []
+    try:
+        for _ in range(workers):
+            pids.append(_child(work))
+    finally:
+        for pid in pids:
+            _reap(pid)
     seconds = time.perf_counter() - start
     total = int(struct.unpack_from("q", counter)[0])
     want = workers * rounds
@@ -332,8 +362,6 @@ def semaphore(workers: int = 4, rounds: int = 250) -> Stop:
 
 def signal_child() -> Stop:
     """The parent signals a child; the child says who signalled it (signalfd)."""
-    import signal
-
     from ipcnet.transports.signals import send_signal, signals
 
     ready_r, ready_w = os.pipe()
@@ -400,8 +428,8 @@ if os.geteuid() == 0 and shutil.which("clang"):  # root with the compiler: offer
 
 def run_tour() -> Iterator[Stop]:
     """Each stop in turn; an unavailable transport (no IPv6, say) becomes a row with its error."""
-    for name, stop in STOPS.items():
+    for name in STOPS:
         try:
-            yield stop()
+            yield run_stop(name)
         except IPCError as exc:
             yield Stop(name, len(MESSAGE), 0, 0.0, (), str(exc))

@@ -3,8 +3,9 @@
 Rules: each subcommand module in this package defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``, and imports its heavy modules inside
 ``run`` so that ``ipcnet --help`` starts fast. Errors from the library (``IPCError``) become
-one line on stderr and exit status 1; a closed stdout (``ipcnet ... | head -1``) ends the
-command quietly.
+one line on stderr and exit status 1; a usage error is argparse's, status 2; Ctrl-C is
+130; a stdout whose reader left (``ipcnet ... | head -1``) ends the command quietly, one
+closed from the start (``>&-``) is an error if there was output to write (``streams``).
 """
 
 from __future__ import annotations
@@ -69,14 +70,11 @@ def sentence(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
+    """Parse and run one command; its exit status. Ctrl-C at any stage (while the parser
+    is built, a server binds, or before a subcommand installs its own handlers) is 130,
+    quietly, as for every other command that Ctrl-C ends."""
     try:
-        status: int = args._run(args)
-    except IPCError as exc:
-        print(f"ipcnet {args.command}: {exc}", file=sys.stderr)
-        status = 1
+        status = _main(argv)
     except KeyboardInterrupt:
         status = 130
     except BrokenPipeError:
@@ -85,6 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         status = _stdout_gone()
+    except KeyboardInterrupt:
+        status = 130
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from ipcnet.cli import streams
+
+    streams.prepare()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    try:
+        parser = build_parser(command)
+        args = parser.parse_args(argv)  # --help may find stdout closed
+        status: int = args._run(args)
+    except IPCError as exc:
+        print(f"ipcnet{f' {command}' if command else ''}: {exc}", file=sys.stderr)
+        status = 1
     return status
 
 

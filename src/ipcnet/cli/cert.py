@@ -12,6 +12,8 @@ import argparse
 import os
 import shlex
 
+from ipcnet.cli.argtypes import nonempty
+
 HELP = "make a local CA and a server certificate for localhost (or NAME...), for TLS"
 
 
@@ -24,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: localhost 127.0.0.1 ::1)",
     )
     parser.add_argument(
-        "--out", metavar="DIR", default=".", help="directory to write the files to (default .)"
+        "--out",
+        type=nonempty("a directory name"),
+        metavar="DIR",
+        default=".",
+        help="directory to write the files to (default .)",
     )
     parser.add_argument(
         "--client",

@@ -21,7 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from ipcnet.cli import tlsflags
-from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.cli.argtypes import MAX_BUFFER, seconds, timeout, whole
 from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-datagram",
-        type=whole(1),
+        type=whole(1, MAX_BUFFER),
         default=65536,
         metavar="BYTES",
         help="udp/unixgram: the largest datagram to receive (default 65536: every udp one; "

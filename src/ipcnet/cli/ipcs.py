@@ -47,15 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ipcnet.errors import InvalidAddress
     from ipcnet.inspector.ipc import KINDS, collect
 
     kinds = None
     if args.kind:
         kinds = [k for k in KINDS if any(k == w or k.startswith(w + "-") for w in args.kind)]
         unknown = [w for w in args.kind if not any(k == w or k.startswith(w + "-") for k in KINDS)]
-        if unknown:
-            raise InvalidAddress(f"unknown kind {unknown[0]!r} (known: {', '.join(KINDS)})")
+        if unknown:  # a usage error, as ``sockets --state bogus`` is
+            print(
+                f"ipcnet ipcs: unknown kind {unknown[0]!r} (known: {', '.join(KINDS)})",
+                file=sys.stderr,
+            )
+            return 2
     rows, notes = collect(kinds)
     if args.pid:
         wanted = set(args.pid)

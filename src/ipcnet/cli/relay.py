@@ -28,7 +28,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.cli.argtypes import MAX_BUFFER, address, nonempty, seconds, timeout, whole
 
 if TYPE_CHECKING:
     from ipcnet.relay import Relay
@@ -48,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "roundrobin: each connection starts at the next target",
     )
     g.add_argument(
-        "--connect-timeout", type=timeout, default=5.0, metavar="S", help="per target (5)"
+        "--connect-timeout",
+        type=timeout,
+        default=5.0,
+        metavar="S",
+        help="give up a target that has not answered in S seconds, try the next (5)",
     )
     g.add_argument("--send-proxy", choices=("v1", "v2"), help="PROXY protocol header upstream")
     g.add_argument(
@@ -64,17 +68,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="after one direction ended, end the other after S s without traffic "
         "(default: wait until it ends)",
     )
-    c.add_argument("--idle-timeout", type=timeout, metavar="S", help="end connections silent S s")
     c.add_argument(
-        "--max-conns", type=whole(1), default=1024, metavar="K", help="over it: refused (1024)"
+        "--idle-timeout",
+        type=timeout,
+        metavar="S",
+        help="end a connection silent both ways for S seconds (default: never)",
     )
     c.add_argument(
-        "--grace", type=seconds, default=10.0, metavar="S", help="seconds to finish at stop (10)"
+        "--max-conns",
+        type=whole(1),
+        default=1024,
+        metavar="K",
+        help="connections at once; one more is refused (1024)",
     )
-    c.add_argument("--no-splice", action="store_true", help="copy through a buffer instead")
+    c.add_argument(
+        "--grace",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds the open connections have to finish at a stop (10)",
+    )
+    c.add_argument(
+        "--no-splice", action="store_true", help="copy through a buffer instead of splice(2)"
+    )
     c.add_argument(
         "--buffer",
-        type=whole(1),
+        type=whole(1, MAX_BUFFER),
         default=None,
         metavar="BYTES",
         help="per direction: splice pipe (1 MiB) or copy buffer (256 KiB)",
@@ -82,17 +101,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--once", action="store_true", help="relay one connection, then exit")
     d = parser.add_argument_group("datagrams (udp, unixgram)")
     d.add_argument(
-        "--udp-idle", type=timeout, default=60.0, metavar="S", help="mapping lifetime idle (60)"
+        "--udp-idle",
+        type=timeout,
+        default=60.0,
+        metavar="S",
+        help="forget a client's mapping after S seconds without datagrams (60)",
     )
     d.add_argument(
         "--udp-replies", type=whole(1), metavar="N", help="end a mapping after N replies"
     )
     d.add_argument(
         "--max-datagram",
-        type=whole(1),
+        type=whole(1, MAX_BUFFER),
         default=65536,
         metavar="BYTES",
-        help="larger: dropped (64 KiB)",
+        help="the largest datagram relayed; a larger one is dropped (64 KiB)",
     )
     from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, MODEL_HELP
 
@@ -121,11 +144,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tlsflags.add_arguments(parser)
     t = parser.add_argument_group("tls towards the target, when LISTEN is tls:// too")
-    t.add_argument("--target-cert", metavar="FILE", help="client certificate for the target")
-    t.add_argument("--target-key", metavar="FILE", help="its key (default: in --target-cert)")
-    t.add_argument("--target-ca", metavar="FILE", help="trust targets signed by it")
+    file = nonempty("a file name")
+    t.add_argument(
+        "--target-cert", type=file, metavar="FILE", help="client certificate for the target"
+    )
+    t.add_argument(
+        "--target-key", type=file, metavar="FILE", help="its key (default: in --target-cert)"
+    )
+    t.add_argument("--target-ca", type=file, metavar="FILE", help="trust targets signed by it")
     o = parser.add_argument_group("output")
-    o.add_argument("--stats", metavar="URL", help="serve the counters as JSON on this address")
+    o.add_argument(
+        "--stats", type=address, metavar="URL", help="serve the counters as JSON on this address"
+    )
     o.add_argument("-q", "--quiet", action="store_true", help="no log line per connection")
 
 

@@ -98,12 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a named param (repeatable; not with positional ARGs)",
     )
     p.add_argument("--notify", action="store_true", help="send a notification (no reply)")
-    p.add_argument("--timeout", type=timeout, default=30.0, metavar="S", help="seconds (30)")
+    p.add_argument(
+        "--timeout", type=timeout, default=30.0, metavar="S", help="give up after S seconds (30)"
+    )
     tlsflags.add_arguments(p, server=False)
     p = sub.add_parser("list", parents=[wire], help="list the server's methods (rpc.discover)")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--json", action="store_true", help="print rpc.discover's answer as it is")
-    p.add_argument("--timeout", type=timeout, default=30.0, metavar="S", help="seconds (30)")
+    p.add_argument(
+        "--timeout", type=timeout, default=30.0, metavar="S", help="give up after S seconds (30)"
+    )
     tlsflags.add_arguments(p, server=False)
 
 

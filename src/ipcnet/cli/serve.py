@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.argtypes import address as url
 from ipcnet.cli.argtypes import seconds, whole
 
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
@@ -92,7 +93,10 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         "--trace", action="store_true", help="print each kernel-level step (for learning)"
     )
     g.add_argument(
-        "--stats", metavar="URL", help="serve the counters as JSON on this address (unix:///path)"
+        "--stats",
+        type=url,
+        metavar="URL",
+        help="serve the counters as JSON on this address (unix:///path)",
     )
     g.add_argument("-v", "--verbose", action="store_true", help="log connection-level events")
     tlsflags.add_arguments(p, client=False)  # tls:// addresses: --cert --key --ca ...
@@ -103,6 +107,7 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--metrics",
+        type=url,
         metavar="URL",
         help="serve Prometheus text on GET /metrics at this address (tcp://127.0.0.1:9100)",
     )

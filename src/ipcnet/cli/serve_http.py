@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ipcnet.cli.argtypes import seconds, timeout, whole
+from ipcnet.cli.argtypes import nonempty, seconds, timeout, whole
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:8000"
 HTTP_IDLE_TIMEOUT = 60.0  # keep-alive idle: the driver's --idle-timeout, shorter for http
@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("http")
     g.add_argument("--quiet", "-q", action="store_true", help="no access log")
     g.add_argument(
-        "--access-log", metavar="FILE", help="append the access log (CLF) to FILE (default stderr)"
+        "--access-log",
+        type=nonempty("a file name"),
+        metavar="FILE",
+        help="append the access log (CLF) to FILE (default stderr)",
     )
     g.add_argument("--no-status", action="store_true", help="no /_status and /_status.json")
     g.add_argument("--no-listing", action="store_true", help="403 for directories without index")
@@ -63,14 +66,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(1),
         default=16 * 1024,
         metavar="N",
-        help="else 431 (16 KiB)",
-    )
-    g.add_argument("--max-headers", type=whole(1), default=100, metavar="N", help="else 431 (100)")
-    g.add_argument(
-        "--max-request-line", type=whole(1), default=8 * 1024, metavar="N", help="else 414 (8 KiB)"
+        help="the largest request head in bytes; a larger one gets 431 (16 KiB)",
     )
     g.add_argument(
-        "--max-ranges", type=whole(0), default=16, metavar="N", help="more = whole file (16)"
+        "--max-headers",
+        type=whole(1),
+        default=100,
+        metavar="N",
+        help="the most header fields; more get 431 (100)",
+    )
+    g.add_argument(
+        "--max-request-line",
+        type=whole(1),
+        default=8 * 1024,
+        metavar="N",
+        help="the longest request line in bytes; a longer one gets 414 (8 KiB)",
+    )
+    g.add_argument(
+        "--max-ranges",
+        type=whole(0),
+        default=16,
+        metavar="N",
+        help="the most ranges in one Range header; more get the whole file (16)",
     )
     parser.set_defaults(idle_timeout=HTTP_IDLE_TIMEOUT)
 

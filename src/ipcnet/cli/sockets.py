@@ -8,6 +8,7 @@ inspector is imported inside ``run`` so ``ipcnet --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
@@ -276,7 +277,9 @@ def _watch(args: argparse.Namespace) -> int:
         return 2
     prev: dict[tuple[object, ...], SocketRow] = {}
     first = True
-    redraw = not args.jsonl and sys.stdout.isatty()  # like watch(1); a pipe gets every table
+    # like watch(1); a pipe gets every table, and so does a terminal that says it cannot
+    # take escape codes (TERM=dumb: Emacs shell buffers, some CI logs)
+    redraw = not args.jsonl and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     while True:
         rows = _fetch(args)
         cur = {r.key(): r for r in rows}

@@ -3,7 +3,9 @@
 Rules: each flag is the ``TLSOptions`` field of the same name (``--tls-min`` = tls_min);
 ``keywords(args)`` returns only the flags given, so a plain address with no TLS flag
 opens as before, and a TLS flag on a plain address is refused by the transports with a
-clear message.
+clear message. A value that can never work is a usage error here, naming the flag: an
+empty file name (``--ca ''`` was read as no --ca at all: the system's store), a server
+name ssl cannot encode (a UnicodeError from the handshake), an --alpn naming nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ipcnet.cli.argtypes import timeout, whole
+from ipcnet.cli.argtypes import nonempty, timeout, whole
+
+FILE = nonempty("a file name")
 
 _CLIENT_ONLY = ("insecure", "sni")
 _FIELDS = ("cert", "key", "ca", "insecure", "sni", "alpn", "tls_min", "tls_max", "tls_tickets",
@@ -25,15 +29,23 @@ def add_arguments(
     add = group.add_argument
     add(
         "--cert",
+        type=FILE,
         metavar="FILE",
         default=None,
         help="certificate (PEM, chain allowed); a server needs one"
         if server
         else "client certificate (PEM), for servers that ask for one",
     )
-    add("--key", metavar="FILE", default=None, help="private key of --cert (default: in --cert)")
+    add(
+        "--key",
+        type=FILE,
+        metavar="FILE",
+        default=None,
+        help="private key of --cert (default: in --cert)",
+    )
     add(
         "--ca",
+        type=FILE,
         metavar="FILE",
         default=None,
         help=(
@@ -50,12 +62,14 @@ def add_arguments(
         )
         add(
             "--sni",
+            type=server_name,
             metavar="NAME",
             default=None,
             help="client: the server name to send and check (default: the URL's host)",
         )
     add(
         "--alpn",
+        type=protocols,
         metavar="P1,P2",
         default=None,
         help="application protocols to offer (client) or accept (server)",
@@ -78,6 +92,29 @@ def add_arguments(
         )
     add("--tls-handshake-timeout", dest="handshake_timeout", type=timeout, metavar="S",
         default=None, help="give up a TLS handshake after S seconds (default 10)")  # fmt: skip
+
+
+def server_name(text: str) -> str:
+    """--sni: a name ssl can send (the idna rules) or an IP address to check."""
+    from ipcnet.transports.tls.context import sni_problem
+
+    why = sni_problem(text)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a server name: {why}")
+    return text
+
+
+def protocols(text: str) -> str:
+    """--alpn: one or more names of 1 to 255 ASCII characters, comma-separated."""
+    from ipcnet.transports.tls.context import parse_alpn
+
+    names = parse_alpn(text)
+    if not names or any(len(n) > 255 or not n.isascii() for n in names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of protocols (such as h2,http/1.1: ASCII names of "
+            "1 to 255 characters)"
+        )
+    return text
 
 
 def keywords(args: argparse.Namespace) -> dict[str, Any]:

@@ -36,9 +36,19 @@ examples:
 
 
 def _rules(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--drop", action="append", default=[], metavar="ADDRESS", help="drop these")
     p.add_argument(
-        "--count", action="append", default=[], metavar="ADDRESS", help="count these, pass them on"
+        "--drop",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="drop the packets to this address (repeatable)",
+    )
+    p.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="count the packets to this address and pass them on (repeatable)",
     )
 
 

@@ -1,4 +1,5 @@
-"""Files handed to a driver for sendfile(2): the one place their descriptors are closed."""
+"""Files handed to a driver for sendfile(2): the one place their descriptors are closed;
+and the log files a server appends to."""
 
 from __future__ import annotations
 

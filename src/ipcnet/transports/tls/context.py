@@ -95,11 +95,39 @@ class TLSOptions:
         for name in self.alpn:
             if not name or len(name) > 255 or not name.isascii():
                 raise TLSConfigError(f"invalid --alpn protocol {name!r}")
+        if self.key and not self.cert and self.context is None:  # else ignored, silently
+            raise TLSConfigError("--key without --cert: give the certificate the key is for")
+        why = None if self.sni is None else sni_problem(self.sni)
+        if why is not None:
+            raise TLSConfigError(f"invalid --sni {self.sni!r}: {why}")
 
 
 def parse_alpn(text: str | None) -> tuple[str, ...]:
     """``--alpn h2,http/1.1`` -> ("h2", "http/1.1")."""
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
+
+
+def sni_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a client's server name, or None: ssl encodes it with the idna
+    codec (RFC 3490 labels: none empty, none over 63 characters) unless it is an IP
+    address, and raised a bare UnicodeError from deep in the handshake for one it could
+    not encode (``--sni a..b``, or argv bytes that are not UTF-8)."""
+    import ipaddress
+
+    if not name:
+        return "empty"
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    if any("\ud800" <= c <= "\udfff" for c in name):
+        return "not UTF-8 text"
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return "not a host name (a label is empty, longer than 63, or not allowed by idna)"
+    return None
 
 
 def client_context(options: TLSOptions) -> ssl.SSLContext:

@@ -58,6 +58,11 @@ def make(out: str, names: tuple[str, ...] = (), client: str | None = None) -> Is
     sans = list(dict.fromkeys(_san(name) for name in names or DEFAULT_NAMES))
     if client is not None and not 0 < len(client) <= _CN_MAX:
         raise TLSConfigError(f"invalid client name {client!r}: give 1 to {_CN_MAX} characters")
+    if client is not None and any("\ud800" <= c <= "\udfff" for c in client):
+        # argv bytes that are not UTF-8 (PEP 383): a certificate's names are UTF-8 text
+        raise TLSConfigError(f"invalid client name {client!r}: not UTF-8 text")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TLSConfigError(f"cannot write to {out}: not a directory")
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
