@@ -248,7 +248,7 @@ def test_a_key_without_its_certificate_is_refused_not_ignored(tmp_path: Path) ->
 
 def test_an_access_log_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     for log, said in (
-        (tmp_path, f"is a directory: open the access log {tmp_path}"),
+        (tmp_path, f"is a directory: create access log {tmp_path}"),
         (tmp_path / "no" / "x.log", "a directory on its path does not exist"),
     ):
         done = subprocess.run(

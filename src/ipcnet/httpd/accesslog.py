@@ -43,7 +43,7 @@ def peer_host(peer: Peer) -> str:
 
 def open_file(path: str) -> TextIO:
     """The log file, appended to (O_APPEND: whole lines across processes), line-buffered."""
-    with translating("open the access log", path):
+    with translating("create", f"access log {path}"):  # ENOENT: a directory is missing
         return open(path, "a", buffering=1, encoding="utf-8")
 
 
