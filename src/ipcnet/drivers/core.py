@@ -198,6 +198,7 @@ class ServerCore:
         self.spares: dict[str, list[int]] = {}
         self.datagrams: list[DatagramEndpoint] = []
         self.datagram_addresses: list[Address] = []  # theirs, fd:// and systemd:// too
+        self.datagram_ports: frozenset[int] = frozenset()  # bound: datagrams.may_loop
         self.stopping = StopEvent()
         self.forcing = threading.Event()
         self.deadline = float("inf")
@@ -253,6 +254,9 @@ class ServerCore:
                     else open_datagram(address, listen=True, mode=self.config.mode)
                 )
                 self.datagrams.append(endpoint)
+                local = endpoint.local_address
+                if local is not None and local.is_inet and isinstance(local.port, int):
+                    self.datagram_ports |= {local.port}
                 if self.trace:
                     self.trace(f"socket() -> fd {endpoint.fileno()}; bind({endpoint.where})")
                 continue

@@ -1,0 +1,150 @@
+"""The small services (echo, discard, daytime, increment) against inetd's built-in ones.
+
+A differential pass against openbsd-inetd 0.20221205 and xinetd 2.3.15 (their internal
+echo, discard, daytime, chargen and time over tcp and udp, run in a private network
+namespace; the harness lived outside the repository) compared the answers to the same
+inputs, datagram sizes, half-close, clients that never read or reset, many clients, 64 MiB
+through echo under every model (by hash, with a slow reader) and datagrams from sources a
+reply could loop with. What differed and was ipcnet's defect is checked here:
+- a datagram service answered every sender, so one spoofed datagram between two echo
+  servers (or echo and daytime) started an exchange that never ends, each server answering
+  the other at full speed (CERT CA-1996-01, "UDP port denial-of-service"; CVE-1999-0103).
+  xinetd 2.3.14 and BusyBox's inetd answer no datagram from a port below 1024, where the
+  services that answer datagrams live (echo 7, daytime 13, chargen 19, time 37, DNS 53,
+  NTP 123), and FreeBSD's inetd none from a port its own datagram services use (another
+  copy of itself): ipcnet now does both, the datagram counted as an error, and goes on
+  serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from serverkit import serving
+
+QUIET = 0.5  # seconds a reply that must not come is waited for
+MODELS = ["iterative", "epoll", "asyncio"]  # the blocking, readiness and asyncio loops
+
+
+def _port(url: str) -> int:
+    return int(url.rpartition(":")[2])
+
+
+@contextmanager
+def _client(host: str = "127.0.0.1", port: int = 0) -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(QUIET)
+        sock.bind((host, port))
+        yield sock
+
+
+def _answered(sock: socket.socket, data: bytes, to: tuple[str, int]) -> bytes | None:
+    sock.sendto(data, to)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return None
+
+
+def _reserved_client() -> socket.socket:
+    """A UDP socket on a port below 1024 (root, or a low ip_unprivileged_port_start)."""
+    for port in range(1023, 899, -1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except PermissionError:
+            sock.close()
+            pytest.skip("binding a port below 1024 needs privileges")
+        except OSError:
+            sock.close()
+            continue
+        sock.settimeout(QUIET)
+        return sock
+    pytest.skip("no free port below 1024")
+
+
+@pytest.mark.parametrize("service", ["echo", "daytime"])
+@pytest.mark.parametrize("model", MODELS)
+def test_no_answer_to_a_datagram_from_a_reserved_port(model: str, service: str) -> None:
+    """A reply to port 7, 13, 19 or 37 of another host would start a loop with its echo,
+    daytime, chargen or time service (xinetd's and BusyBox's bad_port_check)."""
+    with serving(service, "udp4://127.0.0.1:0", model=model) as server:
+        to = ("127.0.0.1", _port(server.addresses[0]))
+        with _reserved_client() as low:
+            assert _answered(low, b"loop?", to) is None
+        with _client() as usual:  # and the server goes on answering
+            assert _answered(usual, b"still there?", to)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_no_answer_to_a_datagram_from_the_servers_own_port(model: str) -> None:
+    """From the port the server answers on, at another address: another copy of the same
+    server, the loop FreeBSD's inetd refuses (check_loop)."""
+    with serving("echo", "udp4://127.0.0.1:0", model=model) as server:
+        port = _port(server.addresses[0])
+        with _client("127.0.0.2", port) as twin:
+            assert _answered(twin, b"loop?", ("127.0.0.1", port)) is None
+        with _client() as usual:
+            assert _answered(usual, b"still there?", ("127.0.0.1", port)) == b"still there?"
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _spoof(source: tuple[str, int], target: tuple[str, int], payload: bytes) -> None:
+    """One UDP datagram to ``target`` that claims to come from ``source`` (a raw socket)."""
+    src, dst = socket.inet_aton(source[0]), socket.inet_aton(target[0])
+    length = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, length)
+    head = struct.pack("!HHHH", source[1], target[1], length, 0)
+    udp = struct.pack("!HHHH", source[1], target[1], length, _checksum(pseudo + head + payload))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + length, 1, 0, 64, socket.IPPROTO_UDP, 0, src, dst
+    )
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError:
+        pytest.skip("a raw socket needs CAP_NET_RAW")
+    with raw:
+        raw.sendto(ip + udp + payload, (target[0], 0))
+
+
+def _handled(stats: str) -> int:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(stats)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return int(json.loads(out)["handled"])
+
+
+def test_one_spoofed_datagram_between_two_echo_servers_starts_no_loop() -> None:
+    """The attack itself: a datagram to one echo server, forged to come from another,
+    made them answer each other until one stopped (thousands of datagrams a second)."""
+    tag = uuid.uuid4().hex[:10]
+    stats = f"/tmp/ipcnet-loop-{tag}.sock"
+    with serving("echo", "udp4://127.0.0.1:0", extra=("--stats", f"unix://{stats}")) as a:
+        port = _port(a.addresses[0])
+        with serving("echo", f"udp4://127.0.0.2:{port}"):
+            _spoof(("127.0.0.2", port), ("127.0.0.1", port), b"ping-pong")
+            time.sleep(QUIET)
+            assert _handled(stats) <= 1, "the two servers answer each other"
+            with _client() as usual:
+                assert _answered(usual, b"x", ("127.0.0.2", port)) == b"x"
+    assert not os.path.exists(stats)
