@@ -13,15 +13,24 @@ reply could loop with. What differed and was ipcnet's defect is checked here:
   services that answer datagrams live (echo 7, daytime 13, chargen 19, time 37, DNS 53,
   NTP 123), and FreeBSD's inetd none from a port its own datagram services use (another
   copy of itself): ipcnet now does both, the datagram counted as an error, and goes on
-  serving.
+  serving;
+- daytime's names of days and months came from strftime's %A and %B, so a program that
+  set its locale (setlocale(LC_ALL, "") in a process serving ipcnet in a thread, a German
+  one here) sent "Mittwoch, Dezember 02, 2026", and "März" in UTF-8: RFC 867 asks for ASCII
+  printing characters, and the syntax it shows ("Tuesday, February 22, 1982 17:37:43-PST")
+  is the English one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +38,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from serverkit import serving
+from serverkit import _start, serving
 
 QUIET = 0.5  # seconds a reply that must not come is waited for
 MODELS = ["iterative", "epoll", "asyncio"]  # the blocking, readiness and asyncio loops
@@ -148,3 +157,38 @@ def test_one_spoofed_datagram_between_two_echo_servers_starts_no_loop() -> None:
             with _client() as usual:
                 assert _answered(usual, b"x", ("127.0.0.2", port)) == b"x"
     assert not os.path.exists(stats)
+
+
+DAYTIME = re.compile(
+    rb"^(Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, (January|February|March|April|May|June|"
+    rb"July|August|September|October|November|December) \d\d, \d{4} \d\d:\d\d:\d\d-UTC\r\n$"
+)
+IN_LOCALE = (
+    "import locale, sys; locale.setlocale(locale.LC_ALL, 'de_DE.UTF-8'); "
+    "from ipcnet.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_daytime_is_english_ascii_whatever_the_locale(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    where = tmp_path_factory.mktemp("locale")
+    if shutil.which("localedef") is None or not os.path.exists("/usr/share/i18n/locales/de_DE"):
+        pytest.skip("no localedef or no de_DE locale source (Debian's locales)")
+    made = subprocess.run(
+        ["localedef", "-i", "de_DE", "-f", "UTF-8", str(where / "de_DE.UTF-8")],
+        capture_output=True,
+        timeout=30,
+    )
+    assert made.returncode in (0, 1), made.stderr  # 1: warnings only
+    argv = [sys.executable, "-c", IN_LOCALE, "serve", "daytime", "tcp://127.0.0.1:0"]
+    server = _start(argv, 1, env={**os.environ, "LOCPATH": str(where)})
+    try:
+        host, _, port = server.addresses[0].removeprefix("tcp://").rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            got = b""
+            while chunk := sock.recv(100):
+                got += chunk
+        assert DAYTIME.match(got), got
+    finally:
+        assert server.stop() == 0, "\n".join(server.log)

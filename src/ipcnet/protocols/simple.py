@@ -99,9 +99,23 @@ class Discard(BaseService):
         return None
 
 
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    *("January", "February", "March", "April", "May", "June", "July", "August"),
+    *("September", "October", "November", "December"),
+)
+
+
 def daytime_text(now: float | None = None) -> bytes:
-    """RFC 867 leaves the format free; this is the one netkit's inetd uses, in UTC."""
-    return time.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n", time.gmtime(now)).encode()
+    """RFC 867 leaves the format free and shows one syntax, "Weekday, Month Day, Year
+    Time-Zone"; this is it, in UTC (netkit's and OpenBSD's inetd send ctime(3)'s, xinetd
+    an SMTP date). The names are English whatever the locale: strftime's %A and %B follow
+    LC_TIME, and RFC 867 asks for ASCII printing characters ("März" is not)."""
+    t = time.gmtime(now)
+    return (
+        f"{_DAYS[t.tm_wday]}, {_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d}, {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}-UTC\r\n"
+    ).encode("ascii")
 
 
 class Daytime(BaseService):
