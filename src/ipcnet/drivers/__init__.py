@@ -52,6 +52,7 @@ def serve(
     core = ServerCore(service, list(addresses), config)
     try:
         core.bind()
+        cls.check(core)
         core.install_signals()
         if ready is not None:
             ready(core)

@@ -31,6 +31,7 @@ from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.handover import AioWatch
 from ipcnet.drivers.jobs import DaemonPool
 from ipcnet.drivers.selector import SWEEP
+from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Peer, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
 from ipcnet.transports import SocketStream
@@ -379,6 +380,17 @@ class SessionProtocol(asyncio.Protocol):
 
 class AsyncioModel(Model):
     """asyncio (uvloop when installed): many connections on one thread, at Protocol speed."""
+
+    @classmethod
+    def check(cls, core: ServerCore) -> None:
+        """asyncio's transports take SOCK_STREAM sockets only: each unixpacket connection
+        would be accepted and reset."""
+        for listener in core.listeners:
+            if getattr(listener, "seqpacket", False):
+                raise IPCError(
+                    f"the asyncio model cannot serve unixpacket:// ({listener.address}): "
+                    "asyncio takes stream sockets only; choose another --model"
+                )
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)

@@ -556,6 +556,12 @@ class Model(ABC):
     def __init__(self, core: ServerCore) -> None:
         self.core = core
 
+    @classmethod
+    def check(cls, core: ServerCore) -> None:
+        """Raise IPCError, before the server says it listens, if this model cannot serve
+        what ``core`` bound (none of the models but asyncio refuses anything)."""
+        return None
+
     @abstractmethod
     def serve(self) -> None:
         """Serve until a stop request, then finish in-flight work within the grace period."""

@@ -63,6 +63,13 @@ class BootFailure(RuntimeError):
 class Prefork(Model):
     """The master: fork --workers workers, respawn the dead, forward stops, reap all."""
 
+    @classmethod
+    def check(cls, core: ServerCore) -> None:
+        from ipcnet.drivers import MODELS, model_class
+
+        if core.config.inner in MODELS:  # else each worker fails to start, and says so
+            model_class(core.config.inner).check(core)
+
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core)
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)

@@ -498,7 +498,10 @@ class SeqpacketStream(SocketStream):
 
     A packet read into a short buffer would lose its tail, so each packet is read whole
     (its size learnt with MSG_PEEK|MSG_TRUNC) and what the caller's buffer cannot take is
-    kept for the next read. Writes are cut into packets of at most SEQPACKET_CHUNK bytes.
+    kept for the next read; ``try_read`` (a readiness loop's, which only a readable socket
+    wakes) returns a longer packet whole instead. Writes are cut into packets of at most
+    SEQPACKET_CHUNK bytes (one packet is sent whole or not at all: EMSGSIZE over the send
+    buffer), ``try_write`` too.
     """
 
     def __init__(
@@ -534,6 +537,23 @@ class SeqpacketStream(SocketStream):
 
     def read(self, n: int) -> bytes:
         return StreamTransport.read(self, n)
+
+    def try_read(self, n: int) -> bytes | None:
+        """Up to n bytes, or one whole packet if it is longer; b"" at EOF, None if nothing
+        is there yet (non-blocking mode)."""
+        if self._pending:
+            data, self._pending = bytes(self._pending[:n]), self._pending[n:]
+            return data
+        try:
+            size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+            return self.sock.recv(max(n, size))
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._error(exc, "read from") from exc
+
+    def try_write(self, data: bytes | bytearray | memoryview) -> int:
+        return super().try_write(memoryview(data).cast("B")[:SEQPACKET_CHUNK])
 
     def exchanging(self) -> None:
         return None  # a packet is read whole (read_into): not one recv(2)
@@ -574,6 +594,11 @@ class SocketListener(SocketEndpoint, Listener[SocketStream]):
         self.address = address
         self._conn_local: Address | None = _ASK  # accepted connections' local address
         self._kind = (int(sock.family), int(sock.type), sock.proto)  # for try_accept
+
+    @property
+    def seqpacket(self) -> bool:
+        """Its connections are SOCK_SEQPACKET (unixpacket://): packets read as a stream."""
+        return self._scheme == "unixpacket"
 
     def accept(self) -> SocketStream:
         self._blocked += 1
