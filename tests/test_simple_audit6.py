@@ -25,7 +25,10 @@ reply could loop with. What differed and was ipcnet's defect is checked here:
   of 431,174 bytes, silently. A write the kernel could not take whole (over its send
   buffer) failed with EMSGSIZE there too. The asyncio model accepted each connection and
   reset it (asyncio takes SOCK_STREAM sockets only), logging it at debug level: it now
-  refuses the address at start, saying so.
+  refuses the address at start, saying so. A packet of no bytes (SOCK_SEQPACKET allows
+  them; recv returns 0 for it as at EOF) was taken for the client's EOF under every model:
+  echo closed with the client's next packets unread, and the reset lost what it had
+  echoed. It carries no bytes: it is skipped, and EOF is the peer's shutdown.
 """
 
 from __future__ import annotations
@@ -234,3 +237,19 @@ def test_the_asyncio_model_refuses_unixpacket_at_start() -> None:
     assert done.returncode == 1, done.stderr
     assert "asyncio model cannot serve unixpacket://" in done.stderr
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("model", ["iterative", "thread", "epoll", "prefork"])
+def test_an_empty_unixpacket_packet_is_no_eof(model: str) -> None:
+    path = f"/tmp/ipcnet-sp-{uuid.uuid4().hex[:10]}.sock"
+    with serving("echo", f"unixpacket://{path}", model=model):
+        with _seqpacket(path) as sock:
+            for packet in (b"abc", b"", b"def"):
+                sock.send(packet)
+            time.sleep(0.2)  # each read by itself, the empty one too
+            sock.send(b"ghi")
+            sock.shutdown(socket.SHUT_WR)
+            got = b""
+            while chunk := sock.recv(1 << 16):
+                got += chunk
+        assert got == b"abcdefghi"

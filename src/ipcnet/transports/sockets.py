@@ -501,7 +501,8 @@ class SeqpacketStream(SocketStream):
     kept for the next read; ``try_read`` (a readiness loop's, which only a readable socket
     wakes) returns a longer packet whole instead. Writes are cut into packets of at most
     SEQPACKET_CHUNK bytes (one packet is sent whole or not at all: EMSGSIZE over the send
-    buffer), ``try_write`` too.
+    buffer), ``try_write`` too. A packet of no bytes (recv reads 0 for it, as at EOF) is
+    skipped: EOF is the peer's shutdown (POLLRDHUP) with no packet of bytes left.
     """
 
     def __init__(
@@ -509,13 +510,28 @@ class SeqpacketStream(SocketStream):
     ) -> None:
         super().__init__(sock, where, scheme, peer)
         self._pending = memoryview(b"")
+        self._hangup = select.poll()
+        self._hangup.register(self._fd, select.POLLRDHUP)
+
+    def _next_size(self) -> int:
+        """The size of the next packet that has bytes (waiting for it as the socket
+        waits), 0 at EOF; empty packets before it are read and dropped."""
+        while True:
+            size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+            if size:
+                return size
+            shut = bool(self._hangup.poll(0))  # the peer is done: no packet comes after
+            self.sock.recv(1)  # the empty packet (nothing at EOF)
+            if shut:
+                peek = socket.MSG_PEEK | socket.MSG_TRUNC | socket.MSG_DONTWAIT
+                return self.sock.recv_into(bytearray(1), 1, peek)
 
     def read_into(self, buf: memoryview) -> int:
         if not self._pending:
             self._blocked += 1
             try:
                 self._check_open("read from")
-                size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+                size = self._next_size()
                 if size <= len(buf):
                     n = self.sock.recv_into(buf)
                     if n == 0 and self._closed:
@@ -545,8 +561,7 @@ class SeqpacketStream(SocketStream):
             data, self._pending = bytes(self._pending[:n]), self._pending[n:]
             return data
         try:
-            size = self.sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
-            return self.sock.recv(max(n, size))
+            return self.sock.recv(max(n, self._next_size()))
         except BlockingIOError:
             return None
         except OSError as exc:
