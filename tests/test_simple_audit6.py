@@ -230,10 +230,12 @@ def test_echo_over_unixpacket_loses_nothing_of_a_long_packet(model: str) -> None
         assert (len(got), got) == (len(sent), sent)
 
 
-def test_the_asyncio_model_refuses_unixpacket_at_start() -> None:
+@pytest.mark.parametrize("model", [["asyncio"], ["prefork", "--inner", "asyncio"]])
+def test_the_asyncio_model_refuses_unixpacket_at_start(model: list[str]) -> None:
     path = f"/tmp/ipcnet-sp-{uuid.uuid4().hex[:10]}.sock"
     argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"unixpacket://{path}"]
-    done = subprocess.run([*argv, "--model", "asyncio"], capture_output=True, text=True, timeout=10)
+    done = subprocess.run([*argv, "--model", *model], capture_output=True, text=True, timeout=10)
+    assert "listening" not in done.stderr
     assert done.returncode == 1, done.stderr
     assert "asyncio model cannot serve unixpacket://" in done.stderr
     assert not os.path.exists(path)
