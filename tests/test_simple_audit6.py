@@ -28,7 +28,17 @@ reply could loop with. What differed and was ipcnet's defect is checked here:
   refuses the address at start, saying so. A packet of no bytes (SOCK_SEQPACKET allows
   them; recv returns 0 for it as at EOF) was taken for the client's EOF under every model:
   echo closed with the client's next packets unread, and the reset lost what it had
-  echoed. It carries no bytes: it is skipped, and EOF is the peer's shutdown.
+  echoed. It carries no bytes: it is skipped, and EOF is the peer's shutdown;
+- a prefork worker that the master's SIGTERM reached in its first instants, before it
+  had put its own handler in place, lost it (CPython runs no handler for a signal whose
+  handler is SIG_DFL by the time it looks), served on, and the master waited for it for
+  ever; a worker the master forked just as the stop came was never told. Stop signals
+  are blocked across the fork until the worker's handlers (and the master's list of
+  workers) are in place. And the master itself waited for its workers in waitpid(2): a
+  SIGTERM taken by its --stats thread, or one that came just before the call, left it
+  blocked there (CPython runs the handler once the main thread runs again). It now waits
+  on its waker, which every signal writes (SIGCHLD caught for a worker's end)
+  (``ServerCore.fork``, ``Waker.wait``).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -48,7 +59,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from serverkit import _start, serving
+from serverkit import _start, children, serving
 
 QUIET = 0.5  # seconds a reply that must not come is waited for
 MODELS = ["iterative", "epoll", "asyncio"]  # the blocking, readiness and asyncio loops
@@ -255,3 +266,23 @@ def test_an_empty_unixpacket_packet_is_no_eof(model: str) -> None:
             while chunk := sock.recv(1 << 16):
                 got += chunk
         assert got == b"abcdefghi"
+
+
+def test_a_prefork_stop_while_workers_start_stops_them_all() -> None:
+    """SIGTERM as soon as the server says it listens (the master is still forking), or a
+    few milliseconds later (as it starts to wait for its workers)."""
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", "tcp://127.0.0.1:0"]
+    for attempt in range(10):
+        server = _start([*argv, "--model", "prefork", "--workers", "4"], 1)
+        time.sleep(attempt * 0.005)
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            code = server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            left = children(server.proc.pid)
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            server.proc.kill()
+            server.proc.wait()
+            raise AssertionError(f"the master waits for {len(left)} workers") from None
+        assert code == 0
