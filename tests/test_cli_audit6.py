@@ -62,6 +62,8 @@ USAGE = [
     (["connect", U], "--max-datagram", "99999999999999999999999", "is too large"),
     (["relay", L, U], "--buffer", "99999999999", "is too large"),
     (["relay", L, U], "--max-datagram", "2000000000", "is too large"),
+    (["serve", "echo", L], "--workers", "100000000000", "is too large"),  # no mapping for it
+    (["relay", L, U], "--workers", "100000000000", "is too large"),
     # empty values, once taken for "not given"
     (["connect", "tls://127.0.0.1:9"], "--ca", "", "'' is not a file name"),
     (["connect", "tls://127.0.0.1:9"], "--cert", "", "'' is not a file name"),

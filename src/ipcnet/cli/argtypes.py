@@ -21,6 +21,8 @@ from collections.abc import Callable
 MAX_SECONDS = 2**31 // 1000  # 2147483 s, about 24 days: INT_MAX milliseconds
 MAX_BUFFER = 1 << 30  # a buffer allocated per connection or datagram: 1 GiB (1e11 was a
 # MemoryError per relayed connection, 1e23 an OverflowError)
+MAX_WORKERS = 4096  # pool threads, prefork processes (1e11 was a traceback: the shared
+# counters' mapping, two rows a prefork worker, could not be allocated)
 
 
 def whole(least: int, most: int | None = None) -> Callable[[str], int]:

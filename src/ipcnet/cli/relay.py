@@ -28,7 +28,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ipcnet.cli.argtypes import MAX_BUFFER, address, nonempty, seconds, timeout, whole
+from ipcnet.cli.argtypes import MAX_BUFFER, MAX_WORKERS, address, nonempty, seconds, timeout, whole
 
 if TYPE_CHECKING:
     from ipcnet.relay import Relay
@@ -129,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument(
         "--workers",
-        type=whole(1),
+        type=whole(1, MAX_WORKERS),
         default=8,
         metavar="N",
         help="pool threads, prefork processes; event loops: threads that connect (8)",

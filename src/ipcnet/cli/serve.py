@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from ipcnet.cli import tlsflags
+from ipcnet.cli.argtypes import MAX_WORKERS, seconds, whole
 from ipcnet.cli.argtypes import address as url
-from ipcnet.cli.argtypes import seconds, whole
 
 HELP = "serve echo, increment, discard, daytime or http on addresses under a concurrency model"
 
@@ -39,7 +39,7 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--workers",
-        type=whole(1),
+        type=whole(1, MAX_WORKERS),
         default=d.workers,
         metavar="N",
         help=f"pool threads / prefork processes ({d.workers})",
