@@ -24,6 +24,7 @@ from ipcnet.drivers.counters import Counters
 from ipcnet.drivers.engine import Engine
 from ipcnet.protocols.base import Actions, BaseSession, Sent
 from ipcnet.testing import free_port
+from test_robust_differential import _exchange
 from test_scale_conformance import NGINX_CONF
 
 
@@ -122,26 +123,15 @@ def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
             proc.wait(20)
 
 
-def _send(port: int, data: bytes) -> bytes:
-    """Send ``data``, half-close, and read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
-    return answer
-
-
 def test_a_request_head_cut_by_eof_is_logged_as_nginx_logs_it(pair: Pair) -> None:
     """A client that sends part of a request head and half-closes: nginx answers nothing
     and logs it (400, its first line as it came); we logged nothing at all, so a scanner
     that never finishes a request left no trace in the log nor in the counters."""
     for which, port in enumerate(pair.ports):
         for data in (b"GET /a.txt HT", b"GET /a.txt HTTP/1.1\r\nHost: x\r\n"):
-            assert _send(port, data) == b""
-        _send(port, b'\x16\x03\x01"x\\')  # nginx refuses it at once, before the EOF
-        _send(port, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _exchange(port, data) == b""
+        _exchange(port, b'\x16\x03\x01"x\\')  # nginx refuses it at once, before the EOF
+        _exchange(port, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         got = [(client, request, status) for client, request, status, _ in pair.lines(which, 4)]
         assert got[:3] == [
             (b"127.0.0.1", b"GET /a.txt HT", b"400"),
@@ -173,7 +163,7 @@ def test_goaccess_parses_every_line_hostile_requests_made(pair: Pair, tmp_path: 
     bytes) parses, one line per request. (goaccess reads lines of up to 4 KiB: nginx's
     longer lines fail it the same way.)"""
     for data in HOSTILE:
-        _send(pair.ports[1], data)
+        _exchange(pair.ports[1], data)
     lines = pair.lines(1, len(HOSTILE))
     assert len(lines) == len(HOSTILE)
     report = tmp_path / "report.json"
@@ -209,7 +199,7 @@ def test_a_response_cut_short_logs_the_body_bytes_sent_as_nginx_does(pair: Pair)
     request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
     for which, port in enumerate(pair.ports):
         received = _read_then_reset(port, request, 200_000)
-        _send(port, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _exchange(port, b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         # the order of the two lines is the order the servers learned each outcome: a
         # thread blocked in sendfile may learn of the reset after the next one is served
         lines = sorted(pair.lines(which, 2), key=lambda f: f[1] != b"GET /big.bin HTTP/1.1")

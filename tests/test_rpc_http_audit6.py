@@ -30,6 +30,7 @@ from ipcnet.errors import Broken, Timeout
 from ipcnet.protocols.base import CLOSE, SHUTDOWN_WRITE, Peer
 from ipcnet.protocols.http import Limits
 from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
+from test_robust_differential import _exchange as exchange
 from test_robust_differential import _served
 
 pytestmark = pytest.mark.xdist_group("rpc-http-audit6")
@@ -55,18 +56,6 @@ def _service(calls: list[Any] | None = None) -> JsonRpcHttpService:
 def port(request: pytest.FixtureRequest) -> Iterator[int]:
     with _served(_service(), request.param) as (_, bound):
         yield bound
-
-
-def exchange(port: int, data: bytes, *, shut: bool = False) -> bytes:
-    """``data`` on a fresh connection; everything the server sends until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        if shut:
-            sock.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out
 
 
 def chunks(body: bytes, size: int = 7) -> bytes:
@@ -124,7 +113,7 @@ def test_chunked_body_with_extensions_trailers_and_a_pipelined_request(port: int
         + b"0;last\r\nX-Checksum: abc\r\nContent-Length: 1\r\n\r\n"  # trailers reframe nothing
     )  # fmt: skip
     second = HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL)
-    answer = exchange(port, CHUNKED + b"\r\n" + body + second)
+    answer = exchange(port, CHUNKED + b"\r\n" + body + second, eof=False)
     assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
     assert result(answer.rpartition(b"HTTP/1.1 200 OK")[2]) == 5
     # and one byte at a time
@@ -156,7 +145,7 @@ def test_chunked_body_with_extensions_trailers_and_a_pipelined_request(port: int
     ],
 )
 def test_bad_chunk_syntax_is_400_and_closes(port: int, body: bytes) -> None:
-    answer = exchange(port, CHUNKED + b"\r\n" + body)
+    answer = exchange(port, CHUNKED + b"\r\n" + body, eof=False)
     assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer, answer
     assert answer.count(b"HTTP/1.1 ") == 1
 
@@ -166,19 +155,19 @@ def test_chunked_limits(port: int) -> None:
     digits counted before they are converted), and so are chunk lines, extensions and
     trailers (RFC 9112 §7.1.1: 'a server ought to limit the total length of chunk
     extensions')."""
-    big = exchange(port, CHUNKED + b"\r\n" + b"%x\r\n" % (MAX_BODY + 1), shut=True)
+    big = exchange(port, CHUNKED + b"\r\n" + b"%x\r\n" % (MAX_BODY + 1))
     assert big.startswith(b"HTTP/1.1 413 "), big
-    many = exchange(port, CHUNKED + b"\r\n" + b"8000\r\n" + b"x" * 0x8000 + b"\r\n8001\r\n", shut=True)  # fmt: skip
+    many = exchange(port, CHUNKED + b"\r\n" + b"8000\r\n" + b"x" * 0x8000 + b"\r\n8001\r\n")  # fmt: skip
     assert many.startswith(b"HTTP/1.1 413 "), many
-    huge = exchange(port, CHUNKED + b"\r\n" + b"f" * 40 + b"\r\n", shut=True)
+    huge = exchange(port, CHUNKED + b"\r\n" + b"f" * 40 + b"\r\n")
     assert huge.startswith(b"HTTP/1.1 413 "), huge
-    line = exchange(port, CHUNKED + b"\r\n1;" + b"a" * 10_000, shut=True)
+    line = exchange(port, CHUNKED + b"\r\n1;" + b"a" * 10_000)
     assert line.startswith(b"HTTP/1.1 400 "), line
     extensions = b"".join(b"1;%s\r\nx\r\n" % (b"e" * 1000) for _ in range(20))
-    answer = exchange(port, CHUNKED + b"\r\n" + extensions, shut=True)
+    answer = exchange(port, CHUNKED + b"\r\n" + extensions)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     trailer = b"0\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(300))
-    answer = exchange(port, CHUNKED + b"\r\n" + trailer, shut=True)
+    answer = exchange(port, CHUNKED + b"\r\n" + trailer)
     assert answer.startswith(b"HTTP/1.1 431 "), answer
 
 
@@ -197,7 +186,7 @@ def test_a_refused_chunked_request_is_answered_then_the_connection_ends(port: in
     """Its body is not read: the answer says Connection: close (the chunks are never taken
     for a next request)."""
     refused = CHUNKED.replace(b"application/json", b"text/plain") + b"\r\n" + chunks(CALL)
-    answer = exchange(port, refused + HEAD + b"Content-Length: 2\r\n\r\n{}")
+    answer = exchange(port, refused + HEAD + b"Content-Length: 2\r\n\r\n{}", eof=False)
     assert answer.startswith(b"HTTP/1.1 415 ") and b"Connection: close" in answer
     assert answer.count(b"HTTP/1.1 ") == 1
 
@@ -263,7 +252,9 @@ def test_options_asterisk_is_about_the_server(port: int) -> None:
     --request-target '*' sends it); it was a 400 that closed the connection."""
     both = b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n" + HEAD
     answer = exchange(
-        port, both + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL)
+        port,
+        both + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL),
+        eof=False,
     )
     assert answer.startswith(b"HTTP/1.1 200 ") and b"Allow: POST\r\n" in answer
     assert answer.count(b"HTTP/1.1 200 ") == 2 and result(answer.rpartition(b"HTTP/1.1")[2]) == 5
