@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from ipcnet.drivers.admission import ACCEPT_PAUSE, Gate, drain_step, sweep
-from ipcnet.drivers.core import STOP_SIGNALS, Model, ServerCore, log
+from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.handover import AioWatch
@@ -432,12 +432,11 @@ class AsyncioModel(Model):
             core.drain_waker()
             stop.set()
 
+        # the stop signals are the core's handlers' (install_signals): its wakeup fd is the
+        # waker, and uvloop runs Python's handlers from its own. Not add_signal_handler:
+        # a signal that came while it swapped the handlers was taken by both, and its
+        # second terminate() ended a --drain-delay at once
         loop.add_reader(core.waker_r, woken)
-        for sig in STOP_SIGNALS:
-            try:
-                loop.add_signal_handler(sig, core.terminate)  # --drain-delay first
-            except (RuntimeError, ValueError):
-                pass  # not the main thread: the caller stops us through request_stop()
         sweeper = loop.create_task(self._sweep())
         while not core.stopping.is_set():
             stop.clear()
