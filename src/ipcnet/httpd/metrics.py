@@ -3,18 +3,18 @@
 Role: the HTTP-level numbers the server core does not keep: requests by status class,
 body bytes, a per-second ring for "requests/s over the last 10 s", and a histogram of the
 time to answer (request head parsed -> response queued, in BUCKETS; /_metrics shows it in
-Prometheus form). Rules: the counters
-live in an anonymous shared mapping made before any fork (prefork workers, fork children
-all add to it) and every update takes one cross-process lock, so nothing is lost.
+Prometheus form). Rules: the counters are
+``transports.cells`` rows, one per process (prefork workers and fork children all count):
+an update takes only its own process's lock, and a snapshot adds the rows up.
 """
 
 from __future__ import annotations
 
 import bisect
-import mmap
-import multiprocessing
 import time
 from typing import Any
+
+from ipcnet.transports.cells import SharedCells
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 SECONDS = 16  # ring slots (we report the last 10 complete seconds)
@@ -28,10 +28,7 @@ _SUM = _HIST + len(BUCKETS) + 1
 
 class Metrics:
     def __init__(self) -> None:
-        cells = _SUM + 1
-        self._map = mmap.mmap(-1, cells * 8, mmap.MAP_SHARED)
-        self._cells = memoryview(self._map).cast("q")
-        self._lock = multiprocessing.Lock()
+        self._cells = SharedCells(_SUM + 1, "ipcnet-http-metrics")
         self.started = time.time()
 
     def count(self, status: int, size: int, seconds: float = 0.0) -> None:
@@ -39,9 +36,9 @@ class Metrics:
         bucket = _HIST + bisect.bisect_left(BUCKETS, seconds)
         slot = _RING + now % SECONDS
         klass = status // 100
-        cells = self._cells
-        lock = self._lock
-        lock.acquire()  # the semaphore's own method: `with` adds two Python calls per request
+        shared = self._cells
+        cells, lock = shared.row, shared.lock
+        lock.acquire()  # the lock's own method: `with` adds two Python calls per request
         try:
             cells[_REQUESTS] += 1
             cells[_BYTES] += size
@@ -58,13 +55,13 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         now = int(time.time())
-        cells = self._cells
-        with self._lock:
-            values = list(cells)
-        recent = sum(
-            values[_RING + SECONDS + i]
+        rows = self._cells.rows()
+        values = self._cells.totals(rows)
+        recent = sum(  # each process's ring: its seconds' stamps, then their counts
+            row[_RING + SECONDS + i]
+            for row in rows
             for i in range(SECONDS)
-            if now - 10 <= values[_RING + i] < now
+            if now - 10 <= row[_RING + i] < now
         )
         return {
             "requests": values[_REQUESTS],

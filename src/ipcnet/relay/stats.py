@@ -9,17 +9,17 @@ Role: what ``--stats`` and the status JSON show, and what the log says. Rules:
 - one log line per connection, after it ended, in the spirit of HAProxy's ``tcplog``:
   client, target, bytes each way, duration, then which side ended first and how (eof,
   reset, timeout, stopped) and how the other side ended;
-- all of it is safe to update from many threads and forked processes (one semaphore;
-  updates are few: a connection adds its totals once, when it ended).
+- all of it is safe to update from many threads and forked processes (``transports.cells``:
+  a row per process, so a process killed while it counts blocks no other).
 """
 
 from __future__ import annotations
 
-import mmap
-import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ipcnet.transports.cells import SharedCells
 
 FIELDS = (
     "active",
@@ -38,35 +38,29 @@ FIELDS = (
 
 
 class RelayStats:
-    """Counters, readable at any time with ``snapshot()``, in memory shared across fork
-    (an anonymous shared mapping made before any fork, under a semaphore), so that a relay
-    served by forked processes still counts in one place."""
+    """Counters, readable at any time with ``snapshot()``, in memory shared across fork,
+    so that a relay served by forked processes still counts in one place."""
 
     def __init__(self, targets: Sequence[str] = ()) -> None:
         self.targets = list(dict.fromkeys(targets))
         self._index = {name: i for i, name in enumerate(FIELDS)}
-        size = len(FIELDS) + len(self.targets)
-        self._map = mmap.mmap(-1, size * 8, mmap.MAP_SHARED)
-        self._cells = memoryview(self._map).cast("q")
-        self._lock = multiprocessing.Lock()
+        self._cells = SharedCells(len(FIELDS) + len(self.targets), "ipcnet-relay-stats")
         self.since = time.time()
 
     def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._cells[self._index[name]] += amount
+        self._cells.add(self._index[name], amount=amount)
 
     def connect_failed(self, target: str) -> None:
         if target in self.targets:
-            with self._lock:
-                self._cells[len(FIELDS) + self.targets.index(target)] += 1
+            self._cells.add(len(FIELDS) + self.targets.index(target))
 
     def __getitem__(self, name: str) -> int:
-        return int(self._cells[self._index[name]])
+        return self._cells.totals()[self._index[name]]
 
     def snapshot(self) -> dict[str, object]:
-        with self._lock:
-            values: dict[str, object] = {n: int(self._cells[i]) for n, i in self._index.items()}
-            failures = {t: int(self._cells[len(FIELDS) + i]) for i, t in enumerate(self.targets)}
+        cells = self._cells.totals()
+        values: dict[str, object] = {n: cells[i] for n, i in self._index.items()}
+        failures = {t: cells[len(FIELDS) + i] for i, t in enumerate(self.targets)}
         return {
             **values,
             "connect_failures": {t: n for t, n in failures.items() if n},

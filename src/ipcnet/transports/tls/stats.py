@@ -1,20 +1,20 @@
 """TLS counters shared by every process of a server: handshakes, failures, versions, ciphers.
 
-Role: what ``--stats`` and the status page show of TLS. Rules: the cells live in an
-anonymous shared mapping made before any fork, so fork and prefork workers count where the
-parent reads; a lock that works across fork (a POSIX semaphore) makes each increment
-whole (one per handshake: cheap); the cipher slots are the server context's ciphers, known
-before the fork, plus "other".
+Role: what ``--stats`` and the status page show of TLS. Rules: the counters are
+``transports.cells`` rows, one per process, so fork and prefork workers count where the
+parent reads and a process killed while it counts blocks no other; the reload generation
+is one cell of its own that every process reads; the cipher slots are the server
+context's ciphers, known before the fork, plus "other".
 """
 
 from __future__ import annotations
 
 import mmap
-import multiprocessing
 import ssl
 from typing import Any
 
 from ipcnet import errors
+from ipcnet.transports.cells import SharedCells
 
 REASONS = tuple(
     cls.reason
@@ -40,19 +40,16 @@ class TLSStats:
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         ciphers = [c["name"] for c in context.get_ciphers()] if context is not None else []
         self.ciphers = (*dict.fromkeys(ciphers), "other")
-        self._names = ("handshakes", "generation", "unclean_eofs",
+        self._names = ("handshakes", "unclean_eofs",
                        *(f"failure:{r}" for r in REASONS),
                        *(f"version:{v}" for v in VERSIONS),
                        *(f"cipher:{c}" for c in self.ciphers))  # fmt: skip
         self._index = {name: i for i, name in enumerate(self._names)}
-        self._map = mmap.mmap(-1, 8 * len(self._names), mmap.MAP_SHARED)
-        self._cells = memoryview(self._map).cast("q")
-        self._lock = multiprocessing.Lock()
+        self._cells = SharedCells(len(self._names), "ipcnet-tls-stats")
+        self._generation = memoryview(mmap.mmap(-1, 8, mmap.MAP_SHARED)).cast("q")
 
     def _add(self, *names: str) -> None:
-        with self._lock:
-            for name in names:
-                self._cells[self._index[name]] += 1
+        self._cells.add(*(self._index[name] for name in names))
 
     def handshake(self, version: str | None, cipher: str | None) -> None:
         v = version if version in VERSIONS else "other"
@@ -70,16 +67,16 @@ class TLSStats:
     @property
     def generation(self) -> int:
         """How many reloads were asked for (SIGHUP), by any process of the server."""
-        return int(self._cells[self._index["generation"]])
+        return int(self._generation[0])
 
     def bump_generation(self) -> int:
         """Ask every process to reload; lock-free, so that a signal handler may call it."""
-        self._cells[self._index["generation"]] += 1
+        self._generation[0] += 1
         return self.generation
 
     def snapshot(self) -> dict[str, Any]:
         """Totals; the mixes and failures list only what happened (no zero rows)."""
-        values = {name: int(self._cells[i]) for i, name in enumerate(self._names)}
+        values = dict(zip(self._names, self._cells.totals(), strict=True))
 
         def group(prefix: str) -> dict[str, int]:
             return {k.partition(":")[2]: v for k, v in values.items() if k.startswith(prefix) and v}
@@ -91,6 +88,6 @@ class TLSStats:
             "failures": failures,
             "versions": group("version:"),
             "ciphers": group("cipher:"),
-            "reloads": values["generation"],
+            "reloads": self.generation,
             "unclean_eofs": values["unclean_eofs"],  # after the handshake (see drivers.tls)
         }
