@@ -124,12 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ipcnet.protocols import SERVICES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "services:\n"
-        + "".join(f"  {n:<10} {info.help}\n" for n, info in SERVICES.items())
-        + "\n"
-        + _models_epilog()
-    )
+    parser.epilog = _models_epilog()  # the services: argparse lists the SERVICE choices
     common = common_options()
     sub = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
     wanted = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "serve" else None
