@@ -74,6 +74,7 @@ USAGE = [
     (["cert"], "--out", "", "'' is not a directory name"),
     (["connect", "tls://127.0.0.1:9"], "--sni", "", "'' is not a server name: empty"),
     (["connect", "tls://127.0.0.1:9"], "--alpn", "", "'' is not a list of protocols"),
+    (["sockets"], "--process", "", "'' is not a process name"),  # matched nothing, exit 0
     (["connect", "tls://127.0.0.1:9"], "--alpn", ",,", "',,' is not a list of protocols"),
     (["relay", L, U], "--stats", "", "invalid address ''"),
     (["serve", "echo", L], "--stats", "", "invalid address ''"),

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
-from ipcnet.cli.argtypes import timeout, whole
+from ipcnet.cli.argtypes import nonempty, timeout, whole
 
 if TYPE_CHECKING:
     from ipcnet.inspector.model import SocketRow
@@ -66,7 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PID",
         help="only sockets this process holds (repeatable)",
     )
-    f.add_argument("--process", metavar="NAME", help="only sockets of processes named NAME")
+    f.add_argument(
+        "--process",
+        metavar="NAME",
+        type=nonempty("a process name"),
+        help="only sockets of processes named NAME",
+    )
     o = parser.add_argument_group("output")
     o.add_argument("-n", "--numeric", action="store_true", help="no service or user names")
     o.add_argument("-p", "--processes", action="store_true", help="show the owning pid/program/fds")
