@@ -557,3 +557,24 @@ def test_a_batch_cut_off_by_the_server_logs_no_unretrieved_future(
     finally:
         thread.join(5)
         listener.close()
+
+
+@pytest.mark.parametrize("url", ["tls://127.0.0.1:{port}", "tls+unix://@{name}"])
+def test_open_async_refuses_tls_before_it_connects(url: str) -> None:
+    """A TLS stream cannot be handed to an event loop (its TLS state is this process's
+    SSLObject). open_async said so only after a TCP connect and a whole handshake, which
+    the server saw as a client that left; it now says so before connecting."""
+    from ipcnet.errors import Unsupported
+    from ipcnet.transports.aio import open_async
+
+    name = f"ipcnet-aio-tls-{os.getpid()}"
+    family = socket.AF_UNIX if url.startswith("tls+unix") else socket.AF_INET
+    with socket.socket(family) as server:
+        server.bind(("127.0.0.1", 0) if family == socket.AF_INET else f"\0{name}")
+        server.listen()
+        port = server.getsockname()[1] if family == socket.AF_INET else 0
+        with pytest.raises(Unsupported, match="event loop"):
+            asyncio.run(open_async(parse(url.format(port=port, name=name)), 2.0))
+        server.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            server.accept()  # nobody connected

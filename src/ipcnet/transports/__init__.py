@@ -75,6 +75,12 @@ def _module(address: Address) -> ModuleType:
     return importlib.import_module(name if "." in name else f"{__name__}.{name}")
 
 
+def detaches(address: Address) -> bool:
+    """Whether ``address``'s streams can be handed to an event loop (``detach``): a module
+    whose streams cannot says ``DETACHES = False``."""
+    return bool(getattr(_module(address), "DETACHES", True))
+
+
 def open_stream(address: Address, connect_timeout: float | None, **tls: Any) -> StreamTransport:
     """Connect to (or open) a stream address (``tls``: TLS options, for tls:// addresses)."""
     module = _module(address)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Closed, IPCError, PeerClosed, Unsupported
-from ipcnet.transports import open_stream
+from ipcnet.transports import detaches, open_stream
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.oserrors import translate
 
@@ -156,6 +156,11 @@ async def open_async(
     address: Address, connect_timeout: float | None = 30.0, limit: int = READ_LIMIT
 ) -> AsyncStream:
     """Connect to a stream address (tcp, unix, exec:, fifo, stdio, fd://...) for asyncio."""
+    if not detaches(address):  # said before connecting, not after a handshake
+        raise Unsupported(
+            f"cannot hand {address} over to an event loop (for TLS from asyncio, give "
+            "asyncio.open_connection an ssl context)"
+        )
     opening = _Opening()
     loop = asyncio.get_running_loop()
     try:

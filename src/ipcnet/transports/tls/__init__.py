@@ -50,6 +50,8 @@ from ipcnet.transports.tls.stream import TLSListener, TLSStream
 
 #: ``open_stream``/``open_listener`` pass TLS keywords (``TLSOptions``' fields) to this module
 TAKES_TLS = True
+#: a TLSStream cannot be handed to an event loop: its TLS state is this process's SSLObject
+DETACHES = False
 
 
 def raw_address(address: Address) -> Address:
