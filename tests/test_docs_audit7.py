@@ -41,6 +41,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -312,3 +313,40 @@ def test_readme_library_names_exist() -> None:
     for name in code_spans(tree)[1:]:  # after `ipcnet.errors`
         assert hasattr(errors, name), name
     assert issubclass(errors.Closed, ValueError)
+
+
+# --- help texts against the README ----------------------------------------------------
+
+
+def test_serve_http_help_states_its_idle_timeout(user: dict[str, str], tmp_path: Path) -> None:
+    """README (the web server): "A keep-alive connection closes after ``--idle-timeout``
+    idle seconds (60 for http)"; the help must state the default in force."""
+    assert "(60 for http)" in section(README, "## The web server")
+    r = sh("ipcnet serve http --help", user, tmp_path)
+    help_text = " ".join(r.stdout.split())
+    assert "--idle-timeout S close silent connections (60; 0 = never)" in help_text
+    r = sh("ipcnet serve echo --help", user, tmp_path)
+    assert "--idle-timeout S close silent connections (300; 0 = never)" in " ".join(
+        r.stdout.split()
+    )
+
+
+def test_http_idle_default_does_not_leak_into_other_services(tmp_path: Path) -> None:
+    """A parser built with every service (``ipcnet.cli.main`` called in-process, where
+    sys.argv names no service) gave echo and daytime the web server's 60 s."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.argv = ["embedding-program"]
+        from ipcnet.cli import build_parser
+        parser = build_parser("serve")
+        for argv in (["echo"], ["daytime"], ["http", "."], ["echo"]):
+            args = parser.parse_args(["serve", *argv, "tcp://127.0.0.1:1"])
+            print(argv[0], args.idle_timeout)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=15
+    )
+    assert r.stdout.split("\n") == ["echo 300.0", "daytime 300.0", "http 60.0", "echo 300.0", ""]
