@@ -36,8 +36,10 @@ Documentation fixed (the text was wrong, the code right), each now executed here
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -58,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 HAPROXY_MD = ROOT / "docs" / "haproxy.md"
 SRC = str(ROOT / "src")
-IPCNET = [sys.executable, "-m", "ipcnet"]
+IPCNET = ["ipcnet"]  # found on the PATH of the ``user`` fixture's environment
 
 
 # --- reading the documents ------------------------------------------------------------
@@ -101,12 +103,14 @@ def code_spans(cell: str) -> list[str]:
 
 @pytest.fixture
 def user(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A user's environment: an ``ipcnet`` command on PATH (this checkout's), run from a
-    fresh temporary directory."""
+    """A user's environment: an ``ipcnet`` command on PATH (this checkout's)."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     shim = bindir / "ipcnet"
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m ipcnet "$@"\n')
+    # what pip installs (a script run by this Python): the process is named ipcnet
+    shim.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom ipcnet.cli import entry\nsys.exit(entry())\n"
+    )
     shim.chmod(0o755)
     env = dict(os.environ)
     env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
@@ -190,11 +194,7 @@ def ipcnet_argv(command: str) -> list[str]:
 
     words = shlex.split(command, comments=True)
     assert words[0] == "ipcnet", command
-    return (
-        [sys.executable, "-m", "ipcnet", *words[1:]]
-        if words[-1] != "&"
-        else [sys.executable, "-m", "ipcnet", *words[1:-1]]
-    )
+    return words[:-1] if words[-1] == "&" else words
 
 
 # --- README: the library --------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_readme_tcp_echo_client_snippet(user: dict[str, str], tmp_path: Path) ->
     code = block(README, 'import ipcnet\n\nwith ipcnet.connect("tcp://127.0.0.1:9734"')
     port = free_port()
     echo = ["ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
-    with background([sys.executable, "-m", *echo], user, tmp_path):
+    with background(echo, user, tmp_path):
         r = python(code.replace("9734", str(port)), user, tmp_path)
     assert r.stdout == "b'hello\\n'\n"  # everything it sent back, then EOF
 
@@ -505,3 +505,131 @@ def test_readme_connect_error_table(row: list[str], user: dict[str, str], tmp_pa
     if case == "unknown host" and "temporary failure" in r.stderr:
         pytest.skip("no resolver here: " + r.stderr.strip())
     assert (r.stderr.strip(), r.returncode) == (message, int(status))
+
+
+# --- README: ipcnet serve -------------------------------------------------------------
+
+
+def _steps_shape(lines: list[str]) -> list[str]:
+    """A trace with its pids, descriptors and ports taken out."""
+    out = []
+    for line in lines:
+        line = re.sub(r"\[pid \d+ ", "[pid N ", line)
+        line = re.sub(r"fd \d+", "fd N", line)
+        out.append(re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:P", line))
+    return out
+
+
+def test_readme_trace_sample(user: dict[str, str], tmp_path: Path) -> None:
+    """The ``--trace`` sample: one client sends ``hello`` and half-closes, then SIGTERM."""
+    sample = block(README, "$ ipcnet serve echo tcp://127.0.0.1:9734 --model iterative --trace")
+    command, shown = console(sample)[0]
+    port = free_port()
+    argv = ipcnet_argv(command.replace("9734", str(port)))
+    proc = subprocess.Popen(argv, env=user, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = [proc.stderr.readline() for _ in range(4)]
+    assert "listening on" in lines[-1]
+    sh(f"printf 'hello\\n' | ipcnet connect tcp://127.0.0.1:{port}", user, tmp_path)
+    for _ in range(5):
+        lines.append(proc.stderr.readline())
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=10)
+    lines = [line.rstrip("\n") for line in lines] + rest.splitlines()
+    assert proc.returncode == 0
+    assert _steps_shape(lines) == _steps_shape(shown)
+
+
+# --- README: RPC ----------------------------------------------------------------------
+
+
+def test_readme_rpc_transcript_and_clients(user: dict[str, str], tmp_path: Path) -> None:
+    api = block(README, "# api.py\n")
+    (tmp_path / "api.py").write_text(api)
+    steps = console(block(README, "$ ipcnet rpc serve api:methods tcp://127.0.0.1:9000"))
+    port = free_port()
+    sock = f"{tmp_path}/api.sock"
+
+    def here(text: str) -> str:
+        return text.replace("9000", str(port)).replace("/tmp/api.sock", sock)
+
+    first, _ = steps[0]
+    with background(ipcnet_argv(here(first)), user, tmp_path, count=2):
+        for command, shown in steps[1:]:
+            r = sh(here(command), user, tmp_path)
+            assert (r.returncode, r.stdout.splitlines()) == (0, shown), command
+        client = block(README, "from ipcnet import rpc\nwith rpc.connect(")
+        sync, aio = client.split("# asyncio")
+        code = [here(line) for line in sync.splitlines()]
+        # each commented expression is checked against its comment's value
+        checks = {"client.add(1, 2)": "3", "client.with_timeout(0.5).add(a=1, b=2)": "3"}
+        for i, line in enumerate(code):
+            expression = line.split("#")[0].strip()
+            if expression in checks:
+                code[i] = f"    assert {expression} == {checks[expression]}"
+            if expression.startswith("client.batch("):
+                code[i] = f"    print(repr({expression}))"
+        body = textwrap.indent(
+            here(aio).replace("await client.batch", "print(await client.batch"), "    "
+        )
+        body = body.replace("[3, 4])])", "[3, 4])]))")
+        program = "\n".join(code) + "\nimport asyncio\nasync def main():\n" + body
+        program += "\nasyncio.run(main())\n"
+        out = python(program, user, tmp_path).stdout.splitlines()
+    assert out[0].startswith("[3, RPCError(")  # one JSON-RPC batch: [3, RPCError(...)]
+    assert out[1] == "[3, 7]"
+
+
+def test_readme_jsonrpc_over_http_transcript(user: dict[str, str], tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (make system-deps installs it)")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "api.py").write_text(block(README, "# api.py\n"))
+    steps = console(block(README, "$ ipcnet rpc serve mypkg.api:methods http://"))
+    port = free_port()
+    first, _ = steps[0]
+    with background(ipcnet_argv(first.replace("8545", str(port))), user, tmp_path):
+        for command, shown in steps[1:]:
+            r = sh(command.replace("8545", str(port)), user, tmp_path)
+            assert (r.returncode, r.stdout.splitlines()) == (0, shown), command
+
+
+# --- README: ipcnet sockets -----------------------------------------------------------
+
+
+def test_readme_sockets_json_sample_is_the_schema(user: dict[str, str], tmp_path: Path) -> None:
+    """The ``--json`` sample, the schema table and the code name the same keys in the same
+    order ("Keys appear in this order"), and the sample is what the command prints for a
+    listening echo server (values of this run aside); the other tables' headers too."""
+    from ipcnet.inspector.model import PROTOCOLS, SCHEMA, TCP_STATES
+
+    text = block(README, "$ ipcnet sockets -tap --port 9734")
+    steps = dict(console(text))
+    json_step = next(c for c in steps if c.endswith("--json"))
+    sample = json.loads("\n".join(steps[json_step]))
+    table = section(README, "### JSON schema (version 1)")
+    keys = [key for row in table_rows(table) for key in code_spans(row[0])]
+    assert keys == list(SCHEMA) == list(sample["sockets"][0])
+    proto_row = next(row for row in table_rows(table) if row[0] == "`proto`")
+    assert code_spans(proto_row[1]) == list(PROTOCOLS)
+    state_row = next(row for row in table_rows(table) if row[0] == "`state`")
+    states = set(TCP_STATES.values()) - {"NEW_SYN_RECV"}  # shown as SYN_RECV, as by ss
+    assert set(code_spans(state_row[1])) - {"--state bound-inactive"} == states | {"UNCONN"}
+
+    port = free_port()
+    server = [*IPCNET, "serve", "echo", f"tcp://127.0.0.1:{port}"]
+    with background(server, user, tmp_path) as proc:
+        r = sh(json_step.replace("9734", str(port)), user, tmp_path)
+        live = json.loads(r.stdout)
+        tap = sh(f"ipcnet sockets -tap --port {port}", user, tmp_path).stdout.splitlines()
+        fds = sh(f"ipcnet sockets --pid {proc.pid} --fds", user, tmp_path).stdout
+    assert list(live) == list(sample) == ["version", "netns", "sockets"]
+    row = live["sockets"][0]
+    assert list(row) == list(sample["sockets"][0])
+    expected = dict(sample["sockets"][0], local_port=port, inode=row["inode"], uid=row["uid"])
+    expected.update(user=row["user"], processes=[dict(pid=proc.pid, name="ipcnet", fds=[6])])
+    assert dict(row, processes=[dict(row["processes"][0], fds=[6])]) == expected
+    assert tap[0].split() == steps[next(c for c in steps if "-tap" in c)][0].split()
+    listening = f"{row['processes'][0]['fds'][0]:>4} -> socket:[{row['inode']}]  tcp LISTEN "
+    assert listening + f"127.0.0.1:{port} 0.0.0.0:* recv-q=0 send-q=128 others=-" in fds
