@@ -42,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -88,8 +89,11 @@ def section(path: Path, heading: str) -> str:
 
 
 def table_rows(text: str) -> list[list[str]]:
-    """The cells of a Markdown table's body rows (header and rule dropped)."""
-    rows = [line for line in text.splitlines() if line.startswith("|")]
+    """The cells of the first Markdown table's body rows (header and rule dropped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = lines[start:end]
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
     return [c for c in cells[2:] if c]
 
@@ -628,8 +632,94 @@ def test_readme_sockets_json_sample_is_the_schema(user: dict[str, str], tmp_path
     row = live["sockets"][0]
     assert list(row) == list(sample["sockets"][0])
     expected = dict(sample["sockets"][0], local_port=port, inode=row["inode"], uid=row["uid"])
+    expected["local_port_class"] = "dynamic" if port >= 49152 else "registered"
     expected.update(user=row["user"], processes=[dict(pid=proc.pid, name="ipcnet", fds=[6])])
     assert dict(row, processes=[dict(row["processes"][0], fds=[6])]) == expected
     assert tap[0].split() == steps[next(c for c in steps if "-tap" in c)][0].split()
     listening = f"{row['processes'][0]['fds'][0]:>4} -> socket:[{row['inode']}]  tcp LISTEN "
     assert listening + f"127.0.0.1:{port} 0.0.0.0:* recv-q=0 send-q=128 others=-" in fds
+
+
+# --- README: names and grammar --------------------------------------------------------
+
+
+def test_readme_bench_names_are_the_benchmarks() -> None:
+    from ipcnet.bench.harness import BENCHMARKS
+
+    text = section(README, "## Benchmarks: `ipcnet bench`")
+    names = code_spans(text.split("runs one benchmark beside its peers:")[1].split("(`")[0])
+    assert names == list(BENCHMARKS)
+
+
+def test_readme_address_table_parses_and_prints_back() -> None:
+    """Every example of the Addresses table parses, and ``str(address)`` parses back to an
+    equal address; the error messages the section quotes are the parser's."""
+    from ipcnet.addresses import parse
+    from ipcnet.errors import InvalidAddress
+
+    text = section(README, "## Addresses")
+    examples = [url for row in table_rows(text) for url in code_spans(row[1])]
+    assert len(examples) >= 19
+    for url in examples:
+        address = parse(url)
+        assert parse(str(address)) == address, url
+    messages = {
+        "tcp://host": "invalid address 'tcp://host': missing port",
+        "tcp://h:65536": "... port 65536 out of range 0-65535",
+        "unix:///" + "a" * 107: "... unix socket path is 108 bytes, over the limit of\n107",
+        "tpc://h:1": "... unknown scheme 'tpc' (did you mean tcp://?)",
+    }
+    quoted = " ".join(text.split("Bad input says what is wrong:")[1].split())
+    for url, shown in messages.items():
+        shown = " ".join(shown.split())
+        assert f"`{shown}`" in quoted, shown
+        with pytest.raises(InvalidAddress) as raised:
+            parse(url)
+        assert str(raised.value).endswith(shown.removeprefix("..."))
+
+
+# --- README: TLS ----------------------------------------------------------------------
+
+
+def test_readme_https_in_two_commands(user: dict[str, str], tmp_path: Path) -> None:
+    """``ipcnet cert``, ``ipcnet serve http . tls://localhost:8443 ...``, then curl and
+    ``ipcnet connect`` trust the CA and get the page (port moved)."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (make system-deps installs it)")
+    steps = console(block(README, "$ ipcnet cert"))
+    port = free_port()
+    (tmp_path / "index.html").write_text("over tls\n")
+    r = sh(steps[0][0], user, tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("ca.pem", "ca-key.pem", "server.pem", "server-key.pem"):
+        assert (tmp_path / name).exists()
+    for name in ("ca-key.pem", "server-key.pem"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600  # "key files are mode 0600"
+    assert steps[1][0].split("#")[0].strip() in r.stdout  # cert's own hint is the README's
+    with background(ipcnet_argv(steps[1][0].replace("8443", str(port))), user, tmp_path):
+        curl, other = steps[2][0].replace("8443", str(port)).split("# or:")
+        r = sh(curl, user, tmp_path)
+        assert (r.returncode, r.stdout) == (0, "over tls\n"), r.stderr
+        request = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"
+        r = sh(other, user, tmp_path, stdin=request)
+        assert r.returncode == 0 and r.stdout.startswith("HTTP/1.1 200 OK"), r.stderr
+        assert r.stdout.endswith("\n\nover tls\n")  # (text mode: CRLF read as LF)
+
+
+def test_readme_tls_options_are_flags_and_keywords(user: dict[str, str], tmp_path: Path) -> None:
+    import dataclasses
+
+    from ipcnet.transports.tls.context import TLSOptions
+
+    text = section(README, "## TLS: `tls://`, HTTPS, mutual TLS")
+    table = text.split("The options have the same names")[1]
+    fields = {f.name for f in dataclasses.fields(TLSOptions)}
+    connect_help = sh("ipcnet connect --help", user, tmp_path).stdout
+    serve_help = sh("ipcnet serve echo --help", user, tmp_path).stdout
+    rows = table_rows(table)
+    assert len(rows) >= 10
+    for flags, keywords, _ in rows:
+        for keyword in code_spans(keywords):
+            assert keyword.split("=")[0] in fields, keyword
+        for flag in re.findall(r"--[\w-]+", flags):
+            assert flag in connect_help or flag in serve_help, flag
