@@ -723,3 +723,90 @@ def test_readme_tls_options_are_flags_and_keywords(user: dict[str, str], tmp_pat
             assert keyword.split("=")[0] in fields, keyword
         for flag in re.findall(r"--[\w-]+", flags):
             assert flag in connect_help or flag in serve_help, flag
+
+
+# --- docs/haproxy.md ------------------------------------------------------------------
+
+
+def _recipe_server_argv(root: Path, port: int, log: Path) -> list[str]:
+    """Section 2's server command for ``web1``, on a loopback port instead of its veth."""
+    import shlex
+
+    loop = block(HAPROXY_MD, "for i in 1 2 3; do\n  ip netns exec web$i ipcnet serve http")
+    command = loop.split("ip netns exec web$i ", 1)[1].split(" 2>>")[0].replace("\\\n", " ")
+    command = command.replace("$i", "1").replace("/srv/www", str(root))
+    command = command.replace("tcp://10.200.1.2:8080", f"tcp://127.0.0.1:{port}")
+    return shlex.split(command.replace("/var/log/ipcnet/web1.log", str(log)))
+
+
+def test_haproxy_recipe_runs_as_written(user: dict[str, str], tmp_path: Path) -> None:
+    """The HAProxy configuration is valid as written; with web1 on a loopback port (section
+    2's command, flags as written) and the checks sped up as the text says the test does,
+    web1 is UP and answers through HAProxy; the same line without ``check-send-proxy`` is
+    UP too (HAProxy sends the header on a send-proxy-v2 server's checks), and DOWN once its
+    checks go to an explicit ``port`` (the header is then not sent: refused); the
+    ``show stat | cut -d, -f1,2,18`` line shows each server's status."""
+    for tool in ("haproxy", "socat", "curl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (make system-deps installs it)")
+    config = block(HAPROXY_MD, "global\n")
+    (tmp_path / "as-written.cfg").write_text(config)
+    r = subprocess.run(
+        ["haproxy", "-c", "-f", str(tmp_path / "as-written.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    root, log = tmp_path / "www", tmp_path / "web1.log"
+    root.mkdir()
+    (root / "index.html").write_text("behind haproxy\n")
+    port, front = free_port(), free_port()
+    sock = tmp_path / "haproxy.sock"
+    lines = []
+    for line in config.replace("/run/haproxy.sock", str(sock)).splitlines():
+        line = line.replace("bind :80", f"bind 127.0.0.1:{front}")
+        line = line.replace("inter 1s fall 2 rise 2", "inter 100 fall 1 rise 2")
+        if line.strip().startswith("server web1 "):
+            line = line.replace("10.200.1.2:8080", f"127.0.0.1:{port}")
+        elif line.strip().startswith("server web2 "):  # checks still send the header
+            line = line.replace("10.200.2.2:8080", f"127.0.0.1:{port}")
+            line = line.replace(" check-send-proxy", "")
+        elif line.strip().startswith("server web3 "):  # a check port: the header is not sent
+            line = line.replace("10.200.3.2:8080", f"127.0.0.1:{port}")
+            line = line.replace(" check-send-proxy", f" port {port}")
+        lines.append(line)
+    (tmp_path / "haproxy.cfg").write_text("\n".join(lines) + "\n")
+    show = re.search(
+        r"`(echo \"show stat\" \| socat - /run/haproxy.sock \| cut [^`]*)`", HAPROXY_MD.read_text()
+    )
+    assert show, "the 'show stat' line of section 4"
+    show_stat = show.group(1).replace("/run/haproxy.sock", str(sock))
+
+    with background(_recipe_server_argv(root, port, log), user, tmp_path, count=1):
+        haproxy = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 8
+            while True:
+                stat_lines = sh(show_stat, user, tmp_path).stdout.splitlines()
+                status = dict(line.rsplit(",", 1) for line in stat_lines[1:] if line)
+                want = {"ipcnet,web1": "UP", "ipcnet,web2": "UP", "ipcnet,web3": "DOWN"}
+                if all(status.get(name) == state for name, state in want.items()):
+                    break
+                assert time.monotonic() < deadline, stat_lines
+                time.sleep(0.1)
+            assert stat_lines[0] == "# pxname,svname,status"
+            r = sh(f"curl -s http://127.0.0.1:{front}/", user, tmp_path)
+            assert r.stdout == "behind haproxy\n"
+        finally:
+            haproxy.terminate()
+            haproxy.wait(10)
+    requests = [line for line in log.read_text().splitlines() if '"GET / ' in line]
+    assert len(requests) == 1 and requests[0].startswith("127.0.0.1 - - [")
+    checks = [line for line in log.read_text().splitlines() if "/_health" in line]
+    assert checks and all(" 200 " in line for line in checks)  # LOCAL checks, answered ok
