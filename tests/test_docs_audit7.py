@@ -810,3 +810,32 @@ def test_haproxy_recipe_runs_as_written(user: dict[str, str], tmp_path: Path) ->
     assert len(requests) == 1 and requests[0].startswith("127.0.0.1 - - [")
     checks = [line for line in log.read_text().splitlines() if "/_health" in line]
     assert checks and all(" 200 " in line for line in checks)  # LOCAL checks, answered ok
+
+
+def test_health_after_a_drain_delay_says_stopping(user: dict[str, str], tmp_path: Path) -> None:
+    """docs/haproxy.md: ``/_health`` answers ``503 draining`` for the ``--drain-delay``
+    while the server still serves, and ``503 stopping`` once the graceful stop began (the
+    README's signal table: "then the graceful stop above"). After the delay it went on
+    saying "draining" until the end."""
+    import http.client
+
+    (tmp_path / "www").mkdir()
+    port = free_port()
+    argv = ["ipcnet", "serve", "http", "www", f"tcp://127.0.0.1:{port}", "-q"]
+    argv += ["--grace", "4", "--drain-delay", "0.4"]
+    with background(argv, user, tmp_path) as proc:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+        def health() -> tuple[int, bytes, str | None]:
+            conn.request("GET", "/_health")
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheader("Connection")
+
+        assert health() == (200, b"ok\n", "keep-alive")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        assert health() == (503, b"draining\n", "keep-alive")  # still serving
+        time.sleep(0.6)  # the stop began; an idle keep-alive connection may ask once more
+        assert health() == (503, b"stopping\n", "close")
+        conn.close()
+        assert proc.wait(10) == 0
