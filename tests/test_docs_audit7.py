@@ -839,3 +839,83 @@ def test_health_after_a_drain_delay_says_stopping(user: dict[str, str], tmp_path
         assert health() == (503, b"stopping\n", "close")
         conn.close()
         assert proc.wait(10) == 0
+
+
+def test_readme_signals_snippet(user: dict[str, str], tmp_path: Path) -> None:
+    """The signals-as-events loop names each signal and its sender (it never ends: killed)."""
+    code = "import ipcnet\n" + block(README, 'with ipcnet.signals("USR1", "TERM") as source:')
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", code], env=user, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 10
+        blocked = 0
+        while blocked & (1 << (signal.SIGUSR1 - 1)) == 0:  # the `with` has blocked them
+            assert time.monotonic() < deadline and proc.poll() is None
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            blocked = int(re.search(r"SigBlk:\s*([0-9a-f]+)", status).group(1), 16)  # type: ignore[union-attr]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGUSR1)
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        second = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    me = f"from pid {os.getpid()} uid {os.getuid()}\n"
+    assert (first, second) == ("SIGUSR1 " + me, "SIGTERM " + me)
+
+
+def test_readme_ipcs_sample(user: dict[str, str], tmp_path: Path) -> None:
+    """``ipcnet ipcs -k memfd -k posix -p PID`` for a process holding a ``shm_pair()``."""
+    steps = console(block(README, "$ ipcnet ipcs -k memfd -k posix -p "))
+    command, shown = steps[0]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import ipcnet, sys; a, b = ipcnet.shm_pair(); sys.stdin.read()"],
+        env=user,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            r = sh(command.replace("6246", str(holder.pid)), user, tmp_path)
+            if "shm-pair" in r.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        holder.communicate("")
+    out = r.stdout.splitlines()
+    assert out[0].split() == shown[0].split()  # the header
+    words, sample = out[1].split(), shown[1].split()
+    sample[3] = words[3]  # the Id: this memfd's inode
+    assert words == [word.replace("6246", str(holder.pid)) for word in sample]
+
+
+def test_readme_serve_http_commands(user: dict[str, str], tmp_path: Path) -> None:
+    """The web server's command lines (ports and paths moved) listen where they say and
+    serve the page; ``--access-log`` gets the request, ``--quiet`` logs nothing."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (make system-deps installs it)")
+    steps = console(block(README, "$ ipcnet serve http ./public "))
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "index.html").write_text("public\n")
+    a, b = free_port(), free_port()
+    sock, log = f"{tmp_path}/www.sock", tmp_path / "www.log"
+    second = steps[1][0].replace("tcp://:8080", f"tcp://127.0.0.1:{a}")
+    second = second.replace("/run/www.sock", sock)
+    with background(ipcnet_argv(second), user, tmp_path, count=2) as proc:
+        assert sh(f"curl -s http://127.0.0.1:{a}/", user, tmp_path).stdout == "public\n"
+        assert sh(f"curl -s --unix-socket {sock} http://x/", user, tmp_path).stdout == "public\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None and proc.stderr.read() == ""  # --quiet
+    third = steps[2][0].replace("/var/log/www.log", str(log))
+    # its default address (tcp://127.0.0.1:8000) moved: given after ROOT (argparse takes
+    # no positional after the options once ROOT's have been taken)
+    third = third.split("#")[0].replace("./public", f"./public tcp://127.0.0.1:{b}")
+    with background(ipcnet_argv(third), user, tmp_path):
+        assert sh(f"curl -s http://127.0.0.1:{b}/", user, tmp_path).stdout == "public\n"
+    assert '"GET / HTTP/1.1" 200 7' in log.read_text()
