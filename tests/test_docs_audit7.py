@@ -976,3 +976,56 @@ def test_readme_xdp_transcript_and_snippet(user: dict[str, str], tmp_path: Path)
     assert programs.startswith("[Program(dev='veth0', ifindex=")
     assert re.fullmatch(r"<XdpFilter veth0 prog \d+ native>", handle)
     assert after == "no xdp program on veth0 (ipcnet xdp attach veth0 ... adds one)"
+
+
+# --- every command line the README shows ----------------------------------------------
+
+
+def _readme_commands() -> list[str]:
+    """Every ``ipcnet ...`` command of the README: transcripts' ``$`` lines and the code
+    spans of tables and prose (synopses, with their ``[...]``, and placeholders aside)."""
+    text = README.read_text()
+    found = []
+    for _, body in fenced(README):
+        for line in body.splitlines():
+            line = line.removeprefix("$ ").removeprefix("sudo ")
+            if m := re.match(r"(?:[^|#]*\| )?(ipcnet .*)", line):  # printf ... | ipcnet
+                found.append(m.group(1))
+    for span in re.findall(
+        r"`(ipcnet [^`]+)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    ):
+        found.append(span)
+    commands = []
+    for command in found:
+        if re.search(r"\[[-A-Z]|<[a-z ]+>|\.\.\.|NAME|^ipcnet [a-z ]+: ", command):
+            continue  # a synopsis, a placeholder, or a message ("ipcnet connect: ...")
+        command = re.split(r"\s(?:#|\||&|<|>|2>)", command + " ")[0].strip()
+        if re.fullmatch(r"ipcnet( [a-z]+)*", command) or command.startswith("ipcnet stats"):
+            continue  # a subcommand's name, no arguments; "ipcnet stats": one it has not
+        commands.append(command)
+    return sorted(set(commands))
+
+
+def test_readme_commands_parse() -> None:
+    """Each command line the README shows is accepted by the CLI's parser as written:
+    its options exist, take the values shown, and its addresses parse (nothing is run)."""
+    import contextlib
+    import io
+    import shlex
+
+    from ipcnet.cli import build_parser
+
+    commands = _readme_commands()
+    assert len(commands) > 40
+    bad = []
+    for command in commands:
+        words = shlex.split(command)[1:]
+        if words[0] in ("bench", "demo", "--help") or words[-1] == "--help":
+            continue
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                build_parser(words[0]).parse_args(words)
+        except SystemExit:
+            bad.append(f"{command}: {err.getvalue().strip().splitlines()[-1]}")
+    assert not bad, "\n".join(bad)
