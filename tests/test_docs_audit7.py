@@ -621,6 +621,24 @@ def test_readme_jsonrpc_over_http_transcript(user: dict[str, str], tmp_path: Pat
         for command, shown in steps[1:]:
             r = sh(command.replace("8545", str(port)), user, tmp_path)
             assert (r.returncode, r.stdout.splitlines()) == (0, shown), command
+        # "405 with Allow: POST for another method, 415 for a Content-Type other than
+        # application/json, ... 404 for another path", "204 when the body held only
+        # notifications"
+        import http.client
+
+        def answer(method: str, path: str, body: bytes, kind: str) -> tuple[int, str | None]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request(method, path, body=body, headers={"Content-Type": kind})
+            r = conn.getresponse()
+            r.read()
+            conn.close()
+            return r.status, r.getheader("Allow")
+
+        note = b'{"jsonrpc":"2.0","method":"add","params":[1,2]}'
+        assert answer("GET", "/rpc", b"", "application/json") == (405, "POST")
+        assert answer("POST", "/rpc", note, "text/plain")[0] == 415
+        assert answer("POST", "/other", note, "application/json")[0] == 404
+        assert answer("POST", "/rpc", note, "application/json")[0] == 204
 
 
 # --- README: ipcnet sockets -----------------------------------------------------------
