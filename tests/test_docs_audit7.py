@@ -1071,3 +1071,37 @@ def test_readme_commands_parse() -> None:
         except SystemExit:
             bad.append(f"{command}: {err.getvalue().strip().splitlines()[-1]}")
     assert not bad, "\n".join(bad)
+
+
+# (command, README's words for a default, the help's words for it)
+DEFAULTS = [
+    ("relay", "within `--connect-timeout` (5 s)", "try the next (5)"),
+    ("relay", "`--udp-idle` (60 s) expires it", "without datagrams (60)"),
+    ("relay", "splice(2) through a 1 MiB pipe", "splice pipe (1 MiB)"),
+    ("relay", "one reused 256 KiB buffer instead", "copy buffer (256 KiB)"),
+    ("relay", "any of `ipcnet serve`'s models (default `epoll`", "concurrency model (epoll)"),
+    ("serve http", "within `--header-timeout` (10 s", "else 408 (10)"),
+    ("serve http", "more than 16 (`--max-ranges`)", "get the whole file (16)"),
+    ("serve http", "request line over 8 KiB gives 414", "gets 414 (8 KiB)"),
+    ("serve http", "headers over 16 KiB or over 100 fields give 431", "gets 431 (16 KiB)"),
+    ("serve http", "headers over 16 KiB or over 100 fields give 431", "more get 431 (100)"),
+    ("serve http", "idle seconds (60 for http)", "close silent connections (60;"),
+    ("serve echo", "epoll(7) (the default)", "concurrency model (epoll)"),
+    ("rpc serve", "today `thread`", "concurrency model (thread)"),
+    ("rpc serve", "`--max-frame` (16 MiB by default", "largest frame (16 MiB)"),
+    ("connect", "the oldest version accepted (default 1.2)", "oldest TLS version (default 1.2)"),
+    ("connect", "the handshake deadline (default 10 s)", "handshake after S seconds (default 10)"),
+    ("serve echo", "sends (default 0, see below)", "tickets to send (default 0:"),
+]
+
+
+def test_readme_defaults_are_the_helps(user: dict[str, str], tmp_path: Path) -> None:
+    """The defaults the README states are the ones each command's help states."""
+    prose = " ".join(README.read_text().split())
+    helps: dict[str, str] = {}
+    for command, readme_words, help_words in DEFAULTS:
+        assert readme_words in prose, readme_words
+        if command not in helps:
+            r = sh(f"ipcnet {command} --help", user, tmp_path)
+            helps[command] = " ".join(r.stdout.split())
+        assert help_words in helps[command], (command, help_words)
