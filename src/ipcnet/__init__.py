@@ -27,6 +27,7 @@ _EXPORTS = {
     "stdio": "ipcnet.channel",
     "DatagramEndpoint": "ipcnet.transports.datagram",
     "errors": "ipcnet.errors",
+    "relay": "ipcnet.relay",  # the module itself: calling it starts a relay
     # --- ipc (issue 13) ---
     "shm_pair": "ipcnet.channel",
     "Semaphore": "ipcnet.transports.semaphore",
@@ -51,6 +52,7 @@ __all__ = [
     "open_datagram",
     "parse_address",
     "pipe",
+    "relay",
     "send_signal",
     "shm_pair",
     "signals",
@@ -60,7 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ipcnet import errors
+    from ipcnet import errors, relay
     from ipcnet.addresses import Address
     from ipcnet.addresses import parse as parse_address
     from ipcnet.channel import (
@@ -89,7 +91,7 @@ def __getattr__(name: str) -> Any:
     module = importlib.import_module(module_name)
     value = (
         module
-        if name == "errors"
+        if name in ("errors", "relay")
         else getattr(module, "parse" if name == "parse_address" else name)
     )
     globals()[name] = value

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         why = "interrupted" if result.interrupted else f"no data for {args.linger:g} s"
         print(
             f"ipcnet connect: {why}: gave up before the peer ended its side "
-            f"({result.backward.bytes} bytes received)",
+            f"({result.backward.delivered()} bytes received)",
             file=sys.stderr,
         )
     if result.interrupted:

@@ -87,7 +87,7 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         type=seconds,
         default=d.idle_timeout or 0.0,
         metavar="S",
-        help=f"close silent connections ({d.idle_timeout or 0:g}; 0 = never)",
+        help="close silent connections (%(default)g; 0 = never)",  # a service may change it
     )
     g.add_argument(
         "--trace", action="store_true", help="print each kernel-level step (for learning)"
@@ -125,13 +125,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _models_epilog()  # the services: argparse lists the SERVICE choices
-    common = common_options()
     sub = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
     wanted = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "serve" else None
     for name, info in SERVICES.items():
         p = sub.add_parser(
             name,
-            parents=[common],
+            # its own copy: parents share their action objects, and a service's
+            # set_defaults (http's --idle-timeout) would change every other service's
+            parents=[common_options()],
             help=info.help,
             description=info.help,
             epilog=_models_epilog(),

@@ -529,7 +529,8 @@ class ServerCore:
         draining = self.draining or state == "draining"  # workers must see the master's
         stopping = self.stopping.is_set() and state != "upgraded"
         return {
-            "health": "draining" if draining else "stopping" if stopping else "ok",
+            # a --drain-delay's draining, then the stop it leads to: "stopping"
+            "health": "stopping" if stopping else "draining" if draining else "ok",
             "service": self.service.name,
             "model": self.config.model,
             "addresses": self.bound,

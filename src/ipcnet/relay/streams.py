@@ -45,11 +45,22 @@ class Direction:
     #: monotonic time of the last byte moved, or of the end of the direction
     last: float = field(default_factory=time.monotonic)
     writing: bool = False  # a write is in progress: the direction is not idle
+    #: held by a stream pump from its write to the count of it (see ``delivered``)
+    counting: threading.Lock = field(default_factory=threading.Lock)
 
     def moved(self, n: int) -> None:
         self.bytes += n
         self.last = time.monotonic()
         self.writing = False
+
+    def delivered(self, wait: float = 0.5) -> int:
+        """The bytes written so far, counting a write that has returned but whose count
+        the pump has not made yet (a stop signal's report came in between: "0 bytes
+        received" for bytes the reader had); a write still blocked is waited for at most
+        ``wait`` seconds, and then not counted."""
+        if self.counting.acquire(timeout=wait):
+            self.counting.release()
+        return self.bytes
 
 
 @dataclass
@@ -91,9 +102,10 @@ def _pump(src: Channel, dst: Channel, direction: Direction) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := src.readinto(view):
-        direction.writing = True
-        dst.write(view[:n])
-        direction.moved(n)
+        with direction.counting:
+            direction.writing = True
+            dst.write(view[:n])
+            direction.moved(n)
     dst.send_eof()
 
 
