@@ -127,7 +127,10 @@ class _HostPort(Grammar):
     def format(self, address: Address) -> str:
         host = address.host or ""
         if ":" in host:
-            host = f"[{host}]"
+            addr, sep, zone = host.partition("%")
+            if zone.startswith("25"):  # so that it parses back: RFC 6874 reads %25 as '%'
+                zone = f"25{zone}"
+            host = f"[{addr}{sep}{zone}]"
         return f"{address.scheme}://{host}:{address.port}"
 
 
@@ -457,7 +460,7 @@ def _parse_inet(url: str, scheme: str, rest: str) -> Address:
         if not after.startswith(":"):
             raise _bad(url, "missing port" if not after else f"unexpected {after!r} after ']'")
         port_text = after[1:]
-        _check_ipv6(url, host)
+        host = _ipv6_host(url, host)
     else:
         host, sep, port_text = hostport.rpartition(":")
         if not sep:
@@ -501,16 +504,28 @@ def _check_host(url: str, host: str) -> None:
             raise _bad(url, f"empty label in host name {host!r}")
         if len(label) > 63:
             raise _bad(url, f"label {label[:8]}... in host name is {len(label)} bytes, over 63")
+        if label[0] == "-" or label[-1] == "-":  # RFC 952, 1123 §2.1: a letter or digit
+            raise _bad(url, f"invalid host name {host!r}: label {label!r} begins or ends in '-'")
 
 
-def _check_ipv6(url: str, host: str) -> None:
-    addr, _, zone = host.partition("%")
+def _ipv6_host(url: str, host: str) -> str:
+    """An IPv6 literal and its zone (RFC 4007 §11: ``fe80::1%eth0``), the zone written after
+    ``%25`` as RFC 6874 §2 writes it in a URL (a percent-encoded '%') or, as curl also
+    takes it, after a bare '%'. Returned as getaddrinfo takes it: ``addr%zone``."""
+    addr, sep, zone = host.partition("%")
     try:
         ipaddress.IPv6Address(addr)
     except ValueError:
         raise _bad(url, f"invalid IPv6 address {addr!r}") from None
-    if "%" in host and not zone:
+    if not sep:
+        return addr
+    if zone == "25":
+        raise _bad(url, "empty IPv6 zone after '%25' (RFC 6874; interface number 25 is %2525)")
+    if zone.startswith("25"):
+        zone = zone[2:]
+    if not zone:
         raise _bad(url, "empty IPv6 zone after '%'")
+    return f"{addr}%{zone}"
 
 
 def _is_ipv4(host: str) -> bool:

@@ -1,0 +1,147 @@
+"""How inet addresses with host names, IPv6 literals and zones become sockets (audit 7).
+
+Names that resolve to several addresses are given by a private /etc/hosts, bind-mounted in
+a mount namespace of a child process (``unshare -m``), so the machine's own file is never
+touched and the tests stay safe beside others. Each test was written failing first:
+
+1. ``connect_timeout`` was a timeout per resolved address, not for the connect: a name with
+   two addresses that drop SYNs took twice the time, and the message said "after 30 s"
+   after 60. The Python docs say the same of create_connection (one timeout per attempt),
+   but ipcnet's own docstring says ``connect_timeout`` "bounds establishing the channel",
+   as curl's --connect-timeout bounds the whole connect phase; curl also gives an attempt
+   with addresses after it only a share of the time left, so an address that drops SYNs
+   cannot use up the next one's time. Now: one deadline, each attempt gets
+   (time left) / (addresses left).
+2. A failed connect to a name said only "nothing listens on tcp://localhost:P", not which
+   addresses were tried and how each failed; wget ("Connecting to localhost|::1|:P...
+   failed: Connection refused."), OpenBSD nc -v and socat name each address. Now the
+   first failure is the error, as before, and the message names its address and the others.
+3. RFC 6874 §2 writes an IPv6 zone in a URL as "%25" (the percent-encoded '%'):
+   ``tcp://[fe80::1%25eth0]:22`` said "no scope '25eth0'". curl takes both spellings; so
+   does ipcnet now (the zone is what follows "%25"; a bare "%" still works).
+4. The local, peer and sender addresses of a link-local socket lost their zone
+   (getsockname's scope_id): ``tcp://[fe80::...]:P`` cannot be connected to again, and a UDP
+   server that answered ``send(data, to=sender)`` to a link-local sender failed with
+   EINVAL. ss and getnameinfo(NI_NUMERICHOST) print ``fe80::...%eth0`` (RFC 4007 §11).
+5. A link-local address without a zone failed with "invalid argument: connect to ..."
+   (EINVAL); it now says that the address needs a zone, and how to give one.
+6. A host name label that ends in a hyphen (``tcp://a-.example:80``) was taken, against
+   RFC 952/1123's rule that a label ends in a letter or digit (the check allowed it for
+   labels in the middle of a name only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ipcnet.addresses import parse
+from ipcnet.errors import InvalidAddress
+
+# --- a child process with its own /etc/hosts ----------------------------------------------
+
+_NS = """
+h=$1; shift
+mount --bind "$h" /etc/hosts || exit 97
+exec "$@"
+"""
+
+
+def _namespaces() -> str | None:
+    """Why a private mount namespace cannot be made here, or None if it can."""
+    if shutil.which("unshare") is None:
+        return "no unshare(1)"
+    flags = ["-m"] if os.geteuid() == 0 else ["-m", "-r"]
+    probe = subprocess.run(
+        ["unshare", *flags, "sh", "-c", "mount --bind /etc/hosts /etc/hosts"],
+        capture_output=True,
+        timeout=5,
+    )
+    return None if probe.returncode == 0 else f"no mount namespace: {probe.stderr!r}"
+
+
+_WHY_NOT = _namespaces()
+needs_ns = pytest.mark.skipif(_WHY_NOT is not None, reason=str(_WHY_NOT))
+
+
+def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) -> dict:
+    """Run ``code`` (which prints one JSON object last) with ``hosts`` as /etc/hosts."""
+    path = tmp_path / "hosts"
+    path.write_text(hosts)
+    flags = ["-m"] if os.geteuid() == 0 else ["-m", "-r"]
+    prelude = textwrap.dedent(
+        """
+        import json, socket, time
+        import ipcnet
+        from ipcnet import errors
+
+        def held_listener(host, port=0):
+            # a listener whose accept queue is full: it drops SYNs, as a black hole does
+            s = socket.socket(); s.bind((host, port)); s.listen(0)
+            c = socket.socket(); c.connect(s.getsockname())
+            return s, c
+        """
+    )
+    out = subprocess.run(
+        ["unshare", *flags, "sh", "-c", _NS, "sh", str(path), sys.executable, "-c",
+         prelude + textwrap.dedent(code)],
+        capture_output=True,
+        timeout=timeout,
+        text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result: dict = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+DUAL_LOCALHOST = "::1 localhost\n127.0.0.1 localhost\n"
+
+
+# --- 3. RFC 6874: a zone in a URL is written %25 -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "canonical"),
+    [
+        ("tcp://[fe80::1%25eth0]:22", "fe80::1%eth0", "tcp://[fe80::1%eth0]:22"),
+        ("udp6://[fe80::1%252]:53", "fe80::1%2", "udp6://[fe80::1%2]:53"),
+        ("tcp://[fe80::1%eth0]:22", "fe80::1%eth0", "tcp://[fe80::1%eth0]:22"),  # as before
+        ("tcp://[fe80::1%2525x]:1", "fe80::1%25x", "tcp://[fe80::1%2525x]:1"),  # zone "25x"
+    ],
+)
+def test_an_rfc6874_zone_parses_and_round_trips(url: str, host: str, canonical: str) -> None:
+    address = parse(url)
+    assert address.host == host
+    assert str(address) == canonical
+    assert parse(canonical) == address
+
+
+def test_an_empty_rfc6874_zone_is_refused() -> None:
+    with pytest.raises(InvalidAddress, match="empty IPv6 zone after '%25'"):
+        parse("tcp://[fe80::1%25]:22")
+
+
+# --- 6. host name labels ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["tcp://a-.example:80", "tcp://example.b-:80", "tcp://x-:1"])
+def test_a_label_that_ends_in_a_hyphen_is_refused(url: str) -> None:
+    with pytest.raises(InvalidAddress, match="invalid host name"):
+        parse(url)
+
+
+def test_labels_of_63_and_names_of_253_bytes_are_taken() -> None:
+    name = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 bytes
+    assert parse(f"tcp://{name}:1").host == name
+    assert parse(f"tcp://{name}.:1").host == f"{name}."  # the root label
+    with pytest.raises(InvalidAddress, match="invalid host name"):
+        parse(f"tcp://{name}b:1")
+    with pytest.raises(InvalidAddress, match="is 64 bytes, over 63"):
+        parse(f"tcp://{'a' * 64}.example:1")
