@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -42,8 +43,9 @@ from pathlib import Path
 
 import pytest
 
+import ipcnet
 from ipcnet.addresses import parse
-from ipcnet.errors import InvalidAddress
+from ipcnet.errors import AddressNotAvailable, InvalidAddress
 
 # --- a child process with its own /etc/hosts ----------------------------------------------
 
@@ -104,6 +106,98 @@ def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) ->
 DUAL_LOCALHOST = "::1 localhost\n127.0.0.1 localhost\n"
 
 
+# --- 1. connect_timeout is one deadline for all the addresses of a name --------------------
+
+
+@needs_ns
+def test_connect_timeout_bounds_the_whole_connect_over_every_address(tmp_path: Path) -> None:
+    result = run_with_hosts(
+        tmp_path,
+        "127.0.0.2 slow\n127.0.0.3 slow\n",
+        """
+        a = held_listener("127.0.0.2")
+        port = a[0].getsockname()[1]
+        b = held_listener("127.0.0.3", port)
+        start = time.monotonic()
+        try:
+            ipcnet.connect(f"tcp://slow:{port}", connect_timeout=1)
+        except errors.Timeout as exc:
+            print(json.dumps({"took": time.monotonic() - start, "error": str(exc), "port": port}))
+        """,
+    )
+    assert result["took"] < 1.4  # was 2 s: 1 s for each address
+    port = result["port"]
+    assert result["error"] == (
+        f"timed out: connect to tcp://slow:{port} at 127.0.0.2:{port} after 0.5 s; "
+        f"also tried 127.0.0.3:{port} (timed out after 0.5 s)"
+    )
+
+
+@needs_ns
+def test_an_address_that_drops_syns_leaves_time_for_the_next(tmp_path: Path) -> None:
+    result = run_with_hosts(
+        tmp_path,
+        "127.0.0.2 slow\n127.0.0.3 slow\n",
+        """
+        a = held_listener("127.0.0.2")
+        port = a[0].getsockname()[1]
+        good = socket.socket(); good.bind(("127.0.0.3", port)); good.listen()
+        start = time.monotonic()
+        with ipcnet.connect(f"tcp://slow:{port}", connect_timeout=2) as ch:
+            print(json.dumps({"took": time.monotonic() - start, "peer": str(ch.peer_address)}))
+        """,
+    )
+    assert result["peer"].startswith("tcp://127.0.0.3:")
+    assert 0.9 < result["took"] < 1.6  # half the time, not all of it (2 s before)
+
+
+# --- 2. a failed connect names every address it tried ------------------------------------
+
+
+@needs_ns
+def test_a_refused_connect_to_a_name_names_each_address_tried(tmp_path: Path) -> None:
+    result = run_with_hosts(
+        tmp_path,
+        DUAL_LOCALHOST,
+        """
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]  # not listening
+        try:
+            ipcnet.connect(f"tcp://localhost:{port}", connect_timeout=2)
+        except errors.Refused as exc:
+            print(json.dumps({"error": str(exc), "port": port}))
+        """,
+    )
+    port = result["port"]
+    assert result["error"] == (
+        f"connection refused: nothing listens on tcp://localhost:{port} at [::1]:{port} "
+        f"(is the server running?); also tried 127.0.0.1:{port} (connection refused)"
+    )
+
+
+@needs_ns
+def test_ipcnet_connect_falls_back_from_a_refusing_address_to_the_next(tmp_path: Path) -> None:
+    """localhost is ::1 first; the server is on 127.0.0.1 only (this machine's own
+    /etc/hosts has no ::1 localhost, so tests/test_listeners.py cannot show it)."""
+    result = run_with_hosts(
+        tmp_path,
+        DUAL_LOCALHOST,
+        """
+        import subprocess, sys
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+        port = s.getsockname()[1]
+        cli = subprocess.Popen([sys.executable, "-m", "ipcnet", "connect",
+                                f"tcp://localhost:{port}"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+        conn, peer = s.accept()
+        cli.stdin.write(b"hi"); cli.stdin.close()
+        got = conn.recv(10); conn.sendall(b"back"); conn.close()
+        print(json.dumps({"got": got.decode(), "out": cli.stdout.read().decode(),
+                          "rc": cli.wait(3), "peer": peer[0]}))
+        """,
+    )
+    assert result == {"got": "hi", "out": "back", "rc": 0, "peer": "127.0.0.1"}
+
+
 # --- 3. RFC 6874: a zone in a URL is written %25 -------------------------------------------
 
 
@@ -126,6 +220,44 @@ def test_an_rfc6874_zone_parses_and_round_trips(url: str, host: str, canonical: 
 def test_an_empty_rfc6874_zone_is_refused() -> None:
     with pytest.raises(InvalidAddress, match="empty IPv6 zone after '%25'"):
         parse("tcp://[fe80::1%25]:22")
+
+
+def _link_local() -> tuple[str, str] | None:
+    """(address, interface) of a link-local IPv6 address of this machine, if it has one."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        raw, _, _, scope, _, name = line.split()
+        if scope == "20":  # link scope
+            addr = ":".join(raw[i : i + 4] for i in range(0, 32, 4))
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr)), name
+    return None
+
+
+LINK_LOCAL = _link_local()
+needs_link_local = pytest.mark.skipif(LINK_LOCAL is None, reason="no link-local IPv6 address")
+
+
+# --- 5. a link-local address without its zone -----------------------------------------------
+
+
+@needs_link_local
+@pytest.mark.parametrize("listen", [False, True])
+def test_a_link_local_address_without_a_zone_says_it_needs_one(listen: bool) -> None:
+    assert LINK_LOCAL is not None
+    addr, _ = LINK_LOCAL
+    url = f"tcp://[{addr}]:9"
+    with pytest.raises(AddressNotAvailable) as info:
+        if listen:
+            ipcnet.listen(url)
+        else:
+            ipcnet.connect(url, connect_timeout=2)
+    assert str(info.value) == (
+        f"address not available: {url} (a link-local address needs a zone, the "
+        f"interface it is on: tcp://[{addr}%25<interface>]:9)"
+    )
 
 
 # --- 6. host name labels ------------------------------------------------------------------

@@ -1,19 +1,34 @@
 """TCP and UDP sockets from inet addresses, the way the seeds build them.
 
 Role: getaddrinfo with AF_UNSPEC (or the family the scheme pins), then socket/connect or
-socket/bind/listen. Rules: a client tries every result in turn and reports the first
-failure if none works; a server on the wildcard host binds one IPv6 socket with
-IPV6_V6ONLY off (so IPv4 clients reach it too) and falls back to IPv4 where the machine
-has no IPv6; a named host binds the first result that works.
+socket/bind/listen. Rules: a client tries every result in turn, in getaddrinfo's order
+(RFC 6724), as socket.create_connection does; unlike it, the timeout is one deadline for
+the whole connect, and an attempt with more addresses after it gets only its share of the
+time left (curl's rule), so an address that drops SYNs cannot use up the next one's time.
+If none works, the first failure is raised, its message naming the address it was and
+every other address tried. A server on the wildcard host (``tcp://:P``) binds one IPv6
+socket with IPV6_V6ONLY off (so IPv4 clients reach it too) and falls back to IPv4 where
+the machine has no IPv6; ``tcp://[::]:P`` is IPv6 only (nginx's ``listen [::]:P``); a
+named host binds the first result that works, one socket (``localhost``: ::1 where
+/etc/hosts lists it first).
+
+Not RFC 8305 happy eyeballs (trio's default, asyncio's ``happy_eyeballs_delay``): racing
+a second connect after 250 ms needs non-blocking sockets and opens connections that are
+closed at once, which servers and relays count and log; glibc already puts an address
+with no route or no source address last, and the deadline's shares bound a black hole.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import socket
+import time
 
 from ipcnet.addresses import Address
-from ipcnet.errors import ResolveError, Timeout
+from ipcnet.errors import AddressNotAvailable, IPCError, ResolveError, Timeout
 from ipcnet.transports.oserrors import translate
+from ipcnet.transports.sockets import scope_name
 
 _FAMILY = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
 _NO_NAME = {
@@ -62,23 +77,95 @@ def _unresolved(exc: socket.gaierror, address: Address, socktype: int) -> Resolv
 
 
 def connect(address: Address, socktype: int, timeout: float | None) -> socket.socket:
-    """A socket connected to the first address that accepts; errors name the URL."""
-    first_error: OSError | None = None
-    for family, kind, proto, sockaddr in _resolve(address, socktype, passive=False):
-        sock = socket.socket(family, kind, proto)
+    """A socket connected to the first address that accepts, all within ``timeout``."""
+    infos = _resolve(address, socktype, passive=False)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failures: list[tuple[tuple[object, ...], OSError, float | None]] = []
+    for i, (family, kind, proto, sockaddr) in enumerate(infos):
+        share = None
+        if deadline is not None:
+            share = max(deadline - time.monotonic(), 0.0) / (len(infos) - i)
+            if share <= 0 and failures:
+                break  # no time left for the rest (rounding: the last one had it all)
         try:
-            sock.settimeout(timeout)
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:  # no IPv6 on this machine, say
+            failures.append((sockaddr, exc, share))
+            continue
+        try:
+            sock.settimeout(share)
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
-            first_error = first_error or exc
+            failures.append((sockaddr, exc, share))
             continue
         sock.settimeout(None)
         return sock
-    assert first_error is not None
-    if isinstance(first_error, TimeoutError) and timeout is not None:
-        raise Timeout(f"timed out: connect to {address} after {timeout:g} s") from first_error
-    raise translate(first_error, "connect to", address) from first_error
+    raise _connect_failed(address, failures)
+
+
+def _connect_failed(
+    address: Address, failures: list[tuple[tuple[object, ...], OSError, float | None]]
+) -> IPCError:
+    """The first failure, naming its address (unless the URL does) and the others'."""
+    sockaddr, exc, share = failures[0]
+    literal = _is_literal(address.host) and len(failures) == 1
+    where = str(address) if literal else f"{address} at {_sockaddr_text(sockaddr)}"
+    error: IPCError
+    if isinstance(exc, TimeoutError) and not exc.errno and share is not None:
+        error = Timeout(f"timed out: connect to {where} after {_seconds(share)} s")
+    elif _needs_zone(sockaddr, exc):
+        error = _zone_needed(address, sockaddr)
+    else:
+        error = translate(exc, "connect to", where)
+    if len(failures) > 1:
+        others = ", ".join(f"{_sockaddr_text(sa)} ({_why(e, t)})" for sa, e, t in failures[1:])
+        error.args = (f"{error}; also tried {others}",)
+    error.__cause__ = exc
+    return error
+
+
+def _why(exc: OSError, share: float | None) -> str:
+    if isinstance(exc, TimeoutError) and not exc.errno and share is not None:
+        return f"timed out after {_seconds(share)} s"
+    return (exc.strerror or str(exc)).lower()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+def _sockaddr_text(sockaddr: tuple[object, ...]) -> str:
+    host, port = str(sockaddr[0]), sockaddr[1]
+    if ":" not in host:
+        return f"{host}:{port}"
+    scope = sockaddr[3] if len(sockaddr) > 3 else 0
+    if scope and "%" not in host:
+        host = f"{host}%{scope_name(int(str(scope)))}"
+    return f"[{host}]:{port}"
+
+
+def _is_literal(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address((host or "").partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _needs_zone(sockaddr: tuple[object, ...], exc: OSError) -> bool:
+    """EINVAL for a link-local IPv6 address given without its zone (scope_id 0)."""
+    if exc.errno != errno.EINVAL or len(sockaddr) < 4 or sockaddr[3]:
+        return False
+    return ipaddress.IPv6Address(str(sockaddr[0]).partition("%")[0]).is_link_local
+
+
+def _zone_needed(address: Address, sockaddr: tuple[object, ...]) -> AddressNotAvailable:
+    example = f"{address.scheme}://[{sockaddr[0]}%25<interface>]:{address.port}"
+    return AddressNotAvailable(
+        f"address not available: {address} (a link-local address needs a zone, the "
+        f"interface it is on: {example})"
+    )
 
 
 def bind(
@@ -86,6 +173,7 @@ def bind(
 ) -> socket.socket:
     """A socket bound to the address (and listening, when backlog is not None)."""
     first_error: OSError | None = None
+    first_sockaddr: tuple[object, ...] | None = None
     for family, kind, proto, sockaddr in _resolve(address, socktype, passive=True):
         try:
             sock = socket.socket(family, kind, proto)
@@ -107,10 +195,13 @@ def bind(
                 sock.listen(backlog)
         except OSError as exc:
             sock.close()
-            first_error = first_error or exc
+            if first_error is None:
+                first_error, first_sockaddr = exc, sockaddr
             continue
         return sock
     assert first_error is not None
+    if first_sockaddr is not None and _needs_zone(first_sockaddr, first_error):
+        raise _zone_needed(address, first_sockaddr) from first_error
     raise translate(
         first_error, "listen on" if backlog is not None else "bind", address
     ) from first_error

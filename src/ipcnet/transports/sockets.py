@@ -75,6 +75,15 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
     return None
 
 
+def scope_name(index: int) -> str:
+    """An IPv6 zone by its interface's name (RFC 4007 §11, as ss and getnameinfo print it),
+    or by its number if no interface has it now."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
+
+
 _ASK: Any = object()  # "not known yet: ask the kernel"
 _RELEASE = threading.Lock()  # taken only to close a descriptor exactly once (SocketEndpoint)
 # an error inside ``exchanging``'s block: the operation its errno implies
