@@ -132,7 +132,9 @@ def _why(exc: OSError, share: float | None) -> str:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+    """0.3, 0.5 (of 0.4993 left), 30, 0.05: to a tenth, which is what a reader needs."""
+    text = f"{value:.1f}" if value >= 0.1 else f"{value:.2g}"
+    return text.removesuffix(".0")
 
 
 def _sockaddr_text(sockaddr: tuple[object, ...]) -> str:
