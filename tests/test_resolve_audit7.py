@@ -20,9 +20,9 @@ touched and the tests stay safe beside others. Each test was written failing fir
    ``tcp://[fe80::1%25eth0]:22`` said "no scope '25eth0'". curl takes both spellings; so
    does ipcnet now (the zone is what follows "%25"; a bare "%" still works).
 4. The local, peer and sender addresses of a link-local socket lost their zone
-   (getsockname's scope_id): ``tcp://[fe80::...]:P`` cannot be connected to again, and a UDP
-   server that answered ``send(data, to=sender)`` to a link-local sender failed with
-   EINVAL. ss and getnameinfo(NI_NUMERICHOST) print ``fe80::...%eth0`` (RFC 4007 §11).
+   (getsockname's scope_id): what ``peer_address`` or a datagram's sender said,
+   ``tcp://[fe80::...]:P``, could not be connected to again (EINVAL: which interface?).
+   ss and getnameinfo(NI_NUMERICHOST) print ``fe80::...%eth0`` (RFC 4007 §11).
 5. A link-local address without a zone failed with "invalid argument: connect to ..."
    (EINVAL); it now says that the address needs a zone, and how to give one.
 6. A host name label that ends in a hyphen (``tcp://a-.example:80``) was taken, against
@@ -238,6 +238,42 @@ def _link_local() -> tuple[str, str] | None:
 
 LINK_LOCAL = _link_local()
 needs_link_local = pytest.mark.skipif(LINK_LOCAL is None, reason="no link-local IPv6 address")
+
+
+@needs_link_local
+def test_a_link_local_listener_and_client_keep_the_zone() -> None:
+    assert LINK_LOCAL is not None
+    addr, ifname = LINK_LOCAL
+    with ipcnet.listen(f"tcp://[{addr}%25{ifname}]:0") as listener:
+        assert listener.address.host == f"{addr}%{ifname}"
+        with ipcnet.connect(listener.address, connect_timeout=2) as client:
+            with listener.accept() as server:
+                assert client.peer_address is not None and server.peer_address is not None
+                assert client.peer_address.host == f"{addr}%{ifname}"
+                assert server.peer_address.host == f"{addr}%{ifname}"
+                # what a peer address says can be connected to again
+                with ipcnet.connect(client.peer_address, connect_timeout=2) as again:
+                    again.write(b"x")
+                    with listener.accept() as third:
+                        assert third.read(1) == b"x"
+
+
+@needs_link_local
+def test_the_sender_of_a_link_local_datagram_can_be_sent_to() -> None:
+    assert LINK_LOCAL is not None
+    addr, ifname = LINK_LOCAL
+    with (
+        ipcnet.open_datagram("udp://:0", listen=True, timeout=2) as server,
+        ipcnet.open_datagram(f"udp://[{addr}%25{ifname}]:0", listen=True, timeout=2) as client,
+    ):
+        port = socket.socket(fileno=os.dup(server.fileno())).getsockname()[1]
+        client.send(b"ping", to=f"udp://[{addr}%25{ifname}]:{port}")
+        data, sender = server.recv()
+        assert data == b"ping" and sender is not None
+        assert sender.host == f"{addr}%{ifname}"
+        with ipcnet.open_datagram(sender) as other:  # EINVAL before: no zone, no interface
+            other.send(b"pong")
+        assert client.recv()[0] == b"pong"
 
 
 # --- 5. a link-local address without its zone -----------------------------------------------

@@ -57,6 +57,8 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
             mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
             if mapped is not None:
                 host = str(mapped)
+            elif len(sockaddr) > 3 and sockaddr[3] and "%" not in host:  # link-local
+                host = f"{host}%{scope_name(int(sockaddr[3]))}"
         return Address(scheme, host=host, port=int(sockaddr[1]))
     if isinstance(sockaddr, bytes):
         if not sockaddr:
