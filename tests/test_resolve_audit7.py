@@ -313,3 +313,32 @@ def test_labels_of_63_and_names_of_253_bytes_are_taken() -> None:
         parse(f"tcp://{name}b:1")
     with pytest.raises(InvalidAddress, match="is 64 bytes, over 63"):
         parse(f"tcp://{'a' * 64}.example:1")
+
+
+# --- 7. IPv4 addresses in the forms inet_aton(3) reads -------------------------------------
+
+
+def test_an_octal_looking_ipv4_address_does_not_reach_another_host() -> None:
+    """tcp://0177.0.0.1:P was taken as a host name, and getaddrinfo reads it as inet_aton
+    does: octal 0177 = 127, so it connected to 127.0.0.1 (and 010.0.0.1 to 8.0.0.1)."""
+    with ipcnet.listen("tcp4://127.0.0.1:0") as listener:
+        with pytest.raises(InvalidAddress, match=r"'0177\.0\.0\.1' is not an IPv4 address"):
+            ipcnet.connect(f"tcp://0177.0.0.1:{listener.address.port}", connect_timeout=2)
+
+
+@pytest.mark.parametrize(
+    "host", ["010.0.0.1", "127.1", "0x7f.1", "2130706433", "1.0x1", "1.2.3.4.", "256.1.1.1"]
+)
+def test_ipv4_in_forms_other_than_dotted_decimal_is_refused(host: str) -> None:
+    url = f"tcp://{host}:80"
+    with pytest.raises(InvalidAddress) as info:
+        parse(url)
+    assert str(info.value) == (
+        f"invalid address {url!r}: {host!r} is not an IPv4 address in dotted decimal, nor a "
+        "host name (RFC 3986 §7.4, RFC 1123 §2.1: no octal, hex or short forms)"
+    )
+
+
+@pytest.mark.parametrize("host", ["1.2.3.example", "0x7f.example", "a.1b", "127.0.0.1.nip.io"])
+def test_names_with_numeric_labels_are_still_names(host: str) -> None:
+    assert parse(f"tcp://{host}:80").host == host

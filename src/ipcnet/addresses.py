@@ -36,6 +36,7 @@ FD_MAX = 2**31 - 1  # a descriptor is a C int
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
 _NUMBER = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() takes '²' and '١٢' too
+_NUMERIC_LABEL = re.compile(r"[0-9]+\Z|0[xX][0-9A-Fa-f]*\Z")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 
 
@@ -497,6 +498,14 @@ def _check_host(url: str, host: str) -> None:
     if _is_ipv4(host):
         return
     name = host[:-1] if host.endswith(".") else host
+    if _NUMERIC_LABEL.match(name.rpartition(".")[2]):
+        # inet_aton's forms (0177.0.0.1 is 127.0.0.1, 127.1, 0x7f.1, 2130706433), which
+        # getaddrinfo takes as numbers: never a host name, whose last label has a letter
+        raise _bad(
+            url,
+            f"{host!r} is not an IPv4 address in dotted decimal, nor a host name "
+            "(RFC 3986 §7.4, RFC 1123 §2.1: no octal, hex or short forms)",
+        )
     if not _HOST_NAME.match(name) or len(name) > 253:
         raise _bad(url, f"invalid host name {host!r}")
     for label in name.split("."):
