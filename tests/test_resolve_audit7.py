@@ -80,7 +80,7 @@ def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) ->
     flags = ["-m"] if os.geteuid() == 0 else ["-m", "-r"]
     prelude = textwrap.dedent(
         """
-        import json, socket, time
+        import json, os, socket, time
         import ipcnet
         from ipcnet import errors
 
@@ -196,6 +196,42 @@ def test_ipcnet_connect_falls_back_from_a_refusing_address_to_the_next(tmp_path:
         """,
     )
     assert result == {"got": "hi", "out": "back", "rc": 0, "peer": "127.0.0.1"}
+
+
+# --- 8. a listener does not move to another address when its own is taken ----------------
+
+
+@needs_ns
+@pytest.mark.parametrize(
+    ("url", "taken", "at"),
+    [("tcp://localhost:{port}", "::1", "[::1]"), ("tcp://:{port}", "::", "[::]")],
+)
+def test_a_listener_whose_address_is_taken_fails_rather_than_bind_another(
+    tmp_path: Path, url: str, taken: str, at: str
+) -> None:
+    """It bound 127.0.0.1 (or 0.0.0.0) instead, silently: IPv6 clients of the name
+    reached the other server. nginx, Go and asyncio fail with EADDRINUSE."""
+    result = run_with_hosts(
+        tmp_path,
+        DUAL_LOCALHOST,
+        f"""
+        o = socket.socket(socket.AF_INET6)
+        o.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        o.bind(({taken!r}, 0)); o.listen()
+        port = o.getsockname()[1]
+        try:
+            with ipcnet.listen({url!r}.format(port=port)) as l:
+                print(json.dumps({{"bound": socket.socket(fileno=os.dup(l.fileno())).getsockname()}}))
+        except errors.AddressInUse as exc:
+            print(json.dumps({{"error": str(exc), "port": port}}))
+        """,
+    )
+    port = result.get("port")
+    assert result == {
+        "error": f"address in use: {url.format(port=port)} at {at}:{port} "
+        "(another socket is bound there)",
+        "port": port,
+    }
 
 
 # --- 3. RFC 6874: a zone in a URL is written %25 -------------------------------------------

@@ -9,8 +9,9 @@ If none works, the first failure is raised, its message naming the address it wa
 every other address tried. A server on the wildcard host (``tcp://:P``) binds one IPv6
 socket with IPV6_V6ONLY off (so IPv4 clients reach it too) and falls back to IPv4 where
 the machine has no IPv6; ``tcp://[::]:P`` is IPv6 only (nginx's ``listen [::]:P``); a
-named host binds the first result that works, one socket (``localhost``: ::1 where
-/etc/hosts lists it first).
+named host binds one socket, on its first address (``localhost``: ::1 where /etc/hosts
+lists it first), or the next only where the first cannot exist here: a taken address
+fails the listen.
 
 Not RFC 8305 happy eyeballs (trio's default, asyncio's ``happy_eyeballs_delay``): racing
 a second connect after 250 ms needs non-blocking sockets and opens connections that are
@@ -31,6 +32,7 @@ from ipcnet.transports.oserrors import translate
 from ipcnet.transports.sockets import scope_name
 
 _FAMILY = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}
+_NOT_HERE = {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}  # next address
 _NO_NAME = {
     getattr(socket, name)
     for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
@@ -173,14 +175,20 @@ def _zone_needed(address: Address, sockaddr: tuple[object, ...]) -> AddressNotAv
 def bind(
     address: Address, socktype: int, backlog: int | None, reuse_port: bool = False
 ) -> socket.socket:
-    """A socket bound to the address (and listening, when backlog is not None)."""
-    first_error: OSError | None = None
-    first_sockaddr: tuple[object, ...] | None = None
-    for family, kind, proto, sockaddr in _resolve(address, socktype, passive=True):
+    """A socket bound to the address (and listening, when backlog is not None).
+
+    The next resolved address is tried only where this one cannot exist on this machine
+    (no IPv6, say); one that is taken (EADDRINUSE) or forbidden fails the listen, as in
+    nginx, Go and asyncio: binding 127.0.0.1 because [::1] is taken would leave the
+    name's IPv6 clients to the other server."""
+    op = "listen on" if backlog is not None else "bind"
+    infos = _resolve(address, socktype, passive=True)
+    failure: tuple[tuple[object, ...], OSError] | None = None
+    for family, kind, proto, sockaddr in infos:
         try:
             sock = socket.socket(family, kind, proto)
         except OSError as exc:  # no IPv6 on this machine, say
-            first_error = first_error or exc
+            failure = failure or (sockaddr, exc)
             continue
         try:
             if socktype == socket.SOCK_STREAM:
@@ -197,13 +205,16 @@ def bind(
                 sock.listen(backlog)
         except OSError as exc:
             sock.close()
-            if first_error is None:
-                first_error, first_sockaddr = exc, sockaddr
-            continue
+            failure = failure or (sockaddr, exc)
+            if exc.errno in _NOT_HERE:
+                continue
+            failure = (sockaddr, exc)
+            break
         return sock
-    assert first_error is not None
-    if first_sockaddr is not None and _needs_zone(first_sockaddr, first_error):
-        raise _zone_needed(address, first_sockaddr) from first_error
-    raise translate(
-        first_error, "listen on" if backlog is not None else "bind", address
-    ) from first_error
+    assert failure is not None
+    sockaddr, error = failure
+    if _needs_zone(sockaddr, error):
+        raise _zone_needed(address, sockaddr) from error
+    literal = _is_literal(address.host)
+    where = str(address) if literal else f"{address} at {_sockaddr_text(sockaddr)}"
+    raise translate(error, op, where) from error
