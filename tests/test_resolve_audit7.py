@@ -198,6 +198,46 @@ def test_ipcnet_connect_falls_back_from_a_refusing_address_to_the_next(tmp_path:
     assert result == {"got": "hi", "out": "back", "rc": 0, "peer": "127.0.0.1"}
 
 
+# --- 9. UDP to a name goes to its first address, and says which ---------------------------
+
+
+@needs_ns
+def test_a_refused_datagram_to_a_name_says_which_address_it_went_to(tmp_path: Path) -> None:
+    """UDP has no handshake to fall back on (nc -u and socat also use the first address):
+    with the server on 127.0.0.1 only, "nothing listens on udp://localhost:P" was all the
+    user saw of why; the reply of a server on the wildcard comes from ::1, as it must."""
+    result = run_with_hosts(
+        tmp_path,
+        DUAL_LOCALHOST,
+        """
+        out = {}
+        with ipcnet.open_datagram("udp://:0", listen=True, timeout=2) as server:
+            port = socket.socket(fileno=os.dup(server.fileno())).getsockname()[1]
+            with ipcnet.open_datagram(f"udp://localhost:{port}", timeout=2) as client:
+                client.send(b"ping")
+                data, sender = server.recv()
+                server.send(b"pong", to=sender)
+                out["reply"] = [client.recv()[0].decode(), str(sender)]
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with ipcnet.open_datagram(f"udp://localhost:{port}", timeout=2) as client:
+            client.send(b"ping")
+            try:
+                client.recv()
+            except errors.Refused as exc:
+                out["error"] = str(exc)
+                out["port"] = port
+        print(json.dumps(out))
+        """,
+    )
+    assert result["reply"][0] == "pong" and result["reply"][1].startswith("udp://[::1]:")
+    port = result["port"]
+    assert result["error"] == (
+        f"connection refused: nothing listens on udp://localhost:{port} at [::1]:{port} "
+        "(is the server running?)"
+    )
+
+
 # --- 8. a listener does not move to another address when its own is taken ----------------
 
 

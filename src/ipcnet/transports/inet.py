@@ -111,15 +111,14 @@ def _connect_failed(
 ) -> IPCError:
     """The first failure, naming its address (unless the URL does) and the others'."""
     sockaddr, exc, share = failures[0]
-    literal = _is_literal(address.host) and len(failures) == 1
-    where = str(address) if literal else f"{address} at {_sockaddr_text(sockaddr)}"
+    at = where(address, sockaddr)
     error: IPCError
     if isinstance(exc, TimeoutError) and not exc.errno and share is not None:
-        error = Timeout(f"timed out: connect to {where} after {_seconds(share)} s")
+        error = Timeout(f"timed out: connect to {at} after {_seconds(share)} s")
     elif _needs_zone(sockaddr, exc):
         error = _zone_needed(address, sockaddr)
     else:
-        error = translate(exc, "connect to", where)
+        error = translate(exc, "connect to", at)
     if len(failures) > 1:
         others = ", ".join(f"{_sockaddr_text(sa)} ({_why(e, t)})" for sa, e, t in failures[1:])
         error.args = (f"{error}; also tried {others}",)
@@ -147,6 +146,14 @@ def _sockaddr_text(sockaddr: tuple[object, ...]) -> str:
     if scope and "%" not in host:
         host = f"{host}%{scope_name(int(str(scope)))}"
     return f"[{host}]:{port}"
+
+
+def where(address: Address, sockaddr: tuple[object, ...]) -> str:
+    """The address for messages: the URL, and the address it resolved to if it is a name
+    (``udp://localhost:P at [::1]:P``), as nc -v and wget say which one they tried."""
+    if _is_literal(address.host):
+        return str(address)
+    return f"{address} at {_sockaddr_text(sockaddr)}"
 
 
 def _is_literal(host: str | None) -> bool:
@@ -215,6 +222,4 @@ def bind(
     sockaddr, error = failure
     if _needs_zone(sockaddr, error):
         raise _zone_needed(address, sockaddr) from error
-    literal = _is_literal(address.host)
-    where = str(address) if literal else f"{address} at {_sockaddr_text(sockaddr)}"
-    raise translate(error, op, where) from error
+    raise translate(error, op, where(address, sockaddr)) from error
