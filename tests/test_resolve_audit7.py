@@ -418,3 +418,19 @@ def test_ipv4_in_forms_other_than_dotted_decimal_is_refused(host: str) -> None:
 @pytest.mark.parametrize("host", ["1.2.3.example", "0x7f.example", "a.1b", "127.0.0.1.nip.io"])
 def test_names_with_numeric_labels_are_still_names(host: str) -> None:
     assert parse(f"tcp://{host}:80").host == host
+
+
+# --- 10. names in other scripts -------------------------------------------------------------
+
+
+def test_a_non_ascii_name_is_refused_saying_what_to_give() -> None:
+    """Not passed on: getaddrinfo in Python would encode it with the stdlib's IDNA 2003
+    codec, which maps faß.de to fass.de, another domain than IDNA 2008's xn--fa-hia.de
+    (RFC 5891; curl and wget with libidn2). OpenBSD nc and socat do not encode at all."""
+    with pytest.raises(InvalidAddress) as info:
+        parse("tcp://faß.de:80")
+    assert str(info.value) == (
+        "invalid address 'tcp://faß.de:80': invalid host name 'faß.de': not ASCII; give its "
+        "IDNA 2008 form (xn--...), as idn2(1) prints it"
+    )
+    assert parse("tcp://xn--fa-hia.de:80").host == "xn--fa-hia.de"

@@ -498,6 +498,12 @@ def _check_host(url: str, host: str) -> None:
     if _is_ipv4(host):
         return
     name = host[:-1] if host.endswith(".") else host
+    if not host.isascii():  # not encoded for the user: the stdlib's codec is IDNA 2003
+        raise _bad(
+            url,
+            f"invalid host name {host!r}: not ASCII; give its IDNA 2008 form (xn--...), "
+            "as idn2(1) prints it",
+        )
     if _NUMERIC_LABEL.match(name.rpartition(".")[2]):
         # inet_aton's forms (0177.0.0.1 is 127.0.0.1, 127.1, 0x7f.1, 2130706433), which
         # getaddrinfo takes as numbers: never a host name, whose last label has a letter
