@@ -28,6 +28,26 @@ touched and the tests stay safe beside others. Each test was written failing fir
 6. A host name label that ends in a hyphen (``tcp://a-.example:80``) was taken, against
    RFC 952/1123's rule that a label ends in a letter or digit (the check allowed it for
    labels in the middle of a name only).
+7. ``tcp://0177.0.0.1:P`` was taken as a host name, and getaddrinfo reads it as inet_aton
+   does: octal 0177 = 127, so it connected to 127.0.0.1 (010.0.0.1 to 8.0.0.1; 127.1,
+   0x7f.1, 2130706433 to 127.0.0.1). RFC 3986 §7.4 keeps these forms out of URLs, RFC 1123
+   §2.1 says a host name's last label is never all-numeric; Python's ipaddress and Go's
+   ParseIP refuse leading zeros (CVE-2021-29921).
+8. A listener on a name whose first address was taken bound the next one, silently:
+   ``tcp://localhost:P`` with [::1]:P taken listened on 127.0.0.1:P (``tcp://:P`` with
+   [::]:P taken, on 0.0.0.0:P), and the name's IPv6 clients reached the other server.
+   nginx ("bind() to [::1]:80 failed (98: Address already in use)"), Go and asyncio fail.
+9. UDP to a name goes to its first address (no handshake to fall back on; nc -u and socat
+   do the same), but a refusal said only "nothing listens on udp://localhost:P"; it now
+   says "at [::1]:P", the address it went to.
+10. A non-ASCII host name said only "invalid host name"; it now says to give its IDNA 2008
+   form (it is not encoded for the user: Python's codec is IDNA 2003, another domain for
+   faß.de than curl's libidn2 resolves).
+
+Checked and right (no test here, or tests elsewhere): ``tcp://[::]:P`` is IPV6_V6ONLY=1 as
+nginx's ``listen [::]`` (socat leaves the system default, dual-stack), ``tcp://:P`` is one
+dual-stack socket, ``tcp://[::ffff:127.0.0.1]:P`` connects and listens over IPv4 and peers
+show as 127.0.0.1; a wildcard UDP server answers from the address it was sent to.
 """
 
 from __future__ import annotations
@@ -89,6 +109,19 @@ def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) ->
             s = socket.socket(); s.bind((host, port)); s.listen(0)
             c = socket.socket(); c.connect(s.getsockname())
             return s, c
+
+        def on_two_addresses():
+            # a held listener on 127.0.0.2 at a port that 127.0.0.3 has free too
+            for _ in range(20):
+                a = held_listener("127.0.0.2")
+                port = a[0].getsockname()[1]
+                with socket.socket() as probe:
+                    try:
+                        probe.bind(("127.0.0.3", port))
+                    except OSError:
+                        continue
+                return a, port
+            raise RuntimeError("no port free on both 127.0.0.2 and 127.0.0.3")
         """
     )
     out = subprocess.run(
@@ -115,8 +148,7 @@ def test_connect_timeout_bounds_the_whole_connect_over_every_address(tmp_path: P
         tmp_path,
         "127.0.0.2 slow\n127.0.0.3 slow\n",
         """
-        a = held_listener("127.0.0.2")
-        port = a[0].getsockname()[1]
+        a, port = on_two_addresses()
         b = held_listener("127.0.0.3", port)
         start = time.monotonic()
         try:
@@ -139,8 +171,7 @@ def test_an_address_that_drops_syns_leaves_time_for_the_next(tmp_path: Path) -> 
         tmp_path,
         "127.0.0.2 slow\n127.0.0.3 slow\n",
         """
-        a = held_listener("127.0.0.2")
-        port = a[0].getsockname()[1]
+        a, port = on_two_addresses()
         good = socket.socket(); good.bind(("127.0.0.3", port)); good.listen()
         start = time.monotonic()
         with ipcnet.connect(f"tcp://slow:{port}", connect_timeout=2) as ch:
