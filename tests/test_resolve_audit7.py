@@ -70,8 +70,9 @@ from ipcnet.errors import AddressNotAvailable, InvalidAddress
 # --- a child process with its own /etc/hosts ----------------------------------------------
 
 _NS = """
-h=$1; shift
+h=$1; r=$2; shift 2
 mount --bind "$h" /etc/hosts || exit 97
+mount --bind "$r" /etc/resolv.conf || exit 97
 exec "$@"
 """
 
@@ -93,10 +94,16 @@ _WHY_NOT = _namespaces()
 needs_ns = pytest.mark.skipif(_WHY_NOT is not None, reason=str(_WHY_NOT))
 
 
-def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) -> dict:
-    """Run ``code`` (which prints one JSON object last) with ``hosts`` as /etc/hosts."""
+def run_with_hosts(
+    tmp_path: Path, hosts: str, code: str, timeout: float = 5, resolv: str = ""
+) -> dict:
+    """Run ``code`` (which prints one JSON object last) with ``hosts`` as /etc/hosts and
+    ``resolv`` as /etc/resolv.conf (by default, a DNS server on 127.0.0.53 that is not
+    there: a name not in ``hosts`` fails at once)."""
     path = tmp_path / "hosts"
     path.write_text(hosts)
+    resolv_path = tmp_path / "resolv.conf"
+    resolv_path.write_text(resolv or "nameserver 127.0.0.53\n")
     flags = ["-m"] if os.geteuid() == 0 else ["-m", "-r"]
     prelude = textwrap.dedent(
         """
@@ -125,7 +132,7 @@ def run_with_hosts(tmp_path: Path, hosts: str, code: str, timeout: float = 5) ->
         """
     )
     out = subprocess.run(
-        ["unshare", *flags, "sh", "-c", _NS, "sh", str(path), sys.executable, "-c",
+        ["unshare", *flags, "sh", "-c", _NS, "sh", str(path), str(resolv_path), sys.executable, "-c",
          prelude + textwrap.dedent(code)],
         capture_output=True,
         timeout=timeout,
@@ -180,6 +187,34 @@ def test_an_address_that_drops_syns_leaves_time_for_the_next(tmp_path: Path) -> 
     )
     assert result["peer"].startswith("tcp://127.0.0.3:")
     assert 0.9 < result["took"] < 1.6  # half the time, not all of it (2 s before)
+
+
+@needs_ns
+def test_connect_timeout_bounds_name_resolution_too(tmp_path: Path) -> None:
+    """A DNS server that never answers held connect_timeout=1 for 10 s (glibc's 5 s per
+    try, twice). Go's Dialer.Timeout "includes name resolution", as curl's
+    --connect-timeout does."""
+    result = run_with_hosts(
+        tmp_path,
+        "",
+        """
+        mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            mute.bind(("127.0.83.53", 53))  # reads queries, answers none
+        except OSError as exc:
+            print(json.dumps({"skip": str(exc)})); raise SystemExit
+        start = time.monotonic()
+        try:
+            ipcnet.connect("tcp://nowhere.example:80", connect_timeout=1)
+        except errors.Timeout as exc:
+            print(json.dumps({"took": time.monotonic() - start, "error": str(exc)}))
+        """,
+        resolv="nameserver 127.0.83.53\n",
+    )
+    if "skip" in result:
+        pytest.skip(f"cannot be a DNS server here: {result['skip']}")
+    assert result["error"] == "timed out: resolve tcp://nowhere.example:80 after 1 s"
+    assert result["took"] < 1.5
 
 
 # --- 2. a failed connect names every address it tried ------------------------------------

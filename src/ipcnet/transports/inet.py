@@ -17,14 +17,19 @@ Not RFC 8305 happy eyeballs (trio's default, asyncio's ``happy_eyeballs_delay``)
 a second connect after 250 ms needs non-blocking sockets and opens connections that are
 closed at once, which servers and relays count and log; glibc already puts an address
 with no route or no source address last, and the deadline's shares bound a black hole.
+The deadline counts a name's lookup too (Go's Dialer, curl): it runs on a lookup thread.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
+import queue
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressNotAvailable, IPCError, ResolveError, Timeout
@@ -59,6 +64,75 @@ def _resolve(
     return [(family, kind, proto, sockaddr) for family, kind, proto, _, sockaddr in infos]
 
 
+def _resolve_within(
+    address: Address, socktype: int, timeout: float | None
+) -> list[tuple[int, int, int, tuple[object, ...]]]:
+    """``_resolve`` for a client, a name's lookup bounded by ``timeout`` (Go's Dialer and
+    curl count it in the connect's time): getaddrinfo cannot be interrupted, so a lookup
+    that may ask DNS runs on a ``_Lookups`` thread, left to finish if time runs out."""
+    if timeout is None or not address.host or _is_literal(address.host):
+        return _resolve(address, socktype, passive=False)  # no DNS: instant
+    box: list[object] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            box.append(_resolve(address, socktype, passive=False))
+        except BaseException as exc:  # handed to the caller, raised in its thread
+            box.append(exc)
+        done.set()
+
+    _LOOKUPS.submit(lookup)
+    if not done.wait(timeout):
+        raise Timeout(f"timed out: resolve {address} after {_seconds(timeout)} s")
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result  # type: ignore[return-value]
+
+
+class _Lookups:
+    """Threads that run name lookups and live on (a new thread costs 0.5-1 ms, a handoff
+    40 us): one more starts when none is idle, up to ``LIMIT`` (a lookup that hangs keeps
+    its thread until glibc gives up); a forked child starts afresh (``after_in_child``)."""
+
+    LIMIT = 32
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a job
+        self._threads = 0
+        self._backlog = 0  # jobs queued with no thread for them (at the limit)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self.LIMIT:
+                self._threads += 1
+                threading.Thread(target=self._work, name="ipcnet lookup", daemon=True).start()
+            else:
+                self._backlog += 1  # the next thread free takes it
+            self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                if self._backlog:
+                    self._backlog -= 1
+                else:
+                    self._idle += 1
+
+
+_LOOKUPS = _Lookups()
+os.register_at_fork(after_in_child=_LOOKUPS._reset)
+
+
 def _unresolved(exc: socket.gaierror, address: Address, socktype: int) -> ResolveError:
     """getaddrinfo's failure, naming the part of the address at fault."""
     reason = (exc.strerror or str(exc)).lower()
@@ -80,8 +154,8 @@ def _unresolved(exc: socket.gaierror, address: Address, socktype: int) -> Resolv
 
 def connect(address: Address, socktype: int, timeout: float | None) -> socket.socket:
     """A socket connected to the first address that accepts, all within ``timeout``."""
-    infos = _resolve(address, socktype, passive=False)
     deadline = None if timeout is None else time.monotonic() + timeout
+    infos = _resolve_within(address, socktype, timeout)
     failures: list[tuple[tuple[object, ...], OSError, float | None]] = []
     for i, (family, kind, proto, sockaddr) in enumerate(infos):
         share = None
