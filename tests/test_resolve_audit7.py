@@ -11,7 +11,8 @@ touched and the tests stay safe beside others. Each test was written failing fir
    as curl's --connect-timeout bounds the whole connect phase; curl also gives an attempt
    with addresses after it only a share of the time left, so an address that drops SYNs
    cannot use up the next one's time. Now: one deadline, each attempt gets
-   (time left) / (addresses left).
+   (time left) / (addresses left). The lookup counts too: a DNS server that never answered
+   held connect_timeout=1 for 10 s (Go's Dialer.Timeout "includes name resolution").
 2. A failed connect to a name said only "nothing listens on tcp://localhost:P", not which
    addresses were tried and how each failed; wget ("Connecting to localhost|::1|:P...
    failed: Connection refused."), OpenBSD nc -v and socat name each address. Now the
