@@ -92,11 +92,14 @@ def _resolve_within(
 
 
 class _Lookups:
-    """Threads that run name lookups and live on (a new thread costs 0.5-1 ms, a handoff
-    40 us): one more starts when none is idle, up to ``LIMIT`` (a lookup that hangs keeps
-    its thread until glibc gives up); a forked child starts afresh (``after_in_child``)."""
+    """Threads that run name lookups and stay for more (a new thread costs 0.5-1 ms, a
+    handoff 40 us): one more starts when none is idle, up to ``LIMIT`` (a lookup that hangs
+    keeps its thread until glibc gives up); one idle for ``IDLE`` seconds ends, so that a
+    process that forks later has none (CPython 3.12 warns of a fork with threads); a
+    forked child starts afresh (``after_in_child``)."""
 
     LIMIT = 32
+    IDLE = 5.0
 
     def __init__(self) -> None:
         self._reset()
@@ -121,7 +124,16 @@ class _Lookups:
 
     def _work(self) -> None:
         while True:
-            self._jobs.get()()
+            try:
+                job = self._jobs.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # (else a job was put for this thread just now)
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            job()
             with self._lock:
                 if self._backlog:
                     self._backlog -= 1
