@@ -218,6 +218,26 @@ def test_connect_timeout_bounds_name_resolution_too(tmp_path: Path) -> None:
     assert result["took"] < 1.5
 
 
+def test_a_forked_child_looks_names_up_on_its_own_threads() -> None:
+    """The lookups run on threads a forked child does not have: it starts its own."""
+    with ipcnet.listen("tcp4://127.0.0.1:0") as listener:
+        url = f"tcp://localhost:{listener.address.port}"
+        with ipcnet.connect(url, connect_timeout=2):  # a lookup thread, idle now
+            listener.accept().close()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child)
+            code = 1
+            try:
+                with ipcnet.connect(url, connect_timeout=2) as ch:
+                    ch.write(b"c")
+                    code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0  # it timed out in 2 s, before: no thread ran
+        with listener.accept() as server:
+            assert server.read(1) == b"c"
+
+
 # --- 2. a failed connect names every address it tried ------------------------------------
 
 
