@@ -36,6 +36,7 @@ FD_MAX = 2**31 - 1  # a descriptor is a C int
 UNIX_PATH_MAX = 107  # sizeof(sun_path) - 1: a path's terminating NUL, an abstract name's first
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
 _NUMBER = re.compile(r"[0-9]+\Z")  # ASCII only: str.isdigit() takes '²' and '١٢' too
+_NUMERIC_LABEL = re.compile(r"[0-9]+\Z|0[xX][0-9A-Fa-f]*\Z")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 
 
@@ -127,7 +128,10 @@ class _HostPort(Grammar):
     def format(self, address: Address) -> str:
         host = address.host or ""
         if ":" in host:
-            host = f"[{host}]"
+            addr, sep, zone = host.partition("%")
+            if zone.startswith("25"):  # so that it parses back: RFC 6874 reads %25 as '%'
+                zone = f"25{zone}"
+            host = f"[{addr}{sep}{zone}]"
         return f"{address.scheme}://{host}:{address.port}"
 
 
@@ -457,7 +461,7 @@ def _parse_inet(url: str, scheme: str, rest: str) -> Address:
         if not after.startswith(":"):
             raise _bad(url, "missing port" if not after else f"unexpected {after!r} after ']'")
         port_text = after[1:]
-        _check_ipv6(url, host)
+        host = _ipv6_host(url, host)
     else:
         host, sep, port_text = hostport.rpartition(":")
         if not sep:
@@ -494,6 +498,20 @@ def _check_host(url: str, host: str) -> None:
     if _is_ipv4(host):
         return
     name = host[:-1] if host.endswith(".") else host
+    if not host.isascii():  # not encoded for the user: the stdlib's codec is IDNA 2003
+        raise _bad(
+            url,
+            f"invalid host name {host!r}: not ASCII; give its IDNA 2008 form (xn--...), "
+            "as idn2(1) prints it",
+        )
+    if _NUMERIC_LABEL.match(name.rpartition(".")[2]):
+        # inet_aton's forms (0177.0.0.1 is 127.0.0.1, 127.1, 0x7f.1, 2130706433), which
+        # getaddrinfo takes as numbers: never a host name, whose last label has a letter
+        raise _bad(
+            url,
+            f"{host!r} is not an IPv4 address in dotted decimal, nor a host name "
+            "(RFC 3986 §7.4, RFC 1123 §2.1: no octal, hex or short forms)",
+        )
     if not _HOST_NAME.match(name) or len(name) > 253:
         raise _bad(url, f"invalid host name {host!r}")
     for label in name.split("."):
@@ -501,16 +519,28 @@ def _check_host(url: str, host: str) -> None:
             raise _bad(url, f"empty label in host name {host!r}")
         if len(label) > 63:
             raise _bad(url, f"label {label[:8]}... in host name is {len(label)} bytes, over 63")
+        if label[0] == "-" or label[-1] == "-":  # RFC 952, 1123 §2.1: a letter or digit
+            raise _bad(url, f"invalid host name {host!r}: label {label!r} begins or ends in '-'")
 
 
-def _check_ipv6(url: str, host: str) -> None:
-    addr, _, zone = host.partition("%")
+def _ipv6_host(url: str, host: str) -> str:
+    """An IPv6 literal and its zone (RFC 4007 §11: ``fe80::1%eth0``), the zone written after
+    ``%25`` as RFC 6874 §2 writes it in a URL (a percent-encoded '%') or, as curl also
+    takes it, after a bare '%'. Returned as getaddrinfo takes it: ``addr%zone``."""
+    addr, sep, zone = host.partition("%")
     try:
         ipaddress.IPv6Address(addr)
     except ValueError:
         raise _bad(url, f"invalid IPv6 address {addr!r}") from None
-    if "%" in host and not zone:
+    if not sep:
+        return addr
+    if zone == "25":
+        raise _bad(url, "empty IPv6 zone after '%25' (RFC 6874; interface number 25 is %2525)")
+    if zone.startswith("25"):
+        zone = zone[2:]
+    if not zone:
         raise _bad(url, "empty IPv6 zone after '%'")
+    return f"{addr}%{zone}"
 
 
 def _is_ipv4(host: str) -> bool:

@@ -57,6 +57,8 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
             mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
             if mapped is not None:
                 host = str(mapped)
+            elif len(sockaddr) > 3 and sockaddr[3] and "%" not in host:  # link-local
+                host = f"{host}%{scope_name(int(sockaddr[3]))}"
         return Address(scheme, host=host, port=int(sockaddr[1]))
     if isinstance(sockaddr, bytes):
         if not sockaddr:
@@ -73,6 +75,15 @@ def sockaddr_to_address(scheme: str, sockaddr: object) -> Address | None:
             return Address(scheme, path=sockaddr[1:], abstract=True)
         return Address(scheme, path=sockaddr)
     return None
+
+
+def scope_name(index: int) -> str:
+    """An IPv6 zone by its interface's name (RFC 4007 §11, as ss and getnameinfo print it),
+    or by its number if no interface has it now."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return str(index)
 
 
 _ASK: Any = object()  # "not known yet: ask the kernel"

@@ -20,7 +20,8 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> Datagr
         endpoint = DatagramEndpoint(sock, str(address.with_port(port)), max_size=max_size)
         return from_destination(endpoint)
     sock = inet.connect(address, socket.SOCK_DGRAM, None)
-    return DatagramEndpoint(sock, str(address), max_size=max_size)
+    # no handshake to fall back on: the first address it is, and errors say which
+    return DatagramEndpoint(sock, inet.where(address, sock.getpeername()), max_size=max_size)
 
 
 def from_destination(endpoint: DatagramEndpoint) -> DatagramEndpoint:
