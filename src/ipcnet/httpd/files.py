@@ -289,10 +289,12 @@ class Resolver:
         if not self.listings:
             return FORBIDDEN
         items: list[listing.Item] = []
+        more = 0  # entries past MAX_LISTING: counted (no stat), not listed
         with os.scandir(fd) as entries:
             for entry in entries:
                 if len(items) >= MAX_LISTING:
-                    break
+                    more += 1
+                    continue
                 try:
                     with translating("stat", _where(path, (entry.name,))):
                         st = entry.stat()
@@ -301,7 +303,7 @@ class Resolver:
                 except IPCError:  # a dangling symlink
                     items.append(listing.Item(entry.name, False, 0, 0.0))
         shown = "/" + "".join(s + "/" for s in segments)
-        return Page(listing.render(shown, items))
+        return Page(listing.render(shown, items, more))
 
     def _file(self, fd: int, st: os.stat_result, path: str, gzip: bool) -> OpenFile:
         """An OpenFile for ``fd`` (or for its .gz sibling); owns and closes ``fd``."""
