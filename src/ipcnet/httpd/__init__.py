@@ -30,7 +30,7 @@ class HttpOptions:
     gzip: bool = True
     parser: str = "auto"  # httptools, h11
     cache_ttl: float = 1.0
-    sendfile: bool = True  # False: read files into memory (a driver without sendfile)
+    sendfile: bool = True  # False: keep files up to 16 MiB in memory (a loop without sendfile)
     limits: Limits = field(default_factory=Limits)
     model: str = ""
     workers: int = 0

@@ -9,8 +9,11 @@ Rules:
   so a FIFO cannot hang a worker;
 - files up to ``small_file`` bytes are read once and kept in memory (sent with the head in
   one write), while the cache holds less than ``memory`` bytes of them; larger ones are sent
-  with sendfile(2) from a descriptor the driver closes (``sendfile=False`` reads every file
-  into memory instead, without that bound: for a driver without sendfile);
+  with sendfile(2) from a descriptor the driver closes; ``sendfile=False`` (a loop without
+  sendfile: asyncio on uvloop) keeps files up to 16 MiB in memory, 256 MiB of them in all,
+  and still hands larger ones over as descriptors, which such a driver copies a chunk at a
+  time: a 5 GiB file read whole for every request (``Range: bytes=-10`` too) was 5 GiB of
+  memory and 35 s before its first byte;
 - the cache keeps answers for ``cache_ttl`` seconds (0 = no cache; files changed within
   that time may be served stale, as with nginx's open_file_cache); an expired answer is
   renewed by one lookup, the first request to find it expired, while the others are still
@@ -44,7 +47,8 @@ OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 NOT_FOUND = Refused(404)
 FORBIDDEN = Refused(403)
 MAX_LISTING = 10_000
-NO_SENDFILE_LIMIT = 1 << 40
+NO_SENDFILE_SMALL = 16 * 1024 * 1024  # sendfile=False: files up to this are kept in memory
+NO_SENDFILE_MEMORY = 256 * 1024 * 1024  # ... while the cache holds less than this of them
 
 
 class OpenFile:
@@ -145,9 +149,10 @@ class Resolver:
         self.gzip = gzip
         self.cache_ttl = cache_ttl
         self.cache_entries = cache_entries
-        # without sendfile (a driver that cannot do it), every file is read into memory
-        self.small_file = small_file if sendfile else NO_SENDFILE_LIMIT
-        self.memory = memory if sendfile else NO_SENDFILE_LIMIT
+        # without sendfile (a loop that cannot do it), more files are kept in memory; the
+        # larger ones still go as descriptors (the driver copies them a chunk at a time)
+        self.small_file = small_file if sendfile else max(small_file, NO_SENDFILE_SMALL)
+        self.memory = memory if sendfile else max(memory, NO_SENDFILE_MEMORY)
         self._held = 0  # bytes of file content the cache keeps in memory
         self._cache: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
@@ -284,10 +289,12 @@ class Resolver:
         if not self.listings:
             return FORBIDDEN
         items: list[listing.Item] = []
+        more = 0  # entries past MAX_LISTING: counted (no stat), not listed
         with os.scandir(fd) as entries:
             for entry in entries:
                 if len(items) >= MAX_LISTING:
-                    break
+                    more += 1
+                    continue
                 try:
                     with translating("stat", _where(path, (entry.name,))):
                         st = entry.stat()
@@ -296,7 +303,7 @@ class Resolver:
                 except IPCError:  # a dangling symlink
                     items.append(listing.Item(entry.name, False, 0, 0.0))
         shown = "/" + "".join(s + "/" for s in segments)
-        return Page(listing.render(shown, items))
+        return Page(listing.render(shown, items, more))
 
     def _file(self, fd: int, st: os.stat_result, path: str, gzip: bool) -> OpenFile:
         """An OpenFile for ``fd`` (or for its .gz sibling); owns and closes ``fd``."""

@@ -2,7 +2,9 @@
 
 Role: render what ``Resolver`` read from a directory. Rules: every name is HTML-escaped
 and URL-quoted (a file called ``<script>`` is text, ``a b`` links as ``a%20b``); links are
-relative, so a listing never points outside the directory it shows.
+relative, so a listing never points outside the directory it shows; a directory of more
+than ``files.MAX_LISTING`` entries is listed up to that bound, and the page says how many
+it left out (it cut them silently: a ``wget -r`` mirror missed them and nothing said so).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def _shown(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def render(path: str, items: list[Item]) -> bytes:
-    """The page for directory ``path`` (as the client named it, e.g. ``/docs/``)."""
+def render(path: str, items: list[Item], more: int = 0) -> bytes:
+    """The page for directory ``path`` (as the client named it, e.g. ``/docs/``); ``more``
+    entries were left out of ``items`` (the listing's bound)."""
     title = html.escape(f"Index of {_shown(path)}")
     rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>'] if path != "/" else []
     for item in sorted(items, key=lambda i: (not i.is_dir, i.name)):
@@ -50,6 +53,11 @@ def render(path: str, items: list[Item]) -> bytes:
         rows.append(
             f'<tr><td><a href="{html.escape(href)}">{shown}</a></td>'
             f"<td>{when}</td><td class=n>{size}</td></tr>"
+        )
+    if more:
+        rows.append(
+            f"<tr><td colspan=3><em>{more} more entries not listed (a listing shows at most"
+            f" {len(items)})</em></td></tr>"
         )
     page = (
         "<!doctype html>\n<html lang=en><meta charset=utf-8>\n"
