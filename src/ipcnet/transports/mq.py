@@ -49,6 +49,7 @@ from ipcnet.errors import (
     Timeout,
     Unsupported,
 )
+from ipcnet.transports.base import check_timeout
 from ipcnet.transports.datagram import DatagramEndpoint
 
 PROC = "/proc/sys/fs/mqueue"
@@ -254,6 +255,8 @@ class MqEndpoint(DatagramEndpoint):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self._timeout = value
         self._fast = value is None and not self._closed
 
@@ -266,6 +269,7 @@ class MqEndpoint(DatagramEndpoint):
         return None
 
     def fileno(self) -> int:
+        self._check_open("get the descriptor of")
         return self._fd
 
     def abandon(self) -> None:

@@ -61,7 +61,7 @@ from ipcnet.errors import (
     Timeout,
 )
 from ipcnet.transports import fdpass, unix
-from ipcnet.transports.base import Listener, StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport, check_timeout
 
 if TYPE_CHECKING:
     from ipcnet.transports.sockets import SocketListener
@@ -435,6 +435,8 @@ class ShmStream(StreamTransport):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self._timeout = value
 
     @property
@@ -671,7 +673,10 @@ class ShmListener(Listener[ShmStream]):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
+        seconds = check_timeout(value)  # a negative one has expired (0: do not wait)
+        if self._closed:
+            raise Closed(f"closed: cannot set a timeout on {self.where}: this side closed it")
+        self.sock.settimeout(None if seconds is None else max(0.0, seconds))
 
     @property
     def local_address(self) -> Address | None:
