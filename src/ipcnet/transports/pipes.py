@@ -23,6 +23,8 @@ end is one-way). Rules:
   descriptors (dup2: the pipe is let go now, so the other side sees EOF, but the numbers
   stay taken) and the last thread out closes them; so no thread of ours ever reads or
   writes a number the kernel has handed to the next file opened.
+- A stream dropped unclosed closes its own descriptors with a ResourceWarning, as
+  io.FileIO and socket.socket do (the peer sees EOF, nothing leaks); shared ones stay.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ import signal
 import socket
 import stat
 import threading
+import warnings
 from collections.abc import Callable
 
 from ipcnet.errors import Closed, Timeout, Unsupported
-from ipcnet.transports.base import Detached, StreamTransport
+from ipcnet.transports.base import Detached, StreamTransport, check_timeout
 from ipcnet.transports.oserrors import translate, translating
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
@@ -207,12 +210,19 @@ class PipeStream(StreamTransport):
             raise Closed(f"closed: {self.where} has no open descriptor")
         return fd
 
+    def isatty(self) -> bool:
+        """A terminal only if inherited (stdio:, fd://N): a pipe we made never is one."""
+        self._check_open("ask about")
+        return self._shared and os.isatty(self.fileno())
+
     @property
     def timeout(self) -> float | None:
         return self._timeout
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")  # (our numbers may be another file's now)
         self._timeout = value
         wfd = self._wfd
         if not self._shared and wfd is not None and wfd != self._rfd:
@@ -259,11 +269,25 @@ class PipeStream(StreamTransport):
         return translate(exc, op, self.where)
 
     def __del__(self) -> None:
+        fds = [] if self._closed or self._shared else [self._rfd, self._wfd]
         if self._waker is not None:
-            try:  # (no contextlib here: at interpreter exit it may be gone already)
-                os.close(self._waker)
-            except OSError:
-                pass
+            fds.append(self._waker)
+        if not self._closed and not self._shared and (self._rfd, self._wfd) != (None, None):
+            try:  # as io.FileIO's: a leak is a bug to show, and the descriptors go now
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            except Exception:
+                pass  # at interpreter exit warnings may be gone already
+        for fd in dict.fromkeys(fds):  # (no contextlib here: at exit it may be gone already)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __repr__(self) -> str:
+        fds = [fd for fd in (self._rfd, self._wfd) if fd is not None]
+        state = " closed" if self._closed else f" fd={','.join(map(str, dict.fromkeys(fds)))}"
+        return f"<{type(self).__name__} {self.where}{state}>"
 
 
 def _shutdown_socket(fd: int) -> None:
