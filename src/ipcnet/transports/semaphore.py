@@ -1,8 +1,10 @@
 """Semaphores between processes: POSIX named, POSIX unnamed (process-shared), SysV undo.
 
-Role: three counters with one interface: ``acquire(timeout=None)`` (raises ``Timeout``; a
-negative timeout has expired), ``release()``, ``value``, ``with sem:``, ``close()``; the
-named kinds also ``unlink()``.
+Role: three counters with one interface: ``acquire(timeout=None)`` (True, as threading's;
+raises ``Timeout`` where threading's returns False; a negative timeout has expired),
+``release(n=1)``, ``value``, ``with sem:``, ``close()``; the named kinds also ``unlink()``.
+threading's ``acquire(blocking)`` flag does not exist here: ``acquire(True)`` is refused
+(TypeError), not taken for "wait 1 s"; ``timeout=0`` does not wait.
 - ``Semaphore(name, value=1)``: sem_open(3), found by name by unrelated processes (it lives
   in /dev/shm as ``sem.NAME``), through ``posix_ipc``.
 - ``SharedSemaphore(value=1)``: sem_init(3) with pshared=1 in an anonymous shared mapping:
@@ -40,6 +42,7 @@ from ipcnet.errors import (
     PermissionDenied,
     Timeout,
 )
+from ipcnet.transports.base import check_count, check_timeout, refuse_pickle
 from ipcnet.transports.oserrors import translate
 
 NAME_MAX = 251  # NAME_MAX less the "sem." prefix glibc adds in /dev/shm
@@ -49,6 +52,8 @@ _DEAD_HINT = "(a holder that died keeps its count: UndoSemaphore gives it back)"
 
 def _check_name(name: str) -> str:
     """One component; the leading '/' of sem_overview(7)'s "/somename" form is optional."""
+    if not isinstance(name, str):
+        raise InvalidAddress(f"invalid semaphore name {name!r}: a name is a string")
     bare = name[1:] if name.startswith("/") else name
     if not bare or "/" in bare or "\0" in bare or bare in (".", ".."):
         raise InvalidAddress(f"invalid semaphore name {name!r}: one name, no '/' inside")
@@ -65,7 +70,23 @@ def _check_name(name: str) -> str:
 
 def _wait_for(timeout: float | None) -> float | None:
     """None waits forever; a negative timeout is an expired one (as multiprocessing's)."""
-    return None if timeout is None else max(0.0, float(timeout))
+    if isinstance(timeout, bool):
+        raise TypeError(
+            f"acquire({timeout}): there is no blocking flag here; acquire() waits, "
+            "acquire(timeout=0) does not"
+        )
+    seconds = check_timeout(timeout)
+    return None if seconds is None else max(0.0, float(seconds))
+
+
+def _units(n: int, top: int, where: str) -> int:
+    """release(n)'s count, as threading.Semaphore.release(n) takes it."""
+    n = check_count(n, "release() n")
+    if n < 1:
+        raise ValueError("n must be one or more")
+    if n > top:
+        raise LimitExceeded(f"cannot release {where} by {n}: over its maximum value {top}")
+    return n
 
 
 def _left(deadline: float | None) -> float | None:
@@ -74,6 +95,7 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _check_value(value: int, top: int, where: str) -> int:
+    value = check_count(value, "a semaphore's value")
     if not 0 <= value <= top:
         raise LimitExceeded(f"value {value} out of range 0..{top} for {where}")
     return value
@@ -83,14 +105,24 @@ class _Base:
     where: str
     _closed = False
 
-    def acquire(self, timeout: float | None = None) -> None:
+    def acquire(self, timeout: float | None = None) -> bool:
         raise NotImplementedError
 
-    def release(self) -> None:
+    def release(self, n: int = 1) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where}{' closed' if self._closed else ''}>"
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.where)
 
     def _check_open(self, op: str) -> None:
         if self._closed:
@@ -137,24 +169,27 @@ class Semaphore(_Base):
         except OSError as exc:
             raise translate(exc, "open", self.where) from exc
 
-    def acquire(self, timeout: float | None = None) -> None:
+    def acquire(self, timeout: float | None = None) -> bool:
         """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
-        self._check_open("acquire")
         timeout = _wait_for(timeout)
+        self._check_open("acquire")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 self._sem.acquire(_left(deadline))
-                return
+                return True
             except self._ipc.SignalError:
                 continue  # the handler ran (and returned): wait on, for what is left
             except self._ipc.BusyError as exc:
                 raise self._timed_out(timeout) from exc
 
-    def release(self) -> None:
+    def release(self, n: int = 1) -> None:
+        """Give back ``n`` units (threading's release(n))."""
+        n = _units(n, SEM_VALUE_MAX, self.where)
         self._check_open("release")
         try:
-            self._sem.release()
+            for _ in range(n):
+                self._sem.release()
         except (self._ipc.Error, OSError) as exc:  # EOVERFLOW comes as a plain OSError
             raise LimitExceeded(
                 f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
@@ -220,9 +255,9 @@ class SharedSemaphore(_Base):
         if self._lib.sem_init(ctypes.c_void_p(self._sem), 1, ctypes.c_uint(value)) != 0:
             raise _fail("create", self.where)
 
-    def acquire(self, timeout: float | None = None) -> None:
-        self._check_open("acquire")
+    def acquire(self, timeout: float | None = None) -> bool:
         timeout = _wait_for(timeout)
+        self._check_open("acquire")
         sem = ctypes.c_void_p(self._sem)
         until = None if timeout is None else _abs_timespec(timeout)  # one deadline, kept
         while True:
@@ -231,7 +266,7 @@ class SharedSemaphore(_Base):
             else:
                 rc = self._lib.sem_timedwait(sem, ctypes.byref(until))
             if rc == 0:
-                return
+                return True
             code = ctypes.get_errno()
             if code == errno.EINTR:
                 continue
@@ -239,14 +274,17 @@ class SharedSemaphore(_Base):
                 raise self._timed_out(timeout)
             raise translate(OSError(code, os.strerror(code)), "acquire", self.where)
 
-    def release(self) -> None:
+    def release(self, n: int = 1) -> None:
+        """Give back ``n`` units (threading's release(n))."""
+        n = _units(n, SEM_VALUE_MAX, self.where)
         self._check_open("release")
-        if self._lib.sem_post(ctypes.c_void_p(self._sem)) != 0:
-            if ctypes.get_errno() == errno.EOVERFLOW:
-                raise LimitExceeded(
-                    f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
-                )
-            raise _fail("release", self.where)
+        for _ in range(n):
+            if self._lib.sem_post(ctypes.c_void_p(self._sem)) != 0:
+                if ctypes.get_errno() == errno.EOVERFLOW:
+                    raise LimitExceeded(
+                        f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
+                    )
+                raise _fail("release", self.where)
 
     @property
     def value(self) -> int:
@@ -314,7 +352,7 @@ class UndoSemaphore(_Base):
             raise _fail("open", self.where)
         self._id = semid
 
-    def _op(self, delta: int, timeout: float | None, op: str) -> None:
+    def _op(self, delta: int, timeout: float | None, op: str) -> bool:
         self._check_open(op)
         flags = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 else 0)
         buf = _Sembuf(0, delta, flags)
@@ -327,7 +365,7 @@ class UndoSemaphore(_Base):
                 ts = _rel_timespec(left)
                 rc = self._lib.semtimedop(self._id, ctypes.byref(buf), 1, ctypes.byref(ts))
             if rc == 0:
-                return
+                return True
             code = ctypes.get_errno()
             if code == errno.EINTR:
                 continue
@@ -339,11 +377,12 @@ class UndoSemaphore(_Base):
                 raise Closed(f"{self.where} was removed")
             raise translate(OSError(code, os.strerror(code)), op, self.where)
 
-    def acquire(self, timeout: float | None = None) -> None:
-        self._op(-1, _wait_for(timeout), "acquire")
+    def acquire(self, timeout: float | None = None) -> bool:
+        return self._op(-1, _wait_for(timeout), "acquire")
 
-    def release(self) -> None:
-        self._op(1, None, "release")
+    def release(self, n: int = 1) -> None:
+        """Give back ``n`` units at once (one semop; threading's release(n))."""
+        self._op(_units(n, _SEMVMX, self.where), None, "release")
 
     def _ctl(self, cmd: int, op: str) -> int:
         self._check_open(op)
