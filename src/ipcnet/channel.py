@@ -11,12 +11,18 @@ Role: the layer users touch. ``connect(url)``, ``listen(url).accept()``, ``pipe(
   ``send_eof()`` half-closes; ``close()`` is idempotent and wakes a blocked reader.
 - After ``close()`` every call but ``close`` and ``closed`` raises ``Closed`` (a
   ValueError, as io's closed files raise), read-ahead bytes or not; so does ``with``.
+- Arguments are checked before anything waits, as io checks them: a size that is not an
+  integer is a TypeError (never truncated), a read-only ``readinto`` buffer too; a timeout
+  when it is set (``transports.base.check_timeout``: NaN is a ValueError, infinity None).
+- A Channel, a Listener and what they hold cannot be pickled (TypeError, as a socket):
+  they are descriptors of this process; a child gets them by fork.
 Errors are the ipcnet tree (``ipcnet.errors``).
 Rules: no system calls here; everything goes through the transport.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -29,6 +35,7 @@ from ipcnet import transports
 from ipcnet.addresses import Address, parse
 from ipcnet.errors import Closed, IncompleteRead, LimitExceeded, Unsupported
 from ipcnet.transports import DatagramEndpoint, StreamTransport
+from ipcnet.transports.base import check_count, check_timeout, refuse_pickle
 
 READ_ALL_CHUNK = 64 * 1024
 LINE_LIMIT = 64 * 1024
@@ -50,7 +57,11 @@ class Channel:
 
     def read(self, n: int | None = -1) -> bytes:
         """Up to ``n`` bytes (at least one), ``b""`` at EOF; ``n`` < 0 or None reads to EOF."""
-        if n is None or n < 0:
+        if type(n) is not int:
+            if n is None:
+                return self._read_all()
+            n = check_count(n, "read() size")  # a float is refused, not truncated
+        if n < 0:
             return self._read_all()
         if self._ahead or n == 0:
             self._check_open("read from")
@@ -62,6 +73,10 @@ class Channel:
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill ``buf`` with up to len(buf) bytes; 0 only at EOF (or for an empty buffer)."""
         view = memoryview(buf).cast("B")
+        if view.readonly:
+            raise TypeError(
+                f"readinto() needs a read-write bytes-like object, not {type(buf).__name__}"
+            )
         if self._ahead or not view:
             self._check_open("read from")
             n = min(len(view), len(self._ahead))
@@ -77,6 +92,8 @@ class Channel:
 
     def read_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or ``IncompleteRead`` (with the partial data) at EOF."""
+        n = check_count(n, "read_exactly() size")
+        self._check_open("read from")
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -98,6 +115,8 @@ class Channel:
         readline would cut it: here a bound refuses, never cuts); ``limit`` < 0 or None
         sets no bound.
         """
+        if type(limit) is not int and limit is not None:
+            limit = check_count(limit, "readline() limit")
         if limit is None or limit < 0:  # (closed: close() dropped the read-ahead, and the
             limit = sys.maxsize  # transport's read says Closed; no check per line here)
         start = 0
@@ -199,6 +218,14 @@ class Channel:
         self._check_open("ask about")
         return False
 
+    def isatty(self) -> bool:
+        """Whether this is a terminal, as io's isatty() (``stdio:`` or ``fd://N`` may be)."""
+        self._check_open("ask about")
+        return self.transport.isatty()
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.transport.where)
+
     def _check_open(self, op: str) -> None:
         if self.transport.closed:
             raise Closed(f"closed: cannot {op} {self.transport.where}: this side closed it")
@@ -225,6 +252,8 @@ class Channel:
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self.transport.timeout = value
 
     @property
@@ -320,6 +349,11 @@ class Listener:
         return Channel(self.transport.accept())
 
     def fileno(self) -> int:
+        """The listening descriptor; Closed once closed (io's rule, not socket's -1)."""
+        if self.transport.closed:
+            raise Closed(
+                f"closed: cannot get the descriptor of {self.address}: this side closed it"
+            )
         return self.transport.fileno()
 
     @property
@@ -336,7 +370,12 @@ class Listener:
         self.transport.abandon()
 
     def __enter__(self) -> Listener:
+        if self.transport.closed:
+            raise Closed(f"closed: cannot use {self.address}: this side closed it")
         return self
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, str(self.address))
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -362,6 +401,10 @@ def connect(
     take TLS keywords (``ca=``, ``cert=``, ``key=``, ``sni=``, ``alpn=``, ``insecure=``,
     ``tls_min=``..., see ``ipcnet.transports.tls.TLSOptions``; ``tls=`` an SSLContext).
     """
+    timeout = check_timeout(timeout)  # both before anything opens: a bad one leaks nothing
+    connect_timeout = check_timeout(connect_timeout)
+    if connect_timeout is not None and connect_timeout < 0:
+        raise ValueError(f"connect_timeout must be 0 or more seconds, not {connect_timeout}")
     transport = transports.open_stream(parse(url), connect_timeout, **tls)
     transport.timeout = timeout
     return Channel(transport)
@@ -384,6 +427,7 @@ def open_datagram(
     url: str | Address, *, listen: bool = False, max_size: int = 65536, timeout: float | None = None
 ) -> DatagramEndpoint:
     """A udp/unixgram endpoint: bound to ``url`` with listen=True, else connected to it."""
+    timeout = check_timeout(timeout)  # before anything opens: a bad one leaks nothing
     endpoint = transports.open_datagram(parse(url), listen=listen, max_size=max_size)
     endpoint.timeout = timeout
     return endpoint
@@ -401,10 +445,27 @@ def socketpair() -> tuple[Channel, Channel]:
     return Channel(a), Channel(b)
 
 
-def spawn(command: str | Sequence[str]) -> Channel:
-    """Start a child process; write to its stdin and read its stdout through the Channel."""
-    text = command if isinstance(command, str) else shlex.join(command)
-    return connect(f"exec:{text}")
+def spawn(
+    command: str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]],
+) -> Channel:
+    """Start a child process; write to its stdin and read its stdout through the Channel.
+
+    ``command`` is a command line (split into words as a shell would, with no shell), or
+    as subprocess takes it: a list of arguments (str, bytes, paths), or one program path.
+    """
+    if isinstance(command, str):
+        return connect(f"exec:{command}")
+    try:
+        if isinstance(command, (bytes, os.PathLike)):
+            words = [os.fsdecode(command)]
+        else:
+            words = [os.fsdecode(word) for word in command]
+    except TypeError:
+        raise TypeError(
+            "spawn() takes a command: a string, or a list of arguments (str, bytes or "
+            f"paths), not {command!r}"
+        ) from None
+    return connect(f"exec:{shlex.join(words)}")
 
 
 def stdio() -> Channel:
