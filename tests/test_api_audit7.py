@@ -442,3 +442,43 @@ def test_close_wakes_a_blocked_accept_and_recv(short_tmp: Path) -> None:
         t.join(3)
         assert not t.is_alive()
     assert all(isinstance(e, Closed) for e in results), results
+
+
+# --- close() while another thread waits ------------------------------------------------------
+
+_CLOSE_WHILE_WAITING = """
+import sys, threading, time, uuid, ipcnet
+kind, timeout = sys.argv[1], (None if sys.argv[2] == "none" else float(sys.argv[2]))
+name = "a7-" + uuid.uuid4().hex[:12]
+sem = ipcnet.SharedSemaphore(0) if kind == "SharedSemaphore" else getattr(ipcnet, kind)(name, 0)
+got = []
+def wait():
+    try:
+        got.append(sem.acquire(timeout=timeout))
+    except BaseException as exc:
+        got.append(exc)
+thread = threading.Thread(target=wait, daemon=True)
+thread.start()
+time.sleep(0.3)
+sem.close()
+thread.join(3)
+print(type(got[0]).__name__ if got else "still waiting", flush=True)
+if hasattr(sem, "unlink"):
+    sem.unlink()
+"""
+
+
+@pytest.mark.parametrize("timeout", ["none", "2"])
+@pytest.mark.parametrize("kind", ["Semaphore", "SharedSemaphore", "UndoSemaphore"])
+def test_semaphore_close_wakes_a_waiter(kind: str, timeout: str) -> None:
+    """close() from another thread unmapped the semaphore under a thread in sem_wait:
+    the process died of SIGSEGV when the wait ended (named and shared), or the waiter
+    went on waiting (undo). Now the waiter wakes with Closed, as a Channel's reader."""
+    run = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_WAITING, kind, timeout],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-500:]}"
+    assert run.stdout.strip() == "Closed"

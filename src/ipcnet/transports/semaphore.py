@@ -20,6 +20,11 @@ Rules: names are one component (at most 251 bytes, in UTF-8 as posix_ipc spells 
 translated by ``oserrors``; ``release`` beyond the maximum raises ``LimitExceeded``.
 A signal whose handler returns does not end a wait (EINTR is retried, as PEP 475 does):
 ``acquire`` goes on to the one deadline its timeout set.
+``close()`` while another thread waits in ``acquire`` wakes it with ``Closed`` (as a
+Channel's reader): a wait sleeps in slices of ``SLICE`` seconds and looks for close()
+between them (nothing can interrupt sem_wait or semop short of a unit), and the memory
+of a POSIX semaphore is unmapped only once the last thread inside has left (unmapping it
+under a waiter crashed the process with SIGSEGV when the wait ended).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import ctypes.util
 import errno
 import mmap
 import os
+import threading
 import time
 import zlib
 from types import TracebackType
@@ -48,6 +54,8 @@ from ipcnet.transports.oserrors import translate
 NAME_MAX = 251  # NAME_MAX less the "sem." prefix glibc adds in /dev/shm
 SEM_VALUE_MAX = 2147483647  # sem_post(3) fails with EOVERFLOW beyond it (INT_MAX on Linux)
 _DEAD_HINT = "(a holder that died keeps its count: UndoSemaphore gives it back)"
+SLICE = 0.2  # seconds: a waiter looks for close() this often (see the module docstring)
+_FREE = threading.Lock()  # taken only to let go of a semaphore exactly once
 
 
 def _check_name(name: str) -> str:
@@ -104,6 +112,8 @@ def _check_value(value: int, top: int, where: str) -> int:
 class _Base:
     where: str
     _closed = False
+    _inside = 0  # threads in a call that touches the semaphore (see close)
+    _freed = False
 
     def acquire(self, timeout: float | None = None) -> bool:
         raise NotImplementedError
@@ -111,8 +121,34 @@ class _Base:
     def release(self, n: int = 1) -> None:
         raise NotImplementedError
 
+    # A call that touches the semaphore counts itself in ``_inside`` first, then checks
+    # ``_closed``; on its way out, the last one after a close() lets go (as sockets' do).
+
     def close(self) -> None:
+        """Idempotent; a thread waiting in acquire() wakes with Closed; what this process
+        maps is let go once no thread is inside any more."""
+        if self._closed:
+            return
         self._closed = True
+        if not self._inside:  # else the last thread to leave lets go (_leave)
+            self._let_go()
+
+    def _leave(self) -> None:
+        if not self._inside:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        with _FREE:
+            if self._freed:
+                return
+            self._freed = True
+        self._free()
+
+    def _free(self) -> None:
+        """Let go of what this process holds (after close(), with no thread inside)."""
+
+    def _closed_while_waiting(self) -> Closed:
+        return Closed(f"closed while waiting to acquire {self.where}")
 
     @property
     def closed(self) -> bool:
@@ -171,34 +207,68 @@ class Semaphore(_Base):
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Take one unit; wait up to ``timeout`` seconds (None: forever), then Timeout."""
-        timeout = _wait_for(timeout)
-        self._check_open("acquire")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        if timeout is not None:
+            timeout = _wait_for(timeout)
+        self._inside += 1
+        try:
+            if self._closed:
+                self._check_open("acquire")
             try:
-                self._sem.acquire(_left(deadline))
+                self._sem.acquire(0)  # free: no clock to read
                 return True
-            except self._ipc.SignalError:
-                continue  # the handler ran (and returned): wait on, for what is left
-            except self._ipc.BusyError as exc:
-                raise self._timed_out(timeout) from exc
+            except self._ipc.BusyError:
+                pass
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = _left(deadline)
+                try:
+                    self._sem.acquire(SLICE if left is None else min(left, SLICE))
+                except self._ipc.SignalError:
+                    continue  # the handler ran (and returned): wait on, for what is left
+                except self._ipc.BusyError as exc:
+                    if self._closed:
+                        raise self._closed_while_waiting() from exc
+                    if left is not None and left <= SLICE:
+                        raise self._timed_out(timeout) from exc
+                    continue
+                if self._closed:  # closed meanwhile: the unit goes back
+                    self._sem.release()
+                    raise self._closed_while_waiting()
+                return True
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` units (threading's release(n))."""
-        n = _units(n, SEM_VALUE_MAX, self.where)
-        self._check_open("release")
+        if type(n) is not int or n != 1:
+            n = _units(n, SEM_VALUE_MAX, self.where)
+        self._inside += 1
         try:
+            if self._closed:
+                self._check_open("release")
             for _ in range(n):
                 self._sem.release()
         except (self._ipc.Error, OSError) as exc:  # EOVERFLOW comes as a plain OSError
             raise LimitExceeded(
                 f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
             ) from exc
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     @property
     def value(self) -> int:
-        self._check_open("read")
-        return int(self._sem.value)
+        self._inside += 1
+        try:
+            self._check_open("read")
+            return int(self._sem.value)
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     def unlink(self) -> None:
         """Remove the name (processes that have it open keep using it)."""
@@ -207,10 +277,8 @@ class Semaphore(_Base):
         except self._ipc.ExistentialError as exc:
             raise NoSuchSocket(f"no {self.where} to remove") from exc
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._sem.close()
+    def _free(self) -> None:
+        self._sem.close()
 
 
 # --- POSIX unnamed, process-shared -----------------------------------------------------
@@ -224,9 +292,8 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def _abs_timespec(timeout: float) -> _Timespec:
-    """CLOCK_REALTIME deadline, as sem_timedwait wants it."""
-    deadline = time.time() + max(0.0, timeout)
+def _timespec_at(deadline: float) -> _Timespec:
+    """A CLOCK_REALTIME deadline (time.time()), as sem_timedwait wants it."""
     return _Timespec(int(deadline), int((deadline % 1) * 1e9))
 
 
@@ -252,53 +319,81 @@ class SharedSemaphore(_Base):
         self._map = mmap.mmap(-1, self.SIZE, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self._buf = (ctypes.c_char * self.SIZE).from_buffer(self._map)
         self._sem = ctypes.addressof(self._buf)
+        self._semp = ctypes.c_void_p(self._sem)  # made once: one object less per call
         if self._lib.sem_init(ctypes.c_void_p(self._sem), 1, ctypes.c_uint(value)) != 0:
             raise _fail("create", self.where)
 
     def acquire(self, timeout: float | None = None) -> bool:
-        timeout = _wait_for(timeout)
-        self._check_open("acquire")
-        sem = ctypes.c_void_p(self._sem)
-        until = None if timeout is None else _abs_timespec(timeout)  # one deadline, kept
-        while True:
-            if until is None:
-                rc = self._lib.sem_wait(sem)
-            else:
-                rc = self._lib.sem_timedwait(sem, ctypes.byref(until))
-            if rc == 0:
+        if timeout is not None:
+            timeout = _wait_for(timeout)
+        self._inside += 1
+        try:
+            if self._closed:
+                self._check_open("acquire")
+            sem = self._semp
+            if self._lib.sem_trywait(sem) == 0:  # free: no clock to read
                 return True
-            code = ctypes.get_errno()
-            if code == errno.EINTR:
-                continue
-            if code == errno.ETIMEDOUT:
-                raise self._timed_out(timeout)
-            raise translate(OSError(code, os.strerror(code)), "acquire", self.where)
+            until = None if timeout is None else time.time() + timeout  # one deadline, kept
+            while True:
+                end = time.time() + SLICE
+                last = until is not None and until <= end
+                if until is not None:
+                    end = min(end, until)
+                rc = self._lib.sem_timedwait(sem, ctypes.byref(_timespec_at(end)))
+                if rc == 0:
+                    if self._closed:  # closed meanwhile: the unit goes back
+                        self._lib.sem_post(sem)
+                        raise self._closed_while_waiting()
+                    return True
+                code = ctypes.get_errno()
+                if self._closed:
+                    raise self._closed_while_waiting()
+                if code == errno.EINTR or (code == errno.ETIMEDOUT and not last):
+                    continue
+                if code == errno.ETIMEDOUT:
+                    raise self._timed_out(timeout)
+                raise translate(OSError(code, os.strerror(code)), "acquire", self.where)
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` units (threading's release(n))."""
-        n = _units(n, SEM_VALUE_MAX, self.where)
-        self._check_open("release")
-        for _ in range(n):
-            if self._lib.sem_post(ctypes.c_void_p(self._sem)) != 0:
-                if ctypes.get_errno() == errno.EOVERFLOW:
-                    raise LimitExceeded(
-                        f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
-                    )
-                raise _fail("release", self.where)
+        if type(n) is not int or n != 1:
+            n = _units(n, SEM_VALUE_MAX, self.where)
+        self._inside += 1
+        try:
+            if self._closed:
+                self._check_open("release")
+            for _ in range(n):
+                if self._lib.sem_post(self._semp) != 0:
+                    if ctypes.get_errno() == errno.EOVERFLOW:
+                        raise LimitExceeded(
+                            f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
+                        )
+                    raise _fail("release", self.where)
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
     @property
     def value(self) -> int:
-        self._check_open("read")
-        out = ctypes.c_int()
-        if self._lib.sem_getvalue(ctypes.c_void_p(self._sem), ctypes.byref(out)) != 0:
-            raise _fail("read", self.where)
-        return out.value
+        self._inside += 1
+        try:
+            self._check_open("read")
+            out = ctypes.c_int()
+            if self._lib.sem_getvalue(self._semp, ctypes.byref(out)) != 0:
+                raise _fail("read", self.where)
+            return out.value
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
 
-    def close(self) -> None:
+    def _free(self) -> None:
         """Drop this process's mapping (the other processes keep theirs)."""
-        if self._closed:
-            return
-        self._closed = True
         del self._buf
         self._map.close()
 
@@ -353,22 +448,38 @@ class UndoSemaphore(_Base):
         self._id = semid
 
     def _op(self, delta: int, timeout: float | None, op: str) -> bool:
-        self._check_open(op)
-        flags = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 else 0)
-        buf = _Sembuf(0, delta, flags)
+        self._inside += 1  # (nothing to let go here; close() still wakes the waiter)
+        try:
+            if self._closed:
+                self._check_open(op)
+            return self._semop(delta, timeout, op)
+        finally:
+            self._inside -= 1
+
+    def _semop(self, delta: int, timeout: float | None, op: str) -> bool:
+        buf = _Sembuf(0, delta, _SEM_UNDO | _IPC_NOWAIT)
+        if self._lib.semop(self._id, ctypes.byref(buf), 1) == 0:  # free: no clock to read
+            return True
+        buf.sem_flg = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 or delta > 0 else 0)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = _left(deadline)
-            if left is None or timeout == 0:
+            if timeout == 0 or delta > 0:  # (a release never waits)
                 rc = self._lib.semop(self._id, ctypes.byref(buf), 1)
             else:  # semtimedop's timeout is relative: what is left after an EINTR
-                ts = _rel_timespec(left)
+                ts = _rel_timespec(SLICE if left is None else min(left, SLICE))
                 rc = self._lib.semtimedop(self._id, ctypes.byref(buf), 1, ctypes.byref(ts))
             if rc == 0:
+                if self._closed and delta < 0:  # closed meanwhile: the unit goes back
+                    self._lib.semop(self._id, ctypes.byref(_Sembuf(0, -delta, _SEM_UNDO)), 1)
+                    raise self._closed_while_waiting()
                 return True
             code = ctypes.get_errno()
-            if code == errno.EINTR:
-                continue
+            if self._closed and code in (errno.EINTR, errno.EAGAIN):
+                raise self._closed_while_waiting()
+            sliced = delta < 0 and timeout != 0 and (left is None or left > SLICE)
+            if code == errno.EINTR or (code == errno.EAGAIN and sliced):
+                continue  # a handler ran, or a slice ended (not the timeout): wait on
             if code == errno.EAGAIN:
                 raise Timeout(f"timed out: {op} {self.where} after {timeout} s")
             if code == errno.ERANGE:
@@ -378,11 +489,13 @@ class UndoSemaphore(_Base):
             raise translate(OSError(code, os.strerror(code)), op, self.where)
 
     def acquire(self, timeout: float | None = None) -> bool:
-        return self._op(-1, _wait_for(timeout), "acquire")
+        return self._op(-1, None if timeout is None else _wait_for(timeout), "acquire")
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` units at once (one semop; threading's release(n))."""
-        self._op(_units(n, _SEMVMX, self.where), None, "release")
+        if type(n) is not int or n != 1:
+            n = _units(n, _SEMVMX, self.where)
+        self._op(n, None, "release")
 
     def _ctl(self, cmd: int, op: str) -> int:
         self._check_open(op)
