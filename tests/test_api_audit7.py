@@ -482,3 +482,32 @@ def test_semaphore_close_wakes_a_waiter(kind: str, timeout: str) -> None:
     )
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-500:]}"
     assert run.stdout.strip() == "Closed"
+
+
+# --- a timeout loses nothing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, rest",
+    [
+        (lambda ch: ch.read_exactly(8), b"5678"),
+        (lambda ch: ch.read(), b"5678\n"),
+        (lambda ch: ch.readlines(), b"5678\n"),
+    ],
+    ids=["read_exactly", "read", "readlines"],
+)
+def test_a_timeout_keeps_what_was_read(
+    pair: pairs.Pair, call: Callable[[ipcnet.Channel], object], rest: bytes
+) -> None:
+    """read_exactly(n), read() and readlines() dropped the bytes they had gathered when a
+    Timeout ended them: the next read lost them (asyncio's readexactly keeps them
+    buffered; ipcnet's readline already did)."""
+    a, b = pair
+    a.timeout = 0.2
+    b.write(b"1\n234")
+    with pytest.raises(Timeout):
+        call(a)
+    b.write(rest)
+    b.send_eof()
+    a.timeout = 5
+    assert a.read() == b"1\n234" + rest

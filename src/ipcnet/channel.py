@@ -6,7 +6,9 @@ Role: the layer users touch. ``connect(url)``, ``listen(url).accept()``, ``pipe(
   ``read()`` (``n`` -1 or None) reads to EOF. ``readinto``, ``read_exactly``, ``readline``,
   ``readlines`` and line iteration share one small read-ahead buffer (only ``readline``
   fills it). Unlike io's buffered readers, ``read(n)`` and ``readinto`` do not wait for
-  more than one arrival (as ``socket.recv``); ``read_exactly`` does.
+  more than one arrival (as ``socket.recv``); ``read_exactly`` does. A read that gathers
+  (``read_exactly``, ``read()``, ``readlines``, ``readline``) and is ended by a Timeout
+  (or ``Interrupted``) keeps what it had read ahead: the next read starts with it.
 - ``write(data)`` writes all of it or raises, unbuffered (``flush()`` has nothing to do);
   ``send_eof()`` half-closes; ``close()`` is idempotent and wakes a blocked reader.
 - After ``close()`` every call but ``close`` and ``closed`` raises ``Closed`` (a
@@ -33,7 +35,14 @@ from typing import Any
 
 from ipcnet import transports
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Closed, IncompleteRead, LimitExceeded, Unsupported
+from ipcnet.errors import (
+    Closed,
+    IncompleteRead,
+    Interrupted,
+    LimitExceeded,
+    Timeout,
+    Unsupported,
+)
 from ipcnet.transports import DatagramEndpoint, StreamTransport
 from ipcnet.transports.base import check_count, check_timeout, refuse_pickle
 
@@ -98,7 +107,11 @@ class Channel:
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = self.readinto(view[got:])
+            try:
+                k = self.readinto(view[got:])
+            except (Timeout, Interrupted):
+                self._ahead[:0] = view[:got]  # nothing is lost: the next read has it
+                raise
             if k == 0:
                 raise IncompleteRead(
                     f"eof after {got} of {n} bytes from {self.transport.where}",
@@ -146,11 +159,15 @@ class Channel:
         once their total length exceeds ``hint`` (as io's readlines)."""
         lines: list[bytes] = []
         total = 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint < total:
-                break
+        try:
+            for line in self:
+                lines.append(line)
+                total += len(line)
+                if hint is not None and 0 < hint < total:
+                    break
+        except (Timeout, Interrupted):
+            self._ahead[:0] = b"".join(lines)  # nothing is lost: the next read has them
+            raise
         return lines
 
     def __iter__(self) -> Channel:
@@ -165,8 +182,12 @@ class Channel:
     def _read_all(self) -> bytes:
         parts = [bytes(self._ahead)]
         self._ahead.clear()
-        while chunk := self.read(READ_ALL_CHUNK):
-            parts.append(chunk)
+        try:
+            while chunk := self.read(READ_ALL_CHUNK):
+                parts.append(chunk)
+        except (Timeout, Interrupted):
+            self._ahead[:0] = b"".join(parts)  # nothing is lost: the next read has it
+            raise
         return b"".join(parts)
 
     # --- writing and closing -----------------------------------------------------------
