@@ -511,3 +511,16 @@ def test_a_timeout_keeps_what_was_read(
     b.send_eof()
     a.timeout = 5
     assert a.read() == b"1\n234" + rest
+
+
+def test_a_mistyped_keyword_is_a_typeerror() -> None:
+    """connect(url, timout=5) said "tls options given for tcp://...: use tls://": a
+    misspelt keyword is Python's TypeError, naming it; a real TLS option on a plain
+    address is still Unsupported."""
+    with ipcnet.listen("tcp://127.0.0.1:0") as listener:
+        with pytest.raises(TypeError, match="'timout'"):
+            ipcnet.connect(listener.address, timout=5)
+        with pytest.raises(ipcnet.errors.Unsupported, match="tls"):
+            ipcnet.connect(listener.address, ca="/nonexistent")
+    with pytest.raises(TypeError, match="'bakclog'"):
+        ipcnet.listen("tcp://127.0.0.1:0", bakclog=5)

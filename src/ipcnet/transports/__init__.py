@@ -111,8 +111,17 @@ def open_listener(
 
 
 def _tls(module: ModuleType, address: Address, options: dict[str, Any]) -> dict[str, Any]:
-    """TLS options go only to a module that takes them (``TAKES_TLS``), else are refused."""
+    """TLS options go only to a module that takes them (``TAKES_TLS``), else are refused;
+    a keyword that is no TLS option at all (``timout=5``) is Python's TypeError."""
     if options and not getattr(module, "TAKES_TLS", False):
+        import dataclasses  # (only on this error path: the TLS module is not loaded else)
+
+        from ipcnet.transports.tls.context import TLSOptions
+
+        known = {f.name for f in dataclasses.fields(TLSOptions)} | {"tls"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} for {address}")
         raise Unsupported(f"tls options given for {address}: use tls:// or tls+unix://")
     return options
 
