@@ -524,3 +524,64 @@ def test_a_mistyped_keyword_is_a_typeerror() -> None:
             ipcnet.connect(listener.address, ca="/nonexistent")
     with pytest.raises(TypeError, match="'bakclog'"):
         ipcnet.listen("tcp://127.0.0.1:0", bakclog=5)
+
+
+# --- after fork ---------------------------------------------------------------------------
+
+
+def _child_cpu_while_blocked(
+    make: Callable[[], tuple[Callable[[], object], Callable[[], None]]],
+) -> float:
+    """Fork; the child blocks in ``wait`` while the parent calls ``close`` on its own
+    copy; what CPU the child burnt in the next 0.5 s (nothing, if it sleeps)."""
+    wait, close = make()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: block, and say how much CPU the blocking cost
+        os.close(report_r)
+        start = time.process_time()
+
+        def report() -> None:
+            time.sleep(0.6)
+            os.write(report_w, f"{time.process_time() - start:.3f}".encode())
+            os._exit(0)
+
+        threading.Thread(target=report, daemon=True).start()
+        try:
+            wait()
+        finally:
+            time.sleep(5)
+            os._exit(1)
+    os.close(report_w)
+    time.sleep(0.1)
+    close()  # the parent's copy only
+    try:
+        return float(os.read(report_r, 64) or b"99")
+    finally:
+        os.close(report_r)
+        os.waitpid(pid, 0)
+
+
+def test_parent_closing_its_pipe_copy_leaves_the_child_asleep() -> None:
+    """A pipe reader that had waited once before fork shared its close eventfd with the
+    child: the parent's close() of its own copy woke the child's blocked read into a busy
+    loop (100% CPU, for ever). The eventfd is this process's only now."""
+
+    def make() -> tuple[Callable[[], object], Callable[[], None]]:
+        reader, writer = ipcnet.pipe()
+        reader.timeout = 0.01
+        with pytest.raises(Timeout):
+            reader.read(1)  # waited once: the close eventfd exists now
+        reader.timeout = None
+        return lambda: (reader.read(1), writer), reader.close  # (the writer stays open)
+
+    assert _child_cpu_while_blocked(make) < 0.1
+
+
+def test_parent_closing_its_signal_source_copy_leaves_the_child_asleep() -> None:
+    def make() -> tuple[Callable[[], object], Callable[[], None]]:
+        source = ipcnet.signals("USR2")
+        return source.read, source.close
+
+    assert _child_cpu_while_blocked(make) < 0.1
+    assert signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -3,7 +3,9 @@
 Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
 end is one-way). Rules:
 - A read end we created is non-blocking and waits in poll(), together with a lazily made
-  eventfd that ``close()`` signals, so closing wakes a blocked reader. A read is tried
+  eventfd that ``close()`` signals, so closing wakes a blocked reader. The eventfd is one
+  process's: a forked child makes its own (the parent's close() of its copy must not
+  wake the child's reader, which then spun on the eventfd for ever). A read is tried
   first, unless the last one found the pipe empty or drained it: then it polls first, to
   save a failed read and its exception.
 - A write end we created blocks in write(2) while no timeout is set (the kernel then copies
@@ -75,6 +77,7 @@ class PipeStream(StreamTransport):
         self._timeout: float | None = None
         self._lock = threading.Lock()
         self._waker: int | None = None  # eventfd that close() signals, made on first wait
+        self._waker_pid = 0  # the process that made it (a forked child makes its own)
         self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
         self._was_empty = False  # the last read found the pipe empty (or drained it)
@@ -157,7 +160,7 @@ class PipeStream(StreamTransport):
             if self._closed:
                 return
             self._closed = True
-            if self._waker is not None:
+            if self._waker is not None and self._waker_pid == os.getpid():
                 os.eventfd_write(self._waker, 1)
             if self._inside and not self._shared:  # the last thread out closes them
                 self._hold_numbers()
@@ -246,12 +249,16 @@ class PipeStream(StreamTransport):
         shared between threads, so each direction keeps its own (fd + the close eventfd).
         """
         poller = self._pollers.get(events)
+        if poller is not None and self._waker_pid != os.getpid():
+            self._forked()
+            poller = None
         if poller is None:
             with self._lock:
                 if self._closed:
                     raise Closed(f"closed while waiting on {self.where}")
                 if self._waker is None:
                     self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                    self._waker_pid = os.getpid()
             poller = self._pollers[events] = select.poll()
             poller.register(self._waker, select.POLLIN)
             poller.register(fd, events)
@@ -262,6 +269,16 @@ class PipeStream(StreamTransport):
         if not ready:
             verb = "read from" if events == select.POLLIN else "write to"
             raise Timeout(f"timed out: {verb} {self.where} after {self._timeout} s")
+
+    def _forked(self) -> None:
+        """In a forked child: drop the parent's eventfd (our copy of it) and pollers; the
+        next wait makes this process's own."""
+        with self._lock:
+            waker, self._waker = self._waker, None
+            self._pollers = {}
+        if waker is not None:
+            with contextlib.suppress(OSError):
+                os.close(waker)
 
     def _error(self, exc: OSError, op: str) -> Exception:
         if self._closed:

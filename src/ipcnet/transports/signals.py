@@ -144,9 +144,19 @@ class SignalSource:
             raise translate(OSError(code, os.strerror(code)), "create", self.where)
         self._fd = int(fd)
         self._closed = False
+        self._waker = -1
+        self._own_waker()
+
+    def _own_waker(self) -> None:
+        """The eventfd close() signals, this process's own: a forked child that inherited
+        the parent's makes its own (the parent's close() woke the child's read, which
+        then spun on it for ever)."""
+        if self._waker >= 0:
+            os.close(self._waker)  # our copy of the parent's
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._waker_pid = os.getpid()
         self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._fd, select.POLLIN)
         self._poll.register(self._waker, select.POLLIN)
 
     def _hold(self) -> None:
@@ -187,6 +197,8 @@ class SignalSource:
             # what is left of it: a wake-up with nothing to read (another reader took the
             # signal) does not start the wait over; rounded up, as 0.4 ms is not "now"
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._waker_pid != os.getpid():
+                self._own_waker()
             ready = self._poll.poll(None if left is None else math.ceil(left * 1000))
             if self._closed:
                 raise Closed(f"closed while waiting on {self.where}")
@@ -237,7 +249,8 @@ class SignalSource:
         if self._closed:
             return
         self._closed = True
-        os.eventfd_write(self._waker, 1)
+        if self._waker_pid == os.getpid():  # (a forked child's copy wakes nobody here)
+            os.eventfd_write(self._waker, 1)
         self._let_go()
         os.close(self._fd)
 
