@@ -585,3 +585,22 @@ def test_parent_closing_its_signal_source_copy_leaves_the_child_asleep() -> None
 
     assert _child_cpu_while_blocked(make) < 0.1
     assert signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_unclosed_message_queue_warns() -> None:
+    """A message queue end dropped unclosed was closed silently: as a socket, it warns."""
+    from ipcnet.transports import mq
+
+    url = f"mq:///a7-{uuid.uuid4().hex[:12]}"
+    try:
+        endpoint = ipcnet.open_datagram(url, listen=True)
+    except ipcnet.errors.IPCError as exc:
+        pytest.skip(f"no message queues here: {exc}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del endpoint
+            gc.collect()
+        assert any(issubclass(w.category, ResourceWarning) for w in caught), caught
+    finally:
+        mq.remove(url)

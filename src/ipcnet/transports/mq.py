@@ -34,6 +34,7 @@ import errno
 import os
 import select
 import time
+import warnings
 from typing import Any
 
 from ipcnet.addresses import Address, parse
@@ -291,6 +292,8 @@ class MqEndpoint(DatagramEndpoint):
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):  # dropped unclosed: posix_ipc would keep the
             with contextlib.suppress(Exception):  # queue descriptor open (as a socket does not)
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            with contextlib.suppress(Exception):
                 self.queue.close()
         waker = getattr(self, "_waker", None)
         if waker is not None:
