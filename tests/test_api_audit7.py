@@ -604,3 +604,35 @@ def test_unclosed_message_queue_warns() -> None:
         assert any(issubclass(w.category, ResourceWarning) for w in caught), caught
     finally:
         mq.remove(url)
+
+
+def test_undo_semaphore_release_by_another_process_stays() -> None:
+    """SEM_UNDO on every release: a process that released a unit it had not taken (a
+    child signalling its parent, as threading.Semaphore allows from any thread) had it
+    taken back by the kernel when it exited: the parent's acquire timed out. The module
+    says the kernel gives back "what a process still holds": only a release of a unit
+    this process took carries SEM_UNDO now."""
+    sem = ipcnet.UndoSemaphore(f"a7-{uuid.uuid4().hex[:12]}", value=0)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sem.release(2)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert sem.value == 2
+        assert sem.acquire(timeout=1) is True
+        # and what this process takes and gives back leaves no adjustment behind
+        sem.release()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sem.acquire(timeout=1)  # held when it dies: the kernel gives it back
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert sem.value == 2
+    finally:
+        sem.close()
+        sem.unlink()

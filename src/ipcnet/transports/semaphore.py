@@ -10,7 +10,9 @@ threading's ``acquire(blocking)`` flag does not exist here: ``acquire(True)`` is
 - ``SharedSemaphore(value=1)``: sem_init(3) with pshared=1 in an anonymous shared mapping:
   no name at all, shared by fork (children inherit the mapping); through ctypes (libc).
 - ``UndoSemaphore(name, value=1)``: a SysV semaphore whose operations carry SEM_UNDO, so the
-  kernel gives back what a process still holds when it exits, even by SIGKILL.
+  kernel gives back what a process still holds when it exits, even by SIGKILL. Only what
+  this process took: a release beyond it (a child signalling its parent) is a plain one,
+  which stays when the releasing process exits (with SEM_UNDO the kernel took it back).
 The crash question, honestly: a POSIX semaphore (named or not) has no owner; if its holder
 dies the count stays taken and every later acquire waits (posix_ipc #53). ``timeout=`` turns
 that into a ``Timeout`` that says so; ``UndoSemaphore`` is the one that recovers, and its
@@ -404,6 +406,12 @@ _IPC_CREAT, _IPC_EXCL, _IPC_NOWAIT, _IPC_RMID = 0o1000, 0o2000, 0o4000, 0
 _GETPID, _GETVAL, _SETVAL = 11, 12, 16
 _SEM_UNDO = 0x1000
 _SEMVMX = 32767
+#: semid -> units this process took with SEM_UNDO and has not released: a release up to it
+#: carries SEM_UNDO (cancelling the acquire's adjustment), beyond it none. A forked child
+#: starts with none, as the kernel gives it no adjustments.
+_HELD: dict[int, int] = {}
+_HELD_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_HELD.clear)
 
 
 class _Sembuf(ctypes.Structure):
@@ -431,6 +439,9 @@ class UndoSemaphore(_Base):
         _check_value(value, _SEMVMX, self.where)
         self._lib = _libc()
         self._id = -1
+        self._ops = (_Sembuf(0, -1, _SEM_UNDO | _IPC_NOWAIT), _Sembuf(0, 1, _SEM_UNDO))
+        self._take_now = ctypes.byref(self._ops[0])  # made once: the free case's
+        self._give_one = self._ops[1]
         if create:
             semid = self._lib.semget(self.key, 1, _IPC_CREAT | _IPC_EXCL | mode)
             if semid >= 0:
@@ -456,10 +467,17 @@ class UndoSemaphore(_Base):
         finally:
             self._inside -= 1
 
+    def _took(self, n: int) -> None:
+        """This process took ``n`` units with SEM_UNDO."""
+        with _HELD_LOCK:
+            _HELD[self._id] = _HELD.get(self._id, 0) + n
+
     def _semop(self, delta: int, timeout: float | None, op: str) -> bool:
-        buf = _Sembuf(0, delta, _SEM_UNDO | _IPC_NOWAIT)
-        if self._lib.semop(self._id, ctypes.byref(buf), 1) == 0:  # free: no clock to read
+        """acquire's semop (``delta`` -1): at once if free, else in slices (see above)."""
+        if self._lib.semop(self._id, self._take_now, 1) == 0:  # free: no clock to read
+            self._took(1)
             return True
+        buf = _Sembuf(0, delta, _SEM_UNDO | _IPC_NOWAIT)
         buf.sem_flg = _SEM_UNDO | (_IPC_NOWAIT if timeout == 0 or delta > 0 else 0)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -473,6 +491,7 @@ class UndoSemaphore(_Base):
                 if self._closed and delta < 0:  # closed meanwhile: the unit goes back
                     self._lib.semop(self._id, ctypes.byref(_Sembuf(0, -delta, _SEM_UNDO)), 1)
                     raise self._closed_while_waiting()
+                self._took(-delta)
                 return True
             code = ctypes.get_errno()
             if self._closed and code in (errno.EINTR, errno.EAGAIN):
@@ -492,10 +511,41 @@ class UndoSemaphore(_Base):
         return self._op(-1, None if timeout is None else _wait_for(timeout), "acquire")
 
     def release(self, n: int = 1) -> None:
-        """Give back ``n`` units at once (one semop; threading's release(n))."""
+        """Give back ``n`` units at once (one semop; threading's release(n)): up to what
+        this process took with SEM_UNDO (cancelling its adjustment), the rest without."""
         if type(n) is not int or n != 1:
             n = _units(n, _SEMVMX, self.where)
-        self._op(n, None, "release")
+        self._inside += 1
+        try:
+            if self._closed:
+                self._check_open("release")
+            with _HELD_LOCK:  # (a release never waits: held for one semop)
+                held = _HELD.get(self._id, 0)
+                undo = min(n, held)
+                if undo == n == 1:
+                    bufs: Any = self._give_one
+                    count = 1
+                elif undo == n:
+                    bufs, count = _Sembuf(0, n, _SEM_UNDO), 1
+                elif not undo:
+                    bufs, count = _Sembuf(0, n, 0), 1
+                else:
+                    pair = (_Sembuf(0, undo, _SEM_UNDO), _Sembuf(0, n - undo, 0))
+                    bufs, count = (_Sembuf * 2)(*pair), 2
+                while self._lib.semop(self._id, ctypes.byref(bufs), count) != 0:
+                    code = ctypes.get_errno()
+                    if code == errno.EINTR:
+                        continue
+                    if code == errno.ERANGE:
+                        raise LimitExceeded(
+                            f"cannot release {self.where}: over its maximum {_SEMVMX}"
+                        )
+                    if code in (errno.EIDRM, errno.EINVAL):
+                        raise Closed(f"{self.where} was removed")
+                    raise translate(OSError(code, os.strerror(code)), "release", self.where)
+                _HELD[self._id] = held - undo
+        finally:
+            self._inside -= 1
 
     def _ctl(self, cmd: int, op: str) -> int:
         self._check_open(op)
