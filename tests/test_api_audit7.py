@@ -636,3 +636,33 @@ def test_undo_semaphore_release_by_another_process_stays() -> None:
     finally:
         sem.close()
         sem.unlink()
+
+
+def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
+    """close() of a tls:// Listener left a thread whose accept() was inside the handshake
+    of a silent peer waiting out the handshake timeout (10 s), where the Listener
+    contract says close() wakes a blocked accept(): it wakes at once with Closed."""
+    import socket
+
+    cert, key, _ = pairs._tls_files()
+    listener = ipcnet.listen("tls://127.0.0.1:0", cert=cert, key=key)
+    silent = socket.create_connection(("127.0.0.1", int(listener.address.port or 0)))
+    results: list[BaseException | ipcnet.Channel] = []
+
+    def accept() -> None:
+        try:
+            results.append(listener.accept())
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        time.sleep(0.3)  # inside the handshake by now, waiting for a ClientHello
+        listener.close()
+        thread.join(2)
+        assert not thread.is_alive(), "close() did not wake accept() in a handshake"
+        assert isinstance(results[0], Closed), results
+    finally:
+        silent.close()
+        thread.join(15)
