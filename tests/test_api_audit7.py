@@ -666,3 +666,33 @@ def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
     finally:
         silent.close()
         thread.join(15)
+
+
+def test_shm_listener_close_wakes_an_accept_in_its_handshake() -> None:
+    """As for tls://: an shm:// accept() waiting for a connected peer's hello (a plain
+    unix client of the rendezvous) went on for the 5 s handshake timeout after close(),
+    then raised RemoteProtocolError; it wakes at once with Closed."""
+    import socket
+
+    listener = ipcnet.listen(f"shm://@a7-{uuid.uuid4().hex[:12]}")
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(listener.transport.sock.getsockname())  # type: ignore[attr-defined]
+    results: list[BaseException | ipcnet.Channel] = []
+
+    def accept() -> None:
+        try:
+            results.append(listener.accept())
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        listener.close()
+        thread.join(2)
+        assert not thread.is_alive(), "close() did not wake accept() in a handshake"
+        assert isinstance(results[0], Closed), results
+    finally:
+        silent.close()
+        thread.join(10)
