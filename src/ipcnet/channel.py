@@ -6,17 +6,25 @@ Role: the layer users touch. ``connect(url)``, ``listen(url).accept()``, ``pipe(
   ``read()`` (``n`` -1 or None) reads to EOF. ``readinto``, ``read_exactly``, ``readline``,
   ``readlines`` and line iteration share one small read-ahead buffer (only ``readline``
   fills it). Unlike io's buffered readers, ``read(n)`` and ``readinto`` do not wait for
-  more than one arrival (as ``socket.recv``); ``read_exactly`` does.
+  more than one arrival (as ``socket.recv``); ``read_exactly`` does. A read that gathers
+  (``read_exactly``, ``read()``, ``readlines``, ``readline``) and is ended by a Timeout
+  (or ``Interrupted``) keeps what it had read ahead: the next read starts with it.
 - ``write(data)`` writes all of it or raises, unbuffered (``flush()`` has nothing to do);
   ``send_eof()`` half-closes; ``close()`` is idempotent and wakes a blocked reader.
 - After ``close()`` every call but ``close`` and ``closed`` raises ``Closed`` (a
   ValueError, as io's closed files raise), read-ahead bytes or not; so does ``with``.
+- Arguments are checked before anything waits, as io checks them: a size that is not an
+  integer is a TypeError (never truncated), a read-only ``readinto`` buffer too; a timeout
+  when it is set (``transports.base.check_timeout``: NaN is a ValueError, infinity None).
+- A Channel, a Listener and what they hold cannot be pickled (TypeError, as a socket):
+  they are descriptors of this process; a child gets them by fork.
 Errors are the ipcnet tree (``ipcnet.errors``).
 Rules: no system calls here; everything goes through the transport.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -27,8 +35,16 @@ from typing import Any
 
 from ipcnet import transports
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Closed, IncompleteRead, LimitExceeded, Unsupported
+from ipcnet.errors import (
+    Closed,
+    IncompleteRead,
+    Interrupted,
+    LimitExceeded,
+    Timeout,
+    Unsupported,
+)
 from ipcnet.transports import DatagramEndpoint, StreamTransport
+from ipcnet.transports.base import check_count, check_timeout, refuse_pickle
 
 READ_ALL_CHUNK = 64 * 1024
 LINE_LIMIT = 64 * 1024
@@ -50,7 +66,11 @@ class Channel:
 
     def read(self, n: int | None = -1) -> bytes:
         """Up to ``n`` bytes (at least one), ``b""`` at EOF; ``n`` < 0 or None reads to EOF."""
-        if n is None or n < 0:
+        if type(n) is not int:
+            if n is None:
+                return self._read_all()
+            n = check_count(n, "read() size")  # a float is refused, not truncated
+        if n < 0:
             return self._read_all()
         if self._ahead or n == 0:
             self._check_open("read from")
@@ -62,6 +82,10 @@ class Channel:
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Fill ``buf`` with up to len(buf) bytes; 0 only at EOF (or for an empty buffer)."""
         view = memoryview(buf).cast("B")
+        if view.readonly:
+            raise TypeError(
+                f"readinto() needs a read-write bytes-like object, not {type(buf).__name__}"
+            )
         if self._ahead or not view:
             self._check_open("read from")
             n = min(len(view), len(self._ahead))
@@ -77,11 +101,17 @@ class Channel:
 
     def read_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or ``IncompleteRead`` (with the partial data) at EOF."""
+        n = check_count(n, "read_exactly() size")
+        self._check_open("read from")
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
-            k = self.readinto(view[got:])
+            try:
+                k = self.readinto(view[got:])
+            except (Timeout, Interrupted):
+                self._ahead[:0] = view[:got]  # nothing is lost: the next read has it
+                raise
             if k == 0:
                 raise IncompleteRead(
                     f"eof after {got} of {n} bytes from {self.transport.where}",
@@ -98,6 +128,8 @@ class Channel:
         readline would cut it: here a bound refuses, never cuts); ``limit`` < 0 or None
         sets no bound.
         """
+        if type(limit) is not int and limit is not None:
+            limit = check_count(limit, "readline() limit")
         if limit is None or limit < 0:  # (closed: close() dropped the read-ahead, and the
             limit = sys.maxsize  # transport's read says Closed; no check per line here)
         start = 0
@@ -127,11 +159,15 @@ class Channel:
         once their total length exceeds ``hint`` (as io's readlines)."""
         lines: list[bytes] = []
         total = 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint < total:
-                break
+        try:
+            for line in self:
+                lines.append(line)
+                total += len(line)
+                if hint is not None and 0 < hint < total:
+                    break
+        except (Timeout, Interrupted):
+            self._ahead[:0] = b"".join(lines)  # nothing is lost: the next read has them
+            raise
         return lines
 
     def __iter__(self) -> Channel:
@@ -146,8 +182,12 @@ class Channel:
     def _read_all(self) -> bytes:
         parts = [bytes(self._ahead)]
         self._ahead.clear()
-        while chunk := self.read(READ_ALL_CHUNK):
-            parts.append(chunk)
+        try:
+            while chunk := self.read(READ_ALL_CHUNK):
+                parts.append(chunk)
+        except (Timeout, Interrupted):
+            self._ahead[:0] = b"".join(parts)  # nothing is lost: the next read has it
+            raise
         return b"".join(parts)
 
     # --- writing and closing -----------------------------------------------------------
@@ -199,6 +239,14 @@ class Channel:
         self._check_open("ask about")
         return False
 
+    def isatty(self) -> bool:
+        """Whether this is a terminal, as io's isatty() (``stdio:`` or ``fd://N`` may be)."""
+        self._check_open("ask about")
+        return self.transport.isatty()
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.transport.where)
+
     def _check_open(self, op: str) -> None:
         if self.transport.closed:
             raise Closed(f"closed: cannot {op} {self.transport.where}: this side closed it")
@@ -225,6 +273,8 @@ class Channel:
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self.transport.timeout = value
 
     @property
@@ -320,6 +370,11 @@ class Listener:
         return Channel(self.transport.accept())
 
     def fileno(self) -> int:
+        """The listening descriptor; Closed once closed (io's rule, not socket's -1)."""
+        if self.transport.closed:
+            raise Closed(
+                f"closed: cannot get the descriptor of {self.address}: this side closed it"
+            )
         return self.transport.fileno()
 
     @property
@@ -336,7 +391,12 @@ class Listener:
         self.transport.abandon()
 
     def __enter__(self) -> Listener:
+        if self.transport.closed:
+            raise Closed(f"closed: cannot use {self.address}: this side closed it")
         return self
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, str(self.address))
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -362,6 +422,10 @@ def connect(
     take TLS keywords (``ca=``, ``cert=``, ``key=``, ``sni=``, ``alpn=``, ``insecure=``,
     ``tls_min=``..., see ``ipcnet.transports.tls.TLSOptions``; ``tls=`` an SSLContext).
     """
+    timeout = check_timeout(timeout)  # both before anything opens: a bad one leaks nothing
+    connect_timeout = check_timeout(connect_timeout)
+    if connect_timeout is not None and connect_timeout < 0:
+        raise ValueError(f"connect_timeout must be 0 or more seconds, not {connect_timeout}")
     transport = transports.open_stream(parse(url), connect_timeout, **tls)
     transport.timeout = timeout
     return Channel(transport)
@@ -384,6 +448,7 @@ def open_datagram(
     url: str | Address, *, listen: bool = False, max_size: int = 65536, timeout: float | None = None
 ) -> DatagramEndpoint:
     """A udp/unixgram endpoint: bound to ``url`` with listen=True, else connected to it."""
+    timeout = check_timeout(timeout)  # before anything opens: a bad one leaks nothing
     endpoint = transports.open_datagram(parse(url), listen=listen, max_size=max_size)
     endpoint.timeout = timeout
     return endpoint
@@ -401,10 +466,27 @@ def socketpair() -> tuple[Channel, Channel]:
     return Channel(a), Channel(b)
 
 
-def spawn(command: str | Sequence[str]) -> Channel:
-    """Start a child process; write to its stdin and read its stdout through the Channel."""
-    text = command if isinstance(command, str) else shlex.join(command)
-    return connect(f"exec:{text}")
+def spawn(
+    command: str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]],
+) -> Channel:
+    """Start a child process; write to its stdin and read its stdout through the Channel.
+
+    ``command`` is a command line (split into words as a shell would, with no shell), or
+    as subprocess takes it: a list of arguments (str, bytes, paths), or one program path.
+    """
+    if isinstance(command, str):
+        return connect(f"exec:{command}")
+    try:
+        if isinstance(command, (bytes, os.PathLike)):
+            words = [os.fsdecode(command)]
+        else:
+            words = [os.fsdecode(word) for word in command]
+    except TypeError:
+        raise TypeError(
+            "spawn() takes a command: a string, or a list of arguments (str, bytes or "
+            f"paths), not {command!r}"
+        ) from None
+    return connect(f"exec:{shlex.join(words)}")
 
 
 def stdio() -> Channel:

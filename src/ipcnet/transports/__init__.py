@@ -21,7 +21,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ipcnet.errors import Unsupported
+from ipcnet.errors import LimitExceeded, Unsupported
 
 if TYPE_CHECKING:  # (addresses loads dataclasses and inspect: 20 ms a quick command saves)
     from ipcnet.addresses import Address
@@ -103,6 +103,9 @@ def open_listener(
     **tls: Any,
 ) -> Listener[StreamTransport]:
     """Bind and listen on a stream address (a fifo listener creates the fifo)."""
+    from ipcnet.transports.base import check_count  # checked before a socket is made
+
+    backlog, mode = check_count(backlog, "listen() backlog"), check_count(mode, "listen() mode")
     module = _module(address)
     listen = getattr(module, "listen", None)
     if listen is None:
@@ -114,8 +117,17 @@ def open_listener(
 
 
 def _tls(module: ModuleType, address: Address, options: dict[str, Any]) -> dict[str, Any]:
-    """TLS options go only to a module that takes them (``TAKES_TLS``), else are refused."""
+    """TLS options go only to a module that takes them (``TAKES_TLS``), else are refused;
+    a keyword that is no TLS option at all (``timout=5``) is Python's TypeError."""
     if options and not getattr(module, "TAKES_TLS", False):
+        import dataclasses  # (only on this error path: the TLS module is not loaded else)
+
+        from ipcnet.transports.tls.context import TLSOptions
+
+        known = {f.name for f in dataclasses.fields(TLSOptions)} | {"tls"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} for {address}")
         raise Unsupported(f"tls options given for {address}: use tls:// or tls+unix://")
     return options
 
@@ -128,6 +140,11 @@ def open_datagram(
     mode: int = 0o600,
 ) -> DatagramEndpoint:
     """A datagram endpoint bound to the address (listen=True) or connected to it."""
+    from ipcnet.transports.base import check_count  # checked before a socket is made
+
+    max_size, mode = check_count(max_size, "max_size"), check_count(mode, "mode")
+    if max_size < 0:
+        raise LimitExceeded(f"max_size {max_size} out of range: a buffer of 0 or more bytes")
     datagram = getattr(_module(address), "datagram", None)
     if datagram is None:
         raise Unsupported(f"{address} is not a datagram address (use udp:// or unixgram://)")

@@ -12,6 +12,9 @@ and copies as it can. Rules, the same for sockets, pipes and fifos:
   ``Closed``. A pipe writer blocked on a full pipe with no timeout wakes when the reader
   drains or leaves (see ``pipes``).
 - Blocking calls honour ``timeout`` (seconds, None = wait forever) and raise ``Timeout``.
+  A timeout is checked when it is set (``check_timeout``), not at the next blocking call:
+  a non-number is a TypeError, NaN a ValueError, infinity is None, a negative one has
+  expired (as multiprocessing's and threading's).
 - Every OSError is translated by ``oserrors`` before it leaves.
 
 A ``Listener`` hands out stream transports: ``accept()`` blocks for the next peer,
@@ -23,6 +26,8 @@ A ``Listener`` hands out stream transports: ``accept()`` blocks for the next pee
 
 from __future__ import annotations
 
+import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -35,6 +40,47 @@ from ipcnet.errors import Closed, Unsupported
 if TYPE_CHECKING:
     import socket
     import subprocess
+
+
+def check_timeout(value: object) -> float | None:
+    """A timeout as transports keep it: None (wait for ever) or seconds (<= 0: expired).
+
+    Refused when set, as socket.settimeout refuses: anything but a number or None
+    (TypeError; a bool too: ``acquire(True)`` is not "wait 1 s"), NaN (ValueError).
+    Infinity waits for ever (None).
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, str, bytes, bytearray)) or not hasattr(value, "__float__"):
+        raise TypeError(
+            f"a timeout is a number of seconds or None, not {type(value).__name__} {value!r}"
+        )
+    seconds = float(value)
+    if math.isnan(seconds):
+        raise ValueError("a timeout is a number of seconds or None, not NaN")
+    if math.isinf(seconds):
+        return None if seconds > 0 else 0.0
+    return value if isinstance(value, (int, float)) else seconds  # 5 stays 5 in messages
+
+
+def check_count(value: object, what: str) -> int:
+    """An integer argument (a size, a backlog, a mode) or a TypeError saying which, as
+    io says it ("argument should be integer or None, not 'float'"): floats are not
+    truncated, bools are ints as everywhere in Python."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} should be integer, not {type(value).__name__!r}") from None
+
+
+def refuse_pickle(obj: object, where: str) -> TypeError:
+    """The error ``__reduce_ex__`` raises for an object that owns descriptors (as
+    socket.socket's "cannot pickle 'socket' object")."""
+    return TypeError(
+        f"cannot pickle {type(obj).__name__} {where}: it owns descriptors of this process "
+        "(a child gets it by fork, another process by fd passing: send_fds)"
+    )
+
 
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
 #: what ``StreamTransport.exchanging`` yields: recv(n), send(data, flags), the flags to pass
@@ -96,6 +142,13 @@ class StreamTransport(ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def isatty(self) -> bool:
+        """Whether the stream is a terminal (only an inherited descriptor can be)."""
+        return False
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.where)
 
     def exchanging(self) -> AbstractContextManager[Exchange] | None:
         """For a blocking driver's hot loop: a context manager whose block gets raw calls
@@ -188,6 +241,9 @@ class Listener(ABC, Generic[S_co]):
     @abstractmethod
     def close(self) -> None:
         """Idempotent; wakes a thread blocked in accept(); removes what listen created."""
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.where)
 
     def bridge(self) -> Listener[Any] | None:
         """For a listener that is not ``servable``: a servable stand-in that joins each peer

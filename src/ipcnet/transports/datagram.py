@@ -153,8 +153,8 @@ class DatagramEndpoint(SocketEndpoint):
         return size, ancillary, sockaddr_to_address(self._scheme, sender)
 
     def _sockaddr(self, to: Address | str) -> tuple[object, ...] | str | bytes:
-        if isinstance(to, str):
-            to = parse(to)
+        if not isinstance(to, Address):
+            to = parse(to)  # InvalidAddress for what is no URL at all (to=5)
         if to.is_unix:
             return to.unix_sockaddr
         host = to.host or ("::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1")
@@ -176,8 +176,17 @@ class DatagramEndpoint(SocketEndpoint):
         except OSError:
             return None  # not connected
 
+    def fileno(self) -> int:
+        """The socket's descriptor; Closed once closed (as io's fileno, not socket's -1)."""
+        self._check_open("get the descriptor of")
+        return self.sock.fileno()
+
     def __enter__(self) -> DatagramEndpoint:
+        self._check_open("use")
         return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where}{' closed' if self.closed else ''}>"
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import AddressInUse, Closed, IPCError, Unreachable, Unsupported
-from ipcnet.transports.base import Listener
+from ipcnet.transports.base import Listener, check_timeout
 from ipcnet.transports.oserrors import translate
 from ipcnet.transports.pipes import PipeStream, enlarge
 
@@ -174,6 +174,9 @@ class FifoListener(Listener[PipeStream]):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        if self._closed:
+            raise Closed(f"closed: cannot set a timeout on {self.where}: this side closed it")
         self._timeout = value
 
     def fileno(self) -> int:

@@ -34,6 +34,7 @@ import errno
 import os
 import select
 import time
+import warnings
 from typing import Any
 
 from ipcnet.addresses import Address, parse
@@ -49,6 +50,7 @@ from ipcnet.errors import (
     Timeout,
     Unsupported,
 )
+from ipcnet.transports.base import check_timeout
 from ipcnet.transports.datagram import DatagramEndpoint
 
 PROC = "/proc/sys/fs/mqueue"
@@ -254,6 +256,8 @@ class MqEndpoint(DatagramEndpoint):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self._timeout = value
         self._fast = value is None and not self._closed
 
@@ -266,6 +270,7 @@ class MqEndpoint(DatagramEndpoint):
         return None
 
     def fileno(self) -> int:
+        self._check_open("get the descriptor of")
         return self._fd
 
     def abandon(self) -> None:
@@ -287,6 +292,8 @@ class MqEndpoint(DatagramEndpoint):
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):  # dropped unclosed: posix_ipc would keep the
             with contextlib.suppress(Exception):  # queue descriptor open (as a socket does not)
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            with contextlib.suppress(Exception):
                 self.queue.close()
         waker = getattr(self, "_waker", None)
         if waker is not None:

@@ -3,7 +3,9 @@
 Role: a PipeStream reads one descriptor and writes another (either may be absent: a pipe
 end is one-way). Rules:
 - A read end we created is non-blocking and waits in poll(), together with a lazily made
-  eventfd that ``close()`` signals, so closing wakes a blocked reader. A read is tried
+  eventfd that ``close()`` signals, so closing wakes a blocked reader. The eventfd is one
+  process's: a forked child makes its own (the parent's close() of its copy must not
+  wake the child's reader, which then spun on the eventfd for ever). A read is tried
   first, unless the last one found the pipe empty or drained it: then it polls first, to
   save a failed read and its exception.
 - A write end we created blocks in write(2) while no timeout is set (the kernel then copies
@@ -23,6 +25,8 @@ end is one-way). Rules:
   descriptors (dup2: the pipe is let go now, so the other side sees EOF, but the numbers
   stay taken) and the last thread out closes them; so no thread of ours ever reads or
   writes a number the kernel has handed to the next file opened.
+- A stream dropped unclosed closes its own descriptors with a ResourceWarning, as
+  io.FileIO and socket.socket do (the peer sees EOF, nothing leaks); shared ones stay.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ import signal
 import socket
 import stat
 import threading
+import warnings
 from collections.abc import Callable
 
 from ipcnet.errors import Closed, Timeout, Unsupported
-from ipcnet.transports.base import Detached, StreamTransport
+from ipcnet.transports.base import Detached, StreamTransport, check_timeout
 from ipcnet.transports.oserrors import translate, translating
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for pipes we create; the kernel caps it at pipe-max-size
@@ -72,6 +77,7 @@ class PipeStream(StreamTransport):
         self._timeout: float | None = None
         self._lock = threading.Lock()
         self._waker: int | None = None  # eventfd that close() signals, made on first wait
+        self._waker_pid = 0  # the process that made it (a forked child makes its own)
         self._pollers: dict[int, select.poll] = {}  # one per direction: POLLIN, POLLOUT
         self._eof_sent = False
         self._was_empty = False  # the last read found the pipe empty (or drained it)
@@ -154,7 +160,7 @@ class PipeStream(StreamTransport):
             if self._closed:
                 return
             self._closed = True
-            if self._waker is not None:
+            if self._waker is not None and self._waker_pid == os.getpid():
                 os.eventfd_write(self._waker, 1)
             if self._inside and not self._shared:  # the last thread out closes them
                 self._hold_numbers()
@@ -207,12 +213,19 @@ class PipeStream(StreamTransport):
             raise Closed(f"closed: {self.where} has no open descriptor")
         return fd
 
+    def isatty(self) -> bool:
+        """A terminal only if inherited (stdio:, fd://N): a pipe we made never is one."""
+        self._check_open("ask about")
+        return self._shared and os.isatty(self.fileno())
+
     @property
     def timeout(self) -> float | None:
         return self._timeout
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")  # (our numbers may be another file's now)
         self._timeout = value
         wfd = self._wfd
         if not self._shared and wfd is not None and wfd != self._rfd:
@@ -236,12 +249,16 @@ class PipeStream(StreamTransport):
         shared between threads, so each direction keeps its own (fd + the close eventfd).
         """
         poller = self._pollers.get(events)
+        if poller is not None and self._waker_pid != os.getpid():
+            self._forked()
+            poller = None
         if poller is None:
             with self._lock:
                 if self._closed:
                     raise Closed(f"closed while waiting on {self.where}")
                 if self._waker is None:
                     self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                    self._waker_pid = os.getpid()
             poller = self._pollers[events] = select.poll()
             poller.register(self._waker, select.POLLIN)
             poller.register(fd, events)
@@ -253,17 +270,41 @@ class PipeStream(StreamTransport):
             verb = "read from" if events == select.POLLIN else "write to"
             raise Timeout(f"timed out: {verb} {self.where} after {self._timeout} s")
 
+    def _forked(self) -> None:
+        """In a forked child: drop the parent's eventfd (our copy of it) and pollers; the
+        next wait makes this process's own."""
+        with self._lock:
+            waker, self._waker = self._waker, None
+            self._pollers = {}
+        if waker is not None:
+            with contextlib.suppress(OSError):
+                os.close(waker)
+
     def _error(self, exc: OSError, op: str) -> Exception:
         if self._closed:
             return Closed(f"closed while waiting to {op.split()[0]}: {self.where}")
         return translate(exc, op, self.where)
 
     def __del__(self) -> None:
+        fds = [] if self._closed or self._shared else [self._rfd, self._wfd]
         if self._waker is not None:
-            try:  # (no contextlib here: at interpreter exit it may be gone already)
-                os.close(self._waker)
-            except OSError:
-                pass
+            fds.append(self._waker)
+        if not self._closed and not self._shared and (self._rfd, self._wfd) != (None, None):
+            try:  # as io.FileIO's: a leak is a bug to show, and the descriptors go now
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            except Exception:
+                pass  # at interpreter exit warnings may be gone already
+        for fd in dict.fromkeys(fds):  # (no contextlib here: at exit it may be gone already)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __repr__(self) -> str:
+        fds = [fd for fd in (self._rfd, self._wfd) if fd is not None]
+        state = " closed" if self._closed else f" fd={','.join(map(str, dict.fromkeys(fds)))}"
+        return f"<{type(self).__name__} {self.where}{state}>"
 
 
 def _shutdown_socket(fd: int) -> None:

@@ -61,7 +61,7 @@ from ipcnet.errors import (
     Timeout,
 )
 from ipcnet.transports import fdpass, unix
-from ipcnet.transports.base import Listener, StreamTransport
+from ipcnet.transports.base import Listener, StreamTransport, check_timeout
 
 if TYPE_CHECKING:
     from ipcnet.transports.sockets import SocketListener
@@ -435,6 +435,8 @@ class ShmStream(StreamTransport):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         self._timeout = value
 
     @property
@@ -544,6 +546,7 @@ class ShmListener(Listener[ShmStream]):
         self.sock, self._cleanup = unix.bind_socket(_rendezvous(address), backlog, mode)
         self._closed = False
         self._blocked = 0  # threads inside accept(); only then does close() shut down
+        self._handshaking: set[socket.socket] = set()  # accepted, no hello yet: close() ends
 
     def accept(self) -> ShmStream:
         if self._closed:
@@ -570,26 +573,37 @@ class ShmListener(Listener[ShmStream]):
         return self._handshake(conn)
 
     def _handshake(self, conn: socket.socket) -> ShmStream:
+        """The peer's hello and descriptors; close() from another thread ends the wait
+        (Closed, the Listener contract), not the handshake timeout."""
         peer = f"{self.where} peer"
         conn.setblocking(True)
         conn.settimeout(HANDSHAKE_TIMEOUT)
         fds: list[int] = []
+        self._handshaking.add(conn)
         try:
+            if self._closed:
+                raise Closed(f"closed while accepting on {self.where}")
             try:
                 data, fds = fdpass.recv_fds(conn, 64, 5, peer)
             except IPCError as exc:
                 if isinstance(exc.__cause__, TimeoutError):
                     raise Timeout(f"timed out: {peer} sent no shm handshake") from exc
                 raise
+            if self._closed:
+                raise Closed(f"closed while accepting on {self.where}")
             memory = self._check(conn, data, fds, peer)
             fds = fds[1:]  # _check closed the memfd once it was mapped
             conn.settimeout(None)
-        except BaseException:
+        except BaseException as exc:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             conn.close()
+            if self._closed and not isinstance(exc, Closed):
+                raise Closed(f"closed while accepting on {self.where}") from exc
             raise
+        finally:
+            self._handshaking.discard(conn)
         return ShmStream(memory, fds, conn, 1, peer)
 
     def _check(self, conn: socket.socket, data: bytes, fds: list[int], peer: str) -> _Memory:
@@ -671,7 +685,10 @@ class ShmListener(Listener[ShmStream]):
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
+        seconds = check_timeout(value)  # a negative one has expired (0: do not wait)
+        if self._closed:
+            raise Closed(f"closed: cannot set a timeout on {self.where}: this side closed it")
+        self.sock.settimeout(None if seconds is None else max(0.0, seconds))
 
     @property
     def local_address(self) -> Address | None:
@@ -692,6 +709,9 @@ class ShmListener(Listener[ShmStream]):
         if self._blocked:  # wake a thread blocked in accept(); never a forked copy's parent
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
+        for conn in list(self._handshaking):  # and one waiting for a peer's hello: its
+            with contextlib.suppress(OSError):  # thread closes the socket (no reuse under it)
+                conn.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._cleanup()
 

@@ -12,6 +12,10 @@ forgeable) and can be iterated, read with a timeout, or polled by any event loop
 - Standard signals coalesce while pending (two SIGUSR1 before a read may be one event);
   real-time signals queue.
 - ``send_signal`` says "no such process" (ESRCH) and "not permitted" (EPERM) plainly.
+- A signal or pid that is not an integer (1.5) is a TypeError, as the signal module and
+  os.kill say, never truncated (1.5 would be SIGHUP).
+- A source dropped unclosed closes its descriptor and, in the thread that made it, lets
+  its signals go, with a ResourceWarning (as an unclosed socket).
 signalfd has no wrapper in the os module; it is one libc call through ctypes.
 """
 
@@ -29,8 +33,10 @@ import signal
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ipcnet.errors import (
     AddressError,
@@ -39,6 +45,7 @@ from ipcnet.errors import (
     PermissionDenied,
     Timeout,
 )
+from ipcnet.transports.base import check_count, check_timeout, refuse_pickle
 from ipcnet.transports.oserrors import translate
 
 _SFD_NONBLOCK, _SFD_CLOEXEC = 0o4000, 0o2000000
@@ -85,6 +92,8 @@ def _signum(sig: int | str) -> int:
     """A signal number from a number, ``"USR1"``/``"SIGUSR1"``, ``"RTMIN+3"`` or ``"10"``
     (as kill(1) takes ``-s 10``)."""
     low, high = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if not isinstance(sig, (str, signal.Signals)) and sig is not None:
+        sig = check_count(sig, "a signal")  # 1.5 is refused, not SIGHUP
     try:
         if isinstance(sig, str) and sig.strip().isascii() and sig.strip().isdigit():
             num = int(sig)
@@ -95,6 +104,8 @@ def _signum(sig: int | str) -> int:
                 return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
             base = low if rt.group(1) == "MIN" else high
             num = base + (int(rt.group(3)) if rt.group(2) == "+" else -int(rt.group(3) or 0))
+        elif sig is None:
+            raise ValueError
         else:
             num = int(sig)
         if low <= num <= high:
@@ -119,7 +130,7 @@ class SignalSource:
             if bad in self.signals:
                 raise InvalidAddress(f"{signal_name(bad)} cannot be caught or queued")
         self.where = "signals(" + ", ".join(signal_name(s) for s in self.signals) + ")"
-        self._closed = False
+        self._thread = threading.get_ident()  # whose mask _hold changes
         self.timeout: float | None = None
         self._hold()
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -132,9 +143,20 @@ class SignalSource:
             self._let_go()
             raise translate(OSError(code, os.strerror(code)), "create", self.where)
         self._fd = int(fd)
+        self._closed = False
+        self._waker = -1
+        self._own_waker()
+
+    def _own_waker(self) -> None:
+        """The eventfd close() signals, this process's own: a forked child that inherited
+        the parent's makes its own (the parent's close() woke the child's read, which
+        then spun on it for ever)."""
+        if self._waker >= 0:
+            os.close(self._waker)  # our copy of the parent's
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._waker_pid = os.getpid()
         self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._fd, select.POLLIN)
         self._poll.register(self._waker, select.POLLIN)
 
     def _hold(self) -> None:
@@ -160,10 +182,13 @@ class SignalSource:
         if free:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, free)
 
+    _closed = True  # until __init__ opened it
+
     def read(self, timeout: float | None = -1.0) -> SignalEvent:
         """The next signal; waits up to ``timeout`` (default: the ``timeout`` attribute)."""
+        timeout = check_timeout(timeout)
         if timeout is not None and timeout < 0:
-            timeout = self.timeout
+            timeout = check_timeout(self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             event = self.try_read()
@@ -172,6 +197,8 @@ class SignalSource:
             # what is left of it: a wake-up with nothing to read (another reader took the
             # signal) does not start the wait over; rounded up, as 0.4 ms is not "now"
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._waker_pid != os.getpid():
+                self._own_waker()
             ready = self._poll.poll(None if left is None else math.ceil(left * 1000))
             if self._closed:
                 raise Closed(f"closed while waiting on {self.where}")
@@ -200,11 +227,19 @@ class SignalSource:
                 return
 
     def fileno(self) -> int:
+        if self._closed:
+            raise Closed(f"closed: cannot get the descriptor of {self.where}: this side closed it")
         return self._fd
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where}{' closed' if self._closed else ''}>"
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.where)
 
     def close(self) -> None:
         """Stop queueing: restore the signal mask and close the descriptor.
@@ -214,17 +249,29 @@ class SignalSource:
         if self._closed:
             return
         self._closed = True
-        os.eventfd_write(self._waker, 1)
+        if self._waker_pid == os.getpid():  # (a forked child's copy wakes nobody here)
+            os.eventfd_write(self._waker, 1)
         self._let_go()
         os.close(self._fd)
 
     def __del__(self) -> None:
+        if not self._closed:  # dropped unclosed: as a socket, say so and let go
+            with contextlib.suppress(Exception):
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            self._closed = True
+            with contextlib.suppress(Exception):
+                if threading.get_ident() == self._thread:  # a mask is a thread's own
+                    self._let_go()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
         waker = getattr(self, "_waker", None)
         if waker is not None:
             with contextlib.suppress(OSError):
                 os.close(waker)
 
     def __enter__(self) -> SignalSource:
+        if self._closed:
+            raise Closed(f"closed: cannot use {self.where}: this side closed it")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,9 +285,12 @@ def signals(*sigs: int | str) -> SignalSource:
 
 def send_signal(pid: int, sig: int | str) -> None:
     """kill(2) with plain errors: no such process, not permitted, unknown signal."""
-    signo = 0 if str(sig).strip() == "0" else _signum(sig)
+    pid = check_count(pid, "a pid")
+    signo = 0 if isinstance(sig, (int, str)) and str(sig).strip() == "0" else _signum(sig)
     if pid <= 0:
         raise InvalidAddress(f"pid {pid} would signal a process group; give a process id > 0")
+    if pid > 2**31 - 1:  # pid_t: no process has such a number (os.kill: OverflowError)
+        raise InvalidAddress(f"no such process: pid {pid} is beyond any process id")
     try:
         os.kill(pid, signo)
     except OSError as exc:

@@ -25,7 +25,14 @@ from typing import Any, ClassVar, NoReturn
 
 from ipcnet.addresses import Address
 from ipcnet.errors import Broken, Closed, Interrupted, IPCError, Reset, Timeout, Unsupported
-from ipcnet.transports.base import Detached, Exchange, Listener, StreamTransport
+from ipcnet.transports.base import (
+    Detached,
+    Exchange,
+    Listener,
+    StreamTransport,
+    check_timeout,
+    refuse_pickle,
+)
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
@@ -173,7 +180,13 @@ class SocketEndpoint:
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
-        self.sock.settimeout(value)
+        """Python's socket timeout; a negative one has expired (0: do not wait)."""
+        seconds = check_timeout(value)
+        self._check_open("set a timeout on")
+        self.sock.settimeout(None if seconds is None else max(0.0, seconds))
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise refuse_pickle(self, self.where)
 
     @property
     def local_address(self) -> Address | None:
@@ -436,6 +449,8 @@ class SocketStream(SocketEndpoint, StreamTransport):
         Python's timeout mode polls before every recv and send; the kernel's timeouts cost
         nothing until they expire, and the socket stays in plain blocking mode.
         """
+        value = check_timeout(value)
+        self._check_open("set a timeout on")
         seconds = value or 0.0
         if value is not None and value <= 0:
             seconds = 1e-6  # "do not wait": the shortest timeout the kernel keeps

@@ -446,7 +446,9 @@ class TLSListener(Listener[TLSStream]):
     ``contexts.current`` is read at every accept, so a reload applies to the next
     handshake. A peer that fails its handshake makes ``accept()`` raise its TLSError. The
     handshake blocks (up to its deadline), so servers' event loops serve ``raw`` instead,
-    through the TLS session wrapper (``ipcnet.drivers.tls``).
+    through the TLS session wrapper (``ipcnet.drivers.tls``). ``close()`` also closes the
+    connections still in their handshake, so that an ``accept()`` inside one wakes with
+    ``Closed`` (the Listener contract), not after the handshake timeout.
     """
 
     servable: ClassVar[bool] = False
@@ -468,16 +470,35 @@ class TLSListener(Listener[TLSStream]):
         else:
             self.address = address
         self.where = str(self.address) if address is not None else tls_where(raw.where)
+        self._handshaking: set[SocketStream] = set()  # accepted, handshake not done yet
+        self._lock = threading.Lock()
 
     def accept(self) -> TLSStream:
-        return server(self.raw.accept(), self.contexts.current, self.options)
+        return self._serve(self.raw.accept())
 
     def try_accept(self) -> TLSStream | None:
         raw = self.raw.try_accept()
         if raw is None:
             return None
         raw.set_blocking(True)
-        return server(raw, self.contexts.current, self.options)
+        return self._serve(raw)
+
+    def _serve(self, raw: SocketStream) -> TLSStream:
+        """The handshake, which close() can end (it closes ``raw`` then)."""
+        with self._lock:
+            if self.raw.closed:
+                raw.close()
+                raise Closed(f"closed while accepting on {self.where}")
+            self._handshaking.add(raw)
+        try:
+            return server(raw, self.contexts.current, self.options)
+        except IPCError as exc:
+            if self.raw.closed:
+                raise Closed(f"closed while accepting on {self.where}") from exc
+            raise
+        finally:
+            with self._lock:
+                self._handshaking.discard(raw)
 
     def set_blocking(self, flag: bool) -> None:
         self.raw.set_blocking(flag)
@@ -506,3 +527,7 @@ class TLSListener(Listener[TLSStream]):
 
     def close(self) -> None:
         self.raw.close()
+        with self._lock:
+            pending = list(self._handshaking)
+        for raw in pending:  # wakes an accept() inside a handshake (with Closed)
+            raw.close()
