@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from ipcnet.testing.pairs import free_port as free_port  # re-exported
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 # benchmark name -> one sentence (``ipcnet bench --help`` and each benchmark's description)
 BENCHMARKS = {
@@ -163,8 +165,32 @@ def parser(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the results as JSON rows")
     out.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    p.add_argument("--plot", metavar="FILE", help="draw the results to FILE (.png or .svg)")
+    p.add_argument(
+        "--plot", metavar="FILE", type=_chart, help="draw the results to FILE (.png or .svg)"
+    )
     return p
+
+
+def _chart(path: str) -> str:
+    """``--plot``'s type: refused before the run, not after it (a suffix matplotlib does not
+    write here, no matplotlib, or a folder that cannot take the file)."""
+    if Path(path).suffix.lower() not in (".png", ".svg"):
+        raise argparse.ArgumentTypeError(f"{path}: the file name must end in .png or .svg")
+    if missing("matplotlib"):
+        raise argparse.ArgumentTypeError("matplotlib is missing (pip install 'ipcnet[bench]')")
+    if not os.access(Path(path).absolute().parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{path}: no such folder, or it is not writable")
+    return path
+
+
+def missing(module: str) -> str:
+    """Why ``module`` cannot be imported here ("" if it can): a peer that needs it is
+    skipped with this note."""
+    try:
+        __import__(module)
+    except ImportError as exc:
+        return f"not installed ({exc}; pip install 'ipcnet[bench]')"
+    return ""
 
 
 def emit(
@@ -268,6 +294,19 @@ def listof(convert: Callable[[str], T], choices: Sequence[str] = ()) -> Callable
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {convert.__name__} values: {text!r}") from None
 
+    return parse
+
+
+def positive(convert: Callable[[str], N]) -> Callable[[str], N]:
+    """An argparse type: ``convert(text)``, refused unless more than 0 (a count, a duration:
+    0 or less would measure nothing, divide by zero or never end)."""
+
+    def parse(text: str) -> N:
+        if not (value := convert(text)) > 0:  # NaN too; a ValueError is argparse's to word
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text!r}")
+        return value
+
+    parse.__name__ = convert.__name__  # listof's "not int values"
     return parse
 
 

@@ -18,7 +18,17 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ipcnet.bench.harness import Result, Server, emit, free_port, listof, parser, progress, taskset
+from ipcnet.bench.harness import (
+    Result,
+    Server,
+    emit,
+    free_port,
+    listof,
+    parser,
+    positive,
+    progress,
+    taskset,
+)
 
 FILES = {"1k.bin": 1024, "100k.bin": 100 * 1024, "10m.bin": 10 * 1024 * 1024}
 SERVERS = ("ipcnet", "nginx", "http.server", "uvicorn")
@@ -174,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = default_for("serve")  # what `ipcnet serve http` runs without --model
     p.add_argument("--model", default=model, choices=list(MODELS), help=f"ours ({model})")
-    p.add_argument("--runs", type=int, default=3, help="wrk runs per cell (3)")
-    p.add_argument("--duration", type=float, default=5.0, metavar="S", help="wrk -d (5)")
+    p.add_argument("--runs", type=positive(int), default=3, help="wrk runs per cell (3)")
+    p.add_argument("--duration", type=positive(int), default=5, metavar="S", help="wrk -d (5)")
     p.add_argument("--tls", action="store_true", help="HTTPS: the same certificate, TLS 1.3")
     args = p.parse_args(argv)
     results = run_bench(args, args.servers)

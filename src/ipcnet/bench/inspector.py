@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ipcnet.bench.harness import Result, emit, listof, parser, progress
+from ipcnet.bench.harness import Result, emit, listof, parser, positive, progress
 
 Timing = list[float]
 
@@ -124,9 +124,12 @@ def results(timings: dict[int, dict[str, Timing | None]]) -> list[Result]:
 def main(argv: list[str] | None = None) -> int:
     p = parser("inspector")
     p.add_argument(
-        "--sizes", type=listof(int), default="1000,10000", help="socket counts (%(default)s)"
+        "--sizes",
+        type=listof(positive(int)),
+        default="1000,10000",
+        help="socket counts (%(default)s)",
     )
-    p.add_argument("--rounds", type=int, default=7, help="rounds per tool (default 7)")
+    p.add_argument("--rounds", type=positive(int), default=7, help="rounds per tool (default 7)")
     args = p.parse_args(argv)
     with progress(len(args.sizes) * 8, "inspector") as step:
         timings = {n: run_size(n, args.rounds, step) for n in args.sizes}

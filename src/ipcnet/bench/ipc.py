@@ -24,7 +24,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ipcnet.bench.harness import Result, emit, parser, pin, rounds
+from ipcnet.bench.harness import (
+    Child,
+    Result,
+    emit,
+    missing,
+    parse_size,
+    parser,
+    pin,
+    positive,
+    rounds,
+)
 from ipcnet.channel import Channel
 
 SIZES = (100, 4096)
@@ -358,32 +368,27 @@ PEERS: dict[str, Callable[[int], tuple[End, End]]] = {
 def run_once(peer: str, mode: str, size: int, count: int) -> float:
     """Messages (one-way) or round trips (ping-pong) per second of one run."""
     ours, theirs = PEERS[peer](size)
-    ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            pin(1)
-            theirs.open()
-            os.write(ready_w, b"r")
-            os.read(go_r, 1)
-            if mode == "one-way":
-                for _ in range(count):
-                    theirs.send(msg)
-                theirs.recv()  # the parent's "all received", so nothing is torn down early
-            else:
-                for _ in range(count):
-                    theirs.send(theirs.recv())
-            theirs.finish()  # both modes
-            status = 0
-        finally:
-            os._exit(status)
+
+    def child(ready: Callable[[], None]) -> None:
+        theirs.open()
+        ready()
+        os.read(go_r, 1)
+        if mode == "one-way":
+            for _ in range(count):
+                theirs.send(msg)
+            theirs.recv()  # the parent's "all received", so nothing is torn down early
+        else:
+            for _ in range(count):
+                theirs.send(theirs.recv())
+        theirs.finish()  # both modes
+
+    peer_process = Child(child, 1)  # stopped (killed if need be) however this run ends
     try:
         pin(0)
         ours.open()
-        os.read(ready_r, 1)
+        peer_process.wait_ready()
         os.write(go_w, b"g")
         start = time.perf_counter()
         last = b""
@@ -397,12 +402,13 @@ def run_once(peer: str, mode: str, size: int, count: int) -> float:
                 ours.send(msg)
                 last = ours.recv()
             seconds = time.perf_counter() - start
-        _, status = os.waitpid(pid, 0)
-        if last != msg or status != 0:
-            raise RuntimeError(f"{peer} {mode} {size} B: wrong last message or child {status}")
+        peer_process.result()
+        if last != msg:
+            raise RuntimeError(f"{peer} {mode} {size} B: wrong last message")
         return count / seconds
     finally:
-        for fd in (ready_r, ready_w, go_r, go_w):
+        peer_process.stop()
+        for fd in (go_r, go_w):
             os.close(fd)
         ours.close()
         theirs.close()
@@ -416,13 +422,7 @@ def unavailable(peer: str) -> str:
         "mq": "posix_ipc",
         "posix_ipc mq (raw)": "posix_ipc",
     }.get(peer)
-    if module is None:
-        return ""
-    try:
-        __import__(module)
-    except ImportError as exc:
-        return f"not installed ({exc}; pip install 'ipcnet[bench]')"
-    return ""
+    return missing(module) if module else ""
 
 
 OURS = ("shm", "mq", "pipe (ipcnet)")
@@ -453,9 +453,9 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("ipc")
-    p.add_argument("--count", type=int, default=20000, help="messages per one-way run")
-    p.add_argument("--rounds", type=int, default=5, help="runs per cell (default 5)")
-    p.add_argument("--size", type=int, action="append", help="message bytes (100, 4096)")
+    p.add_argument("--count", type=positive(int), default=20000, help="messages per one-way run")
+    p.add_argument("--rounds", type=positive(int), default=5, help="runs per cell (default 5)")
+    p.add_argument("--size", type=parse_size, action="append", help="message bytes (100, 4096)")
     p.add_argument("--mode", choices=MODES, action="append", help="one-way, ping-pong")
     p.add_argument("--only", choices=list(PEERS), action="append", help="only this peer")
     args = p.parse_args(argv)

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipcnet.bench import harness
-from ipcnet.bench.harness import CPUS, Result, Server, emit, listof, parser, pin, rounds, table
+from ipcnet.bench.harness import (
+    CPUS,
+    Result,
+    Server,
+    emit,
+    listof,
+    parser,
+    pin,
+    positive,
+    rounds,
+    table,
+)
 
 READY = re.compile(r"listening on (\S+)")
 Key = tuple[str, str, int, int]  # name, transport, size, conns
@@ -92,6 +103,10 @@ def measure_all(
             f"{t} {size // 1024}k c={n}", c.label, "msgs/s", extra=extra
         )
     with tempfile.TemporaryDirectory(prefix="ipcnet-bm-", dir="/tmp") as folder:
+        if any(c.name == "c-epoll" for c in servers):
+            from ipcnet.bench.peers import build_c_echo
+
+            build_c_echo(folder)  # fails early, not per round; removed with the folder
 
         def serve(case: tuple[Contender, str]) -> None:
             c, t = case
@@ -196,7 +211,7 @@ def _geomean(values: list[float]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ipcnet.bench.peers import build_c_echo, unavailable
+    from ipcnet.bench.peers import unavailable
     from ipcnet.drivers import DEFAULT_MODEL, INNER_MODELS, first
 
     unix = (DEFAULT_MODEL, first(awaits=True), "selectors", "uvloop-protocol", "c-epoll")
@@ -207,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         default="1k,10k,100k",
         help="message sizes (%(default)s)",
     )
-    p.add_argument("--conns", type=listof(int), default="1,10", help="connections (%(default)s)")
-    p.add_argument("-d", "--seconds", type=float, default=2.0, help="seconds per load (default 2)")
-    p.add_argument("--repeat", type=int, default=1, help="rounds; medians and ranges are reported")
+    p.add_argument(
+        "--conns", type=listof(positive(int)), default="1,10", help="connections (%(default)s)"
+    )
+    p.add_argument(
+        "-d", "--seconds", type=positive(float), default=2.0, help="seconds per load (default 2)"
+    )
+    p.add_argument(
+        "--repeat", type=positive(int), default=1, help="rounds; medians and ranges are reported"
+    )
     everyone = contenders()
     names = sorted(c.name for c in everyone)
     p.add_argument(
@@ -225,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for servers (default 0)")
     p.add_argument("--load-cpu", type=int, default=1, help="CPU for the load (default 1)")
-    p.add_argument("--workers", type=int, help="--workers for pool and prefork (pool: max(CONNS))")
+    p.add_argument(
+        "--workers", type=positive(int), help="--workers for pool and prefork (pool: max(CONNS))"
+    )
     p.add_argument("--inner", default=DEFAULT_MODEL, choices=INNER_MODELS, help="prefork's --inner")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
@@ -235,8 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     started, before, failures = time.monotonic(), os.sched_getaffinity(0), list[str]()
     pin(args.load_cpu)  # this process samples /proc: keep it off the server
     try:
-        if any(c.name == "c-epoll" for c in chosen if c.label not in skipped):
-            build_c_echo(os.environ.get("TMPDIR", "/tmp"))  # fails early, not per round
         out = measure_all(args, [c for c in chosen if c.label not in skipped], failures)
     finally:
         os.sched_setaffinity(0, before)

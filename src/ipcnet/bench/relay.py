@@ -35,6 +35,7 @@ from ipcnet.bench.harness import (
     emit,
     free_port,
     parser,
+    positive,
     process_tree_cpu,
 )
 from ipcnet.bench.harness import rounds as run_rounds
@@ -224,10 +225,12 @@ def _source(folder: str, mib: int) -> tuple[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("relay")
-    p.add_argument("--size", type=int, default=1024, metavar="MIB", help="MiB per run (1024)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per contender (3)")
-    p.add_argument("--seconds", type=float, default=2.0, help="per connection round (2)")
-    p.add_argument("--clients", type=int, default=2, help="connection clients (2)")
+    p.add_argument(
+        "--size", type=positive(int), default=1024, metavar="MIB", help="MiB per run (1024)"
+    )
+    p.add_argument("--rounds", type=positive(int), default=3, help="rounds per contender (3)")
+    p.add_argument("--seconds", type=positive(float), default=2.0, help="per connection round (2)")
+    p.add_argument("--clients", type=positive(int), default=2, help="connection clients (2)")
     p.add_argument(
         "--only", default=",".join(CONTENDERS), help=f"contenders ({','.join(CONTENDERS)})"
     )

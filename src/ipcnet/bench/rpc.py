@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipcnet.bench import rpcpeers
-from ipcnet.bench.harness import Child, Result, Server, emit, free_port, listof, parser, pin, rounds
+from ipcnet.bench.harness import (
+    Child,
+    Result,
+    Server,
+    emit,
+    free_port,
+    listof,
+    missing,
+    parser,
+    pin,
+    positive,
+    rounds,
+)
 
 PAYLOAD = "x" * 100
 READY = re.compile(r"^ready (\S+)", re.M)
@@ -236,6 +248,7 @@ class Case:
     conc: int
     server: list[str]  # argv after "--server"
     client: Client
+    needs: str = ""  # the module the peer is (skipped with a note when it is missing)
 
 
 def cases(model: str, transports: list[str]) -> list[Case]:
@@ -247,11 +260,11 @@ def cases(model: str, transports: list[str]) -> list[Case]:
             Case(f"ipcnet ({model}) 10 threads", t, 10, ours, client_ipcnet("threads")),
             Case("multiprocessing.connection", t, 1, ["mp"], opened(open_mp)),
             Case("multiprocessing.connection", t, 10, ["mp"], opened(open_mp)),
-            Case("pyzmq REQ/REP", t, 1, ["zmq", "rep"], opened(open_zmq)),
-            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq", "router"], client_dealer),
-            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq", "router"], client_dealer),
-            Case("Pyro5", t, 1, ["pyro5"], opened(rpcpeers.client_pyro)),
-            Case("rpyc", t, 1, ["rpyc"], opened(rpcpeers.client_rpyc)),
+            Case("pyzmq REQ/REP", t, 1, ["zmq", "rep"], opened(open_zmq), "zmq"),
+            Case("pyzmq DEALER/ROUTER", t, 1, ["zmq", "router"], client_dealer, "zmq"),
+            Case("pyzmq DEALER/ROUTER", t, 10, ["zmq", "router"], client_dealer, "zmq"),
+            Case("Pyro5", t, 1, ["pyro5"], opened(rpcpeers.client_pyro), "Pyro5"),
+            Case("rpyc", t, 1, ["rpyc"], opened(rpcpeers.client_rpyc), "rpyc"),
         ]
         if t == "tcp":
             out.append(Case("xmlrpc (stdlib)", t, 1, ["xmlrpc"], opened(open_xmlrpc)))
@@ -261,12 +274,15 @@ def cases(model: str, transports: list[str]) -> list[Case]:
 def run_rpc(seconds: float, repeat: int, model: str, transports: list[str]) -> list[Result]:
     """calls/s and p50/p99 latency of every case, ``repeat`` interleaved rounds."""
     pin(1)
-    todo = cases(model, transports)
+    every = cases(model, transports)
     out = {
         (id(c), k): Result(f"{c.transport} c={c.conc} {k}", c.peer, u, lower_is_better=k != "")
-        for c in todo
+        for c in every
         for k, u in (("", "calls/s"), ("p50", "µs"), ("p99", "µs"))
     }
+    for c in every:
+        out[id(c), ""].note = missing(c.needs) if c.needs else ""
+    todo = [c for c in every if not out[id(c), ""].note]
     with tempfile.TemporaryDirectory(prefix="ipcnet-bench-") as tmp:
 
         def one(case: Case) -> None:
@@ -349,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     from ipcnet.drivers import MODELS, first
 
     p = parser("rpc")
-    p.add_argument("--seconds", type=float, default=1.0, help="per case and round (1)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds (3)")
+    p.add_argument("--seconds", type=positive(float), default=1.0, help="per case and round (1)")
+    p.add_argument("--repeat", type=positive(int), default=3, help="rounds (3)")
     model = first(threaded=True)  # handlers block: a thread per connection
     p.add_argument("--model", default=model, choices=list(MODELS), help=f"ipcnet's ({model})")
     p.add_argument(

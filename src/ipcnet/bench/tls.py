@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from ipcnet.bench.harness import Result, emit, parser, rounds
+from ipcnet.bench.harness import Result, emit, parse_size, parser, positive, rounds
 from ipcnet.bench.harness import pin as _pin
 from ipcnet.bench.transports import GiB
 from ipcnet.channel import connect, listen
@@ -133,9 +133,13 @@ def measure(size: int, chunk: int, n: int) -> tuple[list[Result], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("tls")
-    p.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
-    p.add_argument("--chunk", type=int, default=64 * 1024, help="bytes per write and read (64 KiB)")
-    p.add_argument("--rounds", type=int, default=5, help="transfers per mode (default 5)")
+    p.add_argument(
+        "--size", type=parse_size, default=GiB, help="bytes per transfer (default 1 GiB)"
+    )
+    p.add_argument(
+        "--chunk", type=parse_size, default=64 * 1024, help="bytes per write and read (64 KiB)"
+    )
+    p.add_argument("--rounds", type=positive(int), default=5, help="transfers per mode (default 5)")
     args = p.parse_args(argv)
     results, ciphers = measure(args.size, args.chunk, args.rounds)
     if not args.json:

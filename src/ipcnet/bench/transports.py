@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ipcnet.bench.harness import Child, Result, emit, parser, pin, rounds
+from ipcnet.bench.harness import Child, Result, emit, parse_size, parser, pin, positive, rounds
 from ipcnet.channel import Channel, connect, listen, pipe, socketpair
 from ipcnet.transports.pipes import PIPE_SIZE
 
@@ -159,9 +159,13 @@ def measure(kinds: tuple[str, ...], size: int, chunk: int, n: int) -> list[Resul
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("transports")
-    p.add_argument("--size", type=int, default=GiB, help="bytes per transfer (default 1 GiB)")
-    p.add_argument("--chunk", type=int, default=64 * 1024, help="bytes per write (default 64 KiB)")
-    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument(
+        "--size", type=parse_size, default=GiB, help="bytes per transfer (default 1 GiB)"
+    )
+    p.add_argument(
+        "--chunk", type=parse_size, default=64 * 1024, help="bytes per write (default 64 KiB)"
+    )
+    p.add_argument("--rounds", type=positive(int), default=5, help="rounds (default 5)")
     p.add_argument("--only", choices=KINDS, action="append", help="only this transport (repeat)")
     args = p.parse_args(argv)
     results = measure(tuple(args.only or KINDS), args.size, args.chunk, args.rounds)
