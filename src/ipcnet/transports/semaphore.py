@@ -121,7 +121,26 @@ class _Base:
         raise NotImplementedError
 
     def release(self, n: int = 1) -> None:
+        """Give back ``n`` units (threading's release(n))."""
+        if type(n) is not int or n != 1:
+            n = _units(n, SEM_VALUE_MAX, self.where)
+        self._inside += 1
+        try:
+            if self._closed:
+                self._check_open("release")
+            for _ in range(n):
+                self._post()
+        finally:
+            self._inside -= 1
+            if self._closed:
+                self._leave()
+
+    def _post(self) -> None:
+        """Give back one unit (LimitExceeded at SEM_VALUE_MAX)."""
         raise NotImplementedError
+
+    def _at_maximum(self) -> LimitExceeded:
+        return LimitExceeded(f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}")
 
     # A call that touches the semaphore counts itself in ``_inside`` first, then checks
     # ``_closed``; on its way out, the last one after a close() lets go (as sockets' do).
@@ -242,24 +261,11 @@ class Semaphore(_Base):
             if self._closed:
                 self._leave()
 
-    def release(self, n: int = 1) -> None:
-        """Give back ``n`` units (threading's release(n))."""
-        if type(n) is not int or n != 1:
-            n = _units(n, SEM_VALUE_MAX, self.where)
-        self._inside += 1
+    def _post(self) -> None:
         try:
-            if self._closed:
-                self._check_open("release")
-            for _ in range(n):
-                self._sem.release()
+            self._sem.release()
         except (self._ipc.Error, OSError) as exc:  # EOVERFLOW comes as a plain OSError
-            raise LimitExceeded(
-                f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
-            ) from exc
-        finally:
-            self._inside -= 1
-            if self._closed:
-                self._leave()
+            raise self._at_maximum() from exc
 
     @property
     def value(self) -> int:
@@ -360,25 +366,11 @@ class SharedSemaphore(_Base):
             if self._closed:
                 self._leave()
 
-    def release(self, n: int = 1) -> None:
-        """Give back ``n`` units (threading's release(n))."""
-        if type(n) is not int or n != 1:
-            n = _units(n, SEM_VALUE_MAX, self.where)
-        self._inside += 1
-        try:
-            if self._closed:
-                self._check_open("release")
-            for _ in range(n):
-                if self._lib.sem_post(self._semp) != 0:
-                    if ctypes.get_errno() == errno.EOVERFLOW:
-                        raise LimitExceeded(
-                            f"cannot release {self.where}: at its maximum value {SEM_VALUE_MAX}"
-                        )
-                    raise _fail("release", self.where)
-        finally:
-            self._inside -= 1
-            if self._closed:
-                self._leave()
+    def _post(self) -> None:
+        if self._lib.sem_post(self._semp) != 0:
+            if ctypes.get_errno() == errno.EOVERFLOW:
+                raise self._at_maximum()
+            raise _fail("release", self.where)
 
     @property
     def value(self) -> int:
