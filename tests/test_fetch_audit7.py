@@ -43,7 +43,7 @@ import pytest
 
 from http_cases.kit import http_server
 from ipcnet.testing.pairs import free_port
-from test_proxy_conformance import _wait_port
+from test_proxy_conformance import _peer
 
 pytestmark = pytest.mark.xdist_group("fetch-audit7")
 
@@ -191,13 +191,8 @@ def nginx(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]
         " absolute_redirect off; } }\n"
     )
     argv = ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", f"{tmp}/nginx.conf"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port, proc)
+    with _peer(argv, port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +200,8 @@ def pyhttp(root: Path) -> Iterator[int]:
     port = free_port()
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     argv += ["--directory", str(root)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port, proc)
+    with _peer(argv, port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def run(*argv: str | None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

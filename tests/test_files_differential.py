@@ -13,7 +13,6 @@ and those are asked of a real nginx too. One ipcnet and one nginx serve every ca
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 
 from http_cases.kit import SMALL, Response, exchange, http_server, make_site, remove_site
 from ipcnet.testing.pairs import free_port
-from test_proxy_conformance import _wait_port
+from test_proxy_conformance import _peer
 
 pytestmark = pytest.mark.xdist_group("files-differential")
 
@@ -153,13 +152,8 @@ def nginx(root: Path) -> Iterator[int]:
                 server {{ listen 127.0.0.1:{port}; root {root}; absolute_redirect off; }} }}
         """))  # fmt: skip
         argv = ["nginx", "-p", tmp, "-e", f"{tmp}/error.log", "-c", f"{tmp}/nginx.conf"]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(port, proc)
+        with _peer(argv, port):
             yield port
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def answer(port: int, case: Case) -> Response:

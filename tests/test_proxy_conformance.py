@@ -20,7 +20,7 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -310,6 +310,19 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
                 raise AssertionError(f"nothing listens on port {port}") from None
             time.sleep(0.02)
 
+
+
+@contextmanager
+def _peer(argv: list[str], port: int) -> Iterator[int]:
+    """A peer server (nginx, HAProxy, http.server) for a test: ready on ``port``, then
+    stopped; its output dropped."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 def _stats(path: Path) -> dict[str, int]:
     with socket.socket(socket.AF_UNIX) as s:

@@ -35,7 +35,7 @@ from ipcnet.protocols.proxy import (
     encode_v2,
 )
 from ipcnet.testing import free_port
-from test_proxy_conformance import NGINX_STREAM, _wait_port, ask, needs_haproxy, needs_nginx
+from test_proxy_conformance import NGINX_STREAM, _peer, _wait_port, ask, needs_haproxy, needs_nginx
 
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 A4 = bytes((192, 0, 2, 1, 198, 51, 100, 2)) + struct.pack("!HH", 1234, 80)
@@ -78,14 +78,8 @@ def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             bind 127.0.0.1:{port} accept-proxy
             http-request return status 200 content-type text/plain lf-string "%[src]|%[src_port]|%[dst]|%[dst_port]|%[fc_pp_authority]\\n"
     """))  # fmt: skip
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        _wait_port(port, proc)
+    with _peer(["haproxy", "-db", "-f", str(config)], port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _port(port: int) -> str:
