@@ -311,7 +311,6 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.02)
 
 
-
 @contextmanager
 def _peer(argv: list[str], port: int) -> Iterator[int]:
     """A peer server (nginx, HAProxy, http.server) for a test: ready on ``port``, then
@@ -323,6 +322,7 @@ def _peer(argv: list[str], port: int) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
 
 def _stats(path: Path) -> dict[str, int]:
     with socket.socket(socket.AF_UNIX) as s:
