@@ -55,6 +55,7 @@ import math
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -638,15 +639,11 @@ def test_undo_semaphore_release_by_another_process_stays() -> None:
         sem.unlink()
 
 
-def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
-    """close() of a tls:// Listener left a thread whose accept() was inside the handshake
-    of a silent peer waiting out the handshake timeout (10 s), where the Listener
-    contract says close() wakes a blocked accept(): it wakes at once with Closed."""
-    import socket
-
-    cert, key, _ = pairs._tls_files()
-    listener = ipcnet.listen("tls://127.0.0.1:0", cert=cert, key=key)
-    silent = socket.create_connection(("127.0.0.1", int(listener.address.port or 0)))
+def _close_wakes_an_accept_in_its_handshake(
+    listener: ipcnet.Listener, silent: socket.socket
+) -> None:
+    """accept() in a thread, inside the handshake of ``silent`` (a peer that sends
+    nothing) when close() comes: it must wake at once with Closed."""
     results: list[BaseException | ipcnet.Channel] = []
 
     def accept() -> None:
@@ -658,7 +655,7 @@ def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
     thread = threading.Thread(target=accept)
     thread.start()
     try:
-        time.sleep(0.3)  # inside the handshake by now, waiting for a ClientHello
+        time.sleep(0.3)  # inside the handshake by now, waiting for the peer's first bytes
         listener.close()
         thread.join(2)
         assert not thread.is_alive(), "close() did not wake accept() in a handshake"
@@ -668,31 +665,21 @@ def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
         thread.join(15)
 
 
+def test_tls_listener_close_wakes_an_accept_in_its_handshake() -> None:
+    """close() of a tls:// Listener left a thread whose accept() was inside the handshake
+    of a silent peer waiting out the handshake timeout (10 s), where the Listener
+    contract says close() wakes a blocked accept(): it wakes at once with Closed."""
+    cert, key, _ = pairs._tls_files()
+    listener = ipcnet.listen("tls://127.0.0.1:0", cert=cert, key=key)
+    silent = socket.create_connection(("127.0.0.1", int(listener.address.port or 0)))
+    _close_wakes_an_accept_in_its_handshake(listener, silent)
+
+
 def test_shm_listener_close_wakes_an_accept_in_its_handshake() -> None:
     """As for tls://: an shm:// accept() waiting for a connected peer's hello (a plain
     unix client of the rendezvous) went on for the 5 s handshake timeout after close(),
     then raised RemoteProtocolError; it wakes at once with Closed."""
-    import socket
-
     listener = ipcnet.listen(f"shm://@a7-{uuid.uuid4().hex[:12]}")
     silent = socket.socket(socket.AF_UNIX)
     silent.connect(listener.transport.sock.getsockname())  # type: ignore[attr-defined]
-    results: list[BaseException | ipcnet.Channel] = []
-
-    def accept() -> None:
-        try:
-            results.append(listener.accept())
-        except BaseException as exc:
-            results.append(exc)
-
-    thread = threading.Thread(target=accept)
-    thread.start()
-    try:
-        time.sleep(0.3)
-        listener.close()
-        thread.join(2)
-        assert not thread.is_alive(), "close() did not wake accept() in a handshake"
-        assert isinstance(results[0], Closed), results
-    finally:
-        silent.close()
-        thread.join(10)
+    _close_wakes_an_accept_in_its_handshake(listener, silent)
