@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import selectors
 import socket
 import subprocess
@@ -215,4 +216,7 @@ def test_select_ends_a_relay_whose_descriptor_it_cannot_watch_and_serves_on() ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["first: ended", "next: b'served on'"], done.stderr
-    assert "select(2) cannot watch descriptor 1024" in done.stderr
+    # The upstream socket is the first free descriptor at FD_SETSIZE or above; which one
+    # depends on what else the process opened meanwhile (CI once saw 1025).
+    refused = re.search(r"select\(2\) cannot watch descriptor (\d+) \(FD_SETSIZE 1024\)", done.stderr)
+    assert refused and int(refused.group(1)) >= 1024, done.stderr
