@@ -40,10 +40,12 @@ run: $(RUNSTAMP)
 #   nginx and its stream module - PROXY protocol conformance peer (issue 12)
 #   lsof - the inspector's conformance (sockets --fds); promtool - metrics (issue 14)
 #   goaccess - a log analyser that must parse every access log line (audit 6)
+#   wget aria2c lftp - download clients the web server must serve as nginx does (audit 7)
 system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium openssl stunnel4 \
 	  clang bpftool /usr/include/bpf/bpf_helpers.h iptables \
-	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool goaccess
+	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool goaccess \
+	  wget aria2c lftp
 
 # the install and apt-get side by side (on a fresh machine each waits on downloads); then the
 # bytecode, once: where PYTHONDONTWRITEBYTECODE is set (as here), every server and client

@@ -30,12 +30,12 @@ def bench(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env(), **kw)  # type: ignore[call-overload, no-any-return]
 
 
-def test_progress_is_a_bar_on_a_terminal() -> None:
-    """stderr on a pty: rich draws what runs, k of n and the time left; stdout stays a pipe."""
+def on_a_terminal(*args: str) -> tuple[str, str]:
+    """Run ``ipcnet bench ARGS`` with stderr on a pty: (what the terminal showed, stdout)."""
     import pty
 
     controller, terminal = pty.openpty()
-    argv = [sys.executable, "-m", "ipcnet", "bench", *TINY, "--json"]
+    argv = [sys.executable, "-m", "ipcnet", "bench", *args]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terminal, env=env())
     os.close(terminal)
     seen = b""
@@ -53,12 +53,28 @@ def test_progress_is_a_bar_on_a_terminal() -> None:
         p.kill()
         p.wait()
         os.close(controller)
-    screen = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", seen).decode(errors="replace")
+    return re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", seen).decode(errors="replace"), out.decode()
+
+
+def test_progress_is_a_bar_on_a_terminal() -> None:
+    """stderr on a pty: rich draws what runs, k of n and the time left; stdout stays a pipe."""
+    screen, out = on_a_terminal(*TINY, "--json")
     assert "transports: round" in screen  # what is running
     assert "4/4" in screen and "━" in screen  # k of n, a bar
     assert re.search(r"\d:\d\d:\d\d", screen)  # time left
     assert "[1/4]" not in screen  # not the plain lines
     assert len(json.loads(out)["results"]) == 2
+
+
+def test_echo_shows_the_seconds_of_its_one_load_as_a_bar(tmp_path) -> None:
+    """``bench echo`` is one timed run, not rounds: its bar counts the seconds."""
+    port = harness.free_port()
+    argv = [sys.executable, "-m", "ipcnet", "serve", "echo", f"tcp://127.0.0.1:{port}"]
+    with Server(argv, str(tmp_path / "echo.log"), port=port):
+        screen, out = on_a_terminal("echo", f"tcp://127.0.0.1:{port}", "-d", "2", "--json")
+    assert f"echo: tcp://127.0.0.1:{port}, second 2 of 2" in screen and "2/2" in screen
+    assert "━" in screen and re.search(r"\d:\d\d:\d\d", screen)
+    assert json.loads(out)["results"][0]["ok"] is True
 
 
 def test_progress_is_plain_lines_when_not_a_terminal() -> None:

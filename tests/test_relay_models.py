@@ -218,5 +218,7 @@ def test_select_ends_a_relay_whose_descriptor_it_cannot_watch_and_serves_on() ->
     assert done.stdout.splitlines() == ["first: ended", "next: b'served on'"], done.stderr
     # The upstream socket is the first free descriptor at FD_SETSIZE or above; which one
     # depends on what else the process opened meanwhile (CI once saw 1025).
-    refused = re.search(r"select\(2\) cannot watch descriptor (\d+) \(FD_SETSIZE 1024\)", done.stderr)
+    refused = re.search(
+        r"select\(2\) cannot watch descriptor (\d+) \(FD_SETSIZE 1024\)", done.stderr
+    )
     assert refused and int(refused.group(1)) >= 1024, done.stderr

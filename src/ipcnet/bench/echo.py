@@ -7,6 +7,7 @@ is verified (patterns differ per connection and message); every wait is bounded.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -14,10 +15,11 @@ import struct
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from ipcnet.bench import harness
-from ipcnet.bench.harness import CPUS, Child, Result, emit, parse_size, parser, table
+from ipcnet.bench.harness import CPUS, Child, Result, emit, parse_size, parser, progress, table
 
 VARIANTS = 4  # messages per connection cycle through this many different payloads
 STALL_TIMEOUT = 10.0  # seconds without a reply before a connection counts as stalled
@@ -181,10 +183,12 @@ def measure(
     processes: int | None = None,
     cpu: int | None = None,
     server_pid: int | None = None,
+    wait: Callable[[float], None] | None = None,
 ) -> Result:
     """One closed-loop load against the echo server at ``url``: msgs/s, with MB/s, latency
     percentiles and CPU-seconds in ``extra`` (``ok``: verified and no errors). The load runs
-    on the ``cpu``-th CPU (one process, one epoll loop), else on min(conns, CPUs)."""
+    on the ``cpu``-th CPU (one process, one epoll loop), else on min(conns, CPUs).
+    ``wait(until)`` sleeps while it runs (until that ``perf_counter()``)."""
     from ipcnet.addresses import parse
     from ipcnet.errors import IPCError
 
@@ -214,7 +218,7 @@ def measure(
         os.write(go_w, struct.pack("dd", start, start + seconds) * n)
         time.sleep(max(0.0, start - time.perf_counter()))
         server0 = server_cpu()
-        time.sleep(max(0.0, start + seconds - time.perf_counter()))
+        (wait or _sleep_until)(start + seconds)
         server_s = server_cpu() - server0
         reports = [w.result() for w in workers]
     finally:
@@ -243,6 +247,22 @@ def measure(
     return Result(case, url, "msgs/s", [msgs / seconds], per_cpu, extra=extra)
 
 
+def _sleep_until(until: float) -> None:
+    time.sleep(max(0.0, until - time.perf_counter()))
+
+
+def _ticking(step: Callable[[str], None], seconds: float, url: str) -> Callable[[float], None]:
+    """``measure``'s wait as a step of the progress bar each second of the load."""
+
+    def wait(until: float) -> None:
+        n = math.ceil(seconds)
+        for k in range(1, n + 1):
+            step(f"{url}, second {k} of {n}")
+            _sleep_until(min(until, until - seconds + k))
+
+    return wait
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("echo")
     p.add_argument("url", metavar="URL", help="echo server: tcp://HOST:PORT or unix:///PATH")
@@ -260,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             raise EchoError(f"no process {args.server_pid} (--server-pid)")
         cpu = None if args.cpu is None else CPUS.index(args.cpu)
         load = {k: getattr(args, k) for k in ("conns", "seconds", "size", "processes")}
-        result = measure(args.url, cpu=cpu, server_pid=args.server_pid, **load)
+        with progress(math.ceil(args.seconds), "echo") as step:
+            wait = _ticking(step, args.seconds, args.url)
+            result = measure(args.url, cpu=cpu, server_pid=args.server_pid, wait=wait, **load)
     except EchoError as exc:
         print(f"ipcnet bench echo: {exc}", file=sys.stderr)
         return 2
