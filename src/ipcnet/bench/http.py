@@ -8,6 +8,7 @@ server and wrk on different CPUs; a missing peer is reported, not faked.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -100,6 +101,7 @@ _UNIT = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
 
 
 def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float, float, str]:
+    """(requests/s, MB/s, wrk's error lines); (nan, nan, why) if wrk reported nothing."""
     argv = [*taskset(cpu), "wrk", "-t1", "-c50", f"-d{seconds:g}s", "--timeout", "10s", url]
     if close:
         argv[-1:-1] = ["-H", "Connection: close"]
@@ -107,7 +109,7 @@ def _wrk(url: str, close: bool, seconds: float, cpu: int | None) -> tuple[float,
     out, rps, xfer = done.stdout, _RPS.search(done.stdout), _XFER.search(done.stdout)
     notes = [line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line]
     if rps is None or xfer is None:
-        return 0.0, 0.0, (done.stderr or out).strip()[-300:]
+        return math.nan, math.nan, (done.stderr or out).strip()[-300:] or f"wrk: {done.returncode}"
     return float(rps.group(1)), float(xfer.group(1)) * _UNIT[xfer.group(2)], "; ".join(notes)
 
 
@@ -169,9 +171,11 @@ def _serve(
                 step(f"{label} {cell.case} run {i + 1}/{a.runs}")
                 url = f"{'https' if a.tls else 'http'}://127.0.0.1:{port}/{name}"
                 rps, mbps, note = _wrk(url, mode == "close", a.duration, 1)
+                cell.extra.setdefault("wrk_errors", []).extend([note] if note else [])
+                if math.isnan(rps):  # a failed run is no sample (a 0 would pull the median)
+                    continue
                 cell.samples.append(rps)
                 cell.extra.setdefault("mb_s", []).append(mbps)
-                cell.extra.setdefault("wrk_errors", []).extend([note] if note else [])
     return cells
 
 
