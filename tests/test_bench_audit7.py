@@ -176,3 +176,53 @@ def test_models_leaves_no_compiled_peer_behind(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-800:]
     assert json.loads(done.stdout)["results"][0]["median"] > 0
     assert list(tmp_path.iterdir()) == []  # no epoll_echo left in $TMPDIR
+
+
+def test_a_wrk_run_that_fails_is_no_sample_and_says_why(tmp_path: Path) -> None:
+    """A wrk that reports nothing (it could not connect, or refused its arguments) used to
+    count as a 0 req/s sample, pulling the cell's median down as if the server were slow.
+    Now the cell keeps no sample for it and carries wrk's own words."""
+    fake = tmp_path / "wrk"
+    fake.write_text("#!/bin/sh\necho 'unable to connect to 127.0.0.1: Connection refused' >&2\n")
+    fake.chmod(0o755)
+    path = f"{tmp_path}:{os.environ['PATH']}"
+    done = bench(
+        "http",
+        "--servers",
+        "http.server",
+        "--runs",
+        "2",
+        "--duration",
+        "1",
+        "--json",
+        timeout=60,
+        PATH=path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert rows and all(r["samples"] == [] and r["median"] is None for r in rows), rows
+    assert all(
+        r["wrk_errors"] == ["unable to connect to 127.0.0.1: Connection refused"] * 2 for r in rows
+    ), rows
+
+
+@pytest.mark.parametrize("name", ["models", "relay"])
+def test_a_compiler_that_cannot_build_the_c_peer_skips_it_with_its_words(
+    tmp_path: Path, name: str
+) -> None:
+    """``CC`` names a compiler that fails: ``bench models`` and ``bench relay`` ended in a
+    RuntimeError traceback. Now the C peer is reported with the compiler's message, and the
+    rest of the benchmark runs."""
+    cc = tmp_path / "badcc"
+    cc.write_text("#!/bin/sh\necho 'badcc: internal compiler error' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    if name == "models":
+        args = ["models", "--only", "c-epoll", "--only", "epoll", "--sizes", "1k", "--conns", "1"]
+        args += ["-d", "0.1", "--unix", ""]
+    else:
+        args = ["relay", "--only", "direct", "--size", "1", "--rounds", "1", "--seconds", "0.2"]
+    done = bench(*args, "--json", timeout=60, CC=str(cc))
+    assert "Traceback" not in done.stderr, done.stderr[-800:]
+    assert "badcc: internal compiler error" in done.stdout + done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert any(r["samples"] for r in rows), rows  # the others ran
