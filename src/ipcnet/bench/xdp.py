@@ -22,7 +22,7 @@ IRQ_TIME_ACCOUNTING) charges to the sender, so that sum is the whole path's CPU.
 profiled run per path says where the time goes, in kernel and user symbols, grouped.
 Rules: results, not assertions; needs root; every namespace is removed, even on Ctrl-C.
 
-    ipcnet bench xdp [--seconds 2] [--rounds 5] [--no-perf] [--chart docs/xdp-bench.png]
+    ipcnet bench xdp [--seconds 2] [--rounds 5] [--no-perf] [--plot docs/xdp-bench.png]
 """
 
 from __future__ import annotations

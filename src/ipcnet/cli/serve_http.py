@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-sendfile",
         action="store_true",
-        help="read files into memory instead of sendfile(2) (automatic for asyncio on uvloop)",
+        help="copy files through memory instead of sendfile(2): files up to 16 MiB are kept"
+        " in memory, larger ones read a chunk at a time (automatic for asyncio on uvloop)",
     )
     g.add_argument(
         "--parser",
