@@ -407,3 +407,35 @@ def test_another_users_objects_match_lsipc_and_ls(qname) -> None:
                     os.unlink(path)
             for flag, ident in made.items():
                 subprocess.run(["ipcrm", f"-{flag}", str(ident)], check=False)
+
+
+# --- mq against posix_ipc the other way: its queue, its messages, our ends ------------------
+
+
+def test_a_posix_ipc_queue_and_its_messages_meet_our_ends(qname) -> None:
+    peer = posix_ipc.MessageQueue(
+        "/" + qname, posix_ipc.O_CREX, mode=0o600, max_messages=2, max_message_size=32
+    )
+    try:
+        # mq_open(3): O_CREAT on an existing queue opens it, attr ignored; our end reports
+        # the queue's own limits, not the asked ones
+        with ipcnet.open_datagram(f"mq:///{qname}?depth=5&msgsize=64", listen=True) as ours:
+            assert (ours.depth, ours.max_size) == (2, 32)
+            ours.timeout = 1
+            peer.send(b"")  # a zero-length message is a message
+            peer.send(b"m" * 32, priority=1)  # exactly mq_msgsize
+            assert ours.recv_with_priority() == (b"m" * 32, 1)
+            assert ours.recv_with_priority() == (b"", 0)
+            with ipcnet.open_datagram(f"mq:///{qname}", timeout=0.2) as sender:
+                with pytest.raises(ipcnet.errors.MessageTooLarge, match="limit is 32"):
+                    sender.send(b"m" * 33)
+                peer.send(b"1")
+                peer.send(b"2")  # full: mq_maxmsg messages
+                with pytest.raises(ipcnet.errors.Timeout, match="the queue is full"):
+                    sender.send(b"3")
+                sender.timeout = 0
+                with pytest.raises(ipcnet.errors.Busy, match="queue full"):
+                    sender.send(b"3")
+            assert peer.current_messages == 2  # nothing was dropped, nothing added
+    finally:
+        peer.close()
