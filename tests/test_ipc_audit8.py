@@ -308,7 +308,10 @@ def test_ipcs_text_says_unknown_for_a_queue_count_it_cannot_read() -> None:
 # --- ipcnet ipcs against lsipc and ls for another user's objects ---------------------------
 
 
-@pytest.mark.skipif(shutil.which("lsipc") is None, reason="util-linux lsipc is not installed")
+@pytest.mark.skipif(
+    shutil.which("lsipc") is None or shutil.which("ipcmk") is None,
+    reason="util-linux lsipc and ipcmk are not installed",
+)
 def test_another_users_objects_match_lsipc_and_ls(qname) -> None:
     tag = uuid.uuid4().hex[:12]
     ipc.collect()
