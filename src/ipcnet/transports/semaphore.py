@@ -422,11 +422,10 @@ def _disown() -> None:
             _HELD.clear()
             return
         lib = _libc()
-        for semid, n in _HELD.items():
-            if n:
-                pair = (_Sembuf(0, n, _SEM_UNDO | _IPC_NOWAIT), _Sembuf(0, -n, _IPC_NOWAIT))
-                lib.semop(semid, ctypes.byref((_Sembuf * 2)(*pair)), 2)  # (removed: EIDRM)
-        _HELD.clear()
+        for semid, n in list(_HELD.items()):
+            pair = (_Sembuf(0, n, _SEM_UNDO | _IPC_NOWAIT), _Sembuf(0, -n, _IPC_NOWAIT))
+            if not n or lib.semop(semid, ctypes.byref((_Sembuf * 2)(*pair)), 2) == 0:
+                del _HELD[semid]  # (failed: removed meanwhile, or ERANGE: held as before)
 
 
 class _Sembuf(ctypes.Structure):
