@@ -45,7 +45,7 @@ system-deps:
 	./scripts/system-deps socat curl ss ip netstat nft nc haproxy chromium openssl stunnel4 \
 	  clang bpftool /usr/include/bpf/bpf_helpers.h iptables \
 	  nginx /usr/lib/nginx/modules/ngx_stream_module.so lsof promtool goaccess \
-	  wget aria2c lftp
+	  wget aria2c lftp lsipc ipcmk
 
 # the install and apt-get side by side (on a fresh machine each waits on downloads); then the
 # bytecode, once: where PYTHONDONTWRITEBYTECODE is set (as here), every server and client

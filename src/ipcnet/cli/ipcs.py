@@ -86,6 +86,13 @@ def _holders_text(holders: tuple[tuple[int, str | None], ...] | None) -> str:
     return ",".join(f"{c or '?'}/{p}" for p, c in holders) or "-"
 
 
+def _messages_text(row: IpcRow) -> str:
+    """A queue's count, "?" if unknown (we may not open it); "-" for what has none."""
+    if row.messages is not None:
+        return str(row.messages)
+    return "?" if row.kind in ("posix-mq", "sysv-msg") else "-"
+
+
 def _table(rows: list[IpcRow]) -> list[str]:
     from ipcnet.inspector.output import printable
 
@@ -98,7 +105,7 @@ def _table(rows: list[IpcRow]) -> list[str]:
             r.user or ("?" if r.uid is None else str(r.uid)),
             (r.mode or "-") + (f" {r.status}" if r.status else ""),
             "?" if r.size is None else str(r.size),
-            "-" if r.messages is None else str(r.messages),
+            _messages_text(r),
             printable(_holders_text(r.holders)),
         )
         for r in rows

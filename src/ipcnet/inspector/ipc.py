@@ -11,6 +11,8 @@ message count and the processes that hold or map it. Rules:
   a mapping of it (/proc/*/maps); for SysV shm, the mappers (a mapping's inode is the
   shmid; the key says nothing for IPC_PRIVATE) in our IPC namespace (each namespace has
   its own shmids); for queues, the openers.
+- An object we may not open is listed all the same, as ls lists it (owner, mode): what
+  only opening it tells (a queue's bytes and messages) is unknown (None), never left out.
 - ``mode`` is what ls shows for files; for SysV objects, the permission bits ipcs shows
   (the kernel's SHM_DEST/SHM_LOCKED flags above them are no permissions: ``status``).
 - When no mqueue filesystem is mounted, queues cannot be listed; ``notes`` says so and how
@@ -195,12 +197,15 @@ def _files(scan: _Scan, names: dict[int, str | None], mounts: list[str]) -> list
         for q in queues:
             try:
                 st = procfs.stat(f"{point}/{q}")
-                status = procfs.read_text(f"{point}/{q}")  # "QSIZE:7 NOTIFY:0 ..."
             except PermissionDenied:
                 continue
-            if st is None or not status:
-                continue
-            qsize = _int(status.split()[0].partition(":")[2], 10)
+            try:
+                status = procfs.read_text(f"{point}/{q}")  # "QSIZE:7 NOTIFY:0 ..."
+            except PermissionDenied:  # another user's, 0600: listed as ls lists it
+                status = ""
+            if st is None or status is None:
+                continue  # gone
+            qsize = _int(status.split()[0].partition(":")[2], 10) if status else None
             rows.append(
                 IpcRow(
                     "posix-mq",

@@ -6,6 +6,8 @@ sends (the queue must exist), as with ``fifo://``. Rules:
 - One ``send`` is one message and one ``recv`` returns one whole message (``b""`` is a
   message, not EOF); a message is never cut: the kernel refuses one over the queue's
   ``msgsize`` and so do we, with ``MessageTooLarge``, before the call.
+- Unasked, ``depth`` and ``msgsize`` are what mq_open(3) gives a NULL attr: msg_default
+  and msgsize_default, each capped at msg_max and msgsize_max as the kernel caps them.
 - Limits come from /proc/sys/fs/mqueue (msg_max, msgsize_max, queues_max), or with
   CAP_SYS_RESOURCE the kernel's fixed ceilings, as mq_open(3) applies them; asking for
   more is a ``LimitExceeded`` naming the bound, not the kernel's bare EINVAL.
@@ -16,6 +18,7 @@ sends (the queue must exist), as with ``fifo://``. Rules:
 - A call is one mq_timedsend/mq_timedreceive (the GIL released), in slices of at most
   ``SLICE`` seconds: nothing can wake a thread blocked in mq_receive on a descriptor
   another thread closed, so ``close()`` wakes a blocked ``recv``/``send`` within a slice.
+  Its eventfd is this process's own: a forked copy's close() wakes nobody in the other.
   A signal whose handler returns (posix_ipc's SignalError: EINTR) only ends a slice, as
   PEP 475 retries a call: the wait goes on to its one deadline.
 - Names are any bytes but '/' and NUL to the kernel, but posix_ipc spells them in UTF-8:
@@ -111,7 +114,18 @@ class MqEndpoint(DatagramEndpoint):
         self._closed = False
         self._timeout: float | None = None
         self._fast = True  # open, no timeout: send/recv may take their one-call hot paths
+        self._waker = -1
+        self._own_waker()
+
+    def _own_waker(self) -> None:
+        """The eventfd close() signals, this process's own: a forked copy shares the open
+        file description, and a child's close() left the parent's readable for good (its
+        wait on the sending end then spun, past its timeout), as the parent's did the
+        child's; a process that finds it inherited one makes its own."""
+        if self._waker >= 0:
+            os.close(self._waker)  # our copy of the parent's
         self._waker = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._waker_pid = os.getpid()
         self._pollers: dict[int, select.poll] = {}
 
     # --- messages --------------------------------------------------------------------
@@ -215,6 +229,8 @@ class MqEndpoint(DatagramEndpoint):
             raise Timeout(f"timed out: {op} {self.where} after {self._timeout} s{why}") from exc
 
     def _wait(self, events: int, deadline: float | None, op: str) -> None:
+        if self._waker_pid != os.getpid():
+            self._own_waker()
         poller = self._pollers.get(events)
         if poller is None:
             poller = self._pollers[events] = select.poll()
@@ -222,10 +238,10 @@ class MqEndpoint(DatagramEndpoint):
             if events:
                 poller.register(self._fd, events)
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = poller.poll(None if wait is None else int(wait * 1000) + 1)
+        poller.poll(None if wait is None else int(wait * 1000) + 1)
         if self._closed:
             raise Closed(f"closed while waiting: {op} {self.where}")
-        if not ready and deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:  # ready or not
             raise Timeout(f"timed out: {op} {self.where} after {self._timeout} s")
 
     def _waits_on(self, exc: BaseException, op: str) -> bool:
@@ -285,7 +301,8 @@ class MqEndpoint(DatagramEndpoint):
             return
         self._closed = True
         self._fast = False
-        os.eventfd_write(self._waker, 1)
+        if self._waker_pid == os.getpid():  # (a forked copy's wakes nobody here)
+            os.eventfd_write(self._waker, 1)
         with contextlib.suppress(Exception):
             self.queue.close()
 
@@ -328,10 +345,14 @@ def open_queue(address: Address, *, listen: bool, mode: int = 0o600) -> MqEndpoi
         raise LimitExceeded(f"priority {priority} out of range 0..{PRIORITY_MAX}: {where}")
     try:
         if listen:
+            # unasked, the kernel's own default (mq_open(3) with a NULL attr): the smaller of
+            # msg_default and msg_max (msgsize likewise), which are set independently
             depth = address.option("depth")
-            depth = limit("msg_default") if depth is None else depth
+            if depth is None:
+                depth = min(limit("msg_default"), limit("msg_max"))
             msgsize = address.option("msgsize")
-            msgsize = limit("msgsize_default") if msgsize is None else msgsize
+            if msgsize is None:
+                msgsize = min(limit("msgsize_default"), limit("msgsize_max"))
             _check_limits(depth, msgsize, where)
             queue = ipc.MessageQueue(
                 name,

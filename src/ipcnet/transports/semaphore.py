@@ -13,6 +13,10 @@ threading's ``acquire(blocking)`` flag does not exist here: ``acquire(True)`` is
   kernel gives back what a process still holds when it exits, even by SIGKILL. Only what
   this process took: a release beyond it (a child signalling its parent) is a plain one,
   which stays when the releasing process exits (with SEM_UNDO the kernel took it back).
+  A fork turns the units a process holds into plain holds that either process may
+  release (the kernel gives a child no adjustments, and the parent's would give a unit
+  its child released back a second time at the parent's exit): only units taken after
+  the fork come back from a holder that dies.
 The crash question, honestly: a POSIX semaphore (named or not) has no owner; if its holder
 dies the count stays taken and every later acquire waits (posix_ipc #53). ``timeout=`` turns
 that into a ``Timeout`` that says so; ``UndoSemaphore`` is the one that recovers, and its
@@ -403,7 +407,25 @@ _SEMVMX = 32767
 #: starts with none, as the kernel gives it no adjustments.
 _HELD: dict[int, int] = {}
 _HELD_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_HELD.clear)
+
+
+def _disown() -> None:
+    """Before a fork: units this process holds with SEM_UNDO become plain holds (one
+    atomic semop: +n with SEM_UNDO cancels the adjustment, -n without it keeps the value).
+
+    After the fork either process may release them, and the kernel's adjustment would
+    count the parent's units a second time at its exit if the child released one (the
+    job-slot pattern: take a slot, fork a worker, the worker gives it back). What this
+    costs: a unit held across a fork is not given back if its holder dies."""
+    with _HELD_LOCK:
+        if not any(_HELD.values()):
+            _HELD.clear()
+            return
+        lib = _libc()
+        for semid, n in list(_HELD.items()):
+            pair = (_Sembuf(0, n, _SEM_UNDO | _IPC_NOWAIT), _Sembuf(0, -n, _IPC_NOWAIT))
+            if not n or lib.semop(semid, ctypes.byref((_Sembuf * 2)(*pair)), 2) == 0:
+                del _HELD[semid]  # (failed: removed meanwhile, or ERANGE: held as before)
 
 
 class _Sembuf(ctypes.Structure):
@@ -417,6 +439,9 @@ class _Sembuf(ctypes.Structure):
 def sysv_key(name: str) -> int:
     """The SysV key a name stands for (a CRC-32 of it, never IPC_PRIVATE)."""
     return (zlib.crc32(name.encode()) & 0x7FFFFFFF) or 1
+
+
+os.register_at_fork(before=_disown, after_in_child=_HELD.clear)
 
 
 class UndoSemaphore(_Base):
