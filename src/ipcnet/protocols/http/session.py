@@ -394,13 +394,16 @@ class HttpSession:
     def _other_method(
         self, request: Request, has_body: bool, rest: bytes, out: list[Action]
     ) -> bool:
-        """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1)."""
+        """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1);
+        the asterisk-form with another method -> 400 (RFC 9112 §3.2.4: it is OPTIONS's only)."""
         method = request.head.method
         if method == "OPTIONS":
             status = 413 if has_body else 200
+        elif request.head.target == b"*":
+            status = 400
         else:
             status = 405 if method in KNOWN_METHODS else 501
-        extra = ALLOW if status != 501 else None
+        extra = ALLOW if status != 501 and status != 400 else None
         if has_body:
             self._fail(status, request.head, b"", out, extra)
             return False
