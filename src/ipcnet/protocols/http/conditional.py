@@ -88,13 +88,6 @@ def _tags(value: bytes) -> list[tuple[bool, bytes]]:
     return [(bool(m.group(1)), m.group(2)) for m in _TAG.finditer(value)]
 
 
-def _list(head: Head, name: bytes) -> bytes | None:
-    """A list-valued field, all its lines joined (None when absent)."""
-    if name not in head.fields:
-        return None
-    return b", ".join(head.all(name))
-
-
 def strong_match(value: bytes, etag: bytes | None) -> bool:
     """If-Match (§13.1.1): ``*``, or one listed tag equal to ours and neither weak."""
     if value.strip() == b"*":
@@ -117,7 +110,7 @@ def weak_match(value: bytes, etag: bytes | None) -> bool:
 def preconditions(head: Head, etag: bytes | None, mtime: int | None) -> int:
     """RFC 9110 §13.2.2 steps 1-4 for a representation that exists: 412, 304, or 0."""
     fields = head.fields
-    if_match = _list(head, b"if-match")
+    if_match = head.combined(b"if-match")
     if if_match is not None:
         if not strong_match(if_match, etag):
             return 412
@@ -126,7 +119,7 @@ def preconditions(head: Head, etag: bytes | None, mtime: int | None) -> int:
         if since is not None and mtime > since:
             return 412
     safe = head.method == "GET" or head.method == "HEAD"
-    if_none_match = _list(head, b"if-none-match")
+    if_none_match = head.combined(b"if-none-match")
     if if_none_match is not None:
         if weak_match(if_none_match, etag):
             return 304 if safe else 412

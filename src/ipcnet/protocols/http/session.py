@@ -676,12 +676,14 @@ class HttpSession:
         etag = entity.etag.encode()
         modified = shared.last_modified(entity.mtime)
         ranges = None
-        spec = head.get(b"range") if head.method == "GET" else None  # §14.2: GET only
+        # §14.2: GET only; §5.3: a field sent twice is its lines joined, which for these
+        # singletons is invalid (ignored), not one of them picked at random
+        spec = head.combined(b"range") if head.method == "GET" else None
         if spec is not None:
             ranges = parse_range(spec, size, shared.limits.max_ranges)
             # §13.1.5: a stale If-Range drops the Range, even one past
             # the end (200 with the whole new file, not 416); step 5 of §13.2.2, done first
-            if_range = head.get(b"if-range")
+            if_range = head.combined(b"if-range")
             if if_range is not None and not if_range_holds(if_range, etag, modified):
                 ranges = None
             if ranges == []:  # 416; §13.2.1: preconditions do not apply to it
