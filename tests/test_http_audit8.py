@@ -190,6 +190,11 @@ def generate() -> list[Req]:
     for name in ("empty.txt", "one.txt", "ten.bin", "big.bin"):
         for spec in specs:
             out.append(req(f"range {name} {spec}", f"/{name}", f"Range: {spec}"))
+    many = [",".join(f"{i * 10}-{i * 10 + 1}" for i in range(n)) for n in (16, 17)]
+    for spec in (*many, "bytes=250990-251010", "bytes=-251000", "bytes=-250999",
+                 "bytes=200000-200001,100-101,5000-5001", "bytes=250999-250999"):  # fmt: skip
+        spec = spec if spec.startswith("bytes=") else "bytes=" + spec
+        out.append(req(f"range big {len(spec)} {spec[:40]}", "/big.bin", f"Range: {spec}"))
     for spec in ("bytes=0-0", "bytes=0-1,3-4", "bytes=99999-"):
         out.append(req(f"HEAD range {spec}", "/ten.bin", f"Range: {spec}", method="HEAD"))
     out.append(req("range two fields", "/ten.bin", "Range: bytes=0-0", "Range: bytes=1-1"))
@@ -549,6 +554,8 @@ DELIBERATE = [
         r"0-1,1-2|0-1,2-3|5-9,0-4|1-1,0-0,2-2)$", 206, None, "RFC 9110 §14.6: overlapping or "
         "adjacent ranges MAY be coalesced (ipcnet: one part); nginx sends every part, or 200 "
         "when they add up past the length (§14.2 allows ignoring)"),
+    Why(r"^range big 119 ", 200, 206, "17 ranges: over --max-ranges (16), the header is "
+        "ignored (RFC 9110 §14.2 lets a server ignore many small ranges); nginx sends 17 parts"),
     Why(r"^HEAD range ", 200, None, "RFC 9110 §14.2: a server MUST ignore Range on a method "
         "that defines no range handling; only GET does (nginx: 206, 416)"),
     Why(r"^range two fields$", 200, 206, "RFC 9110 §5.3: two Range lines join into an invalid "
