@@ -287,6 +287,14 @@ def generate() -> list[Req]:
         (("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT",), "ims-epoch"),
     ):
         out.append(req(f"field {tag}", "/one.txt", *fields))
+    for version in ("HTTP/1.0", "HTTP/1.2"):
+        out.append(req(f"{version} range", "/ten.bin", "Range: bytes=0-1,4-5", version=version))
+        out.append(req(f"{version} inm", "/ten.bin", f"If-None-Match: {etag('ten.bin')}",
+                       version=version))  # fmt: skip
+        out.append(req(f"{version} dir", "/d", version=version))
+    for target in ("http://ex%41mple/one.txt", "http://example:99999/one.txt",
+                   "http://example:/one.txt", "http://EXAMPLE.:80/d", "http://[::1]/one.txt"):  # fmt: skip
+        out.append(req(f"authority {target}", target))
     out.append(req("GET with a body", "/one.txt", "Content-Length: 2"))
     out.append(req("HEAD with a body", "/one.txt", "Content-Length: 2", method="HEAD"))
     out.append(req("GET chunked", "/one.txt", "Transfer-Encoding: chunked"))
@@ -350,8 +358,8 @@ def ask(port: int, case: Req) -> Answer:
 _BOUNDARY = re.compile(r"boundary=(\S+)")
 
 
-def parts(answer: Answer) -> list[tuple[str, bytes]] | None:
-    """The (Content-Range, data) of each part of a multipart/byteranges body."""
+def parts(answer: Answer) -> list[tuple[str | bytes, ...]] | None:
+    """The (Content-Range, media type, data) of each part of a multipart/byteranges body."""
     found = _BOUNDARY.search(answer.headers.get("content-type", ""))
     if not found:
         return None
@@ -361,8 +369,10 @@ def parts(answer: Answer) -> list[tuple[str, bytes]] | None:
         if chunk.startswith(b"--"):
             break
         head, _, data = chunk.partition(b"\r\n\r\n")
-        crange = re.search(rb"(?i)content-range: *([^\r\n]*)", head)
-        out.append((crange.group(1).decode() if crange else "", data.removesuffix(b"\r\n")))
+        crange = re.search(rb"(?i)content-range: *([^\r\n;]*)", head)
+        ctype = re.search(rb"(?i)content-type: *([^\r\n;]*)", head)
+        fields = [m.group(1).decode() if m else "" for m in (crange, ctype)]
+        out.append((*fields, data.removesuffix(b"\r\n")))
     return out
 
 
@@ -543,6 +553,8 @@ DELIBERATE = [
         "HTTP/DIGIT.DIGIT; nginx takes other spellings (505, or 200 for 1.01)"),
     Why(r"^version HTTP/0\.9 ", 505, 400, "major version 0 is not supported: 505 (§15.6.6)"),
     Why(r"^version - ", 400, 0, "no version: nginx still speaks HTTP/0.9, which RFC 9112 dropped"),
+    Why(r"^authority http://ex%41mple/", 200, 400, "RFC 3986 §3.2.2: a reg-name may be "
+        "pct-encoded; nginx refuses a '%' in the host"),
     Why(r"^host empty ", 200, 400, "RFC 9112 §3.2, RFC 9110 §7.2: an empty Host is valid"),
     Why(r"^range empty\.txt ", 416, 200, "RFC 9110 §14.1.1: a first-pos at or past the length is "
         "unsatisfiable -> 416; nginx ignores every Range on an empty file"),
