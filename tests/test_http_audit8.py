@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from http_cases.kit import connect, exchange, http_server, remove_site
+from http_cases.kit import RawReader, connect, exchange, http_server, remove_site
 from ipcnet.protocols.http.parsers import parser_available
 from test_files_differential import nginx  # noqa: F401  (the nginx fixture, on our root)
 
@@ -355,6 +355,24 @@ def ask(port: int, case: Req) -> Answer:
         return Answer(status, headers, body[:length])
 
 
+NEXT = b"GET /one.txt HTTP/1.1\r\nHost: example\r\n\r\n"
+
+
+def framed(port: int, case: Req) -> bool:
+    """RFC 9112 §6.3: the answer is framed right (Content-Length true, no body on HEAD or
+    304): a request pipelined after it gets its own answer, or the connection closes."""
+    with connect(port, timeout=5) as sock:
+        sock.sendall(case.raw + NEXT)
+        reader = RawReader(sock)
+        try:
+            if reader.response(head_only=case.method == "HEAD") is None:
+                return True  # closed without an answer (a version it cannot answer in)
+            after = reader.response()
+        except (AssertionError, ValueError, IndexError, ConnectionResetError):
+            return False
+        return after is None or (after.status, after.body) == (200, FILES["one.txt"])
+
+
 _BOUNDARY = re.compile(r"boundary=(\S+)")
 
 
@@ -608,11 +626,14 @@ DELIBERATE = [
 
 
 def test_sweep_against_nginx(ours: int, nginx: int) -> None:  # noqa: F811
-    """Every generated request: ipcnet and nginx agree, or the difference is deliberate."""
+    """Every generated request: ipcnet and nginx agree, or the difference is deliberate;
+    and ipcnet's answer is framed so that the next request on the connection is answered."""
     unexplained = []
     used: set[int] = set()
     for case in CASES:
         a, b = ask(ours, case), ask(nginx, case)
+        if not framed(ours, case):
+            unexplained.append(f"{case.name!r}: the answer is not framed right")
         if seen(a) == seen(b):
             continue
         why = [
