@@ -655,3 +655,28 @@ def test_sweep_against_nginx(ours: int, nginx: int) -> None:  # noqa: F811
     )
     stale = [w.names for i, w in enumerate(DELIBERATE) if i not in used]
     assert not stale, f"allow-list entries that explain nothing (remove them): {stale}"
+
+
+@pytest.mark.parametrize(
+    ("target", "canonical"),
+    [
+        ("/%5Fhealth", "/_health"),
+        ("/%5fstatus.json", "/_status.json"),
+        ("//_health", "/_health"),
+        ("/./_metrics", "/_metrics"),
+        ("/d/../_health", "/_health"),
+        ("http://example/_h%65alth", "/_health"),
+    ],
+)
+def test_a_status_endpoint_in_any_equivalent_spelling(
+    ours: int, target: str, canonical: str
+) -> None:
+    """RFC 3986 §6.2.2: ``/%5Fhealth``, ``//_health`` and ``/./_health`` are ``/_health``,
+    as every file path already is (``/%64/`` is ``/d/``), and as nginx's ``location =
+    /_health`` matches them. The status endpoints matched the raw path only: 404."""
+    expected = get(ours, canonical)
+    assert expected.status == 200
+    answer = get(ours, target)
+    assert answer.status == 200
+    assert answer.headers["content-type"] == expected.headers["content-type"]
+    assert get(ours, canonical + "/").status == 404  # still a name, not a prefix

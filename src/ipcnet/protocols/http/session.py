@@ -118,6 +118,9 @@ STATUS_RENDERERS = {
 }
 STATUS_PAGES[b"/_health"] = b"text/plain; charset=utf-8"
 STATUS_PAGES[b"/_metrics"] = b"text/plain; version=0.0.4; charset=utf-8"
+# the endpoints by their one decoded segment: any spelling RFC 3986 §6.2.2 makes equal
+# (/%5Fhealth, //_health, /d/../_health) is the endpoint, as every file path already is
+STATUS_NAMES = {path[1:].decode(): path for path in STATUS_PAGES}
 
 Parsed = tuple[Head, bool, bool]  # a checked head, keep-alive, has a body
 Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
@@ -347,9 +350,15 @@ class HttpSession:
             self._plain(request, exc.status, out)
             return self._after(request, rest, out)
         request.target = target
-        if shared.status is not None and target.path in STATUS_PAGES:
-            ctype = STATUS_PAGES[target.path]
-            render = getattr(shared.status, STATUS_RENDERERS[target.path])
+        segments = target.segments
+        if (
+            shared.status is not None
+            and len(segments) == 1
+            and not target.trailing
+            and (page := STATUS_NAMES.get(segments[0])) is not None
+        ):
+            ctype = STATUS_PAGES[page]
+            render = getattr(shared.status, STATUS_RENDERERS[page])
             self.buf = rest
             self._start_job(Run(render), request, partial(self._status_page, ctype), out)
             return False
