@@ -60,6 +60,10 @@ FILES: dict[str, bytes] = {
     "h#d/index.html": b"h\n",
     "\u00fc/index.html": b"u\n",
     "%41/index.html": b"percent-41\n",
+    "a;b/index.html": b"semicolon\n",
+    "it's/index.html": b"quote\n",
+    "a,b+c=d@e:f/index.html": b"sub-delims\n",
+    "[x]/index.html": b"brackets\n",
     "page.html": b"<p>page</p>\n",
     "style.css": b"p {}\n",
     "app.js": b"1\n",
@@ -143,7 +147,8 @@ TARGETS = [
     "/h%23d", "/%C3%BC", "/%2541", "/%2541/", "/d/x/..", "//d", "///d", "/d/.", "/d/%2e",
     "/sp%20ace?a=b%20c", "/d?%zz", "/d?x=%2F&y=/", "/d?x#", "/d??", "/%64", "/%64/",
     "/page.html", "/style.css", "/app.js", "/data.json", "/pic.svg", "/arch.tar.gz",
-    "/README", "/x.unknownext", "/PAGE.HTML", "http://example//d", "http://example/%2e%2e/d",
+    "/a;b", "/a%3Bb", "/it's", "/it%27s", "/a,b+c=d@e:f", "/a%2Cb%2Bc%3Dd%40e%3Af",
+    "/%5Bx%5D", "/[x]", "/a;b?q=1;2", "/README", "/x.unknownext", "/PAGE.HTML", "http://example//d", "http://example/%2e%2e/d",
     "http://example:80", "/d/index.html", "/d/index.html/", "/index.html",
 ]  # fmt: skip
 
@@ -581,6 +586,8 @@ DELIBERATE = [
     Why(r"^version - ", 400, 0, "no version: nginx still speaks HTTP/0.9, which RFC 9112 dropped"),
     Why(r"^authority http://ex%41mple/", 200, 400, "RFC 3986 §3.2.2: a reg-name may be "
         "pct-encoded; nginx refuses a '%' in the host"),
+    Why(r"^(GET|HEAD) /(%5Bx%5D|\[x\])$", 301, 301, "RFC 3986 §3.3: '[' and ']' are not "
+        "pchars, so the Location encodes them (/%5Bx%5D/); nginx sends them raw"),
     Why(r"^host empty ", 200, 400, "RFC 9112 §3.2, RFC 9110 §7.2: an empty Host is valid"),
     Why(r"^range empty\.txt ", 416, 200, "RFC 9110 §14.1.1: a first-pos at or past the length is "
         "unsatisfiable -> 416; nginx ignores every Range on an empty file"),
