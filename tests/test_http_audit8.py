@@ -2,7 +2,7 @@
 
 `ipcnet serve http ROOT` and a real nginx serve the same tree (files of 0, 1, 10 KiB and
 245 KiB, directories with and without an index, names with '%', spaces, unicode) and get
-the same ~650 raw requests, built by combining methods, request-target forms (percent-
+the same ~740 raw requests, built by combining methods, request-target forms (percent-
 encodings, dot segments, double slashes, absolute- and asterisk-form), versions, Host
 fields, every Range form of RFC 9110 §14 and every precondition of §13. The answers are
 compared on status, Content-Length, Content-Range, multipart parts, Location, Allow, type,
