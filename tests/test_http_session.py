@@ -169,6 +169,8 @@ def test_eof_during_a_job_answers_then_closes(root: Path) -> None:
         (b"http://host", (), True),
         (b"/a/../b", ("b",), False),  # RFC 3986 §5.2.4 (was refused with 403)
         (b"/a/%2e%2e/b/..", (), True),
+        (b"/%252e%252e/x", ("%2e%2e", "x"), False),  # decoded once: a name, not a climb
+        (b"/..%252f", ("..%2f",), False),
     ],
 )
 def test_target_accepted(target: bytes, segments: tuple[str, ...], trailing: bool) -> None:
@@ -186,7 +188,6 @@ def test_target_accepted(target: bytes, segments: tuple[str, ...], trailing: boo
         (b"/a%2fb", 403),
         (b"/a%5cb", 403),
         (b"/a%00", 403),
-        (b"/%252e%252e/x", 403),
         (b"/%zz", 400),
         (b"a/b", 400),
         (b"*", 400),

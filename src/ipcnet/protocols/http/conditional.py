@@ -5,6 +5,8 @@ Role: pure functions over header values. Rules:
   comparison: a weak tag never matches; ``*`` matches any current representation) -> 412;
   else If-Unmodified-Since -> 412; If-None-Match (weak comparison, ``*``) -> 304 for
   GET/HEAD, 412 otherwise; else, for GET/HEAD only, If-Modified-Since -> 304;
+- If-Match and If-None-Match are read member by member (§5.6.1); a member that is not
+  one entity-tag (``w/"a"``, ``x"a"``) matches nothing;
 - a date that is not one HTTP-date (IMF-fixdate, rfc850-date or asctime-date, §5.6.7) is
   ignored, and so is a list of dates (§13.1.3, §13.1.4);
 - step 5, ``if_range_holds``: an entity tag must match strongly, a date must be exactly
@@ -80,19 +82,25 @@ def parse_http_date(value: bytes) -> int | None:
     return calendar.timegm(moment.timetuple())
 
 
-_TAG = re.compile(rb'(W/)?("[\x21\x23-\x7e\x80-\xff]*")')
+# one list member (§5.6.1): an entity-tag (§8.8.3: "W/" is case-sensitive, etagc allows a
+# comma) alone between OWS and a comma or the end; or anything else up to the next comma
+_MEMBER = re.compile(rb'[ \t]*(?:(W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|$)|[^,]*(?:,|$))')
 
 
 def _tags(value: bytes) -> list[tuple[bool, bytes]]:
-    """(weak, opaque-tag) for each entity-tag in a field value (RFC 9110 §8.8.3)."""
-    return [(bool(m.group(1)), m.group(2)) for m in _TAG.finditer(value)]
-
-
-def _list(head: Head, name: bytes) -> bytes | None:
-    """A list-valued field, all its lines joined (None when absent)."""
-    if name not in head.fields:
-        return None
-    return b", ".join(head.all(name))
+    """(weak, opaque-tag) for each entity-tag in a field value (RFC 9110 §8.8.3); a member
+    that is not one (``w/"a"``, ``x"a"``, ``"a" "b"``) matches nothing (a tag found inside
+    it made If-Match pass and If-None-Match answer 304 for a value no client sends)."""
+    tags = []
+    pos, end = 0, len(value)
+    while pos < end:
+        m = _MEMBER.match(value, pos)
+        if m is None or m.end() == pos:
+            break
+        if m.group(2):
+            tags.append((bool(m.group(1)), m.group(2)))
+        pos = m.end()
+    return tags
 
 
 def strong_match(value: bytes, etag: bytes | None) -> bool:
@@ -117,7 +125,7 @@ def weak_match(value: bytes, etag: bytes | None) -> bool:
 def preconditions(head: Head, etag: bytes | None, mtime: int | None) -> int:
     """RFC 9110 §13.2.2 steps 1-4 for a representation that exists: 412, 304, or 0."""
     fields = head.fields
-    if_match = _list(head, b"if-match")
+    if_match = head.combined(b"if-match")
     if if_match is not None:
         if not strong_match(if_match, etag):
             return 412
@@ -126,7 +134,7 @@ def preconditions(head: Head, etag: bytes | None, mtime: int | None) -> int:
         if since is not None and mtime > since:
             return 412
     safe = head.method == "GET" or head.method == "HEAD"
-    if_none_match = _list(head, b"if-none-match")
+    if_none_match = head.combined(b"if-none-match")
     if if_none_match is not None:
         if weak_match(if_none_match, etag):
             return 304 if safe else 412

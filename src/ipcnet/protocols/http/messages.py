@@ -27,3 +27,10 @@ class Head:
 
     def all(self, name: bytes) -> list[bytes]:
         return [value for key, value in self.headers if key == name]
+
+    def combined(self, name: bytes) -> bytes | None:
+        """Every line of header ``name`` as one value, joined by ", " (RFC 9110 §5.3), or
+        None; for a singleton field sent twice the result is not a valid value."""
+        if name not in self.fields:
+            return None
+        return b", ".join(self.all(name))

@@ -118,6 +118,9 @@ STATUS_RENDERERS = {
 }
 STATUS_PAGES[b"/_health"] = b"text/plain; charset=utf-8"
 STATUS_PAGES[b"/_metrics"] = b"text/plain; version=0.0.4; charset=utf-8"
+# the endpoints by their one decoded segment: any spelling RFC 3986 §6.2.2 makes equal
+# (/%5Fhealth, //_health, /d/../_health) is the endpoint, as every file path already is
+STATUS_NAMES = {path[1:].decode(): path for path in STATUS_PAGES}
 
 Parsed = tuple[Head, bool, bool]  # a checked head, keep-alive, has a body
 Then = Callable[["Request", Outcome, list[Action]], None]  # what to do with a job's outcome
@@ -347,9 +350,15 @@ class HttpSession:
             self._plain(request, exc.status, out)
             return self._after(request, rest, out)
         request.target = target
-        if shared.status is not None and target.path in STATUS_PAGES:
-            ctype = STATUS_PAGES[target.path]
-            render = getattr(shared.status, STATUS_RENDERERS[target.path])
+        segments = target.segments
+        if (
+            shared.status is not None
+            and len(segments) == 1
+            and not target.trailing
+            and (page := STATUS_NAMES.get(segments[0])) is not None
+        ):
+            ctype = STATUS_PAGES[page]
+            render = getattr(shared.status, STATUS_RENDERERS[page])
             self.buf = rest
             self._start_job(Run(render), request, partial(self._status_page, ctype), out)
             return False
@@ -394,13 +403,16 @@ class HttpSession:
     def _other_method(
         self, request: Request, has_body: bool, rest: bytes, out: list[Action]
     ) -> bool:
-        """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1)."""
+        """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1);
+        the asterisk-form with another method -> 400 (RFC 9112 §3.2.4: it is OPTIONS's only)."""
         method = request.head.method
         if method == "OPTIONS":
             status = 413 if has_body else 200
+        elif request.head.target == b"*":
+            status = 400
         else:
             status = 405 if method in KNOWN_METHODS else 501
-        extra = ALLOW if status != 501 else None
+        extra = ALLOW if status != 501 and status != 400 else None
         if has_body:
             self._fail(status, request.head, b"", out, extra)
             return False
@@ -673,12 +685,14 @@ class HttpSession:
         etag = entity.etag.encode()
         modified = shared.last_modified(entity.mtime)
         ranges = None
-        spec = head.get(b"range") if head.method == "GET" else None  # §14.2: GET only
+        # §14.2: GET only; §5.3: a field sent twice is its lines joined, which for these
+        # singletons is invalid (ignored), not one of them picked at random
+        spec = head.combined(b"range") if head.method == "GET" else None
         if spec is not None:
             ranges = parse_range(spec, size, shared.limits.max_ranges)
             # §13.1.5: a stale If-Range drops the Range, even one past
             # the end (200 with the whole new file, not 416); step 5 of §13.2.2, done first
-            if_range = head.get(b"if-range")
+            if_range = head.combined(b"if-range")
             if if_range is not None and not if_range_holds(if_range, etag, modified):
                 ranges = None
             if ranges == []:  # 416; §13.2.1: preconditions do not apply to it

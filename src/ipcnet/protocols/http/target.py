@@ -9,9 +9,10 @@ dot-segments are not suspicious, RFC 3986 gives them a meaning):
   no userinfo (RFC 9110 §4.2.1, §4.2.4); ``check_host`` is the same grammar for the Host
   field (RFC 9112 §3.2: reg-name, IPv4address or IP-literal ``[IPv6]`` / ``[vX.future]``);
 - malformed percent-escapes -> 400; encoded ``/``, ``\\`` or NUL (``%2f %5c %00``) -> 403;
-- after decoding: NUL, backslash, or a still-encoded ``.``, ``/``, ``\\`` or NUL (double
-  encoding: ``%252e%252e``, ``..%252f``) -> 403; any other ``%`` is part of a name
-  (``per%25cent/`` is the directory ``per%cent``, as a listing links it);
+- the target is decoded exactly once (RFC 3986 §2.4): after decoding, a NUL or backslash
+  -> 403, and any ``%`` left is part of a name: ``/%252F`` is the file named ``%2F`` and
+  ``/%252e%252e/`` the directory named ``%2e%2e``, as a listing links them and as nginx
+  serves them; nothing below decodes a name again, so no such name can climb;
 - dot-segments are removed as RFC 3986 §5.2.4 and §6.2.2.3 have it (``%2e`` is ``.``,
   §6.2.2.2): ``/a/../b`` is ``/b``, as with nginx; a ``..`` that would climb above ROOT
   -> 403; empty segments vanish too, so a path never has ``//`` in it and a redirect built
@@ -29,7 +30,6 @@ from ipcnet.errors import BadRequest
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPE = re.compile(rb"%(2f|5c|00)", re.IGNORECASE)
-_STILL_ENCODED = re.compile(rb"%(2e|2f|5c|00)", re.IGNORECASE)
 # RFC 3986 §3.2.2-3: uri-host [":" port]; reg-name = *( unreserved / pct-encoded / sub-delims )
 # (an IPv4address is a reg-name by this grammar); IP-literal = "[" IPv6 / IPvFuture "]"
 _AUTHORITY = re.compile(rb"(\[[^\[\]]*\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
@@ -127,8 +127,6 @@ def parse_target(target: bytes) -> Target:
     decoded = unquote_to_bytes(path) if b"%" in path else path
     if b"\x00" in decoded or b"\\" in decoded:
         raise BadRequest(403, "NUL or backslash in the path")
-    if _STILL_ENCODED.search(decoded):
-        raise BadRequest(403, "double percent-encoding in the path")
     segments: list[str] = []
     for raw in decoded.split(b"/"):
         if raw in (b"", b"."):
