@@ -93,9 +93,15 @@ class JsonRpcHttpService(BaseService):
         limits: Limits | None = None,
     ) -> None:
         # bodies are bounded as they come (413), replies by nothing but their size: the
-        # inner framing only carries them (a u32 length, the most it can say)
+        # inner framing only carries them (a u32 length, the most it can say); everything
+        # else (methods, codec, debug, the batch limit) is ``rpc``'s
         self.rpc = JsonRpcService(
-            rpc.methods, LengthPrefixed(REPLY_LIMIT), rpc.codec, debug=rpc.debug, title=rpc.title
+            rpc.methods,
+            LengthPrefixed(REPLY_LIMIT),
+            rpc.codec,
+            debug=rpc.debug,
+            max_batch=rpc.max_batch,
+            title=rpc.title,
         )
         self.path = path.encode()
         self.max_body = max_body
