@@ -15,10 +15,12 @@ at once; netstring and Content-Length framing errors are answered and the server
 from __future__ import annotations
 
 import contextlib
+import gzip
 import inspect
 import json
 import random
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -654,3 +656,35 @@ def _next_reply(sock: socket.socket, codec: Framing) -> Any:
         pass
     assert len(frames) == 1, frames
     return json.loads(frames[0])
+
+
+# --- JSON-RPC over HTTP: a body in a content coding ---------------------------------------
+
+
+def test_a_body_in_a_content_coding_is_415_with_accept_encoding(tmp_path: Any) -> None:
+    """``curl -H 'Content-Encoding: gzip' --data-binary @call.json.gz``: the body was read
+    as JSON and answered Parse Error, as if the client had sent garbage; RFC 9110 §12.5.3:
+    a server failing a request for its content coding ought to answer 415 with an
+    Accept-Encoding field, so the client can tell a coding from a media type problem."""
+    body = tmp_path / "call.json.gz"
+    body.write_bytes(gzip.compress(CALL))
+    service = JsonRpcHttpService(rpc.make_service(_methods()), "/rpc")
+    with _served(service, "epoll") as (_, port):
+        url = f"http://127.0.0.1:{port}/rpc"
+        argv = ["curl", "-sS", "-i", "--max-time", "10", "-H", "Content-Type: application/json"]
+        for coding in ("gzip", "br", "gzip, identity"):
+            done = subprocess.run(
+                [*argv, "-H", f"Content-Encoding: {coding}", "--data-binary", f"@{body}", url],
+                capture_output=True,
+                timeout=30,
+            )
+            head = done.stdout.partition(b"\r\n\r\n")[0].lower()
+            assert head.startswith(b"http/1.1 415 "), (coding, done.stdout[:300])
+            assert b"\r\naccept-encoding: identity" in head, head
+        plain = subprocess.run(
+            [*argv, "-H", "Content-Encoding: identity", "--data-binary", CALL, url],
+            capture_output=True,
+            timeout=30,
+        )
+        assert plain.stdout.startswith(b"HTTP/1.1 200 "), plain.stdout[:300]
+        assert json.loads(plain.stdout.partition(b"\r\n\r\n")[2])["result"] == 1

@@ -14,7 +14,8 @@ common JSON-RPC-over-HTTP convention):
 - 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
   RFC 9110 §9.3.2; ``OPTIONS *``, about the server itself, 200 with ``Allow: POST``), 404
   for another path, 415 for a Content-Type other than ``application/json`` (or
-  ``application/json-rpc``, ``application/jsonrequest``), 413 for a body over the limit,
+  ``application/json-rpc``, ``application/jsonrequest``) and, with ``Accept-Encoding:
+  identity``, for a body in a content coding (RFC 9110 §12.5.3), 413 for a body over the limit,
   400 for a malformed request or one the client's EOF cut short; the status line and
   Connection header follow RFC 9112 (keep-alive by default in 1.1);
 - a body comes with a Content-Length or in the chunked coding (RFC 9112 §7.1, which a
@@ -272,6 +273,9 @@ class JsonRpcHttpSession(BaseSession):
         kind = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
         if kind not in JSON_TYPES:
             return 415, []
+        coding = (head.get(b"content-encoding") or b"identity").strip().lower()
+        if coding != b"identity":  # RFC 9110 §12.5.3: a coding we do not undo, named as such
+            return 415, [(b"Accept-Encoding", b"identity")]
         if int(head.get(b"content-length") or 0) > self.service.max_body:
             return 413, []
         return 0, []
