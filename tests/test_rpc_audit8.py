@@ -688,3 +688,60 @@ def test_a_body_in_a_content_coding_is_415_with_accept_encoding(tmp_path: Any) -
         )
         assert plain.stdout.startswith(b"HTTP/1.1 200 "), plain.stdout[:300]
         assert json.loads(plain.stdout.partition(b"\r\n\r\n")[2])["result"] == 1
+
+
+def test_curl_expect_100_continue_is_answered_before_the_body_either_way(tmp_path: Any) -> None:
+    """curl 7.88 adds ``Expect: 100-continue`` by itself only for bodies over 1 MiB (older
+    ones over 1 KiB; ``-H`` forces it for a 2 KiB body): a head that is accepted gets 100
+    Continue, then the reply; one refused (405, 415, 404, 413) gets its final status and no
+    100, so curl sends no body (RFC 9110 §10.1.1), and the server goes on."""
+    big, small = tmp_path / "big.json", tmp_path / "small.json"
+    big.write_text(
+        json.dumps({"jsonrpc": "2.0", "method": "echo", "params": ["y" * (2 << 20)], "id": 2})
+    )
+    small.write_text(
+        json.dumps({"jsonrpc": "2.0", "method": "echo", "params": ["y" * 2000], "id": 3})
+    )
+    service = JsonRpcHttpService(rpc.make_service(_methods()), "/rpc", max_body=3 << 20)
+    with _served(service, "epoll") as (_, port):
+        url = f"http://127.0.0.1:{port}/rpc"
+        json_type = ("-H", "Content-Type: application/json")
+        cases = [
+            ((*json_type,), big, url, 200),
+            ((*json_type, "-H", "Expect: 100-continue"), small, url, 200),
+            (("-H", "Content-Type: text/plain"), big, url, 415),
+            ((*json_type, "-X", "PUT"), big, url, 405),
+            ((*json_type,), big, url + "x", 404),
+            ((*json_type, "-H", "Expect: 100-continue"), small, url, 200),
+        ]
+        for extra, body, target, status in cases:
+            argv = [
+                "curl",
+                "-sS",
+                "-v",
+                "--max-time",
+                "20",
+                *extra,
+                "--data-binary",
+                f"@{body}",
+                target,
+            ]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            sent = [
+                line for line in done.stderr.splitlines() if line.startswith(("> Expect", "< HTTP"))
+            ]
+            final = f"< HTTP/1.1 {status} "
+            if status == 200:
+                assert sent[:3] == ["> Expect: 100-continue", "< HTTP/1.1 100 Continue", sent[2]], (
+                    sent
+                )
+                assert sent[2].startswith(final), sent
+                assert len(json.loads(done.stdout)["result"]) in (2000, 2 << 20)
+            else:
+                assert sent[0] == "> Expect: 100-continue" and sent[1].startswith(final), sent
+                assert len(sent) == 2, sent
+        too_large = tmp_path / "huge.json"
+        too_large.write_bytes(b"[" + b" " * (4 << 20) + b"]")
+        done = subprocess.run(["curl", "-sS", "-v", *json_type, "--data-binary", f"@{too_large}", url],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "< HTTP/1.1 413 " in done.stderr and "100 Continue" not in done.stderr
