@@ -21,6 +21,7 @@ import json
 import random
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,6 +102,29 @@ def test_a_server_answers_lf_ended_headers_at_once_and_serves_others() -> None:
             other.sendall(framing("content-length").encode(CALL))
             reply = _next_reply(other, framing("content-length"))
             assert reply == {"jsonrpc": "2.0", "id": 1, "result": 1}
+
+
+LF_SERVER = """
+import sys
+sys.stdin.buffer.read1(65536)
+body = b'{"jsonrpc": "2.0", "id": 1, "result": 5}'
+sys.stdout.buffer.write(b"Content-Length: %d\\n\\n%s" % (len(body), body))
+sys.stdout.buffer.flush()
+sys.stdin.buffer.read()  # until the client ends
+"""
+
+
+def test_the_client_reports_lf_ended_headers_instead_of_timing_out(tmp_path: Any) -> None:
+    """``ipcnet rpc call exec:...`` (Content-Length framing) against a server that ends
+    its header lines with LF alone: it waited for the whole timeout, then said only that;
+    now it names the bare LF at once."""
+    script = tmp_path / "lf_server.py"
+    script.write_text(LF_SERVER)
+    argv = [sys.executable, "-m", "ipcnet", "rpc", "call", f"exec:{sys.executable} {script}"]
+    done = subprocess.run([*argv, "add", "1", "2", "--timeout", "20"], capture_output=True,
+                          text=True, timeout=15)  # fmt: skip
+    assert done.returncode == 1, done
+    assert "ends with LF alone" in done.stderr, done.stderr
 
 
 # --- JSON-RPC over HTTP keeps the service's batch limit -----------------------------------
