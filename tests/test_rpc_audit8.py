@@ -787,3 +787,40 @@ def test_curl_expect_100_continue_is_answered_before_the_body_either_way(tmp_pat
         done = subprocess.run(["curl", "-sS", "-v", *json_type, "--data-binary", f"@{too_large}", url],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "< HTTP/1.1 413 " in done.stderr and "100 Continue" not in done.stderr
+
+
+# --- JSON-RPC over HTTP with the msgpack codec: bodies labelled as what they are ----------
+
+
+def test_msgpack_bodies_are_labelled_msgpack_not_json() -> None:
+    """``ipcnet rpc serve ... http://... --codec msgpack``: bodies were taken and replies
+    sent as ``application/json`` though they were msgpack (RFC 9110 §8.3: Content-Type is
+    the content's media type), so a JSON client got a msgpack error reply labelled JSON
+    and failed on "invalid JSON: str is not valid UTF-8". Now msgpack goes as
+    application/msgpack both ways, and a JSON body to a msgpack server is 415."""
+    httpx = pytest.importorskip("httpx")
+    msgpack = pytest.importorskip("msgpack")
+    service = JsonRpcHttpService(rpc.make_service(_methods(), codec="msgpack"), "/rpc")
+    with _served(service, "epoll") as (_, port):
+        url = f"http://127.0.0.1:{port}/rpc"
+        call = msgpack.packb({"jsonrpc": "2.0", "method": "echo", "params": [b"\x00"], "id": 1})
+        for kind in ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack"):
+            reply = httpx.post(url, content=call, headers={"Content-Type": kind}, timeout=10)
+            assert reply.status_code == 200, (kind, reply)
+            assert reply.headers["content-type"] == "application/msgpack"
+            assert msgpack.unpackb(reply.content) == {"jsonrpc": "2.0", "id": 1, "result": b"\x00"}
+        refused = httpx.post(
+            url, content=CALL, headers={"Content-Type": "application/json"}, timeout=10
+        )
+        assert refused.status_code == 415, refused
+        with rpc.connect(url, codec="msgpack", timeout=10) as client:
+            assert client.echo(b"\x01bytes") == b"\x01bytes"
+        with rpc.connect(url, timeout=10) as client, pytest.raises(rpc.RPCError, match="HTTP 415"):
+            client.echo(1)
+    json_service = JsonRpcHttpService(rpc.make_service(_methods()), "/rpc")
+    with _served(json_service, "epoll") as (_, port):
+        url = f"http://127.0.0.1:{port}/rpc"
+        refused = httpx.post(
+            url, content=call, headers={"Content-Type": "application/msgpack"}, timeout=10
+        )
+        assert refused.status_code == 415, refused
