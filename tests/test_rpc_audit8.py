@@ -824,3 +824,42 @@ def test_msgpack_bodies_are_labelled_msgpack_not_json() -> None:
             url, content=call, headers={"Content-Type": "application/msgpack"}, timeout=10
         )
         assert refused.status_code == 415, refused
+
+
+# --- jsonrpcclient's requests, over every framing -----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["newline", "length", "netstring", "content-length"])
+def test_jsonrpcclient_requests_over_every_framing(name: str) -> None:
+    """What jsonrpcclient 4.0.3 builds (ids decimal, hexadecimal, random and uuid strings;
+    params by position, by name, none; notifications; a batch of them) in one stream: its
+    ``parse`` reads every reply, each answering its request's id, none for notifications."""
+    jsonrpcclient = pytest.importorskip("jsonrpcclient")
+    from jsonrpcclient import Error, Ok
+
+    makers = [jsonrpcclient.request, jsonrpcclient.request_hex, jsonrpcclient.request_random,
+              jsonrpcclient.request_uuid]  # fmt: skip
+    calls = [make("subtract", params=(5, 3)) for make in makers]
+    calls += [make("subtract", params={"minuend": 5, "subtrahend": 3}) for make in makers]
+    calls += [make("get_data") for make in makers] + [jsonrpcclient.request("nope")]
+    notes = [jsonrpcclient.notification("echo", params=(1,)), jsonrpcclient.notification("x")]
+    batch = [jsonrpcclient.request_uuid("sum", params=(1, 2, 3)), notes[0]]
+    frames = [json.dumps(m).encode() for m in [*calls, *notes, batch, notes]]
+    replies = Session(name).run(
+        b"".join(framing(name).encode(f) for f in frames), iter(lambda: 7, 0)
+    )
+    parsed = {}
+    for reply in replies:
+        for response in (
+            jsonrpcclient.parse(reply) if isinstance(reply, list) else [jsonrpcclient.parse(reply)]
+        ):
+            parsed[response.id] = response
+    want = {c["id"]: c for c in [*calls, batch[0]]}
+    assert set(parsed) == set(want) and len(replies) == len(calls) + 1
+    for rid, response in parsed.items():
+        method = want[rid]["method"]
+        if method == "nope":
+            assert isinstance(response, Error) and response.code == -32601
+        else:
+            assert isinstance(response, Ok), response
+            assert response.result == {"subtract": 2, "get_data": ["hello", 5], "sum": 6}[method]
