@@ -18,6 +18,7 @@ import contextlib
 import functools
 import gzip
 import inspect
+import itertools
 import json
 import random
 import re
@@ -863,3 +864,73 @@ def test_jsonrpcclient_requests_over_every_framing(name: str) -> None:
         else:
             assert isinstance(response, Ok), response
             assert response.result == {"subtract": 2, "get_data": ["hello", 5], "sum": 6}[method]
+
+
+# --- decoders: frames and errors in the same places, however the stream is cut ------------
+
+
+def _decode_all(name: str, data: bytes, sizes: Iterator[int], max_size: int) -> list[Any]:
+    """Every frame and every error (its type) the decoder gives for ``data`` fed in pieces
+    of ``sizes``, then EOF; a newline decoder goes on after an over-long line."""
+    decoder, got, i = framing(name, max_size=max_size).decoder(), [], 0
+
+    def drain() -> bool:
+        while True:
+            try:
+                frame = decoder.next_frame()
+            except RemoteProtocolError as exc:
+                got.append(type(exc).__name__)
+                if decoder.failed:
+                    return False
+                continue
+            if frame is None:
+                return True
+            got.append(frame)
+
+    while i < len(data):
+        step = next(sizes)
+        decoder.feed(data[i : i + step])
+        i += step
+        if not drain():
+            return got
+    try:
+        decoder.feed_eof()
+    except RemoteProtocolError as exc:
+        return [*got, type(exc).__name__]
+    drain()
+    return got
+
+
+INSERTS = [
+    b"\n",
+    b"\r\n",
+    b":",
+    b",",
+    b"\xff\xff",
+    b"Content-Length: 9\r\n",
+    b"\r\n\r\n",
+    b"0",
+    b"99999:",
+    b"\x00",
+]
+
+
+@pytest.mark.parametrize("name", ["newline", "length", "length64", "netstring", "content-length"])
+def test_damaged_streams_give_the_same_frames_and_errors_in_any_split(name: str) -> None:
+    """Valid frames with bytes inserted here and there, some over the size limit: fed at
+    once, byte by byte or in random pieces, the decoder gives the same frames and raises
+    the same error after the same frame (the tests of test_framing cut valid streams)."""
+    rng = random.Random(name)
+    for _ in range(300):
+        frames = [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(0, 5))]
+        if name == "newline":
+            frames = [f.replace(b"\n", b"").rstrip(b"\r") for f in frames]
+        wire = bytearray(b"".join(framing(name).encode(f) for f in frames))
+        for _ in range(rng.randint(0, 2)):
+            at = rng.randrange(len(wire) + 1)
+            wire[at:at] = rng.choice(INSERTS)
+        data, limit = bytes(wire), rng.choice([5, 20, 1000])
+        whole = _decode_all(name, data, itertools.repeat(len(data) or 1), limit)
+        assert _decode_all(name, data, itertools.repeat(1), limit) == whole, data
+        pieces = iter(lambda: rng.randint(1, 9), 0)
+        assert _decode_all(name, data, pieces, limit) == whole, data
