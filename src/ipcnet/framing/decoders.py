@@ -496,7 +496,7 @@ class ContentLengthDecoder(Decoder):
         buf, pos = self._buf, self._pos
         if self._need is None:
             end = buf.find(b"\r\n\r\n", pos, pos + self.header_limit)
-            _refuse_bare_lf(buf, pos, len(buf) if end < 0 else end)
+            _refuse_bare_lf(buf, pos, pos + self.header_limit if end < 0 else end)
             if end < 0:
                 if len(buf) - pos >= self.header_limit:
                     raise RemoteProtocolError(f"header block longer than {self.header_limit}")
