@@ -731,6 +731,16 @@ def test_a_body_in_a_content_coding_is_415_with_accept_encoding(tmp_path: Any) -
         )
         assert plain.stdout.startswith(b"HTTP/1.1 200 "), plain.stdout[:300]
         assert json.loads(plain.stdout.partition(b"\r\n\r\n")[2])["result"] == 1
+        coded = gzip.compress(CALL)  # refused, its body dropped: the connection goes on
+        head = b"POST /rpc HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(head + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(coded), coded)
+                         + head + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(CALL), CALL))  # fmt: skip
+            out, closed = _read_all(sock, 5)
+        assert closed and out.startswith(b"HTTP/1.1 415 "), out
+        assert out.count(b"HTTP/1.1 ") == 2 and out.endswith(
+            b'{"jsonrpc":"2.0","id":1,"result":1}'
+        ), out
 
 
 def test_curl_expect_100_continue_is_answered_before_the_body_either_way(tmp_path: Any) -> None:
