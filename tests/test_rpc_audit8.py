@@ -9,7 +9,11 @@ random splits; each answer is checked against the specification
 does, and every place it does not is one of the listed deviations (``REFERENCE_DEVIATES``).
 Framing: Content-Length header lines ended by LF alone were waited on until 8 KiB came
 (python-lsp-jsonrpc reads them, vscode-jsonrpc and the LSP's CRLF rule do not): now refused
-at once; netstring and Content-Length framing errors are answered and the server goes on.
+at once; netstring and Content-Length framing errors are answered and the server goes on;
+damaged streams give the same frames and errors however they are cut. HTTP: the wrapped
+service's batch limit was dropped; a gzipped body was read as JSON (now 415 with
+Accept-Encoding, RFC 9110 §12.5.3); msgpack bodies went as application/json (now
+application/msgpack, both ways); curl's own Expect: 100-continue, accepted and refused.
 """
 
 from __future__ import annotations
