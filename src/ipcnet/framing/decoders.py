@@ -471,6 +471,20 @@ class Netstring(Framing):
 _FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)").fullmatch
 
 
+def _refuse_bare_lf(buf: bytearray, start: int, end: int) -> None:
+    """RemoteProtocolError at once if a header line in ``buf[start:end]`` ends with LF
+    alone: the LSP's headers (like HTTP's) end each line with CRLF, and a reader that looks
+    for CRLF CRLF would otherwise wait for an end that never comes."""
+    lf = buf.find(b"\n", start, end)
+    while lf >= 0:
+        if lf == start or buf[lf - 1] != 13:  # 13: b"\r"
+            line = bytes(buf[max(start, buf.rfind(b"\n", start, lf) + 1) : lf])
+            raise RemoteProtocolError(
+                f"header line {line[:40]!r} ends with LF alone; header lines end with CRLF"
+            )
+        lf = buf.find(b"\n", lf + 1, end)
+
+
 class ContentLengthDecoder(Decoder):
     def __init__(self, max_size: int, header_limit: int = HEADER_LIMIT) -> None:
         super().__init__(max_size)
@@ -482,6 +496,7 @@ class ContentLengthDecoder(Decoder):
         buf, pos = self._buf, self._pos
         if self._need is None:
             end = buf.find(b"\r\n\r\n", pos, pos + self.header_limit)
+            _refuse_bare_lf(buf, pos, pos + self.header_limit if end < 0 else end)
             if end < 0:
                 if len(buf) - pos >= self.header_limit:
                     raise RemoteProtocolError(f"header block longer than {self.header_limit}")
@@ -543,7 +558,8 @@ class ContentLengthDecoder(Decoder):
 
 
 class ContentLength(Framing):
-    """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames."""
+    """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames;
+    other header fields are read and ignored, a header line ended by LF alone is refused."""
 
     name = "content-length"
 

@@ -11,7 +11,8 @@ error object), and a status other than 200 without a reply in it is an RPCError 
 status; an error with id null is the error of every call the body answers; a kept-alive
 connection the server closed while idle is replaced before it is reused, and a call is
 never sent twice (it may have run: RFC 9112 §9.3.1.1), only again on a new connection
-when writing it to a reused one failed; userinfo in the URL is Basic credentials.
+when writing it to a reused one failed; userinfo in the URL is Basic credentials; bodies
+go as the codec's media type (application/json, or application/msgpack).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ipcnet.errors import Broken, IPCError, RemoteProtocolError, Timeout, Unsupp
 from ipcnet.framing import Codec, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
 from ipcnet.protocols.jsonrpc.client import Calls
-from ipcnet.protocols.jsonrpc.http import split_url
+from ipcnet.protocols.jsonrpc.http import JSON_TYPES, MEDIA_TYPES, split_url
 from ipcnet.protocols.jsonrpc.messages import INTERNAL_ERROR
 from ipcnet.rpc.client import _UNSET, Client, _Method, _Proxy
 
@@ -69,6 +70,8 @@ class HttpClient:
                 userinfo = userinfo.partition(":")[0] + ":***"
             self.url = url.replace(parts.netloc, f"{userinfo}@{self.host}", 1)
         self.protocol = ClientProtocol(LengthPrefixed(), codec)
+        #: the Content-Type of the bodies, the codec's (application/json, or msgpack's)
+        self.media_type = MEDIA_TYPES.get(self.protocol.codec.name, JSON_TYPES)[0].decode()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
@@ -146,9 +149,9 @@ class HttpClient:
         conn = h11.Connection(h11.CLIENT)
         headers = [
             ("Host", self.host),
-            ("Content-Type", "application/json"),
+            ("Content-Type", self.media_type),
             ("Content-Length", str(len(body))),
-            ("Accept", "application/json"),
+            ("Accept", self.media_type),
         ]
         if self._auth is not None:
             headers.append(("Authorization", self._auth))

@@ -7,14 +7,16 @@ as one frame, to a ``JsonRpcSession`` whose framing is a u32 length prefix, so b
 async handlers, jobs and errors are exactly those of every other framing. Rules (the
 common JSON-RPC-over-HTTP convention):
 - 200 with ``application/json`` for any reply, a JSON-RPC error included (the error is in
-  the body, as JSON-RPC clients expect); 204 when the body held only notifications; the
+  the body, as JSON-RPC clients expect; with the msgpack codec ``application/msgpack``,
+  which its bodies must come as too, RFC 9110 §8.3); 204 when the body held only notifications; the
   body limit (``max_body``, ``--max-frame``) is a request's: a reply is as large as it is;
 - the target in origin-form (``/PATH``) or absolute-form (``http://HOST/PATH``, which a
   server must accept: RFC 9112 §3.2.2), else 400;
 - 405 with ``Allow: POST`` for another method (OPTIONS too; HEAD gets the head alone,
   RFC 9110 §9.3.2; ``OPTIONS *``, about the server itself, 200 with ``Allow: POST``), 404
   for another path, 415 for a Content-Type other than ``application/json`` (or
-  ``application/json-rpc``, ``application/jsonrequest``), 413 for a body over the limit,
+  ``application/json-rpc``, ``application/jsonrequest``) and, with ``Accept-Encoding:
+  identity``, for a body in a content coding (RFC 9110 §12.5.3), 413 for a body over the limit,
   400 for a malformed request or one the client's EOF cut short; the status line and
   Connection header follow RFC 9112 (keep-alive by default in 1.1);
 - a body comes with a Content-Length or in the chunked coding (RFC 9112 §7.1, which a
@@ -63,6 +65,11 @@ from ipcnet.protocols.http.target import split_target
 from ipcnet.protocols.jsonrpc.server import JsonRpcService, JsonRpcSession
 
 JSON_TYPES = (b"application/json", b"application/json-rpc", b"application/jsonrequest")
+#: codec name -> the Content-Types a body of it may come with; replies carry the first
+MEDIA_TYPES = {
+    "json": JSON_TYPES,
+    "msgpack": (b"application/msgpack", b"application/x-msgpack", b"application/vnd.msgpack"),
+}
 MAX_BODY = 16 * 1024 * 1024
 REPLY_LIMIT = 0xFFFFFFFF  # a reply body's size: the u32 of the inner framing, not max_body
 
@@ -93,11 +100,18 @@ class JsonRpcHttpService(BaseService):
         limits: Limits | None = None,
     ) -> None:
         # bodies are bounded as they come (413), replies by nothing but their size: the
-        # inner framing only carries them (a u32 length, the most it can say)
+        # inner framing only carries them (a u32 length, the most it can say); everything
+        # else (methods, codec, debug, the batch limit) is ``rpc``'s
         self.rpc = JsonRpcService(
-            rpc.methods, LengthPrefixed(REPLY_LIMIT), rpc.codec, debug=rpc.debug, title=rpc.title
+            rpc.methods,
+            LengthPrefixed(REPLY_LIMIT),
+            rpc.codec,
+            debug=rpc.debug,
+            max_batch=rpc.max_batch,
+            title=rpc.title,
         )
         self.path = path.encode()
+        self.media_types = MEDIA_TYPES.get(rpc.codec.name, JSON_TYPES)
         self.max_body = max_body
         self.limits = limits or Limits()  # the web server's: head size, header deadline
         self.dates = DateCache()
@@ -264,8 +278,11 @@ class JsonRpcHttpSession(BaseSession):
         if head.method != "POST":
             return 405, [(b"Allow", b"POST")]
         kind = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
-        if kind not in JSON_TYPES:
+        if kind not in self.service.media_types:
             return 415, []
+        coding = (head.get(b"content-encoding") or b"identity").strip().lower()
+        if coding != b"identity":  # RFC 9110 §12.5.3: a coding we do not undo, named as such
+            return 415, [(b"Accept-Encoding", b"identity")]
         if int(head.get(b"content-length") or 0) > self.service.max_body:
             return 413, []
         return 0, []
@@ -302,7 +319,10 @@ class JsonRpcHttpSession(BaseSession):
     ) -> list[Action]:
         """The response, then the end of the connection unless it is kept alive."""
         keep = self.keep_alive and status < 500 and status not in (400, 411, 413, 431)
-        kind = b"application/json" if status == 200 and body else b"text/html; charset=utf-8"
+        if status == 200 and body:
+            kind = self.service.media_types[0]  # the codec's: application/json, or msgpack's
+        else:
+            kind = b"text/html; charset=utf-8"
         date = self.service.dates.now()
         if status == 204:  # no body and no Content-Length (RFC 9110 §8.6)
             response = response_head(204, date, [], keep)
