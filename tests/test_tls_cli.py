@@ -266,6 +266,7 @@ def test_handshake_timeout_line():
     assert (
         line
         == f"ipcnet connect: tls handshake timeout: {url} did not finish the handshake in 0.5 s"
+        " (it answered nothing: is it a tls server?)"
     )
 
 

@@ -9,6 +9,9 @@ close wait (``close_timeout``) their own way and ask ``timed_out()`` for the err
 
 Rules:
 - every ssl.SSLError is translated here (``failures.translate``) and leaves as a TLSError;
+  a failed handshake is first read against the peer's first bytes
+  (``failures.handshake_failure``): a ClientHello sent back is an echo server, an EOF before
+  any answer a server that closed at once, where OpenSSL's reasons would mislead;
 - ``read`` returns plaintext, ``b""`` once the peer's close_notify came (EOF, sticky), or
   None when it needs more ciphertext; a raw EOF without close_notify makes the next read
   raise ``UncleanEOF`` (the data may have been cut short) once the whole records before it
@@ -31,6 +34,7 @@ from ipcnet.errors import IPCError
 from ipcnet.transports.tls import hello
 from ipcnet.transports.tls.context import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, accepted
 from ipcnet.transports.tls.failures import (
+    handshake_failure,
     no_common_protocol,
     timed_out,
     translate,
@@ -47,6 +51,7 @@ class TLSLayer:
         "_accepted",
         "_alpn",
         "_end",
+        "_first",
         "_hello",
         "_in",
         "_obj",
@@ -91,12 +96,15 @@ class TLSLayer:
         self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
         self._alpn = alpn  # a server's protocols: a ClientHello offering none is refused
         self._hello = bytearray() if server_side and alpn else None  # its bytes, until read
+        self._first = b""  # the peer's first bytes, which tell what it is if the handshake fails
 
     # --- ciphertext in ----------------------------------------------------------------
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes that arrived from the peer."""
         self._in.write(data)
+        if len(self._first) < 6 and not self.established:
+            self._first += bytes(data[: 6 - len(self._first)])
         if self._hello is not None:
             self._hello += data
 
@@ -151,7 +159,8 @@ class TLSLayer:
 
     def timed_out(self) -> IPCError:
         """The error for a handshake that missed its deadline."""
-        return timed_out(self.where, self.handshake_timeout)
+        answered = self.server_side or bool(self._first)  # a client may wait for a banner
+        return timed_out(self.where, self.handshake_timeout, answered=answered)
 
     # --- plaintext out ----------------------------------------------------------------
 
@@ -328,4 +337,8 @@ class TLSLayer:
         return dict(cert) if cert else None
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
+        if not self.established:
+            failure = handshake_failure(exc, self.where, self.server_side, self._first)
+            if failure is not None:
+                return failure
         return translate(exc, self.where, self.server_side, self._accepted, self.established)
