@@ -16,6 +16,7 @@ import re
 import ssl
 
 from ipcnet import errors
+from ipcnet.transports.tls import hello
 
 # X509_V_ERR_* codes (openssl/x509_vfy.h) that the messages below single out
 _NOT_YET_VALID = 9
@@ -200,18 +201,35 @@ def timed_out(where: str, seconds: float, answered: bool = True) -> errors.Hands
 
 
 def handshake_failure(
-    exc: BaseException, where: str, server_side: bool, first: bytes
+    exc: BaseException,
+    where: str,
+    server_side: bool,
+    first: bytes,
+    sent: bytes | bytearray | None = None,
 ) -> errors.IPCError | None:
-    """What a failed handshake says about the peer, from its ``first`` bytes, where that is
-    clearer than OpenSSL's reason (None: let ``translate`` say it):
+    """What a failed handshake says about the peer, from the ``first`` bytes it sent (a
+    client keeps all of the server's, up to 64 KiB; a server six) and (a client) what we
+    ``sent``, where that is clearer than OpenSSL's reason (None: let ``translate`` say it):
 
     - a client that got a ClientHello back talks to an echo server (OpenSSL: "unexpected
       message"; a TLS server never sends a ClientHello);
     - the transport ended during the handshake: before any answer (openssl s_client:
       "unexpected eof while reading", curl: SSL_ERROR_SYSCALL), or after some; there was
-      no session whose close_notify could be missing.
+      no session whose close_notify could be missing;
+    - a TLS 1.2 server that asked for a client certificate (its CertificateRequest is in
+      the clear) and then sent a handshake_failure alert refused the empty one we sent.
     """
     reason = getattr(exc, "reason", None) or ""
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not server_side and sent is not None:
+        try:
+            asked = hello.CERTIFICATE_REQUEST in hello.clear_messages(first)
+            ours = hello.clear_messages(sent).get(hello.CERTIFICATE)
+        except ValueError:
+            asked, ours = False, None
+        if asked and ours == b"\x00\x00\x00":  # an empty certificate_list
+            return errors.NoClientCertificate(
+                f"no client certificate offered: {where} requires one (pass --cert and --key)"
+            )
     if not server_side and first[:1] == b"\x16" and first[5:6] == b"\x01":
         return errors.NotTLS(
             f"not tls: {where} sent our own tls hello back (an echo server? it is not a tls server)"

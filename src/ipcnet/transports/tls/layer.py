@@ -51,13 +51,15 @@ class TLSLayer:
         "_accepted",
         "_alpn",
         "_end",
-        "_first",
+        "_got",
         "_hello",
         "_in",
+        "_keep",
         "_obj",
         "_out",
         "_peer_ended",
         "_plain",
+        "_sent",
         "close_sent",
         "close_timeout",
         "eof",
@@ -96,15 +98,20 @@ class TLSLayer:
         self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
         self._alpn = alpn  # a server's protocols: a ClientHello offering none is refused
         self._hello = bytearray() if server_side and alpn else None  # its bytes, until read
-        self._first = b""  # the peer's first bytes, which tell what it is if the handshake fails
+        # what the handshake got and (a client) sent, to tell what failed where OpenSSL's
+        # reason would mislead (``failures.handshake_failure``): a server's first bytes; a
+        # client's whole plaintext flights (a TLS 1.2 CertificateRequest is in the clear)
+        self._keep = 6 if server_side else hello.MAX_HELLO
+        self._got = bytearray()
+        self._sent: bytearray | None = None if server_side else bytearray()
 
     # --- ciphertext in ----------------------------------------------------------------
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes that arrived from the peer."""
         self._in.write(data)
-        if len(self._first) < 6 and not self.established:
-            self._first += bytes(data[: 6 - len(self._first)])
+        if not self.established and len(self._got) < self._keep:
+            self._got += data[: self._keep - len(self._got)]
         if self._hello is not None:
             self._hello += data
 
@@ -140,6 +147,7 @@ class TLSLayer:
         except ssl.SSLError as exc:
             raise self._error(exc) from exc
         self.established = True
+        self._got, self._sent = bytearray(), None  # only a failed handshake reads them
         return True
 
     def _check_alpn(self) -> None:
@@ -159,7 +167,7 @@ class TLSLayer:
 
     def timed_out(self) -> IPCError:
         """The error for a handshake that missed its deadline."""
-        answered = self.server_side or bool(self._first)  # a client may wait for a banner
+        answered = self.server_side or bool(self._got)  # a client may wait for a banner
         return timed_out(self.where, self.handshake_timeout, answered=answered)
 
     # --- plaintext out ----------------------------------------------------------------
@@ -307,7 +315,11 @@ class TLSLayer:
 
     def outgoing(self) -> bytes:
         """The ciphertext to send now (b"" if none)."""
-        return self._out.read()
+        data = self._out.read()
+        sent = self._sent
+        if sent is not None and not self.established and len(sent) < hello.MAX_HELLO:
+            sent += data[: hello.MAX_HELLO - len(sent)]
+        return data
 
     @property
     def pending(self) -> int:
@@ -338,7 +350,9 @@ class TLSLayer:
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
         if not self.established:
-            failure = handshake_failure(exc, self.where, self.server_side, self._first)
+            failure = handshake_failure(
+                exc, self.where, self.server_side, bytes(self._got), self._sent
+            )
             if failure is not None:
                 return failure
         return translate(exc, self.where, self.server_side, self._accepted, self.established)
