@@ -127,7 +127,7 @@ DAY = datetime.timedelta(days=1)
 def pki(tmp_path_factory) -> dict[str, Any]:
     """A CA and leaves that break one rule each (made with cryptography, as openssl would)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -177,6 +177,28 @@ def pki(tmp_path_factory) -> dict[str, Any]:
     leaf("client-only", eku=ExtendedKeyUsageOID.CLIENT_AUTH)
     sign_only = x509.KeyUsage(False, False, False, False, False, True, False, False, False)
     leaf("cert-sign-only", ku=sign_only)
+    for label, start, end in [("expired-ca", -10, -1), ("future-ca", 5, 10)]:
+        # a valid leaf under an intermediate CA out of its dates, sent as its chain
+        inter_key = ec.generate_private_key(ec.SECP256R1())
+        inter = (
+            x509.CertificateBuilder().subject_name(name(label)).issuer_name(ca.subject)
+            .public_key(inter_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW + start * DAY).not_valid_after(NOW + end * DAY)
+            .add_extension(x509.BasicConstraints(True, None), True)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder().subject_name(name("leaf")).issuer_name(inter.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(inter_key, hashes.SHA256())
+        )  # fmt: skip
+        chain, key_path = write_pem(folder, label, cert, key)
+        with open(chain, "ab") as f:
+            f.write(inter.public_bytes(serialization.Encoding.PEM))
+        files[label] = chain, key_path
     return files
 
 
@@ -212,6 +234,10 @@ def _one_line(url: str, *args: str) -> str:
     return lines[0].removeprefix("ipcnet connect: ")
 
 
+def _stamp(when: datetime.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 # openssl s_client -verify_return_error says, for each: "verify error:num=N:<words>"
 VERDICTS = [
     # (leaf, host, openssl's words, ipcnet's line after "the certificate of URL")
@@ -220,9 +246,17 @@ VERDICTS = [
     ("wrong-ip", "127.0.0.1", "IP address mismatch",
      "wrong ip address: {whose} is not valid for 127.0.0.1 (it names: localhost, 10.9.9.9)"),
     ("expired", "localhost", "certificate has expired",
-     "expired certificate: {whose} has expired"),
+     "expired certificate: {whose} has expired (valid until " + _stamp(NOW - DAY) + ")"),
     ("not-yet-valid", "localhost", "certificate is not yet valid",
-     "certificate not yet valid: {whose}"),
+     "certificate not yet valid: {whose} (valid from " + _stamp(NOW + 5 * DAY) + "; is this "
+     "machine's clock right?)"),
+    # openssl s_client: depth=1, the intermediate; the server's own certificate is fine
+    ("expired-ca", "localhost", "certificate has expired",
+     "expired certificate: a ca certificate in the chain of {url} has expired (its own is "
+     "valid until " + _stamp(NOW + 30 * DAY) + ")"),
+    ("future-ca", "localhost", "certificate is not yet valid",
+     "certificate not yet valid: a ca certificate in the chain of {url} (is this machine's "
+     "clock right?)"),
     ("self-signed", "localhost", "self-signed certificate",
      "untrusted certificate: {whose} (self-signed certificate; pass --ca FILE holding that "
      "certificate to trust it)"),
@@ -245,10 +279,13 @@ def test_each_verification_failure_is_one_line_naming_openssls_cause(
 ):
     """Each verdict of openssl s_client -verify_return_error, as one ipcnet line: an IP
     address mismatch was called a wrong host name; a certificate for another purpose was
-    "untrusted" with the hint to pass --ca, which cannot help (its ca was trusted)."""
+    "untrusted" with the hint to pass --ca, which cannot help (its ca was trusted); an
+    expired intermediate was blamed on the server's own certificate; dates were missing
+    (s_client prints notAfter)."""
     pair = pki["good" if leaf == "unknown-ca" else leaf]
     ca = pki["self-signed"][0] if leaf == "unknown-ca" else pki["ca"]
-    with s_server(pair) as port:
+    chain = ["-cert_chain", pair[0]] if leaf.endswith("-ca") else []
+    with s_server(pair, *chain) as port:
         verify = ["-verify_ip", host] if host[0].isdigit() else ["-verify_hostname", host]
         s_client = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
                                    "-CAfile", ca, "-verify_return_error", *verify],
@@ -256,7 +293,7 @@ def test_each_verification_failure_is_one_line_naming_openssls_cause(
         assert f":{openssl_says}".encode() in s_client.stdout + s_client.stderr
         url = f"tls://{host}:{port}"
         got = _one_line(url, "--ca", ca)
-    assert got == line.format(whose=f"the certificate of {url}")
+    assert got == line.format(whose=f"the certificate of {url}", url=url)
 
 
 @needs_openssl

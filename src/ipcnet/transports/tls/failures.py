@@ -12,6 +12,7 @@ words, lower-cased; a failed handshake is first named from what the peer sent fi
 
 from __future__ import annotations
 
+import datetime
 import re
 import ssl
 
@@ -180,6 +181,38 @@ def with_names(
         return errors.HostnameMismatch(f"{error} (it names: {', '.join(sans)})", sans)
     unused = f"; its common name {common_name} is not checked" if common_name else ""
     return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
+
+
+def with_dates(
+    error: errors.CertificateExpired,
+    where: str,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> errors.CertificateExpired:
+    """The same verdict with the dates of the server's own certificate; when those are
+    right, a ca certificate of its chain is the one out of date (openssl s_client shows
+    the depth of the certificate that failed; Python's ssl does not tell it)."""
+    expired = str(error).startswith("expired")
+    now = datetime.datetime.now(datetime.UTC)
+    if not_before <= now <= not_after:
+        if expired:
+            return errors.CertificateExpired(
+                f"expired certificate: a ca certificate in the chain of {where} has expired "
+                f"(its own is valid until {_stamp(not_after)})"
+            )
+        return errors.CertificateExpired(
+            f"certificate not yet valid: a ca certificate in the chain of {where} "
+            "(is this machine's clock right?)"
+        )
+    if expired:
+        return errors.CertificateExpired(f"{error} (valid until {_stamp(not_after)})")
+    return errors.CertificateExpired(
+        f"{error} (valid from {_stamp(not_before)}; is this machine's clock right?)"
+    )
+
+
+def _stamp(when: datetime.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def no_common_protocol(
