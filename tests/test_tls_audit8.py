@@ -518,3 +518,34 @@ def test_openssl_s_client_renegotiating_r_is_declined_and_ends_cleanly(pki, mode
             ch.write(b"still serving")
             assert ch.read(13) == b"still serving"
     assert any("renegotiation declined" in line for line in server.log), server.log
+
+
+@needs_ipv6
+@pytest.mark.parametrize("sni", ["[::1]", "::1"])
+def test_sni_takes_ipv6_in_brackets_as_the_address_and_sends_no_sni(tmp_path, sni):
+    """``--sni [::1]`` (the URL's spelling, as ``ipcnet cert [::1]``) was sent as the SNI
+    host name "[::1]", which RFC 6066 §3 forbids (no IP literals, and no brackets in a
+    host name), then checked as a DNS name and failed; it is the address ::1."""
+    issued = make(str(tmp_path), ("::1",))
+    seen: list[str | None] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(issued.cert, issued.key)
+    ctx.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment,misc,return-value]
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"ok")
+                tls.unwrap()
+
+        worker = threading.Thread(target=serve, daemon=True)
+        worker.start()
+        url = f"tls://[::1]:{listener.getsockname()[1]}"
+        with connect(url, ca=issued.ca, sni=sni, timeout=5, close_timeout=0.2) as ch:
+            assert ch.read(2) == b"ok"
+        worker.join(5)
+    assert seen == [None]
+    assert TLSOptions(sni=sni).sni == "::1"
+    with pytest.raises(errors.TLSConfigError, match="brackets are for an ipv6 address"):
+        TLSOptions(sni="[localhost]")
