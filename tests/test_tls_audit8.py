@@ -549,3 +549,36 @@ def test_sni_takes_ipv6_in_brackets_as_the_address_and_sends_no_sni(tmp_path, sn
     assert TLSOptions(sni=sni).sni == "::1"
     with pytest.raises(errors.TLSConfigError, match="brackets are for an ipv6 address"):
         TLSOptions(sni="[localhost]")
+
+
+@needs_openssl
+def test_sni_picks_openssl_s_servers_second_certificate(pki):
+    """openssl s_server -servername NAME -cert2: the name ipcnet sends (the URL's host, or
+    --sni) picks the certificate, which is then checked against that name."""
+    with s_server(pki["good"], "-servername", "example.test", "-cert2", pki["wrong-host"][0],
+                  "-key2", pki["wrong-host"][1]) as port:  # fmt: skip
+        url = f"tls://localhost:{port}"
+        with connect(url, ca=pki["ca"], sni="example.test", timeout=5, close_timeout=0.2) as ch:
+            names = ch.transport.peer_certificate()["subjectAltName"]  # type: ignore[attr-defined]
+        assert names == (("DNS", "example.test"),)
+        with connect(url, ca=pki["ca"], timeout=5, close_timeout=0.2) as ch:
+            names = ch.transport.peer_certificate()["subjectAltName"]  # type: ignore[attr-defined]
+        assert ("DNS", "localhost") in names
+
+
+@needs_openssl
+@pytest.mark.parametrize(
+    "only, ours, version",
+    [("-tls1_2", {"tls_max": "1.2"}, "TLSv1.2"), ("-tls1_3", {"tls_min": "1.3"}, "TLSv1.3"),
+     ("-tls1_2", {}, "TLSv1.2"), ("-tls1_2", {"tls_min": "1.3"}, None),
+     ("-tls1_3", {"tls_max": "1.2"}, None)],
+)  # fmt: skip
+def test_versions_against_one_version_openssl_servers(pki, only, ours, version):
+    with s_server(pki["good"], only) as port:
+        url = f"tls://localhost:{port}"
+        if version is None:
+            with pytest.raises(errors.ProtocolTooOld, match="share no tls version"):
+                connect(url, ca=pki["ca"], timeout=5, **ours)
+            return
+        with connect(url, ca=pki["ca"], timeout=5, close_timeout=0.2, **ours) as ch:
+            assert ch.transport.version == version  # type: ignore[attr-defined]
