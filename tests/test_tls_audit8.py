@@ -395,6 +395,19 @@ def test_a_server_that_closes_at_once_is_named_as_such():
     )
 
 
+def test_a_server_that_closes_inside_its_answer_closed_during_the_handshake():
+    """Half a ServerHello, then FIN: no session was open, so no close_notify was missing."""
+
+    def cut(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"\x16\x03\x03\x00\x40\x02\x00\x00")  # a record header, 3 of 64
+
+    with _plain_server(cut) as url:
+        with pytest.raises(errors.UncleanEOF) as caught:
+            connect(url, insecure=True, timeout=5)
+    assert str(caught.value) == f"unclean eof: {url} closed the connection during the handshake"
+
+
 def test_a_server_that_never_answers_is_named_as_such():
     """A plain server waiting for its client to speak first says nothing to our hello:
     the timeout says it sent nothing at all."""
