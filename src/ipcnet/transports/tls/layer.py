@@ -98,10 +98,10 @@ class TLSLayer:
         self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
         self._alpn = alpn  # a server's protocols: a ClientHello offering none is refused
         self._hello = bytearray() if server_side and alpn else None  # its bytes, until read
-        # what the handshake got and (a client) sent, to tell what failed where OpenSSL's
-        # reason would mislead (``failures.handshake_failure``): a server's first bytes; a
-        # client's whole plaintext flights (a TLS 1.2 CertificateRequest is in the clear)
-        self._keep = 6 if server_side else hello.MAX_HELLO
+        # a client's handshake bytes both ways (up to MAX_HELLO), to tell what failed where
+        # OpenSSL's reason would mislead (``failures.handshake_failure``): an echoed
+        # ClientHello, no answer at all, a TLS 1.2 CertificateRequest (it is in the clear)
+        self._keep = 0 if server_side else hello.MAX_HELLO
         self._got = bytearray()
         self._sent: bytearray | None = None if server_side else bytearray()
 
