@@ -595,3 +595,30 @@ def test_versions_against_one_version_openssl_servers(pki, only, ours, version):
             return
         with connect(url, ca=pki["ca"], timeout=5, close_timeout=0.2, **ours) as ch:
             assert ch.transport.version == version  # type: ignore[attr-defined]
+
+
+@needs_openssl
+@pytest.mark.parametrize("model", ["epoll", "thread", "asyncio"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_a_server_that_closes_sends_close_notify_that_openssl_s_client_sees(pki, model, version):
+    """daytime answers and closes: close_notify goes out before the FIN on every model,
+    as openssl s_client -msg shows (RFC 8446 §6.1), and s_client's own is read."""
+    cert, key = pki["good"]
+    with serving("daytime", "tls://127.0.0.1:0", model=model,
+                 extra=("--cert", cert, "--key", key)) as server:  # fmt: skip
+        port = server.url("tls").rsplit(":", 1)[1]
+        flag = "-tls1_2" if version == "1.2" else "-tls1_3"
+        s_client = subprocess.Popen(["openssl", "s_client", flag, "-connect",
+                                     f"127.0.0.1:{port}", "-CAfile", pki["ca"], "-msg"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+        watchdog = threading.Timer(10, s_client.kill)  # a hang fails the test, never stalls it
+        watchdog.start()
+        try:
+            assert s_client.stdout is not None
+            out = s_client.stdout.read()  # stdin stays open: the server's close ends it
+        finally:
+            watchdog.cancel()
+            s_client.kill()
+            s_client.wait(10)
+    assert f"<<< TLS {version}, Alert [length 0002], warning close_notify".encode() in out
