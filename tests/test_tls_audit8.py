@@ -622,3 +622,35 @@ def test_a_server_that_closes_sends_close_notify_that_openssl_s_client_sees(pki,
             s_client.kill()
             s_client.wait(10)
     assert f"<<< TLS {version}, Alert [length 0002], warning close_notify".encode() in out
+
+
+def test_send_eof_is_a_half_close_a_python_ssl_peer_answers_after(pki):
+    """TLS 1.3 (RFC 8446 §6.1): our close_notify ends our direction only; Python's ssl reads
+    it as EOF (recv returns b""), answers, and its unwrap() gets ipcnet's close reply."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pki["good"])
+    seen: dict[str, object] = {}
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            tls = ctx.wrap_socket(conn, server_side=True)
+            got = b""
+            while data := tls.recv(100):
+                got += data
+            seen["got"] = got
+            tls.sendall(b"answer after your eof")
+            tls.unwrap().close()  # raises unless our close_notify had come
+            seen["unwrapped"] = True
+
+        worker = threading.Thread(target=serve, daemon=True)
+        worker.start()
+        url = f"tls://localhost:{listener.getsockname()[1]}"
+        with connect(url, ca=pki["ca"], timeout=5, close_timeout=0.5) as ch:
+            ch.write(b"question")
+            ch.send_eof()
+            assert ch.read() == b"answer after your eof"
+            assert ch.read() == b""
+            assert ch.transport.version == "TLSv1.3"  # type: ignore[attr-defined]
+        worker.join(5)
+    assert seen == {"got": b"question", "unwrapped": True}
