@@ -145,7 +145,7 @@ def test_an_ip_address_matches_an_ip_san_only(tmp_path):
             with pytest.raises(errors.HostnameMismatch) as caught:
                 connect(url, ca=cert)
         assert str(caught.value) == (
-            f"wrong host name: the certificate of {url} is not valid for '127.0.0.1' {end}"
+            f"wrong ip address: the certificate of {url} is not valid for 127.0.0.1 {end}"
         )
 
 

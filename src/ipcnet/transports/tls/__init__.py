@@ -12,7 +12,7 @@ TLS over a unix socket. All of ipcnet's TLS lives in this package:
               TLSListener, whose accept() returns TLS streams
     stats     handshake counters (by outcome, failure reason, version and cipher) that
               survive fork
-    probe     the names on a certificate, for the wrong-host message
+    probe     the names and dates on a certificate, for the wrong-host and expired messages
     devcert   a local CA and a server certificate (``ipcnet cert``)
 
 Servers do not use TLSStream: the driver engine's session wrapper (``ipcnet.drivers.tls``)

@@ -100,6 +100,8 @@ class TLSOptions:
         why = None if self.sni is None else sni_problem(self.sni)
         if why is not None:
             raise TLSConfigError(f"invalid --sni {self.sni!r}: {why}")
+        if self.sni is not None and self.sni.startswith("["):  # [::1], as a URL writes it
+            object.__setattr__(self, "sni", self.sni[1:-1])
 
 
 def parse_alpn(text: str | None) -> tuple[str, ...]:
@@ -111,11 +113,22 @@ def sni_problem(name: str) -> str | None:
     """Why ``name`` cannot be a client's server name, or None: ssl encodes it with the idna
     codec (RFC 3490 labels: none empty, none over 63 characters) unless it is an IP
     address, and raised a bare UnicodeError from deep in the handshake for one it could
-    not encode (``--sni a..b``, or argv bytes that are not UTF-8)."""
+    not encode (``--sni a..b``, or argv bytes that are not UTF-8). An IPv6 address may be
+    written in brackets, as in a URL (``[::1]``: TLSOptions drops them); the idna codec
+    took brackets, so ``[::1]`` went out as a host name (RFC 6066 §3: no IP literal)."""
     import ipaddress
 
     if not name:
         return "empty"
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            if ipaddress.ip_address(name[1:-1]).version == 6:
+                return None
+        except ValueError:
+            pass
+        return "brackets are for an ipv6 address (as in a url)"
+    if "[" in name or "]" in name:
+        return "not a host name ('[' and ']' only enclose an ipv6 address)"
     try:
         ipaddress.ip_address(name)
         return None

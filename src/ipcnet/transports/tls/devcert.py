@@ -6,15 +6,21 @@ client certificate for mutual TLS, with the ``cryptography`` package. Rules: ECD
 keys; the CA is reused when ``ca.pem`` and ``ca-key.pem`` are both there (so whoever
 trusts it keeps trusting it), otherwise made; every file is written to a temporary name and
 renamed into place (a server reloading on SIGHUP never reads half a file); key files are
-mode 0600. A name is an IP address if it parses as one (an IPv6 zone is dropped: an
-iPAddress is the 16 octets), else a DNS name: lower-cased, a unicode name as its A-labels
-(RFC 5280 7.2), refused if it is not a host name (RFC 1123: labels of 1-63 letters, digits,
-``-`` inside and ``_``; 253 characters; a last label that is a number is a mistyped IP
-address), and a wildcard needs two labels after ``*.`` and no ``_`` (OpenSSL's rules for one).
-The subject's common name is the first name's certificate form (when it fits 64 characters,
-else the subject is empty and the subjectAltName critical, RFC 5280 4.2.1.6); the authority
-key identifier is the CA's own subject key identifier; a reused CA must be a CA, unexpired,
-and its key must be the one in ca-key.pem.
+mode 0600. A key and its certificate are two renames, which no file system makes one: a
+crash between them leaves a new key beside the old certificate, and every load of the pair
+detects that (OpenSSL's key check: ``key ... does not match certificate ...``; a reload
+keeps the pair it had). One file holding both would be atomic, but then either the key
+sits in a file others may read or the certificate in one they may not.
+A name is an IP address if it parses as one (an IPv6 zone is dropped: an iPAddress is the
+16 octets; an IPv6 address may be written in brackets, as in a URL: ``[::1]``; brackets
+around anything else are refused), else a DNS name: lower-cased, a unicode name as its
+A-labels (RFC 5280 7.2), refused if it is not a host name (RFC 1123: labels of 1-63
+letters, digits, ``-`` inside and ``_``; 253 characters; a last label that is a number is
+a mistyped IP address), and a wildcard needs two labels after ``*.`` and no ``_``
+(OpenSSL's rules for one). The subject's common name is the first name's certificate form
+(when it fits 64 characters, else the subject is empty and the subjectAltName critical,
+RFC 5280 4.2.1.6); the authority key identifier is the CA's own subject key identifier; a
+reused CA must be a CA, unexpired, and its key must be the one in ca-key.pem.
 """
 
 from __future__ import annotations
@@ -105,11 +111,21 @@ def make(out: str, names: tuple[str, ...] = (), client: str | None = None) -> Is
 def _san(name: str) -> Any:
     from cryptography import x509
 
+    inside = name[1:-1] if name.startswith("[") and name.endswith("]") else None
     try:
-        ip = ipaddress.ip_address(name)
+        ip = ipaddress.ip_address(name if inside is None else inside)
     except ValueError:
-        pass
+        if inside is not None:
+            raise TLSConfigError(
+                f"invalid certificate name {name!r}: brackets are for an ipv6 address "
+                "(as in a url); write the name without them"
+            ) from None
     else:
+        if inside is not None and ip.version != 6:
+            raise TLSConfigError(
+                f"invalid certificate name {name!r}: brackets are for an ipv6 address "
+                f"(as in a url); write {inside}"
+            )
         return x509.IPAddress(ipaddress.ip_address(ip.packed))  # without an IPv6 zone
     host, why = name.lower(), "not a host name or ip address"
     star, host = ("*.", host[2:]) if host.startswith("*.") else ("", host)

@@ -6,19 +6,24 @@ a certificate check, the reason of an alert or a record error) to the ``TLSError
 the SSLError is chained as ``__cause__`` by the caller (``raise ... from exc``); the same
 failure reads differently on the two sides (a client "presented" nothing, a server
 "requires" a certificate), so the side is an argument; unknown reasons keep OpenSSL's own
-words, lower-cased.
+words, lower-cased; a failed handshake is first named from what the peer sent first
+(``handshake_failure``: our own ClientHello echoed, an EOF before any answer).
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 import ssl
 
 from ipcnet import errors
+from ipcnet.transports.tls import hello
 
 # X509_V_ERR_* codes (openssl/x509_vfy.h) that the messages below single out
 _NOT_YET_VALID = 9
 _EXPIRED = 10
+_SELF_SIGNED = 18  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: the leaf is its own issuer
+_INVALID_PURPOSE = 26  # keyUsage / extendedKeyUsage do not allow this use
 _HOSTNAME_MISMATCH = 62
 _IP_MISMATCH = 64
 
@@ -132,9 +137,24 @@ def _verify_failed(
     if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
         message = (exc.verify_message or "").rstrip(".")
         asked = message.rpartition(" for ")[2] or "the host asked for"
+        if code == _IP_MISMATCH:  # openssl: "IP address mismatch"
+            return errors.HostnameMismatch(
+                f"wrong ip address: {whose} is not valid for {asked.strip(chr(39))}"
+            )
         return errors.HostnameMismatch(f"wrong host name: {whose} is not valid for {asked}")
     detail = (exc.verify_message or "verification failed").lower()
-    hint = "" if server_side else "; pass --ca FILE to trust its ca"
+    if code == _INVALID_PURPOSE:  # trusting its ca (--ca) would not help: say what would
+        use = "a tls client" if server_side else "a tls server"
+        return errors.CertificateUntrusted(
+            f"unsuitable certificate: {whose} is not for {use} (its key usage or extended "
+            f"key usage does not allow it: {detail})"
+        )
+    if server_side:
+        hint = ""
+    elif code == _SELF_SIGNED:  # its own issuer: the certificate itself is what to trust
+        hint = "; pass --ca FILE holding that certificate to trust it"
+    else:
+        hint = "; pass --ca FILE to trust its ca"
     return errors.CertificateUntrusted(f"untrusted certificate: {whose} ({detail}{hint})")
 
 
@@ -163,6 +183,38 @@ def with_names(
     return errors.HostnameMismatch(f"{error} (it has no subject alternative names{unused})")
 
 
+def with_dates(
+    error: errors.CertificateExpired,
+    where: str,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> errors.CertificateExpired:
+    """The same verdict with the dates of the server's own certificate; when those are
+    right, a ca certificate of its chain is the one out of date (openssl s_client shows
+    the depth of the certificate that failed; Python's ssl does not tell it)."""
+    expired = str(error).startswith("expired")
+    now = datetime.datetime.now(datetime.UTC)
+    if not_before <= now <= not_after:
+        if expired:
+            return errors.CertificateExpired(
+                f"expired certificate: a ca certificate in the chain of {where} has expired "
+                f"(its own is valid until {_stamp(not_after)})"
+            )
+        return errors.CertificateExpired(
+            f"certificate not yet valid: a ca certificate in the chain of {where} "
+            "(is this machine's clock right?)"
+        )
+    if expired:
+        return errors.CertificateExpired(f"{error} (valid until {_stamp(not_after)})")
+    return errors.CertificateExpired(
+        f"{error} (valid from {_stamp(not_before)}; is this machine's clock right?)"
+    )
+
+
+def _stamp(when: datetime.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def no_common_protocol(
     where: str, offered: tuple[str, ...], ours: tuple[str, ...]
 ) -> errors.TLSError:
@@ -172,7 +224,54 @@ def no_common_protocol(
     )
 
 
-def timed_out(where: str, seconds: float) -> errors.HandshakeTimeout:
+def timed_out(where: str, seconds: float, answered: bool = True) -> errors.HandshakeTimeout:
+    """``answered``: whether the peer sent anything at all (a client asks: a plain server
+    that waits for its client to speak first never answers a ClientHello)."""
+    hint = "" if answered else " (it answered nothing: is it a tls server?)"
     return errors.HandshakeTimeout(
-        f"tls handshake timeout: {where} did not finish the handshake in {seconds:g} s"
+        f"tls handshake timeout: {where} did not finish the handshake in {seconds:g} s{hint}"
     )
+
+
+def handshake_failure(
+    exc: BaseException,
+    where: str,
+    server_side: bool,
+    first: bytes,
+    sent: bytes | bytearray | None = None,
+) -> errors.IPCError | None:
+    """What a failed handshake says about the peer, from the ``first`` bytes it sent (a
+    client keeps all of the server's, up to 64 KiB; a server six) and (a client) what we
+    ``sent``, where that is clearer than OpenSSL's reason (None: let ``translate`` say it):
+
+    - a client that got a ClientHello back talks to an echo server (OpenSSL: "unexpected
+      message"; a TLS server never sends a ClientHello);
+    - the transport ended during the handshake: before any answer (openssl s_client:
+      "unexpected eof while reading", curl: SSL_ERROR_SYSCALL), or after some; there was
+      no session whose close_notify could be missing;
+    - a TLS 1.2 server that asked for a client certificate (its CertificateRequest is in
+      the clear) and then sent a handshake_failure alert refused the empty one we sent.
+    """
+    reason = getattr(exc, "reason", None) or ""
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not server_side and sent is not None:
+        try:
+            asked = hello.CERTIFICATE_REQUEST in hello.clear_messages(first)
+            ours = hello.clear_messages(sent).get(hello.CERTIFICATE)
+        except ValueError:
+            asked, ours = False, None
+        if asked and ours == b"\x00\x00\x00":  # an empty certificate_list
+            return errors.NoClientCertificate(
+                f"no client certificate offered: {where} requires one (pass --cert and --key)"
+            )
+    if not server_side and first[:1] == b"\x16" and first[5:6] == b"\x01":
+        return errors.NotTLS(
+            f"not tls: {where} sent our own tls hello back (an echo server? it is not a tls server)"
+        )
+    if isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
+        if not first and not server_side:
+            return errors.UncleanEOF(
+                f"unclean eof: {where} closed the connection before answering our tls hello "
+                "(is it a tls server?)"
+            )
+        return handshake_eof(where)
+    return None

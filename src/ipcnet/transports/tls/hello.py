@@ -1,16 +1,23 @@
-"""The protocols a TLS ClientHello offers (ALPN), read from its bytes before OpenSSL does.
+"""The protocols a TLS ClientHello offers (ALPN), read from its bytes before OpenSSL does;
+the handshake messages a TLS 1.2 flight carries in the clear.
 
 Role: RFC 7301 §3.2: a server that supports none of the protocols a client offers SHALL
 answer with a fatal no_application_protocol alert. Python's ssl cannot (its ALPN callback
 goes on without a protocol), so the server's ``TLSLayer`` reads the offer here first and
 sends ``NO_APPLICATION_PROTOCOL`` itself. Rules: no I/O; only what ALPN needs is parsed;
 bytes that are not a ClientHello raise ValueError (OpenSSL then says what they are).
+``clear_messages`` reads the handshake messages before the first record that is not one
+(a ChangeCipherSpec, or TLS 1.3's encrypted records): in TLS 1.2 a server's
+CertificateRequest and a client's Certificate are among them (RFC 5246 §7.3), which tells
+why a handshake_failure alert came.
 """
 
 from __future__ import annotations
 
 HANDSHAKE = 22  # record content type
-CLIENT_HELLO = 1  # handshake message type
+CLIENT_HELLO = 1  # handshake message types
+CERTIFICATE = 11
+CERTIFICATE_REQUEST = 13
 ALPN = 16  # extension type (RFC 7301 §3.1)
 MAX_HELLO = 1 << 16  # bytes read before giving up (OpenSSL decides then)
 #: a plaintext alert record: fatal (2), no_application_protocol (120)
@@ -65,6 +72,24 @@ def _message(data: bytes | bytearray) -> bytes | None:
             need = 4 + int.from_bytes(body[1:4])
             if len(body) >= need:
                 return bytes(body[4:need])
+
+
+def clear_messages(data: bytes | bytearray) -> dict[int, bytes]:
+    """The whole handshake messages in the handshake records at the start of ``data``, by
+    type (the first of each type)."""
+    joined, at = bytearray(), 0
+    while at + 5 <= len(data) and data[at] == HANDSHAKE:
+        joined += data[at + 5 : at + 5 + _u16(data, at + 3)]
+        at += 5 + _u16(data, at + 3)
+    messages: dict[int, bytes] = {}
+    at = 0
+    while at + 4 <= len(joined):
+        end = at + 4 + int.from_bytes(joined[at + 1 : at + 4])
+        if end > len(joined):
+            break
+        messages.setdefault(joined[at], bytes(joined[at + 4 : end]))
+        at = end
+    return messages
 
 
 def _u16(data: bytes | bytearray | memoryview, at: int) -> int:

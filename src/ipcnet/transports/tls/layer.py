@@ -9,6 +9,9 @@ close wait (``close_timeout``) their own way and ask ``timed_out()`` for the err
 
 Rules:
 - every ssl.SSLError is translated here (``failures.translate``) and leaves as a TLSError;
+  a failed handshake is first read against the peer's first bytes
+  (``failures.handshake_failure``): a ClientHello sent back is an echo server, an EOF before
+  any answer a server that closed at once, where OpenSSL's reasons would mislead;
 - ``read`` returns plaintext, ``b""`` once the peer's close_notify came (EOF, sticky), or
   None when it needs more ciphertext; a raw EOF without close_notify makes the next read
   raise ``UncleanEOF`` (the data may have been cut short) once the whole records before it
@@ -31,6 +34,7 @@ from ipcnet.errors import IPCError
 from ipcnet.transports.tls import hello
 from ipcnet.transports.tls.context import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, accepted
 from ipcnet.transports.tls.failures import (
+    handshake_failure,
     no_common_protocol,
     timed_out,
     translate,
@@ -47,12 +51,15 @@ class TLSLayer:
         "_accepted",
         "_alpn",
         "_end",
+        "_got",
         "_hello",
         "_in",
+        "_keep",
         "_obj",
         "_out",
         "_peer_ended",
         "_plain",
+        "_sent",
         "close_sent",
         "close_timeout",
         "eof",
@@ -91,12 +98,20 @@ class TLSLayer:
         self._peer_ended = False  # the transport ended after the handshake (see receive_eof)
         self._alpn = alpn  # a server's protocols: a ClientHello offering none is refused
         self._hello = bytearray() if server_side and alpn else None  # its bytes, until read
+        # a client's handshake bytes both ways (up to MAX_HELLO), to tell what failed where
+        # OpenSSL's reason would mislead (``failures.handshake_failure``): an echoed
+        # ClientHello, no answer at all, a TLS 1.2 CertificateRequest (it is in the clear)
+        self._keep = 0 if server_side else hello.MAX_HELLO
+        self._got = bytearray()
+        self._sent: bytearray | None = None if server_side else bytearray()
 
     # --- ciphertext in ----------------------------------------------------------------
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes that arrived from the peer."""
         self._in.write(data)
+        if not self.established and len(self._got) < self._keep:
+            self._got += data[: self._keep - len(self._got)]
         if self._hello is not None:
             self._hello += data
 
@@ -132,6 +147,7 @@ class TLSLayer:
         except ssl.SSLError as exc:
             raise self._error(exc) from exc
         self.established = True
+        self._got, self._sent = bytearray(), None  # only a failed handshake reads them
         return True
 
     def _check_alpn(self) -> None:
@@ -151,7 +167,8 @@ class TLSLayer:
 
     def timed_out(self) -> IPCError:
         """The error for a handshake that missed its deadline."""
-        return timed_out(self.where, self.handshake_timeout)
+        answered = self.server_side or bool(self._got)  # a client may wait for a banner
+        return timed_out(self.where, self.handshake_timeout, answered=answered)
 
     # --- plaintext out ----------------------------------------------------------------
 
@@ -298,7 +315,11 @@ class TLSLayer:
 
     def outgoing(self) -> bytes:
         """The ciphertext to send now (b"" if none)."""
-        return self._out.read()
+        data = self._out.read()
+        sent = self._sent
+        if sent is not None and not self.established and len(sent) < hello.MAX_HELLO:
+            sent += data[: hello.MAX_HELLO - len(sent)]
+        return data
 
     @property
     def pending(self) -> int:
@@ -328,4 +349,10 @@ class TLSLayer:
         return dict(cert) if cert else None
 
     def _error(self, exc: ssl.SSLError) -> IPCError:
+        if not self.established:
+            failure = handshake_failure(
+                exc, self.where, self.server_side, bytes(self._got), self._sent
+            )
+            if failure is not None:
+                return failure
         return translate(exc, self.where, self.server_side, self._accepted, self.established)

@@ -1,15 +1,18 @@
-"""Read the names on a server's certificate, for the message of a host-name mismatch.
+"""Read the names and dates on a server's certificate, for the message of a host-name
+mismatch or of an expired certificate.
 
 Role: after a handshake failed because the certificate is for other names, connect once
 more without any verification, take the certificate and list its DNS names and IP
 addresses (its subject alternative names: the only names checked: RFC 9525), and
-its common name, which is not. Rules: only ever used on that error path; the connection
-carries no data and is closed at once; a failure here gives None: the error stands, with
-no names.
+its common name, which is not; after one failed on a date, its validity period (whether
+the server's own certificate or a ca certificate of its chain is out of date). Rules:
+only ever used on those error paths; the connection carries no data and is closed at once;
+a failure here gives None: the error stands as it is.
 """
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import socket
 import ssl
@@ -24,6 +27,8 @@ PROBE_TIMEOUT = 5.0
 class Names(NamedTuple):
     sans: tuple[str, ...]  # subjectAltName DNS names and IP addresses
     common_name: str | None
+    not_before: datetime.datetime | None = None  # its validity period (UTC)
+    not_after: datetime.datetime | None = None
 
 
 def certificate_names(
@@ -70,13 +75,14 @@ def _names(der: bytes) -> Names:
     cert = x509.load_der_x509_certificate(der)
     common = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     common_name = str(common[0].value) if common else None
+    dates = cert.not_valid_before_utc, cert.not_valid_after_utc
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return Names((), common_name)
+        return Names((), common_name, *dates)
     dns = [_dns(name) for name in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    return Names((*dns, *ips), common_name)
+    return Names((*dns, *ips), common_name, *dates)
 
 
 def _dns(name: str) -> str:

@@ -34,11 +34,12 @@ import ssl
 import threading
 import time
 from dataclasses import replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ipcnet.addresses import Address
 from ipcnet.errors import (
     Broken,
+    CertificateExpired,
     Closed,
     HostnameMismatch,
     IPCError,
@@ -50,8 +51,11 @@ from ipcnet.transports.base import Listener, StreamTransport
 from ipcnet.transports.files import read_region
 from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.tls.context import ServerContext, TLSOptions, client_context
-from ipcnet.transports.tls.failures import with_names
+from ipcnet.transports.tls.failures import with_dates, with_names
 from ipcnet.transports.tls.layer import TLSLayer
+
+if TYPE_CHECKING:
+    from ipcnet.transports.tls import probe
 
 RAW_CHUNK = 64 * 1024  # ciphertext read per recv (four full records)
 WRITE_CHUNK = 256 * 1024  # plaintext encrypted per sendall (bounds the ciphertext buffered)
@@ -382,8 +386,10 @@ def client(
 ) -> TLSStream:
     """Run the client handshake on a connected socket (``host``: the name to check).
 
-    A certificate for another name is reported with the names it does have: they are read
-    from a second, unverified handshake, made only for the message.
+    A certificate for another name is reported with the names it does have, an expired
+    (or not yet valid) one with its dates, or, when its own dates are right, as a ca
+    certificate of its chain (openssl s_client: the error's depth): they are read from a
+    second, unverified handshake, made only for the message.
     """
     # an absolute name's trailing dot is neither sent (RFC 6066 §3) nor checked (as curl)
     server_name = (options.sni or host or "").removesuffix(".") or None
@@ -400,13 +406,17 @@ def client(
     stream = TLSStream(raw, layer, where)
     try:
         stream.handshake()
-    except HostnameMismatch as exc:
+    except (HostnameMismatch, CertificateExpired) as exc:
         peer = raw.peer_address
         raw.close()
         found = _names_of(peer, options, server_name)
         if found is None:
             raise  # the names could not be read: the error as it is
-        raise with_names(exc, *found) from exc
+        if isinstance(exc, CertificateExpired):
+            if found.not_before is None or found.not_after is None:
+                raise
+            raise with_dates(exc, stream.where, found.not_before, found.not_after) from exc
+        raise with_names(exc, found.sans, found.common_name) from exc
     except BaseException:
         raw.close()
         raise
@@ -415,8 +425,9 @@ def client(
 
 def _names_of(
     peer: Address | None, options: TLSOptions, server_name: str | None
-) -> tuple[tuple[str, ...], str | None] | None:
-    """The names on the peer's certificate, from a fresh connection that checks nothing."""
+) -> probe.Names | None:
+    """The names and dates of the peer's certificate, from a fresh connection that checks
+    nothing."""
     from ipcnet.transports.tls import probe  # only on this error path
 
     return probe.certificate_names(peer, options, server_name)
