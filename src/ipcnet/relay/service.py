@@ -16,14 +16,16 @@ Rules:
   refused, counted and logged with the reason, and the relay goes on serving;
 - every target refusing or timing out: the client is reset (a refusal passed on); for a
   tls:// target a failed handshake or verification is such a failure;
-- when the bridge ends its counters go to ``RelayStats`` and its line to the log.
+- when the bridge ends its counters go to ``RelayStats`` and its line to the log; an
+  exec: target's child that failed (a status over 0, a signal not the relay's) gets a
+  line of its own after it, once reaped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ipcnet.addresses import Address
 from ipcnet.errors import IPCError
@@ -43,9 +45,12 @@ from ipcnet.relay import proxyio
 from ipcnet.relay.pump import Bridge, end_for
 from ipcnet.relay.stats import End, RelayStats, log_line
 from ipcnet.relay.targets import Targets
-from ipcnet.transports import StreamTransport
+from ipcnet.transports import StreamTransport, process
 from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.splice import RelayEnd
+
+if TYPE_CHECKING:
+    from subprocess import Popen
 
 log = logging.getLogger("ipcnet.relay")
 
@@ -205,6 +210,7 @@ class RelaySession(BaseSession):
                 linger=config.linger,
                 idle_timeout=config.idle_timeout,
                 on_end=self._ended,
+                on_child=self._child_ended,
             )
         except IPCError as exc:
             self._log([End("relay", "error", time.monotonic(), str(exc))])
@@ -221,6 +227,14 @@ class RelaySession(BaseSession):
         stats.add("copied", bridge.copied)
         self._over()
         self._log(bridge.ends, bridge.bytes_up, bridge.bytes_down)
+
+    def _child_ended(self, child: Popen[bytes]) -> None:
+        """An exec: target's child, reaped: a status over 0, or a signal not the relay's
+        own, is logged after the connection's line (socat: "E waitpid(): child N exited
+        with status S"; ``ipcnet connect`` exits 1 naming it)."""
+        failed = process.failure(child)
+        if failed is not None:
+            log.warning("%s -> %s: the child (pid %d) %s", self.who, self.target, child.pid, failed)
 
     target = "-"
 
