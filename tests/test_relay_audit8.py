@@ -17,7 +17,7 @@ import time
 import pytest
 
 import ipcnet.relay
-from relay_helpers import RelayProcess, recv_all, relay_process
+from relay_helpers import RelayProcess, recv_all, relay_process, server
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing")
@@ -89,3 +89,34 @@ def test_a_child_the_relay_stops_is_no_failure_of_its_own(caplog: pytest.LogCapt
     text = caplog.text
     assert "idle timeout" in text, text
     assert "the child" not in text, text
+
+
+# --- 1: an upstream that accepts and closes at once ---------------------------------------
+
+
+def _closes_at_once(conn: socket.socket) -> None:
+    """Accepts and closes, reading nothing: what the client sends next is answered with
+    an RST by the upstream's kernel."""
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+def test_an_upstream_that_closes_at_once_and_resets_what_follows_is_logged_as_a_reset(
+    model: str,
+) -> None:
+    """The client reads the EOF, writes once more (the upstream's kernel resets the relay's
+    connection), then half-closes: shutting the upstream down fails with ENOTCONN, which
+    the relay logged as "server error (transport endpoint is not connected ...)". A
+    socket's own send_eof names it for what it is, "connection reset by peer: shut down"
+    (``ipcnet connect`` says so in the same case); so does the relay's line now. (HAProxy's
+    tcplog calls it a normal end, "--": it never looks at the shutdown's result.)"""
+    with (
+        server(_closes_at_once) as up,
+        relay_process("tcp://127.0.0.1:0", up.url, "-m", model) as relay,
+    ):
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+            assert sock.recv(10) == b""
+            sock.sendall(b"late")
+            time.sleep(0.2)  # the upstream's RST is in
+            sock.shutdown(socket.SHUT_WR)
+            line = relay.wait_lines(1)[-1]
+    assert "server eof first, then server reset (connection reset by peer: shut down" in line, line
