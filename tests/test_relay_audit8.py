@@ -11,12 +11,19 @@ import logging
 import shutil
 import socket
 import struct
+import subprocess
+import tempfile
+import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 import ipcnet.relay
+from ipcnet.testing import free_port
 from relay_helpers import RelayProcess, recv_all, relay_process, server
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
@@ -120,3 +127,119 @@ def test_an_upstream_that_closes_at_once_and_resets_what_follows_is_logged_as_a_
             sock.shutdown(socket.SHUT_WR)
             line = relay.wait_lines(1)[-1]
     assert "server eof first, then server reset (connection reset by peer: shut down" in line, line
+
+
+# --- 1: an upstream that never accepts -------------------------------------------------
+
+
+@contextmanager
+def _never_accepts() -> Iterator[int]:
+    """A port whose listener's accept queue is full: the kernel drops every further SYN,
+    so a connect to it hangs until its timeout (a blackhole, without a namespace)."""
+    listener = socket.socket()
+    fillers = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        with probe, pytest.raises(TimeoutError):
+            probe.connect(("127.0.0.1", port))
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def _served_at_once(port: int, clients: int) -> list[float]:
+    """``clients`` at once through a relay at ``port``: each one's seconds to its echo."""
+    took: list[float] = []
+
+    def one() -> None:
+        started = time.monotonic()
+        try:
+            assert _exchange(port, b"x") == b"x"
+        except (OSError, AssertionError):
+            return
+        took.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return sorted(took)
+
+
+def _echo(conn: socket.socket) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+@contextmanager
+def _haproxy_roundrobin(dead: int, live: int) -> Iterator[int]:
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="ipcnet-a8-"))
+    (tmp / "haproxy.cfg").write_text(textwrap.dedent(f"""
+        defaults
+            mode tcp
+            timeout connect 1s
+            timeout client 20s
+            timeout server 20s
+            retries 1
+            option redispatch
+        listen relay
+            bind 127.0.0.1:{port}
+            balance roundrobin
+            server dead 127.0.0.1:{dead}
+            server live 127.0.0.1:{live}
+    """))  # fmt: skip
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "haproxy did not start"
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@needs_haproxy
+def test_connects_to_a_target_that_never_answers_hold_up_no_client_of_another() -> None:
+    """Roundrobin over a blackholed target and a live one, a 1 s connect timeout, six
+    clients at once: HAProxy serves those whose turn is the live target at once (its
+    connects never block; its turn also moves on a redispatch, so two or three of six),
+    and the others after the timeout, on the live one. The relay's event loops connected
+    on a pool of --workers threads: two connects hanging on the blackhole held up every
+    other client, the live target's too, for the whole timeout, and the last one for two
+    (with the default 8 workers, 8 such connects stop a relay serving anyone for 5 s).
+    Now a hand-over job never waits behind another (its threads are bounded by
+    --max-conns, as the connections are)."""
+    with _never_accepts() as dead, server(_echo) as live:
+        with _haproxy_roundrobin(dead, live.port) as haproxy:
+            theirs = _served_at_once(haproxy, 6)
+        assert len(theirs) == 6 and sum(t < 0.5 for t in theirs) >= 2, theirs
+        assert all(t < 1.8 for t in theirs), theirs  # one timeout, then the live one
+        args = ("--balance", "roundrobin", "--connect-timeout", "1", "--workers", "2")
+        for model in ("epoll", "asyncio"):
+            with relay_process("tcp://127.0.0.1:0", f"tcp://127.0.0.1:{dead}", live.url,
+                               "-m", model, *args) as relay:  # fmt: skip
+                ours = _served_at_once(relay.port, 6)
+            assert len(ours) == 6 and sum(t < 0.5 for t in ours) == 3, (model, ours, theirs)
+            assert all(t < 1.8 for t in ours), (model, ours, theirs)
