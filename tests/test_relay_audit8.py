@@ -8,15 +8,18 @@ with binary data through a pipe.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import pytest
 
 import ipcnet.relay
 from ipcnet.testing import free_port
-from relay_helpers import RelayProcess, recv_all, relay_process, server
+from relay_helpers import RelayProcess, Server, env, recv_all, relay_process, server
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing")
@@ -220,8 +223,23 @@ def _haproxy_roundrobin(dead: int, live: int) -> Iterator[int]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@needs_haproxy
-def test_connects_to_a_target_that_never_answers_hold_up_no_client_of_another() -> None:
+@contextmanager
+def _in_front(kind: str, dead: int, live: Server, *options: str) -> Iterator[int]:
+    """HAProxy (roundrobin, redispatch) or ``ipcnet relay -m KIND`` in front of a
+    blackholed target and a live one, with a 1 s connect timeout; yields its port."""
+    if kind == "haproxy":
+        if shutil.which("haproxy") is None:
+            pytest.skip("haproxy missing")
+        with _haproxy_roundrobin(dead, live.port) as port:
+            yield port
+        return
+    with relay_process("tcp://127.0.0.1:0", f"tcp://127.0.0.1:{dead}", live.url,
+                       "--connect-timeout", "1", "-m", kind, *options) as relay:  # fmt: skip
+        yield relay.port
+
+
+@pytest.mark.parametrize("kind", ["haproxy", "epoll", "asyncio"])
+def test_connects_to_a_target_that_never_answers_hold_up_no_client_of_another(kind: str) -> None:
     """Roundrobin over a blackholed target and a live one, a 1 s connect timeout, six
     clients at once: HAProxy serves those whose turn is the live target at once (its
     connects never block; its turn also moves on a redispatch, so two or three of six),
@@ -231,15 +249,154 @@ def test_connects_to_a_target_that_never_answers_hold_up_no_client_of_another() 
     (with the default 8 workers, 8 such connects stop a relay serving anyone for 5 s).
     Now a hand-over job never waits behind another (its threads are bounded by
     --max-conns, as the connections are)."""
-    with _never_accepts() as dead, server(_echo) as live:
-        with _haproxy_roundrobin(dead, live.port) as haproxy:
-            theirs = _served_at_once(haproxy, 6)
-        assert len(theirs) == 6 and sum(t < 0.5 for t in theirs) >= 2, theirs
-        assert all(t < 1.8 for t in theirs), theirs  # one timeout, then the live one
-        args = ("--balance", "roundrobin", "--connect-timeout", "1", "--workers", "2")
-        for model in ("epoll", "asyncio"):
-            with relay_process("tcp://127.0.0.1:0", f"tcp://127.0.0.1:{dead}", live.url,
-                               "-m", model, *args) as relay:  # fmt: skip
-                ours = _served_at_once(relay.port, 6)
-            assert len(ours) == 6 and sum(t < 0.5 for t in ours) == 3, (model, ours, theirs)
-            assert all(t < 1.8 for t in ours), (model, ours, theirs)
+    options = ("--balance", "roundrobin", "--workers", "2")
+    with (
+        _never_accepts() as dead,
+        server(_echo) as live,
+        _in_front(kind, dead, live, *options) as port,
+    ):
+        took = _served_at_once(port, 6)
+    at_once = sum(t < 0.5 for t in took)
+    assert len(took) == 6 and (at_once >= 2 if kind == "haproxy" else at_once == 3), took
+    assert all(t < 1.8 for t in took), took  # one timeout, then the live one
+
+
+def _collects(got: list[bytes]) -> Callable[[socket.socket], None]:
+    def handle(conn: socket.socket) -> None:
+        got.append(recv_all(conn))
+
+    return handle
+
+
+@pytest.mark.parametrize("kind", ["haproxy", "epoll", "thread"])
+def test_a_client_that_sent_and_closed_before_the_connect_completed_loses_no_byte(
+    kind: str,
+) -> None:
+    """The client sends 200 KB and closes while the relay still waits on a blackholed first
+    target (1 s connect timeout); the next target must still get every byte, then the
+    EOF: HAProxy (redispatch, no abortonclose) delivers them, and so does the relay under
+    an event loop and under a thread per connection."""
+    payload = os.urandom(200_000)
+    got: list[bytes] = []
+    with _never_accepts() as dead, server(_collects(got)) as live:
+        with _in_front(kind, dead, live) as port:
+            clients = 2 if kind == "haproxy" else 1  # one of two starts at the blackhole
+            for _ in range(clients):
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.sendall(payload)
+            _wait_for(lambda: got.count(payload) == clients)
+    assert got.count(payload) == clients, [len(g) for g in got]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# --- 3: udp ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _udp_echo() -> Iterator[int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def loop() -> None:
+        while True:
+            try:
+                data, peer = sock.recvfrom(70000)
+                sock.sendto(data, peer)
+            except OSError:
+                return
+
+    threading.Thread(target=loop, daemon=True).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@needs_socat
+def test_udp_a_65507_byte_datagram_both_ways_and_replies_from_the_address_sent_to() -> None:
+    """The largest IPv4 UDP payload goes through whole both ways, and a client that sent
+    to 127.0.0.2 on a wildcard listener gets its reply from 127.0.0.2 (a connected client
+    drops any other). socat UDP-LISTEN:P UDP:... side by side does neither: it cuts the
+    datagram to its 8192-byte buffer without a word, and its reply to the 127.0.0.2
+    client comes from 127.0.0.1 (a connected client never sees it)."""
+    data = os.urandom(65507)
+    with _udp_echo() as upstream:
+        socat_port = free_port()
+        socat = subprocess.Popen(
+            ["socat", f"UDP-LISTEN:{socat_port},reuseaddr", f"UDP:127.0.0.1:{upstream}"],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(2)
+                client.sendto(data, ("127.0.0.2", socat_port))
+                theirs, sender = client.recvfrom(70000)
+        finally:
+            socat.kill()
+            socat.wait()
+        assert (len(theirs), sender[0]) == (8192, "127.0.0.1")  # the peer's two faults
+        port = free_port()
+        with ipcnet.relay(f"udp://0.0.0.0:{port}", f"udp://127.0.0.1:{upstream}") as relay:
+            for host in ("127.0.0.2", "127.0.0.1"):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.settimeout(2)
+                    client.connect((host, port))  # accepts replies from there only
+                    client.send(data)
+                    assert client.recv(70000) == data, host
+            assert relay.stats["oversize"] == 0
+
+
+# --- 4: ipcnet connect beside socat - and nc -N -----------------------------------------
+
+IPCNET_CONNECT = [sys.executable, "-m", "ipcnet", "connect"]
+
+
+def test_connect_binary_with_nuls_and_no_newline_like_socat_and_nc() -> None:
+    """NULs and no trailing newline come back exactly, through ipcnet connect, socat - and
+    nc -N alike (stdin's EOF half-closes, the echo's answer is waited for)."""
+    small = b"\0a\0\xff\r\n\0b"
+    with server(_echo) as up:
+        for argv in (
+            [*IPCNET_CONNECT, up.url],
+            ["socat", "-", f"TCP:127.0.0.1:{up.port}"],
+            ["nc", "-N", "127.0.0.1", str(up.port)],
+        ):
+            if shutil.which(argv[0]) is None:
+                continue
+            done = subprocess.run(argv, input=small, capture_output=True, timeout=20, env=env())
+            assert (done.returncode, done.stdout, done.stderr) == (0, small, b""), argv
+
+
+def test_connect_100_mib_through_a_pipe_come_back_whole() -> None:
+    with server(_echo) as up:
+        script = (
+            "set -o pipefail; head -c 104857600 /dev/urandom | tee >(sha256sum >&2) "
+            f"| {shlex.join([*IPCNET_CONNECT, up.url])} | sha256sum"
+        )
+        done = subprocess.run(["bash", "-c", script], capture_output=True, timeout=60, env=env())
+    assert done.returncode == 0, done.stderr
+    sent, got = done.stderr.split()[0], done.stdout.split()[0]
+    assert sent == got
+
+
+def test_connect_to_a_peer_that_resets_fails_naming_the_reset_after_what_it_sent() -> None:
+    """The peer answers, then resets: what it sent is on stdout, and ipcnet connect exits
+    1 saying the peer reset (a reset is no clean end). socat 1.7.4 and nc -N exit 0 with
+    no word here: they take the reset for an EOF."""
+
+    def answers_then_resets(conn: socket.socket) -> None:
+        conn.sendall(b"partial")
+        time.sleep(0.2)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+
+    with server(answers_then_resets) as up:
+        script = f"(printf 'a\\0b'; sleep 1) | {shlex.join([*IPCNET_CONNECT, up.url])}"
+        done = subprocess.run(["bash", "-c", script], capture_output=True, timeout=20, env=env())
+    assert (done.returncode, done.stdout) == (1, b"partial"), done.stderr
+    assert done.stderr.decode().startswith("ipcnet connect: connection reset by peer: read from")
