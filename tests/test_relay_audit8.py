@@ -400,3 +400,47 @@ def test_connect_to_a_peer_that_resets_fails_naming_the_reset_after_what_it_sent
         done = subprocess.run(["bash", "-c", script], capture_output=True, timeout=20, env=env())
     assert (done.returncode, done.stdout) == (1, b"partial"), done.stderr
     assert done.stderr.decode().startswith("ipcnet connect: connection reset by peer: read from")
+
+
+@needs_socat
+def test_udp_port_unreachable_from_the_upstream_is_counted_and_the_relay_serves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Datagrams to an upstream port nobody listens on come back as ICMP port
+    unreachable: socat UDP-LISTEN exits 1 at the first ("E read(...): Connection
+    refused"), so every client loses the relay; ipcnet counts each refusal against the
+    target, logs it, and once the upstream listens the same client is answered."""
+    dead = free_port()
+    socat_port = free_port()
+    socat = subprocess.Popen(
+        ["socat", f"UDP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr", f"UDP:127.0.0.1:{dead}"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(0.3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"x", ("127.0.0.1", socat_port))
+            assert socat.wait(5) == 1
+        assert socat.stderr is not None and b"Connection refused" in socat.stderr.read()
+    finally:
+        socat.kill()
+        socat.wait()
+    caplog.set_level(logging.INFO, "ipcnet.relay")
+    with ipcnet.relay("udp://127.0.0.1:0", f"udp://127.0.0.1:{dead}") as relay:
+        port = int(relay.address.port or 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2)
+            client.connect(("127.0.0.1", port))
+            for _ in range(3):
+                client.send(b"x")
+                time.sleep(0.1)
+            _wait_for(lambda: relay.status()["connect_failures"] == {f"udp://127.0.0.1:{dead}": 3})
+            assert relay.status()["connect_failures"] == {f"udp://127.0.0.1:{dead}": 3}
+            assert "connection refused: nothing listens on" in caplog.text
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with upstream:
+                upstream.bind(("127.0.0.1", dead))
+                client.send(b"again")
+                data, peer = upstream.recvfrom(100)
+                upstream.sendto(b"answer", peer)
+                assert (data, client.recv(100)) == (b"again", b"answer")
