@@ -28,6 +28,7 @@ import pytest
 import ipcnet.relay
 from ipcnet.testing import free_port
 from relay_helpers import RelayProcess, Server, env, recv_all, relay_process, server
+from test_proxy_conformance import NGINX_STREAM, needs_nginx
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing")
@@ -444,3 +445,97 @@ def test_udp_port_unreachable_from_the_upstream_is_counted_and_the_relay_serves_
                 data, peer = upstream.recvfrom(100)
                 upstream.sendto(b"answer", peer)
                 assert (data, client.recv(100)) == (b"again", b"answer")
+
+
+# --- 2: the PROXY protocol header for a v4 client of a dual-stack listener -------------
+
+
+@contextmanager
+def _nginx_reader(tmp: Path) -> Iterator[int]:
+    """nginx stream ``listen ... proxy_protocol`` answering the client the header named."""
+    port = free_port()
+    (tmp / "nginx.conf").write_text(textwrap.dedent(f"""
+        load_module {NGINX_STREAM};
+        daemon off;
+        master_process off;
+        pid {tmp}/nginx.pid;
+        error_log {tmp}/error.log;
+        events {{ worker_connections 64; }}
+        stream {{
+            server {{ listen 127.0.0.1:{port} proxy_protocol;
+                     return "$proxy_protocol_addr|$proxy_protocol_port\\n"; }}
+        }}
+    """))  # fmt: skip
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", str(tmp / "nginx.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, f"nothing on {port}"
+            time.sleep(0.05)
+
+
+def _named(port: int) -> tuple[str, str]:
+    """(what the reader says the header named, our own address and port)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        ours = sock.getsockname()
+        answer = recv_all(sock)
+    return answer.decode().strip(), f"{ours[0]}|{ours[1]}"
+
+
+@needs_haproxy
+@needs_nginx
+def test_a_v4_client_of_a_dual_stack_listener_is_named_as_the_v4_address_it_is(
+    short_tmp: Path,
+) -> None:
+    """A relay on ``tcp://:PORT`` (one IPv6 socket, IPv4 too) names its IPv4 client in
+    the PROXY header as the IPv4 address it is, so nginx's $proxy_protocol_addr is the
+    client's own 127.0.0.1 and its port, in v1 and v2. HAProxy side by side (``bind
+    :::PORT v4v6 ... send-proxy``) sends the socket's IPv4-mapped form, TCP6
+    ::ffff:127.0.0.1, which the spec allows; the receiver then logs that form."""
+    with _nginx_reader(short_tmp) as reader:
+        for option in ("send-proxy", "send-proxy-v2"):
+            port = free_port()
+            (short_tmp / "haproxy.cfg").write_text(textwrap.dedent(f"""
+                defaults
+                    mode tcp
+                    timeout connect 5s
+                    timeout client 10s
+                    timeout server 10s
+                listen relay
+                    bind :::{port} v4v6
+                    server reader 127.0.0.1:{reader} {option}
+            """))  # fmt: skip
+            haproxy = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(short_tmp / "haproxy.cfg")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                _wait_port(port, haproxy)
+                seen, ours = _named(port)
+                assert seen == f"::ffff:{ours}", (option, seen, ours)
+            finally:
+                haproxy.terminate()
+                haproxy.wait(10)
+            (short_tmp / "haproxy.cfg").unlink()
+        for version in ("v1", "v2"):
+            target = f"tcp://127.0.0.1:{reader}"
+            with ipcnet.relay("tcp://:0", target, send_proxy=version) as relay:
+                seen, ours = _named(int(relay.address.port or 0))
+            assert seen == ours, (version, seen, ours)
+    for name in ("nginx.conf", "nginx.pid", "error.log"):
+        (short_tmp / name).unlink(missing_ok=True)
