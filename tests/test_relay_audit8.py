@@ -539,3 +539,57 @@ def test_a_v4_client_of_a_dual_stack_listener_is_named_as_the_v4_address_it_is(
             assert seen == ours, (version, seen, ours)
     for name in ("nginx.conf", "nginx.pid", "error.log"):
         (short_tmp / name).unlink(missing_ok=True)
+
+
+# --- 1: a reset from an upstream that answered first ----------------------------------
+
+
+def _answers_and_closes_unread(conn: socket.socket) -> None:
+    """Reads one byte, answers, closes: the client's bytes it never read make its kernel
+    send an RST after the answer (an HTTP server's "413" to an upload, without nginx's
+    lingering close)."""
+    conn.recv(1)
+    conn.sendall(b"enough\n")
+
+
+def _upload_and_read(port: int) -> bytes:
+    """Upload 25 MiB while reading: the answer (then, often, a reset)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+
+        def upload() -> None:
+            try:
+                for _ in range(400):
+                    sock.sendall(bytes(65536))
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        got = b""
+        try:
+            while data := sock.recv(100):
+                got += data
+        except ConnectionResetError:
+            pass
+        thread.join(10)
+    return got
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_the_answer_of_an_upstream_that_resets_an_upload_reaches_the_client_first(
+    model: str, splice: bool
+) -> None:
+    """Without a relay the uploading client reads the answer every time, then the reset.
+    The relay took the failed write to the upstream for the end of everything and reset
+    the client at once: the answer, already in the relay's kernel, was lost in 3 of 5
+    tries under epoll (HAProxy and socat lose it in about 2 of 5). Now what the upstream
+    sent before its reset goes on to the client first, then the reset."""
+    with server(_answers_and_closes_unread) as up:
+        assert [_upload_and_read(up.port) for _ in range(5)] == [b"enough\n"] * 5  # direct
+        options = () if splice else ("--no-splice",)
+        with relay_process("tcp://127.0.0.1:0", up.url, "-m", model, *options) as relay:
+            got = [_upload_and_read(relay.port) for _ in range(5)]
+            lines = relay.wait_lines(5)
+    assert got == [b"enough\n"] * 5, (got, lines)
+    assert all("server reset first" in line and "down 7 B" in line for line in lines), lines

@@ -14,6 +14,9 @@ Rules:
   until its own EOF, however long it takes;
 - a reset is passed on as a reset: an ECONNRESET (or a write to a side that left) ends the
   bridge, and the other side is closed with SO_LINGER 0, so it gets an RST, not an EOF;
+  when it was a write that failed, what the side that reset had sent before it (still in
+  the kernel) is passed on first, as far as the other side takes it at once: a server's
+  answer to an upload it did not read reaches the client, as without a relay;
 - but a side that stopped reading while it still sends (a broken pipe: an exec: child
   that closed its stdin or exited, a unix peer that closed) is heard out: that direction
   ends ("closed"), what the side sends goes on to its EOF, as it would reach the other
@@ -303,8 +306,21 @@ class Bridge:
         if not isinstance(exc, Broken):
             how = "error"
         self.ends.append(End(at_fault, how, time.monotonic(), str(exc)))
+        if not reading and isinstance(exc, Broken) and other is not None and not other.done:
+            self._salvage(other)
         self.abort()
         return False
+
+    @staticmethod
+    def _salvage(flow: Flow) -> None:
+        """A write to ``flow``'s source failed: it reset (a server that answered and closed
+        with our bytes unread). What it sent before its reset is still in the kernel, to
+        read: pass on what the other side takes now, so that the answer goes before the
+        reset, as it would without a relay."""
+        try:
+            flow.advance()
+        except IPCError:
+            pass
 
     # --- timers ----------------------------------------------------------------------
 
