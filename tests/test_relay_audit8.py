@@ -593,3 +593,28 @@ def test_the_answer_of_an_upstream_that_resets_an_upload_reaches_the_client_firs
             lines = relay.wait_lines(5)
     assert got == [b"enough\n"] * 5, (got, lines)
     assert all("server reset first" in line and "down 7 B" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("model", ["epoll", "thread"])
+def test_a_target_that_never_answers_is_logged_as_a_timeout_not_a_refusal(model: str) -> None:
+    """Every target silent for the connect timeout: the client is reset at once after it
+    (1 s here), the relay serves on, and its line says the server timed out, as HAProxy's
+    tcplog tells "sC" (a connect timeout) from "SC" (a refusal); it said "server refused
+    first (timed out ...)". A refusal is still "refused"."""
+    closed = free_port()
+    with _never_accepts() as dead:
+        with relay_process("tcp://127.0.0.1:0", f"tcp://127.0.0.1:{dead}",
+                           "--connect-timeout", "1", "-m", model) as relay:  # fmt: skip
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+                with pytest.raises(ConnectionResetError):
+                    sock.recv(10)
+            assert 0.9 < time.monotonic() - started < 2.5
+            line = relay.wait_lines(1)[-1]
+        assert "server timeout first (timed out: connect to" in line, line
+    with relay_process("tcp://127.0.0.1:0", f"tcp://127.0.0.1:{closed}", "-m", model) as relay:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+            with pytest.raises(ConnectionResetError):
+                sock.recv(10)
+        line = relay.wait_lines(1)[-1]
+    assert "server refused first (connection refused" in line, line

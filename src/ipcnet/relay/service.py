@@ -15,7 +15,8 @@ Rules:
   client that fails it (plain text, a bad or missing client certificate, silence) is
   refused, counted and logged with the reason, and the relay goes on serving;
 - every target refusing or timing out: the client is reset (a refusal passed on); for a
-  tls:// target a failed handshake or verification is such a failure;
+  tls:// target a failed handshake or verification is such a failure; the line says
+  "server timeout" when the last one timed out, "server refused" otherwise;
 - when the bridge ends its counters go to ``RelayStats`` and its line to the log; an
   exec: target's child that failed (a status over 0, a signal not the relay's) gets a
   line of its own after it, once reaped.
@@ -28,7 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from ipcnet.addresses import Address
-from ipcnet.errors import IPCError
+from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import (
     Action,
     Actions,
@@ -193,7 +194,8 @@ class RelaySession(BaseSession):
         try:
             upstream, target = service.targets.connect(header)
         except IPCError as exc:
-            self._log([End("server", "refused", time.monotonic(), str(exc))])
+            how = "timeout" if isinstance(exc, Timeout) else "refused"  # HAProxy: sC, SC
+            self._log([End("server", how, time.monotonic(), str(exc))])
             self._over()
             RelayEnd(stream).abort()
             return None
