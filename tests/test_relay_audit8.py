@@ -1,8 +1,10 @@
 """``ipcnet relay`` and ``ipcnet connect`` beside socat, HAProxy (mode tcp) and nginx stream:
-how an exec: upstream's failure is reported, half-close and resets, a client gone before
-the upstream connect completes, an upstream that accepts and closes or never accepts, UDP
-replies from the address the client sent to and a 65507-byte datagram, and ``connect``
-with binary data through a pipe.
+an exec: upstream's failure in the log; an upstream that closes at once (a reset named as
+one), that never accepts (connects hold up no other client; a timeout is no refusal), that
+answers an upload and resets (the answer first); a client gone before the connect
+completed; the PROXY header for a v4 client of a dual-stack listener; UDP: a 65507-byte
+datagram, replies from the address sent to, an ICMP port unreachable; ``connect``: binary
+data, 100 MiB through a pipe, a peer that resets.
 """
 
 from __future__ import annotations
