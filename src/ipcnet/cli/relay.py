@@ -132,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(1, MAX_WORKERS),
         default=8,
         metavar="N",
-        help="pool threads, prefork processes; event loops: threads that connect (8)",
+        help="pool threads, prefork processes (8); the event loops connect on threads "
+        "of their own, up to --max-conns, so no connect waits behind another",
     )
     m.add_argument(
         "--inner",

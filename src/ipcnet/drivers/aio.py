@@ -7,7 +7,8 @@ service costs two calls per read over a hand-written protocol. Rules:
   driver's high-water mark; reading pauses while ``pause_writing`` is in force or the
   engine says so (a job runs, a file is being sent, EOF, Close queued);
 - ``Run`` jobs run in the loop's executor, or are awaited on the loop when the job is an
-  ``async def`` function (the contract's coroutine form); a file region
+  ``async def`` function (the contract's coroutine form); a hand-over's job (it may
+  connect) in a pool of its own, bounded by --max-conns (see ``drivers.selector``); a file region
   uses ``loop.sendfile`` (zero copy where the loop can; uvloop cannot, and
   there the file is read in worker threads and written under flow control);
 - the core accepts (so EMFILE pauses accepting and over-limit connections are refused as
@@ -225,7 +226,7 @@ class SessionProtocol(asyncio.Protocol):
     async def _take_over(self, step: Handover, stream: SocketStream) -> None:
         loop = self.model.loop
         try:
-            pump = await loop.run_in_executor(self.model.jobs, step.job, stream)
+            pump = await loop.run_in_executor(self.model.handovers, step.job, stream)
         except Exception:
             log.exception("a hand-over job failed on %s", stream.where)
             stream.close()
@@ -398,6 +399,9 @@ class AsyncioModel(Model):
         self.protocols: set[SessionProtocol] = set()
         self.adopting = 0  # accepted, not yet handed to the loop
         self.jobs = DaemonPool(core.config.workers)
+        # a hand-over's job connects (it may hang for a connect timeout): never behind
+        # another one, up to --max-conns (as the readiness models, drivers.selector)
+        self.handovers = DaemonPool(core.config.max_conns, "ipcnet-handover")
         self.loop_sendfile = True  # until the loop says NotImplementedError (uvloop)
         self.gate = Gate(
             core,
@@ -412,6 +416,7 @@ class AsyncioModel(Model):
             self.loop.run_until_complete(self._main())
         finally:
             self.jobs.shutdown(wait=False)
+            self.handovers.shutdown(wait=False)
             self.loop.close()
             asyncio.set_event_loop(None)
 

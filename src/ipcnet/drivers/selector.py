@@ -10,7 +10,10 @@ engine per message and doubled the cost of registering a new connection. Rules:
 - a step is tried at once; a write or sendfile the kernel takes only part of waits for
   EVENT_WRITE; the engine says when reading pauses (backpressure) and resumes;
 - ``Run`` jobs go to a small thread pool; their outcome comes back through the waker, so
-  a slow handler never stalls the loop;
+  a slow handler never stalls the loop; a hand-over's job (it connects: a blackholed
+  target hangs it for the whole connect timeout) goes to a pool of its own bounded by
+  --max-conns, so it never waits behind another one that hangs (HAProxy's and nginx's
+  connects never block each other);
 - byte counters are flushed to the shared row by the sweep (once a second) and at close.
 """
 
@@ -189,6 +192,7 @@ class SelectorLoop(Model):
         self.conns: dict[int, Connection] = {}
         self.done: collections.deque[tuple[Connection, Run | None, Any]] = collections.deque()
         self.executor: DaemonPool | None = None
+        self.handovers: DaemonPool | None = None  # hand-over jobs (see the rules)
         # the earliest deadline a Timer or a hand-over pump may have (NEVER: none); the
         # connections are looked at only once it passed: not every connection on every
         # wake-up, which an HTTP server's per-connection header deadline would make O(n)
@@ -264,8 +268,9 @@ class SelectorLoop(Model):
         finally:
             for conn in list(self.conns.values()):
                 self.close(conn)
-            if self.executor is not None:
-                self.executor.shutdown(wait=False)
+            for pool in (self.executor, self.handovers):
+                if pool is not None:
+                    pool.shutdown(wait=False)
             sel.close()
             core.close_listeners()
 
@@ -337,9 +342,9 @@ class SelectorLoop(Model):
             self.selector.unregister(conn.fd)
             conn.events = 0
         conn.watch = True
-        if self.executor is None:
-            self.executor = DaemonPool(self.core.config.workers)
-        future = self.executor.submit(step.job, conn.stream)
+        if self.handovers is None:
+            self.handovers = DaemonPool(self.core.config.max_conns, "ipcnet-handover")
+        future = self.handovers.submit(step.job, conn.stream)
         future.add_done_callback(lambda f: self._handed(conn, f))
 
     def _handed(self, conn: Connection, future: Future[Any]) -> None:

@@ -14,6 +14,9 @@ Rules:
   until its own EOF, however long it takes;
 - a reset is passed on as a reset: an ECONNRESET (or a write to a side that left) ends the
   bridge, and the other side is closed with SO_LINGER 0, so it gets an RST, not an EOF;
+  when it was a write that failed, what the side that reset had sent before it (still in
+  the kernel) is passed on first, as far as the other side takes it at once: a server's
+  answer to an upload it did not read reaches the client, as without a relay;
 - but a side that stopped reading while it still sends (a broken pipe: an exec: child
   that closed its stdin or exited, a unix peer that closed) is heard out: that direction
   ends ("closed"), what the side sends goes on to its EOF, as it would reach the other
@@ -25,7 +28,8 @@ Rules:
   HAProxy's termination state does;
 - ending never blocks: an exec: target's side, whose close waits for the child to exit
   (then terminates and kills it), is closed in a thread of its own when the child is
-  still running, so a model's loop goes on driving every other connection.
+  still running, so a model's loop goes on driving every other connection; the child,
+  once reaped, goes to ``on_child`` (after ``on_end``), which tells how it ended.
 Which path a side takes is chosen once, here, in ``end_for``: a TLS stream (tls://,
 tls+unix://, terminated or originated) gets the TLS layer's end
 (``transports.tls.relayend``), which cannot splice, so every direction touching it copies
@@ -39,11 +43,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ipcnet.errors import Broken, IPCError, PeerClosed, Reset
 from ipcnet.relay.stats import End
 from ipcnet.transports import StreamTransport
 from ipcnet.transports.splice import READ, WRITE, RelayEnd, SplicePipe
+
+if TYPE_CHECKING:
+    from subprocess import Popen
 
 PIPE = 1 << 20  # splice pipe per direction (pipe-max-size's default; see BENCHMARKS.md)
 BUFFER = 256 * 1024  # copy buffer per direction: a quarter of the memory for 25% more CPU
@@ -175,14 +183,23 @@ class Flow:
             self.pipe = None
 
 
-def _close(end: RelayEnd, reset: bool) -> None:
-    """Close one side (with a reset: ``abort``), never waiting for an exec: child."""
+def _close(end: RelayEnd, reset: bool, reaped: Callable[[Popen[bytes]], None]) -> None:
+    """Close one side (with a reset: ``abort``), never waiting for an exec: child; an
+    exec: child, once closed and reaped, goes to ``reaped``."""
     close = end.abort if reset else end.close
     child = end.transport.process
-    if child is not None and child.poll() is None:
-        threading.Thread(target=close, name="ipcnet-relay-child").start()
-    else:
+    if child is None:
         close()
+        return
+
+    def closed() -> None:
+        close()
+        reaped(child)
+
+    if child.poll() is None:
+        threading.Thread(target=closed, name="ipcnet-relay-child").start()
+    else:
+        closed()
 
 
 class Bridge:
@@ -199,9 +216,13 @@ class Bridge:
         linger: float | None = None,
         idle_timeout: float | None = None,
         on_end: Callable[[Bridge], None] | None = None,
+        on_child: Callable[[Popen[bytes]], None] | None = None,
     ) -> None:
         self.client = client
         self.on_end = on_end
+        self.on_child = on_child
+        self._reaped: list[Popen[bytes]] | None = []  # children reaped before on_end ran
+        self._lock = threading.Lock()
         self.server = server
         self.started = time.monotonic()
         self.linger = linger
@@ -285,8 +306,21 @@ class Bridge:
         if not isinstance(exc, Broken):
             how = "error"
         self.ends.append(End(at_fault, how, time.monotonic(), str(exc)))
+        if not reading and isinstance(exc, Broken) and other is not None and not other.done:
+            self._salvage(other)
         self.abort()
         return False
+
+    @staticmethod
+    def _salvage(flow: Flow) -> None:
+        """A write to ``flow``'s source failed: it reset (a server that answered and closed
+        with our bytes unread). What it sent before its reset is still in the kernel, to
+        read: pass on what the other side takes now, so that the answer goes before the
+        reset, as it would without a relay."""
+        try:
+            flow.advance()
+        except IPCError:
+            pass
 
     # --- timers ----------------------------------------------------------------------
 
@@ -330,20 +364,37 @@ class Bridge:
         self.finished = True
         self._close_flows()
         for end in (self.client, self.server):
-            _close(end, reset=True)
+            _close(end, True, self._child_reaped)
         self._ended()
 
     def _finish(self) -> None:
         self.finished = True
         self._close_flows()
         for end in (self.client, self.server):
-            _close(end, reset=False)
+            _close(end, False, self._child_reaped)
         self._ended()
 
     def _ended(self) -> None:
         if self.on_end is not None:
             on_end, self.on_end = self.on_end, None
             on_end(self)
+        with self._lock:
+            reaped, self._reaped = self._reaped or [], None
+        for child in reaped:
+            self._report(child)
+
+    def _child_reaped(self, child: Popen[bytes]) -> None:
+        """An exec: side's child is reaped: reported after ``on_end`` (the connection's
+        line first), from the thread that closed it when that thread outlived the bridge."""
+        with self._lock:
+            if self._reaped is not None:
+                self._reaped.append(child)
+                return
+        self._report(child)
+
+    def _report(self, child: Popen[bytes]) -> None:
+        if self.on_child is not None:
+            self.on_child(child)
 
     def _close_flows(self) -> None:
         for flow in (self.up, self.down):

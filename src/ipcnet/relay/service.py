@@ -15,18 +15,21 @@ Rules:
   client that fails it (plain text, a bad or missing client certificate, silence) is
   refused, counted and logged with the reason, and the relay goes on serving;
 - every target refusing or timing out: the client is reset (a refusal passed on); for a
-  tls:// target a failed handshake or verification is such a failure;
-- when the bridge ends its counters go to ``RelayStats`` and its line to the log.
+  tls:// target a failed handshake or verification is such a failure; the line says
+  "server timeout" when the last one timed out, "server refused" otherwise;
+- when the bridge ends its counters go to ``RelayStats`` and its line to the log; an
+  exec: target's child that failed (a status over 0, a signal not the relay's) gets a
+  line of its own after it, once reaped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ipcnet.addresses import Address
-from ipcnet.errors import IPCError
+from ipcnet.errors import IPCError, Timeout
 from ipcnet.protocols.base import (
     Action,
     Actions,
@@ -43,9 +46,12 @@ from ipcnet.relay import proxyio
 from ipcnet.relay.pump import Bridge, end_for
 from ipcnet.relay.stats import End, RelayStats, log_line
 from ipcnet.relay.targets import Targets
-from ipcnet.transports import StreamTransport
+from ipcnet.transports import StreamTransport, process
 from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.splice import RelayEnd
+
+if TYPE_CHECKING:
+    from subprocess import Popen
 
 log = logging.getLogger("ipcnet.relay")
 
@@ -188,7 +194,8 @@ class RelaySession(BaseSession):
         try:
             upstream, target = service.targets.connect(header)
         except IPCError as exc:
-            self._log([End("server", "refused", time.monotonic(), str(exc))])
+            how = "timeout" if isinstance(exc, Timeout) else "refused"  # HAProxy: sC, SC
+            self._log([End("server", how, time.monotonic(), str(exc))])
             self._over()
             RelayEnd(stream).abort()
             return None
@@ -205,6 +212,7 @@ class RelaySession(BaseSession):
                 linger=config.linger,
                 idle_timeout=config.idle_timeout,
                 on_end=self._ended,
+                on_child=self._child_ended,
             )
         except IPCError as exc:
             self._log([End("relay", "error", time.monotonic(), str(exc))])
@@ -221,6 +229,14 @@ class RelaySession(BaseSession):
         stats.add("copied", bridge.copied)
         self._over()
         self._log(bridge.ends, bridge.bytes_up, bridge.bytes_down)
+
+    def _child_ended(self, child: Popen[bytes]) -> None:
+        """An exec: target's child, reaped: a status over 0, or a signal not the relay's
+        own, is logged after the connection's line (socat: "E waitpid(): child N exited
+        with status S"; ``ipcnet connect`` exits 1 naming it)."""
+        failed = process.failure(child)
+        if failed is not None:
+            log.warning("%s -> %s: the child (pid %d) %s", self.who, self.target, child.pid, failed)
 
     target = "-"
 

@@ -11,12 +11,15 @@ an ipcnet error. Rules:
   size (F_SETPIPE_SZ) bounds what one direction holds, so a slow reader stops the reads
   from a fast writer;
 - ``abort()`` passes a reset on: SO_LINGER {on, 0 s} and close, so the peer gets an RST;
+- a half-close of a socket a reset already ended (ENOTCONN) is a Reset, as a socket's
+  own ``send_eof`` says;
 - ``Poller`` waits on several descriptors at once (poll(2)), for a relay's own loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
@@ -24,7 +27,7 @@ import socket
 import struct
 from typing import ClassVar
 
-from ipcnet.errors import Broken
+from ipcnet.errors import Broken, Reset
 from ipcnet.transports.base import StreamTransport
 from ipcnet.transports.oserrors import translate
 from ipcnet.transports.pipes import PipeStream
@@ -175,6 +178,8 @@ class RelayEnd:
             try:
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
+                if exc.errno == errno.ENOTCONN:  # a reset ended it already (as send_eof says)
+                    raise Reset(f"connection reset by peer: shut down {self.where}") from exc
                 raise translate(exc, "shut down", self.where) from exc
         else:
             self.transport.send_eof()
