@@ -30,7 +30,7 @@ from ipcnet.drivers.core import Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.handover import AioWatch
-from ipcnet.drivers.jobs import DaemonPool
+from ipcnet.drivers.jobs import DaemonPool, handover_pool
 from ipcnet.drivers.selector import SWEEP
 from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Peer, Run, ShutdownWrite, Timer
@@ -401,7 +401,7 @@ class AsyncioModel(Model):
         self.jobs = DaemonPool(core.config.workers)
         # a hand-over's job connects (it may hang for a connect timeout): never behind
         # another one, up to --max-conns (as the readiness models, drivers.selector)
-        self.handovers = DaemonPool(core.config.max_conns, "ipcnet-handover")
+        self.handovers = handover_pool(core.config.max_conns)
         self.loop_sendfile = True  # until the loop says NotImplementedError (uvloop)
         self.gate = Gate(
             core,

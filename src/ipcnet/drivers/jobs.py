@@ -4,7 +4,8 @@ Role: a ``concurrent.futures.Executor`` whose threads are daemons, started on de
 limit. Rules: unlike ThreadPoolExecutor, nothing joins these threads at interpreter exit, so
 a forced stop is not held up by a job that will not finish (its result is simply dropped);
 a thread is started whenever the jobs not yet taken outnumber the threads waiting for one,
-so a job never waits behind a blocked one while the limit allows another thread.
+so a job never waits behind a blocked one while the limit allows another thread; with
+``idle_exit``, a thread that waited that long for a job ends (a burst's threads do not stay).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ Job = tuple[Future[Any], Callable[[], Any]]
 
 
 class DaemonPool(Executor):
-    def __init__(self, max_workers: int, name: str = "ipcnet-job") -> None:
+    def __init__(
+        self, max_workers: int, name: str = "ipcnet-job", idle_exit: float | None = None
+    ) -> None:
         self.max_workers = max(1, max_workers)
         self.name = name
+        self.idle_exit = idle_exit
+        self._started = 0
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a job
@@ -37,7 +42,7 @@ class DaemonPool(Executor):
             self._untaken += 1
             # an idle thread may be about to take an earlier job: count jobs, not just idlers
             if self._untaken > self._idle and len(self._threads) < self.max_workers:
-                name = f"{self.name}-{len(self._threads)}"
+                name, self._started = f"{self.name}-{self._started}", self._started + 1
                 thread = threading.Thread(target=self._work, name=name, daemon=True)
                 self._threads.append(thread)
                 thread.start()
@@ -47,7 +52,16 @@ class DaemonPool(Executor):
         while True:
             with self._lock:
                 self._idle += 1
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    if self._untaken:  # a job came as we gave up: submit counted us idle
+                        self._idle -= 1
+                        continue
+                    self._idle -= 1
+                    self._threads.remove(threading.current_thread())
+                return
             with self._lock:
                 self._idle -= 1
                 if item is not None:
@@ -63,8 +77,17 @@ class DaemonPool(Executor):
                 future.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for _ in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join()
+
+
+def handover_pool(max_conns: int) -> DaemonPool:
+    """The pool of hand-over jobs (a relay's connects, which a blackholed target hangs for
+    the connect timeout): a thread per job in progress up to ``max_conns``, so none waits
+    behind another; a burst's threads end after 30 s without one."""
+    return DaemonPool(max_conns, "ipcnet-handover", idle_exit=30.0)

@@ -30,7 +30,7 @@ from ipcnet.drivers.core import READ_SIZE, Model, ServerCore, log
 from ipcnet.drivers.datagrams import answer
 from ipcnet.drivers.engine import Engine, Region, run_job
 from ipcnet.drivers.handover import Watch
-from ipcnet.drivers.jobs import DaemonPool
+from ipcnet.drivers.jobs import DaemonPool, handover_pool
 from ipcnet.errors import IPCError
 from ipcnet.protocols.base import Close, Outcome, Run, ShutdownWrite, Timer
 from ipcnet.protocols.handover import Handover
@@ -343,7 +343,7 @@ class SelectorLoop(Model):
             conn.events = 0
         conn.watch = True
         if self.handovers is None:
-            self.handovers = DaemonPool(self.core.config.max_conns, "ipcnet-handover")
+            self.handovers = handover_pool(self.core.config.max_conns)
         future = self.handovers.submit(step.job, conn.stream)
         future.add_done_callback(lambda f: self._handed(conn, f))
 
