@@ -285,7 +285,7 @@ SOCKET_NAME: Grammar = _SocketName()
 
 # --- ipc grammars (issue 13): shm:// and mq:// take ?key=number options ------------------
 
-_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?\Z")
+_SIZE = re.compile(r"([0-9]+)(?:([kKmMgG])(?:i?[bB])?|[bB])?\Z")  # 64, 64K, 64KiB, 64B
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MQ_NAME_MAX = 255  # NAME_MAX: a queue name is one file in the mqueue filesystem
 
@@ -298,6 +298,8 @@ def _parse_options(
     out: dict[str, int] = {}
     for item in query.split("&"):
         key, sep, value = item.partition("=")
+        if key in out:  # which one would win is no rule anyone could rely on
+            raise _bad(url, f"option {key!r} given twice")
         if key not in known:
             raise _bad(url, f"unknown option {key!r} for {scheme}: (known: {', '.join(known)})")
         if not sep or not value:
@@ -305,7 +307,7 @@ def _parse_options(
         match = _SIZE.match(value)
         if match is None:
             raise _bad(url, f"option {key}={value!r} is not a number (like 65536 or 64K)")
-        out[key] = int(match.group(1)) * _UNITS[match.group(2).lower()]
+        out[key] = int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
     return tuple(out.items())
 
 
@@ -451,7 +453,11 @@ def _parse_inet(url: str, scheme: str, rest: str) -> Address:
     if not rest.startswith("//"):
         raise _bad(url, f"expected {scheme}://host:port")
     hostport = rest[2:]
-    if "/" in hostport or "?" in hostport or "#" in hostport:
+    for mark, part in (("?", "options"), ("#", "fragment")):
+        if mark in hostport and "/" not in hostport.partition(mark)[0]:
+            after = hostport[hostport.index(mark) :]
+            raise _bad(url, f"{scheme}: takes no {part} ({after!r} after host:port)")
+    if "/" in hostport:
         raise _bad(url, "unexpected path after host:port")
     if hostport.startswith("["):
         end = hostport.find("]")
