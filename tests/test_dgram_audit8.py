@@ -1,0 +1,346 @@
+"""Audit 8 of the address grammar and the datagram transports, side by side with socat,
+OpenBSD nc, the socket module and RFC 3986.
+
+A generated sweep of thousands of addresses (every scheme; ports 0, 65535, 65536, -1,
+leading zeros, empty; IPv6 with and without brackets and zones; percent signs, unicode,
+relative and absolute paths; abstract names with NUL and %00; unknown, duplicated, empty
+and bad query options) either parses to an Address that prints and parses back to itself
+or is refused with an InvalidAddress quoting the input; what is accepted is opened to see
+that it binds what the socket module (and nc) would.
+
+Defects found, each test written failing first: a query option given twice took the last
+one silently (``shm://@x?ring=1&ring=2``); a size of ``64iB`` (no unit) was taken as 64;
+an inet address with ``?options`` or ``#fragment`` was refused as an "unexpected path";
+a udp listener bound to a multicast group never joined it, so it heard nothing (iperf -s -B
+GROUP, socat's ip-add-membership join it); connecting to a broadcast address said only
+"permission denied" (EACCES: no SO_BROADCAST).
+
+Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
+getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
+where socat takes it for the end; a datagram larger than --max-datagram ends the command
+with an error, where socat -b cuts it silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import ipcnet
+from ipcnet.addresses import SCHEMES, Address, parse
+from ipcnet.errors import InvalidAddress
+from ipcnet.testing import free_port
+
+IPCNET = [sys.executable, "-m", "ipcnet", "connect"]
+HAVE_SOCAT = shutil.which("socat") is not None
+
+# --- (1) the grammar: a generated sweep ---------------------------------------------------
+
+HOSTS = [
+    "", "127.0.0.1", "localhost", "localhost.", "h", "_", "xn--e1a", "é", "a..b", "-a",
+    "0177.0.0.1", "0", "1.2.3.4.", "h%20", "[::1]", "::1", "[::]", "[FE80::1]", "[]", "[::1",
+    "[::1]x", "[fe80::1%eth0]", "[fe80::1%25eth0]", "[fe80::1%2525]", "[fe80::1%25]",
+    "[fe80::1%]", "[fe80::1%25%25]", "[fe80::1%a:b]", "[fe80::1%a]b]", "[::ffff:127.0.0.1]",
+    "[v1.x]", "255.255.255.255", "224.0.0.1", "[ff02::1%lo]",
+]  # fmt: skip
+PORTS = [
+    "0", "1", "65535", "65536", "-1", "080", "00000080", "", "http", "http-alt", "a_b",
+    "0x50", " 80", "80 ", "1e3", "٨٠", "²", "9" * 30,
+]  # fmt: skip
+PATHS = [
+    "/abs", "rel", "./r", "/", "//x", "///x", "@abs", "@", "@a\0b", "@a%00b", "@ a ",
+    "/a%20b", "/é", "/\udcff", "/a?x=1", "/a#f", "//@x", "~/x", "/a b", "", "/a\0b",
+    "a" * 107, "/" + "a" * 106, "/" + "a" * 107, "@" + "a" * 107, "@" + "a" * 108,
+]  # fmt: skip
+QUERIES = [
+    "", "?", "?&", "?ring=1", "?ring=1&ring=2", "?ring=", "?ring", "?x=1", "?RING=1",
+    "?ring=64K", "?ring=64KiB", "?ring=64B", "?ring=64iB", "?ring=1#f", "?ring=-1",
+    "?depth=1&msgsize=2&priority=3", "?depth=0x10", "?depth=1&depth=1",
+]  # fmt: skip
+OTHERS = [
+    "", "//", "3", "//3", "//03", "//-1", "//2147483648", "cat", "sh -c 'a b'", " ", "'",
+    "\\", "a\0", "//web", "//a b", "//é", "//N:1",
+]  # fmt: skip
+
+
+def _generated() -> Iterator[str]:
+    for scheme in SCHEMES:
+        for host, port in itertools.product(HOSTS, PORTS):
+            yield f"{scheme}://{host}:{port}"
+        for path, query in itertools.product(PATHS, QUERIES):
+            yield f"{scheme}:{path}{query}"
+            yield f"{scheme}://{path}{query}"
+        for rest in OTHERS:
+            yield f"{scheme}:{rest}"
+        yield f"{scheme.upper()}://127.0.0.1:1"
+
+
+def test_a_generated_sweep_round_trips_or_is_refused_naming_the_input() -> None:
+    """Thousands of valid and near-valid addresses: no other exception than InvalidAddress,
+    each refusal quotes the input and says something, and each accepted one is canonical
+    once printed: parse(str(parse(x))) == parse(x) and str() of that is the same text."""
+    urls = sorted(set(_generated()))
+    assert len(urls) > 10_000
+    accepted = 0
+    for url in urls:
+        try:
+            address = parse(url)
+        except InvalidAddress as exc:
+            prefix = f"invalid address {url!r}: "
+            message = str(exc)
+            assert message.startswith(prefix), url
+            assert len(message) > len(prefix) + 5, url
+            continue
+        accepted += 1
+        again = parse(str(address))
+        assert again == address, url
+        assert str(again) == str(address), url
+    assert 1000 < accepted < len(urls)  # both outcomes well represented
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("shm://@x?ring=1&ring=2", "option 'ring' given twice"),
+        ("shm://@x?ring=64K&ring=64K", "option 'ring' given twice"),
+        ("mq:///q?depth=1&msgsize=8&depth=2", "option 'depth' given twice"),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_the_last_one_taken(url: str, message: str) -> None:
+    """Which of two values wins is no rule a user could rely on (the last one won, silently)."""
+    with pytest.raises(InvalidAddress, match=message):
+        parse(url)
+
+
+def test_a_size_with_ib_but_no_unit_is_refused() -> None:
+    """64KiB, 64K, 64KB and 64B are sizes; '64iB' was taken as 64."""
+    assert parse("shm://@x?ring=64KiB").option("ring") == 65536
+    assert parse("shm://@x?ring=64KB").option("ring") == 65536
+    assert parse("shm://@x?ring=64B").option("ring") == 64
+    with pytest.raises(InvalidAddress, match="not a number"):
+        parse("shm://@x?ring=64iB")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("udp://127.0.0.1:53?broadcast=1", "udp: takes no options ('?broadcast=1' after"),
+        ("tcp://h:80?", "tcp: takes no options ('?' after"),
+        ("udp6://[::1]:9#x", "udp6: takes no fragment ('#x' after"),
+        ("tcp://h:80/path?x=1", "unexpected path after host:port"),
+    ],
+)
+def test_options_on_an_inet_address_are_named_as_options(url: str, message: str) -> None:
+    """RFC 3986 §3.4: what follows '?' is a query, not a path; it said 'unexpected path'."""
+    with pytest.raises(InvalidAddress) as info:
+        parse(url)
+    assert message in str(info.value)
+
+
+def test_a_port_with_leading_zeros_is_decimal_as_getaddrinfo_and_nc_read_it() -> None:
+    """RFC 3986 §3.2.3: port = *DIGIT, decimal; getaddrinfo and nc read '0NNNN' as NNNN.
+    (socat reads it as octal: UDP4-RECV:01234 binds 668. A difference kept.)"""
+    port = free_port(socket.SOCK_DGRAM)
+    text = f"000{port}"
+    resolved = socket.getaddrinfo("127.0.0.1", text, socket.AF_INET, socket.SOCK_DGRAM)
+    assert resolved[0][4][1] == port
+    with ipcnet.open_datagram(f"udp://127.0.0.1:{text}", listen=True, timeout=5) as ours:
+        assert ours.sock.getsockname() == ("127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"\0zero\0", ("127.0.0.1", port))
+            assert ours.recv()[0] == b"\0zero\0"
+
+
+@pytest.mark.parametrize(
+    ("path", "sockaddr"),
+    [
+        ("@ipcnet-a8-%00-{u}", b"\0ipcnet-a8-%00-{u}"),  # no percent-decoding, as socat
+        ("@ipcnet-a8 é {u} ", "\0ipcnet-a8 é {u} ".encode()),  # UTF-8, spaces kept
+        ("rel-{u}.sock", b"rel-{u}.sock"),  # relative to the working directory
+        ("rel %41?x=1#f-{u}", b"rel %41?x=1#f-{u}"),  # '%', '?' and '#' are the path's
+    ],
+)
+def test_an_accepted_unixgram_address_binds_what_the_socket_module_would(
+    path: str, sockaddr: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened, each accepted unix name is the sun_path a socket module peer sends to."""
+    monkeypatch.chdir(tmp_path)
+    u = uuid.uuid4().hex[:8]
+    url = f"unixgram:{path.replace('{u}', u)}"
+    target = sockaddr.replace(b"{u}", u.encode())
+    assert parse(str(parse(url))) == parse(url)
+    with ipcnet.open_datagram(url, listen=True, timeout=5) as ours:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer:
+            peer.bind(b"")  # autobind: a name to answer
+            peer.sendto(b"a\0b", target)
+            data, sender = ours.recv()
+            assert data == b"a\0b"
+            ours.send(b"c\0d", to=sender)
+            peer.settimeout(5)
+            assert peer.recv(16) == b"c\0d"
+
+
+# --- (2) datagram semantics -----------------------------------------------------------
+
+
+def test_a_udp_listener_on_a_multicast_group_joins_it() -> None:
+    """Bound to 239.x and not a member it heard nothing (iperf -s -B GROUP and socat's
+    ip-add-membership join; the kernel delivers only to members)."""
+    group = f"239.255.{os.getpid() % 250}.{threading.get_ident() % 250 + 1}"
+    port = free_port(socket.SOCK_DGRAM)
+    with ipcnet.open_datagram(f"udp://{group}:{port}", listen=True, timeout=3) as ours:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            try:
+                sender.sendto(b"\0to the group\0", (group, port))
+            except OSError as exc:  # no multicast route on this machine at all
+                pytest.skip(f"cannot send to {group}: {exc}")
+            data, source = ours.recv()
+            assert source is not None and source.port == sender.getsockname()[1]
+    assert data == b"\0to the group\0"
+
+
+def test_connecting_to_a_broadcast_address_says_it_is_one() -> None:
+    """connect(2) to a broadcast address without SO_BROADCAST is EACCES (ip(7)); socat
+    says 'Permission denied' and needs its broadcast option, nc needs -b. ipcnet said
+    only 'permission denied'."""
+    out = subprocess.run(
+        [*IPCNET, "udp://255.255.255.255:9"], input=b"x", capture_output=True, timeout=30
+    )
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert err.startswith("ipcnet connect: permission denied: connect to udp://255.255.255.255:9")
+    assert "a broadcast address" in err and "SO_BROADCAST" in err
+    assert err.count("\n") == 1
+    if HAVE_SOCAT:
+        theirs = subprocess.run(
+            ["socat", "-", "UDP4:255.255.255.255:9"], input=b"x", capture_output=True, timeout=30
+        )
+        assert theirs.returncode == 1 and b"Permission denied" in theirs.stderr
+
+
+class _Peer:
+    """A socket-module UDP peer: when a datagram comes, answers ``replies`` to its sender,
+    ``gap`` seconds apart."""
+
+    def __init__(self, replies: list[bytes], gap: float = 0.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(20)
+        self.port = self.sock.getsockname()[1]
+        self.replies, self.gap = replies, gap
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                data, sender = self.sock.recvfrom(65536)
+                if data == b"\0stop":
+                    return
+                for reply in self.replies:
+                    time.sleep(self.gap)
+                    self.sock.sendto(reply, sender)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"\0stop", ("127.0.0.1", self.port))  # close(2) wakes no recvfrom
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _run(command: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(command, input=data, capture_output=True, timeout=30)
+
+
+def test_an_empty_datagram_is_a_message_not_the_end_and_nuls_stay() -> None:
+    """After a 0-byte reply, the next replies still arrive, NULs intact, and a 65507-byte
+    one (UDP's largest over IPv4) in one piece; socat takes the empty datagram for its
+    peer's end and stops there (what it printed is a prefix of ours)."""
+    replies = [b"\0first\0", b"", b"\0\0", b"x\0" * 32753 + b"y"]
+    assert len(replies[-1]) == 65507
+    peer = _Peer(replies)
+    try:
+        ours = _run([*IPCNET, f"udp://127.0.0.1:{peer.port}"], b"go\0")
+        assert (ours.returncode, ours.stderr) == (0, b"")
+        assert ours.stdout == b"".join(replies)
+        if HAVE_SOCAT:
+            theirs = _run(["socat", "-b", "70000", "-", f"UDP4:127.0.0.1:{peer.port}"], b"go")
+            assert ours.stdout.startswith(theirs.stdout)
+    finally:
+        peer.close()
+
+
+def test_a_datagram_over_max_datagram_is_an_error_where_socat_cuts_it() -> None:
+    """A 200-byte reply to a 100-byte buffer: ipcnet exits 1 naming both sizes and the
+    option; socat -b 100 prints the first 100 bytes and exits 0 (MSG_TRUNC unasked)."""
+    peer = _Peer([b"\0" * 150 + b"z" * 50])
+    try:
+        ours = _run([*IPCNET, "--max-datagram", "100", f"udp://127.0.0.1:{peer.port}"], b"go")
+        assert ours.returncode == 1
+        assert ours.stdout == b""
+        err = ours.stderr.decode()
+        assert "datagram of 200 bytes is larger than the 100-byte buffer" in err
+        assert err.endswith("(raise --max-datagram)\n")
+        if HAVE_SOCAT:
+            theirs = _run(["socat", "-b", "100", "-", f"UDP4:127.0.0.1:{peer.port}"], b"go")
+            assert (theirs.returncode, theirs.stdout) == (0, b"\0" * 100)
+    finally:
+        peer.close()
+
+
+def test_after_stdin_eof_replies_keep_coming_while_they_come_within_the_linger() -> None:
+    """A datagram client has no half-close: after stdin's EOF ipcnet connect waits 0.5 s
+    after each reply (an idle timer, as socat's -t 0.5 in its closing phase), so replies
+    0.3 s apart all arrive, and it ends 0 once they stop."""
+    replies = [b"%d\0" % i for i in range(3)]
+    peer = _Peer(replies, gap=0.3)
+    try:
+        ours = _run([*IPCNET, f"udp://127.0.0.1:{peer.port}"], b"go")
+        assert (ours.returncode, ours.stdout, ours.stderr) == (0, b"".join(replies), b"")
+        if HAVE_SOCAT:
+            theirs = _run(["socat", "-", f"UDP4:127.0.0.1:{peer.port}"], b"go")
+            assert theirs.stdout == ours.stdout
+    finally:
+        peer.close()
+
+
+def test_icmp_port_unreachable_is_refused_after_stdin_eof_as_socat_says() -> None:
+    """Nothing on the port: the kernel's ICMP makes the connected socket's next recv
+    ECONNREFUSED; ipcnet connect and socat both exit 1 saying so (nc -u exits 0)."""
+    port = free_port(socket.SOCK_DGRAM)
+    ours = _run([*IPCNET, f"udp://127.0.0.1:{port}"], b"anyone?")
+    assert ours.returncode == 1
+    assert ours.stderr.decode() == (
+        f"ipcnet connect: connection refused: nothing listens on udp://127.0.0.1:{port} "
+        "(is the server running?)\n"
+    )
+    if HAVE_SOCAT:
+        theirs = _run(["socat", "-", f"UDP4:127.0.0.1:{port}"], b"anyone?")
+        assert theirs.returncode == 1 and b"Connection refused" in theirs.stderr
+
+
+def test_an_address_parsed_from_a_sender_is_one_that_parses_back() -> None:
+    """The sender Address a recv gives (an autobound abstract name: 5 hex digits) prints
+    as a URL that parses back to it, so it can be given as ``to=`` text."""
+    name = f"ipcnet-a8-{uuid.uuid4().hex[:8]}"
+    with ipcnet.open_datagram(f"unixgram://@{name}", listen=True, timeout=5) as ours:
+        with ipcnet.open_datagram(f"unixgram://@{name}", timeout=5) as client:
+            client.send(b"")
+            data, sender = ours.recv()
+            assert data == b"" and isinstance(sender, Address)
+            assert parse(str(sender)) == sender
+            ours.send(b"\0back", to=str(sender))
+            assert client.recv()[0] == b"\0back"
