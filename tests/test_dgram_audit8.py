@@ -13,7 +13,8 @@ one silently (``shm://@x?ring=1&ring=2``); a size of ``64iB`` (no unit) was take
 an inet address with ``?options`` or ``#fragment`` was refused as an "unexpected path";
 a udp listener bound to a multicast group never joined it, so it heard nothing (iperf -s -B
 GROUP, socat's ip-add-membership join it); connecting to a broadcast address said only
-"permission denied" (EACCES: no SO_BROADCAST).
+"permission denied" (EACCES: no SO_BROADCAST); an exec: command ending in an escaped blank
+(sh reads ``a\\ `` as the word 'a ') lost the blank and was refused.
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -344,3 +345,13 @@ def test_an_address_parsed_from_a_sender_is_one_that_parses_back() -> None:
             assert parse(str(sender)) == sender
             ours.send(b"\0back", to=str(sender))
             assert client.recv()[0] == b"\0back"
+
+
+@pytest.mark.parametrize("command", ["printf [%s] a\\ ", "printf [%s] a\\\t", "printf [%s] a\\\\ "])
+def test_an_escaped_trailing_blank_of_exec_is_the_last_words(command: str) -> None:
+    """sh -c 'printf [%s] a\\ ' prints '[a ]': the escaped blank is the word's. The grammar
+    stripped it and then refused the command ('no escaped character')."""
+    shell = subprocess.run(["sh", "-c", command], capture_output=True, timeout=30)
+    assert parse(f"exec:{command}").argv[-1] == shell.stdout.decode()[1:-1]
+    ours = _run([*IPCNET, f"exec:{command}"], b"")
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, shell.stdout, b"")

@@ -230,6 +230,9 @@ class _Command(Grammar):
 
     def parse(self, url: str, scheme: str, rest: str) -> Address:
         command = rest.strip()
+        escaped = len(command) - len(command.rstrip("\\"))
+        if escaped % 2 and command != rest.lstrip():  # 'a\\ ': the blank is the word's
+            command = rest.lstrip()[: len(command) + 1]
         if not command:
             raise _bad(url, f"missing command after {scheme}:")
         if "\0" in command:  # execve(2) takes C strings: Popen's ValueError, not ours
