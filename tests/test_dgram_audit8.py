@@ -14,7 +14,8 @@ an inet address with ``?options`` or ``#fragment`` was refused as an "unexpected
 a udp listener bound to a multicast group never joined it, so it heard nothing (iperf -s -B
 GROUP, socat's ip-add-membership join it); connecting to a broadcast address said only
 "permission denied" (EACCES: no SO_BROADCAST); an exec: command ending in an escaped blank
-(sh reads ``a\\ `` as the word 'a ') lost the blank and was refused.
+(sh reads ``a\\ `` as the word 'a ') lost the blank and was refused;
+`ipcnet connect udp://127.0.0.1:0` ended in a traceback (nc: 'port number too small').
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -355,3 +356,27 @@ def test_an_escaped_trailing_blank_of_exec_is_the_last_words(command: str) -> No
     assert parse(f"exec:{command}").argv[-1] == shell.stdout.decode()[1:-1]
     ours = _run([*IPCNET, f"exec:{command}"], b"")
     assert (ours.returncode, ours.stdout, ours.stderr) == (0, shell.stdout, b"")
+
+
+def test_connecting_to_port_0_is_refused_in_one_line_not_a_traceback() -> None:
+    """Port 0 is no destination (a listener's 'any free port'): nc says 'port number too
+    small: 0'; Linux lets a UDP socket connect to it and then getpeername fails
+    (ENOTCONN), which came out of ipcnet connect as a traceback."""
+    ours = _run([*IPCNET, "udp://127.0.0.1:0"], b"x")
+    assert ours.returncode == 1
+    assert ours.stderr.decode() == (
+        "ipcnet connect: invalid address 'udp://127.0.0.1:0': port 0 is no destination "
+        "(to a listener it means any free port)\n"
+    )
+    if shutil.which("nc"):
+        theirs = _run(["nc", "-u", "-w1", "127.0.0.1", "0"], b"x")
+        assert theirs.returncode == 1 and b"port number too small" in theirs.stderr
+
+
+def test_sending_to_port_0_says_so_not_invalid_argument() -> None:
+    """sendto(2) to port 0 is EINVAL, which read 'invalid argument: send to ...'."""
+    with ipcnet.open_datagram("udp://127.0.0.1:0", listen=True, timeout=5) as ours:
+        with pytest.raises(InvalidAddress, match="port 0 is no destination"):
+            ours.send(b"x", to="udp://127.0.0.1:0")
+        with pytest.raises(InvalidAddress, match="port 0 is no destination"):
+            ipcnet.open_datagram("udp6://[::1]:0")

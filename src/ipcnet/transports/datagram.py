@@ -4,7 +4,8 @@ Role: ``send(data, to=None)`` and ``recv() -> (data, sender)`` over one SOCK_DGR
 Rules: one send is one datagram and one recv returns exactly one datagram, so boundaries
 are kept; ``b""`` is a valid (empty) message, not EOF; a datagram larger than ``max_size``
 raises ``Truncated`` with its real size (MSG_TRUNC), never comes back silently cut; a send
-too large for the kernel raises ``MessageTooLarge``. A server bound to a wildcard address
+too large for the kernel raises ``MessageTooLarge``; port 0 is no destination
+(``InvalidAddress``). A server bound to a wildcard address
 (``answer_from_destination``) sends each reply from the address its datagram was sent to
 (a unicast one: the kernel's choice for a broadcast). ``keep_to`` makes an unconnected
 endpoint hear and answer one peer only.
@@ -18,7 +19,7 @@ import socket
 from collections.abc import Callable
 
 from ipcnet.addresses import Address, parse
-from ipcnet.errors import Closed, LocalProtocolError, Truncated, Unsupported
+from ipcnet.errors import Closed, InvalidAddress, LocalProtocolError, Truncated, Unsupported
 from ipcnet.transports.oserrors import translate, translating
 from ipcnet.transports.sockets import SocketEndpoint, sockaddr_to_address
 
@@ -38,6 +39,15 @@ def _answer(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, int, bytes] |
         return (socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + v4[4:8] + bytes(4))
     v6 = info.get((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO))
     return None if v6 is None else (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, v6)
+
+
+def no_destination(address: Address) -> InvalidAddress:
+    """Port 0 as a destination: nc refuses it ('port number too small'); Linux takes it
+    for a UDP connect(2) but then has no peer name (ENOTCONN) and sendto(2) is EINVAL."""
+    return InvalidAddress(
+        f"invalid address {str(address)!r}: port 0 is no destination "
+        "(to a listener it means any free port)"
+    )
 
 
 class DatagramEndpoint(SocketEndpoint):
@@ -160,6 +170,8 @@ class DatagramEndpoint(SocketEndpoint):
         host = to.host or ("::1" if self.sock.family == socket.AF_INET6 else "127.0.0.1")
         if not isinstance(to.port, int):
             raise LocalProtocolError(f"send to {to}: a numeric port is needed here")
+        if to.port == 0:
+            raise no_destination(to)  # sendto(2)'s EINVAL said only "invalid argument"
         if self.sock.family == socket.AF_INET6:
             if ":" not in host:
                 try:

@@ -16,7 +16,7 @@ import struct
 from ipcnet.addresses import Address
 from ipcnet.errors import PermissionDenied
 from ipcnet.transports import inet
-from ipcnet.transports.datagram import DatagramEndpoint
+from ipcnet.transports.datagram import DatagramEndpoint, no_destination
 from ipcnet.transports.oserrors import translating
 
 
@@ -31,6 +31,8 @@ def datagram(address: Address, listen: bool, max_size: int, mode: int) -> Datagr
         port = sock.getsockname()[1]
         endpoint = DatagramEndpoint(sock, str(address.with_port(port)), max_size=max_size)
         return from_destination(endpoint)
+    if address.port == 0:
+        raise no_destination(address)
     try:
         sock = inet.connect(address, socket.SOCK_DGRAM, None)
     except PermissionDenied as exc:
