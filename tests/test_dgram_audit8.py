@@ -15,7 +15,9 @@ a udp listener bound to a multicast group never joined it, so it heard nothing (
 GROUP, socat's ip-add-membership join it); connecting to a broadcast address said only
 "permission denied" (EACCES: no SO_BROADCAST); an exec: command ending in an escaped blank
 (sh reads ``a\\ `` as the word 'a ') lost the blank and was refused;
-`ipcnet connect udp://127.0.0.1:0` ended in a traceback (nc: 'port number too small').
+`ipcnet connect udp://127.0.0.1:0` ended in a traceback (nc: 'port number too small');
+a link-local multicast group (ff02::) without a zone said 'invalid argument', not that it
+needs one.
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -380,3 +382,18 @@ def test_sending_to_port_0_says_so_not_invalid_argument() -> None:
             ours.send(b"x", to="udp://127.0.0.1:0")
         with pytest.raises(InvalidAddress, match="port 0 is no destination"):
             ipcnet.open_datagram("udp6://[::1]:0")
+
+
+@pytest.mark.parametrize("listen", [False, True])
+@pytest.mark.parametrize("group", ["ff02::1:2345", "ff12::1:2345", "ff01::1:2345"])
+def test_a_link_local_multicast_group_without_a_zone_says_it_needs_one(
+    group: str, listen: bool
+) -> None:
+    """ff02::/16 (and ff01::, ff12::) name a group on one link, so the kernel wants a
+    scope id as for fe80:: (EINVAL without one), which read 'invalid argument'."""
+    from ipcnet.errors import AddressNotAvailable
+
+    url = f"udp6://[{group}]:{free_port(socket.SOCK_DGRAM, '::1')}"
+    with pytest.raises(AddressNotAvailable, match="needs a zone") as info:
+        ipcnet.open_datagram(url, listen=listen)
+    assert f"udp6://[{group}%25<interface>]:" in str(info.value)

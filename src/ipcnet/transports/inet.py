@@ -251,10 +251,13 @@ def _is_literal(host: str | None) -> bool:
 
 
 def _needs_zone(sockaddr: tuple[object, ...], exc: OSError) -> bool:
-    """EINVAL for a link-local IPv6 address given without its zone (scope_id 0)."""
+    """EINVAL for a link-local IPv6 address given without its zone (scope_id 0): fe80::/10,
+    or a multicast group of interface-local or link-local scope (ffx1::, ffx2::, RFC 4291
+    §2.7), as the kernel's __ipv6_addr_needs_scope_id has it."""
     if exc.errno != errno.EINVAL or len(sockaddr) < 4 or sockaddr[3]:
         return False
-    return ipaddress.IPv6Address(str(sockaddr[0]).partition("%")[0]).is_link_local
+    ip = ipaddress.IPv6Address(str(sockaddr[0]).partition("%")[0])
+    return ip.is_link_local or (ip.is_multicast and ip.packed[1] & 0x0F in (1, 2))
 
 
 def _zone_needed(address: Address, sockaddr: tuple[object, ...]) -> AddressNotAvailable:
