@@ -17,7 +17,8 @@ GROUP, socat's ip-add-membership join it); connecting to a broadcast address sai
 (sh reads ``a\\ `` as the word 'a ') lost the blank and was refused;
 `ipcnet connect udp://127.0.0.1:0` ended in a traceback (nc: 'port number too small');
 a link-local multicast group (ff02::) without a zone said 'invalid argument', not that it
-needs one.
+needs one; `ipcnet connect fd://N` on an inherited UDP socket was refused with the library's
+hint 'use open_datagram()' (socat - FD:N relays it).
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -397,3 +398,40 @@ def test_a_link_local_multicast_group_without_a_zone_says_it_needs_one(
     with pytest.raises(AddressNotAvailable, match="needs a zone") as info:
         ipcnet.open_datagram(url, listen=listen)
     assert f"udp6://[{group}%25<interface>]:" in str(info.value)
+
+
+@pytest.mark.parametrize("tool", ["ipcnet", "socat"])
+def test_connect_over_an_inherited_udp_socket_exchanges_datagrams(tool: str) -> None:
+    """`socat - FD:N` relays an inherited UDP socket's datagrams; `ipcnet connect fd://N`
+    refused it with the library's hint ('use open_datagram()'), which no command user can
+    follow: the command now asks the socket, as `ipcnet serve fd://N` does."""
+    if tool == "socat" and not HAVE_SOCAT:
+        pytest.skip("socat is not installed")
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inherited,
+    ):
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        inherited.connect(server.getsockname())
+        fd = inherited.fileno()
+        command = [*IPCNET, f"fd://{fd}"] if tool == "ipcnet" else ["socat", "-", f"FD:{fd}"]
+        proc = subprocess.Popen(
+            command,
+            pass_fds=[fd],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"a\0b")
+            proc.stdin.flush()
+            data, sender = server.recvfrom(100)
+            assert data == b"a\0b"
+            server.sendto(b"\0reply\0", sender)
+            out, err = proc.communicate(b"", timeout=20)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out, err) == (0, b"\0reply\0", b"")

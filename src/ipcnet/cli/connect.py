@@ -8,8 +8,9 @@ or on SIGINT/SIGTERM/SIGHUP it says on stderr that it gave up, and exits 1 (ling
 ours (nor SIGPIPE), makes it exit 1, naming the status or the signal (as socat does);
 stdio: (this command's own stdin and stdout) is refused. With ``--listen`` it accepts one
 peer on URL first: over a datagram address, the sender of the first datagram, the only one
-heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses send one datagram per
-read of stdin and print each datagram received (``--max-datagram`` bounds its size).
+heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses (and fd:// or
+systemd:// naming a datagram socket, as socat's FD:N) send one datagram per read of stdin
+and print each datagram received (``--max-datagram`` bounds its size).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ipcnet.channel import open_datagram, stdio
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports import process
+    from ipcnet.transports.inherited import is_datagram
     from ipcnet.transports.stdio import open_std_fds
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     caught = _signals_interrupt()
     child = None  # exec:'s process, reaped when its channel closes
     try:  # from the bind or the connect to the first peer: a signal ends the wait
-        if address.kind == "datagram":
+        datagram = is_datagram(address)  # fd://, systemd://: what the socket is, as serve asks
+        if datagram:
             endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
             first = _first_peer(endpoint, args.connect_timeout) if args.listen else b""
         else:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         waited = "no peer came to" if args.listen else "not connected to"
         print(f"ipcnet connect: interrupted: {waited} {address}", file=sys.stderr)
         return 128 + (caught[-1] if caught else signal.SIGINT)
-    if address.kind == "datagram":
+    if datagram:
         with endpoint:
             if first:
                 local.write(first)
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if stdout_gone and "stdio" in str(error):
             return 0  # our stdout's reader left (| head): not an error of ours
         return _fail(error)
-    cut = result.backward in result.unfinished and address.kind != "datagram"
+    cut = result.backward in result.unfinished and not datagram
     if cut:
         why = "interrupted" if result.interrupted else f"no data for {args.linger:g} s"
         print(
