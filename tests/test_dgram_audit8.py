@@ -18,7 +18,8 @@ GROUP, socat's ip-add-membership join it); connecting to a broadcast address sai
 `ipcnet connect udp://127.0.0.1:0` ended in a traceback (nc: 'port number too small');
 a link-local multicast group (ff02::) without a zone said 'invalid argument', not that it
 needs one; `ipcnet connect fd://N` on an inherited UDP socket was refused with the library's
-hint 'use open_datagram()' (socat - FD:N relays it).
+hint 'use open_datagram()' (socat - FD:N relays it), and
+sending on an unconnected one was explained as an unbound unix socket's failure.
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -435,3 +436,19 @@ def test_connect_over_an_inherited_udp_socket_exchanges_datagrams(tool: str) -> 
             proc.kill()
             proc.wait()
     assert (proc.returncode, out, err) == (0, b"\0reply\0", b"")
+
+
+def test_sending_on_an_unconnected_udp_socket_says_what_it_lacks() -> None:
+    """An inherited bound, unconnected UDP socket has no peer to send stdin to (socat:
+    'Destination address required'); ipcnet explained it as an unbound unix socket's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        fd = bound.fileno()
+        out = subprocess.run(
+            [*IPCNET, f"fd://{fd}"], pass_fds=[fd], input=b"x", capture_output=True, timeout=30
+        )
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"ipcnet connect: cannot send on fd://{fd}: it is connected to no peer and was "
+        "given no destination\n"
+    )

@@ -114,10 +114,13 @@ class DatagramEndpoint(SocketEndpoint):
                 self.sock.sendto(data, self._sockaddr(to))
         except OSError as exc:
             if to is None and exc.errno in (errno.ENOTCONN, errno.EDESTADDRREQ):
-                raise Unsupported(
-                    f"cannot send on {self.where}: it has no peer (a datagram from an "
-                    "unbound unix socket has no address to answer)"
-                ) from exc
+                why = "it is connected to no peer and was given no destination"
+                if self.sock.family == socket.AF_UNIX:  # answering a sender with no name
+                    why = (
+                        "it has no peer (a datagram from an unbound unix socket has no "
+                        "address to answer)"
+                    )
+                raise Unsupported(f"cannot send on {self.where}: {why}") from exc
             raise translate(exc, "send to", target) from exc
         finally:
             self._blocked -= 1
