@@ -19,7 +19,8 @@ GROUP, socat's ip-add-membership join it); connecting to a broadcast address sai
 a link-local multicast group (ff02::) without a zone said 'invalid argument', not that it
 needs one; `ipcnet connect fd://N` on an inherited UDP socket was refused with the library's
 hint 'use open_datagram()' (socat - FD:N relays it), and
-sending on an unconnected one was explained as an unbound unix socket's failure.
+sending on an unconnected one was explained as an unbound unix socket's failure;
+a unix socket of another type at the path read 'protocol wrong type for socket' (as socat).
 
 Differences kept, with their tests: a port's leading zeros are decimal (RFC 3986 §3.2.3,
 getaddrinfo, nc), where socat reads 01234 as octal 668; an empty datagram is one message,
@@ -452,3 +453,35 @@ def test_sending_on_an_unconnected_udp_socket_says_what_it_lacks() -> None:
         f"ipcnet connect: cannot send on fd://{fd}: it is connected to no peer and was "
         "given no destination\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("there", "url_scheme", "kind"),
+    [
+        (socket.SOCK_STREAM, "unixgram", "datagram"),
+        (socket.SOCK_DGRAM, "unix", "stream"),
+        (socket.SOCK_STREAM, "unixpacket", "seqpacket"),
+        (socket.SOCK_SEQPACKET, "unixgram", "datagram"),
+    ],
+)
+def test_a_unix_socket_of_another_type_is_named_as_such(
+    there: int, url_scheme: str, kind: str, short_tmp: Path
+) -> None:
+    """connect(2) to a unix socket of another type is EPROTOTYPE; socat prints the
+    kernel's 'Protocol wrong type for socket', as ipcnet did. Now: not a datagram socket,
+    and which schemes there are."""
+    from ipcnet.errors import NoSuchSocket
+
+    path = f"{short_tmp}/s"
+    with socket.socket(socket.AF_UNIX, there) as other:
+        other.bind(path)
+        if there != socket.SOCK_DGRAM:
+            other.listen()
+        url = f"{url_scheme}://{path}"
+        with pytest.raises(NoSuchSocket) as info:
+            if kind == "datagram":
+                ipcnet.open_datagram(url)
+            else:
+                ipcnet.connect(url, connect_timeout=5)
+    assert str(info.value).startswith(f"not a {kind} socket: {url} (")
+    assert "unix://, unixgram:// or unixpacket://" in str(info.value)

@@ -66,6 +66,14 @@ def translate(exc: BaseException, op: str, where: object) -> errors.IPCError:
         return errors.NoSuchSocket(f"no {noun} at {where}")
     if code == errno.ENOTSOCK:
         return errors.NoSuchSocket(f"not a socket: {where}")
+    if code == errno.EPROTOTYPE:  # a unix socket of another type is bound at that name
+        from ipcnet.addresses import Address
+
+        what = f"not a {where.kind} socket" if isinstance(where, Address) else "wrong socket type"
+        return errors.NoSuchSocket(
+            f"{what}: {where} (the one there is of another type: "
+            "unix://, unixgram:// or unixpacket://)"
+        )
     if code in (errno.EACCES, errno.EPERM):
         return errors.PermissionDenied(f"permission denied: {op} {where}")
     if code == errno.EMSGSIZE:
