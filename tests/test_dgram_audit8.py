@@ -485,3 +485,44 @@ def test_a_unix_socket_of_another_type_is_named_as_such(
                 ipcnet.connect(url, connect_timeout=5)
     assert str(info.value).startswith(f"not a {kind} socket: {url} (")
     assert "unix://, unixgram:// or unixpacket://" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.1.2.3",
+        "0.0.0.0",
+        "[::1]",
+        "[0:0:0:0:0:0:0:1]",
+        "[::]",
+        "[::FFFF:127.0.0.1]",
+    ],
+)
+def test_an_accepted_udp_host_binds_where_getaddrinfo_puts_it(host: str) -> None:
+    """Each literal binds the address getaddrinfo(AI_PASSIVE) gives for it, and a socket
+    module client that sends there is heard: no form means another address."""
+    port = free_port(socket.SOCK_DGRAM)
+    literal = host.strip("[]")
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        literal, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    with ipcnet.open_datagram(f"udp://{host}:0{port}", listen=True, timeout=5) as ours:
+        bound = ours.sock.getsockname()
+        assert (ours.sock.family, bound[:2]) == (family, sockaddr[:2])
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(literal, literal)
+        with socket.socket(family, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"\0here", (target, port))
+            assert ours.recv()[0] == b"\0here"
+
+
+def test_a_107_byte_abstract_name_binds_all_of_it() -> None:
+    """sun_path is 108 bytes: a NUL and 107 of name, as socat ABSTRACT-RECVFROM takes."""
+    name = ("ipcnet-a8-" + uuid.uuid4().hex).ljust(107, "x")
+    with ipcnet.open_datagram(f"unixgram://@{name}", listen=True, timeout=5) as ours:
+        assert ours.sock.getsockname() == b"\0" + name.encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"full", b"\0" + name.encode())
+            assert ours.recv()[0] == b"full"
+    with pytest.raises(InvalidAddress, match="108 bytes, over the limit of 107"):
+        parse(f"unixgram://@{name}x")
