@@ -129,7 +129,7 @@ def state_mask(states: frozenset[str] | None) -> int:
 
 def resolve_port(text: str | int) -> int:
     """A port number, or a service name from /etc/services (tcp or udp)."""
-    if isinstance(text, int) or text.isdigit():
+    if isinstance(text, int) or (text.isascii() and text.isdigit()):  # not "²" or "٨٠"
         port = int(text)
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} out of range 0-65535")
@@ -146,9 +146,13 @@ def resolve_port(text: str | int) -> int:
 
 def parse_address(text: str) -> IPv4Network | IPv6Network:
     """An address or prefix (``10.1.2.3``, ``fe80::/10``, ss's bracketed ``[::1]``) as a
-    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it."""
+    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it. A zone
+    (``fe80::1%lo``) is refused, as ss refuses it: Python would take it and drop it, and
+    so select the address on every device."""
     import ipaddress
 
+    if "%" in text:
+        raise ValueError(f"bad address {text!r} (an address or prefix without a %zone)")
     try:
         net = ipaddress.ip_network(text.replace("[", "").replace("]", ""), strict=False)
     except ValueError:
