@@ -132,6 +132,11 @@ except BlockingIOError:
     pass
 new(V4, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 new(V6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+PK = socket.AF_PACKET
+new(PK, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL: every frame of every device
+new(PK, socket.SOCK_DGRAM, socket.htons(0x0806)).bind(("lo", 0x0806))  # ARP: none on lo
+new(PK, socket.SOCK_RAW, socket.htons(0x1234))
+new(PK, socket.SOCK_RAW, 0)  # takes nothing until bound
 d = __DIR__.encode()
 named = [b"/sp ace", b"/new\nline", b"/bad\xff\xfe", b"/\xc3\xa9t\xc3\xa9"]
 named.append(b"/" + b"L" * (107 - len(d) - 2))  # + 1 below: 107 bytes and the NUL
@@ -188,6 +193,12 @@ def cli_rows(*argv):
     parser = argparse.ArgumentParser(); cli.add_arguments(parser)
     return [r.to_dict() for r in cli._fetch(parser.parse_args(list(argv)))]
 out["ss"] = run("ss", "-H", "-tuxwanpe")
+out["ss_packet"] = run("ss", "-H", "-0anpe")
+out["packet"] = cli_rows("-0anp")
+out["packet_table"] = list(socket_table(
+    list_sockets(["packet"], owners=True), numeric=True, extended=True, processes=True,
+    header=False))
+out["packet_proc"] = [r.to_dict() for r in list_sockets(["packet"], source="proc")]
 out["json"] = cli_rows("-tuxwanp")
 parser = argparse.ArgumentParser(); cli.add_arguments(parser)
 args = parser.parse_args(["-tuwanpe"])
@@ -215,8 +226,8 @@ for w in __WORDS__:
     out["sweep"][f"state {w} (proc)"] = (
         out["sweep"][f"state {w}"][0], cli_rows("-tuxwn", "--state", w, "--source", "proc")
     )
-for flags in ("-tuxwn", "-tuxwln", "-tuxwan", "-xln", "-6tun", "-4tuln"):
-    out["sweep"][flags] = (run("ss", flags + "H"), cli_rows(flags))
+for flags in ("-tuxwn", "-tuxwln", "-tuxwan", "-xln", "-6tun", "-4tuln", "-0n", "-0ln", "-t0n"):
+    out["sweep"][flags] = (run("ss", flags + "eH"), cli_rows(flags))
 os.write(wq, b"xx")
 os.waitpid(shared, 0); os.waitpid(nobody, 0)
 print(json.dumps(out))
@@ -291,6 +302,17 @@ def parse_ss(line: str) -> dict[str, Any]:
     for cut in (" users:((", " <->", " uid:", " ino:", " timer:("):
         body = body.split(cut, 1)[0]
     users = ss_users(line)
+    if line.startswith("p_"):
+        f = body.split()
+        if f[1] not in SS_STATES:
+            f.insert(1, "UNCONN")
+        ino = re.search(r" ino:(\d+)", line)
+        assert ino, line
+        return {
+            "key": int(ino.group(1)), "netid": f[0], "state": SS_STATES[f[1]],
+            "recv_q": int(f[2]), "send_q": int(f[3]), "local": f[4], "peer": f[5],
+            "users": users,
+        }  # fmt: skip
     if line.startswith("u_"):
         m = _UNIX.match(body.rstrip())
         assert m, line
@@ -315,6 +337,11 @@ def ours_as_ss(row: dict[str, Any]) -> dict[str, Any]:
     """Our JSON row in the terms of ``parse_ss`` (ss prints 0 where we say unknown)."""
     state = "CLOSE" if row["state"] == "UNCONN" else row["state"]
     rq, sq = row["recv_q"], row["send_q"]
+    if row["family"] == "packet":
+        return {
+            "key": row["inode"], "netid": f"p_{row['type'][:3]}", "state": state,
+            "recv_q": rq, "send_q": sq, "users": our_users(row),
+        }  # fmt: skip
     if row["family"] == "unix":
         kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
         path = row["path"]
@@ -454,6 +481,38 @@ def test_the_text_table_prints_what_ss_prints(zoo: dict[str, Any]) -> None:
 
 def _labels_ss(users: str) -> str:
     return _labels(users.replace(",", ";").replace(";", ",")) if users != "-" else "-"
+
+
+def test_packet_sockets_as_ss_shows_them(zoo: dict[str, Any]) -> None:
+    """ss -0anpe: type, state, queues, owners, and Local as PROTOCOL:DEVICE (``*`` for
+    ETH_P_ALL, ``[N]`` with -n); /proc/net/packet agrees on what it says. The ETH_P_ALL
+    socket's Recv-Q moves with the zoo's traffic (retransmissions), so it is only > 0."""
+    theirs = {}
+    for line in ss_lines(zoo["ss_packet"]):
+        p = parse_ss(line)
+        theirs[p["key"]] = p
+    ours = {r["inode"]: ours_as_ss(r) for r in zoo["packet"]}
+    table = {}
+    for line in zoo["packet_table"]:
+        f = line.split()  # Proto State Recv-Q Send-Q Local Peer User Inode Timer Process
+        table[int(f[7])] = (f[4], f[5], f[0])
+    assert table.keys() == ours.keys() == theirs.keys() and len(ours) == 4
+    locals_ = {}
+    for inode, mine in ours.items():
+        ss = dict(theirs[inode])
+        locals_[inode] = (ss.pop("local"), ss.pop("peer"), ss["netid"])
+        if locals_[inode][0] == "*:*":
+            assert mine["recv_q"] > 0 and ss["recv_q"] > 0
+            mine["recv_q"] = ss["recv_q"] = "moving"
+        assert mine == ss
+    assert table == locals_
+    assert sorted(x[0] for x in table.values()) == ["*:*", "[0]:*", "[2054]:lo", "[4660]:*"]
+    proc = {r["inode"]: r for r in zoo["packet_proc"]}
+    for r in zoo["packet"]:
+        p = proc[r["inode"]]
+        for k in ("proto", "type", "state", "local_port", "uid", "interface"):
+            assert p[k] == r[k], k
+        assert p["send_q"] is None  # /proc/net/packet has no send queue
 
 
 def test_netstat_shows_the_same_inet_rows(zoo: dict[str, Any]) -> None:

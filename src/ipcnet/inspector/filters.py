@@ -66,8 +66,11 @@ TABLES = {
     "raw": ("raw", 4),
     "raw6": ("raw", 6),
     "unix": ("unix", None),
+    "packet": ("packet", None),  # AF_PACKET (ss -0); no IP version, like unix
 }
-_KIND_ALIASES = {"tcp4": "tcp", "udp4": "udp", "raw4": "raw", "x": "unix", "t": "tcp"}
+_KIND_ALIASES = {
+    "tcp4": "tcp", "udp4": "udp", "raw4": "raw", "x": "unix", "t": "tcp", "0": "packet",
+}  # fmt: skip
 
 
 def parse_states(words: Iterable[str]) -> frozenset[str]:
@@ -93,7 +96,7 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
 def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> list[str]:
     """Tables to dump for protocols like tcp, udp6, unix (None: all) and -4/-6."""
     names = (
-        ["tcp", "udp", "udplite", "raw", "unix"]
+        ["tcp", "udp", "udplite", "raw", "unix", "packet"]
         if protocols is None
         else [_KIND_ALIASES.get(p, p) for p in protocols]
     )
@@ -104,11 +107,13 @@ def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> li
         elif name in TABLES:
             cands = [name]
         else:
-            raise ValueError(f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, tcp6, ...)")
+            raise ValueError(
+                f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, packet, tcp6, ...)"
+            )
         for c in cands:
             version = TABLES[c][1]
             if ip_version is not None and version != ip_version:
-                continue  # -4/-6 also leave out unix, like ss
+                continue  # -4/-6 also leave out unix and packet, like ss
             if c not in out:
                 out.append(c)
     return out

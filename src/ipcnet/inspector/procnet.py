@@ -1,4 +1,5 @@
-"""The fallback: parse /proc/net/{tcp,udp,udplite,raw}[6] and /proc/net/unix (proc(5)).
+"""The fallback: parse /proc/net/{tcp,udp,udplite,raw}[6], /proc/net/unix and /proc/net/packet
+(proc(5)).
 
 Role: the same ``SocketRow``s as ``netlink.py``, from the text tables, for kernels or
 sandboxes where sock_diag is unavailable. The parsers take text so tests can feed them.
@@ -230,6 +231,51 @@ def parse_unix(
     return rows
 
 
+_PACKET_TYPES = {3: "raw", 2: "dgram"}  # SOCK_RAW, SOCK_DGRAM
+
+
+def parse_packet(text: str, devices: dict[int, str] | None = None) -> list[SocketRow]:
+    """Rows of /proc/net/packet text (packet_seq_show: sk RefCnt Type Proto Iface R Rmem
+    User Inode; Proto is the EtherType in hex). /proc has no send queue: unknown."""
+    rows: list[SocketRow] = []
+    new = tuple.__new__
+    for line in text.split("\n")[1:]:
+        f = line.split()
+        if len(f) < 9:
+            continue
+        try:
+            stype, proto, ifx = int(f[2]), int(f[3], 16), int(f[4])
+            rmem, uid, ino = int(f[6]), int(f[7]), int(f[8])
+        except ValueError:
+            continue
+        dev = None if not ifx else (devices or {}).get(ifx, f"if{ifx}")
+        rows.append(
+            new(
+                SocketRow,
+                (
+                    "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN", None, proto, None,
+                    None, None, rmem, None, uid, ino or None, None, None, None, None, "proc",
+                    True, None, None, None, None, dev,
+                ),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def read_packet() -> list[SocketRow]:
+    """Rows of /proc/net/packet; [] if absent."""
+    from ipcnet.transports.netlink import interface_names
+
+    text = read_text("/proc/net/packet")
+    if text is None:
+        return []
+    try:
+        devices = interface_names()
+    except IPCError:
+        devices = {}
+    return parse_packet(text, devices)
+
+
 def unix_socket_count() -> int | None:
     """The kernel's count of unix sockets in this netns (/proc/net/protocols), or None."""
     try:
@@ -280,4 +326,13 @@ def _held(inodes: set[int]) -> set[int]:
     return set(scan.found) if scan.complete else set(inodes)  # unreadable: assume held
 
 
-__all__ = ["parse_inet", "parse_unix", "read_inet", "read_text", "read_unix", "unix_socket_count"]
+__all__ = [
+    "parse_inet",
+    "parse_packet",
+    "parse_unix",
+    "read_inet",
+    "read_packet",
+    "read_text",
+    "read_unix",
+    "unix_socket_count",
+]
