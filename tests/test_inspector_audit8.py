@@ -4,9 +4,9 @@ A child in a fresh network namespace builds sockets from combinations: TCP and U
 IPv4, IPv6, dual-stack and IPv4-mapped IPv6 and link-local IPv6 (with its scope), each as a
 listener or bound socket, a connected pair, a half-closed pair and a TIME_WAIT pair; a
 listener whose accept queue is full; a connection whose Send-Q and Recv-Q are full; raw
-ICMP/ICMPv6; packet sockets; unix stream/dgram/seqpacket named with spaces, newlines, non-UTF-8 bytes, 107
-bytes, abstract names with NULs inside, unnamed and socketpairs; held by the parent, a
-forked child, a child that became uid 65534, and a dup'd fd. It reads every table with
+ICMP/ICMPv6; packet sockets; unix stream/dgram/seqpacket named with spaces, newlines,
+non-UTF-8 bytes, 107 bytes, abstract names with NULs inside, unnamed and socketpairs; held
+by the parent, a forked child, a child that became uid 65534, and a dup'd fd. It reads every table with
 ss, netstat and lsof and through ``ipcnet sockets`` (``--json`` and the text table), and
 runs every port and address of the zoo through both tools' filters. The comparisons happen
 here; what differs on purpose is allowed, by name, in the docstring of the test it touches.
@@ -131,6 +131,8 @@ try:
 except BlockingIOError:
     pass
 new(V4, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ssh = new(); ssh.bind(("127.0.0.1", 22)); ssh.listen()  # ports with /etc/services names
+new(V6, socket.SOCK_DGRAM).bind(("::1", 53))
 new(V6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 PK = socket.AF_PACKET
 new(PK, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL: every frame of every device
@@ -209,7 +211,7 @@ out["netstat"] = run("netstat", "-anpW")
 out["lsof"] = run("lsof", "-nP", "-a", "-p", str(nobody), "-F", "ftdinP").splitlines()
 # filters: every port and every address of the zoo, ss's state words, the flag defaults
 ports = sorted({r["local_port"] for r in out["json"] if r["proto"][:3] in ("tcp", "udp")})
-for p in ports:
+for p in [0, *ports, "ssh", "domain"]:
     out["sweep"][f"port {p}"] = (
         run("ss", "-tuanH", f"( sport = :{p} or dport = :{p} )"),
         [r.to_dict() for r in list_sockets(["tcp", "udp"], ["all"], port=p)],
@@ -637,6 +639,10 @@ def test_filters_select_what_ss_selects(zoo: dict[str, Any]) -> None:
                          sorted(set(map(repr, theirs)) - set(map(repr, ours))))  # fmt: skip
     assert bad == {}
     assert len([k for k in zoo["sweep"] if k.startswith("port ")]) > 40
+    for name in ("port 0", "port ssh", "port domain", "-0n", "state closing", "address fe80::1"):
+        assert zoo["sweep"][name][1], name  # each selects something
+    empty = [k for k, (_ss, rows) in zoo["sweep"].items() if not rows]
+    assert empty == ["address 10.0.0.0/8"]
 
 
 def _sweep_key(line: str) -> Any:
