@@ -242,6 +242,7 @@ print(json.dumps(out))
         (["--port", "\u00b2"], "unknown port or service name '\u00b2'"),  # isdigit, not a number
         (["--port", "\u0668\u0660"], "unknown port or service name '\u0668\u0660'"),  # Arabic 80
         (["--port", "70000"], "port 70000 out of range 0-65535"),
+        (["--port", "9" * 5000], "port 999999999999... out of range 0-65535"),  # int() refuses
         (["--port", "http,https"], "unknown port or service name 'http,https'"),
         (["--state", "established,listen"], "unknown state 'established,listen'"),
         (["--address", "fe80::1%lo"], "bad address 'fe80::1%lo'"),  # ss: "an inet prefix is

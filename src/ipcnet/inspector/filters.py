@@ -135,9 +135,11 @@ def state_mask(states: frozenset[str] | None) -> int:
 def resolve_port(text: str | int) -> int:
     """A port number, or a service name from /etc/services (tcp or udp)."""
     if isinstance(text, int) or (text.isascii() and text.isdigit()):  # not "²" or "٨٠"
-        port = int(text)
+        # (int() refuses strings of more than 4300 digits with a message about Python)
+        port = int(text) if isinstance(text, int) or len(text) <= 12 else 1 << 64
         if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} out of range 0-65535")
+            shown = text if isinstance(text, int) or len(text) <= 12 else text[:12] + "..."
+            raise ValueError(f"port {shown} out of range 0-65535")
         return port
     from ipcnet.inspector.names import service_port
 
