@@ -146,7 +146,8 @@ for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
     for n in named:
         s = new(socket.AF_UNIX, kind); s.bind(d + n + str(kind).encode()[-1:]); s.listen(3)
 us = new(socket.AF_UNIX); us.bind(d + b"/srv"); us.listen()
-new(socket.AF_UNIX).connect(d + b"/srv"); ua, _ = us.accept(); keep.append(ua)
+uc = new(socket.AF_UNIX); uc.connect(d + b"/srv"); ua, _ = us.accept(); keep.append(ua)
+uc.sendall(b"7 bytes")  # Recv-Q 7 on ua; Send-Q: the skb's size, charged to uc
 for n in named:
     new(socket.AF_UNIX, socket.SOCK_DGRAM).bind(d + n + b"d")
 ab = new(socket.AF_UNIX, socket.SOCK_DGRAM); ab.bind(b"\0ab\0in side\0")
@@ -155,6 +156,7 @@ new(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(b"\0\xff\xfeodd")
 new(socket.AF_UNIX, socket.SOCK_STREAM)  # unnamed, unconnected
 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
     keep.extend(socket.socketpair(socket.AF_UNIX, kind))
+    keep[-1].send(b"x" * 1000)
 dup = os.dup(keep[0].fileno())  # one socket on two fds of the same process
 rp, wp = os.pipe(); rq, wq = os.pipe()
 shared = os.fork()  # holds every socket above, on the same fds
@@ -407,6 +409,8 @@ def test_every_row_as_ss_e_shows_it(zoo: dict[str, Any]) -> None:
     }
     states = {v["state"] for v in ours.values()}
     assert set(SS_STATES.values()) <= states
+    unix_queues = {v["recv_q"] for v in ours.values() if v["netid"].startswith("u_")}
+    assert {7, 1000} <= unix_queues  # stream and socketpair data not yet read
     assert len(ours) > 150
 
 
