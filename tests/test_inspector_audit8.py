@@ -139,6 +139,8 @@ new(PK, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL: every frame of every dev
 new(PK, socket.SOCK_DGRAM, socket.htons(0x0806)).bind(("lo", 0x0806))  # ARP: none on lo
 new(PK, socket.SOCK_RAW, socket.htons(0x1234))
 new(PK, socket.SOCK_RAW, 0)  # takes nothing until bound
+pa = new(V4, socket.SOCK_DGRAM); pa.bind(("127.0.0.1", 0))
+new(V4, socket.SOCK_DGRAM).sendto(b"!", pa.getsockname())  # a frame for ETH_P_ALL at least
 d = __DIR__.encode()
 named = [b"/sp ace", b"/new\nline", b"/bad\xff\xfe", b"/\xc3\xa9t\xc3\xa9"]
 named.append(b"/" + b"L" * (107 - len(d) - 2))  # + 1 below: 107 bytes and the NUL
