@@ -155,6 +155,9 @@ for n in named:
 ab = new(socket.AF_UNIX, socket.SOCK_DGRAM); ab.bind(b"\0ab\0in side\0")
 new(socket.AF_UNIX, socket.SOCK_DGRAM).connect(b"\0ab\0in side\0")
 new(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(b"\0\xff\xfeodd")
+os.chdir(d)
+new(socket.AF_UNIX, socket.SOCK_DGRAM).bind(b"@twin")  # a file named @twin, and
+new(socket.AF_UNIX, socket.SOCK_DGRAM).bind(b"\0twin")  # an abstract name "twin"
 new(socket.AF_UNIX, socket.SOCK_STREAM)  # unnamed, unconnected
 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET):
     keep.extend(socket.socketpair(socket.AF_UNIX, kind))
@@ -433,6 +436,23 @@ def test_odd_unix_names_exactly(zoo: dict[str, Any]) -> None:
             assert (p["type"], p["state"]) == (r["type"], r["state"]), r
             if p["exact"]:
                 assert p["path"] == r["path"], r
+
+
+def test_an_abstract_name_and_a_file_named_like_it(zoo: dict[str, Any]) -> None:
+    """A file named ``@twin`` (bound by a relative path) and the abstract name ``twin`` are
+    both ``@twin`` in ss, /proc and our ``path``; sock_diag tells them apart, and so does
+    ``abstract``. From /proc an ``@`` name may be either: ``abstract`` is unknown there."""
+    twins = sorted((r["abstract"], r["type"]) for r in zoo["json"] if r["path"] == "@twin")
+    assert twins == [(False, "dgram"), (True, "dgram")]
+    for r in zoo["json"]:
+        if r["family"] != "unix":
+            assert r["abstract"] is None
+        elif r["path"] != "@twin":  # the others: "@" is abstract, "/" a file, None unnamed
+            named = r["path"] is not None
+            assert r["abstract"] is (r["path"].startswith("@") if named else None), r
+    for r in zoo["proc"]:
+        if r["family"] == "unix" and r["path"] is not None:
+            assert r["abstract"] is (None if r["path"].startswith("@") else False), r
 
 
 def _ss_table(zoo: dict[str, Any]) -> dict[Any, tuple[Any, ...]]:

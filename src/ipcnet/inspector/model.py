@@ -116,6 +116,9 @@ class SocketRow(NamedTuple):
     # ss's "%dev" (sock_diag only; None = none or unknown); packet: the bound device (also
     # from /proc), None = every device
     interface: str | None = None
+    # unix: True = an abstract name (``path`` "@name"), False = a file (whose name may also
+    # start with "@"); None = unnamed, not unix, or unknown (/proc prints both as "@name")
+    abstract: bool | None = None
 
     # --- derived values ------------------------------------------------------------
 
@@ -188,6 +191,7 @@ class SocketRow(NamedTuple):
             "note": self.note,
             "v6only": self.v6only,
             "interface": self.interface,
+            "abstract": self.abstract,
         }
 
 
@@ -282,6 +286,7 @@ SCHEMA: tuple[str, ...] = (
     "note",
     "v6only",
     "interface",
+    "abstract",
 )
 
 __all__ = [

@@ -218,7 +218,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, timers.get(timer) or str(timer), expires, retrans,
-                            None, "netlink", True, None, None, None, v6only, dev,
+                            None, "netlink", True, None, None, None, v6only, dev, None,
                         ),
                     )
                 )  # fmt: skip
@@ -229,7 +229,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, None, None, None, None, "netlink", True, None, None,
-                            None, v6only, dev,
+                            None, v6only, dev, None,
                         ),
                     )
                 )  # fmt: skip
@@ -295,6 +295,7 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
         for off, length in _messages(buf, n, seq):
             _fam, stype, st, ino = unpack_msg(buf, off)
             path: str | None = None
+            abstract: bool | None = None
             peer = rq = wq = uid = None
             pos, end = off + 16, off + length
             while pos + 4 <= end:
@@ -303,7 +304,8 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                     break
                 if atype == UNIX_DIAG_NAME:
                     raw = bytes(buf[pos + 4 : pos + alen])
-                    if raw[:1] == b"\0":
+                    abstract = raw[:1] == b"\0"  # else a file, whose name may start with "@"
+                    if abstract:
                         path = "@" + fsdecode(raw[1:])
                     else:
                         path = fsdecode(raw.partition(b"\0")[0])
@@ -341,6 +343,7 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                         None,
                         None,
                         None,
+                        abstract,
                     ),
                 )
             )
@@ -387,7 +390,7 @@ def dump_packet(sock: NetlinkSocket, seq: int = 1) -> list[SocketRow]:
                     (
                         "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN", None,
                         num, None, None, None, rq, wq, uid, ino or None, None, None,
-                        None, None, "netlink", True, None, None, None, None, dev,
+                        None, None, "netlink", True, None, None, None, None, dev, None,
                     ),
                 )
             )  # fmt: skip

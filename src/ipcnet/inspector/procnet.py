@@ -113,6 +113,7 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None,
                     None,
                     None,
+                    None,
                 ),
             )
         )
@@ -193,6 +194,7 @@ def parse_unix(
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
                     path, None, None, None, ino or None, None, None, None, None, "proc", exact,
                     None if exact else _AT_NOTE, None, None, None, None,
+                    None if path is None or path[:1] == "@" else False,
                 ),
             )
         )  # fmt: skip
@@ -255,7 +257,7 @@ def parse_packet(text: str, devices: dict[int, str] | None = None) -> list[Socke
                 (
                     "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN", None, proto, None,
                     None, None, rmem, None, uid, ino or None, None, None, None, None, "proc",
-                    True, None, None, None, None, dev,
+                    True, None, None, None, None, dev, None,
                 ),
             )
         )  # fmt: skip
