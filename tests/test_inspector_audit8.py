@@ -350,7 +350,7 @@ def ours_as_ss(row: dict[str, Any]) -> dict[str, Any]:
     if row["family"] == "packet":
         return {
             "key": row["inode"], "netid": f"p_{row['type'][:3]}", "state": state,
-            "recv_q": rq, "send_q": sq, "users": our_users(row),
+            "recv_q": rq, "send_q": 0 if sq is None else sq, "users": our_users(row),
         }  # fmt: skip
     if row["family"] == "unix":
         kind = {"stream": "u_str", "dgram": "u_dgr", "seqpacket": "u_seq"}[row["type"]]
