@@ -1,6 +1,6 @@
 """``ipcnet sockets``: the kernel's socket tables (and pipes, fds, counters) as data.
 
-Letters follow ss: -t -u -x -w pick tables (and netstat's -U for UDP-Lite), -l listening,
+Letters follow ss: -t -u -x -w -0 pick tables (and netstat's -U for UDP-Lite), -l listening,
 -a all, -n numeric, -p processes, -e extended, -4/-6; argparse keeps -h for help. The
 inspector is imported inside ``run`` so ``ipcnet --help`` stays fast.
 """
@@ -26,7 +26,8 @@ EPILOG = """\
 states: established syn-sent syn-recv fin-wait-1 fin-wait-2 time-wait closed close-wait
 last-ack listening closing (ss's words; closed = unconn), and bound-inactive (tcp sockets
 only bound: not in all); groups: all connected synchronized bucket big.
-Without -a, -l or --state: connected sockets except TIME_WAIT/SYN_RECV (like ss);
+Without -a, -l or --state: connected sockets except TIME_WAIT/SYN_RECV (like ss), and
+with -0 every packet socket (ss: their one state, UNCONN, is their default);
 --pid/--process imply -a. JSON: {"version": 1, "netns": ..., "sockets": [row...]};
 row keys are documented in ipcnet.inspector.model.SCHEMA.
 """
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("-U", "--udplite", action="store_true", help="UDP-Lite sockets (as netstat)")
     t.add_argument("-x", "--unix", action="store_true", help="unix sockets")
     t.add_argument("-w", "--raw", action="store_true", help="raw sockets")
+    t.add_argument("-0", "--packet", action="store_true", help="packet (AF_PACKET) sockets")
     t.add_argument(
         "-4", "--ipv4", dest="ip_version", action="store_const", const=4, help="IPv4 only"
     )
@@ -165,20 +167,32 @@ def _fetch(args: argparse.Namespace) -> list[SocketRow]:
             ("udplite", args.udplite),
             ("unix", args.unix),
             ("raw", args.raw),
+            ("packet", args.packet),
         )
         if on
     ] or None
-    return list_sockets(
-        protocols,
-        _states(args),
-        ip_version=args.ip_version,
-        port=args.port,
-        address=args.address,
-        pids=args.pid,
-        process=args.process,
-        owners=args.processes,
-        source=args.source,
-    )
+    states = _states(args)
+    tables: list[tuple[list[str] | None, list[str] | None]] = [(protocols, states)]
+    if args.packet and not (args.state or args.all or args.listening) and states is not None:
+        # ss: a table asked for by name adds its own default states; a packet socket's is
+        # its only one (UNCONN), so -0 lists them without -a, while ss alone does not
+        tables = [([p for p in protocols or () if p != "packet"], states), (["packet"], None)]
+    rows: list[SocketRow] = []
+    for tabs, sts in tables:
+        if tabs == []:
+            continue
+        rows += list_sockets(
+            tabs,
+            sts,
+            ip_version=args.ip_version,
+            port=args.port,
+            address=args.address,
+            pids=args.pid,
+            process=args.process,
+            owners=args.processes,
+            source=args.source,
+        )
+    return rows
 
 
 def _netns() -> int | None:

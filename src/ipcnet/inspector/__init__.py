@@ -55,6 +55,8 @@ class _Dumper:
                 proto, version = filters.TABLES[table]
                 if proto == "unix":
                     return _with_unix_peers(netlink.dump_unix(self.sock, mask, self.seq))
+                if proto == "packet":  # always UNCONN: no state to ask the kernel for
+                    return netlink.dump_packet(self.sock, self.seq)
                 assert version is not None
                 return netlink.dump_inet(self.sock, proto, _FAMILIES[version], mask, self.seq)
             except netlink.NetlinkUnavailable:
@@ -62,6 +64,8 @@ class _Dumper:
                     raise
         if table == "unix":
             return procnet.read_unix()
+        if table == "packet":
+            return procnet.read_packet()
         return procnet.read_inet(table)
 
     def close(self) -> None:
@@ -98,9 +102,9 @@ def list_sockets(
 ) -> list[SocketRow]:
     """The sockets of this network namespace that pass every filter.
 
-    ``protocols``: tcp, udp, udplite, raw, unix (each both IP versions) or tcp6, udp6, ...; None =
-    all. ``states``: names or groups (see ``filters.parse_states``); None = all.
-    ``ip_version``: 4 or 6 (leaves out unix). ``port``: local or remote port (number or
+    ``protocols``: tcp, udp, udplite, raw (each both IP versions), unix, packet, or tcp6, udp6,
+    ...; None = all. ``states``: names or groups (see ``filters.parse_states``); None = all.
+    ``ip_version``: 4 or 6 (leaves out unix and packet). ``port``: local or remote port (number or
     service name). ``address``: local or peer address in this address or prefix
     (``10.0.0.0/8``; inet tables only). ``pids``/``process``: only sockets these processes hold.
     ``owners``: fill ``SocketRow.owners`` (the /proc/*/fd join).

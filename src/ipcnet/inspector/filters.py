@@ -66,8 +66,11 @@ TABLES = {
     "raw": ("raw", 4),
     "raw6": ("raw", 6),
     "unix": ("unix", None),
+    "packet": ("packet", None),  # AF_PACKET (ss -0); no IP version, like unix
 }
-_KIND_ALIASES = {"tcp4": "tcp", "udp4": "udp", "raw4": "raw", "x": "unix", "t": "tcp"}
+_KIND_ALIASES = {
+    "tcp4": "tcp", "udp4": "udp", "raw4": "raw", "x": "unix", "t": "tcp", "0": "packet",
+}  # fmt: skip
 
 
 def parse_states(words: Iterable[str]) -> frozenset[str]:
@@ -93,7 +96,7 @@ def parse_states(words: Iterable[str]) -> frozenset[str]:
 def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> list[str]:
     """Tables to dump for protocols like tcp, udp6, unix (None: all) and -4/-6."""
     names = (
-        ["tcp", "udp", "udplite", "raw", "unix"]
+        ["tcp", "udp", "udplite", "raw", "unix", "packet"]
         if protocols is None
         else [_KIND_ALIASES.get(p, p) for p in protocols]
     )
@@ -104,11 +107,13 @@ def select_tables(protocols: Iterable[str] | None, ip_version: int | None) -> li
         elif name in TABLES:
             cands = [name]
         else:
-            raise ValueError(f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, tcp6, ...)")
+            raise ValueError(
+                f"unknown protocol {name!r} (tcp, udp, udplite, raw, unix, packet, tcp6, ...)"
+            )
         for c in cands:
             version = TABLES[c][1]
             if ip_version is not None and version != ip_version:
-                continue  # -4/-6 also leave out unix, like ss
+                continue  # -4/-6 also leave out unix and packet, like ss
             if c not in out:
                 out.append(c)
     return out
@@ -129,10 +134,12 @@ def state_mask(states: frozenset[str] | None) -> int:
 
 def resolve_port(text: str | int) -> int:
     """A port number, or a service name from /etc/services (tcp or udp)."""
-    if isinstance(text, int) or text.isdigit():
-        port = int(text)
+    if isinstance(text, int) or (text.isascii() and text.isdigit()):  # not "²" or "٨٠"
+        # (int() refuses strings of more than 4300 digits with a message about Python)
+        port = int(text) if isinstance(text, int) or len(text) <= 12 else 1 << 64
         if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} out of range 0-65535")
+            shown = text if isinstance(text, int) or len(text) <= 12 else text[:12] + "..."
+            raise ValueError(f"port {shown} out of range 0-65535")
         return port
     from ipcnet.inspector.names import service_port
 
@@ -146,9 +153,13 @@ def resolve_port(text: str | int) -> int:
 
 def parse_address(text: str) -> IPv4Network | IPv6Network:
     """An address or prefix (``10.1.2.3``, ``fe80::/10``, ss's bracketed ``[::1]``) as a
-    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it."""
+    network; an IPv4-mapped IPv6 address is its IPv4 address, as rows show it. A zone
+    (``fe80::1%lo``) is refused, as ss refuses it: Python would take it and drop it, and
+    so select the address on every device."""
     import ipaddress
 
+    if "%" in text:
+        raise ValueError(f"bad address {text!r} (an address or prefix without a %zone)")
     try:
         net = ipaddress.ip_network(text.replace("[", "").replace("]", ""), strict=False)
     except ValueError:

@@ -40,7 +40,9 @@ UNCONN = "UNCONN"
 # What /proc's "tr" column and inet_diag's idiag_timer mean.
 TIMERS: dict[int, str] = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "probe"}
 
-PROTOCOLS = ("tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "unix")
+PROTOCOLS = (
+    "tcp", "tcp6", "udp", "udp6", "udplite", "udplite6", "raw", "raw6", "unix", "packet",
+)  # fmt: skip
 
 
 def state_name(proto: str, num: int) -> str:
@@ -87,11 +89,11 @@ class SocketRow(NamedTuple):
     ``v6only`` False also takes IPv4 (ss shows it as ``*``).
     """
 
-    proto: str  # tcp tcp6 udp udp6 udplite udplite6 raw raw6 unix
+    proto: str  # tcp tcp6 udp udp6 udplite udplite6 raw raw6 unix packet
     type: str  # stream dgram seqpacket raw
     state: str  # ESTABLISHED, LISTEN, ... ; UNCONN for unconnected datagram/unix sockets
     local_host: str | None
-    local_port: int | None  # raw sockets: the IP protocol number
+    local_port: int | None  # raw: the IP protocol number; packet: the EtherType
     remote_host: str | None
     remote_port: int | None
     path: str | None  # unix only
@@ -111,15 +113,19 @@ class SocketRow(NamedTuple):
     # IPv6 listening/unconnected sockets (sock_diag only): IPV6_V6ONLY; False = also IPv4
     v6only: bool | None = None
     # the device the socket is bound to (SO_BINDTODEVICE, or a link-local address's scope):
-    # ss's "%dev" (sock_diag only; None = none or unknown)
+    # ss's "%dev" (sock_diag only; None = none or unknown); packet: the bound device (also
+    # from /proc), None = every device
     interface: str | None = None
+    # unix: True = an abstract name (``path`` "@name"), False = a file (whose name may also
+    # start with "@"); None = unnamed, not unix, or unknown (/proc prints both as "@name")
+    abstract: bool | None = None
 
     # --- derived values ------------------------------------------------------------
 
     @property
     def family(self) -> str:
-        if self.proto == "unix":
-            return "unix"
+        if self.proto in ("unix", "packet"):
+            return self.proto
         return "inet6" if self.proto.endswith("6") else "inet"
 
     @property
@@ -152,7 +158,7 @@ class SocketRow(NamedTuple):
         """The documented JSON object (see SCHEMA); ``names`` adds /etc/services names."""
         from ipcnet.inspector.names import service_name, user_name
 
-        inet = self.proto != "unix"
+        inet = self.proto != "unix"  # (packet rows have no path either)
         lport, rport = self.local_port, self.remote_port
         svc = names and self.proto[:3] in ("tcp", "udp")
         return {
@@ -185,6 +191,7 @@ class SocketRow(NamedTuple):
             "note": self.note,
             "v6only": self.v6only,
             "interface": self.interface,
+            "abstract": self.abstract,
         }
 
 
@@ -279,6 +286,7 @@ SCHEMA: tuple[str, ...] = (
     "note",
     "v6only",
     "interface",
+    "abstract",
 )
 
 __all__ = [

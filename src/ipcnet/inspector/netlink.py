@@ -1,10 +1,12 @@
 """The fast path: dump socket tables through NETLINK_SOCK_DIAG, like ``ss`` does.
 
 Role: one request per table (tcp/udp/udplite/raw x IPv4/IPv6 via inet_diag, unix via
-unix_diag), parsed straight from the receive buffer into ``SocketRow`` tuples.
+unix_diag, AF_PACKET via packet_diag), parsed straight from the receive buffer into
+``SocketRow`` tuples.
 Rules:
 - Standard library only: an AF_NETLINK socket (``transports.netlink``, which does the
-  I/O) and ``struct`` (linux/inet_diag.h, linux/unix_diag.h, linux/sock_diag.h). One dump
+  I/O) and ``struct`` (linux/inet_diag.h, linux/unix_diag.h, linux/packet_diag.h,
+  linux/sock_diag.h). One dump
   at a time per netlink socket.
 - The kernel filters by state (the request's bitmask), so ``-l`` costs nothing for the
   sockets it does not want; everything else is filtered by the caller.
@@ -47,6 +49,14 @@ UNIX_DIAG_UID = 7
 INET_DIAG_SHUTDOWN = 8  # u8, sent for every full socket (not for request or TIME_WAIT ones)
 INET_DIAG_SKV6ONLY = 11  # u8, sent for AF_INET6 sockets in LISTEN or CLOSE
 
+PACKET_SHOW_INFO = 0x01
+PACKET_SHOW_MEMINFO = 0x10
+PACKET_DIAG_INFO = 0
+PACKET_DIAG_UID = 5
+PACKET_DIAG_MEMINFO = 6
+SK_MEMINFO_RMEM_ALLOC = 0
+SK_MEMINFO_WMEM_ALLOC = 2
+
 ALL_STATES = 0xFFF  # ss's SS_ALL: ESTABLISHED..CLOSING (see filters.ALL_STATE_NAMES)
 
 _NLHDR = struct.Struct("=IHHII")  # nlmsg_len, type, flags, seq, pid
@@ -57,6 +67,8 @@ _UNIX_REQ = struct.Struct("=BBHIII8s")  # unix_diag_req
 _INET_MSG = struct.Struct("=xBBBHH16s16sI8xIIIII")
 _INET_ROW = struct.Struct("=IH2xI4x" + _INET_MSG.format[1:])  # nlmsghdr + inet_diag_msg
 _UNIX_MSG = struct.Struct("=BBBxI8x")  # family type state pad ino cookie
+_PACKET_REQ = struct.Struct("=BBHII8s")  # packet_diag_req: family protocol pad ino show cookie
+_PACKET_MSG = struct.Struct("=BBHI8x")  # packet_diag_msg: family type num ino cookie
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _U32X2 = struct.Struct("=II")
@@ -206,7 +218,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, timers.get(timer) or str(timer), expires, retrans,
-                            None, "netlink", True, None, None, None, v6only, dev,
+                            None, "netlink", True, None, None, None, v6only, dev, None,
                         ),
                     )
                 )  # fmt: skip
@@ -217,7 +229,7 @@ def dump_inet(
                         (
                             name, stype, state, lh, sport, rh, dport, None, rq, wq, uid,
                             ino or None, None, None, None, None, "netlink", True, None, None,
-                            None, v6only, dev,
+                            None, v6only, dev, None,
                         ),
                     )
                 )  # fmt: skip
@@ -283,6 +295,7 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
         for off, length in _messages(buf, n, seq):
             _fam, stype, st, ino = unpack_msg(buf, off)
             path: str | None = None
+            abstract: bool | None = None
             peer = rq = wq = uid = None
             pos, end = off + 16, off + length
             while pos + 4 <= end:
@@ -291,7 +304,8 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                     break
                 if atype == UNIX_DIAG_NAME:
                     raw = bytes(buf[pos + 4 : pos + alen])
-                    if raw[:1] == b"\0":
+                    abstract = raw[:1] == b"\0"  # else a file, whose name may start with "@"
+                    if abstract:
                         path = "@" + fsdecode(raw[1:])
                     else:
                         path = fsdecode(raw.partition(b"\0")[0])
@@ -329,9 +343,57 @@ def dump_unix(sock: NetlinkSocket, states: int = ALL_STATES, seq: int = 1) -> li
                         None,
                         None,
                         None,
+                        abstract,
                     ),
                 )
             )
+    return rows
+
+
+_PACKET_TYPES = {socket.SOCK_RAW: "raw", socket.SOCK_DGRAM: "dgram"}
+
+
+def dump_packet(sock: NetlinkSocket, seq: int = 1) -> list[SocketRow]:
+    """Every AF_PACKET socket (state UNCONN, as ss shows them): the EtherType it takes as its
+    local port, its device, queues (rmem/wmem allocated, as ss's Recv-Q), uid and inode."""
+    show = PACKET_SHOW_INFO | PACKET_SHOW_MEMINFO
+    req = _PACKET_REQ.pack(socket.AF_PACKET, 0, 0, 0, show, b"\xff" * 8)
+    unpack_rta = _RTA.unpack_from
+    u32 = _U32.unpack_from
+    new = tuple.__new__
+    devices: dict[int, str] = {}
+    rows: list[SocketRow] = []
+    for buf, n in _batches(sock, req, seq):
+        for off, length in _messages(buf, n, seq):
+            _fam, stype, num, ino = _PACKET_MSG.unpack_from(buf, off)
+            dev = uid = rq = wq = None
+            pos, end = off + _PACKET_MSG.size, off + length
+            while pos + 4 <= end:
+                alen, atype = unpack_rta(buf, pos)
+                if alen < 4:
+                    break
+                if atype == PACKET_DIAG_INFO and alen >= 8:
+                    ifx = u32(buf, pos + 4)[0]
+                    if ifx:
+                        dev = devices.get(ifx)
+                        if dev is None:
+                            dev = devices[ifx] = _device(ifx)
+                elif atype == PACKET_DIAG_UID and alen >= 8:
+                    uid = u32(buf, pos + 4)[0]
+                elif atype == PACKET_DIAG_MEMINFO and alen >= 4 + 4 * (SK_MEMINFO_WMEM_ALLOC + 1):
+                    rq = u32(buf, pos + 4 + 4 * SK_MEMINFO_RMEM_ALLOC)[0]
+                    wq = u32(buf, pos + 4 + 4 * SK_MEMINFO_WMEM_ALLOC)[0]
+                pos += (alen + 3) & ~3
+            rows.append(
+                new(
+                    SocketRow,
+                    (
+                        "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN", None,
+                        num, None, None, None, rq, wq, uid, ino or None, None, None,
+                        None, None, "netlink", True, None, None, None, None, dev, None,
+                    ),
+                )
+            )  # fmt: skip
     return rows
 
 
@@ -340,6 +402,7 @@ __all__ = [
     "NetlinkSocket",
     "NetlinkUnavailable",
     "dump_inet",
+    "dump_packet",
     "dump_unix",
     "open_socket",
 ]

@@ -6,7 +6,9 @@ Rules:
   script sees the same fields whatever the format; JSON wraps them as
   ``{"version": 1, "sockets": [...]}``. Unknown is ``null`` (empty in CSV).
 - The table is for eyes: unknown is ``?``, an IPv6 wildcard that takes IPv4 too is ``*``
-  and a bound device follows the address (``[fe80::1]%eth0:80``), as in ss; names are
+  and a bound device follows the address (``[fe80::1]%eth0:80``), as in ss, and a packet
+  socket is ss's ``p_raw``/``p_dgr`` with ``ETHERTYPE:DEVICE`` (``*:*``, ``ipv6:lo``,
+  ``[2048]:*`` with ``-n``); names are
   escaped (a newline, a tab or any control character in a unix path is shown as ``\\n``,
   ``\\t``, ``\\xNN``, and ``\\`` as ``\\\\``) so an odd name can never forge a line or a
   column.
@@ -57,8 +59,24 @@ def owners_label(owners: tuple[Owner, ...] | None) -> str:
     return ",".join(printable(o.label()) for o in owners)
 
 
+# EtherType names as ss prints them (iproute2's ll_proto table; ETH_P_ALL is "*")
+_ETHER_NAMES = {
+    0x0001: "802_3", 0x0004: "802_2", 0x0060: "loop", 0x0800: "ip", 0x0806: "arp",
+    0x8035: "rarp", 0x86DD: "ipv6", 0x8100: "802.1Q", 0x88A8: "802.1ad",
+    0x8847: "mpls_unicast", 0x8848: "mpls_multicast",
+}  # fmt: skip
+
+
 def endpoints(row: SocketRow, numeric: bool) -> tuple[str, str]:
     """The Local and Peer columns of the table."""
+    if row.proto == "packet":  # ss: PROTOCOL:DEVICE and no peer
+        num = row.local_port
+        if num == 3:  # ETH_P_ALL
+            proto = "*"
+        else:
+            name = None if numeric or num is None else _ETHER_NAMES.get(num)
+            proto = name or f"[{_num(num)}]"
+        return f"{proto}:{row.interface or '*'}", "*"
     if row.proto == "unix":
         local = "*" if row.path is None else printable(row.path)
         if not row.exact and row.path is None:
@@ -119,7 +137,11 @@ def socket_table(
             local, peer = endpoints(r, numeric)
         rq, sq = r.recv_q, r.send_q
         line: tuple[str, ...] = (
-            proto if proto != "unix" else f"u_{r.type[:3]}",
+            f"u_{r.type[:3]}"
+            if proto == "unix"
+            else f"p_{r.type[:3]}"
+            if proto == "packet"
+            else proto,
             r.state,
             "?" if rq is None else str(rq),
             "?" if sq is None else str(sq),
@@ -245,7 +267,7 @@ def fd_lines(rows: Iterable[FdRow], *, numeric: bool = False) -> Iterator[str]:
                 f"send-q={_num(s.send_q)} others={owners_label(_others(s.owners, r.pid))}"
             )
         elif r.kind == "socket":
-            yield f"{head}  (in no tcp, udp, udplite, raw or unix table of this network namespace)"
+            yield f"{head}  (in no socket table of this network namespace)"
         elif r.pipe is not None:
             ends = " ".join(
                 f"{printable(e.name or '?')}/{e.pid}/fd={e.fd}({e.mode or '?'})"

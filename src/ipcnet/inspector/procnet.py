@@ -1,4 +1,5 @@
-"""The fallback: parse /proc/net/{tcp,udp,udplite,raw}[6] and /proc/net/unix (proc(5)).
+"""The fallback: parse /proc/net/{tcp,udp,udplite,raw}[6], /proc/net/unix and /proc/net/packet
+(proc(5)).
 
 Role: the same ``SocketRow``s as ``netlink.py``, from the text tables, for kernels or
 sandboxes where sock_diag is unavailable. The parsers take text so tests can feed them.
@@ -112,6 +113,7 @@ def parse_inet(text: str, proto: str) -> list[SocketRow]:
                     None,
                     None,
                     None,
+                    None,
                 ),
             )
         )
@@ -192,6 +194,7 @@ def parse_unix(
                     "unix", _UNIX_TYPES.get(stype, str(stype)), state, None, None, None, None,
                     path, None, None, None, ino or None, None, None, None, None, "proc", exact,
                     None if exact else _AT_NOTE, None, None, None, None,
+                    None if path is None or path[:1] == "@" else False,
                 ),
             )
         )  # fmt: skip
@@ -228,6 +231,51 @@ def parse_unix(
                     exact=False, note="its path may hold a newline; see the next row"
                 )
     return rows
+
+
+_PACKET_TYPES = {3: "raw", 2: "dgram"}  # SOCK_RAW, SOCK_DGRAM
+
+
+def parse_packet(text: str, devices: dict[int, str] | None = None) -> list[SocketRow]:
+    """Rows of /proc/net/packet text (packet_seq_show: sk RefCnt Type Proto Iface R Rmem
+    User Inode; Proto is the EtherType in hex). /proc has no send queue: unknown."""
+    rows: list[SocketRow] = []
+    new = tuple.__new__
+    for line in text.split("\n")[1:]:
+        f = line.split()
+        if len(f) < 9:
+            continue
+        try:
+            stype, proto, ifx = int(f[2]), int(f[3], 16), int(f[4])
+            rmem, uid, ino = int(f[6]), int(f[7]), int(f[8])
+        except ValueError:
+            continue
+        dev = None if not ifx else (devices or {}).get(ifx, f"if{ifx}")
+        rows.append(
+            new(
+                SocketRow,
+                (
+                    "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN", None, proto, None,
+                    None, None, rmem, None, uid, ino or None, None, None, None, None, "proc",
+                    True, None, None, None, None, dev, None,
+                ),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def read_packet() -> list[SocketRow]:
+    """Rows of /proc/net/packet; [] if absent."""
+    from ipcnet.transports.netlink import interface_names
+
+    text = read_text("/proc/net/packet")
+    if text is None:
+        return []
+    try:
+        devices = interface_names()
+    except IPCError:
+        devices = {}
+    return parse_packet(text, devices)
 
 
 def unix_socket_count() -> int | None:
@@ -280,4 +328,13 @@ def _held(inodes: set[int]) -> set[int]:
     return set(scan.found) if scan.complete else set(inodes)  # unreadable: assume held
 
 
-__all__ = ["parse_inet", "parse_unix", "read_inet", "read_text", "read_unix", "unix_socket_count"]
+__all__ = [
+    "parse_inet",
+    "parse_packet",
+    "parse_unix",
+    "read_inet",
+    "read_packet",
+    "read_text",
+    "read_unix",
+    "unix_socket_count",
+]
