@@ -118,14 +118,14 @@ class SessionProtocol(asyncio.Protocol):
         try:
             engine = self.engine
             out = engine.feed(data)
-            if out is None:
-                self.perform()
-            elif out.__class__ is Run:
-                self._start(out)
-            else:
-                self.transport.write(out)  # type: ignore[arg-type]
+            if out.__class__ is bytes:  # the hot path first: one test a message
+                self.transport.write(out)
                 if engine.queue:
                     self.perform()  # the Close after a last answer
+            elif out is None:
+                self.perform()
+            else:  # a Run (feed returns bytes, a Run or None)
+                self._start(out)  # type: ignore[arg-type]
         except Exception:
             self._failed()
 
