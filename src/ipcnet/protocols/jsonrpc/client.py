@@ -91,15 +91,32 @@ class ClientProtocol:
         """Replies complete after ``data``, those with id null last; RemoteProtocolError if
         the server breaks the rules."""
         # the common case: whole replies arrived (one, or a burst), taken without buffering
-        frames: Iterable[bytes] | None = (
-            self.decoder.whole(data) if data.__class__ is bytes else None
-        )
-        if frames is None:
+        whole = self.decoder.whole(data) if data.__class__ is bytes else None
+        frames: Iterable[bytes]
+        if whole is None:
             self.decoder.feed(data)
             frames = self.decoder
+        elif len(whole) != 1:
+            frames = whole
+        else:  # one reply: replies() and parse_reply's first test, inline
+            message = self.codec.decode(whole[0])
+            if message.__class__ is dict and len(message) == 3 and "result" in message:
+                rid = message.get("id")
+                if (rid.__class__ is int or rid.__class__ is str) and message.get(
+                    "jsonrpc"
+                ) == "2.0":
+                    if self._abandoned:
+                        self._abandoned.discard(rid)
+                    return [Reply(rid, message["result"])]
+            return self._filed(self._parsed(message))
         replies: list[Reply] = []
         for frame in frames:
             replies += self.replies(frame)
+        return self._filed(replies)
+
+    def _filed(self, replies: list[Reply]) -> list[Reply]:
+        """``replies`` in the order to file them, those with id null last; the abandoned
+        calls they answer forgotten."""
         if len(replies) > 1 and any(r.id is None for r in replies):
             replies.sort(key=_null_last)  # stable: an orphan is placed after the rest are filed
         if self._abandoned:
@@ -108,7 +125,10 @@ class ClientProtocol:
 
     def replies(self, payload: bytes) -> list[Reply]:
         """The replies in one payload (a reply, or a batch's array of them)."""
-        message = self.codec.decode(payload)
+        return self._parsed(self.codec.decode(payload))
+
+    def _parsed(self, message: Any) -> list[Reply]:
+        """The replies in one decoded payload."""
         replies: list[Reply] = []
         for item in message if message.__class__ is list and message else (message,):
             reply = parse_reply(item)
