@@ -13,14 +13,13 @@ Role: the other half of a message channel, independent of the framing. Rules:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ipcnet.errors import LocalProtocolError
 from ipcnet.framing.errors import DecodeError, over_limit
@@ -39,23 +38,16 @@ _NOT_FINITE = "cannot encode as JSON: NaN and Infinity are not JSON"
 _UNSAID = {"StackError": "nesting too deep", "FormatError": "reserved type byte 0xc1"}
 
 
-class LineEncoder(Protocol):
-    def __call__(self, obj: Any, limit: int) -> bytes: ...
-
-
 class Codec(ABC):
     name: str = "codec"
-    #: ``encode_line(obj, limit)``: ``encode(obj) + b"\n"`` made in one step, LimitExceeded
-    #: (``over_limit``) when the payload is over ``limit`` bytes, for a codec whose payloads
-    #: never hold a newline byte (a newline framing then needs no scan, copy or wrapper)
-    encode_line: LineEncoder | None = None
+    #: its payloads never hold a newline byte (a newline framing then needs no scan, copy or
+    #: wrapper: ``line_encoder``)
+    newline_free: bool = False
 
     def line_encoder(self, limit: int) -> Callable[[Any], bytes] | None:
-        """``encode_line`` with ``limit`` bound, as one callable (None without
-        ``encode_line``); a codec may give a quicker one than a keyword partial."""
-        if self.encode_line is None:
-            return None
-        return functools.partial(self.encode_line, limit=limit)
+        """``obj -> encode(obj) + b"\\n"`` made in one step, LimitExceeded (``over_limit``)
+        when the payload is over ``limit`` bytes; None unless ``newline_free``."""
+        return None
 
     @abstractmethod
     def encode(self, obj: Any) -> bytes:
@@ -144,40 +136,30 @@ class JSONCodec(Codec):
 
     name = "json"
 
+    newline_free = True  # compact JSON escapes every newline
+
     def __init__(self, use_orjson: bool = True) -> None:
         self.fast = use_orjson and orjson is not None
-        self.encode_line = self._encode_line  # compact JSON escapes every newline
 
-    def _encode_line(self, obj: Any, limit: int) -> bytes:
-        data = None
-        if self.fast:
-            try:
-                data = orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
-            except TypeError:
-                pass  # as in encode: the stdlib's turn
-            else:
-                _check_finite(data, obj)
-        if data is None:
-            data = self.encode(obj) + b"\n"
-        if len(data) > limit + 1:
-            raise over_limit(len(data) - 1, limit)
-        return data
-
-    def line_encoder(self, limit: int) -> Callable[[Any], bytes] | None:
-        """``_encode_line`` as a closure: a keyword partial of a method costs ~2,500
-        instructions a call more (CPython's partial_call with a dict of keywords)."""
-        if not self.fast:
-            return super().line_encoder(limit)
-        dumps, newline, encode = orjson.dumps, orjson.OPT_APPEND_NEWLINE, self.encode
+    def line_encoder(self, limit: int) -> Callable[[Any], bytes]:
+        """A closure, not a keyword partial of a method: that costs ~2,500 instructions a
+        call more (CPython's partial_call with a dict of keywords)."""
+        encode = self.encode
+        dumps = orjson.dumps if self.fast else None
+        newline = orjson.OPT_APPEND_NEWLINE if self.fast else 0
 
         def encode_line(obj: Any) -> bytes:
-            try:
-                data: bytes = dumps(obj, option=newline)
-            except TypeError:
-                data = encode(obj) + b"\n"  # as in encode: the stdlib's turn
-            else:  # _check_finite, inline
-                if data.find(b"null") >= 0 and _not_finite(obj):
-                    raise LocalProtocolError(_NOT_FINITE)
+            data = None
+            if dumps is not None:
+                try:
+                    data = dumps(obj, option=newline)
+                except TypeError:
+                    pass  # as in encode: the stdlib's turn
+                else:  # _check_finite, inline
+                    if data.find(b"null") >= 0 and _not_finite(obj):
+                        raise LocalProtocolError(_NOT_FINITE)
+            if data is None:
+                data = encode(obj) + b"\n"
             if len(data) > limit + 1:
                 raise over_limit(len(data) - 1, limit)
             return data

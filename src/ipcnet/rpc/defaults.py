@@ -38,7 +38,7 @@ def choose(
     chosen_codec = (
         codec_choice if isinstance(codec_choice, Codec) else codec(codec_choice or DEFAULT_CODEC)
     )
-    binary = chosen_codec.encode_line is None  # payloads may hold b"\n" (see Codec)
+    binary = not chosen_codec.newline_free  # payloads may hold b"\n" (see Codec)
     if isinstance(framing_choice, Framing):
         chosen_framing = framing_choice
     else:
