@@ -108,7 +108,7 @@ class Sent:
 NOTHING_KNOWN_SENT = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the engine builds one a job, and frozen is 2x the cost
 class Outcome:
     """What a Run job produced: ``value``, or the exception it raised in ``error``."""
 
