@@ -50,13 +50,13 @@ def test_idle_threads_end_and_a_job_submitted_as_one_gives_up_still_runs() -> No
     """With ``idle_exit`` (the relay's connect pool: a burst of hung connects must not
     leave its threads for ever), a thread that waited that long ends; a job submitted in
     the moment it gave up, while submit still counted it idle, is run all the same."""
-    pool = DaemonPool(4, idle_exit=0.01)
+    pool = DaemonPool(4, idle_exit=0.005)
     gate = threading.Event()
     burst = [pool.submit(gate.wait, 10) for _ in range(4)]
     gate.set()
     assert all(f.result(timeout=5) for f in burst)
-    for _ in range(300):
-        threading.Event().wait(0.01 * (_ % 3))  # now and then, just as threads give up
+    for i in range(150):
+        threading.Event().wait(0.005 * (i % 3))  # now and then, just as threads give up
         assert pool.submit(lambda: "ran").result(timeout=5) == "ran"
     deadline = threading.Event()
     for _ in range(100):
