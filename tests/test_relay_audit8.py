@@ -30,7 +30,7 @@ import pytest
 import ipcnet.relay
 from ipcnet.testing import free_port
 from relay_helpers import RelayProcess, Server, env, recv_all, relay_process, server
-from test_proxy_conformance import NGINX_STREAM, needs_nginx
+from test_proxy_conformance import NGINX_STREAM, _peer, needs_nginx
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing")
@@ -208,21 +208,10 @@ def _haproxy_roundrobin(dead: int, live: int) -> Iterator[int]:
             server dead 127.0.0.1:{dead}
             server live 127.0.0.1:{live}
     """))  # fmt: skip
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "haproxy did not start"
-                time.sleep(0.05)
-        yield port
+        with _peer(["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")], port):
+            yield port
     finally:
-        proc.terminate()
-        proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

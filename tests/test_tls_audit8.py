@@ -26,6 +26,7 @@ from ipcnet.testing.pairs import free_port
 from ipcnet.transports.tls import ServerContext, TLSOptions
 from ipcnet.transports.tls.devcert import make
 from serverkit import serving
+from test_proxy_conformance import _wait_port
 from tlskit import write_pem
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
@@ -211,14 +212,7 @@ def s_server(pair: tuple[str, str], *args: str) -> Iterator[int]:
     server = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no s_server"
-                time.sleep(0.05)
+        _wait_port(port, server)
         yield port
     finally:
         server.kill()
