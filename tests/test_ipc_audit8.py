@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ import pytest
 
 import ipcnet
 from ipcnet.inspector import ipc
+from test_ipcs import _mqueue_mount
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
@@ -66,20 +66,6 @@ def qname() -> Iterator[str]:
     yield name
     with contextlib.suppress(posix_ipc.ExistentialError):
         posix_ipc.unlink_message_queue("/" + name)
-
-
-@contextlib.contextmanager
-def _mqueue_mount() -> Iterator[str]:
-    point = tempfile.mkdtemp(prefix="ipcnet-mq-")
-    try:
-        if subprocess.run(["mount", "-t", "mqueue", "none", point]).returncode != 0:
-            pytest.skip("cannot mount an mqueue filesystem here")
-        try:
-            yield point
-        finally:
-            subprocess.run(["umount", point], check=True)
-    finally:
-        os.rmdir(point)
 
 
 def _as_nobody(work: object) -> str:

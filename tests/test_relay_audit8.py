@@ -30,7 +30,7 @@ import pytest
 import ipcnet.relay
 from ipcnet.testing import free_port
 from relay_helpers import RelayProcess, Server, env, recv_all, relay_process, server
-from test_proxy_conformance import NGINX_STREAM, _peer, needs_nginx
+from test_proxy_conformance import NGINX_STREAM, _peer, _wait_port, needs_nginx
 
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy missing")
@@ -457,27 +457,9 @@ def _nginx_reader(tmp: Path) -> Iterator[int]:
                      return "$proxy_protocol_addr|$proxy_protocol_port\\n"; }}
         }}
     """))  # fmt: skip
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", str(tmp / "nginx.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait_port(port, proc)
+    argv = ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", str(tmp / "nginx.conf")]
+    with _peer(argv, port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, f"nothing on {port}"
-            time.sleep(0.05)
 
 
 def _named(port: int) -> tuple[str, str]:
