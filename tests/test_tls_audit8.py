@@ -26,6 +26,7 @@ from ipcnet.testing.pairs import free_port
 from ipcnet.transports.tls import ServerContext, TLSOptions
 from ipcnet.transports.tls.devcert import make
 from serverkit import serving
+from test_listeners import _has_ipv6
 from test_proxy_conformance import _wait_port
 from tlskit import write_pem
 
@@ -33,16 +34,7 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no o
 IPCNET = [sys.executable, "-m", "ipcnet"]
 
 
-def _ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback")
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
 
 
 # --- ipcnet cert ---------------------------------------------------------------------------
