@@ -19,11 +19,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from ipcnet.channel import Channel, connect, listen, open_datagram, pipe, socketpair
-from ipcnet.errors import IPCError
+from ipcnet.errors import IPCError, NoSuchSocket
 from ipcnet.transports import DatagramEndpoint, procfs
 
 MESSAGE = b"hello through the kernel\n"
@@ -234,8 +234,9 @@ def _time_datagram(name: str, client: DatagramEndpoint, objs: tuple[str, ...]) -
     )
 
 
-def _tmp_unix() -> str:
-    return f"unix:///tmp/ipcnet-tour-{uuid.uuid4().hex[:12]}.sock"
+def unix_socket() -> Stop:
+    with _scratch_dir() as folder:  # the socket file goes with it, however the stop ends
+        return _listen_and_connect("unix", f"unix://{folder}/tour.sock")
 
 
 # --- the rest of seed 002 section 8: shared memory, queues, semaphores, signals (issue 13) ---
@@ -277,9 +278,11 @@ def message_queue() -> Stop:
     from ipcnet.transports import mq
 
     names = [f"mq:///ipcnet-tour-{uuid.uuid4().hex[:12]}" for _ in range(2)]
-    down_in, up_in = (open_datagram(n, listen=True, timeout=10) for n in names)
-    try:
-        down_out, up_out = (open_datagram(n, timeout=10) for n in names)
+    ends: list[DatagramEndpoint] = []  # a signal may end the stop between any two lines:
+    try:  # every queue made is closed and removed (a queue left holds the user's quota)
+        for name, listen in zip(names * 2, (True, True, False, False), strict=True):
+            ends.append(open_datagram(name, listen=listen, timeout=10))
+        down_in, up_in, down_out, up_out = ends
 
         def child() -> None:
             for _ in range(ROUNDS):
@@ -294,12 +297,12 @@ def message_queue() -> Stop:
             return _time_datagram_pair("mq", down_out, up_in, objs)
         finally:
             _reap(pid)
-            down_out.close()
-            up_out.close()
     finally:
-        for endpoint, name in ((down_in, names[0]), (up_in, names[1])):
-            endpoint.close()
-            mq.remove(name)
+        for end in ends:
+            end.close()
+        for name in names:
+            with suppress(NoSuchSocket):  # not made: the signal came first
+                mq.remove(name)
 
 
 def _time_datagram_pair(
@@ -402,7 +405,7 @@ STOPS: dict[str, Callable[[], Stop]] = {
     "pipe+fork": pipe_and_fork,
     "fifo": fifo,
     "socketpair": socket_pair,
-    "unix": lambda: _listen_and_connect("unix", _tmp_unix()),
+    "unix": unix_socket,
     "unix abstract": lambda: _listen_and_connect(
         "unix abstract", f"unix://@ipcnet-tour-{uuid.uuid4().hex[:12]}"
     ),
