@@ -12,6 +12,9 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
 - after an error the decoder is ``failed`` (every later call raises again) unless the
   framing survives it: a newline decoder skips to the end of an over-long line and goes on;
 - a zero-length frame is an empty message (b""), never EOF;
+- a payload is any bytes-like object, framed as its bytes: a declared length and the limit
+  count bytes, not items (``len()`` of a memoryview of 4-byte ints is a quarter of its
+  bytes), as multiprocessing's ``send_bytes`` counts them;
 - ``FRAMINGS`` is the one table of them (name -> constructor and help); the CLI's choices
   come from it.
 """
@@ -33,6 +36,19 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 HEADER_LIMIT = 8192  # Content-Length: the whole header block
+
+
+Payload = bytes | bytearray | memoryview
+
+
+def flat(payload: Payload) -> bytes | bytearray | memoryview:
+    """``payload`` as a buffer whose ``len()`` is its size in bytes: bytes and bytearray as
+    they are, any other bytes-like object as a flat view of its bytes (copied only when it
+    is not contiguous)."""
+    if payload.__class__ is bytes or payload.__class__ is bytearray:
+        return payload
+    view = memoryview(payload)
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 class Decoder(ABC):
@@ -172,7 +188,8 @@ class Framing(ABC):
         copied behind its header."""
         return [self.encode(payload)]
 
-    def _check(self, payload: bytes | bytearray | memoryview) -> int:
+    def _check(self, payload: Payload) -> int:
+        """``payload``'s size, LimitExceeded over ``max_size``; ``payload`` is ``flat``."""
         n = len(payload)
         if n > self.max_size:
             raise over_limit(n, self.max_size)
@@ -266,10 +283,13 @@ class LengthPrefixed(Framing):
     def decoder(self) -> LengthPrefixDecoder:
         return LengthPrefixDecoder(self.max_size, self.width)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, payload: Payload) -> bytes:
+        if payload.__class__ is not bytes:
+            payload = flat(payload)
         return self._pack(self._check(payload)) + payload
 
-    def encode_parts(self, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+    def encode_parts(self, payload: Payload) -> list[bytes | memoryview]:
+        payload = flat(payload)
         return [self._pack(self._check(payload)), memoryview(payload)]
 
 
@@ -373,9 +393,9 @@ class NewlineDelimited(Framing):
     def decoder(self) -> NewlineDecoder:
         return NewlineDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        self._check(payload)
+    def encode(self, payload: Payload) -> bytes:
         data = bytes(payload)
+        self._check(data)
         if b"\n" in data:
             raise LimitExceeded("a newline-delimited frame cannot contain a newline")
         if data[-1:] == b"\r":  # the reader takes "\r\n" for the line's end (NDJSON)
@@ -462,9 +482,9 @@ class Netstring(Framing):
     def decoder(self) -> NetstringDecoder:
         return NetstringDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        n = self._check(payload)
-        return b"%d:%s," % (n, bytes(payload))
+    def encode(self, payload: Payload) -> bytes:
+        data = bytes(payload)
+        return b"%d:%s," % (self._check(data), data)
 
 
 # --- Content-Length headers (language-server style) -------------------------------------
@@ -571,9 +591,9 @@ class ContentLength(Framing):
     def decoder(self) -> ContentLengthDecoder:
         return ContentLengthDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        n = self._check(payload)
-        return b"Content-Length: %d\r\n\r\n%s" % (n, bytes(payload))
+    def encode(self, payload: Payload) -> bytes:
+        data = bytes(payload)
+        return b"Content-Length: %d\r\n\r\n%s" % (self._check(data), data)
 
 
 @dataclass(frozen=True, slots=True)
