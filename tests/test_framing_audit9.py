@@ -8,6 +8,12 @@
   quarter or an eighth of the bytes that followed and the peer's stream was lost after
   one frame; the limit counted items too. Every framing that declares a length
   (length, length64, netstring, Content-Length) counts bytes now, and the limit does;
+- msgpack, against msgpack's own ``unpackb``: the codec packed every message with one
+  ``msgpack.Packer``, whose buffer is the packer's state (msgpack: a Packer is not
+  thread-safe); a service's codec is shared by every connection, and a Client by every
+  thread calling it, so two messages packed at once (one whose packing runs Python code: a
+  mapping's ``items()``) came out as one message holding the start of the other, and a
+  tail. Each encode has a packer of its own now (a free list: none is made per message);
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pytest
 
 import ipcnet
 from ipcnet.errors import LimitExceeded
-from ipcnet.framing import MessageChannel, framing
+from ipcnet.framing import MessageChannel, codec, framing
 
 LENGTH_FRAMINGS = ["length", "length64", "netstring", "content-length"]
 
@@ -84,3 +90,39 @@ def test_multiprocessing_connection_reads_what_message_channel_sends() -> None:
         with pytest.raises(EOFError):
             ours.recv_frame()
     assert struct.pack("!i", 3) == framing("length").encode(b"abc")[:4]
+
+
+def test_msgpack_messages_packed_at_once_in_two_threads_stay_apart() -> None:
+    """One codec, two threads: one message is packed while the other is halfway (its
+    mapping's items() waits for it); each comes out whole, as msgpack's unpackb reads it."""
+    msgpack = pytest.importorskip("msgpack")
+    c = codec("msgpack")
+    inside, done = threading.Event(), threading.Event()
+
+    class Lazy(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            inside.set()
+            done.wait(5)
+            return super().items()
+
+    out: dict[str, bytes] = {}
+
+    def slow() -> None:
+        out["slow"] = c.encode({"id": 1, "result": Lazy(x=[1, 2])})
+
+    def quick() -> None:
+        inside.wait(5)
+        out["quick"] = c.encode({"id": 2, "result": "two"})
+        done.set()
+
+    threads = [threading.Thread(target=slow), threading.Thread(target=quick)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert msgpack.unpackb(out["quick"]) == {"id": 2, "result": "two"}
+    assert msgpack.unpackb(out["slow"]) == {"id": 1, "result": {"x": [1, 2]}}
+    assert c.decode(c.encode(Lazy(y=b"\n"))) == {"y": b"\n"}  # the same thread, again
+    with pytest.raises(ipcnet.errors.LocalProtocolError):
+        c.encode({"bad": object()})
+    assert c.decode(c.encode([2**64 - 1])) == [2**64 - 1]  # a failed pack leaves nothing
