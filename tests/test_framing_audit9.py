@@ -14,11 +14,20 @@
   thread calling it, so two messages packed at once (one whose packing runs Python code: a
   mapping's ``items()``) came out as one message holding the start of the other, and a
   tail. Each encode has a packer of its own now (a free list: none is made per message);
+- Content-Length (the LSP base protocol: header fields as HTTP's, each line ended by
+  CRLF, an empty line ends them): a whole header line that is no field line (a line of
+  spaces or a tab, which python-lsp-jsonrpc and pygls take for the empty line that ends
+  the headers, while vscode-jsonrpc and ipcnet wait for CRLF CRLF; a line with no colon; a
+  bad Content-Length) was only looked at once CRLF CRLF came, so the peer waiting for its
+  answer and ipcnet waiting for the end of the headers hung until 8 KiB more came (as a
+  line ended by LF alone did before round 8). Each header line is read as it completes
+  now: refused at once, with what the whole block would have been refused for.
 """
 
 from __future__ import annotations
 
 import array
+import json
 import multiprocessing.connection
 import socket
 import struct
@@ -27,8 +36,8 @@ import threading
 import pytest
 
 import ipcnet
-from ipcnet.errors import LimitExceeded
-from ipcnet.framing import MessageChannel, codec, framing
+from ipcnet.errors import LimitExceeded, RemoteProtocolError
+from ipcnet.framing import FrameTooLarge, MessageChannel, codec, framing
 
 LENGTH_FRAMINGS = ["length", "length64", "netstring", "content-length"]
 
@@ -126,3 +135,60 @@ def test_msgpack_messages_packed_at_once_in_two_threads_stay_apart() -> None:
     with pytest.raises(ipcnet.errors.LocalProtocolError):
         c.encode({"bad": object()})
     assert c.decode(c.encode([2**64 - 1])) == [2**64 - 1]  # a failed pack leaves nothing
+
+
+UNENDING_HEADERS = [
+    (b"Content-Length: 2\r\n \r\n{}", RemoteProtocolError),  # pylsp: the end of the headers
+    (b"Content-Length: 2\r\n\t\r\n{}", RemoteProtocolError),
+    (b"garbage\r\n", RemoteProtocolError),
+    (b"Content-Length: 2\r\nX Y: z\r\n", RemoteProtocolError),
+    (b"X-A: 1\r\nContent-Length: 0x10\r\n", RemoteProtocolError),
+    (b"Content-Length: 1\r\ncontent-length: 1\r\n", RemoteProtocolError),
+    (b"Content-Length: 1001\r\nX-A: 1\r\n", FrameTooLarge),
+    (b"Content-Length: 99999999999999999999\r\n", FrameTooLarge),
+]
+
+
+@pytest.mark.parametrize("wire,error", UNENDING_HEADERS)
+def test_a_bad_header_line_is_refused_when_it_ends_not_with_the_block(
+    wire: bytes, error: type[Exception]
+) -> None:
+    """Fed whole or a byte at a time, the decoder refuses the stream once the bad line's
+    CRLF came (no CRLF CRLF is in ``wire``), with the error the whole block gets."""
+    for chunks in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
+        d = framing("content-length", 1000).decoder()
+        with pytest.raises(error):
+            for chunk in chunks:
+                d.frames(chunk)
+        ended = framing("content-length", 1000).decoder()
+        with pytest.raises(error):
+            ended.frames(wire + b"\r\n\r\n")  # the block ended: refused alike
+
+
+def test_a_server_answers_a_header_line_of_spaces_at_once() -> None:
+    """An LSP peer that ends its headers with a line of spaces is answered Parse error and
+    closed at once, not left waiting for an answer while the server waits for CRLF CRLF."""
+    from ipcnet import rpc
+
+    methods = rpc.Methods()
+    methods.add(lambda value=None: value, name="echo")
+    service = rpc.make_service(methods, "stdio:")  # Content-Length framing
+    ours, theirs = socket.socketpair()
+    server = threading.Thread(
+        target=rpc.serve_channel, args=(service, ipcnet.connect(f"fd://{ours.detach()}"))
+    )
+    server.start()
+    call = b'{"jsonrpc":"2.0","method":"echo","params":[1],"id":1}'
+    with theirs:
+        theirs.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(call), call))
+        theirs.sendall(b"Content-Length: %d\r\n \r\n%s" % (len(call), call))
+        theirs.settimeout(3)
+        got = b""
+        while chunk := theirs.recv(65536):
+            got += chunk
+    server.join(5)
+    replies = [json.loads(f) for f in framing("content-length").decoder().frames(got)]
+    assert len(replies) == 2 and {"jsonrpc": "2.0", "id": 1, "result": 1} in replies
+    (error,) = [r for r in replies if "error" in r]  # answered at once: maybe first
+    assert error["id"] is None and error["error"]["code"] == -32700, replies
+    assert "bad header line b' '" in error["error"]["message"]

@@ -496,74 +496,79 @@ class Netstring(Framing):
 _FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)").fullmatch
 
 
-def _refuse_bare_lf(buf: bytearray, start: int, end: int) -> None:
-    """RemoteProtocolError at once if a header line in ``buf[start:end]`` ends with LF
-    alone: the LSP's headers (like HTTP's) end each line with CRLF, and a reader that looks
-    for CRLF CRLF would otherwise wait for an end that never comes."""
-    lf = buf.find(b"\n", start, end)
-    while lf >= 0:
-        if lf == start or buf[lf - 1] != 13:  # 13: b"\r"
-            line = bytes(buf[max(start, buf.rfind(b"\n", start, lf) + 1) : lf])
-            raise RemoteProtocolError(
-                f"header line {line[:40]!r} ends with LF alone; header lines end with CRLF"
-            )
-        lf = buf.find(b"\n", lf + 1, end)
-
-
 class ContentLengthDecoder(Decoder):
+    """Header lines are read one by one as each completes (its CRLF came), so a bad one
+    is refused at once: a line ended by LF alone, or one that is no field line (spaces
+    alone, which some readers take for the empty line that ends the headers), would
+    otherwise leave both sides waiting, the peer for an answer and this reader for CRLF
+    CRLF; the errors are those of the whole block, in the order of its lines."""
+
     def __init__(self, max_size: int, header_limit: int = HEADER_LIMIT) -> None:
         super().__init__(max_size)
         self.header_limit = header_limit
         self._digits = len(str(max_size))
         self._need: int | None = None
+        self._read = 0  # bytes of the header block (from _pos) read as whole lines so far
+        self._length: int | None = None  # the Content-Length those lines gave
 
     def _next(self) -> bytes | None:
         buf, pos = self._buf, self._pos
         if self._need is None:
-            end = buf.find(b"\r\n\r\n", pos, pos + self.header_limit)
-            _refuse_bare_lf(buf, pos, pos + self.header_limit if end < 0 else end)
-            if end < 0:
-                if len(buf) - pos >= self.header_limit:
-                    raise RemoteProtocolError(f"header block longer than {self.header_limit}")
-                return None
-            self._need = self._length(bytes(buf[pos:end]))
-            pos = self._pos = end + 4
+            limit = pos + self.header_limit
+            start = pos + self._read
+            while True:
+                lf = buf.find(b"\n", start, limit)
+                if lf < 0:
+                    if len(buf) >= limit:
+                        raise RemoteProtocolError(f"header block longer than {self.header_limit}")
+                    self._read = start - pos
+                    return None
+                if lf == start or buf[lf - 1] != 13:  # 13: b"\r"
+                    line = bytes(buf[start:lf])
+                    raise RemoteProtocolError(
+                        f"header line {line[:40]!r} ends with LF alone; header lines end with CRLF"
+                    )
+                if lf - 1 == start and start > pos:  # the empty line: the end of the block
+                    break
+                self._field(bytes(buf[start : lf - 1]))
+                start = lf + 1
+            if self._length is None:
+                raise RemoteProtocolError("message without a Content-Length header")
+            self._need, self._length, self._read = self._length, None, 0
+            pos = self._pos = lf + 1
         n = self._need
         if len(buf) - pos < n:
             return None
         self._need = None
         return self._take(pos, pos + n, pos + n)
 
-    def _length(self, block: bytes) -> int:
-        length: int | None = None
-        for line in block.split(b"\r\n"):
-            field = _FIELD_LINE(line)
-            if field is None:
-                raise RemoteProtocolError(f"bad header line {line[:40]!r}")
-            if field[1].lower() != b"content-length":
-                continue  # Content-Type and friends: accepted and ignored
-            value = field[2].strip(b" \t")
-            if length is not None:
-                raise RemoteProtocolError("more than one Content-Length header")
-            if not value.isdigit():
-                raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
-            digits = value.lstrip(b"0") or b"0"
-            if len(digits) > self._digits:  # refused unread: int() fails on 4300 digits
-                raise FrameTooLarge(
-                    f"Content-Length of {len(digits)} digits; the limit is {self.max_size} bytes",
-                    None,
-                    self.max_size,
-                )
-            length = int(digits)
-            if length > self.max_size:
-                raise FrameTooLarge(
-                    f"message of {length} bytes declared; the limit is {self.max_size}",
-                    length,
-                    self.max_size,
-                )
-        if length is None:
-            raise RemoteProtocolError("message without a Content-Length header")
-        return length
+    def _field(self, line: bytes) -> None:
+        """One header line: a field line (RFC 9110 §5), Content-Length once, in range."""
+        field = _FIELD_LINE(line)
+        if field is None:
+            raise RemoteProtocolError(f"bad header line {line[:40]!r}")
+        if field[1].lower() != b"content-length":
+            return  # Content-Type and friends: accepted and ignored
+        value = field[2].strip(b" \t")
+        if self._length is not None:
+            raise RemoteProtocolError("more than one Content-Length header")
+        if not value.isdigit():
+            raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
+        digits = value.lstrip(b"0") or b"0"
+        if len(digits) > self._digits:  # refused unread: int() fails on 4300 digits
+            raise FrameTooLarge(
+                f"Content-Length of {len(digits)} digits; the limit is {self.max_size} bytes",
+                None,
+                self.max_size,
+            )
+        length = int(digits)
+        if length > self.max_size:
+            raise FrameTooLarge(
+                f"message of {length} bytes declared; the limit is {self.max_size}",
+                length,
+                self.max_size,
+            )
+        self._length = length
 
     def _inside_frame(self) -> bool:
         return self._need is not None
@@ -584,7 +589,8 @@ class ContentLengthDecoder(Decoder):
 
 class ContentLength(Framing):
     """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames;
-    other header fields are read and ignored, a header line ended by LF alone is refused."""
+    other header fields are read and ignored; a header line that is no field line, or is
+    ended by LF alone, is refused as soon as it ends."""
 
     name = "content-length"
 
