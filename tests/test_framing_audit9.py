@@ -21,7 +21,12 @@
   bad Content-Length) was only looked at once CRLF CRLF came, so the peer waiting for its
   answer and ipcnet waiting for the end of the headers hung until 8 KiB more came (as a
   line ended by LF alone did before round 8). Each header line is read as it completes
-  now: refused at once, with what the whole block would have been refused for.
+  now: refused at once, with what the whole block would have been refused for;
+- ``rpc.connect("http://...", max_frame=N)`` (and ``ipcnet rpc call --max-frame``) dropped
+  N: a request was bounded at 16 MiB whatever N said, and a response body not at all
+  (DESIGN: every buffer has a limit, an option and a clear refusal). The limit binds
+  both now, as over a stream: a request over it is refused before it is sent, a response
+  body over it is refused as it arrives (the connection is then closed).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import pytest
 import ipcnet
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
 from ipcnet.framing import FrameTooLarge, MessageChannel, codec, framing
+
+pytestmark = pytest.mark.xdist_group("framing-audit9")
 
 LENGTH_FRAMINGS = ["length", "length64", "netstring", "content-length"]
 
@@ -192,3 +199,25 @@ def test_a_server_answers_a_header_line_of_spaces_at_once() -> None:
     (error,) = [r for r in replies if "error" in r]  # answered at once: maybe first
     assert error["id"] is None and error["error"]["code"] == -32700, replies
     assert "bad header line b' '" in error["error"]["message"]
+
+
+def test_an_http_client_keeps_the_frame_limit_it_was_given() -> None:
+    from ipcnet import rpc
+    from ipcnet.protocols.jsonrpc.http import JsonRpcHttpService
+    from test_robust_differential import _served
+
+    methods = rpc.Methods()
+    methods.add(lambda n: "x" * n, name="big")
+    methods.add(lambda text: len(text), name="size")
+    service = JsonRpcHttpService(rpc.make_service(methods), "/rpc")
+    with _served(service, "epoll") as (_, port):
+        url = f"http://127.0.0.1:{port}/rpc"
+        with rpc.connect(url, timeout=10, max_frame=1000) as client:
+            assert client.size("y" * 900) == 900 and client.big(900) == "x" * 900
+            with pytest.raises(LimitExceeded, match="over the limit of 1000"):
+                client.size("y" * 2000)  # refused here, not sent
+            with pytest.raises(FrameTooLarge, match="1000"):
+                client.big(5000)  # the reply's body is over the limit
+            assert client.big(10) == "x" * 10  # a new connection, as after any failure
+        with rpc.connect(url, timeout=10, max_frame=100_000) as client:
+            assert client.size("y" * 50_000) == 50_000 and client.big(50_000) == "x" * 50_000
