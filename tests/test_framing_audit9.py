@@ -22,6 +22,13 @@
   answer and ipcnet waiting for the end of the headers hung until 8 KiB more came (as a
   line ended by LF alone did before round 8). Each header line is read as it completes
   now: refused at once, with what the whole block would have been refused for;
+- Content-Type (LSP: "the content part is encoded using the charset provided in the
+  Content-Type field ... utf-8, which is the only encoding supported right now. If a server
+  or client receives a header with a different encoding than utf-8 it should respond with
+  an error"; ``utf8`` is to be taken as utf-8): the header was ignored, so a body said to
+  be ISO-8859-1 was read as UTF-8 (its "Ã©", bytes C3 A9, came out as "é"). Such a
+  message is refused now, once its body is in, and the stream goes on with the next one
+  (its length is known); ``utf-8`` and ``utf8`` in any case, quoted or not, are read;
 - ``rpc.connect("http://...", max_frame=N)`` (and ``ipcnet rpc call --max-frame``) dropped
   N: a request was bounded at 16 MiB whatever N said, and a response body not at all
   (DESIGN: every buffer has a limit, an option and a clear refusal). The limit binds
@@ -174,7 +181,8 @@ def test_a_bad_header_line_is_refused_when_it_ends_not_with_the_block(
 
 def test_a_server_answers_a_header_line_of_spaces_at_once() -> None:
     """An LSP peer that ends its headers with a line of spaces is answered Parse error and
-    closed at once, not left waiting for an answer while the server waits for CRLF CRLF."""
+    closed at once, not left waiting for an answer while the server waits for CRLF CRLF;
+    before it, a call in ISO-8859-1 is answered Parse error and the next call is served."""
     from ipcnet import rpc
 
     methods = rpc.Methods()
@@ -187,6 +195,11 @@ def test_a_server_answers_a_header_line_of_spaces_at_once() -> None:
     server.start()
     call = b'{"jsonrpc":"2.0","method":"echo","params":[1],"id":1}'
     with theirs:
+        latin = call.replace(b"[1]", b'["\xc3\xa9"]')
+        theirs.sendall(
+            b"Content-Type: application/vscode-jsonrpc; charset=iso-8859-1\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(latin), latin)
+        )
         theirs.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(call), call))
         theirs.sendall(b"Content-Length: %d\r\n \r\n%s" % (len(call), call))
         theirs.settimeout(3)
@@ -195,10 +208,12 @@ def test_a_server_answers_a_header_line_of_spaces_at_once() -> None:
             got += chunk
     server.join(5)
     replies = [json.loads(f) for f in framing("content-length").decoder().frames(got)]
-    assert len(replies) == 2 and {"jsonrpc": "2.0", "id": 1, "result": 1} in replies
-    (error,) = [r for r in replies if "error" in r]  # answered at once: maybe first
-    assert error["id"] is None and error["error"]["code"] == -32700, replies
-    assert "bad header line b' '" in error["error"]["message"]
+    assert len(replies) == 3 and {"jsonrpc": "2.0", "id": 1, "result": 1} in replies
+    charset, spaces = [r for r in replies if "error" in r]  # answered at once: maybe first
+    assert charset["id"] is None and charset["error"]["code"] == -32700, replies
+    assert "charset b'iso-8859-1'" in charset["error"]["message"]
+    assert spaces["id"] is None and spaces["error"]["code"] == -32700, replies
+    assert "bad header line b' '" in spaces["error"]["message"]
 
 
 def test_an_http_client_keeps_the_frame_limit_it_was_given() -> None:
@@ -221,3 +236,47 @@ def test_an_http_client_keeps_the_frame_limit_it_was_given() -> None:
             assert client.big(10) == "x" * 10  # a new connection, as after any failure
         with rpc.connect(url, timeout=10, max_frame=100_000) as client:
             assert client.size("y" * 50_000) == 50_000 and client.big(50_000) == "x" * 50_000
+
+
+CHARSETS = [
+    (b"application/vscode-jsonrpc; charset=utf-8", True),
+    (b"application/vscode-jsonrpc; charset=utf8", True),  # python-lsp-jsonrpc writes this
+    (b'application/vscode-jsonrpc; charset="UTF-8"', True),
+    (b"application/json", True),  # no charset: the default, utf-8
+    (b"application/vscode-jsonrpc;charset=iso-8859-1", False),
+    (b"application/vscode-jsonrpc; charset=utf-16", False),
+    (b"application/vscode-jsonrpc; Charset=latin1; x=y", False),
+]
+
+
+@pytest.mark.parametrize("content_type,read", CHARSETS)
+def test_a_body_in_a_charset_other_than_utf8_is_refused_and_the_stream_goes_on(
+    content_type: bytes, read: bool
+) -> None:
+    body = b'"' + "Ã©".encode("latin-1") + b'"'  # "Ã©" in ISO-8859-1: bytes C3 A9
+    message = b"Content-Length: %d\r\nContent-Type: %s\r\n\r\n%s" % (
+        len(body),
+        content_type,
+        body,
+    )
+    wire = message + framing("content-length").encode(b'"next"')
+    for chunks in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
+        d = framing("content-length").decoder()
+        got: list[object] = []
+        for chunk in chunks:
+            d.feed(chunk)
+            while True:
+                try:
+                    frame = d.next_frame()
+                except RemoteProtocolError as exc:
+                    got.append(str(exc))
+                    continue
+                if frame is None:
+                    break
+                got.append(frame)
+        d.feed_eof()
+        if read:
+            assert got == [body, b'"next"']
+        else:
+            assert len(got) == 2 and got[1] == b'"next"' and not d.failed, got
+            assert isinstance(got[0], str) and "charset" in got[0] and "utf-8" in got[0]

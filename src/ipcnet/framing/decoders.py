@@ -10,7 +10,8 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
   ``max_size`` raises FrameTooLarge at once, and a line is refused as soon as more than
   ``max_size`` bytes arrived without a newline;
 - after an error the decoder is ``failed`` (every later call raises again) unless the
-  framing survives it: a newline decoder skips to the end of an over-long line and goes on;
+  framing survives it: a newline decoder skips to the end of an over-long line and goes on,
+  a Content-Length decoder skips a message in a charset other than utf-8 (DecodeError);
 - a zero-length frame is an empty message (b""), never EOF;
 - a payload is any bytes-like object, framed as its bytes: a declared length and the limit
   count bytes, not items (``len()`` of a memoryview of 4-byte ints is a quarter of its
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
-from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame, over_limit
+from ipcnet.framing.errors import DecodeError, FrameTooLarge, IncompleteFrame, over_limit
 
 if TYPE_CHECKING:
     from ipcnet.framing.codecs import Codec
@@ -496,6 +497,17 @@ class Netstring(Framing):
 _FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)").fullmatch
 
 
+def _not_utf8(content_type: bytes) -> bytes | None:
+    """The charset a Content-Type value names if it is not utf-8 (``utf8`` is taken as
+    utf-8, as the LSP asks for backward compatibility); None for utf-8 or no charset."""
+    for param in content_type.split(b";")[1:]:
+        key, _, value = param.partition(b"=")
+        if key.strip(b" \t").lower() == b"charset":
+            charset = value.strip(b" \t").strip(b'"')
+            return None if charset.lower() in (b"utf-8", b"utf8") else charset
+    return None
+
+
 class ContentLengthDecoder(Decoder):
     """Header lines are read one by one as each completes (its CRLF came), so a bad one
     is refused at once: a line ended by LF alone, or one that is no field line (spaces
@@ -510,6 +522,8 @@ class ContentLengthDecoder(Decoder):
         self._need: int | None = None
         self._read = 0  # bytes of the header block (from _pos) read as whole lines so far
         self._length: int | None = None  # the Content-Length those lines gave
+        self._charset: bytes | None = None  # a charset they named that is not utf-8
+        self._refused: str | None = None  # why the message in progress is refused
 
     def _next(self) -> bytes | None:
         buf, pos = self._buf, self._pos
@@ -534,21 +548,37 @@ class ContentLengthDecoder(Decoder):
                 start = lf + 1
             if self._length is None:
                 raise RemoteProtocolError("message without a Content-Length header")
-            self._need, self._length, self._read = self._length, None, 0
+            if self._charset is not None:  # refused once its body is in: the stream goes on
+                self._refused = (
+                    f"a message in charset {self._charset[:24]!r}: the content is utf-8, "
+                    "the only encoding of the LSP base protocol"
+                )
+            self._need, self._length, self._charset, self._read = self._length, None, None, 0
             pos = self._pos = lf + 1
         n = self._need
         if len(buf) - pos < n:
             return None
         self._need = None
+        if self._refused is not None:
+            self._pos = pos + n  # skipped: the next message starts after it
+            why, self._refused = self._refused, None
+            raise DecodeError(why)  # a whole frame whose payload cannot be read
         return self._take(pos, pos + n, pos + n)
+
+    def _recoverable(self, exc: RemoteProtocolError) -> bool:
+        return isinstance(exc, DecodeError)  # a message in another charset: skipped
 
     def _field(self, line: bytes) -> None:
         """One header line: a field line (RFC 9110 §5), Content-Length once, in range."""
         field = _FIELD_LINE(line)
         if field is None:
             raise RemoteProtocolError(f"bad header line {line[:40]!r}")
-        if field[1].lower() != b"content-length":
-            return  # Content-Type and friends: accepted and ignored
+        name = field[1].lower()
+        if name == b"content-type":
+            self._charset = _not_utf8(field[2])
+            return
+        if name != b"content-length":
+            return  # other fields: accepted and ignored
         value = field[2].strip(b" \t")
         if self._length is not None:
             raise RemoteProtocolError("more than one Content-Length header")
@@ -589,8 +619,9 @@ class ContentLengthDecoder(Decoder):
 
 class ContentLength(Framing):
     """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames;
-    other header fields are read and ignored; a header line that is no field line, or is
-    ended by LF alone, is refused as soon as it ends."""
+    a header line that is no field line, or is ended by LF alone, is refused as soon as it
+    ends; a message whose Content-Type names a charset other than utf-8 (or utf8) is
+    refused (DecodeError) and skipped; other header fields are read and ignored."""
 
     name = "content-length"
 
