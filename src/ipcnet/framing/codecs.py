@@ -5,6 +5,8 @@ Role: the other half of a message channel, independent of the framing. Rules:
   input: invalid UTF-8, NaN/Infinity, lone surrogates, nesting beyond the parser's limit,
   numbers too large to hold;
 - nothing here can run code from the wire: no pickle, marshal or eval, ever;
+- one codec serves every connection of a service and every thread of a client: encode and
+  decode keep no state between calls that two calls at once could share;
 - JSON uses orjson when it is installed (the stdlib otherwise, held to the same rules);
   msgpack needs the ``msgpack`` package;
 - ``CODECS`` is the one table of them (name -> constructor and help); the CLI's choices
@@ -212,13 +214,23 @@ class MsgpackCodec(Codec):
         import msgpack  # type: ignore[import-untyped]
 
         self._msgpack = msgpack
-        self._packb = msgpack.Packer(use_bin_type=True).pack
+        # a Packer's buffer is its state (not thread-safe): each encode takes one of its
+        # own from this free list (list pop and append are atomic), so messages packed at
+        # once by threads sharing the codec, or within a packing, never mix
+        self._packers: list[Callable[[Any], bytes]] = []
 
     def encode(self, obj: Any) -> bytes:
+        packers = self._packers
         try:
-            data: bytes = self._packb(obj)
+            pack = packers.pop()
+        except IndexError:  # every packer is in use (or none was made yet)
+            pack = self._msgpack.Packer(use_bin_type=True).pack
+        try:
+            data: bytes = pack(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             raise LocalProtocolError(f"cannot encode as msgpack: {exc}") from None
+        finally:
+            packers.append(pack)  # a failed pack has reset its buffer: reusable
         return data
 
     def decode(self, data: bytes) -> Any:

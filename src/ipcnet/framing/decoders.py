@@ -10,8 +10,12 @@ Role: cut a byte stream into messages ("chunked messages", seed 000 §5.3) and b
   ``max_size`` raises FrameTooLarge at once, and a line is refused as soon as more than
   ``max_size`` bytes arrived without a newline;
 - after an error the decoder is ``failed`` (every later call raises again) unless the
-  framing survives it: a newline decoder skips to the end of an over-long line and goes on;
+  framing survives it: a newline decoder skips to the end of an over-long line and goes on,
+  a Content-Length decoder skips a message in a charset other than utf-8 (DecodeError);
 - a zero-length frame is an empty message (b""), never EOF;
+- a payload is any bytes-like object, framed as its bytes: a declared length and the limit
+  count bytes, not items (``len()`` of a memoryview of 4-byte ints is a quarter of its
+  bytes), as multiprocessing's ``send_bytes`` counts them;
 - ``FRAMINGS`` is the one table of them (name -> constructor and help); the CLI's choices
   come from it.
 """
@@ -26,13 +30,26 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ipcnet.errors import LimitExceeded, RemoteProtocolError
-from ipcnet.framing.errors import FrameTooLarge, IncompleteFrame, over_limit
+from ipcnet.framing.errors import DecodeError, FrameTooLarge, IncompleteFrame, over_limit
 
 if TYPE_CHECKING:
     from ipcnet.framing.codecs import Codec
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 HEADER_LIMIT = 8192  # Content-Length: the whole header block
+
+
+Payload = bytes | bytearray | memoryview
+
+
+def flat(payload: Payload) -> bytes | bytearray | memoryview:
+    """``payload`` as a buffer whose ``len()`` is its size in bytes: bytes and bytearray as
+    they are, any other bytes-like object as a flat view of its bytes (copied only when it
+    is not contiguous)."""
+    if payload.__class__ is bytes or payload.__class__ is bytearray:
+        return payload
+    view = memoryview(payload)
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 class Decoder(ABC):
@@ -172,7 +189,8 @@ class Framing(ABC):
         copied behind its header."""
         return [self.encode(payload)]
 
-    def _check(self, payload: bytes | bytearray | memoryview) -> int:
+    def _check(self, payload: Payload) -> int:
+        """``payload``'s size, LimitExceeded over ``max_size``; ``payload`` is ``flat``."""
         n = len(payload)
         if n > self.max_size:
             raise over_limit(n, self.max_size)
@@ -266,10 +284,13 @@ class LengthPrefixed(Framing):
     def decoder(self) -> LengthPrefixDecoder:
         return LengthPrefixDecoder(self.max_size, self.width)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
+    def encode(self, payload: Payload) -> bytes:
+        if payload.__class__ is not bytes:
+            payload = flat(payload)
         return self._pack(self._check(payload)) + payload
 
-    def encode_parts(self, payload: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
+    def encode_parts(self, payload: Payload) -> list[bytes | memoryview]:
+        payload = flat(payload)
         return [self._pack(self._check(payload)), memoryview(payload)]
 
 
@@ -373,9 +394,9 @@ class NewlineDelimited(Framing):
     def decoder(self) -> NewlineDecoder:
         return NewlineDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        self._check(payload)
+    def encode(self, payload: Payload) -> bytes:
         data = bytes(payload)
+        self._check(data)
         if b"\n" in data:
             raise LimitExceeded("a newline-delimited frame cannot contain a newline")
         if data[-1:] == b"\r":  # the reader takes "\r\n" for the line's end (NDJSON)
@@ -462,9 +483,9 @@ class Netstring(Framing):
     def decoder(self) -> NetstringDecoder:
         return NetstringDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        n = self._check(payload)
-        return b"%d:%s," % (n, bytes(payload))
+    def encode(self, payload: Payload) -> bytes:
+        data = bytes(payload)
+        return b"%d:%s," % (self._check(data), data)
 
 
 # --- Content-Length headers (language-server style) -------------------------------------
@@ -476,74 +497,108 @@ class Netstring(Framing):
 _FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\t\x20-\x7e\x80-\xff]*)").fullmatch
 
 
-def _refuse_bare_lf(buf: bytearray, start: int, end: int) -> None:
-    """RemoteProtocolError at once if a header line in ``buf[start:end]`` ends with LF
-    alone: the LSP's headers (like HTTP's) end each line with CRLF, and a reader that looks
-    for CRLF CRLF would otherwise wait for an end that never comes."""
-    lf = buf.find(b"\n", start, end)
-    while lf >= 0:
-        if lf == start or buf[lf - 1] != 13:  # 13: b"\r"
-            line = bytes(buf[max(start, buf.rfind(b"\n", start, lf) + 1) : lf])
-            raise RemoteProtocolError(
-                f"header line {line[:40]!r} ends with LF alone; header lines end with CRLF"
-            )
-        lf = buf.find(b"\n", lf + 1, end)
+def _not_utf8(content_type: bytes) -> bytes | None:
+    """The charset a Content-Type value names if it is not utf-8 (``utf8`` is taken as
+    utf-8, as the LSP asks for backward compatibility); None for utf-8 or no charset."""
+    for param in content_type.split(b";")[1:]:
+        key, _, value = param.partition(b"=")
+        if key.strip(b" \t").lower() == b"charset":
+            charset = value.strip(b" \t").strip(b'"')
+            return None if charset.lower() in (b"utf-8", b"utf8") else charset
+    return None
 
 
 class ContentLengthDecoder(Decoder):
+    """Header lines are read one by one as each completes (its CRLF came), so a bad one
+    is refused at once: a line ended by LF alone, or one that is no field line (spaces
+    alone, which some readers take for the empty line that ends the headers), would
+    otherwise leave both sides waiting, the peer for an answer and this reader for CRLF
+    CRLF; the errors are those of the whole block, in the order of its lines."""
+
     def __init__(self, max_size: int, header_limit: int = HEADER_LIMIT) -> None:
         super().__init__(max_size)
         self.header_limit = header_limit
         self._digits = len(str(max_size))
         self._need: int | None = None
+        self._read = 0  # bytes of the header block (from _pos) read as whole lines so far
+        self._length: int | None = None  # the Content-Length those lines gave
+        self._charset: bytes | None = None  # a charset they named that is not utf-8
+        self._refused: str | None = None  # why the message in progress is refused
 
     def _next(self) -> bytes | None:
         buf, pos = self._buf, self._pos
         if self._need is None:
-            end = buf.find(b"\r\n\r\n", pos, pos + self.header_limit)
-            _refuse_bare_lf(buf, pos, pos + self.header_limit if end < 0 else end)
-            if end < 0:
-                if len(buf) - pos >= self.header_limit:
-                    raise RemoteProtocolError(f"header block longer than {self.header_limit}")
-                return None
-            self._need = self._length(bytes(buf[pos:end]))
-            pos = self._pos = end + 4
+            limit = pos + self.header_limit
+            start = pos + self._read
+            while True:
+                lf = buf.find(b"\n", start, limit)
+                if lf < 0:
+                    if len(buf) >= limit:
+                        raise RemoteProtocolError(f"header block longer than {self.header_limit}")
+                    self._read = start - pos
+                    return None
+                if lf == start or buf[lf - 1] != 13:  # 13: b"\r"
+                    line = bytes(buf[start:lf])
+                    raise RemoteProtocolError(
+                        f"header line {line[:40]!r} ends with LF alone; header lines end with CRLF"
+                    )
+                if lf - 1 == start and start > pos:  # the empty line: the end of the block
+                    break
+                self._field(bytes(buf[start : lf - 1]))
+                start = lf + 1
+            if self._length is None:
+                raise RemoteProtocolError("message without a Content-Length header")
+            if self._charset is not None:  # refused once its body is in: the stream goes on
+                self._refused = (
+                    f"a message in charset {self._charset[:24]!r}: the content is utf-8, "
+                    "the only encoding of the LSP base protocol"
+                )
+            self._need, self._length, self._charset, self._read = self._length, None, None, 0
+            pos = self._pos = lf + 1
         n = self._need
         if len(buf) - pos < n:
             return None
         self._need = None
+        if self._refused is not None:
+            self._pos = pos + n  # skipped: the next message starts after it
+            why, self._refused = self._refused, None
+            raise DecodeError(why)  # a whole frame whose payload cannot be read
         return self._take(pos, pos + n, pos + n)
 
-    def _length(self, block: bytes) -> int:
-        length: int | None = None
-        for line in block.split(b"\r\n"):
-            field = _FIELD_LINE(line)
-            if field is None:
-                raise RemoteProtocolError(f"bad header line {line[:40]!r}")
-            if field[1].lower() != b"content-length":
-                continue  # Content-Type and friends: accepted and ignored
-            value = field[2].strip(b" \t")
-            if length is not None:
-                raise RemoteProtocolError("more than one Content-Length header")
-            if not value.isdigit():
-                raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
-            digits = value.lstrip(b"0") or b"0"
-            if len(digits) > self._digits:  # refused unread: int() fails on 4300 digits
-                raise FrameTooLarge(
-                    f"Content-Length of {len(digits)} digits; the limit is {self.max_size} bytes",
-                    None,
-                    self.max_size,
-                )
-            length = int(digits)
-            if length > self.max_size:
-                raise FrameTooLarge(
-                    f"message of {length} bytes declared; the limit is {self.max_size}",
-                    length,
-                    self.max_size,
-                )
-        if length is None:
-            raise RemoteProtocolError("message without a Content-Length header")
-        return length
+    def _recoverable(self, exc: RemoteProtocolError) -> bool:
+        return isinstance(exc, DecodeError)  # a message in another charset: skipped
+
+    def _field(self, line: bytes) -> None:
+        """One header line: a field line (RFC 9110 §5), Content-Length once, in range."""
+        field = _FIELD_LINE(line)
+        if field is None:
+            raise RemoteProtocolError(f"bad header line {line[:40]!r}")
+        name = field[1].lower()
+        if name == b"content-type":
+            self._charset = _not_utf8(field[2])
+            return
+        if name != b"content-length":
+            return  # other fields: accepted and ignored
+        value = field[2].strip(b" \t")
+        if self._length is not None:
+            raise RemoteProtocolError("more than one Content-Length header")
+        if not value.isdigit():
+            raise RemoteProtocolError(f"bad Content-Length {value[:24]!r}")
+        digits = value.lstrip(b"0") or b"0"
+        if len(digits) > self._digits:  # refused unread: int() fails on 4300 digits
+            raise FrameTooLarge(
+                f"Content-Length of {len(digits)} digits; the limit is {self.max_size} bytes",
+                None,
+                self.max_size,
+            )
+        length = int(digits)
+        if length > self.max_size:
+            raise FrameTooLarge(
+                f"message of {length} bytes declared; the limit is {self.max_size}",
+                length,
+                self.max_size,
+            )
+        self._length = length
 
     def _inside_frame(self) -> bool:
         return self._need is not None
@@ -564,16 +619,18 @@ class ContentLengthDecoder(Decoder):
 
 class ContentLength(Framing):
     """``Content-Length: N\\r\\n\\r\\n`` then N bytes, as the Language Server Protocol frames;
-    other header fields are read and ignored, a header line ended by LF alone is refused."""
+    a header line that is no field line, or is ended by LF alone, is refused as soon as it
+    ends; a message whose Content-Type names a charset other than utf-8 (or utf8) is
+    refused (DecodeError) and skipped; other header fields are read and ignored."""
 
     name = "content-length"
 
     def decoder(self) -> ContentLengthDecoder:
         return ContentLengthDecoder(self.max_size)
 
-    def encode(self, payload: bytes | bytearray | memoryview) -> bytes:
-        n = self._check(payload)
-        return b"Content-Length: %d\r\n\r\n%s" % (n, bytes(payload))
+    def encode(self, payload: Payload) -> bytes:
+        data = bytes(payload)
+        return b"Content-Length: %d\r\n\r\n%s" % (self._check(data), data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ class FrameTooLarge(LimitExceeded, RemoteProtocolError):
 
 
 class DecodeError(RemoteProtocolError):
-    """A complete frame whose payload the codec cannot read (bad JSON, bad msgpack)."""
+    """A complete frame whose payload the codec cannot read (bad JSON, bad msgpack, a
+    Content-Length message in a charset other than utf-8); the frames after it can be."""
 
 
 def over_limit(size: int, limit: int) -> LimitExceeded:

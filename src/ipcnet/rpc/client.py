@@ -352,7 +352,7 @@ def connect(
         chosen_codec = choose(parse("tcp://127.0.0.1:1"), None, codec)[1]
         # the same calls as Client (request, call, notify, batch, with_timeout, client.name(),
         # with); typed as Client so callers need no union: submit is refused (no pipelining)
-        return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout))
+        return cast(Client, HttpClient(url, chosen_codec, timeout, connect_timeout, max_frame))
     address = parse(url)
     chosen_framing, chosen_codec = choose(address, framing, codec, max_frame)
     channel = connect_channel(address, connect_timeout=connect_timeout, **tls)  # tcp: NODELAY

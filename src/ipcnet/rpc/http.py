@@ -12,7 +12,9 @@ status; an error with id null is the error of every call the body answers; a kep
 connection the server closed while idle is replaced before it is reused, and a call is
 never sent twice (it may have run: RFC 9112 §9.3.1.1), only again on a new connection
 when writing it to a reused one failed; userinfo in the URL is Basic credentials; bodies
-go as the codec's media type (application/json, or application/msgpack).
+go as the codec's media type (application/json, or application/msgpack); the frame limit
+(``max_frame``, 16 MiB) bounds a request body, refused before it is sent, and a response
+body, refused as it arrives, as a stream client's frames are.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from ipcnet.channel import Channel
 from ipcnet.channel import connect as connect_channel
 from ipcnet.errors import Broken, IPCError, RemoteProtocolError, Timeout, Unsupported
-from ipcnet.framing import Codec, LengthPrefixed
+from ipcnet.framing import DEFAULT_MAX_SIZE, Codec, FrameTooLarge, LengthPrefixed
 from ipcnet.protocols.jsonrpc import ClientProtocol, Reply, RPCError, make_params
 from ipcnet.protocols.jsonrpc.client import Calls
 from ipcnet.protocols.jsonrpc.http import JSON_TYPES, MEDIA_TYPES, split_url
@@ -54,6 +56,7 @@ class HttpClient:
         codec: Codec | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = 30.0,
+        max_frame: int | None = None,
     ) -> None:
         self.address, self.path = split_url(url)
         parts = urlsplit(url)
@@ -69,7 +72,10 @@ class HttpClient:
             if parts.password is not None:
                 userinfo = userinfo.partition(":")[0] + ":***"
             self.url = url.replace(parts.netloc, f"{userinfo}@{self.host}", 1)
-        self.protocol = ClientProtocol(LengthPrefixed(), codec)
+        # the frame limit, as over a stream: a request body over it is refused unsent, a
+        # response body over it as it arrives (the u32 framing only carries the payload)
+        self.max_frame = max_frame or DEFAULT_MAX_SIZE
+        self.protocol = ClientProtocol(LengthPrefixed(self.max_frame), codec)
         #: the Content-Type of the bodies, the codec's (application/json, or msgpack's)
         self.media_type = MEDIA_TYPES.get(self.protocol.codec.name, JSON_TYPES)[0].decode()
         self.timeout = timeout
@@ -202,7 +208,7 @@ class HttpClient:
         import h11
 
         channel.timeout = timeout
-        status, parts, heard = 0, [], False
+        status, parts, heard, size = 0, [], False, 0
         while True:
             try:
                 event = conn.next_event()
@@ -231,6 +237,14 @@ class HttpClient:
                 status = event.status_code
             elif isinstance(event, h11.Data):
                 parts.append(bytes(event.data))
+                size += len(event.data)
+                if size > self.max_frame:
+                    self.close()
+                    raise FrameTooLarge(
+                        f"a response body from {self.url} over the limit of {self.max_frame}",
+                        None,
+                        self.max_frame,
+                    )
             elif isinstance(event, h11.EndOfMessage):
                 if conn.their_state is not h11.DONE:
                     self.close()  # the server closes after this response (Connection: close)
