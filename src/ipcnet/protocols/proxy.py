@@ -9,8 +9,8 @@ Rules (each from the spec):
 - v1 is one line of at most 107 bytes ending in CRLF (a bare CR or LF is refused as soon
   as it is seen), fields split by single spaces:
   ``PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n`` or ``PROXY UNKNOWN...\\r\\n`` (the rest of an
-  UNKNOWN line is ignored). Addresses must be of the family named; ports are 0..65535
-  in decimal without leading zeros (§2.1).
+  UNKNOWN line is ignored, ASCII or not, as nginx does). Addresses must be of the
+  family named; ports are 0..65535 in decimal without leading zeros (§2.1).
 - v2 is a 16-byte block (12-byte signature, version/command, family/protocol, length)
   and ``length`` more bytes: the addresses (12, 36 or 216 bytes for INET, INET6, UNIX) and
   then TLVs. Version must be 2, the command LOCAL or PROXY, the family and protocol known
@@ -19,6 +19,10 @@ Rules (each from the spec):
   stand (``source`` is None). LOCAL "must" be accepted and its block "including the
   family" is ignored (§2.2, as HAProxy and nginx do): any family byte, addresses or not,
   and TLVs that do not parse or check out are dropped rather than a reason to refuse.
+  UNSPEC under PROXY (the family or the protocol nibble 0: "the receiver should ignore
+  address information") is accepted as nginx does, its block ignored the same way; only
+  a 0x00 block's TLVs are kept (when sound): after any other UNSPEC byte, address bytes
+  cannot be told from TLVs.
 - TLVs must exactly fill the rest; a CRC32C TLV is checked over the whole header with its
   own 4 bytes zeroed (§2.2.3), UNIQUE_ID holds at most 128 bytes (§2.2.5), and an SSL TLV
   is a client byte, a 32-bit verify and sub-TLVs that exactly fill it (§2.2.6). NOOP is
@@ -197,13 +201,13 @@ def parse_v1(line: bytes) -> ProxyHeader:
     """One whole v1 line, CRLF included."""
     if not line.startswith(V1_PREFIX) or not line.endswith(b"\r\n") or len(line) > V1_MAX:
         raise ProxyProtocolError("malformed proxy protocol v1 header")
+    if line[6:14] in (b"UNKNOWN\r", b"UNKNOWN "):  # the rest is ignored, ASCII or not (§2.1)
+        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, size=len(line))
     try:
         text = line[:-2].decode("ascii")
     except UnicodeDecodeError:
         raise ProxyProtocolError("proxy protocol v1 header is not ASCII") from None
     fields = text.split(" ")
-    if fields[1:2] == ["UNKNOWN"]:  # the rest of the line is to be ignored (§2.1)
-        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, size=len(line))
     if len(fields) != 6 or fields[1] not in ("TCP4", "TCP6"):
         raise ProxyProtocolError(f"malformed proxy protocol v1 header {text!r}")
     _, proto, src, dst, sport, dport = fields
@@ -279,19 +283,23 @@ def parse_v2(block: bytes) -> ProxyHeader:
     body = memoryview(block)[V2_HEADER:]
     need = _ADDRESS_SIZES.get(family, 0) if protocol else 0
     name: Transport = _V2_TRANSPORTS.get((family, protocol), "UNKNOWN")
-    if command == 0:  # LOCAL: the block is ignored; TLVs are kept when they are sound
+    if command == 0 or name == "UNKNOWN":
+        # LOCAL, or UNSPEC under PROXY: the block is ignored ("the receiver should ignore
+        # address information", §2.2); TLVs are kept when they are sound and can be told
+        # from address bytes: not after an UNSPEC protocol whose family has addresses
+        if command == 1 and (family or protocol):
+            return ProxyHeader(2, "PROXY", name, None, None, {}, len(block))
         try:
             tlvs = _tlvs(body[need:] if len(body) >= need else body, block)
         except ProxyProtocolError:
             tlvs = {}
-        return ProxyHeader(2, "LOCAL", name, None, None, tlvs, len(block))
+        verb: Literal["PROXY", "LOCAL"] = "LOCAL" if command == 0 else "PROXY"
+        return ProxyHeader(2, verb, name, None, None, tlvs, len(block))
     if len(body) < need:
         raise ProxyProtocolError(
             f"proxy protocol v2 header too short for its addresses ({len(body)} < {need} bytes)"
         )
     tlvs = _tlvs(body[need:], block)
-    if name == "UNKNOWN":  # UNSPEC: no client to report
-        return ProxyHeader(2, "PROXY", name, None, None, tlvs, len(block))
     source, destination = _addresses(family, body[:need])
     return ProxyHeader(2, "PROXY", name, source, destination, tlvs, len(block))
 
