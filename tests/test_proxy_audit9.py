@@ -26,7 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from ipcnet.protocols.proxy import PP2_TYPE_AUTHORITY, SIGNATURE, ProxyHeaderReader
+from ipcnet.protocols.proxy import (
+    PP2_TYPE_AUTHORITY,
+    SIGNATURE,
+    ProxyHeaderReader,
+    encode_v1,
+    encode_v2,
+)
 from ipcnet.testing import free_port
 from serverkit import _start, serving
 from test_proxy_conformance import NGINX_STREAM, _exchange, _peer, needs_nginx
@@ -156,3 +162,21 @@ def test_curl_haproxy_protocol_into_serve_http_names_the_client_in_the_access_lo
     hits = [line.split(" ", 1)[0] for line in server.log if '"GET /hi.txt' in line]
     # curl's v1 line names its own end: 127.0.0.1, ::1; "PROXY UNKNOWN" on a unix socket
     assert hits == ["127.0.0.1", "::1", "127.0.0.1", "unix:"], server.log
+
+
+def test_encoders_refuse_out_of_range_ports_and_write_back_any_unix_path() -> None:
+    """§2.1/§2.2: ports are 0..65535. encode_v1 wrote "PROXY TCP4 ... 70000 1" (which
+    HAProxy reads as port 4464) and encode_v2 raised struct.error; now both a ValueError.
+    A unix path that is not UTF-8 is read with surrogateescape: the encoder writes back
+    the same bytes (it raised UnicodeEncodeError)."""
+    for source, destination in [(("192.0.2.1", 70000), ("192.0.2.2", 1)),
+                                (("192.0.2.1", 1), ("192.0.2.2", -1)),
+                                (("::1", 65536), ("::1", 0))]:  # fmt: skip
+        for encode in (encode_v1, encode_v2):
+            with pytest.raises(ValueError, match="port"):
+                encode(source, destination)
+    raw = b"/tmp/\xff.sock".ljust(108, b"\0") + b"\0abstract \xfe".ljust(108, b"\0")
+    block = _v2(0x21, 0x31, raw)
+    header = ProxyHeaderReader().feed(block)
+    assert header is not None and header.source == "/tmp/\udcff.sock"
+    assert encode_v2(header.source, header.destination) == block

@@ -27,6 +27,8 @@ Rules (each from the spec):
   own 4 bytes zeroed (§2.2.3), UNIQUE_ID holds at most 128 bytes (§2.2.5), and an SSL TLV
   is a client byte, a 32-bit verify and sub-TLVs that exactly fill it (§2.2.6). NOOP is
   dropped; other types, known or not, are kept for the caller and otherwise ignored.
+- The encoders write only what a receiver may accept: a port outside 0..65535 is a
+  ValueError, never a line that a lax reader (HAProxy) takes as another port.
 - ``max_size`` bounds what is buffered: a v2 header announcing more is refused before its
   body is read.
 Errors are ``ProxyProtocolError`` (a RemoteProtocolError) with a short message.
@@ -255,8 +257,15 @@ def encode_v1(source: Endpoint | None, destination: Endpoint | None) -> bytes:
     if src.version != dst.version:  # a v4 client on a dual-stack socket: say it in v6
         src, dst = _as_v6(src), _as_v6(dst)
     proto = "TCP4" if src.version == 4 else "TCP6"
+    _check_ports(source[1], destination[1])
     line = f"PROXY {proto} {_text(src)} {_text(dst)} {source[1]} {destination[1]}\r\n"
     return line.encode("ascii")
+
+
+def _check_ports(*ports: int) -> None:
+    for port in ports:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range 0..65535 for the proxy protocol")
 
 
 def _sent(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -396,6 +405,7 @@ def encode_v2(
         if src.version != dst.version:
             src, dst = _as_v6(src), _as_v6(dst)
         ver_cmd, fam = 0x21, (0x10 if src.version == 4 else 0x20) | (2 if datagram else 1)
+        _check_ports(source[1], destination[1])
         addresses = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
     else:
         raise ValueError("the PROXY protocol cannot say an IP and a unix endpoint together")
@@ -413,7 +423,9 @@ def encode_v2(
 
 
 def _unix_field(path: str) -> bytes:
-    raw = b"\0" + path[1:].encode() if path.startswith("@") else path.encode()
+    # surrogateescape: a path read from a header (``_unix_path``) is written back as it was
+    name = path[1:] if path.startswith("@") else path
+    raw = (b"\0" if path.startswith("@") else b"") + name.encode("utf-8", "surrogateescape")
     if len(raw) > 108:
         raise ValueError(f"unix path too long for the proxy protocol: {path!r}")
     return raw.ljust(108, b"\0")
