@@ -10,6 +10,8 @@
 - A refused header is logged by `ipcnet serve` by default, as nginx logs "broken header"
   at its default error level and HAProxy logs its PROXY errors; it was logged only
   under -v (debug), so a balancer sending no header (or the wrong one) left no trace.
+- The encoders: a port outside 0..65535 is a ValueError (encode_v1 wrote it, and HAProxy
+  reads 70000 as 4464); a unix path read from a header is written back as its bytes.
 - curl `--haproxy-protocol` (v1) into `ipcnet serve http --accept-proxy` on tcp, tcp6,
   tls and unix listeners: the access log names the client curl's header named.
 """
