@@ -8,8 +8,9 @@ client the header names as its peer (the access log and the status page show it)
 Rules (HAProxy's doc/proxy-protocol.txt):
 - the header is required, never guessed: bytes that are not a header, a malformed or
   too long one, EOF before it ends, or no complete header within HEADER_TIMEOUT seconds
-  close the connection (counted as refused, logged at debug level) before any byte of
-  the service is sent;
+  close the connection (counted as refused, logged at info level, so by default, as
+  nginx logs "broken header" and HAProxy its PROXY errors) before any byte of the
+  service is sent;
 - LOCAL (a balancer's own health check) and UNKNOWN keep the connection's own endpoints;
 - the bytes after the header are the session's first bytes;
 - ``stats_section`` says who is behind each live connection (``"proxied"``: the
@@ -82,7 +83,7 @@ class ProxiedSession:
     def _refuse(self, why: str) -> Actions:
         self.reader = None
         self.outer.refused()
-        log.debug("refusing %s: %s", self.peer.address, why)
+        log.info("refusing %s: %s", self.peer.address, why)
         return CLOSE
 
     def feed(self, data: bytes) -> Actions:

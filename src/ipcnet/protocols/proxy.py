@@ -9,8 +9,8 @@ Rules (each from the spec):
 - v1 is one line of at most 107 bytes ending in CRLF (a bare CR or LF is refused as soon
   as it is seen), fields split by single spaces:
   ``PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n`` or ``PROXY UNKNOWN...\\r\\n`` (the rest of an
-  UNKNOWN line is ignored). Addresses must be of the family named; ports are 0..65535
-  in decimal without leading zeros (§2.1).
+  UNKNOWN line is ignored, ASCII or not, as nginx does). Addresses must be of the
+  family named; ports are 0..65535 in decimal without leading zeros (§2.1).
 - v2 is a 16-byte block (12-byte signature, version/command, family/protocol, length)
   and ``length`` more bytes: the addresses (12, 36 or 216 bytes for INET, INET6, UNIX) and
   then TLVs. Version must be 2, the command LOCAL or PROXY, the family and protocol known
@@ -19,10 +19,16 @@ Rules (each from the spec):
   stand (``source`` is None). LOCAL "must" be accepted and its block "including the
   family" is ignored (§2.2, as HAProxy and nginx do): any family byte, addresses or not,
   and TLVs that do not parse or check out are dropped rather than a reason to refuse.
+  UNSPEC under PROXY (the family or the protocol nibble 0: "the receiver should ignore
+  address information") is accepted as nginx does, its block ignored the same way; only
+  a 0x00 block's TLVs are kept (when sound): after any other UNSPEC byte, address bytes
+  cannot be told from TLVs.
 - TLVs must exactly fill the rest; a CRC32C TLV is checked over the whole header with its
   own 4 bytes zeroed (§2.2.3), UNIQUE_ID holds at most 128 bytes (§2.2.5), and an SSL TLV
   is a client byte, a 32-bit verify and sub-TLVs that exactly fill it (§2.2.6). NOOP is
   dropped; other types, known or not, are kept for the caller and otherwise ignored.
+- The encoders write only what a receiver may accept: a port outside 0..65535 is a
+  ValueError, never a line that a lax reader (HAProxy) takes as another port.
 - ``max_size`` bounds what is buffered: a v2 header announcing more is refused before its
   body is read.
 Errors are ``ProxyProtocolError`` (a RemoteProtocolError) with a short message.
@@ -197,13 +203,13 @@ def parse_v1(line: bytes) -> ProxyHeader:
     """One whole v1 line, CRLF included."""
     if not line.startswith(V1_PREFIX) or not line.endswith(b"\r\n") or len(line) > V1_MAX:
         raise ProxyProtocolError("malformed proxy protocol v1 header")
+    if line[6:14] in (b"UNKNOWN\r", b"UNKNOWN "):  # the rest is ignored, ASCII or not (§2.1)
+        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, size=len(line))
     try:
         text = line[:-2].decode("ascii")
     except UnicodeDecodeError:
         raise ProxyProtocolError("proxy protocol v1 header is not ASCII") from None
     fields = text.split(" ")
-    if fields[1:2] == ["UNKNOWN"]:  # the rest of the line is to be ignored (§2.1)
-        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, size=len(line))
     if len(fields) != 6 or fields[1] not in ("TCP4", "TCP6"):
         raise ProxyProtocolError(f"malformed proxy protocol v1 header {text!r}")
     _, proto, src, dst, sport, dport = fields
@@ -251,8 +257,15 @@ def encode_v1(source: Endpoint | None, destination: Endpoint | None) -> bytes:
     if src.version != dst.version:  # a v4 client on a dual-stack socket: say it in v6
         src, dst = _as_v6(src), _as_v6(dst)
     proto = "TCP4" if src.version == 4 else "TCP6"
+    _check_ports(source[1], destination[1])
     line = f"PROXY {proto} {_text(src)} {_text(dst)} {source[1]} {destination[1]}\r\n"
     return line.encode("ascii")
+
+
+def _check_ports(*ports: int) -> None:
+    for port in ports:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range 0..65535 for the proxy protocol")
 
 
 def _sent(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -279,19 +292,23 @@ def parse_v2(block: bytes) -> ProxyHeader:
     body = memoryview(block)[V2_HEADER:]
     need = _ADDRESS_SIZES.get(family, 0) if protocol else 0
     name: Transport = _V2_TRANSPORTS.get((family, protocol), "UNKNOWN")
-    if command == 0:  # LOCAL: the block is ignored; TLVs are kept when they are sound
+    if command == 0 or name == "UNKNOWN":
+        # LOCAL, or UNSPEC under PROXY: the block is ignored ("the receiver should ignore
+        # address information", §2.2); TLVs are kept when they are sound and can be told
+        # from address bytes: not after an UNSPEC protocol whose family has addresses
+        if command == 1 and (family or protocol):
+            return ProxyHeader(2, "PROXY", name, None, None, {}, len(block))
         try:
             tlvs = _tlvs(body[need:] if len(body) >= need else body, block)
         except ProxyProtocolError:
             tlvs = {}
-        return ProxyHeader(2, "LOCAL", name, None, None, tlvs, len(block))
+        verb: Literal["PROXY", "LOCAL"] = "LOCAL" if command == 0 else "PROXY"
+        return ProxyHeader(2, verb, name, None, None, tlvs, len(block))
     if len(body) < need:
         raise ProxyProtocolError(
             f"proxy protocol v2 header too short for its addresses ({len(body)} < {need} bytes)"
         )
     tlvs = _tlvs(body[need:], block)
-    if name == "UNKNOWN":  # UNSPEC: no client to report
-        return ProxyHeader(2, "PROXY", name, None, None, tlvs, len(block))
     source, destination = _addresses(family, body[:need])
     return ProxyHeader(2, "PROXY", name, source, destination, tlvs, len(block))
 
@@ -388,6 +405,7 @@ def encode_v2(
         if src.version != dst.version:
             src, dst = _as_v6(src), _as_v6(dst)
         ver_cmd, fam = 0x21, (0x10 if src.version == 4 else 0x20) | (2 if datagram else 1)
+        _check_ports(source[1], destination[1])
         addresses = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
     else:
         raise ValueError("the PROXY protocol cannot say an IP and a unix endpoint together")
@@ -405,7 +423,9 @@ def encode_v2(
 
 
 def _unix_field(path: str) -> bytes:
-    raw = b"\0" + path[1:].encode() if path.startswith("@") else path.encode()
+    # surrogateescape: a path read from a header (``_unix_path``) is written back as it was
+    name = path[1:] if path.startswith("@") else path
+    raw = (b"\0" if path.startswith("@") else b"") + name.encode("utf-8", "surrogateescape")
     if len(raw) > 108:
         raise ValueError(f"unix path too long for the proxy protocol: {path!r}")
     return raw.ljust(108, b"\0")
