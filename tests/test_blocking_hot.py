@@ -1,15 +1,19 @@
 """drive()'s hot loop over a tcp socket (issue 17): a stop asked while a connection is busy
 ends it after the request in hand, and only once the StopEvent is set; a Timer leaves the hot
-loop for the general steps and still fires."""
+loop for the general steps and still fires. Over a unix socket the hot loop serves too (its
+reads wait in poll first), with the idle timeout and close() from another thread as ever."""
 
 from __future__ import annotations
 
 import socket
 import threading
 
+import pytest
+
 from ipcnet.drivers.blocking import LocalRow, drive
 from ipcnet.drivers.core import Conn, StopEvent
 from ipcnet.drivers.engine import Engine
+from ipcnet.errors import Closed, Timeout
 from ipcnet.protocols.base import CLOSE, Actions, BaseSession, Timer
 from ipcnet.transports.sockets import SocketStream, stream_for
 
@@ -113,3 +117,50 @@ def test_a_timer_armed_from_the_hot_loop_fires() -> None:
         assert got == b"timer\n"
     thread.join(5)
     assert not thread.is_alive()
+
+
+class _Echo(BaseSession):
+    def feed(self, data: bytes) -> Actions:
+        return data
+
+
+@pytest.mark.parametrize("case", ["idle", "closed"])
+def test_a_unix_stream_is_served_by_the_hot_loop_with_its_timeout_and_close_rules(
+    case: str,
+) -> None:
+    """The general path's read is never called; an idle connection ends with Timeout, one
+    closed from another thread while its reader waits with Closed."""
+    ours, peer = socket.socketpair()
+    peer.settimeout(10)
+    stream = stream_for(ours, "unix://test-peer", "unix")
+    reads: list[int] = []
+    general_read = stream.read
+    stream.read = lambda n: (reads.append(n), general_read(n))[1]  # type: ignore[method-assign]
+    ended: list[BaseException | None] = []
+    conn = Conn(stream)
+
+    def serve() -> None:
+        try:
+            idle = 0.2 if case == "idle" else None
+            drive(Engine(_Echo()), stream, conn, LocalRow(), None, idle_timeout=idle)
+            ended.append(None)
+        except BaseException as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with peer:
+        for i in range(3):
+            assert _echo(peer, b"x%d" % i) == b"x%d" % i
+        if case == "closed":
+            for _ in range(100):  # waiting for the next request
+                if conn.idle:
+                    break
+                threading.Event().wait(0.01)
+            stream.close()
+        thread.join(5)
+        assert not thread.is_alive()
+        assert reads == [], "the unix stream took the general path"
+        expected = Timeout if case == "idle" else Closed
+        assert isinstance(ended[0], expected) and "unix://test-peer" in str(ended[0]), ended
+    stream.close()

@@ -1,7 +1,8 @@
 """SocketStream.exchanging(): the raw recv/sendall a blocking driver's hot loop uses (issue
 17) keep the stream's rules: errors leave translated, close() from another thread wakes a
-blocked recv and the block raises Closed, timeouts are Timeout; streams whose read is more
-than one recv(2) offer none."""
+blocked recv and the block raises Closed, timeouts are Timeout; over a unix stream a read
+waits in the exchange's ``wait`` (poll) first, so the peer consuming our bytes wakes no
+one, under the same rules; streams whose read is more than these calls offer none."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 import ipcnet
 from ipcnet.errors import Closed, Interrupted, IPCError, PeerClosed, Reset, Timeout, Unsupported
-from ipcnet.transports.sockets import SocketStream, stream_for
+from ipcnet.transports.sockets import SocketStream, UnixStream, stream_for
 
 
 def _tcp_pair() -> tuple[SocketStream, socket.socket]:
@@ -26,23 +28,41 @@ def _tcp_pair() -> tuple[SocketStream, socket.socket]:
     return stream_for(ours, "tcp://test-peer", "tcp"), peer
 
 
-def test_raw_calls_move_bytes_and_a_peer_eof_is_empty() -> None:
-    stream, peer = _tcp_pair()
+def _unix_pair() -> tuple[SocketStream, socket.socket]:
+    ours, peer = socket.socketpair()
+    return stream_for(ours, "unix://test-peer", "unix"), peer
+
+
+PAIRS = pytest.mark.parametrize("pair", [_tcp_pair, _unix_pair], ids=["tcp", "unix"])
+
+
+def _read(
+    recv: Callable[..., bytes], wait: Callable[[], object] | None, nowait: int, n: int = 100
+) -> bytes:
+    """A read as drive()'s hot loop makes it."""
+    return recv(n) if wait is None or wait() else recv(n, nowait)
+
+
+@PAIRS
+def test_raw_calls_move_bytes_and_a_peer_eof_is_empty(pair) -> None:
+    stream, peer = pair()
     with peer:
         exchange = stream.exchanging()
         assert exchange is not None
-        with exchange as (recv, send, flags):
+        with exchange as (recv, send, flags, wait, nowait):
+            assert (wait is None) == (not isinstance(stream, UnixStream))
             peer.sendall(b"ping")
-            assert recv(100) == b"ping"
+            assert _read(recv, wait, nowait) == b"ping"
             send(b"pong", flags)
             assert peer.recv(100) == b"pong"
             peer.shutdown(socket.SHUT_WR)
-            assert recv(100) == b""
+            assert _read(recv, wait, nowait) == b""
         stream.close()
 
 
-def test_close_from_another_thread_wakes_a_blocked_recv_and_raises_closed() -> None:
-    stream, peer = _tcp_pair()
+@PAIRS
+def test_close_from_another_thread_wakes_a_blocked_recv_and_raises_closed(pair) -> None:
+    stream, peer = pair()
     with peer:
         exchange = stream.exchanging()
         assert exchange is not None
@@ -51,9 +71,9 @@ def test_close_from_another_thread_wakes_a_blocked_recv_and_raises_closed() -> N
 
         def reader() -> None:
             try:
-                with exchange as (recv, _, _):
+                with exchange as (recv, _, _, wait, nowait):
                     entered.set()
-                    got.append(recv(100))
+                    got.append(_read(recv, wait, nowait))  # unix: asleep in the poll
             except BaseException as exc:
                 got.append(exc)
 
@@ -67,7 +87,7 @@ def test_close_from_another_thread_wakes_a_blocked_recv_and_raises_closed() -> N
         # the shutdown that woke it reads as b"" in the block and leaving it says Closed
         # (a recv not yet asleep at the close fails at once: Closed too)
         assert got[:-1] in ([], [b""]) and isinstance(got[-1], Closed), got
-        assert "tcp://test-peer" in str(got[-1])
+        assert "://test-peer" in str(got[-1])
 
 
 def test_a_reset_leaves_the_block_as_an_ipcnet_error() -> None:
@@ -77,7 +97,7 @@ def test_a_reset_leaves_the_block_as_an_ipcnet_error() -> None:
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()  # RST
     with pytest.raises(Reset) as info:
-        with exchange as (recv, _, _):
+        with exchange as (recv, _, _, _, _):
             time.sleep(0.1)
             recv(100)
     assert isinstance(info.value.__cause__, OSError)
@@ -85,13 +105,14 @@ def test_a_reset_leaves_the_block_as_an_ipcnet_error() -> None:
     stream.close()
 
 
-def test_writing_to_a_peer_that_left_is_peer_closed_or_reset() -> None:
-    stream, peer = _tcp_pair()
+@PAIRS
+def test_writing_to_a_peer_that_left_is_peer_closed_or_reset(pair) -> None:
+    stream, peer = pair()
     peer.close()
     exchange = stream.exchanging()
     assert exchange is not None
     with pytest.raises(IPCError) as info:
-        with exchange as (_, send, flags):
+        with exchange as (_, send, flags, _, _):
             for _ in range(100):  # the first write draws the RST, a later one fails
                 send(b"x" * 65536, flags)
                 time.sleep(0.01)
@@ -99,21 +120,72 @@ def test_writing_to_a_peer_that_left_is_peer_closed_or_reset() -> None:
     stream.close()
 
 
-def test_a_timeout_inside_the_block_is_timeout() -> None:
-    stream, peer = _tcp_pair()
+@PAIRS
+def test_a_timeout_inside_the_block_is_timeout(pair) -> None:
+    stream, peer = pair()
     with peer:
         stream.timeout = 0.05
+        if isinstance(stream, UnixStream):
+            # the wait times out and the recv after it must not wait: one that did would
+            # sleep the kernel's receive timeout, made long here, before its EAGAIN
+            long = struct.pack("ll", 5, 0)
+            stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, long)
         exchange = stream.exchanging()
         assert exchange is not None
-        with pytest.raises(Timeout, match="tcp://test-peer"):
-            with exchange as (recv, _, _):
-                recv(100)
+        started = time.monotonic()
+        with pytest.raises(Timeout, match=r"timed out: read from \w+://test-peer after 0.05 s"):
+            with exchange as (recv, _, _, wait, nowait):
+                _read(recv, wait, nowait)
+        assert 0.04 < time.monotonic() - started < 2.5
         stream.close()
 
 
-def test_streams_whose_read_is_not_one_recv_offer_none() -> None:
-    a, b = ipcnet.socketpair()  # a unix stream: its reads wait in poll(2) first
+def test_a_unix_reader_waiting_in_the_exchange_is_not_woken_by_the_peer_consuming() -> None:
+    """As tests/test_unix_wakeups.py, for the hot loop's read: the peer reading what we
+    wrote (unix_write_space) wakes no thread waiting in the exchange."""
+    stream, peer = _unix_pair()
+    with peer:
+        exchange = stream.exchanging()
+        assert exchange is not None
+        got: list[BaseException | bytes] = []
+
+        def reader() -> None:
+            try:
+                with exchange as (recv, _, _, wait, nowait):
+                    got.append(_read(recv, wait, nowait))
+            except BaseException as exc:
+                got.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        assert thread.native_id is not None
+        time.sleep(0.1)  # asleep in the wait
+        before = _switches(thread.native_id)
+        for _ in range(5):
+            stream.write(b"request")  # the peer reads it: the kernel reports write space
+            assert peer.recv(100) == b"request"
+        time.sleep(0.1)  # time for the reader to have been woken, if it was
+        assert _switches(thread.native_id) == before, "woken with no input"
+        assert thread.is_alive() and not got
+        peer.sendall(b"reply")
+        thread.join(5)
+        assert got == [b"reply"]
+        stream.close()
+
+
+def _switches(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc status")
+
+
+def test_streams_whose_read_is_not_these_calls_offer_none() -> None:
+    a, b = ipcnet.socketpair()  # a unix stream: its reads wait in poll(2), then recv
     with a, b:
+        assert a.transport.exchanging() is not None
+        a.transport.wakeable()  # a wake is a third outcome of the wait
         assert a.transport.exchanging() is None
     r, w = ipcnet.pipe()
     with r, w:
@@ -125,12 +197,7 @@ def test_streams_whose_read_is_not_one_recv_offer_none() -> None:
     second.close()
 
 
-def _unix_pair() -> tuple[SocketStream, socket.socket]:
-    ours, peer = socket.socketpair()
-    return stream_for(ours, "unix://test-peer", "unix"), peer
-
-
-@pytest.mark.parametrize("pair", [_tcp_pair, _unix_pair], ids=["tcp", "unix"])
+@PAIRS
 def test_wake_ends_a_blocked_read_and_loses_nothing(pair) -> None:
     """wake() (a thread model's stop, for TLS) ends the read in progress or the next one
     with Interrupted; bytes already there are read first, later reads wait as before; the

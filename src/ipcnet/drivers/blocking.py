@@ -173,15 +173,20 @@ def drive(
                 stream.timeout = timeout_now = timeout
         if exchange is not None and conn.timer_at is None:
             # the hot loop: the socket's own recv/sendall (the transport translates their
-            # errors when they leave the block), a job run inline as below, and the
-            # engine's one-bytes answer written at once; anything else (EOF, queued
-            # actions, a Timer) leaves the block with ``data`` and ``out`` for the general
-            # steps below (leaving costs a new manager: not once per RPC call)
+            # errors when they leave the block), after its ``wait`` where it has one (a
+            # unix socket's poll: no wake-up for nothing; nothing in time, and the recv
+            # that does not wait fails as a timed-out read), a job run inline as below,
+            # and the engine's one-bytes answer written at once; anything else (EOF,
+            # queued actions, a Timer) leaves the block with ``data`` and ``out`` for the
+            # general steps below (leaving costs a new manager: not once per RPC call)
             try:
-                with exchange as (recv, send, flags):
+                with exchange as (recv, send, flags, wait, nowait):
                     while True:
                         conn.idle = True
-                        data = recv(READ_SIZE)
+                        if wait is None or wait():
+                            data = recv(READ_SIZE)
+                        else:
+                            data = recv(READ_SIZE, nowait)
                         conn.idle = False
                         if not data:
                             break

@@ -83,8 +83,11 @@ def refuse_pickle(obj: object, where: str) -> TypeError:
 
 
 OPTION_NAMES = ("nodelay", "keepalive", "recv_buffer", "send_buffer")
-#: what ``StreamTransport.exchanging`` yields: recv(n), send(data, flags), the flags to pass
-Exchange = tuple[Callable[[int], bytes], Callable[[Any, int], None], int]
+#: what ``StreamTransport.exchanging`` yields: recv(n[, flags]), send(data, flags), the
+#: flags to send with, wait() or None, the flags for a recv after a wait that timed out
+Exchange = tuple[
+    Callable[..., bytes], Callable[[Any, int], None], int, Callable[[], object] | None, int
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +155,16 @@ class StreamTransport(ABC):
 
     def exchanging(self) -> AbstractContextManager[Exchange] | None:
         """For a blocking driver's hot loop: a context manager whose block gets raw calls
-        ``(recv, send, flags)``, ``recv(n)`` returning up to n bytes (b"" at EOF) and
-        ``send(data, flags)`` writing all of data, both of them C calls with no Python frame
-        of ours. The block keeps every rule above: any OSError leaving it is translated, a
-        close() from another thread wakes a blocked ``recv`` and the block then raises
-        Closed. None (the default) where a read is more than one system call: use ``read``
-        and ``write``."""
+        ``(recv, send, flags, wait, nowait)``, ``recv(n)`` returning up to n bytes (b"" at
+        EOF) and ``send(data, flags)`` writing all of data, all of them C calls with no
+        Python frame of ours. ``wait`` is None, or a read is ``wait()`` first (it returns
+        once a recv would not block: input, EOF, an error; or at the stream's timeout as
+        it was when the block began), then ``recv(n)`` if what it returned is true, else
+        ``recv(n, nowait)``, which does not block and, nothing having come, fails as a
+        timed-out read. The block keeps every rule above: any OSError leaving it is
+        translated (a timeout is Timeout), a close() from another thread wakes a blocked
+        ``wait`` or ``recv`` and the block then raises Closed. None (the default) where a
+        read is more than these calls: use ``read`` and ``write``."""
         return None
 
     @property

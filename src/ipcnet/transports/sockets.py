@@ -21,6 +21,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import Any, ClassVar, NoReturn
 
 from ipcnet.addresses import Address
@@ -36,6 +37,7 @@ from ipcnet.transports.base import (
 from ipcnet.transports.oserrors import translate, translating
 
 MSG_NOSIGNAL = socket.MSG_NOSIGNAL
+MSG_DONTWAIT = socket.MSG_DONTWAIT
 SEQPACKET_CHUNK = 64 * 1024  # one write becomes packets of at most this size
 
 _OPTIONS = {
@@ -290,8 +292,9 @@ class SocketStream(SocketEndpoint, StreamTransport):
     def wakeable(self) -> None:
         """Let ``wake()`` end a read blocked in another thread: from now on a blocking read
         waits in poll(2) for input or a wake (an eventfd this stream owns), and there is
-        no hot loop (``exchanging`` is None). For a thread model's stop, which must let the
-        reader's own thread end the connection (TLS: close_notify) without our FIN first."""
+        no hot loop (``exchanging`` is None: a wake is a third outcome of the wait). For a
+        thread model's stop, which must let the reader's own thread end the connection
+        (TLS: close_notify) without our FIN first."""
         if self._wake_fd >= 0:
             return
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -329,18 +332,24 @@ class SocketStream(SocketEndpoint, StreamTransport):
 
     def exchanging(self) -> AbstractContextManager[Exchange] | None:
         """The socket's own recv and sendall for a blocking driver's hot loop (see
-        ``StreamTransport.exchanging``); None while reads wait in poll(2) first (UnixStream)."""
-        return None if self._poll is not None else self._exchange()
+        ``StreamTransport.exchanging``); where reads wait in poll(2) first (UnixStream),
+        ``wait`` is that poll's own poll(), with the timeout: it returns [] when the
+        timeout passed, and a recv with MSG_DONTWAIT then fails EAGAIN, a Timeout as
+        read's. None once ``wakeable()``."""
+        return None if self._wake_fd >= 0 else self._exchange()
 
     @contextmanager
     def _exchange(self) -> Iterator[Exchange]:
         # the whole block counts as blocked in the socket: close() from another thread
-        # shuts it down, which wakes a recv (the b"" that gives is Closed below, not EOF)
+        # shuts it down, which wakes a recv or a poll (the socket reads as shut down: the
+        # b"" that gives is Closed below, not EOF)
         self._blocked += 1
         try:
             if self._closed:
                 self._check_open("read from")
-            yield self.sock.recv, self.sock.sendall, MSG_NOSIGNAL
+            poll = self._poll
+            wait = None if poll is None else partial(poll.poll, self._wait_ms)
+            yield self.sock.recv, self.sock.sendall, MSG_NOSIGNAL, wait, MSG_DONTWAIT
         except OSError as exc:  # which call failed is not known here: only a send gets EPIPE
             raise self._error(
                 exc, _EXCHANGE_OP.get(exc.errno or 0, "read from or write to")
@@ -500,7 +509,8 @@ class UnixStream(SocketStream):
     (unix_write_space, on every read by the peer). In request/response that is a spurious
     wake-up per exchange on each side (two context switches and a cross-CPU wake-up, ~35
     µs on a VM), while a poll(POLLIN) waiter is woken for input only. close() from another
-    thread still wakes the reader: its shutdown makes the socket readable.
+    thread still wakes the reader: its shutdown makes the socket readable. A blocking
+    driver's hot loop waits the same way: its exchange's ``wait`` is this poll's poll().
     """
 
     def __init__(
