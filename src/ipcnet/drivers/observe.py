@@ -57,7 +57,7 @@ class StatsServer:
         render: Callable[[dict[str, Any]], str] | None = None,
         listener: Any = None,  # inherited at SIGUSR2 (upgrade.adopt), else bound here
     ) -> None:
-        listener = listener or open_listener(parse(url), 16, mode)
+        listener = listener or open_listener(parse(url), BACKLOG, mode)
         if not listener.servable:
             listener.close()
             raise IPCError(f"cannot serve stats on {url}: not a socket address")
@@ -131,6 +131,7 @@ class StatsServer:
 HTTP_TIMEOUT = 5.0  # seconds a scraper may take to send its request head
 MAX_HEAD = 8192
 MAX_SCRAPES = 40  # --metrics connections served at once (node_exporter's --web.max-requests)
+BACKLOG = 64  # a burst of connections waits in the kernel's queue (past it SYNs are lost: 1 s)
 _REASONS = {
     200: "OK",
     400: "Bad Request",
