@@ -12,6 +12,10 @@ Each case pins a defect the audit found:
   every scrape 5 s, two held it past Prometheus's default 10 s scrape_timeout;
 - ``OPTIONS /_health`` (what ``option httpchk /_health`` sends) answered 200 during
   --drain-delay: HAProxy kept routing to a draining server;
+- after SIGHUP a prefork worker being replaced answered ``/_health`` on the connections
+  it still served with ``503 stopping`` (and ``ipcnet_up`` 0), though the server serves
+  on: a checker that keeps its connection (Envoy's reuse_connection, Go's keep-alive
+  client in Traefik) took the whole server out at every reload;
 - a HELP text with a backslash or a newline went out raw, cutting the family in two;
 - the --metrics listener took a request head ending in bare LFs (RFC 9112 §2.2 allows
   a recipient to accept them, and it did end the head there) but refused its fields.
@@ -37,7 +41,7 @@ from prometheus_client.utils import floatToGoString
 
 from ipcnet.drivers.prometheus import family, histogram
 from ipcnet.testing import free_port
-from serverkit import Server, _start
+from serverkit import Server, _start, children
 from test_deploy_haproxy import server_states, wait_for
 
 BOUND = 10.0
@@ -82,11 +86,19 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     (root / "a.txt").write_text("a" * 100)
     port, mport = free_port(), free_port()
     argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(root)]
-    argv += [f"tcp://127.0.0.1:{port}", "--model", "epoll", "-q"]
+    argv += [f"tcp://127.0.0.1:{port}", "--model", "prefork", "--workers", "1", "-q"]
     argv += ["--metrics", f"tcp://127.0.0.1:{mport}"]
     server = _start(argv, 1)
     try:
         yield Web(server, port, mport)
+        # the last case: the server's own stop, seen by its worker on a kept connection
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as kept:
+            health = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert _exchange(kept, health)[::2] == (200, b"ok\n")
+            server.proc.send_signal(signal.SIGTERM)
+            up = b'ipcnet_up{service="http",model="prefork"} 0'
+            wait_for(lambda: up in _get(mport, "/metrics")[2], "the master stopping", 5)
+            assert _exchange(kept, health)[::2] == (503, b"stopping\n")  # within its linger
     finally:
         assert server.stop() == 0, "\n".join(server.log)
 
@@ -320,3 +332,49 @@ def test_haproxys_default_check_method_sees_the_drain(tmp_path: Path) -> None:
             server.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: _get(port, "/_health")[0] == 503, "draining", 5)
         assert server.stop() == 0, "\n".join(server.log)
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, bytes]:
+    """One request on a kept connection: status, head, body (by Content-Length)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    size = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < size:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return int(head.split(b" ")[1]), head, body
+
+
+def test_a_worker_replaced_by_sighup_answers_health_for_the_server(web: Web) -> None:
+    """SIGHUP replaces a prefork worker; the old one finishes the connections it has
+    (an idle keep-alive one may still bring a request, within its linger). The server
+    serves on, so a check on such a connection is answered ok and ``ipcnet_up`` is 1, as
+    after a SIGUSR2 hand-over; only the server's own stop is ``503 stopping``."""
+    health = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
+    metrics = b"GET /_metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    pid, stderr = web.server.proc.pid, web.server.proc.stderr
+    assert stderr is not None
+    with (
+        socket.create_connection(("127.0.0.1", web.port), timeout=BOUND) as kept,
+        socket.create_connection(("127.0.0.1", web.port), timeout=BOUND) as other,
+    ):
+        assert _exchange(kept, health)[::2] == (200, b"ok\n")  # both on the one worker
+        assert _exchange(other, health)[::2] == (200, b"ok\n")
+        (old,) = children(pid)
+        web.server.proc.send_signal(signal.SIGHUP)
+        while "old ones drain" not in (line := stderr.readline()):  # SIGTERM sent to it
+            assert line, "the server ended"
+            web.server.log.append(line)
+        time.sleep(0.1)  # it takes its SIGTERM: stopping, it still answers (1 s linger)
+        status, _, body = _exchange(kept, health)
+        assert (status, body) == (200, b"ok\n")
+        status, _, body = _exchange(other, metrics)
+        assert status == 200 and b'ipcnet_up{service="http",model="prefork"} 1' in body
+    wait_for(lambda: old not in children(pid), "the old worker gone", 5)
+    assert _get(web.port, "/_health")[::2] == (200, b"ok\n")
