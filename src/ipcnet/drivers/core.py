@@ -410,7 +410,7 @@ class ServerCore:
                 main = self.counters.main
                 if main.as_dict()["state"] != "upgraded":  # after SIGUSR2 the address serves on
                     main.set_state("stopping")  # the server's stop: its workers' checks fail
-                upgrade.stopping()
+                upgrade.stopping(f"stopping: in-flight work has {self.config.grace:g} s")
             drain = getattr(self.base, "drain", None)  # not a wrapper's (TLS has none)
             if drain is not None:  # a service that can tell its clients (http)
                 self.linger_until = time.monotonic() + min(DRAIN_LINGER, self.config.grace / 2)
