@@ -23,7 +23,9 @@ Each case pins a defect the audit found:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 import shutil
 import signal
@@ -296,7 +298,10 @@ def test_haproxys_default_check_method_sees_the_drain(tmp_path: Path) -> None:
     port, sock = free_port(), tmp_path / "h.sock"
     argv = [sys.executable, "-m", "ipcnet", "serve", "http", str(tmp_path)]
     argv += [f"tcp://127.0.0.1:{port}", "--model", "epoll", "-q", "--drain-delay", "30"]
-    server = _start(argv, 1)
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # as systemd's NOTIFY_SOCKET
+    manager.bind(str(tmp_path / "notify"))
+    manager.settimeout(BOUND)
+    server = _start(argv, 1, env=dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify")))
     (tmp_path / "h.cfg").write_text(
         f"global\n    stats socket {sock} mode 600 level admin\n"
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
@@ -325,6 +330,10 @@ def test_haproxys_default_check_method_sees_the_drain(tmp_path: Path) -> None:
             assert body == (b"" if method == "HEAD" else b"draining\n"), method
         assert _get(port, "/a.txt")[0] == 200  # still serving
         wait_for(lambda: server_states(sock)["web1"].startswith("DOWN"), "web1 DOWN", 5)
+        # sd_notify(3) STATUS=, as `systemctl status` shows it: not "listening" any more
+        said = [manager.recv(4096).decode().split("\n") for _ in range(2)]
+        assert "READY=1" in said[0] and f"STATUS=listening on tcp://127.0.0.1:{port}" in said[0]
+        assert said[1] == ["STOPPING=1", "STATUS=draining: health checks fail for 30 s"]
     finally:
         haproxy.terminate()
         haproxy.wait(10)
@@ -332,6 +341,13 @@ def test_haproxys_default_check_method_sees_the_drain(tmp_path: Path) -> None:
             server.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: _get(port, "/_health")[0] == 503, "draining", 5)
         assert server.stop() == 0, "\n".join(server.log)
+        manager.settimeout(0)
+        lines = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                lines.append(manager.recv(4096).decode())
+        manager.close()
+    assert lines[-1].startswith("STOPPING=1\nSTATUS=stopping: "), lines
 
 
 def _exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, bytes]:
