@@ -16,6 +16,8 @@ Each case pins a defect the audit found:
   it still served with ``503 stopping`` (and ``ipcnet_up`` 0), though the server serves
   on: a checker that keeps its connection (Envoy's reuse_connection, Go's keep-alive
   client in Traefik) took the whole server out at every reload;
+- sd_notify's STATUS= said "listening on ..." through a whole drain and stop (what
+  `systemctl status` shows); now it says draining, stopping, reloading as they begin;
 - a HELP text with a backslash or a newline went out raw, cutting the family in two;
 - the --metrics listener took a request head ending in bare LFs (RFC 9112 §2.2 allows
   a recipient to accept them, and it did end the head there) but refused its fields.
