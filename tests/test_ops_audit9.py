@@ -99,10 +99,11 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as kept:
             health = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
             assert _exchange(kept, health)[::2] == (200, b"ok\n")
+            kept.sendall(health[:-2])  # under way: the worker waits for its end
             server.proc.send_signal(signal.SIGTERM)
             up = b'ipcnet_up{service="http",model="prefork"} 0'
             wait_for(lambda: up in _get(mport, "/metrics")[2], "the master stopping", 5)
-            assert _exchange(kept, health)[::2] == (503, b"stopping\n")  # within its linger
+            assert _exchange(kept, b"\r\n")[::2] == (503, b"stopping\n")
     finally:
         assert server.stop() == 0, "\n".join(server.log)
 
@@ -216,6 +217,7 @@ def _lint(text: str) -> None:
         assert lint.returncode == 0 and not lint.stdout + lint.stderr, lint
 
 
+@pytest.mark.xdist_group("ops-audit9-web")  # one server for the cases that share it
 def test_both_expositions_follow_the_text_format_as_a_prometheus_scrape_reads_them(
     web: Web,
 ) -> None:
@@ -258,6 +260,7 @@ def test_the_text_format_escapes_help_and_label_values() -> None:
     assert le == ["0.5", "1.0", "+Inf"]
 
 
+@pytest.mark.xdist_group("ops-audit9-web")  # one server for the cases that share it
 def test_the_metrics_listener_answers_a_scrape_while_other_connections_stall(web: Web) -> None:
     """node_exporter serves each connection on its own: an idle or trickling connection
     never holds a scrape (here it held each one 5 s: two idle ones pushed a scrape past
@@ -369,9 +372,10 @@ def _exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes, bytes]:
     return int(head.split(b" ")[1]), head, body
 
 
+@pytest.mark.xdist_group("ops-audit9-web")  # one server for the cases that share it
 def test_a_worker_replaced_by_sighup_answers_health_for_the_server(web: Web) -> None:
-    """SIGHUP replaces a prefork worker; the old one finishes the connections it has
-    (an idle keep-alive one may still bring a request, within its linger). The server
+    """SIGHUP replaces a prefork worker; the old one finishes the requests it has under
+    way (here: heads whose last line comes after its SIGTERM). The server
     serves on, so a check on such a connection is answered ok and ``ipcnet_up`` is 1, as
     after a SIGUSR2 hand-over; only the server's own stop is ``503 stopping``."""
     health = b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -385,14 +389,16 @@ def test_a_worker_replaced_by_sighup_answers_health_for_the_server(web: Web) -> 
         assert _exchange(kept, health)[::2] == (200, b"ok\n")  # both on the one worker
         assert _exchange(other, health)[::2] == (200, b"ok\n")
         (old,) = children(pid)
+        kept.sendall(health[:-2])  # requests under way: the old worker waits for their ends
+        other.sendall(metrics[:-2])
         web.server.proc.send_signal(signal.SIGHUP)
         while "old ones drain" not in (line := stderr.readline()):  # SIGTERM sent to it
             assert line, "the server ended"
             web.server.log.append(line)
-        time.sleep(0.1)  # it takes its SIGTERM: stopping, it still answers (1 s linger)
-        status, _, body = _exchange(kept, health)
+        time.sleep(0.1)  # it takes its SIGTERM: stopping, it finishes these requests
+        status, _, body = _exchange(kept, b"\r\n")
         assert (status, body) == (200, b"ok\n")
-        status, _, body = _exchange(other, metrics)
+        status, _, body = _exchange(other, b"\r\n")
         assert status == 200 and b'ipcnet_up{service="http",model="prefork"} 1' in body
     wait_for(lambda: old not in children(pid), "the old worker gone", 5)
     assert _get(web.port, "/_health")[::2] == (200, b"ok\n")
