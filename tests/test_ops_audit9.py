@@ -9,7 +9,8 @@ own connection, a bound of parallel requests answered 503 beyond it), and HAProx
 Each case pins a defect the audit found:
 - the --metrics listener answered one connection at a time, each allowed 5 s to send its
   request head: one idle connection (a port scan, a TCP check, a stuck client) held
-  every scrape 5 s, two held it past Prometheus's default 10 s scrape_timeout;
+  every scrape 5 s, two held it past Prometheus's default 10 s scrape_timeout; and its
+  backlog of 16 lost the SYNs of a burst of connections (1 s each to retransmit);
 - ``OPTIONS /_health`` (what ``option httpchk /_health`` sends) answered 200 during
   --drain-delay: HAProxy kept routing to a draining server;
 - after SIGHUP a prefork worker being replaced answered ``/_health`` on the connections
