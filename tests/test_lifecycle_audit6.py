@@ -262,7 +262,7 @@ def test_a_datagram_relay_speaks_to_its_service_manager_as_serve_does(tmp_path: 
         time.sleep(0.3)
         assert proc.poll() is None, "a signal ended the relay"
         proc.send_signal(signal.SIGTERM)
-        assert _notification(manager)[1] == ["STOPPING=1"]
+        assert _notification(manager)[1] == ["STOPPING=1", "STATUS=stopping"]
         assert proc.wait(BOUND) == 0
         assert proc.stderr is not None and "SIGUSR2: nothing to do" in proc.stderr.read()
     finally:

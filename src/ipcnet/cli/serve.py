@@ -79,8 +79,8 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         type=seconds,
         default=d.drain_delay,
         metavar="S",
-        help="at SIGTERM, fail /_health for S seconds while still serving, then stop "
-        "(for a balancer's checks: S > inter x fall; default 0)",
+        help="at SIGTERM (any stop signal), fail /_health for S seconds while still "
+        "serving, then stop (for a balancer's checks: S > inter x fall; default 0)",
     )
     g.add_argument(
         "--idle-timeout",

@@ -407,7 +407,10 @@ class ServerCore:
             if self.master:
                 from ipcnet.drivers import upgrade
 
-                upgrade.stopping()
+                main = self.counters.main
+                if main.as_dict()["state"] != "upgraded":  # after SIGUSR2 the address serves on
+                    main.set_state("stopping")  # the server's stop: its workers' checks fail
+                upgrade.stopping(f"stopping: in-flight work has {self.config.grace:g} s")
             drain = getattr(self.base, "drain", None)  # not a wrapper's (TLS has none)
             if drain is not None:  # a service that can tell its clients (http)
                 self.linger_until = time.monotonic() + min(DRAIN_LINGER, self.config.grace / 2)
@@ -525,9 +528,14 @@ class ServerCore:
         section = getattr(self.service, "stats_section", None)  # relay, TLS: their own
         # draining after a SIGUSR2 hand-over is no reason for a balancer to route away: a
         # check that reached us just before is answered ok (prefork workers read the row)
+        # the health is the server's, which its master's row says: a prefork worker that
+        # stops because SIGHUP replaced it (it finishes its connections) answers ok
         state = self.counters.main.as_dict()["state"]  # draining is in the row too: prefork
         draining = self.draining or state == "draining"  # workers must see the master's
-        stopping = self.stopping.is_set() and state != "upgraded"
+        if self.master:
+            stopping = self.stopping.is_set() and state != "upgraded"
+        else:
+            stopping = state == "stopping"
         return {
             # a --drain-delay's draining, then the stop it leads to: "stopping"
             "health": "stopping" if stopping else "draining" if draining else "ok",

@@ -4,7 +4,8 @@ Role: ``Tracer`` prints one line per kernel-level step, tagged with pid and thre
 ``StatsServer`` answers each connection to the --stats address with one JSON snapshot of
 the counters (``counters.py`` keeps them) and closes it. Rules: tracing is off unless asked
 (models test ``core.trace`` before formatting a line); the stats socket is served by a
-daemon thread that never blocks the models, and a forked child drops it (``abandon``).
+daemon thread that never blocks the models (the --metrics listener: a daemon thread per
+connection, at most MAX_SCRAPES), and a forked child drops it (``abandon``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -41,6 +43,10 @@ class StatsServer:
 
     With ``render`` it is the --metrics listener instead: a minimal HTTP/1.x responder
     (what a Prometheus scraper needs) answering ``GET /metrics`` with ``render(snapshot)``.
+    As node_exporter's, each of its connections is served on its own (a thread), so one
+    that is idle or trickles its head holds no scrape; each has HTTP_TIMEOUT in all for
+    its head; past MAX_SCRAPES at once (node_exporter's --web.max-requests) a connection
+    is answered 503 at once.
     """
 
     def __init__(
@@ -51,13 +57,14 @@ class StatsServer:
         render: Callable[[dict[str, Any]], str] | None = None,
         listener: Any = None,  # inherited at SIGUSR2 (upgrade.adopt), else bound here
     ) -> None:
-        listener = listener or open_listener(parse(url), 16, mode)
+        listener = listener or open_listener(parse(url), BACKLOG, mode)
         if not listener.servable:
             listener.close()
             raise IPCError(f"cannot serve stats on {url}: not a socket address")
         self.listener = listener
         self.snapshot = snapshot
         self.render = render
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
         threading.Thread(target=self._serve, name="ipcnet-stats", daemon=True).start()
 
     def _serve(self) -> None:
@@ -66,28 +73,44 @@ class StatsServer:
                 stream = self.listener.accept()
             except IPCError:
                 return
-            try:
-                if self.render is None:
-                    stream.write(json.dumps(self.snapshot()).encode() + b"\n")
-                else:
-                    stream.timeout = HTTP_TIMEOUT
-                    stream.write(self._http(stream))
-                # EOF now, even if a prefork worker forked meanwhile holds a copy of this
-                # connection (close() alone would leave the client waiting for it)
-                stream.send_eof()
-            except IPCError:
-                pass
-            finally:
-                stream.close()
+            if self.render is None:  # no request to wait for: the answer goes at once
+                self._answer(stream, lambda: json.dumps(self.snapshot()).encode() + b"\n")
+            elif self._slots.acquire(blocking=False):
+                threading.Thread(
+                    target=self._scrape, args=(stream,), name="ipcnet-metrics", daemon=True
+                ).start()
+            else:
+                self._answer(stream, lambda: _reply(503, "busy: too many scrapes at once\n"))
+
+    def _scrape(self, stream: Any) -> None:
+        try:
+            self._answer(stream, lambda: self._http(stream))
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _answer(stream: Any, answer: Callable[[], bytes]) -> None:
+        try:
+            stream.write(answer())
+            # EOF now, even if a prefork worker forked meanwhile holds a copy of this
+            # connection (close() alone would leave the client waiting for it)
+            stream.send_eof()
+        except IPCError:
+            pass
+        finally:
+            stream.close()
 
     def _http(self, stream: Any) -> bytes:
         head = b""
+        deadline = time.monotonic() + HTTP_TIMEOUT  # for the whole head: no trickling on
         while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            stream.timeout = deadline - time.monotonic()  # negative: expired
             data = stream.read(4096)
             if not data or len(head) > MAX_HEAD:
                 return _reply(400, "bad request: no complete request head\n")
             head += data
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        # RFC 9112 §2.2: a recipient may take a bare LF for the end of a line
+        parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             return _reply(400, "bad request line\n")
         method, target = parts[0], parts[1].split(b"?", 1)[0]
@@ -107,7 +130,15 @@ class StatsServer:
 
 HTTP_TIMEOUT = 5.0  # seconds a scraper may take to send its request head
 MAX_HEAD = 8192
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+MAX_SCRAPES = 40  # --metrics connections served at once (node_exporter's --web.max-requests)
+BACKLOG = 64  # a burst of connections waits in the kernel's queue (past it SYNs are lost: 1 s)
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

@@ -5,7 +5,8 @@ reads, for the --metrics listener and the web server's /_metrics. Rules (Prometh
 naming conventions): every family has ``# HELP`` and ``# TYPE`` lines; counters end in
 ``_total``; units are base units in the name (``_bytes``, ``_seconds``); a histogram has
 cumulative ``_bucket{le="..."}`` lines ending in ``le="+Inf"``, then ``_sum`` and
-``_count``; label values are escaped (backslash, quote, newline).
+``_count``; label values are escaped (backslash, quote, newline), HELP texts too
+(backslash, newline: a raw newline would end the line and cut the family in two).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def _labels(labels: Mapping[str, str]) -> str:
     if not labels:
         return ""
@@ -50,7 +55,7 @@ def family(
 ) -> str:
     """One metric family: HELP, TYPE, then one line per (labels, value)."""
     full = PREFIX + name
-    lines = [f"# HELP {full} {help}", f"# TYPE {full} {kind}"]
+    lines = [f"# HELP {full} {_help(help)}", f"# TYPE {full} {kind}"]
     lines += [f"{full}{_labels(labels)} {_number(value)}" for labels, value in samples]
     return "\n".join(lines) + "\n"
 
@@ -66,7 +71,7 @@ def histogram(
     """A histogram family; ``counts[i]`` observations fell at or below ``bounds[i]``
     (not cumulative; the last count is above every bound); ``labels`` on every line."""
     full = PREFIX + name
-    lines = [f"# HELP {full} {help}", f"# TYPE {full} histogram"]
+    lines = [f"# HELP {full} {_help(help)}", f"# TYPE {full} histogram"]
     running = 0
     for bound, count in zip([*bounds, float("inf")], counts, strict=True):
         running += count

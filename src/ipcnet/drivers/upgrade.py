@@ -2,8 +2,10 @@
 the --drain-delay before a stop.
 
 Role: what a server tells its service manager (sd_notify READY=1 once it listens,
-STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC) and how it hands its
-listening sockets to a new copy of itself (nginx's binary upgrade). Rules:
+STOPPING=1 when a stop begins, WATCHDOG=1 every half $WATCHDOG_USEC; STATUS= with each
+change of state, so that `systemctl status` never says "listening" of a server that
+stops) and how it hands its listening sockets to a new copy of itself (nginx's binary
+upgrade). Rules:
 - only the serving (master) process notifies; prefork workers never do;
 - SIGUSR1 reopens the log files (nginx, gunicorn: after logrotate); a prefork master
   passes it to its workers, each of which writes its own lines;
@@ -142,7 +144,7 @@ def _as_bound(fd: int, address: Address) -> Address:
 def ready(core: ServerCore) -> None:
     """The server listens: say READY=1 (to systemd, and to an old master waiting on us)
     and start the watchdog pings."""
-    tell("READY=1", f"MAINPID={os.getpid()}", f"STATUS=listening on {' '.join(core.bound)}")
+    tell("READY=1", f"MAINPID={os.getpid()}", _listening(core))
     waiting = os.environ.pop(ENV_READY, "")
     if waiting:
         tell("READY=1", f"MAINPID={os.getpid()}", where=waiting)
@@ -163,21 +165,27 @@ def _watchdog(until: threading.Event, interval: float) -> None:
         tell("WATCHDOG=1")
 
 
-def stopping() -> None:
-    tell("STOPPING=1")
+def stopping(status: str = "stopping") -> None:
+    """STOPPING=1, with the STATUS= text `systemctl status` shows from then on."""
+    tell("STOPPING=1", f"STATUS={status}")
+
+
+def _listening(core: ServerCore) -> str:
+    return f"STATUS=listening on {' '.join(core.bound)}"
 
 
 def reload(core: ServerCore) -> None:
-    """SIGHUP: the reload hooks, inside systemd's RELOADING=1 ... READY=1."""
+    """SIGHUP: the reload hooks, inside systemd's RELOADING=1 ... READY=1 (each with its
+    STATUS=, as HAProxy's master says them)."""
     master = core.master
     if master:
-        tell("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        tell("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading")
     if not core.on_reload:
         log.info("SIGHUP: model %s has no workers to replace", core.config.model)
     for hook in list(core.on_reload):
         hook()
     if master:
-        tell("READY=1")
+        tell("READY=1", _listening(core))
 
 
 def reopen(core: ServerCore) -> None:
@@ -201,7 +209,7 @@ def terminate(core: ServerCore) -> None:
         return
     core.draining = True
     core.counters.main.set_state("draining")  # prefork workers answer the checks
-    stopping()
+    stopping(f"draining: health checks fail for {delay:g} s")
     log.info("draining: health checks fail for %g s, then the stop begins", delay)
     timer = threading.Timer(delay, core.request_stop)
     timer.daemon = True

@@ -350,13 +350,9 @@ class HttpSession:
             self._plain(request, exc.status, out)
             return self._after(request, rest, out)
         request.target = target
-        segments = target.segments
-        if (
-            shared.status is not None
-            and len(segments) == 1
-            and not target.trailing
-            and (page := STATUS_NAMES.get(segments[0])) is not None
-        ):
+        page = self._status_endpoint(target)
+        if page is not None:
+            assert shared.status is not None
             ctype = STATUS_PAGES[page]
             render = getattr(shared.status, STATUS_RENDERERS[page])
             self.buf = rest
@@ -404,7 +400,8 @@ class HttpSession:
         self, request: Request, has_body: bool, rest: bytes, out: list[Action]
     ) -> bool:
         """OPTIONS (RFC 9110 §9.3.7) -> 200 + Allow; 405 + Allow (§15.5.6); else 501 (§9.1);
-        the asterisk-form with another method -> 400 (RFC 9112 §3.2.4: it is OPTIONS's only)."""
+        the asterisk-form with another method -> 400 (RFC 9112 §3.2.4: it is OPTIONS's only).
+        OPTIONS /_health is the health answer (with Allow): HAProxy checks with OPTIONS."""
         method = request.head.method
         if method == "OPTIONS":
             status = 413 if has_body else 200
@@ -418,9 +415,18 @@ class HttpSession:
             return False
         if status == 200 and request.head.target != b"*":
             try:
-                self.shared.target(request.head.target)
+                target = self.shared.target(request.head.target)
             except BadRequest as exc:
                 status, extra = exc.status, None
+            else:
+                if self._status_endpoint(target) == b"/_health":
+                    # HAProxy's `option httpchk <uri>` checks with OPTIONS: the health
+                    # answer's status and body (503 while draining), with Allow
+                    assert self.shared.status is not None
+                    self.buf = rest
+                    job = Run(self.shared.status.health)
+                    self._start_job(job, request, self._health_options, out)
+                    return False
         if status == 200:
             headers = [*ALLOW, (b"Content-Length", b"0")]
             date = self.shared.dates.now()
@@ -429,6 +435,19 @@ class HttpSession:
         else:
             self._plain(request, status, out, extra)
         return self._after(request, rest, out)
+
+    def _status_endpoint(self, target: Target) -> bytes | None:
+        """The status page ``target`` names (/_health...), None for a file path."""
+        segments = target.segments
+        if self.shared.status is None or len(segments) != 1 or target.trailing:
+            return None
+        return STATUS_NAMES.get(segments[0])
+
+    def _health_options(self, request: Request, outcome: Outcome, out: list[Action]) -> None:
+        if outcome.error is not None:
+            self._plain(request, 500, out)
+        else:
+            self._page(request, outcome.value, out, ALLOW)
 
     def _start_job(
         self, job: Run, request: Request | None, then: Then | None, out: list[Action]
@@ -504,9 +523,16 @@ class HttpSession:
         out.append(data)
         self._log(request, status, 0 if request.head_only else len(responses.error_body(status)))
 
-    def _page(self, request: Request, page: Page, out: list[Action]) -> None:
+    def _page(
+        self,
+        request: Request,
+        page: Page,
+        out: list[Action],
+        fields: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         date = self.shared.dates.now()
         extra = [] if page.cache else [(b"Cache-Control", b"no-store")]
+        extra += fields or []
         head = request.head
         if page.status == 200 and (b"if-match" in head.fields or b"if-none-match" in head.fields):
             status = preconditions(head, None, None)  # a page has no validators
