@@ -22,6 +22,8 @@ from functools import cache
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD = 5
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 13, 14, 15
+LINK_GET_FD_BY_ID, LINK_GET_NEXT_ID = 30, 31
+LINK_TYPE_XDP = 6  # enum bpf_link_type
 
 PROG_TYPE_XDP = 6
 BPF_XDP = 37  # enum bpf_attach_type
@@ -227,8 +229,39 @@ class MapInfo:
         self.name = raw[24:40].split(b"\0", 1)[0].decode(errors="replace")
 
 
+def xdp_links() -> dict[tuple[int, int], int]:
+    """Every XDP bpf link (BPF_LINK_CREATE, as libxdp attaches): {(program id, ifindex):
+    link id}. A link holds its program on the interface: netlink can neither remove nor
+    replace it ("Can't replace active BPF XDP link"); its owner, or ``bpftool link
+    detach``, can. A link gone while walked is skipped."""
+    found: dict[tuple[int, int], int] = {}
+    link_id = 0
+    while True:
+        attr = _attr("=I", link_id)
+        try:
+            _bpf(LINK_GET_NEXT_ID, attr)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return found
+            raise
+        (link_id,) = struct.unpack_from("=I", attr, 4)  # next_id
+        try:
+            fd = _bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        try:  # struct bpf_link_info: type, id, prog_id, then (8-aligned) xdp.ifindex
+            kind, _, prog_id, _, ifindex = struct.unpack_from("=IIIII", _info(fd, 64))
+        finally:
+            os.close(fd)
+        if kind == LINK_TYPE_XDP:
+            found[prog_id, ifindex] = link_id
+
+
 def close(*fds: int) -> None:
-    """Let go of program and map descriptors (negative ones stand for none)."""
+    """Let go of program and map descriptors, and a handle's namespace descriptor
+    (negative ones stand for none)."""
     for fd in fds:
         if fd >= 0:
             os.close(fd)
