@@ -14,6 +14,7 @@ import os
 import platform
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,21 @@ import pytest
 from ipcnet import xdp
 from ipcnet.transports import bpf
 from ipcnet.xdp import build, elf
-from test_xdp import FOREIGN, REASON, Pair, run
+from test_xdp import A4, A6, B4, B6, FOREIGN, REASON, Pair, pending, receive, run
 from test_xdp import ns as ns
 from test_xdp import pair as pair
+from test_xdp_conformance import (
+    ETH_IP,
+    ETH_IP6,
+    IPTABLES,
+    UDP,
+    frame,
+    iptables_counters,
+    ipv4,
+    ipv6,
+    udp,
+)
+from test_xdp_differential import TCP, ip4, ip6
 
 pytestmark = [pytest.mark.xdist_group("xdp")]
 if REASON:  # test_xdp.py's: root, clang, bpftool, bpf(2)
@@ -121,3 +134,81 @@ def test_a_program_held_by_a_bpf_link_is_named_and_no_option_claims_to_remove_it
         os.close(link_fd)
         os.close(prog_fd)
     assert ns.xdp_in(ns.b) == []  # the link's last descriptor closed: detached
+
+
+def _padded(f: bytes) -> bytes:
+    """The frame as an Ethernet NIC receives it: padded with zeros to the 60-byte minimum
+    (IEEE 802.3; the padding is no part of the IP packet, whose length field says where
+    it ends, and the stack trims it: ip_rcv's pskb_trim_rcsum)."""
+    return f.ljust(60, b"\0")
+
+
+def _tcp_head(port: int) -> bytes:  # a SYN's header
+    return struct.pack("!HHIIBBHHH", 40000, port, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+
+
+# (name, the frame to port p, iptables' protocol, matched by a rule for p, delivered)
+SHORT: list[tuple[str, Callable[[int], bytes], str, int, int]] = [
+    ("ipv4 udp, whole", lambda p: _padded(frame(ETH_IP, ipv4(udp(A4, B4, p, b"")))), "udp", 1, 1),
+    (  # the IP length ends the packet 4 bytes into the UDP header; the padding is not its
+        "ipv4 udp header cut short by the ip length",
+        lambda p: _padded(frame(ETH_IP, ipv4(udp(A4, B4, p, b"")[:4]))),
+        "udp", 0, 0,
+    ),
+    (
+        "ipv6 udp, whole",
+        lambda p: _padded(frame(ETH_IP6, ipv6(udp(A6, B6, p, b""), UDP))),
+        "udp", 1, 1,
+    ),
+    (
+        "ipv6 udp header cut short by the payload length",
+        lambda p: frame(ETH_IP6, ipv6(udp(A6, B6, p, b"")[:4], UDP)) + bytes(8),
+        "udp", 0, 0,
+    ),
+    (
+        "ipv4 tcp header cut short by the ip length",
+        lambda p: _padded(frame(ETH_IP, ip4(_tcp_head(p)[:8], B4, TCP))),
+        "tcp", 0, 0,
+    ),
+    (
+        "ipv6 tcp header cut short by the payload length",  # 14+40+12 = 66: no padding
+        lambda p: frame(ETH_IP6, ip6(_tcp_head(p)[:12], TCP)) + bytes(20),  # but a trailer
+        "tcp", 0, 0,
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_a_transport_header_cut_short_by_the_ip_length_has_no_ports_despite_padding(
+    ns: Pair, mode: str
+) -> None:
+    """xt_udp/xt_tcp (iptables-legacy -p udp --dport) read the header within the IP length
+    and match nothing when it is cut short, and the stack drops the packet; ipcnet read
+    the header up to the frame's end, so the padding a NIC adds to a short frame (or any
+    trailer) completed it and a count rule counted what no other filter matches."""
+    socks = [ns.udp(ns.b, socket.AF_INET6) for _ in SHORT]
+    ports = [s.getsockname()[1] for s in socks]
+    for (_, _, proto, _, _), p in zip(SHORT, ports, strict=True):
+        for tool in IPTABLES:
+            run("ip", "netns", "exec", ns.b, tool, "-t", "raw", "-A", "PREROUTING", "-p", proto,
+                "--dport", str(p))  # fmt: skip
+    raw = ns.call(ns.a, socket.socket, socket.AF_PACKET, socket.SOCK_RAW)
+    rules = [f"{proto}://:{p}" for (_, _, proto, _, _), p in zip(SHORT, ports, strict=True)]
+    try:
+        raw.bind(("va", 0))
+        with ns.call(ns.b, xdp.attach, "vb", count=rules, mode=mode) as f:
+            for (_, build_frame, _, _, _), p in zip(SHORT, ports, strict=True):
+                raw.send(build_frame(p))
+            delivered = [receive(s, 1, 0.3) if case[4] else pending(s)
+                         for case, s in zip(SHORT, socks, strict=True)]  # fmt: skip
+            ours = {r.rule.port: r.packets for r in f.stats().rules}
+            ns.call(ns.b, f.detach)
+        xt = iptables_counters(ns)
+    finally:
+        raw.close()
+        for tool in IPTABLES:
+            run("ip", "netns", "exec", ns.b, tool, "-t", "raw", "-F", "PREROUTING", check=False)
+        for s in socks:
+            s.close()
+    got = {c[0]: (ours[p], xt[p], d) for c, p, d in zip(SHORT, ports, delivered, strict=True)}
+    assert got == {name: (m, m, d) for name, _, _, m, d in SHORT}

@@ -11,7 +11,8 @@
  * Parsing, as the stack and iptables do: one VLAN tag; an IPv4 header of any IHL and
  * version 4 only; IPv6 extension headers walked to the UDP/TCP header (a first fragment,
  * an atomic one and AH included); later fragments, packets shorter than their IP length
- * and headers cut short have no ports and match no rule. A chain longer than the walk
+ * and headers cut short (by the frame, or by the IP length: the Ethernet padding after a
+ * short packet is not part of it) have no ports and match no rule. A chain longer than the walk
  * hides the ports, so a drop rule cannot be dodged with padding headers: such a packet is
  * looked up as protocol PROTO_UNSEEN, port 0, a key ipcnet writes for its drop rules.
  *
@@ -86,20 +87,27 @@ static __always_inline void count(__u32 slot, __u64 bytes)
 	}
 }
 
-static __always_inline int ports(void *l4, void *end, __u8 proto, __u16 *port)
+/* The destination port of the UDP or TCP header at frame offset l4 (at data + l4): 0 with
+ * *port set, -1 if the header does not fit in the IP packet, which ends at frame offset
+ * ip_end (its length field's word: what follows, Ethernet padding or a trailer, is not
+ * the packet's and completes no header, as xt_udp/xt_tcp read it after ip_rcv's trim). */
+static __always_inline int ports(void *data, void *end, __u64 l4, __u64 ip_end, __u8 proto,
+				 __u16 *port)
 {
-	if (proto == IPPROTO_UDP) {
-		struct udphdr *udp = l4;
+	void *p = data + l4;
 
-		if ((void *)(udp + 1) > end)
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = p;
+
+		if ((void *)(udp + 1) > end || l4 + sizeof(*udp) > ip_end)
 			return -1;
 		*port = udp->dest;
 		return 0;
 	}
 	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
+		struct tcphdr *tcp = p;
 
-		if ((void *)(tcp + 1) > end)
+		if ((void *)(tcp + 1) > end || l4 + sizeof(*tcp) > ip_end)
 			return -1;
 		*port = tcp->dest;
 		return 0;
@@ -181,6 +189,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 	struct rule_key key = {};
 	struct rule_value *rule;
 	__u64 l3len = bytes - sizeof(*eth); /* what the frame holds from the IP header on */
+	__u64 l3off = sizeof(*eth);          /* where the IP header starts */
 	__u16 proto;
 	void *l3;
 	int walked;
@@ -197,6 +206,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 		proto = vlan[1];
 		l3 = vlan + 2;
 		l3len -= 4;
+		l3off += 4;
 	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
@@ -210,7 +220,8 @@ int ipcnet_xdp(struct xdp_md *ctx)
 		key.family = 4;
 		key.proto = ip->protocol;
 		__builtin_memcpy(key.addr, &ip->daddr, 4);
-		if (ports((void *)ip + ip->ihl * 4, end, key.proto, &key.port))
+		if (ports(data, end, l3off + ip->ihl * 4, l3off + bpf_ntohs(ip->tot_len), key.proto,
+			  &key.port))
 			goto pass;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -231,7 +242,9 @@ int ipcnet_xdp(struct xdp_md *ctx)
 			goto pass;
 		} else {
 			barrier_var(upper);
-			if (upper > OFF_MAX || ports(data + upper, end, key.proto, &key.port))
+			if (upper > OFF_MAX ||
+			    ports(data, end, upper, l3off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len),
+				  key.proto, &key.port))
 				goto pass;
 		}
 	} else {
