@@ -78,7 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="one JSON document")
     st = sub.add_parser("stats", help="packets and bytes per rule, summed over CPUs")
     st.add_argument("dev", metavar="DEV")
-    st.add_argument("--json", action="store_true", help="JSON (one line per read with --watch)")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON {"version": 1, "mode", "time", "dev", "prog_id", "rules", "unmatched"} '
+        "(one line per read with --watch)",
+    )
     st.add_argument("--watch", type=timeout, metavar="S", help="read again every S seconds")
 
 
@@ -162,7 +167,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _print_stats(mode: str, s: Stats, before: Stats | None, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps({"mode": mode, "time": round(time.time(), 3), **s.to_dict()}))
+        doc = {"version": 1, "mode": mode, "time": round(time.time(), 3), **s.to_dict()}
+        print(json.dumps(doc))
         return
     old = {r.rule: r.packets for r in before.rules} if before else {}
     rows = [("action", "rule", "packets", "bytes") + (("pkt/s",) if before else ())]
