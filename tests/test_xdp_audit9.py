@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import socket
 import struct
 import sys
@@ -20,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from ipcnet import xdp
+from ipcnet import errors, xdp
 from ipcnet.transports import bpf
 from ipcnet.xdp import build, elf
+from ipcnet.xdp.rules import parse_rule
 from test_xdp import A4, A6, B4, B6, FOREIGN, PAYLOAD, REASON, Pair, pending, receive, run, send
 from test_xdp import ns as ns
 from test_xdp import pair as pair
@@ -258,3 +260,31 @@ def test_stats_json_is_versioned_and_every_counter_is_what_bpftool_dumps(ns: Pai
         ns.cli(ns.b, "detach", "vb")
         dropped.close()
         counted.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [  # nft lists "ip daddr 10.0.0.1/32" as "ip daddr 10.0.0.1", and keeps /0 as every address
+        ("udp://10.0.0.1/32:53", "udp://10.0.0.1:53"),
+        ("udp://[fd00::1/128]:53", "udp://[fd00::1]:53"),
+        ("tcp://[fd00::1]/128:80", "tcp://[fd00::1]:80"),
+        ("udp://0.0.0.0/0:53", "udp4://:53"),
+        ("udp://[::]/0:53", "udp6://:53"),
+    ],
+)
+def test_a_prefix_naming_one_address_or_all_is_read_as_nft_reads_it(text: str, target: str) -> None:
+    assert parse_rule(text, "drop") == parse_rule(target, "drop")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [  # nft takes these (10.0.0.1/24 becomes 10.0.0.0/24); one exact-match key cannot
+        ("udp://10.0.0.1/24:53", "prefixes (10.0.0.0/24) are not supported"),
+        ("udp://[fd00::1]/64:53", "prefixes (fd00::/64) are not supported"),
+        ("udp://10.0.0.1/33:53", "'10.0.0.1/33' is not an address prefix"),
+        ("udp://:1000-2000", "port ranges (1000-2000) are not supported: one rule per port"),
+    ],
+)
+def test_what_one_rule_cannot_match_is_refused_by_name(text: str, why: str) -> None:
+    with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
+        parse_rule(text, "drop")
