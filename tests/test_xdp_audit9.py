@@ -9,6 +9,7 @@ refused, and ``detach()`` returned as if done, the program still running).
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import platform
@@ -25,7 +26,21 @@ from ipcnet import errors, xdp
 from ipcnet.transports import bpf
 from ipcnet.xdp import build, elf
 from ipcnet.xdp.rules import parse_rule
-from test_xdp import A4, A6, B4, B6, FOREIGN, PAYLOAD, REASON, Pair, pending, receive, run, send
+from test_xdp import (
+    A4,
+    A6,
+    B4,
+    B6,
+    BAD,
+    FOREIGN,
+    PAYLOAD,
+    REASON,
+    Pair,
+    pending,
+    receive,
+    run,
+    send,
+)
 from test_xdp import ns as ns
 from test_xdp import pair as pair
 from test_xdp_conformance import (
@@ -288,3 +303,27 @@ def test_a_prefix_naming_one_address_or_all_is_read_as_nft_reads_it(text: str, t
 def test_what_one_rule_cannot_match_is_refused_by_name(text: str, why: str) -> None:
     with pytest.raises(errors.InvalidAddress, match=re.escape(why)):
         parse_rule(text, "drop")
+
+
+def test_a_verifier_rejection_says_unsafe_not_permission_denied_whatever_the_log_size(
+    ns: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bpf(2): EACCES from BPF_PROG_LOAD means the program "was deemed unsafe", and
+    ENOSPC only that the log buffer was too small. The message said "(permission
+    denied)", as if privileges were missing (they have a message of their own), and a
+    log that did not fit replaced the rejection's errno with ENOSPC."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # its object stays out of the cache
+    (tmp_path / "bad.bpf.c").write_text(BAD)
+    with pytest.raises(errors.Unsupported) as caught:
+        ns.call(ns.b, xdp.attach, "vb", drop=["udp://:9"], source=tmp_path / "bad.bpf.c")
+    first = str(caught.value).splitlines()[0]
+    assert first == (
+        "the kernel's verifier rejected the xdp program for vb (deemed unsafe: EACCES, "
+        "bpf(2)); its last lines:"
+    )
+    assert ns.xdp_in(ns.b) == []
+    code = elf.read(build.compiled(tmp_path / "bad.bpf.c").read_bytes())  # no maps used
+    with pytest.raises(bpf.VerifierError) as small:
+        bpf.prog_load(code.insns, code.license, code.program, log_size=200)
+    assert small.value.errno == errno.EACCES  # the rejection's, not the short log's ENOSPC
+    assert "invalid access to packet" in small.value.log  # the kernel kept the log's tail

@@ -136,16 +136,23 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
 def prog_load(insns: bytes, license: str, name: str, log_size: int = 1 << 22) -> int:
     """Load an XDP program; its descriptor. If the kernel refuses it, load it again with
     the verifier's log (level 1, into a buffer of ``log_size`` bytes): that rejection
-    raises ``VerifierError``, which carries the log so the caller can show its last lines."""
+    raises ``VerifierError``, which carries the log so the caller can show its last lines,
+    and the first refusal's errno (bpf(2): EACCES deemed unsafe, EINVAL invalid, E2BIG too
+    large): the second load's may be ENOSPC, which says only that the log did not fit (the
+    kernel keeps its tail). A refusal for want of privilege (EPERM) is no verdict on the
+    program: it is raised as it came, with no second load."""
     try:
         return _prog_load(insns, license, name, None)
-    except OSError:
+    except OSError as first:
+        if first.errno == errno.EPERM:
+            raise
         log = ctypes.create_string_buffer(log_size)
         try:
             return _prog_load(insns, license, name, log)
         except OSError as exc:
             text = log.value.decode(errors="replace")
-            raise VerifierError(exc.errno or 0, exc.strerror or "", text) from exc
+            code = first.errno or exc.errno or 0
+            raise VerifierError(code, os.strerror(code), text) from exc
 
 
 def _prog_load(

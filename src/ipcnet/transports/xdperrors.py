@@ -21,6 +21,9 @@ from ipcnet.transports.rtnetlink import IFNAMSIZ, NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
+# what BPF_PROG_LOAD's errno means, in bpf(2)'s words (its strerror, "permission denied"
+# for EACCES, would read as missing privileges, which have a message of their own)
+VERDICTS = {errno.EACCES: "deemed unsafe", errno.EINVAL: "invalid", errno.E2BIG: "too large"}
 
 
 def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
@@ -29,6 +32,9 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
     reason = (exc.strerror or str(exc)).lower()
     if isinstance(exc, VerifierError):  # its last lines say why
         tail = "\n".join("  " + line for line in exc.log.rstrip().splitlines()[-VERIFIER_LINES:])
+        verdict = VERDICTS.get(code or 0)
+        if verdict:
+            reason = f"{verdict}: {errno.errorcode[code or 0]}, bpf(2)"
         return errors.Unsupported(
             f"the kernel's verifier rejected the xdp program for {where} "
             f"({reason}); its last lines:\n{tail}"
