@@ -327,3 +327,33 @@ def test_a_verifier_rejection_says_unsafe_not_permission_denied_whatever_the_log
         bpf.prog_load(code.insns, code.license, code.program, log_size=200)
     assert small.value.errno == errno.EACCES  # the rejection's, not the short log's ENOSPC
     assert "invalid access to packet" in small.value.log  # the kernel kept the log's tail
+
+
+def test_an_interface_is_found_by_its_long_alternative_name_as_ip_link_finds_it(
+    ns: Pair,
+) -> None:
+    """ip-link(8): ``ip link property add dev vb altname NAME`` gives vb a second name of up
+    to 127 bytes, and every ``dev NAME`` takes it. ipcnet refused any name over 15 bytes
+    before asking the kernel ("no interface named ..."); the kernel looks such a name up
+    as IFLA_ALT_IFNAME."""
+    alt = "ipcnet-audit9-a-long-alternative-name"
+    run("ip", "-n", ns.b, "link", "property", "add", "dev", "vb", "altname", alt)
+    try:
+        shown = run("ip", "-n", ns.b, "-j", "link", "show", "dev", alt).stdout
+        assert json.loads(shown)[0]["ifname"] == "vb"
+        r = ns.cli(ns.b, "attach", alt, "--drop", "udp://:9", "--mode", "generic")
+        assert r.returncode == 0, r.stderr
+        ((dev, prog_id, mode),) = ns.xdp_in(ns.b)
+        assert (dev, mode) == ("vb", "generic")
+        assert f"attached xdp program {prog_id} to {alt} in generic mode" in r.stdout
+        doc = json.loads(ns.cli(ns.b, "stats", alt, "--json").stdout)
+        assert doc["prog_id"] == prog_id
+        r = ns.cli(ns.b, "detach", alt)
+        assert r.returncode == 0 and f"detached xdp program {prog_id}" in r.stdout, r
+        assert ns.xdp_in(ns.b) == []
+        missing = alt[:-1] + "X"
+        r = ns.cli(ns.b, "show", missing)
+        assert r.returncode == 1
+        assert f"no interface named '{missing}'" in r.stderr
+    finally:
+        run("ip", "-n", ns.b, "link", "property", "del", "dev", "vb", "altname", alt, check=False)

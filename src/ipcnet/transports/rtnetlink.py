@@ -31,8 +31,9 @@ NETLINK_EXT_ACK, SOL_NETLINK = 11, 270
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 
-IFLA_IFNAME, IFLA_XDP = 3, 43
+IFLA_IFNAME, IFLA_XDP, IFLA_ALT_IFNAME = 3, 43, 53
 IFNAMSIZ = 16  # with the terminating NUL
+ALTIFNAMSIZ = 128  # an alternative name (ip link property add dev X altname NAME)
 IFLA_XDP_FD, IFLA_XDP_ATTACHED, IFLA_XDP_FLAGS, IFLA_XDP_PROG_ID = 1, 2, 3, 4
 IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID, IFLA_XDP_HW_PROG_ID = 5, 6, 7
 IFLA_XDP_EXPECTED_FD = 8
@@ -143,10 +144,14 @@ def _link(payload: bytes) -> Link:
 
 
 def get_link(name: str) -> Link:
-    """The interface called ``name`` (OSError ENODEV if there is none)."""
-    if len(name.encode()) >= IFNAMSIZ:  # the kernel's answer would be ERANGE, from its policy
+    """The interface called ``name``, its name or one of its alternative names, as
+    ``ip link show dev NAME`` finds it (OSError ENODEV if there is none). A name longer
+    than IFLA_IFNAME takes is asked for as IFLA_ALT_IFNAME."""
+    raw = name.encode()
+    if len(raw) >= ALTIFNAMSIZ:  # the kernel's answer would be ERANGE, from its policy
         raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
+    kind = IFLA_IFNAME if len(raw) < IFNAMSIZ else IFLA_ALT_IFNAME
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(kind, raw + b"\0")
     (reply,) = _request(RTM_GETLINK, NLM_F_REQUEST, body)
     return _link(reply)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ipcnet import errors
 from ipcnet.transports.bpf import VerifierError
-from ipcnet.transports.rtnetlink import IFNAMSIZ, NetlinkError
+from ipcnet.transports.rtnetlink import ALTIFNAMSIZ, IFNAMSIZ, NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
@@ -48,7 +48,12 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
         return errors.PermissionDenied(f"{op} {where}: permission denied ({NEED}){detail}")
     if code == errno.ENODEV:
         long = len(where.encode()) >= IFNAMSIZ
-        why = f" (interface names are at most {IFNAMSIZ - 1} bytes)" if long else ""
+        why = (
+            f" (interface names are at most {IFNAMSIZ - 1} bytes, alternative names "
+            f"{ALTIFNAMSIZ - 1})"
+            if long
+            else ""
+        )
         return errors.AddressNotAvailable(f"{op} {where}: no interface named {where!r}{why}")
     if code in (errno.EBUSY, errno.EEXIST):
         return errors.AddressInUse(
