@@ -140,16 +140,17 @@ def test_a_program_held_by_a_bpf_link_is_named_and_no_option_claims_to_remove_it
         assert r.returncode != 0 and "Can't replace active BPF XDP link" in r.stderr
         held = f"program {prog_id} 'foreign' is held by bpf link {link['id']}"
         how = f"(bpftool link detach id {link['id']} removes it)"
-        for args, op in (
-            (("attach", "vb", "--drop", "udp://:9"), "attach xdp to"),
-            (("attach", "vb", "--drop", "udp://:9", "--replace"), "attach xdp to"),
-            (("detach", "vb", "--force"), "detach xdp from"),
-        ):
-            r = ns.cli(ns.b, *args)
-            assert (r.returncode, r.stdout) == (1, ""), r
-            assert r.stderr.startswith(f"ipcnet xdp: {op} vb: {held}"), r.stderr
-            assert how in r.stderr and "--replace replaces" not in r.stderr
-        shown = json.loads(ns.cli(ns.b, "show", "vb", "--json").stdout)["programs"]
+        r = ns.cli(ns.b, "attach", "vb", "--drop", "udp://:9")
+        assert (r.returncode, r.stdout) == (1, ""), r
+        assert r.stderr.startswith(f"ipcnet xdp: attach xdp to vb: {held}"), r.stderr
+        messages = []
+        for call, kw in ((xdp.attach, {"replace": True}), (xdp.detach, {"force": True})):
+            with pytest.raises(errors.AddressInUse) as caught:
+                ns.call(ns.b, call, "vb", **kw)
+            messages.append(str(caught.value))
+        assert [m.split(": ", 1)[1] for m in messages] == [r.stderr.split(": ", 2)[2].strip()] * 2
+        assert how in r.stderr and "--replace replaces" not in r.stderr
+        shown = [p.to_dict() for p in ns.call(ns.b, xdp.programs, "vb")]  # show --json's rows
         assert [(p["prog_id"], p["link"]) for p in shown] == [(prog_id, link["id"])]
         assert ns.xdp_in(ns.b) == [("vb", prog_id, mode)]  # still there, untouched
     finally:
@@ -256,8 +257,7 @@ def test_stats_json_is_versioned_and_every_counter_is_what_bpftool_dumps(ns: Pai
     unmatched, must be bpftool's dump of the per-CPU map and what was sent."""
     dropped, counted = ns.udp(ns.b), ns.udp(ns.b, socket.AF_INET6)
     p1, p2 = dropped.getsockname()[1], counted.getsockname()[1]
-    r = ns.cli(ns.b, "attach", "vb", "--drop", f"udp://:{p1}", "--count", f"udp://:{p2}")
-    assert r.returncode == 0, r.stderr
+    ns.call(ns.b, xdp.attach, "vb", drop=[f"udp://:{p1}"], count=[f"udp://:{p2}"]).close()
     try:
         send(ns, [(B4, p1), (B6, p2)], count=100)
         assert receive(counted, 100) == 100 and pending(dropped) == 0
@@ -280,7 +280,7 @@ def test_stats_json_is_versioned_and_every_counter_is_what_bpftool_dumps(ns: Pai
             want[0] = (unmatched["packets"], unmatched["bytes"])
         assert dump == want
     finally:
-        ns.cli(ns.b, "detach", "vb")
+        ns.call(ns.b, xdp.detach, "vb")
         dropped.close()
         counted.close()
 
@@ -354,22 +354,23 @@ def test_an_interface_is_found_by_its_long_alternative_name_as_ip_link_finds_it(
         ((dev, prog_id, mode),) = ns.xdp_in(ns.b)
         assert (dev, mode) == ("vb", "generic")
         assert f"attached xdp program {prog_id} to {alt} in generic mode" in r.stdout
-        doc = json.loads(ns.cli(ns.b, "stats", alt, "--json").stdout)
-        assert doc["prog_id"] == prog_id
-        r = ns.cli(ns.b, "detach", alt)
-        assert r.returncode == 0 and f"detached xdp program {prog_id}" in r.stdout, r
+        found = ns.call(ns.b, xdp.find, alt)
+        assert found.prog_id == prog_id
+        found.close()
+        (gone,) = ns.call(ns.b, xdp.detach, alt)
+        assert (gone.prog_id, gone.dev) == (prog_id, "vb")
         assert ns.xdp_in(ns.b) == []
         missing = alt[:-1] + "X"
-        r = ns.cli(ns.b, "show", missing)
-        assert r.returncode == 1
-        assert f"no interface named '{missing}'" in r.stderr
+        with pytest.raises(errors.AddressNotAvailable, match=f"no interface named '{missing}'"):
+            ns.call(ns.b, xdp.programs, missing)
     finally:
         run("ip", "-n", ns.b, "link", "property", "del", "dev", "vb", "altname", alt, check=False)
 
 
-def _snmp(pair: Pair, ns_name: str) -> dict[str, int]:
-    """/proc/net/snmp of namespace ``ns_name`` as {"Ip:ReasmOKs": n, "Tcp:InSegs": n, ...}."""
-    lines = run("ip", "netns", "exec", ns_name, "cat", "/proc/net/snmp").stdout.splitlines()
+def _snmp() -> dict[str, int]:
+    """The calling thread's namespace's /proc/net/snmp as {"Ip:ReasmOKs": n, ...}."""
+    with open("/proc/thread-self/net/snmp") as f:
+        lines = f.read().splitlines()
     found = {}
     for names, values in zip(lines[::2], lines[1::2], strict=True):
         group = names.split(":")[0]
@@ -403,20 +404,21 @@ def test_a_tiny_first_fragment_does_not_carry_a_syn_past_a_tcp_drop_rule(
     header bytes before it read the port, so the fragment passed the drop rule (the later
     one has no ports) and the SYN reached the dropped port. iptables-legacy's xt_tcp
     drops such a fragment (hotdrop), whatever the rule says."""
-    listener = ns.tcp_listener(ns.b)
+    listener, marker = ns.tcp_listener(ns.b), ns.udp(ns.b)
     port = listener.getsockname()[1]
+    end = frame(ETH_IP, ipv4(udp(A4, B4, marker.getsockname()[1])))
     raw = ns.call(ns.a, socket.socket, socket.AF_PACKET, socket.SOCK_RAW)
 
     def sent(ident: int) -> tuple[int, int]:
         """The fragments sent: (reassembled, TCP segments taken) in namespace b."""
-        before = _snmp(ns, ns.b)
-        for f in _syn_in_two_fragments(port, ident):
+        before = ns.call(ns.b, _snmp)
+        for f in [*_syn_in_two_fragments(port, ident), end]:
             raw.send(f)
-        for _ in range(50):  # wait until it is reassembled, or certainly not
-            after = _snmp(ns, ns.b)
-            if after["Ip:ReasmOKs"] > before["Ip:ReasmOKs"]:
-                break
-        return tuple(after[k] - before[k] for k in ("Ip:ReasmOKs", "Tcp:InSegs"))  # type: ignore[return-value]
+        assert receive(marker, 1) == 1  # after the fragments before it, in order
+        after = ns.call(ns.b, _snmp)
+        return after["Ip:ReasmOKs"] - before["Ip:ReasmOKs"], after["Tcp:InSegs"] - before[
+            "Tcp:InSegs"
+        ]
 
     try:
         raw.bind(("va", 0))
@@ -435,6 +437,7 @@ def test_a_tiny_first_fragment_does_not_carry_a_syn_past_a_tcp_drop_rule(
             check=False)  # fmt: skip
         raw.close()
         listener.close()
+        marker.close()
     assert unfiltered[0] == 1 and unfiltered[1] >= 1
     assert xt == (0, 0)
     assert (ours, rule.packets) == ((0, 0), 1)  # the first fragment, dropped by the rule
