@@ -19,6 +19,7 @@ import platform
 import re
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from test_xdp import (
     FOREIGN,
     PAYLOAD,
     REASON,
+    SRC,
     Pair,
     pending,
     receive,
@@ -441,3 +443,36 @@ def test_a_tiny_first_fragment_does_not_carry_a_syn_past_a_tcp_drop_rule(
     assert unfiltered[0] == 1 and unfiltered[1] >= 1
     assert xt == (0, 0)
     assert (ours, rule.packets) == ((0, 0), 1)  # the first fragment, dropped by the rule
+
+
+def test_stats_watch_stops_when_its_program_is_detached_or_replaced(ns: Pair) -> None:
+    """``stats --watch`` read the maps of the program it found first for as long as it ran:
+    after ``detach`` (or an attach --replace) it went on printing frozen counters of a
+    program no interface runs, where bpftool net show and ip link show none. Each read
+    now checks the interface still runs that program, and stops with an error if not."""
+    for replace in (False, True):
+        ns.call(ns.b, xdp.attach, "vb", drop=["udp://:9"], mode="generic").close()
+        e = dict(os.environ, PYTHONPATH=SRC)
+        cmd = ["ip", "netns", "exec", ns.b, sys.executable, "-m", "ipcnet", "xdp", "stats",
+               "vb", "--json", "--watch", "0.05"]  # fmt: skip
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                              text=True) as watch:  # fmt: skip
+            assert watch.stdout is not None and watch.stderr is not None
+            first = json.loads(watch.stdout.readline())
+            if replace:
+                ns.call(ns.b, xdp.attach, "vb", count=["udp://:9"], replace=True).close()
+            else:
+                ns.call(ns.b, xdp.detach, "vb")
+            try:
+                code = watch.wait(5)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                code = watch.wait()
+            err = watch.stderr.read()
+        assert code == 1, (replace, err)
+        assert err == (
+            f"ipcnet xdp: vb: xdp program {first['prog_id']} is no longer attached "
+            "(detached or replaced)\n"
+        )
+    ns.call(ns.b, xdp.detach, "vb")
+    assert ns.xdp_in(ns.b) == []

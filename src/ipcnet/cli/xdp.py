@@ -84,7 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='JSON {"version": 1, "mode", "time", "dev", "prog_id", "rules", "unmatched"} '
         "(one line per read with --watch)",
     )
-    st.add_argument("--watch", type=timeout, metavar="S", help="read again every S seconds")
+    st.add_argument(
+        "--watch",
+        type=timeout,
+        metavar="S",
+        help="read again every S seconds, until the program is detached or replaced (exit 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,6 +166,13 @@ def _stats(args: argparse.Namespace) -> int:
             before = now
             sys.stdout.flush()
             time.sleep(args.watch)
+            if not f.attached():  # its maps still read, but no interface runs it
+                print(
+                    f"ipcnet xdp: {f.dev}: xdp program {f.prog_id} is no longer attached "
+                    "(detached or replaced)",
+                    file=sys.stderr,
+                )
+                return 1
     finally:
         f.close()
 

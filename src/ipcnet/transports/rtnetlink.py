@@ -156,6 +156,18 @@ def get_link(name: str) -> Link:
     return _link(reply)
 
 
+def link_by_index(index: int, netns: int | None = None) -> Link | None:
+    """The interface with index ``index`` (of namespace ``netns``), or None if it is gone."""
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    try:
+        (reply,) = _request(RTM_GETLINK, NLM_F_REQUEST, body, netns)
+    except NetlinkError as exc:
+        if exc.errno != errno.ENODEV:
+            raise
+        return None
+    return _link(reply)
+
+
 def links() -> list[Link]:
     """Every interface of this network namespace."""
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)

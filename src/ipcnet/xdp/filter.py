@@ -177,6 +177,14 @@ class XdpFilter:
         rows = [RuleStats(rule, *totals[slot]) for slot, rule in sorted(slots.items())]
         return Stats(self.dev, self.prog_id, rows, *totals[0])
 
+    def attached(self) -> bool:
+        """Does the interface still run this program (not detached, replaced or gone)?"""
+        if not self._attached or self._prog_fd < 0:
+            return False
+        with translating("look up xdp on", self.dev):
+            link = rtnetlink.link_by_index(self.ifindex, self._netns)
+        return link is not None and any(a.prog_id == self.prog_id for a in link.xdp)
+
     def detach(self) -> None:
         """Remove the program from the interface if it is still this one; idempotent."""
         if not self._attached or self._prog_fd < 0:
