@@ -9,9 +9,9 @@ matched nothing, yet the stack delivered it: a drop rule dodged with padding hea
 changed; a v6-only bind refuses that address); ``udp://[fd00::]/64:53`` was an "unexpected
 path", not the prefix it is; ``ipcnet xdp show DEV`` said no interface had a program.
 Where nft differs by design there is no case here: a later IPv4 fragment and AH (see
-tests/test_xdp_conformance.py), a UDP or TCP header cut short inside a whole IP packet
-(nft reads a port from its first bytes; xt_udp/xt_tcp and the stack refuse it, as ipcnet
-does), and a VLAN frame too short for its tag (the stack drops it before nft's hook).
+tests/test_xdp_conformance.py), a UDP or TCP header cut short after its ports inside an
+IP packet (ipcnet and nft read the port from its first bytes, as they must for a tiny
+first fragment, RFC 1858; xt_udp/xt_tcp drop it; tests/test_xdp_audit9.py), and a VLAN frame too short for its tag (the stack drops it before nft's hook).
 
 The frames of a case go to one port, its rules name that port; the rules first all count
 (their counters must equal nft's, rule for rule, except where the table says why not), then

@@ -78,8 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="one JSON document")
     st = sub.add_parser("stats", help="packets and bytes per rule, summed over CPUs")
     st.add_argument("dev", metavar="DEV")
-    st.add_argument("--json", action="store_true", help="JSON (one line per read with --watch)")
-    st.add_argument("--watch", type=timeout, metavar="S", help="read again every S seconds")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON {"version": 1, "mode", "time", "dev", "prog_id", "rules", "unmatched"} '
+        "(one line per read with --watch)",
+    )
+    st.add_argument(
+        "--watch",
+        type=timeout,
+        metavar="S",
+        help="read again every S seconds, until the program is detached or replaced (exit 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,13 +166,21 @@ def _stats(args: argparse.Namespace) -> int:
             before = now
             sys.stdout.flush()
             time.sleep(args.watch)
+            if not f.attached():  # its maps still read, but no interface runs it
+                print(
+                    f"ipcnet xdp: {f.dev}: xdp program {f.prog_id} is no longer attached "
+                    "(detached or replaced)",
+                    file=sys.stderr,
+                )
+                return 1
     finally:
         f.close()
 
 
 def _print_stats(mode: str, s: Stats, before: Stats | None, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps({"mode": mode, "time": round(time.time(), 3), **s.to_dict()}))
+        doc = {"version": 1, "mode": mode, "time": round(time.time(), 3), **s.to_dict()}
+        print(json.dumps(doc))
         return
     old = {r.rule: r.packets for r in before.rules} if before else {}
     rows = [("action", "rule", "packets", "bytes") + (("pkt/s",) if before else ())]

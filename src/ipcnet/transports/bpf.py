@@ -22,6 +22,8 @@ from functools import cache
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD = 5
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 13, 14, 15
+LINK_GET_FD_BY_ID, LINK_GET_NEXT_ID = 30, 31
+LINK_TYPE_XDP = 6  # enum bpf_link_type
 
 PROG_TYPE_XDP = 6
 BPF_XDP = 37  # enum bpf_attach_type
@@ -134,16 +136,23 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
 def prog_load(insns: bytes, license: str, name: str, log_size: int = 1 << 22) -> int:
     """Load an XDP program; its descriptor. If the kernel refuses it, load it again with
     the verifier's log (level 1, into a buffer of ``log_size`` bytes): that rejection
-    raises ``VerifierError``, which carries the log so the caller can show its last lines."""
+    raises ``VerifierError``, which carries the log so the caller can show its last lines,
+    and the first refusal's errno (bpf(2): EACCES deemed unsafe, EINVAL invalid, E2BIG too
+    large): the second load's may be ENOSPC, which says only that the log did not fit (the
+    kernel keeps its tail). A refusal for want of privilege (EPERM) is no verdict on the
+    program: it is raised as it came, with no second load."""
     try:
         return _prog_load(insns, license, name, None)
-    except OSError:
+    except OSError as first:
+        if first.errno == errno.EPERM:
+            raise
         log = ctypes.create_string_buffer(log_size)
         try:
             return _prog_load(insns, license, name, log)
         except OSError as exc:
             text = log.value.decode(errors="replace")
-            raise VerifierError(exc.errno or 0, exc.strerror or "", text) from exc
+            code = first.errno or exc.errno or 0
+            raise VerifierError(code, os.strerror(code), text) from exc
 
 
 def _prog_load(
@@ -227,8 +236,39 @@ class MapInfo:
         self.name = raw[24:40].split(b"\0", 1)[0].decode(errors="replace")
 
 
+def xdp_links() -> dict[tuple[int, int], int]:
+    """Every XDP bpf link (BPF_LINK_CREATE, as libxdp attaches): {(program id, ifindex):
+    link id}. A link holds its program on the interface: netlink can neither remove nor
+    replace it ("Can't replace active BPF XDP link"); its owner, or ``bpftool link
+    detach``, can. A link gone while walked is skipped."""
+    found: dict[tuple[int, int], int] = {}
+    link_id = 0
+    while True:
+        attr = _attr("=I", link_id)
+        try:
+            _bpf(LINK_GET_NEXT_ID, attr)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return found
+            raise
+        (link_id,) = struct.unpack_from("=I", attr, 4)  # next_id
+        try:
+            fd = _bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        try:  # struct bpf_link_info: type, id, prog_id, then (8-aligned) xdp.ifindex
+            kind, _, prog_id, _, ifindex = struct.unpack_from("=IIIII", _info(fd, 64))
+        finally:
+            os.close(fd)
+        if kind == LINK_TYPE_XDP:
+            found[prog_id, ifindex] = link_id
+
+
 def close(*fds: int) -> None:
-    """Let go of program and map descriptors (negative ones stand for none)."""
+    """Let go of program and map descriptors, and a handle's namespace descriptor
+    (negative ones stand for none)."""
     for fd in fds:
         if fd >= 0:
             os.close(fd)

@@ -3,7 +3,8 @@
 Role: open one, send a request, receive the dump into the caller's buffer; building and
 parsing the messages is the inspector's (``ipcnet.inspector.netlink``). Rules: a kernel
 that refuses the socket (protocol not built, a sandbox) is ``Unsupported``; every other
-OSError is translated. One dump at a time per socket.
+OSError is translated. One dump at a time per socket. With ``netns`` (a descriptor from
+``netns.current()``) the socket is made in that network namespace and speaks for it.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import socket
 
 from ipcnet.errors import Unsupported
+from ipcnet.transports import netns as namespaces
 from ipcnet.transports.oserrors import translate
 
 
 class NetlinkSocket:
     """One netlink socket of ``protocol`` (NETLINK_SOCK_DIAG = 4 ...), named ``name``."""
 
-    def __init__(self, protocol: int, name: str) -> None:
+    def __init__(self, protocol: int, name: str, netns: int | None = None) -> None:
         self.where = f"{name} netlink socket"
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+            self.sock = namespaces.socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         except OSError as exc:
             raise Unsupported(f"no {self.where}: {exc}") from exc
 

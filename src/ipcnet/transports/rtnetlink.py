@@ -8,7 +8,8 @@ a ``NetlinkError`` (an OSError) carrying the kernel's extended ack text ("native
 generic XDP can't be active at the same time"), which the caller runs inside
 ``xdperrors.translating`` to become an ipcnet error; the errnos that are answers (a
 program replaced meanwhile, an interface gone) are answered here; the caller's network
-namespace is the one seen and changed.
+namespace is the one seen and changed, or the one named by ``netns`` (a descriptor from
+``netns.current()``): an interface index means something only in its own namespace.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ NETLINK_EXT_ACK, SOL_NETLINK = 11, 270
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 
-IFLA_IFNAME, IFLA_XDP = 3, 43
+IFLA_IFNAME, IFLA_XDP, IFLA_ALT_IFNAME = 3, 43, 53
 IFNAMSIZ = 16  # with the terminating NUL
+ALTIFNAMSIZ = 128  # an alternative name (ip link property add dev X altname NAME)
 IFLA_XDP_FD, IFLA_XDP_ATTACHED, IFLA_XDP_FLAGS, IFLA_XDP_PROG_ID = 1, 2, 3, 4
 IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID, IFLA_XDP_HW_PROG_ID = 5, 6, 7
 IFLA_XDP_EXPECTED_FD = 8
@@ -87,9 +89,9 @@ def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
     return found
 
 
-def _request(msg_type: int, flags: int, body: bytes) -> list[bytes]:
+def _request(msg_type: int, flags: int, body: bytes, netns: int | None = None) -> list[bytes]:
     """Send one request; return the payload of every reply message until done or acked."""
-    sock = NetlinkSocket(socket.NETLINK_ROUTE, "route")
+    sock = NetlinkSocket(socket.NETLINK_ROUTE, "route", netns)
     try:
         sock.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sock.send(_NLHDR.pack(_NLHDR.size + len(body), msg_type, flags, 1, 0) + body)
@@ -142,11 +144,27 @@ def _link(payload: bytes) -> Link:
 
 
 def get_link(name: str) -> Link:
-    """The interface called ``name`` (OSError ENODEV if there is none)."""
-    if len(name.encode()) >= IFNAMSIZ:  # the kernel's answer would be ERANGE, from its policy
+    """The interface called ``name``, its name or one of its alternative names, as
+    ``ip link show dev NAME`` finds it (OSError ENODEV if there is none). A name longer
+    than IFLA_IFNAME takes is asked for as IFLA_ALT_IFNAME."""
+    raw = name.encode()
+    if len(raw) >= ALTIFNAMSIZ:  # the kernel's answer would be ERANGE, from its policy
         raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
+    kind = IFLA_IFNAME if len(raw) < IFNAMSIZ else IFLA_ALT_IFNAME
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attr(kind, raw + b"\0")
     (reply,) = _request(RTM_GETLINK, NLM_F_REQUEST, body)
+    return _link(reply)
+
+
+def link_by_index(index: int, netns: int | None = None) -> Link | None:
+    """The interface with index ``index`` (of namespace ``netns``), or None if it is gone."""
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    try:
+        (reply,) = _request(RTM_GETLINK, NLM_F_REQUEST, body, netns)
+    except NetlinkError as exc:
+        if exc.errno != errno.ENODEV:
+            raise
+        return None
     return _link(reply)
 
 
@@ -156,7 +174,9 @@ def links() -> list[Link]:
     return [_link(p) for p in _request(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body)]
 
 
-def set_xdp(index: int, fd: int, flags: int, expected_fd: int | None = None) -> None:
+def set_xdp(
+    index: int, fd: int, flags: int, expected_fd: int | None = None, netns: int | None = None
+) -> None:
     """Attach program ``fd`` to interface ``index`` (``fd`` -1 detaches). With
     ``expected_fd`` the kernel changes it only if that program is the one attached."""
     nested = _attr(IFLA_XDP_FD, struct.pack("=i", fd))
@@ -165,7 +185,7 @@ def set_xdp(index: int, fd: int, flags: int, expected_fd: int | None = None) -> 
         nested += _attr(IFLA_XDP_EXPECTED_FD, struct.pack("=i", expected_fd))
     nested += _attr(IFLA_XDP_FLAGS, struct.pack("=I", flags))
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + _attr(IFLA_XDP | NLA_F_NESTED, nested)
-    _request(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, body)
+    _request(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, body, netns)
 
 
 def attach_xdp(index: int, fd: int, flags: int, clear: Iterable[str] = ()) -> None:
@@ -183,12 +203,12 @@ def attach_xdp(index: int, fd: int, flags: int, clear: Iterable[str] = ()) -> No
         set_xdp(index, fd, flags)
 
 
-def detach_xdp(index: int, mode: str, expected_fd: int) -> bool:
-    """Remove program ``expected_fd`` from interface ``index`` if it is still the one
-    attached in ``mode``; False if another replaced it (EEXIST) or the interface is gone
-    (ENODEV), and nothing was done."""
+def detach_xdp(index: int, mode: str, expected_fd: int, netns: int | None = None) -> bool:
+    """Remove program ``expected_fd`` from interface ``index`` (of namespace ``netns``) if
+    it is still the one attached in ``mode``; False if another replaced it (EEXIST) or the
+    interface is gone (ENODEV), and nothing was done."""
     try:
-        set_xdp(index, -1, MODE_FLAGS[mode], expected_fd)
+        set_xdp(index, -1, MODE_FLAGS[mode], expected_fd, netns)
     except NetlinkError as exc:
         if exc.errno not in (errno.EEXIST, errno.ENODEV):
             raise

@@ -17,10 +17,13 @@ from contextlib import contextmanager
 
 from ipcnet import errors
 from ipcnet.transports.bpf import VerifierError
-from ipcnet.transports.rtnetlink import IFNAMSIZ, NetlinkError
+from ipcnet.transports.rtnetlink import ALTIFNAMSIZ, IFNAMSIZ, NetlinkError
 
 NEED = "xdp needs root (or CAP_BPF and CAP_NET_ADMIN)"
 VERIFIER_LINES = 15
+# what BPF_PROG_LOAD's errno means, in bpf(2)'s words (its strerror, "permission denied"
+# for EACCES, would read as missing privileges, which have a message of their own)
+VERDICTS = {errno.EACCES: "deemed unsafe", errno.EINVAL: "invalid", errno.E2BIG: "too large"}
 
 
 def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
@@ -29,6 +32,9 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
     reason = (exc.strerror or str(exc)).lower()
     if isinstance(exc, VerifierError):  # its last lines say why
         tail = "\n".join("  " + line for line in exc.log.rstrip().splitlines()[-VERIFIER_LINES:])
+        verdict = VERDICTS.get(code or 0)
+        if verdict:
+            reason = f"{verdict}: {errno.errorcode[code or 0]}, bpf(2)"
         return errors.Unsupported(
             f"the kernel's verifier rejected the xdp program for {where} "
             f"({reason}); its last lines:\n{tail}"
@@ -42,7 +48,12 @@ def translate(exc: OSError, op: str, where: str) -> errors.IPCError:
         return errors.PermissionDenied(f"{op} {where}: permission denied ({NEED}){detail}")
     if code == errno.ENODEV:
         long = len(where.encode()) >= IFNAMSIZ
-        why = f" (interface names are at most {IFNAMSIZ - 1} bytes)" if long else ""
+        why = (
+            f" (interface names are at most {IFNAMSIZ - 1} bytes, alternative names "
+            f"{ALTIFNAMSIZ - 1})"
+            if long
+            else ""
+        )
         return errors.AddressNotAvailable(f"{op} {where}: no interface named {where!r}{why}")
     if code in (errno.EBUSY, errno.EEXIST):
         return errors.AddressInUse(

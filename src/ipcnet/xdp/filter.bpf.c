@@ -10,8 +10,11 @@
  *
  * Parsing, as the stack and iptables do: one VLAN tag; an IPv4 header of any IHL and
  * version 4 only; IPv6 extension headers walked to the UDP/TCP header (a first fragment,
- * an atomic one and AH included); later fragments, packets shorter than their IP length
- * and headers cut short have no ports and match no rule. A chain longer than the walk
+ * an atomic one and AH included); the ports are the first 4 bytes of the UDP or TCP
+ * header, read even where the rest is cut short (a tiny first fragment, RFC 1858); later
+ * fragments, packets shorter than their IP length and ports cut short (by the frame, or
+ * by the IP length: the Ethernet padding after a short packet is not part of it) have no
+ * ports and match no rule. A chain longer than the walk
  * hides the ports, so a drop rule cannot be dodged with padding headers: such a packet is
  * looked up as protocol PROTO_UNSEEN, port 0, a key ipcnet writes for its drop rules.
  *
@@ -86,25 +89,25 @@ static __always_inline void count(__u32 slot, __u64 bytes)
 	}
 }
 
-static __always_inline int ports(void *l4, void *end, __u8 proto, __u16 *port)
+/* The destination port of the UDP or TCP header at frame offset l4 (at data + l4): 0 with
+ * *port set, -1 if the packet has no ports to read. Both headers open with the source and
+ * the destination port, and those 4 bytes are all that is read: a first fragment may hold
+ * them and not the rest of the header (RFC 1858's tiny fragment: 8 bytes of a 20-byte TCP
+ * header), and the stack reassembles it with the rest, so a rule must see its port (nft
+ * reads it so; iptables' xt_tcp drops such a fragment outright). The 4 bytes must lie in
+ * the IP packet, which ends at frame offset ip_end (its length field's word: Ethernet
+ * padding or a trailer after it is not the packet's, and completes no header). */
+static __always_inline int ports(void *data, void *end, __u64 l4, __u64 ip_end, __u8 proto,
+				 __u16 *port)
 {
-	if (proto == IPPROTO_UDP) {
-		struct udphdr *udp = l4;
+	__u16 *p = data + l4; /* source port, destination port */
 
-		if ((void *)(udp + 1) > end)
-			return -1;
-		*port = udp->dest;
-		return 0;
-	}
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-
-		if ((void *)(tcp + 1) > end)
-			return -1;
-		*port = tcp->dest;
-		return 0;
-	}
-	return -1;
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+		return -1;
+	if ((void *)(p + 2) > end || l4 + 4 > ip_end)
+		return -1;
+	*port = p[1];
+	return 0;
 }
 
 struct frag_hdr { /* RFC 8200 4.5 */
@@ -181,6 +184,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 	struct rule_key key = {};
 	struct rule_value *rule;
 	__u64 l3len = bytes - sizeof(*eth); /* what the frame holds from the IP header on */
+	__u64 l3off = sizeof(*eth);          /* where the IP header starts */
 	__u16 proto;
 	void *l3;
 	int walked;
@@ -197,6 +201,7 @@ int ipcnet_xdp(struct xdp_md *ctx)
 		proto = vlan[1];
 		l3 = vlan + 2;
 		l3len -= 4;
+		l3off += 4;
 	}
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
@@ -210,7 +215,8 @@ int ipcnet_xdp(struct xdp_md *ctx)
 		key.family = 4;
 		key.proto = ip->protocol;
 		__builtin_memcpy(key.addr, &ip->daddr, 4);
-		if (ports((void *)ip + ip->ihl * 4, end, key.proto, &key.port))
+		if (ports(data, end, l3off + ip->ihl * 4, l3off + bpf_ntohs(ip->tot_len), key.proto,
+			  &key.port))
 			goto pass;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -231,7 +237,9 @@ int ipcnet_xdp(struct xdp_md *ctx)
 			goto pass;
 		} else {
 			barrier_var(upper);
-			if (upper > OFF_MAX || ports(data + upper, end, key.proto, &key.port))
+			if (upper > OFF_MAX ||
+			    ports(data, end, upper, l3off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len),
+				  key.proto, &key.port))
 				goto pass;
 		}
 	} else {

@@ -9,9 +9,11 @@ Rules: only the named interface is ever touched; an interface that already runs 
 program is left alone unless ``replace=True`` (the kernel enforces it with
 XDP_FLAGS_UPDATE_IF_NOEXIST, so a race cannot slip through); ``detach()`` removes a
 program only if it is still the one this handle attached (XDP_FLAGS_REPLACE with the
-expected descriptor); the kernel calls (``transports.bpf``, ``transports.rtnetlink``) run
-inside ``transports.xdperrors.translating``, so only ipcnet errors leave, and none is
-caught here to change its meaning.
+expected descriptor), from the network namespace the handle was made in; a program a
+bpf link holds (libxdp attaches so) is named with its link and left alone, since netlink
+cannot remove or replace it whatever the flags; the kernel calls (``transports.bpf``,
+``transports.rtnetlink``) run inside ``transports.xdperrors.translating``, so only ipcnet
+errors leave, and none is caught here to change its meaning.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ipcnet.errors import AddressInUse, IPCError, PermissionDenied, Unsupported
-from ipcnet.transports import bpf, procfs, rtnetlink
+from ipcnet.transports import bpf, netns, procfs, rtnetlink
 from ipcnet.transports.xdperrors import NEED, translating
 from ipcnet.xdp import build, elf
 from ipcnet.xdp.rules import COUNTERS, KEY, VALUE, Rule, decode, map_entries, parse_rules
@@ -107,11 +109,22 @@ class Program:
     jited: bool = False
     rules: list[Rule] = field(default_factory=list)  # ipcnet's own programs only
     ipcnet: bool = False
+    link: int | None = None  # the bpf link holding it, if one does (not netlink's to remove)
+
+    def held(self) -> str:
+        """What holds it, for a message: '' if netlink may remove or replace it."""
+        if self.link is None:
+            return ""
+        return (
+            f"program {self.prog_id} {self.name!r} is held by bpf link {self.link} ({self.mode} "
+            f"mode), which netlink can neither remove nor replace; left alone (bpftool link "
+            f"detach id {self.link} removes it)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = {
             k: getattr(self, k)
-            for k in ("dev", "ifindex", "prog_id", "mode", "name", "tag", "jited", "ipcnet")
+            for k in ("dev", "ifindex", "prog_id", "mode", "name", "tag", "jited", "ipcnet", "link")
         }
         d["rules"] = [{"action": r.action, "rule": r.target} for r in self.rules]
         return d
@@ -122,11 +135,15 @@ class XdpFilter:
 
     Used as a context manager it detaches on exit. ``close()`` only lets go of the
     descriptors: the program stays attached (as after ``ipcnet xdp attach``), and so it
-    does if the process is killed by a signal: the interface holds it, not the process."""
+    does if the process is killed by a signal: the interface holds it, not the process.
+    The handle keeps the network namespace its interface was found in: ``detach()`` acts
+    there, whichever thread (in whichever namespace) calls it."""
 
-    def __init__(self, dev: str, ifindex: int, mode: str, prog_fd: int, maps: dict[str, int]):
+    def __init__(
+        self, dev: str, ifindex: int, mode: str, prog_fd: int, maps: dict[str, int], ns: int
+    ):
         self.dev, self.ifindex, self.mode = dev, ifindex, mode
-        self._prog_fd, self._maps = prog_fd, maps
+        self._prog_fd, self._maps, self._netns = prog_fd, maps, ns
         self.prog_id = bpf.ProgInfo(prog_fd).id
         self._attached = True
 
@@ -160,6 +177,14 @@ class XdpFilter:
         rows = [RuleStats(rule, *totals[slot]) for slot, rule in sorted(slots.items())]
         return Stats(self.dev, self.prog_id, rows, *totals[0])
 
+    def attached(self) -> bool:
+        """Does the interface still run this program (not detached, replaced or gone)?"""
+        if not self._attached or self._prog_fd < 0:
+            return False
+        with translating("look up xdp on", self.dev):
+            link = rtnetlink.link_by_index(self.ifindex, self._netns)
+        return link is not None and any(a.prog_id == self.prog_id for a in link.xdp)
+
     def detach(self) -> None:
         """Remove the program from the interface if it is still this one; idempotent."""
         if not self._attached or self._prog_fd < 0:
@@ -167,12 +192,12 @@ class XdpFilter:
         self._attached = False
         with translating("detach xdp from", self.dev):
             # False if another program replaced ours or the interface went away: done too
-            rtnetlink.detach_xdp(self.ifindex, self.mode, self._prog_fd)
+            rtnetlink.detach_xdp(self.ifindex, self.mode, self._prog_fd, self._netns)
         self.close()
 
     def close(self) -> None:
-        bpf.close(self._prog_fd, *self._maps.values())
-        self._prog_fd, self._maps = -1, {}
+        bpf.close(self._prog_fd, *self._maps.values(), self._netns)
+        self._prog_fd, self._maps, self._netns = -1, {}, -1
 
     def __enter__(self) -> XdpFilter:
         return self
@@ -260,7 +285,8 @@ def _load(rules: list[Rule], source: Path) -> tuple[int, dict[str, int]]:
 
 
 def _programs(link: rtnetlink.Link) -> list[Program]:
-    found = []
+    found: list[Program] = []
+    held = bpf.xdp_links() if link.xdp else {}
     for a in link.xdp:
         fd = bpf.prog_fd_if_loaded(a.prog_id)
         if fd is None:  # gone since the dump
@@ -285,6 +311,7 @@ def _programs(link: rtnetlink.Link) -> list[Program]:
                     info.jited,
                     rules,
                     ours is not None,
+                    held.get((a.prog_id, link.index)),
                 )
             )
         finally:
@@ -325,15 +352,20 @@ def attach(
     require_privileges()
     with translating("attach xdp to", dev):
         link = rtnetlink.get_link(dev)
+        there_now = _programs(link)
+        for p in there_now:  # neither --replace nor a plain attach can move it
+            if p.held():
+                raise AddressInUse(f"attach xdp to {dev}: {p.held()}")
         if link.xdp and not replace:
             there = link.xdp[0]
-            name = next((f" {p.name!r}" for p in _programs(link) if p.prog_id == there.prog_id), "")
+            name = next((f" {p.name!r}" for p in there_now if p.prog_id == there.prog_id), "")
             raise AddressInUse(
                 f"attach xdp to {dev}: it already has xdp program {there.prog_id}{name} in "
                 f"{there.mode} mode; left alone (--replace replaces it)"
             )
     with translating("load", dev):
         prog_fd, maps = _load(rules, Path(source))
+    ns = -1
     try:
         with translating("attach xdp to", dev):
             flags = _ATTACH_FLAGS[mode] | (0 if replace else rtnetlink.XDP_FLAGS_UPDATE_IF_NOEXIST)
@@ -345,9 +377,10 @@ def attach(
             now = next((a for a in rtnetlink.get_link(dev).xdp if a.prog_id == prog_id), None)
             if now is None:
                 raise IPCError(f"attach xdp to {dev}: replaced by another program at once")
-        return XdpFilter(dev, link.index, now.mode, prog_fd, maps)
+            ns = netns.current()
+        return XdpFilter(dev, link.index, now.mode, prog_fd, maps, ns)
     except BaseException:
-        bpf.close(prog_fd, *maps.values())
+        bpf.close(prog_fd, *maps.values(), ns)
         raise
 
 
@@ -367,7 +400,11 @@ def find(dev: str) -> XdpFilter:
             raise Unsupported(
                 f"xdp program {a.prog_id} {info.name!r} on {dev} was not loaded by ipcnet"
             )
-        return XdpFilter(dev, link.index, a.mode, fd, maps)
+        try:
+            return XdpFilter(dev, link.index, a.mode, fd, maps, netns.current())
+        except BaseException:
+            bpf.close(fd, *maps.values())
+            raise
 
 
 def detach(dev: str, force: bool = False) -> list[Program]:
@@ -384,6 +421,8 @@ def detach(dev: str, force: bool = False) -> list[Program]:
                     f"detach xdp from {dev}: program {p.prog_id} {p.name!r} was not loaded by "
                     "ipcnet; left alone (--force removes it)"
                 )
+            if p.held():
+                raise AddressInUse(f"detach xdp from {dev}: {p.held()}")
         removed = []
         for p in programs:  # each only if still attached: one that replaced it is left alone
             fd = bpf.prog_fd_if_loaded(p.prog_id)

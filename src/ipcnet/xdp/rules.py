@@ -10,11 +10,13 @@ A rule matches packets by protocol, destination port and (optionally) destinatio
 address. ``udp://:53`` matches IPv4 and IPv6, ``udp4://:53`` / ``udp6://:53`` one family,
 ``udp://10.0.0.1:53`` or ``udp://[fd00::1]:53`` one address (``0.0.0.0`` / ``[::]``: any
 address of that family, ``[::ffff:10.0.0.1]`` that IPv4 address, as ``bind()`` reads
-them; a prefix is refused). ``tcp://`` rules match every segment to the port, SYNs
-included, so a dropped port never completes a handshake. An IPv6 packet whose chain of
-extension headers is longer than the program walks (16; RFC 8200 allows about six) hides
-its ports, though the stack still delivers it: it is dropped if a drop rule covers its
-family and address (counted by the first such rule), so padding headers dodge no drop rule.
+them; a prefix is read as nft reads it: /32 and /128 are the address, /0 any address of
+the family, any other is refused, and so is a port range). ``tcp://`` rules match every
+segment to the port, SYNs included, so a dropped port never completes a handshake. An
+IPv6 packet whose chain of extension headers is longer than the program walks (16; RFC
+8200 allows about six) hides its ports, though the stack still delivers it: it is dropped
+if a drop rule covers its family and address (counted by the first such rule), so padding
+headers dodge no drop rule.
 """
 
 from __future__ import annotations
@@ -70,15 +72,42 @@ class Rule:
 
 
 _PREFIX = re.compile(r"://\[?([0-9A-Fa-f:.]*)\]?/(\d+)")  # 10.0.0.0/8, [fd00::/8], [fd00::]/8
+_RANGE = re.compile(r":(\d+-\d+)$")  # :1000-2000, as nft writes a port range
+
+
+def _without_prefix(text: str, prefix: re.Match[str]) -> str:
+    """The rule with its prefix read as nft reads it (host bits cleared, as nft lists
+    ``10.0.0.1/24`` as ``10.0.0.0/24``): a full-length one is its address, /0 every address
+    of its family (``0.0.0.0`` or ``[::]``, as for bind); any other is refused."""
+    try:
+        net = ipaddress.ip_network(f"{prefix[1]}/{prefix[2]}", strict=False)
+    except ValueError:
+        raise InvalidAddress(
+            f"invalid xdp rule {text!r}: {prefix[1] + '/' + prefix[2]!r} is not an address prefix"
+        ) from None
+    if 0 < net.prefixlen < net.max_prefixlen:
+        raise InvalidAddress(
+            f"invalid xdp rule {text!r}: prefixes ({net}) are not supported; "
+            "give one address, or none for any"
+        )
+    host = str(net.network_address)
+    return (
+        text[: prefix.start()]
+        + (f"://[{host}]" if net.version == 6 else f"://{host}")
+        + (text[prefix.end() :].lstrip("]"))
+    )
 
 
 def parse_rule(text: str, action: str) -> Rule:
     """``udp://:53`` (and friends) -> Rule; InvalidAddress says what is wrong."""
     prefix = _PREFIX.search(text)
     if prefix:
+        text = _without_prefix(text, prefix)
+    ports = _RANGE.search(text)
+    if ports:
         raise InvalidAddress(
-            f"invalid xdp rule {text!r}: prefixes ({prefix[1]}/{prefix[2]}) are not supported; "
-            "give one address, or none for any"
+            f"invalid xdp rule {text!r}: port ranges ({ports[1]}) are not supported: one rule "
+            f"per port (at most {MAX_RULES})"
         )
     address = parse(text)
     proto = address.scheme.rstrip("46")
