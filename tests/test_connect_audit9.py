@@ -144,3 +144,28 @@ def test_a_one_way_peer_leaves_the_unused_descriptor_alone() -> None:
                 proc.kill()
                 proc.wait()
     assert (proc.returncode, out, err) == (0, b"one way\n", b"")
+
+
+def test_an_inherited_descriptor_of_the_wrong_kind_is_told_in_the_commands_words() -> None:
+    """``ipcnet connect fd://3`` on a listening socket was told to "use listen() to accept
+    on it", and ``--listen fd://3`` on a file to "connect() to use it": Python calls the
+    command line has not; the option that does it is --listen (nc -l, socat's ACCEPT-FD)."""
+    with socket.socket() as listening, open(os.devnull, "rb") as null:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        cases = [([], listening.fileno(), "use --listen to accept on it")]
+        cases.append((["--listen"], null.fileno(), "not a socket: connect to it without --listen"))
+        procs = [
+            subprocess.Popen(
+                [*IPCNET, *extra, f"fd://{fd}"],
+                pass_fds=[fd],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for extra, fd, _ in cases
+        ]
+        for (_, fd, words), proc in zip(cases, procs, strict=True):
+            err = proc.communicate(timeout=30)[1].decode()
+            assert proc.returncode == 1 and f"fd://{fd}" in err and words in err, err
+            assert "()" not in err and err.count("\n") == 1, err

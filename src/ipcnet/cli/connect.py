@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ipcnet.cli import tlsflags
 from ipcnet.cli.argtypes import MAX_BUFFER, seconds, timeout, whole
-from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated
+from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated, Unsupported
 
 if TYPE_CHECKING:
     from ipcnet.addresses import Address
@@ -226,10 +226,24 @@ def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:
     return data
 
 
+# an inherited descriptor of the wrong kind: the library's advice names its calls, this
+# command's the option that does the same
+_ADVICE = (
+    ("; use listen() to accept on it", "; use --listen to accept on it"),
+    ("; connect() to use it as a stream", ": connect to it without --listen"),
+    ("; connect() to use it", ": connect to it without --listen"),
+)
+
+
 def _fail(error: IPCError) -> int:
     message = str(error)
     if isinstance(error, Truncated):  # the library's max_size is this command's option
         message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
+    if isinstance(error, Unsupported):
+        for library, command in _ADVICE:
+            if message.endswith(library):
+                message = message.removesuffix(library) + command
+                break
     print(f"ipcnet connect: {message}", file=sys.stderr)
     return 1
 
