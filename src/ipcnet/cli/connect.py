@@ -11,6 +11,11 @@ peer on URL first: over a datagram address, the sender of the first datagram, th
 heard from then on (nc -u -l, socat UDP-LISTEN). Datagram addresses (and fd:// or
 systemd:// naming a datagram socket, as socat's FD:N) send one datagram per read of stdin
 and print each datagram received (``--max-datagram`` bounds its size).
+An option the address or the mode has no use for is a usage error (status 2), as socat
+refuses one "not supported with this address type": --max-datagram on a stream, a
+client's TLS flag (--insecure, --sni) with --listen, a server's (--tls-tickets) without.
+A stdin the peer's direction needs that is open for writing only (``0>>file``), or such a
+stdout open for reading only, is refused once the peer is open, before any byte moves.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from ipcnet.cli import tlsflags
 from ipcnet.cli.argtypes import MAX_BUFFER, seconds, timeout, whole
-from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated
+from ipcnet.errors import IPCError, PeerClosed, Timeout, Truncated, Unsupported
 
 if TYPE_CHECKING:
     from ipcnet.addresses import Address
@@ -58,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-datagram",
         type=whole(1, MAX_BUFFER),
-        default=65536,
+        default=None,
         metavar="BYTES",
         help="udp/unixgram: the largest datagram to receive (default 65536: every udp one; "
         "a unix one may be larger); a larger one ends the command with an error",
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ipcnet.relay import relay_datagrams, relay_streams
     from ipcnet.transports import process
     from ipcnet.transports.inherited import is_datagram
-    from ipcnet.transports.stdio import open_std_fds
+    from ipcnet.transports.stdio import directions, open_std_fds
 
     open_std_fds()  # before any socket: a closed fd 0 or 1 would become the socket
     address = parse(args.url)
@@ -89,11 +95,24 @@ def run(args: argparse.Namespace) -> int:
     child = None  # exec:'s process, reaped when its channel closes
     try:  # from the bind or the connect to the first peer: a signal ends the wait
         datagram = is_datagram(address)  # fd://, systemd://: what the socket is, as serve asks
+        unused = _unused_option(args, address, datagram)
+        if unused is not None:
+            print(f"ipcnet connect: {unused}", file=sys.stderr)
+            return 2
         if datagram:
-            endpoint = open_datagram(address, listen=args.listen, max_size=args.max_datagram)
-            first = _first_peer(endpoint, args.connect_timeout) if args.listen else b""
+            size = args.max_datagram or 65536
+            endpoint = open_datagram(address, listen=args.listen, max_size=size)
+            wrong = _wrong_way(directions, True, True)
+            first = b""
+            if wrong is None and args.listen:
+                first = _first_peer(endpoint, args.connect_timeout)
         else:
             peer = _open_stream(address, args)
+            wrong = _wrong_way(directions, peer.transport.writable, peer.transport.readable)
+        if wrong is not None:
+            _close(endpoint if datagram else peer)
+            print(f"ipcnet connect: {wrong}", file=sys.stderr)
+            return 1
     except IPCError as exc:
         return _fail(exc)
     except KeyboardInterrupt:
@@ -153,7 +172,35 @@ def _open_stream(address: Address, args: argparse.Namespace) -> Channel:
         return listener.accept()
 
 
-def _close(peer: Channel) -> bool:
+def _unused_option(args: argparse.Namespace, address: Address, datagram: bool) -> str | None:
+    """Why an option given makes no sense with this address or mode, or None."""
+    if args.max_datagram is not None and not datagram:
+        return f"--max-datagram is for datagram addresses (udp://, unixgram://), not {address}"
+    if args.listen:
+        for flag, given, what in (
+            ("--insecure", args.insecure, "the server's certificate left unchecked"),
+            ("--sni", args.sni, "the server name it asks for"),
+        ):
+            if given is not None:
+                return f"{flag} is a tls client's option ({what}): not with --listen"
+    elif args.tls_tickets is not None:
+        return "--tls-tickets is a tls server's option (the tickets it sends): only with --listen"
+    return None
+
+
+def _wrong_way(
+    directions: Callable[[int], tuple[bool, bool]], reads: bool, writes: bool
+) -> str | None:
+    """Why stdin (read when ``reads``) or stdout (written when ``writes``) cannot be, or None:
+    a descriptor open the other way only, whose read or write would be EBADF ("closed")."""
+    if reads and not directions(0)[0]:
+        return "cannot read stdin: descriptor 0 is open for writing only"
+    if writes and not directions(1)[1]:
+        return "cannot write stdout: descriptor 1 is open for reading only"
+    return None
+
+
+def _close(peer: Channel | DatagramEndpoint) -> bool:
     """Close the peer; True if a stop signal came while it was closed (an exec: child
     waited for, then killed, by its close)."""
     try:
@@ -179,10 +226,24 @@ def _first_peer(endpoint: DatagramEndpoint, timeout: float) -> bytes:
     return data
 
 
+# an inherited descriptor of the wrong kind: the library's advice names its calls, this
+# command's the option that does the same
+_ADVICE = (
+    ("; use listen() to accept on it", "; use --listen to accept on it"),
+    ("; connect() to use it as a stream", ": connect to it without --listen"),
+    ("; connect() to use it", ": connect to it without --listen"),
+)
+
+
 def _fail(error: IPCError) -> int:
     message = str(error)
     if isinstance(error, Truncated):  # the library's max_size is this command's option
         message = message.removesuffix(" (raise max_size)") + " (raise --max-datagram)"
+    if isinstance(error, Unsupported):
+        for library, command in _ADVICE:
+            if message.endswith(library):
+                message = message.removesuffix(library) + command
+                break
     print(f"ipcnet connect: {message}", file=sys.stderr)
     return 1
 
