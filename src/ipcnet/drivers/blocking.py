@@ -542,7 +542,7 @@ def _child_main(core: ServerCore, stream: SocketStream, held: Iterable[int]) -> 
     code = 0
     try:
         core.after_fork_child()
-        row = core.counters.row(0)
+        row = core.row  # its parent's (a prefork worker's own, under --inner forkconc)
         local = LocalRow()
         conn = Conn(stream)
         for sig in STOP_SIGNALS:

@@ -189,6 +189,8 @@ class ServerCore:
             # its draining predecessor still writes (prefork.py; issue 14)
             workers=2 * config.workers if model.worker_rows else 0,
             threaded=serving(config.model, config.inner).threaded,
+            # the fork models' children add their totals to their parent's row
+            forked=serving(config.model, config.inner).forks,
         )
         self.row: Row = self.counters.main
         self.listeners: list[Listener[SocketStream]] = []
