@@ -6,16 +6,25 @@ What differed and was ipcnet's defect is checked here:
   it (a datagram's bytes, accepted, active): a child's totals added between the parent's
   read and write of a cell were lost, and bytes_in fell short of what clients sent
   (1,703 of 27,135 bytes in one run of 20 connections and 3 datagrams). The rows of the
-  fork models are written under the process lock in every process now.
+  fork models are written under the process lock in every process now;
+- the listen(2) backlog was fixed at 128, with no option (ServeConfig had the field, the CLI
+  did not offer it): nginx has listen ... backlog=, gunicorn --backlog, HAProxy backlog.
+  ``--backlog B`` sets it for every stream listener (the kernel caps it at somaxconn).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from ipcnet.drivers import ServeConfig
 from ipcnet.drivers.core import ServerCore
 from ipcnet.protocols.simple import Echo
+from serverkit import serving
 
 
 def test_a_fork_childs_totals_are_never_lost_to_its_parents_own_counts() -> None:
@@ -44,3 +53,29 @@ def test_a_fork_childs_totals_are_never_lost_to_its_parents_own_counts() -> None
         assert lost == 0, f"{lost} of the child's {n} lost"
     finally:
         core.close()
+
+
+def _listen_queues(port: int, path: str) -> list[int]:
+    """The backlogs ss(8) shows (Send-Q of a listening socket) on ``port`` and ``path``."""
+    out = "".join(
+        subprocess.run(["ss", "-Hl", kind], capture_output=True, text=True, timeout=10).stdout
+        for kind in ("-tn", "-x")
+    )
+    queues = []
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[4] if fields[0] == "u_str" else fields[3]
+        if local == path or local.endswith(f":{port}"):
+            queues.append(int(fields[3] if fields[0] == "u_str" else fields[2]))
+    return queues
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_backlog_is_an_option_for_every_listener(short_tmp: Path) -> None:
+    path = str(short_tmp / "b.sock")
+    extra = ("--backlog", "7")
+    with serving("echo", "tcp://127.0.0.1:0", f"unix://{path}", extra=extra) as s:
+        port = int(s.url("tcp").rsplit(":", 1)[1])
+        # nginx's listen backlog=, gunicorn's --backlog, HAProxy's backlog: each listener
+        # has the queue asked for (a --reuse-port worker's opens as these do: open_stream)
+        assert _listen_queues(port, path) == [7, 7], _listen_queues(port, path)
