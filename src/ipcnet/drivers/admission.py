@@ -9,9 +9,14 @@ Rules:
   that connection is refused: the server goes on, as socketserver's handle_error does);
   a connection over --max-conns is refused explicitly (the service's refusal bytes, if
   any, then FIN; what the client already sent is read and dropped first, or the close
-  would be an RST), never left hanging in the backlog; so is one whose descriptor the
-  model cannot watch (``fd_limit``: select(2)'s FD_SETSIZE; a larger one made select
-  raise and the server exit; nginx refuses to start select with more connections);
+  would be an RST), never left hanging in the backlog, unless a sibling has room for it:
+  a prefork worker at its limit on a listener it shares (``core.room_elsewhere``) stops
+  accepting for ACCEPT_PAUSE s while another worker is under its own, leaving the
+  connection to that one (nginx's ngx_accept_disabled: a worker short of connections lets
+  the others accept), and refuses only once every worker is full; so is one whose
+  descriptor the model cannot watch (``fd_limit``: select(2)'s FD_SETSIZE; a larger one
+  made select raise and the server exit; nginx refuses to start select with more
+  connections);
 - ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
   read) and closes one without traffic for longer than --idle-timeout, idle or owing output
   its peer does not take (a client that stopped reading holds a connection as surely as
@@ -92,6 +97,10 @@ class Gate:
         for _ in range(batch):
             if self.paused_until or (core.stopping.is_set() and not last):
                 return
+            elsewhere = core.room_elsewhere  # a prefork worker's siblings (see the rules)
+            if not last and elsewhere is not None and self.active() >= limit and elsewhere():
+                self.defer()
+                return
             try:
                 stream = listener.try_accept()
             except Busy as exc:
@@ -127,6 +136,11 @@ class Gate:
         stop accepting for ACCEPT_PAUSE s, rather than failing one connection after another."""
         self._warn(f"{exc}; pausing accept for {ACCEPT_PAUSE:.1f} s")
         self.core.row.add("errors")
+        self.defer()
+
+    def defer(self) -> None:
+        """At our limit, with room in a sibling: leave the listener to it for ACCEPT_PAUSE s
+        (no error: nothing failed)."""
         self.paused_until = time.monotonic() + ACCEPT_PAUSE
         if self.unwatch is not None:
             for listener in self.core.listeners:

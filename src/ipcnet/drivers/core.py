@@ -218,6 +218,9 @@ class ServerCore:
         self.upgrader: threading.Thread | None = None  # SIGUSR2's, while it runs (upgrade.py)
         self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
+        # a prefork worker on a listener its siblings share: whether one of them is under
+        # --max-conns (admission: a full worker leaves the connection to it)
+        self.room_elsewhere: Callable[[], bool] | None = None
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         # SIGUSR1: reopen log files (the http access log), prefork tells its workers
         self.on_reopen: list[Callable[[], None]] = []
