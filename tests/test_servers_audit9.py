@@ -9,11 +9,20 @@ What differed and was ipcnet's defect is checked here:
   fork models are written under the process lock in every process now;
 - the listen(2) backlog was fixed at 128, with no option (ServeConfig had the field, the CLI
   did not offer it): nginx has listen ... backlog=, gunicorn --backlog, HAProxy backlog.
-  ``--backlog B`` sets it for every stream listener (the kernel caps it at somaxconn).
+  ``--backlog B`` sets it for every stream listener (the kernel caps it at somaxconn);
+- a connection refused over --max-conns was counted and never logged: the log said
+  nothing of clients turned away (nginx logs "worker_connections are not enough"). The
+  first refusal is logged, then at most one line every 5 s with the count since;
+- prefork workers share one listening socket and the kernel wakes them all: the first to
+  accept took the connection, full or not, so with --workers 3 --max-conns 2 the 4th,
+  5th or 6th client was refused while a sibling had room (3 runs in 4). A worker at its
+  limit now leaves the socket to a sibling under its own for 0.1 s (nginx's
+  ngx_accept_disabled), and refuses once every worker is full.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+import ipcnet
+from ipcnet import errors
 from ipcnet.drivers import ServeConfig
 from ipcnet.drivers.core import ServerCore
 from ipcnet.protocols.simple import Echo
@@ -70,12 +81,54 @@ def _listen_queues(port: int, path: str) -> list[int]:
     return queues
 
 
+def _refused(url: str) -> None:
+    with ipcnet.connect(url, timeout=5) as ch:
+        try:
+            assert ch.read() == b"", "served over --max-conns"
+        except errors.Reset:
+            pass
+
+
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
-def test_backlog_is_an_option_for_every_listener(short_tmp: Path) -> None:
+def test_backlog_option_and_max_conns_refusals_logged_once(short_tmp: Path) -> None:
     path = str(short_tmp / "b.sock")
-    extra = ("--backlog", "7")
+    stats = str(short_tmp / "st.sock")
+    extra = ("--backlog", "7", "--max-conns", "1", "--stats", f"unix://{stats}")
     with serving("echo", "tcp://127.0.0.1:0", f"unix://{path}", extra=extra) as s:
         port = int(s.url("tcp").rsplit(":", 1)[1])
         # nginx's listen backlog=, gunicorn's --backlog, HAProxy's backlog: each listener
         # has the queue asked for (a --reuse-port worker's opens as these do: open_stream)
         assert _listen_queues(port, path) == [7, 7], _listen_queues(port, path)
+        with ipcnet.connect(s.url("tcp"), timeout=5) as held:
+            held.write(b"h")
+            assert held.read(1) == b"h"
+            for _ in range(5):  # a client retrying at once
+                _refused(s.url("tcp"))
+            with ipcnet.connect(f"unix://{stats}", timeout=5) as ch:
+                assert json.loads(ch.read())["refused"] == 5
+    # counted each time, said once (nginx: "worker_connections are not enough"); the
+    # operator learns why clients are turned away without a line per retry
+    said = [line for line in s.log if "refused" in line]
+    assert len(said) == 1 and "--max-conns 1" in said[0], s.log
+
+
+def test_a_full_prefork_worker_leaves_a_connection_to_a_sibling_with_room() -> None:
+    """Three workers of --max-conns 2 serve six clients; the seventh is refused."""
+    extra = ("--max-conns", "2", "--workers", "3")
+    with serving("echo", "tcp://127.0.0.1:0", model="prefork", extra=extra) as server:
+        url = server.url("tcp")
+        held = []
+        try:
+            for i in range(6):  # one at a time: whichever worker the kernel wakes first
+                ch = ipcnet.connect(url, timeout=5)
+                held.append(ch)
+                ch.write(b"%d" % i)
+                assert ch.read(1) == b"%d" % i, f"client {i + 1} of 6 was refused"
+            with ipcnet.connect(url, timeout=5) as seventh:  # every worker is full
+                try:
+                    assert seventh.read() == b""
+                except errors.Reset:
+                    pass
+        finally:
+            for ch in held:
+                ch.close()

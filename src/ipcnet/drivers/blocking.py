@@ -349,7 +349,7 @@ def accept_loop(
             try:
                 dispatch(stream)
             except IPCError as exc:  # no process or thread could take it
-                refuse(core, stream)
+                refuse(core, stream, why=str(exc), quiet=True)  # pause() says it
                 gate.pause(exc)
 
     try:
@@ -707,7 +707,7 @@ class Pool(Model):
             self.queue.put_nowait(conn)
         except queue.Full:
             self.threads.forget(conn)
-            refuse(self.core, stream)
+            refuse(self.core, stream, why=f"the pool's queue of {self.queue.maxsize} is full")
             return
         self.core.row.add("accepted")
 
