@@ -17,7 +17,15 @@ What differed and was ipcnet's defect is checked here:
   accept took the connection, full or not, so with --workers 3 --max-conns 2 the 4th,
   5th or 6th client was refused while a sibling had room (3 runs in 4). A worker at its
   limit now leaves the socket to a sibling under its own for 0.1 s (nginx's
-  ngx_accept_disabled), and refuses once every worker is full.
+  ngx_accept_disabled), and refuses once every worker is full;
+- the iterative and fork models waited out a busy connection at a stop, --grace or not:
+  a 4 s job kept a server with --grace 0.5 serving 4 s, and a second SIGTERM did not
+  force the iterative one (its one thread was in the job, and its handler ended only an
+  idle connection; the fork parent sat in waitpid(2)). Every other model keeps the rule
+  (busy connections finish within the grace period, then are forced; gunicorn's
+  graceful_timeout, nginx's worker_shutdown_timeout): the iterative model arms SIGALRM
+  at the deadline, and the alarm or a second signal ends the connection in hand; the
+  fork parent waits for its child on the waker (SIGCHLD) and kills it at the deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +45,7 @@ from ipcnet import errors
 from ipcnet.drivers import ServeConfig
 from ipcnet.drivers.core import ServerCore
 from ipcnet.protocols.simple import Echo
-from serverkit import serving
+from serverkit import serving, start_slow
 
 
 def test_a_fork_childs_totals_are_never_lost_to_its_parents_own_counts() -> None:
@@ -132,3 +142,32 @@ def test_a_full_prefork_worker_leaves_a_connection_to_a_sibling_with_room() -> N
         finally:
             for ch in held:
                 ch.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "grace", "signals"),
+    [
+        ("iterative", 0.5, 1),  # the grace period ends the job in hand
+        ("fork", 0.5, 1),
+        ("iterative", 30.0, 2),  # a second signal forces, whatever the grace
+    ],
+)
+def test_a_serial_models_stop_ends_a_busy_connection_at_the_deadline(
+    model: str, grace: float, signals: int
+) -> None:
+    server = start_slow(model, grace, "tcp://127.0.0.1:0")
+    try:
+        with ipcnet.connect(server.url("tcp"), timeout=10) as busy:
+            busy.write(b"hi\n")
+            assert busy.readline() == b"hi\n"
+            busy.write(b"sleep 4\n")  # a blocking job, run inline (or in the fork child)
+            time.sleep(0.2)
+            started = time.monotonic()
+            for _ in range(signals):
+                server.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
+            assert server.proc.wait(10) == 0
+            took = time.monotonic() - started
+            assert took < 2.5, f"stopped {took:.1f} s after the signal (--grace {grace:g})"
+    finally:
+        server.stop()
