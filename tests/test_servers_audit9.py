@@ -26,6 +26,8 @@ What differed and was ipcnet's defect is checked here:
   graceful_timeout, nginx's worker_shutdown_timeout): the iterative model arms SIGALRM
   at the deadline, and the alarm or a second signal ends the connection in hand; the
   fork parent waits for its child on the waker (SIGCHLD) and kills it at the deadline.
+  A client that connected and sent nothing (its request may be on its way: it gets the
+  grace period) held both until --idle-timeout (300 s) for the same reason.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def test_a_full_prefork_worker_leaves_a_connection_to_a_sibling_with_room() -> N
         ("iterative", 0.5, 1),  # the grace period ends the job in hand
         ("fork", 0.5, 1),
         ("iterative", 30.0, 2),  # a second signal forces, whatever the grace
+        ("iterative", 0.5, 0),  # a client that connected and never sent a byte
     ],
 )
 def test_a_serial_models_stop_ends_a_busy_connection_at_the_deadline(
@@ -158,12 +161,13 @@ def test_a_serial_models_stop_ends_a_busy_connection_at_the_deadline(
     server = start_slow(model, grace, "tcp://127.0.0.1:0")
     try:
         with ipcnet.connect(server.url("tcp"), timeout=10) as busy:
-            busy.write(b"hi\n")
-            assert busy.readline() == b"hi\n"
-            busy.write(b"sleep 4\n")  # a blocking job, run inline (or in the fork child)
+            if signals:
+                busy.write(b"hi\n")
+                assert busy.readline() == b"hi\n"
+                busy.write(b"sleep 4\n")  # a blocking job, run inline (or in the fork child)
             time.sleep(0.2)
             started = time.monotonic()
-            for _ in range(signals):
+            for _ in range(max(1, signals)):
                 server.proc.send_signal(signal.SIGTERM)
                 time.sleep(0.1)
             assert server.proc.wait(10) == 0
