@@ -60,6 +60,14 @@ def common_options(use: str = "serve") -> argparse.ArgumentParser:
         metavar="K",
         help=f"connections per process ({d.max_conns})",
     )
+    g.add_argument(  # nginx's listen backlog=, gunicorn's --backlog, HAProxy's backlog
+        "--backlog",
+        type=whole(1),
+        default=d.backlog,
+        metavar="B",
+        help=f"listen(2) queue of each stream listener ({d.backlog}; the kernel caps it at "
+        "net.core.somaxconn)",
+    )
     g.add_argument(
         "--queue",
         type=whole(0),
@@ -182,6 +190,7 @@ def config_from(args: argparse.Namespace) -> Any:
         workers=args.workers,
         inner=args.inner,
         max_conns=args.max_conns,
+        backlog=args.backlog,
         queue=args.queue,
         grace=args.grace,
         idle_timeout=args.idle_timeout or None,

@@ -9,9 +9,16 @@ Rules:
   that connection is refused: the server goes on, as socketserver's handle_error does);
   a connection over --max-conns is refused explicitly (the service's refusal bytes, if
   any, then FIN; what the client already sent is read and dropped first, or the close
-  would be an RST), never left hanging in the backlog; so is one whose descriptor the
-  model cannot watch (``fd_limit``: select(2)'s FD_SETSIZE; a larger one made select
-  raise and the server exit; nginx refuses to start select with more connections);
+  would be an RST), counted, and logged at most once every LOG_EVERY s, with the count
+  since (a client retrying is not a line a retry; nginx's "worker_connections are not
+  enough"), never left hanging in the backlog, unless a sibling has room for it:
+  a prefork worker at its limit on a listener it shares (``core.room_elsewhere``) stops
+  accepting for ACCEPT_PAUSE s while another worker is under its own, leaving the
+  connection to that one (nginx's ngx_accept_disabled: a worker short of connections lets
+  the others accept), and refuses only once every worker is full; so is one whose
+  descriptor the model cannot watch (``fd_limit``: select(2)'s FD_SETSIZE; a larger one
+  made select raise and the server exit; nginx refuses to start select with more
+  connections);
 - ``sweep`` adds each connection's byte counts to the shared row (once a second, not per
   read) and closes one without traffic for longer than --idle-timeout, idle or owing output
   its peer does not take (a client that stopped reading holds a connection as surely as
@@ -58,6 +65,7 @@ log = logging.getLogger("ipcnet.serve")
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after EMFILE/ENFILE
 BATCH = 64  # connections taken from a ready listener before looking at the others
 QUEUED = 4096  # the most taken from a listener's queue when a stop closes it (its backlog)
+LOG_EVERY = 5  # seconds between log lines of one kind (refusals, an accept pause)
 REFUSAL_DRAIN = 4  # reads of what a refused client already sent (so close sends FIN, not RST)
 READ_SIZE = 64 * 1024
 
@@ -92,6 +100,10 @@ class Gate:
         for _ in range(batch):
             if self.paused_until or (core.stopping.is_set() and not last):
                 return
+            elsewhere = core.room_elsewhere  # a prefork worker's siblings (see the rules)
+            if not last and elsewhere is not None and self.active() >= limit and elsewhere():
+                self.defer()
+                return
             try:
                 stream = listener.try_accept()
             except Busy as exc:
@@ -112,13 +124,13 @@ class Gate:
                     f"cannot watch fd {stream.fileno()} (select(2) takes fds below "
                     f"{self.fd_limit}): connection refused; poll and epoll have no such limit"
                 )
-                refuse(core, stream)
+                refuse(core, stream, why=f"fd {stream.fileno()} over select(2)'s limit", quiet=True)
                 continue
             yield stream
 
     def _warn(self, what: str) -> None:
         now = time.monotonic()
-        if now - self._logged > 5:  # at most every 5 s
+        if now - self._logged > LOG_EVERY:
             log.warning("%s", what)
             self._logged = now
 
@@ -127,6 +139,11 @@ class Gate:
         stop accepting for ACCEPT_PAUSE s, rather than failing one connection after another."""
         self._warn(f"{exc}; pausing accept for {ACCEPT_PAUSE:.1f} s")
         self.core.row.add("errors")
+        self.defer()
+
+    def defer(self) -> None:
+        """At our limit, with room in a sibling: leave the listener to it for ACCEPT_PAUSE s
+        (no error: nothing failed)."""
         self.paused_until = time.monotonic() + ACCEPT_PAUSE
         if self.unwatch is not None:
             for listener in self.core.listeners:
@@ -150,11 +167,39 @@ class Gate:
                     self.watch(listener)
 
 
-def refuse(core: ServerCore, stream: SocketStream, row: Row | None = None) -> None:
-    """Tell an over-limit connection so (the service's refusal bytes) and close it."""
+class _Said:
+    """When refusals were last logged, and how many came since (one process's)."""
+
+    at: float = -float(LOG_EVERY)
+    count = 0
+
+
+def refuse(
+    core: ServerCore,
+    stream: SocketStream,
+    row: Row | None = None,
+    why: str | None = None,
+    quiet: bool = False,
+) -> None:
+    """Tell an over-limit connection so (the service's refusal bytes) and close it; logged
+    at most every LOG_EVERY s with the count since (``why``: a reason other than being over
+    --max-conns; ``quiet``: the caller logged it already). Counted all the same."""
     (row or core.row).add("refused")
+    reason = why or f"over --max-conns {core.config.max_conns}"
     if core.trace:
-        core.trace(f"refuse fd {stream.fileno()}: over --max-conns {core.config.max_conns}")
+        core.trace(f"refuse fd {stream.fileno()}: {reason}")
+    if not quiet:
+        _Said.count += 1
+        now = time.monotonic()
+        if now - _Said.at >= LOG_EVERY:
+            n, _Said.count, _Said.at = _Said.count, 0, now
+            log.warning(
+                "%s: %d connection%s refused (said at most every %d s)",
+                reason,
+                n,
+                "" if n == 1 else "s",
+                LOG_EVERY,
+            )
     refusal = core.service.refusal
     try:
         stream.set_blocking(False)

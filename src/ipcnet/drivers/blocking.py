@@ -354,7 +354,7 @@ def accept_loop(
             try:
                 dispatch(stream)
             except IPCError as exc:  # no process or thread could take it
-                refuse(core, stream)
+                refuse(core, stream, why=str(exc), quiet=True)  # pause() says it
                 gate.pause(exc)
 
     try:
@@ -411,6 +411,8 @@ class Iterative(Model):
         self.current = Conn(stream)
         try:
             run_connection(self.core, stream, row, self.current)
+        except StopServing:  # the deadline's, in run_connection's own closing steps
+            pass
         finally:
             self.current = None
             row.add("active", -1)
@@ -418,23 +420,36 @@ class Iterative(Model):
 
 
 def _install_stop_handler(core: ServerCore, current: Any) -> dict[int, Any]:
-    """SIGTERM/SIGINT: request a stop; if the connection in hand is idle, end it now."""
+    """SIGTERM/SIGINT: request a stop; if the connection in hand is idle, end it now; if
+    it is busy, at the end of the grace period (SIGALRM), or at once on a second signal:
+    the one thread is the one serving it, in a blocking call or a job run inline, and only
+    a signal's handler reaches it there (it waited out its job, --grace or not)."""
 
     def handler(signum: int, frame: object) -> None:
         core.terminate()  # during a --drain-delay it serves on: end nothing until stopping
         conn = current()
         if conn is None or not core.stopping.is_set():
             return
-        if conn.idle and (conn.quiet or core.forcing.is_set()):
+        if core.forcing.is_set() or (conn.idle and conn.quiet):
+            raise StopServing
+        if signal.getitimer(signal.ITIMER_REAL)[0] == 0:  # the deadline, once
+            signal.setitimer(signal.ITIMER_REAL, max(core.time_left(), 0.001))
+
+    def deadline(signum: int, frame: object) -> None:
+        core.request_stop(force=True)
+        if current() is not None:
             raise StopServing
 
     previous: dict[int, Any] = {}
     for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, handler)
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, deadline)
     return previous
 
 
 def _restore_handlers(previous: dict[int, Any]) -> None:
+    if signal.SIGALRM in previous:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 
@@ -465,7 +480,16 @@ class Children:
         return pid
 
     def wait(self, pid: int) -> None:
-        process.wait(pid)
+        """Until child ``pid`` ends; while stopping, killed at the deadline (its SIGCHLD
+        wakes the waker: see ``Fork``). A blocking waitpid(2) waited out a busy child,
+        --grace or not."""
+        core = self.core
+        while (ended := process.wait(pid, block=False)) is not None and ended[0] == 0:
+            if core.stopping.is_set() and core.time_left() <= 0:
+                process.kill(pid, signal.SIGKILL)
+                process.wait(pid)
+                break
+            core.waker.wait(core.time_left() if core.stopping.is_set() else None)
         self._reaped(pid)
 
     def _reaped(self, pid: int) -> None:
@@ -505,8 +529,13 @@ class Fork(Model):
 
     def serve(self) -> None:
         children = Children(self.core)
-        accept_loop(self.core, children.pids.__len__, lambda s: children.wait(children.fork(s)))
-        children.drain()
+        waker = self.core.waker  # the child's end wakes the parent's wait (Children.wait)
+        previous = signal.signal(signal.SIGCHLD, lambda s, f: waker.wake(b"c"))
+        try:
+            accept_loop(self.core, children.pids.__len__, lambda s: children.wait(children.fork(s)))
+            children.drain()
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
 
 
 class ForkConcurrent(Model):
@@ -547,7 +576,7 @@ def _child_main(core: ServerCore, stream: SocketStream, held: Iterable[int]) -> 
     code = 0
     try:
         core.after_fork_child()
-        row = core.counters.row(0)
+        row = core.row  # its parent's (a prefork worker's own, under --inner forkconc)
         local = LocalRow()
         conn = Conn(stream)
         for sig in STOP_SIGNALS:
@@ -712,7 +741,7 @@ class Pool(Model):
             self.queue.put_nowait(conn)
         except queue.Full:
             self.threads.forget(conn)
-            refuse(self.core, stream)
+            refuse(self.core, stream, why=f"the pool's queue of {self.queue.maxsize} is full")
             return
         self.core.row.add("accepted")
 

@@ -189,6 +189,8 @@ class ServerCore:
             # its draining predecessor still writes (prefork.py; issue 14)
             workers=2 * config.workers if model.worker_rows else 0,
             threaded=serving(config.model, config.inner).threaded,
+            # the fork models' children add their totals to their parent's row
+            forked=serving(config.model, config.inner).forks,
         )
         self.row: Row = self.counters.main
         self.listeners: list[Listener[SocketStream]] = []
@@ -216,6 +218,9 @@ class ServerCore:
         self.upgrader: threading.Thread | None = None  # SIGUSR2's, while it runs (upgrade.py)
         self.draining = False  # --drain-delay running (upgrade.terminate)
         self.linger_until = 0.0  # while stopping: idle connections stay open until then
+        # a prefork worker on a listener its siblings share: whether one of them is under
+        # --max-conns (admission: a full worker leaves the connection to it)
+        self.room_elsewhere: Callable[[], bool] | None = None
         self.on_reload: list[Callable[[], None]] = []  # SIGHUP: TLS reloads, prefork replaces
         # SIGUSR1: reopen log files (the http access log), prefork tells its workers
         self.on_reopen: list[Callable[[], None]] = []

@@ -4,7 +4,9 @@ Role: accepted, active, refused, bytes in/out, errors, and per-worker state, rea
 the serving process, its workers and the stats socket. Rules: memory is an anonymous
 shared mapping made before any fork, so forked workers write where the parent reads; each
 worker writes only its own row (no cross-process races); processes that share a row (the
-children of the fork models, which add their totals once at exit) take the row lock.
+children of the fork models, which add their totals once at exit, and their parent, which
+counts accepts and datagrams meanwhile) all write it under the process lock: an unlocked
+``+=`` in the parent, between a child's read and write of a cell, lost the child's totals.
 Retiring a row (moving an ended worker's counts into row 0) is a seqlock's write: a
 generation cell is odd while the counts move, and a snapshot taken meanwhile is taken
 again, so a total never drops nor counts a row twice (a Prometheus counter that
@@ -15,10 +17,12 @@ thread at a fork would stay held in the forked worker.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ipcnet.transports.processlock import ProcessLock
@@ -55,7 +59,9 @@ class Row:
 
     __slots__ = ("_base", "_cells", "_lock")
 
-    def __init__(self, cells: memoryview, index: int, lock: threading.Lock | None) -> None:
+    def __init__(
+        self, cells: memoryview, index: int, lock: AbstractContextManager[Any] | None
+    ) -> None:
         self._cells = cells
         self._base = index * _WIDTH
         self._lock = lock
@@ -104,18 +110,19 @@ class Row:
         in one call (and one lock) instead of six."""
         cells, base = self._cells, self._base
         cell = base + _HIST + bisect.bisect_left(DURATION_BUCKETS, seconds)
-        if self._lock is not None:
-            self._lock.acquire()
-        try:
+        with self._lock or _NO_LOCK:
             cells[base + _BYTES_IN] += bytes_in
             cells[base + _BYTES_OUT] += bytes_out
             cells[base + _ACTIVE] -= 1
             cells[base + _HANDLED] += 1
             cells[cell] += 1
             cells[base + _HIST_SUM] += int(seconds * 1e6)
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+
+    def add_all(self, amounts: dict[str, int]) -> None:
+        """Add several fields, the caller holding whatever lock the row needs."""
+        cells, base = self._cells, self._base
+        for field, amount in amounts.items():
+            cells[base + _INDEX[field]] += amount
 
     def durations(self) -> list[int]:
         return [int(v) for v in self._cells[self._base + _HIST : self._base + _WIDTH]]
@@ -129,29 +136,36 @@ class Row:
         return values
 
 
+_NO_LOCK = contextlib.nullcontext()
+
+
 class Counters:
     """Rows 0..workers; row 0 is the serving (or master) process."""
 
-    def __init__(self, workers: int = 0, threaded: bool = False) -> None:
+    def __init__(self, workers: int = 0, threaded: bool = False, forked: bool = False) -> None:
+        """``threaded``: threads of one process write a row; ``forked``: forked children
+        write their parent's row (the fork models), so every row is written under the
+        process lock (fcntl locks do not exclude threads: no model is both)."""
         self.rows_count = workers + 1
         self._generation = self.rows_count * _WIDTH  # the cell after the rows (see retire)
         self._map = mmap.mmap(-1, (self._generation + 1) * 8, mmap.MAP_SHARED)
         self._cells = memoryview(self._map).cast("q")
         self.lock = ProcessLock("ipcnet-counters-lock")
-        self._thread_lock = threading.Lock() if threaded else None
+        self._row_lock: AbstractContextManager[Any] | None = (
+            self.lock if forked else threading.Lock() if threaded else None
+        )
         self.started = time.time()
         self.main = self.row(0)
         self.main.set("pid", os.getpid())
         self.main.set("since", int(self.started))
 
     def row(self, index: int) -> Row:
-        return Row(self._cells, index, self._thread_lock)
+        return Row(self._cells, index, self._row_lock)
 
     def add_shared(self, row: Row, **amounts: int) -> None:
         """Add to a row other processes also write (fork children reporting at exit)."""
         with self.lock:
-            for field, amount in amounts.items():
-                row.add(field, amount)
+            row.add_all(amounts)
 
     def retire(self, index: int) -> None:
         """Move row ``index``'s counts (its process has ended) into the main row, so

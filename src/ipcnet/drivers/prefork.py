@@ -28,6 +28,11 @@ very socket (and the connections queued on it: closing it would reset them). Rul
   the old ones get SIGTERM and drain within --grace; a replaced worker's exit is not a
   death to respawn. Workers let SIGINT, SIGHUP and SIGUSR2 be (the master's signals),
   by a handler that does nothing: an ignored one would stay ignored in their exec: children;
+- a worker at --max-conns on the shared socket leaves new connections to a worker under
+  its own (``admission``; nginx's ngx_accept_disabled): the kernel wakes every worker
+  and the first to accept took it, full or not, so a client was refused while a sibling
+  had room; it refuses once every worker is full (with --reuse-port the connection is
+  in its own queue already: it refuses);
 - a worker never removes the shared sockets' files: they are the master's;
 - no stop is lost to a fork (``ServerCore.fork``): a worker unblocks SIGTERM once its
   handler is in place;
@@ -269,6 +274,8 @@ def _worker_main(
                 if not any(listener is x for x in mine):
                     listener.abandon()
             core.listeners, core.slots = list(mine), []
+        elif core.config.workers > 1:  # one listener for all: a full worker lets others take
+            core.room_elsewhere = lambda: _room_elsewhere(core)
         core.keep_listeners = True  # the master's sockets: never remove their files
         core.install_signals()
         # SIGINT and SIGQUIT from a terminal (systemd's KillSignal=SIGQUIT too) reach the
@@ -291,9 +298,22 @@ def _worker_main(
         os._exit(code)
 
 
+def _room_elsewhere(core: ServerCore) -> bool:
+    """Whether another worker serving the shared listeners is under --max-conns (read in
+    the counters rows: pid set once it listens, state stopping once it stops)."""
+    me, limit = os.getpid(), core.config.max_conns
+    for index in range(1, core.counters.rows_count):
+        row = core.counters.row(index).as_dict()
+        pid = row["pid"]
+        if pid and pid != me and row["state"] in ("idle", "busy") and row["active"] < limit:
+            return True
+    return False
+
+
 def _worker_sigterm(core: ServerCore) -> None:
     """A worker's SIGTERM begins its graceful stop, and a second one does not force it:
     systemd signals every process of the unit and the master forwards its own, so each
     worker gets two. The master forces with SIGKILL (a second stop signal, --grace over)."""
     if not core.stopping.is_set():
+        core.row.set_state("stopping")  # no sibling at its limit leaves connections to us
         core.terminate()
