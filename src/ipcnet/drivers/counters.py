@@ -40,7 +40,7 @@ FIELDS = (
     "since",
 )
 #: upgraded and draining are the main row's: after SIGUSR2, and during --drain-delay
-STATES = ("idle", "busy", "stopping", "gone", "upgraded", "draining")
+STATES = ("idle", "busy", "stopping", "gone", "upgraded", "draining", "starting")
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 _ACCEPTED, _ACTIVE, _BYTES_IN, _BYTES_OUT, _HANDLED = (
     _INDEX[f] for f in ("accepted", "active", "bytes_in", "bytes_out", "handled")

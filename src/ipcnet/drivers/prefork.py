@@ -168,9 +168,12 @@ class Prefork(Model):
         core = self.core
         if core.stopping.is_set():
             return
+        row = core.counters.row(self.rows[slot])
+        row.set_state("starting")  # before the fork: the worker's own "idle" comes after
         try:
             pid, held = core.fork(f"worker {slot}", self._started(slot))
         except IPCError as exc:
+            row.set_state("gone")
             if slot not in self.missing:
                 log.error("cannot start worker %d: %s; trying again every %g s", slot, exc, RETRY)
             self.missing[slot] = time.monotonic() + RETRY
@@ -266,7 +269,6 @@ def _worker_main(
         core.on_reload.clear()
         core.row = core.counters.row(row)
         core.row.set("since", int(time.time()))
-        core.row.set_state("idle")
         core.renew_waker()
         if core.config.reuse_port:  # serve this slot's sockets; drop our copies of the rest
             mine = core.listeners if slot == 1 else core.slots[slot - 2]
@@ -288,6 +290,7 @@ def _worker_main(
         signal.signal(signal.SIGTERM, lambda signum, frame: _worker_sigterm(core))
         arm()  # our master's death sends SIGTERM: after SIGTERM's handler is ours
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM that came is heard now
+        core.row.set_state("idle")
         core.row.set("pid", os.getpid())  # listening now: the master's SIGHUP waits for it
         model = model_class(core.config.inner)(core)
         model.serve()
@@ -299,11 +302,15 @@ def _worker_main(
 
 
 def _room_elsewhere(core: ServerCore) -> bool:
-    """Whether another worker serving the shared listeners is under --max-conns (read in
-    the counters rows: pid set once it listens, state stopping once it stops)."""
+    """Whether another worker serving the shared listeners is under --max-conns, or is
+    starting and soon will be (read in the counters rows: state starting from the fork,
+    then pid set once it listens, state stopping once it stops). Without the starting
+    ones, the first worker up refused its third client while its siblings still started."""
     me, limit = os.getpid(), core.config.max_conns
     for index in range(1, core.counters.rows_count):
         row = core.counters.row(index).as_dict()
+        if row["state"] == "starting":
+            return True
         pid = row["pid"]
         if pid and pid != me and row["state"] in ("idle", "busy") and row["active"] < limit:
             return True
