@@ -14,7 +14,8 @@ flags of ``connect``/``serve`` (``cli.tlsflags``). They go to the one TLS side; 
 sides are TLS they are the listen side's, and the target side's certificate, key and CA
 are ``--target-cert``/``--target-key``/``--target-ca`` (``--insecure``/``--sni`` are
 always the target's, ``--tls-tickets`` always the listen side's; ``--alpn``, ``--tls-min``
-and the handshake timeout apply to both).
+and the handshake timeout apply to both). SIGHUP reloads a terminating relay's certificate
+and key for new handshakes (as stunnel does; a bad file keeps the old pair and says why).
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("ipcnet.relay")
     log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    tls_log = logging.getLogger("ipcnet.tls")  # its warnings: --insecure, a failed reload
+    tls_log.addHandler(handler)
+    tls_log.setLevel(logging.WARNING)
     config = RelayConfig(
         balance=args.balance,
         connect_timeout=args.connect_timeout or None,

@@ -13,7 +13,9 @@ Rules:
   the handshake deadline, and the job runs the rest of the server handshake
   (``transports.tls.relayend.terminate``) where blocking is harmless, as connecting is. A
   client that fails it (plain text, a bad or missing client certificate, silence) is
-  refused, counted and logged with the reason, and the relay goes on serving;
+  refused, counted and logged with the reason, and the relay goes on serving; SIGHUP
+  reloads its certificate and key for new handshakes (``reload_certificates``, as stunnel
+  and ``ipcnet serve`` do; a bad file keeps the old pair, logged);
 - every target refusing or timing out: the client is reset (a refusal passed on); for a
   tls:// target a failed handshake or verification is such a failure; the line says
   "server timeout" when the last one timed out, "server refused" otherwise;
@@ -74,6 +76,12 @@ class RelayService(BaseService):
 
             options = TLSOptions.of(**config.tls)
             self.tls = (ServerContext(options), options)  # a bad certificate binds nothing
+
+    def reload_certificates(self) -> None:
+        """SIGHUP (a ``ServerCore`` reload hook): a terminating relay's next handshakes use
+        the certificate and key as the files hold them now; live connections keep theirs."""
+        if self.tls is not None and self.tls[0].reload():
+            log.info("SIGHUP: reloaded the certificate %s", self.tls[1].cert)
 
     def stats_section(self) -> dict[str, object]:
         """The relay's own counters, for the driver's stats socket and status JSON."""
