@@ -19,6 +19,10 @@ Rules:
   tickets nothing is ever sent that the client did not ask for. The price is a full
   handshake per connection (no resumption); ``--tls-tickets N`` buys resumption back;
 - a ready ``SSLContext`` passed as ``context`` is used as it is;
+- ``sessions`` (a ``ClientSessions``, what a relay's targets share): a client that
+  reconnects resumes its last session with that server (a TLS 1.2 session id or ticket, a
+  TLS 1.3 ticket), as stunnel's client mode does by default (``sessionResume``); its one
+  context is built once, since a session resumes only under the context that made it;
 - a bad file is a ``TLSConfigError`` naming the file; a bad file on reload keeps the old
   context and logs why.
 """
@@ -30,6 +34,7 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +64,7 @@ class TLSOptions:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     close_timeout: float = CLOSE_TIMEOUT
     context: ssl.SSLContext | None = field(default=None, compare=False)
+    sessions: ClientSessions | None = field(default=None, compare=False)  # client: resume
 
     @classmethod
     def of(cls, tls: TLSOptions | ssl.SSLContext | None = None, **fields: Any) -> TLSOptions:
@@ -293,3 +299,40 @@ class ServerContext:
             self._lock.release()
         log.info("tls: reloaded certificate %s", self.options.cert)
         return True
+
+
+class ClientSessions:
+    """A client's contexts and its last resumable session per server (see the rules).
+
+    Keyed by the server's address and the name checked, so a session is offered only to
+    the server, and for the name, that it was verified for; at most ``LIMIT`` servers are
+    remembered (the oldest is forgotten first). Thread-safe: a relay connects on threads.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._contexts: dict[object, ssl.SSLContext] = {}
+        self._sessions: dict[tuple[str, str | None], ssl.SSLSession] = {}
+        self._lock = threading.Lock()
+
+    def context(self, key: object, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """The context for ``key`` (the options it is built from), built once."""
+        with self._lock:
+            ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = build()  # outside the lock: it reads the ca file
+            with self._lock:
+                ctx = self._contexts.setdefault(key, ctx)
+        return ctx
+
+    def get(self, server: tuple[str, str | None]) -> ssl.SSLSession | None:
+        with self._lock:
+            return self._sessions.get(server)
+
+    def keep(self, server: tuple[str, str | None], session: ssl.SSLSession) -> None:
+        with self._lock:
+            self._sessions.pop(server, None)
+            self._sessions[server] = session
+            while len(self._sessions) > self.LIMIT:
+                del self._sessions[next(iter(self._sessions))]

@@ -1,0 +1,165 @@
+"""TLS audit 9: ``ipcnet relay`` used as stunnel is (terminating and originating TLS),
+checked against stunnel4 itself, with Python's ssl as the client where one is needed.
+
+- stunnel reloads its certificates at SIGHUP (``man stunnel``: "SIGHUP: re-read the
+  configuration file"), as ``ipcnet serve`` does; a terminating relay must too;
+- stunnel in client mode resumes its session as it reconnects (``sessionResume = yes``
+  by default): an originating relay must not pay a full handshake per client.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ipcnet.relay import Relay, RelayConfig
+from ipcnet.testing.pairs import free_port
+from relay_helpers import echo, relay_process, server
+from tlskit import certs
+
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
+needs_stunnel = pytest.mark.skipif(STUNNEL is None, reason="no stunnel4")
+
+
+def _issuer(port: int, ca: str) -> str:
+    """The issuer of the certificate the relay on ``port`` shows a
+    Python ssl client that trusts ``ca``; raises ssl.SSLError if that fails."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            cert = tls.getpeercert()
+    assert cert is not None
+    return repr(cert["issuer"])
+
+
+# --- SIGHUP: a terminating relay reloads its certificate -------------------------------
+
+
+def test_a_terminating_relay_reloads_its_certificate_at_sighup(tmp_path: Path) -> None:
+    """stunnel re-reads its certificate at SIGHUP, for new connections; so does
+    ``ipcnet serve``. The relay served the old certificate forever: a client trusting the
+    new CA was refused ("unknown ca") after the renewal."""
+    c = certs()
+    cert, key = tmp_path / "live.pem", tmp_path / "live-key.pem"
+    shutil.copy(c.server.cert, cert)
+    shutil.copy(c.server.key, key)
+    with server(echo) as backend:
+        args = ["tls://127.0.0.1:0", backend.url, "--cert", str(cert), "--key", str(key)]
+        with relay_process(*args) as r:
+            before = _issuer(r.port, c.ca)
+            shutil.copy(c.other_server.cert, cert)  # renewed: another CA, another key
+            shutil.copy(c.other_server.key, key)
+            r.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 3
+            while True:
+                try:
+                    after = _issuer(r.port, c.other_ca)
+                    break
+                except ssl.SSLError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            assert r.proc.poll() is None  # SIGHUP is a reload, not an end
+            lines = r.wait_lines(3)
+    assert before != after
+    assert any("reloaded the certificate" in line for line in lines), lines
+
+
+# --- session resumption as an originating relay reconnects -------------------------------
+
+
+@contextmanager
+def _stunnel(folder: Path, config: str) -> Iterator[Path]:
+    """stunnel with ``config``, logging at level 6 (where it says "previous session
+    reused") to a file, which it yields."""
+    assert STUNNEL is not None
+    conf, log = folder / "stunnel.conf", folder / "stunnel.log"
+    conf.write_text(f"foreground = yes\npid =\nsyslog = no\ndebug = 6\noutput = {log}\n{config}")
+    proc = subprocess.Popen([STUNNEL, str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _when_up(port: int) -> socket.socket:
+    for _ in range(400):
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except ConnectionRefusedError:
+            time.sleep(0.025)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def _exchange(sock: socket.socket, data: bytes) -> bytes:
+    with sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+    return got
+
+
+@pytest.fixture(scope="module")
+def stunnel_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, int], Path]]:
+    """One stunnel terminating TLS 1.3 and TLS 1.2 (one port each) in front of an echo
+    server; its session cache and tickets on, as they are by default."""
+    if STUNNEL is None:
+        pytest.skip("no stunnel4")
+    pair = certs().server
+    ports = {"1.3": free_port(), "1.2": free_port()}
+    with server(echo) as backend:
+        back = backend.url.removeprefix("tcp://")
+        config = "".join(
+            f"[tls{v}]\naccept = 127.0.0.1:{port}\nconnect = {back}\ncert = {pair.cert}\n"
+            f"key = {pair.key}\nsslVersionMax = TLSv{v}\n"
+            for v, port in ports.items()
+        )
+        with _stunnel(tmp_path_factory.mktemp("stunnel"), config) as log:
+            for port in ports.values():
+                _when_up(port).close()
+            yield ports, log
+
+
+@needs_stunnel
+@pytest.mark.xdist_group("tls_audit9_stunnel")
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_an_originating_relay_resumes_its_session_with_stunnel(
+    stunnel_servers: tuple[dict[str, int], Path], version: str
+) -> None:
+    """stunnel as a client offers its last session as it reconnects ("TLS connected:
+    previous session reused"); the relay did a full handshake for every client."""
+    ports, log = stunnel_servers
+    target = f"tls://localhost:{ports[version]}"
+    start = log.stat().st_size if log.exists() else 0
+    with Relay("tcp://127.0.0.1:0", [target], RelayConfig(target_tls={"ca": certs().ca})) as r:
+        r.start()
+        for i in range(3):
+            data = f"client {i}\n".encode()
+            assert _exchange(_when_up(int(r.address.port or 0)), data) == data
+    deadline = time.monotonic() + 2
+    while True:
+        text = log.read_bytes()[start:].decode()
+        said = [line for line in text.splitlines() if "TLS accepted:" in line]
+        if len(said) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert [line.rpartition("TLS accepted: ")[2] for line in said] == [
+        "new session negotiated",
+        "previous session reused",
+        "previous session reused",
+    ], text
