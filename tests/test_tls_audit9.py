@@ -9,6 +9,7 @@ checked against stunnel4 itself, with Python's ssl as the client where one is ne
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ import pytest
 from ipcnet.relay import Relay, RelayConfig
 from ipcnet.testing.pairs import free_port
 from relay_helpers import echo, relay_process, server
-from tlskit import certs
+from tlskit import CLOSE, certs
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 needs_stunnel = pytest.mark.skipif(STUNNEL is None, reason="no stunnel4")
@@ -163,3 +164,47 @@ def test_an_originating_relay_resumes_its_session_with_stunnel(
         "previous session reused",
         "previous session reused",
     ], text
+
+
+# --- a record that fails: the fatal alert goes to the peer -----------------------------
+
+
+def _bad_record_verdict(port: int, version: str) -> str:
+    """What a Python ssl client reads after one garbage record under its TLS session: the
+    alert's reason, or what ended the connection instead."""
+    ctx = ssl.create_default_context(cafile=certs().ca)
+    ctx.maximum_version = ctx.minimum_version = getattr(ssl.TLSVersion, f"TLSv1_{version[2]}")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(b"ping\n")
+            assert tls.recv(100) == b"ping\n"
+            os.write(tls.fileno(), b"\x17\x03\x03\x00\x30" + b"G" * 48)  # under the session
+            try:
+                while tls.recv(100):
+                    pass
+            except ssl.SSLError as exc:
+                return str(exc.reason)
+            except OSError as exc:
+                return type(exc).__name__
+    return "eof"
+
+
+@needs_stunnel
+@pytest.mark.xdist_group("tls_audit9_stunnel")
+def test_a_bad_record_gets_the_alert_before_the_relay_resets(
+    stunnel_servers: tuple[dict[str, int], Path],
+) -> None:
+    """RFC 8446 §6.2 and RFC 5246 §7.2.2: a record that fails its MAC is answered with a
+    fatal bad_record_mac alert; stunnel (and ``ipcnet serve``) send it. The terminating
+    relay reset the connection with the alert unsent: the client saw only a reset."""
+    ports, _ = stunnel_servers
+    pair = certs().server
+    config = RelayConfig(tls={"cert": pair.cert, "key": pair.key, "close_timeout": CLOSE})
+    with server(echo) as backend, Relay("tls://127.0.0.1:0", [backend.url], config) as r:
+        r.start()
+        port = int(r.address.port or 0)
+        for version in ("1.3", "1.2"):
+            assert _bad_record_verdict(ports[version], version) == "SSLV3_ALERT_BAD_RECORD_MAC"
+            assert _bad_record_verdict(port, version) == "SSLV3_ALERT_BAD_RECORD_MAC", version
+        line = r.stats.snapshot()
+    assert line["total"] == 2, line
