@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from ipcnet.errors import TLSConfigError
 from ipcnet.relay import Relay, RelayConfig
 from ipcnet.testing.pairs import free_port
-from relay_helpers import echo, relay_process, server
+from relay_helpers import echo, env, relay_process, server
 from tlskit import CLOSE, certs
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
@@ -208,3 +210,37 @@ def test_a_bad_record_gets_the_alert_before_the_relay_resets(
             assert _bad_record_verdict(port, version) == "SSLV3_ALERT_BAD_RECORD_MAC", version
         line = r.stats.snapshot()
     assert line["total"] == 2, line
+
+
+# --- an originating relay's TLS files are checked before it starts -----------------------
+
+
+def test_target_tls_files_that_cannot_load_stop_the_relay_at_start(tmp_path: Path) -> None:
+    """stunnel refuses to start with a CAfile, cert or key it cannot load (and the relay's
+    own listen side binds nothing with a bad certificate); the target side's were read
+    only per connection, so the relay started and refused every client ("server
+    refused"). Each is one line and exit status 1, naming the flag as given."""
+    c = certs()
+    missing = str(tmp_path / "missing.pem")
+    tls_to_tls = ["tls://127.0.0.1:0", "tls://127.0.0.1:9", "--cert", c.server.cert,
+                  "--key", c.server.key]  # fmt: skip
+    cases = [
+        (["tcp://127.0.0.1:0", "tls://127.0.0.1:9", "--ca", missing],
+         f"cannot load ca file {missing}: no such file"),
+        ([*tls_to_tls, "--target-ca", missing, "--once"], f"cannot load ca file {missing}"),
+        ([*tls_to_tls, "--target-key", c.client.key], "--target-key without --target-cert"),
+    ]  # fmt: skip
+    for args, message in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "ipcnet", "relay", *args],
+            capture_output=True, text=True, timeout=10, env=env(),
+        )  # fmt: skip
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+    for tls, message in [
+        ({"ca": missing}, "cannot load ca file"),
+        ({"key": c.client.key}, "--key without --cert"),
+        ({"cert": c.client.cert, "key": c.server.key}, "does not match certificate"),
+    ]:
+        with pytest.raises(TLSConfigError, match=message):
+            Relay("tcp://127.0.0.1:0", ["tls://127.0.0.1:9"], RelayConfig(target_tls=tls))

@@ -278,7 +278,7 @@ def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
     """The TLS flags split between the listen side and the targets (see the docstring)."""
     from ipcnet.addresses import parse
     from ipcnet.cli import tlsflags
-    from ipcnet.errors import Unsupported
+    from ipcnet.errors import TLSConfigError, Unsupported
     from ipcnet.relay.service import is_tls
 
     given = tlsflags.keywords(args)
@@ -287,6 +287,10 @@ def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
         for name in ("cert", "key", "ca")
         if (value := getattr(args, f"target_{name}", None)) is not None
     }
+    if "key" in target_given and "cert" not in target_given:  # else "--key without --cert"
+        raise TLSConfigError(
+            "--target-key without --target-cert: give the certificate the key is for"
+        )
     listen_tls = is_tls(parse(args.listen))
     target_tls = any(is_tls(parse(t)) for t in args.targets)
     if not (listen_tls or target_tls):
