@@ -10,6 +10,7 @@ checked against stunnel4 itself, with Python's ssl as the client where one is ne
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,9 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from ipcnet.addresses import parse
 from ipcnet.errors import TLSConfigError
 from ipcnet.relay import Relay, RelayConfig
 from ipcnet.testing.pairs import free_port
+from ipcnet.transports import open_stream
+from ipcnet.transports.tls import ServerContext, TLSOptions, client_context
 from relay_helpers import echo, env, relay_process, server
 from tlskit import CLOSE, certs
 
@@ -115,27 +119,70 @@ def _exchange(sock: socket.socket, data: bytes) -> bytes:
     return got
 
 
+def _hashed(folder: Path) -> Path:
+    """A directory holding the test CA under its subject hash (``openssl rehash``)."""
+    capath = folder / "capath"
+    capath.mkdir()
+    shutil.copy(certs().ca, capath / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(capath)], check=True, capture_output=True)
+    return capath
+
+
 @pytest.fixture(scope="module")
 def stunnel_servers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[dict[str, int], Path]]:
-    """One stunnel terminating TLS 1.3 and TLS 1.2 (one port each) in front of an echo
-    server; its session cache and tickets on, as they are by default."""
+    """One stunnel terminating TLS 1.3 or TLS 1.2 in front of an echo server (services
+    named by version, a port each; its session cache and tickets on, as by default), and
+    a stunnel client trusting a hashed CA directory ("capath")."""
     if STUNNEL is None:
         pytest.skip("no stunnel4")
     pair = certs().server
-    ports = {"1.3": free_port(), "1.2": free_port()}
+    # a service per test that reads the log (resumption): no other test's lines in it
+    versions = {
+        "1.3": "1.3",
+        "1.2": "1.2",
+        "bad1.3": "1.3",
+        "bad1.2": "1.2",
+        "capath-server": "1.3",
+    }
+    ports = {name: free_port() for name in versions}
+    folder = tmp_path_factory.mktemp("stunnel")
+    capath = _hashed(folder)
     with server(echo) as backend:
         back = backend.url.removeprefix("tcp://")
         config = "".join(
-            f"[tls{v}]\naccept = 127.0.0.1:{port}\nconnect = {back}\ncert = {pair.cert}\n"
-            f"key = {pair.key}\nsslVersionMax = TLSv{v}\n"
-            for v, port in ports.items()
+            f"[{name}]\naccept = 127.0.0.1:{port}\nconnect = {back}\ncert = {pair.cert}\n"
+            f"key = {pair.key}\nsslVersionMax = TLSv{versions[name]}\n"
+            for name, port in ports.items()
         )
-        with _stunnel(tmp_path_factory.mktemp("stunnel"), config) as log:
+        ports["capath"] = free_port()  # stunnel's client, trusting the hashed directory
+        config += (
+            f"[capath]\nclient = yes\naccept = 127.0.0.1:{ports['capath']}\n"
+            f"connect = 127.0.0.1:{ports['capath-server']}\nCApath = {capath}\nverifyChain = yes\n"
+            "checkHost = localhost\n"
+        )
+        with _stunnel(folder, config) as log:
             for port in ports.values():
                 _when_up(port).close()
             yield ports, log
+
+
+def _accepted(text: str, service: str) -> list[str]:
+    """What stunnel's log says of each handshake of ``service`` ("new session negotiated",
+    "previous session reused"): its lines are tagged LOGn[connection number]."""
+    tag = re.compile(r" LOG\d\[(\d+)\]: (.*)$")
+    ours, said = set(), []
+    for line in text.splitlines():
+        match = tag.search(line)
+        if match is None:
+            continue
+        conn, words = match.groups()
+        if words.startswith(f"Service [{service}] accepted connection"):
+            ours.add(conn)
+        elif conn in ours and words.startswith("TLS accepted: "):
+            said.append(words.removeprefix("TLS accepted: "))
+    return said
 
 
 @needs_stunnel
@@ -157,11 +204,11 @@ def test_an_originating_relay_resumes_its_session_with_stunnel(
     deadline = time.monotonic() + 2
     while True:
         text = log.read_bytes()[start:].decode()
-        said = [line for line in text.splitlines() if "TLS accepted:" in line]
+        said = _accepted(text, version)
         if len(said) >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    assert [line.rpartition("TLS accepted: ")[2] for line in said] == [
+    assert said == [
         "new session negotiated",
         "previous session reused",
         "previous session reused",
@@ -206,7 +253,9 @@ def test_a_bad_record_gets_the_alert_before_the_relay_resets(
         r.start()
         port = int(r.address.port or 0)
         for version in ("1.3", "1.2"):
-            assert _bad_record_verdict(ports[version], version) == "SSLV3_ALERT_BAD_RECORD_MAC"
+            assert _bad_record_verdict(ports[f"bad{version}"], version) == (
+                "SSLV3_ALERT_BAD_RECORD_MAC"
+            )
             assert _bad_record_verdict(port, version) == "SSLV3_ALERT_BAD_RECORD_MAC", version
         line = r.stats.snapshot()
     assert line["total"] == 2, line
@@ -244,3 +293,37 @@ def test_target_tls_files_that_cannot_load_stop_the_relay_at_start(tmp_path: Pat
     ]:
         with pytest.raises(TLSConfigError, match=message):
             Relay("tcp://127.0.0.1:0", ["tls://127.0.0.1:9"], RelayConfig(target_tls=tls))
+
+
+# --- --ca DIR: a hashed directory, as stunnel's CApath ---------------------------------
+
+
+@needs_stunnel
+@pytest.mark.xdist_group("tls_audit9_stunnel")
+def test_ca_takes_a_hashed_directory_as_stunnels_capath(
+    stunnel_servers: tuple[dict[str, int], Path], tmp_path: Path
+) -> None:
+    """stunnel's CApath (curl's --capath, openssl's -CApath) trusts the certificates of a
+    directory made by ``openssl rehash``; ``--ca DIR`` said "is a directory". A directory
+    with no hashed name in it would trust nothing, silently: it is refused, saying how."""
+    ports, _ = stunnel_servers
+    capath = Path(stunnel_servers[1]).parent / "capath"
+    assert _exchange(_when_up(ports["capath"]), b"stunnel\n") == b"stunnel\n"  # the reference
+    stream = open_stream(parse(f"tls://localhost:{ports['capath-server']}"), 5, ca=str(capath),
+                         close_timeout=CLOSE)  # fmt: skip
+    stream.write(b"ipcnet\n")
+    stream.send_eof()
+    got = b""
+    buf = memoryview(bytearray(100))
+    while n := stream.read_into(buf):
+        got += buf[:n]
+    stream.close()
+    assert got == b"ipcnet\n"
+    pair = certs().server
+    ServerContext(TLSOptions(cert=pair.cert, key=pair.key, ca=str(capath)))  # mutual tls
+    with pytest.raises(TLSConfigError) as caught:
+        client_context(TLSOptions(ca=str(tmp_path)))
+    assert str(caught.value) == (
+        f"cannot load ca directory {tmp_path}: no certificate in it under its hash "
+        f"(run: openssl rehash {tmp_path})"
+    )

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import ssl
 import threading
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class TLSOptions:
     cert: str | None = None  # PEM certificate (chain allowed); a server needs one
     key: str | None = None  # PEM private key (default: in ``cert``)
     ca: str | None = None  # client: whom to trust; server: require client certs from it
+    # (a PEM file, or a directory made with ``openssl rehash``: stunnel's CApath)
     insecure: bool = False  # client: no verification at all
     sni: str | None = None  # client: server name to send and check (default: the host)
     alpn: tuple[str, ...] = ()  # protocols to offer (client) or accept (server)
@@ -154,7 +156,7 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
     if options.context is not None:
         return options.context
     try:
-        ctx = ssl.create_default_context(cafile=options.ca)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, **_ca_keywords(options.ca))
     except (OSError, ssl.SSLError) as exc:
         raise _file_error("ca file", options.ca, exc) from exc
     _versions(ctx, options)
@@ -184,13 +186,34 @@ def server_context(options: TLSOptions) -> ssl.SSLContext:
     _load_chain(ctx, options.cert, options.key)
     if options.ca:
         try:
-            ctx.load_verify_locations(cafile=options.ca)
+            ctx.load_verify_locations(**_ca_keywords(options.ca))
         except (OSError, ssl.SSLError) as exc:
             raise _file_error("ca file", options.ca, exc) from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
     if options.alpn:
         ctx.set_alpn_protocols(list(options.alpn))
     return ctx
+
+
+_HASHED = re.compile(r"^[0-9a-f]{8}\.\d+$")  # what openssl rehash names a ca certificate
+
+
+def _ca_keywords(ca: str | None) -> dict[str, str | None]:
+    """``--ca``: a PEM file, or a directory of certificates under their subject hashes
+    (stunnel's CApath, curl's --capath, openssl's -CApath: made with ``openssl rehash``).
+    OpenSSL looks in a directory only for a hashed name, so one with none is refused."""
+    if ca is None or not os.path.isdir(ca):
+        return {"cafile": ca}
+    try:
+        hashed = any(_HASHED.match(name) for name in os.listdir(ca))
+    except OSError as exc:
+        raise _file_error("ca directory", ca, exc) from exc
+    if not hashed:
+        raise TLSConfigError(
+            f"cannot load ca directory {ca}: no certificate in it under its hash "
+            f"(run: openssl rehash {ca})"
+        )
+    return {"capath": ca}
 
 
 def _versions(ctx: ssl.SSLContext, options: TLSOptions) -> None:
