@@ -9,6 +9,7 @@ checked against stunnel4 itself, with Python's ssl as the client where one is ne
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -241,11 +242,14 @@ def _bad_record_verdict(port: int, version: str) -> str:
 @needs_stunnel
 @pytest.mark.xdist_group("tls_audit9_stunnel")
 def test_a_bad_record_gets_the_alert_before_the_relay_resets(
-    stunnel_servers: tuple[dict[str, int], Path],
+    stunnel_servers: tuple[dict[str, int], Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     """RFC 8446 §6.2 and RFC 5246 §7.2.2: a record that fails its MAC is answered with a
     fatal bad_record_mac alert; stunnel (and ``ipcnet serve``) send it. The terminating
-    relay reset the connection with the alert unsent: the client saw only a reset."""
+    relay reset the connection with the alert unsent: the client saw only a reset. Its
+    log line names the client as the error in it does (tls://, as ``ipcnet serve``), not
+    as the plain socket under the TLS (tcp://)."""
+    caplog.set_level(logging.INFO, "ipcnet.relay")
     ports, _ = stunnel_servers
     pair = certs().server
     config = RelayConfig(tls={"cert": pair.cert, "key": pair.key, "close_timeout": CLOSE})
@@ -259,6 +263,9 @@ def test_a_bad_record_gets_the_alert_before_the_relay_resets(
             assert _bad_record_verdict(port, version) == "SSLV3_ALERT_BAD_RECORD_MAC", version
         line = r.stats.snapshot()
     assert line["total"] == 2, line
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == "ipcnet.relay"]
+    assert len(logged) == 2 and all(m.startswith("tls://127.0.0.1:") for m in logged), logged
+    assert all("bad record mac" in m for m in logged), logged
 
 
 # --- an originating relay's TLS files are checked before it starts -----------------------

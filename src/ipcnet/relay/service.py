@@ -101,6 +101,10 @@ class RelaySession(BaseSession):
         self.service = service
         self.started = time.monotonic()
         self.who = str(peer.address) if peer.address else "unnamed peer"
+        if service.tls is not None and peer.address:  # terminated: named as its errors are
+            from ipcnet.transports.tls.stream import tls_where
+
+            self.who = tls_where(self.who)
         self.source: Endpoint | None = proxyio.endpoint(peer.address)
         self.destination: Endpoint | None = proxyio.endpoint(peer.local)
         self.first = b""
