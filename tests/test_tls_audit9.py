@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ipcnet.addresses import parse
-from ipcnet.errors import TLSConfigError
+from ipcnet.errors import CertificateUntrusted, TLSConfigError
 from ipcnet.relay import Relay, RelayConfig
 from ipcnet.testing.pairs import free_port
 from ipcnet.transports import open_stream
@@ -162,6 +162,14 @@ def stunnel_servers(
             f"[capath]\nclient = yes\naccept = 127.0.0.1:{ports['capath']}\n"
             f"connect = 127.0.0.1:{ports['capath-server']}\nCApath = {capath}\nverifyChain = yes\n"
             "checkHost = localhost\n"
+        )
+        leaf = folder / "leaf.pem"  # the server's own certificate, without its chain
+        leaf.write_bytes(Path(pair.cert).read_bytes().partition(b"-----END CERTIFICATE-----")[0]
+                         + b"-----END CERTIFICATE-----\n")  # fmt: skip
+        ports["pin"] = free_port()  # stunnel's client, pinning that one certificate
+        config += (
+            f"[pin]\nclient = yes\naccept = 127.0.0.1:{ports['pin']}\n"
+            f"connect = 127.0.0.1:{ports['capath-server']}\nCAfile = {leaf}\nverifyPeer = yes\n"
         )
         with _stunnel(folder, config) as log:
             for port in ports.values():
@@ -334,3 +342,30 @@ def test_ca_takes_a_hashed_directory_as_stunnels_capath(
         f"cannot load ca directory {tmp_path}: no certificate in it under its hash "
         f"(run: openssl rehash {tmp_path})"
     )
+
+
+@needs_stunnel
+@pytest.mark.xdist_group("tls_audit9_stunnel")
+def test_ca_holding_the_servers_own_certificate_pins_it_as_stunnels_verifypeer(
+    stunnel_servers: tuple[dict[str, int], Path],
+) -> None:
+    """stunnel's ``verifyPeer`` with the server's certificate as its CAfile trusts that
+    certificate alone; ``--ca server.pem`` (a CA-signed leaf, not its CA) failed "unable to
+    get local issuer certificate; pass --ca FILE", after --ca had been passed. Another
+    certificate is still untrusted."""
+    ports, log = stunnel_servers
+    leaf = log.parent / "leaf.pem"
+    assert _exchange(_when_up(ports["pin"]), b"stunnel\n") == b"stunnel\n"  # the reference
+    url = parse(f"tls://localhost:{ports['capath-server']}")
+    stream = open_stream(url, 5, ca=str(leaf), close_timeout=CLOSE)
+    stream.write(b"pinned\n")
+    stream.send_eof()
+    got, buf = b"", memoryview(bytearray(100))
+    while n := stream.read_into(buf):
+        got += buf[:n]
+    stream.close()
+    assert got == b"pinned\n"
+    other = log.parent / "other-leaf.pem"
+    other.write_bytes(Path(certs().other_server.cert).read_bytes())
+    with pytest.raises(CertificateUntrusted, match="unable to get local issuer certificate"):
+        open_stream(url, 5, ca=str(other), close_timeout=CLOSE)

@@ -12,6 +12,9 @@ Rules:
   absent, no TLS 1.2 renegotiation on either side (as Go, BoringSSL and rustls);
   ``insecure`` turns verification off and says so on stderr;
 - on a server, ``ca`` requests and verifies client certificates (mutual TLS);
+- every certificate in ``ca`` is a trust anchor, an intermediate or a peer's own leaf
+  too (OpenSSL's partial chain, CPython 3.13's default): ``--ca server.pem`` pins that
+  one server, as stunnel's ``verifyPeer`` with it as CAfile does;
 - session tickets (TLS 1.3, server): ``tickets`` = 0 by default. A TLS 1.3 server sends
   its tickets *after* the handshake, unasked; a client that writes, then closes without
   reading leaves them unread in its receive queue, so its kernel answers the close with an
@@ -160,6 +163,7 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise _file_error("ca file", options.ca, exc) from exc
     _versions(ctx, options)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # see the rules: --ca leaf.pem pins
     ctx.options |= ssl.OP_NO_RENEGOTIATION  # a HelloRequest gets a no_renegotiation alert
     ctx.hostname_checks_common_name = False
     if options.insecure:
@@ -190,6 +194,7 @@ def server_context(options: TLSOptions) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise _file_error("ca file", options.ca, exc) from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if options.alpn:
         ctx.set_alpn_protocols(list(options.alpn))
     return ctx
