@@ -14,7 +14,8 @@ flags of ``connect``/``serve`` (``cli.tlsflags``). They go to the one TLS side; 
 sides are TLS they are the listen side's, and the target side's certificate, key and CA
 are ``--target-cert``/``--target-key``/``--target-ca`` (``--insecure``/``--sni`` are
 always the target's, ``--tls-tickets`` always the listen side's; ``--alpn``, ``--tls-min``
-and the handshake timeout apply to both).
+and the handshake timeout apply to both). SIGHUP reloads a terminating relay's certificate
+and key for new handshakes (as stunnel does; a bad file keeps the old pair and says why).
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("ipcnet.relay")
     log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    tls_log = logging.getLogger("ipcnet.tls")  # its warnings: --insecure, a failed reload
+    tls_log.addHandler(handler)
+    tls_log.setLevel(logging.WARNING)
     config = RelayConfig(
         balance=args.balance,
         connect_timeout=args.connect_timeout or None,
@@ -274,7 +278,7 @@ def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
     """The TLS flags split between the listen side and the targets (see the docstring)."""
     from ipcnet.addresses import parse
     from ipcnet.cli import tlsflags
-    from ipcnet.errors import Unsupported
+    from ipcnet.errors import TLSConfigError, Unsupported
     from ipcnet.relay.service import is_tls
 
     given = tlsflags.keywords(args)
@@ -283,6 +287,10 @@ def _tls_sides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
         for name in ("cert", "key", "ca")
         if (value := getattr(args, f"target_{name}", None)) is not None
     }
+    if "key" in target_given and "cert" not in target_given:  # else "--key without --cert"
+        raise TLSConfigError(
+            "--target-key without --target-cert: give the certificate the key is for"
+        )
     listen_tls = is_tls(parse(args.listen))
     target_tls = any(is_tls(parse(t)) for t in args.targets)
     if not (listen_tls or target_tls):

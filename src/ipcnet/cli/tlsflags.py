@@ -51,7 +51,8 @@ def add_arguments(
         help=(
             "client: trust servers signed by it (default: the system's store); " if client else ""
         )
-        + ("server: require client certificates signed by it" if server else ""),
+        + ("server: require client certificates signed by it" if server else "")
+        + " (a PEM file, or a directory hashed by openssl rehash)",
     )
     if client:
         add(

@@ -230,6 +230,9 @@ class ServerCore:
         self.secured = self.service  # what binds tls:// listeners (TLSService or the service)
         if self.tls is not None and isinstance(self.secured, self.tls.TLSService):
             self.on_reload.append(self.secured.reload)
+        reload = getattr(service, "reload_certificates", None)  # a service's own TLS (relay)
+        if reload is not None:
+            self.on_reload.insert(0, reload)  # before prefork forks its new workers
         if config.accept_proxy:  # the PROXY header comes first on the wire, before TLS
             from ipcnet.drivers.proxied import ProxiedService
 

@@ -13,7 +13,9 @@ Rules:
   the handshake deadline, and the job runs the rest of the server handshake
   (``transports.tls.relayend.terminate``) where blocking is harmless, as connecting is. A
   client that fails it (plain text, a bad or missing client certificate, silence) is
-  refused, counted and logged with the reason, and the relay goes on serving;
+  refused, counted and logged with the reason, and the relay goes on serving; SIGHUP
+  reloads its certificate and key for new handshakes (``reload_certificates``, as stunnel
+  and ``ipcnet serve`` do; a bad file keeps the old pair, logged);
 - every target refusing or timing out: the client is reset (a refusal passed on); for a
   tls:// target a failed handshake or verification is such a failure; the line says
   "server timeout" when the last one timed out, "server refused" otherwise;
@@ -75,6 +77,12 @@ class RelayService(BaseService):
             options = TLSOptions.of(**config.tls)
             self.tls = (ServerContext(options), options)  # a bad certificate binds nothing
 
+    def reload_certificates(self) -> None:
+        """SIGHUP (a ``ServerCore`` reload hook): a terminating relay's next handshakes use
+        the certificate and key as the files hold them now; live connections keep theirs."""
+        if self.tls is not None and self.tls[0].reload():
+            log.info("SIGHUP: reloaded the certificate %s", self.tls[1].cert)
+
     def stats_section(self) -> dict[str, object]:
         """The relay's own counters, for the driver's stats socket and status JSON."""
         return {self.name: self.stats.snapshot()}
@@ -93,6 +101,10 @@ class RelaySession(BaseSession):
         self.service = service
         self.started = time.monotonic()
         self.who = str(peer.address) if peer.address else "unnamed peer"
+        if service.tls is not None and peer.address:  # terminated: named as its errors are
+            from ipcnet.transports.tls.stream import tls_where
+
+            self.who = tls_where(self.who)
         self.source: Endpoint | None = proxyio.endpoint(peer.address)
         self.destination: Endpoint | None = proxyio.endpoint(peer.local)
         self.first = b""

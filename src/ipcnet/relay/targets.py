@@ -11,7 +11,10 @@ Role: turn each client into an open upstream stream. Rules (HAProxy's and nginx'
   connection on its stdin/stdout, as inetd does;
 - a tls:// or tls+unix:// target is connected with ``tls`` (TLSOptions keywords: --ca,
   --sni, --insecure, a client certificate ...), handshake and verification included, so
-  an untrusted certificate is a failure to connect like a refusal;
+  an untrusted certificate is a failure to connect like a refusal; the next connection to
+  it resumes the last session (``ClientSessions``), as stunnel's client mode does; its
+  files (--ca, a client certificate and key) are loaded once up front, so a relay that
+  could connect no client does not start (as stunnel, and as its own listen side);
 - a PROXY protocol header goes first on the upstream connection, in the clear even to a
   tls:// target (HAProxy's ``server ... ssl send-proxy``);
 - every failure is counted per target; when all fail the last error is raised.
@@ -54,7 +57,13 @@ class Targets:
                 why = "it is this process's own" if address.scheme == "stdio" else "it has no name"
                 raise Unsupported(f"{address} cannot be a relay target: {why}")
         self.balance = balance
-        self.tls = tls or {}  # TLSOptions keywords for the tls:// targets
+        self.tls = dict(tls or {})  # TLSOptions keywords for the tls:// targets
+        if any(a.spec.transport == "tls" for a in self.addresses):
+            from ipcnet.transports.tls.context import ClientSessions, TLSOptions, client_context
+
+            self.tls.setdefault("sessions", ClientSessions())  # shared by every connection
+            # a file that cannot load: no start (--insecure warns at each connection)
+            client_context(TLSOptions.of(None, **{**self.tls, "insecure": False}))
         self.connect_timeout = connect_timeout
         self.stats = stats or RelayStats([str(a) for a in self.addresses])
         self._turn = memoryview(mmap.mmap(-1, 8, mmap.MAP_SHARED)).cast("Q")

@@ -12,6 +12,9 @@ Rules:
   absent, no TLS 1.2 renegotiation on either side (as Go, BoringSSL and rustls);
   ``insecure`` turns verification off and says so on stderr;
 - on a server, ``ca`` requests and verifies client certificates (mutual TLS);
+- every certificate in ``ca`` is a trust anchor, an intermediate or a peer's own leaf
+  too (OpenSSL's partial chain, CPython 3.13's default): ``--ca server.pem`` pins that
+  one server, as stunnel's ``verifyPeer`` with it as CAfile does;
 - session tickets (TLS 1.3, server): ``tickets`` = 0 by default. A TLS 1.3 server sends
   its tickets *after* the handshake, unasked; a client that writes, then closes without
   reading leaves them unread in its receive queue, so its kernel answers the close with an
@@ -19,6 +22,10 @@ Rules:
   tickets nothing is ever sent that the client did not ask for. The price is a full
   handshake per connection (no resumption); ``--tls-tickets N`` buys resumption back;
 - a ready ``SSLContext`` passed as ``context`` is used as it is;
+- ``sessions`` (a ``ClientSessions``, what a relay's targets share): a client that
+  reconnects resumes its last session with that server (a TLS 1.2 session id or ticket, a
+  TLS 1.3 ticket), as stunnel's client mode does by default (``sessionResume``); its one
+  context is built once, since a session resumes only under the context that made it;
 - a bad file is a ``TLSConfigError`` naming the file; a bad file on reload keeps the old
   context and logs why.
 """
@@ -28,8 +35,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +59,7 @@ class TLSOptions:
     cert: str | None = None  # PEM certificate (chain allowed); a server needs one
     key: str | None = None  # PEM private key (default: in ``cert``)
     ca: str | None = None  # client: whom to trust; server: require client certs from it
+    # (a PEM file, or a directory made with ``openssl rehash``: stunnel's CApath)
     insecure: bool = False  # client: no verification at all
     sni: str | None = None  # client: server name to send and check (default: the host)
     alpn: tuple[str, ...] = ()  # protocols to offer (client) or accept (server)
@@ -59,6 +69,7 @@ class TLSOptions:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     close_timeout: float = CLOSE_TIMEOUT
     context: ssl.SSLContext | None = field(default=None, compare=False)
+    sessions: ClientSessions | None = field(default=None, compare=False)  # client: resume
 
     @classmethod
     def of(cls, tls: TLSOptions | ssl.SSLContext | None = None, **fields: Any) -> TLSOptions:
@@ -148,10 +159,11 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
     if options.context is not None:
         return options.context
     try:
-        ctx = ssl.create_default_context(cafile=options.ca)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, **_ca_keywords(options.ca))
     except (OSError, ssl.SSLError) as exc:
         raise _file_error("ca file", options.ca, exc) from exc
     _versions(ctx, options)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # see the rules: --ca leaf.pem pins
     ctx.options |= ssl.OP_NO_RENEGOTIATION  # a HelloRequest gets a no_renegotiation alert
     ctx.hostname_checks_common_name = False
     if options.insecure:
@@ -178,13 +190,35 @@ def server_context(options: TLSOptions) -> ssl.SSLContext:
     _load_chain(ctx, options.cert, options.key)
     if options.ca:
         try:
-            ctx.load_verify_locations(cafile=options.ca)
+            ctx.load_verify_locations(**_ca_keywords(options.ca))
         except (OSError, ssl.SSLError) as exc:
             raise _file_error("ca file", options.ca, exc) from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if options.alpn:
         ctx.set_alpn_protocols(list(options.alpn))
     return ctx
+
+
+_HASHED = re.compile(r"^[0-9a-f]{8}\.\d+$")  # what openssl rehash names a ca certificate
+
+
+def _ca_keywords(ca: str | None) -> dict[str, str | None]:
+    """``--ca``: a PEM file, or a directory of certificates under their subject hashes
+    (stunnel's CApath, curl's --capath, openssl's -CApath: made with ``openssl rehash``).
+    OpenSSL looks in a directory only for a hashed name, so one with none is refused."""
+    if ca is None or not os.path.isdir(ca):
+        return {"cafile": ca}
+    try:
+        hashed = any(_HASHED.match(name) for name in os.listdir(ca))
+    except OSError as exc:
+        raise _file_error("ca directory", ca, exc) from exc
+    if not hashed:
+        raise TLSConfigError(
+            f"cannot load ca directory {ca}: no certificate in it under its hash "
+            f"(run: openssl rehash {ca})"
+        )
+    return {"capath": ca}
 
 
 def _versions(ctx: ssl.SSLContext, options: TLSOptions) -> None:
@@ -293,3 +327,40 @@ class ServerContext:
             self._lock.release()
         log.info("tls: reloaded certificate %s", self.options.cert)
         return True
+
+
+class ClientSessions:
+    """A client's contexts and its last resumable session per server (see the rules).
+
+    Keyed by the server's address and the name checked, so a session is offered only to
+    the server, and for the name, that it was verified for; at most ``LIMIT`` servers are
+    remembered (the oldest is forgotten first). Thread-safe: a relay connects on threads.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._contexts: dict[object, ssl.SSLContext] = {}
+        self._sessions: dict[tuple[str, str | None], ssl.SSLSession] = {}
+        self._lock = threading.Lock()
+
+    def context(self, key: object, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        """The context for ``key`` (the options it is built from), built once."""
+        with self._lock:
+            ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = build()  # outside the lock: it reads the ca file
+            with self._lock:
+                ctx = self._contexts.setdefault(key, ctx)
+        return ctx
+
+    def get(self, server: tuple[str, str | None]) -> ssl.SSLSession | None:
+        with self._lock:
+            return self._sessions.get(server)
+
+    def keep(self, server: tuple[str, str | None], session: ssl.SSLSession) -> None:
+        with self._lock:
+            self._sessions.pop(server, None)
+            self._sessions[server] = session
+            while len(self._sessions) > self.LIMIT:
+                del self._sessions[next(iter(self._sessions))]

@@ -20,6 +20,10 @@ Rules:
   direction is still open: a reply and our close_notify can still be sent;
 - a server given ``alpn`` refuses a ClientHello that offers protocols, none of them ours,
   with a fatal no_application_protocol alert (RFC 7301 §3.2; see ``hello``);
+- a client given ``session`` offers it (resumption); ``on_session`` is told each
+  resumable session the connection holds: at the end of the handshake (TLS 1.2), and at
+  our close_notify and the peer's (a TLS 1.3 ticket comes after the handshake, read with
+  the data);
 - ``close_notify()`` ends our direction: in TLS 1.3 the peer may go on sending and we go
   on reading (RFC 8446 §6.1); a TLS 1.2 peer answers with its own close_notify and stops
   (RFC 5246 §7.2.1), so there it ends the connection once the peer has answered.
@@ -28,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 from ipcnet.errors import IPCError
@@ -56,6 +61,7 @@ class TLSLayer:
         "_in",
         "_keep",
         "_obj",
+        "_on_session",
         "_out",
         "_peer_ended",
         "_plain",
@@ -79,12 +85,19 @@ class TLSLayer:
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
         alpn: tuple[str, ...] = (),
+        session: ssl.SSLSession | None = None,
+        on_session: Callable[[ssl.SSLSession], None] | None = None,
     ) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(
-            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+            self._in,
+            self._out,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
         )
+        self._on_session = on_session
         self._accepted = accepted(context)
         self.server_side = server_side
         self.where = where
@@ -148,7 +161,21 @@ class TLSLayer:
             raise self._error(exc) from exc
         self.established = True
         self._got, self._sent = bytearray(), None  # only a failed handshake reads them
+        self._keep_session()
         return True
+
+    def _keep_session(self) -> None:
+        """Tell ``on_session`` the session, if it can be resumed (see the rules)."""
+        if self._on_session is None:
+            return
+        session = self._obj.session
+        if session is not None and (session.has_ticket or self.version == "TLSv1.2"):
+            self._on_session(session)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return self._obj.session_reused
 
     def _check_alpn(self) -> None:
         """RFC 7301 §3.2: a ClientHello whose ALPN offer has none of ours gets a fatal
@@ -195,6 +222,7 @@ class TLSLayer:
             raise self._end from exc
         if not data:
             self.eof = True
+            self._keep_session()
         return data
 
     def read_into(self, buf: memoryview) -> int | None:
@@ -222,6 +250,7 @@ class TLSLayer:
             raise self._end from exc
         if n == 0:
             self.eof = True
+            self._keep_session()
         return n
 
     def _ended(self) -> bytes:
@@ -263,6 +292,7 @@ class TLSLayer:
                 return
             if not data:
                 self._end = True
+                self._keep_session()
                 return
             self._plain += data
 
@@ -306,6 +336,7 @@ class TLSLayer:
             # decrypt every whole record already here (later reads hand it out), leaving it
             # nothing but a partial record it cannot finish.
             self._drain()
+        self._keep_session()  # the tickets that came are read: TLS 1.3's are resumable
         try:
             self._obj.unwrap()
         except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):

@@ -9,7 +9,10 @@ Rules:
 - ``read_into`` fills the buffer with every whole record there is, so a short read means
   the layer holds no whole record and waiting on the socket is right; 0 is the peer's
   close_notify; a TCP EOF without it is EOF too (``unclean`` remembers it), as the
-  servers' TLS wrapper treats it (curl and browsers often skip close_notify);
+  servers' TLS wrapper treats it (curl and browsers often skip close_notify); a record
+  that fails (a bad MAC, garbage) raises its TLSError once the fatal alert OpenSSL made
+  for it is sent (RFC 8446 §6.2; stunnel and ``ipcnet serve`` send it): the peer learns
+  why before the pump resets the connection;
 - ``write`` takes at most ``WRITE_CHUNK`` bytes of plaintext at a time and keeps the
   ciphertext the socket did not take (``backlog``); the pump calls ``flush`` before it
   moves anything else that way, so a direction holds one chunk's records at most;
@@ -23,7 +26,9 @@ past it before the hand-over; ``terminate`` runs the server handshake from there
 
 from __future__ import annotations
 
-from ipcnet.errors import UncleanEOF
+import contextlib
+
+from ipcnet.errors import IPCError, TLSError, UncleanEOF
 from ipcnet.transports.sockets import SocketStream
 from ipcnet.transports.splice import RelayEnd
 from ipcnet.transports.tls.context import ServerContext, TLSOptions
@@ -53,6 +58,18 @@ class TLSRelayEnd(RelayEnd):
     # --- plaintext out ----------------------------------------------------------------
 
     def read_into(self, buf: memoryview) -> int | None:
+        try:
+            return self._read_into(buf)
+        except UncleanEOF:
+            raise
+        except TLSError:
+            if self.layer.pending:  # the alert that tells the peer what failed
+                self._queue()
+                with contextlib.suppress(IPCError):
+                    self.flush()
+            raise
+
+    def _read_into(self, buf: memoryview) -> int | None:
         layer = self.layer
         while True:
             try:

@@ -34,6 +34,7 @@ import ssl
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from ipcnet.addresses import Address
@@ -389,19 +390,33 @@ def client(
     A certificate for another name is reported with the names it does have, an expired
     (or not yet valid) one with its dates, or, when its own dates are right, as a ca
     certificate of its chain (openssl s_client: the error's depth): they are read from a
-    second, unverified handshake, made only for the message.
+    second, unverified handshake, made only for the message. With ``options.sessions``
+    the last session with this server (and name) is offered, and the new one kept.
     """
     # an absolute name's trailing dot is neither sent (RFC 6066 §3) nor checked (as curl)
     server_name = (options.sni or host or "").removesuffix(".") or None
-    context = client_context(options)
-    if server_name is None and options.context is None and context.check_hostname:
-        context.check_hostname = False  # tls+unix, no --sni: the chain is checked, no name
+
+    def build() -> ssl.SSLContext:
+        context = client_context(options)
+        if server_name is None and options.context is None and context.check_hostname:
+            context.check_hostname = False  # tls+unix, no --sni: the chain is checked, no name
+        return context
+
+    sessions = options.sessions
+    if sessions is None:
+        context, session, keep = build(), None, None
+    else:
+        context = sessions.context((options, server_name is None), build)
+        server = (where or str(raw.peer_address), server_name)
+        session, keep = sessions.get(server), partial(sessions.keep, server)
     layer = TLSLayer(
         context,
         server_side=False,
         server_hostname=server_name,
         handshake_timeout=options.handshake_timeout,
         close_timeout=options.close_timeout,
+        session=session,
+        on_session=keep,
     )
     stream = TLSStream(raw, layer, where)
     try:
