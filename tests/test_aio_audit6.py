@@ -21,6 +21,7 @@ Rules checked here (none had a case before):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -504,6 +505,50 @@ def test_hundreds_of_calls_answered_out_of_order_and_cancelled_at_random(seed: i
 
     with shuffling_peer(seed) as (url, received):
         run(main(url, received))
+
+
+def test_a_reply_read_before_its_cancelled_call_ends_leaves_no_abandoned_id() -> None:
+    """The race the random test above met once in a full run: a call's future cancelled
+    (a timer's callback: wait_for's timeout, or here a cancel) in the same loop turn as its
+    reply is read. The reader found the future done and dropped the reply; then the call's
+    own ending abandoned its id, whose reply had come already: an id abandoned for good
+    (a null-id error could never again be told whose it is). Forced here: the reply is in
+    the kernel, and the cancel is a timer due at the turn that reads it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    asked, answer = threading.Semaphore(0), threading.Semaphore(0)
+
+    def serve() -> None:  # each call answered when the test says so
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                m = json.loads(line)
+                asked.release()
+                answer.acquire()
+                reply = {"jsonrpc": "2.0", "id": m["id"], "result": m["params"]}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    async def main(url: str) -> None:
+        loop = asyncio.get_running_loop()
+        async with await aio.connect(url, timeout=10) as client:
+            for i in range(5):
+                call = asyncio.create_task(client.echo(i))
+                while not asked.acquire(blocking=False):  # sent, and the peer has it
+                    await asyncio.sleep(0.001)
+                loop.call_later(0, call.cancel)  # run after the next turn's socket events
+                answer.release()
+                time.sleep(0.05)  # the reply comes into the kernel meanwhile
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+            assert client.dropped == 5  # each reply came after its call was cancelled
+            assert not client.protocol._abandoned and not client._waiting
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        run(main(f"tcp://127.0.0.1:{listener.getsockname()[1]}"))
+    finally:
+        listener.close()
+        thread.join(5)
 
 
 def test_an_rpc_error_still_reaches_its_call_after_cancellations() -> None:

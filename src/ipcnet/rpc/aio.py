@@ -115,9 +115,9 @@ class AsyncClient:
                 raise  # the stream's own Timeout (an OS deadline), not this call's
         finally:
             for rid, future in zip(ids, futures, strict=True):
-                waiting.pop(rid, None)
-                if future.cancelled() or not future.done():  # its reply may still come
-                    self.protocol.abandon(rid)
+                answered = waiting.pop(rid, None) is None  # its reply came (late: dropped)
+                if (future.cancelled() or not future.done()) and not answered:
+                    self.protocol.abandon(rid)  # its reply may still come
                 else:
                     future.exception()  # seen: one failure raised for all, none logged
         late = [
@@ -156,7 +156,12 @@ class AsyncClient:
                     if entry is not None and not entry[1].done():
                         entry[1].set_result(reply)
                     elif entry is not None or not self._orphan(reply):
-                        self.dropped += 1  # late (its call timed out) or unknown
+                        # late (its call timed out or was cancelled, in this very turn if
+                        # it is still listed: it must not abandon an id answered now) or
+                        # unknown
+                        if entry is not None:
+                            del self._waiting[reply.id]
+                        self.dropped += 1
                 if not data:
                     break
             failure = Broken(f"{self.where} closed the connection")
