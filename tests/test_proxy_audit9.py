@@ -22,7 +22,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +36,8 @@ from ipcnet.protocols.proxy import (
 )
 from ipcnet.testing import free_port
 from serverkit import _start, serving
-from test_proxy_conformance import NGINX_STREAM, _exchange, _peer, needs_nginx
+from test_proxy_conformance import NGINX_STREAM, _exchange, needs_nginx
+from test_relay_audit8 import _nginx_reader
 from tlskit import certs
 
 A4 = bytes((192, 0, 2, 1, 198, 51, 100, 2)) + struct.pack("!HH", 1234, 80)
@@ -87,22 +87,9 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """nginx stream `listen ... proxy_protocol` answering the client it read."""
     if shutil.which("nginx") is None or not NGINX_STREAM.exists():
         pytest.skip("nginx stream missing")
-    tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    (tmp / "nginx.conf").write_text(textwrap.dedent(f"""
-        load_module {NGINX_STREAM};
-        daemon off;
-        master_process off;
-        pid {tmp}/nginx.pid;
-        error_log {tmp}/error.log;
-        events {{ worker_connections 64; }}
-        stream {{
-            server {{ listen 127.0.0.1:{port} proxy_protocol;
-                     return "$proxy_protocol_addr|$remote_addr\\n"; }}
-        }}
-    """))  # fmt: skip
-    argv = ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", str(tmp / "nginx.conf")]
-    with _peer(argv, port):
+    with _nginx_reader(
+        tmp_path_factory.mktemp("nginx"), "$proxy_protocol_addr|$remote_addr"
+    ) as port:
         yield port
 
 

@@ -443,8 +443,11 @@ def test_udp_port_unreachable_from_the_upstream_is_counted_and_the_relay_serves_
 
 
 @contextmanager
-def _nginx_reader(tmp: Path) -> Iterator[int]:
-    """nginx stream ``listen ... proxy_protocol`` answering the client the header named."""
+def _nginx_reader(
+    tmp: Path, answer: str = "$proxy_protocol_addr|$proxy_protocol_port"
+) -> Iterator[int]:
+    """nginx stream ``listen ... proxy_protocol`` answering ``answer`` (by default the
+    client the header named)."""
     port = free_port()
     (tmp / "nginx.conf").write_text(textwrap.dedent(f"""
         load_module {NGINX_STREAM};
@@ -455,7 +458,7 @@ def _nginx_reader(tmp: Path) -> Iterator[int]:
         events {{ worker_connections 64; }}
         stream {{
             server {{ listen 127.0.0.1:{port} proxy_protocol;
-                     return "$proxy_protocol_addr|$proxy_protocol_port\\n"; }}
+                     return "{answer}\\n"; }}
         }}
     """))  # fmt: skip
     argv = ["nginx", "-p", str(tmp), "-e", f"{tmp}/error.log", "-c", str(tmp / "nginx.conf")]

@@ -18,6 +18,7 @@ import pytest
 import ipcnet
 from ipcnet.errors import Closed, Interrupted, IPCError, PeerClosed, Reset, Timeout, Unsupported
 from ipcnet.transports.sockets import SocketStream, UnixStream, stream_for
+from test_unix_wakeups import _switches
 
 
 def _tcp_pair() -> tuple[SocketStream, socket.socket]:
@@ -171,14 +172,6 @@ def test_a_unix_reader_waiting_in_the_exchange_is_not_woken_by_the_peer_consumin
         thread.join(5)
         assert got == [b"reply"]
         stream.close()
-
-
-def _switches(tid: int) -> int:
-    with open(f"/proc/self/task/{tid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc status")
 
 
 def test_streams_whose_read_is_not_these_calls_offer_none() -> None:
