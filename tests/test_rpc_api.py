@@ -136,3 +136,46 @@ def stdio_command(*extra: str) -> str:
         f"exec:env PYTHONPATH={HERE} {sys.executable} -m ipcnet rpc serve "
         f"test_rpc_api:methods stdio: {' '.join(extra)}"
     ).rstrip()
+
+
+def test_serve_takes_a_frame_limit_as_make_service_and_the_cli_do() -> None:
+    """``rpc.serve`` had no ``max_frame`` (``make_service``, ``rpc.connect`` and ``ipcnet
+    rpc serve --max-frame`` have it): a library server could not bound its requests. And
+    with a limit this small the over-long request was not answered at all: its error,
+    which says how long the line was, is over 100 bytes; it now goes with the bare
+    standard message (JSON-RPC §5.1), silence only where not even that fits."""
+    import json
+
+    import ipcnet
+
+    methods = rpc.Methods()
+    methods.add(lambda text: text, name="echo")
+    cores: list[Any] = []
+    up = threading.Event()
+
+    def ready(core: Any) -> None:
+        cores.append(core)
+        up.set()
+
+    thread = threading.Thread(
+        target=rpc.serve,
+        args=(methods, ["tcp://127.0.0.1:0"]),
+        kwargs={"max_frame": 100, "ready": ready},
+        daemon=True,
+    )
+    thread.start()
+    assert up.wait(10)
+    try:
+        with ipcnet.connect(str(cores[0].bound[0]), timeout=10) as ch:
+            small = b'{"jsonrpc":"2.0","method":"echo","params":["x"],"id":1}\n'
+            ch.write(small)
+            assert json.loads(ch.readline())["result"] == "x"
+            big = small.replace(b'"x"', b'"' + b"x" * 100 + b'"')
+            ch.write(big)
+            assert json.loads(ch.readline())["error"]["code"] == rpc.INVALID_REQUEST
+            ch.write(small)  # the connection lives on
+            assert json.loads(ch.readline())["result"] == "x"
+    finally:
+        cores[0].request_stop()
+        thread.join(10)
+    assert not thread.is_alive()

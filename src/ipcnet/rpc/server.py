@@ -55,12 +55,19 @@ def serve(
     framing: str | Framing | None = None,
     codec: str | Codec | None = None,
     debug: bool = False,
+    max_frame: int | None = None,
     ready: Callable[[ServerCore], None] | None = None,
 ) -> ServerCore:
     """Serve ``obj``'s methods on socket addresses until SIGTERM/SIGINT (or request_stop),
-    under the model the registry gives RPC (``default_for("rpc")``) unless ``config`` says."""
+    under the model the registry gives RPC (``default_for("rpc")``) unless ``config`` says;
+    ``max_frame`` bounds a request's frame (``make_service``'s)."""
     service = make_service(
-        obj, addresses[0] if addresses else "tcp:", framing=framing, codec=codec, debug=debug
+        obj,
+        addresses[0] if addresses else "tcp:",
+        framing=framing,
+        codec=codec,
+        debug=debug,
+        max_frame=max_frame,
     )
     config = config or ServeConfig(model=default_for("rpc"))  # the fastest for RPC
     return serve_service(service, addresses, config, ready)

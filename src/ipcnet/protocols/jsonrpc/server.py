@@ -262,17 +262,26 @@ class JsonRpcService(BaseService):
         payload = self.codec.encode([error_reply(r.get("id"), error) for r in fixed])
         if len(payload) <= self.framing.max_size:
             return self._frame(payload)
-        return self._frame(self.codec.encode(error_reply(None, error)))
+        return self._frame(self.codec.encode(self._error(None, INTERNAL_ERROR, detail)))
 
     def _encodable(self, reply: dict[str, Any]) -> dict[str, Any]:
         try:
             size = len(self.codec.encode(reply))
         except LocalProtocolError as exc:
-            error = RPCError.standard(INTERNAL_ERROR, f"the result cannot be encoded: {exc}")
-            return error_reply(reply.get("id"), error)
+            detail = f"the result cannot be encoded: {exc}"
+            return self._error(reply.get("id"), INTERNAL_ERROR, detail)
         if size > self.framing.max_size:
             detail = f"a reply of {size} bytes is over the frame limit of {self.framing.max_size}"
-            return error_reply(reply.get("id"), RPCError.standard(INTERNAL_ERROR, detail))
+            return self._error(reply.get("id"), INTERNAL_ERROR, detail)
+        return reply
+
+    def _error(self, rid: Any, code: int, detail: str) -> dict[str, Any]:
+        """An error reply saying ``detail``; with the bare standard message (§5.1) where the
+        detail would make it too long for the frame limit (a limit of 100 bytes left an
+        over-long request unanswered: its error said how long it was, in 118 bytes)."""
+        reply = error_reply(rid, RPCError.standard(code, detail))
+        if len(self.codec.encode(reply)) > self.framing.max_size:
+            reply = error_reply(rid, RPCError.standard(code))
         return reply
 
     def _frame(self, payload: bytes) -> bytes:
@@ -282,8 +291,7 @@ class JsonRpcService(BaseService):
             return b""  # even the error does not fit a frame this small: say nothing
 
     def frame_error(self, code: int, text: str) -> bytes:
-        reply = error_reply(None, RPCError.standard(code, text))
-        return self._frame(self.codec.encode(reply))
+        return self._frame(self.codec.encode(self._error(None, code, text)))
 
 
 def _refuse(value: CoroutineType[Any, Any, Any]) -> None:
