@@ -277,10 +277,11 @@ def test_stats_json_is_versioned_and_every_counter_is_what_bpftool_dumps(ns: Pai
         (stats_id,) = [m["id"] for m in maps if m["name"] == "ipcnet_stats"]
         dump = _map_dump(stats_id)
         unmatched = doc["unmatched"]
-        want = {1: (100, 100 * v4), 2: (100, 100 * v6)}
-        if unmatched["packets"]:  # neighbour or router chatter, if any: slot 0
-            want[0] = (unmatched["packets"], unmatched["bytes"])
-        assert dump == want
+        chatter = dump.pop(0, (0, 0))  # neighbour or router chatter, if any: slot 0
+        assert dump == {1: (100, 100 * v4), 2: (100, 100 * v6)}
+        # slot 0 may have grown between the two reads (an IPv6 router solicitation came
+        # after `stats` in one run): never shrunk, never less than stats said
+        assert chatter[0] >= unmatched["packets"] and chatter[1] >= unmatched["bytes"], chatter
     finally:
         ns.call(ns.b, xdp.detach, "vb")
         dropped.close()
