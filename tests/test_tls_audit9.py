@@ -32,6 +32,7 @@ from ipcnet.testing.pairs import free_port
 from ipcnet.transports import open_stream
 from ipcnet.transports.tls import ServerContext, TLSOptions, client_context
 from relay_helpers import echo, env, relay_process, server
+from test_tls_conformance import _connect_when_up
 from tlskit import CLOSE, certs
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
@@ -101,15 +102,6 @@ def _stunnel(folder: Path, config: str) -> Iterator[Path]:
         proc.wait(10)
 
 
-def _when_up(port: int) -> socket.socket:
-    for _ in range(400):
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=10)
-        except ConnectionRefusedError:
-            time.sleep(0.025)
-    raise AssertionError(f"nothing listens on port {port}")
-
-
 def _exchange(sock: socket.socket, data: bytes) -> bytes:
     with sock:
         sock.sendall(data)
@@ -173,7 +165,7 @@ def stunnel_servers(
         )
         with _stunnel(folder, config) as log:
             for port in ports.values():
-                _when_up(port).close()
+                _connect_when_up(port).close()
             yield ports, log
 
 
@@ -209,7 +201,7 @@ def test_an_originating_relay_resumes_its_session_with_stunnel(
         r.start()
         for i in range(3):
             data = f"client {i}\n".encode()
-            assert _exchange(_when_up(int(r.address.port or 0)), data) == data
+            assert _exchange(_connect_when_up(int(r.address.port or 0)), data) == data
     deadline = time.monotonic() + 2
     while True:
         text = log.read_bytes()[start:].decode()
@@ -323,7 +315,9 @@ def test_ca_takes_a_hashed_directory_as_stunnels_capath(
     with no hashed name in it would trust nothing, silently: it is refused, saying how."""
     ports, _ = stunnel_servers
     capath = Path(stunnel_servers[1]).parent / "capath"
-    assert _exchange(_when_up(ports["capath"]), b"stunnel\n") == b"stunnel\n"  # the reference
+    assert (
+        _exchange(_connect_when_up(ports["capath"]), b"stunnel\n") == b"stunnel\n"
+    )  # the reference
     stream = open_stream(parse(f"tls://localhost:{ports['capath-server']}"), 5, ca=str(capath),
                          close_timeout=CLOSE)  # fmt: skip
     stream.write(b"ipcnet\n")
@@ -355,7 +349,7 @@ def test_ca_holding_the_servers_own_certificate_pins_it_as_stunnels_verifypeer(
     certificate is still untrusted."""
     ports, log = stunnel_servers
     leaf = log.parent / "leaf.pem"
-    assert _exchange(_when_up(ports["pin"]), b"stunnel\n") == b"stunnel\n"  # the reference
+    assert _exchange(_connect_when_up(ports["pin"]), b"stunnel\n") == b"stunnel\n"  # the reference
     url = parse(f"tls://localhost:{ports['capath-server']}")
     stream = open_stream(url, 5, ca=str(leaf), close_timeout=CLOSE)
     stream.write(b"pinned\n")
