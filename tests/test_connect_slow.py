@@ -220,7 +220,7 @@ def test_a_signal_while_the_peer_sends_is_reported(
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == 128 + sig
+    assert proc.returncode == 128 + sig, err
     assert err.decode().startswith("ipcnet connect: interrupted: gave up before the peer ended")
 
 
